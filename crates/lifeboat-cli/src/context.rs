@@ -1,0 +1,101 @@
+//! What every command starts from: the configuration, the vault, the connected sources.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use lifeboat_core::config::Config;
+use lifeboat_core::model::TenantKey;
+use lifeboat_core::state::SourceHistory;
+use lifeboat_core::vault::Vault;
+use lifeboat_core::{Error, Result};
+use lifeboat_source::live::LiveSource;
+
+pub fn load_config(path: Option<PathBuf>) -> Result<Config> {
+    let path = path.ok_or_else(|| {
+        Error::usage("no configuration: pass --config PATH or set LIFEBOAT_CONFIG")
+    })?;
+    Config::load(&path)
+}
+
+/// The configured source names to work on: `only` if given (each must exist), else all.
+pub fn source_names(config: &Config, only: &[String]) -> Result<Vec<String>> {
+    if only.is_empty() {
+        return Ok(config.sources.keys().cloned().collect());
+    }
+    for name in only {
+        config.source(name)?;
+    }
+    Ok(only.to_vec())
+}
+
+pub async fn open_sources(
+    config: &Config,
+    names: &[String],
+    for_capture: bool,
+) -> Result<Vec<LiveSource>> {
+    let mut sources = Vec::with_capacity(names.len());
+    for name in names {
+        sources.push(LiveSource::open(name, config.source(name)?, for_capture).await?);
+    }
+    Ok(sources)
+}
+
+pub async fn open_vault(config: &Config) -> Result<Vault> {
+    Vault::open(Vault::store_for(&config.vault)?).await
+}
+
+/// Every source's history in the vault, for the configured sources.
+pub async fn histories(vault: &Vault, names: &[String]) -> Result<Vec<SourceHistory>> {
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        out.push(SourceHistory::load(vault, name).await?);
+    }
+    Ok(out)
+}
+
+/// Check that every requested tenant is known to the vault in some source.
+pub async fn check_tenants(
+    vault: &Vault,
+    histories: &[SourceHistory],
+    tenants: &[String],
+) -> Result<BTreeSet<TenantKey>> {
+    if tenants.is_empty() {
+        return Err(Error::usage("name at least one tenant with --tenant"));
+    }
+    let mut known = BTreeSet::new();
+    for history in histories {
+        known.extend(history.tenants(vault).await?);
+    }
+    let mut out = BTreeSet::new();
+    for tenant in tenants {
+        let key = TenantKey::new(tenant.clone());
+        if !known.contains(&key) {
+            return Err(Error::usage(format!(
+                "unknown tenant {tenant}: the vault has no rows of it in any source \
+                 (`lifeboat tenants` lists the protected tenants)"
+            )));
+        }
+        out.insert(key);
+    }
+    Ok(out)
+}
+
+pub fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+    );
+}
+
+/// 52310 -> "52,310".
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -1,0 +1,93 @@
+//! `lifeboat`: one binary, one subcommand per job. The work lives in lifeboat-core and
+//! lifeboat-source; this crate parses the command line, loads the configuration, and
+//! prints results for people (default) or scripts (`--json`).
+
+mod capture;
+mod context;
+mod history;
+mod snapshot;
+mod tenants;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes: 0 everything asked for succeeded; 1 it ran but found a problem (a verify
+/// difference, a failed source); 2 the request or configuration was wrong.
+pub const EXIT_PROBLEM: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "lifeboat",
+    version,
+    about = "Tenant-level backup and point-in-time restore for multi-tenant databases"
+)]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, global = true, env = "LIFEBOAT_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Capture every change of every configured source into the vault, continuously.
+    Capture(capture::Args),
+    /// List every protected tenant: its sources, row counts and restorable window.
+    Tenants(tenants::Args),
+    /// Show a tenant's transactions, newest first.
+    History(history::Args),
+    /// Compare tenants' live rows with the vault, table by table.
+    Verify(verify::Args),
+    /// Write new base snapshots (compaction), so restores read less history.
+    Snapshot(snapshot::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_PROBLEM);
+        }
+    };
+    let result = runtime.block_on(async move {
+        let config_path = cli.config.clone();
+        match cli.command {
+            Command::Capture(args) => capture::run(config_path, args).await,
+            Command::Tenants(args) => tenants::run(config_path, args).await,
+            Command::History(args) => history::run(config_path, args).await,
+            Command::Verify(args) => verify::run(config_path, args).await,
+            Command::Snapshot(args) => snapshot::run(config_path, args).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            let code = match e.kind() {
+                lifeboat_core::ErrorKind::Config
+                | lifeboat_core::ErrorKind::Usage
+                | lifeboat_core::ErrorKind::OutOfWindow => EXIT_USAGE,
+                _ => EXIT_PROBLEM,
+            };
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! The configuration file (one TOML file, see lifeboat.example.toml) and its validation.
+//! Parsing checks the shape; `tenancy::resolve` later checks it against the live schema.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub vault: VaultConfig,
+    #[serde(default)]
+    pub control: Option<ControlConfig>,
+    #[serde(default)]
+    pub capture: CaptureConfig,
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    /// `file:///abs/dir` or `s3://bucket/prefix`.
+    pub url: String,
+    /// S3 endpoint for S3-compatible servers (also `AWS_ENDPOINT_URL`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// S3 region (also `AWS_REGION`); default `us-east-1`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// How long every tenant stays restorable.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+}
+
+fn default_retention_days() -> u32 {
+    30
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// `sqlite:///abs/file`.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Longest time a committed change waits before its segment is written.
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+    /// A segment is written once it holds this many changes.
+    #[serde(default = "default_segment_max_changes")]
+    pub segment_max_changes: usize,
+    /// A tenant gets a new base once this many of its changes follow its latest base.
+    #[serde(default = "default_compact_after_changes")]
+    pub compact_after_changes: u64,
+    /// SQLite sources: how often the changelog is read.
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            flush_interval_ms: default_flush_interval_ms(),
+            segment_max_changes: default_segment_max_changes(),
+            compact_after_changes: default_compact_after_changes(),
+            poll_interval_ms: default_poll_interval_ms(),
+        }
+    }
+}
+
+fn default_flush_interval_ms() -> u64 {
+    200
+}
+fn default_segment_max_changes() -> usize {
+    20_000
+}
+fn default_compact_after_changes() -> u64 {
+    50_000
+}
+fn default_poll_interval_ms() -> u64 {
+    20
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// `postgres://…` or `sqlite:///abs/file`.
+    pub url: String,
+    /// The column that holds the tenant key, for tables that declare nothing else.
+    #[serde(default)]
+    pub tenant_column: Option<String>,
+    /// PostgreSQL schema whose tables are protected (default `public`).
+    #[serde(default)]
+    pub schema: Option<String>,
+    #[serde(default)]
+    pub tables: BTreeMap<String, TableConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    #[serde(default)]
+    pub tenant_column: Option<String>,
+    #[serde(default)]
+    pub tenant_via: Option<String>,
+    #[serde(default)]
+    pub global: bool,
+}
+
+/// What kind of database a source is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    Postgres { url: String },
+    Sqlite { path: PathBuf },
+}
+
+/// A table's declared tenancy, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableRule {
+    Column(String),
+    Via {
+        column: String,
+        parent: String,
+        parent_column: String,
+    },
+    Global,
+}
+
+impl Config {
+    /// Read and validate the file at `path`.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::config(format!("cannot read config file {}: {e}", path.display()))
+        })?;
+        Config::parse(&text)
+            .map_err(|e| Error::config(format!("config file {}: {}", path.display(), e.message())))
+    }
+
+    /// Parse and validate configuration text.
+    pub fn parse(text: &str) -> Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let mut message = e.message().to_string();
+            if let Some(span) = e.span() {
+                let line = text[..span.start.min(text.len())].lines().count().max(1);
+                message = format!("line {line}: {message}");
+            }
+            Error::config(message)
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        crate::vault::VaultUrl::parse(&self.vault.url)?;
+        if let Some(control) = &self.control {
+            sqlite_path(&control.url)
+                .map_err(|e| Error::config(format!("[control] url: {}", e.message())))?;
+        }
+        if self.capture.segment_max_changes == 0 {
+            return Err(Error::config(
+                "[capture] segment_max_changes must be at least 1",
+            ));
+        }
+        for (name, source) in &self.sources {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(Error::config(format!(
+                    "source name {name:?}: use letters, digits, '_' and '-' only"
+                )));
+            }
+            source
+                .kind()
+                .map_err(|e| Error::config(format!("[sources.{name}] {}", e.message())))?;
+            for (table, decl) in &source.tables {
+                decl.rule().map_err(|e| {
+                    Error::config(format!("[sources.{name}.tables.{table}] {}", e.message()))
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn source(&self, name: &str) -> Result<&SourceConfig> {
+        self.sources.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.sources.keys().map(String::as_str).collect();
+            Error::usage(format!(
+                "unknown source {name:?}; configured sources: {}",
+                known.join(", ")
+            ))
+        })
+    }
+}
+
+impl SourceConfig {
+    pub fn kind(&self) -> Result<SourceKind> {
+        if self.url.starts_with("postgres://") || self.url.starts_with("postgresql://") {
+            Ok(SourceKind::Postgres {
+                url: self.url.clone(),
+            })
+        } else if self.url.starts_with("sqlite:") {
+            Ok(SourceKind::Sqlite {
+                path: sqlite_path(&self.url)?,
+            })
+        } else {
+            Err(Error::config(format!(
+                "url {:?}: expected postgres://… or sqlite:///absolute/path",
+                self.url
+            )))
+        }
+    }
+
+    /// The rule for `table`: its own declaration, or the source's tenant column.
+    pub fn declared_rule(&self, table: &str) -> Result<Option<TableRule>> {
+        match self.tables.get(table) {
+            Some(decl) => decl.rule().map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+impl TableConfig {
+    pub fn rule(&self) -> Result<TableRule> {
+        let declared = [
+            self.tenant_column.is_some(),
+            self.tenant_via.is_some(),
+            self.global,
+        ]
+        .iter()
+        .filter(|&&b| b)
+        .count();
+        if declared != 1 {
+            return Err(Error::config(
+                "declare exactly one of tenant_column, tenant_via or global = true",
+            ));
+        }
+        if self.global {
+            return Ok(TableRule::Global);
+        }
+        if let Some(column) = &self.tenant_column {
+            return Ok(TableRule::Column(column.clone()));
+        }
+        let via = self.tenant_via.as_deref().unwrap_or_default();
+        parse_tenant_via(via)
+    }
+}
+
+/// Parse `col -> parent_table.col`.
+pub fn parse_tenant_via(text: &str) -> Result<TableRule> {
+    let bad = || {
+        Error::config(format!(
+            "tenant_via {text:?}: expected \"column -> parent_table.column\""
+        ))
+    };
+    let (column, target) = text.split_once("->").ok_or_else(bad)?;
+    let (parent, parent_column) = target.trim().split_once('.').ok_or_else(bad)?;
+    let (column, parent, parent_column) = (column.trim(), parent.trim(), parent_column.trim());
+    if column.is_empty() || parent.is_empty() || parent_column.is_empty() {
+        return Err(bad());
+    }
+    Ok(TableRule::Via {
+        column: column.to_string(),
+        parent: parent.to_string(),
+        parent_column: parent_column.to_string(),
+    })
+}
+
+/// The file path of a `sqlite:///abs/path` URL.
+pub fn sqlite_path(url: &str) -> Result<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .ok_or_else(|| Error::config(format!("url {url:?}: expected sqlite:///absolute/path")))?;
+    if !rest.starts_with('/') {
+        return Err(Error::config(format!(
+            "url {url:?}: the path must be absolute (sqlite:///absolute/path)"
+        )));
+    }
+    Ok(PathBuf::from(rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [vault]
+        url = "file:///tmp/vault"
+        [control]
+        url = "sqlite:///tmp/control.db"
+        [sources.tracker]
+        url = "postgres://lifeboat@127.0.0.1:5432/tracker"
+        tenant_column = "site_id"
+        [sources.tracker.tables.sites]
+        tenant_column = "id"
+        [sources.tracker.tables.comments]
+        tenant_via = "issue_id -> issues.id"
+        [sources.tracker.tables.schema_migrations]
+        global = true
+    "#;
+
+    #[test]
+    fn parses_the_design_shape() {
+        let config = Config::parse(GOOD).expect("valid");
+        let tracker = config.source("tracker").expect("tracker");
+        assert_eq!(tracker.tenant_column.as_deref(), Some("site_id"));
+        assert_eq!(
+            tracker.declared_rule("comments").expect("rule"),
+            Some(TableRule::Via {
+                column: "issue_id".into(),
+                parent: "issues".into(),
+                parent_column: "id".into()
+            })
+        );
+        assert_eq!(
+            tracker.declared_rule("schema_migrations").expect("rule"),
+            Some(TableRule::Global)
+        );
+    }
+
+    #[test]
+    fn refuses_malformed_config() {
+        let cases = [
+            ("[vault]\nurl = 3\n", "line"),
+            ("[vault]\nurl = \"ftp://x\"\n", "vault url"),
+            (
+                "[vault]\nurl = \"file:///v\"\n[sources.a]\nurl = \"mysql://x\"\n",
+                "[sources.a]",
+            ),
+            (
+                "[vault]\nurl = \"file:///v\"\n[sources.a]\nurl = \"sqlite:///a.db\"\n[sources.a.tables.t]\ntenant_via = \"x\"\n",
+                "tenant_via",
+            ),
+            (
+                "[vault]\nurl = \"file:///v\"\n[sources.a]\nurl = \"sqlite:///a.db\"\n[sources.a.tables.t]\nglobal = true\ntenant_column = \"x\"\n",
+                "exactly one",
+            ),
+            ("[vault]\nurl = \"file:///v\"\nsurprise = 1\n", "unknown field"),
+            ("[vault]\nurl = \"file:///v\"\n[sources.a]\nurl = \"sqlite://rel.db\"\n", "absolute"),
+        ];
+        for (text, needle) in cases {
+            let err = Config::parse(text).expect_err(text).to_string();
+            assert!(err.contains(needle), "{text:?}: {err:?} lacks {needle:?}");
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Lifeboat's core: configuration, the tenant map, the captured model, the vault and
+//! reading tenant state back out of it, and checksums. No database driver lives here.
+
+pub mod checksum;
+pub mod compaction;
+pub mod config;
+pub mod error;
+pub mod failpoint;
+pub mod model;
+pub mod state;
+pub mod tenancy;
+pub mod time;
+pub mod vault;
+
+pub use error::{Error, ErrorKind, Result};

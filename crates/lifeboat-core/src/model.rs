@@ -1,0 +1,277 @@
+//! The records Lifeboat captures and keeps: values, rows, changes, transactions, and the
+//! vault's objects (segments, bases, checkpoints). Their encoding is fixed by
+//! docs/vault-format.md.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+use serde::{Deserialize, Serialize};
+
+/// One column value. PostgreSQL values are kept as the server's text output (`Text`),
+/// SQLite values keep their storage class.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+impl PartialEq for Value {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Value::Null, Value::Null) => true,
+            (Value::Int(a), Value::Int(b)) => a == b,
+            // Bit equality: NaN equals NaN, and 0.0 differs from -0.0, as stored.
+            (Value::Real(a), Value::Real(b)) => a.to_bits() == b.to_bits(),
+            (Value::Text(a), Value::Text(b)) => a == b,
+            (Value::Blob(a), Value::Blob(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Value {}
+
+impl Hash for Value {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.feed(&mut |bytes| state.write(bytes));
+    }
+}
+
+impl Value {
+    /// Feed a canonical, unambiguous byte encoding of the value to `sink`: a tag byte,
+    /// then a length where the payload's size varies. Used for hashing and checksums.
+    pub fn feed(&self, sink: &mut dyn FnMut(&[u8])) {
+        match self {
+            Value::Null => sink(&[0]),
+            Value::Int(v) => {
+                sink(&[1]);
+                sink(&v.to_le_bytes());
+            }
+            Value::Real(v) => {
+                sink(&[2]);
+                sink(&v.to_bits().to_le_bytes());
+            }
+            Value::Text(s) => {
+                sink(&[3]);
+                sink(&(s.len() as u64).to_le_bytes());
+                sink(s.as_bytes());
+            }
+            Value::Blob(b) => {
+                sink(&[4]);
+                sink(&(b.len() as u64).to_le_bytes());
+                sink(b);
+            }
+        }
+    }
+
+    /// The tenant key this value names, when it is used as a tenant column.
+    pub fn tenant_key(&self) -> Option<TenantKey> {
+        match self {
+            Value::Null => None,
+            Value::Int(v) => Some(TenantKey(v.to_string())),
+            Value::Real(v) => Some(TenantKey(v.to_string())),
+            Value::Text(s) => Some(TenantKey(s.clone())),
+            Value::Blob(b) => Some(TenantKey(hex::encode(b))),
+        }
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("NULL"),
+            Value::Int(v) => write!(f, "{v}"),
+            Value::Real(v) => write!(f, "{v}"),
+            Value::Text(s) => f.write_str(s),
+            Value::Blob(b) => write!(f, "x'{}'", hex::encode(b)),
+        }
+    }
+}
+
+/// A row: one value per column of its table's schema, in schema order.
+pub type Row = Vec<Value>;
+
+/// A tenant key: the text form of the tenant column's value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TenantKey(pub String);
+
+impl TenantKey {
+    pub fn new(key: impl Into<String>) -> Self {
+        TenantKey(key.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TenantKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The captured shape of a table: its stored columns (generated columns excluded) and
+/// which of them form the primary key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableSchema {
+    pub name: String,
+    pub columns: Vec<String>,
+    /// Indexes into `columns` of the primary key; empty: the whole row is the key.
+    pub key: Vec<usize>,
+}
+
+impl TableSchema {
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c == name)
+    }
+
+    /// The key of `row` under this schema.
+    pub fn row_key(&self, row: &[Value]) -> Vec<Value> {
+        if self.key.is_empty() {
+            row.to_vec()
+        } else {
+            self.key
+                .iter()
+                .map(|&i| row.get(i).cloned().unwrap_or(Value::Null))
+                .collect()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Insert,
+    Update,
+    Delete,
+    Truncate,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Insert => "insert",
+            Op::Update => "update",
+            Op::Delete => "delete",
+            Op::Truncate => "truncate",
+        }
+    }
+}
+
+/// One row change, attributed to its tenant. `table` indexes the enclosing segment's
+/// `tables`. A truncate has no tenant and no rows: it empties the table for every tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub tenant: Option<TenantKey>,
+    pub table: u32,
+    pub op: Op,
+    pub old: Option<Row>,
+    pub new: Option<Row>,
+    pub position: u64,
+}
+
+/// What a source committed atomically (PostgreSQL) or in one commit group (SQLite).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transaction {
+    pub xid: u64,
+    pub position: u64,
+    pub commit_time_us: i64,
+    pub changes: Vec<Change>,
+}
+
+/// A batch of consecutive transactions of one source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    pub source: String,
+    pub first: u64,
+    pub last: u64,
+    pub tables: Vec<TableSchema>,
+    pub transactions: Vec<Transaction>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaseRow {
+    pub table: u32,
+    pub values: Row,
+}
+
+/// Every row of one tenant in one source at one position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Base {
+    pub source: String,
+    pub tenant: TenantKey,
+    pub position: u64,
+    pub commit_time_us: i64,
+    pub tables: Vec<TableSchema>,
+    pub rows: Vec<BaseRow>,
+}
+
+/// Which tenant a referenced key belongs to, for one `parent_table.column` that a
+/// `tenant_via` declaration points to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeymapRecord {
+    pub table: String,
+    pub column: String,
+    pub entries: Vec<(Value, TenantKey)>,
+}
+
+/// What capture needs to resume a source without re-reading its whole history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub source: String,
+    pub position: u64,
+    pub commit_time_us: i64,
+    pub tables: Vec<TableSchema>,
+    pub keymaps: Vec<KeymapRecord>,
+}
+
+/// Format a PostgreSQL LSN as `X/Y`.
+pub fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
+}
+
+/// Parse `X/Y` (an LSN) or a plain decimal number.
+pub fn parse_position(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if let Some((hi, lo)) = text.split_once('/') {
+        let hi = u64::from_str_radix(hi, 16).ok()?;
+        let lo = u64::from_str_radix(lo, 16).ok()?;
+        if hi > u32::MAX as u64 || lo > u32::MAX as u64 {
+            return None;
+        }
+        Some((hi << 32) | lo)
+    } else {
+        text.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsn_round_trips() {
+        let lsn = (0x16u64 << 32) | 0xB374D848;
+        assert_eq!(format_lsn(lsn), "16/B374D848");
+        assert_eq!(parse_position("16/B374D848"), Some(lsn));
+        assert_eq!(parse_position("1234"), Some(1234));
+        assert_eq!(parse_position("x/1"), None);
+    }
+
+    #[test]
+    fn nan_equals_itself_and_hashes_alike() {
+        use std::collections::HashSet;
+        let mut set = HashSet::new();
+        set.insert(Value::Real(f64::NAN));
+        assert!(set.contains(&Value::Real(f64::NAN)));
+        assert_ne!(Value::Int(1), Value::Text("1".into()));
+    }
+}

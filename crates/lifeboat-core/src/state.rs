@@ -1,0 +1,316 @@
+//! Reading history back out of the vault: a source's restorable window, the position of a
+//! time, and a tenant's rows at a position (its latest base at or before the position,
+//! plus the changes after it). The read order is docs/vault-format.md's.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{Change, Op, Row, TableSchema, TenantKey, Transaction, Value};
+use crate::vault::{PositionRef, SegmentRef, Vault};
+
+/// One table's rows of one tenant, by key.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TableState {
+    pub schema: Option<TableSchema>,
+    pub rows: HashMap<Vec<Value>, Row>,
+}
+
+/// A tenant's rows in one source, by table name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TenantState {
+    pub tables: BTreeMap<String, TableState>,
+}
+
+impl TenantState {
+    pub fn row_count(&self) -> usize {
+        self.tables.values().map(|t| t.rows.len()).sum()
+    }
+
+    fn table_mut(&mut self, schema: &TableSchema) -> &mut TableState {
+        let table = self.tables.entry(schema.name.clone()).or_default();
+        match &table.schema {
+            Some(current) if current == schema => {}
+            Some(current) => {
+                // The table's shape changed (a column added or dropped): carry rows over by
+                // column name; a column new to the row is NULL.
+                let mapping: Vec<Option<usize>> = schema
+                    .columns
+                    .iter()
+                    .map(|c| current.column_index(c))
+                    .collect();
+                let rows = std::mem::take(&mut table.rows);
+                for (_, row) in rows {
+                    let row: Row = mapping
+                        .iter()
+                        .map(|m| m.and_then(|i| row.get(i).cloned()).unwrap_or(Value::Null))
+                        .collect();
+                    table.rows.insert(schema.row_key(&row), row);
+                }
+                table.schema = Some(schema.clone());
+            }
+            None => table.schema = Some(schema.clone()),
+        }
+        table
+    }
+
+    /// Apply one change (already known to be this tenant's, or a truncate).
+    pub fn apply(&mut self, schema: &TableSchema, change: &Change) {
+        let table = self.table_mut(schema);
+        match change.op {
+            Op::Truncate => table.rows.clear(),
+            Op::Insert => {
+                if let Some(new) = &change.new {
+                    table.rows.insert(schema.row_key(new), new.clone());
+                }
+            }
+            Op::Update => {
+                if let Some(old) = &change.old {
+                    table.rows.remove(&schema.row_key(old));
+                }
+                if let Some(new) = &change.new {
+                    table.rows.insert(schema.row_key(new), new.clone());
+                }
+            }
+            Op::Delete => {
+                if let Some(old) = &change.old {
+                    table.rows.remove(&schema.row_key(old));
+                }
+            }
+        }
+    }
+
+    pub fn insert_row(&mut self, schema: &TableSchema, row: Row) {
+        let table = self.table_mut(schema);
+        table.rows.insert(schema.row_key(&row), row);
+    }
+}
+
+/// What the vault holds for one source, listed once.
+#[derive(Debug, Clone)]
+pub struct SourceHistory {
+    pub source: String,
+    pub segments: Vec<SegmentRef>,
+    pub checkpoints: Vec<PositionRef>,
+    pub bases: BTreeMap<TenantKey, Vec<PositionRef>>,
+}
+
+impl SourceHistory {
+    pub async fn load(vault: &Vault, source: &str) -> Result<SourceHistory> {
+        Ok(SourceHistory {
+            source: source.to_string(),
+            segments: vault.list_segments(source).await?,
+            checkpoints: vault.list_checkpoints(source).await?,
+            bases: vault.list_all_bases(source).await?,
+        })
+    }
+
+    pub fn is_captured(&self) -> bool {
+        !self.checkpoints.is_empty()
+    }
+
+    /// Where the source's history starts: its first checkpoint.
+    pub fn earliest_position(&self) -> Option<u64> {
+        self.checkpoints.first().map(|c| c.position)
+    }
+
+    /// The last position the vault has seen.
+    pub fn latest_position(&self) -> Option<u64> {
+        let segment = self.segments.iter().map(|s| s.last).max();
+        let checkpoint = self.checkpoints.last().map(|c| c.position);
+        segment.max(checkpoint)
+    }
+
+    /// Every tenant the vault knows in this source: bases and changes.
+    pub async fn tenants(&self, vault: &Vault) -> Result<BTreeSet<TenantKey>> {
+        let mut tenants: BTreeSet<TenantKey> = self.bases.keys().cloned().collect();
+        for segment in &self.segments {
+            let segment = vault.read_segment(&segment.name).await?;
+            for tx in &segment.transactions {
+                tenants.extend(tx.changes.iter().filter_map(|c| c.tenant.clone()));
+            }
+        }
+        Ok(tenants)
+    }
+
+    /// Commit time of the source's first checkpoint and of its last transaction.
+    pub async fn window_times(&self, vault: &Vault) -> Result<Option<(i64, i64)>> {
+        let Some(first) = self.checkpoints.first() else {
+            return Ok(None);
+        };
+        let earliest = vault.read_checkpoint(&first.name).await?.commit_time_us;
+        let mut latest = earliest;
+        if let Some(last) = self.checkpoints.last() {
+            latest = latest.max(vault.read_checkpoint(&last.name).await?.commit_time_us);
+        }
+        if let Some(segment) = self.segments.iter().max_by_key(|s| s.last) {
+            let segment = vault.read_segment(&segment.name).await?;
+            if let Some(tx) = segment.transactions.last() {
+                latest = latest.max(tx.commit_time_us);
+            }
+        }
+        Ok(Some((earliest, latest)))
+    }
+
+    /// The position of the last transaction committed at or before `time_us`. A time
+    /// before the source's history starts is outside the window.
+    pub async fn position_at_time(&self, vault: &Vault, time_us: i64) -> Result<u64> {
+        let Some(first) = self.checkpoints.first() else {
+            return Err(self.not_captured());
+        };
+        let checkpoint = vault.read_checkpoint(&first.name).await?;
+        if time_us < checkpoint.commit_time_us {
+            return Err(Error::new(
+                ErrorKind::OutOfWindow,
+                format!(
+                    "{} is before the restorable window of source {}, which starts at {}",
+                    crate::time::format_us(time_us),
+                    self.source,
+                    crate::time::format_us(checkpoint.commit_time_us)
+                ),
+            ));
+        }
+        let mut position = checkpoint.position;
+        for segment in &self.segments {
+            if segment.last <= position {
+                continue;
+            }
+            let segment = vault.read_segment(&segment.name).await?;
+            for tx in &segment.transactions {
+                if tx.position <= position {
+                    continue;
+                }
+                if tx.commit_time_us > time_us {
+                    return Ok(position);
+                }
+                position = tx.position;
+            }
+        }
+        Ok(position)
+    }
+
+    fn not_captured(&self) -> Error {
+        Error::usage(format!(
+            "source {} has no history in the vault yet: run `lifeboat capture` first",
+            self.source
+        ))
+    }
+
+    /// Check that `position` lies inside the window.
+    pub fn check_position(&self, position: u64) -> Result<()> {
+        let (Some(earliest), Some(latest)) = (self.earliest_position(), self.latest_position())
+        else {
+            return Err(self.not_captured());
+        };
+        if position < earliest || position > latest {
+            return Err(Error::new(
+                ErrorKind::OutOfWindow,
+                format!(
+                    "position {position} is outside the restorable window of source {} \
+                     ({earliest} to {latest})",
+                    self.source
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Read every transaction with a position in (after, upto], in order, once each.
+    pub async fn for_each_transaction(
+        &self,
+        vault: &Vault,
+        after: u64,
+        upto: u64,
+        mut visit: impl FnMut(&[TableSchema], &Transaction),
+    ) -> Result<()> {
+        let mut applied = after;
+        for segment_ref in &self.segments {
+            if segment_ref.last <= applied || segment_ref.first > upto {
+                continue;
+            }
+            let segment = vault.read_segment(&segment_ref.name).await?;
+            for tx in &segment.transactions {
+                // Bases and checkpoints sit on transaction boundaries, so a transaction at
+                // or below `applied` was read already (or precedes the range).
+                if tx.position <= applied {
+                    continue;
+                }
+                if tx.changes.first().is_some_and(|c| c.position > upto) {
+                    return Ok(());
+                }
+                visit(&segment.tables, tx);
+                applied = tx.position;
+            }
+        }
+        Ok(())
+    }
+
+    /// The states of `tenants` at `position`, reading each segment once.
+    pub async fn states_at(
+        &self,
+        vault: &Vault,
+        tenants: &BTreeSet<TenantKey>,
+        position: u64,
+    ) -> Result<BTreeMap<TenantKey, TenantState>> {
+        self.check_position(position)?;
+        let earliest = self.earliest_position().unwrap_or(0);
+        let mut states: BTreeMap<TenantKey, TenantState> = BTreeMap::new();
+        let mut starts: HashMap<TenantKey, u64> = HashMap::new();
+        for tenant in tenants {
+            let mut state = TenantState::default();
+            let mut start = earliest;
+            let base_ref = self
+                .bases
+                .get(tenant)
+                .and_then(|bases| bases.iter().rev().find(|b| b.position <= position));
+            if let Some(base_ref) = base_ref {
+                let base = vault.read_base(&base_ref.name).await?;
+                for row in base.rows {
+                    if let Some(schema) = base.tables.get(row.table as usize) {
+                        state.insert_row(schema, row.values);
+                    }
+                }
+                // Tables the tenant had no rows in still count as known.
+                for schema in &base.tables {
+                    state.table_mut(schema);
+                }
+                start = base.position;
+            }
+            starts.insert(tenant.clone(), start);
+            states.insert(tenant.clone(), state);
+        }
+        let Some(&from) = starts.values().min() else {
+            return Ok(states);
+        };
+        self.for_each_transaction(vault, from, position, |tables, tx| {
+            for change in &tx.changes {
+                if change.position > position {
+                    break;
+                }
+                let Some(schema) = tables.get(change.table as usize) else {
+                    continue;
+                };
+                match &change.tenant {
+                    Some(tenant) => {
+                        if let (Some(state), Some(&start)) =
+                            (states.get_mut(tenant), starts.get(tenant))
+                        {
+                            if change.position > start {
+                                state.apply(schema, change);
+                            }
+                        }
+                    }
+                    None if change.op == Op::Truncate => {
+                        for (tenant, state) in states.iter_mut() {
+                            if change.position > starts[tenant] {
+                                state.apply(schema, change);
+                            }
+                        }
+                    }
+                    None => {}
+                }
+            }
+        })
+        .await?;
+        Ok(states)
+    }
+}

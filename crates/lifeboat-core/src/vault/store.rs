@@ -1,0 +1,295 @@
+//! Where vault objects live. Two stores, one contract: a local directory and S3 (through
+//! `object_store`). Both pass the same test suite (tests/vault_store.rs).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::error::{Error, Result};
+
+/// A flat namespace of immutable objects.
+///
+/// Contract:
+/// - `put` is atomic and durable when it returns: a reader sees the whole object or none,
+///   and a crash after `put` returned does not lose it. Putting the same name twice with the
+///   same bytes is harmless (idempotent); names are content-addressed, so different bytes
+///   under one name do not happen.
+/// - `get` of a missing object returns `Ok(None)`; any other failure is an error, marked
+///   transient when retrying may help.
+/// - `list` returns every name under the prefix (`/`-separated, no leading `/`), sorted.
+/// - `delete` of a missing object succeeds.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    async fn put(&self, name: &str, bytes: Bytes) -> Result<()>;
+    async fn get(&self, name: &str) -> Result<Option<Bytes>>;
+    async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    async fn delete(&self, name: &str) -> Result<()>;
+    /// A description for messages: the URL it was opened from.
+    fn describe(&self) -> String;
+}
+
+/// A directory on a local file system.
+#[derive(Debug)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStore { root: root.into() }
+    }
+
+    fn path(&self, name: &str) -> Result<PathBuf> {
+        if name.is_empty()
+            || name.starts_with('/')
+            || name
+                .split('/')
+                .any(|p| p.is_empty() || p == "." || p == "..")
+        {
+            return Err(Error::vault(format!("invalid object name {name:?}")));
+        }
+        Ok(self.root.join(name))
+    }
+}
+
+fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::vault(format!("{what} {}: {e}", path.display()))
+}
+
+#[async_trait]
+impl Store for LocalStore {
+    async fn put(&self, name: &str, bytes: Bytes) -> Result<()> {
+        let path = self.path(name)?;
+        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+            .await
+            .map_err(|e| Error::vault(format!("vault write task failed: {e}")))?
+    }
+
+    async fn get(&self, name: &str) -> Result<Option<Bytes>> {
+        let path = self.path(name)?;
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => Ok(Some(Bytes::from(bytes))),
+            // A directory of other objects is no object by that name (as on S3).
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(io_error("cannot read", &path, e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut names = Vec::new();
+            let start = match prefix.rfind('/') {
+                Some(i) => root.join(&prefix[..i]),
+                None => root.clone(),
+            };
+            walk(&root, &start, &prefix, &mut names)?;
+            names.sort();
+            Ok(names)
+        })
+        .await
+        .map_err(|e| Error::vault(format!("vault list task failed: {e}")))?
+    }
+
+    async fn delete(&self, name: &str) -> Result<()> {
+        let path = self.path(name)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error("cannot delete", &path, e)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+}
+
+fn walk(root: &Path, dir: &Path, prefix: &str, names: &mut Vec<String>) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error("cannot list", dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error("cannot list", dir, e))?;
+        let path = entry.path();
+        let file_type = entry
+            .file_type()
+            .map_err(|e| io_error("cannot stat", &path, e))?;
+        if file_type.is_dir() {
+            walk(root, &path, prefix, names)?;
+        } else if file_type.is_file() {
+            let Ok(relative) = path.strip_prefix(root) else {
+                continue;
+            };
+            let name = relative.to_string_lossy().replace('\\', "/");
+            // Temporary files of interrupted writes are not objects.
+            if name.starts_with(prefix) && !name.ends_with(".tmp") {
+                names.push(name);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Temporary file, fsync, rename into place, fsync the directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::vault(format!("no parent directory for {}", path.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    let mut file = std::fs::File::create(&temp).map_err(|e| io_error("cannot create", &temp, e))?;
+    file.write_all(bytes)
+        .map_err(|e| io_error("cannot write", &temp, e))?;
+    file.sync_all()
+        .map_err(|e| io_error("cannot fsync", &temp, e))?;
+    drop(file);
+    std::fs::rename(&temp, path).map_err(|e| io_error("cannot rename into", path, e))?;
+    let dir_handle = std::fs::File::open(dir).map_err(|e| io_error("cannot open", dir, e))?;
+    dir_handle
+        .sync_all()
+        .map_err(|e| io_error("cannot fsync", dir, e))?;
+    Ok(())
+}
+
+/// An S3 bucket and prefix, through `object_store`.
+#[derive(Debug)]
+pub struct S3Store {
+    inner: Arc<dyn ObjectStore>,
+    prefix: String,
+    url: String,
+}
+
+impl S3Store {
+    pub fn new(
+        bucket: &str,
+        prefix: &str,
+        endpoint: Option<&str>,
+        region: Option<&str>,
+    ) -> Result<Self> {
+        let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Some(endpoint) = endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        if let Some(region) = region {
+            builder = builder.with_region(region);
+        }
+        let inner = builder
+            .build()
+            .map_err(|e| Error::vault(format!("cannot open s3://{bucket}/{prefix}: {e}")))?;
+        Ok(S3Store {
+            inner: Arc::new(inner),
+            prefix: prefix.trim_matches('/').to_string(),
+            url: format!("s3://{bucket}/{prefix}"),
+        })
+    }
+
+    fn full(&self, name: &str) -> object_store::path::Path {
+        if self.prefix.is_empty() {
+            object_store::path::Path::from(name)
+        } else {
+            object_store::path::Path::from(format!("{}/{name}", self.prefix))
+        }
+    }
+
+    fn error(&self, what: &str, name: &str, e: object_store::Error) -> Error {
+        let transient = matches!(e, object_store::Error::Generic { .. });
+        let error = Error::vault(format!("{what} {name} in {}: {e}", self.url));
+        if transient {
+            error.transient()
+        } else {
+            error
+        }
+    }
+}
+
+#[async_trait]
+impl Store for S3Store {
+    async fn put(&self, name: &str, bytes: Bytes) -> Result<()> {
+        self.inner
+            .put(&self.full(name), PutPayload::from_bytes(bytes))
+            .await
+            .map_err(|e| self.error("cannot write", name, e))?;
+        Ok(())
+    }
+
+    async fn get(&self, name: &str) -> Result<Option<Bytes>> {
+        match self.inner.get(&self.full(name)).await {
+            Ok(result) => Ok(Some(
+                result
+                    .bytes()
+                    .await
+                    .map_err(|e| self.error("cannot read", name, e))?,
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error("cannot read", name, e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        // object_store lists whole path segments: list the prefix's directory, then filter.
+        let dir = match prefix.rfind('/') {
+            Some(i) => &prefix[..i],
+            None => "",
+        };
+        let listing_root = if dir.is_empty() {
+            if self.prefix.is_empty() {
+                None
+            } else {
+                Some(object_store::path::Path::from(self.prefix.as_str()))
+            }
+        } else {
+            Some(self.full(dir))
+        };
+        let metas: Vec<object_store::ObjectMeta> = self
+            .inner
+            .list(listing_root.as_ref())
+            .try_collect()
+            .await
+            .map_err(|e| self.error("cannot list", prefix, e))?;
+        let strip = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let mut names: Vec<String> = metas
+            .into_iter()
+            .filter_map(|m| m.location.as_ref().strip_prefix(&strip).map(str::to_string))
+            .filter(|n| n.starts_with(prefix))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn delete(&self, name: &str) -> Result<()> {
+        match self.inner.delete(&self.full(name)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.error("cannot delete", name, e)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.url.clone()
+    }
+}

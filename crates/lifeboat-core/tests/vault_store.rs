@@ -1,0 +1,586 @@
+//! The vault store contract (see `Store` in src/vault/store.rs), written once and run
+//! against every store: `LocalStore` on a temporary directory and `S3Store` on the moto S3
+//! server that scripts/test-services.sh starts. Without that server's environment the S3
+//! tests fail (they never skip): run them through `scripts/test`.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use lifeboat_core::config::VaultConfig;
+use lifeboat_core::model::{
+    Base, BaseRow, Change, Checkpoint, KeymapRecord, Op, Segment, TableSchema, TenantKey,
+    Transaction, Value,
+};
+use lifeboat_core::vault::{LocalStore, S3Store, SegmentRef, Store, Vault};
+use lifeboat_core::ErrorKind;
+
+// --- the stores under test ----------------------------------------------------------------
+
+/// A store for one test, with whatever must live as long as it.
+struct Fixture {
+    store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn local_store(_test: &str) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    Fixture {
+        store: Arc::new(LocalStore::new(dir.path())),
+        _dir: Some(dir),
+    }
+}
+
+/// An environment variable the S3 tests need; a missing one fails the test.
+fn required_env(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(value) if !value.is_empty() => value,
+        _ => panic!(
+            "{name} is not set: the S3 store tests need the moto S3 server. Run `scripts/test`, \
+             or `scripts/test-services.sh` and then `source .lifeboat-test/env.sh`"
+        ),
+    }
+}
+
+/// The moto bucket and endpoint. The credentials are required too: without them
+/// object_store would ask a cloud metadata service instead of failing.
+fn s3_env() -> (String, String) {
+    let bucket = required_env("LIFEBOAT_TEST_S3_BUCKET");
+    let endpoint = required_env("AWS_ENDPOINT_URL");
+    required_env("AWS_ACCESS_KEY_ID");
+    required_env("AWS_SECRET_ACCESS_KEY");
+    (bucket, endpoint)
+}
+
+/// Unique to this test run, so runs never see each other's objects.
+fn run_id() -> &'static str {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_nanos();
+        format!("{nanos}-{}", std::process::id())
+    })
+}
+
+fn s3_at(prefix: &str) -> Arc<dyn Store> {
+    let (bucket, endpoint) = s3_env();
+    Arc::new(S3Store::new(&bucket, prefix, Some(&endpoint), None).expect("S3Store::new"))
+}
+
+fn s3_store(test: &str) -> Fixture {
+    Fixture {
+        store: s3_at(&format!("lifeboat-tests/{}/{test}", run_id())),
+        _dir: None,
+    }
+}
+
+/// One test per contract function and store.
+macro_rules! contract {
+    ($module:ident, $fixture:ident: $($test:ident),* $(,)?) => {
+        mod $module {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let fixture = super::$fixture(stringify!($test));
+                    super::contract::$test(fixture.store.clone()).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(local, local_store:
+    put_get_round_trip,
+    get_missing_is_none,
+    put_is_idempotent,
+    list_is_sorted_and_under_the_prefix_only,
+    names_with_equals_signs,
+    delete_and_delete_missing,
+    vault_round_trip,
+    corrupted_object_is_refused,
+);
+
+contract!(s3, s3_store:
+    put_get_round_trip,
+    get_missing_is_none,
+    put_is_idempotent,
+    list_is_sorted_and_under_the_prefix_only,
+    names_with_equals_signs,
+    delete_and_delete_missing,
+    vault_round_trip,
+    corrupted_object_is_refused,
+);
+
+// --- the contract -------------------------------------------------------------------------
+
+mod contract {
+    use super::*;
+
+    async fn put(store: &Arc<dyn Store>, name: &str, bytes: &[u8]) {
+        store
+            .put(name, Bytes::copy_from_slice(bytes))
+            .await
+            .unwrap_or_else(|e| panic!("put {name}: {e}"));
+    }
+
+    async fn get(store: &Arc<dyn Store>, name: &str) -> Option<Bytes> {
+        store
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("get {name}: {e}"))
+    }
+
+    async fn list(store: &Arc<dyn Store>, prefix: &str) -> Vec<String> {
+        store
+            .list(prefix)
+            .await
+            .unwrap_or_else(|e| panic!("list {prefix:?}: {e}"))
+    }
+
+    pub async fn put_get_round_trip(store: Arc<dyn Store>) {
+        // Every byte value, an empty object, and one large enough for several reads.
+        let all_bytes: Vec<u8> = (0..=255u8).collect();
+        let large: Vec<u8> = (0..300_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let objects: [(&str, &[u8]); 4] = [
+            ("lifeboat-vault.json", br#"{"format":"lifeboat-vault"}"#),
+            ("sources/a/segments/all-bytes.seg", &all_bytes),
+            ("sources/a/segments/empty.seg", b""),
+            ("sources/a/bases/t/large.base", &large),
+        ];
+        for (name, bytes) in objects {
+            put(&store, name, bytes).await;
+        }
+        for (name, bytes) in objects {
+            assert_eq!(get(&store, name).await.as_deref(), Some(bytes), "{name}");
+        }
+    }
+
+    pub async fn get_missing_is_none(store: Arc<dyn Store>) {
+        assert_eq!(get(&store, "lifeboat-vault.json").await, None);
+        assert_eq!(get(&store, "sources/nowhere/segments/x.seg").await, None);
+        put(&store, "sources/a/segments/x.seg", b"x").await;
+        assert_eq!(get(&store, "sources/a/segments/y.seg").await, None);
+        // A name that is a directory of other names is not an object.
+        assert_eq!(get(&store, "sources/a/segments").await, None);
+    }
+
+    pub async fn put_is_idempotent(store: Arc<dyn Store>) {
+        let name = "sources/a/checkpoints/0000000000000001-abc.ckpt";
+        put(&store, name, b"same bytes").await;
+        put(&store, name, b"same bytes").await;
+        assert_eq!(get(&store, name).await.as_deref(), Some(&b"same bytes"[..]));
+        assert_eq!(list(&store, "").await, [name]);
+    }
+
+    pub async fn list_is_sorted_and_under_the_prefix_only(store: Arc<dyn Store>) {
+        // Put out of order, with neighbours that share string prefixes.
+        let names = [
+            "sources/a/segments/0100-d.seg",
+            "sources/a/segments/0001-a.seg",
+            "sources/ab/segments/0001-a.seg",
+            "sources/a/segments/0010-c.seg",
+            "sources/a/segmentsX/0001-a.seg",
+            "sources/a/bases/t=2Eio/0001-h.base",
+            "sources/a/segments/0002-b.seg",
+            "sources/a/bases/t/0001-h.base",
+            "sources/a/bases/t/deeper/0001-h.base",
+            "lifeboat-vault.json",
+        ];
+        for name in names {
+            put(&store, name, name.as_bytes()).await;
+        }
+        let mut all: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        all.sort();
+        assert_eq!(list(&store, "").await, all);
+
+        let segments = [
+            "sources/a/segments/0001-a.seg",
+            "sources/a/segments/0002-b.seg",
+            "sources/a/segments/0010-c.seg",
+            "sources/a/segments/0100-d.seg",
+        ];
+        assert_eq!(list(&store, "sources/a/segments/").await, segments);
+        // A prefix that ends inside a name.
+        assert_eq!(list(&store, "sources/a/segments/00").await, segments[..3]);
+        assert_eq!(
+            list(&store, "sources/a/segments/0010").await,
+            segments[2..3]
+        );
+        assert_eq!(
+            list(&store, "sources/a/segments/0100-d.seg").await,
+            segments[3..]
+        );
+        // A prefix is a string prefix, not a directory: `segments` also matches `segmentsX`.
+        let mut with_x = segments.to_vec();
+        with_x.push("sources/a/segmentsX/0001-a.seg");
+        assert_eq!(list(&store, "sources/a/segments").await, with_x);
+        assert_eq!(
+            list(&store, "sources/a").await.len(),
+            names.len() - 1,
+            "everything but the header"
+        );
+        assert_eq!(list(&store, "sources/a/").await.len(), names.len() - 2);
+        assert_eq!(
+            list(&store, "sources/ab/").await,
+            ["sources/ab/segments/0001-a.seg"]
+        );
+        // Nested names, sorted as strings: '/' (0x2F) before '=' (0x3D).
+        assert_eq!(
+            list(&store, "sources/a/bases/").await,
+            [
+                "sources/a/bases/t/0001-h.base",
+                "sources/a/bases/t/deeper/0001-h.base",
+                "sources/a/bases/t=2Eio/0001-h.base",
+            ]
+        );
+        assert_eq!(
+            list(&store, "sources/a/bases/t/").await,
+            [
+                "sources/a/bases/t/0001-h.base",
+                "sources/a/bases/t/deeper/0001-h.base"
+            ]
+        );
+        assert_eq!(list(&store, "lifeboat").await, ["lifeboat-vault.json"]);
+        // Nothing there.
+        assert!(list(&store, "sources/zz/").await.is_empty());
+        assert!(list(&store, "sources/a/segments/1").await.is_empty());
+        assert!(list(&store, "nowhere/at/all/").await.is_empty());
+    }
+
+    pub async fn names_with_equals_signs(store: Arc<dyn Store>) {
+        // Escaped tenant keys: `acme.io` is `acme=2Eio`, `a=b` is `a=3Db`.
+        let names = [
+            "sources/s/bases/acme=2Eio/0000000000000005-h.base",
+            "sources/s/bases/a=3Db/0000000000000005-h.base",
+            "sources/s/bases/=C3=BCn=C3=AF/0000000000000005-h.base",
+        ];
+        for name in names {
+            put(&store, name, name.as_bytes()).await;
+        }
+        for name in names {
+            assert_eq!(get(&store, name).await.as_deref(), Some(name.as_bytes()));
+            let dir = &name[..name.rfind('/').expect("slash") + 1];
+            assert_eq!(list(&store, dir).await, [name]);
+        }
+        assert_eq!(
+            list(&store, "sources/s/bases/acme=").await,
+            ["sources/s/bases/acme=2Eio/0000000000000005-h.base"]
+        );
+        assert_eq!(list(&store, "sources/s/bases/").await.len(), 3);
+        store.delete(names[0]).await.expect("delete");
+        assert_eq!(get(&store, names[0]).await, None);
+        assert_eq!(list(&store, "sources/s/bases/").await.len(), 2);
+    }
+
+    pub async fn delete_and_delete_missing(store: Arc<dyn Store>) {
+        let keep = "sources/a/segments/1-keep.seg";
+        let gone = "sources/a/segments/2-gone.seg";
+        put(&store, keep, b"keep").await;
+        put(&store, gone, b"gone").await;
+        store.delete(gone).await.expect("delete");
+        assert_eq!(get(&store, gone).await, None);
+        assert_eq!(list(&store, "sources/").await, [keep]);
+        store.delete(gone).await.expect("delete again");
+        store
+            .delete("sources/never/segments/there.seg")
+            .await
+            .expect("delete of an object that never existed");
+        assert_eq!(get(&store, keep).await.as_deref(), Some(&b"keep"[..]));
+    }
+
+    pub async fn vault_round_trip(store: Arc<dyn Store>) {
+        let err = Vault::open(store.clone()).await.expect_err("no vault yet");
+        assert_eq!(err.kind(), ErrorKind::Vault);
+        assert!(err.to_string().contains("no vault"), "{err}");
+
+        let vault = Vault::open_or_create(store.clone()).await.expect("create");
+        let header = get(&store, "lifeboat-vault.json")
+            .await
+            .expect("header written");
+        Vault::open_or_create(store.clone())
+            .await
+            .expect("open_or_create again");
+        assert_eq!(
+            get(&store, "lifeboat-vault.json").await,
+            Some(header),
+            "header kept"
+        );
+        Vault::open(store.clone()).await.expect("open");
+
+        let later = segment("s", 0x1_0000_0020, 0x1_0000_0030);
+        let earlier = segment("s", 5, 0x1_0000_0010);
+        let later_name = vault.put_segment(&later).await.expect("put");
+        let earlier_name = vault.put_segment(&earlier).await.expect("put");
+        vault.put_segment(&segment("s2", 1, 2)).await.expect("put");
+        assert_eq!(
+            vault.put_segment(&earlier).await.expect("put again"),
+            earlier_name,
+            "content-addressed"
+        );
+        assert_eq!(
+            vault.list_segments("s").await.expect("list"),
+            [
+                SegmentRef {
+                    name: earlier_name.clone(),
+                    first: 5,
+                    last: 0x1_0000_0010
+                },
+                SegmentRef {
+                    name: later_name.clone(),
+                    first: 0x1_0000_0020,
+                    last: 0x1_0000_0030
+                },
+            ]
+        );
+        assert!(vault
+            .list_segments("nothing")
+            .await
+            .expect("list")
+            .is_empty());
+        assert_eq!(
+            vault.read_segment(&earlier_name).await.expect("read"),
+            earlier
+        );
+        assert_eq!(vault.read_segment(&later_name).await.expect("read"), later);
+
+        // Bases under escaped tenant keys, and a checkpoint.
+        let acme_io = TenantKey::new("acme.io");
+        let acme = TenantKey::new("acme");
+        let base_io = vault.put_base(&base("s", &acme_io, 7)).await.expect("put");
+        let base_plain = vault.put_base(&base("s", &acme, 7)).await.expect("put");
+        assert!(base_io.contains("/acme=2Eio/"), "{base_io}");
+        let refs = vault.list_bases("s", &acme).await.expect("list");
+        assert_eq!(refs.len(), 1);
+        assert_eq!(
+            (refs[0].name.as_str(), refs[0].position),
+            (base_plain.as_str(), 7)
+        );
+        let all = vault.list_all_bases("s").await.expect("list");
+        assert_eq!(
+            all.keys().cloned().collect::<Vec<_>>(),
+            [acme.clone(), acme_io.clone()]
+        );
+        assert_eq!(
+            vault.read_base(&base_io).await.expect("read"),
+            base("s", &acme_io, 7)
+        );
+
+        let ckpt = vault
+            .put_checkpoint(&checkpoint("s", 9))
+            .await
+            .expect("put");
+        let ckpts = vault.list_checkpoints("s").await.expect("list");
+        assert_eq!(ckpts.len(), 1);
+        assert_eq!(
+            (ckpts[0].name.as_str(), ckpts[0].position),
+            (ckpt.as_str(), 9)
+        );
+        assert_eq!(
+            vault.read_checkpoint(&ckpt).await.expect("read"),
+            checkpoint("s", 9)
+        );
+        assert_eq!(vault.list_sources().await.expect("sources"), ["s"]);
+
+        // Reading an object as the wrong kind is refused.
+        let err = vault
+            .read_base(&ckpt)
+            .await
+            .expect_err("a checkpoint is no base");
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+
+        vault.delete(&earlier_name).await.expect("delete");
+        assert_eq!(vault.list_segments("s").await.expect("list").len(), 1);
+        let err = vault
+            .read_segment(&earlier_name)
+            .await
+            .expect_err("deleted");
+        assert!(err.to_string().contains(&earlier_name), "{err}");
+    }
+
+    pub async fn corrupted_object_is_refused(store: Arc<dyn Store>) {
+        let vault = Vault::open_or_create(store.clone()).await.expect("create");
+        let original = segment("s", 1, 3);
+        let name = vault.put_segment(&original).await.expect("put");
+        assert_eq!(vault.read_segment(&name).await.expect("read"), original);
+        let good = get(&store, &name).await.expect("segment stored");
+
+        // One flipped bit, then a truncated copy, each put over the object under its name.
+        let mut flipped = good.to_vec();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0x01;
+        let truncated = good[..good.len() / 2].to_vec();
+        for bad in [flipped, truncated] {
+            put(&store, &name, &bad).await;
+            let err = vault.read_segment(&name).await.expect_err("corrupt");
+            assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+            assert!(err.to_string().contains(&name), "names the object: {err}");
+        }
+
+        // The right bytes under the name are accepted again.
+        put(&store, &name, &good).await;
+        assert_eq!(vault.read_segment(&name).await.expect("read"), original);
+    }
+
+    fn tables() -> Vec<TableSchema> {
+        vec![TableSchema {
+            name: "orders".into(),
+            columns: vec!["id".into(), "tenant".into(), "total".into(), "note".into()],
+            key: vec![0],
+        }]
+    }
+
+    fn segment(source: &str, first: u64, last: u64) -> Segment {
+        let change = |tenant: &str, op: Op, position: u64| Change {
+            tenant: Some(TenantKey::new(tenant)),
+            table: 0,
+            op,
+            old: (op != Op::Insert).then(|| {
+                vec![
+                    Value::Int(1),
+                    Value::Text(tenant.into()),
+                    Value::Null,
+                    Value::Null,
+                ]
+            }),
+            new: (op != Op::Delete).then(|| {
+                vec![
+                    Value::Int(1),
+                    Value::Text(tenant.into()),
+                    Value::Real(f64::NAN),
+                    Value::Blob(vec![0, 255, 7]),
+                ]
+            }),
+            position,
+        };
+        Segment {
+            source: source.into(),
+            first,
+            last,
+            tables: tables(),
+            transactions: vec![
+                Transaction {
+                    xid: 100,
+                    position: first,
+                    commit_time_us: 1_700_000_000_000_000,
+                    changes: vec![
+                        change("acme.io", Op::Insert, first),
+                        change("42", Op::Insert, first),
+                    ],
+                },
+                Transaction {
+                    xid: 101,
+                    position: last,
+                    commit_time_us: 1_700_000_000_000_001,
+                    changes: vec![
+                        change("acme.io", Op::Update, last),
+                        change("42", Op::Delete, last),
+                        Change {
+                            tenant: None,
+                            table: 0,
+                            op: Op::Truncate,
+                            old: None,
+                            new: None,
+                            position: last,
+                        },
+                    ],
+                },
+            ],
+        }
+    }
+
+    fn base(source: &str, tenant: &TenantKey, position: u64) -> Base {
+        Base {
+            source: source.into(),
+            tenant: tenant.clone(),
+            position,
+            commit_time_us: 1_700_000_000_000_000,
+            tables: tables(),
+            rows: vec![BaseRow {
+                table: 0,
+                values: vec![
+                    Value::Int(1),
+                    Value::Text(tenant.0.clone()),
+                    Value::Real(-0.0),
+                    Value::Text("ünï cödé".into()),
+                ],
+            }],
+        }
+    }
+
+    fn checkpoint(source: &str, position: u64) -> Checkpoint {
+        Checkpoint {
+            source: source.into(),
+            position,
+            commit_time_us: 1_700_000_000_000_000,
+            tables: tables(),
+            keymaps: vec![KeymapRecord {
+                table: "customers".into(),
+                column: "id".into(),
+                entries: vec![(Value::Int(3), TenantKey::new("acme.io"))],
+            }],
+        }
+    }
+}
+
+// --- S3 only --------------------------------------------------------------------------------
+
+/// Stores whose prefixes share a string prefix (`x/p`, `x/p2`) do not see each other's
+/// objects, and a store at their parent sees both, under the right names.
+#[tokio::test]
+async fn s3_sibling_prefixes_are_separate() {
+    let root = format!("lifeboat-tests/{}/siblings", run_id());
+    let p = s3_at(&format!("{root}/p"));
+    let p2 = s3_at(&format!("{root}/p2"));
+    p.put("a/x", Bytes::from_static(b"p")).await.expect("put");
+    p2.put("a/x", Bytes::from_static(b"p2")).await.expect("put");
+    assert_eq!(p.list("").await.expect("list"), ["a/x"]);
+    assert_eq!(p.list("a/").await.expect("list"), ["a/x"]);
+    assert_eq!(p2.list("").await.expect("list"), ["a/x"]);
+    assert_eq!(p.get("a/x").await.expect("get").as_deref(), Some(&b"p"[..]));
+    assert_eq!(
+        p2.get("a/x").await.expect("get").as_deref(),
+        Some(&b"p2"[..])
+    );
+    let parent = s3_at(&root);
+    assert_eq!(parent.list("").await.expect("list"), ["p/a/x", "p2/a/x"]);
+    assert_eq!(parent.list("p/").await.expect("list"), ["p/a/x"]);
+    assert_eq!(parent.list("p").await.expect("list"), ["p/a/x", "p2/a/x"]);
+    // A prefix given with slashes around it is the same prefix.
+    let slashed = s3_at(&format!("/{root}/p/"));
+    assert_eq!(slashed.list("").await.expect("list"), ["a/x"]);
+}
+
+/// A vault URL whose S3 endpoint does not answer: `Vault::open` says the vault is
+/// unreachable, naming it.
+#[tokio::test]
+async fn s3_unreachable_endpoint_is_reported() {
+    s3_env(); // the credentials must come from the environment, not a metadata service
+    let config: VaultConfig = toml::from_str(
+        r#"
+        url = "s3://lifeboat-test/unreachable"
+        endpoint = "http://127.0.0.1:1"
+        "#,
+    )
+    .expect("vault config");
+    let store = Vault::store_for(&config).expect("store_for");
+    let started = Instant::now();
+    let err = Vault::open(store)
+        .await
+        .expect_err("nothing listens on port 1");
+    let message = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::Vault, "{message}");
+    assert!(message.contains("unreachable"), "{message}");
+    assert!(
+        message.contains("s3://lifeboat-test/unreachable"),
+        "{message}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "took {:?} to give up",
+        started.elapsed()
+    );
+}

@@ -1,0 +1,548 @@
+//! The part of capture that every source kind shares: attributing raw row changes to
+//! tenants, batching committed transactions into segments, writing them to the vault, and
+//! the initial snapshot's bases and checkpoint. A source reader (sqlite.rs, postgres/)
+//! feeds it and acknowledges to its database only what `flush` reports durable.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use lifeboat_core::config::CaptureConfig;
+use lifeboat_core::failpoint;
+use lifeboat_core::model::{
+    Base, BaseRow, Checkpoint, Op, Row, Segment, TableSchema, TenantKey, Transaction,
+};
+use lifeboat_core::state::SourceHistory;
+use lifeboat_core::tenancy::{
+    attribute, Keymaps, RawChange, ResolvedTable, SourceTenancy, Tenancy,
+};
+use lifeboat_core::vault::Vault;
+use lifeboat_core::{Error, Result};
+
+/// Capture statistics, reported at the end of a run.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CaptureStats {
+    pub source: String,
+    pub transactions: u64,
+    pub changes: u64,
+    pub segments: u64,
+    pub skipped_duplicates: u64,
+    pub unattributed: u64,
+    /// Commit-to-durable delays of the transactions captured, in microseconds.
+    #[serde(skip)]
+    pub lags_us: Vec<i64>,
+}
+
+pub struct CaptureCore {
+    pub source: String,
+    config: CaptureConfig,
+    tenancy: SourceTenancy,
+    keymaps: Keymaps,
+    /// Current schemas; a schema change appends a new entry.
+    tables: Vec<TableSchema>,
+    slots: HashMap<String, u32>,
+    pending: Vec<Transaction>,
+    pending_changes: usize,
+    pending_since: Option<Instant>,
+    open: Option<Transaction>,
+    /// Highest position durable in the vault.
+    head: u64,
+    head_time_us: i64,
+    changes_since_base: BTreeMap<TenantKey, u64>,
+    segments_since_checkpoint: u64,
+    pub stats: CaptureStats,
+}
+
+/// Where a source stands in the vault when capture starts.
+pub enum Start {
+    /// No history: take the initial snapshot.
+    Fresh,
+    /// Resume after `position`.
+    Resume { position: u64 },
+}
+
+impl CaptureCore {
+    /// Load the source's state from the vault: its latest checkpoint, replaying the
+    /// segments after it to rebuild the key maps and find the head.
+    pub async fn open(
+        vault: &Vault,
+        source: &str,
+        tenancy: SourceTenancy,
+        config: CaptureConfig,
+    ) -> Result<(CaptureCore, Start)> {
+        let history = SourceHistory::load(vault, source).await?;
+        let mut core = CaptureCore {
+            source: source.to_string(),
+            config,
+            keymaps: Keymaps::new(&tenancy),
+            tables: Vec::new(),
+            slots: HashMap::new(),
+            tenancy,
+            pending: Vec::new(),
+            pending_changes: 0,
+            pending_since: None,
+            open: None,
+            head: 0,
+            head_time_us: 0,
+            changes_since_base: BTreeMap::new(),
+            segments_since_checkpoint: 0,
+            stats: CaptureStats {
+                source: source.to_string(),
+                ..CaptureStats::default()
+            },
+        };
+        core.reset_tables();
+        let Some(checkpoint_ref) = history.checkpoints.last() else {
+            return Ok((core, Start::Fresh));
+        };
+        let checkpoint = vault.read_checkpoint(&checkpoint_ref.name).await?;
+        core.keymaps = Keymaps::from_records(&core.tenancy, &checkpoint.keymaps);
+        core.head = checkpoint.position;
+        core.head_time_us = checkpoint.commit_time_us;
+        let tenancy = core.tenancy.clone();
+        let mut replayed = 0u64;
+        let mut head = core.head;
+        let mut head_time = core.head_time_us;
+        let keymaps = &mut core.keymaps;
+        history
+            .for_each_transaction(vault, checkpoint.position, u64::MAX, |tables, tx| {
+                for change in &tx.changes {
+                    let Some(schema) = tables.get(change.table as usize) else {
+                        continue;
+                    };
+                    if let Some(table) = tenancy.table(&schema.name) {
+                        let mut table = table.clone();
+                        table.schema = schema.clone();
+                        keymaps.observe(&table, change);
+                    }
+                }
+                keymaps.end_transaction();
+                head = head.max(tx.position);
+                head_time = tx.commit_time_us;
+                replayed += 1;
+            })
+            .await?;
+        core.head = head;
+        core.head_time_us = head_time;
+        tracing::info!(
+            source,
+            position = core.head,
+            replayed,
+            "resuming capture from the vault"
+        );
+        let position = core.head;
+        Ok((core, Start::Resume { position }))
+    }
+
+    fn reset_tables(&mut self) {
+        self.tables = self
+            .tenancy
+            .tenant_tables()
+            .map(|t| t.schema.clone())
+            .collect();
+        self.slots = self
+            .tables
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i as u32))
+            .collect();
+    }
+
+    pub fn tenancy(&self) -> &SourceTenancy {
+        &self.tenancy
+    }
+
+    /// The highest position durable in the vault.
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
+    fn resolved(&self, table: &str) -> Result<(u32, ResolvedTable)> {
+        let slot = *self.slots.get(table).ok_or_else(|| {
+            Error::source(format!(
+                "source {}: change to table {table}, which capture does not protect",
+                self.source
+            ))
+        })?;
+        let mut resolved = self
+            .tenancy
+            .table(table)
+            .cloned()
+            .ok_or_else(|| Error::source(format!("table {table} vanished")))?;
+        resolved.schema = self.tables[slot as usize].clone();
+        Ok((slot, resolved))
+    }
+
+    /// The current captured schema of `table`.
+    pub fn schema(&self, table: &str) -> Option<&TableSchema> {
+        self.slots.get(table).map(|&s| &self.tables[s as usize])
+    }
+
+    /// The table's columns changed (PostgreSQL sent a new Relation). Columns may be added
+    /// or dropped; the tenant column and `tenant_via` column must stay.
+    pub fn change_schema(
+        &mut self,
+        table: &str,
+        columns: Vec<String>,
+        key: Vec<usize>,
+    ) -> Result<()> {
+        let (_, resolved) = self.resolved(table)?;
+        if resolved.schema.columns == columns {
+            return Ok(());
+        }
+        let needed = match &resolved.tenancy {
+            Tenancy::Column(i) | Tenancy::Via { column: i, .. } => {
+                resolved.schema.columns[*i].clone()
+            }
+            Tenancy::Global => return Ok(()),
+        };
+        let Some(new_index) = columns.iter().position(|c| *c == needed) else {
+            return Err(Error::source(format!(
+                "source {}: table {table} lost its tenant column {needed}; capture cannot \
+                 attribute its rows any more",
+                self.source
+            )));
+        };
+        // Re-point the tenancy at the new column positions.
+        let tables = &mut self.tenancy.tables;
+        if let Some(entry) = tables.iter_mut().find(|t| t.schema.name == table) {
+            entry.tenancy = match &entry.tenancy {
+                Tenancy::Column(_) => Tenancy::Column(new_index),
+                Tenancy::Via {
+                    parent,
+                    parent_column,
+                    ..
+                } => Tenancy::Via {
+                    column: new_index,
+                    parent: parent.clone(),
+                    parent_column: parent_column.clone(),
+                },
+                Tenancy::Global => Tenancy::Global,
+            };
+            entry.schema.columns = columns.clone();
+            entry.schema.key = key.clone();
+        }
+        let schema = TableSchema {
+            name: table.to_string(),
+            columns,
+            key,
+        };
+        tracing::info!(source = %self.source, table, "table schema changed: {:?}", schema.columns);
+        self.slots
+            .insert(table.to_string(), self.tables.len() as u32);
+        self.tables.push(schema);
+        Ok(())
+    }
+
+    // --- the initial snapshot --------------------------------------------------------
+
+    /// Begin the initial snapshot. Feed every row with `snapshot_row`, parents' tables
+    /// before children's (the tenancy's order), then `finish_snapshot`.
+    pub fn snapshot_row(&mut self, snapshot: &mut Snapshot, table: &str, row: Row) -> Result<()> {
+        let (slot, resolved) = self.resolved(table)?;
+        let mut out = Vec::with_capacity(1);
+        attribute(
+            &mut self.keymaps,
+            slot,
+            &resolved,
+            RawChange {
+                op: Op::Insert,
+                old: None,
+                new: Some(row),
+                position: 0,
+            },
+            &mut out,
+        );
+        for change in out {
+            match (change.tenant, change.new) {
+                (Some(tenant), Some(values)) => {
+                    snapshot.rows.entry(tenant).or_default().push(BaseRow {
+                        table: slot,
+                        values,
+                    })
+                }
+                _ => snapshot.unattributed += 1,
+            }
+        }
+        Ok(())
+    }
+
+    /// Write one base per tenant and the first checkpoint, all at `position`.
+    pub async fn finish_snapshot(
+        &mut self,
+        vault: &Vault,
+        snapshot: Snapshot,
+        position: u64,
+        commit_time_us: i64,
+    ) -> Result<usize> {
+        self.keymaps.end_transaction();
+        if snapshot.unattributed > 0 {
+            tracing::warn!(
+                source = %self.source,
+                rows = snapshot.unattributed,
+                "rows whose tenant could not be found (NULL tenant column or a reference to \
+                 a missing parent) are not protected"
+            );
+        }
+        let tenants = snapshot.rows.len();
+        for (tenant, rows) in snapshot.rows {
+            // Only the tables this tenant has rows in, renumbered.
+            let used: BTreeSet<u32> = rows.iter().map(|r| r.table).collect();
+            let renumber: HashMap<u32, u32> = used
+                .iter()
+                .enumerate()
+                .map(|(i, &t)| (t, i as u32))
+                .collect();
+            let base = Base {
+                source: self.source.clone(),
+                tenant,
+                position,
+                commit_time_us,
+                tables: used
+                    .iter()
+                    .map(|&t| self.tables[t as usize].clone())
+                    .collect(),
+                rows: rows
+                    .into_iter()
+                    .map(|r| BaseRow {
+                        table: renumber[&r.table],
+                        values: r.values,
+                    })
+                    .collect(),
+            };
+            vault.put_base(&base).await?;
+            failpoint::hit("capture.after-base");
+        }
+        self.head = position;
+        self.head_time_us = commit_time_us;
+        self.write_checkpoint(vault).await?;
+        Ok(tenants)
+    }
+
+    pub async fn write_checkpoint(&mut self, vault: &Vault) -> Result<()> {
+        let checkpoint = Checkpoint {
+            source: self.source.clone(),
+            position: self.head,
+            commit_time_us: self.head_time_us,
+            tables: self.tables.clone(),
+            keymaps: self.keymaps.to_records(),
+        };
+        vault.put_checkpoint(&checkpoint).await?;
+        self.segments_since_checkpoint = 0;
+        failpoint::hit("capture.after-checkpoint");
+        Ok(())
+    }
+
+    // --- the stream --------------------------------------------------------------------
+
+    /// A transaction begins. Returns false when it is already in the vault (a replay
+    /// after a crash) and must be skipped.
+    pub fn begin(&mut self, xid: u64, position: u64) -> bool {
+        if position != 0 && position <= self.head {
+            self.open = None;
+            self.stats.skipped_duplicates += 1;
+            return false;
+        }
+        self.open = Some(Transaction {
+            xid,
+            position,
+            commit_time_us: 0,
+            changes: Vec::new(),
+        });
+        true
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// One row change of the open transaction.
+    pub fn change(
+        &mut self,
+        table: &str,
+        op: Op,
+        old: Option<Row>,
+        new: Option<Row>,
+        position: u64,
+    ) -> Result<()> {
+        if self.open.is_none() {
+            return Ok(());
+        }
+        let (slot, resolved) = self.resolved(table)?;
+        let mut out = Vec::with_capacity(2);
+        attribute(
+            &mut self.keymaps,
+            slot,
+            &resolved,
+            RawChange {
+                op,
+                old,
+                new,
+                position,
+            },
+            &mut out,
+        );
+        let tx = self.open.as_mut().expect("checked above");
+        for change in out {
+            if change.tenant.is_none() && change.op != Op::Truncate {
+                self.stats.unattributed += 1;
+                tracing::warn!(source = %self.source, table, "a {} whose tenant cannot be found is not protected", change.op.as_str());
+                continue;
+            }
+            if let Some(tenant) = &change.tenant {
+                *self.changes_since_base.entry(tenant.clone()).or_default() += 1;
+            }
+            tx.changes.push(change);
+        }
+        Ok(())
+    }
+
+    /// The open transaction committed at `position`.
+    pub fn commit(&mut self, position: u64, commit_time_us: i64) {
+        self.keymaps.end_transaction();
+        let Some(mut tx) = self.open.take() else {
+            return;
+        };
+        if position <= self.head {
+            self.stats.skipped_duplicates += 1;
+            return;
+        }
+        tx.position = position;
+        tx.commit_time_us = commit_time_us;
+        // PostgreSQL learns a transaction's position only at its commit.
+        for change in &mut tx.changes {
+            if change.position == 0 {
+                change.position = position;
+            }
+        }
+        self.stats.transactions += 1;
+        self.stats.changes += tx.changes.len() as u64;
+        self.pending_changes += tx.changes.len();
+        self.pending_since.get_or_insert_with(Instant::now);
+        self.pending.push(tx);
+    }
+
+    /// Drop a transaction that did not finish (the connection broke mid-way).
+    pub fn abandon_open(&mut self) {
+        self.open = None;
+        self.keymaps.end_transaction();
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// True when the pending transactions should be written now.
+    pub fn flush_due(&self) -> bool {
+        self.pending_changes >= self.config.segment_max_changes
+            || self.pending_since.is_some_and(|since| {
+                since.elapsed() >= Duration::from_millis(self.config.flush_interval_ms)
+            })
+    }
+
+    /// Write the pending transactions as one segment. Returns the new durable head when
+    /// something was written: only then may the source forget those changes.
+    pub async fn flush(&mut self, vault: &Vault) -> Result<Option<u64>> {
+        if self.pending.is_empty() {
+            return Ok(None);
+        }
+        let transactions = std::mem::take(&mut self.pending);
+        let first = transactions.first().map(|t| t.position).unwrap_or(0);
+        let last = transactions.last().map(|t| t.position).unwrap_or(0);
+        let last_time = transactions.last().map(|t| t.commit_time_us).unwrap_or(0);
+        // Only the schemas the segment uses, renumbered.
+        let used: BTreeSet<u32> = transactions
+            .iter()
+            .flat_map(|t| t.changes.iter().map(|c| c.table))
+            .collect();
+        let renumber: HashMap<u32, u32> = used
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| (t, i as u32))
+            .collect();
+        let mut transactions = transactions;
+        for tx in &mut transactions {
+            for change in &mut tx.changes {
+                change.table = renumber[&change.table];
+            }
+        }
+        let segment = Segment {
+            source: self.source.clone(),
+            first,
+            last,
+            tables: used
+                .iter()
+                .map(|&t| self.tables[t as usize].clone())
+                .collect(),
+            transactions,
+        };
+        failpoint::hit("capture.before-segment");
+        vault.put_segment(&segment).await?;
+        failpoint::hit("capture.after-segment");
+        let now = lifeboat_core::time::now_us();
+        for tx in &segment.transactions {
+            self.stats.lags_us.push(now - tx.commit_time_us);
+        }
+        self.stats.segments += 1;
+        self.pending_changes = 0;
+        self.pending_since = None;
+        self.head = last;
+        self.head_time_us = last_time;
+        self.segments_since_checkpoint += 1;
+        if self.segments_since_checkpoint >= 64 {
+            self.write_checkpoint(vault).await?;
+        }
+        Ok(Some(last))
+    }
+
+    /// Compact the tenants whose changes since their latest base passed the threshold.
+    pub async fn compact_due(&mut self, vault: &Vault) -> Result<usize> {
+        if !self.pending.is_empty() {
+            return Ok(0);
+        }
+        let due: BTreeSet<TenantKey> = self
+            .changes_since_base
+            .iter()
+            .filter(|(_, &n)| n >= self.config.compact_after_changes)
+            .map(|(t, _)| t.clone())
+            .collect();
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let written = lifeboat_core::compaction::compact(vault, &self.source, Some(&due)).await?;
+        for tenant in &due {
+            self.changes_since_base.remove(tenant);
+        }
+        tracing::info!(source = %self.source, bases = written, "compacted tenants");
+        Ok(written)
+    }
+
+    /// A clean stop: write what is pending and a checkpoint.
+    pub async fn finish(&mut self, vault: &Vault) -> Result<Option<u64>> {
+        let head = self.flush(vault).await?;
+        if self.segments_since_checkpoint > 0 {
+            self.write_checkpoint(vault).await?;
+        }
+        Ok(head)
+    }
+}
+
+/// Rows of the initial snapshot, by tenant.
+#[derive(Default)]
+pub struct Snapshot {
+    rows: BTreeMap<TenantKey, Vec<BaseRow>>,
+    unattributed: u64,
+}
+
+/// p50 and p99 of a list of lags, in milliseconds.
+pub fn percentiles_ms(lags_us: &[i64]) -> Option<(f64, f64)> {
+    if lags_us.is_empty() {
+        return None;
+    }
+    let mut sorted = lags_us.to_vec();
+    sorted.sort_unstable();
+    let at = |q: f64| {
+        let index = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+        sorted[index] as f64 / 1000.0
+    };
+    Some((at(0.50), at(0.99)))
+}

@@ -1,0 +1,135 @@
+//! A configured source, connected and checked against its configuration: the one entry
+//! point the CLI uses, whatever the kind of database.
+
+use std::path::PathBuf;
+
+use lifeboat_core::config::{CaptureConfig, SourceConfig, SourceKind};
+use lifeboat_core::model::TenantKey;
+use lifeboat_core::tenancy::{resolve, SourceTenancy};
+use lifeboat_core::vault::Vault;
+use lifeboat_core::Result;
+
+use crate::capture::CaptureStats;
+use crate::{postgres, sqlite, Stop, TenantRows};
+
+enum Connection {
+    Sqlite {
+        path: PathBuf,
+        conn: std::sync::Mutex<rusqlite::Connection>,
+    },
+    Postgres {
+        url: String,
+        schema: String,
+        client: tokio_postgres::Client,
+    },
+}
+
+pub struct LiveSource {
+    pub name: String,
+    pub tenancy: SourceTenancy,
+    connection: Connection,
+}
+
+impl LiveSource {
+    /// Connect, read the schema and resolve every table's tenancy. With `for_capture`,
+    /// also check that the server can be captured (PostgreSQL's wal_level).
+    pub async fn open(name: &str, config: &SourceConfig, for_capture: bool) -> Result<LiveSource> {
+        let context = |e: lifeboat_core::Error| e.context(format!("source {name}"));
+        match config.kind()? {
+            SourceKind::Sqlite { path } => {
+                let conn = sqlite::open(&path).map_err(context)?;
+                let live = sqlite::live_tables(&conn, &path).map_err(context)?;
+                let tenancy = resolve(name, config, &live)?;
+                Ok(LiveSource {
+                    name: name.to_string(),
+                    tenancy,
+                    connection: Connection::Sqlite {
+                        path,
+                        conn: std::sync::Mutex::new(conn),
+                    },
+                })
+            }
+            SourceKind::Postgres { url } => {
+                let schema = config
+                    .schema
+                    .clone()
+                    .unwrap_or_else(|| "public".to_string());
+                let client = postgres::connect(&url, &schema).await.map_err(context)?;
+                if for_capture {
+                    postgres::check_wal_level(&client, &url).await?;
+                }
+                let live = postgres::live_tables(&client, &schema)
+                    .await
+                    .map_err(context)?;
+                let tenancy = resolve(name, config, &live)?;
+                Ok(LiveSource {
+                    name: name.to_string(),
+                    tenancy,
+                    connection: Connection::Postgres {
+                        url,
+                        schema,
+                        client,
+                    },
+                })
+            }
+        }
+    }
+
+    /// The tenant's rows in every tenant table of this source, as they are now.
+    pub async fn tenant_rows(&self, tenant: &TenantKey) -> Result<TenantRows> {
+        match &self.connection {
+            Connection::Sqlite { path, conn } => {
+                let conn = conn
+                    .lock()
+                    .map_err(|_| lifeboat_core::Error::source("sqlite connection poisoned"))?;
+                sqlite::tenant_rows(&conn, path, &self.tenancy, tenant)
+            }
+            Connection::Postgres { client, .. } => {
+                postgres::tenant_rows(client, &self.tenancy, tenant).await
+            }
+        }
+    }
+
+    /// Capture this source (see `sqlite::capture` and `postgres::capture`).
+    pub async fn capture(
+        self,
+        vault: &Vault,
+        config: CaptureConfig,
+        until_caught_up: bool,
+        stop: &Stop,
+    ) -> Result<CaptureStats> {
+        match self.connection {
+            Connection::Sqlite { path, conn } => {
+                drop(conn);
+                sqlite::capture(
+                    vault,
+                    &self.name,
+                    &path,
+                    self.tenancy,
+                    config,
+                    until_caught_up,
+                    stop,
+                )
+                .await
+            }
+            Connection::Postgres {
+                url,
+                schema,
+                client,
+            } => {
+                drop(client);
+                postgres::capture(
+                    vault,
+                    &self.name,
+                    &url,
+                    &schema,
+                    self.tenancy,
+                    config,
+                    until_caught_up,
+                    stop,
+                )
+                .await
+            }
+        }
+    }
+}

@@ -1,0 +1,781 @@
+//! PostgreSQL sources: logical replication with the built-in pgoutput plugin.
+//!
+//! Capture sets every tenant table to `REPLICA IDENTITY FULL` (so that deletes and updates
+//! carry the whole old row, tenant column and `tenant_via` column included), publishes
+//! them, and creates a replication slot whose exported snapshot gives the first base of
+//! every tenant: no change falls between the snapshot and the stream. The slot's confirmed
+//! position only moves once the vault holds the changes.
+
+pub mod pgoutput;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+use lifeboat_core::config::CaptureConfig;
+use lifeboat_core::model::{format_lsn, Op, Row, TableSchema, TenantKey, Value};
+use lifeboat_core::tenancy::{LiveTable, SourceTenancy};
+use lifeboat_core::vault::Vault;
+use lifeboat_core::{Error, Result};
+
+use crate::capture::{CaptureCore, CaptureStats, Snapshot, Start};
+use crate::{quote_ident, quote_literal, tenant_query, Stop, TenantRows};
+use pgoutput::{Datum, Message};
+
+/// Session settings that make every value's text form stable, on every connection.
+const SESSION_OPTIONS: &str = "-c DateStyle=ISO,YMD -c TimeZone=UTC -c IntervalStyle=postgres \
+     -c extra_float_digits=1 -c bytea_output=hex";
+/// Microseconds between 1970-01-01 and 2000-01-01 (PostgreSQL's epoch).
+const PG_EPOCH_US: i64 = 946_684_800_000_000;
+const CAUGHT_UP_PREFIX: &str = "lifeboat.caught-up";
+
+fn pg_error(what: &str, e: tokio_postgres::Error) -> Error {
+    let transient = e.is_closed()
+        || e.as_db_error().is_none()
+        || e.code().is_some_and(|c| {
+            c.code().starts_with("08") || c.code().starts_with("57P") || c.code() == "53300"
+        });
+    let message = match e.as_db_error() {
+        Some(db) => format!("{what}: {}", db.message()),
+        None => format!("{what}: {e}"),
+    };
+    let error = Error::source(message);
+    if transient {
+        error.transient()
+    } else {
+        error
+    }
+}
+
+/// The names capture gives its slot and publication for a source.
+pub fn slot_name(source: &str) -> String {
+    let cleaned: String = source
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("lifeboat_{cleaned}")
+}
+
+fn parse_config(url: &str, schema: &str) -> Result<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| Error::config(format!("postgres url {}: {e}", redact(url))))?;
+    config.options(format!("{SESSION_OPTIONS} -c search_path={schema}"));
+    config.application_name("lifeboat");
+    config.connect_timeout(Duration::from_secs(10));
+    Ok(config)
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// A plain (non-replication) connection with Lifeboat's session settings.
+pub async fn connect(url: &str, schema: &str) -> Result<Client> {
+    let config = parse_config(url, schema)?;
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| pg_error(&format!("cannot connect to {}", redact(url)), e))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("postgres connection ended: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// Refuse a server that cannot do logical decoding, naming the setting.
+pub async fn check_wal_level(client: &Client, url: &str) -> Result<()> {
+    let level = simple_value(client, "SHOW wal_level").await?;
+    if level.as_deref() != Some("logical") {
+        return Err(Error::source(format!(
+            "PostgreSQL at {} has wal_level = {}; capture needs wal_level = logical \
+             (set it in postgresql.conf and restart the server)",
+            redact(url),
+            level.unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
+
+async fn simple_value(client: &Client, sql: &str) -> Result<Option<String>> {
+    let messages = client
+        .simple_query(sql)
+        .await
+        .map_err(|e| pg_error(sql, e))?;
+    for message in messages {
+        if let SimpleQueryMessage::Row(row) = message {
+            return Ok(row.get(0).map(str::to_string));
+        }
+    }
+    Ok(None)
+}
+
+/// The schema's tables, their stored columns (generated and dropped columns excluded) in
+/// column order, and their primary keys.
+pub async fn live_tables(client: &Client, schema: &str) -> Result<Vec<LiveTable>> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text, a.attname::text,
+                    COALESCE(a.attnum = ANY(i.indkey), false) AS is_key,
+                    COALESCE(array_position(i.indkey::int2[], a.attnum), 0) AS key_order
+             FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_attribute a ON a.attrelid = c.oid
+             LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+               AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+             ORDER BY c.relname, a.attnum",
+            &[&schema],
+        )
+        .await
+        .map_err(|e| pg_error("cannot read the catalog", e))?;
+    // table -> (columns, (key order, column index) of the primary key columns)
+    type Shape = (Vec<String>, Vec<(i32, usize)>);
+    let mut tables: BTreeMap<String, Shape> = BTreeMap::new();
+    for row in rows {
+        let table: String = row.get(0);
+        let column: String = row.get(1);
+        let is_key: bool = row.get(2);
+        let key_order: i32 = row.get(3);
+        let entry = tables.entry(table).or_default();
+        if is_key {
+            entry.1.push((key_order, entry.0.len()));
+        }
+        entry.0.push(column);
+    }
+    Ok(tables
+        .into_iter()
+        .map(|(name, (columns, mut key))| {
+            key.sort();
+            LiveTable {
+                schema: TableSchema {
+                    name,
+                    columns,
+                    key: key.into_iter().map(|(_, i)| i).collect(),
+                },
+            }
+        })
+        .collect())
+}
+
+/// Replica identity and publication for the tenant tables.
+async fn prepare(client: &Client, tenancy: &SourceTenancy, publication: &str) -> Result<()> {
+    let mut names = Vec::new();
+    for table in tenancy.tenant_tables() {
+        let name = quote_ident(&table.schema.name);
+        let identity = simple_value(
+            client,
+            &format!(
+                "SELECT relreplident::text FROM pg_class WHERE oid = {}::regclass",
+                quote_literal(&name)
+            ),
+        )
+        .await?;
+        if identity.as_deref() != Some("f") {
+            client
+                .batch_execute(&format!("ALTER TABLE {name} REPLICA IDENTITY FULL"))
+                .await
+                .map_err(|e| pg_error(&format!("cannot set REPLICA IDENTITY FULL on {name}"), e))?;
+        }
+        names.push(name);
+    }
+    let exists = simple_value(
+        client,
+        &format!(
+            "SELECT 1 FROM pg_publication WHERE pubname = {}",
+            quote_literal(publication)
+        ),
+    )
+    .await?
+    .is_some();
+    let list = names.join(", ");
+    let sql = if exists {
+        format!(
+            "ALTER PUBLICATION {} SET TABLE {list}",
+            quote_ident(publication)
+        )
+    } else {
+        format!(
+            "CREATE PUBLICATION {} FOR TABLE {list}",
+            quote_ident(publication)
+        )
+    };
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| pg_error(&format!("cannot publish the tenant tables ({sql})"), e))?;
+    Ok(())
+}
+
+fn replication_config(
+    url: &str,
+    schema: &str,
+    slot: &str,
+    start: u64,
+    ack: Option<u64>,
+) -> Result<ReplicationConfig> {
+    let config = parse_config(url, schema)?;
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        Some(tokio_postgres::config::Host::Unix(path)) => path.to_string_lossy().into_owned(),
+        None => "localhost".to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user().unwrap_or("postgres").to_string();
+    let password = config
+        .get_password()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_default();
+    let dbname = config.get_dbname().unwrap_or(&user).to_string();
+    let mut replication =
+        ReplicationConfig::new(host, user, password, dbname, slot, slot).with_port(port);
+    replication.start_lsn = Lsn::from_u64(start);
+    replication.ack_lsn = ack.map(Lsn::from_u64);
+    replication.status_interval = Duration::from_millis(500);
+    replication.idle_wakeup_interval = Duration::from_secs(2);
+    replication.options = Some(SESSION_OPTIONS.to_string());
+    replication.application_name = Some(format!("lifeboat capture {slot}"));
+    Ok(replication)
+}
+
+/// Parse COPY's text format: tab-separated fields, `\N` for NULL, backslash escapes.
+fn parse_copy_line(line: &[u8], out: &mut Vec<Value>) -> Result<()> {
+    out.clear();
+    for field in line.split(|&b| b == b'\t') {
+        if field == b"\\N" {
+            out.push(Value::Null);
+            continue;
+        }
+        let mut text = Vec::with_capacity(field.len());
+        let mut i = 0;
+        while i < field.len() {
+            let b = field[i];
+            if b != b'\\' || i + 1 == field.len() {
+                text.push(b);
+                i += 1;
+                continue;
+            }
+            let next = field[i + 1];
+            i += 2;
+            match next {
+                b'b' => text.push(8),
+                b'f' => text.push(12),
+                b'n' => text.push(b'\n'),
+                b'r' => text.push(b'\r'),
+                b't' => text.push(b'\t'),
+                b'v' => text.push(11),
+                b'0'..=b'7' => {
+                    let mut value = (next - b'0') as u32;
+                    let mut digits = 1;
+                    while digits < 3 && i < field.len() && (b'0'..=b'7').contains(&field[i]) {
+                        value = value * 8 + (field[i] - b'0') as u32;
+                        i += 1;
+                        digits += 1;
+                    }
+                    text.push(value as u8);
+                }
+                b'x' => {
+                    let mut value = 0u32;
+                    let mut digits = 0;
+                    while digits < 2 && i < field.len() && field[i].is_ascii_hexdigit() {
+                        value = value * 16 + (field[i] as char).to_digit(16).unwrap_or(0);
+                        i += 1;
+                        digits += 1;
+                    }
+                    text.push(value as u8);
+                }
+                other => text.push(other),
+            }
+        }
+        let text = String::from_utf8(text)
+            .map_err(|e| Error::source(format!("COPY produced text that is not UTF-8: {e}")))?;
+        out.push(Value::Text(text));
+    }
+    Ok(())
+}
+
+/// Copy every tenant table inside the exported snapshot and hand the rows to capture.
+async fn copy_snapshot(
+    client: &mut Client,
+    snapshot_name: &str,
+    core: &mut CaptureCore,
+    snapshot: &mut Snapshot,
+) -> Result<()> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(|e| pg_error("cannot start the snapshot transaction", e))?;
+    tx.batch_execute(&format!(
+        "SET TRANSACTION SNAPSHOT {}",
+        quote_literal(snapshot_name)
+    ))
+    .await
+    .map_err(|e| pg_error("cannot use the replication slot's snapshot", e))?;
+    let tables: Vec<TableSchema> = core
+        .tenancy()
+        .tenant_tables()
+        .map(|t| t.schema.clone())
+        .collect();
+    for schema in &tables {
+        let columns: Vec<String> = schema.columns.iter().map(|c| quote_ident(c)).collect();
+        let sql = format!(
+            "COPY (SELECT {} FROM {}) TO STDOUT",
+            columns.join(", "),
+            quote_ident(&schema.name)
+        );
+        let stream = tx
+            .copy_out(&sql)
+            .await
+            .map_err(|e| pg_error(&format!("cannot copy {}", schema.name), e))?;
+        futures::pin_mut!(stream);
+        let mut carry: Vec<u8> = Vec::new();
+        let mut values = Vec::with_capacity(schema.columns.len());
+        while let Some(chunk) = stream.next().await {
+            let chunk: Bytes =
+                chunk.map_err(|e| pg_error(&format!("copy of {}", schema.name), e))?;
+            carry.extend_from_slice(&chunk);
+            let mut start = 0;
+            while let Some(end) = carry[start..].iter().position(|&b| b == b'\n') {
+                parse_copy_line(&carry[start..start + end], &mut values)?;
+                core.snapshot_row(snapshot, &schema.name, std::mem::take(&mut values))?;
+                start += end + 1;
+            }
+            carry.drain(..start);
+        }
+    }
+    tx.commit()
+        .await
+        .map_err(|e| pg_error("cannot end the snapshot transaction", e))?;
+    Ok(())
+}
+
+/// What the stream decoder keeps between messages.
+struct Decoder {
+    relations: HashMap<u32, String>,
+}
+
+/// Capture one PostgreSQL source until `stop` is set, or (with `until_caught_up`) until
+/// every change committed before the call is durable in the vault.
+#[allow(clippy::too_many_arguments)]
+pub async fn capture(
+    vault: &Vault,
+    source: &str,
+    url: &str,
+    schema: &str,
+    tenancy: SourceTenancy,
+    config: CaptureConfig,
+    until_caught_up: bool,
+    stop: &Stop,
+) -> Result<CaptureStats> {
+    let slot = slot_name(source);
+    let mut client = connect(url, schema).await?;
+    check_wal_level(&client, url).await?;
+    prepare(&client, &tenancy, &slot).await?;
+    let (mut core, start) = CaptureCore::open(vault, source, tenancy, config).await?;
+    let slot_exists = simple_value(
+        &client,
+        &format!(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = {}",
+            quote_literal(&slot)
+        ),
+    )
+    .await?
+    .is_some();
+
+    let mut replication = match start {
+        Start::Fresh => {
+            if slot_exists {
+                client
+                    .batch_execute(&format!(
+                        "SELECT pg_drop_replication_slot({})",
+                        quote_literal(&slot)
+                    ))
+                    .await
+                    .map_err(|e| pg_error(&format!("cannot drop the stale slot {slot}"), e))?;
+            }
+            let before = lifeboat_core::time::now_us();
+            let mut gated =
+                ReplicationClient::connect_gated(replication_config(url, schema, &slot, 0, None)?)
+                    .await
+                    .map_err(|e| {
+                        Error::source(format!("replication connection to {}: {e}", redact(url)))
+                    })?;
+            let rows = gated
+                .simple_query(&format!(
+                    "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')",
+                    quote_ident(&slot)
+                ))
+                .await
+                .map_err(|e| {
+                    Error::source(format!("cannot create replication slot {slot}: {e}"))
+                })?;
+            let row = rows.first().ok_or_else(|| {
+                Error::source("CREATE_REPLICATION_SLOT returned no row".to_string())
+            })?;
+            let text = |i: usize| -> Result<String> {
+                row.get(i)
+                    .and_then(|v| v.as_ref())
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .ok_or_else(|| {
+                        Error::source(format!("CREATE_REPLICATION_SLOT: column {i} missing"))
+                    })
+            };
+            let consistent = Lsn::parse(&text(1)?)
+                .map_err(|e| Error::source(format!("CREATE_REPLICATION_SLOT: bad LSN: {e}")))?
+                .as_u64();
+            let snapshot_name = text(2)?;
+            let mut snapshot = Snapshot::default();
+            copy_snapshot(&mut client, &snapshot_name, &mut core, &mut snapshot).await?;
+            let tenants = core
+                .finish_snapshot(vault, snapshot, consistent, before)
+                .await?;
+            tracing::info!(source, tenants, position = %format_lsn(consistent), "initial snapshot written");
+            gated
+                .start()
+                .await
+                .map_err(|e| Error::source(format!("START_REPLICATION: {e}")))?;
+            gated
+                .wait_started()
+                .await
+                .map_err(|e| Error::source(format!("START_REPLICATION: {e}")))?;
+            gated
+        }
+        Start::Resume { position } => {
+            if !slot_exists {
+                return Err(Error::source(format!(
+                    "replication slot {slot} is missing on {} although the vault holds history \
+                     up to {}: changes since then cannot be recovered from the slot. Capture \
+                     this source into a new vault (or restore the slot's server)",
+                    redact(url),
+                    format_lsn(position)
+                )));
+            }
+            start_stream(url, schema, &slot, position).await?
+        }
+    };
+
+    // A logical message marks "now" in the stream: once it arrives, everything committed
+    // before this call has been received.
+    let marker = format!("{}-{}", std::process::id(), lifeboat_core::time::now_us());
+    if until_caught_up {
+        client
+            .batch_execute(&format!(
+                "SELECT pg_logical_emit_message(false, {}, {})",
+                quote_literal(CAUGHT_UP_PREFIX),
+                quote_literal(&marker)
+            ))
+            .await
+            .map_err(|e| pg_error("cannot write the catch-up marker", e))?;
+    }
+
+    let mut decoder = Decoder {
+        relations: HashMap::new(),
+    };
+    let mut caught_up = false;
+    let mut failures_since = None::<Instant>;
+    let flush_interval = Duration::from_millis(50);
+    loop {
+        if stop.is_set() || (caught_up && !core.in_transaction()) {
+            break;
+        }
+        let event = tokio::select! {
+            event = replication.recv() => Some(event),
+            _ = tokio::time::sleep(flush_interval) => None,
+            _ = stop.sleep(Duration::from_secs(3600)) => None,
+        };
+        match event {
+            None => {}
+            Some(Ok(Some(event))) => {
+                failures_since = None;
+                handle_event(
+                    &mut core,
+                    &mut decoder,
+                    &client,
+                    event,
+                    &marker,
+                    &mut caught_up,
+                )
+                .await?;
+            }
+            Some(Ok(None)) | Some(Err(_)) => {
+                // The stream ended: the server restarted or the connection broke. Keep
+                // what committed, drop the half-read transaction, reconnect and resume from
+                // the slot, which still holds everything not yet acknowledged.
+                if let Some(Err(e)) = &event {
+                    tracing::warn!(source, "replication stream failed: {e}; reconnecting");
+                }
+                core.abandon_open();
+                if let Some(head) = core.flush(vault).await? {
+                    tracing::debug!(source, position = %format_lsn(head), "flushed before reconnecting");
+                }
+                let since = *failures_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(300) {
+                    return Err(Error::source(format!(
+                        "replication from {} failed for 5 minutes; giving up",
+                        redact(url)
+                    )));
+                }
+                stop.sleep(Duration::from_millis(500)).await;
+                match reconnect(url, schema, &slot, core.head()).await {
+                    Ok((new_client, new_replication)) => {
+                        client = new_client;
+                        replication = new_replication;
+                        decoder.relations.clear();
+                    }
+                    Err(e) => tracing::warn!(source, "reconnect failed: {e}"),
+                }
+                continue;
+            }
+        }
+        if core.flush_due() || (caught_up && !core.in_transaction()) {
+            if let Some(head) = core.flush(vault).await? {
+                replication.update_applied_lsn(Lsn::from_u64(head));
+            }
+            core.compact_due(vault).await?;
+        }
+    }
+    if let Some(head) = core.finish(vault).await? {
+        replication.update_applied_lsn(Lsn::from_u64(head));
+    }
+    // Let the last acknowledgement reach the server before the session closes.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), replication.shutdown()).await;
+    tracing::info!(source, position = %format_lsn(core.head()), "capture stopped");
+    Ok(core.stats.clone())
+}
+
+async fn start_stream(url: &str, schema: &str, slot: &str, head: u64) -> Result<ReplicationClient> {
+    // Start from the slot's confirmed position (0); acknowledge only what the vault holds.
+    let mut client =
+        ReplicationClient::connect(replication_config(url, schema, slot, 0, Some(head))?)
+            .await
+            .map_err(|e| {
+                Error::source(format!("replication connection to {}: {e}", redact(url))).transient()
+            })?;
+    client
+        .wait_started()
+        .await
+        .map_err(|e| Error::source(format!("START_REPLICATION on slot {slot}: {e}")).transient())?;
+    Ok(client)
+}
+
+async fn reconnect(
+    url: &str,
+    schema: &str,
+    slot: &str,
+    head: u64,
+) -> Result<(Client, ReplicationClient)> {
+    let client = connect(url, schema).await?;
+    let replication = start_stream(url, schema, slot, head).await?;
+    Ok((client, replication))
+}
+
+fn row_from(tuple: Vec<Datum>, old: Option<&Row>) -> Result<Row> {
+    tuple
+        .into_iter()
+        .enumerate()
+        .map(|(i, datum)| match datum {
+            Datum::Value(v) => Ok(v),
+            Datum::Unchanged => old.and_then(|o| o.get(i).cloned()).ok_or_else(|| {
+                Error::source("an unchanged TOAST value arrived without the old row".to_string())
+            }),
+        })
+        .collect()
+}
+
+async fn handle_event(
+    core: &mut CaptureCore,
+    decoder: &mut Decoder,
+    client: &Client,
+    event: ReplicationEvent,
+    marker: &str,
+    caught_up: &mut bool,
+) -> Result<()> {
+    match event {
+        ReplicationEvent::Begin { final_lsn, xid, .. } => {
+            core.begin(xid as u64, final_lsn.as_u64());
+        }
+        ReplicationEvent::Commit {
+            end_lsn,
+            commit_time_micros,
+            ..
+        } => {
+            core.commit(end_lsn.as_u64(), commit_time_micros + PG_EPOCH_US);
+        }
+        ReplicationEvent::Message {
+            prefix, content, ..
+        } => {
+            if prefix == CAUGHT_UP_PREFIX && content.as_ref() == marker.as_bytes() {
+                *caught_up = true;
+            }
+        }
+        ReplicationEvent::XLogData { data, .. } => {
+            let message = pgoutput::decode(&data)
+                .map_err(|e| Error::source(format!("cannot decode a pgoutput message: {e}")))?;
+            match message {
+                Message::Relation(relation) => {
+                    let columns: Vec<String> =
+                        relation.columns.iter().map(|c| c.name.clone()).collect();
+                    if let Some(current) = core.schema(&relation.name).cloned() {
+                        if current.columns != columns {
+                            check_added_columns(client, &relation.name, &current, &columns).await?;
+                            let key: Vec<usize> = current
+                                .key
+                                .iter()
+                                .filter_map(|&i| current.columns.get(i))
+                                .filter_map(|name| columns.iter().position(|c| c == name))
+                                .collect();
+                            core.change_schema(&relation.name, columns, key)?;
+                        }
+                    }
+                    decoder.relations.insert(relation.id, relation.name);
+                }
+                Message::Insert { relation, new } => {
+                    let table = table_of(decoder, relation)?;
+                    core.change(&table, Op::Insert, None, Some(row_from(new, None)?), 0)?;
+                }
+                Message::Update { relation, old, new } => {
+                    let table = table_of(decoder, relation)?;
+                    let old = old.map(|o| row_from(o, None)).transpose()?;
+                    let new = row_from(new, old.as_ref())?;
+                    core.change(&table, Op::Update, old, Some(new), 0)?;
+                }
+                Message::Delete { relation, old } => {
+                    let table = table_of(decoder, relation)?;
+                    core.change(&table, Op::Delete, Some(row_from(old, None)?), None, 0)?;
+                }
+                Message::Truncate { relations } => {
+                    for relation in relations {
+                        let table = table_of(decoder, relation)?;
+                        core.change(&table, Op::Truncate, None, None, 0)?;
+                    }
+                }
+                Message::Other(_) => {}
+            }
+        }
+        ReplicationEvent::KeepAlive { .. } | ReplicationEvent::StoppedAt { .. } => {}
+    }
+    Ok(())
+}
+
+fn table_of(decoder: &Decoder, relation: u32) -> Result<String> {
+    decoder.relations.get(&relation).cloned().ok_or_else(|| {
+        Error::source(format!(
+            "a change to relation {relation} arrived before its description"
+        ))
+    })
+}
+
+/// A column added with a default gives existing rows a value that the stream never
+/// shows: refuse, naming the table and column, rather than store those rows without it.
+async fn check_added_columns(
+    client: &Client,
+    table: &str,
+    current: &TableSchema,
+    columns: &[String],
+) -> Result<()> {
+    for column in columns.iter().filter(|c| !current.columns.contains(c)) {
+        let has_default = simple_value(
+            client,
+            &format!(
+                "SELECT (a.atthasmissing OR d.adbin IS NOT NULL)::text FROM pg_attribute a \
+                 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+                 WHERE a.attrelid = {}::regclass AND a.attname = {}",
+                quote_literal(&quote_ident(table)),
+                quote_literal(column)
+            ),
+        )
+        .await?;
+        if has_default.as_deref() == Some("true") {
+            return Err(Error::source(format!(
+                "table {table}: column {column} was added with a default, which gave every \
+                 existing row a value the replication stream does not carry; capture stops \
+                 rather than store those rows without it. Capture this source into a new vault \
+                 to protect the new shape"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A tenant's rows in every tenant table, read from the live database.
+pub async fn tenant_rows(
+    client: &Client,
+    tenancy: &SourceTenancy,
+    tenant: &TenantKey,
+) -> Result<TenantRows> {
+    let mut out = BTreeMap::new();
+    for table in tenancy.tenant_tables() {
+        let sql = tenant_query(tenancy, &table.schema, &quote_literal(tenant.as_str()))?;
+        let messages = client
+            .simple_query(&sql)
+            .await
+            .map_err(|e| pg_error(&format!("cannot read {}", table.schema.name), e))?;
+        let mut rows = Vec::new();
+        for message in messages {
+            if let SimpleQueryMessage::Row(row) = message {
+                rows.push(
+                    (0..table.schema.columns.len())
+                        .map(|i| match row.get(i) {
+                            Some(text) => Value::Text(text.to_string()),
+                            None => Value::Null,
+                        })
+                        .collect(),
+                );
+            }
+        }
+        out.insert(
+            table.schema.name.clone(),
+            (table.schema.columns.clone(), rows),
+        );
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_escapes() {
+        let mut out = Vec::new();
+        parse_copy_line(b"1\t\\N\ta\\tb\\\\c\\nd\t\\101\\x42", &mut out).expect("parse");
+        assert_eq!(
+            out,
+            vec![
+                Value::Text("1".into()),
+                Value::Null,
+                Value::Text("a\tb\\c\nd".into()),
+                Value::Text("AB".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn slot_names_are_valid() {
+        assert_eq!(slot_name("Tracker-EU"), "lifeboat_tracker_eu");
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+    }
+}

@@ -1,0 +1,537 @@
+//! SQLite sources. Capture installs a changelog table and one trigger per table and
+//! operation, so that every committed change by any process lands in the changelog in
+//! commit order (SQLite has one writer at a time). Capture reads the changelog, writes it
+//! to the vault, and only then deletes what it wrote.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+use lifeboat_core::config::CaptureConfig;
+use lifeboat_core::failpoint;
+use lifeboat_core::model::{Op, Row, TableSchema, TenantKey, Value};
+use lifeboat_core::tenancy::{LiveTable, SourceTenancy};
+use lifeboat_core::vault::Vault;
+use lifeboat_core::{Error, Result};
+
+use crate::capture::{CaptureCore, CaptureStats, Snapshot, Start};
+use crate::{quote_ident, tenant_query, Stop, TenantRows};
+
+const CHANGELOG: &str = "_lifeboat_changelog";
+const META: &str = "_lifeboat_meta";
+/// Unix microseconds of the statement's time.
+const NOW_US: &str = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)";
+
+fn sqlite_error(path: &Path, e: rusqlite::Error) -> Error {
+    let busy = matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    );
+    let error = Error::source(format!("sqlite {}: {e}", path.display()));
+    if busy {
+        error.transient()
+    } else {
+        error
+    }
+}
+
+pub fn open(path: &Path) -> Result<Connection> {
+    if !path.exists() {
+        return Err(Error::source(format!(
+            "sqlite database {} does not exist",
+            path.display()
+        )));
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| sqlite_error(path, e))?;
+    conn.busy_timeout(Duration::from_secs(30))
+        .map_err(|e| sqlite_error(path, e))?;
+    Ok(conn)
+}
+
+/// The database's tables (Lifeboat's own and SQLite's internal ones excluded).
+pub fn live_tables(conn: &Connection, path: &Path) -> Result<Vec<LiveTable>> {
+    let err = |e| sqlite_error(path, e);
+    let mut stmt = conn
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
+             AND name NOT LIKE '\\_lifeboat\\_%' ESCAPE '\\' ORDER BY name",
+        )
+        .map_err(err)?;
+    let names: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .map_err(err)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(err)?;
+    let mut tables = Vec::with_capacity(names.len());
+    for name in names {
+        let mut stmt = conn
+            .prepare(&format!("PRAGMA table_info({})", quote_ident(&name)))
+            .map_err(err)?;
+        let columns: Vec<(String, i64)> = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, i64>(5)?)))
+            .map_err(err)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(err)?;
+        let mut key: Vec<(i64, usize)> = columns
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, pk))| *pk > 0)
+            .map(|(i, (_, pk))| (*pk, i))
+            .collect();
+        key.sort();
+        tables.push(LiveTable {
+            schema: TableSchema {
+                name,
+                columns: columns.into_iter().map(|(c, _)| c).collect(),
+                key: key.into_iter().map(|(_, i)| i).collect(),
+            },
+        });
+    }
+    Ok(tables)
+}
+
+fn value_from_ref(v: rusqlite::types::ValueRef<'_>) -> Value {
+    use rusqlite::types::ValueRef;
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::Int(i),
+        ValueRef::Real(f) => Value::Real(f),
+        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+    }
+}
+
+/// Parse one SQL literal as `quote()` writes it.
+fn parse_literal(text: &str) -> Option<Value> {
+    if text == "NULL" {
+        return Some(Value::Null);
+    }
+    if let Some(inner) = text.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')) {
+        return Some(Value::Text(inner.replace("''", "'")));
+    }
+    if let Some(hex) = text.strip_prefix("X'").and_then(|t| t.strip_suffix('\'')) {
+        return hex::decode(hex).ok().map(Value::Blob);
+    }
+    if text.contains(['.', 'e', 'E']) || text.contains("Inf") {
+        return text.parse::<f64>().ok().map(Value::Real);
+    }
+    text.parse::<i64>().ok().map(Value::Int)
+}
+
+fn parse_row(json: &str) -> Option<Row> {
+    let literals: Vec<String> = serde_json::from_str(json).ok()?;
+    literals.iter().map(|l| parse_literal(l)).collect()
+}
+
+fn row_expression(prefix: &str, schema: &TableSchema) -> String {
+    let quoted: Vec<String> = schema
+        .columns
+        .iter()
+        .map(|c| format!("quote({prefix}.{})", quote_ident(c)))
+        .collect();
+    format!("json_array({})", quoted.join(", "))
+}
+
+/// Create the changelog and (re)create the triggers of every tenant table, recording the
+/// columns they capture. Runs inside the caller's transaction.
+fn install(conn: &Connection, path: &Path, tenancy: &SourceTenancy) -> Result<()> {
+    let err = |e| sqlite_error(path, e);
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {CHANGELOG} (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            tbl TEXT NOT NULL,
+            op TEXT NOT NULL,
+            old TEXT,
+            new TEXT,
+            at INTEGER NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS {META} (tbl TEXT PRIMARY KEY, columns TEXT NOT NULL);"
+    ))
+    .map_err(err)?;
+    for table in tenancy.tenant_tables() {
+        let schema = &table.schema;
+        let name = quote_ident(&schema.name);
+        let literal = schema.name.replace('\'', "''");
+        let new_row = row_expression("NEW", schema);
+        let old_row = row_expression("OLD", schema);
+        let trigger = |op: &str| quote_ident(&format!("_lifeboat_{}_{op}", schema.name));
+        conn.execute_batch(&format!(
+            "DROP TRIGGER IF EXISTS {ins};
+             DROP TRIGGER IF EXISTS {upd};
+             DROP TRIGGER IF EXISTS {del};
+             CREATE TRIGGER {ins} AFTER INSERT ON {name} BEGIN
+               INSERT INTO {CHANGELOG}(tbl, op, new, at) VALUES ('{literal}', 'I', {new_row}, {NOW_US});
+             END;
+             CREATE TRIGGER {upd} AFTER UPDATE ON {name} BEGIN
+               INSERT INTO {CHANGELOG}(tbl, op, old, new, at) VALUES ('{literal}', 'U', {old_row}, {new_row}, {NOW_US});
+             END;
+             CREATE TRIGGER {del} AFTER DELETE ON {name} BEGIN
+               INSERT INTO {CHANGELOG}(tbl, op, old, at) VALUES ('{literal}', 'D', {old_row}, {NOW_US});
+             END;",
+            ins = trigger("i"),
+            upd = trigger("u"),
+            del = trigger("d"),
+        ))
+        .map_err(err)?;
+        conn.execute(
+            &format!("INSERT OR REPLACE INTO {META}(tbl, columns) VALUES (?1, ?2)"),
+            params![schema.name, serde_json::json!(schema.columns).to_string()],
+        )
+        .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Refuse to go on when a table's columns differ from what its triggers capture.
+fn check_installed(conn: &Connection, path: &Path, tenancy: &SourceTenancy) -> Result<()> {
+    let err = |e| sqlite_error(path, e);
+    let live = live_tables(conn, path)?;
+    for table in tenancy.tenant_tables() {
+        let installed: Option<String> = conn
+            .query_row(
+                &format!("SELECT columns FROM {META} WHERE tbl = ?1"),
+                [&table.schema.name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(err)?;
+        let live_columns = live
+            .iter()
+            .find(|t| t.schema.name == table.schema.name)
+            .map(|t| serde_json::json!(t.schema.columns).to_string());
+        if installed.is_some() && installed != live_columns {
+            return Err(Error::source(format!(
+                "sqlite {}: table {} changed its columns since capture installed its triggers \
+                 (now {}); capture stops so that no change is stored without its new columns. \
+                 Start capture into a new vault to protect the new shape",
+                path.display(),
+                table.schema.name,
+                live_columns.unwrap_or_else(|| "dropped".into())
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn schema_version(conn: &Connection, path: &Path) -> Result<i64> {
+    conn.query_row("PRAGMA schema_version", [], |r| r.get(0))
+        .map_err(|e| sqlite_error(path, e))
+}
+
+/// Capture one SQLite source until `stop` is set, or (with `until_caught_up`) until every
+/// change committed before the call is durable in the vault.
+pub async fn capture(
+    vault: &Vault,
+    source: &str,
+    path: &Path,
+    tenancy: SourceTenancy,
+    config: CaptureConfig,
+    until_caught_up: bool,
+    stop: &Stop,
+) -> Result<CaptureStats> {
+    let poll = Duration::from_millis(config.poll_interval_ms.max(1));
+    let (mut core, start) = CaptureCore::open(vault, source, tenancy, config).await?;
+    let mut conn = open(path)?;
+    let err = |e| sqlite_error(path, e);
+    match start {
+        Start::Fresh => {
+            let (position, snapshot) = take_snapshot(&mut conn, path, &mut core)?;
+            let now = lifeboat_core::time::now_us();
+            let tenants = core
+                .finish_snapshot(vault, snapshot, position as u64, now)
+                .await?;
+            tracing::info!(source, tenants, position, "initial snapshot written");
+        }
+        Start::Resume { .. } => {
+            check_installed(&conn, path, core.tenancy())?;
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(err)?;
+            install(&tx, path, core.tenancy())?;
+            tx.commit().map_err(err)?;
+        }
+    }
+
+    let target: i64 = conn
+        .query_row(
+            &format!("SELECT COALESCE(MAX(seq), 0) FROM {CHANGELOG}"),
+            [],
+            |r| r.get(0),
+        )
+        .map_err(err)?;
+    let mut known_schema = schema_version(&conn, path)?;
+    let mut acknowledged = core.head();
+    loop {
+        let version = schema_version(&conn, path)?;
+        if version != known_schema {
+            check_installed(&conn, path, core.tenancy())?;
+            known_schema = version;
+        }
+        let rows = read_changelog(&conn, path, core.head(), 50_000)?;
+        let read = rows.len();
+        if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+            // One read is one commit group (see docs/vault-format.md).
+            let (first_seq, last_seq) = (first.seq, last.seq);
+            let commit_time = rows.iter().map(|r| r.at).max().unwrap_or(0);
+            if core.begin(first_seq, last_seq) {
+                for row in rows {
+                    core.change(&row.table, row.op, row.old, row.new, row.seq)?;
+                }
+                core.commit(last_seq, commit_time);
+            }
+        }
+        let caught_up = until_caught_up && core.head().max(pending_last(&core)) >= target as u64;
+        if core.flush_due() || caught_up || stop.is_set() {
+            if let Some(head) = core.flush(vault).await? {
+                trim(&conn, path, head)?;
+                acknowledged = head;
+            }
+            core.compact_due(vault).await?;
+        }
+        if (caught_up && !core.has_pending()) || stop.is_set() {
+            break;
+        }
+        if read == 0 {
+            stop.sleep(poll).await;
+        }
+    }
+    if let Some(head) = core.finish(vault).await? {
+        trim(&conn, path, head)?;
+        acknowledged = head;
+    }
+    tracing::info!(source, position = acknowledged, "capture stopped");
+    Ok(core.stats.clone())
+}
+
+/// Install the triggers, then read every row: triggers first, in their own transaction;
+/// then one read transaction sees the rows and the changelog's last sequence together.
+/// Every change after that snapshot is in the changelog above that sequence.
+fn take_snapshot(
+    conn: &mut Connection,
+    path: &Path,
+    core: &mut CaptureCore,
+) -> Result<(i64, Snapshot)> {
+    let err = |e| sqlite_error(path, e);
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(err)?;
+    install(&tx, path, core.tenancy())?;
+    tx.execute(&format!("DELETE FROM {CHANGELOG}"), [])
+        .map_err(err)?;
+    tx.commit().map_err(err)?;
+    let mut snapshot = Snapshot::default();
+    let tx = conn.transaction().map_err(err)?;
+    let position: i64 = tx
+        .query_row(
+            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = ?1), 0)",
+            [CHANGELOG],
+            |r| r.get(0),
+        )
+        .map_err(err)?;
+    let tables: Vec<TableSchema> = core
+        .tenancy()
+        .tenant_tables()
+        .map(|t| t.schema.clone())
+        .collect();
+    for schema in &tables {
+        let columns: Vec<String> = schema.columns.iter().map(|c| quote_ident(c)).collect();
+        let mut stmt = tx
+            .prepare(&format!(
+                "SELECT {} FROM {}",
+                columns.join(", "),
+                quote_ident(&schema.name)
+            ))
+            .map_err(err)?;
+        let mut rows = stmt.query([]).map_err(err)?;
+        while let Some(row) = rows.next().map_err(err)? {
+            let values: Row = (0..schema.columns.len())
+                .map(|i| row.get_ref(i).map(value_from_ref))
+                .collect::<rusqlite::Result<_>>()
+                .map_err(err)?;
+            core.snapshot_row(&mut snapshot, &schema.name, values)?;
+        }
+    }
+    tx.commit().map_err(err)?;
+    Ok((position, snapshot))
+}
+
+fn pending_last(core: &CaptureCore) -> u64 {
+    if core.has_pending() {
+        u64::MAX
+    } else {
+        core.head()
+    }
+}
+
+struct ChangelogRow {
+    seq: u64,
+    table: String,
+    op: Op,
+    old: Option<Row>,
+    new: Option<Row>,
+    at: i64,
+}
+
+fn read_changelog(
+    conn: &Connection,
+    path: &Path,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<ChangelogRow>> {
+    let err = |e| sqlite_error(path, e);
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT seq, tbl, op, old, new, at FROM {CHANGELOG} WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+        ))
+        .map_err(err)?;
+    let mut rows = stmt
+        .query(params![after as i64, limit as i64])
+        .map_err(err)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(err)? {
+        let seq: i64 = row.get(0).map_err(err)?;
+        let op: String = row.get(2).map_err(err)?;
+        let op = match op.as_str() {
+            "I" => Op::Insert,
+            "U" => Op::Update,
+            "D" => Op::Delete,
+            other => {
+                return Err(Error::source(format!(
+                    "sqlite {}: changelog entry {seq} has unknown operation {other:?}",
+                    path.display()
+                )))
+            }
+        };
+        let parse = |i: usize| -> Result<Option<Row>> {
+            let text: Option<String> = row.get(i).map_err(err)?;
+            match text {
+                None => Ok(None),
+                Some(text) => parse_row(&text).map(Some).ok_or_else(|| {
+                    Error::source(format!(
+                        "sqlite {}: changelog entry {seq} cannot be read: {text}",
+                        path.display()
+                    ))
+                }),
+            }
+        };
+        out.push(ChangelogRow {
+            seq: seq as u64,
+            table: row.get(1).map_err(err)?,
+            op,
+            old: parse(3)?,
+            new: parse(4)?,
+            at: row.get(5).map_err(err)?,
+        });
+    }
+    Ok(out)
+}
+
+/// Forget changelog entries up to `head`: they are durable in the vault.
+fn trim(conn: &Connection, path: &Path, head: u64) -> Result<()> {
+    failpoint::hit("capture.before-ack");
+    conn.execute(
+        &format!("DELETE FROM {CHANGELOG} WHERE seq <= ?1"),
+        [head as i64],
+    )
+    .map_err(|e| sqlite_error(path, e))?;
+    failpoint::hit("capture.after-ack");
+    Ok(())
+}
+
+/// A tenant's rows in every tenant table, read from the live database.
+pub fn tenant_rows(
+    conn: &Connection,
+    path: &Path,
+    tenancy: &SourceTenancy,
+    tenant: &TenantKey,
+) -> Result<TenantRows> {
+    let err = |e| sqlite_error(path, e);
+    let mut out = BTreeMap::new();
+    for table in tenancy.tenant_tables() {
+        let sql = tenant_query(tenancy, &table.schema, "?1")?;
+        let mut stmt = conn.prepare_cached(&sql).map_err(err)?;
+        let key = tenant_parameter(tenant);
+        let mut rows = stmt.query([key]).map_err(err)?;
+        let mut collected = Vec::new();
+        while let Some(row) = rows.next().map_err(err)? {
+            let values: Row = (0..table.schema.columns.len())
+                .map(|i| row.get_ref(i).map(value_from_ref))
+                .collect::<rusqlite::Result<_>>()
+                .map_err(err)?;
+            collected.push(values);
+        }
+        out.insert(
+            table.schema.name.clone(),
+            (table.schema.columns.clone(), collected),
+        );
+    }
+    Ok(out)
+}
+
+/// The tenant key as a parameter: an integer when it reads as one (SQLite compares
+/// integers and text differently).
+fn tenant_parameter(tenant: &TenantKey) -> rusqlite::types::Value {
+    match tenant.as_str().parse::<i64>() {
+        Ok(i) if i.to_string() == tenant.as_str() => rusqlite::types::Value::Integer(i),
+        _ => rusqlite::types::Value::Text(tenant.as_str().to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_keep_their_storage_class() {
+        assert_eq!(parse_literal("NULL"), Some(Value::Null));
+        assert_eq!(parse_literal("-42"), Some(Value::Int(-42)));
+        assert_eq!(parse_literal("1.5"), Some(Value::Real(1.5)));
+        assert_eq!(parse_literal("9.0e+999"), Some(Value::Real(f64::INFINITY)));
+        assert_eq!(
+            parse_literal("-9.0e+999"),
+            Some(Value::Real(f64::NEG_INFINITY))
+        );
+        assert_eq!(parse_literal("'it''s'"), Some(Value::Text("it's".into())));
+        assert_eq!(parse_literal("X'00FF'"), Some(Value::Blob(vec![0, 255])));
+    }
+
+    #[test]
+    fn quote_round_trips_through_sqlite() {
+        let conn = Connection::open_in_memory().expect("memory db");
+        let values: Vec<Value> = [
+            "NULL",
+            "9223372036854775807",
+            "0.1",
+            "1e300 * 10",
+            "-1e300 * 10",
+            "'x''y\u{e9}'",
+            "X'DEADBEEF'",
+            "123456789.123456789",
+        ]
+        .iter()
+        .map(|expr| {
+            let literal: String = conn
+                .query_row(&format!("SELECT quote({expr})"), [], |r| r.get(0))
+                .expect("quote");
+            let direct: Value = conn
+                .query_row(&format!("SELECT {expr}"), [], |r| {
+                    Ok(value_from_ref(r.get_ref(0)?))
+                })
+                .expect("value");
+            assert_eq!(
+                parse_literal(&literal),
+                Some(direct.clone()),
+                "{expr} -> {literal}"
+            );
+            direct
+        })
+        .collect();
+        assert_eq!(values[1], Value::Int(i64::MAX));
+    }
+}
