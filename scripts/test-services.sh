@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# Start the services Lifeboat's tests need, installing them first if missing:
+#   - PostgreSQL 15 with wal_level=logical   (port 54329, LIFEBOAT_TEST_PG_PORT)
+#   - PostgreSQL 15 with wal_level=replica   (port 54330, LIFEBOAT_TEST_PG_REPLICA_PORT)
+#   - moto's S3 server with bucket lifeboat-test (port 54340, LIFEBOAT_TEST_S3_PORT)
+# Everything lives under $LIFEBOAT_TEST_DIR (default: <repo>/.lifeboat-test). Running it
+# again reuses what already runs. The environment for the tests is printed and written to
+# $LIFEBOAT_TEST_DIR/env.sh.
+#
+#   scripts/test-services.sh         start (idempotent)
+#   scripts/test-services.sh stop    stop the clusters and moto
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TEST_DIR="${LIFEBOAT_TEST_DIR:-$REPO/.lifeboat-test}"
+PG_PORT="${LIFEBOAT_TEST_PG_PORT:-54329}"
+PG_REPLICA_PORT="${LIFEBOAT_TEST_PG_REPLICA_PORT:-54330}"
+S3_PORT="${LIFEBOAT_TEST_S3_PORT:-54340}"
+BUCKET=lifeboat-test
+PG_BIN=/usr/lib/postgresql/15/bin
+export DEBIAN_FRONTEND=noninteractive
+
+log() { echo "test-services: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# initdb and postgres refuse to run as root: run them as the postgres OS user then.
+as_pg() {
+    if [[ $(id -u) -eq 0 ]]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+apt_updated=""
+apt_install() {
+    [[ $(id -u) -eq 0 ]] || die "$* missing and not root: install it with apt-get install $*"
+    if [[ -z $apt_updated ]]; then
+        log "apt-get update"
+        apt-get update -qq
+        apt_updated=1
+    fi
+    log "apt-get install $*"
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# Where the clusters live: inside the test dir, unless the postgres user cannot reach it
+# (a checkout under /root, say); then in a fixed spot under /tmp derived from it.
+pg_root() {
+    if [[ $(id -u) -ne 0 ]] || runuser -u postgres -- test -x "$TEST_DIR" 2>/dev/null; then
+        echo "$TEST_DIR"
+    else
+        echo "/tmp/lifeboat-test-$(echo -n "$TEST_DIR" | md5sum | cut -c1-12)"
+    fi
+}
+
+# pg_start NAME PORT WAL_LEVEL: create the cluster once, then start it unless it runs.
+pg_start() {
+    local name=$1 port=$2 wal_level=$3
+    local dir
+    dir="$(pg_root)/$name"
+    local data="$dir/data"
+
+    if [[ ! -f $data/PG_VERSION ]]; then
+        log "creating cluster $name in $data"
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        [[ $(id -u) -ne 0 ]] || chown postgres:postgres "$dir"
+        as_pg "$PG_BIN/initdb" -D "$data" -U postgres --auth=trust --encoding=UTF8 \
+            --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 ||
+            { cat "$dir/initdb.log" >&2; die "initdb failed for $name"; }
+        # Trust local and 127.0.0.1 connections, normal and replication.
+        as_pg tee "$data/pg_hba.conf" >/dev/null <<EOF
+local all         all              trust
+local replication all              trust
+host  all         all 127.0.0.1/32 trust
+host  replication all 127.0.0.1/32 trust
+EOF
+        echo "include 'lifeboat.conf'" | as_pg tee -a "$data/postgresql.conf" >/dev/null
+    fi
+
+    # The socket path must stay under ~107 bytes: fall back to /tmp for deep checkouts.
+    local sockets="$dir"
+    if (( ${#sockets} > 90 )); then
+        sockets="/tmp"
+    fi
+    # Rewritten on every start, so changed ports take effect. Durability stays real (no fsync=off).
+    as_pg tee "$data/lifeboat.conf" >/dev/null <<EOF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$sockets'
+wal_level = $wal_level
+max_replication_slots = 64
+max_wal_senders = 64
+max_connections = 300
+EOF
+
+    if as_pg "$PG_BIN/pg_ctl" status -D "$data" >/dev/null 2>&1; then
+        if "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port"; then
+            log "cluster $name already running on port $port"
+            return
+        fi
+        log "cluster $name runs but does not answer on port $port: restarting it"
+        as_pg "$PG_BIN/pg_ctl" stop -D "$data" -m fast -w >/dev/null
+    fi
+    log "starting cluster $name on port $port"
+    as_pg "$PG_BIN/pg_ctl" start -D "$data" -l "$dir/server.log" -w -t 60 >/dev/null ||
+        { tail -20 "$dir/server.log" >&2; die "cluster $name did not start (log: $dir/server.log)"; }
+    for _ in $(seq 60); do
+        "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port" && return
+        sleep 0.5
+    done
+    die "cluster $name does not answer on port $port (log: $dir/server.log)"
+}
+
+pg_stop() {
+    local data
+    data="$(pg_root)/$1/data"
+    if [[ -f $data/postmaster.pid ]] && as_pg "$PG_BIN/pg_ctl" status -D "$data" >/dev/null 2>&1; then
+        log "stopping cluster $1"
+        as_pg "$PG_BIN/pg_ctl" stop -D "$data" -m fast -w >/dev/null
+    fi
+}
+
+# Exit 0 when something answers HTTP on the moto port.
+s3_answers() {
+    python3 - "$S3_PORT" <<'EOF' 2>/dev/null
+import sys, urllib.request, urllib.error
+try:
+    urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/", timeout=2)
+except urllib.error.HTTPError:
+    pass  # an HTTP error is still an answer
+EOF
+}
+
+# The pid in moto.pid, if that process is still our moto server.
+moto_pid() {
+    local pid
+    pid=$(cat "$TEST_DIR/moto.pid" 2>/dev/null) || return 1
+    [[ -n $pid ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q moto.server && echo "$pid"
+}
+
+moto_start() {
+    if ! python3 -c 'import moto.server' 2>/dev/null; then
+        python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+        log "pip install moto[server]"
+        # PIP_BREAK_SYSTEM_PACKAGES: Debian's own python3 refuses pip installs without it.
+        PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check \
+            --root-user-action=ignore 'moto[server]'
+    fi
+    if moto_pid >/dev/null && s3_answers; then
+        log "moto already running on port $S3_PORT"
+    else
+        log "starting moto on port $S3_PORT"
+        # setsid + nohup: the server outlives this script.
+        setsid nohup python3 -m moto.server -H 127.0.0.1 -p "$S3_PORT" \
+            >"$TEST_DIR/moto.log" 2>&1 </dev/null &
+        echo $! >"$TEST_DIR/moto.pid"
+        for _ in $(seq 60); do
+            s3_answers && break
+            moto_pid >/dev/null || { tail -20 "$TEST_DIR/moto.log" >&2; die "moto exited"; }
+            sleep 0.5
+        done
+        s3_answers || die "moto does not answer on port $S3_PORT (log: $TEST_DIR/moto.log)"
+    fi
+    # moto keeps buckets in memory: (re)create ours. 409 = it exists already.
+    python3 - "$S3_PORT" "$BUCKET" <<'EOF' || die "cannot create bucket $BUCKET"
+import sys, urllib.request, urllib.error
+req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/{sys.argv[2]}", method="PUT")
+try:
+    urllib.request.urlopen(req, timeout=10)
+except urllib.error.HTTPError as e:
+    if e.code != 409:
+        raise
+EOF
+}
+
+moto_stop() {
+    local pid
+    if pid=$(moto_pid); then
+        log "stopping moto (pid $pid)"
+        kill "$pid"
+        for _ in $(seq 20); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.25
+        done
+    fi
+    rm -f "$TEST_DIR/moto.pid"
+}
+
+if [[ ${1:-start} == stop ]]; then
+    if [[ -x $PG_BIN/pg_ctl ]] && getent passwd postgres >/dev/null; then
+        pg_stop pg-logical
+        pg_stop pg-replica
+    fi
+    moto_stop
+    exit 0
+fi
+[[ ${1:-start} == start ]] || die "usage: $0 [start|stop]"
+
+mkdir -p "$TEST_DIR"
+[[ -x $PG_BIN/initdb ]] || apt_install postgresql-15
+pg_start pg-logical "$PG_PORT" logical
+pg_start pg-replica "$PG_REPLICA_PORT" replica
+moto_start
+
+cat >"$TEST_DIR/env.sh" <<EOF
+export LIFEBOAT_TEST_PG_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres
+export LIFEBOAT_TEST_PG_REPLICA_URL=postgres://postgres@127.0.0.1:$PG_REPLICA_PORT/postgres
+export LIFEBOAT_TEST_S3_BUCKET=$BUCKET
+export AWS_ENDPOINT_URL=http://127.0.0.1:$S3_PORT
+export AWS_ACCESS_KEY_ID=test
+export AWS_SECRET_ACCESS_KEY=test
+export AWS_REGION=us-east-1
+export AWS_ALLOW_HTTP=true
+EOF
+log "ready; the tests' environment ($TEST_DIR/env.sh):"
+cat "$TEST_DIR/env.sh"
