@@ -63,6 +63,7 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
                         tenants.insert(t.clone());
                     }
                     let mine = change.tenant.as_ref() == Some(&tenant) || change.op == Op::Truncate;
+                    let mine = mine && change.op != Op::Alter;
                     if mine {
                         let table = tables
                             .get(change.table as usize)

@@ -153,15 +153,23 @@ pub enum Op {
     Update,
     Delete,
     Truncate,
+    /// The table's columns changed: every tenant's rows take the change's schema.
+    Alter,
 }
 
 impl Op {
+    /// Truncate and alter have no tenant: they apply to every tenant's rows.
+    pub fn is_for_every_tenant(self) -> bool {
+        matches!(self, Op::Truncate | Op::Alter)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Op::Insert => "insert",
             Op::Update => "update",
             Op::Delete => "delete",
             Op::Truncate => "truncate",
+            Op::Alter => "alter",
         }
     }
 }

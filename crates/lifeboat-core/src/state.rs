@@ -58,6 +58,7 @@ impl TenantState {
         let table = self.table_mut(schema);
         match change.op {
             Op::Truncate => table.rows.clear(),
+            Op::Alter => {}
             Op::Insert => {
                 if let Some(new) = &change.new {
                     table.rows.insert(schema.row_key(new), new.clone());
@@ -299,7 +300,7 @@ impl SourceHistory {
                             }
                         }
                     }
-                    None if change.op == Op::Truncate => {
+                    None if change.op.is_for_every_tenant() => {
                         for (tenant, state) in states.iter_mut() {
                             if change.position > starts[tenant] {
                                 state.apply(schema, change);

@@ -305,6 +305,9 @@ impl Keymaps {
             if !self.maps.contains_key(&pair) {
                 continue;
             }
+            if change.op == Op::Alter {
+                continue;
+            }
             if change.op == Op::Truncate {
                 let keys: Vec<Value> = self.maps[&pair].keys().cloned().collect();
                 for key in keys {
@@ -382,7 +385,7 @@ pub fn attribute(
         out.push(change);
     };
     match op {
-        Op::Truncate => push(
+        Op::Truncate | Op::Alter => push(
             keymaps,
             Change {
                 tenant: None,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use lifeboat_core::config::CaptureConfig;
 use lifeboat_core::failpoint;
 use lifeboat_core::model::{
-    Base, BaseRow, Checkpoint, Op, Row, Segment, TableSchema, TenantKey, Transaction,
+    Base, BaseRow, Change, Checkpoint, Op, Row, Segment, TableSchema, TenantKey, Transaction,
 };
 use lifeboat_core::state::SourceHistory;
 use lifeboat_core::tenancy::{
@@ -46,6 +46,8 @@ pub struct CaptureCore {
     open: Option<Transaction>,
     /// Highest position durable in the vault.
     head: u64,
+    /// Highest position received: durable or pending.
+    received: u64,
     head_time_us: i64,
     changes_since_base: BTreeMap<TenantKey, u64>,
     segments_since_checkpoint: u64,
@@ -82,6 +84,7 @@ impl CaptureCore {
             pending_since: None,
             open: None,
             head: 0,
+            received: 0,
             head_time_us: 0,
             changes_since_base: BTreeMap::new(),
             segments_since_checkpoint: 0,
@@ -102,9 +105,19 @@ impl CaptureCore {
         let mut replayed = 0u64;
         let mut head = core.head;
         let mut head_time = core.head_time_us;
+        // The shapes the vault knows last: the stream resumes in that history, and a
+        // table whose live shape differs gets its change when the stream describes it.
+        let mut known: HashMap<String, TableSchema> = checkpoint
+            .tables
+            .iter()
+            .map(|t| (t.name.clone(), t.clone()))
+            .collect();
         let keymaps = &mut core.keymaps;
         history
             .for_each_transaction(vault, checkpoint.position, u64::MAX, |tables, tx| {
+                for schema in tables {
+                    known.insert(schema.name.clone(), schema.clone());
+                }
                 for change in &tx.changes {
                     let Some(schema) = tables.get(change.table as usize) else {
                         continue;
@@ -121,7 +134,16 @@ impl CaptureCore {
                 replayed += 1;
             })
             .await?;
+        for schema in known.into_values() {
+            if core
+                .schema(&schema.name)
+                .is_some_and(|current| *current != schema)
+            {
+                core.adopt_schema(&schema.name, schema.columns, schema.key)?;
+            }
+        }
         core.head = head;
+        core.received = head;
         core.head_time_us = head_time;
         tracing::info!(
             source,
@@ -156,6 +178,11 @@ impl CaptureCore {
         self.head
     }
 
+    /// The highest position received so far, durable or still pending.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
     fn resolved(&self, table: &str) -> Result<(u32, ResolvedTable)> {
         let slot = *self.slots.get(table).ok_or_else(|| {
             Error::source(format!(
@@ -177,18 +204,22 @@ impl CaptureCore {
         self.slots.get(table).map(|&s| &self.tables[s as usize])
     }
 
-    /// The table's columns changed (PostgreSQL sent a new Relation). Columns may be added
-    /// or dropped; the tenant column and `tenant_via` column must stay.
-    pub fn change_schema(
-        &mut self,
-        table: &str,
-        columns: Vec<String>,
-        key: Vec<usize>,
-    ) -> Result<()> {
+    /// Make `columns` the table's current schema without recording a change in history
+    /// (at start-up, before anything is pending).
+    fn adopt_schema(&mut self, table: &str, columns: Vec<String>, key: Vec<usize>) -> Result<()> {
+        let (slot, _) = self.resolved(table)?;
+        self.retarget_tenancy(table, &columns, &key)?;
+        self.tables[slot as usize] = TableSchema {
+            name: table.to_string(),
+            columns,
+            key,
+        };
+        Ok(())
+    }
+
+    /// Point the table's tenancy at `columns`, finding its tenant column by name.
+    fn retarget_tenancy(&mut self, table: &str, columns: &[String], key: &[usize]) -> Result<()> {
         let (_, resolved) = self.resolved(table)?;
-        if resolved.schema.columns == columns {
-            return Ok(());
-        }
         let needed = match &resolved.tenancy {
             Tenancy::Column(i) | Tenancy::Via { column: i, .. } => {
                 resolved.schema.columns[*i].clone()
@@ -202,9 +233,12 @@ impl CaptureCore {
                 self.source
             )));
         };
-        // Re-point the tenancy at the new column positions.
-        let tables = &mut self.tenancy.tables;
-        if let Some(entry) = tables.iter_mut().find(|t| t.schema.name == table) {
+        if let Some(entry) = self
+            .tenancy
+            .tables
+            .iter_mut()
+            .find(|t| t.schema.name == table)
+        {
             entry.tenancy = match &entry.tenancy {
                 Tenancy::Column(_) => Tenancy::Column(new_index),
                 Tenancy::Via {
@@ -218,18 +252,45 @@ impl CaptureCore {
                 },
                 Tenancy::Global => Tenancy::Global,
             };
-            entry.schema.columns = columns.clone();
-            entry.schema.key = key.clone();
+            entry.schema.columns = columns.to_vec();
+            entry.schema.key = key.to_vec();
         }
+        Ok(())
+    }
+
+    /// The table's columns changed (PostgreSQL sent a new Relation). Columns may be added
+    /// or dropped; the tenant column and `tenant_via` column must stay.
+    pub fn change_schema(
+        &mut self,
+        table: &str,
+        columns: Vec<String>,
+        key: Vec<usize>,
+    ) -> Result<()> {
+        if self.schema(table).is_some_and(|s| s.columns == columns) {
+            return Ok(());
+        }
+        self.retarget_tenancy(table, &columns, &key)?;
         let schema = TableSchema {
             name: table.to_string(),
             columns,
             key,
         };
         tracing::info!(source = %self.source, table, "table schema changed: {:?}", schema.columns);
-        self.slots
-            .insert(table.to_string(), self.tables.len() as u32);
+        let slot = self.tables.len() as u32;
+        self.slots.insert(table.to_string(), slot);
         self.tables.push(schema);
+        // Every tenant's rows take the new shape at this point of history, whether or
+        // not the tenant changes afterwards.
+        if let Some(tx) = self.open.as_mut() {
+            tx.changes.push(Change {
+                tenant: None,
+                table: slot,
+                op: Op::Alter,
+                old: None,
+                new: None,
+                position: 0,
+            });
+        }
         Ok(())
     }
 
@@ -313,6 +374,7 @@ impl CaptureCore {
             failpoint::hit("capture.after-base");
         }
         self.head = position;
+        self.received = position;
         self.head_time_us = commit_time_us;
         self.write_checkpoint(vault).await?;
         Ok(tenants)
@@ -334,10 +396,10 @@ impl CaptureCore {
 
     // --- the stream --------------------------------------------------------------------
 
-    /// A transaction begins. Returns false when it is already in the vault (a replay
-    /// after a crash) and must be skipped.
+    /// A transaction begins. Returns false when it was received already (a replay after
+    /// a crash or a reconnect) and must be skipped.
     pub fn begin(&mut self, xid: u64, position: u64) -> bool {
-        if position != 0 && position <= self.head {
+        if position != 0 && position <= self.received {
             self.open = None;
             self.stats.skipped_duplicates += 1;
             return false;
@@ -383,7 +445,7 @@ impl CaptureCore {
         );
         let tx = self.open.as_mut().expect("checked above");
         for change in out {
-            if change.tenant.is_none() && change.op != Op::Truncate {
+            if change.tenant.is_none() && !change.op.is_for_every_tenant() {
                 self.stats.unattributed += 1;
                 tracing::warn!(source = %self.source, table, "a {} whose tenant cannot be found is not protected", change.op.as_str());
                 continue;
@@ -402,10 +464,11 @@ impl CaptureCore {
         let Some(mut tx) = self.open.take() else {
             return;
         };
-        if position <= self.head {
+        if position <= self.received {
             self.stats.skipped_duplicates += 1;
             return;
         }
+        self.received = position;
         tx.position = position;
         tx.commit_time_us = commit_time_us;
         // PostgreSQL learns a transaction's position only at its commit.

@@ -273,7 +273,7 @@ pub async fn capture(
             check_installed(&conn, path, core.tenancy())?;
             known_schema = version;
         }
-        let rows = read_changelog(&conn, path, core.head(), 50_000)?;
+        let rows = read_changelog(&conn, path, core.received(), 50_000)?;
         let read = rows.len();
         if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
             // One read is one commit group (see docs/vault-format.md).
@@ -286,7 +286,7 @@ pub async fn capture(
                 core.commit(last_seq, commit_time);
             }
         }
-        let caught_up = until_caught_up && core.head().max(pending_last(&core)) >= target as u64;
+        let caught_up = until_caught_up && core.received() >= target as u64;
         if core.flush_due() || caught_up || stop.is_set() {
             if let Some(head) = core.flush(vault).await? {
                 trim(&conn, path, head)?;
@@ -359,14 +359,6 @@ fn take_snapshot(
     }
     tx.commit().map_err(err)?;
     Ok((position, snapshot))
-}
-
-fn pending_last(core: &CaptureCore) -> u64 {
-    if core.has_pending() {
-        u64::MAX
-    } else {
-        core.head()
-    }
 }
 
 struct ChangelogRow {

@@ -51,9 +51,11 @@ fn pg_error(what: &str, e: tokio_postgres::Error) -> Error {
     }
 }
 
-/// The names capture gives its slot and publication for a source.
-pub fn slot_name(source: &str) -> String {
-    let cleaned: String = source
+/// The name capture gives its slot and publication: `lifeboat_<source>_<database>`.
+/// Slot names are global to a server, so the database is part of it; names longer than
+/// PostgreSQL's 63 bytes keep a hash of the whole.
+pub fn slot_name(source: &str, database: &str) -> String {
+    let cleaned: String = format!("lifeboat_{source}_{database}")
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {
@@ -63,7 +65,20 @@ pub fn slot_name(source: &str) -> String {
             }
         })
         .collect();
-    format!("lifeboat_{cleaned}")
+    if cleaned.len() <= 63 {
+        return cleaned;
+    }
+    let hash = lifeboat_core::vault::content_hash(cleaned.as_bytes());
+    format!("{}_{}", &cleaned[..46], &hash[..16])
+}
+
+fn database_of(url: &str) -> Result<String> {
+    let config = parse_config(url, "public")?;
+    Ok(config
+        .get_dbname()
+        .or(config.get_user())
+        .unwrap_or("postgres")
+        .to_string())
 }
 
 fn parse_config(url: &str, schema: &str) -> Result<tokio_postgres::Config> {
@@ -389,7 +404,7 @@ pub async fn capture(
     until_caught_up: bool,
     stop: &Stop,
 ) -> Result<CaptureStats> {
-    let slot = slot_name(source);
+    let slot = slot_name(source, &database_of(url)?);
     let mut client = connect(url, schema).await?;
     check_wal_level(&client, url).await?;
     prepare(&client, &tenancy, &slot).await?;
@@ -551,7 +566,9 @@ pub async fn capture(
         }
         if core.flush_due() || (caught_up && !core.in_transaction()) {
             if let Some(head) = core.flush(vault).await? {
+                lifeboat_core::failpoint::hit("capture.before-ack");
                 replication.update_applied_lsn(Lsn::from_u64(head));
+                lifeboat_core::failpoint::hit("capture.after-ack");
             }
             core.compact_due(vault).await?;
         }
@@ -775,7 +792,10 @@ mod tests {
 
     #[test]
     fn slot_names_are_valid() {
-        assert_eq!(slot_name("Tracker-EU"), "lifeboat_tracker_eu");
+        assert_eq!(slot_name("Tracker-EU", "prod"), "lifeboat_tracker_eu_prod");
+        let long = slot_name("tracker", &"x".repeat(80));
+        assert_eq!(long.len(), 63);
+        assert_ne!(long, slot_name("tracker", &"x".repeat(81)));
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
     }
 }

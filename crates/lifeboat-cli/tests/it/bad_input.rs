@@ -1,0 +1,186 @@
+//! Bad input: a one-line error that names the problem, a non-zero exit, nothing written.
+
+use crate::common::*;
+use crate::fixtures::*;
+
+fn assert_refused(output: &std::process::Output, code: i32, needle: &str) {
+    let err = stderr(output);
+    assert_eq!(output.status.code(), Some(code), "stderr: {err}");
+    assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err:?}");
+    assert!(err.starts_with("error: "), "{err}");
+}
+
+fn sqlite_tables(path: &std::path::Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(path).expect("open");
+    let mut stmt = conn
+        .prepare("SELECT name FROM sqlite_master WHERE name LIKE '_lifeboat%'")
+        .expect("prepare");
+    stmt.query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+#[test]
+fn malformed_config_is_refused_with_its_line() {
+    let work = Workdir::new();
+    let config = work.write_config("[vault]\nurl = \"file:///tmp/x\"\n[sources.a]\nurl = 5\n");
+    let output = lifeboat(&config, &["capture", "--until-caught-up"]);
+    assert_refused(&output, 2, "line 4");
+    let missing = lifeboat(&work.path("nope.toml"), &["tenants"]);
+    assert_refused(&missing, 2, "cannot read config file");
+}
+
+#[test]
+fn undeclared_table_and_unresolved_tenant_via_are_named_and_nothing_is_written() {
+    let work = Workdir::new();
+    let identity = work.path("identity.db");
+    setup_identity(&identity, 2);
+    // sessions has no site_id and no declaration.
+    let text = config_text(&work.vault_url(), None, None, Some(&identity)).replace(
+        "[sources.identity.tables.sessions]\ntenant_via = \"user_id -> users.id\"\n",
+        "",
+    );
+    let config = work.write_config(&text);
+    let output = lifeboat(&config, &["capture", "--until-caught-up"]);
+    assert_refused(
+        &output,
+        2,
+        "table identity.sessions has no column \"site_id\"",
+    );
+    assert!(!work.path("vault").exists(), "vault created");
+    assert!(sqlite_tables(&identity).is_empty(), "triggers installed");
+
+    let text = config_text(&work.vault_url(), None, None, Some(&identity))
+        .replace("user_id -> users.id", "user_id -> accounts.id");
+    let config = work.write_config(&text);
+    let output = lifeboat(&config, &["capture", "--until-caught-up"]);
+    assert_refused(
+        &output,
+        2,
+        "does not resolve: identity has no table accounts",
+    );
+    assert!(!work.path("vault").exists(), "vault created");
+    assert!(sqlite_tables(&identity).is_empty(), "triggers installed");
+}
+
+#[tokio::test]
+async fn postgres_without_logical_wal_is_refused_naming_the_setting() {
+    let url = std::env::var("LIFEBOAT_TEST_PG_REPLICA_URL")
+        .expect("LIFEBOAT_TEST_PG_REPLICA_URL is not set: run the tests with scripts/test");
+    let name = unique("nowal");
+    pg_connect(&url)
+        .await
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create");
+    let (server, _) = url.rsplit_once('/').expect("url");
+    let db = format!("{server}/{name}");
+    setup_tracker(&db, 2).await;
+    let work = Workdir::new();
+    let config = work.write_config(&config_text(&work.vault_url(), Some(&db), None, None));
+    let output =
+        tokio::task::spawn_blocking(move || lifeboat(&config, &["capture", "--until-caught-up"]))
+            .await
+            .expect("run");
+    assert_refused(
+        &output,
+        1,
+        "wal_level = replica; capture needs wal_level = logical",
+    );
+    assert!(!work.path("vault").exists(), "vault created");
+    let publications: i64 = pg_connect(&db)
+        .await
+        .query_one("SELECT count(*) FROM pg_publication", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(publications, 0, "capture changed the server");
+}
+
+#[test]
+fn unreachable_vault_is_refused_and_the_source_is_untouched() {
+    let work = Workdir::new();
+    let identity = work.path("identity.db");
+    setup_identity(&identity, 2);
+    // A vault directory below a regular file cannot exist.
+    std::fs::write(work.path("file"), b"x").expect("file");
+    let vault = format!("file://{}/vault", work.path("file").display());
+    let config = work.write_config(&config_text(&vault, None, None, Some(&identity)));
+    let output = lifeboat(&config, &["capture", "--until-caught-up"]);
+    assert_refused(&output, 1, "is unreachable");
+    assert!(sqlite_tables(&identity).is_empty(), "triggers installed");
+
+    let config = work.write_config(
+        &config_text("s3://lifeboat-test/nowhere", None, None, Some(&identity))
+            .replace("[capture]", "[capture]\n")
+            .replace(
+                "url = \"s3://lifeboat-test/nowhere\"",
+                "url = \"s3://lifeboat-test/nowhere\"\nendpoint = \"http://127.0.0.1:1\"",
+            ),
+    );
+    let output = lifeboat(&config, &["tenants"]);
+    assert_refused(&output, 1, "is unreachable");
+}
+
+#[test]
+fn unknown_tenants_times_outside_the_window_and_corrupt_objects_are_refused() {
+    let work = Workdir::new();
+    let identity = work.path("identity.db");
+    setup_identity(&identity, 3);
+    let config = work.write_config(&config_text(&work.vault_url(), None, None, Some(&identity)));
+    // Before any capture there is no vault to read.
+    assert_refused(&lifeboat(&config, &["tenants"]), 1, "no vault at");
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+
+    assert_refused(
+        &lifeboat(&config, &["verify", "--tenant", "999"]),
+        2,
+        "unknown tenant 999",
+    );
+    assert_refused(
+        &lifeboat(&config, &["history", "--tenant", "999"]),
+        2,
+        "unknown tenant 999",
+    );
+    assert_refused(
+        &lifeboat(
+            &config,
+            &["verify", "--tenant", "1", "--at", "2001-01-01T00:00:00Z"],
+        ),
+        2,
+        "before the restorable window of source identity",
+    );
+    assert_refused(
+        &lifeboat(&config, &["verify", "--tenant", "1", "--at", "yesterday"]),
+        2,
+        "not RFC 3339",
+    );
+    assert_refused(
+        &lifeboat(&config, &["verify", "--tenant", "1", "--source", "nope"]),
+        2,
+        "unknown source \"nope\"",
+    );
+
+    // Flip one byte of a base: every read of it fails and names it.
+    let bases = work.path("vault/sources/identity/bases/1");
+    let entry = std::fs::read_dir(&bases)
+        .expect("bases")
+        .next()
+        .expect("a base")
+        .expect("entry")
+        .path();
+    let mut bytes = std::fs::read(&entry).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&entry, bytes).expect("write");
+    let name = entry
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let output = lifeboat(&config, &["verify", "--tenant", "1"]);
+    assert_refused(&output, 1, "is corrupt: checksum");
+    assert!(stderr(&output).contains(&name), "{}", stderr(&output));
+}

@@ -1,0 +1,242 @@
+//! Capture end to end: many tenants, concurrent writers, verify.
+
+use std::time::Duration;
+
+use crate::common::*;
+use crate::fixtures::*;
+use crate::vault_checks;
+
+const TENANTS: i64 = 50;
+
+fn all_sites() -> Vec<i64> {
+    (1..=TENANTS).map(site_id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_tenants_over_three_sources_stay_exact_under_concurrent_writers() {
+    let work = Workdir::new();
+    let tracker = create_database("tracker").await;
+    let wiki = create_database("wiki").await;
+    let identity = work.path("identity.db");
+    setup_tracker(&tracker, TENANTS).await;
+    setup_wiki(&wiki, TENANTS).await;
+    setup_identity(&identity, TENANTS);
+    let config = work.write_config(&config_text(
+        &work.vault_url(),
+        Some(&tracker),
+        Some(&wiki),
+        Some(&identity),
+    ));
+
+    // Capture runs while three writers change every source.
+    let mut capture = spawn_capture(&config, None);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let duration = Duration::from_secs(4);
+    let identity_path = identity.clone();
+    let sqlite_writer =
+        std::thread::spawn(move || write_identity(&identity_path, TENANTS, 7, duration));
+    let (a, b) = tokio::join!(
+        write_tracker(&tracker, TENANTS, 11, duration),
+        write_wiki(&wiki, TENANTS, 13, duration)
+    );
+    let c = sqlite_writer.join().expect("sqlite writer");
+    assert!(
+        a > 50 && b > 50 && c > 50,
+        "writers committed {a}, {b}, {c}"
+    );
+    terminate(&mut capture);
+    assert_eq!(capture.wait().expect("wait").code(), Some(0), "clean stop");
+
+    // Whatever was still in flight is picked up by the next run.
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let out = lifeboat_ok(&config, &as_strs(&verify_args(all_sites())));
+    assert!(out.contains("ok: 50 tenants"), "{out}");
+    for source in ["tracker", "wiki", "identity"] {
+        assert!(vault_checks::assert_no_duplicates(&config, source).await > 0);
+    }
+
+    // Every tenant is listed with its three sources.
+    let listing = lifeboat_ok(&config, &["tenants", "--json"]);
+    let tenants: serde_json::Value = serde_json::from_str(&listing).expect("json");
+    let tenants = tenants.as_array().expect("array");
+    assert_eq!(tenants.len(), 50);
+    assert!(tenants
+        .iter()
+        .all(|t| t["sources"].as_array().map(Vec::len) == Some(3)));
+
+    // A change behind capture's back is found, in a child table reached through
+    // tenant_via, and named.
+    let client = pg_connect(&wiki).await;
+    client
+        .batch_execute(&format!(
+            "UPDATE page_versions SET content = 'tampered' WHERE page_id IN \
+             (SELECT p.id FROM pages p JOIN spaces s ON s.id = p.space_id WHERE s.site_id = {})",
+            site_id(7)
+        ))
+        .await
+        .expect("tamper");
+    let conn = rusqlite::Connection::open(&identity).expect("identity");
+    conn.execute_batch(&format!(
+        "DROP TRIGGER _lifeboat_users_u; UPDATE users SET email = 'x' WHERE site_id = {}",
+        site_id(20)
+    ))
+    .expect("tamper sqlite");
+    let output = lifeboat(&config, &as_strs(&verify_args(all_sites())));
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("tenant 7 wiki.page_versions"), "{text}");
+    assert!(
+        text.contains(&format!("tenant {} identity.users", site_id(20))),
+        "{text}"
+    );
+    assert!(text.contains("2 tables differ"), "{text}");
+
+    drop_slots(&tracker).await;
+    drop_slots(&wiki).await;
+}
+
+#[tokio::test]
+async fn history_names_the_transaction_that_deleted_a_tenant() {
+    let work = Workdir::new();
+    let tracker = create_database("history").await;
+    setup_tracker(&tracker, 3).await;
+    let config = work.write_config(&config_text(&work.vault_url(), Some(&tracker), None, None));
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let client = pg_connect(&tracker).await;
+    let row = client
+        .query_one(
+            "WITH d AS (DELETE FROM sites WHERE id = 2 RETURNING id) \
+             SELECT txid_current()::bigint, (SELECT count(*) FROM d)",
+            &[],
+        )
+        .await
+        .expect("delete");
+    let xid: i64 = row.get(0);
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let out = lifeboat_ok(&config, &["history", "--tenant", "2", "--json"]);
+    let history: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let newest = &history[0];
+    assert_eq!(newest["transaction"], format!("tracker:{xid}"));
+    // 1 site, 4 issues, 4 comments, 4 watchers, all through the cascade.
+    assert_eq!(newest["rows_total"], 13, "{newest}");
+    let rows = newest["rows"].as_array().expect("rows");
+    let count = |table: &str| {
+        rows.iter()
+            .find(|r| r["table"] == table && r["op"] == "delete")
+            .map(|r| r["rows"].as_u64().unwrap_or(0))
+    };
+    assert_eq!(
+        count("comments"),
+        Some(4),
+        "comments attributed through tenant_via"
+    );
+    assert_eq!(count("issues"), Some(4));
+    assert_eq!(count("sites"), Some(1));
+    let human = lifeboat_ok(&config, &["history", "--tenant", "2"]);
+    assert!(
+        human.contains(&format!("tracker:{xid}")) && human.contains("13 rows across 4 tables"),
+        "{human}"
+    );
+    // The deleted tenant's rows are gone live but the vault still lists it, with 0 rows.
+    let listing = lifeboat_ok(&config, &["tenants"]);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("2 ") && l.contains(" 0 ")),
+        "{listing}"
+    );
+    drop_slots(&tracker).await;
+}
+
+#[tokio::test]
+async fn postgres_column_added_during_capture_is_handled_or_refused_by_name() {
+    let work = Workdir::new();
+    let tracker = create_database("schema").await;
+    setup_tracker(&tracker, 3).await;
+    let config = work.write_config(&config_text(&work.vault_url(), Some(&tracker), None, None));
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let client = pg_connect(&tracker).await;
+    client
+        .batch_execute(
+            "ALTER TABLE issues ADD COLUMN note text; \
+             UPDATE issues SET note = 'noted' WHERE site_id = 1; \
+             ALTER TABLE comments DROP COLUMN body;
+             INSERT INTO comments (issue_id) SELECT id FROM issues WHERE site_id = 2;",
+        )
+        .await
+        .expect("alter");
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let out = lifeboat_ok(
+        &config,
+        &["verify", "--tenant", "1", "--tenant", "2", "--tenant", "3"],
+    );
+    assert!(out.starts_with("ok:"), "{out}");
+
+    client
+        .batch_execute("ALTER TABLE issues ADD COLUMN flag integer DEFAULT 7; UPDATE issues SET title = 't' WHERE site_id = 3")
+        .await
+        .expect("alter with default");
+    let output = lifeboat(&config, &["capture", "--until-caught-up"]);
+    assert_ne!(output.status.code(), Some(0));
+    let err = stderr(&output);
+    assert!(
+        err.contains("table issues: column flag was added with a default"),
+        "{err}"
+    );
+    drop_slots(&tracker).await;
+}
+
+#[tokio::test]
+async fn compaction_writes_bases_that_make_old_segments_unnecessary() {
+    let work = Workdir::new();
+    let identity = work.path("identity.db");
+    setup_identity(&identity, 5);
+    let config = work.write_config(
+        &config_text(&work.vault_url(), None, None, Some(&identity)).replace(
+            "flush_interval_ms = 100",
+            "flush_interval_ms = 100\ncompact_after_changes = 5",
+        ),
+    );
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    assert_eq!(vault_checks::base_count(&config, "identity").await, 5);
+    write_identity(&identity, 5, 3, Duration::from_millis(500));
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    // Busy tenants were compacted by capture itself.
+    let automatic = vault_checks::base_count(&config, "identity").await;
+    assert!(
+        automatic > 5,
+        "capture compacted nothing ({automatic} bases)"
+    );
+
+    write_identity(&identity, 5, 4, Duration::from_millis(300));
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let out = lifeboat_ok(&config, &["snapshot"]);
+    assert!(out.contains("base snapshots written"), "{out}");
+    // With every tenant compacted at the head, the segments are no longer needed to read
+    // the latest state: remove them and verify still passes.
+    let vault = vault_checks::open(&config).await;
+    for segment in vault.list_segments("identity").await.expect("segments") {
+        vault.delete(&segment.name).await.expect("delete");
+    }
+    let tenants: Vec<i64> = (1..=5).map(site_id).collect();
+    let out = lifeboat_ok(&config, &as_strs(&verify_args(tenants)));
+    assert!(out.starts_with("ok: 5 tenants"), "{out}");
+}
+
+#[tokio::test]
+async fn s3_vault_holds_a_verified_history() {
+    let bucket = std::env::var("LIFEBOAT_TEST_S3_BUCKET")
+        .expect("LIFEBOAT_TEST_S3_BUCKET is not set: run the tests with scripts/test");
+    let work = Workdir::new();
+    let identity = work.path("identity.db");
+    setup_identity(&identity, 4);
+    let vault_url = format!("s3://{bucket}/{}", unique("capture"));
+    let config = work.write_config(&config_text(&vault_url, None, None, Some(&identity)));
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    write_identity(&identity, 4, 5, Duration::from_millis(300));
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let tenants: Vec<i64> = (1..=4).map(site_id).collect();
+    let out = lifeboat_ok(&config, &as_strs(&verify_args(tenants)));
+    assert!(out.starts_with("ok: 4 tenants"), "{out}");
+    assert!(vault_checks::assert_no_duplicates(&config, "identity").await > 0);
+}

@@ -1,0 +1,197 @@
+//! Shared fixtures: real PostgreSQL databases on the test cluster (scripts/test-services.sh),
+//! real SQLite files, the real `lifeboat` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub fn pg_base_url() -> String {
+    std::env::var("LIFEBOAT_TEST_PG_URL").expect(
+        "LIFEBOAT_TEST_PG_URL is not set: run the tests with scripts/test, which starts \
+         PostgreSQL and the S3 server",
+    )
+}
+
+/// The URL of database `name` on the test cluster.
+pub fn pg_url(name: &str) -> String {
+    let base = pg_base_url();
+    let (server, _) = base.rsplit_once('/').expect("URL with a database");
+    format!("{server}/{name}")
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this test process and call.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+pub async fn pg_connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// A fresh database on the test cluster; returns its URL.
+pub async fn create_database(prefix: &str) -> String {
+    let name = unique(prefix);
+    let admin = pg_connect(&pg_base_url()).await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    pg_url(&name)
+}
+
+/// Drop what capture left on the server for a database (its slot holds WAL).
+pub async fn drop_slots(url: &str) {
+    let client = pg_connect(url).await;
+    let _ = client
+        .batch_execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+             WHERE database = current_database() AND NOT active",
+        )
+        .await;
+}
+
+pub struct Workdir {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workdir {
+    pub fn new() -> Self {
+        Workdir {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn vault_url(&self) -> String {
+        format!("file://{}", self.path("vault").display())
+    }
+
+    pub fn write_config(&self, text: &str) -> PathBuf {
+        let path = self.path("lifeboat.toml");
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+}
+
+pub fn lifeboat_command(config: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
+    command
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("LIFEBOAT_FAILPOINT")
+        .stdin(Stdio::null());
+    command
+}
+
+pub fn lifeboat(config: &Path, args: &[&str]) -> Output {
+    lifeboat_command(config, args)
+        .output()
+        .expect("run lifeboat")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Run and require exit code 0.
+pub fn lifeboat_ok(config: &Path, args: &[&str]) -> String {
+    let output = lifeboat(config, args);
+    assert!(
+        output.status.success(),
+        "lifeboat {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        stdout(&output),
+        stderr(&output)
+    );
+    stdout(&output)
+}
+
+/// Start `lifeboat capture` running continuously.
+pub fn spawn_capture(config: &Path, failpoint: Option<&str>) -> Child {
+    let mut command = lifeboat_command(config, &["capture"]);
+    if let Some(failpoint) = failpoint {
+        command.env("LIFEBOAT_FAILPOINT", failpoint);
+    }
+    command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn capture")
+}
+
+/// SIGTERM and wait: a clean stop.
+pub fn terminate(child: &mut Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!("capture did not stop within 30 s of SIGTERM");
+}
+
+/// A small deterministic random generator (splitmix64), so that failing runs replay.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Tenants 1..=n as strings, for `--tenant` arguments.
+pub fn tenant_args(tenants: impl IntoIterator<Item = i64>) -> Vec<String> {
+    tenants
+        .into_iter()
+        .flat_map(|t| ["--tenant".to_string(), t.to_string()])
+        .collect()
+}
+
+pub fn verify_args(tenants: impl IntoIterator<Item = i64>) -> Vec<String> {
+    let mut args = vec!["verify".to_string()];
+    args.extend(tenant_args(tenants));
+    args
+}
+
+pub fn as_strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}

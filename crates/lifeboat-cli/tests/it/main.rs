@@ -1,0 +1,9 @@
+//! Integration tests of the `lifeboat` binary against real PostgreSQL servers, real SQLite
+//! files and real S3 (moto). Run them with scripts/test.
+
+mod bad_input;
+mod capture;
+mod common;
+mod crash;
+mod fixtures;
+mod vault_checks;
