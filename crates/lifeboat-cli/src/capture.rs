@@ -58,7 +58,7 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
             (name, result)
         });
     }
-    let mut failed = None;
+    let mut failed: Option<lifeboat_core::Error> = None;
     let mut reports = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         let (name, result) =
@@ -66,9 +66,17 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
         match result {
             Ok(stats) => reports.push(stats),
             Err(e) => {
-                let e = e.context(format!("source {name}"));
-                eprintln!("error: {e}");
-                failed.get_or_insert(e);
+                let e = if e.message().starts_with(&format!("source {name}")) {
+                    e
+                } else {
+                    e.context(format!("source {name}"))
+                };
+                // The first failure is the run's error (printed by main); others here.
+                if failed.is_some() {
+                    eprintln!("error: {e}");
+                } else {
+                    failed = Some(e);
+                }
             }
         }
     }
@@ -96,7 +104,7 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
             let lag = percentiles_ms(&s.lags_us)
                 .map(|(p50, p99)| format!(", lag p50 {p50:.1} ms, p99 {p99:.1} ms"))
                 .unwrap_or_default();
-            println!(
+            crate::say!(
                 "{}: {} transactions, {} changes in {} segments{lag}",
                 s.source,
                 thousands(s.transactions),

@@ -81,7 +81,7 @@ pub async fn check_tenants(
 }
 
 pub fn print_json(value: &serde_json::Value) {
-    println!(
+    crate::say!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
     );

@@ -115,7 +115,7 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
         return Ok(0);
     }
     if entries.is_empty() {
-        println!("no transactions of tenant {tenant} in the vault (its rows may all come from the first snapshot)");
+        crate::say!("no transactions of tenant {tenant} in the vault (its rows may all come from the first snapshot)");
         return Ok(0);
     }
     for e in &entries {
@@ -126,7 +126,7 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
         } else {
             e.position.to_string()
         };
-        println!(
+        crate::say!(
             "{}  {}:{}  at {}  {} rows across {} tables{}",
             format_us(e.commit_time_us),
             e.source,
@@ -145,7 +145,7 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
             }
         );
         for ((table, op), n) in &e.rows {
-            println!("    {op:<8} {table:<30} {:>10}", thousands(*n));
+            crate::say!("    {op:<8} {table:<30} {:>10}", thousands(*n));
         }
     }
     Ok(0)

@@ -17,6 +17,19 @@ use clap::{Parser, Subcommand};
 /// Exit codes: 0 everything asked for succeeded; 1 it ran but found a problem (a verify
 /// difference, a failed source); 2 the request or configuration was wrong.
 pub const EXIT_PROBLEM: u8 = 1;
+
+/// Print a line on standard output. A closed pipe (`lifeboat tenants | head`) ends the
+/// program quietly, as it would a C tool killed by SIGPIPE.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
 pub const EXIT_USAGE: u8 = 2;
 
 #[derive(Parser)]

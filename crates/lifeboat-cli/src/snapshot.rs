@@ -36,9 +36,9 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
             continue;
         }
         let written = compact(&vault, &history.source, only.as_ref()).await?;
-        println!("{}: {written} new base snapshots", history.source);
+        crate::say!("{}: {written} new base snapshots", history.source);
         total += written;
     }
-    println!("{total} base snapshots written");
+    crate::say!("{total} base snapshots written");
     Ok(0)
 }

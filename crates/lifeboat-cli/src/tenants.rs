@@ -67,12 +67,14 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
         return Ok(0);
     }
     if entries.is_empty() {
-        println!("no protected tenants yet: run `lifeboat capture` first");
+        crate::say!("no protected tenants yet: run `lifeboat capture` first");
         return Ok(0);
     }
-    println!(
+    crate::say!(
         "{:<20} {:>12}  {:<40} restorable window",
-        "tenant", "rows", "rows by source"
+        "tenant",
+        "rows",
+        "rows by source"
     );
     for (tenant, e) in &entries {
         let by_source: Vec<String> = e
@@ -80,7 +82,7 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
             .iter()
             .map(|(s, n)| format!("{s} {}", thousands(*n as u64)))
             .collect();
-        println!(
+        crate::say!(
             "{:<20} {:>12}  {:<40} {} .. {}",
             tenant.as_str(),
             thousands(e.rows.values().sum::<usize>() as u64),
@@ -89,6 +91,6 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
             format_us(e.latest_us)
         );
     }
-    println!("{} tenants", entries.len());
+    crate::say!("{} tenants", entries.len());
     Ok(0)
 }

@@ -119,7 +119,7 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
         }));
     } else {
         for d in &differences {
-            println!(
+            crate::say!(
                 "DIFFERENT tenant {} {}.{}: live {} rows, vault {} rows; {} rows only live, {} only in the vault{}",
                 d.tenant,
                 d.source,
@@ -136,13 +136,13 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
             );
         }
         if differences.is_empty() {
-            println!(
+            crate::say!(
                 "ok: {} tenants, {} tables match the vault (row counts and checksums)",
                 tenants.len(),
                 tables_checked
             );
         } else {
-            println!("{} tables differ", differences.len());
+            crate::say!("{} tables differ", differences.len());
         }
     }
     Ok(if differences.is_empty() {

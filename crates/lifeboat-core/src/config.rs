@@ -148,7 +148,7 @@ impl Config {
         let config: Config = toml::from_str(text).map_err(|e| {
             let mut message = e.message().to_string();
             if let Some(span) = e.span() {
-                let line = text[..span.start.min(text.len())].lines().count().max(1);
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
                 message = format!("line {line}: {message}");
             }
             Error::config(message)

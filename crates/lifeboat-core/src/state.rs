@@ -97,11 +97,20 @@ pub struct SourceHistory {
 
 impl SourceHistory {
     pub async fn load(vault: &Vault, source: &str) -> Result<SourceHistory> {
+        let checkpoints = vault.list_checkpoints(source).await?;
+        let mut bases = vault.list_all_bases(source).await?;
+        // Bases below the first checkpoint come from a first snapshot that never
+        // finished: they are not history (docs/vault-format.md, write order).
+        let start = checkpoints.first().map_or(u64::MAX, |c| c.position);
+        bases.retain(|_, refs| {
+            refs.retain(|b| b.position >= start);
+            !refs.is_empty()
+        });
         Ok(SourceHistory {
             source: source.to_string(),
             segments: vault.list_segments(source).await?,
-            checkpoints: vault.list_checkpoints(source).await?,
-            bases: vault.list_all_bases(source).await?,
+            checkpoints,
+            bases,
         })
     }
 

@@ -134,6 +134,21 @@ impl CaptureCore {
                 replayed += 1;
             })
             .await?;
+        let unknown: Vec<String> = core
+            .tables
+            .iter()
+            .filter(|t| !known.contains_key(&t.name))
+            .map(|t| t.name.clone())
+            .collect();
+        if !unknown.is_empty() {
+            return Err(Error::config(format!(
+                "source {source}: table {} holds tenant rows but is not in the vault's history \
+                 (created or declared after capture first ran), so its existing rows were \
+                 never snapshotted; capture stops rather than protect it only in part. Declare \
+                 it global, or capture this source into a new vault",
+                unknown.join(", ")
+            )));
+        }
         for schema in known.into_values() {
             if core
                 .schema(&schema.name)
@@ -396,10 +411,13 @@ impl CaptureCore {
 
     // --- the stream --------------------------------------------------------------------
 
-    /// A transaction begins. Returns false when it was received already (a replay after
-    /// a crash or a reconnect) and must be skipped.
+    /// A transaction begins at `position` (PostgreSQL: where its commit record starts;
+    /// SQLite: its first change). Returns false when it lies wholly before what was
+    /// received (a replay after a crash or a reconnect) and must be skipped. A commit
+    /// record may start exactly where the previous one ended, so equality is not a
+    /// replay: `commit` decides then, by the commit's end position.
     pub fn begin(&mut self, xid: u64, position: u64) -> bool {
-        if position != 0 && position <= self.received {
+        if position != 0 && position < self.received {
             self.open = None;
             self.stats.skipped_duplicates += 1;
             return false;

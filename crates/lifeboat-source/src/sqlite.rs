@@ -258,13 +258,7 @@ pub async fn capture(
         }
     }
 
-    let target: i64 = conn
-        .query_row(
-            &format!("SELECT COALESCE(MAX(seq), 0) FROM {CHANGELOG}"),
-            [],
-            |r| r.get(0),
-        )
-        .map_err(err)?;
+    let target = last_sequence(&conn, path)?;
     let mut known_schema = schema_version(&conn, path)?;
     let mut acknowledged = core.head();
     loop {
@@ -273,20 +267,36 @@ pub async fn capture(
             check_installed(&conn, path, core.tenancy())?;
             known_schema = version;
         }
-        let rows = read_changelog(&conn, path, core.received(), 50_000)?;
-        let read = rows.len();
-        if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
-            // One read is one commit group (see docs/vault-format.md).
-            let (first_seq, last_seq) = (first.seq, last.seq);
-            let commit_time = rows.iter().map(|r| r.at).max().unwrap_or(0);
-            if core.begin(first_seq, last_seq) {
+        // One commit group: every entry committed when this step starts, read in chunks
+        // so that a large writer transaction is never split (docs/vault-format.md).
+        let upto = last_sequence(&conn, path)?;
+        let read = upto > core.received();
+        if read {
+            let mut after = core.received();
+            let mut began = false;
+            let mut commit_time = 0;
+            loop {
+                let rows = read_changelog(&conn, path, after, upto, 10_000)?;
+                let Some(last) = rows.last() else {
+                    break;
+                };
+                after = last.seq;
+                if !began {
+                    began = core.begin(rows[0].seq, rows[0].seq);
+                    if !began {
+                        break;
+                    }
+                }
                 for row in rows {
+                    commit_time = commit_time.max(row.at);
                     core.change(&row.table, row.op, row.old, row.new, row.seq)?;
                 }
-                core.commit(last_seq, commit_time);
+            }
+            if began {
+                core.commit(after, commit_time);
             }
         }
-        let caught_up = until_caught_up && core.received() >= target as u64;
+        let caught_up = until_caught_up && core.received() >= target;
         if core.flush_due() || caught_up || stop.is_set() {
             if let Some(head) = core.flush(vault).await? {
                 trim(&conn, path, head)?;
@@ -297,7 +307,7 @@ pub async fn capture(
         if (caught_up && !core.has_pending()) || stop.is_set() {
             break;
         }
-        if read == 0 {
+        if !read {
             stop.sleep(poll).await;
         }
     }
@@ -370,20 +380,35 @@ struct ChangelogRow {
     at: i64,
 }
 
+/// The changelog's last sequence number (0 when empty).
+fn last_sequence(conn: &Connection, path: &Path) -> Result<u64> {
+    let seq: i64 = conn
+        .query_row(
+            &format!("SELECT COALESCE(MAX(seq), 0) FROM {CHANGELOG}"),
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| sqlite_error(path, e))?;
+    Ok(seq as u64)
+}
+
+/// Changelog entries with after < seq <= upto, at most `limit`, in order.
 fn read_changelog(
     conn: &Connection,
     path: &Path,
     after: u64,
+    upto: u64,
     limit: usize,
 ) -> Result<Vec<ChangelogRow>> {
     let err = |e| sqlite_error(path, e);
     let mut stmt = conn
         .prepare_cached(&format!(
-            "SELECT seq, tbl, op, old, new, at FROM {CHANGELOG} WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            "SELECT seq, tbl, op, old, new, at FROM {CHANGELOG} WHERE seq > ?1 AND seq <= ?2 \
+             ORDER BY seq LIMIT ?3"
         ))
         .map_err(err)?;
     let mut rows = stmt
-        .query(params![after as i64, limit as i64])
+        .query(params![after as i64, upto as i64, limit as i64])
         .map_err(err)?;
     let mut out = Vec::new();
     while let Some(row) = rows.next().map_err(err)? {

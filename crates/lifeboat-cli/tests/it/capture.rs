@@ -35,14 +35,17 @@ async fn fifty_tenants_over_three_sources_stay_exact_under_concurrent_writers() 
     let identity_path = identity.clone();
     let sqlite_writer =
         std::thread::spawn(move || write_identity(&identity_path, TENANTS, 7, duration));
-    let (a, b) = tokio::join!(
+    // Two tracker writers on their own connections: their commits interleave, and one
+    // commit record often starts exactly where another ends.
+    let (a, a2, b) = tokio::join!(
         write_tracker(&tracker, TENANTS, 11, duration),
+        write_tracker(&tracker, TENANTS, 12, duration),
         write_wiki(&wiki, TENANTS, 13, duration)
     );
     let c = sqlite_writer.join().expect("sqlite writer");
     assert!(
-        a > 50 && b > 50 && c > 50,
-        "writers committed {a}, {b}, {c}"
+        a > 50 && a2 > 50 && b > 50 && c > 50,
+        "writers committed {a}, {a2}, {b}, {c}"
     );
     terminate(&mut capture);
     assert_eq!(capture.wait().expect("wait").code(), Some(0), "clean stop");
@@ -239,4 +242,58 @@ async fn s3_vault_holds_a_verified_history() {
     let out = lifeboat_ok(&config, &as_strs(&verify_args(tenants)));
     assert!(out.starts_with("ok: 4 tenants"), "{out}");
     assert!(vault_checks::assert_no_duplicates(&config, "identity").await > 0);
+}
+
+#[tokio::test]
+async fn partitioned_tables_are_captured_under_their_own_name() {
+    let work = Workdir::new();
+    let tracker = create_database("partitions").await;
+    setup_tracker(&tracker, 4).await;
+    let client = pg_connect(&tracker).await;
+    client
+        .batch_execute(
+            "CREATE TABLE events (site_id bigint NOT NULL, id bigint NOT NULL, kind text, \
+             PRIMARY KEY (site_id, id)) PARTITION BY RANGE (site_id); \
+             CREATE TABLE events_low PARTITION OF events FOR VALUES FROM (0) TO (3); \
+             CREATE TABLE events_high PARTITION OF events FOR VALUES FROM (3) TO (100); \
+             INSERT INTO events SELECT s, g, 'seed' FROM generate_series(1, 4) s, generate_series(1, 3) g;",
+        )
+        .await
+        .expect("partitions");
+    let config = work.write_config(&config_text(&work.vault_url(), Some(&tracker), None, None));
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    client
+        .batch_execute(
+            "INSERT INTO events VALUES (1, 10, 'new'), (4, 10, 'new'); \
+             UPDATE events SET kind = 'moved' WHERE id = 1; DELETE FROM events WHERE id = 2 AND site_id = 3;",
+        )
+        .await
+        .expect("writes");
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let out = lifeboat_ok(&config, &as_strs(&verify_args([1, 2, 3, 4])));
+    assert!(out.starts_with("ok: 4 tenants"), "{out}");
+    drop_slots(&tracker).await;
+}
+
+#[test]
+fn a_table_added_after_the_first_snapshot_stops_capture_by_name() {
+    let work = Workdir::new();
+    let identity = work.path("identity.db");
+    setup_identity(&identity, 2);
+    let config = work.write_config(&config_text(&work.vault_url(), None, None, Some(&identity)));
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let conn = rusqlite::Connection::open(&identity).expect("open");
+    conn.execute_batch(
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, site_id INTEGER, body TEXT); \
+         INSERT INTO notes VALUES (1, 1, 'kept'), (2, 2, 'kept');",
+    )
+    .expect("new table");
+    let output = lifeboat(&config, &["capture", "--until-caught-up"]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("table notes holds tenant rows but is not in the vault's history"),
+        "{err}"
+    );
+    assert_eq!(err.matches("error:").count(), 1, "printed once: {err}");
 }

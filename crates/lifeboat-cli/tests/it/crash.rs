@@ -272,3 +272,28 @@ async fn postgres_restart_during_capture_loses_nothing() {
     terminate(&mut capture);
     vault_checks::assert_no_duplicates(&config, "tracker").await;
 }
+
+#[test]
+fn bases_of_a_first_snapshot_that_never_finished_are_not_history() {
+    let work = Workdir::new();
+    let identity = work.path("identity.db");
+    setup_identity(&identity, 3);
+    let config = work.write_config(&config_text(&work.vault_url(), None, None, Some(&identity)));
+    crash_at(&config, "capture.after-base@3");
+    // Tenant 1 disappears before the first snapshot is taken again.
+    let conn = rusqlite::Connection::open(&identity).expect("open");
+    conn.execute_batch("DELETE FROM sessions WHERE user_id IN (SELECT id FROM users WHERE site_id = 1); DELETE FROM memberships WHERE site_id = 1; DELETE FROM users WHERE site_id = 1;")
+        .expect("delete tenant 1");
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let listing: serde_json::Value =
+        serde_json::from_str(&lifeboat_ok(&config, &["tenants", "--json"])).expect("json");
+    let tenants: Vec<&str> = listing
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|t| t["tenant"].as_str())
+        .collect();
+    assert_eq!(tenants, vec!["2", "3"]);
+    let out = lifeboat_ok(&config, &["verify", "--tenant", "2", "--tenant", "3"]);
+    assert!(out.starts_with("ok:"), "{out}");
+}

@@ -223,14 +223,16 @@ async fn prepare(client: &Client, tenancy: &SourceTenancy, publication: &str) ->
     .await?
     .is_some();
     let list = names.join(", ");
+    // Partitioned tables publish their changes under the partitioned table's name.
     let sql = if exists {
         format!(
-            "ALTER PUBLICATION {} SET TABLE {list}",
+            "ALTER PUBLICATION {0} SET TABLE {list}; \
+             ALTER PUBLICATION {0} SET (publish_via_partition_root = true)",
             quote_ident(publication)
         )
     } else {
         format!(
-            "CREATE PUBLICATION {} FOR TABLE {list}",
+            "CREATE PUBLICATION {} FOR TABLE {list} WITH (publish_via_partition_root = true)",
             quote_ident(publication)
         )
     };
