@@ -79,9 +79,13 @@ def write(directory, tenants, seconds, seed):
             elif op == 2:
                 conns["tracker"].execute("DELETE FROM issues WHERE id = (SELECT min(id) FROM issues WHERE site_id = ?)", (site,))
             elif op == 3:
-                conns["wiki"].execute("UPDATE pages SET body = body || ' more' WHERE site_id = ?", (site,))
+                conns["wiki"].execute("UPDATE pages SET body = ? WHERE site_id = ?", (f"edited {rng.randrange(1000)}", site))
             elif op == 4:
-                conns["wiki"].execute("INSERT INTO pages (site_id, title, body) VALUES (?, 'Notes', 'text')", (site,))
+                w = conns["wiki"]
+                w.execute("BEGIN")
+                w.execute("INSERT INTO pages (site_id, title, body) VALUES (?, 'Notes', 'text')", (site,))
+                w.execute("DELETE FROM pages WHERE id = (SELECT min(id) FROM pages WHERE site_id = ? AND title = 'Notes') AND (SELECT count(*) FROM pages WHERE site_id = ?) > 3", (site, site))
+                w.execute("COMMIT")
             else:
                 conns["identity"].execute("UPDATE users SET email = 'changed' || email WHERE id = (SELECT max(id) FROM users WHERE site_id = ?)", (site,))
             committed += 1

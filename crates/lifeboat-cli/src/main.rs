@@ -5,6 +5,7 @@
 mod capture;
 mod context;
 mod history;
+mod restore;
 mod snapshot;
 mod tenants;
 mod verify;
@@ -57,6 +58,8 @@ enum Command {
     History(history::Args),
     /// Compare tenants' live rows with the vault, table by table.
     Verify(verify::Args),
+    /// Restore tenants to a point in time, in place, as a new tenant or elsewhere.
+    Restore(restore::Args),
     /// Write new base snapshots (compaction), so restores read less history.
     Snapshot(snapshot::Args),
 }
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
             Command::History(args) => history::run(config_path, args).await,
             Command::Verify(args) => verify::run(config_path, args).await,
             Command::Snapshot(args) => snapshot::run(config_path, args).await,
+            Command::Restore(args) => restore::run(config_path, args).await,
         }
     });
     match result {

@@ -8,6 +8,7 @@ pub mod error;
 pub mod failpoint;
 pub mod model;
 pub mod state;
+pub mod target;
 pub mod tenancy;
 pub mod time;
 pub mod vault;

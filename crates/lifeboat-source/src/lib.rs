@@ -5,6 +5,7 @@
 pub mod capture;
 pub mod live;
 pub mod postgres;
+pub mod restore;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -102,4 +103,51 @@ pub fn tenant_query(
         quote_ident(&tenant_column)
     ));
     Ok(sql)
+}
+
+/// `DELETE FROM table WHERE …`: a tenant's rows of one table, following its `tenant_via`
+/// path through the parents (which must still hold their rows: delete children first).
+pub fn tenant_delete(
+    tenancy: &SourceTenancy,
+    schema: &TableSchema,
+    placeholder: &str,
+) -> Result<String> {
+    let (links, tenant_column) = tenancy.path(&schema.name).ok_or_else(|| {
+        Error::config(format!(
+            "table {} has no path to a tenant column",
+            schema.name
+        ))
+    })?;
+    let table = quote_ident(&schema.name);
+    let Some(first) = links.first() else {
+        return Ok(format!(
+            "DELETE FROM {table} WHERE {} = {placeholder}",
+            quote_ident(&tenant_column)
+        ));
+    };
+    let mut inner = format!(
+        "SELECT t1.{} FROM {} t1",
+        quote_ident(&first.parent_column),
+        quote_ident(&first.parent)
+    );
+    for (i, link) in links.iter().enumerate().skip(1) {
+        inner.push_str(&format!(
+            " JOIN {} t{} ON t{}.{} = t{}.{}",
+            quote_ident(&link.parent),
+            i + 1,
+            i,
+            quote_ident(&link.column),
+            i + 1,
+            quote_ident(&link.parent_column)
+        ));
+    }
+    inner.push_str(&format!(
+        " WHERE t{}.{} = {placeholder}",
+        links.len(),
+        quote_ident(&tenant_column)
+    ));
+    Ok(format!(
+        "DELETE FROM {table} WHERE {} IN ({inner})",
+        quote_ident(&first.column)
+    ))
 }

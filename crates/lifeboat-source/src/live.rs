@@ -9,7 +9,10 @@ use lifeboat_core::tenancy::{resolve, SourceTenancy};
 use lifeboat_core::vault::Vault;
 use lifeboat_core::Result;
 
+use std::collections::BTreeMap;
+
 use crate::capture::CaptureStats;
+use crate::restore::{order_self_references, table_order, ForeignKey, RestoreTable, WriteReport};
 use crate::{postgres, sqlite, Stop, TenantRows};
 
 enum Connection {
@@ -90,6 +93,74 @@ impl LiveSource {
         }
     }
 
+    /// Each tenant table's columns in this database.
+    pub fn live_columns(&self) -> BTreeMap<String, Vec<String>> {
+        self.tenancy
+            .tenant_tables()
+            .map(|t| (t.schema.name.clone(), t.schema.columns.clone()))
+            .collect()
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.connection, Connection::Postgres { .. })
+    }
+
+    /// What restore needs beyond the tenant map: the write order of the tables and the
+    /// foreign keys (and, on PostgreSQL, the sequences).
+    pub async fn restore_catalog(&self) -> Result<RestoreCatalog> {
+        let (foreign_keys, postgres) = match &self.connection {
+            Connection::Sqlite { path, conn } => {
+                let conn = conn
+                    .lock()
+                    .map_err(|_| lifeboat_core::Error::source("sqlite connection poisoned"))?;
+                (sqlite::foreign_keys(&conn, path)?, None)
+            }
+            Connection::Postgres { client, schema, .. } => {
+                let catalog = postgres::restore::catalog(client, schema).await?;
+                (catalog.foreign_keys.clone(), Some(catalog))
+            }
+        };
+        Ok(RestoreCatalog {
+            order: table_order(&self.tenancy, &foreign_keys),
+            foreign_keys,
+            postgres,
+        })
+    }
+
+    /// Replace `delete_key`'s rows with `tables` in one transaction (see
+    /// `sqlite::write_tenant` and `postgres::restore::write_tenant`).
+    pub async fn write_tenant(
+        &mut self,
+        catalog: &RestoreCatalog,
+        delete_key: &TenantKey,
+        mut tables: Vec<RestoreTable>,
+        dry_run: bool,
+    ) -> Result<WriteReport> {
+        match &mut self.connection {
+            Connection::Sqlite { path, conn } => {
+                for table in &mut tables {
+                    order_self_references(table, &catalog.foreign_keys);
+                }
+                let conn = conn
+                    .get_mut()
+                    .map_err(|_| lifeboat_core::Error::source("sqlite connection poisoned"))?;
+                sqlite::write_tenant(conn, path, &self.tenancy, delete_key, &tables, dry_run)
+            }
+            Connection::Postgres { client, .. } => {
+                let pg = catalog.postgres.clone().unwrap_or_default();
+                postgres::restore::write_tenant(
+                    client,
+                    &self.tenancy,
+                    &pg,
+                    delete_key,
+                    tables,
+                    dry_run,
+                )
+                .await
+            }
+        }
+    }
+
     /// Capture this source (see `sqlite::capture` and `postgres::capture`).
     pub async fn capture(
         self,
@@ -132,4 +203,13 @@ impl LiveSource {
             }
         }
     }
+}
+
+/// A source's schema facts for restore.
+#[derive(Debug, Clone)]
+pub struct RestoreCatalog {
+    /// Tenant tables, parents before children.
+    pub order: Vec<String>,
+    pub foreign_keys: Vec<ForeignKey>,
+    pub postgres: Option<postgres::restore::Catalog>,
 }

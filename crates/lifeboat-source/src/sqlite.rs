@@ -17,7 +17,8 @@ use lifeboat_core::vault::Vault;
 use lifeboat_core::{Error, Result};
 
 use crate::capture::{CaptureCore, CaptureStats, Snapshot, Start};
-use crate::{quote_ident, tenant_query, Stop, TenantRows};
+use crate::restore::{ForeignKey, RestoreTable, WriteReport};
+use crate::{quote_ident, tenant_delete, tenant_query, Stop, TenantRows};
 
 const CHANGELOG: &str = "_lifeboat_changelog";
 const META: &str = "_lifeboat_meta";
@@ -498,6 +499,127 @@ fn tenant_parameter(tenant: &TenantKey) -> rusqlite::types::Value {
         Ok(i) if i.to_string() == tenant.as_str() => rusqlite::types::Value::Integer(i),
         _ => rusqlite::types::Value::Text(tenant.as_str().to_string()),
     }
+}
+
+/// The foreign keys between the database's tables.
+pub fn foreign_keys(conn: &Connection, path: &Path) -> Result<Vec<ForeignKey>> {
+    let err = |e| sqlite_error(path, e);
+    let mut out = Vec::new();
+    for table in live_tables(conn, path)? {
+        let name = table.schema.name;
+        let mut stmt = conn
+            .prepare(&format!("PRAGMA foreign_key_list({})", quote_ident(&name)))
+            .map_err(err)?;
+        // id, seq, table, from, to, …: one row per column of each key.
+        let rows: Vec<(i64, String, String, Option<String>)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .map_err(err)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(err)?;
+        let mut keys: BTreeMap<i64, ForeignKey> = BTreeMap::new();
+        for (id, parent, from, to) in rows {
+            let fk = keys.entry(id).or_insert_with(|| ForeignKey {
+                child: name.clone(),
+                columns: Vec::new(),
+                parent: parent.clone(),
+                parent_columns: Vec::new(),
+            });
+            fk.columns.push(from);
+            // A reference without columns names the parent's primary key.
+            fk.parent_columns.push(to.unwrap_or_default());
+        }
+        out.extend(
+            keys.into_values()
+                .filter(|fk| fk.parent_columns.iter().all(|c| !c.is_empty())),
+        );
+    }
+    Ok(out)
+}
+
+fn to_sql(value: &Value) -> rusqlite::types::Value {
+    match value {
+        Value::Null => rusqlite::types::Value::Null,
+        Value::Int(i) => rusqlite::types::Value::Integer(*i),
+        Value::Real(f) => rusqlite::types::Value::Real(*f),
+        Value::Text(s) => rusqlite::types::Value::Text(s.clone()),
+        Value::Blob(b) => rusqlite::types::Value::Blob(b.clone()),
+    }
+}
+
+/// Replace `delete_key`'s rows with `tables` (in write order) in one transaction, with
+/// foreign key checks deferred to the commit. With `dry_run`, count what would be written
+/// and removed, and change nothing.
+pub fn write_tenant(
+    conn: &mut Connection,
+    path: &Path,
+    tenancy: &SourceTenancy,
+    delete_key: &TenantKey,
+    tables: &[RestoreTable],
+    dry_run: bool,
+) -> Result<WriteReport> {
+    let err = |e| sqlite_error(path, e);
+    let key = tenant_parameter(delete_key);
+    let mut report = WriteReport::default();
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(err)?;
+    tx.execute_batch("PRAGMA defer_foreign_keys = ON")
+        .map_err(err)?;
+    for table in tables.iter().rev() {
+        let schema = &tenancy
+            .table(&table.name)
+            .ok_or_else(|| Error::source(format!("table {} vanished", table.name)))?
+            .schema;
+        let removed = if dry_run {
+            let sql = format!(
+                "SELECT count(*) FROM ({})",
+                tenant_query(tenancy, schema, "?1")?
+            );
+            tx.query_row(&sql, [&key], |r| r.get::<_, i64>(0))
+                .map_err(err)? as u64
+        } else {
+            tx.execute(&tenant_delete(tenancy, schema, "?1")?, [&key])
+                .map_err(err)? as u64
+        };
+        report.tables.insert(table.name.clone(), (0, removed));
+    }
+    for table in tables {
+        let written = if dry_run {
+            table.rows.len() as u64
+        } else {
+            let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(c)).collect();
+            let marks: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO {} ({}) VALUES ({})",
+                    quote_ident(&table.name),
+                    columns.join(", "),
+                    marks.join(", ")
+                ))
+                .map_err(err)?;
+            for row in &table.rows {
+                stmt.execute(rusqlite::params_from_iter(row.iter().map(to_sql)))
+                    .map_err(|e| {
+                        Error::source(format!(
+                            "sqlite {}: cannot write a row of {}: {e}",
+                            path.display(),
+                            table.name
+                        ))
+                    })?;
+            }
+            table.rows.len() as u64
+        };
+        if let Some(entry) = report.tables.get_mut(&table.name) {
+            entry.0 = written;
+        }
+    }
+    if dry_run {
+        tx.rollback().map_err(err)?;
+    } else {
+        failpoint::hit("restore.before-commit");
+        tx.commit().map_err(err)?;
+    }
+    Ok(report)
 }
 
 #[cfg(test)]

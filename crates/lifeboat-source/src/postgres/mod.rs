@@ -7,6 +7,7 @@
 //! position only moves once the vault holds the changes.
 
 pub mod pgoutput;
+pub mod restore;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};

@@ -1,0 +1,480 @@
+//! `lifeboat restore`: bring tenants back to a point in time, in place (the default), as a
+//! new tenant (`--as`) or into another database (`--into-url`); verified after writing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use lifeboat_core::checksum::{RowHasher, TableDigest};
+use lifeboat_core::config::Config;
+use lifeboat_core::model::{Row, TenantKey};
+use lifeboat_core::state::SourceHistory;
+use lifeboat_core::target::{self, Target};
+use lifeboat_core::vault::Vault;
+use lifeboat_core::{Error, Result};
+use lifeboat_source::live::{LiveSource, RestoreCatalog};
+use lifeboat_source::restore::{prepare, RestoreTable, WriteReport};
+use lifeboat_source::TenantRows;
+
+use crate::context::{check_tenants, load_config, open_vault, print_json, source_names, thousands};
+use crate::EXIT_PROBLEM;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Tenant to restore (repeatable).
+    #[arg(long = "tenant", value_name = "KEY")]
+    tenants: Vec<String>,
+    /// A file with one tenant key per line.
+    #[arg(long, value_name = "FILE")]
+    tenants_from: Option<PathBuf>,
+    /// Restore every source as of this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// Restore to just before this transaction committed on this source; the other
+    /// sources go to the same instant.
+    #[arg(long, value_name = "SOURCE:TXID")]
+    before_tx: Option<String>,
+    /// Only these sources (repeatable).
+    #[arg(long = "source", value_name = "NAME")]
+    sources: Vec<String>,
+    /// Restore as this new tenant key (one tenant only).
+    #[arg(long = "as", value_name = "NEWKEY")]
+    as_key: Option<String>,
+    /// Write into this database instead (same schema; one source only).
+    #[arg(long, value_name = "URL")]
+    into_url: Option<String>,
+    /// Show what would be written and removed; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Tenants restored at once (PostgreSQL; SQLite has one writer).
+    #[arg(long, default_value_t = 4)]
+    jobs: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+/// One tenant in one source, done.
+#[derive(serde::Serialize)]
+struct Outcome {
+    tenant: String,
+    written_as: String,
+    source: String,
+    report: WriteReport,
+    verified: Option<bool>,
+    differences: Vec<String>,
+    error: Option<String>,
+}
+
+fn read_tenants(args: &Args) -> Result<Vec<String>> {
+    let mut tenants = args.tenants.clone();
+    if let Some(path) = &args.tenants_from {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::usage(format!(
+                "cannot read --tenants-from {}: {e}",
+                path.display()
+            ))
+        })?;
+        tenants.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    let mut seen = BTreeSet::new();
+    tenants.retain(|t| seen.insert(t.clone()));
+    if tenants.is_empty() {
+        return Err(Error::usage(
+            "name the tenants to restore with --tenant or --tenants-from",
+        ));
+    }
+    Ok(tenants)
+}
+
+async fn open_target(config: &Config, name: &str, into_url: Option<&str>) -> Result<LiveSource> {
+    let mut source = config.source(name)?.clone();
+    if let Some(url) = into_url {
+        source.url = url.to_string();
+        source.kind()?;
+    }
+    LiveSource::open(name, &source, false)
+        .await
+        .map_err(|e| match into_url {
+            Some(url) => e.context(format!(
+                "--into-url {}",
+                lifeboat_source::postgres::redact(url)
+            )),
+            None => e,
+        })
+}
+
+pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
+    let config = load_config(config_path)?;
+    let names = source_names(&config, &args.sources)?;
+    let tenants = read_tenants(&args)?;
+    let target = Target::parse(args.at.as_deref(), args.before_tx.as_deref())?;
+    if args.into_url.is_some() && names.len() != 1 {
+        return Err(Error::usage(
+            "--into-url writes one source: add --source NAME",
+        ));
+    }
+    if args.as_key.is_some() && tenants.len() != 1 {
+        return Err(Error::usage(
+            "--as restores one tenant: name exactly one --tenant",
+        ));
+    }
+    let jobs = args.jobs.clamp(1, 64);
+
+    // Everything is checked before anything is written.
+    let mut targets = Vec::new();
+    for name in &names {
+        targets.push(open_target(&config, name, args.into_url.as_deref()).await?);
+    }
+    let vault = open_vault(&config).await?;
+    let mut histories = Vec::new();
+    for name in &names {
+        histories.push(SourceHistory::load(&vault, name).await?);
+    }
+    let tenant_keys = check_tenants(&vault, &histories, &tenants).await?;
+    let postgres: BTreeSet<String> = targets
+        .iter()
+        .filter(|t| t.is_postgres())
+        .map(|t| t.name.clone())
+        .collect();
+    if let Target::BeforeTx { source, .. } = &target {
+        config.source(source)?;
+    }
+    let resolved = target::resolve(&vault, &histories, &postgres, &target).await?;
+    let as_key = args.as_key.as_ref().map(|k| TenantKey::new(k.clone()));
+    if let Some(key) = &as_key {
+        for source in &targets {
+            let rows = source.tenant_rows(key).await?;
+            let taken: Vec<String> = rows
+                .iter()
+                .filter(|(_, (_, r))| !r.is_empty())
+                .map(|(t, (_, r))| format!("{}.{t}: {} rows", source.name, r.len()))
+                .collect();
+            if !taken.is_empty() {
+                return Err(Error::usage(format!(
+                    "tenant {key} already has rows ({}); restore as a key that has none",
+                    taken.join(", ")
+                )));
+            }
+        }
+    }
+    let mut catalogs = Vec::new();
+    for source in &targets {
+        let catalog = source.restore_catalog().await?;
+        // The vault's columns must all exist in the target (checked on an empty state).
+        prepare(
+            &source.tenancy,
+            &catalog.order,
+            &Default::default(),
+            &source.live_columns(),
+            None,
+        )?;
+        catalogs.push(catalog);
+    }
+
+    if !args.json {
+        eprintln!(
+            "restoring {} tenants from {} sources {}{}",
+            tenant_keys.len(),
+            names.len(),
+            resolved.description,
+            if args.dry_run {
+                " (dry run: nothing is changed)"
+            } else {
+                ""
+            }
+        );
+    }
+    let started = Instant::now();
+    let progress = progress_bar(tenant_keys.len() * names.len(), args.json);
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    for ((source, history), catalog) in targets.into_iter().zip(&histories).zip(catalogs) {
+        let position = resolved.positions[&source.name];
+        let outcome = restore_source(
+            &config,
+            &vault,
+            history,
+            source,
+            Arc::new(catalog),
+            &tenant_keys,
+            position,
+            as_key.as_ref(),
+            args.into_url.as_deref(),
+            args.dry_run,
+            jobs,
+            &progress,
+        )
+        .await?;
+        outcomes.extend(outcome);
+    }
+    progress.finish_and_clear();
+    let elapsed = started.elapsed();
+    report(&outcomes, &resolved, elapsed, args.dry_run, args.json);
+    let failed = outcomes
+        .iter()
+        .any(|o| o.error.is_some() || o.verified == Some(false));
+    Ok(if failed { EXIT_PROBLEM } else { 0 })
+}
+
+fn progress_bar(total: usize, quiet: bool) -> indicatif::ProgressBar {
+    if quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} tenant restores, {msg} [{elapsed_precise}, ETA {eta}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn restore_source(
+    config: &Config,
+    vault: &Vault,
+    history: &SourceHistory,
+    first: LiveSource,
+    catalog: Arc<RestoreCatalog>,
+    tenants: &BTreeSet<TenantKey>,
+    position: u64,
+    as_key: Option<&TenantKey>,
+    into_url: Option<&str>,
+    dry_run: bool,
+    jobs: usize,
+    progress: &indicatif::ProgressBar,
+) -> Result<Vec<Outcome>> {
+    let jobs = if first.is_postgres() { jobs } else { 1 };
+    let live_columns = first.live_columns();
+    let tenancy = first.tenancy.clone();
+    let mut writers = vec![first];
+    while writers.len() < jobs.min(tenants.len().max(1)) {
+        writers.push(open_target(config, &writers[0].name, into_url).await?);
+    }
+    let (work_tx, work_rx) = tokio::sync::mpsc::channel::<(TenantKey, Vec<RestoreTable>)>(jobs * 2);
+    let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut writer in writers {
+        let work_rx = work_rx.clone();
+        let catalog = catalog.clone();
+        let as_key = as_key.cloned();
+        let progress = progress.clone();
+        tasks.spawn(async move {
+            let mut outcomes = Vec::new();
+            loop {
+                let next = work_rx.lock().await.recv().await;
+                let Some((tenant, tables)) = next else {
+                    break;
+                };
+                let key = as_key.clone().unwrap_or_else(|| tenant.clone());
+                let outcome =
+                    restore_one(&mut writer, &catalog, &tenant, &key, tables, dry_run).await;
+                progress.inc(1);
+                progress.set_message(format!("tenant {tenant} done"));
+                outcomes.push(outcome);
+            }
+            outcomes
+        });
+    }
+    // Materialise tenants a few at a time, reading the segments once per batch.
+    let list: Vec<TenantKey> = tenants.iter().cloned().collect();
+    let mut feed_error = None;
+    for batch in list.chunks(16) {
+        let batch: BTreeSet<TenantKey> = batch.iter().cloned().collect();
+        let states = match history.states_at(vault, &batch, position).await {
+            Ok(states) => states,
+            Err(e) => {
+                feed_error = Some(e);
+                break;
+            }
+        };
+        for (tenant, state) in states {
+            let tables = match prepare(&tenancy, &catalog.order, &state, &live_columns, as_key) {
+                Ok(tables) => tables,
+                Err(e) => {
+                    feed_error = Some(e);
+                    break;
+                }
+            };
+            if work_tx.send((tenant, tables)).await.is_err() {
+                break;
+            }
+        }
+        if feed_error.is_some() {
+            break;
+        }
+    }
+    drop(work_tx);
+    let mut outcomes = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        outcomes.extend(joined.map_err(|e| Error::source(format!("a restore task failed: {e}")))?);
+    }
+    match feed_error {
+        Some(e) => Err(e),
+        None => Ok(outcomes),
+    }
+}
+
+async fn restore_one(
+    writer: &mut LiveSource,
+    catalog: &RestoreCatalog,
+    tenant: &TenantKey,
+    key: &TenantKey,
+    tables: Vec<RestoreTable>,
+    dry_run: bool,
+) -> Outcome {
+    let mut outcome = Outcome {
+        tenant: tenant.to_string(),
+        written_as: key.to_string(),
+        source: writer.name.clone(),
+        report: WriteReport::default(),
+        verified: None,
+        differences: Vec::new(),
+        error: None,
+    };
+    let expected: BTreeMap<String, (Vec<String>, TableDigest)> = tables
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                (t.columns.clone(), digest(&t.columns, &t.columns, &t.rows)),
+            )
+        })
+        .collect();
+    match writer.write_tenant(catalog, key, tables, dry_run).await {
+        Ok(report) => outcome.report = report,
+        Err(e) => {
+            outcome.error = Some(e.to_string());
+            return outcome;
+        }
+    }
+    if dry_run {
+        return outcome;
+    }
+    // Verified: the rows now in the database are the rows the vault holds.
+    match writer.tenant_rows(key).await {
+        Ok(live) => {
+            outcome.differences = differences(&live, &expected);
+            outcome.verified = Some(outcome.differences.is_empty());
+        }
+        Err(e) => {
+            outcome.error = Some(format!("written, but cannot be verified: {e}"));
+            outcome.verified = Some(false);
+        }
+    }
+    outcome
+}
+
+/// The digest of `rows` (with `columns`), projected onto `onto` columns.
+fn digest(onto: &[String], columns: &[String], rows: &[Row]) -> TableDigest {
+    let positions: Vec<Option<usize>> = onto
+        .iter()
+        .map(|c| columns.iter().position(|x| x == c))
+        .collect();
+    let hasher = RowHasher::new(onto);
+    let mut digest = TableDigest::default();
+    for row in rows {
+        let projected: Row = positions
+            .iter()
+            .map(|p| {
+                p.and_then(|i| row.get(i).cloned())
+                    .unwrap_or(lifeboat_core::model::Value::Null)
+            })
+            .collect();
+        digest.add(hasher.hash(&projected));
+    }
+    digest
+}
+
+fn differences(
+    live: &TenantRows,
+    expected: &BTreeMap<String, (Vec<String>, TableDigest)>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (table, (columns, want)) in expected {
+        let got = match live.get(table) {
+            Some((live_columns, rows)) => digest(columns, live_columns, rows),
+            None => TableDigest::default(),
+        };
+        if got != *want {
+            out.push(format!(
+                "{table}: {} rows in the database, {} restored from the vault",
+                got.rows, want.rows
+            ));
+        }
+    }
+    out
+}
+
+fn report(
+    outcomes: &[Outcome],
+    resolved: &lifeboat_core::target::Resolved,
+    elapsed: std::time::Duration,
+    dry_run: bool,
+    json: bool,
+) {
+    let written: u64 = outcomes.iter().map(|o| o.report.rows_written()).sum();
+    let removed: u64 = outcomes.iter().map(|o| o.report.rows_removed()).sum();
+    let tenants: BTreeSet<&str> = outcomes.iter().map(|o| o.tenant.as_str()).collect();
+    let failed: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| o.error.is_some() || o.verified == Some(false))
+        .collect();
+    let seconds = elapsed.as_secs_f64().max(1e-9);
+    if json {
+        print_json(&serde_json::json!({
+            "target": resolved.description,
+            "target_time": lifeboat_core::time::format_us(resolved.time_us),
+            "positions": resolved.positions,
+            "dry_run": dry_run,
+            "tenants": tenants.len(),
+            "rows_written": written,
+            "rows_removed": removed,
+            "seconds": seconds,
+            "rows_per_second": written as f64 / seconds,
+            "failed": failed.len(),
+            "restores": outcomes,
+        }));
+        return;
+    }
+    if dry_run {
+        for o in outcomes {
+            for (table, (write, remove)) in &o.report.tables {
+                crate::say!(
+                    "tenant {} {}.{table}: would write {} rows, remove {}",
+                    o.tenant,
+                    o.source,
+                    thousands(*write),
+                    thousands(*remove)
+                );
+            }
+        }
+    }
+    for o in &failed {
+        let why = o.error.clone().unwrap_or_else(|| o.differences.join("; "));
+        crate::say!("FAILED tenant {} in {}: {why}", o.tenant, o.source);
+    }
+    crate::say!(
+        "{} {} tenants {}: {} rows written, {} removed in {:.1} s ({} rows/s){}",
+        if dry_run { "would restore" } else { "restored" },
+        tenants.len(),
+        resolved.description,
+        thousands(written),
+        thousands(removed),
+        seconds,
+        thousands((written as f64 / seconds) as u64),
+        if dry_run {
+            String::new()
+        } else if failed.is_empty() {
+            ", every tenant verified against the vault".to_string()
+        } else {
+            format!(", {} failed", failed.len())
+        }
+    );
+}

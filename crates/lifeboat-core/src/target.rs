@@ -1,0 +1,145 @@
+//! Restore targets: a time (consistent across sources by commit time), or "just before
+//! transaction X on source S". Resolving a target gives one position per source.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::format_lsn;
+use crate::state::SourceHistory;
+use crate::time::format_us;
+use crate::vault::Vault;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Every source as of this time (microseconds since the epoch).
+    At(i64),
+    /// Just before this transaction of this source committed. On SQLite the id is a
+    /// changelog sequence number (a commit group's id is its first one).
+    BeforeTx { source: String, txid: u64 },
+}
+
+impl Target {
+    /// Parse `--at TIME` or `--before-tx SOURCE:TXID`.
+    pub fn parse(at: Option<&str>, before_tx: Option<&str>) -> Result<Target> {
+        match (at, before_tx) {
+            (Some(at), None) => Ok(Target::At(crate::time::parse(at)?)),
+            (None, Some(spec)) => {
+                let bad = || {
+                    Error::usage(format!(
+                        "--before-tx {spec:?}: expected SOURCE:TXID, for example tracker:48213"
+                    ))
+                };
+                let (source, txid) = spec.rsplit_once(':').ok_or_else(bad)?;
+                let txid = txid.trim().parse().map_err(|_| bad())?;
+                if source.is_empty() {
+                    return Err(bad());
+                }
+                Ok(Target::BeforeTx {
+                    source: source.to_string(),
+                    txid,
+                })
+            }
+            _ => Err(Error::usage(
+                "give exactly one of --at TIME or --before-tx SOURCE:TXID",
+            )),
+        }
+    }
+}
+
+/// A target resolved against the vault: the position to restore each source to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub positions: BTreeMap<String, u64>,
+    /// The instant every source is restored to.
+    pub time_us: i64,
+    /// For people: what the target is.
+    pub description: String,
+}
+
+/// Resolve `target` for the sources in `histories`; `postgres` names the PostgreSQL ones
+/// (their transactions are found by xid, SQLite's by changelog sequence).
+pub async fn resolve(
+    vault: &Vault,
+    histories: &[SourceHistory],
+    postgres: &BTreeSet<String>,
+    target: &Target,
+) -> Result<Resolved> {
+    let (time_us, fixed, description) = match target {
+        Target::At(time_us) => (*time_us, None, format!("as of {}", format_us(*time_us))),
+        Target::BeforeTx { source, txid } => {
+            let history = histories.iter().find(|h| &h.source == source).ok_or_else(|| {
+                Error::usage(format!(
+                    "--before-tx names source {source:?}, which is not among the sources being restored"
+                ))
+            })?;
+            let (position, commit_time_us) =
+                find_transaction(vault, history, postgres.contains(source), *txid).await?;
+            let before = position.saturating_sub(1);
+            history.check_position(before)?;
+            (
+                commit_time_us - 1,
+                Some((source.clone(), before)),
+                format!(
+                    "just before transaction {source}:{txid} (committed {})",
+                    format_us(commit_time_us)
+                ),
+            )
+        }
+    };
+    let mut positions = BTreeMap::new();
+    for history in histories {
+        let position = match &fixed {
+            Some((source, position)) if *source == history.source => *position,
+            _ => history.position_at_time(vault, time_us).await?,
+        };
+        history.check_position(position)?;
+        positions.insert(history.source.clone(), position);
+    }
+    Ok(Resolved {
+        positions,
+        time_us,
+        description,
+    })
+}
+
+/// Where transaction `txid` starts in `history`, and when it committed. PostgreSQL: the
+/// transaction's own position (the newest one with that xid, as xids wrap). SQLite: the
+/// change with that sequence number.
+async fn find_transaction(
+    vault: &Vault,
+    history: &SourceHistory,
+    postgres: bool,
+    txid: u64,
+) -> Result<(u64, i64)> {
+    let mut found = None;
+    history
+        .for_each_transaction(vault, 0, u64::MAX, |_, tx| {
+            if postgres {
+                if tx.xid == txid {
+                    found = Some((tx.position, tx.commit_time_us));
+                }
+            } else if tx.changes.iter().any(|c| c.position == txid) {
+                found = Some((txid, tx.commit_time_us));
+            }
+        })
+        .await?;
+    found.ok_or_else(|| {
+        Error::new(
+            ErrorKind::Usage,
+            format!(
+                "transaction {txid} is not in the history of source {} (`lifeboat history \
+                 --tenant K` lists a tenant's transactions)",
+                history.source
+            ),
+        )
+    })
+}
+
+/// A position for people: an LSN for PostgreSQL, a number for SQLite.
+pub fn describe_position(postgres: bool, position: u64) -> String {
+    if postgres {
+        format_lsn(position)
+    } else {
+        position.to_string()
+    }
+}

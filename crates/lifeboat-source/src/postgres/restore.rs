@@ -1,0 +1,206 @@
+//! Writing a tenant's restored rows into a PostgreSQL database: in one transaction, remove
+//! the tenant's current rows (children first) and COPY the restored rows in (parents
+//! first); identity and generated columns as the database wants them; sequences moved
+//! past the restored values.
+
+use bytes::Bytes;
+use futures::SinkExt;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use lifeboat_core::model::TenantKey;
+use lifeboat_core::tenancy::SourceTenancy;
+use lifeboat_core::{Error, Result};
+
+use super::pg_error;
+use crate::restore::{copy_text, order_self_references, ForeignKey, RestoreTable, WriteReport};
+use crate::{quote_ident, quote_literal, tenant_delete, tenant_query};
+
+/// What restore needs to know about the target's schema beyond the tenant map.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub foreign_keys: Vec<ForeignKey>,
+    /// (table, column, sequence) for identity and serial columns.
+    pub sequences: Vec<(String, String, String)>,
+}
+
+pub async fn catalog(client: &Client, schema: &str) -> Result<Catalog> {
+    let rows = client
+        .query(
+            "SELECT child.relname::text, parent.relname::text,
+                    ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i)
+                          JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i),
+                    ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, i)
+                          JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i)
+             FROM pg_constraint c
+             JOIN pg_class child ON child.oid = c.conrelid
+             JOIN pg_class parent ON parent.oid = c.confrelid
+             JOIN pg_namespace n ON n.oid = child.relnamespace
+             WHERE c.contype = 'f' AND n.nspname = $1",
+            &[&schema],
+        )
+        .await
+        .map_err(|e| pg_error("cannot read foreign keys", e))?;
+    let foreign_keys = rows
+        .iter()
+        .map(|r| ForeignKey {
+            child: r.get(0),
+            parent: r.get(1),
+            columns: r.get(2),
+            parent_columns: r.get(3),
+        })
+        .collect();
+    let rows = client
+        .query(
+            "SELECT c.relname::text, a.attname::text,
+                    pg_get_serial_sequence(format('%I.%I', n.nspname, c.relname), a.attname)
+             FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_attribute a ON a.attrelid = c.oid
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+               AND pg_get_serial_sequence(format('%I.%I', n.nspname, c.relname), a.attname) IS NOT NULL",
+            &[&schema],
+        )
+        .await
+        .map_err(|e| pg_error("cannot read sequences", e))?;
+    let sequences = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    Ok(Catalog {
+        foreign_keys,
+        sequences,
+    })
+}
+
+async fn count(client: &Client, sql: &str) -> Result<u64> {
+    for message in client
+        .simple_query(sql)
+        .await
+        .map_err(|e| pg_error("cannot count rows", e))?
+    {
+        if let SimpleQueryMessage::Row(row) = message {
+            return Ok(row.get(0).and_then(|v| v.parse().ok()).unwrap_or(0));
+        }
+    }
+    Ok(0)
+}
+
+/// Replace `delete_key`'s rows with `tables` (in write order) in one transaction. With
+/// `dry_run`, count what would be written and removed, and change nothing.
+pub async fn write_tenant(
+    client: &mut Client,
+    tenancy: &SourceTenancy,
+    catalog: &Catalog,
+    delete_key: &TenantKey,
+    mut tables: Vec<RestoreTable>,
+    dry_run: bool,
+) -> Result<WriteReport> {
+    let key = quote_literal(delete_key.as_str());
+    let mut report = WriteReport::default();
+    if dry_run {
+        for table in &tables {
+            let schema = &tenancy
+                .table(&table.name)
+                .ok_or_else(|| Error::source(format!("table {} vanished", table.name)))?
+                .schema;
+            let removed = count(
+                client,
+                &format!(
+                    "SELECT count(*) FROM ({}) x",
+                    tenant_query(tenancy, schema, &key)?
+                ),
+            )
+            .await?;
+            report
+                .tables
+                .insert(table.name.clone(), (table.rows.len() as u64, removed));
+        }
+        return Ok(report);
+    }
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| pg_error("cannot begin the restore transaction", e))?;
+    for table in tables.iter().rev() {
+        let schema = &tenancy
+            .table(&table.name)
+            .ok_or_else(|| Error::source(format!("table {} vanished", table.name)))?
+            .schema;
+        let sql = tenant_delete(tenancy, schema, &key)?;
+        let removed = tx.execute(sql.as_str(), &[]).await.map_err(|e| {
+            pg_error(
+                &format!("cannot remove the current rows of {}", table.name),
+                e,
+            )
+        })?;
+        report.tables.insert(table.name.clone(), (0, removed));
+    }
+    for table in &mut tables {
+        order_self_references(table, &catalog.foreign_keys);
+        if table.rows.is_empty() {
+            continue;
+        }
+        let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(c)).collect();
+        let sql = format!(
+            "COPY {} ({}) FROM STDIN",
+            quote_ident(&table.name),
+            columns.join(", ")
+        );
+        let sink = tx
+            .copy_in::<_, Bytes>(sql.as_str())
+            .await
+            .map_err(|e| pg_error(&format!("cannot copy into {}", table.name), e))?;
+        futures::pin_mut!(sink);
+        let mut buffer = Vec::with_capacity(64 * 1024);
+        for row in &table.rows {
+            for (i, value) in row.iter().enumerate() {
+                if i > 0 {
+                    buffer.push(b'\t');
+                }
+                copy_text(value, &mut buffer);
+            }
+            buffer.push(b'\n');
+            if buffer.len() >= 256 * 1024 {
+                sink.send(Bytes::from(std::mem::take(&mut buffer)))
+                    .await
+                    .map_err(|e| pg_error(&format!("cannot copy into {}", table.name), e))?;
+            }
+        }
+        if !buffer.is_empty() {
+            sink.send(Bytes::from(buffer))
+                .await
+                .map_err(|e| pg_error(&format!("cannot copy into {}", table.name), e))?;
+        }
+        let written = sink
+            .finish()
+            .await
+            .map_err(|e| pg_error(&format!("cannot copy into {}", table.name), e))?;
+        if let Some(entry) = report.tables.get_mut(&table.name) {
+            entry.0 = written;
+        }
+    }
+    for (table, column, sequence) in &catalog.sequences {
+        if !tables
+            .iter()
+            .any(|t| &t.name == table && !t.rows.is_empty())
+        {
+            continue;
+        }
+        let sql = format!(
+            "SELECT setval({seq}, m) FROM (SELECT max({col}) AS m FROM {tbl}) x \
+             WHERE m IS NOT NULL AND m > (SELECT last_value FROM {sequence_ident})",
+            seq = quote_literal(sequence),
+            col = quote_ident(column),
+            tbl = quote_ident(table),
+            sequence_ident = sequence,
+        );
+        tx.batch_execute(&sql)
+            .await
+            .map_err(|e| pg_error(&format!("cannot move sequence {sequence}"), e))?;
+    }
+    lifeboat_core::failpoint::hit("restore.before-commit");
+    tx.commit()
+        .await
+        .map_err(|e| pg_error("cannot commit the restore transaction", e))?;
+    Ok(report)
+}
