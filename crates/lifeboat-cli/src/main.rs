@@ -4,6 +4,7 @@
 
 mod capture;
 mod context;
+mod drill;
 mod history;
 mod restore;
 mod snapshot;
@@ -58,6 +59,8 @@ enum Command {
     History(history::Args),
     /// Compare tenants' live rows with the vault, table by table.
     Verify(verify::Args),
+    /// Rehearse the disaster end to end and report recovery time and recovery point.
+    Drill(drill::Args),
     /// Restore tenants to a point in time, in place, as a new tenant or elsewhere.
     Restore(restore::Args),
     /// Write new base snapshots (compaction), so restores read less history.
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
             Command::Verify(args) => verify::run(config_path, args).await,
             Command::Snapshot(args) => snapshot::run(config_path, args).await,
             Command::Restore(args) => restore::run(config_path, args).await,
+            Command::Drill(args) => drill::run(config_path, args).await,
         }
     });
     match result {

@@ -109,44 +109,107 @@ async fn open_target(config: &Config, name: &str, into_url: Option<&str>) -> Res
         })
 }
 
+/// A restore, as the command line or the drill asks for it.
+pub struct Request {
+    pub tenants: Vec<String>,
+    pub target: Target,
+    pub sources: Vec<String>,
+    pub as_key: Option<String>,
+    pub into_url: Option<String>,
+    pub dry_run: bool,
+    pub jobs: usize,
+    /// No progress bar and no start line (for `--json` and the drill).
+    pub quiet: bool,
+}
+
+/// What a restore did.
+pub struct Summary {
+    outcomes: Vec<Outcome>,
+    pub resolved: lifeboat_core::target::Resolved,
+    pub elapsed: std::time::Duration,
+}
+
+impl Summary {
+    pub fn rows_written(&self) -> u64 {
+        self.outcomes.iter().map(|o| o.report.rows_written()).sum()
+    }
+
+    pub fn failures(&self) -> usize {
+        self.outcomes
+            .iter()
+            .filter(|o| o.error.is_some() || o.verified == Some(false))
+            .count()
+    }
+}
+
 pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
     let config = load_config(config_path)?;
-    let names = source_names(&config, &args.sources)?;
-    let tenants = read_tenants(&args)?;
-    let target = Target::parse(args.at.as_deref(), args.before_tx.as_deref())?;
-    if args.into_url.is_some() && names.len() != 1 {
+    let request = Request {
+        tenants: read_tenants(&args)?,
+        target: Target::parse(args.at.as_deref(), args.before_tx.as_deref())?,
+        sources: args.sources.clone(),
+        as_key: args.as_key.clone(),
+        into_url: args.into_url.clone(),
+        dry_run: args.dry_run,
+        jobs: args.jobs,
+        quiet: args.json,
+    };
+    let summary = execute(&config, &request).await?;
+    report(
+        &summary.outcomes,
+        &summary.resolved,
+        summary.elapsed,
+        args.dry_run,
+        args.json,
+    );
+    Ok(if summary.failures() > 0 {
+        EXIT_PROBLEM
+    } else {
+        0
+    })
+}
+
+/// Check the request against the vault and the databases, then restore. Nothing is
+/// written unless every check passed.
+pub async fn execute(config: &Config, request: &Request) -> Result<Summary> {
+    let names = source_names(config, &request.sources)?;
+    let target = &request.target;
+    if request.into_url.is_some() && names.len() != 1 {
         return Err(Error::usage(
             "--into-url writes one source: add --source NAME",
         ));
     }
-    if args.as_key.is_some() && tenants.len() != 1 {
+    if request.as_key.is_some() && request.tenants.len() != 1 {
         return Err(Error::usage(
             "--as restores one tenant: name exactly one --tenant",
         ));
     }
-    let jobs = args.jobs.clamp(1, 64);
+    let jobs = request.jobs.clamp(1, 64);
 
-    // Everything is checked before anything is written.
     let mut targets = Vec::new();
     for name in &names {
-        targets.push(open_target(&config, name, args.into_url.as_deref()).await?);
+        let target = open_target(config, name, request.into_url.as_deref()).await?;
+        if request.into_url.is_some() {
+            check_same_schema(&open_target(config, name, None).await?, &target)?;
+        }
+        targets.push(target);
     }
-    let vault = open_vault(&config).await?;
+    let vault = open_vault(config).await?;
     let mut histories = Vec::new();
     for name in &names {
         histories.push(SourceHistory::load(&vault, name).await?);
     }
-    let tenant_keys = check_tenants(&vault, &histories, &tenants).await?;
+    let tenant_keys = check_tenants(&vault, &histories, &request.tenants).await?;
     let postgres: BTreeSet<String> = targets
         .iter()
         .filter(|t| t.is_postgres())
         .map(|t| t.name.clone())
         .collect();
-    if let Target::BeforeTx { source, .. } = &target {
+    if let Target::BeforeTx { source, .. } = target {
         config.source(source)?;
     }
-    let resolved = target::resolve(&vault, &histories, &postgres, &target).await?;
-    let as_key = args.as_key.as_ref().map(|k| TenantKey::new(k.clone()));
+    let resolved = target::resolve(&vault, &histories, &postgres, target).await?;
+    let as_key = request.as_key.as_ref().map(|k| TenantKey::new(k.clone()));
     if let Some(key) = &as_key {
         for source in &targets {
             let rows = source.tenant_rows(key).await?;
@@ -165,25 +228,16 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
     }
     let mut catalogs = Vec::new();
     for source in &targets {
-        let catalog = source.restore_catalog().await?;
-        // The vault's columns must all exist in the target (checked on an empty state).
-        prepare(
-            &source.tenancy,
-            &catalog.order,
-            &Default::default(),
-            &source.live_columns(),
-            None,
-        )?;
-        catalogs.push(catalog);
+        catalogs.push(source.restore_catalog().await?);
     }
 
-    if !args.json {
+    if !request.quiet {
         eprintln!(
             "restoring {} tenants from {} sources {}{}",
             tenant_keys.len(),
             names.len(),
             resolved.description,
-            if args.dry_run {
+            if request.dry_run {
                 " (dry run: nothing is changed)"
             } else {
                 ""
@@ -191,12 +245,12 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
         );
     }
     let started = Instant::now();
-    let progress = progress_bar(tenant_keys.len() * names.len(), args.json);
+    let progress = progress_bar(tenant_keys.len() * names.len(), request.quiet);
     let mut outcomes: Vec<Outcome> = Vec::new();
     for ((source, history), catalog) in targets.into_iter().zip(&histories).zip(catalogs) {
         let position = resolved.positions[&source.name];
         let outcome = restore_source(
-            &config,
+            config,
             &vault,
             history,
             source,
@@ -204,8 +258,8 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
             &tenant_keys,
             position,
             as_key.as_ref(),
-            args.into_url.as_deref(),
-            args.dry_run,
+            request.into_url.as_deref(),
+            request.dry_run,
             jobs,
             &progress,
         )
@@ -213,12 +267,30 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
         outcomes.extend(outcome);
     }
     progress.finish_and_clear();
-    let elapsed = started.elapsed();
-    report(&outcomes, &resolved, elapsed, args.dry_run, args.json);
-    let failed = outcomes
-        .iter()
-        .any(|o| o.error.is_some() || o.verified == Some(false));
-    Ok(if failed { EXIT_PROBLEM } else { 0 })
+    Ok(Summary {
+        outcomes,
+        resolved,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// `--into-url`: the target must have every tenant table and column of the source.
+fn check_same_schema(source: &LiveSource, target: &LiveSource) -> Result<()> {
+    let wanted = source.live_columns();
+    let have = target.live_columns();
+    for (table, columns) in &wanted {
+        let Some(target_columns) = have.get(table) else {
+            return Err(Error::usage(format!(
+                "the target schema differs: it has no table {table}"
+            )));
+        };
+        if let Some(missing) = columns.iter().find(|c| !target_columns.contains(c)) {
+            return Err(Error::usage(format!(
+                "the target schema differs: table {table} has no column {missing}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn progress_bar(total: usize, quiet: bool) -> indicatif::ProgressBar {

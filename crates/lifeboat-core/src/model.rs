@@ -184,6 +184,10 @@ pub struct Change {
     pub old: Option<Row>,
     pub new: Option<Row>,
     pub position: u64,
+    /// When the change was made, where the source tells (SQLite's changelog does; a
+    /// PostgreSQL change has its transaction's commit time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_us: Option<i64>,
 }
 
 /// What a source committed atomically (PostgreSQL) or in one commit group (SQLite).

@@ -190,6 +190,14 @@ impl SourceHistory {
                     continue;
                 }
                 if tx.commit_time_us > time_us {
+                    // An SQLite commit group may straddle the time: its changes carry
+                    // their own times, and those made by then count.
+                    for change in &tx.changes {
+                        match change.time_us {
+                            Some(t) if t <= time_us => position = position.max(change.position),
+                            _ => break,
+                        }
+                    }
                     return Ok(position);
                 }
                 position = tx.position;

@@ -118,8 +118,8 @@ async fn find_transaction(
                 if tx.xid == txid {
                     found = Some((tx.position, tx.commit_time_us));
                 }
-            } else if tx.changes.iter().any(|c| c.position == txid) {
-                found = Some((txid, tx.commit_time_us));
+            } else if let Some(change) = tx.changes.iter().find(|c| c.position == txid) {
+                found = Some((txid, change.time_us.unwrap_or(tx.commit_time_us)));
             }
         })
         .await?;

@@ -394,6 +394,7 @@ pub fn attribute(
                 old: None,
                 new: None,
                 position,
+                time_us: None,
             },
         ),
         Op::Insert => {
@@ -407,6 +408,7 @@ pub fn attribute(
                     old: None,
                     new,
                     position,
+                    time_us: None,
                 },
             )
         }
@@ -421,6 +423,7 @@ pub fn attribute(
                     old,
                     new: None,
                     position,
+                    time_us: None,
                 },
             )
         }
@@ -437,6 +440,7 @@ pub fn attribute(
                         old,
                         new,
                         position,
+                        time_us: None,
                     },
                 )
             } else {
@@ -449,6 +453,7 @@ pub fn attribute(
                         old,
                         new: None,
                         position,
+                        time_us: None,
                     },
                 );
                 push(
@@ -460,6 +465,7 @@ pub fn attribute(
                         old: None,
                         new,
                         position,
+                        time_us: None,
                     },
                 );
             }

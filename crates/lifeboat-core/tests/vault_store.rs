@@ -455,6 +455,7 @@ mod contract {
                 ]
             }),
             position,
+            time_us: Some(7),
         };
         Segment {
             source: source.into(),
@@ -485,6 +486,7 @@ mod contract {
                             old: None,
                             new: None,
                             position: last,
+                            time_us: None,
                         },
                     ],
                 },

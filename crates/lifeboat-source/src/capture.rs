@@ -304,6 +304,7 @@ impl CaptureCore {
                 old: None,
                 new: None,
                 position: 0,
+                time_us: None,
             });
         }
         Ok(())
@@ -443,6 +444,7 @@ impl CaptureCore {
         old: Option<Row>,
         new: Option<Row>,
         position: u64,
+        time_us: Option<i64>,
     ) -> Result<()> {
         if self.open.is_none() {
             return Ok(());
@@ -462,7 +464,8 @@ impl CaptureCore {
             &mut out,
         );
         let tx = self.open.as_mut().expect("checked above");
-        for change in out {
+        for mut change in out {
+            change.time_us = time_us;
             if change.tenant.is_none() && !change.op.is_for_every_tenant() {
                 self.stats.unattributed += 1;
                 tracing::warn!(source = %self.source, table, "a {} whose tenant cannot be found is not protected", change.op.as_str());

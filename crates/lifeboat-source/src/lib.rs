@@ -3,6 +3,7 @@
 //! live rows for verification.
 
 pub mod capture;
+pub mod drill;
 pub mod live;
 pub mod postgres;
 pub mod restore;

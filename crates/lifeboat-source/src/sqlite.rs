@@ -290,7 +290,7 @@ pub async fn capture(
                 }
                 for row in rows {
                     commit_time = commit_time.max(row.at);
-                    core.change(&row.table, row.op, row.old, row.new, row.seq)?;
+                    core.change(&row.table, row.op, row.old, row.new, row.seq, Some(row.at))?;
                 }
             }
             if began {

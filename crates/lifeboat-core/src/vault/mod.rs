@@ -471,6 +471,7 @@ mod tests {
                     old: None,
                     new: Some(vec![Value::Int(1), Value::Real(f64::NEG_INFINITY)]),
                     position: 5,
+                    time_us: None,
                 }],
             }],
         }

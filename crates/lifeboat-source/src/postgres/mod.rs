@@ -34,7 +34,7 @@ const SESSION_OPTIONS: &str = "-c DateStyle=ISO,YMD -c TimeZone=UTC -c IntervalS
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
 const CAUGHT_UP_PREFIX: &str = "lifeboat.caught-up";
 
-fn pg_error(what: &str, e: tokio_postgres::Error) -> Error {
+pub(crate) fn pg_error(what: &str, e: tokio_postgres::Error) -> Error {
     let transient = e.is_closed()
         || e.as_db_error().is_none()
         || e.code().is_some_and(|c| {
@@ -674,22 +674,36 @@ async fn handle_event(
                 }
                 Message::Insert { relation, new } => {
                     let table = table_of(decoder, relation)?;
-                    core.change(&table, Op::Insert, None, Some(row_from(new, None)?), 0)?;
+                    core.change(
+                        &table,
+                        Op::Insert,
+                        None,
+                        Some(row_from(new, None)?),
+                        0,
+                        None,
+                    )?;
                 }
                 Message::Update { relation, old, new } => {
                     let table = table_of(decoder, relation)?;
                     let old = old.map(|o| row_from(o, None)).transpose()?;
                     let new = row_from(new, old.as_ref())?;
-                    core.change(&table, Op::Update, old, Some(new), 0)?;
+                    core.change(&table, Op::Update, old, Some(new), 0, None)?;
                 }
                 Message::Delete { relation, old } => {
                     let table = table_of(decoder, relation)?;
-                    core.change(&table, Op::Delete, Some(row_from(old, None)?), None, 0)?;
+                    core.change(
+                        &table,
+                        Op::Delete,
+                        Some(row_from(old, None)?),
+                        None,
+                        0,
+                        None,
+                    )?;
                 }
                 Message::Truncate { relations } => {
                     for relation in relations {
                         let table = table_of(decoder, relation)?;
-                        core.change(&table, Op::Truncate, None, None, 0)?;
+                        core.change(&table, Op::Truncate, None, None, 0, None)?;
                     }
                 }
                 Message::Other(_) => {}

@@ -1,0 +1,336 @@
+//! `lifeboat drill`: rehearse the disaster end to end and measure recovery. Three product
+//! databases with tenants; capture running; a workload writing; the mistaken cleanup
+//! script deleting 40% of the tenants from every database; then restore of every deleted
+//! tenant to just before the mistaken transaction, checked against checksums taken before
+//! the deletion, with the other tenants' later writes left intact.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lifeboat_core::checksum::{RowHasher, TableDigest};
+use lifeboat_core::config::Config;
+use lifeboat_core::model::TenantKey;
+use lifeboat_core::target::Target;
+use lifeboat_core::vault::Vault;
+use lifeboat_core::{Error, Result};
+use lifeboat_source::drill;
+use lifeboat_source::live::LiveSource;
+use lifeboat_source::Stop;
+
+use crate::context::{print_json, thousands};
+use crate::restore::{execute, Request};
+use crate::EXIT_PROBLEM;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// How many tenants the product databases hold.
+    #[arg(long, default_value_t = 300)]
+    tenants: u64,
+    /// Run against this PostgreSQL server (databases lifeboat_drill_*, recreated)
+    /// instead of SQLite files.
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
+    /// Keep the databases and the vault in this directory (default: a temporary one,
+    /// removed afterwards).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Tenants restored at once.
+    #[arg(long, default_value_t = 4)]
+    jobs: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Digests of a tenant's tables in every source: (source, table) -> digest.
+type Digests = BTreeMap<(String, String), TableDigest>;
+
+async fn digests(sources: &[LiveSource], tenant: &TenantKey) -> Result<Digests> {
+    let mut out = Digests::new();
+    for source in sources {
+        for (table, (columns, rows)) in source.tenant_rows(tenant).await? {
+            let hasher = RowHasher::new(&columns);
+            let mut digest = TableDigest::default();
+            for row in &rows {
+                digest.add(hasher.hash(row));
+            }
+            out.insert((source.name.clone(), table), digest);
+        }
+    }
+    Ok(out)
+}
+
+fn say(json: bool, line: String) {
+    if !json {
+        crate::say!("{line}");
+    }
+}
+
+pub async fn run(_config_path: Option<PathBuf>, args: Args) -> Result<u8> {
+    if args.tenants < 5 {
+        return Err(Error::usage("--tenants must be at least 5"));
+    }
+    let temp;
+    let dir = match &args.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::usage(format!("cannot create {}: {e}", dir.display())))?;
+            dir.canonicalize()
+                .map_err(|e| Error::usage(format!("{}: {e}", dir.display())))?
+        }
+        None => {
+            temp = tempfile_dir()?;
+            temp.clone()
+        }
+    };
+    let outcome = drill(&dir, &args).await;
+    if args.dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    outcome
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let base = std::env::temp_dir().join(format!(
+        "lifeboat-drill-{}-{}",
+        std::process::id(),
+        lifeboat_core::time::now_us()
+    ));
+    std::fs::create_dir_all(&base)
+        .map_err(|e| Error::usage(format!("cannot create {}: {e}", base.display())))?;
+    Ok(base)
+}
+
+async fn drill(dir: &std::path::Path, args: &Args) -> Result<u8> {
+    let json = args.json;
+    let kind = if args.postgres.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    say(
+        json,
+        format!(
+            "== drill: {} tenants on {kind}, in {}",
+            args.tenants,
+            dir.display()
+        ),
+    );
+    let products = Arc::new(drill::create(dir, args.postgres.as_deref(), args.tenants).await?);
+    let vault_dir = dir.join("vault");
+    let _ = std::fs::remove_dir_all(&vault_dir);
+    let urls: Vec<(String, String)> = products.iter().map(|(n, p)| (n.clone(), p.url())).collect();
+    let text = drill::config_text(&format!("file://{}", vault_dir.display()), &urls);
+    std::fs::write(dir.join("lifeboat.toml"), &text)
+        .map_err(|e| Error::usage(format!("cannot write the drill's config: {e}")))?;
+    let config = Config::parse(&text)?;
+
+    // Capture runs from the start, as it would in production.
+    let stop_capture = Stop::new();
+    let capture = spawn_capture(&config, &stop_capture, false).await?;
+    let vault = Vault::open_or_create(Vault::store_for(&config.vault)?).await?;
+    wait_for_history(&vault, &config).await?;
+
+    let (affected, spared): (Vec<u64>, Vec<u64>) =
+        (1..=args.tenants).partition(|site| (site * 7919) % 100 < 40);
+    let stop_workload = Stop::new();
+    let workload = {
+        let products = products.clone();
+        let spared = spared.clone();
+        let stop = stop_workload.clone();
+        tokio::spawn(async move { drill::workload(&products, &spared, &stop).await })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    // Checksums of the tenants about to be hit, taken before the deletion.
+    let readers = open_readers(&config).await?;
+    let mut before: BTreeMap<u64, Digests> = BTreeMap::new();
+    for site in &affected {
+        before.insert(
+            *site,
+            digests(&readers, &TenantKey::new(site.to_string())).await?,
+        );
+    }
+    let rows_at_risk: u64 = before
+        .values()
+        .flat_map(|d| d.values())
+        .map(|d| d.rows)
+        .sum();
+
+    say(json, format!(
+        "== the mistaken cleanup: meant to remove the legacy app, given {} site IDs, it deletes those tenants from every database",
+        affected.len()
+    ));
+    let deleted_at = Instant::now();
+    let transactions = drill::mistaken_cleanup(&products, &affected).await?;
+    // The script's first transaction is where the damage starts: restore to just
+    // before it, and every other database to the same instant.
+    let (bad_source, bad) = transactions
+        .first()
+        .cloned()
+        .ok_or_else(|| Error::source("the drill has no product database"))?;
+    // The other tenants keep writing while the incident unfolds.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stop_workload.set();
+    let writes = workload
+        .await
+        .map_err(|e| Error::source(format!("workload task: {e}")))??;
+    stop_capture.set();
+    join_capture(capture).await?;
+    join_capture(spawn_capture(&config, &Stop::new(), true).await?).await?;
+    say(json, format!(
+        "   {} tenants deleted ({} rows) starting with transaction {bad_source}:{bad}; the workload committed {} transactions to the other {} tenants",
+        affected.len(),
+        thousands(rows_at_risk),
+        thousands(writes),
+        spared.len()
+    ));
+
+    let mut spared_before: BTreeMap<u64, Digests> = BTreeMap::new();
+    for site in &spared {
+        spared_before.insert(
+            *site,
+            digests(&readers, &TenantKey::new(site.to_string())).await?,
+        );
+    }
+
+    say(
+        json,
+        format!(
+            "== restoring {} tenants to just before {bad_source}:{bad}",
+            affected.len()
+        ),
+    );
+    let request = Request {
+        tenants: affected.iter().map(u64::to_string).collect(),
+        target: Target::BeforeTx {
+            source: bad_source.clone(),
+            txid: bad,
+        },
+        sources: Vec::new(),
+        as_key: None,
+        into_url: None,
+        dry_run: false,
+        jobs: args.jobs,
+        quiet: true,
+    };
+    let summary = execute(&config, &request).await?;
+    let recovered_after = deleted_at.elapsed();
+
+    // Every restored tenant against its checksums from before the deletion.
+    let mut rows_lost: u64 = 0;
+    let mut tenants_differing = Vec::new();
+    for (site, wanted) in &before {
+        let got = digests(&readers, &TenantKey::new(site.to_string())).await?;
+        let mut differs = false;
+        for (table, want) in wanted {
+            let have = got.get(table).copied().unwrap_or_default();
+            if have != *want {
+                differs = true;
+                rows_lost += want.rows.saturating_sub(have.rows).max(1);
+            }
+        }
+        if differs {
+            tenants_differing.push(*site);
+        }
+    }
+    // The other tenants' later writes, untouched by the restore.
+    let mut spared_changed = Vec::new();
+    for (site, wanted) in &spared_before {
+        if digests(&readers, &TenantKey::new(site.to_string())).await? != *wanted {
+            spared_changed.push(*site);
+        }
+    }
+
+    let seconds = summary.elapsed.as_secs_f64().max(1e-9);
+    let rows = summary.rows_written();
+    let ok = summary.failures() == 0 && tenants_differing.is_empty() && spared_changed.is_empty();
+    if json {
+        print_json(&serde_json::json!({
+            "ok": ok,
+            "backend": kind,
+            "tenants": args.tenants,
+            "tenants_deleted": affected.len(),
+            "rows_deleted": rows_at_risk,
+            "bad_transaction": format!("{bad_source}:{bad}"),
+            "tenants_restored": affected.len() - tenants_differing.len(),
+            "rows_restored": rows,
+            "restore_seconds": seconds,
+            "rows_per_second": rows as f64 / seconds,
+            "recovery_time_seconds": recovered_after.as_secs_f64(),
+            "recovery_point_rows_lost": rows_lost,
+            "tenants_differing": tenants_differing,
+            "spared_tenants_changed": spared_changed,
+            "workload_transactions": writes,
+        }));
+    } else {
+        crate::say!("== report");
+        crate::say!(
+            "   tenants restored     {} of {} deleted",
+            affected.len() - tenants_differing.len(),
+            affected.len()
+        );
+        crate::say!("   rows restored        {}", thousands(rows));
+        crate::say!(
+            "   restore time         {seconds:.2} s ({} rows/s)",
+            thousands((rows as f64 / seconds) as u64)
+        );
+        crate::say!(
+            "   recovery time        {:.2} s from the deletion to every tenant verified",
+            recovered_after.as_secs_f64()
+        );
+        crate::say!("   recovery point       {rows_lost} rows lost (checked against checksums taken before the deletion)");
+        crate::say!("   other tenants        {} of {} unchanged by the restore, with their {} later transactions", spared.len() - spared_changed.len(), spared.len(), thousands(writes));
+        crate::say!("{}", if ok { "drill passed" } else { "DRILL FAILED" });
+    }
+    Ok(if ok { 0 } else { EXIT_PROBLEM })
+}
+
+async fn open_readers(config: &Config) -> Result<Vec<LiveSource>> {
+    let mut out = Vec::new();
+    for (name, source) in &config.sources {
+        out.push(LiveSource::open(name, source, false).await?);
+    }
+    Ok(out)
+}
+
+type CaptureTasks = tokio::task::JoinSet<Result<lifeboat_source::capture::CaptureStats>>;
+
+async fn spawn_capture(
+    config: &Config,
+    stop: &Stop,
+    until_caught_up: bool,
+) -> Result<CaptureTasks> {
+    let vault = Vault::open_or_create(Vault::store_for(&config.vault)?).await?;
+    let mut tasks = CaptureTasks::new();
+    for (name, source) in &config.sources {
+        let live = LiveSource::open(name, source, true).await?;
+        let vault = vault.clone();
+        let capture = config.capture.clone();
+        let stop = stop.clone();
+        tasks.spawn(async move { live.capture(&vault, capture, until_caught_up, &stop).await });
+    }
+    Ok(tasks)
+}
+
+async fn join_capture(mut tasks: CaptureTasks) -> Result<()> {
+    while let Some(joined) = tasks.join_next().await {
+        joined.map_err(|e| Error::source(format!("capture task: {e}")))??;
+    }
+    Ok(())
+}
+
+/// Wait until every source's first snapshot is in the vault.
+async fn wait_for_history(vault: &Vault, config: &Config) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    for name in config.sources.keys() {
+        while vault.list_checkpoints(name).await?.is_empty() {
+            if Instant::now() > deadline {
+                return Err(Error::source(format!("capture of {name} did not start")));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
