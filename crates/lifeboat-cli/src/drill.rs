@@ -32,8 +32,8 @@ pub struct Args {
     /// instead of SQLite files.
     #[arg(long, value_name = "URL")]
     postgres: Option<String>,
-    /// Keep the databases and the vault in this directory (default: a temporary one,
-    /// removed afterwards).
+    /// Keep the vault, the config and the SQLite databases in this directory, and the
+    /// PostgreSQL databases (default: a temporary directory, all removed afterwards).
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
     /// Tenants restored at once.
@@ -87,6 +87,11 @@ pub async fn run(_config_path: Option<PathBuf>, args: Args) -> Result<u8> {
     let outcome = drill(&dir, &args).await;
     if args.dir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
+        if let Some(server) = &args.postgres {
+            if let Err(e) = drill::drop_postgres(server).await {
+                eprintln!("warning: {e}");
+            }
+        }
     }
     outcome
 }

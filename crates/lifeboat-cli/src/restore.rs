@@ -226,6 +226,30 @@ pub async fn execute(config: &Config, request: &Request) -> Result<Summary> {
             }
         }
     }
+    // Every column the vault's rows carry must exist in the database written to, in
+    // every source, before any source is written.
+    for (source, history) in targets.iter().zip(&histories) {
+        let position = resolved.positions[&source.name];
+        let live = source.live_columns();
+        for (table, schema) in history.schemas_at(&vault, position).await? {
+            if source.tenancy.table(&table).is_none() {
+                continue;
+            }
+            let Some(columns) = live.get(&table) else {
+                return Err(Error::usage(format!(
+                    "the target schema differs: {} has no table {table}",
+                    source.name
+                )));
+            };
+            if let Some(missing) = schema.columns.iter().find(|c| !columns.contains(c)) {
+                return Err(Error::usage(format!(
+                    "the target schema differs: table {}.{table} has no column {missing}, \
+                     which the vault's rows carry",
+                    source.name
+                )));
+            }
+        }
+    }
     let mut catalogs = Vec::new();
     for source in &targets {
         catalogs.push(source.restore_catalog().await?);

@@ -189,15 +189,10 @@ impl SourceHistory {
                 if tx.position <= position {
                     continue;
                 }
+                // Whole transactions (SQLite: whole commit groups) only: a change's time is
+                // its statement's, not its commit's, so splitting a group by time could
+                // split a writer's transaction.
                 if tx.commit_time_us > time_us {
-                    // An SQLite commit group may straddle the time: its changes carry
-                    // their own times, and those made by then count.
-                    for change in &tx.changes {
-                        match change.time_us {
-                            Some(t) if t <= time_us => position = position.max(change.position),
-                            _ => break,
-                        }
-                    }
                     return Ok(position);
                 }
                 position = tx.position;
@@ -211,6 +206,38 @@ impl SourceHistory {
             "source {} has no history in the vault yet: run `lifeboat capture` first",
             self.source
         ))
+    }
+
+    /// The captured shape of every table at `position`: the latest checkpoint at or before
+    /// it, then the shapes that changes up to `position` were stored with.
+    pub async fn schemas_at(
+        &self,
+        vault: &Vault,
+        position: u64,
+    ) -> Result<BTreeMap<String, TableSchema>> {
+        let Some(checkpoint) = self
+            .checkpoints
+            .iter()
+            .rev()
+            .find(|c| c.position <= position)
+        else {
+            return Ok(BTreeMap::new());
+        };
+        let checkpoint = vault.read_checkpoint(&checkpoint.name).await?;
+        let mut out: BTreeMap<String, TableSchema> = checkpoint
+            .tables
+            .into_iter()
+            .map(|t| (t.name.clone(), t))
+            .collect();
+        self.for_each_transaction(vault, checkpoint.position, position, |tables, tx| {
+            for change in tx.changes.iter().filter(|c| c.position <= position) {
+                if let Some(schema) = tables.get(change.table as usize) {
+                    out.insert(schema.name.clone(), schema.clone());
+                }
+            }
+        })
+        .await?;
+        Ok(out)
     }
 
     /// Check that `position` lies inside the window.
@@ -242,7 +269,9 @@ impl SourceHistory {
     ) -> Result<()> {
         let mut applied = after;
         for segment_ref in &self.segments {
-            if segment_ref.last <= applied || segment_ref.first > upto {
+            // A segment is named by its first transaction's position, but an SQLite group
+            // starts below that: the transactions themselves decide where to stop.
+            if segment_ref.last <= applied {
                 continue;
             }
             let segment = vault.read_segment(&segment_ref.name).await?;

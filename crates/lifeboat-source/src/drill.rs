@@ -127,6 +127,32 @@ impl Product {
     }
 }
 
+/// Drop the drill's databases on the PostgreSQL server, and their replication slots.
+pub async fn drop_postgres(server: &str) -> Result<()> {
+    let admin = postgres::connect(server, "public").await?;
+    for (name, _) in SCHEMAS {
+        let database = format!("lifeboat_drill_{name}");
+        for slot in admin
+            .query(
+                "SELECT slot_name::text FROM pg_replication_slots WHERE database = $1",
+                &[&database],
+            )
+            .await
+            .map_err(|e| postgres::pg_error("drill", e))?
+        {
+            let slot: String = slot.get(0);
+            let _ = admin
+                .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+                .await;
+        }
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+            .await
+            .map_err(|e| postgres::pg_error(&format!("drill: cannot drop {database}"), e))?;
+    }
+    Ok(())
+}
+
 /// Create the three databases (SQLite files in `dir`, or databases on the PostgreSQL
 /// server at `postgres_url`) with `tenants` tenants.
 pub async fn create(
@@ -149,29 +175,17 @@ pub async fn create(
                 Product::Sqlite(path, std::sync::Mutex::new(conn))
             }
             Some(server) => {
+                if out.is_empty() {
+                    drop_postgres(server).await?;
+                }
                 let admin = postgres::connect(server, "public").await?;
                 let database = format!("lifeboat_drill_{name}");
-                for slot in admin
-                    .query(
-                        "SELECT slot_name::text FROM pg_replication_slots WHERE database = $1",
-                        &[&database],
-                    )
+                admin
+                    .batch_execute(&format!("CREATE DATABASE {database}"))
                     .await
-                    .map_err(|e| Error::source(format!("drill: {e}")))?
-                {
-                    let slot: String = slot.get(0);
-                    let _ = admin
-                        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-                        .await;
-                }
-                for sql in [
-                    format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
-                    format!("CREATE DATABASE {database}"),
-                ] {
-                    admin.batch_execute(&sql).await.map_err(|e| {
+                    .map_err(|e| {
                         postgres::pg_error(&format!("drill: cannot create database {database}"), e)
                     })?;
-                }
                 let url = database_url(server, &database)?;
                 let client = postgres::connect(&url, "public").await?;
                 Product::Postgres(url, client)

@@ -5,5 +5,7 @@ mod bad_input;
 mod capture;
 mod common;
 mod crash;
+mod drill;
 mod fixtures;
+mod restore;
 mod vault_checks;

@@ -186,9 +186,12 @@ pub async fn write_tenant(
         {
             continue;
         }
+        // The next value must come after m: a fresh sequence (is_called false) would
+        // hand out last_value itself.
         let sql = format!(
-            "SELECT setval({seq}, m) FROM (SELECT max({col}) AS m FROM {tbl}) x \
-             WHERE m IS NOT NULL AND m > (SELECT last_value FROM {sequence_ident})",
+            "SELECT setval({seq}, m, true) FROM (SELECT max({col}) AS m FROM {tbl}) x, \
+             {sequence_ident} s WHERE m IS NOT NULL AND \
+             m >= CASE WHEN s.is_called THEN s.last_value + 1 ELSE s.last_value END",
             seq = quote_literal(sequence),
             col = quote_ident(column),
             tbl = quote_ident(table),
