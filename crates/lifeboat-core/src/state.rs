@@ -265,16 +265,45 @@ impl SourceHistory {
         vault: &Vault,
         after: u64,
         upto: u64,
+        visit: impl FnMut(&[TableSchema], &Transaction),
+    ) -> Result<()> {
+        self.visit_transactions(vault, after, upto, None, visit)
+            .await
+    }
+
+    /// Like `for_each_transaction`, with only the changes of `tenants` (and those for every
+    /// tenant) decoded: the work follows the tenants' share of history, not all of it.
+    pub async fn for_each_transaction_of(
+        &self,
+        vault: &Vault,
+        after: u64,
+        upto: u64,
+        tenants: &BTreeSet<TenantKey>,
+        visit: impl FnMut(&[TableSchema], &Transaction),
+    ) -> Result<()> {
+        self.visit_transactions(vault, after, upto, Some(tenants), visit)
+            .await
+    }
+
+    async fn visit_transactions(
+        &self,
+        vault: &Vault,
+        after: u64,
+        upto: u64,
+        tenants: Option<&BTreeSet<TenantKey>>,
         mut visit: impl FnMut(&[TableSchema], &Transaction),
     ) -> Result<()> {
         let mut applied = after;
         for segment_ref in &self.segments {
-            // A segment is named by its first transaction's position, but an SQLite group
-            // starts below that: the transactions themselves decide where to stop.
-            if segment_ref.last <= applied {
+            // A segment's name holds its first change's position and its last
+            // transaction's.
+            if segment_ref.last <= applied || segment_ref.first > upto {
                 continue;
             }
-            let segment = vault.read_segment(&segment_ref.name).await?;
+            let segment = match tenants {
+                Some(tenants) => vault.read_segment_for(&segment_ref.name, tenants).await?,
+                None => vault.read_segment(&segment_ref.name).await?,
+            };
             for tx in &segment.transactions {
                 // Bases and checkpoints sit on transaction boundaries, so a transaction at
                 // or below `applied` was read already (or precedes the range).
@@ -328,7 +357,7 @@ impl SourceHistory {
         let Some(&from) = starts.values().min() else {
             return Ok(states);
         };
-        self.for_each_transaction(vault, from, position, |tables, tx| {
+        self.for_each_transaction_of(vault, from, position, tenants, |tables, tx| {
             for change in &tx.changes {
                 if change.position > position {
                     break;

@@ -530,7 +530,12 @@ impl CaptureCore {
             return Ok(None);
         }
         let transactions = std::mem::take(&mut self.pending);
-        let first = transactions.first().map(|t| t.position).unwrap_or(0);
+        // Named by its first change's position (an SQLite group's first entry) so that a
+        // reader can tell from the name alone whether it reaches back to a target.
+        let first = transactions
+            .first()
+            .map(|t| t.changes.first().map_or(t.position, |c| c.position))
+            .unwrap_or(0);
         let last = transactions.last().map(|t| t.position).unwrap_or(0);
         let last_time = transactions.last().map(|t| t.commit_time_us).unwrap_or(0);
         // Only the schemas the segment uses, renumbered.

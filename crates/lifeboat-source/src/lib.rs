@@ -71,23 +71,66 @@ pub fn tenant_query(
     schema: &TableSchema,
     placeholder: &str,
 ) -> Result<String> {
-    let (links, tenant_column) = tenancy.path(&schema.name).ok_or_else(|| {
-        Error::config(format!(
-            "table {} has no path to a tenant column",
-            schema.name
-        ))
-    })?;
+    let (links, tenant_column) = tenant_path(tenancy, schema)?;
     let columns: Vec<String> = schema
         .columns
         .iter()
         .map(|c| format!("t0.{}", quote_ident(c)))
         .collect();
-    let mut sql = format!(
-        "SELECT {} FROM {} t0",
+    Ok(format!(
+        "SELECT {} FROM {} t0{}",
         columns.join(", "),
-        quote_ident(&schema.name)
-    );
-    for (i, link) in links.iter().enumerate() {
+        quote_ident(&schema.name),
+        joins_to_tenant(&links, 0, &tenant_column, placeholder)
+    ))
+}
+
+/// `DELETE FROM table WHERE …`: a tenant's rows of one table, following its `tenant_via`
+/// path through the parents (which must still hold their rows: delete children first).
+pub fn tenant_delete(
+    tenancy: &SourceTenancy,
+    schema: &TableSchema,
+    placeholder: &str,
+) -> Result<String> {
+    let (links, tenant_column) = tenant_path(tenancy, schema)?;
+    let table = quote_ident(&schema.name);
+    let Some(first) = links.first() else {
+        return Ok(format!(
+            "DELETE FROM {table} WHERE {} = {placeholder}",
+            quote_ident(&tenant_column)
+        ));
+    };
+    Ok(format!(
+        "DELETE FROM {table} WHERE {} IN (SELECT t1.{} FROM {} t1{})",
+        quote_ident(&first.column),
+        quote_ident(&first.parent_column),
+        quote_ident(&first.parent),
+        joins_to_tenant(&links, 1, &tenant_column, placeholder)
+    ))
+}
+
+fn tenant_path(
+    tenancy: &SourceTenancy,
+    schema: &TableSchema,
+) -> Result<(Vec<lifeboat_core::tenancy::Link>, String)> {
+    tenancy.path(&schema.name).ok_or_else(|| {
+        Error::config(format!(
+            "table {} has no path to a tenant column",
+            schema.name
+        ))
+    })
+}
+
+/// ` JOIN parent t{i+1} ON …` for the links after `from` (alias `t{from}` is already in the
+/// query), then ` WHERE tN.<tenant column> = <placeholder>`.
+fn joins_to_tenant(
+    links: &[lifeboat_core::tenancy::Link],
+    from: usize,
+    tenant_column: &str,
+    placeholder: &str,
+) -> String {
+    let mut sql = String::new();
+    for (i, link) in links.iter().enumerate().skip(from) {
         sql.push_str(&format!(
             " JOIN {} t{} ON t{}.{} = t{}.{}",
             quote_ident(&link.parent),
@@ -101,54 +144,7 @@ pub fn tenant_query(
     sql.push_str(&format!(
         " WHERE t{}.{} = {placeholder}",
         links.len(),
-        quote_ident(&tenant_column)
+        quote_ident(tenant_column)
     ));
-    Ok(sql)
-}
-
-/// `DELETE FROM table WHERE …`: a tenant's rows of one table, following its `tenant_via`
-/// path through the parents (which must still hold their rows: delete children first).
-pub fn tenant_delete(
-    tenancy: &SourceTenancy,
-    schema: &TableSchema,
-    placeholder: &str,
-) -> Result<String> {
-    let (links, tenant_column) = tenancy.path(&schema.name).ok_or_else(|| {
-        Error::config(format!(
-            "table {} has no path to a tenant column",
-            schema.name
-        ))
-    })?;
-    let table = quote_ident(&schema.name);
-    let Some(first) = links.first() else {
-        return Ok(format!(
-            "DELETE FROM {table} WHERE {} = {placeholder}",
-            quote_ident(&tenant_column)
-        ));
-    };
-    let mut inner = format!(
-        "SELECT t1.{} FROM {} t1",
-        quote_ident(&first.parent_column),
-        quote_ident(&first.parent)
-    );
-    for (i, link) in links.iter().enumerate().skip(1) {
-        inner.push_str(&format!(
-            " JOIN {} t{} ON t{}.{} = t{}.{}",
-            quote_ident(&link.parent),
-            i + 1,
-            i,
-            quote_ident(&link.column),
-            i + 1,
-            quote_ident(&link.parent_column)
-        ));
-    }
-    inner.push_str(&format!(
-        " WHERE t{}.{} = {placeholder}",
-        links.len(),
-        quote_ident(&tenant_column)
-    ));
-    Ok(format!(
-        "DELETE FROM {table} WHERE {} IN ({inner})",
-        quote_ident(&first.column)
-    ))
+    sql
 }

@@ -3,7 +3,7 @@
 
 mod store;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -176,7 +176,7 @@ impl Vault {
     // --- writing -------------------------------------------------------------------
 
     pub async fn put_segment(&self, segment: &Segment) -> Result<String> {
-        let bytes = encode(Kind::Segment, segment)?;
+        let bytes = encode_segment(segment)?;
         let name = format!(
             "sources/{}/segments/{:016x}-{:016x}-{}.seg",
             segment.source,
@@ -318,8 +318,22 @@ impl Vault {
 
     // --- reading -------------------------------------------------------------------
 
+    /// A whole segment: every tenant's changes.
     pub async fn read_segment(&self, name: &str) -> Result<Segment> {
-        self.read(name, Kind::Segment).await
+        let bytes = self.get_object(name).await?;
+        decode_segment(name, &bytes, None)
+    }
+
+    /// A segment with only the changes of `tenants` (and the changes that apply to every
+    /// tenant); every transaction is there, possibly with no changes. Only those tenants'
+    /// chunks are decompressed.
+    pub async fn read_segment_for(
+        &self,
+        name: &str,
+        tenants: &BTreeSet<TenantKey>,
+    ) -> Result<Segment> {
+        let bytes = self.get_object(name).await?;
+        decode_segment(name, &bytes, Some(tenants))
     }
 
     pub async fn read_base(&self, name: &str) -> Result<Base> {
@@ -331,13 +345,17 @@ impl Vault {
     }
 
     async fn read<T: DeserializeOwned>(&self, name: &str, kind: Kind) -> Result<T> {
-        let bytes = self.store.get(name).await?.ok_or_else(|| {
+        let bytes = self.get_object(name).await?;
+        decode(name, kind, &bytes)
+    }
+
+    async fn get_object(&self, name: &str) -> Result<Bytes> {
+        self.store.get(name).await?.ok_or_else(|| {
             Error::vault(format!(
                 "vault object {name} is missing from {}",
                 self.store.describe()
             ))
-        })?;
-        decode(name, kind, &bytes)
+        })
     }
 }
 
@@ -354,37 +372,38 @@ pub fn content_hash(bytes: &[u8]) -> String {
 }
 
 fn encode<T: Serialize>(kind: Kind, record: &T) -> Result<Bytes> {
-    let body = rmp_serde::to_vec_named(record)
-        .map_err(|e| Error::vault(format!("cannot encode a vault object: {e}")))?;
-    let mut bytes = Vec::with_capacity(body.len() / 3 + 16);
+    let packed = pack(record)?;
+    let mut bytes = Vec::with_capacity(packed.len() + 11);
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
     bytes.push(kind as u8);
-    let mut encoder = zstd::Encoder::new(&mut bytes, 3)
-        .map_err(|e| Error::vault(format!("cannot compress a vault object: {e}")))?;
-    std::io::Write::write_all(&mut encoder, &body)
-        .and_then(|_| encoder.finish().map(|_| ()))
-        .map_err(|e| Error::vault(format!("cannot compress a vault object: {e}")))?;
+    bytes.extend_from_slice(&packed);
     Ok(Bytes::from(bytes))
 }
 
-fn decode<T: DeserializeOwned>(name: &str, kind: Kind, bytes: &[u8]) -> Result<T> {
-    let corrupt = |why: String| Error::corrupt(format!("vault object {name} is corrupt: {why}"));
+fn corrupt(name: &str, why: impl std::fmt::Display) -> Error {
+    Error::corrupt(format!("vault object {name} is corrupt: {why}"))
+}
+
+/// Check an object's bytes against the checksum in its name and its header; return the
+/// body after the header.
+fn open_envelope<'a>(name: &str, kind: Kind, bytes: &'a [u8]) -> Result<&'a [u8]> {
     let expected = name
         .rsplit('/')
         .next()
         .and_then(|file| file.rsplit_once('-'))
         .and_then(|(_, rest)| rest.split_once('.'))
         .map(|(hash, _)| hash)
-        .ok_or_else(|| corrupt("its name carries no checksum".into()))?;
+        .ok_or_else(|| corrupt(name, "its name carries no checksum"))?;
     let actual = content_hash(bytes);
     if actual != expected {
-        return Err(corrupt(format!(
-            "checksum {actual} does not match the {expected} in its name"
-        )));
+        return Err(corrupt(
+            name,
+            format!("checksum {actual} does not match the {expected} in its name"),
+        ));
     }
     if bytes.len() < 11 || &bytes[..8] != MAGIC {
-        return Err(corrupt("no LIFEBOAT header".into()));
+        return Err(corrupt(name, "no LIFEBOAT header"));
     }
     let version = u16::from_be_bytes([bytes[8], bytes[9]]);
     if version != FORMAT_VERSION {
@@ -394,13 +413,167 @@ fn decode<T: DeserializeOwned>(name: &str, kind: Kind, bytes: &[u8]) -> Result<T
         ));
     }
     if bytes[10] != kind as u8 {
-        return Err(corrupt(format!(
-            "kind {} where {} was expected",
-            bytes[10], kind as u8
-        )));
+        return Err(corrupt(
+            name,
+            format!("kind {} where {} was expected", bytes[10], kind as u8),
+        ));
     }
-    let body = zstd::decode_all(&bytes[11..]).map_err(|e| corrupt(format!("zstd: {e}")))?;
-    rmp_serde::from_slice(&body).map_err(|e| corrupt(format!("cannot decode: {e}")))
+    Ok(&bytes[11..])
+}
+
+fn decode<T: DeserializeOwned>(name: &str, kind: Kind, bytes: &[u8]) -> Result<T> {
+    let body = open_envelope(name, kind, bytes)?;
+    unpack(name, body)
+}
+
+fn pack<T: Serialize>(record: &T) -> Result<Vec<u8>> {
+    let body = rmp_serde::to_vec_named(record)
+        .map_err(|e| Error::vault(format!("cannot encode a vault object: {e}")))?;
+    zstd::encode_all(&body[..], 3)
+        .map_err(|e| Error::vault(format!("cannot compress a vault object: {e}")))
+}
+
+fn unpack<T: DeserializeOwned>(name: &str, packed: &[u8]) -> Result<T> {
+    let body = zstd::decode_all(packed).map_err(|e| corrupt(name, format!("zstd: {e}")))?;
+    rmp_serde::from_slice(&body).map_err(|e| corrupt(name, format!("cannot decode: {e}")))
+}
+
+/// A segment's header: everything but the changes, and where each tenant's changes are.
+#[derive(Serialize, serde::Deserialize)]
+struct SegmentHeader {
+    source: String,
+    first: u64,
+    last: u64,
+    tables: Vec<crate::model::TableSchema>,
+    transactions: Vec<TransactionHeader>,
+    chunks: Vec<ChunkRef>,
+}
+
+#[derive(Serialize, serde::Deserialize)]
+struct TransactionHeader {
+    xid: u64,
+    position: u64,
+    commit_time_us: i64,
+    changes: u32,
+}
+
+/// One tenant's changes (or, with no tenant, the changes for every tenant), compressed on
+/// their own at `offset` after the header.
+#[derive(Serialize, serde::Deserialize)]
+struct ChunkRef {
+    tenant: Option<TenantKey>,
+    offset: u64,
+    length: u64,
+}
+
+/// A change in a chunk: its transaction's index in the segment and its own index in the
+/// transaction, so that chunks merge back into the original order.
+type ChunkEntry = (u32, u32, crate::model::Change);
+
+fn encode_segment(segment: &Segment) -> Result<Bytes> {
+    let mut chunks: BTreeMap<Option<TenantKey>, Vec<ChunkEntry>> = BTreeMap::new();
+    for (t, tx) in segment.transactions.iter().enumerate() {
+        for (c, change) in tx.changes.iter().enumerate() {
+            chunks.entry(change.tenant.clone()).or_default().push((
+                t as u32,
+                c as u32,
+                change.clone(),
+            ));
+        }
+    }
+    let mut body = Vec::new();
+    let mut refs = Vec::with_capacity(chunks.len());
+    for (tenant, entries) in &chunks {
+        let packed = pack(entries)?;
+        refs.push(ChunkRef {
+            tenant: tenant.clone(),
+            offset: body.len() as u64,
+            length: packed.len() as u64,
+        });
+        body.extend_from_slice(&packed);
+    }
+    let header = pack(&SegmentHeader {
+        source: segment.source.clone(),
+        first: segment.first,
+        last: segment.last,
+        tables: segment.tables.clone(),
+        transactions: segment
+            .transactions
+            .iter()
+            .map(|tx| TransactionHeader {
+                xid: tx.xid,
+                position: tx.position,
+                commit_time_us: tx.commit_time_us,
+                changes: tx.changes.len() as u32,
+            })
+            .collect(),
+        chunks: refs,
+    })?;
+    let mut bytes = Vec::with_capacity(15 + header.len() + body.len());
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+    bytes.push(Kind::Segment as u8);
+    bytes.extend_from_slice(&(header.len() as u32).to_be_bytes());
+    bytes.extend_from_slice(&header);
+    bytes.extend_from_slice(&body);
+    Ok(Bytes::from(bytes))
+}
+
+fn decode_segment(
+    name: &str,
+    bytes: &[u8],
+    tenants: Option<&BTreeSet<TenantKey>>,
+) -> Result<Segment> {
+    let body = open_envelope(name, Kind::Segment, bytes)?;
+    if body.len() < 4 {
+        return Err(corrupt(name, "no segment header"));
+    }
+    let header_length = u32::from_be_bytes([body[0], body[1], body[2], body[3]]) as usize;
+    let header_bytes = body
+        .get(4..4 + header_length)
+        .ok_or_else(|| corrupt(name, "segment header runs past the end"))?;
+    let header: SegmentHeader = unpack(name, header_bytes)?;
+    let chunk_area = &body[4 + header_length..];
+    let mut transactions: Vec<crate::model::Transaction> = header
+        .transactions
+        .iter()
+        .map(|tx| crate::model::Transaction {
+            xid: tx.xid,
+            position: tx.position,
+            commit_time_us: tx.commit_time_us,
+            changes: Vec::new(),
+        })
+        .collect();
+    let mut entries: Vec<ChunkEntry> = Vec::new();
+    for chunk in &header.chunks {
+        let wanted = match (&chunk.tenant, tenants) {
+            (None, _) | (_, None) => true,
+            (Some(tenant), Some(set)) => set.contains(tenant),
+        };
+        if !wanted {
+            continue;
+        }
+        let packed = usize::try_from(chunk.offset)
+            .ok()
+            .zip(usize::try_from(chunk.length).ok())
+            .and_then(|(offset, length)| chunk_area.get(offset..offset.checked_add(length)?))
+            .ok_or_else(|| corrupt(name, "a chunk runs past the end"))?;
+        entries.extend(unpack::<Vec<ChunkEntry>>(name, packed)?);
+    }
+    entries.sort_by_key(|(t, c, _)| (*t, *c));
+    for (t, _, change) in entries {
+        let tx = transactions
+            .get_mut(t as usize)
+            .ok_or_else(|| corrupt(name, "a change names a transaction that is not there"))?;
+        tx.changes.push(change);
+    }
+    Ok(Segment {
+        source: header.source,
+        first: header.first,
+        last: header.last,
+        tables: header.tables,
+        transactions,
+    })
 }
 
 /// Escape a tenant key for an object name: bytes outside `A-Z a-z 0-9 - _` become `=XX`.
@@ -493,6 +666,50 @@ mod tests {
         let err = vault.read_segment(&name).await.expect_err("corrupt");
         assert_eq!(err.kind(), ErrorKind::Corrupt);
         assert!(err.to_string().contains(&name), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_tenants_changes_read_alone_keep_their_order_with_truncates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vault = Vault::open_or_create(Arc::new(LocalStore::new(dir.path())))
+            .await
+            .expect("vault");
+        let change = |tenant: Option<&str>, op: Op, id: i64| Change {
+            tenant: tenant.map(TenantKey::new),
+            table: 0,
+            op,
+            old: None,
+            new: (op == Op::Insert).then(|| vec![Value::Int(id), Value::Null]),
+            position: 9,
+            time_us: None,
+        };
+        let mut segment = segment();
+        segment.transactions[0].changes = vec![
+            change(Some("a"), Op::Insert, 1),
+            change(Some("b"), Op::Insert, 2),
+            change(None, Op::Truncate, 0),
+            change(Some("a"), Op::Insert, 3),
+        ];
+        let name = vault.put_segment(&segment).await.expect("put");
+        assert_eq!(vault.read_segment(&name).await.expect("read"), segment);
+        let only_a: BTreeSet<TenantKey> = [TenantKey::new("a")].into();
+        let read = vault
+            .read_segment_for(&name, &only_a)
+            .await
+            .expect("read a");
+        let ops: Vec<(Option<String>, Op)> = read.transactions[0]
+            .changes
+            .iter()
+            .map(|c| (c.tenant.as_ref().map(|t| t.to_string()), c.op))
+            .collect();
+        assert_eq!(
+            ops,
+            vec![
+                (Some("a".into()), Op::Insert),
+                (None, Op::Truncate),
+                (Some("a".into()), Op::Insert)
+            ]
+        );
     }
 
     #[tokio::test]
