@@ -134,10 +134,7 @@ impl SourceHistory {
     pub async fn tenants(&self, vault: &Vault) -> Result<BTreeSet<TenantKey>> {
         let mut tenants: BTreeSet<TenantKey> = self.bases.keys().cloned().collect();
         for segment in &self.segments {
-            let segment = vault.read_segment(&segment.name).await?;
-            for tx in &segment.transactions {
-                tenants.extend(tx.changes.iter().filter_map(|c| c.tenant.clone()));
-            }
+            tenants.extend(vault.read_segment_summary(&segment.name).await?.1);
         }
         Ok(tenants)
     }
@@ -153,7 +150,7 @@ impl SourceHistory {
             latest = latest.max(vault.read_checkpoint(&last.name).await?.commit_time_us);
         }
         if let Some(segment) = self.segments.iter().max_by_key(|s| s.last) {
-            let segment = vault.read_segment(&segment.name).await?;
+            let (segment, _) = vault.read_segment_summary(&segment.name).await?;
             if let Some(tx) = segment.transactions.last() {
                 latest = latest.max(tx.commit_time_us);
             }
@@ -184,7 +181,7 @@ impl SourceHistory {
             if segment.last <= position {
                 continue;
             }
-            let segment = vault.read_segment(&segment.name).await?;
+            let (segment, _) = vault.read_segment_summary(&segment.name).await?;
             for tx in &segment.transactions {
                 if tx.position <= position {
                     continue;
@@ -229,14 +226,16 @@ impl SourceHistory {
             .into_iter()
             .map(|t| (t.name.clone(), t))
             .collect();
-        self.for_each_transaction(vault, checkpoint.position, position, |tables, tx| {
-            for change in tx.changes.iter().filter(|c| c.position <= position) {
-                if let Some(schema) = tables.get(change.table as usize) {
-                    out.insert(schema.name.clone(), schema.clone());
-                }
+        for segment in &self.segments {
+            if segment.last <= checkpoint.position || segment.first > position {
+                continue;
             }
-        })
-        .await?;
+            // A segment's tables are the shapes its changes were stored with, in order.
+            let (segment, _) = vault.read_segment_summary(&segment.name).await?;
+            for schema in segment.tables {
+                out.insert(schema.name.clone(), schema);
+            }
+        }
         Ok(out)
     }
 

@@ -112,17 +112,22 @@ async fn find_transaction(
     txid: u64,
 ) -> Result<(u64, i64)> {
     let mut found = None;
-    history
-        .for_each_transaction(vault, 0, u64::MAX, |_, tx| {
-            if postgres {
-                if tx.xid == txid {
-                    found = Some((tx.position, tx.commit_time_us));
-                }
-            } else if let Some(change) = tx.changes.iter().find(|c| c.position == txid) {
-                found = Some((txid, change.time_us.unwrap_or(tx.commit_time_us)));
+    for segment in &history.segments {
+        if postgres {
+            // The transaction list is in the segment's header.
+            let (segment, _) = vault.read_segment_summary(&segment.name).await?;
+            if let Some(tx) = segment.transactions.iter().rev().find(|tx| tx.xid == txid) {
+                found = Some((tx.position, tx.commit_time_us));
             }
-        })
-        .await?;
+        } else if segment.first <= txid && txid <= segment.last {
+            let segment = vault.read_segment(&segment.name).await?;
+            for tx in &segment.transactions {
+                if let Some(change) = tx.changes.iter().find(|c| c.position == txid) {
+                    found = Some((txid, change.time_us.unwrap_or(tx.commit_time_us)));
+                }
+            }
+        }
+    }
     found.ok_or_else(|| {
         Error::new(
             ErrorKind::Usage,

@@ -324,6 +324,17 @@ impl Vault {
         decode_segment(name, &bytes, None)
     }
 
+    /// A segment's transactions without their tenants' changes (only truncates and alters
+    /// are decoded), and the tenants it has changes of: cheap to read.
+    pub async fn read_segment_summary(&self, name: &str) -> Result<(Segment, Vec<TenantKey>)> {
+        let bytes = self.get_object(name).await?;
+        let tenants = segment_tenants(name, &bytes)?;
+        Ok((
+            decode_segment(name, &bytes, Some(&BTreeSet::new()))?,
+            tenants,
+        ))
+    }
+
     /// A segment with only the changes of `tenants` (and the changes that apply to every
     /// tenant); every transaction is there, possibly with no changes. Only those tenants'
     /// chunks are decompressed.
@@ -519,11 +530,8 @@ fn encode_segment(segment: &Segment) -> Result<Bytes> {
     Ok(Bytes::from(bytes))
 }
 
-fn decode_segment(
-    name: &str,
-    bytes: &[u8],
-    tenants: Option<&BTreeSet<TenantKey>>,
-) -> Result<Segment> {
+/// A segment's header and the bytes of its chunks.
+fn segment_parts<'a>(name: &str, bytes: &'a [u8]) -> Result<(SegmentHeader, &'a [u8])> {
     let body = open_envelope(name, Kind::Segment, bytes)?;
     if body.len() < 4 {
         return Err(corrupt(name, "no segment header"));
@@ -532,8 +540,20 @@ fn decode_segment(
     let header_bytes = body
         .get(4..4 + header_length)
         .ok_or_else(|| corrupt(name, "segment header runs past the end"))?;
-    let header: SegmentHeader = unpack(name, header_bytes)?;
-    let chunk_area = &body[4 + header_length..];
+    Ok((unpack(name, header_bytes)?, &body[4 + header_length..]))
+}
+
+fn segment_tenants(name: &str, bytes: &[u8]) -> Result<Vec<TenantKey>> {
+    let (header, _) = segment_parts(name, bytes)?;
+    Ok(header.chunks.into_iter().filter_map(|c| c.tenant).collect())
+}
+
+fn decode_segment(
+    name: &str,
+    bytes: &[u8],
+    tenants: Option<&BTreeSet<TenantKey>>,
+) -> Result<Segment> {
+    let (header, chunk_area) = segment_parts(name, bytes)?;
     let mut transactions: Vec<crate::model::Transaction> = header
         .transactions
         .iter()
