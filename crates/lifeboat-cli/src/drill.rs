@@ -139,16 +139,21 @@ async fn drill(dir: &std::path::Path, args: &Args) -> Result<u8> {
 
     let (affected, spared): (Vec<u64>, Vec<u64>) =
         (1..=args.tenants).partition(|site| (site * 7919) % 100 < 40);
+    // Every tenant writes until the moment the script runs; then the tenants it hits stop
+    // (their checksums are taken in between) while the others keep writing.
     let stop_workload = Stop::new();
+    let frozen = Arc::new(tokio::sync::RwLock::new(std::collections::BTreeSet::new()));
     let workload = {
         let products = products.clone();
-        let spared = spared.clone();
+        let sites: Vec<u64> = (1..=args.tenants).collect();
+        let frozen = frozen.clone();
         let stop = stop_workload.clone();
-        tokio::spawn(async move { drill::workload(&products, &spared, &stop).await })
+        tokio::spawn(async move { drill::workload(&products, &sites, &frozen, &stop).await })
     };
     tokio::time::sleep(Duration::from_millis(800)).await;
+    frozen.write().await.extend(affected.iter().copied());
 
-    // Checksums of the tenants about to be hit, taken before the deletion.
+    // Checksums of the tenants about to be hit, taken just before the deletion.
     let readers = open_readers(&config).await?;
     let mut before: BTreeMap<u64, Digests> = BTreeMap::new();
     for site in &affected {
@@ -185,7 +190,7 @@ async fn drill(dir: &std::path::Path, args: &Args) -> Result<u8> {
     join_capture(capture).await?;
     join_capture(spawn_capture(&config, &Stop::new(), true).await?).await?;
     say(json, format!(
-        "   {} tenants deleted ({} rows) starting with transaction {bad_source}:{bad}; the workload committed {} transactions to the other {} tenants",
+        "   {} tenants deleted ({} rows) starting with transaction {bad_source}:{bad}; the workload committed {} transactions, to every tenant until the script ran and to the other {} after",
         affected.len(),
         thousands(rows_at_risk),
         thousands(writes),

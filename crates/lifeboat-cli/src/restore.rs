@@ -95,8 +95,29 @@ fn read_tenants(args: &Args) -> Result<Vec<String>> {
 async fn open_target(config: &Config, name: &str, into_url: Option<&str>) -> Result<LiveSource> {
     let mut source = config.source(name)?.clone();
     if let Some(url) = into_url {
+        let same_kind = matches!(
+            (
+                source.kind()?,
+                lifeboat_core::config::SourceConfig {
+                    url: url.to_string(),
+                    ..source.clone()
+                }
+                .kind()?
+            ),
+            (
+                lifeboat_core::config::SourceKind::Postgres { .. },
+                lifeboat_core::config::SourceKind::Postgres { .. }
+            ) | (
+                lifeboat_core::config::SourceKind::Sqlite { .. },
+                lifeboat_core::config::SourceKind::Sqlite { .. }
+            )
+        );
+        if !same_kind {
+            return Err(Error::usage(format!(
+                "--into-url must be the same kind of database as source {name} (PostgreSQL or SQLite)"
+            )));
+        }
         source.url = url.to_string();
-        source.kind()?;
     }
     LiveSource::open(name, &source, false)
         .await
@@ -273,7 +294,7 @@ pub async fn execute(config: &Config, request: &Request) -> Result<Summary> {
     let mut outcomes: Vec<Outcome> = Vec::new();
     for ((source, history), catalog) in targets.into_iter().zip(&histories).zip(catalogs) {
         let position = resolved.positions[&source.name];
-        let outcome = restore_source(
+        let (done, failure) = restore_source(
             config,
             &vault,
             history,
@@ -287,8 +308,22 @@ pub async fn execute(config: &Config, request: &Request) -> Result<Summary> {
             jobs,
             &progress,
         )
-        .await?;
-        outcomes.extend(outcome);
+        .await;
+        outcomes.extend(done);
+        if let Some(e) = failure {
+            // Say what was already written before the error that stops the restore.
+            progress.finish_and_clear();
+            for o in outcomes
+                .iter()
+                .filter(|o| o.error.is_none() && !request.dry_run)
+            {
+                eprintln!(
+                    "note: tenant {} was restored in {} before the error below",
+                    o.tenant, o.source
+                );
+            }
+            return Err(e);
+        }
     }
     progress.finish_and_clear();
     Ok(Summary {
@@ -345,13 +380,16 @@ async fn restore_source(
     dry_run: bool,
     jobs: usize,
     progress: &indicatif::ProgressBar,
-) -> Result<Vec<Outcome>> {
+) -> (Vec<Outcome>, Option<Error>) {
     let jobs = if first.is_postgres() { jobs } else { 1 };
     let live_columns = first.live_columns();
     let tenancy = first.tenancy.clone();
     let mut writers = vec![first];
     while writers.len() < jobs.min(tenants.len().max(1)) {
-        writers.push(open_target(config, &writers[0].name, into_url).await?);
+        match open_target(config, &writers[0].name, into_url).await {
+            Ok(writer) => writers.push(writer),
+            Err(e) => return (Vec::new(), Some(e)),
+        }
     }
     let (work_tx, work_rx) = tokio::sync::mpsc::channel::<(TenantKey, Vec<RestoreTable>)>(jobs * 2);
     let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
@@ -409,12 +447,14 @@ async fn restore_source(
     drop(work_tx);
     let mut outcomes = Vec::new();
     while let Some(joined) = tasks.join_next().await {
-        outcomes.extend(joined.map_err(|e| Error::source(format!("a restore task failed: {e}")))?);
+        match joined {
+            Ok(done) => outcomes.extend(done),
+            Err(e) => {
+                feed_error.get_or_insert(Error::source(format!("a restore task failed: {e}")));
+            }
+        }
     }
-    match feed_error {
-        Some(e) => Err(e),
-        None => Ok(outcomes),
-    }
+    (outcomes, feed_error)
 }
 
 async fn restore_one(

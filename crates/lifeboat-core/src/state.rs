@@ -177,19 +177,34 @@ impl SourceHistory {
             ));
         }
         let mut position = checkpoint.position;
-        for segment in &self.segments {
-            if segment.last <= position {
+        for segment_ref in &self.segments {
+            if segment_ref.last <= position {
                 continue;
             }
-            let (segment, _) = vault.read_segment_summary(&segment.name).await?;
+            let (mut segment, _) = vault.read_segment_summary(&segment_ref.name).await?;
+            // Where the time falls inside a transaction's changes (SQLite), they are needed.
+            if segment
+                .transactions
+                .iter()
+                .any(|tx| tx.position > position && tx.commit_time_us > time_us)
+            {
+                segment = vault.read_segment(&segment_ref.name).await?;
+            }
             for tx in &segment.transactions {
                 if tx.position <= position {
                     continue;
                 }
-                // Whole transactions (SQLite: whole commit groups) only: a change's time is
-                // its statement's, not its commit's, so splitting a group by time could
-                // split a writer's transaction.
                 if tx.commit_time_us > time_us {
+                    // An SQLite commit group can hold changes committed long before the
+                    // time (capture read a backlog): keep every change made by then. A
+                    // change's time is its statement's, so a writer transaction still open
+                    // at the time can be cut there; SQLite tells triggers no commit time.
+                    for change in &tx.changes {
+                        match change.time_us {
+                            Some(t) if t <= time_us => position = position.max(change.position),
+                            _ => break,
+                        }
+                    }
                     return Ok(position);
                 }
                 position = tx.position;
@@ -230,10 +245,30 @@ impl SourceHistory {
             if segment.last <= checkpoint.position || segment.first > position {
                 continue;
             }
-            // A segment's tables are the shapes its changes were stored with, in order.
-            let (segment, _) = vault.read_segment_summary(&segment.name).await?;
-            for schema in segment.tables {
-                out.insert(schema.name.clone(), schema);
+            if segment.last <= position {
+                // A segment's tables are the shapes its changes were stored with, in order.
+                let (segment, _) = vault.read_segment_summary(&segment.name).await?;
+                for schema in segment.tables {
+                    out.insert(schema.name.clone(), schema);
+                }
+            } else {
+                // The segment reaches past the position: only the shapes of the changes up
+                // to it count (a later alter in the same segment does not).
+                let segment = vault.read_segment(&segment.name).await?;
+                let mut used: Vec<u32> = segment
+                    .transactions
+                    .iter()
+                    .flat_map(|tx| tx.changes.iter())
+                    .filter(|c| c.position <= position)
+                    .map(|c| c.table)
+                    .collect();
+                used.sort_unstable();
+                used.dedup();
+                for index in used {
+                    if let Some(schema) = segment.tables.get(index as usize) {
+                        out.insert(schema.name.clone(), schema.clone());
+                    }
+                }
             }
         }
         Ok(out)

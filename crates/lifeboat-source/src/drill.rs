@@ -297,14 +297,25 @@ pub async fn mistaken_cleanup(
     Ok(ids)
 }
 
-/// Keep writing to the `sites` (the ones the disaster spares) until `stop`: new issues
-/// and comments, edits, new pages, users seen. Returns the transactions committed.
-pub async fn workload(products: &[(String, Product)], sites: &[u64], stop: &Stop) -> Result<u64> {
+/// Keep writing to every tenant in `sites` but the `frozen` ones, until `stop`: new issues
+/// and comments, edits, new pages, users seen. A write holds the read side of `frozen`,
+/// so once a writer has taken the write side no write to a frozen tenant is under way.
+/// Returns the transactions committed.
+pub async fn workload(
+    products: &[(String, Product)],
+    sites: &[u64],
+    frozen: &tokio::sync::RwLock<std::collections::BTreeSet<u64>>,
+    stop: &Stop,
+) -> Result<u64> {
     let mut n: u64 = 0;
     let mut committed = 0;
     while !stop.is_set() && !sites.is_empty() {
         n += 1;
         let site = sites[(n.wrapping_mul(2_654_435_761) % sites.len() as u64) as usize];
+        let frozen = frozen.read().await;
+        if frozen.contains(&site) {
+            continue;
+        }
         let id = 900_000_000 + n;
         let (name, sql) = match n % 4 {
             0 => ("tracker", format!(
@@ -319,6 +330,7 @@ pub async fn workload(products: &[(String, Product)], sites: &[u64], stop: &Stop
             product.execute(&sql).await?;
             committed += 1;
         }
+        drop(frozen);
         if n.is_multiple_of(8) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }

@@ -239,7 +239,8 @@ pub fn copy_text(value: &Value, out: &mut Vec<u8>) {
         Value::Text(s) => std::borrow::Cow::Borrowed(s.as_str()),
         Value::Int(i) => std::borrow::Cow::Owned(i.to_string()),
         Value::Real(f) => std::borrow::Cow::Owned(f.to_string()),
-        Value::Blob(b) => std::borrow::Cow::Owned(format!("\\\\x{}", hex::encode(b))),
+        // bytea's hex input `\x…`; the backslash is escaped below like any other.
+        Value::Blob(b) => std::borrow::Cow::Owned(format!("\\x{}", hex::encode(b))),
     };
     for &byte in text.as_bytes() {
         match byte {
@@ -286,5 +287,8 @@ mod tests {
         out.push(b'|');
         copy_text(&Value::Null, &mut out);
         assert_eq!(out, b"a\\tb\\\\c\\nd|\\N");
+        out.clear();
+        copy_text(&Value::Blob(vec![0, 255]), &mut out);
+        assert_eq!(out, b"\\\\x00ff");
     }
 }
