@@ -3,9 +3,10 @@
 //! plus the changes after it). The read order is docs/vault-format.md's.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{Change, Op, Row, TableSchema, TenantKey, Transaction, Value};
+use crate::model::{Change, Op, Row, Segment, TableSchema, TenantKey, Transaction, Value};
 use crate::vault::{PositionRef, SegmentRef, Vault};
 
 /// One table's rows of one tenant, by key.
@@ -86,6 +87,9 @@ impl TenantState {
     }
 }
 
+/// A segment's transactions (without tenants' changes) and the tenants it has changes of.
+pub type SegmentSummary = Arc<(Segment, Vec<TenantKey>)>;
+
 /// What the vault holds for one source, listed once.
 #[derive(Debug, Clone)]
 pub struct SourceHistory {
@@ -93,6 +97,8 @@ pub struct SourceHistory {
     pub segments: Vec<SegmentRef>,
     pub checkpoints: Vec<PositionRef>,
     pub bases: BTreeMap<TenantKey, Vec<PositionRef>>,
+    /// Segment summaries read so far: one command asks for them several times.
+    summaries: Arc<Mutex<HashMap<String, SegmentSummary>>>,
 }
 
 impl SourceHistory {
@@ -111,7 +117,25 @@ impl SourceHistory {
             segments: vault.list_segments(source).await?,
             checkpoints,
             bases,
+            summaries: Arc::default(),
         })
+    }
+
+    /// A segment's summary, read once per `SourceHistory`.
+    pub async fn summary(&self, vault: &Vault, name: &str) -> Result<SegmentSummary> {
+        if let Some(summary) = self
+            .summaries
+            .lock()
+            .ok()
+            .and_then(|m| m.get(name).cloned())
+        {
+            return Ok(summary);
+        }
+        let summary = Arc::new(vault.read_segment_summary(name).await?);
+        if let Ok(mut summaries) = self.summaries.lock() {
+            summaries.insert(name.to_string(), summary.clone());
+        }
+        Ok(summary)
     }
 
     pub fn is_captured(&self) -> bool {
@@ -134,7 +158,7 @@ impl SourceHistory {
     pub async fn tenants(&self, vault: &Vault) -> Result<BTreeSet<TenantKey>> {
         let mut tenants: BTreeSet<TenantKey> = self.bases.keys().cloned().collect();
         for segment in &self.segments {
-            tenants.extend(vault.read_segment_summary(&segment.name).await?.1);
+            tenants.extend(self.summary(vault, &segment.name).await?.1.iter().cloned());
         }
         Ok(tenants)
     }
@@ -150,8 +174,8 @@ impl SourceHistory {
             latest = latest.max(vault.read_checkpoint(&last.name).await?.commit_time_us);
         }
         if let Some(segment) = self.segments.iter().max_by_key(|s| s.last) {
-            let (segment, _) = vault.read_segment_summary(&segment.name).await?;
-            if let Some(tx) = segment.transactions.last() {
+            let summary = self.summary(vault, &segment.name).await?;
+            if let Some(tx) = summary.0.transactions.last() {
                 latest = latest.max(tx.commit_time_us);
             }
         }
@@ -181,14 +205,17 @@ impl SourceHistory {
             if segment_ref.last <= position {
                 continue;
             }
-            let (mut segment, _) = vault.read_segment_summary(&segment_ref.name).await?;
+            let summary = self.summary(vault, &segment_ref.name).await?;
             // Where the time falls inside a transaction's changes (SQLite), they are needed.
+            let full;
+            let mut segment = &summary.0;
             if segment
                 .transactions
                 .iter()
                 .any(|tx| tx.position > position && tx.commit_time_us > time_us)
             {
-                segment = vault.read_segment(&segment_ref.name).await?;
+                full = vault.read_segment(&segment_ref.name).await?;
+                segment = &full;
             }
             for tx in &segment.transactions {
                 if tx.position <= position {
@@ -247,9 +274,9 @@ impl SourceHistory {
             }
             if segment.last <= position {
                 // A segment's tables are the shapes its changes were stored with, in order.
-                let (segment, _) = vault.read_segment_summary(&segment.name).await?;
-                for schema in segment.tables {
-                    out.insert(schema.name.clone(), schema);
+                let summary = self.summary(vault, &segment.name).await?;
+                for schema in &summary.0.tables {
+                    out.insert(schema.name.clone(), schema.clone());
                 }
             } else {
                 // The segment reaches past the position: only the shapes of the changes up

@@ -115,8 +115,14 @@ async fn find_transaction(
     for segment in &history.segments {
         if postgres {
             // The transaction list is in the segment's header.
-            let (segment, _) = vault.read_segment_summary(&segment.name).await?;
-            if let Some(tx) = segment.transactions.iter().rev().find(|tx| tx.xid == txid) {
+            let summary = history.summary(vault, &segment.name).await?;
+            if let Some(tx) = summary
+                .0
+                .transactions
+                .iter()
+                .rev()
+                .find(|tx| tx.xid == txid)
+            {
                 found = Some((tx.position, tx.commit_time_us));
             }
         } else if segment.first <= txid && txid <= segment.last {
