@@ -361,9 +361,24 @@ impl SourceHistory {
             if segment_ref.last <= applied || segment_ref.first > upto {
                 continue;
             }
+            let read;
+            let summary;
             let segment = match tenants {
-                Some(tenants) => vault.read_segment_for(&segment_ref.name, tenants).await?,
-                None => vault.read_segment(&segment_ref.name).await?,
+                Some(tenants) => {
+                    // A segment without any of these tenants' changes: its summary has all
+                    // that matters (transactions, truncates, alters).
+                    summary = self.summary(vault, &segment_ref.name).await?;
+                    if summary.1.iter().any(|t| tenants.contains(t)) {
+                        read = vault.read_segment_for(&segment_ref.name, tenants).await?;
+                        &read
+                    } else {
+                        &summary.0
+                    }
+                }
+                None => {
+                    read = vault.read_segment(&segment_ref.name).await?;
+                    &read
+                }
             };
             for tx in &segment.transactions {
                 // Bases and checkpoints sit on transaction boundaries, so a transaction at
