@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lifeboat_core::checksum::{RowHasher, TableDigest};
+use lifeboat_core::checksum::TableDigest;
 use lifeboat_core::config::Config;
 use lifeboat_core::model::TenantKey;
 use lifeboat_core::target::Target;
@@ -50,12 +50,10 @@ async fn digests(sources: &[LiveSource], tenant: &TenantKey) -> Result<Digests> 
     let mut out = Digests::new();
     for source in sources {
         for (table, (columns, rows)) in source.tenant_rows(tenant).await? {
-            let hasher = RowHasher::new(&columns);
-            let mut digest = TableDigest::default();
-            for row in &rows {
-                digest.add(hasher.hash(row));
-            }
-            out.insert((source.name.clone(), table), digest);
+            out.insert(
+                (source.name.clone(), table),
+                TableDigest::of(&columns, &rows),
+            );
         }
     }
     Ok(out)

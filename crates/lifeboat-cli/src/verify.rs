@@ -73,11 +73,7 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
             let vault_digests = state_digests(state);
             for (table, (columns, rows)) in &live {
                 tables_checked += 1;
-                let hasher = RowHasher::new(columns);
-                let mut live_digest = TableDigest::default();
-                for row in rows {
-                    live_digest.add(hasher.hash(row));
-                }
+                let live_digest = TableDigest::of(columns, rows);
                 let vault_digest = vault_digests.get(table).copied().unwrap_or_default();
                 if live_digest != vault_digest {
                     let vault_table = state.tables.get(table);

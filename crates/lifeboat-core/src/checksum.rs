@@ -22,6 +22,16 @@ fn as_hex<S: serde::Serializer>(sum: &u128, s: S) -> Result<S::Ok, S::Error> {
 }
 
 impl TableDigest {
+    /// The digest of `rows`, whose values follow `columns`.
+    pub fn of<'a>(columns: &[String], rows: impl IntoIterator<Item = &'a Vec<Value>>) -> Self {
+        let hasher = RowHasher::new(columns);
+        let mut digest = TableDigest::default();
+        for row in rows {
+            digest.add(hasher.hash(row));
+        }
+        digest
+    }
+
     pub fn add(&mut self, hash: u128) {
         self.rows += 1;
         self.sum = self.sum.wrapping_add(hash);
@@ -63,13 +73,10 @@ impl RowHasher {
 pub fn state_digests(state: &TenantState) -> BTreeMap<String, TableDigest> {
     let mut out = BTreeMap::new();
     for (name, table) in &state.tables {
-        let mut digest = TableDigest::default();
-        if let Some(schema) = &table.schema {
-            let hasher = RowHasher::new(&schema.columns);
-            for row in table.rows.values() {
-                digest.add(hasher.hash(row));
-            }
-        }
+        let digest = match &table.schema {
+            Some(schema) => TableDigest::of(&schema.columns, table.rows.values()),
+            None => TableDigest::default(),
+        };
         out.insert(name.clone(), digest);
     }
     out

@@ -198,20 +198,21 @@ impl CaptureCore {
         self.received
     }
 
-    fn resolved(&self, table: &str) -> Result<(u32, ResolvedTable)> {
-        let slot = *self.slots.get(table).ok_or_else(|| {
+    /// The current slot of `table` in `tables`. Invariant: the tenancy's schema of a table
+    /// is `tables[slot]` (`adopt_schema` and `change_schema` keep both in step).
+    fn slot(&self, table: &str) -> Result<u32> {
+        self.slots.get(table).copied().ok_or_else(|| {
             Error::source(format!(
                 "source {}: change to table {table}, which capture does not protect",
                 self.source
             ))
-        })?;
-        let mut resolved = self
-            .tenancy
+        })
+    }
+
+    fn table_rule<'a>(tenancy: &'a SourceTenancy, table: &str) -> Result<&'a ResolvedTable> {
+        tenancy
             .table(table)
-            .cloned()
-            .ok_or_else(|| Error::source(format!("table {table} vanished")))?;
-        resolved.schema = self.tables[slot as usize].clone();
-        Ok((slot, resolved))
+            .ok_or_else(|| Error::source(format!("table {table} vanished")))
     }
 
     /// The current captured schema of `table`.
@@ -222,7 +223,7 @@ impl CaptureCore {
     /// Make `columns` the table's current schema without recording a change in history
     /// (at start-up, before anything is pending).
     fn adopt_schema(&mut self, table: &str, columns: Vec<String>, key: Vec<usize>) -> Result<()> {
-        let (slot, _) = self.resolved(table)?;
+        let slot = self.slot(table)?;
         self.retarget_tenancy(table, &columns, &key)?;
         self.tables[slot as usize] = TableSchema {
             name: table.to_string(),
@@ -234,7 +235,7 @@ impl CaptureCore {
 
     /// Point the table's tenancy at `columns`, finding its tenant column by name.
     fn retarget_tenancy(&mut self, table: &str, columns: &[String], key: &[usize]) -> Result<()> {
-        let (_, resolved) = self.resolved(table)?;
+        let resolved = Self::table_rule(&self.tenancy, table)?;
         let needed = match &resolved.tenancy {
             Tenancy::Column(i) | Tenancy::Via { column: i, .. } => {
                 resolved.schema.columns[*i].clone()
@@ -315,12 +316,13 @@ impl CaptureCore {
     /// Begin the initial snapshot. Feed every row with `snapshot_row`, parents' tables
     /// before children's (the tenancy's order), then `finish_snapshot`.
     pub fn snapshot_row(&mut self, snapshot: &mut Snapshot, table: &str, row: Row) -> Result<()> {
-        let (slot, resolved) = self.resolved(table)?;
+        let slot = self.slot(table)?;
+        let resolved = Self::table_rule(&self.tenancy, table)?;
         let mut out = Vec::with_capacity(1);
         attribute(
             &mut self.keymaps,
             slot,
-            &resolved,
+            resolved,
             RawChange {
                 op: Op::Insert,
                 old: None,
@@ -449,12 +451,13 @@ impl CaptureCore {
         if self.open.is_none() {
             return Ok(());
         }
-        let (slot, resolved) = self.resolved(table)?;
+        let slot = self.slot(table)?;
+        let resolved = Self::table_rule(&self.tenancy, table)?;
         let mut out = Vec::with_capacity(2);
         attribute(
             &mut self.keymaps,
             slot,
-            &resolved,
+            resolved,
             RawChange {
                 op,
                 old,
