@@ -8,14 +8,13 @@ use std::time::Instant;
 
 use lifeboat_core::checksum::{RowHasher, TableDigest};
 use lifeboat_core::config::Config;
-use lifeboat_core::model::{Row, TenantKey};
+use lifeboat_core::model::{Row, TenantKey, Value};
 use lifeboat_core::state::SourceHistory;
 use lifeboat_core::target::{self, Target};
 use lifeboat_core::vault::Vault;
 use lifeboat_core::{Error, Result};
 use lifeboat_source::live::{LiveSource, RestoreCatalog};
-use lifeboat_source::restore::{prepare, RestoreTable, WriteReport};
-use lifeboat_source::TenantRows;
+use lifeboat_source::restore::{TenantRestore, WriteReport};
 
 use crate::context::{check_tenants, load_config, open_vault, print_json, source_names, thousands};
 use crate::EXIT_PROBLEM;
@@ -233,11 +232,15 @@ pub async fn execute(config: &Config, request: &Request) -> Result<Summary> {
     let as_key = request.as_key.as_ref().map(|k| TenantKey::new(k.clone()));
     if let Some(key) = &as_key {
         for source in &targets {
-            let rows = source.tenant_rows(key).await?;
-            let taken: Vec<String> = rows
+            let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+            source
+                .for_each_tenant_row(key, |table, _, _| {
+                    *counts.entry(table.to_string()).or_default() += 1;
+                })
+                .await?;
+            let taken: Vec<String> = counts
                 .iter()
-                .filter(|(_, (_, r))| !r.is_empty())
-                .map(|(t, (_, r))| format!("{}.{t}: {} rows", source.name, r.len()))
+                .map(|(t, n)| format!("{}.{t}: {n} rows", source.name))
                 .collect();
             if !taken.is_empty() {
                 return Err(Error::usage(format!(
@@ -391,7 +394,7 @@ async fn restore_source(
             Err(e) => return (Vec::new(), Some(e)),
         }
     }
-    let (work_tx, work_rx) = tokio::sync::mpsc::channel::<(TenantKey, Vec<RestoreTable>)>(jobs * 2);
+    let (work_tx, work_rx) = tokio::sync::mpsc::channel::<(TenantKey, TenantRestore)>(jobs * 2);
     let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
     let mut tasks = tokio::task::JoinSet::new();
     for mut writer in writers {
@@ -403,12 +406,12 @@ async fn restore_source(
             let mut outcomes = Vec::new();
             loop {
                 let next = work_rx.lock().await.recv().await;
-                let Some((tenant, tables)) = next else {
+                let Some((tenant, restore)) = next else {
                     break;
                 };
                 let key = as_key.clone().unwrap_or_else(|| tenant.clone());
                 let outcome =
-                    restore_one(&mut writer, &catalog, &tenant, &key, tables, dry_run).await;
+                    restore_one(&mut writer, &catalog, &tenant, &key, restore, dry_run).await;
                 progress.inc(1);
                 progress.set_message(format!("tenant {tenant} done"));
                 outcomes.push(outcome);
@@ -416,27 +419,29 @@ async fn restore_source(
             outcomes
         });
     }
-    // Materialise tenants a few at a time, reading the segments once per batch.
+    // Open tenants a few at a time, reading the segments once per batch; their rows are
+    // read from the vault while they are written.
     let list: Vec<TenantKey> = tenants.iter().cloned().collect();
     let mut feed_error = None;
     for batch in list.chunks(16) {
         let batch: BTreeSet<TenantKey> = batch.iter().cloned().collect();
-        let states = match history.states_at(vault, &batch, position).await {
-            Ok(states) => states,
+        let streams = match history.streams_at(vault, &batch, position).await {
+            Ok(streams) => streams,
             Err(e) => {
                 feed_error = Some(e);
                 break;
             }
         };
-        for (tenant, state) in states {
-            let tables = match prepare(&tenancy, &catalog.order, &state, &live_columns, as_key) {
-                Ok(tables) => tables,
-                Err(e) => {
-                    feed_error = Some(e);
-                    break;
-                }
-            };
-            if work_tx.send((tenant, tables)).await.is_err() {
+        for (tenant, stream) in streams {
+            let restore =
+                match TenantRestore::prepare(&tenancy, &catalog, stream, &live_columns, as_key) {
+                    Ok(restore) => restore,
+                    Err(e) => {
+                        feed_error = Some(e);
+                        break;
+                    }
+                };
+            if work_tx.send((tenant, restore)).await.is_err() {
                 break;
             }
         }
@@ -462,7 +467,7 @@ async fn restore_one(
     catalog: &RestoreCatalog,
     tenant: &TenantKey,
     key: &TenantKey,
-    tables: Vec<RestoreTable>,
+    restore: TenantRestore,
     dry_run: bool,
 ) -> Outcome {
     let mut outcome = Outcome {
@@ -474,29 +479,62 @@ async fn restore_one(
         differences: Vec::new(),
         error: None,
     };
-    let expected: BTreeMap<String, (Vec<String>, TableDigest)> = tables
-        .iter()
-        .map(|t| {
-            (
-                t.name.clone(),
-                (t.columns.clone(), digest(&t.columns, &t.columns, &t.rows)),
-            )
-        })
-        .collect();
-    match writer.write_tenant(catalog, key, tables, dry_run).await {
-        Ok(report) => outcome.report = report,
+    let restore = match writer.write_tenant(catalog, key, restore, dry_run).await {
+        Ok((report, restore)) => {
+            outcome.report = report;
+            restore
+        }
         Err(e) => {
             outcome.error = Some(e.to_string());
             return outcome;
         }
-    }
+    };
     if dry_run {
         return outcome;
     }
-    // Verified: the rows now in the database are the rows the vault holds.
-    match writer.tenant_rows(key).await {
-        Ok(live) => {
-            outcome.differences = differences(&live, &expected);
+    // Verified: the rows now in the database are the rows the vault holds, compared by
+    // digest over the columns restored, read back as a stream.
+    let mut live: BTreeMap<String, (RowHasher, Vec<Option<usize>>, TableDigest)> = BTreeMap::new();
+    let written: BTreeMap<&str, &[String]> = restore
+        .tables
+        .iter()
+        .map(|t| (t.name.as_str(), t.columns.as_slice()))
+        .collect();
+    let read = writer
+        .for_each_tenant_row(key, |table, columns, row| {
+            let Some(onto) = written.get(table) else {
+                return;
+            };
+            let (hasher, positions, digest) = live.entry(table.to_string()).or_insert_with(|| {
+                let positions = onto
+                    .iter()
+                    .map(|c| columns.iter().position(|x| x == c))
+                    .collect();
+                (RowHasher::new(onto), positions, TableDigest::default())
+            });
+            let projected: Row = positions
+                .iter()
+                .map(|p| p.and_then(|i| row.get(i).cloned()).unwrap_or(Value::Null))
+                .collect();
+            digest.add(hasher.hash(&projected));
+        })
+        .await;
+    match read {
+        Ok(()) => {
+            for table in &restore.tables {
+                let want = restore
+                    .digests
+                    .get(&table.name)
+                    .copied()
+                    .unwrap_or_default();
+                let got = live.get(&table.name).map(|l| l.2).unwrap_or_default();
+                if got != want {
+                    outcome.differences.push(format!(
+                        "{}: {} rows in the database, {} restored from the vault",
+                        table.name, got.rows, want.rows
+                    ));
+                }
+            }
             outcome.verified = Some(outcome.differences.is_empty());
         }
         Err(e) => {
@@ -505,47 +543,6 @@ async fn restore_one(
         }
     }
     outcome
-}
-
-/// The digest of `rows` (with `columns`), projected onto `onto` columns.
-fn digest(onto: &[String], columns: &[String], rows: &[Row]) -> TableDigest {
-    let positions: Vec<Option<usize>> = onto
-        .iter()
-        .map(|c| columns.iter().position(|x| x == c))
-        .collect();
-    let hasher = RowHasher::new(onto);
-    let mut digest = TableDigest::default();
-    for row in rows {
-        let projected: Row = positions
-            .iter()
-            .map(|p| {
-                p.and_then(|i| row.get(i).cloned())
-                    .unwrap_or(lifeboat_core::model::Value::Null)
-            })
-            .collect();
-        digest.add(hasher.hash(&projected));
-    }
-    digest
-}
-
-fn differences(
-    live: &TenantRows,
-    expected: &BTreeMap<String, (Vec<String>, TableDigest)>,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    for (table, (columns, want)) in expected {
-        let got = match live.get(table) {
-            Some((live_columns, rows)) => digest(columns, live_columns, rows),
-            None => TableDigest::default(),
-        };
-        if got != *want {
-            out.push(format!(
-                "{table}: {} rows in the database, {} restored from the vault",
-                got.rows, want.rows
-            ));
-        }
-    }
-    out
 }
 
 fn report(

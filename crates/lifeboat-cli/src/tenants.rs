@@ -36,17 +36,23 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
         let Some(position) = history.latest_position() else {
             continue;
         };
-        let tenants: BTreeSet<TenantKey> = history.tenants(&vault).await?;
-        let states = history.states_at(&vault, &tenants, position).await?;
-        for (tenant, state) in states {
-            let entry = entries.entry(tenant).or_insert(Entry {
-                rows: BTreeMap::new(),
-                earliest_us: earliest,
-                latest_us: latest,
-            });
-            entry.rows.insert(history.source.clone(), state.row_count());
-            entry.earliest_us = entry.earliest_us.max(earliest);
-            entry.latest_us = entry.latest_us.max(latest);
+        let tenants: Vec<TenantKey> = history.tenants(&vault).await?.into_iter().collect();
+        // Counted a batch at a time, as streams: memory follows the batch's changes, not
+        // the size of every tenant.
+        for batch in tenants.chunks(64) {
+            let batch: BTreeSet<TenantKey> = batch.iter().cloned().collect();
+            for (tenant, stream) in history.streams_at(&vault, &batch, position).await? {
+                let entry = entries.entry(tenant).or_insert(Entry {
+                    rows: BTreeMap::new(),
+                    earliest_us: earliest,
+                    latest_us: latest,
+                });
+                entry
+                    .rows
+                    .insert(history.source.clone(), stream.count_rows()?);
+                entry.earliest_us = entry.earliest_us.max(earliest);
+                entry.latest_us = entry.latest_us.max(latest);
+            }
         }
     }
     if args.json {

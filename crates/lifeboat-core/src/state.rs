@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Change, Op, Row, Segment, TableSchema, TenantKey, Transaction, Value};
-use crate::vault::{PositionRef, SegmentRef, Vault};
+use crate::vault::{BaseReader, CheckpointHead, PositionRef, SegmentRef, Vault};
 
 /// One table's rows of one tenant, by key.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -27,63 +27,197 @@ impl TenantState {
         self.tables.values().map(|t| t.rows.len()).sum()
     }
 
-    fn table_mut(&mut self, schema: &TableSchema) -> &mut TableState {
-        let table = self.tables.entry(schema.name.clone()).or_default();
-        match &table.schema {
-            Some(current) if current == schema => {}
-            Some(current) => {
-                // The table's shape changed (a column added or dropped): carry rows over by
-                // column name; a column new to the row is NULL.
-                let mapping: Vec<Option<usize>> = schema
-                    .columns
-                    .iter()
-                    .map(|c| current.column_index(c))
-                    .collect();
-                let rows = std::mem::take(&mut table.rows);
-                for (_, row) in rows {
-                    let row: Row = mapping
-                        .iter()
-                        .map(|m| m.and_then(|i| row.get(i).cloned()).unwrap_or(Value::Null))
-                        .collect();
-                    table.rows.insert(schema.row_key(&row), row);
-                }
-                table.schema = Some(schema.clone());
-            }
-            None => table.schema = Some(schema.clone()),
+    /// Every row of a stream, held in memory (for commands that compare row by row).
+    pub fn collect(mut stream: TenantStream) -> Result<TenantState> {
+        let mut state = TenantState::default();
+        for (name, schema) in stream.schemas() {
+            let mut table = TableState {
+                schema: Some(schema.clone()),
+                rows: HashMap::new(),
+            };
+            stream.for_each_row(&name, |row| {
+                table.rows.insert(schema.row_key(&row), row);
+            })?;
+            state.tables.insert(name, table);
         }
-        table
+        Ok(state)
+    }
+}
+
+/// A change that touched one key after the base: the row it left, or its removal (with
+/// the removed row, so that the key can be recomputed if the table's shape changes).
+#[derive(Debug, Clone)]
+enum Net {
+    Present(Row),
+    Removed(Row),
+}
+
+impl Net {
+    fn row(&self) -> &Row {
+        match self {
+            Net::Present(row) | Net::Removed(row) => row,
+        }
+    }
+}
+
+/// What changed in one table after the base, by key, in the table's latest shape.
+#[derive(Debug, Clone)]
+struct TableChanges {
+    schema: TableSchema,
+    /// A truncate: the base's rows are gone.
+    truncated: bool,
+    keys: HashMap<Vec<Value>, Net>,
+}
+
+impl TableChanges {
+    /// Move to a new shape: rows carried over by column name, a new column NULL.
+    fn reshape(&mut self, schema: &TableSchema) {
+        if &self.schema == schema {
+            return;
+        }
+        let keys = std::mem::take(&mut self.keys);
+        for (_, net) in keys {
+            let row = reshape(&self.schema, schema, net.row());
+            let key = schema.row_key(&row);
+            let net = match net {
+                Net::Present(_) => Net::Present(row),
+                Net::Removed(_) => Net::Removed(row),
+            };
+            self.keys.insert(key, net);
+        }
+        self.schema = schema.clone();
+    }
+}
+
+/// `row`, stored with `from`'s columns, in `to`'s columns (matched by name; NULL where
+/// `from` has no such column).
+fn reshape(from: &TableSchema, to: &TableSchema, row: &[Value]) -> Row {
+    to.columns
+        .iter()
+        .map(|c| {
+            from.column_index(c)
+                .and_then(|i| row.get(i).cloned())
+                .unwrap_or(Value::Null)
+        })
+        .collect()
+}
+
+/// One tenant's rows in one source at a position, produced a table at a time: the base's
+/// rows are decoded as a stream and the changes after it (held by key, so memory follows
+/// how much changed since the base, not the tenant's size) are laid over them.
+pub struct TenantStream {
+    base: Option<BaseReader>,
+    changes: BTreeMap<String, TableChanges>,
+}
+
+impl TenantStream {
+    fn new(base: Option<BaseReader>) -> TenantStream {
+        TenantStream {
+            base,
+            changes: BTreeMap::new(),
+        }
     }
 
-    /// Apply one change (already known to be this tenant's, or a truncate).
+    /// Every table the tenant's history knows, in its latest shape (tables it has no rows
+    /// in included).
+    pub fn schemas(&self) -> BTreeMap<String, TableSchema> {
+        let mut out: BTreeMap<String, TableSchema> = BTreeMap::new();
+        if let Some(base) = &self.base {
+            for schema in &base.tables {
+                out.insert(schema.name.clone(), schema.clone());
+            }
+        }
+        for (name, changes) in &self.changes {
+            out.insert(name.clone(), changes.schema.clone());
+        }
+        out
+    }
+
+    fn table_mut(&mut self, schema: &TableSchema) -> &mut TableChanges {
+        let changes = self
+            .changes
+            .entry(schema.name.clone())
+            .or_insert_with(|| TableChanges {
+                schema: schema.clone(),
+                truncated: false,
+                keys: HashMap::new(),
+            });
+        changes.reshape(schema);
+        changes
+    }
+
+    /// Apply one change (already known to be this tenant's, or one for every tenant).
     pub fn apply(&mut self, schema: &TableSchema, change: &Change) {
         let table = self.table_mut(schema);
         match change.op {
-            Op::Truncate => table.rows.clear(),
+            Op::Truncate => {
+                table.truncated = true;
+                table.keys.clear();
+            }
             Op::Alter => {}
-            Op::Insert => {
-                if let Some(new) = &change.new {
-                    table.rows.insert(schema.row_key(new), new.clone());
-                }
-            }
-            Op::Update => {
+            Op::Insert | Op::Update | Op::Delete => {
                 if let Some(old) = &change.old {
-                    table.rows.remove(&schema.row_key(old));
+                    table
+                        .keys
+                        .insert(schema.row_key(old), Net::Removed(old.clone()));
                 }
                 if let Some(new) = &change.new {
-                    table.rows.insert(schema.row_key(new), new.clone());
-                }
-            }
-            Op::Delete => {
-                if let Some(old) = &change.old {
-                    table.rows.remove(&schema.row_key(old));
+                    table
+                        .keys
+                        .insert(schema.row_key(new), Net::Present(new.clone()));
                 }
             }
         }
     }
 
-    pub fn insert_row(&mut self, schema: &TableSchema, row: Row) {
-        let table = self.table_mut(schema);
-        table.rows.insert(schema.row_key(&row), row);
+    /// Call `visit` with every row of `table` in its latest shape (`schemas()`). Each table
+    /// can be read once: its changes are used up.
+    pub fn for_each_row(&mut self, table: &str, mut visit: impl FnMut(Row)) -> Result<()> {
+        let (truncated, mut keys, changed_schema) = match self.changes.remove(table) {
+            Some(c) => (c.truncated, c.keys, Some(c.schema)),
+            None => (false, HashMap::new(), None),
+        };
+        let base_table = self.base.as_ref().and_then(|base| {
+            base.tables
+                .iter()
+                .position(|t| t.name == table)
+                .map(|i| (base, i))
+        });
+        if let (Some((base, index)), false) = (base_table, truncated) {
+            let stored = &base.tables[index];
+            let schema = changed_schema.as_ref().unwrap_or(stored);
+            let same = stored == schema;
+            base.for_each_row(index as u32, |row| {
+                let row = if same {
+                    row
+                } else {
+                    reshape(stored, schema, &row)
+                };
+                if keys.is_empty() {
+                    return visit(row);
+                }
+                match keys.remove(&schema.row_key(&row)) {
+                    None => visit(row),
+                    Some(Net::Present(changed)) => visit(changed),
+                    Some(Net::Removed(_)) => {}
+                }
+            })?;
+        }
+        for (_, net) in keys {
+            if let Net::Present(row) = net {
+                visit(row);
+            }
+        }
+        Ok(())
+    }
+
+    /// How many rows the tenant has, table by table (reads every table).
+    pub fn count_rows(mut self) -> Result<usize> {
+        let mut count = 0;
+        for name in self.schemas().into_keys() {
+            self.for_each_row(&name, |_| count += 1)?;
+        }
+        Ok(count)
     }
 }
 
@@ -99,6 +233,8 @@ pub struct SourceHistory {
     pub bases: BTreeMap<TenantKey, Vec<PositionRef>>,
     /// Segment summaries read so far: one command asks for them several times.
     summaries: Arc<Mutex<HashMap<String, SegmentSummary>>>,
+    /// Checkpoint heads read so far (their key maps are never needed here).
+    heads: Arc<Mutex<HashMap<String, Arc<CheckpointHead>>>>,
 }
 
 impl SourceHistory {
@@ -118,6 +254,7 @@ impl SourceHistory {
             checkpoints,
             bases,
             summaries: Arc::default(),
+            heads: Arc::default(),
         })
     }
 
@@ -136,6 +273,18 @@ impl SourceHistory {
             summaries.insert(name.to_string(), summary.clone());
         }
         Ok(summary)
+    }
+
+    /// A checkpoint's position, time and shapes, read once per `SourceHistory`.
+    pub async fn checkpoint_head(&self, vault: &Vault, name: &str) -> Result<Arc<CheckpointHead>> {
+        if let Some(head) = self.heads.lock().ok().and_then(|m| m.get(name).cloned()) {
+            return Ok(head);
+        }
+        let head = Arc::new(vault.read_checkpoint_head(name).await?);
+        if let Ok(mut heads) = self.heads.lock() {
+            heads.insert(name.to_string(), head.clone());
+        }
+        Ok(head)
     }
 
     pub fn is_captured(&self) -> bool {
@@ -168,10 +317,17 @@ impl SourceHistory {
         let Some(first) = self.checkpoints.first() else {
             return Ok(None);
         };
-        let earliest = vault.read_checkpoint(&first.name).await?.commit_time_us;
+        let earliest = self
+            .checkpoint_head(vault, &first.name)
+            .await?
+            .commit_time_us;
         let mut latest = earliest;
         if let Some(last) = self.checkpoints.last() {
-            latest = latest.max(vault.read_checkpoint(&last.name).await?.commit_time_us);
+            latest = latest.max(
+                self.checkpoint_head(vault, &last.name)
+                    .await?
+                    .commit_time_us,
+            );
         }
         if let Some(segment) = self.segments.iter().max_by_key(|s| s.last) {
             let summary = self.summary(vault, &segment.name).await?;
@@ -188,7 +344,7 @@ impl SourceHistory {
         let Some(first) = self.checkpoints.first() else {
             return Err(self.not_captured());
         };
-        let checkpoint = vault.read_checkpoint(&first.name).await?;
+        let checkpoint = self.checkpoint_head(vault, &first.name).await?;
         if time_us < checkpoint.commit_time_us {
             return Err(Error::new(
                 ErrorKind::OutOfWindow,
@@ -262,11 +418,11 @@ impl SourceHistory {
         else {
             return Ok(BTreeMap::new());
         };
-        let checkpoint = vault.read_checkpoint(&checkpoint.name).await?;
+        let checkpoint = self.checkpoint_head(vault, &checkpoint.name).await?;
         let mut out: BTreeMap<String, TableSchema> = checkpoint
             .tables
-            .into_iter()
-            .map(|t| (t.name.clone(), t))
+            .iter()
+            .map(|t| (t.name.clone(), t.clone()))
             .collect();
         for segment in &self.segments {
             if segment.last <= checkpoint.position || segment.first > position {
@@ -396,42 +552,51 @@ impl SourceHistory {
         Ok(())
     }
 
-    /// The states of `tenants` at `position`, reading each segment once.
+    /// The states of `tenants` at `position`, held in memory, reading each segment once.
     pub async fn states_at(
         &self,
         vault: &Vault,
         tenants: &BTreeSet<TenantKey>,
         position: u64,
     ) -> Result<BTreeMap<TenantKey, TenantState>> {
+        let streams = self.streams_at(vault, tenants, position).await?;
+        let mut out = BTreeMap::new();
+        for (tenant, stream) in streams {
+            out.insert(tenant, TenantState::collect(stream)?);
+        }
+        Ok(out)
+    }
+
+    /// The rows of `tenants` at `position`, as streams: each tenant's latest base at or
+    /// before the position (opened, not decoded) and the changes after it, reading each
+    /// segment once.
+    pub async fn streams_at(
+        &self,
+        vault: &Vault,
+        tenants: &BTreeSet<TenantKey>,
+        position: u64,
+    ) -> Result<BTreeMap<TenantKey, TenantStream>> {
         self.check_position(position)?;
         let earliest = self.earliest_position().unwrap_or(0);
-        let mut states: BTreeMap<TenantKey, TenantState> = BTreeMap::new();
+        let mut streams: BTreeMap<TenantKey, TenantStream> = BTreeMap::new();
         let mut starts: HashMap<TenantKey, u64> = HashMap::new();
         for tenant in tenants {
-            let mut state = TenantState::default();
-            let mut start = earliest;
             let base_ref = self
                 .bases
                 .get(tenant)
                 .and_then(|bases| bases.iter().rev().find(|b| b.position <= position));
-            if let Some(base_ref) = base_ref {
-                let base = vault.read_base(&base_ref.name).await?;
-                for row in base.rows {
-                    if let Some(schema) = base.tables.get(row.table as usize) {
-                        state.insert_row(schema, row.values);
-                    }
-                }
-                // Tables the tenant had no rows in still count as known.
-                for schema in &base.tables {
-                    state.table_mut(schema);
-                }
-                start = base.position;
-            }
-            starts.insert(tenant.clone(), start);
-            states.insert(tenant.clone(), state);
+            let base = match base_ref {
+                Some(base_ref) => Some(vault.open_base(&base_ref.name).await?),
+                None => None,
+            };
+            starts.insert(
+                tenant.clone(),
+                base.as_ref().map_or(earliest, |b| b.position),
+            );
+            streams.insert(tenant.clone(), TenantStream::new(base));
         }
         let Some(&from) = starts.values().min() else {
-            return Ok(states);
+            return Ok(streams);
         };
         self.for_each_transaction_of(vault, from, position, tenants, |tables, tx| {
             for change in &tx.changes {
@@ -443,18 +608,18 @@ impl SourceHistory {
                 };
                 match &change.tenant {
                     Some(tenant) => {
-                        if let (Some(state), Some(&start)) =
-                            (states.get_mut(tenant), starts.get(tenant))
+                        if let (Some(stream), Some(&start)) =
+                            (streams.get_mut(tenant), starts.get(tenant))
                         {
                             if change.position > start {
-                                state.apply(schema, change);
+                                stream.apply(schema, change);
                             }
                         }
                     }
                     None if change.op.is_for_every_tenant() => {
-                        for (tenant, state) in states.iter_mut() {
+                        for (tenant, stream) in streams.iter_mut() {
                             if change.position > starts[tenant] {
-                                state.apply(schema, change);
+                                stream.apply(schema, change);
                             }
                         }
                     }
@@ -463,6 +628,127 @@ impl SourceHistory {
             }
         })
         .await?;
-        Ok(states)
+        Ok(streams)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Base, BaseRow};
+    use crate::vault::LocalStore;
+
+    fn schema(name: &str, columns: &[&str], key: Vec<usize>) -> TableSchema {
+        TableSchema {
+            name: name.into(),
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            key,
+        }
+    }
+
+    fn text(s: &str) -> Value {
+        Value::Text(s.into())
+    }
+
+    fn change(op: Op, old: Option<Row>, new: Option<Row>) -> Change {
+        Change {
+            tenant: Some(TenantKey::new("1")),
+            table: 0,
+            op,
+            old,
+            new,
+            position: 0,
+            time_us: None,
+        }
+    }
+
+    /// The base's rows with the changes laid over them, streamed table by table, equal
+    /// what applying the changes to the rows one by one gives.
+    #[tokio::test]
+    async fn a_stream_lays_changes_over_the_base() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vault = Vault::open_or_create(Arc::new(LocalStore::new(dir.path())))
+            .await
+            .expect("vault");
+        let t = schema("t", &["id", "x"], vec![0]);
+        let u = schema("u", &["v"], vec![]);
+        let mut rows: Vec<BaseRow> = (1..=5)
+            .map(|i| BaseRow {
+                table: 0,
+                values: vec![Value::Int(i), text(&format!("x{i}"))],
+            })
+            .collect();
+        rows.insert(
+            2,
+            BaseRow {
+                table: 1,
+                values: vec![text("u1")],
+            },
+        );
+        rows.push(BaseRow {
+            table: 1,
+            values: vec![text("u2")],
+        });
+        let name = vault
+            .put_base(&Base {
+                source: "s".into(),
+                tenant: TenantKey::new("1"),
+                position: 10,
+                commit_time_us: 0,
+                tables: vec![t.clone(), u.clone()],
+                rows,
+            })
+            .await
+            .expect("put base");
+        let base = vault.open_base(&name).await.expect("open base");
+        let mut u_rows = Vec::new();
+        base.for_each_row(1, |r| u_rows.push(r)).expect("rows of u");
+        assert_eq!(u_rows, vec![vec![text("u1")], vec![text("u2")]]);
+
+        let mut stream = TenantStream::new(Some(base));
+        let row = |id: i64, x: &str| vec![Value::Int(id), text(x)];
+        stream.apply(
+            &t,
+            &change(Op::Update, Some(row(2, "x2")), Some(row(2, "b2"))),
+        );
+        stream.apply(&t, &change(Op::Delete, Some(row(3, "x3")), None));
+        stream.apply(&t, &change(Op::Insert, None, Some(row(6, "x6"))));
+        stream.apply(
+            &t,
+            &change(Op::Update, Some(row(4, "x4")), Some(row(40, "x4"))),
+        );
+        stream.apply(&t, &change(Op::Insert, None, Some(row(7, "x7"))));
+        stream.apply(&t, &change(Op::Delete, Some(row(7, "x7")), None));
+        // A column added: earlier rows take NULL in it.
+        let t2 = schema("t", &["id", "x", "y"], vec![0]);
+        stream.apply(&t2, &change(Op::Alter, None, None));
+        stream.apply(
+            &t2,
+            &change(
+                Op::Insert,
+                None,
+                Some(vec![Value::Int(8), text("x8"), text("z")]),
+            ),
+        );
+        stream.apply(&u, &change(Op::Truncate, None, None));
+        stream.apply(&u, &change(Op::Insert, None, Some(vec![text("u3")])));
+
+        assert_eq!(stream.schemas()["t"], t2);
+        let state = TenantState::collect(stream).expect("collect");
+        let mut got: Vec<Row> = state.tables["t"].rows.values().cloned().collect();
+        got.sort_by_key(|r| format!("{r:?}"));
+        let with_y = |id: i64, x: &str, y: Value| vec![Value::Int(id), text(x), y];
+        let mut want = vec![
+            with_y(1, "x1", Value::Null),
+            with_y(2, "b2", Value::Null),
+            with_y(5, "x5", Value::Null),
+            with_y(6, "x6", Value::Null),
+            with_y(40, "x4", Value::Null),
+            with_y(8, "x8", text("z")),
+        ];
+        want.sort_by_key(|r| format!("{r:?}"));
+        assert_eq!(got, want);
+        let u_now: Vec<Row> = state.tables["u"].rows.values().cloned().collect();
+        assert_eq!(u_now, vec![vec![text("u3")]]);
     }
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use lifeboat_core::config::{CaptureConfig, SourceConfig, SourceKind};
-use lifeboat_core::model::TenantKey;
+use lifeboat_core::model::{Row, TenantKey};
 use lifeboat_core::tenancy::{resolve, SourceTenancy};
 use lifeboat_core::vault::Vault;
 use lifeboat_core::Result;
@@ -12,7 +12,7 @@ use lifeboat_core::Result;
 use std::collections::BTreeMap;
 
 use crate::capture::CaptureStats;
-use crate::restore::{order_self_references, table_order, ForeignKey, RestoreTable, WriteReport};
+use crate::restore::{table_order, ForeignKey, TenantRestore, WriteReport};
 use crate::{postgres, sqlite, Stop, TenantRows};
 
 enum Connection {
@@ -80,15 +80,41 @@ impl LiveSource {
 
     /// The tenant's rows in every tenant table of this source, as they are now.
     pub async fn tenant_rows(&self, tenant: &TenantKey) -> Result<TenantRows> {
+        let mut out: TenantRows = self
+            .tenancy
+            .tenant_tables()
+            .map(|t| {
+                (
+                    t.schema.name.clone(),
+                    (t.schema.columns.clone(), Vec::new()),
+                )
+            })
+            .collect();
+        self.for_each_tenant_row(tenant, |table, _, row| {
+            if let Some((_, rows)) = out.get_mut(table) {
+                rows.push(row);
+            }
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Hand every row the tenant has now, table by table, to `visit` (with the table's
+    /// name and columns), as the database returns them.
+    pub async fn for_each_tenant_row(
+        &self,
+        tenant: &TenantKey,
+        visit: impl FnMut(&str, &[String], Row),
+    ) -> Result<()> {
         match &self.connection {
             Connection::Sqlite { path, conn } => {
                 let conn = conn
                     .lock()
                     .map_err(|_| lifeboat_core::Error::source("sqlite connection poisoned"))?;
-                sqlite::tenant_rows(&conn, path, &self.tenancy, tenant)
+                sqlite::for_each_tenant_row(&conn, path, &self.tenancy, tenant, visit)
             }
             Connection::Postgres { client, .. } => {
-                postgres::tenant_rows(client, &self.tenancy, tenant).await
+                postgres::for_each_tenant_row(client, &self.tenancy, tenant, visit).await
             }
         }
     }
@@ -127,24 +153,30 @@ impl LiveSource {
         })
     }
 
-    /// Replace `delete_key`'s rows with `tables` in one transaction (see
-    /// `sqlite::write_tenant` and `postgres::restore::write_tenant`).
+    /// Replace `delete_key`'s rows with `restore`'s rows in one transaction (see
+    /// `sqlite::write_tenant` and `postgres::restore::write_tenant`). The restore comes
+    /// back with the digests of the rows written.
     pub async fn write_tenant(
         &mut self,
         catalog: &RestoreCatalog,
         delete_key: &TenantKey,
-        mut tables: Vec<RestoreTable>,
+        mut restore: TenantRestore,
         dry_run: bool,
-    ) -> Result<WriteReport> {
+    ) -> Result<(WriteReport, TenantRestore)> {
         match &mut self.connection {
             Connection::Sqlite { path, conn } => {
-                for table in &mut tables {
-                    order_self_references(table, &catalog.foreign_keys);
-                }
                 let conn = conn
                     .get_mut()
                     .map_err(|_| lifeboat_core::Error::source("sqlite connection poisoned"))?;
-                sqlite::write_tenant(conn, path, &self.tenancy, delete_key, &tables, dry_run)
+                let report = sqlite::write_tenant(
+                    conn,
+                    path,
+                    &self.tenancy,
+                    delete_key,
+                    &mut restore,
+                    dry_run,
+                )?;
+                Ok((report, restore))
             }
             Connection::Postgres { client, .. } => {
                 let pg = catalog.postgres.clone().unwrap_or_default();
@@ -153,7 +185,7 @@ impl LiveSource {
                     &self.tenancy,
                     &pg,
                     delete_key,
-                    tables,
+                    restore,
                     dry_run,
                 )
                 .await

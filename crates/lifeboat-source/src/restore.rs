@@ -5,17 +5,19 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use lifeboat_core::checksum::{RowHasher, TableDigest};
 use lifeboat_core::model::{Row, TenantKey, Value};
-use lifeboat_core::state::TenantState;
+use lifeboat_core::state::TenantStream;
 use lifeboat_core::tenancy::{SourceTenancy, Tenancy};
 use lifeboat_core::{Error, Result};
 
-/// One table's rows to write, with the columns they carry.
+use crate::live::RestoreCatalog;
+
+/// One table to write, with the columns its rows carry.
 #[derive(Debug, Clone)]
 pub struct RestoreTable {
     pub name: String,
     pub columns: Vec<String>,
-    pub rows: Vec<Row>,
 }
 
 /// What writing one tenant into one source did (or, for a dry run, would do).
@@ -45,61 +47,119 @@ pub struct ForeignKey {
     pub parent_columns: Vec<String>,
 }
 
-/// The rows of `state` to write for every tenant table of the source, in write order.
-/// `live` gives each table's columns in the target; every column the vault has must be
-/// there (a column only the target has takes its default). With `new_key`, the tenant
-/// column of every table that has one is rewritten; rows reached through `tenant_via`
-/// follow their parents unchanged.
-pub fn prepare(
-    tenancy: &SourceTenancy,
-    order: &[String],
-    state: &TenantState,
-    live: &BTreeMap<String, Vec<String>>,
-    new_key: Option<&TenantKey>,
-) -> Result<Vec<RestoreTable>> {
-    let mut out = Vec::new();
-    for name in order {
-        let Some(table) = tenancy.table(name) else {
-            continue;
-        };
-        let live_columns = live.get(name).ok_or_else(|| {
-            Error::usage(format!("the target schema differs: it has no table {name}"))
-        })?;
-        let Some(stored) = state.tables.get(name) else {
-            out.push(RestoreTable {
-                name: name.clone(),
-                columns: table.schema.columns.clone(),
-                rows: Vec::new(),
-            });
-            continue;
-        };
-        let columns = stored
-            .schema
-            .as_ref()
-            .map(|s| s.columns.clone())
-            .unwrap_or_else(|| table.schema.columns.clone());
-        if let Some(missing) = columns.iter().find(|c| !live_columns.contains(c)) {
-            return Err(Error::usage(format!(
-                "the target schema differs: table {name} has no column {missing}, which the \
-                 vault's rows carry"
-            )));
-        }
-        let mut rows: Vec<Row> = stored.rows.values().cloned().collect();
-        if let (Some(key), Tenancy::Column(index)) = (new_key, &table.tenancy) {
-            let tenant_column = &table.schema.columns[*index];
-            if let Some(at) = columns.iter().position(|c| c == tenant_column) {
-                for row in &mut rows {
-                    row[at] = rewrite_key(&row[at], key);
+/// A tenant's rows to write into one source, produced table by table from the vault
+/// (never all held at once; a table that references itself is the exception, since its
+/// rows are ordered before writing). The digest of every row handed out is kept, so the
+/// rows written can be checked against what the database then holds.
+pub struct TenantRestore {
+    /// Tenant tables in write order.
+    pub tables: Vec<RestoreTable>,
+    stream: TenantStream,
+    /// With `--as`: the tenant column to rewrite, by table, and the new key.
+    rewrite: BTreeMap<String, usize>,
+    new_key: Option<TenantKey>,
+    foreign_keys: Vec<ForeignKey>,
+    /// Table -> digest of the rows handed out so far.
+    pub digests: BTreeMap<String, TableDigest>,
+}
+
+impl TenantRestore {
+    /// The rows of `stream` to write for every tenant table of the source, in `order`.
+    /// `live` gives each table's columns in the target; every column the vault has must
+    /// be there (a column only the target has takes its default). With `new_key`, the
+    /// tenant column of every table that has one is rewritten; rows reached through
+    /// `tenant_via` follow their parents unchanged.
+    pub fn prepare(
+        tenancy: &SourceTenancy,
+        catalog: &RestoreCatalog,
+        stream: TenantStream,
+        live: &BTreeMap<String, Vec<String>>,
+        new_key: Option<&TenantKey>,
+    ) -> Result<TenantRestore> {
+        let schemas = stream.schemas();
+        let mut tables = Vec::new();
+        let mut rewrite = BTreeMap::new();
+        for name in &catalog.order {
+            let Some(table) = tenancy.table(name) else {
+                continue;
+            };
+            let live_columns = live.get(name).ok_or_else(|| {
+                Error::usage(format!("the target schema differs: it has no table {name}"))
+            })?;
+            let columns = schemas
+                .get(name)
+                .map(|s| s.columns.clone())
+                .unwrap_or_else(|| table.schema.columns.clone());
+            if let Some(missing) = columns.iter().find(|c| !live_columns.contains(c)) {
+                return Err(Error::usage(format!(
+                    "the target schema differs: table {name} has no column {missing}, which \
+                     the vault's rows carry"
+                )));
+            }
+            if let Tenancy::Column(index) = &table.tenancy {
+                let tenant_column = &table.schema.columns[*index];
+                if let Some(at) = columns.iter().position(|c| c == tenant_column) {
+                    rewrite.insert(name.clone(), at);
                 }
             }
+            tables.push(RestoreTable {
+                name: name.clone(),
+                columns,
+            });
         }
-        out.push(RestoreTable {
-            name: name.clone(),
-            columns,
-            rows,
-        });
+        Ok(TenantRestore {
+            tables,
+            stream,
+            rewrite,
+            new_key: new_key.cloned(),
+            foreign_keys: catalog.foreign_keys.clone(),
+            digests: BTreeMap::new(),
+        })
     }
-    Ok(out)
+
+    /// Hand every row of table `index` (of `tables`) to `write`, in an order the
+    /// database accepts; returns how many rows there were. Each table can be read once.
+    /// The first error `write` returns stops the writing and is returned.
+    pub fn rows(&mut self, index: usize, mut write: impl FnMut(&Row) -> Result<()>) -> Result<u64> {
+        let table = &self.tables[index];
+        let hasher = RowHasher::new(&table.columns);
+        let mut digest = TableDigest::default();
+        let rewrite = match (&self.new_key, self.rewrite.get(&table.name)) {
+            (Some(key), Some(&at)) => Some((key, at)),
+            _ => None,
+        };
+        let mut failed: Option<Error> = None;
+        let mut count = 0u64;
+        let mut hand_out = |mut row: Row| {
+            if failed.is_some() {
+                return;
+            }
+            if let Some((key, at)) = rewrite {
+                row[at] = rewrite_key(&row[at], key);
+            }
+            digest.add(hasher.hash(&row));
+            count += 1;
+            if let Err(e) = write(&row) {
+                failed = Some(e);
+            }
+        };
+        let self_keys = self_keys(&table.name, &table.columns, &self.foreign_keys);
+        if self_keys.is_empty() {
+            self.stream.for_each_row(&table.name, &mut hand_out)?;
+        } else {
+            let mut rows = Vec::new();
+            self.stream
+                .for_each_row(&table.name, |row| rows.push(row))?;
+            for row in order_self_references(rows, &self_keys) {
+                hand_out(row);
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        self.digests.insert(table.name.clone(), digest);
+        Ok(count)
+    }
 }
 
 /// The new tenant key in the value's own kind.
@@ -167,26 +227,31 @@ pub fn table_order(tenancy: &SourceTenancy, foreign_keys: &[ForeignKey]) -> Vec<
     placed
 }
 
-/// Order rows so that a row a self-referencing foreign key points to comes first.
-pub fn order_self_references(table: &mut RestoreTable, foreign_keys: &[ForeignKey]) {
-    let self_keys: Vec<(Vec<usize>, Vec<usize>)> = foreign_keys
+/// A table's foreign keys to itself, as (referencing, referenced) column indexes.
+type SelfKeys = Vec<(Vec<usize>, Vec<usize>)>;
+
+fn self_keys(table: &str, columns: &[String], foreign_keys: &[ForeignKey]) -> SelfKeys {
+    foreign_keys
         .iter()
-        .filter(|fk| fk.child == table.name && fk.parent == table.name)
+        .filter(|fk| fk.child == table && fk.parent == table)
         .filter_map(|fk| {
             let index = |cols: &[String]| -> Option<Vec<usize>> {
                 cols.iter()
-                    .map(|c| table.columns.iter().position(|t| t == c))
+                    .map(|c| columns.iter().position(|t| t == c))
                     .collect()
             };
             Some((index(&fk.columns)?, index(&fk.parent_columns)?))
         })
-        .collect();
-    if self_keys.is_empty() || table.rows.len() < 2 {
-        return;
+        .collect()
+}
+
+/// Order rows so that a row a self-referencing foreign key points to comes first.
+fn order_self_references(rows: Vec<Row>, self_keys: &SelfKeys) -> Vec<Row> {
+    if self_keys.is_empty() || rows.len() < 2 {
+        return rows;
     }
-    let rows = std::mem::take(&mut table.rows);
     let mut by_key: Vec<HashMap<Vec<Value>, usize>> = Vec::new();
-    for (_, referenced) in &self_keys {
+    for (_, referenced) in self_keys {
         by_key.push(
             rows.iter()
                 .enumerate()
@@ -226,7 +291,7 @@ pub fn order_self_references(table: &mut RestoreTable, foreign_keys: &[ForeignKe
         }
     }
     let mut rows: Vec<Option<Row>> = rows.into_iter().map(Some).collect();
-    table.rows = order.into_iter().filter_map(|i| rows[i].take()).collect();
+    order.into_iter().filter_map(|i| rows[i].take()).collect()
 }
 
 /// A value in COPY's text format (PostgreSQL values are stored as their text output).
@@ -259,24 +324,21 @@ mod tests {
 
     #[test]
     fn self_references_come_after_what_they_reference() {
-        let mut table = RestoreTable {
-            name: "issues".into(),
-            columns: vec!["id".into(), "parent_id".into()],
-            rows: vec![
-                vec![Value::Text("3".into()), Value::Text("2".into())],
-                vec![Value::Text("2".into()), Value::Text("1".into())],
-                vec![Value::Text("1".into()), Value::Null],
-                vec![Value::Text("4".into()), Value::Text("4".into())],
-            ],
-        };
+        let columns: Vec<String> = vec!["id".into(), "parent_id".into()];
+        let rows = vec![
+            vec![Value::Text("3".into()), Value::Text("2".into())],
+            vec![Value::Text("2".into()), Value::Text("1".into())],
+            vec![Value::Text("1".into()), Value::Null],
+            vec![Value::Text("4".into()), Value::Text("4".into())],
+        ];
         let fk = ForeignKey {
             child: "issues".into(),
             columns: vec!["parent_id".into()],
             parent: "issues".into(),
             parent_columns: vec!["id".into()],
         };
-        order_self_references(&mut table, &[fk]);
-        let ids: Vec<String> = table.rows.iter().map(|r| r[0].to_string()).collect();
+        let ordered = order_self_references(rows, &self_keys("issues", &columns, &[fk]));
+        let ids: Vec<String> = ordered.iter().map(|r| r[0].to_string()).collect();
         assert_eq!(ids, vec!["1", "2", "3", "4"]);
     }
 

@@ -17,8 +17,8 @@ use lifeboat_core::vault::Vault;
 use lifeboat_core::{Error, Result};
 
 use crate::capture::{CaptureCore, CaptureStats, Snapshot, Start};
-use crate::restore::{ForeignKey, RestoreTable, WriteReport};
-use crate::{quote_ident, tenant_delete, tenant_query, Stop, TenantRows};
+use crate::restore::{ForeignKey, TenantRestore, WriteReport};
+use crate::{quote_ident, tenant_delete, tenant_query, Stop};
 
 const CHANGELOG: &str = "_lifeboat_changelog";
 const META: &str = "_lifeboat_meta";
@@ -462,34 +462,30 @@ fn trim(conn: &Connection, path: &Path, head: u64) -> Result<()> {
     Ok(())
 }
 
-/// A tenant's rows in every tenant table, read from the live database.
-pub fn tenant_rows(
+/// Hand every row of `tenant` in every tenant table to `visit`, with the table's name
+/// and columns.
+pub fn for_each_tenant_row(
     conn: &Connection,
     path: &Path,
     tenancy: &SourceTenancy,
     tenant: &TenantKey,
-) -> Result<TenantRows> {
+    mut visit: impl FnMut(&str, &[String], Row),
+) -> Result<()> {
     let err = |e| sqlite_error(path, e);
-    let mut out = BTreeMap::new();
     for table in tenancy.tenant_tables() {
         let sql = tenant_query(tenancy, &table.schema, "?1")?;
         let mut stmt = conn.prepare_cached(&sql).map_err(err)?;
         let key = tenant_parameter(tenant);
         let mut rows = stmt.query([key]).map_err(err)?;
-        let mut collected = Vec::new();
         while let Some(row) = rows.next().map_err(err)? {
             let values: Row = (0..table.schema.columns.len())
                 .map(|i| row.get_ref(i).map(value_from_ref))
                 .collect::<rusqlite::Result<_>>()
                 .map_err(err)?;
-            collected.push(values);
+            visit(&table.schema.name, &table.schema.columns, values);
         }
-        out.insert(
-            table.schema.name.clone(),
-            (table.schema.columns.clone(), collected),
-        );
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The tenant key as a parameter: an integer when it reads as one (SQLite compares
@@ -546,15 +542,15 @@ fn to_sql(value: &Value) -> rusqlite::types::Value {
     }
 }
 
-/// Replace `delete_key`'s rows with `tables` (in write order) in one transaction, with
-/// foreign key checks deferred to the commit. With `dry_run`, count what would be written
-/// and removed, and change nothing.
+/// Replace `delete_key`'s rows with `restore`'s rows (tables in write order) in one
+/// transaction, with foreign key checks deferred to the commit. With `dry_run`, count what
+/// would be written and removed, and change nothing.
 pub fn write_tenant(
     conn: &mut Connection,
     path: &Path,
     tenancy: &SourceTenancy,
     delete_key: &TenantKey,
-    tables: &[RestoreTable],
+    restore: &mut TenantRestore,
     dry_run: bool,
 ) -> Result<WriteReport> {
     let err = |e| sqlite_error(path, e);
@@ -565,7 +561,7 @@ pub fn write_tenant(
         .map_err(err)?;
     tx.execute_batch("PRAGMA defer_foreign_keys = ON")
         .map_err(err)?;
-    for table in tables.iter().rev() {
+    for table in restore.tables.iter().rev() {
         let schema = &tenancy
             .table(&table.name)
             .ok_or_else(|| Error::source(format!("table {} vanished", table.name)))?
@@ -583,33 +579,37 @@ pub fn write_tenant(
         };
         report.tables.insert(table.name.clone(), (0, removed));
     }
-    for table in tables {
+    for index in 0..restore.tables.len() {
+        let name = restore.tables[index].name.clone();
         let written = if dry_run {
-            table.rows.len() as u64
+            restore.rows(index, |_| Ok(()))?
         } else {
-            let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(c)).collect();
+            let columns: Vec<String> = restore.tables[index]
+                .columns
+                .iter()
+                .map(|c| quote_ident(c))
+                .collect();
             let marks: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
             let mut stmt = tx
                 .prepare_cached(&format!(
                     "INSERT INTO {} ({}) VALUES ({})",
-                    quote_ident(&table.name),
+                    quote_ident(&name),
                     columns.join(", "),
                     marks.join(", ")
                 ))
                 .map_err(err)?;
-            for row in &table.rows {
+            restore.rows(index, |row| {
                 stmt.execute(rusqlite::params_from_iter(row.iter().map(to_sql)))
+                    .map(|_| ())
                     .map_err(|e| {
                         Error::source(format!(
-                            "sqlite {}: cannot write a row of {}: {e}",
+                            "sqlite {}: cannot write a row of {name}: {e}",
                             path.display(),
-                            table.name
                         ))
-                    })?;
-            }
-            table.rows.len() as u64
+                    })
+            })?
         };
-        if let Some(entry) = report.tables.get_mut(&table.name) {
+        if let Some(entry) = report.tables.get_mut(&name) {
             entry.0 = written;
         }
     }

@@ -15,7 +15,7 @@ pub use store::{write_atomically, LocalStore, S3Store, Store};
 
 use crate::config::VaultConfig;
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{Base, Checkpoint, Segment, TenantKey};
+use crate::model::{Base, Checkpoint, Row, Segment, TableSchema, TenantKey};
 
 pub const FORMAT_VERSION: u16 = 1;
 const MAGIC: &[u8; 8] = b"LIFEBOAT";
@@ -355,6 +355,25 @@ impl Vault {
         self.read(name, Kind::Checkpoint).await
     }
 
+    /// A checkpoint without its key maps: what readers of history need of it.
+    pub async fn read_checkpoint_head(&self, name: &str) -> Result<CheckpointHead> {
+        self.read(name, Kind::Checkpoint).await
+    }
+
+    /// A base whose rows are decoded on demand, a table at a time, never all at once. Its
+    /// bytes are checked against its name here.
+    pub async fn open_base(&self, name: &str) -> Result<BaseReader> {
+        let bytes = self.get_object(name).await?;
+        let head: BaseHead = decode(name, Kind::Base, &bytes)?;
+        Ok(BaseReader {
+            name: name.to_string(),
+            bytes,
+            position: head.position,
+            commit_time_us: head.commit_time_us,
+            tables: head.tables,
+        })
+    }
+
     async fn read<T: DeserializeOwned>(&self, name: &str, kind: Kind) -> Result<T> {
         let bytes = self.get_object(name).await?;
         decode(name, kind, &bytes)
@@ -447,6 +466,151 @@ fn pack<T: Serialize>(record: &T) -> Result<Vec<u8>> {
 fn unpack<T: DeserializeOwned>(name: &str, packed: &[u8]) -> Result<T> {
     let body = zstd::decode_all(packed).map_err(|e| corrupt(name, format!("zstd: {e}")))?;
     rmp_serde::from_slice(&body).map_err(|e| corrupt(name, format!("cannot decode: {e}")))
+}
+
+/// A checkpoint's position, time and table shapes, without its key maps.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct CheckpointHead {
+    pub position: u64,
+    pub commit_time_us: i64,
+    pub tables: Vec<TableSchema>,
+}
+
+/// A base's fields other than its rows.
+#[derive(serde::Deserialize)]
+struct BaseHead {
+    position: u64,
+    commit_time_us: i64,
+    tables: Vec<TableSchema>,
+}
+
+/// An opened base (checked against its name); `for_each_row` decodes its rows as a
+/// stream, so a large tenant is never held decoded in memory.
+pub struct BaseReader {
+    name: String,
+    bytes: Bytes,
+    pub position: u64,
+    pub commit_time_us: i64,
+    pub tables: Vec<TableSchema>,
+}
+
+impl BaseReader {
+    /// Call `visit` with every row of table `table` (an index into `tables`), in stored
+    /// order. Rows of other tables are skipped without being decoded.
+    pub fn for_each_row(&self, table: u32, visit: impl FnMut(Row)) -> Result<()> {
+        let body = open_envelope(&self.name, Kind::Base, &self.bytes)?;
+        let decoder = zstd::stream::read::Decoder::new(body)
+            .map_err(|e| corrupt(&self.name, format!("zstd: {e}")))?;
+        // MessagePack is read a few bytes at a time: buffer the decompressed side.
+        let reader = std::io::BufReader::with_capacity(64 * 1024, decoder);
+        let mut de = rmp_serde::Deserializer::new(reader);
+        serde::de::DeserializeSeed::deserialize(
+            rows_stream::BaseSeed {
+                table,
+                visit: std::cell::RefCell::new(visit),
+            },
+            &mut de,
+        )
+        .map_err(|e| corrupt(&self.name, format!("cannot decode: {e}")))
+    }
+}
+
+/// Streaming decoding of a base's `rows`: a seed per level of the MessagePack map.
+mod rows_stream {
+    use std::cell::RefCell;
+    use std::fmt;
+
+    use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use serde::Deserializer;
+
+    use crate::model::Row;
+
+    pub struct BaseSeed<F> {
+        pub table: u32,
+        pub visit: RefCell<F>,
+    }
+
+    impl<'de, F: FnMut(Row)> DeserializeSeed<'de> for BaseSeed<F> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+            de.deserialize_map(self)
+        }
+    }
+
+    impl<'de, F: FnMut(Row)> Visitor<'de> for BaseSeed<F> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a base record")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<String>()? {
+                if key == "rows" {
+                    map.next_value_seed(RowsSeed(&self))?;
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    struct RowsSeed<'a, F>(&'a BaseSeed<F>);
+
+    impl<'de, F: FnMut(Row)> DeserializeSeed<'de> for RowsSeed<'_, F> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+            de.deserialize_seq(self)
+        }
+    }
+
+    impl<'de, F: FnMut(Row)> Visitor<'de> for RowsSeed<'_, F> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of rows")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while let Some(row) = seq.next_element_seed(RowSeed(self.0.table))? {
+                if let Some(row) = row {
+                    (self.0.visit.borrow_mut())(row);
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// One `{table, values}` row: the values of another table are skipped undecoded.
+    struct RowSeed(u32);
+
+    impl<'de> DeserializeSeed<'de> for RowSeed {
+        type Value = Option<Row>;
+        fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Option<Row>, D::Error> {
+            de.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for RowSeed {
+        type Value = Option<Row>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a base row")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<Row>, A::Error> {
+            let mut table = None;
+            let mut values = None;
+            while let Some(key) = map.next_key::<String>()? {
+                match key.as_str() {
+                    "table" => table = Some(map.next_value::<u32>()?),
+                    // The writer puts `table` first; were it not, the values are kept.
+                    "values" if table.is_none_or(|t| t == self.0) => {
+                        values = Some(map.next_value::<Row>()?)
+                    }
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(values.filter(|_| table == Some(self.0)))
+        }
+    }
 }
 
 /// A segment's header: everything but the changes, and where each tenant's changes are.

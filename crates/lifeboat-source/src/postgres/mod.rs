@@ -24,7 +24,7 @@ use lifeboat_core::vault::Vault;
 use lifeboat_core::{Error, Result};
 
 use crate::capture::{CaptureCore, CaptureStats, Snapshot, Start};
-use crate::{quote_ident, quote_literal, tenant_query, Stop, TenantRows};
+use crate::{quote_ident, quote_literal, tenant_query, Stop};
 use pgoutput::{Datum, Message};
 
 /// Session settings that make every value's text form stable, on every connection.
@@ -367,25 +367,37 @@ async fn copy_snapshot(
             .copy_out(&sql)
             .await
             .map_err(|e| pg_error(&format!("cannot copy {}", schema.name), e))?;
-        futures::pin_mut!(stream);
-        let mut carry: Vec<u8> = Vec::new();
-        let mut values = Vec::with_capacity(schema.columns.len());
-        while let Some(chunk) = stream.next().await {
-            let chunk: Bytes =
-                chunk.map_err(|e| pg_error(&format!("copy of {}", schema.name), e))?;
-            carry.extend_from_slice(&chunk);
-            let mut start = 0;
-            while let Some(end) = carry[start..].iter().position(|&b| b == b'\n') {
-                parse_copy_line(&carry[start..start + end], &mut values)?;
-                core.snapshot_row(snapshot, &schema.name, std::mem::take(&mut values))?;
-                start += end + 1;
-            }
-            carry.drain(..start);
-        }
+        read_copy(stream, &schema.name, |row| {
+            core.snapshot_row(snapshot, &schema.name, row)
+        })
+        .await?;
     }
     tx.commit()
         .await
         .map_err(|e| pg_error("cannot end the snapshot transaction", e))?;
+    Ok(())
+}
+
+/// Hand every row of a `COPY … TO STDOUT` (text format) to `visit`, as it arrives.
+async fn read_copy(
+    stream: tokio_postgres::CopyOutStream,
+    table: &str,
+    mut visit: impl FnMut(Row) -> Result<()>,
+) -> Result<()> {
+    futures::pin_mut!(stream);
+    let mut carry: Vec<u8> = Vec::new();
+    let mut values = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk: Bytes = chunk.map_err(|e| pg_error(&format!("copy of {table}"), e))?;
+        carry.extend_from_slice(&chunk);
+        let mut start = 0;
+        while let Some(end) = carry[start..].iter().position(|&b| b == b'\n') {
+            parse_copy_line(&carry[start..start + end], &mut values)?;
+            visit(std::mem::take(&mut values))?;
+            start += end + 1;
+        }
+        carry.drain(..start);
+    }
     Ok(())
 }
 
@@ -754,38 +766,28 @@ async fn check_added_columns(
     Ok(())
 }
 
-/// A tenant's rows in every tenant table, read from the live database.
-pub async fn tenant_rows(
+/// Hand every row of `tenant` in every tenant table to `visit`, as the database sends
+/// them (COPY), with the table's name and columns.
+pub async fn for_each_tenant_row(
     client: &Client,
     tenancy: &SourceTenancy,
     tenant: &TenantKey,
-) -> Result<TenantRows> {
-    let mut out = BTreeMap::new();
+    mut visit: impl FnMut(&str, &[String], Row),
+) -> Result<()> {
     for table in tenancy.tenant_tables() {
-        let sql = tenant_query(tenancy, &table.schema, &quote_literal(tenant.as_str()))?;
-        let messages = client
-            .simple_query(&sql)
+        let name = &table.schema.name;
+        let query = tenant_query(tenancy, &table.schema, &quote_literal(tenant.as_str()))?;
+        let stream = client
+            .copy_out(&format!("COPY ({query}) TO STDOUT"))
             .await
-            .map_err(|e| pg_error(&format!("cannot read {}", table.schema.name), e))?;
-        let mut rows = Vec::new();
-        for message in messages {
-            if let SimpleQueryMessage::Row(row) = message {
-                rows.push(
-                    (0..table.schema.columns.len())
-                        .map(|i| match row.get(i) {
-                            Some(text) => Value::Text(text.to_string()),
-                            None => Value::Null,
-                        })
-                        .collect(),
-                );
-            }
-        }
-        out.insert(
-            table.schema.name.clone(),
-            (table.schema.columns.clone(), rows),
-        );
+            .map_err(|e| pg_error(&format!("cannot read {name}"), e))?;
+        read_copy(stream, name, |row| {
+            visit(name, &table.schema.columns, row);
+            Ok(())
+        })
+        .await?;
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use lifeboat_core::tenancy::SourceTenancy;
 use lifeboat_core::{Error, Result};
 
 use super::pg_error;
-use crate::restore::{copy_text, order_self_references, ForeignKey, RestoreTable, WriteReport};
+use crate::restore::{copy_text, ForeignKey, TenantRestore, WriteReport};
 use crate::{quote_ident, quote_literal, tenant_delete, tenant_query};
 
 /// What restore needs to know about the target's schema beyond the tenant map.
@@ -85,24 +85,33 @@ async fn count(client: &Client, sql: &str) -> Result<u64> {
     Ok(0)
 }
 
-/// Replace `delete_key`'s rows with `tables` (in write order) in one transaction. With
-/// `dry_run`, count what would be written and removed, and change nothing.
+/// What the thread producing COPY data hands to the connection.
+enum Piece {
+    /// Rows of table `index`, in COPY's text format.
+    Data(usize, Bytes),
+    /// Table `index` is complete, with this many rows.
+    End(usize, u64),
+}
+
+/// Replace `delete_key`'s rows with `restore`'s rows (tables in write order) in one
+/// transaction. The rows are turned into COPY data on a blocking thread as they are read
+/// from the vault, while the connection sends the previous chunk. With `dry_run`, count
+/// what would be written and removed, and change nothing.
 pub async fn write_tenant(
     client: &mut Client,
     tenancy: &SourceTenancy,
     catalog: &Catalog,
     delete_key: &TenantKey,
-    mut tables: Vec<RestoreTable>,
+    mut restore: TenantRestore,
     dry_run: bool,
-) -> Result<WriteReport> {
+) -> Result<(WriteReport, TenantRestore)> {
     let key = quote_literal(delete_key.as_str());
     let mut report = WriteReport::default();
+    let vanished = |name: &str| Error::source(format!("table {name} vanished"));
     if dry_run {
-        for table in &tables {
-            let schema = &tenancy
-                .table(&table.name)
-                .ok_or_else(|| Error::source(format!("table {} vanished", table.name)))?
-                .schema;
+        for index in 0..restore.tables.len() {
+            let name = restore.tables[index].name.clone();
+            let schema = &tenancy.table(&name).ok_or_else(|| vanished(&name))?.schema;
             let removed = count(
                 client,
                 &format!(
@@ -111,20 +120,19 @@ pub async fn write_tenant(
                 ),
             )
             .await?;
-            report
-                .tables
-                .insert(table.name.clone(), (table.rows.len() as u64, removed));
+            let written = restore.rows(index, |_| Ok(()))?;
+            report.tables.insert(name, (written, removed));
         }
-        return Ok(report);
+        return Ok((report, restore));
     }
     let tx = client
         .transaction()
         .await
         .map_err(|e| pg_error("cannot begin the restore transaction", e))?;
-    for table in tables.iter().rev() {
+    for table in restore.tables.iter().rev() {
         let schema = &tenancy
             .table(&table.name)
-            .ok_or_else(|| Error::source(format!("table {} vanished", table.name)))?
+            .ok_or_else(|| vanished(&table.name))?
             .schema;
         let sql = tenant_delete(tenancy, schema, &key)?;
         let removed = tx.execute(sql.as_str(), &[]).await.map_err(|e| {
@@ -135,55 +143,92 @@ pub async fn write_tenant(
         })?;
         report.tables.insert(table.name.clone(), (0, removed));
     }
-    for table in &mut tables {
-        order_self_references(table, &catalog.foreign_keys);
-        if table.rows.is_empty() {
-            continue;
-        }
-        let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(c)).collect();
-        let sql = format!(
-            "COPY {} ({}) FROM STDIN",
-            quote_ident(&table.name),
-            columns.join(", ")
-        );
-        let sink = tx
-            .copy_in::<_, Bytes>(sql.as_str())
-            .await
-            .map_err(|e| pg_error(&format!("cannot copy into {}", table.name), e))?;
-        futures::pin_mut!(sink);
-        let mut buffer = Vec::with_capacity(64 * 1024);
-        for row in &table.rows {
-            for (i, value) in row.iter().enumerate() {
-                if i > 0 {
-                    buffer.push(b'\t');
+    let tables = restore.tables.clone();
+    let (send, mut receive) = tokio::sync::mpsc::channel::<Piece>(4);
+    let producer = tokio::task::spawn_blocking(move || -> Result<TenantRestore> {
+        let closed = || Error::source("the restore connection stopped taking rows");
+        for index in 0..restore.tables.len() {
+            let mut buffer = Vec::with_capacity(COPY_CHUNK + 4096);
+            let rows = restore.rows(index, |row| {
+                for (i, value) in row.iter().enumerate() {
+                    if i > 0 {
+                        buffer.push(b'\t');
+                    }
+                    copy_text(value, &mut buffer);
                 }
-                copy_text(value, &mut buffer);
+                buffer.push(b'\n');
+                if buffer.len() >= COPY_CHUNK {
+                    let chunk = Bytes::from(std::mem::replace(
+                        &mut buffer,
+                        Vec::with_capacity(COPY_CHUNK + 4096),
+                    ));
+                    send.blocking_send(Piece::Data(index, chunk))
+                        .map_err(|_| closed())?;
+                }
+                Ok(())
+            })?;
+            if !buffer.is_empty() {
+                send.blocking_send(Piece::Data(index, Bytes::from(buffer)))
+                    .map_err(|_| closed())?;
             }
-            buffer.push(b'\n');
-            if buffer.len() >= 256 * 1024 {
-                sink.send(Bytes::from(std::mem::take(&mut buffer)))
-                    .await
-                    .map_err(|e| pg_error(&format!("cannot copy into {}", table.name), e))?;
+            send.blocking_send(Piece::End(index, rows))
+                .map_err(|_| closed())?;
+        }
+        Ok(restore)
+    });
+    let mut sink = None;
+    let copy_error = |name: &str, e| pg_error(&format!("cannot copy into {name}"), e);
+    while let Some(piece) = receive.recv().await {
+        match piece {
+            Piece::Data(index, chunk) => {
+                let name = &tables[index].name;
+                if sink.is_none() {
+                    let columns: Vec<String> = tables[index]
+                        .columns
+                        .iter()
+                        .map(|c| quote_ident(c))
+                        .collect();
+                    let sql = format!(
+                        "COPY {} ({}) FROM STDIN",
+                        quote_ident(name),
+                        columns.join(", ")
+                    );
+                    let opened = tx
+                        .copy_in::<_, Bytes>(sql.as_str())
+                        .await
+                        .map_err(|e| copy_error(name, e))?;
+                    sink = Some(Box::pin(opened));
+                }
+                if let Some(sink) = sink.as_mut() {
+                    sink.send(chunk).await.map_err(|e| copy_error(name, e))?;
+                }
             }
-        }
-        if !buffer.is_empty() {
-            sink.send(Bytes::from(buffer))
-                .await
-                .map_err(|e| pg_error(&format!("cannot copy into {}", table.name), e))?;
-        }
-        let written = sink
-            .finish()
-            .await
-            .map_err(|e| pg_error(&format!("cannot copy into {}", table.name), e))?;
-        if let Some(entry) = report.tables.get_mut(&table.name) {
-            entry.0 = written;
+            Piece::End(index, rows) => {
+                let name = &tables[index].name;
+                let mut written = 0;
+                if let Some(mut sink) = sink.take() {
+                    written = sink
+                        .as_mut()
+                        .finish()
+                        .await
+                        .map_err(|e| copy_error(name, e))?;
+                }
+                if written != rows {
+                    return Err(Error::source(format!(
+                        "COPY into {name} took {written} rows of the {rows} sent"
+                    )));
+                }
+                if let Some(entry) = report.tables.get_mut(name) {
+                    entry.0 = written;
+                }
+            }
         }
     }
+    let restore = producer
+        .await
+        .map_err(|e| Error::source(format!("the restore's row reader failed: {e}")))??;
     for (table, column, sequence) in &catalog.sequences {
-        if !tables
-            .iter()
-            .any(|t| &t.name == table && !t.rows.is_empty())
-        {
+        if report.tables.get(table).is_none_or(|t| t.0 == 0) {
             continue;
         }
         // The next value must come after m: a fresh sequence (is_called false) would
@@ -205,5 +250,8 @@ pub async fn write_tenant(
     tx.commit()
         .await
         .map_err(|e| pg_error("cannot commit the restore transaction", e))?;
-    Ok(report)
+    Ok((report, restore))
 }
+
+/// How much COPY data is sent at a time.
+const COPY_CHUNK: usize = 256 * 1024;
