@@ -5,6 +5,7 @@
 mod capture;
 mod context;
 mod drill;
+mod guard;
 mod history;
 mod restore;
 mod snapshot;
@@ -65,6 +66,18 @@ enum Command {
     Restore(restore::Args),
     /// Write new base snapshots (compaction), so restores read less history.
     Snapshot(snapshot::Args),
+    /// Measure a declared operation and write a plan for approval.
+    Plan(guard::PlanArgs),
+    /// Approve a plan (not its author).
+    Approve(guard::ApproveArgs),
+    /// Apply an approved plan in waves, with a restore point first.
+    Apply(guard::ApplyArgs),
+    /// Stop a running apply before its next wave.
+    Halt(guard::PlanRefArgs),
+    /// Restore every tenant an applied plan touched to its restore point.
+    Undo(guard::PlanRefArgs),
+    /// Show the audit log, or `audit verify` its hash chain.
+    Audit(guard::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -96,6 +109,12 @@ fn main() -> ExitCode {
             Command::Snapshot(args) => snapshot::run(config_path, args).await,
             Command::Restore(args) => restore::run(config_path, args).await,
             Command::Drill(args) => drill::run(config_path, args).await,
+            Command::Plan(args) => guard::plan(config_path, args).await,
+            Command::Approve(args) => guard::approve(config_path, args).await,
+            Command::Apply(args) => guard::apply(config_path, args).await,
+            Command::Halt(args) => guard::halt(config_path, args).await,
+            Command::Undo(args) => guard::undo(config_path, args).await,
+            Command::Audit(args) => guard::audit(config_path, args).await,
         }
     });
     match result {

@@ -18,6 +18,84 @@ pub struct Config {
     pub capture: CaptureConfig,
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
+    #[serde(default)]
+    pub guard: GuardConfig,
+    /// ID kinds: what a typed parameter's IDs must be.
+    #[serde(default)]
+    pub kinds: BTreeMap<String, KindConfig>,
+    /// Destructive operations run through plan, approve and apply.
+    #[serde(default)]
+    pub operations: BTreeMap<String, OperationConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardConfig {
+    /// Approvals a plan needs (by people other than its author) before it is applied.
+    #[serde(default = "default_approvals_required")]
+    pub approvals_required: u32,
+    /// A softly deleted tenant cannot be purged before this many days.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+    /// `SOURCE.TABLE` whose rows are a tenant's users: plans count the users affected.
+    #[serde(default)]
+    pub users: Option<String>,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            approvals_required: default_approvals_required(),
+            retention_days: default_retention_days(),
+            users: None,
+        }
+    }
+}
+
+fn default_approvals_required() -> u32 {
+    1
+}
+
+/// A kind of ID: the rows of `source.table` identified by `column`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KindConfig {
+    pub source: String,
+    pub table: String,
+    pub column: String,
+    /// A column with a human name to show beside each ID.
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// A declared destructive operation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperationConfig {
+    /// Parameter name -> ID kind. Steps refer to a parameter as `$name`, bound as an array.
+    pub params: BTreeMap<String, String>,
+    /// `SOURCE.TABLE` -> the most the operation may touch there.
+    #[serde(default)]
+    pub effect: BTreeMap<String, EffectLimit>,
+    pub steps: Vec<StepConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EffectLimit {
+    /// Rows touched per ID given.
+    #[serde(default)]
+    pub max_rows_per_id: Option<u64>,
+    /// Rows touched in all.
+    #[serde(default)]
+    pub max_rows: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepConfig {
+    pub source: String,
+    pub sql: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -187,7 +265,71 @@ impl Config {
                 })?;
             }
         }
+        self.validate_guard()
+    }
+
+    /// Kinds and operations name sources, tables and kinds that exist; each operation
+    /// has one typed parameter and at least one step.
+    fn validate_guard(&self) -> Result<()> {
+        let source_named = |what: &str, source: &str| -> Result<()> {
+            if self.sources.contains_key(source) {
+                Ok(())
+            } else {
+                Err(Error::config(format!("{what}: unknown source {source:?}")))
+            }
+        };
+        if let Some(users) = &self.guard.users {
+            let (source, _) = split_table(users)
+                .map_err(|e| Error::config(format!("[guard] users: {}", e.message())))?;
+            source_named("[guard] users", source)?;
+        }
+        for (name, kind) in &self.kinds {
+            source_named(&format!("[kinds.{name}]"), &kind.source)?;
+        }
+        for (name, op) in &self.operations {
+            let at = format!("[operations.{name}]");
+            if op.params.len() != 1 {
+                return Err(Error::config(format!(
+                    "{at} params: declare exactly one typed parameter, for example \
+                     params = {{ ids = \"app\" }}"
+                )));
+            }
+            for (param, kind) in &op.params {
+                if !self.kinds.contains_key(kind) {
+                    let known: Vec<&str> = self.kinds.keys().map(String::as_str).collect();
+                    return Err(Error::config(format!(
+                        "{at} params.{param}: unknown kind {kind:?}; declared kinds: {}",
+                        known.join(", ")
+                    )));
+                }
+            }
+            for table in op.effect.keys() {
+                let (source, _) = split_table(table)
+                    .map_err(|e| Error::config(format!("{at} effect: {}", e.message())))?;
+                source_named(&format!("{at} effect"), source)?;
+            }
+            if op.steps.is_empty() {
+                return Err(Error::config(format!("{at}: no steps")));
+            }
+            for step in &op.steps {
+                source_named(&format!("{at} steps"), &step.source)?;
+            }
+        }
         Ok(())
+    }
+
+    pub fn operation(&self, name: &str) -> Result<&OperationConfig> {
+        self.operations.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.operations.keys().map(String::as_str).collect();
+            Error::usage(format!(
+                "unknown operation {name:?}; declared operations: {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        })
     }
 
     pub fn source(&self, name: &str) -> Result<&SourceConfig> {
@@ -198,6 +340,16 @@ impl Config {
                 known.join(", ")
             ))
         })
+    }
+}
+
+/// `SOURCE.TABLE` split in two.
+pub fn split_table(text: &str) -> Result<(&str, &str)> {
+    match text.split_once('.') {
+        Some((source, table)) if !source.is_empty() && !table.is_empty() => Ok((source, table)),
+        _ => Err(Error::config(format!(
+            "{text:?}: expected SOURCE.TABLE, for example \"tracker.app_installations\""
+        ))),
     }
 }
 

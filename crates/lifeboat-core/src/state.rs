@@ -396,6 +396,34 @@ impl SourceHistory {
         Ok(position)
     }
 
+    /// The commit time of the last transaction at or before `position`.
+    pub async fn commit_time_at(&self, vault: &Vault, position: u64) -> Result<i64> {
+        let Some(checkpoint) = self
+            .checkpoints
+            .iter()
+            .rev()
+            .find(|c| c.position <= position)
+        else {
+            return Err(self.not_captured());
+        };
+        let mut time_us = self
+            .checkpoint_head(vault, &checkpoint.name)
+            .await?
+            .commit_time_us;
+        for segment in &self.segments {
+            if segment.last <= checkpoint.position || segment.first > position {
+                continue;
+            }
+            let summary = self.summary(vault, &segment.name).await?;
+            for tx in &summary.0.transactions {
+                if tx.position <= position {
+                    time_us = time_us.max(tx.commit_time_us);
+                }
+            }
+        }
+        Ok(time_us)
+    }
+
     fn not_captured(&self) -> Error {
         Error::usage(format!(
             "source {} has no history in the vault yet: run `lifeboat capture` first",

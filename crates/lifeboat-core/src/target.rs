@@ -16,6 +16,8 @@ pub enum Target {
     /// Just before this transaction of this source committed. On SQLite the id is a
     /// changelog sequence number (a commit group's id is its first one).
     BeforeTx { source: String, txid: u64 },
+    /// A restore point: a position per source (sources not named: the same instant).
+    Positions(BTreeMap<String, u64>),
 }
 
 impl Target {
@@ -66,6 +68,17 @@ pub async fn resolve(
 ) -> Result<Resolved> {
     let (time_us, fixed, description) = match target {
         Target::At(time_us) => (*time_us, None, format!("as of {}", format_us(*time_us))),
+        Target::Positions(points) => {
+            // The instant of the latest restore-point position, for sources not named.
+            let mut time_us = i64::MIN;
+            for history in histories {
+                if let Some(&position) = points.get(&history.source) {
+                    history.check_position(position)?;
+                    time_us = time_us.max(history.commit_time_at(vault, position).await?);
+                }
+            }
+            (time_us, None, "to the restore point".to_string())
+        }
         Target::BeforeTx { source, txid } => {
             let history = histories.iter().find(|h| &h.source == source).ok_or_else(|| {
                 Error::usage(format!(
@@ -88,8 +101,13 @@ pub async fn resolve(
     };
     let mut positions = BTreeMap::new();
     for history in histories {
-        let position = match &fixed {
-            Some((source, position)) if *source == history.source => *position,
+        let point = match target {
+            Target::Positions(points) => points.get(&history.source).copied(),
+            _ => None,
+        };
+        let position = match (&fixed, point) {
+            (_, Some(position)) => position,
+            (Some((source, position)), None) if *source == history.source => *position,
             _ => history.position_at_time(vault, time_us).await?,
         };
         history.check_position(position)?;

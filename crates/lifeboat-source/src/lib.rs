@@ -3,7 +3,9 @@
 //! live rows for verification.
 
 pub mod capture;
+pub mod control;
 pub mod drill;
+pub mod guard;
 pub mod live;
 pub mod postgres;
 pub mod restore;
@@ -121,6 +123,36 @@ fn tenant_path(
     })
 }
 
+/// `SELECT t0.<column>, [t0.<label>,] tN.<tenant column> FROM table t0 [JOIN …]`: every
+/// row's `column` (and `label`) with its tenant, followed by `filter` (a WHERE clause on
+/// `t0`, or nothing). `None` for a global table.
+pub fn keyed_tenant_query(
+    tenancy: &SourceTenancy,
+    table: &str,
+    column: &str,
+    label: Option<&str>,
+    filter: &str,
+) -> Result<Option<String>> {
+    let resolved = tenancy
+        .table(table)
+        .ok_or_else(|| Error::config(format!("table {table} is not in the source's tenant map")))?;
+    if matches!(resolved.tenancy, lifeboat_core::tenancy::Tenancy::Global) {
+        return Ok(None);
+    }
+    let (links, tenant_column) = tenant_path(tenancy, &resolved.schema)?;
+    let joins = joins(&links, 0);
+    let label = label
+        .map(|l| format!("t0.{}, ", quote_ident(l)))
+        .unwrap_or_default();
+    Ok(Some(format!(
+        "SELECT t0.{}, {label}t{}.{} FROM {} t0{joins} {filter}",
+        quote_ident(column),
+        links.len(),
+        quote_ident(&tenant_column),
+        quote_ident(table),
+    )))
+}
+
 /// ` JOIN parent t{i+1} ON …` for the links after `from` (alias `t{from}` is already in the
 /// query), then ` WHERE tN.<tenant column> = <placeholder>`.
 fn joins_to_tenant(
@@ -129,6 +161,17 @@ fn joins_to_tenant(
     tenant_column: &str,
     placeholder: &str,
 ) -> String {
+    let mut sql = joins(links, from);
+    sql.push_str(&format!(
+        " WHERE t{}.{} = {placeholder}",
+        links.len(),
+        quote_ident(tenant_column)
+    ));
+    sql
+}
+
+/// ` JOIN parent t{i+1} ON t{i}.col = t{i+1}.parent_col` for the links after `from`.
+fn joins(links: &[lifeboat_core::tenancy::Link], from: usize) -> String {
     let mut sql = String::new();
     for (i, link) in links.iter().enumerate().skip(from) {
         sql.push_str(&format!(
@@ -141,10 +184,5 @@ fn joins_to_tenant(
             quote_ident(&link.parent_column)
         ));
     }
-    sql.push_str(&format!(
-        " WHERE t{}.{} = {placeholder}",
-        links.len(),
-        quote_ident(tenant_column)
-    ));
     sql
 }

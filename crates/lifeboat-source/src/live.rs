@@ -193,6 +193,87 @@ impl LiveSource {
         }
     }
 
+    /// Find `ids` in `table.column` (with `label`), each with its tenant.
+    pub async fn lookup_ids(
+        &self,
+        table: &str,
+        column: &str,
+        label: Option<&str>,
+        ids: &[lifeboat_core::model::Value],
+    ) -> Result<Vec<crate::guard::IdRow>> {
+        let sql =
+            crate::guard::id_query(&self.tenancy, table, column, label, ids, self.is_postgres())?;
+        match &self.connection {
+            Connection::Sqlite { path, conn } => {
+                let conn = conn
+                    .lock()
+                    .map_err(|_| lifeboat_core::Error::source("sqlite connection poisoned"))?;
+                sqlite::lookup_ids(&conn, path, &sql, label.is_some())
+            }
+            Connection::Postgres { client, .. } => {
+                postgres::lookup_ids(client, &sql, label.is_some()).await
+            }
+        }
+    }
+
+    /// Run an operation's steps (SQL with parameters bound) in one transaction, measuring
+    /// the rows touched per tenant and table; commit only when `decide` says so.
+    pub async fn run_steps(
+        &mut self,
+        steps: &[String],
+        decide: impl FnOnce(&crate::guard::Effect) -> bool,
+    ) -> Result<(crate::guard::Effect, bool)> {
+        match &mut self.connection {
+            Connection::Sqlite { path, conn } => {
+                let conn = conn
+                    .get_mut()
+                    .map_err(|_| lifeboat_core::Error::source("sqlite connection poisoned"))?;
+                sqlite::run_steps(conn, path, &self.tenancy, steps, decide)
+            }
+            Connection::Postgres { client, schema, .. } => {
+                postgres::run_steps(client, &self.tenancy, schema, steps, decide).await
+            }
+        }
+    }
+
+    /// The source's position now (PostgreSQL: WAL insert position; SQLite: changelog).
+    pub async fn position(&self) -> Result<u64> {
+        match &self.connection {
+            Connection::Sqlite { path, conn } => {
+                let conn = conn
+                    .lock()
+                    .map_err(|_| lifeboat_core::Error::source("sqlite connection poisoned"))?;
+                sqlite::position(&conn, path)
+            }
+            Connection::Postgres { client, .. } => postgres::position(client).await,
+        }
+    }
+
+    /// How many rows `tenant` has in `table` now.
+    pub async fn count_tenant_rows(&self, tenant: &TenantKey, table: &str) -> Result<u64> {
+        let schema = &self
+            .tenancy
+            .table(table)
+            .ok_or_else(|| {
+                lifeboat_core::Error::config(format!(
+                    "table {table} is not in source {}'s tenant map",
+                    self.name
+                ))
+            })?
+            .schema;
+        match &self.connection {
+            Connection::Sqlite { path, conn } => {
+                let conn = conn
+                    .lock()
+                    .map_err(|_| lifeboat_core::Error::source("sqlite connection poisoned"))?;
+                sqlite::count_tenant_rows(&conn, path, &self.tenancy, schema, tenant)
+            }
+            Connection::Postgres { client, .. } => {
+                postgres::count_tenant_rows(client, &self.tenancy, schema, tenant).await
+            }
+        }
+    }
+
     /// Capture this source (see `sqlite::capture` and `postgres::capture`).
     pub async fn capture(
         self,

@@ -622,6 +622,140 @@ pub fn write_tenant(
     Ok(report)
 }
 
+/// Rows of an ID lookup (`guard::id_query`): the ID, its label when asked for, its tenant.
+pub fn lookup_ids(
+    conn: &Connection,
+    path: &Path,
+    sql: &str,
+    with_label: bool,
+) -> Result<Vec<crate::guard::IdRow>> {
+    let err = |e| sqlite_error(path, e);
+    let mut stmt = conn.prepare(sql).map_err(err)?;
+    let mut rows = stmt.query([]).map_err(err)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(err)? {
+        let value = |i: usize| row.get_ref(i).map(value_from_ref).map_err(err);
+        let tenant_at = if with_label { 2 } else { 1 };
+        out.push(crate::guard::IdRow {
+            id: value(0)?,
+            label: if with_label {
+                value(1)?.tenant_key().map(|k| k.to_string())
+            } else {
+                None
+            },
+            tenant: value(tenant_at)?.tenant_key(),
+        });
+    }
+    Ok(out)
+}
+
+/// Run `steps` in one transaction and count, per tenant and table, the rows they touched
+/// (read back from the changelog the capture triggers fill, so cascades and triggers
+/// count). The transaction commits only when `decide` says so.
+pub fn run_steps(
+    conn: &mut Connection,
+    path: &Path,
+    tenancy: &SourceTenancy,
+    steps: &[String],
+    decide: impl FnOnce(&crate::guard::Effect) -> bool,
+) -> Result<(crate::guard::Effect, bool)> {
+    let err = |e| sqlite_error(path, e);
+    let captured: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [CHANGELOG],
+            |r| r.get(0),
+        )
+        .map_err(err)?;
+    if !captured {
+        return Err(Error::usage(format!(
+            "source {} is not captured yet: run `lifeboat capture` first (operations are \
+             measured through capture's triggers)",
+            tenancy.source
+        )));
+    }
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(err)?;
+    let mut keymaps = lifeboat_core::tenancy::Keymaps::new(tenancy);
+    let mut records = Vec::new();
+    for (table, column, sql) in crate::guard::keymap_queries(tenancy)? {
+        let mut stmt = tx.prepare(&sql).map_err(err)?;
+        let mut rows = stmt.query([]).map_err(err)?;
+        let mut entries = Vec::new();
+        while let Some(row) = rows.next().map_err(err)? {
+            let key = row.get_ref(0).map(value_from_ref).map_err(err)?;
+            if let Some(tenant) = row
+                .get_ref(1)
+                .map(value_from_ref)
+                .map_err(err)?
+                .tenant_key()
+            {
+                entries.push((key, tenant));
+            }
+        }
+        records.push(lifeboat_core::model::KeymapRecord {
+            table,
+            column,
+            entries,
+        });
+    }
+    keymaps = if records.is_empty() {
+        keymaps
+    } else {
+        lifeboat_core::tenancy::Keymaps::from_records(tenancy, &records)
+    };
+    let before = last_sequence(&tx, path)?;
+    for step in steps {
+        tx.execute_batch(step).map_err(|e| {
+            Error::source(format!(
+                "sqlite {}: step failed: {e} (in: {step})",
+                path.display()
+            ))
+        })?;
+    }
+    let log = read_changelog(&tx, path, before, u64::MAX >> 1, usize::MAX >> 1)?
+        .into_iter()
+        .map(|row| crate::guard::Recorded {
+            table: row.table,
+            op: row.op,
+            old: row.old,
+            new: row.new,
+        })
+        .collect();
+    let effect = crate::guard::count_effect(tenancy, &mut keymaps, log);
+    let commit = decide(&effect);
+    if commit {
+        tx.commit().map_err(err)?;
+    } else {
+        tx.rollback().map_err(err)?;
+    }
+    Ok((effect, commit))
+}
+
+/// How many rows `tenant` has in the table of `schema`.
+pub fn count_tenant_rows(
+    conn: &Connection,
+    path: &Path,
+    tenancy: &SourceTenancy,
+    schema: &lifeboat_core::model::TableSchema,
+    tenant: &TenantKey,
+) -> Result<u64> {
+    let sql = format!(
+        "SELECT count(*) FROM ({})",
+        tenant_query(tenancy, schema, "?1")?
+    );
+    let n: i64 = conn
+        .query_row(&sql, [tenant_parameter(tenant)], |r| r.get(0))
+        .map_err(|e| sqlite_error(path, e))?;
+    Ok(n as u64)
+}
+
+/// The changelog's last sequence: the source's position now.
+pub fn position(conn: &Connection, path: &Path) -> Result<u64> {
+    last_sequence(conn, path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,5 +7,6 @@ mod common;
 mod crash;
 mod drill;
 mod fixtures;
+mod guard;
 mod restore;
 mod vault_checks;

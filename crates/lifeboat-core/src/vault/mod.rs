@@ -396,6 +396,11 @@ fn parse_position_name(file: &str, suffix: &str) -> Option<u64> {
 }
 
 /// The first 32 hex digits of the SHA-256 of `bytes`.
+/// The whole SHA-256 of `bytes`, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 pub fn content_hash(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     hex::encode(&digest[..16])

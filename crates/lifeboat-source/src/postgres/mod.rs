@@ -790,6 +790,191 @@ pub async fn for_each_tenant_row(
     Ok(())
 }
 
+/// Rows of an ID lookup (`guard::id_query`): the ID, its label when asked for, its tenant.
+pub async fn lookup_ids(
+    client: &Client,
+    sql: &str,
+    with_label: bool,
+) -> Result<Vec<crate::guard::IdRow>> {
+    let messages = client
+        .simple_query(sql)
+        .await
+        .map_err(|e| pg_error("cannot look the IDs up", e))?;
+    let mut out = Vec::new();
+    for message in messages {
+        if let SimpleQueryMessage::Row(row) = message {
+            let text = |i: usize| row.get(i).map(str::to_string);
+            let tenant_at = if with_label { 2 } else { 1 };
+            out.push(crate::guard::IdRow {
+                id: text(0).map(Value::Text).unwrap_or(Value::Null),
+                label: if with_label { text(1) } else { None },
+                tenant: text(tenant_at).map(TenantKey::new),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// How many rows `tenant` has in the table of `schema`.
+pub async fn count_tenant_rows(
+    client: &Client,
+    tenancy: &SourceTenancy,
+    schema: &TableSchema,
+    tenant: &TenantKey,
+) -> Result<u64> {
+    let query = tenant_query(tenancy, schema, &quote_literal(tenant.as_str()))?;
+    let text = simple_value(client, &format!("SELECT count(*) FROM ({query}) x"))
+        .await?
+        .unwrap_or_default();
+    Ok(text.parse().unwrap_or(0))
+}
+
+/// The server's WAL insert position: the source's position now.
+pub async fn position(client: &Client) -> Result<u64> {
+    let text = simple_value(client, "SELECT pg_current_wal_insert_lsn()::text")
+        .await?
+        .unwrap_or_default();
+    lifeboat_core::model::parse_position(&text)
+        .ok_or_else(|| Error::source(format!("cannot read the WAL position {text:?}")))
+}
+
+/// Run `steps` in one transaction and count, per tenant and table, the rows they touched.
+/// Row triggers that record every change into a temporary table are created inside the
+/// transaction (so cascades and triggers count) and dropped before it ends; the
+/// transaction commits only when `decide` says so.
+pub async fn run_steps(
+    client: &mut Client,
+    tenancy: &SourceTenancy,
+    schema: &str,
+    steps: &[String],
+    decide: impl FnOnce(&crate::guard::Effect) -> bool,
+) -> Result<(crate::guard::Effect, bool)> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| pg_error("cannot begin the operation's transaction", e))?;
+    let mut records = Vec::new();
+    for (table, column, sql) in crate::guard::keymap_queries(tenancy)? {
+        let mut entries = Vec::new();
+        for message in tx
+            .simple_query(&sql)
+            .await
+            .map_err(|e| pg_error(&format!("cannot read the keys of {table}"), e))?
+        {
+            if let SimpleQueryMessage::Row(row) = message {
+                if let (Some(key), Some(tenant)) = (row.get(0), row.get(1)) {
+                    entries.push((Value::Text(key.to_string()), TenantKey::new(tenant)));
+                }
+            }
+        }
+        records.push(lifeboat_core::model::KeymapRecord {
+            table,
+            column,
+            entries,
+        });
+    }
+    let mut keymaps = lifeboat_core::tenancy::Keymaps::from_records(tenancy, &records);
+    let function = format!(
+        "{}.lifeboat_effect_{}",
+        quote_ident(schema),
+        std::process::id()
+    );
+    let mut setup = format!(
+        "CREATE TEMP TABLE lifeboat_effect (seq bigserial, tbl text, op text, old jsonb, new jsonb) \
+         ON COMMIT DROP;
+         CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $f$
+         BEGIN
+           INSERT INTO lifeboat_effect (tbl, op, old, new) VALUES (TG_TABLE_NAME, TG_OP,
+             CASE WHEN TG_OP IN ('UPDATE', 'DELETE') THEN to_jsonb(OLD) END,
+             CASE WHEN TG_OP IN ('UPDATE', 'INSERT') THEN to_jsonb(NEW) END);
+           RETURN NULL;
+         END $f$;"
+    );
+    let mut teardown = String::new();
+    for table in &tenancy.tables {
+        let target = format!(
+            "{}.{}",
+            quote_ident(schema),
+            quote_ident(&table.schema.name)
+        );
+        setup.push_str(&format!(
+            "CREATE TRIGGER lifeboat_effect AFTER INSERT OR UPDATE OR DELETE ON {target} \
+             FOR EACH ROW EXECUTE FUNCTION {function}();
+             CREATE TRIGGER lifeboat_effect_truncate AFTER TRUNCATE ON {target} \
+             FOR EACH STATEMENT EXECUTE FUNCTION {function}();"
+        ));
+        teardown.push_str(&format!(
+            "DROP TRIGGER lifeboat_effect ON {target}; \
+             DROP TRIGGER lifeboat_effect_truncate ON {target};"
+        ));
+    }
+    teardown.push_str(&format!("DROP FUNCTION {function}();"));
+    tx.batch_execute(&setup)
+        .await
+        .map_err(|e| pg_error("cannot set up the measurement of the operation", e))?;
+    for step in steps {
+        tx.batch_execute(step)
+            .await
+            .map_err(|e| pg_error(&format!("step failed (in: {step})"), e))?;
+    }
+    let rows = tx
+        .query(
+            "SELECT tbl, op, old::text, new::text FROM lifeboat_effect ORDER BY seq",
+            &[],
+        )
+        .await
+        .map_err(|e| pg_error("cannot read the measured changes", e))?;
+    let mut log = Vec::new();
+    for row in rows {
+        let table: String = row.get(0);
+        let op: String = row.get(1);
+        let op = match op.as_str() {
+            "INSERT" => Op::Insert,
+            "UPDATE" => Op::Update,
+            "DELETE" => Op::Delete,
+            _ => {
+                return Err(Error::usage(format!(
+                    "a step truncates {table}: a truncation cannot be measured per tenant; \
+                     delete the rows instead"
+                )))
+            }
+        };
+        let columns = tenancy
+            .table(&table)
+            .map(|t| t.schema.columns.clone())
+            .unwrap_or_default();
+        let parse = |text: Option<String>| -> Result<Option<Row>> {
+            text.map(|t| {
+                let json: serde_json::Value = serde_json::from_str(&t)
+                    .map_err(|e| Error::source(format!("a recorded row: {e}")))?;
+                crate::guard::row_from_json(&columns, &json)
+            })
+            .transpose()
+        };
+        log.push(crate::guard::Recorded {
+            table,
+            op,
+            old: parse(row.get(2))?,
+            new: parse(row.get(3))?,
+        });
+    }
+    let effect = crate::guard::count_effect(tenancy, &mut keymaps, log);
+    tx.batch_execute(&teardown)
+        .await
+        .map_err(|e| pg_error("cannot remove the measurement triggers", e))?;
+    let commit = decide(&effect);
+    if commit {
+        tx.commit()
+            .await
+            .map_err(|e| pg_error("cannot commit the operation", e))?;
+    } else {
+        tx.rollback()
+            .await
+            .map_err(|e| pg_error("cannot roll the operation back", e))?;
+    }
+    Ok((effect, commit))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
