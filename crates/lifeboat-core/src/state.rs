@@ -398,12 +398,7 @@ impl SourceHistory {
 
     /// The commit time of the last transaction at or before `position`.
     pub async fn commit_time_at(&self, vault: &Vault, position: u64) -> Result<i64> {
-        let Some(checkpoint) = self
-            .checkpoints
-            .iter()
-            .rev()
-            .find(|c| c.position <= position)
-        else {
+        let Some(checkpoint) = self.checkpoint_at(position) else {
             return Err(self.not_captured());
         };
         let mut time_us = self
@@ -424,6 +419,14 @@ impl SourceHistory {
         Ok(time_us)
     }
 
+    /// The latest checkpoint at or before `position`.
+    fn checkpoint_at(&self, position: u64) -> Option<&PositionRef> {
+        self.checkpoints
+            .iter()
+            .rev()
+            .find(|c| c.position <= position)
+    }
+
     fn not_captured(&self) -> Error {
         Error::usage(format!(
             "source {} has no history in the vault yet: run `lifeboat capture` first",
@@ -438,12 +441,7 @@ impl SourceHistory {
         vault: &Vault,
         position: u64,
     ) -> Result<BTreeMap<String, TableSchema>> {
-        let Some(checkpoint) = self
-            .checkpoints
-            .iter()
-            .rev()
-            .find(|c| c.position <= position)
-        else {
+        let Some(checkpoint) = self.checkpoint_at(position) else {
             return Ok(BTreeMap::new());
         };
         let checkpoint = self.checkpoint_head(vault, &checkpoint.name).await?;

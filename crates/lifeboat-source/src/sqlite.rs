@@ -677,7 +677,6 @@ pub fn run_steps(
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(err)?;
-    let mut keymaps = lifeboat_core::tenancy::Keymaps::new(tenancy);
     let mut records = Vec::new();
     for (table, column, sql) in crate::guard::keymap_queries(tenancy)? {
         let mut stmt = tx.prepare(&sql).map_err(err)?;
@@ -700,11 +699,7 @@ pub fn run_steps(
             entries,
         });
     }
-    keymaps = if records.is_empty() {
-        keymaps
-    } else {
-        lifeboat_core::tenancy::Keymaps::from_records(tenancy, &records)
-    };
+    let mut keymaps = lifeboat_core::tenancy::Keymaps::from_records(tenancy, &records);
     let before = last_sequence(&tx, path)?;
     for step in steps {
         tx.execute_batch(step).map_err(|e| {
