@@ -73,14 +73,17 @@ pub struct AuditArgs {
     json: bool,
 }
 
-fn login(by: Option<String>) -> String {
+pub(crate) fn login(by: Option<String>) -> String {
     by.or_else(|| std::env::var("USER").ok())
         .or_else(|| std::env::var("LOGNAME").ok())
         .unwrap_or_else(|| "unknown".to_string())
 }
 
 /// The control store: `[control] url`, or `lifeboat-control.db` beside the configuration.
-fn control_store(config: &Config, config_path: &Option<PathBuf>) -> Result<ControlStore> {
+pub(crate) fn control_store(
+    config: &Config,
+    config_path: &Option<PathBuf>,
+) -> Result<ControlStore> {
     let path = match &config.control {
         Some(control) => lifeboat_core::config::sqlite_path(&control.url)?,
         None => config_path
@@ -132,6 +135,13 @@ impl Plan {
 
     fn short(&self) -> &str {
         &self.hash[..12]
+    }
+
+    fn purpose(&self) -> Purpose {
+        match self.str("purpose") {
+            "tenant-delete" => Purpose::TenantDelete,
+            _ => Purpose::Operation,
+        }
     }
 
     /// tenant -> "source.table" -> rows.
@@ -193,7 +203,7 @@ fn json_to_value(json: &Json) -> Value {
 }
 
 /// Open each named source once.
-async fn open_named(
+pub(crate) async fn open_named(
     config: &Config,
     names: &BTreeSet<String>,
 ) -> Result<BTreeMap<String, LiveSource>> {
@@ -368,62 +378,128 @@ pub async fn plan(config_path: Option<PathBuf>, args: PlanArgs) -> Result<u8> {
         }
         return Err(Error::usage(reasons.join("\n")));
     }
-    let ids: Vec<&IdRow> = given.iter().map(|g| by_text[g]).collect();
-    let bound: Vec<Value> = ids.iter().map(|r| r.id.clone()).collect();
+    let ids: Vec<IdRow> = given.iter().map(|g| by_text[g].clone()).collect();
     let steps: Vec<(String, String)> = operation
         .steps
         .iter()
         .map(|s| (s.source.clone(), s.sql.clone()))
         .collect();
+    let spec = PlanSpec {
+        operation: args.operation.clone(),
+        purpose: Purpose::Operation,
+        param: param.clone(),
+        kind: kind_name.clone(),
+        ids,
+        steps,
+    };
+    let count = spec.ids.len() as u64;
+    let check = |totals: &BTreeMap<String, u64>, _: &Merged| -> Result<()> {
+        if let Some((table, n)) = totals
+            .iter()
+            .find(|(t, _)| !operation.effect.contains_key(*t))
+        {
+            return Err(Error::usage(format!(
+                "refused: the operation touches {n} rows of {table}, which its declared \
+                 effect does not include (it may touch only: {})",
+                operation
+                    .effect
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        for (table, n) in totals {
+            let Some(limit) = operation.effect.get(table) else {
+                continue;
+            };
+            if let Some(per_id) = limit.max_rows_per_id {
+                let most = per_id * count;
+                if *n > most {
+                    return Err(Error::usage(format!(
+                        "refused: the operation touches {n} rows of {table} for {count} IDs; \
+                         its declared effect allows at most {per_id} per ID ({most})"
+                    )));
+                }
+            }
+            if let Some(most) = limit.max_rows {
+                if *n > most {
+                    return Err(Error::usage(format!(
+                        "refused: the operation touches {n} rows of {table}; its declared \
+                         effect allows at most {most}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    };
+    make_plan(
+        &config,
+        &config_path,
+        &mut sources,
+        spec,
+        check,
+        login(args.by),
+        &args.output,
+    )
+    .await
+}
 
-    // Measure: run the steps and roll them back.
-    let (effect, _) = run_operation(&mut sources, &steps, param, &bound, |_, _| false).await?;
+/// tenant -> "source.table" -> rows.
+pub(crate) type Merged = BTreeMap<String, BTreeMap<String, u64>>;
+
+/// What a plan is for: a declared operation, or the built-in soft delete of tenants
+/// (`lifeboat tenant delete`), whose apply also marks the tenants deleted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    Operation,
+    TenantDelete,
+}
+
+impl Purpose {
+    fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Operation => "operation",
+            Purpose::TenantDelete => "tenant-delete",
+        }
+    }
+}
+
+/// A plan's inputs once its IDs are resolved.
+pub(crate) struct PlanSpec {
+    pub operation: String,
+    pub purpose: Purpose,
+    pub param: String,
+    pub kind: String,
+    pub ids: Vec<IdRow>,
+    pub steps: Vec<(String, String)>,
+}
+
+/// Measure `spec` (its steps run in transactions that are rolled back), let `check` refuse
+/// the measured effect (given totals per table, and per tenant), then write the plan file,
+/// append it to the audit log and print a summary.
+pub(crate) async fn make_plan(
+    config: &Config,
+    config_path: &Option<PathBuf>,
+    sources: &mut BTreeMap<String, LiveSource>,
+    spec: PlanSpec,
+    check: impl FnOnce(&BTreeMap<String, u64>, &Merged) -> Result<()>,
+    author: String,
+    output: &Path,
+) -> Result<u8> {
+    let bound: Vec<Value> = spec.ids.iter().map(|r| r.id.clone()).collect();
+    let (effect, _) =
+        run_operation(sources, &spec.steps, &spec.param, &bound, |_, _| false).await?;
     let mut totals: BTreeMap<String, u64> = BTreeMap::new();
     for tables in effect.values() {
         for (table, n) in tables {
             *totals.entry(table.clone()).or_default() += n;
         }
     }
-    if let Some((table, n)) = totals
-        .iter()
-        .find(|(t, _)| !operation.effect.contains_key(*t))
-    {
-        return Err(Error::usage(format!(
-            "refused: the operation touches {n} rows of {table}, which its declared effect \
-             does not include (it may touch only: {})",
-            operation
-                .effect
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
-    for (table, n) in &totals {
-        let Some(limit) = operation.effect.get(table) else {
-            continue;
-        };
-        if let Some(per_id) = limit.max_rows_per_id {
-            let most = per_id * ids.len() as u64;
-            if *n > most {
-                return Err(Error::usage(format!(
-                    "refused: the operation touches {n} rows of {table} for {} IDs; its \
-                     declared effect allows at most {per_id} per ID ({most})",
-                    ids.len()
-                )));
-            }
-        }
-        if let Some(most) = limit.max_rows {
-            if *n > most {
-                return Err(Error::usage(format!(
-                    "refused: the operation touches {n} rows of {table}; its declared effect \
-                     allows at most {most}"
-                )));
-            }
-        }
-    }
+    check(&totals, &effect)?;
 
     // Tenants: of the IDs and of every row touched.
+    let ids = &spec.ids;
     let mut tenants: BTreeMap<String, Json> = BTreeMap::new();
     let mut tenant_keys: BTreeSet<String> =
         effect.keys().filter(|t| !t.is_empty()).cloned().collect();
@@ -442,15 +518,11 @@ pub async fn plan(config_path: Option<PathBuf>, args: PlanArgs) -> Result<u8> {
         let mut entry = json!({"ids": tenant_ids, "tables": tables});
         if let Some(users) = &config.guard.users {
             let (source, table) = split_table(users)?;
-            let live = match sources.get(source) {
-                Some(s) => s,
-                None => {
-                    let opened = LiveSource::open(source, config.source(source)?, false).await?;
-                    sources.insert(source.to_string(), opened);
-                    &sources[source]
-                }
-            };
-            let n = live
+            if !sources.contains_key(source) {
+                let opened = LiveSource::open(source, config.source(source)?, false).await?;
+                sources.insert(source.to_string(), opened);
+            }
+            let n = sources[source]
                 .count_tenant_rows(&TenantKey::new(tenant.clone()), table)
                 .await?;
             users_total += n;
@@ -459,27 +531,27 @@ pub async fn plan(config_path: Option<PathBuf>, args: PlanArgs) -> Result<u8> {
         tenants.insert(tenant.clone(), entry);
     }
     let mut positions = BTreeMap::new();
-    for (name, source) in &sources {
-        if steps.iter().any(|(s, _)| s == name) {
+    for (name, source) in sources.iter() {
+        if spec.steps.iter().any(|(s, _)| s == name) {
             positions.insert(name.clone(), source.position().await?.to_string());
         }
     }
-    let author = login(args.by);
     let mut plan = json!({
         "format": "lifeboat-plan",
         "version": 1,
-        "operation": args.operation,
+        "purpose": spec.purpose.as_str(),
+        "operation": spec.operation,
         "author": author,
         "created": lifeboat_core::time::format_us(lifeboat_core::time::now_us()),
-        "param": param,
-        "kind": kind_name,
+        "param": spec.param,
+        "kind": spec.kind,
         "ids": ids.iter().map(|r| json!({
             "id": r.id.to_string(),
             "value": value_to_json(&r.id),
             "label": r.label,
             "tenant": r.tenant.as_ref().map(|t| t.to_string()),
         })).collect::<Vec<_>>(),
-        "steps": steps.iter().map(|(s, q)| json!({"source": s, "sql": q})).collect::<Vec<_>>(),
+        "steps": spec.steps.iter().map(|(s, q)| json!({"source": s, "sql": q})).collect::<Vec<_>>(),
         "positions": positions,
         "tenants": tenants,
         "totals": totals,
@@ -489,21 +561,22 @@ pub async fn plan(config_path: Option<PathBuf>, args: PlanArgs) -> Result<u8> {
     plan["hash"] = json!(hash);
     let text = serde_json::to_string_pretty(&plan)
         .map_err(|e| Error::source(format!("cannot write the plan: {e}")))?;
-    std::fs::write(&args.output, text + "\n")
-        .map_err(|e| Error::usage(format!("cannot write {}: {e}", args.output.display())))?;
-    let mut control = control_store(&config, &config_path)?;
+    std::fs::write(output, text + "\n")
+        .map_err(|e| Error::usage(format!("cannot write {}: {e}", output.display())))?;
+    let mut control = control_store(config, config_path)?;
     control.append(
         &author,
         "plan",
         &hash,
-        json!({"operation": args.operation, "ids": ids.len(), "tenants": tenant_keys.len(),
-               "totals": totals, "file": args.output.display().to_string()}),
+        json!({"operation": spec.operation, "ids": ids.len(), "tenants": tenant_keys.len(),
+               "totals": totals, "file": output.display().to_string()}),
     )?;
     crate::say!(
-        "plan {} for {} ({} {kind_name} IDs) by {author}: {} tenants, {} rows",
+        "plan {} for {} ({} {} IDs) by {author}: {} tenants, {} rows",
         &hash[..12],
-        args.operation,
+        spec.operation,
         ids.len(),
+        spec.kind,
         tenant_keys.len(),
         thousands(totals.values().sum())
     );
@@ -515,9 +588,9 @@ pub async fn plan(config_path: Option<PathBuf>, args: PlanArgs) -> Result<u8> {
     }
     crate::say!(
         "written to {}; it needs {} approval(s): lifeboat approve {}",
-        args.output.display(),
+        output.display(),
         config.guard.approvals_required,
-        args.output.display()
+        output.display()
     );
     Ok(0)
 }
@@ -681,19 +754,7 @@ pub async fn apply(config_path: Option<PathBuf>, args: ApplyArgs) -> Result<u8> 
     let restore_point = match &state {
         Some(s) => s.restore_point.clone(),
         None => {
-            let vault = open_vault(&config).await?;
-            let mut point = BTreeMap::new();
-            for name in &names {
-                let source = LiveSource::open(name, config.source(name)?, true).await?;
-                source
-                    .capture(&vault, config.capture.clone(), true, &Stop::new())
-                    .await?;
-                let history = SourceHistory::load(&vault, name).await?;
-                let position = history.latest_position().ok_or_else(|| {
-                    Error::usage(format!("source {name} has no history in the vault"))
-                })?;
-                point.insert(name.clone(), position);
-            }
+            let point = catch_up(&config, &names).await?;
             control.append(
                 &by,
                 "restore-point",
@@ -758,6 +819,12 @@ pub async fn apply(config_path: Option<PathBuf>, args: ApplyArgs) -> Result<u8> 
             return Ok(EXIT_PROBLEM);
         }
         let expected = planned_for(&wave);
+        // Where each source stands just before the wave: what undo restores its tenants
+        // to, so that nothing they wrote before their wave is lost.
+        let mut point = BTreeMap::new();
+        for (name, source) in &sources {
+            point.insert(name.clone(), source.position().await?);
+        }
         let (got, committed) = run_operation(
             &mut sources,
             &steps,
@@ -783,14 +850,14 @@ pub async fn apply(config_path: Option<PathBuf>, args: ApplyArgs) -> Result<u8> 
                 json!({"wave": wave_number, "differences": differences}),
             )?;
             eprintln!(
-                "wave {wave_number} touched rows the plan did not measure; it was rolled back \
-                 and the apply stopped:\n  {}",
+                "wave {wave_number} diverged from the plan; it was rolled back and the apply \
+                 stopped:\n  {}",
                 differences.join("\n  ")
             );
             return Ok(EXIT_PROBLEM);
         }
         let keys: Vec<String> = wave.iter().map(|t| t.to_string()).collect();
-        control.mark_applied(&plan.hash, &keys, wave_number)?;
+        control.mark_applied(&plan.hash, &keys, wave_number, &point)?;
         let rows: u64 = got.values().flat_map(|t| t.values()).sum();
         control.append(
             &by,
@@ -798,12 +865,24 @@ pub async fn apply(config_path: Option<PathBuf>, args: ApplyArgs) -> Result<u8> 
             &plan.hash,
             json!({"wave": wave_number, "tenants": keys, "rows": rows}),
         )?;
+        if plan.purpose() == Purpose::TenantDelete {
+            control.mark_deleted(&keys, &plan.hash, &point)?;
+            for key in &keys {
+                control.append(
+                    &by,
+                    "delete",
+                    &format!("tenant:{key}"),
+                    json!({"plan": plan.hash, "restorable_to": point}),
+                )?;
+            }
+        }
         crate::say!(
             "wave {wave_number}: {} tenants, {} rows ({end} of {} tenants done)",
             keys.len(),
             thousands(rows),
             tenants.len()
         );
+        lifeboat_core::failpoint::pause("apply.after-wave");
     }
     control.set_apply(
         &plan.hash,
@@ -849,30 +928,30 @@ pub async fn undo(config_path: Option<PathBuf>, args: PlanRefArgs) -> Result<u8>
             plan.short()
         )));
     };
-    let tenants: Vec<String> = control.applied(&plan.hash)?.into_keys().collect();
-    if tenants.is_empty() {
+    if state.state == "undone" {
+        return Err(Error::usage(format!(
+            "plan {} was undone already",
+            plan.short()
+        )));
+    }
+    let applied = control.applied(&plan.hash)?;
+    if applied.is_empty() {
         return Err(Error::usage(format!(
             "plan {} changed no tenant: nothing to undo",
             plan.short()
         )));
     }
-    let request = crate::restore::Request {
-        tenants: tenants.clone(),
-        target: Target::Positions(state.restore_point.clone()),
-        sources: state.restore_point.keys().cloned().collect(),
-        as_key: None,
-        into_url: None,
-        dry_run: false,
-        jobs: 4,
-        quiet: true,
-    };
-    let summary = crate::restore::execute(&config, &request).await?;
-    let failures = summary.failures();
+    let mut by_point: BTreeMap<&BTreeMap<String, u64>, Vec<String>> = BTreeMap::new();
+    for (tenant, a) in &applied {
+        by_point.entry(&a.point).or_default().push(tenant.clone());
+    }
+    let (rows, failures) = restore_to_points(&config, &by_point).await?;
+    let tenants: Vec<&String> = applied.keys().collect();
     control.append(
         &by,
         "undo",
         &plan.hash,
-        json!({"tenants": tenants, "rows": summary.rows_written(), "failures": failures}),
+        json!({"tenants": tenants, "rows": rows, "failures": failures}),
     )?;
     if failures > 0 {
         eprintln!("undo: {failures} tenant restores failed or differ from the vault");
@@ -885,13 +964,74 @@ pub async fn undo(config_path: Option<PathBuf>, args: PlanRefArgs) -> Result<u8>
             restore_point: state.restore_point,
         },
     )?;
+    if plan.purpose() == Purpose::TenantDelete {
+        for tenant in &tenants {
+            control.mark_undeleted(tenant)?;
+            control.append(
+                &by,
+                "undelete",
+                &format!("tenant:{tenant}"),
+                json!({"plan": plan.hash}),
+            )?;
+        }
+    }
     crate::say!(
-        "undid plan {}: {} tenants restored to the restore point ({} rows), every one verified",
+        "undid plan {}: {} tenants restored to just before their wave ({} rows), every one \
+         verified",
         plan.short(),
         tenants.len(),
-        thousands(summary.rows_written())
+        thousands(rows)
     );
     Ok(0)
+}
+
+/// Catch capture up on `names` and return the vault's latest position of each: a point
+/// every tenant can be restored to.
+pub(crate) async fn catch_up(
+    config: &Config,
+    names: &BTreeSet<String>,
+) -> Result<BTreeMap<String, u64>> {
+    let vault = open_vault(config).await?;
+    let mut point = BTreeMap::new();
+    for name in names {
+        let source = LiveSource::open(name, config.source(name)?, true).await?;
+        source
+            .capture(&vault, config.capture.clone(), true, &Stop::new())
+            .await?;
+        let history = SourceHistory::load(&vault, name).await?;
+        let position = history
+            .latest_position()
+            .ok_or_else(|| Error::usage(format!("source {name} has no history in the vault")))?;
+        point.insert(name.clone(), position);
+    }
+    Ok(point)
+}
+
+/// Restore groups of tenants, each to its point (source -> position), after catching
+/// capture up so that the vault holds every point. Returns rows written and failures.
+pub(crate) async fn restore_to_points(
+    config: &Config,
+    groups: &BTreeMap<&BTreeMap<String, u64>, Vec<String>>,
+) -> Result<(u64, usize)> {
+    let names: BTreeSet<String> = groups.keys().flat_map(|p| p.keys().cloned()).collect();
+    catch_up(config, &names).await?;
+    let (mut rows, mut failures) = (0, 0);
+    for (point, tenants) in groups {
+        let request = crate::restore::Request {
+            tenants: tenants.clone(),
+            target: Target::Positions((*point).clone()),
+            sources: point.keys().cloned().collect(),
+            as_key: None,
+            into_url: None,
+            dry_run: false,
+            jobs: 4,
+            quiet: true,
+        };
+        let summary = crate::restore::execute(config, &request).await?;
+        rows += summary.rows_written();
+        failures += summary.failures();
+    }
+    Ok((rows, failures))
 }
 
 pub async fn audit(config_path: Option<PathBuf>, args: AuditArgs) -> Result<u8> {

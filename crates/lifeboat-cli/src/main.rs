@@ -7,6 +7,7 @@ mod context;
 mod drill;
 mod guard;
 mod history;
+mod lifecycle;
 mod restore;
 mod snapshot;
 mod tenants;
@@ -78,6 +79,8 @@ enum Command {
     Undo(guard::PlanRefArgs),
     /// Show the audit log, or `audit verify` its hash chain.
     Audit(guard::AuditArgs),
+    /// Soft delete tenants (guarded), bring them back, purge them after retention.
+    Tenant(lifecycle::Args),
 }
 
 fn main() -> ExitCode {
@@ -115,6 +118,7 @@ fn main() -> ExitCode {
             Command::Halt(args) => guard::halt(config_path, args).await,
             Command::Undo(args) => guard::undo(config_path, args).await,
             Command::Audit(args) => guard::audit(config_path, args).await,
+            Command::Tenant(args) => lifecycle::run(config_path, args).await,
         }
     });
     match result {

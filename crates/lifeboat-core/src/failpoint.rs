@@ -27,3 +27,29 @@ pub fn hit(name: &str) {
         }
     }
 }
+
+/// A pause for tests that act while a command is between two steps:
+/// `LIFEBOAT_PAUSE=name:FILE` makes the process create `FILE.reached` when it reaches `name`
+/// and wait there until `FILE` exists (at most ten minutes). Unset, it costs one lookup.
+pub fn pause(name: &str) {
+    static SPEC: OnceLock<Option<(String, std::path::PathBuf)>> = OnceLock::new();
+    let spec = SPEC.get_or_init(|| {
+        let spec = std::env::var("LIFEBOAT_PAUSE").ok()?;
+        let (name, file) = spec.split_once(':')?;
+        Some((name.to_string(), file.into()))
+    });
+    let Some((armed, file)) = spec else {
+        return;
+    };
+    if armed != name {
+        return;
+    }
+    let mut reached = file.clone().into_os_string();
+    reached.push(".reached");
+    // Best effort: the waiting below is what matters.
+    let _ = std::fs::write(&reached, name);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    while !file.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod failpoint;
 pub mod model;
+pub mod purge;
 pub mod state;
 pub mod target;
 pub mod tenancy;

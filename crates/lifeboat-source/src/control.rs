@@ -1,6 +1,7 @@
 //! The control store: what Lifeboat itself must remember between commands (docs/guard.md):
 //! the hash-chained audit log, plan approvals, applies (state, restore point, the tenants of
-//! each wave) and halt requests. A SQLite file.
+//! each wave with the sources' positions just before it), halt requests, and softly deleted
+//! tenants. A SQLite file.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +25,10 @@ CREATE TABLE IF NOT EXISTS approvals (plan TEXT NOT NULL, approver TEXT NOT NULL
 CREATE TABLE IF NOT EXISTS applies (plan TEXT PRIMARY KEY, state TEXT NOT NULL,
     restore_point TEXT NOT NULL, at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS applied (plan TEXT NOT NULL, tenant TEXT NOT NULL,
-    wave INTEGER NOT NULL, PRIMARY KEY (plan, tenant));
+    wave INTEGER NOT NULL, point TEXT NOT NULL, PRIMARY KEY (plan, tenant));
+CREATE TABLE IF NOT EXISTS tenants (tenant TEXT PRIMARY KEY, state TEXT NOT NULL,
+    plan TEXT NOT NULL, deleted_at TEXT NOT NULL, deleted_at_us INTEGER NOT NULL,
+    point TEXT NOT NULL, purged_at TEXT);
 CREATE TABLE IF NOT EXISTS halts (plan TEXT PRIMARY KEY, by TEXT NOT NULL, at TEXT NOT NULL);
 ";
 
@@ -47,6 +51,35 @@ pub struct AuditEntry<D = serde_json::Value> {
 pub struct ApplyState {
     pub state: String,
     pub restore_point: BTreeMap<String, u64>,
+}
+
+/// A tenant applied by a plan: its wave and the sources' positions just before that wave.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub wave: u32,
+    pub point: BTreeMap<String, u64>,
+}
+
+/// A softly deleted tenant: the plan that deleted it, when, and the positions its rows can
+/// be restored from (just before its deletion). `purged`: its vault data is gone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeletedTenant {
+    pub tenant: String,
+    pub plan: String,
+    pub deleted_at: String,
+    pub deleted_at_us: i64,
+    pub point: BTreeMap<String, u64>,
+    pub purged: bool,
+    pub purged_at: Option<String>,
+}
+
+fn point_text(point: &BTreeMap<String, u64>) -> Result<String> {
+    serde_json::to_string(point).map_err(|e| Error::source(format!("restore point: {e}")))
+}
+
+fn parse_point(plan: &str, text: &str) -> Result<BTreeMap<String, u64>> {
+    serde_json::from_str(text)
+        .map_err(|e| Error::source(format!("control store: restore point of plan {plan}: {e}")))
 }
 
 pub struct ControlStore {
@@ -290,12 +323,9 @@ impl ControlStore {
             .optional()
             .map_err(|e| self.err(e))?;
         row.map(|(state, point)| {
-            let restore_point = serde_json::from_str(&point).map_err(|e| {
-                Error::source(format!("control store: restore point of plan {plan}: {e}"))
-            })?;
             Ok(ApplyState {
                 state,
-                restore_point,
+                restore_point: parse_point(plan, &point)?,
             })
         })
         .transpose()
@@ -303,8 +333,7 @@ impl ControlStore {
 
     pub fn set_apply(&self, plan: &str, state: &ApplyState) -> Result<()> {
         let at = lifeboat_core::time::format_us(lifeboat_core::time::now_us());
-        let point = serde_json::to_string(&state.restore_point)
-            .map_err(|e| Error::source(format!("restore point: {e}")))?;
+        let point = point_text(&state.restore_point)?;
         self.conn
             .execute(
                 "INSERT INTO applies (plan, state, restore_point, at) VALUES (?1, ?2, ?3, ?4)
@@ -316,32 +345,161 @@ impl ControlStore {
         Ok(())
     }
 
-    /// Tenants already applied for `plan`, with their wave.
-    pub fn applied(&self, plan: &str) -> Result<BTreeMap<String, u32>> {
+    /// Tenants already applied for `plan`, with their wave and the sources' positions just
+    /// before it (what undo restores them to).
+    pub fn applied(&self, plan: &str) -> Result<BTreeMap<String, Applied>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT tenant, wave FROM applied WHERE plan = ?1")
+            .prepare("SELECT tenant, wave, point FROM applied WHERE plan = ?1")
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([plan], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map([plan], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, u32>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
             .map_err(|e| self.err(e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.err(e))
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let (tenant, wave, point) = row.map_err(|e| self.err(e))?;
+            out.insert(
+                tenant,
+                Applied {
+                    wave,
+                    point: parse_point(plan, &point)?,
+                },
+            );
+        }
+        Ok(out)
     }
 
-    pub fn mark_applied(&mut self, plan: &str, tenants: &[String], wave: u32) -> Result<()> {
+    /// Record a committed wave: its tenants and the positions just before it.
+    pub fn mark_applied(
+        &mut self,
+        plan: &str,
+        tenants: &[String],
+        wave: u32,
+        point: &BTreeMap<String, u64>,
+    ) -> Result<()> {
         let path = self.path.clone();
         let err = |e| Error::source(format!("control store {}: {e}", path.display()));
+        let point = point_text(point)?;
         let tx = self.conn.transaction().map_err(err)?;
         for tenant in tenants {
             tx.execute(
-                "INSERT INTO applied (plan, tenant, wave) VALUES (?1, ?2, ?3)
+                "INSERT INTO applied (plan, tenant, wave, point) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT DO NOTHING",
-                params![plan, tenant, wave],
+                params![plan, tenant, wave, point],
             )
             .map_err(err)?;
         }
         tx.commit().map_err(err)
+    }
+
+    /// Mark `tenants` softly deleted by `plan`, restorable to `point`.
+    pub fn mark_deleted(
+        &mut self,
+        tenants: &[String],
+        plan: &str,
+        point: &BTreeMap<String, u64>,
+    ) -> Result<()> {
+        let path = self.path.clone();
+        let err = |e| Error::source(format!("control store {}: {e}", path.display()));
+        let now = lifeboat_core::time::now_us();
+        let at = lifeboat_core::time::format_us(now);
+        let point = point_text(point)?;
+        let tx = self.conn.transaction().map_err(err)?;
+        for tenant in tenants {
+            tx.execute(
+                "INSERT INTO tenants (tenant, state, plan, deleted_at, deleted_at_us, point)
+                 VALUES (?1, 'deleted', ?2, ?3, ?4, ?5)
+                 ON CONFLICT (tenant) DO UPDATE SET state = 'deleted', plan = excluded.plan,
+                   deleted_at = excluded.deleted_at, deleted_at_us = excluded.deleted_at_us,
+                   point = excluded.point, purged_at = NULL",
+                params![tenant, plan, at, now, point],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// A tenant's deletion record, if it was deleted (and not brought back since).
+    pub fn deleted_tenant(&self, tenant: &str) -> Result<Option<DeletedTenant>> {
+        let row: Option<(String, String, String, i64, String, Option<String>)> = self
+            .conn
+            .query_row(
+                "SELECT state, plan, deleted_at, deleted_at_us, point, purged_at FROM tenants
+                 WHERE tenant = ?1",
+                [tenant],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        row.map(
+            |(state, plan, deleted_at, deleted_at_us, point, purged_at)| {
+                Ok(DeletedTenant {
+                    tenant: tenant.to_string(),
+                    purged: state == "purged",
+                    point: parse_point(&plan, &point)?,
+                    plan,
+                    deleted_at,
+                    deleted_at_us,
+                    purged_at,
+                })
+            },
+        )
+        .transpose()
+    }
+
+    /// Every deleted (or purged) tenant, by key.
+    pub fn deleted_tenants(&self) -> Result<Vec<DeletedTenant>> {
+        let keys: Vec<String> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT tenant FROM tenants ORDER BY tenant")
+                .map_err(|e| self.err(e))?;
+            let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
+            rows.collect::<rusqlite::Result<_>>()
+                .map_err(|e| self.err(e))?
+        };
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.extend(self.deleted_tenant(&key)?);
+        }
+        Ok(out)
+    }
+
+    /// The tenant is back: forget its deletion.
+    pub fn mark_undeleted(&self, tenant: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "DELETE FROM tenants WHERE tenant = ?1 AND state = 'deleted'",
+                [tenant],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn mark_purged(&self, tenant: &str) -> Result<()> {
+        let at = lifeboat_core::time::format_us(lifeboat_core::time::now_us());
+        self.conn
+            .execute(
+                "UPDATE tenants SET state = 'purged', purged_at = ?2 WHERE tenant = ?1",
+                params![tenant, at],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     pub fn halt(&self, plan: &str, by: &str) -> Result<()> {

@@ -746,9 +746,17 @@ pub fn count_tenant_rows(
     Ok(n as u64)
 }
 
-/// The changelog's last sequence: the source's position now.
+/// The source's position now: the last sequence number the changelog handed out (its rows
+/// may be gone already, acknowledged by capture).
 pub fn position(conn: &Connection, path: &Path) -> Result<u64> {
-    last_sequence(conn, path)
+    let issued: i64 = conn
+        .query_row(
+            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = ?1), 0)",
+            [CHANGELOG],
+            |r| r.get(0),
+        )
+        .map_err(|e| sqlite_error(path, e))?;
+    Ok((issued as u64).max(last_sequence(conn, path)?))
 }
 
 #[cfg(test)]

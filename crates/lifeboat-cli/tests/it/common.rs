@@ -96,6 +96,7 @@ pub fn lifeboat_command(config: &Path, args: &[&str]) -> Command {
         .arg(config)
         .args(args)
         .env_remove("LIFEBOAT_FAILPOINT")
+        .env_remove("LIFEBOAT_PAUSE")
         .stdin(Stdio::null());
     command
 }

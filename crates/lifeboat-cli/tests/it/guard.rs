@@ -9,48 +9,64 @@ use crate::common::*;
 
 const SITES: i64 = 10;
 
+/// The tracker: sites (the tenants), their app installations and issues, both removed
+/// with their site (ON DELETE CASCADE). Valid SQL for SQLite and PostgreSQL.
+fn seed_sql() -> String {
+    let mut sql = String::from(
+        "CREATE TABLE sites (id INTEGER PRIMARY KEY, url TEXT NOT NULL);
+         CREATE TABLE app_installations (id INTEGER PRIMARY KEY,
+             site_id INTEGER NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+             app_key TEXT NOT NULL);
+         CREATE TABLE issues (id INTEGER PRIMARY KEY,
+             site_id INTEGER NOT NULL REFERENCES sites(id) ON DELETE CASCADE, title TEXT);\n",
+    );
+    for s in 1..=SITES {
+        let site = 4400 + s;
+        sql.push_str(&format!(
+            "INSERT INTO sites VALUES ({site}, 'https://site{s}.example.net');
+             INSERT INTO app_installations VALUES ({}, {site}, 'legacy-chat');
+             INSERT INTO app_installations VALUES ({}, {site}, 'jira');\n",
+            100 + s,
+            200 + s
+        ));
+        for i in 0..3 {
+            sql.push_str(&format!(
+                "INSERT INTO issues VALUES ({}, {site}, 'issue');\n",
+                s * 10 + i
+            ));
+        }
+    }
+    sql
+}
+
+/// The dump queries: every row of every table, as `table:a|b|c`.
+const DUMP: [(&str, &str); 3] = [
+    ("sites", "SELECT id || '|' || url FROM sites"),
+    (
+        "apps",
+        "SELECT id || '|' || site_id || '|' || app_key FROM app_installations",
+    ),
+    (
+        "issues",
+        "SELECT id || '|' || site_id || '|' || title FROM issues",
+    ),
+];
+
 fn setup(work: &Workdir) -> std::path::PathBuf {
     let db = work.path("tracker.db");
     let conn = rusqlite::Connection::open(&db).expect("open");
-    conn.execute_batch(
-        "CREATE TABLE sites (id INTEGER PRIMARY KEY, url TEXT NOT NULL);
-         CREATE TABLE app_installations (id INTEGER PRIMARY KEY,
-             site_id INTEGER NOT NULL REFERENCES sites(id) ON DELETE CASCADE, app_key TEXT NOT NULL);
-         CREATE TABLE issues (id INTEGER PRIMARY KEY,
-             site_id INTEGER NOT NULL REFERENCES sites(id) ON DELETE CASCADE, title TEXT);",
-    )
-    .expect("schema");
-    for s in 1..=SITES {
-        let site = 4400 + s;
-        conn.execute(
-            "INSERT INTO sites VALUES (?1, ?2)",
-            rusqlite::params![site, format!("https://site{s}.example.net")],
-        )
-        .expect("site");
-        conn.execute(
-            "INSERT INTO app_installations VALUES (?1, ?2, 'legacy-chat')",
-            [100 + s, site],
-        )
-        .expect("app");
-        conn.execute(
-            "INSERT INTO app_installations VALUES (?1, ?2, 'jira')",
-            [200 + s, site],
-        )
-        .expect("app");
-        for i in 0..3 {
-            conn.execute(
-                "INSERT INTO issues VALUES (?1, ?2, 'issue')",
-                [s * 10 + i, site],
-            )
-            .expect("issue");
-        }
-    }
+    conn.execute_batch(&seed_sql()).expect("schema");
+    configure(work, &format!("sqlite://{}", db.display()))
+}
+
+/// Write the configuration for a tracker at `url` and capture it.
+fn configure(work: &Workdir, url: &str) -> std::path::PathBuf {
     let config = work.write_config(&format!(
         r#"
 [vault]
 url = "{vault}"
 [sources.tracker]
-url = "sqlite://{db}"
+url = "{url}"
 tenant_column = "site_id"
 [sources.tracker.tables.sites]
 tenant_column = "id"
@@ -81,7 +97,6 @@ source = "tracker"
 sql = "DELETE FROM sites WHERE id IN (SELECT site_id FROM app_installations WHERE id IN $ids)"
 "#,
         vault = work.vault_url(),
-        db = db.display()
     ));
     lifeboat_ok(&config, &["capture", "--until-caught-up"]);
     config
@@ -91,17 +106,7 @@ sql = "DELETE FROM sites WHERE id IN (SELECT site_id FROM app_installations WHER
 fn dump(db: &Path) -> Vec<String> {
     let conn = rusqlite::Connection::open(db).expect("open");
     let mut out = Vec::new();
-    for (table, sql) in [
-        ("sites", "SELECT id || '|' || url FROM sites"),
-        (
-            "apps",
-            "SELECT id || '|' || site_id || '|' || app_key FROM app_installations",
-        ),
-        (
-            "issues",
-            "SELECT id || '|' || site_id || '|' || title FROM issues",
-        ),
-    ] {
+    for (table, sql) in DUMP {
         let mut stmt = conn.prepare(sql).expect("prepare");
         let rows: Vec<String> = stmt
             .query_map([], |r| r.get::<_, String>(0))
@@ -109,6 +114,19 @@ fn dump(db: &Path) -> Vec<String> {
             .map(|r| format!("{table}:{}", r.expect("row")))
             .collect();
         out.extend(rows);
+    }
+    out.sort();
+    out
+}
+
+/// `dump` for the tracker on PostgreSQL.
+async fn pg_dump(url: &str) -> Vec<String> {
+    let client = pg_connect(url).await;
+    let mut out = Vec::new();
+    for (table, sql) in DUMP {
+        for row in client.query(sql, &[]).await.expect("query") {
+            out.push(format!("{table}:{}", row.get::<_, String>(0)));
+        }
     }
     out.sort();
     out
@@ -340,4 +358,331 @@ fn altered_and_stale_plans_are_refused() {
         stderr(&output)
     );
     assert_eq!(dump(&db), before, "a refused apply changes nothing");
+}
+
+/// Plan `remove-legacy-app` for every site's legacy app, by alice, approved by bob.
+fn approved_plan(config: &Path, plan: &Path) {
+    let ids: Vec<String> = (1..=SITES).map(|s| (100 + s).to_string()).collect();
+    let plan_arg = plan.to_str().expect("path");
+    lifeboat_ok(
+        config,
+        &[
+            "plan",
+            "remove-legacy-app",
+            "--ids",
+            &ids.join(","),
+            "--by",
+            "alice",
+            "-o",
+            plan_arg,
+        ],
+    );
+    lifeboat_ok(config, &["approve", plan_arg, "--by", "bob"]);
+}
+
+/// Start `apply` paused after each wave until `go` exists; wait until it reaches the pause.
+fn apply_paused(config: &Path, plan: &Path, go: &Path) -> std::process::Child {
+    let reached = std::path::PathBuf::from(format!("{}.reached", go.display()));
+    let _ = std::fs::remove_file(go);
+    let _ = std::fs::remove_file(&reached);
+    let mut child = lifeboat_command(
+        config,
+        &[
+            "apply",
+            plan.to_str().expect("path"),
+            "--by",
+            "carol",
+            "--waves",
+            "1,50%",
+        ],
+    )
+    .env("LIFEBOAT_PAUSE", format!("apply.after-wave:{}", go.display()))
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("spawn apply");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !reached.exists() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("apply ended before its first wave was done: {status}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "apply never finished a wave"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
+}
+
+fn legacy_apps(db: &Path) -> Vec<i64> {
+    let conn = rusqlite::Connection::open(db).expect("open");
+    let mut stmt = conn
+        .prepare("SELECT id FROM app_installations WHERE app_key = 'legacy-chat' ORDER BY id")
+        .expect("prepare");
+    let ids = stmt
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<Vec<i64>, _>>()
+        .expect("rows");
+    ids
+}
+
+#[test]
+fn a_halt_between_waves_and_a_divergence_stop_the_apply() {
+    let work = Workdir::new();
+    let config = setup(&work);
+    let db = work.path("tracker.db");
+    let before = dump(&db);
+    let plan = work.path("plan.json");
+    let plan_arg = plan.to_str().expect("path");
+    approved_plan(&config, &plan);
+    let go = work.path("go");
+
+    // Waves of 1, 4 and 5 tenants (1, 50%, 100% of 10). `lifeboat halt` while the apply
+    // sits after wave 1: it stops before wave 2.
+    let child = apply_paused(&config, &plan, &go);
+    lifeboat_ok(&config, &["halt", plan_arg, "--by", "dave"]);
+    std::fs::write(&go, "").expect("go");
+    let output = child.wait_with_output().expect("apply");
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("halted by dave before wave 2"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(stdout(&output).contains("wave 1: 1 tenants"));
+    assert_eq!(legacy_apps(&db), (102..=110).collect::<Vec<_>>());
+
+    // Continued: wave 2 runs; while it sits after wave 2, a row the plan measured for a
+    // wave-3 tenant goes away. Wave 3 then differs from the plan: rolled back, stopped.
+    let child = apply_paused(&config, &plan, &go);
+    assert_eq!(legacy_apps(&db), (106..=110).collect::<Vec<_>>());
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    conn.execute("DELETE FROM app_installations WHERE id = 110", [])
+        .expect("delete");
+    drop(conn);
+    std::fs::write(&go, "").expect("go");
+    let output = child.wait_with_output().expect("apply");
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(err.contains("wave 3 diverged"), "{err}");
+    assert!(
+        err.contains("tenant 4410, tracker.app_installations: planned 1 rows, now 0"),
+        "{err}"
+    );
+    assert_eq!(
+        legacy_apps(&db),
+        (106..=109).collect::<Vec<_>>(),
+        "the diverging wave was rolled back"
+    );
+    refused(
+        &lifeboat(&config, &["apply", plan_arg, "--by", "carol"]),
+        2,
+        "stale",
+    );
+
+    // Undo brings back the five tenants applied, each as it was just before its wave.
+    lifeboat_ok(&config, &["undo", plan_arg, "--by", "carol"]);
+    let expected: Vec<String> = before
+        .iter()
+        .filter(|r| r.as_str() != "apps:110|4410|legacy-chat")
+        .cloned()
+        .collect();
+    assert_eq!(dump(&db), expected);
+    let audit = lifeboat_ok(&config, &["audit", "--json"]);
+    let entries: serde_json::Value = serde_json::from_str(&audit).expect("audit json");
+    let actions: Vec<&str> = entries
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["action"].as_str().expect("action"))
+        .collect();
+    for action in ["halt", "halted", "wave", "diverged", "undo"] {
+        assert!(actions.contains(&action), "{action} missing: {actions:?}");
+    }
+    lifeboat_ok(&config, &["audit", "verify"]);
+}
+
+/// The rows of `site` in a dump.
+fn rows_of(dump: &[String], site: i64) -> Vec<String> {
+    dump.iter()
+        .filter(|r| {
+            let fields: Vec<&str> = r.split(['|', ':']).collect();
+            match fields[0] {
+                "sites" => fields[1] == site.to_string(),
+                _ => fields[2] == site.to_string(),
+            }
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn tenants_are_deleted_softly_brought_back_and_purged_only_after_retention() {
+    let work = Workdir::new();
+    let config = setup(&work);
+    let db = work.path("tracker.db");
+    let before = dump(&db);
+    let plan = work.path("delete.json");
+    let plan_arg = plan.to_str().expect("path");
+
+    refused(
+        &lifeboat(&config, &["tenant", "delete", "9999", "-o", plan_arg]),
+        2,
+        "unknown tenant(s) 9999",
+    );
+    let out = lifeboat_ok(
+        &config,
+        &[
+            "tenant", "delete", "4403", "4404", "--by", "alice", "-o", plan_arg,
+        ],
+    );
+    // Each site: itself, two apps, three issues.
+    assert!(out.contains("2 tenants, 12 rows"), "{out}");
+    assert_eq!(dump(&db), before, "planning changed nothing");
+    refused(
+        &lifeboat(&config, &["apply", plan_arg, "--by", "carol"]),
+        2,
+        "approvals",
+    );
+    lifeboat_ok(&config, &["approve", plan_arg, "--by", "bob"]);
+    lifeboat_ok(&config, &["apply", plan_arg, "--by", "carol"]);
+    let after = dump(&db);
+    assert!(rows_of(&after, 4403).is_empty() && rows_of(&after, 4404).is_empty());
+    assert_eq!(after.len(), before.len() - 12);
+    for site in [4401, 4402, 4405, 4410] {
+        assert_eq!(rows_of(&after, site), rows_of(&before, site));
+    }
+    let list: serde_json::Value =
+        serde_json::from_str(&lifeboat_ok(&config, &["tenant", "list", "--json"])).expect("json");
+    let listed: Vec<(&str, &str)> = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|r| (r["tenant"].as_str().unwrap(), r["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(listed, [("4403", "deleted"), ("4404", "deleted")]);
+    refused(
+        &lifeboat(&config, &["tenant", "delete", "4403", "-o", plan_arg]),
+        2,
+        "deleted already",
+    );
+    refused(
+        &lifeboat(&config, &["tenant", "purge", "4404"]),
+        2,
+        "inside the 30-day retention window",
+    );
+    refused(
+        &lifeboat(&config, &["tenant", "purge", "4405"]),
+        2,
+        "tenant 4405 is not deleted",
+    );
+
+    // Undelete: every row back as it was.
+    lifeboat_ok(&config, &["tenant", "undelete", "4403", "--by", "carol"]);
+    assert_eq!(rows_of(&dump(&db), 4403), rows_of(&before, 4403));
+    refused(
+        &lifeboat(&config, &["tenant", "undelete", "4403"]),
+        2,
+        "not deleted",
+    );
+
+    // With no retention left, purge removes the tenant from the vault.
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, text.replace("[guard]\n", "[guard]\nretention_days = 0\n"))
+        .expect("config");
+    let out = lifeboat_ok(&config, &["tenant", "purge", "4404", "--by", "carol"]);
+    assert!(out.contains("purged tenant 4404"), "{out}");
+    assert!(out.contains("1 bases deleted"), "{out}");
+    refused(
+        &lifeboat(&config, &["restore", "--tenant", "4404", "--at", "2099-01-01T00:00:00Z"]),
+        2,
+        "unknown tenant 4404",
+    );
+    let tenants = lifeboat_ok(&config, &["tenants", "--json"]);
+    assert!(!tenants.contains("\"4404\""), "{tenants}");
+    assert!(tenants.contains("\"4403\""), "{tenants}");
+    refused(
+        &lifeboat(&config, &["tenant", "undelete", "4404"]),
+        2,
+        "was purged",
+    );
+    // The other tenants are still restorable, and their rows check against the vault.
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    lifeboat_ok(&config, &["verify", "--tenant", "4401", "--tenant", "4403"]);
+
+    let audit = lifeboat_ok(&config, &["audit", "--json"]);
+    for action in ["\"delete\"", "\"undelete\"", "\"purge\""] {
+        assert!(audit.contains(action), "{action} missing from {audit}");
+    }
+    lifeboat_ok(&config, &["audit", "verify"]);
+}
+
+#[test]
+fn operations_and_tenant_deletes_on_postgresql_are_measured_applied_and_undone() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let url = runtime.block_on(async {
+        let url = create_database("guard").await;
+        pg_connect(&url)
+            .await
+            .batch_execute(&seed_sql())
+            .await
+            .expect("schema");
+        url
+    });
+    let work = Workdir::new();
+    let config = configure(&work, &url);
+    let dump = || runtime.block_on(pg_dump(&url));
+    let before = dump();
+    let plan = work.path("plan.json");
+    let plan_arg = plan.to_str().expect("path");
+
+    // The cascade is measured (row triggers inside the rolled-back transaction): removing
+    // the sites also removes their issues, which the declared effect does not allow.
+    let output = lifeboat(
+        &config,
+        &["plan", "remove-sites-of-apps", "--ids", "101", "-o", plan_arg],
+    );
+    refused(&output, 2, "which its declared effect does not include");
+    refused(
+        &lifeboat(
+            &config,
+            &["plan", "remove-legacy-app", "--ids", "4405", "-o", plan_arg],
+        ),
+        2,
+        "4405 is not an app: it is a site (https://site5.example.net)",
+    );
+    assert_eq!(dump(), before);
+
+    approved_plan(&config, &plan);
+    let out = lifeboat_ok(
+        &config,
+        &["apply", plan_arg, "--by", "carol", "--waves", "1,50%"],
+    );
+    assert!(out.contains("wave 3: 5 tenants"), "{out}");
+    let after = dump();
+    let gone: Vec<&String> = before.iter().filter(|r| !after.contains(r)).collect();
+    assert_eq!(gone.len(), SITES as usize, "{gone:?}");
+    assert!(gone.iter().all(|r| r.ends_with("|legacy-chat")), "{gone:?}");
+    lifeboat_ok(&config, &["undo", plan_arg, "--by", "carol"]);
+    assert_eq!(dump(), before, "undo restores row for row");
+
+    // A tenant deleted softly and brought back.
+    let delete = work.path("delete.json");
+    let delete_arg = delete.to_str().expect("path");
+    let out = lifeboat_ok(
+        &config,
+        &["tenant", "delete", "4407", "--by", "alice", "-o", delete_arg],
+    );
+    assert!(out.contains("1 tenants, 6 rows"), "{out}");
+    lifeboat_ok(&config, &["approve", delete_arg, "--by", "bob"]);
+    lifeboat_ok(&config, &["apply", delete_arg, "--by", "carol"]);
+    let after = dump();
+    assert_eq!(after.len(), before.len() - 6);
+    assert!(!after.iter().any(|r| r.contains("|4407|") || r.contains(":4407|")));
+    lifeboat_ok(&config, &["tenant", "undelete", "4407", "--by", "carol"]);
+    assert_eq!(dump(), before, "undelete restores row for row");
+    lifeboat_ok(&config, &["audit", "verify"]);
+    runtime.block_on(drop_slots(&url));
 }

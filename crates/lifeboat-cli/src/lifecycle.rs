@@ -1,0 +1,385 @@
+//! A tenant's life after deletion (docs/guard.md, "Soft delete"): `lifeboat tenant delete`
+//! writes a guarded plan whose apply removes the tenant's rows and marks it deleted in the
+//! control store; `undelete` restores it to just before its deletion; `purge` removes its
+//! data from the vault once the retention window has passed; `list` shows them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use lifeboat_core::model::TenantKey;
+use lifeboat_core::purge::{purge_tenant, PurgeReport};
+use lifeboat_core::tenancy::Tenancy;
+use lifeboat_core::{Error, Result};
+use lifeboat_source::guard::{id_value, IdRow};
+use lifeboat_source::tenant_delete;
+
+use crate::context::{load_config, open_vault, print_json, thousands};
+use crate::guard::{
+    control_store, login, make_plan, open_named, restore_to_points, Merged, PlanSpec, Purpose,
+};
+use crate::EXIT_PROBLEM;
+
+const DAY_US: i64 = 86_400_000_000;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: TenantCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum TenantCommand {
+    /// Plan the soft delete of tenants: their rows leave every source once the plan is
+    /// approved and applied; their data stays restorable.
+    Delete {
+        #[arg(required = true)]
+        tenants: Vec<String>,
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(short = 'o', long = "output", default_value = "plan.json")]
+        output: PathBuf,
+    },
+    /// Bring deleted tenants back as they were just before their deletion.
+    Undelete {
+        #[arg(required = true)]
+        tenants: Vec<String>,
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Remove deleted tenants' data from the vault, once the retention window has passed.
+    Purge {
+        #[arg(required = true)]
+        tenants: Vec<String>,
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Deleted and purged tenants.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
+    match args.command {
+        TenantCommand::Delete {
+            tenants,
+            by,
+            output,
+        } => delete(config_path, tenants, by, output).await,
+        TenantCommand::Undelete { tenants, by } => undelete(config_path, tenants, by).await,
+        TenantCommand::Purge { tenants, by } => purge(config_path, tenants, by).await,
+        TenantCommand::List { json } => list(config_path, json).await,
+    }
+}
+
+fn dedup(tenants: Vec<String>) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    tenants
+        .into_iter()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty() && seen.insert(t.clone()))
+        .collect()
+}
+
+async fn delete(
+    config_path: Option<PathBuf>,
+    tenants: Vec<String>,
+    by: Option<String>,
+    output: PathBuf,
+) -> Result<u8> {
+    let config = load_config(config_path.clone())?;
+    let tenants = dedup(tenants);
+    if tenants.is_empty() {
+        return Err(Error::usage("no tenants given"));
+    }
+    let control = control_store(&config, &config_path)?;
+    for tenant in &tenants {
+        if let Some(record) = control.deleted_tenant(tenant)? {
+            return Err(Error::usage(if record.purged {
+                format!("tenant {tenant} was deleted and purged already")
+            } else {
+                format!(
+                    "tenant {tenant} was deleted already (at {}); `lifeboat tenant undelete \
+                     {tenant}` brings it back",
+                    record.deleted_at
+                )
+            }));
+        }
+    }
+    let names: BTreeSet<String> = config.sources.keys().cloned().collect();
+    let mut sources = open_named(&config, &names).await?;
+
+    // Every tenant must have rows somewhere; the steps remove them children first.
+    let mut steps = Vec::new();
+    let mut rows: BTreeMap<&String, u64> = BTreeMap::new();
+    for (name, source) in &sources {
+        let catalog = source.restore_catalog().await?;
+        for table in catalog.order.iter().rev() {
+            let Some(resolved) = source.tenancy.table(table) else {
+                continue;
+            };
+            if matches!(resolved.tenancy, Tenancy::Global) {
+                continue;
+            }
+            for tenant in &tenants {
+                *rows.entry(tenant).or_default() += source
+                    .count_tenant_rows(&TenantKey::new(tenant.clone()), table)
+                    .await?;
+            }
+            steps.push((
+                name.clone(),
+                tenant_delete(&source.tenancy, &resolved.schema, "ANY($tenants)")?,
+            ));
+        }
+    }
+    let unknown: Vec<&&String> = rows
+        .iter()
+        .filter(|(_, n)| **n == 0)
+        .map(|(t, _)| t)
+        .collect();
+    if !unknown.is_empty() {
+        let list: Vec<&str> = unknown.iter().map(|t| t.as_str()).collect();
+        return Err(Error::usage(format!(
+            "unknown tenant(s) {}: no rows in any source",
+            list.join(", ")
+        )));
+    }
+    let ids: Vec<IdRow> = tenants
+        .iter()
+        .map(|t| IdRow {
+            id: id_value(t),
+            label: None,
+            tenant: Some(TenantKey::new(t.clone())),
+        })
+        .collect();
+    let wanted: BTreeSet<&String> = tenants.iter().collect();
+    let check = |_: &BTreeMap<String, u64>, effect: &Merged| -> Result<()> {
+        for (tenant, tables) in effect {
+            if wanted.contains(tenant) {
+                continue;
+            }
+            let who = if tenant.is_empty() {
+                "rows of no tenant".to_string()
+            } else {
+                format!("tenant {tenant}'s rows")
+            };
+            let (table, n) = tables
+                .iter()
+                .next()
+                .map(|(t, n)| (t.as_str(), *n))
+                .unwrap_or(("?", 0));
+            return Err(Error::usage(format!(
+                "refused: deleting these tenants would also remove {n} of {who} in {table} \
+                 (a cascade or trigger reaches beyond them)"
+            )));
+        }
+        Ok(())
+    };
+    let spec = PlanSpec {
+        operation: "tenant-delete".to_string(),
+        purpose: Purpose::TenantDelete,
+        param: "tenants".to_string(),
+        kind: "tenant".to_string(),
+        ids,
+        steps,
+    };
+    make_plan(
+        &config,
+        &config_path,
+        &mut sources,
+        spec,
+        check,
+        login(by),
+        &output,
+    )
+    .await
+}
+
+async fn undelete(
+    config_path: Option<PathBuf>,
+    tenants: Vec<String>,
+    by: Option<String>,
+) -> Result<u8> {
+    let config = load_config(config_path.clone())?;
+    let by = login(by);
+    let tenants = dedup(tenants);
+    let mut control = control_store(&config, &config_path)?;
+    let mut records = Vec::new();
+    for tenant in &tenants {
+        let record = control.deleted_tenant(tenant)?.ok_or_else(|| {
+            Error::usage(format!(
+                "tenant {tenant} is not deleted: nothing to undelete"
+            ))
+        })?;
+        if record.purged {
+            return Err(Error::usage(format!(
+                "tenant {tenant} was purged at {}: its data is gone from the vault",
+                record.purged_at.as_deref().unwrap_or("?")
+            )));
+        }
+        records.push(record);
+    }
+    // Rows written under the key since the deletion would be replaced: refuse.
+    let names: BTreeSet<String> = records
+        .iter()
+        .flat_map(|r| r.point.keys().cloned())
+        .collect();
+    let sources = open_named(&config, &names).await?;
+    for record in &records {
+        for name in record.point.keys() {
+            let mut rows = 0u64;
+            sources[name]
+                .for_each_tenant_row(&TenantKey::new(record.tenant.clone()), |_, _, _| rows += 1)
+                .await?;
+            if rows > 0 {
+                return Err(Error::usage(format!(
+                    "tenant {} has {rows} rows in source {name} again since its deletion; \
+                     undelete would replace them (use `lifeboat restore` if that is meant)",
+                    record.tenant
+                )));
+            }
+        }
+    }
+    drop(sources);
+    let mut groups: BTreeMap<&BTreeMap<String, u64>, Vec<String>> = BTreeMap::new();
+    for record in &records {
+        groups
+            .entry(&record.point)
+            .or_default()
+            .push(record.tenant.clone());
+    }
+    let (rows, failures) = restore_to_points(&config, &groups).await?;
+    if failures > 0 {
+        eprintln!("undelete: {failures} tenant restores failed or differ from the vault");
+        return Ok(EXIT_PROBLEM);
+    }
+    for record in &records {
+        control.mark_undeleted(&record.tenant)?;
+        control.append(
+            &by,
+            "undelete",
+            &format!("tenant:{}", record.tenant),
+            json!({"plan": record.plan, "restored_to": record.point}),
+        )?;
+    }
+    crate::say!(
+        "undeleted {} tenant(s): {} rows restored as they were just before the deletion, \
+         every one verified",
+        records.len(),
+        thousands(rows)
+    );
+    Ok(0)
+}
+
+async fn purge(
+    config_path: Option<PathBuf>,
+    tenants: Vec<String>,
+    by: Option<String>,
+) -> Result<u8> {
+    let config = load_config(config_path.clone())?;
+    let by = login(by);
+    let tenants = dedup(tenants);
+    let mut control = control_store(&config, &config_path)?;
+    let now = lifeboat_core::time::now_us();
+    let window = i64::from(config.guard.retention_days) * DAY_US;
+    let mut records = Vec::new();
+    for tenant in &tenants {
+        let record = control.deleted_tenant(tenant)?.ok_or_else(|| {
+            Error::usage(format!(
+                "tenant {tenant} is not deleted: only a deleted tenant can be purged \
+                 (`lifeboat tenant delete {tenant}` first)"
+            ))
+        })?;
+        // A purge interrupted half way is finished by running it again.
+        if !record.purged && record.deleted_at_us + window > now {
+            return Err(Error::usage(format!(
+                "refused: tenant {tenant} was deleted at {}, inside the {}-day retention \
+                 window; it can be purged from {}",
+                record.deleted_at,
+                config.guard.retention_days,
+                lifeboat_core::time::format_us(record.deleted_at_us + window)
+            )));
+        }
+        records.push(record);
+    }
+    let vault = open_vault(&config).await?;
+    let sources = vault.list_sources().await?;
+    for record in &records {
+        // Marked first: from here on, undelete refuses it.
+        control.mark_purged(&record.tenant)?;
+        let key = TenantKey::new(record.tenant.clone());
+        let mut total = PurgeReport::default();
+        let mut per_source = BTreeMap::new();
+        for source in &sources {
+            let report = purge_tenant(&vault, source, &key).await?;
+            total.segments += report.segments;
+            total.changes += report.changes;
+            total.checkpoints += report.checkpoints;
+            total.bases += report.bases;
+            per_source.insert(
+                source.clone(),
+                json!({"segments": report.segments, "changes": report.changes,
+                       "checkpoints": report.checkpoints, "bases": report.bases}),
+            );
+        }
+        control.append(
+            &by,
+            "purge",
+            &format!("tenant:{}", record.tenant),
+            json!({"plan": record.plan, "sources": per_source}),
+        )?;
+        crate::say!(
+            "purged tenant {}: {} changes removed from {} segments, {} checkpoints rewritten, \
+             {} bases deleted",
+            record.tenant,
+            thousands(total.changes as u64),
+            total.segments,
+            total.checkpoints,
+            total.bases
+        );
+    }
+    Ok(0)
+}
+
+async fn list(config_path: Option<PathBuf>, as_json: bool) -> Result<u8> {
+    let config = load_config(config_path.clone())?;
+    let control = control_store(&config, &config_path)?;
+    let window = i64::from(config.guard.retention_days) * DAY_US;
+    let records = control.deleted_tenants()?;
+    if as_json {
+        print_json(&json!(records
+            .iter()
+            .map(|r| json!({
+                "tenant": r.tenant,
+                "state": if r.purged { "purged" } else { "deleted" },
+                "plan": r.plan,
+                "deleted_at": r.deleted_at,
+                "purgeable_from": lifeboat_core::time::format_us(r.deleted_at_us + window),
+                "purged_at": r.purged_at,
+            }))
+            .collect::<Vec<_>>()));
+        return Ok(0);
+    }
+    if records.is_empty() {
+        crate::say!("no deleted tenants");
+    }
+    for r in &records {
+        let state = match &r.purged_at {
+            Some(at) => format!("purged at {at}"),
+            None => format!(
+                "purgeable from {}",
+                lifeboat_core::time::format_us(r.deleted_at_us + window)
+            ),
+        };
+        crate::say!(
+            "{:<20} deleted at {}  plan {}  {state}",
+            r.tenant,
+            r.deleted_at,
+            &r.plan[..12.min(r.plan.len())]
+        );
+    }
+    Ok(0)
+}
