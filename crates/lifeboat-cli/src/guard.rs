@@ -79,11 +79,12 @@ pub(crate) fn login(by: Option<String>) -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-/// The control store: `[control] url`, or `lifeboat-control.db` beside the configuration.
-pub(crate) fn control_store(
+/// The control store: `[control] url`, or `lifeboat-control.db` beside the configuration;
+/// its audit log anchored in the vault.
+pub(crate) async fn control_store(
     config: &Config,
     config_path: &Option<PathBuf>,
-) -> Result<ControlStore> {
+) -> Result<Control> {
     let path = match &config.control {
         Some(control) => lifeboat_core::config::sqlite_path(&control.url)?,
         None => config_path
@@ -92,7 +93,68 @@ pub(crate) fn control_store(
             .map(|d| d.join("lifeboat-control.db"))
             .ok_or_else(|| Error::config("no [control] url and no configuration file"))?,
     };
-    ControlStore::open(&path)
+    Ok(Control {
+        store: ControlStore::open(&path)?,
+        vault: open_vault(config).await?,
+    })
+}
+
+/// The control store, with every audit entry also anchored in the vault (its sequence and
+/// hash as an object name), so that a control store rewritten wholesale, chain and all,
+/// no longer matches the anchors.
+pub(crate) struct Control {
+    store: ControlStore,
+    vault: lifeboat_core::vault::Vault,
+}
+
+impl std::ops::Deref for Control {
+    type Target = ControlStore;
+    fn deref(&self) -> &ControlStore {
+        &self.store
+    }
+}
+
+impl std::ops::DerefMut for Control {
+    fn deref_mut(&mut self) -> &mut ControlStore {
+        &mut self.store
+    }
+}
+
+impl Control {
+    /// Append to the audit log, then anchor the entry in the vault.
+    pub(crate) async fn append(
+        &mut self,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        details: Json,
+    ) -> Result<()> {
+        let entry = self.store.append(actor, action, subject, details)?;
+        self.vault.put_audit_anchor(entry.seq, &entry.hash).await
+    }
+
+    /// The chain's own problems, and every anchor the log no longer matches.
+    pub(crate) async fn verify(&self) -> Result<Vec<String>> {
+        let mut problems = self.store.verify()?;
+        let hashes: BTreeMap<u64, String> = self
+            .store
+            .entries()?
+            .into_iter()
+            .map(|e| (e.seq, e.hash))
+            .collect();
+        for (seq, hash) in self.vault.list_audit_anchors().await? {
+            match hashes.get(&seq) {
+                Some(h) if *h == hash => {}
+                Some(_) => problems.push(format!(
+                    "entry {seq}: differs from its anchor in the vault (the log was rewritten)"
+                )),
+                None => problems.push(format!(
+                    "entry {seq}: anchored in the vault but missing from the log (removed)"
+                )),
+            }
+        }
+        Ok(problems)
+    }
 }
 
 /// A plan file, read and checked against its hash.
@@ -563,14 +625,16 @@ pub(crate) async fn make_plan(
         .map_err(|e| Error::source(format!("cannot write the plan: {e}")))?;
     std::fs::write(output, text + "\n")
         .map_err(|e| Error::usage(format!("cannot write {}: {e}", output.display())))?;
-    let mut control = control_store(config, config_path)?;
-    control.append(
-        &author,
-        "plan",
-        &hash,
-        json!({"operation": spec.operation, "ids": ids.len(), "tenants": tenant_keys.len(),
+    let mut control = control_store(config, config_path).await?;
+    control
+        .append(
+            &author,
+            "plan",
+            &hash,
+            json!({"operation": spec.operation, "ids": ids.len(), "tenants": tenant_keys.len(),
                "totals": totals, "file": output.display().to_string()}),
-    )?;
+        )
+        .await?;
     crate::say!(
         "plan {} for {} ({} {} IDs) by {author}: {} tenants, {} rows",
         &hash[..12],
@@ -613,15 +677,17 @@ pub async fn approve(config_path: Option<PathBuf>, args: ApproveArgs) -> Result<
             plan.short()
         )));
     }
-    let mut control = control_store(&config, &config_path)?;
+    let mut control = control_store(&config, &config_path).await?;
     let new = control.approve(&plan.hash, &by)?;
     if new {
-        control.append(
-            &by,
-            "approve",
-            &plan.hash,
-            json!({"operation": plan.str("operation")}),
-        )?;
+        control
+            .append(
+                &by,
+                "approve",
+                &plan.hash,
+                json!({"operation": plan.str("operation")}),
+            )
+            .await?;
     }
     let count = control.approvals(&plan.hash)?.len();
     crate::say!(
@@ -670,7 +736,7 @@ pub async fn apply(config_path: Option<PathBuf>, args: ApplyArgs) -> Result<u8> 
     let config = load_config(config_path.clone())?;
     let plan = Plan::read(&args.plan)?;
     let by = login(args.by);
-    let mut control = control_store(&config, &config_path)?;
+    let mut control = control_store(&config, &config_path).await?;
     let approvals = control.approvals(&plan.hash)?;
     let required = config.guard.approvals_required as usize;
     if approvals.len() < required {
@@ -755,12 +821,14 @@ pub async fn apply(config_path: Option<PathBuf>, args: ApplyArgs) -> Result<u8> 
         Some(s) => s.restore_point.clone(),
         None => {
             let point = catch_up(&config, &names).await?;
-            control.append(
-                &by,
-                "restore-point",
-                &plan.hash,
-                json!({"positions": point}),
-            )?;
+            control
+                .append(
+                    &by,
+                    "restore-point",
+                    &plan.hash,
+                    json!({"positions": point}),
+                )
+                .await?;
             point
         }
     };
@@ -777,7 +845,7 @@ pub async fn apply(config_path: Option<PathBuf>, args: ApplyArgs) -> Result<u8> 
         "apply",
         &plan.hash,
         json!({"operation": plan.str("operation"), "tenants": remaining.len(), "waves": args.waves}),
-    )?;
+    ).await?;
     let targets = wave_targets(&args.waves, tenants.len())?;
     let halt_file = PathBuf::from(format!("{}.halt", args.plan.display()));
     let mut start = 0;
@@ -804,12 +872,14 @@ pub async fn apply(config_path: Option<PathBuf>, args: ApplyArgs) -> Result<u8> 
                     restore_point: restore_point.clone(),
                 },
             )?;
-            control.append(
-                &by,
-                "halted",
-                &plan.hash,
-                json!({"before_wave": wave_number, "by": who}),
-            )?;
+            control
+                .append(
+                    &by,
+                    "halted",
+                    &plan.hash,
+                    json!({"before_wave": wave_number, "by": who}),
+                )
+                .await?;
             eprintln!(
                 "halted by {who} before wave {wave_number}; `lifeboat apply {}` continues, \
                  `lifeboat undo {}` reverts",
@@ -843,12 +913,14 @@ pub async fn apply(config_path: Option<PathBuf>, args: ApplyArgs) -> Result<u8> 
                     restore_point: restore_point.clone(),
                 },
             )?;
-            control.append(
-                &by,
-                "diverged",
-                &plan.hash,
-                json!({"wave": wave_number, "differences": differences}),
-            )?;
+            control
+                .append(
+                    &by,
+                    "diverged",
+                    &plan.hash,
+                    json!({"wave": wave_number, "differences": differences}),
+                )
+                .await?;
             eprintln!(
                 "wave {wave_number} diverged from the plan; it was rolled back and the apply \
                  stopped:\n  {}",
@@ -859,21 +931,25 @@ pub async fn apply(config_path: Option<PathBuf>, args: ApplyArgs) -> Result<u8> 
         let keys: Vec<String> = wave.iter().map(|t| t.to_string()).collect();
         control.mark_applied(&plan.hash, &keys, wave_number, &point)?;
         let rows: u64 = got.values().flat_map(|t| t.values()).sum();
-        control.append(
-            &by,
-            "wave",
-            &plan.hash,
-            json!({"wave": wave_number, "tenants": keys, "rows": rows}),
-        )?;
+        control
+            .append(
+                &by,
+                "wave",
+                &plan.hash,
+                json!({"wave": wave_number, "tenants": keys, "rows": rows}),
+            )
+            .await?;
         if plan.purpose() == Purpose::TenantDelete {
             control.mark_deleted(&keys, &plan.hash, &point)?;
             for key in &keys {
-                control.append(
-                    &by,
-                    "delete",
-                    &format!("tenant:{key}"),
-                    json!({"plan": plan.hash, "restorable_to": point}),
-                )?;
+                control
+                    .append(
+                        &by,
+                        "delete",
+                        &format!("tenant:{key}"),
+                        json!({"plan": plan.hash, "restorable_to": point}),
+                    )
+                    .await?;
             }
         }
         crate::say!(
@@ -891,12 +967,14 @@ pub async fn apply(config_path: Option<PathBuf>, args: ApplyArgs) -> Result<u8> 
             restore_point,
         },
     )?;
-    control.append(
-        &by,
-        "applied",
-        &plan.hash,
-        json!({"tenants": tenants.len()}),
-    )?;
+    control
+        .append(
+            &by,
+            "applied",
+            &plan.hash,
+            json!({"tenants": tenants.len()}),
+        )
+        .await?;
     crate::say!(
         "applied plan {} to {} tenants; `lifeboat undo {}` reverts it",
         plan.short(),
@@ -910,9 +988,9 @@ pub async fn halt(config_path: Option<PathBuf>, args: PlanRefArgs) -> Result<u8>
     let config = load_config(config_path.clone())?;
     let plan = Plan::read(&args.plan)?;
     let by = login(args.by);
-    let mut control = control_store(&config, &config_path)?;
+    let mut control = control_store(&config, &config_path).await?;
     control.halt(&plan.hash, &by)?;
-    control.append(&by, "halt", &plan.hash, json!({}))?;
+    control.append(&by, "halt", &plan.hash, json!({})).await?;
     crate::say!("plan {} will stop before its next wave", plan.short());
     Ok(0)
 }
@@ -921,7 +999,7 @@ pub async fn undo(config_path: Option<PathBuf>, args: PlanRefArgs) -> Result<u8>
     let config = load_config(config_path.clone())?;
     let plan = Plan::read(&args.plan)?;
     let by = login(args.by);
-    let mut control = control_store(&config, &config_path)?;
+    let mut control = control_store(&config, &config_path).await?;
     let Some(state) = control.apply_state(&plan.hash)? else {
         return Err(Error::usage(format!(
             "plan {} was never applied: nothing to undo",
@@ -947,12 +1025,14 @@ pub async fn undo(config_path: Option<PathBuf>, args: PlanRefArgs) -> Result<u8>
     }
     let (rows, failures) = restore_to_points(&config, &by_point).await?;
     let tenants: Vec<&String> = applied.keys().collect();
-    control.append(
-        &by,
-        "undo",
-        &plan.hash,
-        json!({"tenants": tenants, "rows": rows, "failures": failures}),
-    )?;
+    control
+        .append(
+            &by,
+            "undo",
+            &plan.hash,
+            json!({"tenants": tenants, "rows": rows, "failures": failures}),
+        )
+        .await?;
     if failures > 0 {
         eprintln!("undo: {failures} tenant restores failed or differ from the vault");
         return Ok(EXIT_PROBLEM);
@@ -967,12 +1047,14 @@ pub async fn undo(config_path: Option<PathBuf>, args: PlanRefArgs) -> Result<u8>
     if plan.purpose() == Purpose::TenantDelete {
         for tenant in &tenants {
             control.mark_undeleted(tenant)?;
-            control.append(
-                &by,
-                "undelete",
-                &format!("tenant:{tenant}"),
-                json!({"plan": plan.hash}),
-            )?;
+            control
+                .append(
+                    &by,
+                    "undelete",
+                    &format!("tenant:{tenant}"),
+                    json!({"plan": plan.hash}),
+                )
+                .await?;
         }
     }
     crate::say!(
@@ -1036,9 +1118,9 @@ pub(crate) async fn restore_to_points(
 
 pub async fn audit(config_path: Option<PathBuf>, args: AuditArgs) -> Result<u8> {
     let config = load_config(config_path.clone())?;
-    let control = control_store(&config, &config_path)?;
+    let control = control_store(&config, &config_path).await?;
     if args.action.as_deref() == Some("verify") {
-        let problems = control.verify()?;
+        let problems = control.verify().await?;
         let entries = control.entries()?.len();
         if args.json {
             print_json(

@@ -95,7 +95,7 @@ async fn delete(
     if tenants.is_empty() {
         return Err(Error::usage("no tenants given"));
     }
-    let control = control_store(&config, &config_path)?;
+    let control = control_store(&config, &config_path).await?;
     for tenant in &tenants {
         if let Some(record) = control.deleted_tenant(tenant)? {
             return Err(Error::usage(if record.purged {
@@ -206,7 +206,7 @@ async fn undelete(
     let config = load_config(config_path.clone())?;
     let by = login(by);
     let tenants = dedup(tenants);
-    let mut control = control_store(&config, &config_path)?;
+    let mut control = control_store(&config, &config_path).await?;
     let mut records = Vec::new();
     for tenant in &tenants {
         let record = control.deleted_tenant(tenant)?.ok_or_else(|| {
@@ -258,12 +258,14 @@ async fn undelete(
     }
     for record in &records {
         control.mark_undeleted(&record.tenant)?;
-        control.append(
-            &by,
-            "undelete",
-            &format!("tenant:{}", record.tenant),
-            json!({"plan": record.plan, "restored_to": record.point}),
-        )?;
+        control
+            .append(
+                &by,
+                "undelete",
+                &format!("tenant:{}", record.tenant),
+                json!({"plan": record.plan, "restored_to": record.point}),
+            )
+            .await?;
     }
     crate::say!(
         "undeleted {} tenant(s): {} rows restored as they were just before the deletion, \
@@ -282,7 +284,7 @@ async fn purge(
     let config = load_config(config_path.clone())?;
     let by = login(by);
     let tenants = dedup(tenants);
-    let mut control = control_store(&config, &config_path)?;
+    let mut control = control_store(&config, &config_path).await?;
     let now = lifeboat_core::time::now_us();
     let window = i64::from(config.guard.retention_days) * DAY_US;
     let mut records = Vec::new();
@@ -325,12 +327,14 @@ async fn purge(
                        "checkpoints": report.checkpoints, "bases": report.bases}),
             );
         }
-        control.append(
-            &by,
-            "purge",
-            &format!("tenant:{}", record.tenant),
-            json!({"plan": record.plan, "sources": per_source}),
-        )?;
+        control
+            .append(
+                &by,
+                "purge",
+                &format!("tenant:{}", record.tenant),
+                json!({"plan": record.plan, "sources": per_source}),
+            )
+            .await?;
         crate::say!(
             "purged tenant {}: {} changes removed from {} segments, {} checkpoints rewritten, \
              {} bases deleted",
@@ -346,7 +350,7 @@ async fn purge(
 
 async fn list(config_path: Option<PathBuf>, as_json: bool) -> Result<u8> {
     let config = load_config(config_path.clone())?;
-    let control = control_store(&config, &config_path)?;
+    let control = control_store(&config, &config_path).await?;
     let window = i64::from(config.guard.retention_days) * DAY_US;
     let records = control.deleted_tenants()?;
     if as_json {

@@ -358,6 +358,22 @@ fn altered_and_stale_plans_are_refused() {
         stderr(&output)
     );
     assert_eq!(dump(&db), before, "a refused apply changes nothing");
+
+    // A control store put back to an earlier copy is a consistent chain, head included;
+    // the entries anchored in the vault since then show it.
+    let control = work.path("lifeboat-control.db");
+    let copy = work.path("control-copy.db");
+    std::fs::copy(&control, &copy).expect("copy");
+    lifeboat_ok(&config, &["halt", plan_arg, "--by", "dave"]);
+    lifeboat_ok(&config, &["audit", "verify"]);
+    std::fs::copy(&copy, &control).expect("put back");
+    let output = lifeboat(&config, &["audit", "verify"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("anchored in the vault but missing from the log"),
+        "{}",
+        stdout(&output)
+    );
 }
 
 /// Plan `remove-legacy-app` for every site's legacy app, by alice, approved by bob.
@@ -396,7 +412,10 @@ fn apply_paused(config: &Path, plan: &Path, go: &Path) -> std::process::Child {
             "1,50%",
         ],
     )
-    .env("LIFEBOAT_PAUSE", format!("apply.after-wave:{}", go.display()))
+    .env(
+        "LIFEBOAT_PAUSE",
+        format!("apply.after-wave:{}", go.display()),
+    )
     .stdout(std::process::Stdio::piped())
     .stderr(std::process::Stdio::piped())
     .spawn()
@@ -590,13 +609,25 @@ fn tenants_are_deleted_softly_brought_back_and_purged_only_after_retention() {
 
     // With no retention left, purge removes the tenant from the vault.
     let text = std::fs::read_to_string(&config).expect("config");
-    std::fs::write(&config, text.replace("[guard]\n", "[guard]\nretention_days = 0\n"))
-        .expect("config");
+    std::fs::write(
+        &config,
+        text.replace("[guard]\n", "[guard]\nretention_days = 0\n"),
+    )
+    .expect("config");
     let out = lifeboat_ok(&config, &["tenant", "purge", "4404", "--by", "carol"]);
     assert!(out.contains("purged tenant 4404"), "{out}");
     assert!(out.contains("1 bases deleted"), "{out}");
     refused(
-        &lifeboat(&config, &["restore", "--tenant", "4404", "--at", "2099-01-01T00:00:00Z"]),
+        &lifeboat(
+            &config,
+            &[
+                "restore",
+                "--tenant",
+                "4404",
+                "--at",
+                "2099-01-01T00:00:00Z",
+            ],
+        ),
         2,
         "unknown tenant 4404",
     );
@@ -642,7 +673,14 @@ fn operations_and_tenant_deletes_on_postgresql_are_measured_applied_and_undone()
     // the sites also removes their issues, which the declared effect does not allow.
     let output = lifeboat(
         &config,
-        &["plan", "remove-sites-of-apps", "--ids", "101", "-o", plan_arg],
+        &[
+            "plan",
+            "remove-sites-of-apps",
+            "--ids",
+            "101",
+            "-o",
+            plan_arg,
+        ],
     );
     refused(&output, 2, "which its declared effect does not include");
     refused(
@@ -673,14 +711,18 @@ fn operations_and_tenant_deletes_on_postgresql_are_measured_applied_and_undone()
     let delete_arg = delete.to_str().expect("path");
     let out = lifeboat_ok(
         &config,
-        &["tenant", "delete", "4407", "--by", "alice", "-o", delete_arg],
+        &[
+            "tenant", "delete", "4407", "--by", "alice", "-o", delete_arg,
+        ],
     );
     assert!(out.contains("1 tenants, 6 rows"), "{out}");
     lifeboat_ok(&config, &["approve", delete_arg, "--by", "bob"]);
     lifeboat_ok(&config, &["apply", delete_arg, "--by", "carol"]);
     let after = dump();
     assert_eq!(after.len(), before.len() - 6);
-    assert!(!after.iter().any(|r| r.contains("|4407|") || r.contains(":4407|")));
+    assert!(!after
+        .iter()
+        .any(|r| r.contains("|4407|") || r.contains(":4407|")));
     lifeboat_ok(&config, &["tenant", "undelete", "4407", "--by", "carol"]);
     assert_eq!(dump(), before, "undelete restores row for row");
     lifeboat_ok(&config, &["audit", "verify"]);

@@ -213,6 +213,34 @@ impl Vault {
         Ok(name)
     }
 
+    /// Anchor audit log entry `seq` (docs/vault-format.md, "Audit anchors").
+    pub async fn put_audit_anchor(&self, seq: u64, hash: &str) -> Result<()> {
+        self.store
+            .put(
+                &format!("audit/{seq:016x}-{hash}.anchor"),
+                Bytes::from(hash.to_string()),
+            )
+            .await
+    }
+
+    /// Every audit anchor, as (sequence, entry hash), in sequence order.
+    pub async fn list_audit_anchors(&self) -> Result<Vec<(u64, String)>> {
+        let mut out = Vec::new();
+        for name in self.store.list("audit/").await? {
+            let parsed = name
+                .strip_prefix("audit/")
+                .and_then(|f| f.strip_suffix(".anchor"))
+                .and_then(|stem| stem.split_once('-'))
+                .and_then(|(seq, hash)| Some((u64::from_str_radix(seq, 16).ok()?, hash)));
+            match parsed {
+                Some((seq, hash)) => out.push((seq, hash.to_string())),
+                None => tracing::warn!("ignoring unexpected vault object {name}"),
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     pub async fn delete(&self, name: &str) -> Result<()> {
         self.store.delete(name).await
     }
