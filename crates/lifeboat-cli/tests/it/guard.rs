@@ -579,7 +579,12 @@ fn tenants_are_deleted_softly_brought_back_and_purged_only_after_retention() {
         .as_array()
         .expect("list")
         .iter()
-        .map(|r| (r["tenant"].as_str().unwrap(), r["state"].as_str().unwrap()))
+        .map(|r| {
+            (
+                r["tenant"].as_str().expect("tenant"),
+                r["state"].as_str().expect("state"),
+            )
+        })
         .collect();
     assert_eq!(listed, [("4403", "deleted"), ("4404", "deleted")]);
     refused(
