@@ -2,6 +2,7 @@
 //! lifeboat-source; this crate parses the command line, loads the configuration, and
 //! prints results for people (default) or scripts (`--json`).
 
+mod campaign;
 mod capture;
 mod context;
 mod drill;
@@ -81,6 +82,14 @@ enum Command {
     Audit(guard::AuditArgs),
     /// Soft delete tenants (guarded), bring them back, purge them after retention.
     Tenant(lifecycle::Args),
+    /// Open, update, resolve and list incidents on the status page.
+    Incident(campaign::IncidentArgs),
+    /// Recovery campaigns: start one, follow it, list its private links.
+    Campaign(campaign::CampaignArgs),
+    /// Restore campaign tenants, batch by batch, with other workers.
+    Worker(campaign::WorkerArgs),
+    /// Serve the status page, private tenant pages and the operator API.
+    Serve(campaign::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -119,6 +128,10 @@ fn main() -> ExitCode {
             Command::Undo(args) => guard::undo(config_path, args).await,
             Command::Audit(args) => guard::audit(config_path, args).await,
             Command::Tenant(args) => lifecycle::run(config_path, args).await,
+            Command::Incident(args) => campaign::incident(config_path, args).await,
+            Command::Campaign(args) => campaign::campaign(config_path, args).await,
+            Command::Worker(args) => campaign::worker(config_path, args).await,
+            Command::Serve(args) => campaign::serve(config_path, args).await,
         }
     });
     match result {

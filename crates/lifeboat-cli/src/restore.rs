@@ -154,6 +154,38 @@ impl Summary {
         self.outcomes.iter().map(|o| o.report.rows_written()).sum()
     }
 
+    /// Rows written per tenant (every source).
+    pub fn tenant_rows(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for o in &self.outcomes {
+            *out.entry(o.tenant.clone()).or_default() += o.report.rows_written();
+        }
+        out
+    }
+
+    /// Why each tenant that failed failed (an error, or a read-back that differs).
+    pub fn tenant_failures(&self) -> BTreeMap<String, String> {
+        let mut out: BTreeMap<String, String> = BTreeMap::new();
+        for o in &self.outcomes {
+            let reason = match (&o.error, o.verified) {
+                (Some(e), _) => format!("{}: {e}", o.source),
+                (None, Some(false)) => format!(
+                    "{}: read back differs from the vault ({})",
+                    o.source,
+                    o.differences.join("; ")
+                ),
+                _ => continue,
+            };
+            out.entry(o.tenant.clone())
+                .and_modify(|r| {
+                    r.push_str("; ");
+                    r.push_str(&reason)
+                })
+                .or_insert(reason);
+        }
+        out
+    }
+
     pub fn failures(&self) -> usize {
         self.outcomes
             .iter()

@@ -26,6 +26,101 @@ pub struct Config {
     /// Destructive operations run through plan, approve and apply.
     #[serde(default)]
     pub operations: BTreeMap<String, OperationConfig>,
+    /// The status page and operator API (`lifeboat serve`).
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Recovery campaigns and their workers.
+    #[serde(default)]
+    pub campaigns: CampaignConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Where `lifeboat serve` listens (`--listen` overrides it).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The operator API's bearer token (`LIFEBOAT_TOKEN` overrides it). Without one the
+    /// operator API refuses every request.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The status page's name, as the Statuspage JSON's `page.name`.
+    #[serde(default = "default_page_name")]
+    pub page_name: String,
+    /// The page's public address, for links in JSON, the feed and private links.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Source -> the component's display name (default: the source's name).
+    #[serde(default)]
+    pub components: BTreeMap<String, String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            token: None,
+            page_name: default_page_name(),
+            public_url: None,
+            components: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".to_string()
+}
+
+fn default_page_name() -> String {
+    "Status".to_string()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignConfig {
+    /// `customer`: a restored tenant waits for its admin to accept on the private page;
+    /// `skip`: it is restored as soon as it is verified.
+    #[serde(default = "default_acceptance")]
+    pub acceptance: String,
+    /// With `customer` acceptance, accept automatically after this many minutes (none:
+    /// wait for the admin).
+    #[serde(default)]
+    pub auto_accept_minutes: Option<u64>,
+    /// A worker's claim on its tenants lasts this long unless renewed; a worker that
+    /// stops renewing (killed) loses its tenants to another worker after it.
+    #[serde(default = "default_lease_seconds")]
+    pub lease_seconds: u64,
+    /// Attempts per tenant before it is marked failed.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Attribute name -> `SOURCE.TABLE.COLUMN` of a tenant's row, read from the vault at
+    /// the campaign's target: priority keys (`--priority "edition desc"`).
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl Default for CampaignConfig {
+    fn default() -> Self {
+        CampaignConfig {
+            acceptance: default_acceptance(),
+            auto_accept_minutes: None,
+            lease_seconds: default_lease_seconds(),
+            max_attempts: default_max_attempts(),
+            attributes: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_acceptance() -> String {
+    "customer".to_string()
+}
+
+fn default_lease_seconds() -> u64 {
+    60
+}
+
+fn default_max_attempts() -> u32 {
+    3
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -265,7 +360,40 @@ impl Config {
                 })?;
             }
         }
-        self.validate_guard()
+        self.validate_guard()?;
+        self.validate_campaigns()
+    }
+
+    /// `[server]` and `[campaigns]` name known sources and words.
+    fn validate_campaigns(&self) -> Result<()> {
+        for source in self.server.components.keys() {
+            if !self.sources.contains_key(source) {
+                return Err(Error::config(format!(
+                    "[server.components] names unknown source {source:?}"
+                )));
+            }
+        }
+        if !["customer", "skip"].contains(&self.campaigns.acceptance.as_str()) {
+            return Err(Error::config(format!(
+                "[campaigns] acceptance = {:?}: use \"customer\" or \"skip\"",
+                self.campaigns.acceptance
+            )));
+        }
+        if self.campaigns.lease_seconds == 0 || self.campaigns.max_attempts == 0 {
+            return Err(Error::config(
+                "[campaigns] lease_seconds and max_attempts must be at least 1",
+            ));
+        }
+        for (name, column) in &self.campaigns.attributes {
+            let parts: Vec<&str> = column.split('.').collect();
+            if parts.len() != 3 || !self.sources.contains_key(parts[0]) {
+                return Err(Error::config(format!(
+                    "[campaigns.attributes] {name} = {column:?}: use SOURCE.TABLE.COLUMN of a \
+                     configured source"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Kinds and operations name sources, tables and kinds that exist; each operation

@@ -83,7 +83,7 @@ fn parse_point(plan: &str, text: &str) -> Result<BTreeMap<String, u64>> {
 }
 
 pub struct ControlStore {
-    conn: Connection,
+    pub(crate) conn: Connection,
     path: PathBuf,
 }
 
@@ -117,6 +117,7 @@ impl ControlStore {
         })?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .and_then(|_| conn.execute_batch(SCHEMA))
+            .and_then(|_| conn.execute_batch(crate::status::SCHEMA))
             .map_err(|e| Error::config(format!("control store {}: {e}", path.display())))?;
         Ok(ControlStore {
             conn,
@@ -124,7 +125,11 @@ impl ControlStore {
         })
     }
 
-    fn err(&self, e: rusqlite::Error) -> Error {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn err(&self, e: rusqlite::Error) -> Error {
         Error::source(format!("control store {}: {e}", self.path.display()))
     }
 

@@ -10,6 +10,7 @@ pub mod live;
 pub mod postgres;
 pub mod restore;
 pub mod sqlite;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

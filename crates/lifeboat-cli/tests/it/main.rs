@@ -2,6 +2,7 @@
 //! files and real S3 (moto). Run them with scripts/test.
 
 mod bad_input;
+mod campaign;
 mod capture;
 mod common;
 mod crash;

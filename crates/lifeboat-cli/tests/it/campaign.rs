@@ -1,0 +1,398 @@
+//! Recovery campaigns on a real SQLite source: tenants queued in priority order, two
+//! workers restoring them at once, a worker killed mid-tenant whose tenants another worker
+//! finishes, and the refusals.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use crate::common::*;
+
+const SITES: i64 = 12;
+
+/// sites 1..=12; site s has s issues (its "users") and one comment per issue.
+fn setup(work: &Workdir) -> PathBuf {
+    let db = work.path("tracker.db");
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    conn.execute_batch(
+        "CREATE TABLE sites (id INTEGER PRIMARY KEY, url TEXT NOT NULL, edition TEXT NOT NULL);
+         CREATE TABLE issues (id INTEGER PRIMARY KEY,
+             site_id INTEGER NOT NULL REFERENCES sites(id) ON DELETE CASCADE, title TEXT);
+         CREATE TABLE comments (id INTEGER PRIMARY KEY,
+             issue_id INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE, body TEXT);",
+    )
+    .expect("schema");
+    for s in 1..=SITES {
+        let edition = if s % 3 == 0 { "enterprise" } else { "standard" };
+        conn.execute(
+            "INSERT INTO sites VALUES (?1, ?2, ?3)",
+            rusqlite::params![s, format!("https://site{s}.example.net"), edition],
+        )
+        .expect("site");
+        for i in 0..s {
+            let issue = s * 100 + i;
+            conn.execute(
+                "INSERT INTO issues VALUES (?1, ?2, ?3)",
+                rusqlite::params![issue, s, format!("issue {i} of {s}")],
+            )
+            .expect("issue");
+            conn.execute(
+                "INSERT INTO comments VALUES (?1, ?2, 'a comment')",
+                [issue, issue],
+            )
+            .expect("comment");
+        }
+    }
+    let config = work.write_config(&format!(
+        r#"
+[vault]
+url = "{vault}"
+[sources.tracker]
+url = "sqlite://{db}"
+tenant_column = "site_id"
+[sources.tracker.tables.sites]
+tenant_column = "id"
+[sources.tracker.tables.comments]
+tenant_via = "issue_id -> issues.id"
+[guard]
+users = "tracker.issues"
+[server.components]
+tracker = "Issue tracker"
+[campaigns]
+lease_seconds = 1
+[campaigns.attributes]
+edition = "tracker.sites.edition"
+"#,
+        vault = work.vault_url(),
+        db = db.display()
+    ));
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    config
+}
+
+/// A site's rows, sorted.
+fn site_rows(db: &Path, site: i64) -> Vec<String> {
+    let conn = rusqlite::Connection::open(db).expect("open");
+    let mut out = Vec::new();
+    for sql in [
+        "SELECT 'site|' || id || '|' || url || '|' || edition FROM sites WHERE id = ?1",
+        "SELECT 'issue|' || id || '|' || title FROM issues WHERE site_id = ?1",
+        "SELECT 'comment|' || c.id || '|' || c.body FROM comments c
+         JOIN issues i ON i.id = c.issue_id WHERE i.site_id = ?1",
+    ] {
+        let mut stmt = conn.prepare(sql).expect("prepare");
+        out.extend(
+            stmt.query_map([site], |r| r.get::<_, String>(0))
+                .expect("query")
+                .map(|r| r.expect("row")),
+        );
+    }
+    out.sort();
+    out
+}
+
+/// The time now by SQLite's clock (the one capture's triggers use), then a short pause.
+fn now(db: &Path) -> String {
+    let conn = rusqlite::Connection::open(db).expect("open");
+    let t: String = conn
+        .query_row("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')", [], |r| {
+            r.get(0)
+        })
+        .expect("now");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    t
+}
+
+fn delete_sites(db: &Path, sites: &[i64]) {
+    let conn = rusqlite::Connection::open(db).expect("open");
+    conn.execute_batch("PRAGMA foreign_keys = ON").expect("fk");
+    for s in sites {
+        conn.execute("DELETE FROM sites WHERE id = ?1", [s])
+            .expect("delete");
+    }
+}
+
+fn status(config: &Path, id: &str) -> serde_json::Value {
+    let out = lifeboat_ok(config, &["campaign", "status", id, "--json"]);
+    serde_json::from_str::<serde_json::Value>(&out).expect("json")[0].clone()
+}
+
+fn start(config: &Path, work: &Workdir, sites: &[i64], at: &str, extra: &[&str]) -> String {
+    let incident = lifeboat_ok(
+        config,
+        &[
+            "incident",
+            "create",
+            "--name",
+            "Sites deleted",
+            "--status",
+            "identified",
+            "--impact",
+            "critical",
+            "--component",
+            "tracker=partial_outage",
+            "--message",
+            "We are restoring the deleted sites.",
+        ],
+    )
+    .trim()
+    .to_string();
+    let file = work.path("tenants.txt");
+    let list: Vec<String> = sites.iter().map(|s| s.to_string()).collect();
+    std::fs::write(&file, list.join("\n")).expect("tenants");
+    let mut args = vec![
+        "campaign",
+        "start",
+        "--incident",
+        &incident,
+        "--tenants-from",
+        file.to_str().expect("path"),
+        "--at",
+        at,
+    ];
+    args.extend_from_slice(extra);
+    lifeboat_ok(config, &args).trim().to_string()
+}
+
+#[test]
+fn two_workers_restore_a_campaign_in_priority_order() {
+    let work = Workdir::new();
+    let config = setup(&work);
+    let db = work.path("tracker.db");
+    let deleted: Vec<i64> = (1..=SITES).filter(|s| s % 2 == 0 || *s == 3).collect();
+    let before: Vec<Vec<String>> = deleted.iter().map(|s| site_rows(&db, *s)).collect();
+    let untouched_before = site_rows(&db, 5);
+    let t = now(&db);
+    delete_sites(&db, &deleted);
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+
+    let id = start(
+        &config,
+        &work,
+        &deleted,
+        &t,
+        &["--batch-size", "2", "--priority", "edition asc, users desc"],
+    );
+    // "enterprise" sorts before "standard"; in each edition, most users (issues) first.
+    let links: serde_json::Value =
+        serde_json::from_str(&lifeboat_ok(&config, &["campaign", "links", &id, "--json"]))
+            .expect("links");
+    let order: Vec<&str> = links
+        .as_array()
+        .expect("links")
+        .iter()
+        .map(|l| l["tenant"].as_str().expect("tenant"))
+        .collect();
+    assert_eq!(order, ["12", "6", "3", "10", "8", "4", "2"]);
+    let s = status(&config, &id);
+    assert_eq!(s["tenants"], 7);
+    assert_eq!(s["users"], 45);
+    assert_eq!(s["stages"]["queued"], 7);
+
+    let spawn = |name: &str| {
+        lifeboat_command(
+            &config,
+            &["worker", "--campaign", &id, "--until-done", "--name", name],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("worker")
+    };
+    let (a, b) = (spawn("a"), spawn("b"));
+    let (a, b) = (
+        a.wait_with_output().expect("a"),
+        b.wait_with_output().expect("b"),
+    );
+    for output in [&a, &b] {
+        assert!(output.status.success(), "{}", stderr(output));
+    }
+    let restored = |o: &std::process::Output| -> u64 {
+        let out = stdout(o);
+        out.split(": ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{out}"))
+    };
+    assert_eq!(restored(&a) + restored(&b), 7);
+
+    let s = status(&config, &id);
+    assert_eq!(s["stages"]["awaiting_acceptance"], 7, "{s}");
+    assert_eq!(s["tenants_restored"], 7);
+    assert_eq!(s["users_restored"], 45);
+    for (site, rows) in deleted.iter().zip(&before) {
+        assert_eq!(&site_rows(&db, *site), rows, "site {site}");
+    }
+    assert_eq!(site_rows(&db, 5), untouched_before);
+    let human = lifeboat_ok(&config, &["campaign", "status", &id]);
+    assert!(human.contains("7 of 7 tenants restored"), "{human}");
+    let audit = lifeboat_ok(&config, &["audit", "--json"]);
+    assert!(audit.contains("\"campaign\""), "{audit}");
+}
+
+#[test]
+fn a_worker_killed_mid_tenant_leaves_it_to_another() {
+    let work = Workdir::new();
+    let config = setup(&work);
+    let db = work.path("tracker.db");
+    let deleted = [2, 4, 7, 9];
+    let before: Vec<Vec<String>> = deleted.iter().map(|s| site_rows(&db, *s)).collect();
+    let t = now(&db);
+    delete_sites(&db, &deleted);
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let id = start(&config, &work, &deleted, &t, &["--batch-size", "4"]);
+
+    // The first worker dies before committing its second tenant: one tenant written,
+    // one transaction lost with the process, the batch still claimed.
+    let output = lifeboat_command(&config, &["worker", "--campaign", &id, "--name", "doomed"])
+        .env("LIFEBOAT_FAILPOINT", "restore.before-commit@2")
+        .output()
+        .expect("worker");
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("failpoint"), "{}", stderr(&output));
+    let s = status(&config, &id);
+    assert_eq!(s["stages"]["restoring"], 4, "{s}");
+    let written = deleted
+        .iter()
+        .filter(|site| !site_rows(&db, **site).is_empty())
+        .count();
+    assert_eq!(written, 1, "one tenant committed before the kill");
+
+    // The second worker takes the batch over once the lease ran out, and finishes it.
+    let out = lifeboat_ok(
+        &config,
+        &[
+            "worker",
+            "--campaign",
+            &id,
+            "--until-done",
+            "--name",
+            "rescuer",
+        ],
+    );
+    assert!(out.contains("4 tenants restored"), "{out}");
+    for (site, rows) in deleted.iter().zip(&before) {
+        assert_eq!(&site_rows(&db, *site), rows, "site {site}");
+    }
+    let tenants: serde_json::Value = {
+        let control = rusqlite::Connection::open(work.path("lifeboat-control.db")).expect("c");
+        let attempts: Vec<i64> = control
+            .prepare("SELECT attempts FROM campaign_tenants ORDER BY rank")
+            .expect("prepare")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .map(|r| r.expect("row"))
+            .collect();
+        serde_json::json!(attempts)
+    };
+    assert_eq!(tenants, serde_json::json!([2, 2, 2, 2]));
+    assert_eq!(status(&config, &id)["stages"]["awaiting_acceptance"], 4);
+}
+
+#[test]
+fn campaigns_refuse_bad_input() {
+    let work = Workdir::new();
+    let config = setup(&work);
+    let db = work.path("tracker.db");
+    let t = now(&db);
+    delete_sites(&db, &[2]);
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let file = work.path("t.txt");
+    std::fs::write(&file, "2\n").expect("file");
+    let file = file.to_str().expect("path");
+    let refused = |args: &[&str], needle: &str| {
+        let output = lifeboat(&config, args);
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        assert!(stderr(&output).contains(needle), "{}", stderr(&output));
+    };
+    refused(
+        &[
+            "campaign",
+            "start",
+            "--incident",
+            "nope",
+            "--tenants-from",
+            file,
+            "--at",
+            &t,
+        ],
+        "unknown incident nope",
+    );
+    let incident = lifeboat_ok(
+        &config,
+        &["incident", "create", "--name", "x", "--message", "y"],
+    )
+    .trim()
+    .to_string();
+    let unknown = work.path("u.txt");
+    std::fs::write(&unknown, "2\n999\n").expect("file");
+    refused(
+        &[
+            "campaign",
+            "start",
+            "--incident",
+            &incident,
+            "--tenants-from",
+            unknown.to_str().expect("path"),
+            "--at",
+            &t,
+        ],
+        "unknown tenant 999",
+    );
+    refused(
+        &[
+            "campaign",
+            "start",
+            "--incident",
+            &incident,
+            "--tenants-from",
+            file,
+            "--at",
+            "2001-01-01T00:00:00Z",
+        ],
+        "before the restorable window",
+    );
+    refused(
+        &[
+            "campaign",
+            "start",
+            "--incident",
+            &incident,
+            "--tenants-from",
+            file,
+            "--at",
+            &t,
+            "--priority",
+            "plan desc",
+        ],
+        "no tenant has an attribute \"plan\"",
+    );
+    refused(
+        &[
+            "incident",
+            "update",
+            &incident,
+            "--status",
+            "fixed",
+            "--message",
+            "m",
+        ],
+        "not one of",
+    );
+    refused(
+        &[
+            "incident",
+            "update",
+            &incident,
+            "--status",
+            "monitoring",
+            "--message",
+            "m",
+            "--component",
+            "mail=operational",
+        ],
+        "unknown component",
+    );
+    let campaigns = lifeboat_ok(&config, &["campaign", "status", "--json"]);
+    assert_eq!(campaigns.trim(), "[]", "nothing was queued");
+}

@@ -1,0 +1,257 @@
+//! The pages for people, readable without JavaScript: the public status page, a tenant's
+//! private page, and the Atom feed of incident updates. Everything interpolated is
+//! escaped.
+
+use lifeboat_source::status::{Component, Incident};
+
+use crate::snapshot::{PageInfo, Progress, TenantView};
+
+/// Escape text for HTML and XML content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;\
+padding:0 1rem;color:#222}h1{font-size:1.6rem}.banner{padding:.8rem 1rem;border-radius:6px;\
+background:#e8f5e9}.banner.minor{background:#fff8e1}.banner.major{background:#ffe0b2}\
+.banner.critical{background:#ffcdd2}table{width:100%;border-collapse:collapse}\
+td{padding:.4rem 0;border-bottom:1px solid #eee}td.s{text-align:right;color:#555}\
+.update{margin:.5rem 0 .5rem 1rem}.meta{color:#666;font-size:.85rem}\
+progress{width:100%}.stage{font-size:1.3rem;font-weight:600}";
+
+fn words(status: &str) -> String {
+    let text = status.replace('_', " ");
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => text,
+    }
+}
+
+fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        "0%".to_string()
+    } else {
+        format!("{:.0}%", part as f64 * 100.0 / whole as f64)
+    }
+}
+
+fn head(title: &str, refresh: u32) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta http-equiv=\"refresh\" content=\"{refresh}\">\
+         <title>{}</title><style>{STYLE}</style>\
+         <link rel=\"alternate\" type=\"application/atom+xml\" href=\"/history.atom\">\
+         </head><body>",
+        escape(title)
+    )
+}
+
+/// The public page: overall status, components, current incidents with their updates,
+/// and every campaign's progress as counts.
+pub fn public_page(
+    page: &PageInfo,
+    components: &[Component],
+    incidents: &[Incident],
+    progress: &[Progress],
+    (indicator, description): (&str, &str),
+) -> String {
+    let mut out = head(&page.name, 30);
+    out.push_str(&format!(
+        "<h1>{}</h1><p class=\"banner {indicator}\" id=\"status\">{}</p>",
+        escape(&page.name),
+        escape(description)
+    ));
+    let open: Vec<&Incident> = incidents
+        .iter()
+        .filter(|i| !matches!(i.status.as_str(), "resolved" | "postmortem"))
+        .collect();
+    for incident in &open {
+        out.push_str(&format!(
+            "<section class=\"incident\"><h2>{}</h2><p class=\"meta\">{} · impact {}</p>",
+            escape(&incident.name),
+            escape(&words(&incident.status)),
+            escape(&incident.impact)
+        ));
+        for p in progress.iter().filter(|p| p.incident == incident.id) {
+            out.push_str(&progress_html(p));
+        }
+        for update in &incident.updates {
+            out.push_str(&format!(
+                "<div class=\"update\"><strong>{}</strong> — {}<div class=\"meta\">{}</div></div>",
+                escape(&words(&update.status)),
+                escape(&update.body),
+                escape(&update.created_at)
+            ));
+        }
+        out.push_str("</section>");
+    }
+    out.push_str("<h2>Components</h2><table>");
+    for c in components {
+        out.push_str(&format!(
+            "<tr><td>{}</td><td class=\"s\">{}</td></tr>",
+            escape(&c.name),
+            escape(&words(&c.status))
+        ));
+    }
+    out.push_str("</table>");
+    let past: Vec<&Incident> = incidents
+        .iter()
+        .filter(|i| matches!(i.status.as_str(), "resolved" | "postmortem"))
+        .take(10)
+        .collect();
+    if !past.is_empty() {
+        out.push_str("<h2>Past incidents</h2>");
+        for incident in past {
+            out.push_str(&format!(
+                "<p><strong>{}</strong> <span class=\"meta\">resolved {}</span></p>",
+                escape(&incident.name),
+                escape(incident.resolved_at.as_deref().unwrap_or(""))
+            ));
+            for p in progress.iter().filter(|p| p.incident == incident.id) {
+                out.push_str(&progress_html(p));
+            }
+        }
+    }
+    out.push_str(
+        "<p class=\"meta\"><a href=\"/history.atom\">Atom feed</a> · \
+                  <a href=\"/api/v2/summary.json\">JSON</a></p></body></html>\n",
+    );
+    out
+}
+
+fn progress_html(p: &Progress) -> String {
+    format!(
+        "<div class=\"campaign\" id=\"campaign-{id}\"><p>Recovery: \
+         <span class=\"tenants\">{tr} of {t} customers restored ({tp})</span>, \
+         <span class=\"users\">{ur} of {u} users ({up})</span>.</p>\
+         <progress max=\"{t}\" value=\"{tr}\">{tp}</progress>\
+         <p class=\"meta\">Data restored to {target}. Started {start}. {eta}{failed}</p></div>",
+        id = escape(&p.campaign),
+        tr = p.tenants_restored,
+        t = p.tenants,
+        tp = percent(p.tenants_restored, p.tenants),
+        ur = p.users_restored,
+        u = p.users,
+        up = percent(p.users_restored, p.users),
+        target = escape(&p.target_time),
+        start = escape(&p.started_at),
+        eta = match (&p.eta, p.tenants_restored + p.tenants_failed == p.tenants) {
+            (_, true) => "Complete.".to_string(),
+            (Some(eta), _) => format!("Estimated completion {}.", escape(eta)),
+            (None, _) => "Estimating completion time.".to_string(),
+        },
+        failed = if p.tenants_failed > 0 {
+            format!(" {} need attention from our team.", p.tenants_failed)
+        } else {
+            String::new()
+        },
+    )
+}
+
+/// A tenant's private page: its own stage, place in the queue, ETA, restore point, and
+/// the accept button when its acceptance is awaited.
+pub fn tenant_page(page: &PageInfo, token: &str, view: &TenantView) -> String {
+    let mut out = head(&format!("{} — your recovery", page.name), 20);
+    out.push_str(&format!(
+        "<h1>Your data recovery</h1><p class=\"meta\">{}</p>\
+         <p class=\"stage\" id=\"stage\">{}</p>",
+        escape(&view.incident_name),
+        escape(&stage_words(&view.stage))
+    ));
+    if let Some(position) = view.position {
+        out.push_str(&format!(
+            "<p id=\"position\">Place in the recovery queue: {position}</p>"
+        ));
+    }
+    match &view.eta {
+        Some(eta) => out.push_str(&format!(
+            "<p id=\"eta\">Estimated time of restoration: {}</p>",
+            escape(eta)
+        )),
+        None if view.position.is_some() => {
+            out.push_str("<p id=\"eta\">Estimating the time of restoration.</p>")
+        }
+        None => {}
+    }
+    out.push_str(&format!(
+        "<p id=\"target\">Your data is restored as it was at {}.</p>",
+        escape(&view.target_time)
+    ));
+    if view.stage == "awaiting_acceptance" {
+        out.push_str(&format!(
+            "<form method=\"post\" action=\"/t/{}/accept\"><p>Please check your data and \
+             confirm that it is complete.</p><button type=\"submit\" id=\"accept\">\
+             Accept the restored data</button></form>",
+            escape(token)
+        ));
+    }
+    if view.stage == "failed" {
+        out.push_str("<p>Our team has been alerted and is working on your recovery.</p>");
+    }
+    out.push_str("</body></html>\n");
+    out
+}
+
+pub fn stage_words(stage: &str) -> String {
+    match stage {
+        "queued" => "Queued for recovery",
+        "restoring" => "Restoring your data",
+        "verifying" => "Verifying your restored data",
+        "awaiting_acceptance" => "Restored: awaiting your acceptance",
+        "restored" => "Restored",
+        "failed" => "Recovery needs attention",
+        other => other,
+    }
+    .to_string()
+}
+
+/// The Atom feed: one entry per incident update, newest first.
+pub fn atom_feed(page: &PageInfo, incidents: &[Incident], updated: &str) -> String {
+    let mut entries: Vec<(&Incident, &lifeboat_source::status::IncidentUpdate)> = incidents
+        .iter()
+        .flat_map(|i| i.updates.iter().map(move |u| (i, u)))
+        .collect();
+    entries.sort_by(|a, b| b.1.created_at.cmp(&a.1.created_at));
+    let mut out = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <feed xmlns=\"http://www.w3.org/2005/Atom\" xml:lang=\"en\">\
+         <id>tag:lifeboat,{id}:history</id><title>{name} status history</title>\
+         <updated>{updated}</updated><link rel=\"alternate\" type=\"text/html\" href=\"{url}/\"/>\
+         <link rel=\"self\" type=\"application/atom+xml\" href=\"{url}/history.atom\"/>",
+        id = escape(&page.id),
+        name = escape(&page.name),
+        updated = escape(updated),
+        url = escape(&page.url),
+    );
+    for (incident, update) in entries.into_iter().take(100) {
+        out.push_str(&format!(
+            "<entry><id>tag:lifeboat,{pid}:update:{uid}</id><title>{name}</title>\
+             <updated>{at}</updated><published>{at}</published>\
+             <link rel=\"alternate\" type=\"text/html\" href=\"{url}/incidents/{iid}\"/>\
+             <content type=\"text\">{status} — {body}</content></entry>",
+            pid = escape(&page.id),
+            uid = escape(&update.id),
+            name = escape(&incident.name),
+            at = escape(&update.created_at),
+            url = escape(&page.url),
+            iid = escape(&incident.id),
+            status = escape(&words(&update.status)),
+            body = escape(&update.body),
+        ));
+    }
+    out.push_str("</feed>\n");
+    out
+}

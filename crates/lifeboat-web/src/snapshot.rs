@@ -1,0 +1,420 @@
+//! The snapshot: every public body (Statuspage v2 JSON, the HTML page, the Atom feed)
+//! rendered once from the control store, with its ETag, and every private tenant view by
+//! link token. Requests read the current snapshot; nothing queries per request.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use serde_json::{json, Value as Json};
+
+use lifeboat_core::time::{format_us, now_us};
+use lifeboat_core::vault::sha256_hex;
+use lifeboat_core::Result;
+use lifeboat_source::control::ControlStore;
+use lifeboat_source::status::{Campaign, CampaignTenant, Component, Incident};
+
+use crate::html;
+
+/// What the page is called and where it lives.
+#[derive(Debug, Clone)]
+pub struct PageInfo {
+    pub id: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl PageInfo {
+    pub fn new(name: &str, url: &str) -> PageInfo {
+        // A stable 12-character id derived from the name, in Statuspage's alphabet.
+        let digest = sha256_hex(name.as_bytes());
+        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        let id = digest
+            .as_bytes()
+            .chunks(2)
+            .take(12)
+            .map(|pair| {
+                let n =
+                    u8::from_str_radix(std::str::from_utf8(pair).unwrap_or("0"), 16).unwrap_or(0);
+                ALPHABET[usize::from(n) % ALPHABET.len()] as char
+            })
+            .collect();
+        PageInfo {
+            id,
+            name: name.to_string(),
+            url: url.trim_end_matches('/').to_string(),
+        }
+    }
+}
+
+/// One rendered response body.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub bytes: Bytes,
+    pub etag: String,
+    pub content_type: &'static str,
+}
+
+impl Rendered {
+    fn new(bytes: Vec<u8>, content_type: &'static str) -> Rendered {
+        let etag = format!("\"{}\"", &sha256_hex(&bytes)[..32]);
+        Rendered {
+            bytes: Bytes::from(bytes),
+            etag,
+            content_type,
+        }
+    }
+
+    fn json(value: &Json) -> Rendered {
+        Rendered::new(value.to_string().into_bytes(), "application/json")
+    }
+}
+
+/// A campaign's public progress: counts only, never a tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub campaign: String,
+    pub incident: String,
+    pub tenants: u64,
+    pub tenants_restored: u64,
+    pub tenants_failed: u64,
+    pub users: u64,
+    pub users_restored: u64,
+    pub started_at: String,
+    /// Estimated completion, from the measured throughput; `None` until measured.
+    pub eta: Option<String>,
+    pub target_time: String,
+}
+
+/// What one tenant's private page shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantView {
+    pub tenant: String,
+    pub campaign: String,
+    pub incident_name: String,
+    pub stage: String,
+    /// Unfinished tenants ahead of this one, plus one; `None` once its restore ended.
+    pub position: Option<u64>,
+    pub eta: Option<String>,
+    pub target_time: String,
+    pub reason: Option<String>,
+}
+
+pub struct Snapshot {
+    pub version: i64,
+    pub built_at_us: i64,
+    pub page: PageInfo,
+    pub bodies: HashMap<&'static str, Rendered>,
+    pub tenants: HashMap<String, TenantView>,
+}
+
+/// The public paths and what they serve.
+pub const JSON_PATHS: [&str; 8] = [
+    "/api/v2/summary.json",
+    "/api/v2/status.json",
+    "/api/v2/components.json",
+    "/api/v2/incidents.json",
+    "/api/v2/incidents/unresolved.json",
+    "/api/v2/scheduled-maintenances.json",
+    "/api/v2/scheduled-maintenances/upcoming.json",
+    "/api/v2/scheduled-maintenances/active.json",
+];
+
+fn unresolved(incident: &Incident) -> bool {
+    !matches!(incident.status.as_str(), "resolved" | "postmortem")
+}
+
+fn component_json(page: &PageInfo, c: &Component) -> Json {
+    json!({
+        "id": c.id,
+        "name": c.name,
+        "status": c.status,
+        "created_at": c.created_at,
+        "updated_at": c.updated_at,
+        "position": c.position,
+        "description": null,
+        "showcase": false,
+        "start_date": null,
+        "group_id": null,
+        "page_id": page.id,
+        "group": false,
+        "only_show_if_degraded": false,
+    })
+}
+
+fn incident_json(page: &PageInfo, components: &[Component], i: &Incident) -> Json {
+    json!({
+        "id": i.id,
+        "name": i.name,
+        "status": i.status,
+        "created_at": i.created_at,
+        "updated_at": i.updated_at,
+        "monitoring_at": i.monitoring_at,
+        "resolved_at": i.resolved_at,
+        "impact": i.impact,
+        "shortlink": format!("{}/incidents/{}", page.url, i.id),
+        "started_at": i.started_at,
+        "page_id": page.id,
+        "incident_updates": i.updates.iter().map(|u| json!({
+            "id": u.id,
+            "status": u.status,
+            "body": u.body,
+            "incident_id": u.incident_id,
+            "created_at": u.created_at,
+            "updated_at": u.created_at,
+            "display_at": u.created_at,
+            "affected_components": u.affected_components,
+            "deliver_notifications": true,
+            "custom_tweet": null,
+            "tweet_id": null,
+        })).collect::<Vec<_>>(),
+        "components": components
+            .iter()
+            .filter(|c| i.components.contains(&c.id))
+            .map(|c| component_json(page, c))
+            .collect::<Vec<_>>(),
+    })
+}
+
+/// The overall indicator: the worst of the unresolved incidents' impacts and the
+/// components' statuses.
+pub fn indicator(incidents: &[Incident], components: &[Component]) -> (&'static str, &'static str) {
+    let rank = |word: &str| match word {
+        "minor" | "degraded_performance" => 1,
+        "major" | "partial_outage" => 2,
+        "critical" | "major_outage" => 3,
+        _ => 0,
+    };
+    let worst = incidents
+        .iter()
+        .filter(|i| unresolved(i))
+        .map(|i| rank(&i.impact))
+        .chain(components.iter().map(|c| rank(&c.status)))
+        .max()
+        .unwrap_or(0);
+    match worst {
+        1 => ("minor", "Minor Service Outage"),
+        2 => ("major", "Partial System Outage"),
+        3 => ("critical", "Major Service Outage"),
+        _ if components.iter().any(|c| c.status == "under_maintenance") => {
+            ("maintenance", "Service Under Maintenance")
+        }
+        _ => ("none", "All Systems Operational"),
+    }
+}
+
+fn is_restored(stage: &str) -> bool {
+    matches!(stage, "awaiting_acceptance" | "restored")
+}
+
+fn is_finished(stage: &str) -> bool {
+    is_restored(stage) || stage == "failed"
+}
+
+/// Tenants finished per microsecond since the campaign's first start, if measurable.
+fn throughput(tenants: &[&CampaignTenant]) -> Option<f64> {
+    let start = tenants.iter().filter_map(|t| t.started_at_us).min()?;
+    let done: Vec<i64> = tenants
+        .iter()
+        .filter(|t| is_finished(&t.stage))
+        .filter_map(|t| t.done_at_us)
+        .collect();
+    let last = *done.iter().max()?;
+    let elapsed = (last - start).max(1) as f64;
+    Some(done.len() as f64 / elapsed)
+}
+
+/// Public progress and private views of every campaign.
+pub fn campaign_views(
+    campaigns: &[Campaign],
+    incidents: &[Incident],
+    tenants: &[CampaignTenant],
+    now: i64,
+) -> (Vec<Progress>, HashMap<String, TenantView>) {
+    let mut progress = Vec::new();
+    let mut views = HashMap::new();
+    for campaign in campaigns {
+        let mine: Vec<&CampaignTenant> = tenants
+            .iter()
+            .filter(|t| t.campaign == campaign.id)
+            .collect();
+        let rate = throughput(&mine);
+        let unfinished = mine.iter().filter(|t| !is_finished(&t.stage)).count() as u64;
+        let eta_after = |count: u64| {
+            rate.filter(|r| *r > 0.0)
+                .map(|r| format_us(now + (count as f64 / r) as i64))
+        };
+        let incident_name = incidents
+            .iter()
+            .find(|i| i.id == campaign.incident)
+            .map(|i| i.name.clone())
+            .unwrap_or_default();
+        progress.push(Progress {
+            campaign: campaign.id.clone(),
+            incident: campaign.incident.clone(),
+            tenants: mine.len() as u64,
+            tenants_restored: mine.iter().filter(|t| is_restored(&t.stage)).count() as u64,
+            tenants_failed: mine.iter().filter(|t| t.stage == "failed").count() as u64,
+            users: mine.iter().map(|t| t.users.max(0) as u64).sum(),
+            users_restored: mine
+                .iter()
+                .filter(|t| is_restored(&t.stage))
+                .map(|t| t.users.max(0) as u64)
+                .sum(),
+            started_at: campaign.created_at.clone(),
+            eta: if unfinished == 0 {
+                None
+            } else {
+                eta_after(unfinished)
+            },
+            target_time: campaign.target_time.clone(),
+        });
+        let mut ahead = 0u64;
+        for t in &mine {
+            let finished = is_finished(&t.stage);
+            let position = (!finished).then(|| {
+                ahead += 1;
+                ahead
+            });
+            views.insert(
+                t.token.clone(),
+                TenantView {
+                    tenant: t.tenant.clone(),
+                    campaign: campaign.id.clone(),
+                    incident_name: incident_name.clone(),
+                    stage: t.stage.clone(),
+                    position,
+                    eta: position.and_then(eta_after),
+                    target_time: campaign.target_time.clone(),
+                    reason: t.reason.clone(),
+                },
+            );
+        }
+    }
+    (progress, views)
+}
+
+impl Snapshot {
+    /// Read everything the pages show from the control store and render it.
+    pub fn build(control: &ControlStore, page: &PageInfo) -> Result<Snapshot> {
+        let version = control.status_version()?;
+        let now = now_us();
+        let components = control.components()?;
+        let incidents = control.incidents()?;
+        let campaigns = control.campaigns()?;
+        let tenants = control.campaign_tenants(None)?;
+        let (progress, views) = campaign_views(&campaigns, &incidents, &tenants, now);
+
+        let updated_at = incidents
+            .iter()
+            .map(|i| i.updated_at.clone())
+            .chain(components.iter().map(|c| c.updated_at.clone()))
+            .max()
+            .unwrap_or_else(|| format_us(now));
+        let page_json = json!({
+            "id": page.id,
+            "name": page.name,
+            "url": page.url,
+            "time_zone": "Etc/UTC",
+            "updated_at": updated_at,
+        });
+        let (indicator, description) = indicator(&incidents, &components);
+        let status = json!({"indicator": indicator, "description": description});
+        let components_json: Vec<Json> =
+            components.iter().map(|c| component_json(page, c)).collect();
+        let all: Vec<Json> = incidents
+            .iter()
+            .take(50)
+            .map(|i| incident_json(page, &components, i))
+            .collect();
+        let open: Vec<Json> = incidents
+            .iter()
+            .filter(|i| unresolved(i))
+            .map(|i| incident_json(page, &components, i))
+            .collect();
+        let none: Vec<Json> = Vec::new();
+
+        let mut bodies = HashMap::new();
+        bodies.insert(
+            "/api/v2/summary.json",
+            Rendered::json(&json!({
+                "page": page_json,
+                "components": components_json,
+                "incidents": open,
+                "scheduled_maintenances": none,
+                "status": status,
+            })),
+        );
+        bodies.insert(
+            "/api/v2/status.json",
+            Rendered::json(&json!({"page": page_json, "status": status})),
+        );
+        bodies.insert(
+            "/api/v2/components.json",
+            Rendered::json(&json!({"page": page_json, "components": components_json})),
+        );
+        bodies.insert(
+            "/api/v2/incidents.json",
+            Rendered::json(&json!({"page": page_json, "incidents": all})),
+        );
+        bodies.insert(
+            "/api/v2/incidents/unresolved.json",
+            Rendered::json(&json!({"page": page_json, "incidents": open})),
+        );
+        for path in [
+            "/api/v2/scheduled-maintenances.json",
+            "/api/v2/scheduled-maintenances/upcoming.json",
+            "/api/v2/scheduled-maintenances/active.json",
+        ] {
+            bodies.insert(
+                path,
+                Rendered::json(&json!({"page": page_json, "scheduled_maintenances": none})),
+            );
+        }
+        bodies.insert(
+            "/api/lifeboat/campaigns.json",
+            Rendered::json(&json!({
+                "page": page_json,
+                "campaigns": progress.iter().map(|p| json!({
+                    "id": p.campaign,
+                    "incident_id": p.incident,
+                    "tenants": p.tenants,
+                    "tenants_restored": p.tenants_restored,
+                    "tenants_failed": p.tenants_failed,
+                    "users": p.users,
+                    "users_restored": p.users_restored,
+                    "started_at": p.started_at,
+                    "estimated_completion": p.eta,
+                    "restored_to": p.target_time,
+                })).collect::<Vec<_>>(),
+            })),
+        );
+        bodies.insert(
+            "/",
+            Rendered::new(
+                html::public_page(
+                    page,
+                    &components,
+                    &incidents,
+                    &progress,
+                    (indicator, description),
+                )
+                .into_bytes(),
+                "text/html; charset=utf-8",
+            ),
+        );
+        bodies.insert(
+            "/history.atom",
+            Rendered::new(
+                html::atom_feed(page, &incidents, &updated_at).into_bytes(),
+                "application/atom+xml",
+            ),
+        );
+        Ok(Snapshot {
+            version,
+            built_at_us: now,
+            page: page.clone(),
+            bodies,
+            tenants: views,
+        })
+    }
+}
