@@ -588,6 +588,19 @@ mod tests {
     "#;
 
     #[test]
+    fn the_example_configuration_is_valid() {
+        let config = Config::parse(include_str!("../../../lifeboat.example.toml"))
+            .expect("lifeboat.example.toml");
+        assert_eq!(config.campaigns.lease_seconds, 60);
+        assert_eq!(config.server.components["tracker"], "Issue tracker");
+        let bad = format!("{GOOD}\n[campaigns]\nacceptance = \"maybe\"\n");
+        let err = Config::parse(&bad).expect_err("refused");
+        assert!(err.to_string().contains("acceptance"), "{err}");
+        let bad = format!("{GOOD}\n[campaigns.attributes]\nedition = \"mail.sites.edition\"\n");
+        assert!(Config::parse(&bad).is_err());
+    }
+
+    #[test]
     fn parses_the_design_shape() {
         let config = Config::parse(GOOD).expect("valid");
         let tracker = config.source("tracker").expect("tracker");
