@@ -3,6 +3,7 @@
 #   - PostgreSQL 15 with wal_level=logical   (port 54329, LIFEBOAT_TEST_PG_PORT)
 #   - PostgreSQL 15 with wal_level=replica   (port 54330, LIFEBOAT_TEST_PG_REPLICA_PORT)
 #   - moto's S3 server with bucket lifeboat-test (port 54340, LIFEBOAT_TEST_S3_PORT)
+#   - Chromium, for the status pages' browser test (Debian's package)
 # Everything lives under $LIFEBOAT_TEST_DIR (default: <repo>/.lifeboat-test). Running it
 # again reuses what already runs. The environment for the tests is printed and written to
 # $LIFEBOAT_TEST_DIR/env.sh.
@@ -203,6 +204,7 @@ mkdir -p "$TEST_DIR"
 pg_start pg-logical "$PG_PORT" logical
 pg_start pg-replica "$PG_REPLICA_PORT" replica
 moto_start
+command -v chromium >/dev/null || apt_install chromium
 
 cat >"$TEST_DIR/env.sh" <<EOF
 export LIFEBOAT_TEST_PG_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres
@@ -213,6 +215,7 @@ export AWS_ACCESS_KEY_ID=test
 export AWS_SECRET_ACCESS_KEY=test
 export AWS_REGION=us-east-1
 export AWS_ALLOW_HTTP=true
+export LIFEBOAT_TEST_CHROMIUM=$(command -v chromium)
 EOF
 log "ready; the tests' environment ($TEST_DIR/env.sh):"
 cat "$TEST_DIR/env.sh"

@@ -25,7 +25,7 @@ use crate::EXIT_PROBLEM;
 // ---------------------------------------------------------------------------------------
 // The control store for these commands: components made to match the sources.
 
-fn control_path(config: &Config, config_path: &Option<PathBuf>) -> Result<PathBuf> {
+pub(crate) fn control_path(config: &Config, config_path: &Option<PathBuf>) -> Result<PathBuf> {
     match &config.control {
         Some(control) => lifeboat_core::config::sqlite_path(&control.url),
         None => config_path
@@ -36,7 +36,7 @@ fn control_path(config: &Config, config_path: &Option<PathBuf>) -> Result<PathBu
     }
 }
 
-fn open_control(config: &Config, config_path: &Option<PathBuf>) -> Result<ControlStore> {
+pub(crate) fn open_control(config: &Config, config_path: &Option<PathBuf>) -> Result<ControlStore> {
     let mut control = ControlStore::open(&control_path(config, config_path)?)?;
     let names: BTreeMap<String, String> = config
         .sources
@@ -756,6 +756,7 @@ pub async fn worker(config_path: Option<PathBuf>, args: WorkerArgs) -> Result<u8
             Some((ok, bad)) => {
                 done += ok;
                 failed += bad;
+                lifeboat_core::failpoint::pause("worker.after-batch");
             }
             None => {
                 if args.until_done && !pending(&path, args.campaign.as_deref())? {
@@ -767,6 +768,46 @@ pub async fn worker(config_path: Option<PathBuf>, args: WorkerArgs) -> Result<u8
     }
     crate::say!("worker {name}: {done} tenants restored and verified, {failed} failed attempts");
     Ok(if failed > 0 { EXIT_PROBLEM } else { 0 })
+}
+
+/// Run `workers` workers in this process until `campaign` has nothing left to restore.
+/// Returns tenants restored and failed attempts.
+pub(crate) async fn run_workers(
+    config: &Config,
+    path: &std::path::Path,
+    campaign: &str,
+    workers: usize,
+    jobs: usize,
+) -> Result<(usize, usize)> {
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..workers.max(1) {
+        let config = config.clone();
+        let path = path.to_path_buf();
+        let campaign = campaign.to_string();
+        let name = format!("drill-{}-{i}", std::process::id());
+        set.spawn(async move {
+            let (mut ok, mut bad) = (0, 0);
+            loop {
+                match work_once(&config, &path, &name, Some(&campaign), jobs).await? {
+                    Some((o, b)) => {
+                        ok += o;
+                        bad += b;
+                    }
+                    None if pending(&path, Some(&campaign))? => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    None => return Ok::<_, Error>((ok, bad)),
+                }
+            }
+        });
+    }
+    let (mut ok, mut bad) = (0, 0);
+    while let Some(joined) = set.join_next().await {
+        let (o, b) = joined.map_err(|e| Error::source(format!("worker task: {e}")))??;
+        ok += o;
+        bad += b;
+    }
+    Ok((ok, bad))
 }
 
 /// Is any tenant still to be restored (queued or being restored by someone)?

@@ -5,6 +5,7 @@
 //! the deletion, with the other tenants' later writes left intact.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use lifeboat_core::vault::Vault;
 use lifeboat_core::{Error, Result};
 use lifeboat_source::drill;
 use lifeboat_source::live::LiveSource;
+use lifeboat_source::status::IncidentChange;
 use lifeboat_source::Stop;
 
 use crate::context::{print_json, thousands};
@@ -39,6 +41,13 @@ pub struct Args {
     /// Tenants restored at once.
     #[arg(long, default_value_t = 4)]
     jobs: usize,
+    /// Run the recovery as a campaign under an incident, with workers, and serve the status
+    /// page while it runs (its address is printed).
+    #[arg(long)]
+    serve: bool,
+    /// Where `--serve` listens.
+    #[arg(long, default_value = "127.0.0.1:8080", requires = "serve")]
+    listen: String,
     #[arg(long)]
     json: bool,
 }
@@ -210,20 +219,31 @@ async fn drill(dir: &std::path::Path, args: &Args) -> Result<u8> {
             affected.len()
         ),
     );
-    let request = Request {
-        tenants: affected.iter().map(u64::to_string).collect(),
-        target: Target::BeforeTx {
-            source: bad_source.clone(),
-            txid: bad,
-        },
-        sources: Vec::new(),
-        as_key: None,
-        into_url: None,
-        dry_run: false,
-        jobs: args.jobs,
-        quiet: true,
+    let tenants: Vec<String> = affected.iter().map(u64::to_string).collect();
+    let target = Target::BeforeTx {
+        source: bad_source.clone(),
+        txid: bad,
     };
-    let summary = execute(&config, &request).await?;
+    let mut server = None;
+    let (rows, failures, elapsed) = if args.serve {
+        let (recovery, running) =
+            recover_as_campaign(dir, &config, &tenants, &bad_source, bad, args).await?;
+        server = Some(running);
+        recovery
+    } else {
+        let request = Request {
+            tenants,
+            target,
+            sources: Vec::new(),
+            as_key: None,
+            into_url: None,
+            dry_run: false,
+            jobs: args.jobs,
+            quiet: true,
+        };
+        let summary = execute(&config, &request).await?;
+        (summary.rows_written(), summary.failures(), summary.elapsed)
+    };
     let recovered_after = deleted_at.elapsed();
 
     // Every restored tenant against its checksums from before the deletion.
@@ -251,9 +271,8 @@ async fn drill(dir: &std::path::Path, args: &Args) -> Result<u8> {
         }
     }
 
-    let seconds = summary.elapsed.as_secs_f64().max(1e-9);
-    let rows = summary.rows_written();
-    let ok = summary.failures() == 0 && tenants_differing.is_empty() && spared_changed.is_empty();
+    let seconds = elapsed.as_secs_f64().max(1e-9);
+    let ok = failures == 0 && tenants_differing.is_empty() && spared_changed.is_empty();
     if json {
         print_json(&serde_json::json!({
             "ok": ok,
@@ -271,6 +290,7 @@ async fn drill(dir: &std::path::Path, args: &Args) -> Result<u8> {
             "tenants_differing": tenants_differing,
             "spared_tenants_changed": spared_changed,
             "workload_transactions": writes,
+            "status_page": server.as_ref().map(|(_, _, address)| format!("http://{address}/")),
         }));
     } else {
         crate::say!("== report");
@@ -292,7 +312,118 @@ async fn drill(dir: &std::path::Path, args: &Args) -> Result<u8> {
         crate::say!("   other tenants        {} of {} unchanged by the restore, with their {} later transactions", spared.len() - spared_changed.len(), spared.len(), thousands(writes));
         crate::say!("{}", if ok { "drill passed" } else { "DRILL FAILED" });
     }
+    if let Some((task, shutdown, address)) = server {
+        if std::io::stdin().is_terminal() && !json {
+            crate::say!("the status page stays up at http://{address}/ until Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        let _ = shutdown.send(());
+        let _ = task.await;
+    }
     Ok(if ok { 0 } else { EXIT_PROBLEM })
+}
+
+/// A running status server: its task, its shutdown trigger and its address.
+type Running = (
+    tokio::task::JoinHandle<std::io::Result<()>>,
+    tokio::sync::oneshot::Sender<()>,
+    std::net::SocketAddr,
+);
+
+/// The recovery as it runs in production: an incident, a campaign over the deleted
+/// tenants, two workers, and the status page served meanwhile. Returns rows restored,
+/// tenants failed and the time the campaign took, and the running server.
+async fn recover_as_campaign(
+    dir: &std::path::Path,
+    config: &Config,
+    tenants: &[String],
+    bad_source: &str,
+    bad: u64,
+    args: &Args,
+) -> Result<((u64, usize, Duration), Running)> {
+    let mut config = config.clone();
+    config.control = Some(lifeboat_core::config::ControlConfig {
+        url: format!("sqlite://{}", dir.join("lifeboat-control.db").display()),
+    });
+    // Nobody is there to accept in a drill.
+    config.campaigns.acceptance = "skip".to_string();
+    let path = crate::campaign::control_path(&config, &None)?;
+    let mut control = crate::campaign::open_control(&config, &None)?;
+    let incident = control.change_incident(
+        None,
+        &IncidentChange {
+            name: Some("Customer data deleted by a cleanup script".into()),
+            status: "identified".into(),
+            impact: Some("critical".into()),
+            message: format!(
+                "A maintenance script deleted the data of {} customers. We are restoring \
+                 every one of them to just before the deletion.",
+                tenants.len()
+            ),
+            components: config
+                .sources
+                .keys()
+                .map(|s| (s.clone(), "partial_outage".to_string()))
+                .collect(),
+        },
+    )?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| Error::usage(format!("cannot listen on {}: {e}", args.listen)))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| Error::source(format!("listener: {e}")))?;
+    let state = lifeboat_web::AppState::new(
+        path.clone(),
+        lifeboat_web::PageInfo::new("Lifeboat drill", &format!("http://{address}")),
+        None,
+    )?;
+    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(lifeboat_web::serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    say(args.json, format!("   status page: http://{address}/"));
+    let request = crate::campaign::StartRequest {
+        incident: incident.clone(),
+        target: Target::BeforeTx {
+            source: bad_source.to_string(),
+            txid: bad,
+        },
+        target_json: serde_json::json!({"before_tx": format!("{bad_source}:{bad}")}),
+        tenants: tenants.to_vec(),
+        batch_size: (tenants.len() / 10).clamp(1, 60) as u32,
+        priority: String::new(),
+        by: "drill".to_string(),
+    };
+    let started = Instant::now();
+    let (campaign, _) = crate::campaign::start_campaign(&config, &mut control, request).await?;
+    crate::campaign::run_workers(&config, &path, &campaign, 2, args.jobs.div_ceil(2)).await?;
+    let elapsed = started.elapsed();
+    let outcome = control.campaign_tenants(Some(&campaign))?;
+    let rows: u64 = outcome
+        .iter()
+        .filter_map(|t| t.rows)
+        .map(|r| r.max(0) as u64)
+        .sum();
+    let failed = outcome.iter().filter(|t| t.stage != "restored").count();
+    control.change_incident(
+        Some(&incident),
+        &IncidentChange {
+            status: if failed == 0 {
+                "resolved"
+            } else {
+                "monitoring"
+            }
+            .into(),
+            message: format!(
+                "{} of {} customers' data is restored and verified.",
+                tenants.len() - failed,
+                tenants.len()
+            ),
+            ..Default::default()
+        },
+    )?;
+    Ok(((rows, failed, elapsed), (task, shutdown, address)))
 }
 
 async fn open_readers(config: &Config) -> Result<Vec<LiveSource>> {

@@ -396,3 +396,169 @@ fn campaigns_refuse_bad_input() {
     let campaigns = lifeboat_ok(&config, &["campaign", "status", "--json"]);
     assert_eq!(campaigns.trim(), "[]", "nothing was queued");
 }
+
+/// The page at `url` as headless Chromium renders it (its DOM).
+fn browse(url: &str, profile: &Path) -> String {
+    let chromium = std::env::var("LIFEBOAT_TEST_CHROMIUM").expect(
+        "LIFEBOAT_TEST_CHROMIUM is not set: run the tests with scripts/test, which installs \
+         Chromium",
+    );
+    let output = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--dump-dom", url])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chromium");
+    assert!(output.status.success(), "chromium: {}", stderr(&output));
+    stdout(&output)
+}
+
+/// Load `url` until its page contains `needle` (the snapshot follows the control store
+/// within a fraction of a second).
+fn browse_until(url: &str, profile: &Path, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let dom = browse(url, profile);
+        if dom.contains(needle) {
+            return dom;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{url} never showed {needle:?}; last page:\n{dom}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_status_pages_load_in_a_real_browser_during_a_campaign() {
+    use std::io::BufRead;
+    let work = Workdir::new();
+    let config = setup(&work);
+    let db = work.path("tracker.db");
+    let t = now(&db);
+    delete_sites(&db, &[2, 4, 6, 8]);
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let id = start(&config, &work, &[2, 4, 6, 8], &t, &["--batch-size", "2"]);
+
+    let mut server = lifeboat_command(&config, &["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let mut lines = std::io::BufReader::new(server.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a line").expect("utf8");
+    let base = first
+        .strip_prefix("serving the status page on ")
+        .expect(&first)
+        .trim_end_matches('/')
+        .to_string();
+
+    // One worker restores the first batch, then waits.
+    let go = work.path("go");
+    let reached = work.path("go.reached");
+    let worker = lifeboat_command(&config, &["worker", "--campaign", &id, "--until-done"])
+        .env(
+            "LIFEBOAT_PAUSE",
+            format!("worker.after-batch:{}", go.display()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("worker");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !reached.exists() {
+        assert!(std::time::Instant::now() < deadline, "no batch finished");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    let profile = work.path("chromium-profile");
+    let public = browse_until(
+        &format!("{base}/"),
+        &profile,
+        "2 of 4 customers restored (50%)",
+    );
+    assert!(public.contains("Sites deleted"), "{public}");
+    assert!(public.contains("Issue tracker"), "{public}");
+    assert!(public.contains("Partial outage"), "{public}");
+    assert!(public.contains("Estimated completion"), "{public}");
+    let links: serde_json::Value = serde_json::from_str(&lifeboat_ok(
+        &config,
+        &["campaign", "links", &id, "--base-url", &base, "--json"],
+    ))
+    .expect("links");
+    let links: Vec<(String, String)> = links
+        .as_array()
+        .expect("links")
+        .iter()
+        .map(|l| {
+            (
+                l["tenant"].as_str().expect("tenant").to_string(),
+                l["link"].as_str().expect("link").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(links.len(), 4);
+    for (_, link) in &links {
+        let token = link.rsplit('/').next().expect("token");
+        assert!(
+            !public.contains(token),
+            "the public page shows a private link"
+        );
+    }
+    let restored = browse(&links[0].1, &profile);
+    assert!(
+        restored.contains("Restored: awaiting your acceptance"),
+        "{restored}"
+    );
+    assert!(restored.contains("Accept the restored data"), "{restored}");
+    let queued = browse(&links[2].1, &profile);
+    assert!(queued.contains("Queued for recovery"), "{queued}");
+    assert!(
+        queued.contains("Place in the recovery queue: 1"),
+        "{queued}"
+    );
+    assert!(queued.contains("Estimated time of restoration"), "{queued}");
+    for (_, other) in links.iter().filter(|(t, _)| *t != links[2].0) {
+        let token = other.rsplit('/').next().expect("token");
+        assert!(
+            !queued.contains(token),
+            "one tenant's page shows another's link"
+        );
+    }
+
+    std::fs::write(&go, "").expect("go");
+    let worker = worker.wait_with_output().expect("worker");
+    assert!(worker.status.success(), "{}", stderr(&worker));
+    browse_until(
+        &format!("{base}/"),
+        &profile,
+        "4 of 4 customers restored (100%)",
+    );
+    let done = browse(&links[2].1, &profile);
+    assert!(
+        done.contains("Restored: awaiting your acceptance"),
+        "{done}"
+    );
+
+    // SIGTERM: a graceful stop.
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(server.id().to_string())
+        .status();
+    let status = server.wait().expect("server");
+    assert!(status.success(), "serve exited with {status}");
+    let rest: Vec<String> = lines.map_while(|l| l.ok()).collect();
+    assert!(rest.iter().any(|l| l == "stopped"), "{rest:?}");
+}

@@ -60,6 +60,36 @@ fn drill_on_the_embedded_default_restores_every_deleted_tenant_exactly() {
 }
 
 #[test]
+fn drill_serve_runs_the_recovery_as_a_campaign_behind_a_status_page() {
+    let work = Workdir::new();
+    let dir = work.path("drill");
+    let report = run_drill(&[
+        "--dir",
+        dir.to_str().expect("utf-8 path"),
+        "--serve",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_recovered(&report);
+    let page = report["status_page"].as_str().expect("status page");
+    assert!(page.starts_with("http://127.0.0.1:"), "{page}");
+    let config = dir.join("lifeboat.toml");
+    let status: serde_json::Value =
+        serde_json::from_str(&lifeboat_ok(&config, &["campaign", "status", "--json"]))
+            .expect("json");
+    let deleted = report["tenants_deleted"].clone();
+    assert_eq!(status[0]["stages"]["restored"], deleted, "{status}");
+    assert_eq!(status[0]["tenants_restored"], deleted, "{status}");
+    let incidents: serde_json::Value =
+        serde_json::from_str(&lifeboat_ok(&config, &["incident", "list", "--json"])).expect("json");
+    assert_eq!(incidents[0]["status"], "resolved", "{incidents}");
+    assert_eq!(
+        incidents[0]["updates"].as_array().expect("updates").len(),
+        2
+    );
+}
+
+#[test]
 fn drill_on_postgres_restores_every_deleted_tenant_exactly() {
     let report = run_drill(&["--postgres", &pg_base_url()]);
     assert_recovered(&report);
