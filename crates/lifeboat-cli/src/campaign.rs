@@ -19,25 +19,14 @@ use lifeboat_source::live::LiveSource;
 use lifeboat_source::status::{new_id, Acceptance, Campaign, IncidentChange};
 use lifeboat_source::Stop;
 
-use crate::context::{check_tenants, histories, load_config, open_vault, print_json};
+use crate::context::{check_tenants, control_url, histories, load_config, open_vault, print_json};
 use crate::EXIT_PROBLEM;
 
 // ---------------------------------------------------------------------------------------
 // The control store for these commands: components made to match the sources.
 
-pub(crate) fn control_path(config: &Config, config_path: &Option<PathBuf>) -> Result<PathBuf> {
-    match &config.control {
-        Some(control) => lifeboat_core::config::sqlite_path(&control.url),
-        None => config_path
-            .as_ref()
-            .and_then(|p| p.parent())
-            .map(|d| d.join("lifeboat-control.db"))
-            .ok_or_else(|| Error::config("no [control] url and no configuration file")),
-    }
-}
-
 pub(crate) fn open_control(config: &Config, config_path: &Option<PathBuf>) -> Result<ControlStore> {
-    let mut control = ControlStore::open(&control_path(config, config_path)?)?;
+    let mut control = ControlStore::open(&control_url(config, config_path)?)?;
     let names: BTreeMap<String, String> = config
         .sources
         .keys()
@@ -289,11 +278,11 @@ pub async fn campaign(config_path: Option<PathBuf>, args: CampaignArgs) -> Resul
             Ok(0)
         }
         CampaignCommand::Status { id, json } => {
-            let control = open_control(&config, &config_path)?;
-            status(&control, id.as_deref(), json)
+            let mut control = open_control(&config, &config_path)?;
+            status(&mut control, id.as_deref(), json)
         }
         CampaignCommand::Links { id, base_url, json } => {
-            let control = open_control(&config, &config_path)?;
+            let mut control = open_control(&config, &config_path)?;
             let base = base_url
                 .or_else(|| config.server.public_url.clone())
                 .unwrap_or_else(|| format!("http://{}", config.server.listen));
@@ -628,7 +617,7 @@ async fn read_vault_attributes(
     Ok(out)
 }
 
-fn status(control: &ControlStore, id: Option<&str>, as_json: bool) -> Result<u8> {
+fn status(control: &mut ControlStore, id: Option<&str>, as_json: bool) -> Result<u8> {
     let campaigns: Vec<Campaign> = control
         .campaigns()?
         .into_iter()
@@ -732,7 +721,7 @@ pub struct WorkerArgs {
 
 pub async fn worker(config_path: Option<PathBuf>, args: WorkerArgs) -> Result<u8> {
     let config = load_config(config_path.clone())?;
-    let path = control_path(&config, &config_path)?;
+    let url = control_url(&config, &config_path)?;
     open_control(&config, &config_path)?;
     let name = args.name.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname")
@@ -751,7 +740,7 @@ pub async fn worker(config_path: Option<PathBuf>, args: WorkerArgs) -> Result<u8
     let mut done = 0usize;
     let mut failed = 0usize;
     while !stop.is_set() {
-        let outcome = work_once(&config, &path, &name, args.campaign.as_deref(), args.jobs).await?;
+        let outcome = work_once(&config, &url, &name, args.campaign.as_deref(), args.jobs).await?;
         match outcome {
             Some((ok, bad)) => {
                 done += ok;
@@ -759,7 +748,7 @@ pub async fn worker(config_path: Option<PathBuf>, args: WorkerArgs) -> Result<u8
                 lifeboat_core::failpoint::pause("worker.after-batch");
             }
             None => {
-                if args.until_done && !pending(&path, args.campaign.as_deref())? {
+                if args.until_done && !pending(&url, args.campaign.as_deref())? {
                     break;
                 }
                 stop.sleep(Duration::from_millis(500)).await;
@@ -774,7 +763,7 @@ pub async fn worker(config_path: Option<PathBuf>, args: WorkerArgs) -> Result<u8
 /// Returns tenants restored and failed attempts.
 pub(crate) async fn run_workers(
     config: &Config,
-    path: &std::path::Path,
+    url: &str,
     campaign: &str,
     workers: usize,
     jobs: usize,
@@ -782,18 +771,18 @@ pub(crate) async fn run_workers(
     let mut set = tokio::task::JoinSet::new();
     for i in 0..workers.max(1) {
         let config = config.clone();
-        let path = path.to_path_buf();
+        let url = url.to_string();
         let campaign = campaign.to_string();
         let name = format!("drill-{}-{i}", std::process::id());
         set.spawn(async move {
             let (mut ok, mut bad) = (0, 0);
             loop {
-                match work_once(&config, &path, &name, Some(&campaign), jobs).await? {
+                match work_once(&config, &url, &name, Some(&campaign), jobs).await? {
                     Some((o, b)) => {
                         ok += o;
                         bad += b;
                     }
-                    None if pending(&path, Some(&campaign))? => {
+                    None if pending(&url, Some(&campaign))? => {
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                     None => return Ok::<_, Error>((ok, bad)),
@@ -811,8 +800,8 @@ pub(crate) async fn run_workers(
 }
 
 /// Is any tenant still to be restored (queued or being restored by someone)?
-fn pending(path: &std::path::Path, campaign: Option<&str>) -> Result<bool> {
-    let control = ControlStore::open(path)?;
+fn pending(url: &str, campaign: Option<&str>) -> Result<bool> {
+    let mut control = ControlStore::open(url)?;
     Ok(control
         .campaign_tenants(campaign)?
         .iter()
@@ -832,14 +821,14 @@ fn acceptance(config: &Config) -> Acceptance {
 /// Claim one batch and take it through its stages. `None`: nothing to claim.
 async fn work_once(
     config: &Config,
-    path: &std::path::Path,
+    url: &str,
     worker: &str,
     campaign: Option<&str>,
     jobs: usize,
 ) -> Result<Option<(usize, usize)>> {
     let lease_us = (config.campaigns.lease_seconds as i64).saturating_mul(1_000_000);
     let policy = acceptance(config);
-    let mut control = ControlStore::open(path)?;
+    let mut control = ControlStore::open(url)?;
     if let Some(after) = policy.auto_after_us {
         control.auto_accept(after)?;
     }
@@ -855,17 +844,17 @@ async fn work_once(
 
     // Renew the lease while the batch runs; a killed worker stops renewing.
     let renewer = {
-        let path = path.to_path_buf();
+        let url = url.to_string();
         let worker = worker.to_string();
         let id = campaign.id.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_micros((lease_us / 3).max(100_000) as u64)).await;
-                let path = path.clone();
+                let url = url.clone();
                 let worker = worker.clone();
                 let id = id.clone();
                 let renewed = tokio::task::spawn_blocking(move || {
-                    ControlStore::open(&path)?.renew_lease(&worker, &id, lease_us)
+                    ControlStore::open(&url)?.renew_lease(&worker, &id, lease_us)
                 })
                 .await;
                 if !matches!(renewed, Ok(Ok(true))) {
@@ -875,7 +864,7 @@ async fn work_once(
         })
     };
     let result = restore_batch(config, &campaign, &keys, jobs).await;
-    let mut control = ControlStore::open(path)?;
+    let mut control = ControlStore::open(url)?;
     let (mut ok, mut bad) = (0, 0);
     let retry = |attempts: i64| attempts < i64::from(config.campaigns.max_attempts);
     match result {
@@ -926,7 +915,7 @@ async fn work_once(
             }
             drop(control);
             let problems = verify_batch(config, &restored, &resolved).await?;
-            let mut control = ControlStore::open(path)?;
+            let mut control = ControlStore::open(url)?;
             for tenant in &restored {
                 let t = tenants.iter().find(|t| &t.tenant == tenant);
                 let attempts = t.map(|t| t.attempts + 1).unwrap_or(1);
@@ -1108,7 +1097,7 @@ pub async fn serve(config_path: Option<PathBuf>, args: ServeArgs) -> Result<u8> 
         .ok()
         .or_else(|| config.server.token.clone());
     let state = lifeboat_web::AppState::new(
-        control_path(&config, &config_path)?,
+        &control_url(&config, &config_path)?,
         lifeboat_web::PageInfo::new(&config.server.page_name, &public_url),
         token,
     )?;

@@ -80,6 +80,19 @@ pub async fn check_tenants(
     Ok(out)
 }
 
+/// The control store: `[control] url` (SQLite or PostgreSQL), or `lifeboat-control.db`
+/// beside the configuration file.
+pub fn control_url(config: &Config, config_path: &Option<PathBuf>) -> Result<String> {
+    match &config.control {
+        Some(control) => Ok(control.url.clone()),
+        None => config_path
+            .as_ref()
+            .and_then(|p| p.parent())
+            .map(|d| d.join("lifeboat-control.db").display().to_string())
+            .ok_or_else(|| Error::config("no [control] url and no configuration file")),
+    }
+}
+
 pub fn print_json(value: &serde_json::Value) {
     crate::say!(
         "{}",

@@ -347,7 +347,7 @@ async fn recover_as_campaign(
     });
     // Nobody is there to accept in a drill.
     config.campaigns.acceptance = "skip".to_string();
-    let path = crate::campaign::control_path(&config, &None)?;
+    let url = crate::context::control_url(&config, &None)?;
     let mut control = crate::campaign::open_control(&config, &None)?;
     let incident = control.change_incident(
         None,
@@ -374,7 +374,7 @@ async fn recover_as_campaign(
         .local_addr()
         .map_err(|e| Error::source(format!("listener: {e}")))?;
     let state = lifeboat_web::AppState::new(
-        path.clone(),
+        &url,
         lifeboat_web::PageInfo::new("Lifeboat drill", &format!("http://{address}")),
         None,
     )?;
@@ -397,7 +397,7 @@ async fn recover_as_campaign(
     };
     let started = Instant::now();
     let (campaign, _) = crate::campaign::start_campaign(&config, &mut control, request).await?;
-    crate::campaign::run_workers(&config, &path, &campaign, 2, args.jobs.div_ceil(2)).await?;
+    crate::campaign::run_workers(&config, &url, &campaign, 2, args.jobs.div_ceil(2)).await?;
     let elapsed = started.elapsed();
     let outcome = control.campaign_tenants(Some(&campaign))?;
     let rows: u64 = outcome

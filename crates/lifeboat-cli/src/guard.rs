@@ -85,16 +85,8 @@ pub(crate) async fn control_store(
     config: &Config,
     config_path: &Option<PathBuf>,
 ) -> Result<Control> {
-    let path = match &config.control {
-        Some(control) => lifeboat_core::config::sqlite_path(&control.url)?,
-        None => config_path
-            .as_ref()
-            .and_then(|p| p.parent())
-            .map(|d| d.join("lifeboat-control.db"))
-            .ok_or_else(|| Error::config("no [control] url and no configuration file"))?,
-    };
     Ok(Control {
-        store: ControlStore::open(&path)?,
+        store: ControlStore::open(&crate::context::control_url(config, config_path)?)?,
         vault: open_vault(config).await?,
     })
 }
@@ -134,7 +126,7 @@ impl Control {
     }
 
     /// The chain's own problems, and every anchor the log no longer matches.
-    pub(crate) async fn verify(&self) -> Result<Vec<String>> {
+    pub(crate) async fn verify(&mut self) -> Result<Vec<String>> {
         let mut problems = self.store.verify()?;
         let hashes: BTreeMap<u64, String> = self
             .store
@@ -1118,7 +1110,7 @@ pub(crate) async fn restore_to_points(
 
 pub async fn audit(config_path: Option<PathBuf>, args: AuditArgs) -> Result<u8> {
     let config = load_config(config_path.clone())?;
-    let control = control_store(&config, &config_path).await?;
+    let mut control = control_store(&config, &config_path).await?;
     if args.action.as_deref() == Some("verify") {
         let problems = control.verify().await?;
         let entries = control.entries()?.len();

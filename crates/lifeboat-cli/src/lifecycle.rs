@@ -95,7 +95,7 @@ async fn delete(
     if tenants.is_empty() {
         return Err(Error::usage("no tenants given"));
     }
-    let control = control_store(&config, &config_path).await?;
+    let mut control = control_store(&config, &config_path).await?;
     for tenant in &tenants {
         if let Some(record) = control.deleted_tenant(tenant)? {
             return Err(Error::usage(if record.purged {
@@ -350,7 +350,7 @@ async fn purge(
 
 async fn list(config_path: Option<PathBuf>, as_json: bool) -> Result<u8> {
     let config = load_config(config_path.clone())?;
-    let control = control_store(&config, &config_path).await?;
+    let mut control = control_store(&config, &config_path).await?;
     let window = i64::from(config.guard.retention_days) * DAY_US;
     let records = control.deleted_tenants()?;
     if as_json {

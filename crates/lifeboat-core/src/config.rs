@@ -216,7 +216,7 @@ fn default_retention_days() -> u32 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControlConfig {
-    /// `sqlite:///abs/file`.
+    /// `sqlite:///abs/file`, or `postgres://…` for a control store shared by machines.
     pub url: String,
 }
 
@@ -333,8 +333,16 @@ impl Config {
     fn validate(&self) -> Result<()> {
         crate::vault::VaultUrl::parse(&self.vault.url)?;
         if let Some(control) = &self.control {
-            sqlite_path(&control.url)
-                .map_err(|e| Error::config(format!("[control] url: {}", e.message())))?;
+            let postgres =
+                control.url.starts_with("postgres://") || control.url.starts_with("postgresql://");
+            if !postgres {
+                sqlite_path(&control.url).map_err(|e| {
+                    Error::config(format!(
+                        "[control] url: {} (or use postgres://…)",
+                        e.message()
+                    ))
+                })?;
+            }
         }
         if self.capture.segment_max_changes == 0 {
             return Err(Error::config(

@@ -1,35 +1,38 @@
 //! The control store: what Lifeboat itself must remember between commands (docs/guard.md):
 //! the hash-chained audit log, plan approvals, applies (state, restore point, the tenants of
 //! each wave with the sources' positions just before it), halt requests, and softly deleted
-//! tenants. A SQLite file.
+//! tenants; and (status.rs) incidents and campaigns. A SQLite file by default, or a
+//! PostgreSQL database shared by several machines (`[control] url = "postgres://…"`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
+
+use crate::db::{Db, Val};
 
 use lifeboat_core::vault::sha256_hex;
 use lifeboat_core::{Error, Result};
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// Valid for SQLite and PostgreSQL: integers are BIGINT (64-bit in both).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+    seq BIGINT PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
     subject TEXT NOT NULL, details TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS audit_head (one INTEGER PRIMARY KEY CHECK (one = 1),
-    seq INTEGER NOT NULL, hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit_head (one BIGINT PRIMARY KEY CHECK (one = 1),
+    seq BIGINT NOT NULL, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS approvals (plan TEXT NOT NULL, approver TEXT NOT NULL,
     at TEXT NOT NULL, PRIMARY KEY (plan, approver));
 CREATE TABLE IF NOT EXISTS applies (plan TEXT PRIMARY KEY, state TEXT NOT NULL,
     restore_point TEXT NOT NULL, at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS applied (plan TEXT NOT NULL, tenant TEXT NOT NULL,
-    wave INTEGER NOT NULL, point TEXT NOT NULL, PRIMARY KEY (plan, tenant));
+    wave BIGINT NOT NULL, point TEXT NOT NULL, PRIMARY KEY (plan, tenant));
 CREATE TABLE IF NOT EXISTS tenants (tenant TEXT PRIMARY KEY, state TEXT NOT NULL,
-    plan TEXT NOT NULL, deleted_at TEXT NOT NULL, deleted_at_us INTEGER NOT NULL,
+    plan TEXT NOT NULL, deleted_at TEXT NOT NULL, deleted_at_us BIGINT NOT NULL,
     point TEXT NOT NULL, purged_at TEXT);
-CREATE TABLE IF NOT EXISTS halts (plan TEXT PRIMARY KEY, by TEXT NOT NULL, at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS halts (plan TEXT PRIMARY KEY, by_whom TEXT NOT NULL,
+    at TEXT NOT NULL);
 ";
 
 /// One audit log entry (`D`: its details, JSON; as stored, text).
@@ -83,8 +86,7 @@ fn parse_point(plan: &str, text: &str) -> Result<BTreeMap<String, u64>> {
 }
 
 pub struct ControlStore {
-    pub(crate) conn: Connection,
-    path: PathBuf,
+    pub(crate) db: Db,
 }
 
 fn entry_hash(
@@ -99,38 +101,23 @@ fn entry_hash(
     sha256_hex(format!("{seq}\n{at}\n{actor}\n{action}\n{subject}\n{details}\n{prev}").as_bytes())
 }
 
+fn now_text() -> String {
+    lifeboat_core::time::format_us(lifeboat_core::time::now_us())
+}
+
 impl ControlStore {
-    pub fn open(path: &Path) -> Result<ControlStore> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Error::config(format!(
-                    "control store {}: cannot create its directory: {e}",
-                    path.display()
-                ))
-            })?;
-        }
-        let conn = Connection::open(path).map_err(|e| {
-            Error::config(format!(
-                "control store {}: cannot open: {e}",
-                path.display()
-            ))
-        })?;
-        conn.busy_timeout(std::time::Duration::from_secs(30))
-            .and_then(|_| conn.execute_batch(SCHEMA))
-            .and_then(|_| conn.execute_batch(crate::status::SCHEMA))
-            .map_err(|e| Error::config(format!("control store {}: {e}", path.display())))?;
-        Ok(ControlStore {
-            conn,
-            path: path.to_path_buf(),
-        })
+    /// Open (and create) the control store at `url`: `sqlite:///abs/file`, a file path,
+    /// or `postgres://…`.
+    pub fn open(url: &str) -> Result<ControlStore> {
+        let mut db = Db::open(url)?;
+        db.batch(SCHEMA)?;
+        db.batch(crate::status::SCHEMA)?;
+        Ok(ControlStore { db })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub(crate) fn err(&self, e: rusqlite::Error) -> Error {
-        Error::source(format!("control store {}: {e}", self.path.display()))
+    /// Where it is, for messages (a PostgreSQL URL without its password).
+    pub fn describe(&self) -> String {
+        self.db.describe()
     }
 
     /// Append an entry to the audit log, chained to the previous one.
@@ -141,45 +128,38 @@ impl ControlStore {
         subject: &str,
         details: serde_json::Value,
     ) -> Result<AuditEntry> {
-        let path = self.path.clone();
-        let err = |e| Error::source(format!("control store {}: {e}", path.display()));
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err)?;
-        let head: Option<(i64, String)> = tx
-            .query_row("SELECT seq, hash FROM audit_head", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-            .map_err(err)?;
-        let (last, prev) = head.unwrap_or((0, GENESIS.to_string()));
-        let seq = last as u64 + 1;
-        let at = lifeboat_core::time::format_us(lifeboat_core::time::now_us());
         let details_text = details.to_string();
-        let hash = entry_hash(seq, &at, actor, action, subject, &details_text, &prev);
-        tx.execute(
-            "INSERT INTO audit (seq, at, actor, action, subject, details, prev, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                seq as i64,
-                at,
-                actor,
-                action,
-                subject,
-                details_text,
-                prev,
-                hash
-            ],
-        )
-        .map_err(err)?;
-        tx.execute(
-            "INSERT INTO audit_head (one, seq, hash) VALUES (1, ?1, ?2)
-             ON CONFLICT (one) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-            params![seq as i64, hash],
-        )
-        .map_err(err)?;
-        tx.commit().map_err(err)?;
+        let at = now_text();
+        let (seq, prev, hash) = self.db.transaction(|db| {
+            let lock = db.lock();
+            let head = db.query_one(&format!("SELECT seq, hash FROM audit_head{lock}"), &[])?;
+            let (last, prev) = match head {
+                Some(row) => (row.int(0)?, row.text(1)?),
+                None => (0, GENESIS.to_string()),
+            };
+            let seq = last as u64 + 1;
+            let hash = entry_hash(seq, &at, actor, action, subject, &details_text, &prev);
+            db.execute(
+                "INSERT INTO audit (seq, at, actor, action, subject, details, prev, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                &[
+                    Val::Int(seq as i64),
+                    at.as_str().into(),
+                    actor.into(),
+                    action.into(),
+                    subject.into(),
+                    details_text.as_str().into(),
+                    prev.as_str().into(),
+                    hash.as_str().into(),
+                ],
+            )?;
+            db.execute(
+                "INSERT INTO audit_head (one, seq, hash) VALUES (1, ?1, ?2)
+                 ON CONFLICT (one) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+                &[Val::Int(seq as i64), hash.as_str().into()],
+            )?;
+            Ok((seq, prev, hash))
+        })?;
         Ok(AuditEntry {
             seq,
             at,
@@ -192,35 +172,32 @@ impl ControlStore {
         })
     }
 
-    /// Every audit entry as stored (details as the text that was hashed), in stored order.
-    fn stored(&self) -> Result<Vec<AuditEntry<String>>> {
-        let mut stmt = self
-            .conn
-            .prepare(
+    /// Every audit entry as stored (details as the text that was hashed), by sequence.
+    fn stored(&mut self) -> Result<Vec<AuditEntry<String>>> {
+        self.db
+            .query(
                 "SELECT seq, at, actor, action, subject, details, prev, hash FROM audit \
-                 ORDER BY rowid",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
+                 ORDER BY seq",
+                &[],
+            )?
+            .into_iter()
+            .map(|r| {
                 Ok(AuditEntry {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    at: r.get(1)?,
-                    actor: r.get(2)?,
-                    action: r.get(3)?,
-                    subject: r.get(4)?,
-                    details: r.get(5)?,
-                    prev: r.get(6)?,
-                    hash: r.get(7)?,
+                    seq: r.int(0)? as u64,
+                    at: r.text(1)?,
+                    actor: r.text(2)?,
+                    action: r.text(3)?,
+                    subject: r.text(4)?,
+                    details: r.text(5)?,
+                    prev: r.text(6)?,
+                    hash: r.text(7)?,
                 })
             })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.err(e))
+            .collect()
     }
 
-    /// Every audit entry, in stored order.
-    pub fn entries(&self) -> Result<Vec<AuditEntry>> {
+    /// Every audit entry, by sequence.
+    pub fn entries(&mut self) -> Result<Vec<AuditEntry>> {
         Ok(self
             .stored()?
             .into_iter()
@@ -240,7 +217,7 @@ impl ControlStore {
 
     /// Check the chain: every entry's hash, its link to the one before, the sequence, and
     /// the head. Returns the problems found (none: intact).
-    pub fn verify(&self) -> Result<Vec<String>> {
+    pub fn verify(&mut self) -> Result<Vec<String>> {
         let mut problems = Vec::new();
         let rows = self.stored()?;
         let mut prev_hash = GENESIS.to_string();
@@ -270,13 +247,11 @@ impl ControlStore {
             prev_hash = e.hash.clone();
             expected_seq = seq + 1;
         }
-        let head: Option<(i64, String)> = self
-            .conn
-            .query_row("SELECT seq, hash FROM audit_head", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-            .map_err(|e| self.err(e))?;
+        let head = self
+            .db
+            .query_one("SELECT seq, hash FROM audit_head", &[])?
+            .map(|r| Ok::<_, Error>((r.int(0)?, r.text(1)?)))
+            .transpose()?;
         let last = rows.last().map(|r| (r.seq as i64, r.hash.clone()));
         if head != last {
             problems.push(match head {
@@ -292,88 +267,69 @@ impl ControlStore {
     }
 
     /// Record an approval; false when this approver had approved already.
-    pub fn approve(&self, plan: &str, approver: &str) -> Result<bool> {
-        let at = lifeboat_core::time::format_us(lifeboat_core::time::now_us());
-        let n = self
-            .conn
-            .execute(
-                "INSERT INTO approvals (plan, approver, at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT DO NOTHING",
-                params![plan, approver, at],
-            )
-            .map_err(|e| self.err(e))?;
+    pub fn approve(&mut self, plan: &str, approver: &str) -> Result<bool> {
+        let n = self.db.execute(
+            "INSERT INTO approvals (plan, approver, at) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO NOTHING",
+            &[plan.into(), approver.into(), now_text().into()],
+        )?;
         Ok(n == 1)
     }
 
-    pub fn approvals(&self, plan: &str) -> Result<Vec<String>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT approver FROM approvals WHERE plan = ?1 ORDER BY at")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([plan], |r| r.get(0))
-            .map_err(|e| self.err(e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.err(e))
+    pub fn approvals(&mut self, plan: &str) -> Result<Vec<String>> {
+        self.db
+            .query(
+                "SELECT approver FROM approvals WHERE plan = ?1 ORDER BY at",
+                &[plan.into()],
+            )?
+            .iter()
+            .map(|r| r.text(0))
+            .collect()
     }
 
-    pub fn apply_state(&self, plan: &str) -> Result<Option<ApplyState>> {
-        let row: Option<(String, String)> = self
-            .conn
-            .query_row(
-                "SELECT state, restore_point FROM applies WHERE plan = ?1",
-                [plan],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(|e| self.err(e))?;
-        row.map(|(state, point)| {
+    pub fn apply_state(&mut self, plan: &str) -> Result<Option<ApplyState>> {
+        let row = self.db.query_one(
+            "SELECT state, restore_point FROM applies WHERE plan = ?1",
+            &[plan.into()],
+        )?;
+        row.map(|r| {
             Ok(ApplyState {
-                state,
-                restore_point: parse_point(plan, &point)?,
+                state: r.text(0)?,
+                restore_point: parse_point(plan, &r.text(1)?)?,
             })
         })
         .transpose()
     }
 
-    pub fn set_apply(&self, plan: &str, state: &ApplyState) -> Result<()> {
-        let at = lifeboat_core::time::format_us(lifeboat_core::time::now_us());
+    pub fn set_apply(&mut self, plan: &str, state: &ApplyState) -> Result<()> {
         let point = point_text(&state.restore_point)?;
-        self.conn
-            .execute(
-                "INSERT INTO applies (plan, state, restore_point, at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (plan) DO UPDATE SET state = excluded.state,
-                   restore_point = excluded.restore_point, at = excluded.at",
-                params![plan, state.state, point, at],
-            )
-            .map_err(|e| self.err(e))?;
+        self.db.execute(
+            "INSERT INTO applies (plan, state, restore_point, at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (plan) DO UPDATE SET state = excluded.state,
+               restore_point = excluded.restore_point, at = excluded.at",
+            &[
+                plan.into(),
+                state.state.as_str().into(),
+                point.into(),
+                now_text().into(),
+            ],
+        )?;
         Ok(())
     }
 
     /// Tenants already applied for `plan`, with their wave and the sources' positions just
     /// before it (what undo restores them to).
-    pub fn applied(&self, plan: &str) -> Result<BTreeMap<String, Applied>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT tenant, wave, point FROM applied WHERE plan = ?1")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([plan], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, u32>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
+    pub fn applied(&mut self, plan: &str) -> Result<BTreeMap<String, Applied>> {
         let mut out = BTreeMap::new();
-        for row in rows {
-            let (tenant, wave, point) = row.map_err(|e| self.err(e))?;
+        for r in self.db.query(
+            "SELECT tenant, wave, point FROM applied WHERE plan = ?1",
+            &[plan.into()],
+        )? {
             out.insert(
-                tenant,
+                r.text(0)?,
                 Applied {
-                    wave,
-                    point: parse_point(plan, &point)?,
+                    wave: r.int(1)? as u32,
+                    point: parse_point(plan, &r.text(2)?)?,
                 },
             );
         }
@@ -388,19 +344,22 @@ impl ControlStore {
         wave: u32,
         point: &BTreeMap<String, u64>,
     ) -> Result<()> {
-        let path = self.path.clone();
-        let err = |e| Error::source(format!("control store {}: {e}", path.display()));
         let point = point_text(point)?;
-        let tx = self.conn.transaction().map_err(err)?;
-        for tenant in tenants {
-            tx.execute(
-                "INSERT INTO applied (plan, tenant, wave, point) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT DO NOTHING",
-                params![plan, tenant, wave, point],
-            )
-            .map_err(err)?;
-        }
-        tx.commit().map_err(err)
+        self.db.transaction(|db| {
+            for tenant in tenants {
+                db.execute(
+                    "INSERT INTO applied (plan, tenant, wave, point) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO NOTHING",
+                    &[
+                        plan.into(),
+                        tenant.into(),
+                        wave.into(),
+                        point.as_str().into(),
+                    ],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// Mark `tenants` softly deleted by `plan`, restorable to `point`.
@@ -410,74 +369,60 @@ impl ControlStore {
         plan: &str,
         point: &BTreeMap<String, u64>,
     ) -> Result<()> {
-        let path = self.path.clone();
-        let err = |e| Error::source(format!("control store {}: {e}", path.display()));
         let now = lifeboat_core::time::now_us();
         let at = lifeboat_core::time::format_us(now);
         let point = point_text(point)?;
-        let tx = self.conn.transaction().map_err(err)?;
-        for tenant in tenants {
-            tx.execute(
-                "INSERT INTO tenants (tenant, state, plan, deleted_at, deleted_at_us, point)
-                 VALUES (?1, 'deleted', ?2, ?3, ?4, ?5)
-                 ON CONFLICT (tenant) DO UPDATE SET state = 'deleted', plan = excluded.plan,
-                   deleted_at = excluded.deleted_at, deleted_at_us = excluded.deleted_at_us,
-                   point = excluded.point, purged_at = NULL",
-                params![tenant, plan, at, now, point],
-            )
-            .map_err(err)?;
-        }
-        tx.commit().map_err(err)
+        self.db.transaction(|db| {
+            for tenant in tenants {
+                db.execute(
+                    "INSERT INTO tenants (tenant, state, plan, deleted_at, deleted_at_us, point)
+                     VALUES (?1, 'deleted', ?2, ?3, ?4, ?5)
+                     ON CONFLICT (tenant) DO UPDATE SET state = 'deleted', plan = excluded.plan,
+                       deleted_at = excluded.deleted_at, deleted_at_us = excluded.deleted_at_us,
+                       point = excluded.point, purged_at = NULL",
+                    &[
+                        tenant.into(),
+                        plan.into(),
+                        at.as_str().into(),
+                        Val::Int(now),
+                        point.as_str().into(),
+                    ],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// A tenant's deletion record, if it was deleted (and not brought back since).
-    pub fn deleted_tenant(&self, tenant: &str) -> Result<Option<DeletedTenant>> {
-        let row: Option<(String, String, String, i64, String, Option<String>)> = self
-            .conn
-            .query_row(
-                "SELECT state, plan, deleted_at, deleted_at_us, point, purged_at FROM tenants
-                 WHERE tenant = ?1",
-                [tenant],
-                |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                    ))
-                },
-            )
-            .optional()
-            .map_err(|e| self.err(e))?;
-        row.map(
-            |(state, plan, deleted_at, deleted_at_us, point, purged_at)| {
-                Ok(DeletedTenant {
-                    tenant: tenant.to_string(),
-                    purged: state == "purged",
-                    point: parse_point(&plan, &point)?,
-                    plan,
-                    deleted_at,
-                    deleted_at_us,
-                    purged_at,
-                })
-            },
-        )
+    pub fn deleted_tenant(&mut self, tenant: &str) -> Result<Option<DeletedTenant>> {
+        let row = self.db.query_one(
+            "SELECT state, plan, deleted_at, deleted_at_us, point, purged_at FROM tenants
+             WHERE tenant = ?1",
+            &[tenant.into()],
+        )?;
+        row.map(|r| {
+            let plan = r.text(1)?;
+            Ok(DeletedTenant {
+                tenant: tenant.to_string(),
+                purged: r.text(0)? == "purged",
+                point: parse_point(&plan, &r.text(4)?)?,
+                plan,
+                deleted_at: r.text(2)?,
+                deleted_at_us: r.int(3)?,
+                purged_at: r.opt_text(5)?,
+            })
+        })
         .transpose()
     }
 
     /// Every deleted (or purged) tenant, by key.
-    pub fn deleted_tenants(&self) -> Result<Vec<DeletedTenant>> {
-        let keys: Vec<String> = {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT tenant FROM tenants ORDER BY tenant")
-                .map_err(|e| self.err(e))?;
-            let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
-            rows.collect::<rusqlite::Result<_>>()
-                .map_err(|e| self.err(e))?
-        };
+    pub fn deleted_tenants(&mut self) -> Result<Vec<DeletedTenant>> {
+        let keys: Vec<String> = self
+            .db
+            .query("SELECT tenant FROM tenants ORDER BY tenant", &[])?
+            .iter()
+            .map(|r| r.text(0))
+            .collect::<Result<_>>()?;
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             out.extend(self.deleted_tenant(&key)?);
@@ -486,51 +431,42 @@ impl ControlStore {
     }
 
     /// The tenant is back: forget its deletion.
-    pub fn mark_undeleted(&self, tenant: &str) -> Result<()> {
-        self.conn
-            .execute(
-                "DELETE FROM tenants WHERE tenant = ?1 AND state = 'deleted'",
-                [tenant],
-            )
-            .map_err(|e| self.err(e))?;
+    pub fn mark_undeleted(&mut self, tenant: &str) -> Result<()> {
+        self.db.execute(
+            "DELETE FROM tenants WHERE tenant = ?1 AND state = 'deleted'",
+            &[tenant.into()],
+        )?;
         Ok(())
     }
 
-    pub fn mark_purged(&self, tenant: &str) -> Result<()> {
-        let at = lifeboat_core::time::format_us(lifeboat_core::time::now_us());
-        self.conn
-            .execute(
-                "UPDATE tenants SET state = 'purged', purged_at = ?2 WHERE tenant = ?1",
-                params![tenant, at],
-            )
-            .map_err(|e| self.err(e))?;
+    pub fn mark_purged(&mut self, tenant: &str) -> Result<()> {
+        self.db.execute(
+            "UPDATE tenants SET state = 'purged', purged_at = ?2 WHERE tenant = ?1",
+            &[tenant.into(), now_text().into()],
+        )?;
         Ok(())
     }
 
-    pub fn halt(&self, plan: &str, by: &str) -> Result<()> {
-        let at = lifeboat_core::time::format_us(lifeboat_core::time::now_us());
-        self.conn
-            .execute(
-                "INSERT INTO halts (plan, by, at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (plan) DO UPDATE SET by = excluded.by, at = excluded.at",
-                params![plan, by, at],
-            )
-            .map_err(|e| self.err(e))?;
+    pub fn halt(&mut self, plan: &str, by: &str) -> Result<()> {
+        self.db.execute(
+            "INSERT INTO halts (plan, by_whom, at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (plan) DO UPDATE SET by_whom = excluded.by_whom, at = excluded.at",
+            &[plan.into(), by.into(), now_text().into()],
+        )?;
         Ok(())
     }
 
     /// Who asked `plan` to halt, if anyone.
-    pub fn halted_by(&self, plan: &str) -> Result<Option<String>> {
-        self.conn
-            .query_row("SELECT by FROM halts WHERE plan = ?1", [plan], |r| r.get(0))
-            .optional()
-            .map_err(|e| self.err(e))
+    pub fn halted_by(&mut self, plan: &str) -> Result<Option<String>> {
+        self.db
+            .query_one("SELECT by_whom FROM halts WHERE plan = ?1", &[plan.into()])?
+            .map(|r| r.text(0))
+            .transpose()
     }
 
-    pub fn clear_halt(&self, plan: &str) -> Result<()> {
-        self.conn
-            .execute("DELETE FROM halts WHERE plan = ?1", [plan])
-            .map_err(|e| self.err(e))?;
+    pub fn clear_halt(&mut self, plan: &str) -> Result<()> {
+        self.db
+            .execute("DELETE FROM halts WHERE plan = ?1", &[plan.into()])?;
         Ok(())
     }
 }
@@ -543,7 +479,7 @@ mod tests {
     fn the_audit_chain_finds_altered_removed_and_reordered_entries() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("control.db");
-        let mut store = ControlStore::open(&path).expect("open");
+        let mut store = ControlStore::open(path.to_str().expect("utf-8")).expect("open");
         for i in 0..4 {
             store
                 .append(
@@ -558,9 +494,9 @@ mod tests {
         let tamper = |sql: &str| {
             let copy = dir.path().join("copy.db");
             std::fs::copy(&path, &copy).expect("copy");
-            let c = Connection::open(&copy).expect("open copy");
+            let c = rusqlite::Connection::open(&copy).expect("open copy");
             c.execute_batch(sql).expect("tamper");
-            let problems = ControlStore::open(&copy)
+            let problems = ControlStore::open(copy.to_str().expect("utf-8"))
                 .expect("open")
                 .verify()
                 .expect("verify");

@@ -4,6 +4,7 @@
 
 pub mod capture;
 pub mod control;
+mod db;
 pub mod drill;
 pub mod guard;
 pub mod live;

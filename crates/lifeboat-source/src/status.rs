@@ -4,16 +4,16 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
 
 use lifeboat_core::{Error, Result};
 
 use crate::control::ControlStore;
+use crate::db::{Db, Row, Val};
 
 pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS components (id TEXT PRIMARY KEY, source TEXT NOT NULL UNIQUE,
-    name TEXT NOT NULL, status TEXT NOT NULL, position INTEGER NOT NULL,
+    name TEXT NOT NULL, status TEXT NOT NULL, position BIGINT NOT NULL,
     created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS incidents (id TEXT PRIMARY KEY, name TEXT NOT NULL,
     status TEXT NOT NULL, impact TEXT NOT NULL, created_at TEXT NOT NULL,
@@ -25,19 +25,20 @@ CREATE TABLE IF NOT EXISTS incident_updates (id TEXT PRIMARY KEY, incident TEXT 
 CREATE TABLE IF NOT EXISTS incident_components (incident TEXT NOT NULL,
     component TEXT NOT NULL, PRIMARY KEY (incident, component));
 CREATE TABLE IF NOT EXISTS campaigns (id TEXT PRIMARY KEY, incident TEXT NOT NULL,
-    target TEXT NOT NULL, target_time TEXT NOT NULL, batch_size INTEGER NOT NULL,
-    priority TEXT NOT NULL, created_at TEXT NOT NULL, created_at_us INTEGER NOT NULL,
+    target TEXT NOT NULL, target_time TEXT NOT NULL, batch_size BIGINT NOT NULL,
+    priority TEXT NOT NULL, created_at TEXT NOT NULL, created_at_us BIGINT NOT NULL,
     created_by TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS campaign_tenants (campaign TEXT NOT NULL, tenant TEXT NOT NULL,
-    rank INTEGER NOT NULL, token TEXT NOT NULL UNIQUE, users INTEGER NOT NULL,
-    stage TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, reason TEXT,
-    worker TEXT, lease_until_us INTEGER, started_at_us INTEGER, done_at_us INTEGER,
-    awaiting_since_us INTEGER, rows INTEGER, PRIMARY KEY (campaign, tenant));
+    rank BIGINT NOT NULL, token TEXT NOT NULL UNIQUE, users BIGINT NOT NULL,
+    stage TEXT NOT NULL, attempts BIGINT NOT NULL DEFAULT 0, reason TEXT,
+    worker TEXT, lease_until_us BIGINT, started_at_us BIGINT, done_at_us BIGINT,
+    awaiting_since_us BIGINT, rows_written BIGINT, PRIMARY KEY (campaign, tenant));
 CREATE INDEX IF NOT EXISTS campaign_tenants_stage ON campaign_tenants (stage, campaign, rank);
 CREATE TABLE IF NOT EXISTS tenant_attributes (tenant TEXT NOT NULL, name TEXT NOT NULL,
     value TEXT NOT NULL, PRIMARY KEY (tenant, name));
-CREATE TABLE IF NOT EXISTS status_version (one INTEGER PRIMARY KEY CHECK (one = 1),
-    version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS status_version (one BIGINT PRIMARY KEY CHECK (one = 1),
+    version BIGINT NOT NULL);
+INSERT INTO status_version (one, version) VALUES (1, 0) ON CONFLICT DO NOTHING;
 ";
 
 pub const INCIDENT_STATUSES: [&str; 5] = [
@@ -196,24 +197,24 @@ pub struct CampaignTenant {
 }
 
 const TENANT_COLUMNS: &str = "campaign, tenant, rank, token, users, stage, attempts, reason, \
-     worker, lease_until_us, started_at_us, done_at_us, awaiting_since_us, rows";
+     worker, lease_until_us, started_at_us, done_at_us, awaiting_since_us, rows_written";
 
-fn tenant_row(r: &rusqlite::Row) -> rusqlite::Result<CampaignTenant> {
+fn tenant_row(r: &Row) -> Result<CampaignTenant> {
     Ok(CampaignTenant {
-        campaign: r.get(0)?,
-        tenant: r.get(1)?,
-        rank: r.get(2)?,
-        token: r.get(3)?,
-        users: r.get(4)?,
-        stage: r.get(5)?,
-        attempts: r.get(6)?,
-        reason: r.get(7)?,
-        worker: r.get(8)?,
-        lease_until_us: r.get(9)?,
-        started_at_us: r.get(10)?,
-        done_at_us: r.get(11)?,
-        awaiting_since_us: r.get(12)?,
-        rows: r.get(13)?,
+        campaign: r.text(0)?,
+        tenant: r.text(1)?,
+        rank: r.int(2)?,
+        token: r.text(3)?,
+        users: r.int(4)?,
+        stage: r.text(5)?,
+        attempts: r.int(6)?,
+        reason: r.opt_text(7)?,
+        worker: r.opt_text(8)?,
+        lease_until_us: r.opt_int(9)?,
+        started_at_us: r.opt_int(10)?,
+        done_at_us: r.opt_int(11)?,
+        awaiting_since_us: r.opt_int(12)?,
+        rows: r.opt_int(13)?,
     })
 }
 
@@ -226,37 +227,28 @@ pub struct Acceptance {
     pub auto_after_us: Option<i64>,
 }
 
-fn bump(tx: &Transaction) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT INTO status_version (one, version) VALUES (1, 1)
-         ON CONFLICT (one) DO UPDATE SET version = version + 1",
-        [],
-    )?;
-    Ok(())
-}
-
 impl ControlStore {
-    fn write<T>(&mut self, work: impl FnOnce(&Transaction) -> rusqlite::Result<T>) -> Result<T> {
-        let path = self.path().to_path_buf();
-        let err = |e| Error::source(format!("control store {}: {e}", path.display()));
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err)?;
-        let out = work(&tx).map_err(err)?;
-        bump(&tx).map_err(err)?;
-        tx.commit().map_err(err)?;
-        Ok(out)
+    /// Run `work` in a write transaction that also moves the change counter.
+    fn write<T>(&mut self, work: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
+        self.db.transaction(|db| {
+            let out = work(db)?;
+            db.execute(
+                "UPDATE status_version SET version = version + 1 WHERE one = 1",
+                &[],
+            )?;
+            Ok(out)
+        })
     }
 
     /// A number that grows with every change to incidents, components or campaigns: the
     /// status page rebuilds its snapshot when it moves.
-    pub fn status_version(&self) -> Result<i64> {
-        self.conn
-            .query_row("SELECT version FROM status_version", [], |r| r.get(0))
-            .optional()
-            .map(|v| v.unwrap_or(0))
-            .map_err(|e| self.err(e))
+    pub fn status_version(&mut self) -> Result<i64> {
+        Ok(self
+            .db
+            .query_one("SELECT version FROM status_version", &[])?
+            .map(|r| r.int(0))
+            .transpose()?
+            .unwrap_or(0))
     }
 
     /// Make sure every source has a component (named `names[source]` or the source).
@@ -279,43 +271,46 @@ impl ControlStore {
         }
         let (_, at) = now();
         let start = existing.len() as i64;
-        self.write(|tx| {
+        self.write(|db| {
             for (i, ((source, name), id)) in missing.iter().zip(&ids).enumerate() {
-                tx.execute(
+                db.execute(
                     "INSERT INTO components (id, source, name, status, position, created_at,
                          updated_at)
                      VALUES (?1, ?2, ?3, 'operational', ?4, ?5, ?5)
                      ON CONFLICT (source) DO UPDATE SET name = excluded.name",
-                    params![id, source, name, start + i as i64 + 1, at],
+                    &[
+                        id.into(),
+                        (*source).into(),
+                        (*name).into(),
+                        Val::Int(start + i as i64 + 1),
+                        at.as_str().into(),
+                    ],
                 )?;
             }
             Ok(())
         })
     }
 
-    pub fn components(&self) -> Result<Vec<Component>> {
-        let mut stmt = self
-            .conn
-            .prepare(
+    pub fn components(&mut self) -> Result<Vec<Component>> {
+        self.db
+            .query(
                 "SELECT id, source, name, status, position, created_at, updated_at
                  FROM components ORDER BY position",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
+                &[],
+            )?
+            .iter()
+            .map(|r| {
                 Ok(Component {
-                    id: r.get(0)?,
-                    source: r.get(1)?,
-                    name: r.get(2)?,
-                    status: r.get(3)?,
-                    position: r.get(4)?,
-                    created_at: r.get(5)?,
-                    updated_at: r.get(6)?,
+                    id: r.text(0)?,
+                    source: r.text(1)?,
+                    name: r.text(2)?,
+                    status: r.text(3)?,
+                    position: r.int(4)?,
+                    created_at: r.text(5)?,
+                    updated_at: r.text(6)?,
                 })
             })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.err(e))
+            .collect()
     }
 
     /// Create an incident (`id` None) or add an update to one. Returns the incident id.
@@ -366,32 +361,28 @@ impl ControlStore {
             .collect();
         let affected_text = serde_json::to_string(&affected_json)
             .map_err(|e| Error::source(format!("incident update: {e}")))?;
-        let name = change.name.clone();
-        let status = change.status.clone();
-        let impact = change.impact.clone();
-        let message = change.message.clone();
-        let resolving = status == "resolved";
-        let all_components: Vec<Component> = components.clone();
-        self.write(|tx| {
+        let status = change.status.as_str();
+        let resolving = matches!(status, "resolved" | "postmortem");
+        self.write(|db| {
             match &existing {
                 None => {
-                    tx.execute(
+                    db.execute(
                         "INSERT INTO incidents (id, name, status, impact, created_at, updated_at,
                              started_at, monitoring_at, resolved_at)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5, ?6, ?7)",
-                        params![
-                            incident_id,
-                            name.as_deref().unwrap_or("Incident"),
-                            status,
-                            impact.as_deref().unwrap_or("none"),
-                            at,
-                            (status == "monitoring").then_some(&at),
-                            resolving.then_some(&at),
+                        &[
+                            incident_id.as_str().into(),
+                            change.name.as_deref().unwrap_or("Incident").into(),
+                            status.into(),
+                            change.impact.as_deref().unwrap_or("none").into(),
+                            at.as_str().into(),
+                            (status == "monitoring").then_some(at.as_str()).into(),
+                            resolving.then_some(at.as_str()).into(),
                         ],
                     )?;
                 }
                 Some(_) => {
-                    tx.execute(
+                    db.execute(
                         "UPDATE incidents SET status = ?2, updated_at = ?3,
                              impact = COALESCE(?4, impact),
                              monitoring_at = CASE WHEN ?2 = 'monitoring'
@@ -399,136 +390,114 @@ impl ControlStore {
                              resolved_at = CASE WHEN ?2 IN ('resolved', 'postmortem')
                                  THEN COALESCE(resolved_at, ?3) ELSE NULL END
                          WHERE id = ?1",
-                        params![incident_id, status, at, impact],
+                        &[
+                            incident_id.as_str().into(),
+                            status.into(),
+                            at.as_str().into(),
+                            change.impact.as_deref().into(),
+                        ],
                     )?;
                 }
             }
-            tx.execute(
+            db.execute(
                 "INSERT INTO incident_updates (id, incident, status, body, created_at, affected)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![update_id, incident_id, status, message, at, affected_text],
+                &[
+                    update_id.as_str().into(),
+                    incident_id.as_str().into(),
+                    status.into(),
+                    change.message.as_str().into(),
+                    at.as_str().into(),
+                    affected_text.as_str().into(),
+                ],
             )?;
             for (component, new_status) in &affected {
-                tx.execute(
+                db.execute(
                     "UPDATE components SET status = ?2, updated_at = ?3 WHERE id = ?1",
-                    params![component.id, new_status, at],
+                    &[
+                        component.id.as_str().into(),
+                        new_status.as_str().into(),
+                        at.as_str().into(),
+                    ],
                 )?;
-                tx.execute(
+                db.execute(
                     "INSERT INTO incident_components (incident, component) VALUES (?1, ?2)
                      ON CONFLICT DO NOTHING",
-                    params![incident_id, component.id],
+                    &[incident_id.as_str().into(), component.id.as_str().into()],
                 )?;
             }
             // Resolving puts the incident's components back to operational, unless another
             // unresolved incident still names them.
             if resolving {
-                for component in &all_components {
-                    tx.execute(
-                        "UPDATE components SET status = 'operational', updated_at = ?3
-                         WHERE id = ?1 AND status <> 'operational'
-                           AND EXISTS (SELECT 1 FROM incident_components
-                                       WHERE incident = ?2 AND component = ?1)
-                           AND NOT EXISTS (
-                             SELECT 1 FROM incident_components ic
-                             JOIN incidents i ON i.id = ic.incident
-                             WHERE ic.component = ?1 AND i.id <> ?2
-                               AND i.status NOT IN ('resolved', 'postmortem'))",
-                        params![component.id, incident_id, at],
-                    )?;
-                }
+                db.execute(
+                    "UPDATE components SET status = 'operational', updated_at = ?2
+                     WHERE status <> 'operational'
+                       AND id IN (SELECT component FROM incident_components WHERE incident = ?1)
+                       AND id NOT IN (
+                         SELECT ic.component FROM incident_components ic
+                         JOIN incidents i ON i.id = ic.incident
+                         WHERE i.id <> ?1 AND i.status NOT IN ('resolved', 'postmortem'))",
+                    &[incident_id.as_str().into(), at.as_str().into()],
+                )?;
             }
             Ok(())
         })?;
         Ok(incident_id)
     }
 
-    pub fn incident(&self, id: &str) -> Result<Option<Incident>> {
+    pub fn incident(&mut self, id: &str) -> Result<Option<Incident>> {
         Ok(self.incidents()?.into_iter().find(|i| i.id == id))
     }
 
     /// Every incident, newest first, with its updates (newest first) and components.
-    pub fn incidents(&self) -> Result<Vec<Incident>> {
-        let err = |e| self.err(e);
+    pub fn incidents(&mut self) -> Result<Vec<Incident>> {
         let mut updates: BTreeMap<String, Vec<IncidentUpdate>> = BTreeMap::new();
-        {
-            let mut stmt = self
-                .conn
-                .prepare(
-                    "SELECT id, incident, status, body, created_at, affected
-                     FROM incident_updates ORDER BY created_at DESC, rowid DESC",
-                )
-                .map_err(err)?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, String>(5)?,
-                    ))
-                })
-                .map_err(err)?;
-            for row in rows {
-                let (id, incident, status, body, created_at, affected) = row.map_err(err)?;
-                let affected_components = serde_json::from_str(&affected).unwrap_or_default();
-                updates
-                    .entry(incident.clone())
-                    .or_default()
-                    .push(IncidentUpdate {
-                        id,
-                        incident_id: incident,
-                        status,
-                        body,
-                        created_at,
-                        affected_components,
-                    });
-            }
+        for r in self.db.query(
+            "SELECT id, incident, status, body, created_at, affected
+             FROM incident_updates ORDER BY created_at DESC, id",
+            &[],
+        )? {
+            let incident = r.text(1)?;
+            updates
+                .entry(incident.clone())
+                .or_default()
+                .push(IncidentUpdate {
+                    id: r.text(0)?,
+                    incident_id: incident,
+                    status: r.text(2)?,
+                    body: r.text(3)?,
+                    created_at: r.text(4)?,
+                    affected_components: serde_json::from_str(&r.text(5)?).unwrap_or_default(),
+                });
         }
         let mut components: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for r in self
+            .db
+            .query("SELECT incident, component FROM incident_components", &[])?
         {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT incident, component FROM incident_components")
-                .map_err(err)?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-                .map_err(err)?;
-            for row in rows {
-                let (incident, component) = row.map_err(err)?;
-                components.entry(incident).or_default().push(component);
-            }
+            components.entry(r.text(0)?).or_default().push(r.text(1)?);
         }
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT id, name, status, impact, created_at, updated_at, started_at,
-                     monitoring_at, resolved_at
-                 FROM incidents ORDER BY created_at DESC, rowid DESC",
-            )
-            .map_err(err)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(Incident {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                    status: r.get(2)?,
-                    impact: r.get(3)?,
-                    created_at: r.get(4)?,
-                    updated_at: r.get(5)?,
-                    started_at: r.get(6)?,
-                    monitoring_at: r.get(7)?,
-                    resolved_at: r.get(8)?,
-                    updates: Vec::new(),
-                    components: Vec::new(),
-                })
-            })
-            .map_err(err)?;
-        let mut out: Vec<Incident> = rows.collect::<rusqlite::Result<_>>().map_err(err)?;
-        for incident in &mut out {
-            incident.updates = updates.remove(&incident.id).unwrap_or_default();
-            incident.components = components.remove(&incident.id).unwrap_or_default();
+        let mut out = Vec::new();
+        for r in self.db.query(
+            "SELECT id, name, status, impact, created_at, updated_at, started_at,
+                 monitoring_at, resolved_at
+             FROM incidents ORDER BY created_at DESC, id",
+            &[],
+        )? {
+            let id = r.text(0)?;
+            out.push(Incident {
+                updates: updates.remove(&id).unwrap_or_default(),
+                components: components.remove(&id).unwrap_or_default(),
+                id,
+                name: r.text(1)?,
+                status: r.text(2)?,
+                impact: r.text(3)?,
+                created_at: r.text(4)?,
+                updated_at: r.text(5)?,
+                started_at: r.text(6)?,
+                monitoring_at: r.opt_text(7)?,
+                resolved_at: r.opt_text(8)?,
+            });
         }
         Ok(out)
     }
@@ -543,81 +512,88 @@ impl ControlStore {
         for _ in tenants {
             tokens.push(new_token()?);
         }
-        let campaign = campaign.clone();
-        self.write(|tx| {
-            tx.execute(
+        self.write(|db| {
+            db.execute(
                 "INSERT INTO campaigns (id, incident, target, target_time, batch_size, priority,
                      created_at, created_at_us, created_by)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    campaign.id,
-                    campaign.incident,
-                    campaign.target.to_string(),
-                    campaign.target_time,
-                    campaign.batch_size,
-                    campaign.priority,
-                    campaign.created_at,
-                    campaign.created_at_us,
-                    campaign.created_by
+                &[
+                    campaign.id.as_str().into(),
+                    campaign.incident.as_str().into(),
+                    campaign.target.to_string().into(),
+                    campaign.target_time.as_str().into(),
+                    campaign.batch_size.into(),
+                    campaign.priority.as_str().into(),
+                    campaign.created_at.as_str().into(),
+                    Val::Int(campaign.created_at_us),
+                    campaign.created_by.as_str().into(),
                 ],
             )?;
             for (rank, ((tenant, users), token)) in tenants.iter().zip(&tokens).enumerate() {
-                tx.execute(
+                db.execute(
                     "INSERT INTO campaign_tenants (campaign, tenant, rank, token, users, stage)
                      VALUES (?1, ?2, ?3, ?4, ?5, 'queued')",
-                    params![campaign.id, tenant, rank as i64, token, users],
+                    &[
+                        campaign.id.as_str().into(),
+                        tenant.into(),
+                        Val::Int(rank as i64),
+                        token.into(),
+                        Val::Int(*users),
+                    ],
                 )?;
             }
             Ok(())
         })
     }
 
-    pub fn campaigns(&self) -> Result<Vec<Campaign>> {
-        let mut stmt = self
-            .conn
-            .prepare(
+    pub fn campaigns(&mut self) -> Result<Vec<Campaign>> {
+        self.db
+            .query(
                 "SELECT id, incident, target, target_time, batch_size, priority, created_at,
                      created_at_us, created_by
-                 FROM campaigns ORDER BY created_at_us DESC, rowid DESC",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
+                 FROM campaigns ORDER BY created_at_us DESC, id",
+                &[],
+            )?
+            .iter()
+            .map(|r| {
                 Ok(Campaign {
-                    id: r.get(0)?,
-                    incident: r.get(1)?,
-                    target: serde_json::from_str(&r.get::<_, String>(2)?)
-                        .unwrap_or(serde_json::Value::Null),
-                    target_time: r.get(3)?,
-                    batch_size: r.get(4)?,
-                    priority: r.get(5)?,
-                    created_at: r.get(6)?,
-                    created_at_us: r.get(7)?,
-                    created_by: r.get(8)?,
+                    id: r.text(0)?,
+                    incident: r.text(1)?,
+                    target: serde_json::from_str(&r.text(2)?).unwrap_or(serde_json::Value::Null),
+                    target_time: r.text(3)?,
+                    batch_size: r.int(4)? as u32,
+                    priority: r.text(5)?,
+                    created_at: r.text(6)?,
+                    created_at_us: r.int(7)?,
+                    created_by: r.text(8)?,
                 })
             })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.err(e))
+            .collect()
     }
 
     /// A campaign's tenants in priority order (all campaigns' with `None`).
-    pub fn campaign_tenants(&self, campaign: Option<&str>) -> Result<Vec<CampaignTenant>> {
-        let sql = format!(
-            "SELECT {TENANT_COLUMNS} FROM campaign_tenants
-             WHERE ?1 IS NULL OR campaign = ?1 ORDER BY campaign, rank"
-        );
-        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([campaign], tenant_row)
-            .map_err(|e| self.err(e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| self.err(e))
+    pub fn campaign_tenants(&mut self, campaign: Option<&str>) -> Result<Vec<CampaignTenant>> {
+        let rows = match campaign {
+            Some(id) => self.db.query(
+                &format!(
+                    "SELECT {TENANT_COLUMNS} FROM campaign_tenants WHERE campaign = ?1
+                     ORDER BY rank"
+                ),
+                &[id.into()],
+            )?,
+            None => self.db.query(
+                &format!("SELECT {TENANT_COLUMNS} FROM campaign_tenants ORDER BY campaign, rank"),
+                &[],
+            )?,
+        };
+        rows.iter().map(tenant_row).collect()
     }
 
-    /// Claim up to `batch` tenants for `worker` until `lease_until_us`: queued ones in
-    /// campaign and priority order, and ones whose worker's lease ran out (it stopped or
-    /// was killed mid-tenant). Returns the campaign and its claimed tenants.
+    /// Claim up to the campaign's batch size of tenants for `worker`, leased for
+    /// `lease_us`: queued ones in campaign and priority order, and ones whose worker's
+    /// lease ran out (it stopped or was killed mid-tenant). On PostgreSQL the rows are
+    /// locked with `SKIP LOCKED`, so workers on other machines claim other tenants
+    /// meanwhile. Returns the campaign and its claimed tenants.
     pub fn claim(
         &mut self,
         worker: &str,
@@ -626,45 +602,71 @@ impl ControlStore {
     ) -> Result<Option<(Campaign, Vec<CampaignTenant>)>> {
         let (now_us, _) = now();
         let campaigns = self.campaigns()?;
-        let sql = format!(
-            "SELECT {TENANT_COLUMNS} FROM campaign_tenants
-             WHERE (?1 IS NULL OR campaign = ?1)
-               AND (stage = 'queued'
-                    OR (stage IN ('restoring', 'verifying') AND lease_until_us < ?2))
-             ORDER BY campaign, rank LIMIT 1"
-        );
-        let claimed = self.write(|tx| {
-            let first: Option<CampaignTenant> = tx
-                .query_row(&sql, params![campaign, now_us], tenant_row)
-                .optional()?;
+        // Queued, or held by a worker whose lease ran out; `now` is the placeholder of the
+        // current time.
+        let claimable = |now: &str| {
+            format!(
+                "(stage = 'queued' OR (stage IN ('restoring', 'verifying') \
+                 AND lease_until_us < {now}))"
+            )
+        };
+        let claimed = self.write(|db| {
+            let skip = db.skip_locked();
+            let first = match campaign {
+                Some(id) => db.query_one(
+                    &format!(
+                        "SELECT campaign FROM campaign_tenants WHERE campaign = ?1 AND {}
+                         ORDER BY rank LIMIT 1{skip}",
+                        claimable("?2")
+                    ),
+                    &[id.into(), Val::Int(now_us)],
+                )?,
+                None => db.query_one(
+                    &format!(
+                        "SELECT campaign FROM campaign_tenants WHERE {}
+                         ORDER BY campaign, rank LIMIT 1{skip}",
+                        claimable("?1")
+                    ),
+                    &[Val::Int(now_us)],
+                )?,
+            };
             let Some(first) = first else {
                 return Ok(None);
             };
+            let id = first.text(0)?;
             let batch = campaigns
                 .iter()
-                .find(|c| c.id == first.campaign)
+                .find(|c| c.id == id)
                 .map(|c| c.batch_size.max(1))
                 .unwrap_or(1);
-            let mut stmt = tx.prepare(&format!(
-                "SELECT {TENANT_COLUMNS} FROM campaign_tenants
-                 WHERE campaign = ?1
-                   AND (stage = 'queued'
-                        OR (stage IN ('restoring', 'verifying') AND lease_until_us < ?2))
-                 ORDER BY rank LIMIT ?3"
-            ))?;
-            let tenants: Vec<CampaignTenant> = stmt
-                .query_map(params![first.campaign, now_us, batch], tenant_row)?
-                .collect::<rusqlite::Result<_>>()?;
+            let tenants: Vec<CampaignTenant> = db
+                .query(
+                    &format!(
+                        "SELECT {TENANT_COLUMNS} FROM campaign_tenants
+                         WHERE campaign = ?1 AND {} ORDER BY rank LIMIT ?3{skip}",
+                        claimable("?2")
+                    ),
+                    &[id.as_str().into(), Val::Int(now_us), batch.into()],
+                )?
+                .iter()
+                .map(tenant_row)
+                .collect::<Result<_>>()?;
             for t in &tenants {
-                tx.execute(
+                db.execute(
                     "UPDATE campaign_tenants SET stage = 'restoring', worker = ?3,
                          lease_until_us = ?4, attempts = attempts + 1,
                          started_at_us = COALESCE(started_at_us, ?5), reason = NULL
                      WHERE campaign = ?1 AND tenant = ?2",
-                    params![t.campaign, t.tenant, worker, now_us + lease_us, now_us],
+                    &[
+                        t.campaign.as_str().into(),
+                        t.tenant.as_str().into(),
+                        worker.into(),
+                        Val::Int(now_us + lease_us),
+                        Val::Int(now_us),
+                    ],
                 )?;
             }
-            Ok(Some((first.campaign, tenants)))
+            Ok(Some((id, tenants)))
         })?;
         let Some((id, tenants)) = claimed else {
             return Ok(None);
@@ -685,14 +687,11 @@ impl ControlStore {
     /// worker took over after the lease ran out).
     pub fn renew_lease(&mut self, worker: &str, campaign: &str, lease_us: i64) -> Result<bool> {
         let (now_us, _) = now();
-        let n = self
-            .conn
-            .execute(
-                "UPDATE campaign_tenants SET lease_until_us = ?3
-                 WHERE campaign = ?1 AND worker = ?2 AND stage IN ('restoring', 'verifying')",
-                params![campaign, worker, now_us + lease_us],
-            )
-            .map_err(|e| self.err(e))?;
+        let n = self.db.execute(
+            "UPDATE campaign_tenants SET lease_until_us = ?3
+             WHERE campaign = ?1 AND worker = ?2 AND stage IN ('restoring', 'verifying')",
+            &[campaign.into(), worker.into(), Val::Int(now_us + lease_us)],
+        )?;
         Ok(n > 0)
     }
 
@@ -709,20 +708,30 @@ impl ControlStore {
     ) -> Result<bool> {
         check_word("stage", stage, &STAGES)?;
         let (now_us, _) = now();
-        self.write(|tx| {
-            let n = tx.execute(
+        let working = matches!(stage, "restoring" | "verifying");
+        let done = matches!(stage, "awaiting_acceptance" | "restored" | "failed");
+        let awaiting = stage == "awaiting_acceptance";
+        self.write(|db| {
+            let n = db.execute(
                 "UPDATE campaign_tenants SET stage = ?4, reason = ?5,
-                     rows = COALESCE(?6, rows),
-                     done_at_us = CASE WHEN ?4 IN ('awaiting_acceptance', 'restored', 'failed')
-                         THEN ?7 ELSE done_at_us END,
-                     awaiting_since_us = CASE WHEN ?4 = 'awaiting_acceptance'
-                         THEN ?7 ELSE awaiting_since_us END,
-                     worker = CASE WHEN ?4 IN ('restoring', 'verifying')
-                         THEN worker ELSE NULL END,
-                     lease_until_us = CASE WHEN ?4 IN ('restoring', 'verifying')
-                         THEN lease_until_us ELSE NULL END
+                     rows_written = COALESCE(?6, rows_written),
+                     done_at_us = COALESCE(?7, done_at_us),
+                     awaiting_since_us = COALESCE(?8, awaiting_since_us),
+                     worker = CAST(?9 AS TEXT),
+                     lease_until_us = CASE WHEN CAST(?9 AS TEXT) IS NULL THEN NULL
+                         ELSE lease_until_us END
                  WHERE campaign = ?1 AND tenant = ?2 AND worker = ?3",
-                params![campaign, tenant, worker, stage, reason, rows, now_us],
+                &[
+                    campaign.into(),
+                    tenant.into(),
+                    worker.into(),
+                    stage.into(),
+                    reason.into(),
+                    rows.into(),
+                    done.then_some(now_us).into(),
+                    awaiting.then_some(now_us).into(),
+                    working.then_some(worker).into(),
+                ],
             )?;
             Ok(n == 1)
         })
@@ -731,36 +740,37 @@ impl ControlStore {
     /// The tenant's admin accepted on the private page. False when the tenant was not
     /// awaiting acceptance.
     pub fn accept(&mut self, token: &str) -> Result<bool> {
-        self.write(|tx| {
-            let n = tx.execute(
+        self.write(|db| {
+            let n = db.execute(
                 "UPDATE campaign_tenants SET stage = 'restored'
                  WHERE token = ?1 AND stage = 'awaiting_acceptance'",
-                [token],
+                &[token.into()],
             )?;
             Ok(n == 1)
         })
     }
 
     /// Accept every tenant that has awaited acceptance for `after_us` or longer.
-    pub fn auto_accept(&mut self, after_us: i64) -> Result<usize> {
+    pub fn auto_accept(&mut self, after_us: i64) -> Result<u64> {
         let (now_us, _) = now();
-        let due: i64 = self
-            .conn
-            .query_row(
+        let due = self
+            .db
+            .query_one(
                 "SELECT count(*) FROM campaign_tenants
                  WHERE stage = 'awaiting_acceptance' AND awaiting_since_us <= ?1",
-                [now_us - after_us],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.err(e))?;
+                &[Val::Int(now_us - after_us)],
+            )?
+            .map(|r| r.int(0))
+            .transpose()?
+            .unwrap_or(0);
         if due == 0 {
             return Ok(0);
         }
-        self.write(|tx| {
-            tx.execute(
+        self.write(|db| {
+            db.execute(
                 "UPDATE campaign_tenants SET stage = 'restored'
                  WHERE stage = 'awaiting_acceptance' AND awaiting_since_us <= ?1",
-                [now_us - after_us],
+                &[Val::Int(now_us - after_us)],
             )
         })
     }
@@ -770,14 +780,13 @@ impl ControlStore {
         &mut self,
         attributes: &BTreeMap<String, BTreeMap<String, String>>,
     ) -> Result<()> {
-        let attributes = attributes.clone();
-        self.write(|tx| {
-            for (tenant, values) in &attributes {
+        self.write(|db| {
+            for (tenant, values) in attributes {
                 for (name, value) in values {
-                    tx.execute(
+                    db.execute(
                         "INSERT INTO tenant_attributes (tenant, name, value) VALUES (?1, ?2, ?3)
                          ON CONFLICT (tenant, name) DO UPDATE SET value = excluded.value",
-                        params![tenant, name, value],
+                        &[tenant.into(), name.into(), value.into()],
                     )?;
                 }
             }
@@ -786,24 +795,15 @@ impl ControlStore {
     }
 
     /// Every stored attribute: tenant -> name -> value.
-    pub fn attributes(&self) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT tenant, name, value FROM tenant_attributes")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
+    pub fn attributes(&mut self) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
         let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-        for row in rows {
-            let (tenant, name, value) = row.map_err(|e| self.err(e))?;
-            out.entry(tenant).or_default().insert(name, value);
+        for r in self
+            .db
+            .query("SELECT tenant, name, value FROM tenant_attributes", &[])?
+        {
+            out.entry(r.text(0)?)
+                .or_default()
+                .insert(r.text(1)?, r.text(2)?);
         }
         Ok(out)
     }

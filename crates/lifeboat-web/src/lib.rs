@@ -6,8 +6,7 @@ pub mod html;
 pub mod snapshot;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -36,24 +35,25 @@ pub struct AppState {
 
 struct Inner {
     snapshot: RwLock<Arc<Snapshot>>,
-    control_path: PathBuf,
+    /// One connection for the server's life (used from blocking tasks, one at a time).
+    control: Mutex<ControlStore>,
     page: PageInfo,
     token: Option<String>,
 }
 
 impl AppState {
-    /// Open the control store at `control_path` and build the first snapshot.
+    /// Open the control store at `control_url` and build the first snapshot.
     pub fn new(
-        control_path: PathBuf,
+        control_url: &str,
         page: PageInfo,
         token: Option<String>,
     ) -> lifeboat_core::Result<AppState> {
-        let control = ControlStore::open(&control_path)?;
-        let snapshot = Snapshot::build(&control, &page)?;
+        let mut control = ControlStore::open(control_url)?;
+        let snapshot = Snapshot::build(&mut control, &page)?;
         Ok(AppState {
             inner: Arc::new(Inner {
                 snapshot: RwLock::new(Arc::new(snapshot)),
-                control_path,
+                control: Mutex::new(control),
                 page,
                 token: token.filter(|t| !t.is_empty()),
             }),
@@ -71,13 +71,13 @@ impl AppState {
     pub async fn refresh(&self, force: bool) -> lifeboat_core::Result<()> {
         let state = self.clone();
         tokio::task::spawn_blocking(move || {
-            let control = ControlStore::open(&state.inner.control_path)?;
+            let mut control = state.control();
             let current = state.snapshot();
             let stale = lifeboat_core::time::now_us() - current.built_at_us > MAX_AGE_US;
             if !force && !stale && control.status_version()? == current.version {
                 return Ok(());
             }
-            let fresh = Arc::new(Snapshot::build(&control, &state.inner.page)?);
+            let fresh = Arc::new(Snapshot::build(&mut control, &state.inner.page)?);
             match state.inner.snapshot.write() {
                 Ok(mut s) => *s = fresh,
                 Err(poisoned) => *poisoned.into_inner() = fresh,
@@ -102,18 +102,22 @@ impl AppState {
         })
     }
 
+    fn control(&self) -> std::sync::MutexGuard<'_, ControlStore> {
+        match self.inner.control.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
     /// Run `work` on the control store on a blocking thread, then refresh the snapshot.
     async fn with_control<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut ControlStore) -> lifeboat_core::Result<T> + Send + 'static,
     ) -> lifeboat_core::Result<T> {
-        let path = self.inner.control_path.clone();
-        let out = tokio::task::spawn_blocking(move || {
-            let mut control = ControlStore::open(&path)?;
-            work(&mut control)
-        })
-        .await
-        .map_err(|e| Error::source(format!("control store task: {e}")))??;
+        let state = self.clone();
+        let out = tokio::task::spawn_blocking(move || work(&mut state.control()))
+            .await
+            .map_err(|e| Error::source(format!("control store task: {e}")))??;
         self.refresh(true).await?;
         Ok(out)
     }

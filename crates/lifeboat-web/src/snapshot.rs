@@ -295,7 +295,7 @@ pub fn campaign_views(
 
 impl Snapshot {
     /// Read everything the pages show from the control store and render it.
-    pub fn build(control: &ControlStore, page: &PageInfo) -> Result<Snapshot> {
+    pub fn build(control: &mut ControlStore, page: &PageInfo) -> Result<Snapshot> {
         let version = control.status_version()?;
         let now = now_us();
         let components = control.components()?;

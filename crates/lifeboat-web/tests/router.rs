@@ -82,7 +82,8 @@ struct Fixture {
 fn fixture_store() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("control.db");
-    let mut control = ControlStore::open(&path).expect("control");
+    let url = path.to_str().expect("utf-8").to_string();
+    let mut control = ControlStore::open(&url).expect("control");
     control
         .ensure_components(&BTreeMap::from([
             ("tracker".to_string(), "Issue tracker".to_string()),
@@ -168,12 +169,12 @@ fn fixture_store() -> Fixture {
         .map(|t| (t.tenant, t.token))
         .collect();
     let state = AppState::new(
-        path.clone(),
+        &url,
         PageInfo::new("Example Status", "https://status.example.net"),
         Some(TOKEN.to_string()),
     )
     .expect("state");
-    let control = ControlStore::open(&path).expect("control");
+    let control = ControlStore::open(&url).expect("control");
     Fixture {
         _dir: dir,
         state,
@@ -437,7 +438,7 @@ async fn private_pages_show_one_tenant_and_public_outputs_nothing_private() {
     assert!(String::from_utf8(page)
         .expect("utf8")
         .contains(">Restored<"));
-    let stage = |c: &ControlStore, t: &str| {
+    let stage = |c: &mut ControlStore, t: &str| {
         c.campaign_tenants(Some("campaign0001"))
             .expect("tenants")
             .into_iter()
@@ -445,7 +446,7 @@ async fn private_pages_show_one_tenant_and_public_outputs_nothing_private() {
             .expect("tenant")
             .stage
     };
-    assert_eq!(stage(&f.control, "secret-tenant-1"), "restored");
+    assert_eq!(stage(&mut f.control, "secret-tenant-1"), "restored");
     call(
         &f.state,
         Request::post(format!("/t/{five}/accept"))
@@ -454,7 +455,7 @@ async fn private_pages_show_one_tenant_and_public_outputs_nothing_private() {
     )
     .await;
     assert_eq!(
-        stage(&f.control, "secret-tenant-5"),
+        stage(&mut f.control, "secret-tenant-5"),
         "queued",
         "not awaited: unchanged"
     );

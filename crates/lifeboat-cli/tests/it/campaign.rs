@@ -562,3 +562,92 @@ fn the_status_pages_load_in_a_real_browser_during_a_campaign() {
     let rest: Vec<String> = lines.map_while(|l| l.ok()).collect();
     assert!(rest.iter().any(|l| l == "stopped"), "{rest:?}");
 }
+
+#[test]
+fn acceptance_becomes_automatic_after_the_configured_time() {
+    let work = Workdir::new();
+    let config = setup(&work);
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace(
+            "lease_seconds = 1",
+            "lease_seconds = 1\nauto_accept_minutes = 0",
+        ),
+    )
+    .expect("config");
+    let db = work.path("tracker.db");
+    let before = site_rows(&db, 5);
+    let t = now(&db);
+    delete_sites(&db, &[5]);
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let id = start(&config, &work, &[5], &t, &[]);
+    lifeboat_ok(&config, &["worker", "--until-done"]);
+    let s = status(&config, &id);
+    assert_eq!(s["stages"]["restored"], 1, "{s}");
+    assert_eq!(s["stages"]["awaiting_acceptance"], 0, "{s}");
+    assert_eq!(site_rows(&db, 5), before);
+}
+
+#[test]
+fn workers_share_a_postgresql_control_store() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let control_url = runtime.block_on(create_database("control"));
+    let work = Workdir::new();
+    let config = setup(&work);
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        format!("[control]\nurl = \"{control_url}\"\n{text}"),
+    )
+    .expect("config");
+    let db = work.path("tracker.db");
+    let deleted: Vec<i64> = (1..=SITES).filter(|s| s % 3 != 0).collect();
+    let before: Vec<Vec<String>> = deleted.iter().map(|s| site_rows(&db, *s)).collect();
+    let t = now(&db);
+    delete_sites(&db, &deleted);
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let id = start(&config, &work, &deleted, &t, &["--batch-size", "1"]);
+
+    // Three workers, as on three machines: SKIP LOCKED hands each a different tenant.
+    let workers: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|name| {
+            lifeboat_command(
+                &config,
+                &["worker", "--campaign", &id, "--until-done", "--name", name],
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("worker")
+        })
+        .collect();
+    for worker in workers {
+        let output = worker.wait_with_output().expect("worker");
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+    for (site, rows) in deleted.iter().zip(&before) {
+        assert_eq!(&site_rows(&db, *site), rows, "site {site}");
+    }
+    let s = status(&config, &id);
+    assert_eq!(s["stages"]["awaiting_acceptance"], deleted.len(), "{s}");
+    let attempts: Vec<i64> = runtime.block_on(async {
+        pg_connect(&control_url)
+            .await
+            .query("SELECT attempts FROM campaign_tenants", &[])
+            .await
+            .expect("query")
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    });
+    assert_eq!(attempts.len(), deleted.len());
+    assert!(
+        attempts.iter().all(|a| *a == 1),
+        "no tenant was claimed twice: {attempts:?}"
+    );
+    // The audit log lives there too, chained and anchored.
+    let out = lifeboat_ok(&config, &["audit", "verify"]);
+    assert!(out.contains("audit log intact"), "{out}");
+}
