@@ -240,6 +240,14 @@ enum CampaignCommand {
     /// Import tenant attributes (priority keys) from a CSV file: a header `tenant,NAME…`,
     /// then one row per tenant.
     ImportAttributes { file: PathBuf },
+    /// Queue a campaign's failed tenants again (all, or those named).
+    Retry {
+        id: String,
+        #[arg(long = "tenant", value_name = "KEY")]
+        tenants: Vec<String>,
+        #[arg(long)]
+        by: Option<String>,
+    },
 }
 
 pub async fn campaign(config_path: Option<PathBuf>, args: CampaignArgs) -> Result<u8> {
@@ -309,6 +317,25 @@ pub async fn campaign(config_path: Option<PathBuf>, args: CampaignArgs) -> Resul
                     crate::say!("{tenant}\t{link}");
                 }
             }
+            Ok(0)
+        }
+        CampaignCommand::Retry { id, tenants, by } => {
+            let mut control = open_control(&config, &config_path)?;
+            if !control.campaigns()?.iter().any(|c| c.id == id) {
+                return Err(Error::usage(format!("unknown campaign {id}")));
+            }
+            let requeued = control.retry_failed(&id, &tenants)?;
+            let entry = control.append(
+                &crate::guard::login(by),
+                "campaign-retry",
+                &id,
+                json!({"tenants": requeued}),
+            )?;
+            open_vault(&config)
+                .await?
+                .put_audit_anchor(entry.seq, &entry.hash)
+                .await?;
+            crate::say!("{} failed tenants queued again", requeued.len());
             Ok(0)
         }
         CampaignCommand::ImportAttributes { file } => {
@@ -866,12 +893,13 @@ async fn work_once(
     let result = restore_batch(config, &campaign, &keys, jobs).await;
     let mut control = ControlStore::open(url)?;
     let (mut ok, mut bad) = (0, 0);
+    // `attempts` counts the claim that made this one.
     let retry = |attempts: i64| attempts < i64::from(config.campaigns.max_attempts);
     match result {
         Err(e) => {
             // The whole batch failed before any tenant was written.
             for t in &tenants {
-                let stage = if retry(t.attempts + 1) {
+                let stage = if retry(t.attempts) {
                     "queued"
                 } else {
                     "failed"
@@ -895,7 +923,7 @@ async fn work_once(
                 .collect();
             for t in &tenants {
                 if let Some(reason) = failures.get(&t.tenant) {
-                    let stage = if retry(t.attempts + 1) {
+                    let stage = if retry(t.attempts) {
                         "queued"
                     } else {
                         "failed"
@@ -918,7 +946,7 @@ async fn work_once(
             let mut control = ControlStore::open(url)?;
             for tenant in &restored {
                 let t = tenants.iter().find(|t| &t.tenant == tenant);
-                let attempts = t.map(|t| t.attempts + 1).unwrap_or(1);
+                let attempts = t.map(|t| t.attempts).unwrap_or(1);
                 match problems.get(tenant) {
                     Some(reason) => {
                         let stage = if retry(attempts) { "queued" } else { "failed" };

@@ -737,6 +737,35 @@ impl ControlStore {
         })
     }
 
+    /// Queue a campaign's failed tenants again (only `tenants`, when given), with their
+    /// attempts counted afresh. Returns the tenants queued.
+    pub fn retry_failed(&mut self, campaign: &str, tenants: &[String]) -> Result<Vec<String>> {
+        let failed: Vec<String> = self
+            .campaign_tenants(Some(campaign))?
+            .into_iter()
+            .filter(|t| t.stage == "failed")
+            .filter(|t| tenants.is_empty() || tenants.contains(&t.tenant))
+            .map(|t| t.tenant)
+            .collect();
+        if let Some(missing) = tenants.iter().find(|t| !failed.contains(t)) {
+            return Err(Error::usage(format!(
+                "tenant {missing} has not failed in campaign {campaign}"
+            )));
+        }
+        self.write(|db| {
+            for tenant in &failed {
+                db.execute(
+                    "UPDATE campaign_tenants SET stage = 'queued', attempts = 0, worker = NULL,
+                         lease_until_us = NULL, done_at_us = NULL
+                     WHERE campaign = ?1 AND tenant = ?2 AND stage = 'failed'",
+                    &[campaign.into(), tenant.into()],
+                )?;
+            }
+            Ok(())
+        })?;
+        Ok(failed)
+    }
+
     /// The tenant's admin accepted on the private page. False when the tenant was not
     /// awaiting acceptance.
     pub fn accept(&mut self, token: &str) -> Result<bool> {

@@ -651,3 +651,57 @@ fn workers_share_a_postgresql_control_store() {
     let out = lifeboat_ok(&config, &["audit", "verify"]);
     assert!(out.contains("audit log intact"), "{out}");
 }
+
+#[test]
+fn a_tenant_that_keeps_failing_is_marked_failed_with_its_reason_and_can_be_retried() {
+    let work = Workdir::new();
+    let config = setup(&work);
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace("lease_seconds = 1", "lease_seconds = 1\nmax_attempts = 2"),
+    )
+    .expect("config");
+    let db = work.path("tracker.db");
+    let before = site_rows(&db, 4);
+    let t = now(&db);
+    delete_sites(&db, &[4]);
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let id = start(&config, &work, &[4], &t, &[]);
+    // The database refuses the restore's writes (a maintenance lock).
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    conn.execute_batch(
+        "CREATE TRIGGER maintenance_lock BEFORE INSERT ON issues
+         BEGIN SELECT RAISE(ABORT, 'maintenance lock'); END;",
+    )
+    .expect("trigger");
+    let output = lifeboat(&config, &["worker", "--campaign", &id, "--until-done"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("2 failed attempts"),
+        "{}",
+        stdout(&output)
+    );
+    let s = status(&config, &id);
+    assert_eq!(s["stages"]["failed"], 1, "{s}");
+    assert_eq!(s["failed"][0]["attempts"], 2, "{s}");
+    assert!(
+        s["failed"][0]["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("maintenance lock"),
+        "{s}"
+    );
+    assert!(site_rows(&db, 4).is_empty(), "nothing half written");
+
+    // Lock lifted, the tenant queued again: restored.
+    conn.execute_batch("DROP TRIGGER maintenance_lock")
+        .expect("drop");
+    let output = lifeboat(&config, &["campaign", "retry", &id, "--tenant", "7"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let out = lifeboat_ok(&config, &["campaign", "retry", &id]);
+    assert!(out.contains("1 failed tenants queued again"), "{out}");
+    lifeboat_ok(&config, &["worker", "--campaign", &id, "--until-done"]);
+    assert_eq!(site_rows(&db, 4), before);
+    assert_eq!(status(&config, &id)["stages"]["awaiting_acceptance"], 1);
+}
