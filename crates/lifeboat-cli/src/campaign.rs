@@ -893,26 +893,24 @@ async fn work_once(
     let result = restore_batch(config, &campaign, &keys, jobs).await;
     let mut control = ControlStore::open(url)?;
     let (mut ok, mut bad) = (0, 0);
-    // `attempts` counts the claim that made this one.
-    let retry = |attempts: i64| attempts < i64::from(config.campaigns.max_attempts);
+    // Back to the queue with the reason, or failed once its attempts are used up
+    // (`attempts` counts the claim that made this one).
+    let mut give_back =
+        |control: &mut ControlStore, tenant: &str, attempts: i64, reason: &str| -> Result<()> {
+            let stage = if attempts < i64::from(config.campaigns.max_attempts) {
+                "queued"
+            } else {
+                "failed"
+            };
+            control.set_stage(worker, &campaign.id, tenant, stage, Some(reason), None)?;
+            bad += 1;
+            Ok(())
+        };
     match result {
         Err(e) => {
             // The whole batch failed before any tenant was written.
             for t in &tenants {
-                let stage = if retry(t.attempts) {
-                    "queued"
-                } else {
-                    "failed"
-                };
-                control.set_stage(
-                    worker,
-                    &campaign.id,
-                    &t.tenant,
-                    stage,
-                    Some(&e.to_string()),
-                    None,
-                )?;
-                bad += 1;
+                give_back(&mut control, &t.tenant, t.attempts, &e.to_string())?;
             }
         }
         Ok((rows, failures, resolved)) => {
@@ -922,23 +920,18 @@ async fn work_once(
                 .cloned()
                 .collect();
             for t in &tenants {
-                if let Some(reason) = failures.get(&t.tenant) {
-                    let stage = if retry(t.attempts) {
-                        "queued"
-                    } else {
-                        "failed"
-                    };
-                    control.set_stage(
-                        worker,
-                        &campaign.id,
-                        &t.tenant,
-                        stage,
-                        Some(reason),
-                        None,
-                    )?;
-                    bad += 1;
-                } else {
-                    control.set_stage(worker, &campaign.id, &t.tenant, "verifying", None, None)?;
+                match failures.get(&t.tenant) {
+                    Some(reason) => give_back(&mut control, &t.tenant, t.attempts, reason)?,
+                    None => {
+                        control.set_stage(
+                            worker,
+                            &campaign.id,
+                            &t.tenant,
+                            "verifying",
+                            None,
+                            None,
+                        )?;
+                    }
                 }
             }
             drop(control);
@@ -948,18 +941,7 @@ async fn work_once(
                 let t = tenants.iter().find(|t| &t.tenant == tenant);
                 let attempts = t.map(|t| t.attempts).unwrap_or(1);
                 match problems.get(tenant) {
-                    Some(reason) => {
-                        let stage = if retry(attempts) { "queued" } else { "failed" };
-                        control.set_stage(
-                            worker,
-                            &campaign.id,
-                            tenant,
-                            stage,
-                            Some(reason),
-                            None,
-                        )?;
-                        bad += 1;
-                    }
+                    Some(reason) => give_back(&mut control, tenant, attempts, reason)?,
                     None => {
                         let stage = if policy.customer {
                             "awaiting_acceptance"

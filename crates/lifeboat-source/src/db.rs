@@ -188,11 +188,7 @@ impl Db {
                 let sql = postgres_sql(sql);
                 let params = params.to_vec();
                 client.call(move |c| {
-                    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
-                        .iter()
-                        .map(|p| p as &(dyn postgres::types::ToSql + Sync))
-                        .collect();
-                    c.query(sql.as_str(), &refs)
+                    c.query(sql.as_str(), &pg_params(&params))
                         .map(|rows| rows.iter().map(pg_row).collect())
                         .map_err(|e| pg_message(&e))
                 })?
@@ -217,11 +213,8 @@ impl Db {
                 let sql = postgres_sql(sql);
                 let params = params.to_vec();
                 client.call(move |c| {
-                    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
-                        .iter()
-                        .map(|p| p as &(dyn postgres::types::ToSql + Sync))
-                        .collect();
-                    c.execute(sql.as_str(), &refs).map_err(|e| pg_message(&e))
+                    c.execute(sql.as_str(), &pg_params(&params))
+                        .map_err(|e| pg_message(&e))
                 })?
             }
         };
@@ -297,6 +290,13 @@ fn postgres_sql(sql: &str) -> String {
         }
     }
     out
+}
+
+fn pg_params(params: &[Val]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+        .collect()
 }
 
 fn pg_message(e: &postgres::Error) -> String {

@@ -351,11 +351,21 @@ async fn operator_create(
         message: body.message,
         components: body.components,
     };
+    apply_change(&state, None, change, StatusCode::CREATED).await
+}
+
+/// Create an incident (`id` None) or update one; answer with its id.
+async fn apply_change(
+    state: &AppState,
+    id: Option<String>,
+    change: IncidentChange,
+    success: StatusCode,
+) -> Response {
     match state
-        .with_control(move |c| c.change_incident(None, &change))
+        .with_control(move |c| c.change_incident(id.as_deref(), &change))
         .await
     {
-        Ok(id) => (StatusCode::CREATED, Json(json!({"id": id}))).into_response(),
+        Ok(id) => (success, Json(json!({"id": id}))).into_response(),
         Err(e) => error_response(&e),
     }
 }
@@ -379,13 +389,7 @@ async fn operator_update(
         message: body.message,
         components: body.components,
     };
-    match state
-        .with_control(move |c| c.change_incident(Some(&id), &change))
-        .await
-    {
-        Ok(id) => Json(json!({"id": id})).into_response(),
-        Err(e) => error_response(&e),
-    }
+    apply_change(&state, Some(id), change, StatusCode::OK).await
 }
 
 async fn operator_resolve(
@@ -404,13 +408,7 @@ async fn operator_resolve(
         message: body.message,
         components: body.components,
     };
-    match state
-        .with_control(move |c| c.change_incident(Some(&id), &change))
-        .await
-    {
-        Ok(id) => Json(json!({"id": id})).into_response(),
-        Err(e) => error_response(&e),
-    }
+    apply_change(&state, Some(id), change, StatusCode::OK).await
 }
 
 async fn operator_campaigns(State(state): State<AppState>, headers: HeaderMap) -> Response {
