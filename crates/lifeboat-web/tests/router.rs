@@ -560,4 +560,29 @@ async fn the_operator_api_needs_its_token_and_drives_the_page() {
     assert_eq!(status, StatusCode::OK);
     let campaigns: Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(campaigns["tenants"].as_array().expect("tenants").len(), 5);
+    let (status, _, body) = call(
+        &f.state,
+        Request::get("/api/operator/incidents")
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let incidents: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        incidents["incidents"].as_array().expect("incidents").len(),
+        3
+    );
+    assert_eq!(incidents["incidents"][0]["id"], id.as_str());
+    assert_eq!(incidents["incidents"][0]["status"], "resolved");
+
+    // The public progress: counts only.
+    let progress = get_json(&f.state, "/api/lifeboat/campaigns.json").await;
+    let c = &progress["campaigns"][0];
+    assert_eq!(c["tenants"], 5);
+    assert_eq!(c["tenants_restored"], 2);
+    assert_eq!(c["users"], 150);
+    assert_eq!(c["users_restored"], 30);
+    assert_eq!(c["restored_to"], "2026-04-05T07:38:12.000000Z");
 }
