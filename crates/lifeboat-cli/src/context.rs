@@ -62,9 +62,19 @@ pub async fn check_tenants(
     if tenants.is_empty() {
         return Err(Error::usage("name at least one tenant with --tenant"));
     }
-    let mut known = BTreeSet::new();
-    for history in histories {
-        known.extend(history.tenants(vault).await?);
+    // A tenant with a base is known without reading any segment; only the others need
+    // every segment's list of tenants.
+    let mut known: BTreeSet<TenantKey> = histories
+        .iter()
+        .flat_map(|h| h.bases.keys().cloned())
+        .collect();
+    if tenants
+        .iter()
+        .any(|t| !known.contains(&TenantKey::new(t.clone())))
+    {
+        for history in histories {
+            known.extend(history.tenants(vault).await?);
+        }
     }
     let mut out = BTreeSet::new();
     for tenant in tenants {
