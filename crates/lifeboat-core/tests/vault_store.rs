@@ -100,6 +100,7 @@ contract!(local, local_store:
     delete_and_delete_missing,
     vault_round_trip,
     corrupted_object_is_refused,
+    ranges_read_parts_of_an_object,
 );
 
 contract!(s3, s3_store:
@@ -111,6 +112,7 @@ contract!(s3, s3_store:
     delete_and_delete_missing,
     vault_round_trip,
     corrupted_object_is_refused,
+    ranges_read_parts_of_an_object,
 );
 
 // --- the contract -------------------------------------------------------------------------
@@ -166,6 +168,27 @@ mod contract {
         assert_eq!(get(&store, "sources/a/segments/y.seg").await, None);
         // A name that is a directory of other names is not an object.
         assert_eq!(get(&store, "sources/a/segments").await, None);
+    }
+
+    pub async fn ranges_read_parts_of_an_object(store: Arc<dyn Store>) {
+        let name = "sources/a/segments/0000000000000001-0000000000000002-abc.seg";
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+        put(&store, name, &bytes).await;
+        let range = |r: std::ops::Range<u64>| {
+            let store = store.clone();
+            async move { store.get_range(name, r).await.expect("get_range") }
+        };
+        assert_eq!(range(0..16).await.as_deref(), Some(&bytes[..16]));
+        assert_eq!(range(4000..4100).await.as_deref(), Some(&bytes[4000..4100]));
+        // Past the end: what there is.
+        assert_eq!(range(4990..9000).await.as_deref(), Some(&bytes[4990..]));
+        assert_eq!(
+            store
+                .get_range("sources/a/segments/missing.seg", 0..10)
+                .await
+                .expect("missing"),
+            None
+        );
     }
 
     pub async fn put_is_idempotent(store: Arc<dyn Store>) {

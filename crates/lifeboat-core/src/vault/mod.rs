@@ -17,7 +17,11 @@ use crate::config::VaultConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Base, Checkpoint, Row, Segment, TableSchema, TenantKey};
 
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
+/// How much of a segment a head read fetches at first: most heads fit.
+const HEAD_PROBE: u64 = 16 * 1024;
+/// Magic, version, kind and the header's length.
+const SEGMENT_PREAMBLE: usize = 15;
 const MAGIC: &[u8; 8] = b"LIFEBOAT";
 const HEADER_NAME: &str = "lifeboat-vault.json";
 
@@ -176,13 +180,10 @@ impl Vault {
     // --- writing -------------------------------------------------------------------
 
     pub async fn put_segment(&self, segment: &Segment) -> Result<String> {
-        let bytes = encode_segment(segment)?;
+        let (bytes, head_hash) = encode_segment(segment)?;
         let name = format!(
             "sources/{}/segments/{:016x}-{:016x}-{}.seg",
-            segment.source,
-            segment.first,
-            segment.last,
-            content_hash(&bytes)
+            segment.source, segment.first, segment.last, head_hash
         );
         self.store.put(&name, bytes).await?;
         Ok(name)
@@ -346,33 +347,101 @@ impl Vault {
 
     // --- reading -------------------------------------------------------------------
 
-    /// A whole segment: every tenant's changes.
+    /// A whole segment: every tenant's changes (one read of the whole object).
     pub async fn read_segment(&self, name: &str) -> Result<Segment> {
         let bytes = self.get_object(name).await?;
-        decode_segment(name, &bytes, None)
+        let (header, chunks) = segment_parts(name, &bytes)?;
+        let mut entries = Vec::new();
+        for chunk in &header.chunks {
+            entries.extend(chunk_entries(
+                name,
+                chunk,
+                chunk_bytes(name, chunks, chunk)?,
+            )?);
+        }
+        Ok(assemble(header, entries))
     }
 
     /// A segment's transactions without their tenants' changes (only truncates and alters
-    /// are decoded), and the tenants it has changes of: cheap to read.
+    /// are decoded), and the tenants it has changes of: its head and its nil chunk only,
+    /// read by byte range.
     pub async fn read_segment_summary(&self, name: &str) -> Result<(Segment, Vec<TenantKey>)> {
-        let bytes = self.get_object(name).await?;
-        let tenants = segment_tenants(name, &bytes)?;
-        Ok((
-            decode_segment(name, &bytes, Some(&BTreeSet::new()))?,
-            tenants,
-        ))
+        let (header, start) = self.read_segment_head(name).await?;
+        let tenants = header
+            .chunks
+            .iter()
+            .filter_map(|c| c.tenant.clone())
+            .collect();
+        let segment = self
+            .read_chunks(name, header, start, &BTreeSet::new())
+            .await?;
+        Ok((segment, tenants))
     }
 
     /// A segment with only the changes of `tenants` (and the changes that apply to every
-    /// tenant); every transaction is there, possibly with no changes. Only those tenants'
-    /// chunks are decompressed.
+    /// tenant); every transaction is there, possibly with no changes. Only the head and
+    /// those tenants' chunks are read (by byte range) and decompressed.
     pub async fn read_segment_for(
         &self,
         name: &str,
         tenants: &BTreeSet<TenantKey>,
     ) -> Result<Segment> {
-        let bytes = self.get_object(name).await?;
-        decode_segment(name, &bytes, Some(tenants))
+        let (header, start) = self.read_segment_head(name).await?;
+        self.read_chunks(name, header, start, tenants).await
+    }
+
+    /// The segment of `header` with the chunks of `tenants` and the nil chunk, each read by
+    /// byte range from `start` and checked against its hash.
+    async fn read_chunks(
+        &self,
+        name: &str,
+        header: SegmentHeader,
+        start: u64,
+        tenants: &BTreeSet<TenantKey>,
+    ) -> Result<Segment> {
+        let mut entries = Vec::new();
+        for chunk in header
+            .chunks
+            .iter()
+            .filter(|c| c.tenant.as_ref().is_none_or(|t| tenants.contains(t)))
+        {
+            let range = start + chunk.offset..start + chunk.offset + chunk.length;
+            let bytes = self.store.get_range(name, range).await?.ok_or_else(|| {
+                Error::vault(format!(
+                    "vault object {name} is missing from {}",
+                    self.store.describe()
+                ))
+            })?;
+            entries.extend(chunk_entries(name, chunk, &bytes)?);
+        }
+        Ok(assemble(header, entries))
+    }
+
+    /// A segment's header, checked against its name, and where its chunks start.
+    async fn read_segment_head(&self, name: &str) -> Result<(SegmentHeader, u64)> {
+        let missing = || {
+            Error::vault(format!(
+                "vault object {name} is missing from {}",
+                self.store.describe()
+            ))
+        };
+        let mut head = self
+            .store
+            .get_range(name, 0..HEAD_PROBE)
+            .await?
+            .ok_or_else(missing)?
+            .to_vec();
+        let length = head_length(name, &head)?;
+        if head.len() < length {
+            let rest = self
+                .store
+                .get_range(name, head.len() as u64..length as u64)
+                .await?
+                .ok_or_else(missing)?;
+            head.extend_from_slice(&rest);
+        }
+        let header = open_head(name, &head)?;
+        Ok((header, length as u64))
     }
 
     pub async fn read_base(&self, name: &str) -> Result<Base> {
@@ -451,6 +520,16 @@ fn corrupt(name: &str, why: impl std::fmt::Display) -> Error {
 /// Check an object's bytes against the checksum in its name and its header; return the
 /// body after the header.
 fn open_envelope<'a>(name: &str, kind: Kind, bytes: &'a [u8]) -> Result<&'a [u8]> {
+    check_name_hash(name, bytes)?;
+    if bytes.len() < 11 || &bytes[..8] != MAGIC {
+        return Err(corrupt(name, "no LIFEBOAT header"));
+    }
+    check_version_and_kind(name, kind, bytes)?;
+    Ok(&bytes[11..])
+}
+
+/// `bytes` hash to the checksum in the object's name.
+fn check_name_hash(name: &str, bytes: &[u8]) -> Result<()> {
     let expected = name
         .rsplit('/')
         .next()
@@ -465,9 +544,12 @@ fn open_envelope<'a>(name: &str, kind: Kind, bytes: &'a [u8]) -> Result<&'a [u8]
             format!("checksum {actual} does not match the {expected} in its name"),
         ));
     }
-    if bytes.len() < 11 || &bytes[..8] != MAGIC {
-        return Err(corrupt(name, "no LIFEBOAT header"));
-    }
+    Ok(())
+}
+
+/// The envelope's version is this build's and its kind the one expected (`bytes` holds at
+/// least the magic, version and kind).
+fn check_version_and_kind(name: &str, kind: Kind, bytes: &[u8]) -> Result<()> {
     let version = u16::from_be_bytes([bytes[8], bytes[9]]);
     if version != FORMAT_VERSION {
         return Err(Error::new(
@@ -481,7 +563,7 @@ fn open_envelope<'a>(name: &str, kind: Kind, bytes: &'a [u8]) -> Result<&'a [u8]
             format!("kind {} where {} was expected", bytes[10], kind as u8),
         ));
     }
-    Ok(&bytes[11..])
+    Ok(())
 }
 
 fn decode<T: DeserializeOwned>(name: &str, kind: Kind, bytes: &[u8]) -> Result<T> {
@@ -666,19 +748,21 @@ struct TransactionHeader {
 }
 
 /// One tenant's changes (or, with no tenant, the changes for every tenant), compressed on
-/// their own at `offset` after the header.
+/// their own at `offset` after the header, with the hash of their bytes.
 #[derive(Serialize, serde::Deserialize)]
 struct ChunkRef {
     tenant: Option<TenantKey>,
     offset: u64,
     length: u64,
+    hash: String,
 }
 
 /// A change in a chunk: its transaction's index in the segment and its own index in the
 /// transaction, so that chunks merge back into the original order.
 type ChunkEntry = (u32, u32, crate::model::Change);
 
-fn encode_segment(segment: &Segment) -> Result<Bytes> {
+/// A segment's bytes and the hash of its head (its name's hash).
+fn encode_segment(segment: &Segment) -> Result<(Bytes, String)> {
     let mut chunks: BTreeMap<Option<TenantKey>, Vec<ChunkEntry>> = BTreeMap::new();
     for (t, tx) in segment.transactions.iter().enumerate() {
         for (c, change) in tx.changes.iter().enumerate() {
@@ -697,6 +781,7 @@ fn encode_segment(segment: &Segment) -> Result<Bytes> {
             tenant: tenant.clone(),
             offset: body.len() as u64,
             length: packed.len() as u64,
+            hash: content_hash(&packed),
         });
         body.extend_from_slice(&packed);
     }
@@ -717,40 +802,74 @@ fn encode_segment(segment: &Segment) -> Result<Bytes> {
             .collect(),
         chunks: refs,
     })?;
-    let mut bytes = Vec::with_capacity(15 + header.len() + body.len());
+    let mut bytes = Vec::with_capacity(SEGMENT_PREAMBLE + header.len() + body.len());
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
     bytes.push(Kind::Segment as u8);
     bytes.extend_from_slice(&(header.len() as u32).to_be_bytes());
     bytes.extend_from_slice(&header);
+    let head_hash = content_hash(&bytes);
     bytes.extend_from_slice(&body);
-    Ok(Bytes::from(bytes))
+    Ok((Bytes::from(bytes), head_hash))
 }
 
-/// A segment's header and the bytes of its chunks.
-fn segment_parts<'a>(name: &str, bytes: &'a [u8]) -> Result<(SegmentHeader, &'a [u8])> {
-    let body = open_envelope(name, Kind::Segment, bytes)?;
-    if body.len() < 4 {
-        return Err(corrupt(name, "no segment header"));
+/// The length of a segment's head, from its first bytes (magic, version and kind checked).
+fn head_length(name: &str, bytes: &[u8]) -> Result<usize> {
+    if bytes.len() < SEGMENT_PREAMBLE || &bytes[..8] != MAGIC {
+        return Err(corrupt(name, "no LIFEBOAT header"));
     }
-    let header_length = u32::from_be_bytes([body[0], body[1], body[2], body[3]]) as usize;
-    let header_bytes = body
-        .get(4..4 + header_length)
+    check_version_and_kind(name, Kind::Segment, bytes)?;
+    let length = u32::from_be_bytes([bytes[11], bytes[12], bytes[13], bytes[14]]) as usize;
+    Ok(SEGMENT_PREAMBLE + length)
+}
+
+/// A segment's header from its head's bytes, checked against the hash in its name.
+fn open_head(name: &str, bytes: &[u8]) -> Result<SegmentHeader> {
+    let length = head_length(name, bytes)?;
+    let head = bytes
+        .get(..length)
         .ok_or_else(|| corrupt(name, "segment header runs past the end"))?;
-    Ok((unpack(name, header_bytes)?, &body[4 + header_length..]))
+    check_name_hash(name, head)?;
+    unpack(name, &head[SEGMENT_PREAMBLE..])
 }
 
-fn segment_tenants(name: &str, bytes: &[u8]) -> Result<Vec<TenantKey>> {
-    let (header, _) = segment_parts(name, bytes)?;
-    Ok(header.chunks.into_iter().filter_map(|c| c.tenant).collect())
+/// A segment's header and the bytes of its chunks, from the whole object.
+fn segment_parts<'a>(name: &str, bytes: &'a [u8]) -> Result<(SegmentHeader, &'a [u8])> {
+    let header = open_head(name, bytes)?;
+    Ok((header, &bytes[head_length(name, bytes)?..]))
 }
 
-fn decode_segment(
-    name: &str,
-    bytes: &[u8],
-    tenants: Option<&BTreeSet<TenantKey>>,
-) -> Result<Segment> {
-    let (header, chunk_area) = segment_parts(name, bytes)?;
+/// A chunk's bytes in the chunk area of a whole segment.
+fn chunk_bytes<'a>(name: &str, area: &'a [u8], chunk: &ChunkRef) -> Result<&'a [u8]> {
+    usize::try_from(chunk.offset)
+        .ok()
+        .zip(usize::try_from(chunk.length).ok())
+        .and_then(|(offset, length)| area.get(offset..offset.checked_add(length)?))
+        .ok_or_else(|| corrupt(name, "a chunk runs past the end"))
+}
+
+/// A chunk's changes, its bytes checked against its hash.
+fn chunk_entries(name: &str, chunk: &ChunkRef, bytes: &[u8]) -> Result<Vec<ChunkEntry>> {
+    if bytes.len() as u64 != chunk.length {
+        return Err(corrupt(name, "a chunk runs past the end"));
+    }
+    if content_hash(bytes) != chunk.hash {
+        return Err(corrupt(
+            name,
+            format!(
+                "the chunk of {} does not match its checksum",
+                chunk
+                    .tenant
+                    .as_ref()
+                    .map_or("every tenant".to_string(), |t| format!("tenant {t}"))
+            ),
+        ));
+    }
+    unpack(name, bytes)
+}
+
+/// The segment of `header` with the changes in `entries`, in their original order.
+fn assemble(header: SegmentHeader, mut entries: Vec<ChunkEntry>) -> Segment {
     let mut transactions: Vec<crate::model::Transaction> = header
         .transactions
         .iter()
@@ -761,36 +880,20 @@ fn decode_segment(
             changes: Vec::new(),
         })
         .collect();
-    let mut entries: Vec<ChunkEntry> = Vec::new();
-    for chunk in &header.chunks {
-        let wanted = match (&chunk.tenant, tenants) {
-            (None, _) | (_, None) => true,
-            (Some(tenant), Some(set)) => set.contains(tenant),
-        };
-        if !wanted {
-            continue;
-        }
-        let packed = usize::try_from(chunk.offset)
-            .ok()
-            .zip(usize::try_from(chunk.length).ok())
-            .and_then(|(offset, length)| chunk_area.get(offset..offset.checked_add(length)?))
-            .ok_or_else(|| corrupt(name, "a chunk runs past the end"))?;
-        entries.extend(unpack::<Vec<ChunkEntry>>(name, packed)?);
-    }
     entries.sort_by_key(|(t, c, _)| (*t, *c));
     for (t, _, change) in entries {
-        let tx = transactions
-            .get_mut(t as usize)
-            .ok_or_else(|| corrupt(name, "a change names a transaction that is not there"))?;
-        tx.changes.push(change);
+        // An entry naming a transaction that is not there cannot pass the hashes.
+        if let Some(tx) = transactions.get_mut(t as usize) {
+            tx.changes.push(change);
+        }
     }
-    Ok(Segment {
+    Segment {
         source: header.source,
         first: header.first,
         last: header.last,
         tables: header.tables,
         transactions,
-    })
+    }
 }
 
 /// Escape a tenant key for an object name: bytes outside `A-Z a-z 0-9 - _` become `=XX`.
@@ -927,6 +1030,53 @@ mod tests {
                 (Some("a".into()), Op::Insert)
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_segment_head_and_chunks_are_checked_on_their_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vault = Vault::open_or_create(Arc::new(LocalStore::new(dir.path())))
+            .await
+            .expect("vault");
+        let mut segment = segment();
+        let mut second = segment.transactions[0].changes[0].clone();
+        second.tenant = Some(TenantKey::new("2"));
+        segment.transactions[0].changes.push(second);
+        let name = vault.put_segment(&segment).await.expect("put");
+        let path = dir.path().join(&name);
+        let good = std::fs::read(&path).expect("read");
+        let one: BTreeSet<TenantKey> = [TenantKey::new("1")].into();
+        let two: BTreeSet<TenantKey> = [TenantKey::new("2")].into();
+
+        // The last chunk (tenant 2's) damaged: reading tenant 1 never touches it; reading
+        // tenant 2, or the whole segment, is refused.
+        let mut bytes = good.clone();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x55;
+        std::fs::write(&path, &bytes).expect("write");
+        let read = vault.read_segment_for(&name, &one).await.expect("tenant 1");
+        assert_eq!(read.transactions[0].changes.len(), 1);
+        for err in [
+            vault
+                .read_segment_for(&name, &two)
+                .await
+                .expect_err("tenant 2"),
+            vault.read_segment(&name).await.expect_err("whole"),
+        ] {
+            assert_eq!(err.kind(), ErrorKind::Corrupt);
+            assert!(err.to_string().contains("tenant 2"), "{err}");
+        }
+        let (summary, tenants) = vault.read_segment_summary(&name).await.expect("summary");
+        assert_eq!(summary.transactions.len(), 1);
+        assert_eq!(tenants, [TenantKey::new("1"), TenantKey::new("2")]);
+
+        // The head damaged: nothing is read.
+        let mut bytes = good;
+        bytes[SEGMENT_PREAMBLE + 2] ^= 0x55;
+        std::fs::write(&path, &bytes).expect("write");
+        let err = vault.read_segment_summary(&name).await.expect_err("head");
+        assert_eq!(err.kind(), ErrorKind::Corrupt);
+        assert!(err.to_string().contains("does not match"), "{err}");
     }
 
     #[tokio::test]

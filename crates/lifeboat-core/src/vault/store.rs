@@ -20,12 +20,15 @@ use crate::error::{Error, Result};
 ///   under one name do not happen.
 /// - `get` of a missing object returns `Ok(None)`; any other failure is an error, marked
 ///   transient when retrying may help.
+/// - `get_range` returns the bytes of `range`, fewer when the object ends first (none when
+///   it starts at or after the end); a missing object is `Ok(None)`.
 /// - `list` returns every name under the prefix (`/`-separated, no leading `/`), sorted.
 /// - `delete` of a missing object succeeds.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
     async fn put(&self, name: &str, bytes: Bytes) -> Result<()>;
     async fn get(&self, name: &str) -> Result<Option<Bytes>>;
+    async fn get_range(&self, name: &str, range: std::ops::Range<u64>) -> Result<Option<Bytes>>;
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
     async fn delete(&self, name: &str) -> Result<()>;
     /// A description for messages: the URL it was opened from.
@@ -84,6 +87,35 @@ impl Store for LocalStore {
             }
             Err(e) => Err(io_error("cannot read", &path, e)),
         }
+    }
+
+    async fn get_range(&self, name: &str, range: std::ops::Range<u64>) -> Result<Option<Bytes>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let path = self.path(name)?;
+        tokio::task::spawn_blocking(move || {
+            let mut file = match std::fs::File::open(&path) {
+                Ok(file) => file,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory
+                    ) =>
+                {
+                    return Ok(None)
+                }
+                Err(e) => return Err(io_error("cannot read", &path, e)),
+            };
+            let mut bytes = Vec::new();
+            file.seek(SeekFrom::Start(range.start))
+                .and_then(|_| {
+                    file.take(range.end.saturating_sub(range.start))
+                        .read_to_end(&mut bytes)
+                })
+                .map_err(|e| io_error("cannot read", &path, e))?;
+            Ok(Some(Bytes::from(bytes)))
+        })
+        .await
+        .map_err(|e| Error::vault(format!("vault read task failed: {e}")))?
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
@@ -236,6 +268,23 @@ impl Store for S3Store {
 
     async fn get(&self, name: &str) -> Result<Option<Bytes>> {
         match self.inner.get(&self.full(name)).await {
+            Ok(result) => Ok(Some(
+                result
+                    .bytes()
+                    .await
+                    .map_err(|e| self.error("cannot read", name, e))?,
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error("cannot read", name, e)),
+        }
+    }
+
+    async fn get_range(&self, name: &str, range: std::ops::Range<u64>) -> Result<Option<Bytes>> {
+        if range.is_empty() {
+            return Ok(Some(Bytes::new()));
+        }
+        let options = object_store::GetOptions::default().with_range(Some(range));
+        match self.inner.get_opts(&self.full(name), options).await {
             Ok(result) => Ok(Some(
                 result
                     .bytes()
