@@ -20,6 +20,8 @@ use crate::model::{Base, Checkpoint, Row, Segment, TableSchema, TenantKey};
 pub const FORMAT_VERSION: u16 = 2;
 /// How much of a segment a head read fetches at first: most heads fit.
 const HEAD_PROBE: u64 = 16 * 1024;
+/// More chunks than this wanted from one segment: read it whole instead.
+const RANGE_READS_AT_MOST: usize = 8;
 /// Magic, version, kind and the header's length.
 const SEGMENT_PREAMBLE: usize = 15;
 const MAGIC: &[u8; 8] = b"LIFEBOAT";
@@ -399,12 +401,23 @@ impl Vault {
         start: u64,
         tenants: &BTreeSet<TenantKey>,
     ) -> Result<Segment> {
-        let mut entries = Vec::new();
-        for chunk in header
+        let wanted: Vec<&ChunkRef> = header
             .chunks
             .iter()
             .filter(|c| c.tenant.as_ref().is_none_or(|t| tenants.contains(t)))
-        {
+            .collect();
+        let mut entries = Vec::new();
+        if wanted.len() > RANGE_READS_AT_MOST {
+            // Many tenants of this segment: one read of the whole object beats a request
+            // per chunk.
+            let bytes = self.get_object(name).await?;
+            let (_, area) = segment_parts(name, &bytes)?;
+            for chunk in wanted {
+                entries.extend(chunk_entries(name, chunk, chunk_bytes(name, area, chunk)?)?);
+            }
+            return Ok(assemble(header, entries));
+        }
+        for chunk in wanted {
             let range = start + chunk.offset..start + chunk.offset + chunk.length;
             let bytes = self.store.get_range(name, range).await?.ok_or_else(|| {
                 Error::vault(format!(
@@ -1077,6 +1090,33 @@ mod tests {
         let err = vault.read_segment_summary(&name).await.expect_err("head");
         assert_eq!(err.kind(), ErrorKind::Corrupt);
         assert!(err.to_string().contains("does not match"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn many_tenants_of_a_segment_read_at_once_are_all_there() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vault = Vault::open_or_create(Arc::new(LocalStore::new(dir.path())))
+            .await
+            .expect("vault");
+        let mut segment = segment();
+        let template = segment.transactions[0].changes[0].clone();
+        segment.transactions[0].changes = (0..20)
+            .map(|i| {
+                let mut change = template.clone();
+                change.tenant = Some(TenantKey::new(i.to_string()));
+                change
+            })
+            .collect();
+        let name = vault.put_segment(&segment).await.expect("put");
+        let wanted: BTreeSet<TenantKey> = (0..15).map(|i| TenantKey::new(i.to_string())).collect();
+        assert!(wanted.len() > RANGE_READS_AT_MOST);
+        let read = vault.read_segment_for(&name, &wanted).await.expect("read");
+        let got: BTreeSet<TenantKey> = read.transactions[0]
+            .changes
+            .iter()
+            .filter_map(|c| c.tenant.clone())
+            .collect();
+        assert_eq!(got, wanted);
     }
 
     #[tokio::test]
