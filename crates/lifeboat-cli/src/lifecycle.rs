@@ -131,7 +131,12 @@ async fn delete(
             }
             steps.push((
                 name.clone(),
-                tenant_delete(&source.tenancy, &resolved.schema, "ANY($tenants)")?,
+                tenant_delete(
+                    &source.tenancy,
+                    &resolved.schema,
+                    "ANY($tenants)",
+                    source.is_postgres(),
+                )?,
             ));
         }
     }

@@ -68,24 +68,25 @@ impl Stop {
     }
 }
 
-/// `SELECT t0.cols FROM table t0 [JOIN parent t1 …] WHERE tN.<tenant column> = <placeholder>`:
-/// a tenant's rows of one table, following its `tenant_via` path.
+/// A tenant's rows of one table: `SELECT <columns> FROM table t0 WHERE <tenant column> =
+/// <placeholder>`, or, for a table reached through `tenant_via`, `WHERE <link column>` is
+/// among the keys of the parent's rows that belong to the tenant (see `via_keys`).
 pub fn tenant_query(
     tenancy: &SourceTenancy,
     schema: &TableSchema,
     placeholder: &str,
+    postgres: bool,
 ) -> Result<String> {
-    let (links, tenant_column) = tenant_path(tenancy, schema)?;
     let columns: Vec<String> = schema
         .columns
         .iter()
         .map(|c| format!("t0.{}", quote_ident(c)))
         .collect();
     Ok(format!(
-        "SELECT {} FROM {} t0{}",
+        "SELECT {} FROM {} t0 WHERE {}",
         columns.join(", "),
         quote_ident(&schema.name),
-        joins_to_tenant(&links, 0, &tenant_column, placeholder)
+        tenant_condition(tenancy, schema, "t0.", placeholder, postgres)?
     ))
 }
 
@@ -95,22 +96,46 @@ pub fn tenant_delete(
     tenancy: &SourceTenancy,
     schema: &TableSchema,
     placeholder: &str,
+    postgres: bool,
+) -> Result<String> {
+    Ok(format!(
+        "DELETE FROM {} WHERE {}",
+        quote_ident(&schema.name),
+        tenant_condition(tenancy, schema, "", placeholder, postgres)?
+    ))
+}
+
+/// The condition that selects a tenant's rows of `schema` (columns prefixed by `alias`).
+/// Through `tenant_via`, the parent keys are computed first: on PostgreSQL as
+/// `= ANY(ARRAY(SELECT …))`, which the planner evaluates once and then probes the link
+/// column's index with (a plain `IN (SELECT …)` can turn into a scan of the whole child
+/// table); on SQLite as `IN (SELECT …)`, which it already plans that way.
+fn tenant_condition(
+    tenancy: &SourceTenancy,
+    schema: &TableSchema,
+    alias: &str,
+    placeholder: &str,
+    postgres: bool,
 ) -> Result<String> {
     let (links, tenant_column) = tenant_path(tenancy, schema)?;
-    let table = quote_ident(&schema.name);
     let Some(first) = links.first() else {
         return Ok(format!(
-            "DELETE FROM {table} WHERE {} = {placeholder}",
+            "{alias}{} = {placeholder}",
             quote_ident(&tenant_column)
         ));
     };
-    Ok(format!(
-        "DELETE FROM {table} WHERE {} IN (SELECT t1.{} FROM {} t1{})",
-        quote_ident(&first.column),
+    let keys = format!(
+        "SELECT t1.{} FROM {} t1{}",
         quote_ident(&first.parent_column),
         quote_ident(&first.parent),
         joins_to_tenant(&links, 1, &tenant_column, placeholder)
-    ))
+    );
+    let column = format!("{alias}{}", quote_ident(&first.column));
+    Ok(if postgres {
+        format!("{column} = ANY(ARRAY({keys}))")
+    } else {
+        format!("{column} IN ({keys})")
+    })
 }
 
 fn tenant_path(

@@ -473,7 +473,7 @@ pub fn for_each_tenant_row(
 ) -> Result<()> {
     let err = |e| sqlite_error(path, e);
     for table in tenancy.tenant_tables() {
-        let sql = tenant_query(tenancy, &table.schema, "?1")?;
+        let sql = tenant_query(tenancy, &table.schema, "?1", false)?;
         let mut stmt = conn.prepare_cached(&sql).map_err(err)?;
         let key = tenant_parameter(tenant);
         let mut rows = stmt.query([key]).map_err(err)?;
@@ -569,12 +569,12 @@ pub fn write_tenant(
         let removed = if dry_run {
             let sql = format!(
                 "SELECT count(*) FROM ({})",
-                tenant_query(tenancy, schema, "?1")?
+                tenant_query(tenancy, schema, "?1", false)?
             );
             tx.query_row(&sql, [&key], |r| r.get::<_, i64>(0))
                 .map_err(err)? as u64
         } else {
-            tx.execute(&tenant_delete(tenancy, schema, "?1")?, [&key])
+            tx.execute(&tenant_delete(tenancy, schema, "?1", false)?, [&key])
                 .map_err(err)? as u64
         };
         report.tables.insert(table.name.clone(), (0, removed));
@@ -738,7 +738,7 @@ pub fn count_tenant_rows(
 ) -> Result<u64> {
     let sql = format!(
         "SELECT count(*) FROM ({})",
-        tenant_query(tenancy, schema, "?1")?
+        tenant_query(tenancy, schema, "?1", false)?
     );
     let n: i64 = conn
         .query_row(&sql, [tenant_parameter(tenant)], |r| r.get(0))

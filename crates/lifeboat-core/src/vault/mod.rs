@@ -205,12 +205,23 @@ impl Vault {
     }
 
     pub async fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<String> {
-        let bytes = encode(Kind::Checkpoint, checkpoint)?;
+        let keymaps = pack(&checkpoint.keymaps)?;
+        let header = pack(&CheckpointHeader {
+            source: checkpoint.source.clone(),
+            position: checkpoint.position,
+            commit_time_us: checkpoint.commit_time_us,
+            tables: checkpoint.tables.clone(),
+            keymaps: ChunkRef {
+                tenant: None,
+                offset: 0,
+                length: keymaps.len() as u64,
+                hash: content_hash(&keymaps),
+            },
+        })?;
+        let (bytes, head_hash) = with_head(Kind::Checkpoint, &header, &keymaps);
         let name = format!(
             "sources/{}/checkpoints/{:016x}-{}.ckpt",
-            checkpoint.source,
-            checkpoint.position,
-            content_hash(&bytes)
+            checkpoint.source, checkpoint.position, head_hash
         );
         self.store.put(&name, bytes).await?;
         Ok(name)
@@ -432,6 +443,12 @@ impl Vault {
 
     /// A segment's header, checked against its name, and where its chunks start.
     async fn read_segment_head(&self, name: &str) -> Result<(SegmentHeader, u64)> {
+        self.read_head(name, Kind::Segment).await
+    }
+
+    /// The header of a segment or checkpoint, read by byte range and checked against the
+    /// object's name, and where the data after it starts.
+    async fn read_head<T: DeserializeOwned>(&self, name: &str, kind: Kind) -> Result<(T, u64)> {
         let missing = || {
             Error::vault(format!(
                 "vault object {name} is missing from {}",
@@ -444,7 +461,7 @@ impl Vault {
             .await?
             .ok_or_else(missing)?
             .to_vec();
-        let length = head_length(name, &head)?;
+        let length = head_length(name, kind, &head)?;
         if head.len() < length {
             let rest = self
                 .store
@@ -453,7 +470,7 @@ impl Vault {
                 .ok_or_else(missing)?;
             head.extend_from_slice(&rest);
         }
-        let header = open_head(name, &head)?;
+        let header = open_head(name, kind, &head)?;
         Ok((header, length as u64))
     }
 
@@ -461,13 +478,27 @@ impl Vault {
         self.read(name, Kind::Base).await
     }
 
+    /// A whole checkpoint, key maps included (what capture resumes from).
     pub async fn read_checkpoint(&self, name: &str) -> Result<Checkpoint> {
-        self.read(name, Kind::Checkpoint).await
+        let bytes = self.get_object(name).await?;
+        let header: CheckpointHeader = open_head(name, Kind::Checkpoint, &bytes)?;
+        let area = &bytes[head_length(name, Kind::Checkpoint, &bytes)?..];
+        let keymaps = chunk_bytes(name, area, &header.keymaps)?;
+        check_chunk(name, &header.keymaps, keymaps)?;
+        Ok(Checkpoint {
+            source: header.source,
+            position: header.position,
+            commit_time_us: header.commit_time_us,
+            tables: header.tables,
+            keymaps: unpack(name, keymaps)?,
+        })
     }
 
-    /// A checkpoint without its key maps: what readers of history need of it.
+    /// A checkpoint without its key maps: what readers of history need of it. Only its
+    /// head is read, by byte range.
     pub async fn read_checkpoint_head(&self, name: &str) -> Result<CheckpointHead> {
-        self.read(name, Kind::Checkpoint).await
+        let (head, _) = self.read_head(name, Kind::Checkpoint).await?;
+        Ok(head)
     }
 
     /// A base whose rows are decoded on demand, a table at a time, never all at once. Its
@@ -594,6 +625,16 @@ fn pack<T: Serialize>(record: &T) -> Result<Vec<u8>> {
 fn unpack<T: DeserializeOwned>(name: &str, packed: &[u8]) -> Result<T> {
     let body = zstd::decode_all(packed).map_err(|e| corrupt(name, format!("zstd: {e}")))?;
     rmp_serde::from_slice(&body).map_err(|e| corrupt(name, format!("cannot decode: {e}")))
+}
+
+/// A checkpoint's header: everything but its key maps, and where they are.
+#[derive(Serialize, serde::Deserialize)]
+struct CheckpointHeader {
+    source: String,
+    position: u64,
+    commit_time_us: i64,
+    tables: Vec<TableSchema>,
+    keymaps: ChunkRef,
 }
 
 /// A checkpoint's position, time and table shapes, without its key maps.
@@ -815,30 +856,37 @@ fn encode_segment(segment: &Segment) -> Result<(Bytes, String)> {
             .collect(),
         chunks: refs,
     })?;
+    Ok(with_head(Kind::Segment, &header, &body))
+}
+
+/// An object of `kind` made of a head (preamble and packed `header`) and `body`, and the
+/// hash of its head (its name's hash).
+fn with_head(kind: Kind, header: &[u8], body: &[u8]) -> (Bytes, String) {
     let mut bytes = Vec::with_capacity(SEGMENT_PREAMBLE + header.len() + body.len());
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
-    bytes.push(Kind::Segment as u8);
+    bytes.push(kind as u8);
     bytes.extend_from_slice(&(header.len() as u32).to_be_bytes());
-    bytes.extend_from_slice(&header);
+    bytes.extend_from_slice(header);
     let head_hash = content_hash(&bytes);
-    bytes.extend_from_slice(&body);
-    Ok((Bytes::from(bytes), head_hash))
+    bytes.extend_from_slice(body);
+    (Bytes::from(bytes), head_hash)
 }
 
-/// The length of a segment's head, from its first bytes (magic, version and kind checked).
-fn head_length(name: &str, bytes: &[u8]) -> Result<usize> {
+/// The length of a segment's or checkpoint's head, from its first bytes (magic, version and
+/// kind checked).
+fn head_length(name: &str, kind: Kind, bytes: &[u8]) -> Result<usize> {
     if bytes.len() < SEGMENT_PREAMBLE || &bytes[..8] != MAGIC {
         return Err(corrupt(name, "no LIFEBOAT header"));
     }
-    check_version_and_kind(name, Kind::Segment, bytes)?;
+    check_version_and_kind(name, kind, bytes)?;
     let length = u32::from_be_bytes([bytes[11], bytes[12], bytes[13], bytes[14]]) as usize;
     Ok(SEGMENT_PREAMBLE + length)
 }
 
-/// A segment's header from its head's bytes, checked against the hash in its name.
-fn open_head(name: &str, bytes: &[u8]) -> Result<SegmentHeader> {
-    let length = head_length(name, bytes)?;
+/// The header in a head's bytes, checked against the hash in the object's name.
+fn open_head<T: DeserializeOwned>(name: &str, kind: Kind, bytes: &[u8]) -> Result<T> {
+    let length = head_length(name, kind, bytes)?;
     let head = bytes
         .get(..length)
         .ok_or_else(|| corrupt(name, "segment header runs past the end"))?;
@@ -848,8 +896,8 @@ fn open_head(name: &str, bytes: &[u8]) -> Result<SegmentHeader> {
 
 /// A segment's header and the bytes of its chunks, from the whole object.
 fn segment_parts<'a>(name: &str, bytes: &'a [u8]) -> Result<(SegmentHeader, &'a [u8])> {
-    let header = open_head(name, bytes)?;
-    Ok((header, &bytes[head_length(name, bytes)?..]))
+    let header = open_head(name, Kind::Segment, bytes)?;
+    Ok((header, &bytes[head_length(name, Kind::Segment, bytes)?..]))
 }
 
 /// A chunk's bytes in the chunk area of a whole segment.
@@ -863,6 +911,12 @@ fn chunk_bytes<'a>(name: &str, area: &'a [u8], chunk: &ChunkRef) -> Result<&'a [
 
 /// A chunk's changes, its bytes checked against its hash.
 fn chunk_entries(name: &str, chunk: &ChunkRef, bytes: &[u8]) -> Result<Vec<ChunkEntry>> {
+    check_chunk(name, chunk, bytes)?;
+    unpack(name, bytes)
+}
+
+/// A chunk's bytes are whole and match its hash.
+fn check_chunk(name: &str, chunk: &ChunkRef, bytes: &[u8]) -> Result<()> {
     if bytes.len() as u64 != chunk.length {
         return Err(corrupt(name, "a chunk runs past the end"));
     }
@@ -878,7 +932,7 @@ fn chunk_entries(name: &str, chunk: &ChunkRef, bytes: &[u8]) -> Result<Vec<Chunk
             ),
         ));
     }
-    unpack(name, bytes)
+    Ok(())
 }
 
 /// The segment of `header` with the changes in `entries`, in their original order.

@@ -776,7 +776,12 @@ pub async fn for_each_tenant_row(
 ) -> Result<()> {
     for table in tenancy.tenant_tables() {
         let name = &table.schema.name;
-        let query = tenant_query(tenancy, &table.schema, &quote_literal(tenant.as_str()))?;
+        let query = tenant_query(
+            tenancy,
+            &table.schema,
+            &quote_literal(tenant.as_str()),
+            true,
+        )?;
         let stream = client
             .copy_out(&format!("COPY ({query}) TO STDOUT"))
             .await
@@ -822,7 +827,7 @@ pub async fn count_tenant_rows(
     schema: &TableSchema,
     tenant: &TenantKey,
 ) -> Result<u64> {
-    let query = tenant_query(tenancy, schema, &quote_literal(tenant.as_str()))?;
+    let query = tenant_query(tenancy, schema, &quote_literal(tenant.as_str()), true)?;
     let text = simple_value(client, &format!("SELECT count(*) FROM ({query}) x"))
         .await?
         .unwrap_or_default();

@@ -116,7 +116,7 @@ pub async fn write_tenant(
                 client,
                 &format!(
                     "SELECT count(*) FROM ({}) x",
-                    tenant_query(tenancy, schema, &key)?
+                    tenant_query(tenancy, schema, &key, true)?
                 ),
             )
             .await?;
@@ -134,7 +134,7 @@ pub async fn write_tenant(
             .table(&table.name)
             .ok_or_else(|| vanished(&table.name))?
             .schema;
-        let sql = tenant_delete(tenancy, schema, &key)?;
+        let sql = tenant_delete(tenancy, schema, &key, true)?;
         let removed = tx.execute(sql.as_str(), &[]).await.map_err(|e| {
             pg_error(
                 &format!("cannot remove the current rows of {}", table.name),
