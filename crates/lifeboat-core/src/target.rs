@@ -130,17 +130,19 @@ async fn find_transaction(
     txid: u64,
 ) -> Result<(u64, i64)> {
     let mut found = None;
+    // pgoutput gives 32-bit xids; `txid_current()` adds the epoch above them.
+    let xid = if postgres { txid & 0xffff_ffff } else { txid };
     for segment in &history.segments {
         if postgres {
+            // Only segments whose names say their xids span it (a span wider than half the
+            // xid space has wrapped around: look inside).
+            let (low, high) = segment.xids;
+            if (xid < low || xid > high) && high.saturating_sub(low) < 1 << 31 {
+                continue;
+            }
             // The transaction list is in the segment's header.
             let summary = history.summary(vault, &segment.name).await?;
-            if let Some(tx) = summary
-                .0
-                .transactions
-                .iter()
-                .rev()
-                .find(|tx| tx.xid == txid)
-            {
+            if let Some(tx) = summary.0.transactions.iter().rev().find(|tx| tx.xid == xid) {
                 found = Some((tx.position, tx.commit_time_us));
             }
         } else if segment.first <= txid && txid <= segment.last {

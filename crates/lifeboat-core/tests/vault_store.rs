@@ -350,12 +350,14 @@ mod contract {
                 SegmentRef {
                     name: earlier_name.clone(),
                     first: 5,
-                    last: 0x1_0000_0010
+                    last: 0x1_0000_0010,
+                    xids: (100, 101),
                 },
                 SegmentRef {
                     name: later_name.clone(),
                     first: 0x1_0000_0020,
-                    last: 0x1_0000_0030
+                    last: 0x1_0000_0030,
+                    xids: (100, 101),
                 },
             ]
         );

@@ -73,6 +73,9 @@ pub struct SegmentRef {
     pub name: String,
     pub first: u64,
     pub last: u64,
+    /// The smallest and largest transaction id in the segment (PostgreSQL xids, SQLite
+    /// commit group ids): where to look for a transaction without reading anything.
+    pub xids: (u64, u64),
 }
 
 /// A base or checkpoint as listed.
@@ -183,8 +186,9 @@ impl Vault {
 
     pub async fn put_segment(&self, segment: &Segment) -> Result<String> {
         let (bytes, head_hash) = encode_segment(segment)?;
+        let (xmin, xmax) = xid_range(segment);
         let name = format!(
-            "sources/{}/segments/{:016x}-{:016x}-{}.seg",
+            "sources/{}/segments/{:016x}-{:016x}-{xmin:016x}-{xmax:016x}-{}.seg",
             segment.source, segment.first, segment.last, head_hash
         );
         self.store.put(&name, bytes).await?;
@@ -267,14 +271,19 @@ impl Vault {
         for name in self.store.list(&prefix).await? {
             let file = &name[prefix.len()..];
             let parsed = file.strip_suffix(".seg").and_then(|stem| {
-                let mut parts = stem.splitn(3, '-');
-                let first = u64::from_str_radix(parts.next()?, 16).ok()?;
-                let last = u64::from_str_radix(parts.next()?, 16).ok()?;
+                let mut parts = stem.splitn(5, '-');
+                let mut number = || u64::from_str_radix(parts.next()?, 16).ok();
+                let (first, last, xmin, xmax) = (number()?, number()?, number()?, number()?);
                 parts.next()?;
-                Some((first, last))
+                Some((first, last, (xmin, xmax)))
             });
             match parsed {
-                Some((first, last)) => refs.push(SegmentRef { name, first, last }),
+                Some((first, last, xids)) => refs.push(SegmentRef {
+                    name,
+                    first,
+                    last,
+                    xids,
+                }),
                 None => tracing::warn!("ignoring unexpected vault object {name}"),
             }
         }
@@ -814,6 +823,12 @@ struct ChunkRef {
 /// A change in a chunk: its transaction's index in the segment and its own index in the
 /// transaction, so that chunks merge back into the original order.
 type ChunkEntry = (u32, u32, crate::model::Change);
+
+/// The smallest and largest transaction id of a segment ((0, 0) without transactions).
+fn xid_range(segment: &Segment) -> (u64, u64) {
+    let xids = segment.transactions.iter().map(|tx| tx.xid);
+    (xids.clone().min().unwrap_or(0), xids.max().unwrap_or(0))
+}
 
 /// A segment's bytes and the hash of its head (its name's hash).
 fn encode_segment(segment: &Segment) -> Result<(Bytes, String)> {
