@@ -203,6 +203,11 @@ mkdir -p "$TEST_DIR"
 [[ -x $PG_BIN/initdb ]] || apt_install postgresql-15
 pg_start pg-logical "$PG_PORT" logical
 pg_start pg-replica "$PG_REPLICA_PORT" replica
+# Slots left by earlier runs (a test killed half way) hold WAL until the disk fills.
+"$PG_BIN/psql" -qAt -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres \
+    -c "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots WHERE NOT active" \
+    >/dev/null || log "could not drop stale replication slots"
+
 moto_start
 command -v chromium >/dev/null || apt_install chromium
 

@@ -1008,7 +1008,7 @@ async fn verify_batch(
     let vault = open_vault(config).await?;
     let keys: BTreeSet<TenantKey> = tenants.iter().map(|t| TenantKey::new(t.clone())).collect();
     for (name, position) in &resolved.positions {
-        let history = SourceHistory::load(&vault, name).await?;
+        let history = SourceHistory::load_for(&vault, name, &keys).await?;
         let source = LiveSource::open(name, config.source(name)?, false).await?;
         let streams = history.streams_at(&vault, &keys, *position).await?;
         for (tenant, mut stream) in streams {

@@ -247,9 +247,14 @@ pub async fn execute(config: &Config, request: &Request) -> Result<Summary> {
         targets.push(target);
     }
     let vault = open_vault(config).await?;
+    let requested: BTreeSet<TenantKey> = request
+        .tenants
+        .iter()
+        .map(|t| TenantKey::new(t.clone()))
+        .collect();
     let mut histories = Vec::new();
     for name in &names {
-        histories.push(SourceHistory::load(&vault, name).await?);
+        histories.push(SourceHistory::load_for(&vault, name, &requested).await?);
     }
     let tenant_keys = check_tenants(&vault, &histories, &request.tenants).await?;
     let postgres: BTreeSet<String> = targets

@@ -51,9 +51,14 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
         .transpose()?;
     let sources = open_sources(&config, &names, false).await?;
     let vault = open_vault(&config).await?;
+    let requested: std::collections::BTreeSet<lifeboat_core::model::TenantKey> = args
+        .tenants
+        .iter()
+        .map(|t| lifeboat_core::model::TenantKey::new(t.clone()))
+        .collect();
     let mut histories = Vec::new();
     for source in &sources {
-        histories.push(SourceHistory::load(&vault, &source.name).await?);
+        histories.push(SourceHistory::load_for(&vault, &source.name, &requested).await?);
     }
     let tenants = check_tenants(&vault, &histories, &args.tenants).await?;
 

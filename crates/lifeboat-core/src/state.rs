@@ -239,8 +239,33 @@ pub struct SourceHistory {
 
 impl SourceHistory {
     pub async fn load(vault: &Vault, source: &str) -> Result<SourceHistory> {
+        let bases = vault.list_all_bases(source).await?;
+        Self::with_bases(vault, source, bases).await
+    }
+
+    /// Like `load`, with the bases of `tenants` only: what a command about a few tenants
+    /// needs, without listing every tenant's bases.
+    pub async fn load_for(
+        vault: &Vault,
+        source: &str,
+        tenants: &BTreeSet<TenantKey>,
+    ) -> Result<SourceHistory> {
+        let mut bases = BTreeMap::new();
+        for tenant in tenants {
+            let refs = vault.list_bases(source, tenant).await?;
+            if !refs.is_empty() {
+                bases.insert(tenant.clone(), refs);
+            }
+        }
+        Self::with_bases(vault, source, bases).await
+    }
+
+    async fn with_bases(
+        vault: &Vault,
+        source: &str,
+        mut bases: BTreeMap<TenantKey, Vec<PositionRef>>,
+    ) -> Result<SourceHistory> {
         let checkpoints = vault.list_checkpoints(source).await?;
-        let mut bases = vault.list_all_bases(source).await?;
         // Bases below the first checkpoint come from a first snapshot that never
         // finished: they are not history (docs/vault-format.md, write order).
         let start = checkpoints.first().map_or(u64::MAX, |c| c.position);
