@@ -65,6 +65,50 @@ fn component_pairs(pairs: &[String]) -> Result<BTreeMap<String, String>> {
 // ---------------------------------------------------------------------------------------
 // incident
 
+#[cfg(test)]
+mod tests {
+    use super::compare_attributes;
+
+    #[test]
+    fn attribute_order_is_total() {
+        let mut values = vec![
+            Some("9"),
+            Some("10"),
+            Some("1a"),
+            Some("NaN"),
+            None,
+            Some("2.5"),
+            Some("b"),
+        ];
+        values.sort_by(|a, b| compare_attributes(*a, *b, false));
+        assert_eq!(
+            values,
+            [
+                Some("2.5"),
+                Some("9"),
+                Some("10"),
+                Some("1a"),
+                Some("NaN"),
+                Some("b"),
+                None
+            ]
+        );
+        values.sort_by(|a, b| compare_attributes(*a, *b, true));
+        assert_eq!(
+            values,
+            [
+                Some("b"),
+                Some("NaN"),
+                Some("1a"),
+                Some("10"),
+                Some("9"),
+                Some("2.5"),
+                None
+            ]
+        );
+    }
+}
+
 #[derive(clap::Args)]
 pub struct IncidentArgs {
     #[command(subcommand)]
@@ -448,6 +492,29 @@ fn priority_keys(spec: &str) -> Result<Vec<(String, bool)>> {
     Ok(out)
 }
 
+/// A total order on attribute values: numbers (by value) before text (by bytes), `desc`
+/// reversing both; a tenant without the value goes last either way.
+fn compare_attributes(x: Option<&str>, y: Option<&str>, desc: bool) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let number = |v: &str| v.parse::<f64>().ok().filter(|n| n.is_finite());
+    let ordering = match (x, y) {
+        (None, None) => return Ordering::Equal,
+        (None, Some(_)) => return Ordering::Greater,
+        (Some(_), None) => return Ordering::Less,
+        (Some(x), Some(y)) => match (number(x), number(y)) {
+            (Some(a), Some(b)) => a.total_cmp(&b),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => x.cmp(y),
+        },
+    };
+    if desc {
+        ordering.reverse()
+    } else {
+        ordering
+    }
+}
+
 /// Check and queue a campaign: the incident exists, the tenants are known to the vault,
 /// the target is inside every source's window; tenants ordered by the priority keys.
 pub async fn start_campaign(
@@ -469,6 +536,14 @@ pub async fn start_campaign(
     let names: Vec<String> = config.sources.keys().cloned().collect();
     let histories = histories(&vault, &names).await?;
     let tenants = check_tenants(&vault, &histories, &request.tenants).await?;
+    if let Target::At(time_us) = request.target {
+        if time_us > now_us() {
+            return Err(Error::usage(format!(
+                "--at {} is in the future",
+                format_us(time_us)
+            )));
+        }
+    }
     let resolved = resolve_target(config, &vault, &histories, &request.target).await?;
 
     // Attributes: imported ones, then the configured columns and the user count read
@@ -493,18 +568,8 @@ pub async fn start_campaign(
     let mut order: Vec<String> = tenants.iter().map(|t| t.to_string()).collect();
     order.sort_by(|a, b| {
         for (name, desc) in &keys {
-            let (x, y) = (value(a, name), value(b, name));
-            let ordering = match (&x, &y) {
-                (None, None) => std::cmp::Ordering::Equal,
-                // Tenants without the attribute go last either way.
-                (None, Some(_)) => return std::cmp::Ordering::Greater,
-                (Some(_), None) => return std::cmp::Ordering::Less,
-                (Some(x), Some(y)) => match (x.parse::<f64>(), y.parse::<f64>()) {
-                    (Ok(x), Ok(y)) => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
-                    _ => x.cmp(y),
-                },
-            };
-            let ordering = if *desc { ordering.reverse() } else { ordering };
+            let ordering =
+                compare_attributes(value(a, name).as_deref(), value(b, name).as_deref(), *desc);
             if ordering != std::cmp::Ordering::Equal {
                 return ordering;
             }
@@ -519,10 +584,16 @@ pub async fn start_campaign(
         })
         .collect();
     let now = now_us();
+    // Every batch restores to the same positions, resolved once here: capture moving on
+    // must not move the target.
+    let mut target = request.target_json.clone();
+    if let Some(object) = target.as_object_mut() {
+        object.insert("positions".into(), json!(resolved.positions));
+    }
     let campaign = Campaign {
         id: new_id()?,
         incident: request.incident.clone(),
-        target: request.target_json.clone(),
+        target,
         target_time: format_us(resolved.time_us),
         batch_size: request.batch_size,
         priority: request.priority.clone(),
@@ -754,7 +825,13 @@ pub async fn worker(config_path: Option<PathBuf>, args: WorkerArgs) -> Result<u8
         let host = std::fs::read_to_string("/etc/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "host".to_string());
-        format!("{host}-{}", std::process::id())
+        // The pid alone repeats across containers: a random part keeps names apart.
+        let suffix = lifeboat_source::status::new_id().unwrap_or_default();
+        format!(
+            "{host}-{}-{}",
+            std::process::id(),
+            &suffix[..4.min(suffix.len())]
+        )
     });
     let stop = Stop::new();
     {
@@ -869,98 +946,138 @@ async fn work_once(
         campaign.id
     );
 
-    // Renew the lease while the batch runs; a killed worker stops renewing.
+    // Renew the lease while the batch runs (a killed worker stops renewing). When a
+    // renewal fails, the batch is abandoned at once: its tenants may soon be another
+    // worker's, and a restore still running here must not write over theirs.
+    let lost = std::sync::Arc::new(tokio::sync::Notify::new());
     let renewer = {
         let url = url.to_string();
         let worker = worker.to_string();
         let id = campaign.id.clone();
+        let lost = lost.clone();
         tokio::spawn(async move {
+            let interval = Duration::from_micros((lease_us / 3).max(100_000) as u64);
+            let mut failures = 0;
             loop {
-                tokio::time::sleep(Duration::from_micros((lease_us / 3).max(100_000) as u64)).await;
-                let url = url.clone();
-                let worker = worker.clone();
-                let id = id.clone();
-                let renewed = tokio::task::spawn_blocking(move || {
-                    ControlStore::open(&url)?.renew_lease(&worker, &id, lease_us)
+                tokio::time::sleep(if failures == 0 {
+                    interval
+                } else {
+                    interval / 4
                 })
                 .await;
-                if !matches!(renewed, Ok(Ok(true))) {
-                    break;
+                let (u, w, i) = (url.clone(), worker.clone(), id.clone());
+                let renewed = tokio::task::spawn_blocking(move || {
+                    ControlStore::open(&u)?.renew_lease(&w, &i, lease_us)
+                })
+                .await;
+                match renewed {
+                    Ok(Ok(true)) => failures = 0,
+                    Ok(Ok(false)) => {
+                        tracing::warn!("worker {worker}: another worker holds this batch now");
+                        lost.notify_one();
+                        return;
+                    }
+                    other => {
+                        failures += 1;
+                        tracing::warn!("worker {worker}: lease renewal failed: {other:?}");
+                        if failures >= 3 {
+                            lost.notify_one();
+                            return;
+                        }
+                    }
                 }
             }
         })
     };
-    let result = restore_batch(config, &campaign, &keys, jobs).await;
-    let mut control = ControlStore::open(url)?;
-    let (mut ok, mut bad) = (0, 0);
-    // Back to the queue with the reason, or failed once its attempts are used up
-    // (`attempts` counts the claim that made this one).
-    let mut give_back =
-        |control: &mut ControlStore, tenant: &str, attempts: i64, reason: &str| -> Result<()> {
-            let stage = if attempts < i64::from(config.campaigns.max_attempts) {
-                "queued"
-            } else {
-                "failed"
+    let work = async {
+        let result = restore_batch(config, &campaign, &keys, jobs).await;
+        let mut control = ControlStore::open(url)?;
+        let (mut ok, mut bad) = (0, 0);
+        // Back to the queue with the reason, or failed once its attempts are used up
+        // (`attempts` counts the claim that made this one).
+        let mut give_back =
+            |control: &mut ControlStore, tenant: &str, attempts: i64, reason: &str| -> Result<()> {
+                let stage = if attempts < i64::from(config.campaigns.max_attempts) {
+                    "queued"
+                } else {
+                    "failed"
+                };
+                if control.set_stage(worker, &campaign.id, tenant, stage, Some(reason), None)? {
+                    bad += 1;
+                } else {
+                    tracing::warn!("worker {worker}: tenant {tenant} is another worker's now");
+                }
+                Ok(())
             };
-            control.set_stage(worker, &campaign.id, tenant, stage, Some(reason), None)?;
-            bad += 1;
-            Ok(())
-        };
-    match result {
-        Err(e) => {
-            // The whole batch failed before any tenant was written.
-            for t in &tenants {
-                give_back(&mut control, &t.tenant, t.attempts, &e.to_string())?;
-            }
-        }
-        Ok((rows, failures, resolved)) => {
-            let restored: Vec<String> = keys
-                .iter()
-                .filter(|k| !failures.contains_key(*k))
-                .cloned()
-                .collect();
-            for t in &tenants {
-                match failures.get(&t.tenant) {
-                    Some(reason) => give_back(&mut control, &t.tenant, t.attempts, reason)?,
-                    None => {
-                        control.set_stage(
-                            worker,
-                            &campaign.id,
-                            &t.tenant,
-                            "verifying",
-                            None,
-                            None,
-                        )?;
-                    }
+        match result {
+            Err(e) => {
+                // The whole batch failed before any tenant was written.
+                for t in &tenants {
+                    give_back(&mut control, &t.tenant, t.attempts, &e.to_string())?;
                 }
             }
-            drop(control);
-            let problems = verify_batch(config, &restored, &resolved).await?;
-            let mut control = ControlStore::open(url)?;
-            for tenant in &restored {
-                let t = tenants.iter().find(|t| &t.tenant == tenant);
-                let attempts = t.map(|t| t.attempts).unwrap_or(1);
-                match problems.get(tenant) {
-                    Some(reason) => give_back(&mut control, tenant, attempts, reason)?,
-                    None => {
-                        let stage = if policy.customer {
-                            "awaiting_acceptance"
-                        } else {
-                            "restored"
-                        };
-                        let n = rows.get(tenant).map(|n| *n as i64);
-                        control.set_stage(worker, &campaign.id, tenant, stage, None, n)?;
-                        ok += 1;
+            Ok((rows, failures, resolved)) => {
+                let restored: Vec<String> = keys
+                    .iter()
+                    .filter(|k| !failures.contains_key(*k))
+                    .cloned()
+                    .collect();
+                for t in &tenants {
+                    match failures.get(&t.tenant) {
+                        Some(reason) => give_back(&mut control, &t.tenant, t.attempts, reason)?,
+                        None => {
+                            control.set_stage(
+                                worker,
+                                &campaign.id,
+                                &t.tenant,
+                                "verifying",
+                                None,
+                                None,
+                            )?;
+                        }
                     }
                 }
-            }
-            if let Some(after) = policy.auto_after_us {
-                control.auto_accept(after)?;
+                drop(control);
+                let problems = verify_batch(config, &restored, &resolved).await?;
+                let mut control = ControlStore::open(url)?;
+                for tenant in &restored {
+                    let t = tenants.iter().find(|t| &t.tenant == tenant);
+                    let attempts = t.map(|t| t.attempts).unwrap_or(1);
+                    match problems.get(tenant) {
+                        Some(reason) => give_back(&mut control, tenant, attempts, reason)?,
+                        None => {
+                            let stage = if policy.customer {
+                                "awaiting_acceptance"
+                            } else {
+                                "restored"
+                            };
+                            let n = rows.get(tenant).map(|n| *n as i64);
+                            if control.set_stage(worker, &campaign.id, tenant, stage, None, n)? {
+                                ok += 1;
+                            } else {
+                                tracing::warn!(
+                                    "worker {worker}: tenant {tenant} is another worker's now"
+                                );
+                            }
+                        }
+                    }
+                }
+                if let Some(after) = policy.auto_after_us {
+                    control.auto_accept(after)?;
+                }
             }
         }
-    }
+        Ok::<_, Error>((ok, bad))
+    };
+    let outcome = tokio::select! {
+        outcome = work => outcome,
+        _ = lost.notified() => {
+            tracing::warn!("worker {worker}: batch of campaign {} abandoned", campaign.id);
+            Ok((0, 0))
+        }
+    };
     renewer.abort();
-    Ok(Some((ok, bad)))
+    Ok(Some(outcome?))
 }
 
 /// Restore `tenants` to the campaign's target. Returns rows per tenant, failures by
@@ -971,11 +1088,18 @@ async fn restore_batch(
     tenants: &[String],
     jobs: usize,
 ) -> Result<(BTreeMap<String, u64>, BTreeMap<String, String>, Resolved)> {
-    let target = Target::parse(
-        campaign.target.get("at").and_then(|v| v.as_str()),
-        campaign.target.get("before_tx").and_then(|v| v.as_str()),
-    )?;
-    // The same positions for every batch: the target resolves to them once captured.
+    // The positions resolved when the campaign started.
+    let positions: Option<BTreeMap<String, u64>> = campaign
+        .target
+        .get("positions")
+        .and_then(|p| serde_json::from_value(p.clone()).ok());
+    let target = match positions {
+        Some(positions) => Target::Positions(positions),
+        None => Target::parse(
+            campaign.target.get("at").and_then(|v| v.as_str()),
+            campaign.target.get("before_tx").and_then(|v| v.as_str()),
+        )?,
+    };
     let request = crate::restore::Request {
         tenants: tenants.to_vec(),
         target,
@@ -1106,10 +1230,12 @@ pub async fn serve(config_path: Option<PathBuf>, args: ServeArgs) -> Result<u8> 
     let token = std::env::var("LIFEBOAT_TOKEN")
         .ok()
         .or_else(|| config.server.token.clone());
+    let policy = acceptance(&config);
     let state = lifeboat_web::AppState::new(
         &control_url(&config, &config_path)?,
         lifeboat_web::PageInfo::new(&config.server.page_name, &public_url),
         token,
+        policy.auto_after_us.filter(|_| policy.customer),
     )?;
     crate::say!("serving the status page on http://{address}/");
     lifeboat_web::serve(listener, state, shutdown_signal())

@@ -377,6 +377,7 @@ async fn recover_as_campaign(
         &url,
         lifeboat_web::PageInfo::new("Lifeboat drill", &format!("http://{address}")),
         None,
+        None,
     )?;
     let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(lifeboat_web::serve(listener, state, async move {

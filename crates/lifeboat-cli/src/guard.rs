@@ -921,7 +921,8 @@ pub async fn apply(config_path: Option<PathBuf>, args: ApplyArgs) -> Result<u8> 
             return Ok(EXIT_PROBLEM);
         }
         let keys: Vec<String> = wave.iter().map(|t| t.to_string()).collect();
-        control.mark_applied(&plan.hash, &keys, wave_number, &point)?;
+        let deletes = plan.purpose() == Purpose::TenantDelete;
+        control.mark_applied(&plan.hash, &keys, wave_number, &point, deletes)?;
         let rows: u64 = got.values().flat_map(|t| t.values()).sum();
         control
             .append(
@@ -931,8 +932,7 @@ pub async fn apply(config_path: Option<PathBuf>, args: ApplyArgs) -> Result<u8> 
                 json!({"wave": wave_number, "tenants": keys, "rows": rows}),
             )
             .await?;
-        if plan.purpose() == Purpose::TenantDelete {
-            control.mark_deleted(&keys, &plan.hash, &point)?;
+        if deletes {
             for key in &keys {
                 control
                     .append(
@@ -1011,6 +1011,38 @@ pub async fn undo(config_path: Option<PathBuf>, args: PlanRefArgs) -> Result<u8>
             plan.short()
         )));
     }
+    if plan.purpose() == Purpose::TenantDelete {
+        // Undoing a delete is undeleting its tenants, with the same checks: not those
+        // brought back already, never over rows written under the key since.
+        let mut still = Vec::new();
+        for tenant in applied.keys() {
+            if control.deleted_tenant(tenant)?.is_some() {
+                still.push(tenant.clone());
+            }
+        }
+        if still.is_empty() {
+            return Err(Error::usage(format!(
+                "every tenant of plan {} was brought back already",
+                plan.short()
+            )));
+        }
+        drop(control);
+        let code = crate::lifecycle::undelete(config_path.clone(), still, Some(by.clone())).await?;
+        if code == 0 {
+            let mut control = control_store(&config, &config_path).await?;
+            control.set_apply(
+                &plan.hash,
+                &ApplyState {
+                    state: "undone".into(),
+                    restore_point: state.restore_point,
+                },
+            )?;
+            control
+                .append(&by, "undo", &plan.hash, json!({"undeleted": true}))
+                .await?;
+        }
+        return Ok(code);
+    }
     let mut by_point: BTreeMap<&BTreeMap<String, u64>, Vec<String>> = BTreeMap::new();
     for (tenant, a) in &applied {
         by_point.entry(&a.point).or_default().push(tenant.clone());
@@ -1036,19 +1068,6 @@ pub async fn undo(config_path: Option<PathBuf>, args: PlanRefArgs) -> Result<u8>
             restore_point: state.restore_point,
         },
     )?;
-    if plan.purpose() == Purpose::TenantDelete {
-        for tenant in &tenants {
-            control.mark_undeleted(tenant)?;
-            control
-                .append(
-                    &by,
-                    "undelete",
-                    &format!("tenant:{tenant}"),
-                    json!({"plan": plan.hash}),
-                )
-                .await?;
-        }
-    }
     crate::say!(
         "undid plan {}: {} tenants restored to just before their wave ({} rows), every one \
          verified",
@@ -1088,12 +1107,22 @@ pub(crate) async fn restore_to_points(
     groups: &BTreeMap<&BTreeMap<String, u64>, Vec<String>>,
 ) -> Result<(u64, usize)> {
     let names: BTreeSet<String> = groups.keys().flat_map(|p| p.keys().cloned()).collect();
-    catch_up(config, &names).await?;
+    let latest = catch_up(config, &names).await?;
     let (mut rows, mut failures) = (0, 0);
     for (point, tenants) in groups {
+        // A point is a live position taken before a wave; with capture caught up, a point
+        // past the vault's latest position (nothing committed since in that source) is
+        // the same state as that latest position.
+        let point: BTreeMap<String, u64> = point
+            .iter()
+            .map(|(source, p)| {
+                let p = latest.get(source).map_or(*p, |l| (*p).min(*l));
+                (source.clone(), p)
+            })
+            .collect();
         let request = crate::restore::Request {
             tenants: tenants.clone(),
-            target: Target::Positions((*point).clone()),
+            target: Target::Positions(point.clone()),
             sources: point.keys().cloned().collect(),
             as_key: None,
             into_url: None,

@@ -203,7 +203,7 @@ async fn delete(
     .await
 }
 
-async fn undelete(
+pub(crate) async fn undelete(
     config_path: Option<PathBuf>,
     tenants: Vec<String>,
     by: Option<String>,
@@ -312,6 +312,25 @@ async fn purge(
         }
         records.push(record);
     }
+    // A key in use again belongs to someone now: its history is not the deleted tenant's.
+    let names: BTreeSet<String> = config.sources.keys().cloned().collect();
+    let live = open_named(&config, &names).await?;
+    for record in &records {
+        for (name, source) in &live {
+            let mut rows = 0u64;
+            source
+                .for_each_tenant_row(&TenantKey::new(record.tenant.clone()), |_, _, _| rows += 1)
+                .await?;
+            if rows > 0 {
+                return Err(Error::usage(format!(
+                    "refused: tenant key {} has {rows} rows in source {name} again since its \
+                     deletion; purging would erase their history",
+                    record.tenant
+                )));
+            }
+        }
+    }
+    drop(live);
     let vault = open_vault(&config).await?;
     let sources = vault.list_sources().await?;
     for record in &records {

@@ -4,7 +4,7 @@
 //! tenants; and (status.rs) incidents and campaigns. A SQLite file by default, or a
 //! PostgreSQL database shared by several machines (`[control] url = "postgres://…"`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -22,6 +22,9 @@ CREATE TABLE IF NOT EXISTS audit (
     subject TEXT NOT NULL, details TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit_head (one BIGINT PRIMARY KEY CHECK (one = 1),
     seq BIGINT NOT NULL, hash TEXT NOT NULL);
+INSERT INTO audit_head (one, seq, hash)
+    VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000')
+    ON CONFLICT DO NOTHING;
 CREATE TABLE IF NOT EXISTS approvals (plan TEXT NOT NULL, approver TEXT NOT NULL,
     at TEXT NOT NULL, PRIMARY KEY (plan, approver));
 CREATE TABLE IF NOT EXISTS applies (plan TEXT PRIMARY KEY, state TEXT NOT NULL,
@@ -109,9 +112,19 @@ impl ControlStore {
     /// Open (and create) the control store at `url`: `sqlite:///abs/file`, a file path,
     /// or `postgres://…`.
     pub fn open(url: &str) -> Result<ControlStore> {
+        // The schema is made once per store and process: workers open the store often, and
+        // the DDL takes locks (PostgreSQL) or writes (SQLite) even when there is nothing
+        // to create.
+        static MADE: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
         let mut db = Db::open(url)?;
-        db.batch(SCHEMA)?;
-        db.batch(crate::status::SCHEMA)?;
+        let done = MADE.lock().map(|m| m.contains(url)).unwrap_or(false);
+        if !done {
+            db.batch(SCHEMA)?;
+            db.batch(crate::status::SCHEMA)?;
+            if let Ok(mut made) = MADE.lock() {
+                made.insert(url.to_string());
+            }
+        }
         Ok(ControlStore { db })
     }
 
@@ -252,7 +265,11 @@ impl ControlStore {
             .query_one("SELECT seq, hash FROM audit_head", &[])?
             .map(|r| Ok::<_, Error>((r.int(0)?, r.text(1)?)))
             .transpose()?;
-        let last = rows.last().map(|r| (r.seq as i64, r.hash.clone()));
+        // An empty log's head is entry 0 with the genesis hash.
+        let last = Some(
+            rows.last()
+                .map_or((0, GENESIS.to_string()), |r| (r.seq as i64, r.hash.clone())),
+        );
         if head != last {
             problems.push(match head {
                 Some((seq, _)) => format!(
@@ -336,14 +353,18 @@ impl ControlStore {
         Ok(out)
     }
 
-    /// Record a committed wave: its tenants and the positions just before it.
+    /// Record a committed wave: its tenants and the positions just before it, and with
+    /// `deleted` (a tenant-delete plan), the tenants as softly deleted, in one transaction.
     pub fn mark_applied(
         &mut self,
         plan: &str,
         tenants: &[String],
         wave: u32,
         point: &BTreeMap<String, u64>,
+        deleted: bool,
     ) -> Result<()> {
+        let now = lifeboat_core::time::now_us();
+        let at = lifeboat_core::time::format_us(now);
         let point = point_text(point)?;
         self.db.transaction(|db| {
             for tenant in tenants {
@@ -357,37 +378,24 @@ impl ControlStore {
                         point.as_str().into(),
                     ],
                 )?;
-            }
-            Ok(())
-        })
-    }
-
-    /// Mark `tenants` softly deleted by `plan`, restorable to `point`.
-    pub fn mark_deleted(
-        &mut self,
-        tenants: &[String],
-        plan: &str,
-        point: &BTreeMap<String, u64>,
-    ) -> Result<()> {
-        let now = lifeboat_core::time::now_us();
-        let at = lifeboat_core::time::format_us(now);
-        let point = point_text(point)?;
-        self.db.transaction(|db| {
-            for tenant in tenants {
-                db.execute(
-                    "INSERT INTO tenants (tenant, state, plan, deleted_at, deleted_at_us, point)
-                     VALUES (?1, 'deleted', ?2, ?3, ?4, ?5)
-                     ON CONFLICT (tenant) DO UPDATE SET state = 'deleted', plan = excluded.plan,
-                       deleted_at = excluded.deleted_at, deleted_at_us = excluded.deleted_at_us,
-                       point = excluded.point, purged_at = NULL",
-                    &[
-                        tenant.into(),
-                        plan.into(),
-                        at.as_str().into(),
-                        Val::Int(now),
-                        point.as_str().into(),
-                    ],
-                )?;
+                if deleted {
+                    db.execute(
+                        "INSERT INTO tenants (tenant, state, plan, deleted_at, deleted_at_us,
+                             point)
+                         VALUES (?1, 'deleted', ?2, ?3, ?4, ?5)
+                         ON CONFLICT (tenant) DO UPDATE SET state = 'deleted',
+                           plan = excluded.plan, deleted_at = excluded.deleted_at,
+                           deleted_at_us = excluded.deleted_at_us, point = excluded.point,
+                           purged_at = NULL",
+                        &[
+                            tenant.into(),
+                            plan.into(),
+                            at.as_str().into(),
+                            Val::Int(now),
+                            point.as_str().into(),
+                        ],
+                    )?;
+                }
             }
             Ok(())
         })

@@ -229,16 +229,12 @@ impl Db {
             "BEGIN IMMEDIATE"
         };
         self.batch(begin)?;
-        match work(self) {
-            Ok(out) => {
-                self.batch("COMMIT")?;
-                Ok(out)
-            }
-            Err(e) => {
-                let _ = self.batch("ROLLBACK");
-                Err(e)
-            }
+        let result = work(self).and_then(|out| self.batch("COMMIT").map(|()| out));
+        if result.is_err() {
+            // After a failed statement or COMMIT the transaction may still be open.
+            let _ = self.batch("ROLLBACK");
         }
+        result
     }
 }
 

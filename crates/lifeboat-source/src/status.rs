@@ -601,7 +601,6 @@ impl ControlStore {
         lease_us: i64,
     ) -> Result<Option<(Campaign, Vec<CampaignTenant>)>> {
         let (now_us, _) = now();
-        let campaigns = self.campaigns()?;
         // Queued, or held by a worker whose lease ran out; `now` is the placeholder of the
         // current time.
         let claimable = |now: &str| {
@@ -624,7 +623,10 @@ impl ControlStore {
                 None => db.query_one(
                     &format!(
                         "SELECT campaign FROM campaign_tenants WHERE {}
-                         ORDER BY campaign, rank LIMIT 1{skip}",
+                         ORDER BY (SELECT created_at_us FROM campaigns
+                                   WHERE campaigns.id = campaign_tenants.campaign),
+                                  campaign, rank
+                         LIMIT 1{skip}",
                         claimable("?1")
                     ),
                     &[Val::Int(now_us)],
@@ -634,11 +636,15 @@ impl ControlStore {
                 return Ok(None);
             };
             let id = first.text(0)?;
-            let batch = campaigns
-                .iter()
-                .find(|c| c.id == id)
-                .map(|c| c.batch_size.max(1))
-                .unwrap_or(1);
+            let batch = db
+                .query_one(
+                    "SELECT batch_size FROM campaigns WHERE id = ?1",
+                    &[id.as_str().into()],
+                )?
+                .map(|r| r.int(0))
+                .transpose()?
+                .unwrap_or(1)
+                .max(1);
             let tenants: Vec<CampaignTenant> = db
                 .query(
                     &format!(
@@ -646,7 +652,7 @@ impl ControlStore {
                          WHERE campaign = ?1 AND {} ORDER BY rank LIMIT ?3{skip}",
                         claimable("?2")
                     ),
-                    &[id.as_str().into(), Val::Int(now_us), batch.into()],
+                    &[id.as_str().into(), Val::Int(now_us), Val::Int(batch)],
                 )?
                 .iter()
                 .map(tenant_row)
@@ -671,7 +677,8 @@ impl ControlStore {
         let Some((id, tenants)) = claimed else {
             return Ok(None);
         };
-        let campaign = campaigns
+        let campaign = self
+            .campaigns()?
             .into_iter()
             .find(|c| c.id == id)
             .ok_or_else(|| Error::source(format!("campaign {id} vanished")))?;

@@ -16,6 +16,8 @@ pub fn escape(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            // Control characters are not allowed in XML (the feed): dropped.
+            c if c.is_control() && !matches!(c, '\t' | '\n' | '\r') => {}
             c => out.push(c),
         }
     }
@@ -80,7 +82,9 @@ pub fn public_page(
         .collect();
     for incident in &open {
         out.push_str(&format!(
-            "<section class=\"incident\"><h2>{}</h2><p class=\"meta\">{} · impact {}</p>",
+            "<section class=\"incident\" id=\"incident-{}\"><h2>{}</h2>\
+             <p class=\"meta\">{} · impact {}</p>",
+            escape(&incident.id),
             escape(&incident.name),
             escape(&words(&incident.status)),
             escape(&incident.impact)
@@ -116,7 +120,9 @@ pub fn public_page(
         out.push_str("<h2>Past incidents</h2>");
         for incident in past {
             out.push_str(&format!(
-                "<p><strong>{}</strong> <span class=\"meta\">resolved {}</span></p>",
+                "<p id=\"incident-{}\"><strong>{}</strong> \
+                 <span class=\"meta\">resolved {}</span></p>",
+                escape(&incident.id),
                 escape(&incident.name),
                 escape(incident.resolved_at.as_deref().unwrap_or(""))
             ));
@@ -240,7 +246,7 @@ pub fn atom_feed(page: &PageInfo, incidents: &[Incident], updated: &str) -> Stri
         out.push_str(&format!(
             "<entry><id>tag:lifeboat,{pid}:update:{uid}</id><title>{name}</title>\
              <updated>{at}</updated><published>{at}</published>\
-             <link rel=\"alternate\" type=\"text/html\" href=\"{url}/incidents/{iid}\"/>\
+             <link rel=\"alternate\" type=\"text/html\" href=\"{url}/#incident-{iid}\"/>\
              <content type=\"text\">{status} — {body}</content></entry>",
             pid = escape(&page.id),
             uid = escape(&update.id),

@@ -35,10 +35,14 @@ pub struct AppState {
 
 struct Inner {
     snapshot: RwLock<Arc<Snapshot>>,
-    /// One connection for the server's life (used from blocking tasks, one at a time).
+    /// One connection (used from blocking tasks, one at a time), opened again after an
+    /// error: a PostgreSQL control store may restart or fail over under the server.
     control: Mutex<ControlStore>,
+    control_url: String,
     page: PageInfo,
     token: Option<String>,
+    /// Accept tenants that have awaited acceptance this long (microseconds).
+    auto_accept_us: Option<i64>,
 }
 
 impl AppState {
@@ -47,6 +51,7 @@ impl AppState {
         control_url: &str,
         page: PageInfo,
         token: Option<String>,
+        auto_accept_us: Option<i64>,
     ) -> lifeboat_core::Result<AppState> {
         let mut control = ControlStore::open(control_url)?;
         let snapshot = Snapshot::build(&mut control, &page)?;
@@ -54,6 +59,8 @@ impl AppState {
             inner: Arc::new(Inner {
                 snapshot: RwLock::new(Arc::new(snapshot)),
                 control: Mutex::new(control),
+                control_url: control_url.to_string(),
+                auto_accept_us,
                 page,
                 token: token.filter(|t| !t.is_empty()),
             }),
@@ -71,21 +78,44 @@ impl AppState {
     pub async fn refresh(&self, force: bool) -> lifeboat_core::Result<()> {
         let state = self.clone();
         tokio::task::spawn_blocking(move || {
-            let mut control = state.control();
-            let current = state.snapshot();
-            let stale = lifeboat_core::time::now_us() - current.built_at_us > MAX_AGE_US;
-            if !force && !stale && control.status_version()? == current.version {
-                return Ok(());
-            }
-            let fresh = Arc::new(Snapshot::build(&mut control, &state.inner.page)?);
-            match state.inner.snapshot.write() {
-                Ok(mut s) => *s = fresh,
-                Err(poisoned) => *poisoned.into_inner() = fresh,
-            }
-            Ok(())
+            state.on_control(|control| {
+                if let Some(after) = state.inner.auto_accept_us {
+                    control.auto_accept(after)?;
+                }
+                let current = state.snapshot();
+                let stale = lifeboat_core::time::now_us() - current.built_at_us > MAX_AGE_US;
+                if !force && !stale && control.status_version()? == current.version {
+                    return Ok(());
+                }
+                let fresh = Arc::new(Snapshot::build(control, &state.inner.page)?);
+                match state.inner.snapshot.write() {
+                    Ok(mut s) => *s = fresh,
+                    Err(poisoned) => *poisoned.into_inner() = fresh,
+                }
+                Ok(())
+            })
         })
         .await
         .map_err(|e| Error::source(format!("snapshot task: {e}")))?
+    }
+
+    /// Run `work` on the control store (blocking); after an error, open the store again
+    /// and try once more.
+    fn on_control<T>(
+        &self,
+        work: impl Fn(&mut ControlStore) -> lifeboat_core::Result<T>,
+    ) -> lifeboat_core::Result<T> {
+        let mut control = self.control();
+        match work(&mut control) {
+            Ok(out) => Ok(out),
+            Err(first) => match ControlStore::open(&self.inner.control_url) {
+                Ok(fresh) => {
+                    *control = fresh;
+                    work(&mut control)
+                }
+                Err(_) => Err(first),
+            },
+        }
     }
 
     /// Keep the snapshot fresh until `stop` resolves: checks the control store's version
@@ -112,10 +142,10 @@ impl AppState {
     /// Run `work` on the control store on a blocking thread, then refresh the snapshot.
     async fn with_control<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&mut ControlStore) -> lifeboat_core::Result<T> + Send + 'static,
+        work: impl Fn(&mut ControlStore) -> lifeboat_core::Result<T> + Send + 'static,
     ) -> lifeboat_core::Result<T> {
         let state = self.clone();
-        let out = tokio::task::spawn_blocking(move || work(&mut state.control()))
+        let out = tokio::task::spawn_blocking(move || state.on_control(work))
             .await
             .map_err(|e| Error::source(format!("control store task: {e}")))??;
         self.refresh(true).await?;
@@ -268,7 +298,7 @@ async fn tenant_accept(State(state): State<AppState>, Path(token): Path<String>)
             )
                 .into_response(),
         ),
-        Err(e) => error_response(&e),
+        Err(e) => private_headers(error_response(&e)),
     }
 }
 
@@ -333,14 +363,27 @@ async fn operator_incidents(State(state): State<AppState>, headers: HeaderMap) -
     }
 }
 
+/// The request's JSON body, read only once the caller is known.
+fn incident_body(body: &[u8]) -> Result<IncidentBody, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(error_response(&Error::usage(format!(
+            "the body is not a valid request: {e}"
+        ))))
+    })
+}
+
 async fn operator_create(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Json(body): Json<IncidentBody>,
+    body: axum::body::Bytes,
 ) -> Response {
     if let Some(r) = unauthorised(&state, &headers) {
         return r;
     }
+    let body = match incident_body(&body) {
+        Ok(body) => body,
+        Err(r) => return *r,
+    };
     let Some(name) = body.name.filter(|n| !n.trim().is_empty()) else {
         return error_response(&Error::usage("a new incident needs a name"));
     };
@@ -374,11 +417,15 @@ async fn operator_update(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Json(body): Json<IncidentBody>,
+    body: axum::body::Bytes,
 ) -> Response {
     if let Some(r) = unauthorised(&state, &headers) {
         return r;
     }
+    let body = match incident_body(&body) {
+        Ok(body) => body,
+        Err(r) => return *r,
+    };
     let Some(status) = body.status else {
         return error_response(&Error::usage("an update needs a status"));
     };
@@ -396,11 +443,15 @@ async fn operator_resolve(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Json(body): Json<IncidentBody>,
+    body: axum::body::Bytes,
 ) -> Response {
     if let Some(r) = unauthorised(&state, &headers) {
         return r;
     }
+    let body = match incident_body(&body) {
+        Ok(body) => body,
+        Err(r) => return *r,
+    };
     let change = IncidentChange {
         name: None,
         status: "resolved".into(),

@@ -151,7 +151,7 @@ fn incident_json(page: &PageInfo, components: &[Component], i: &Incident) -> Jso
         "monitoring_at": i.monitoring_at,
         "resolved_at": i.resolved_at,
         "impact": i.impact,
-        "shortlink": format!("{}/incidents/{}", page.url, i.id),
+        "shortlink": format!("{}/#incident-{}", page.url, i.id),
         "started_at": i.started_at,
         "page_id": page.id,
         "incident_updates": i.updates.iter().map(|u| json!({

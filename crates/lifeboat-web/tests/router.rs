@@ -172,6 +172,7 @@ fn fixture_store() -> Fixture {
         &url,
         PageInfo::new("Example Status", "https://status.example.net"),
         Some(TOKEN.to_string()),
+        None,
     )
     .expect("state");
     let control = ControlStore::open(&url).expect("control");

@@ -381,7 +381,7 @@ impl Vault {
                 chunk_bytes(name, chunks, chunk)?,
             )?);
         }
-        Ok(assemble(header, entries))
+        assemble(name, header, entries)
     }
 
     /// A segment's transactions without their tenants' changes (only truncates and alters
@@ -435,7 +435,7 @@ impl Vault {
             for chunk in wanted {
                 entries.extend(chunk_entries(name, chunk, chunk_bytes(name, area, chunk)?)?);
             }
-            return Ok(assemble(header, entries));
+            return assemble(name, header, entries);
         }
         for chunk in wanted {
             let range = start + chunk.offset..start + chunk.offset + chunk.length;
@@ -447,7 +447,7 @@ impl Vault {
             })?;
             entries.extend(chunk_entries(name, chunk, &bytes)?);
         }
-        Ok(assemble(header, entries))
+        assemble(name, header, entries)
     }
 
     /// A segment's header, checked against its name, and where its chunks start.
@@ -951,7 +951,7 @@ fn check_chunk(name: &str, chunk: &ChunkRef, bytes: &[u8]) -> Result<()> {
 }
 
 /// The segment of `header` with the changes in `entries`, in their original order.
-fn assemble(header: SegmentHeader, mut entries: Vec<ChunkEntry>) -> Segment {
+fn assemble(name: &str, header: SegmentHeader, mut entries: Vec<ChunkEntry>) -> Result<Segment> {
     let mut transactions: Vec<crate::model::Transaction> = header
         .transactions
         .iter()
@@ -964,18 +964,18 @@ fn assemble(header: SegmentHeader, mut entries: Vec<ChunkEntry>) -> Segment {
         .collect();
     entries.sort_by_key(|(t, c, _)| (*t, *c));
     for (t, _, change) in entries {
-        // An entry naming a transaction that is not there cannot pass the hashes.
-        if let Some(tx) = transactions.get_mut(t as usize) {
-            tx.changes.push(change);
-        }
+        let tx = transactions
+            .get_mut(t as usize)
+            .ok_or_else(|| corrupt(name, "a change names a transaction that is not there"))?;
+        tx.changes.push(change);
     }
-    Segment {
+    Ok(Segment {
         source: header.source,
         first: header.first,
         last: header.last,
         tables: header.tables,
         transactions,
-    }
+    })
 }
 
 /// Escape a tenant key for an object name: bytes outside `A-Z a-z 0-9 - _` become `=XX`.
