@@ -619,6 +619,21 @@ fn tenants_are_deleted_softly_brought_back_and_purged_only_after_retention() {
         text.replace("[guard]\n", "[guard]\nretention_days = 0\n"),
     )
     .expect("config");
+    // A key in use again is not purged: its history would be the new tenant's.
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    conn.execute(
+        "INSERT INTO sites VALUES (4404, 'https://reused.example.net')",
+        [],
+    )
+    .expect("reuse");
+    refused(
+        &lifeboat(&config, &["tenant", "purge", "4404"]),
+        2,
+        "rows in source tracker again",
+    );
+    conn.execute("DELETE FROM sites WHERE id = 4404", [])
+        .expect("un-reuse");
+    drop(conn);
     let out = lifeboat_ok(&config, &["tenant", "purge", "4404", "--by", "carol"]);
     assert!(out.contains("purged tenant 4404"), "{out}");
     assert!(out.contains("1 bases deleted"), "{out}");
@@ -641,6 +656,12 @@ fn tenants_are_deleted_softly_brought_back_and_purged_only_after_retention() {
     assert!(tenants.contains("\"4403\""), "{tenants}");
     refused(
         &lifeboat(&config, &["tenant", "undelete", "4404"]),
+        2,
+        "was purged",
+    );
+    // Undoing the delete plan would undelete its tenants: 4403 is back, 4404 is purged.
+    refused(
+        &lifeboat(&config, &["undo", plan_arg, "--by", "carol"]),
         2,
         "was purged",
     );
