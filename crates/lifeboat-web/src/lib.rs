@@ -364,7 +364,14 @@ async fn operator_incidents(State(state): State<AppState>, headers: HeaderMap) -
 }
 
 /// The request's JSON body, read only once the caller is known.
-fn incident_body(body: &[u8]) -> Result<IncidentBody, Box<Response>> {
+fn authorised_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<IncidentBody, Box<Response>> {
+    if let Some(refusal) = unauthorised(state, headers) {
+        return Err(Box::new(refusal));
+    }
     serde_json::from_slice(body).map_err(|e| {
         Box::new(error_response(&Error::usage(format!(
             "the body is not a valid request: {e}"
@@ -377,10 +384,7 @@ async fn operator_create(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(r) = unauthorised(&state, &headers) {
-        return r;
-    }
-    let body = match incident_body(&body) {
+    let body = match authorised_body(&state, &headers, &body) {
         Ok(body) => body,
         Err(r) => return *r,
     };
@@ -419,10 +423,7 @@ async fn operator_update(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(r) = unauthorised(&state, &headers) {
-        return r;
-    }
-    let body = match incident_body(&body) {
+    let body = match authorised_body(&state, &headers, &body) {
         Ok(body) => body,
         Err(r) => return *r,
     };
@@ -445,10 +446,7 @@ async fn operator_resolve(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(r) = unauthorised(&state, &headers) {
-        return r;
-    }
-    let body = match incident_body(&body) {
+    let body = match authorised_body(&state, &headers, &body) {
         Ok(body) => body,
         Err(r) => return *r,
     };
