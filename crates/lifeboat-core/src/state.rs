@@ -232,9 +232,42 @@ pub struct SourceHistory {
     pub checkpoints: Vec<PositionRef>,
     pub bases: BTreeMap<TenantKey, Vec<PositionRef>>,
     /// Segment summaries read so far: one command asks for them several times.
-    summaries: Arc<Mutex<HashMap<String, SegmentSummary>>>,
+    summaries: ObjectCache<(Segment, Vec<TenantKey>)>,
     /// Checkpoint heads read so far (their key maps are never needed here).
-    heads: Arc<Mutex<HashMap<String, Arc<CheckpointHead>>>>,
+    heads: ObjectCache<CheckpointHead>,
+}
+
+/// Vault objects (or parts of them) read once and shared, by name.
+#[derive(Debug)]
+struct ObjectCache<T>(Arc<Mutex<HashMap<String, Arc<T>>>>);
+
+impl<T> Clone for ObjectCache<T> {
+    fn clone(&self) -> Self {
+        ObjectCache(self.0.clone())
+    }
+}
+
+impl<T> Default for ObjectCache<T> {
+    fn default() -> Self {
+        ObjectCache(Arc::default())
+    }
+}
+
+impl<T> ObjectCache<T> {
+    async fn get_or_read<F, Fut>(&self, name: &str, read: F) -> Result<Arc<T>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        if let Some(hit) = self.0.lock().ok().and_then(|m| m.get(name).cloned()) {
+            return Ok(hit);
+        }
+        let value = Arc::new(read().await?);
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(name.to_string(), value.clone());
+        }
+        Ok(value)
+    }
 }
 
 impl SourceHistory {
@@ -278,38 +311,23 @@ impl SourceHistory {
             segments: vault.list_segments(source).await?,
             checkpoints,
             bases,
-            summaries: Arc::default(),
-            heads: Arc::default(),
+            summaries: ObjectCache::default(),
+            heads: ObjectCache::default(),
         })
     }
 
     /// A segment's summary, read once per `SourceHistory`.
     pub async fn summary(&self, vault: &Vault, name: &str) -> Result<SegmentSummary> {
-        if let Some(summary) = self
-            .summaries
-            .lock()
-            .ok()
-            .and_then(|m| m.get(name).cloned())
-        {
-            return Ok(summary);
-        }
-        let summary = Arc::new(vault.read_segment_summary(name).await?);
-        if let Ok(mut summaries) = self.summaries.lock() {
-            summaries.insert(name.to_string(), summary.clone());
-        }
-        Ok(summary)
+        self.summaries
+            .get_or_read(name, || async { vault.read_segment_summary(name).await })
+            .await
     }
 
     /// A checkpoint's position, time and shapes, read once per `SourceHistory`.
     pub async fn checkpoint_head(&self, vault: &Vault, name: &str) -> Result<Arc<CheckpointHead>> {
-        if let Some(head) = self.heads.lock().ok().and_then(|m| m.get(name).cloned()) {
-            return Ok(head);
-        }
-        let head = Arc::new(vault.read_checkpoint_head(name).await?);
-        if let Ok(mut heads) = self.heads.lock() {
-            heads.insert(name.to_string(), head.clone());
-        }
-        Ok(head)
+        self.heads
+            .get_or_read(name, || async { vault.read_checkpoint_head(name).await })
+            .await
     }
 
     pub fn is_captured(&self) -> bool {
