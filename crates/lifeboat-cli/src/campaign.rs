@@ -27,23 +27,31 @@ use crate::EXIT_PROBLEM;
 
 pub(crate) fn open_control(config: &Config, config_path: &Option<PathBuf>) -> Result<ControlStore> {
     let mut control = ControlStore::open(&control_url(config, config_path)?)?;
-    let names: BTreeMap<String, String> = config
+    control.ensure_components(&component_names(config))?;
+    Ok(control)
+}
+
+/// The control store with its audit log anchored in the vault, for commands that write to
+/// the log.
+pub(crate) async fn open_audited(
+    config: &Config,
+    config_path: &Option<PathBuf>,
+) -> Result<crate::guard::Control> {
+    let mut control = crate::guard::control_store(config, config_path).await?;
+    control.ensure_components(&component_names(config))?;
+    Ok(control)
+}
+
+/// Source -> its component's name on the status page.
+fn component_names(config: &Config) -> BTreeMap<String, String> {
+    config
         .sources
         .keys()
         .map(|s| {
-            (
-                s.clone(),
-                config
-                    .server
-                    .components
-                    .get(s)
-                    .cloned()
-                    .unwrap_or_else(|| s.clone()),
-            )
+            let name = config.server.components.get(s).unwrap_or(s);
+            (s.clone(), name.clone())
         })
-        .collect();
-    control.ensure_components(&names)?;
-    Ok(control)
+        .collect()
 }
 
 /// `SOURCE=STATUS` pairs.
@@ -314,7 +322,7 @@ pub async fn campaign(config_path: Option<PathBuf>, args: CampaignArgs) -> Resul
                 _ => json!(null),
             };
             let tenants = campaign_tenants(tenants_from.as_ref(), plan.as_ref())?;
-            let mut control = open_control(&config, &config_path)?;
+            let mut control = open_audited(&config, &config_path).await?;
             let start = StartRequest {
                 incident,
                 target,
@@ -364,20 +372,18 @@ pub async fn campaign(config_path: Option<PathBuf>, args: CampaignArgs) -> Resul
             Ok(0)
         }
         CampaignCommand::Retry { id, tenants, by } => {
-            let mut control = open_control(&config, &config_path)?;
+            let mut control = open_audited(&config, &config_path).await?;
             if !control.campaigns()?.iter().any(|c| c.id == id) {
                 return Err(Error::usage(format!("unknown campaign {id}")));
             }
             let requeued = control.retry_failed(&id, &tenants)?;
-            let entry = control.append(
-                &crate::guard::login(by),
-                "campaign-retry",
-                &id,
-                json!({"tenants": requeued}),
-            )?;
-            open_vault(&config)
-                .await?
-                .put_audit_anchor(entry.seq, &entry.hash)
+            control
+                .append(
+                    &crate::guard::login(by),
+                    "campaign-retry",
+                    &id,
+                    json!({"tenants": requeued}),
+                )
                 .await?;
             crate::say!("{} failed tenants queued again", requeued.len());
             Ok(0)
@@ -519,7 +525,7 @@ fn compare_attributes(x: Option<&str>, y: Option<&str>, desc: bool) -> std::cmp:
 /// the target is inside every source's window; tenants ordered by the priority keys.
 pub async fn start_campaign(
     config: &Config,
-    control: &mut ControlStore,
+    control: &mut crate::guard::Control,
     request: StartRequest,
 ) -> Result<(String, usize)> {
     if control.incident(&request.incident)?.is_none() {
@@ -602,14 +608,15 @@ pub async fn start_campaign(
         created_by: request.by.clone(),
     };
     control.create_campaign(&campaign, &with_users)?;
-    let entry = control.append(
-        &request.by,
-        "campaign",
-        &campaign.id,
-        json!({"incident": request.incident, "tenants": with_users.len(),
-               "target": request.target_json, "priority": request.priority}),
-    )?;
-    vault.put_audit_anchor(entry.seq, &entry.hash).await?;
+    control
+        .append(
+            &request.by,
+            "campaign",
+            &campaign.id,
+            json!({"incident": request.incident, "tenants": with_users.len(),
+                   "target": request.target_json, "priority": request.priority}),
+        )
+        .await?;
     Ok((campaign.id, with_users.len()))
 }
 

@@ -348,7 +348,7 @@ async fn recover_as_campaign(
     // Nobody is there to accept in a drill.
     config.campaigns.acceptance = "skip".to_string();
     let url = crate::context::control_url(&config, &None)?;
-    let mut control = crate::campaign::open_control(&config, &None)?;
+    let mut control = crate::campaign::open_audited(&config, &None).await?;
     let incident = control.change_incident(
         None,
         &IncidentChange {

@@ -12,7 +12,7 @@ use lifeboat_core::state::SourceHistory;
 use lifeboat_core::target::Target;
 use lifeboat_core::vault::sha256_hex;
 use lifeboat_core::{Error, Result};
-use lifeboat_source::control::{ApplyState, ControlStore};
+use lifeboat_source::control::ControlStore;
 use lifeboat_source::guard::{bind_array, id_value, Effect, IdRow};
 use lifeboat_source::live::LiveSource;
 use lifeboat_source::Stop;
@@ -825,13 +825,7 @@ pub async fn apply(config_path: Option<PathBuf>, args: ApplyArgs) -> Result<u8> 
         }
     };
     control.clear_halt(&plan.hash)?;
-    control.set_apply(
-        &plan.hash,
-        &ApplyState {
-            state: "running".into(),
-            restore_point: restore_point.clone(),
-        },
-    )?;
+    control.set_apply(&plan.hash, "running", &restore_point)?;
     control.append(
         &by,
         "apply",
@@ -857,13 +851,7 @@ pub async fn apply(config_path: Option<PathBuf>, args: ApplyArgs) -> Result<u8> 
                 .then(|| format!("the file {}", halt_file.display()))
         });
         if let Some(who) = halted_by {
-            control.set_apply(
-                &plan.hash,
-                &ApplyState {
-                    state: "halted".into(),
-                    restore_point: restore_point.clone(),
-                },
-            )?;
+            control.set_apply(&plan.hash, "halted", &restore_point)?;
             control
                 .append(
                     &by,
@@ -898,13 +886,7 @@ pub async fn apply(config_path: Option<PathBuf>, args: ApplyArgs) -> Result<u8> 
         let got: BTreeMap<_, _> = got.into_iter().filter(|(_, v)| !v.is_empty()).collect();
         if !committed || got != expected {
             let differences = effect_differences(&expected, &got);
-            control.set_apply(
-                &plan.hash,
-                &ApplyState {
-                    state: "diverged".into(),
-                    restore_point: restore_point.clone(),
-                },
-            )?;
+            control.set_apply(&plan.hash, "diverged", &restore_point)?;
             control
                 .append(
                     &by,
@@ -952,13 +934,7 @@ pub async fn apply(config_path: Option<PathBuf>, args: ApplyArgs) -> Result<u8> 
         );
         lifeboat_core::failpoint::pause("apply.after-wave");
     }
-    control.set_apply(
-        &plan.hash,
-        &ApplyState {
-            state: "done".into(),
-            restore_point,
-        },
-    )?;
+    control.set_apply(&plan.hash, "done", &restore_point)?;
     control
         .append(
             &by,
@@ -1030,13 +1006,7 @@ pub async fn undo(config_path: Option<PathBuf>, args: PlanRefArgs) -> Result<u8>
         let code = crate::lifecycle::undelete(config_path.clone(), still, Some(by.clone())).await?;
         if code == 0 {
             let mut control = control_store(&config, &config_path).await?;
-            control.set_apply(
-                &plan.hash,
-                &ApplyState {
-                    state: "undone".into(),
-                    restore_point: state.restore_point,
-                },
-            )?;
+            control.set_apply(&plan.hash, "undone", &state.restore_point)?;
             control
                 .append(&by, "undo", &plan.hash, json!({"undeleted": true}))
                 .await?;
@@ -1061,13 +1031,7 @@ pub async fn undo(config_path: Option<PathBuf>, args: PlanRefArgs) -> Result<u8>
         eprintln!("undo: {failures} tenant restores failed or differ from the vault");
         return Ok(EXIT_PROBLEM);
     }
-    control.set_apply(
-        &plan.hash,
-        &ApplyState {
-            state: "undone".into(),
-            restore_point: state.restore_point,
-        },
-    )?;
+    control.set_apply(&plan.hash, "undone", &state.restore_point)?;
     crate::say!(
         "undid plan {}: {} tenants restored to just before their wave ({} rows), every one \
          verified",

@@ -13,6 +13,7 @@ use lifeboat_core::purge::{purge_tenant, PurgeReport};
 use lifeboat_core::tenancy::Tenancy;
 use lifeboat_core::{Error, Result};
 use lifeboat_source::guard::{id_value, IdRow};
+use lifeboat_source::live::LiveSource;
 use lifeboat_source::tenant_delete;
 
 use crate::context::{load_config, open_vault, print_json, thousands};
@@ -73,6 +74,24 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
         TenantCommand::Purge { tenants, by } => purge(config_path, tenants, by).await,
         TenantCommand::List { json } => list(config_path, json).await,
     }
+}
+
+/// The first source where `tenant` has rows now, and how many (counted per table).
+async fn rows_again(
+    sources: &BTreeMap<String, LiveSource>,
+    tenant: &str,
+) -> Result<Option<(String, u64)>> {
+    let key = TenantKey::new(tenant.to_string());
+    for (name, source) in sources {
+        let mut rows = 0;
+        for table in source.tenancy.tenant_tables() {
+            rows += source.count_tenant_rows(&key, &table.schema.name).await?;
+        }
+        if rows > 0 {
+            return Ok(Some((name.clone(), rows)));
+        }
+    }
+    Ok(None)
 }
 
 fn dedup(tenants: Vec<String>) -> Vec<String> {
@@ -234,18 +253,12 @@ pub(crate) async fn undelete(
         .collect();
     let sources = open_named(&config, &names).await?;
     for record in &records {
-        for name in record.point.keys() {
-            let mut rows = 0u64;
-            sources[name]
-                .for_each_tenant_row(&TenantKey::new(record.tenant.clone()), |_, _, _| rows += 1)
-                .await?;
-            if rows > 0 {
-                return Err(Error::usage(format!(
-                    "tenant {} has {rows} rows in source {name} again since its deletion; \
-                     undelete would replace them (use `lifeboat restore` if that is meant)",
-                    record.tenant
-                )));
-            }
+        if let Some((name, rows)) = rows_again(&sources, &record.tenant).await? {
+            return Err(Error::usage(format!(
+                "tenant {} has {rows} rows in source {name} again since its deletion; \
+                 undelete would replace them (use `lifeboat restore` if that is meant)",
+                record.tenant
+            )));
         }
     }
     drop(sources);
@@ -316,18 +329,12 @@ async fn purge(
     let names: BTreeSet<String> = config.sources.keys().cloned().collect();
     let live = open_named(&config, &names).await?;
     for record in &records {
-        for (name, source) in &live {
-            let mut rows = 0u64;
-            source
-                .for_each_tenant_row(&TenantKey::new(record.tenant.clone()), |_, _, _| rows += 1)
-                .await?;
-            if rows > 0 {
-                return Err(Error::usage(format!(
-                    "refused: tenant key {} has {rows} rows in source {name} again since its \
-                     deletion; purging would erase their history",
-                    record.tenant
-                )));
-            }
+        if let Some((name, rows)) = rows_again(&live, &record.tenant).await? {
+            return Err(Error::usage(format!(
+                "refused: tenant key {} has {rows} rows in source {name} again since its \
+                 deletion; purging would erase their history",
+                record.tenant
+            )));
         }
     }
     drop(live);

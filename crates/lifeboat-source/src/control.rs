@@ -318,18 +318,19 @@ impl ControlStore {
         .transpose()
     }
 
-    pub fn set_apply(&mut self, plan: &str, state: &ApplyState) -> Result<()> {
-        let point = point_text(&state.restore_point)?;
+    /// Record an apply's state (`running`, `halted`, …) and its restore point.
+    pub fn set_apply(
+        &mut self,
+        plan: &str,
+        state: &str,
+        restore_point: &BTreeMap<String, u64>,
+    ) -> Result<()> {
+        let point = point_text(restore_point)?;
         self.db.execute(
             "INSERT INTO applies (plan, state, restore_point, at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (plan) DO UPDATE SET state = excluded.state,
                restore_point = excluded.restore_point, at = excluded.at",
-            &[
-                plan.into(),
-                state.state.as_str().into(),
-                point.into(),
-                now_text().into(),
-            ],
+            &[plan.into(), state.into(), point.into(), now_text().into()],
         )?;
         Ok(())
     }

@@ -423,21 +423,7 @@ async fn operator_update(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let body = match authorised_body(&state, &headers, &body) {
-        Ok(body) => body,
-        Err(r) => return *r,
-    };
-    let Some(status) = body.status else {
-        return error_response(&Error::usage("an update needs a status"));
-    };
-    let change = IncidentChange {
-        name: None,
-        status,
-        impact: body.impact,
-        message: body.message,
-        components: body.components,
-    };
-    apply_change(&state, Some(id), change, StatusCode::OK).await
+    post_update(&state, &headers, id, &body, None).await
 }
 
 async fn operator_resolve(
@@ -446,18 +432,34 @@ async fn operator_resolve(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let body = match authorised_body(&state, &headers, &body) {
+    post_update(&state, &headers, id, &body, Some("resolved")).await
+}
+
+/// An update to incident `id`; `status` (resolving) overrides the body's status and
+/// impact.
+async fn post_update(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: String,
+    body: &[u8],
+    status: Option<&str>,
+) -> Response {
+    let body = match authorised_body(state, headers, body) {
         Ok(body) => body,
         Err(r) => return *r,
     };
+    let resolving = status.is_some();
+    let Some(status) = status.map(str::to_string).or(body.status) else {
+        return error_response(&Error::usage("an update needs a status"));
+    };
     let change = IncidentChange {
         name: None,
-        status: "resolved".into(),
-        impact: None,
+        impact: if resolving { None } else { body.impact },
+        status,
         message: body.message,
         components: body.components,
     };
-    apply_change(&state, Some(id), change, StatusCode::OK).await
+    apply_change(state, Some(id), change, StatusCode::OK).await
 }
 
 async fn operator_campaigns(State(state): State<AppState>, headers: HeaderMap) -> Response {
