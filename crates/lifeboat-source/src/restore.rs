@@ -3,7 +3,7 @@
 //! (parents first; children's rows are removed first), and the order of rows inside a
 //! table that references itself.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use lifeboat_core::checksum::{RowHasher, TableDigest};
 use lifeboat_core::model::{Row, TenantKey, Value};
@@ -159,6 +159,85 @@ impl TenantRestore {
         }
         self.digests.insert(table.name.clone(), digest);
         Ok(count)
+    }
+}
+
+/// For foreign keys between tables written in one transaction: the keys the parent rows
+/// written carry, and the keys the child rows written reference. When every referenced
+/// key is among the written ones, the key holds without asking the database. Keys are
+/// compared as values (PostgreSQL's text output), so two spellings of one value count as
+/// a miss, which only means the database is asked. Past `limit` distinct keys, a key
+/// stops being followed and the database is asked.
+pub struct WrittenKeys {
+    keys: Vec<FollowedKey>,
+    limit: usize,
+}
+
+struct FollowedKey {
+    /// (table index, column indexes) of the referencing and the referenced side.
+    child: (usize, Vec<usize>),
+    parent: (usize, Vec<usize>),
+    written: HashSet<Vec<Value>>,
+    wanted: HashSet<Vec<Value>>,
+    given_up: bool,
+}
+
+impl WrittenKeys {
+    /// Follow `keys` (child, its columns, parent, its columns) whose two tables are both
+    /// among `tables` with all the columns involved; the others are not followed.
+    pub fn new<'a>(
+        tables: &[RestoreTable],
+        keys: impl IntoIterator<Item = (&'a str, &'a [String], &'a str, &'a [String])>,
+        limit: usize,
+    ) -> WrittenKeys {
+        let locate = |table: &str, columns: &[String]| -> Option<(usize, Vec<usize>)> {
+            let index = tables.iter().position(|t| t.name == table)?;
+            let at = columns
+                .iter()
+                .map(|c| tables[index].columns.iter().position(|t| t == c))
+                .collect::<Option<Vec<usize>>>()?;
+            Some((index, at))
+        };
+        let keys = keys
+            .into_iter()
+            .map(|(child, columns, parent, parent_columns)| {
+                let located = locate(child, columns).zip(locate(parent, parent_columns));
+                FollowedKey {
+                    given_up: located.is_none(),
+                    child: located.as_ref().map(|l| l.0.clone()).unwrap_or_default(),
+                    parent: located.map(|l| l.1).unwrap_or_default(),
+                    written: HashSet::new(),
+                    wanted: HashSet::new(),
+                }
+            })
+            .collect();
+        WrittenKeys { keys, limit }
+    }
+
+    /// Note one row written into table `index`.
+    pub fn row(&mut self, index: usize, row: &Row) {
+        for key in self.keys.iter_mut().filter(|k| !k.given_up) {
+            if key.parent.0 == index {
+                key.written
+                    .insert(key.parent.1.iter().map(|&c| row[c].clone()).collect());
+            }
+            if key.child.0 == index && key.child.1.iter().all(|&c| !row[c].is_null()) {
+                key.wanted
+                    .insert(key.child.1.iter().map(|&c| row[c].clone()).collect());
+            }
+            if key.written.len() + key.wanted.len() > self.limit {
+                key.given_up = true;
+                key.written = HashSet::new();
+                key.wanted = HashSet::new();
+            }
+        }
+    }
+
+    /// Whether key `n` (in the order given to `new`) holds by the rows written alone.
+    pub fn holds(&self, n: usize) -> bool {
+        self.keys
+            .get(n)
+            .is_some_and(|k| !k.given_up && k.wanted.is_subset(&k.written))
     }
 }
 
@@ -340,6 +419,45 @@ mod tests {
         let ordered = order_self_references(rows, &self_keys("issues", &columns, &[fk]));
         let ids: Vec<String> = ordered.iter().map(|r| r[0].to_string()).collect();
         assert_eq!(ids, vec!["1", "2", "3", "4"]);
+    }
+
+    #[test]
+    fn written_keys_hold_only_when_every_reference_was_written() {
+        let tables = vec![
+            RestoreTable {
+                name: "issues".into(),
+                columns: vec!["id".into(), "parent_id".into()],
+            },
+            RestoreTable {
+                name: "comments".into(),
+                columns: vec!["id".into(), "issue_id".into()],
+            },
+        ];
+        let id: Vec<String> = vec!["id".into()];
+        let parent_id: Vec<String> = vec!["parent_id".into()];
+        let issue_id: Vec<String> = vec!["issue_id".into()];
+        let plan_id: Vec<String> = vec!["plan_id".into()];
+        let keys = [
+            ("comments", issue_id.as_slice(), "issues", id.as_slice()),
+            ("issues", parent_id.as_slice(), "issues", id.as_slice()),
+            ("issues", plan_id.as_slice(), "plans", id.as_slice()),
+        ];
+        let text = |s: &str| Value::Text(s.into());
+        let mut written = WrittenKeys::new(&tables, keys, 100);
+        written.row(0, &vec![text("2"), text("1")]);
+        written.row(0, &vec![text("1"), Value::Null]);
+        written.row(1, &vec![text("10"), text("1")]);
+        assert!(written.holds(0) && written.holds(1));
+        assert!(
+            !written.holds(2),
+            "a table not written is never taken as holding"
+        );
+        written.row(1, &vec![text("11"), text("3")]);
+        assert!(!written.holds(0), "issue 3 was not written");
+        let mut small = WrittenKeys::new(&tables, keys, 2);
+        small.row(0, &vec![text("1"), Value::Null]);
+        small.row(0, &vec![text("2"), text("1")]);
+        assert!(!small.holds(1), "past the limit the database is asked");
     }
 
     #[test]

@@ -1480,3 +1480,132 @@ async fn sqlite_changes_committed_before_the_target_time_are_kept_inside_a_large
         "restored as of {t}: the update committed before it is kept"
     );
 }
+
+/// Foreign keys of restored rows hold whichever way they are written: with the triggers
+/// off (a superuser) each key is checked in one statement, and a row whose parent is gone
+/// fails the restore with nothing written; a table with a trigger of its own is written
+/// with triggers on, and the trigger runs; a role that may not turn triggers off restores
+/// the same rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_rows_keep_their_foreign_keys_and_their_triggers() {
+    let work = Workdir::new();
+    let url = create_database("rs_keys").await;
+    let client = pg_connect(&url).await;
+    client
+        .batch_execute(
+            "CREATE TABLE plans (id int PRIMARY KEY, name text);
+             CREATE TABLE sites (id bigint PRIMARY KEY, plan_id int REFERENCES plans(id));
+             CREATE TABLE issues (id bigint PRIMARY KEY, site_id bigint NOT NULL REFERENCES sites(id)
+                 ON DELETE CASCADE, parent_id bigint REFERENCES issues(id), plan_id int REFERENCES plans(id));
+             CREATE TABLE issue_log (issue_id bigint, at timestamptz DEFAULT now());
+             INSERT INTO plans VALUES (1, 'free'), (2, 'pro');
+             INSERT INTO sites VALUES (1, 1), (2, 2), (3, 2);
+             INSERT INTO issues SELECT s * 100 + i, s, CASE WHEN i > 1 THEN s * 100 + i - 1 END,
+                 CASE WHEN i % 2 = 0 THEN 2 END
+                 FROM generate_series(1, 3) s, generate_series(1, 5) i;",
+        )
+        .await
+        .expect("schema");
+    let config = work.write_config(&format!(
+        "[vault]\nurl = \"{}\"\n\n[sources.app]\nurl = \"{url}\"\ntenant_column = \"site_id\"\n\
+         [sources.app.tables.sites]\ntenant_column = \"id\"\n\
+         [sources.app.tables.plans]\nglobal = true\n\
+         [sources.app.tables.issue_log]\nglobal = true\n",
+        work.vault_url()
+    ));
+    capture(&config).await;
+    let rows = |site: i64| {
+        let url = url.clone();
+        async move {
+            pg_texts(
+                &pg_connect(&url).await,
+                &format!(
+                    "SELECT s::text FROM sites s WHERE id = {site} UNION ALL \
+                     SELECT i::text FROM issues i WHERE site_id = {site}"
+                ),
+            )
+            .await
+        }
+    };
+    let before = rows(2).await;
+    assert_eq!(before.len(), 6);
+    let t = pg_now(&url).await;
+    // Site 2 is deleted; then its plan is removed and another site takes the plan's id
+    // for nothing: restored rows of site 2 would reference plan 2, which is gone.
+    client
+        .batch_execute("DELETE FROM sites WHERE id = 2; UPDATE sites SET plan_id = 1 WHERE id = 3; UPDATE issues SET plan_id = NULL; DELETE FROM plans WHERE id = 2")
+        .await
+        .expect("the mistake");
+    capture(&config).await;
+    let everything = pg_dump(&url).await;
+    let output = run(&config, &["restore", "--tenant", "2", "--at", &t, "--json"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let report = json(&stdout(&output));
+    assert_eq!(report["failed"], 1, "{report}");
+    let error = report["restores"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("reference rows of plans") && error.contains("plan_id_fkey"),
+        "{error}"
+    );
+    assert!(
+        pg_dump(&url).await == everything,
+        "a failed restore changed the database"
+    );
+
+    // With the plan back, the same restore writes the rows as they were.
+    client
+        .batch_execute("INSERT INTO plans VALUES (2, 'pro')")
+        .await
+        .expect("plan back");
+    run_ok(&config, &["restore", "--tenant", "2", "--at", &t]).await;
+    assert_eq!(rows(2).await, before);
+
+    // A trigger of its own on issues: written with triggers on, and the trigger runs.
+    client
+        .batch_execute(
+            "CREATE FUNCTION log_issue() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN INSERT INTO issue_log (issue_id) VALUES (NEW.id); RETURN NEW; END $$;
+             CREATE TRIGGER issues_logged AFTER INSERT ON issues FOR EACH ROW EXECUTE FUNCTION log_issue();
+             DELETE FROM sites WHERE id = 2",
+        )
+        .await
+        .expect("trigger");
+    run_ok(&config, &["restore", "--tenant", "2", "--at", &t]).await;
+    assert_eq!(rows(2).await, before);
+    let logged = pg_texts(&client, "SELECT issue_id::text FROM issue_log").await;
+    assert_eq!(logged, ["201", "202", "203", "204", "205"]);
+
+    // A role that may not set session_replication_role: the triggers check the keys.
+    let role = unique("rs_keys_role");
+    client
+        .batch_execute(&format!(
+            "DROP TRIGGER issues_logged ON issues; DELETE FROM sites WHERE id = 2;
+             CREATE ROLE {role} LOGIN;
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
+        ))
+        .await
+        .expect("role");
+    let as_role = url.replacen("postgres@", &format!("{role}@"), 1);
+    assert_ne!(as_role, url, "the test URL names its user");
+    let out = run_ok(
+        &config,
+        &[
+            "restore",
+            "--tenant",
+            "2",
+            "--at",
+            &t,
+            "--into-url",
+            &as_role,
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(json(&out)["failed"], 0, "{out}");
+    assert_eq!(rows(2).await, before);
+    drop_slots(&url).await;
+    client
+        .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+        .await
+        .ok();
+}

@@ -2,6 +2,16 @@
 //! the tenant's current rows (children first) and COPY the restored rows in (parents
 //! first); identity and generated columns as the database wants them; sequences moved
 //! past the restored values.
+//!
+//! Foreign keys: PostgreSQL checks each inserted row through a trigger, one lookup per row
+//! and key, which costs about as much as the insert itself. When the role may set
+//! `session_replication_role` and the tables written have no triggers of their own, the
+//! rows are copied with those triggers off, and every foreign key of the rows written is
+//! then checked in one statement per key, after taking the same `FOR KEY SHARE` locks the
+//! triggers would have taken on referenced rows that this transaction did not write. A
+//! row that references nothing fails the restore, and the transaction is rolled back.
+
+use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use futures::SinkExt;
@@ -12,7 +22,7 @@ use lifeboat_core::tenancy::SourceTenancy;
 use lifeboat_core::{Error, Result};
 
 use super::pg_error;
-use crate::restore::{copy_text, ForeignKey, TenantRestore, WriteReport};
+use crate::restore::{copy_text, ForeignKey, TenantRestore, WriteReport, WrittenKeys};
 use crate::{quote_ident, quote_literal, tenant_delete, tenant_query};
 
 /// What restore needs to know about the target's schema beyond the tenant map.
@@ -21,6 +31,25 @@ pub struct Catalog {
     pub foreign_keys: Vec<ForeignKey>,
     /// (table, column, sequence) for identity and serial columns.
     pub sequences: Vec<(String, String, String)>,
+    /// The foreign keys as restore checks them itself, when it may (see the module notes).
+    pub key_checks: Option<Vec<KeyCheck>>,
+    /// Tables that must be written with triggers on: they have triggers of their own, or a
+    /// `MATCH FULL` foreign key.
+    pub needs_triggers: BTreeSet<String>,
+}
+
+/// A foreign key of a table in the restored schema, with its parent named in SQL.
+#[derive(Debug, Clone)]
+pub struct KeyCheck {
+    pub name: String,
+    pub child: String,
+    pub columns: Vec<String>,
+    /// The referenced table, schema-qualified and quoted.
+    pub parent_sql: String,
+    pub parent: String,
+    pub parent_columns: Vec<String>,
+    /// Whether the parent is in the restored schema (so `parent` may be a table written).
+    pub same_schema: bool,
 }
 
 pub async fn catalog(client: &Client, schema: &str) -> Result<Catalog> {
@@ -30,12 +59,16 @@ pub async fn catalog(client: &Client, schema: &str) -> Result<Catalog> {
                     ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i)
                           JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i),
                     ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, i)
-                          JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i)
+                          JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i),
+                    format('%I.%I', pn.nspname, parent.relname), c.conname::text,
+                    c.confmatchtype = 'f', pn.oid = n.oid
              FROM pg_constraint c
              JOIN pg_class child ON child.oid = c.conrelid
              JOIN pg_class parent ON parent.oid = c.confrelid
              JOIN pg_namespace n ON n.oid = child.relnamespace
-             WHERE c.contype = 'f' AND n.nspname = $1",
+             JOIN pg_namespace pn ON pn.oid = parent.relnamespace
+             WHERE c.contype = 'f' AND n.nspname = $1
+             ORDER BY child.relname, c.conname",
             &[&schema],
         )
         .await
@@ -49,6 +82,39 @@ pub async fn catalog(client: &Client, schema: &str) -> Result<Catalog> {
             parent_columns: r.get(3),
         })
         .collect();
+    let mut needs_triggers: BTreeSet<String> = rows
+        .iter()
+        .filter(|r| r.get::<_, bool>(6))
+        .map(|r| r.get(0))
+        .collect();
+    let checks = rows
+        .iter()
+        .map(|r| KeyCheck {
+            name: r.get(5),
+            child: r.get(0),
+            columns: r.get(2),
+            parent_sql: r.get(4),
+            parent: r.get(1),
+            parent_columns: r.get(3),
+            same_schema: r.get(7),
+        })
+        .collect();
+    let triggered = client
+        .query(
+            "SELECT DISTINCT c.relname::text FROM pg_trigger t
+             JOIN pg_class c ON c.oid = t.tgrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND NOT t.tgisinternal AND t.tgenabled <> 'D'",
+            &[&schema],
+        )
+        .await
+        .map_err(|e| pg_error("cannot read triggers", e))?;
+    needs_triggers.extend(triggered.iter().map(|r| r.get::<_, String>(0)));
+    // Setting session_replication_role takes a superuser or, from PostgreSQL 15, a grant.
+    let may_skip_triggers = client
+        .batch_execute("SET session_replication_role = replica; RESET session_replication_role")
+        .await
+        .is_ok();
     let rows = client
         .query(
             "SELECT c.relname::text, a.attname::text,
@@ -69,6 +135,8 @@ pub async fn catalog(client: &Client, schema: &str) -> Result<Catalog> {
     Ok(Catalog {
         foreign_keys,
         sequences,
+        key_checks: may_skip_triggers.then_some(checks),
+        needs_triggers,
     })
 }
 
@@ -143,13 +211,42 @@ pub async fn write_tenant(
         })?;
         report.tables.insert(table.name.clone(), (0, removed));
     }
+    let key_checks = catalog.key_checks.as_ref().filter(|_| {
+        restore
+            .tables
+            .iter()
+            .all(|t| !catalog.needs_triggers.contains(&t.name))
+    });
+    if key_checks.is_some() {
+        tx.batch_execute("SET LOCAL session_replication_role = replica")
+            .await
+            .map_err(|e| pg_error("cannot turn the foreign-key triggers off", e))?;
+    }
+    let mut written_keys = key_checks.map(|checks| {
+        WrittenKeys::new(
+            &restore.tables,
+            checks.iter().map(|c| {
+                (
+                    c.child.as_str(),
+                    c.columns.as_slice(),
+                    // A parent in another schema is never among the tables written.
+                    if c.same_schema { c.parent.as_str() } else { "" },
+                    c.parent_columns.as_slice(),
+                )
+            }),
+            FOLLOWED_KEYS,
+        )
+    });
     let tables = restore.tables.clone();
     let (send, mut receive) = tokio::sync::mpsc::channel::<Piece>(4);
-    let producer = tokio::task::spawn_blocking(move || -> Result<TenantRestore> {
+    let producer = tokio::task::spawn_blocking(move || -> Result<_> {
         let closed = || Error::source("the restore connection stopped taking rows");
         for index in 0..restore.tables.len() {
             let mut buffer = Vec::with_capacity(COPY_CHUNK + 4096);
             let rows = restore.rows(index, |row| {
+                if let Some(keys) = written_keys.as_mut() {
+                    keys.row(index, row);
+                }
                 for (i, value) in row.iter().enumerate() {
                     if i > 0 {
                         buffer.push(b'\t');
@@ -174,7 +271,7 @@ pub async fn write_tenant(
             send.blocking_send(Piece::End(index, rows))
                 .map_err(|_| closed())?;
         }
-        Ok(restore)
+        Ok((restore, written_keys))
     });
     let mut sink = None;
     let copy_error = |name: &str, e| pg_error(&format!("cannot copy into {name}"), e);
@@ -224,9 +321,15 @@ pub async fn write_tenant(
             }
         }
     }
-    let restore = producer
+    let (restore, written_keys) = producer
         .await
         .map_err(|e| Error::source(format!("the restore's row reader failed: {e}")))??;
+    if let (Some(checks), Some(written_keys)) = (key_checks, written_keys) {
+        tx.batch_execute("SET LOCAL session_replication_role = origin")
+            .await
+            .map_err(|e| pg_error("cannot turn the foreign-key triggers back on", e))?;
+        check_keys(&tx, tenancy, checks, &written_keys, &report, &key).await?;
+    }
     for (table, column, sequence) in &catalog.sequences {
         if report.tables.get(table).is_none_or(|t| t.0 == 0) {
             continue;
@@ -252,6 +355,90 @@ pub async fn write_tenant(
         .map_err(|e| pg_error("cannot commit the restore transaction", e))?;
     Ok((report, restore))
 }
+
+/// Check every foreign key of the rows just written with the triggers off. A key whose
+/// referenced rows were all written in this transaction holds (they cannot be deleted by
+/// anyone else before it commits). Any other key is checked in the database: first lock the referenced rows this transaction did not write, as the triggers
+/// would (`FOR KEY SHARE`, so they cannot be deleted before this commits), then look for
+/// written rows whose referenced row is not there. `MATCH SIMPLE`: a key with a NULL in
+/// it references nothing.
+async fn check_keys(
+    tx: &tokio_postgres::Transaction<'_>,
+    tenancy: &SourceTenancy,
+    checks: &[KeyCheck],
+    written_keys: &WrittenKeys,
+    report: &WriteReport,
+    key: &str,
+) -> Result<()> {
+    for (n, check) in checks.iter().enumerate() {
+        if report.tables.get(&check.child).is_none_or(|t| t.0 == 0) || written_keys.holds(n) {
+            continue;
+        }
+        let Some(child) = tenancy.table(&check.child) else {
+            continue;
+        };
+        let rows = tenant_query(tenancy, &child.schema, key, true)?;
+        let list = |alias: &str, columns: &[String]| {
+            columns
+                .iter()
+                .map(|c| format!("{alias}.{}", quote_ident(c)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let written = list("c", &check.columns);
+        let referenced = list("p", &check.parent_columns);
+        let present = check
+            .columns
+            .iter()
+            .map(|c| format!("c.{} IS NOT NULL", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let matches = check
+            .columns
+            .iter()
+            .zip(&check.parent_columns)
+            .map(|(c, p)| format!("p.{} = c.{}", quote_ident(p), quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let failed = |e| {
+            pg_error(
+                &format!("cannot check foreign key {} of {}", check.name, check.child),
+                e,
+            )
+        };
+        let lock = format!(
+            "SELECT 1 FROM {parent} p WHERE ({referenced}) IN (SELECT {written} FROM ({rows}) c \
+             WHERE {present}) AND p.xmin <> (txid_current() % 4294967296)::text::xid \
+             FOR KEY SHARE OF p",
+            parent = check.parent_sql,
+        );
+        tx.execute(lock.as_str(), &[]).await.map_err(failed)?;
+        let missing = format!(
+            "SELECT count(*), min(ROW({written})::text) FROM ({rows}) c \
+             WHERE {present} AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE {matches})",
+            parent = check.parent_sql,
+        );
+        let row = tx.query_one(missing.as_str(), &[]).await.map_err(failed)?;
+        let count: i64 = row.get(0);
+        if count > 0 {
+            let example: Option<String> = row.get(1);
+            return Err(Error::source(format!(
+                "{count} restored rows of {} reference rows of {} that are not there \
+                 (foreign key {}; for example ({}) = {}); nothing was written",
+                check.child,
+                check.parent,
+                check.name,
+                check.columns.join(", "),
+                example.unwrap_or_default()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// How many distinct keys of one foreign key a tenant's restore follows in memory before
+/// it leaves the check to the database.
+const FOLLOWED_KEYS: usize = 1 << 20;
 
 /// How much COPY data is sent at a time.
 const COPY_CHUNK: usize = 256 * 1024;
