@@ -1575,11 +1575,28 @@ async fn restored_rows_keep_their_foreign_keys_and_their_triggers() {
     let logged = pg_texts(&client, "SELECT issue_id::text FROM issue_log").await;
     assert_eq!(logged, ["201", "202", "203", "204", "205"]);
 
+    // A deferrable unique constraint is rechecked by a trigger: the triggers stay on, and
+    // PostgreSQL's own foreign-key check is the one that refuses.
+    client
+        .batch_execute(
+            "DROP TRIGGER issues_logged ON issues;
+             ALTER TABLE issues ADD CONSTRAINT issues_pair UNIQUE (id, site_id) DEFERRABLE;
+             DELETE FROM sites WHERE id = 2; DELETE FROM plans WHERE id = 2",
+        )
+        .await
+        .expect("deferrable");
+    let output = run(&config, &["restore", "--tenant", "2", "--at", &t, "--json"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let report = json(&stdout(&output));
+    let error = report["restores"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("violates foreign key constraint"), "{error}");
+    assert_eq!(rows(2).await, Vec::<String>::new());
+
     // A role that may not set session_replication_role: the triggers check the keys.
     let role = unique("rs_keys_role");
     client
         .batch_execute(&format!(
-            "DROP TRIGGER issues_logged ON issues; DELETE FROM sites WHERE id = 2;
+            "ALTER TABLE issues DROP CONSTRAINT issues_pair; INSERT INTO plans VALUES (2, 'pro');
              CREATE ROLE {role} LOGIN;
              GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
         ))

@@ -4,6 +4,7 @@
 mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -514,14 +515,7 @@ impl Vault {
     /// bytes are checked against its name here.
     pub async fn open_base(&self, name: &str) -> Result<BaseReader> {
         let bytes = self.get_object(name).await?;
-        let head: BaseHead = decode(name, Kind::Base, &bytes)?;
-        Ok(BaseReader {
-            name: name.to_string(),
-            bytes,
-            position: head.position,
-            commit_time_us: head.commit_time_us,
-            tables: head.tables,
-        })
+        BaseReader::open(name, bytes, BASE_KEPT_DECOMPRESSED)
     }
 
     async fn read<T: DeserializeOwned>(&self, name: &str, kind: Kind) -> Result<T> {
@@ -578,8 +572,14 @@ fn open_envelope<'a>(name: &str, kind: Kind, bytes: &'a [u8]) -> Result<&'a [u8]
         return Err(corrupt(name, "no LIFEBOAT header"));
     }
     check_version_and_kind(name, kind, bytes)?;
-    Ok(&bytes[11..])
+    Ok(&bytes[ENVELOPE_LEN..])
 }
+
+/// The envelope before a whole object's compressed body: magic, version and kind.
+const ENVELOPE_LEN: usize = 11;
+
+/// The largest decompressed base `BaseReader` keeps in memory (64 MiB).
+const BASE_KEPT_DECOMPRESSED: usize = 64 << 20;
 
 /// `bytes` hash to the checksum in the object's name.
 fn check_name_hash(name: &str, bytes: &[u8]) -> Result<()> {
@@ -666,30 +666,73 @@ struct BaseHead {
 /// stream, so a large tenant is never held decoded in memory.
 pub struct BaseReader {
     name: String,
+    /// The whole object, its checksum already checked.
     bytes: Bytes,
+    /// The decompressed body, for a base up to `BASE_KEPT_DECOMPRESSED` bytes.
+    body: Option<Vec<u8>>,
     pub position: u64,
     pub commit_time_us: i64,
     pub tables: Vec<TableSchema>,
 }
 
 impl BaseReader {
+    /// Check `bytes` against `name` and read the base's head; keep the decompressed body
+    /// when it is at most `keep` bytes.
+    fn open(name: &str, bytes: Bytes, keep: usize) -> Result<BaseReader> {
+        let packed = open_envelope(name, Kind::Base, &bytes)?;
+        let zstd_error = |e: std::io::Error| corrupt(name, format!("zstd: {e}"));
+        // A base of modest size is decompressed once and kept, so that reading it a table
+        // at a time does not decompress it again for every table; a larger one is
+        // decompressed as it is read, every time.
+        let mut body = Vec::new();
+        zstd::stream::read::Decoder::new(packed)
+            .map_err(zstd_error)?
+            .take(keep as u64 + 1)
+            .read_to_end(&mut body)
+            .map_err(zstd_error)?;
+        let body = (body.len() <= keep).then_some(body);
+        let cannot = |e: rmp_serde::decode::Error| corrupt(name, format!("cannot decode: {e}"));
+        let head: BaseHead = match &body {
+            Some(body) => rmp_serde::from_slice(body).map_err(cannot)?,
+            None => rmp_serde::from_read(std::io::BufReader::with_capacity(
+                64 * 1024,
+                zstd::stream::read::Decoder::new(packed).map_err(zstd_error)?,
+            ))
+            .map_err(cannot)?,
+        };
+        Ok(BaseReader {
+            name: name.to_string(),
+            bytes,
+            body,
+            position: head.position,
+            commit_time_us: head.commit_time_us,
+            tables: head.tables,
+        })
+    }
+
     /// Call `visit` with every row of table `table` (an index into `tables`), in stored
     /// order. Rows of other tables are skipped without being decoded.
     pub fn for_each_row(&self, table: u32, visit: impl FnMut(Row)) -> Result<()> {
-        let body = open_envelope(&self.name, Kind::Base, &self.bytes)?;
-        let decoder = zstd::stream::read::Decoder::new(body)
-            .map_err(|e| corrupt(&self.name, format!("zstd: {e}")))?;
-        // MessagePack is read a few bytes at a time: buffer the decompressed side.
-        let reader = std::io::BufReader::with_capacity(64 * 1024, decoder);
-        let mut de = rmp_serde::Deserializer::new(reader);
-        serde::de::DeserializeSeed::deserialize(
-            rows_stream::BaseSeed {
-                table,
-                visit: std::cell::RefCell::new(visit),
-            },
-            &mut de,
-        )
-        .map_err(|e| corrupt(&self.name, format!("cannot decode: {e}")))
+        let seed = rows_stream::BaseSeed {
+            table,
+            visit: std::cell::RefCell::new(visit),
+        };
+        let decoded = match &self.body {
+            // Rows of other tables are skipped in place.
+            Some(body) => {
+                let mut de = rmp_serde::Deserializer::from_read_ref(body);
+                serde::de::DeserializeSeed::deserialize(seed, &mut de)
+            }
+            None => {
+                let decoder = zstd::stream::read::Decoder::new(&self.bytes[ENVELOPE_LEN..])
+                    .map_err(|e| corrupt(&self.name, format!("zstd: {e}")))?;
+                // MessagePack is read a few bytes at a time: buffer the decompressed side.
+                let reader = std::io::BufReader::with_capacity(64 * 1024, decoder);
+                let mut de = rmp_serde::Deserializer::new(reader);
+                serde::de::DeserializeSeed::deserialize(seed, &mut de)
+            }
+        };
+        decoded.map_err(|e| corrupt(&self.name, format!("cannot decode: {e}")))
     }
 }
 
@@ -1011,7 +1054,7 @@ pub fn unescape_tenant(escaped: &str) -> Option<TenantKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Change, Op, TableSchema, Transaction, Value};
+    use crate::model::{Base, BaseRow, Change, Op, TableSchema, Transaction, Value};
 
     #[test]
     fn tenant_names_round_trip() {
@@ -1186,6 +1229,62 @@ mod tests {
             .filter_map(|c| c.tenant.clone())
             .collect();
         assert_eq!(got, wanted);
+    }
+
+    #[test]
+    fn a_base_reads_the_same_kept_in_memory_or_decompressed_per_table() {
+        let table = |name: &str| TableSchema {
+            name: name.into(),
+            columns: vec!["id".into(), "x".into()],
+            key: vec![0],
+        };
+        let rows = (0..500i64)
+            .map(|i| BaseRow {
+                table: (i % 3) as u32,
+                values: vec![
+                    Value::Int(i),
+                    Value::Text(format!("row {i} {}", "x".repeat(40))),
+                ],
+            })
+            .collect::<Vec<_>>();
+        let base = Base {
+            source: "s".into(),
+            tenant: TenantKey::new("7"),
+            position: 12,
+            commit_time_us: 34,
+            tables: vec![table("a"), table("b"), table("c")],
+            rows: rows.clone(),
+        };
+        let bytes = Bytes::from(encode(Kind::Base, &base).expect("encode"));
+        let name = format!(
+            "sources/s/bases/7/{:016x}-{}.base",
+            12,
+            content_hash(&bytes)
+        );
+        let kept = BaseReader::open(&name, bytes.clone(), BASE_KEPT_DECOMPRESSED).expect("kept");
+        let streamed = BaseReader::open(&name, bytes.clone(), 100).expect("streamed");
+        assert!(kept.body.is_some() && streamed.body.is_none());
+        for reader in [&kept, &streamed] {
+            assert_eq!((reader.position, reader.commit_time_us), (12, 34));
+            assert_eq!(reader.tables, base.tables);
+            for t in 0..3u32 {
+                let mut got = Vec::new();
+                reader.for_each_row(t, |r| got.push(r)).expect("rows");
+                let want: Vec<_> = rows
+                    .iter()
+                    .filter(|r| r.table == t)
+                    .map(|r| r.values.clone())
+                    .collect();
+                assert_eq!(got, want);
+            }
+        }
+        let mut altered = bytes.to_vec();
+        let last = altered.len() - 1;
+        altered[last] ^= 1;
+        let err = BaseReader::open(&name, Bytes::from(altered), BASE_KEPT_DECOMPRESSED)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("checksum"), "{err}");
     }
 
     #[tokio::test]

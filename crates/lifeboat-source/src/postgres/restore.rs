@@ -5,11 +5,13 @@
 //!
 //! Foreign keys: PostgreSQL checks each inserted row through a trigger, one lookup per row
 //! and key, which costs about as much as the insert itself. When the role may set
-//! `session_replication_role` and the tables written have no triggers of their own, the
-//! rows are copied with those triggers off, and every foreign key of the rows written is
-//! then checked in one statement per key, after taking the same `FOR KEY SHARE` locks the
-//! triggers would have taken on referenced rows that this transaction did not write. A
-//! row that references nothing fails the restore, and the transaction is rolled back.
+//! `session_replication_role` and the tables written have no triggers of their own (nor a
+//! deferrable unique constraint, whose recheck is a trigger too), the rows are copied with
+//! those triggers off. Each foreign key of the rows written is then proved in memory when
+//! every row it references was written in the same transaction, and otherwise checked in
+//! one statement, after taking the `FOR KEY SHARE` locks the triggers would have taken on
+//! referenced rows this transaction did not write. A row that references nothing fails
+//! the restore, and the transaction is rolled back.
 
 use std::collections::BTreeSet;
 
@@ -33,8 +35,8 @@ pub struct Catalog {
     pub sequences: Vec<(String, String, String)>,
     /// The foreign keys as restore checks them itself, when it may (see the module notes).
     pub key_checks: Option<Vec<KeyCheck>>,
-    /// Tables that must be written with triggers on: they have triggers of their own, or a
-    /// `MATCH FULL` foreign key.
+    /// Tables that must be written with triggers on: they have triggers of their own, a
+    /// deferrable unique constraint (rechecked by a trigger) or a `MATCH FULL` foreign key.
     pub needs_triggers: BTreeSet<String>,
 }
 
@@ -101,10 +103,17 @@ pub async fn catalog(client: &Client, schema: &str) -> Result<Catalog> {
         .collect();
     let triggered = client
         .query(
-            "SELECT DISTINCT c.relname::text FROM pg_trigger t
+            // Triggers of the table's own, and deferrable unique, primary key and
+            // exclusion constraints, whose deferred recheck is an internal trigger too.
+            "SELECT c.relname::text FROM pg_trigger t
              JOIN pg_class c ON c.oid = t.tgrelid
              JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = $1 AND NOT t.tgisinternal AND t.tgenabled <> 'D'",
+             WHERE n.nspname = $1 AND NOT t.tgisinternal AND t.tgenabled <> 'D'
+             UNION
+             SELECT c.relname::text FROM pg_constraint k
+             JOIN pg_class c ON c.oid = k.conrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND k.contype IN ('p', 'u', 'x') AND k.condeferrable",
             &[&schema],
         )
         .await
