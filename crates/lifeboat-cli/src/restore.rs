@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,7 +15,7 @@ use lifeboat_core::target::{self, Target};
 use lifeboat_core::vault::Vault;
 use lifeboat_core::{Error, Result};
 use lifeboat_source::live::{LiveSource, RestoreCatalog};
-use lifeboat_source::restore::{TenantRestore, WriteReport};
+use lifeboat_source::restore::{TenantRestore, WriteMode, WriteReport};
 
 use crate::context::{check_tenants, load_config, open_vault, print_json, source_names, thousands};
 use crate::EXIT_PROBLEM;
@@ -315,6 +316,31 @@ pub async fn execute(config: &Config, request: &Request) -> Result<Summary> {
     for source in &targets {
         catalogs.push(source.restore_catalog().await?);
     }
+    // `--as`: the clone's other keys (ids of its rows) may be taken. Try every source first
+    // and roll back, so that a collision refuses the restore before any source is written.
+    if let (Some(key), false) = (&as_key, request.dry_run) {
+        for ((source, history), catalog) in targets.iter_mut().zip(&histories).zip(&catalogs) {
+            let position = resolved.positions[&source.name];
+            for (_, stream) in history.streams_at(&vault, &tenant_keys, position).await? {
+                let restore = TenantRestore::prepare(
+                    &source.tenancy,
+                    catalog,
+                    stream,
+                    &source.live_columns(),
+                    Some(key),
+                )?;
+                if let Err(e) = source
+                    .write_tenant(catalog, key, restore, WriteMode::Trial)
+                    .await
+                {
+                    return Err(Error::usage(format!(
+                        "the clone cannot be written as {key} in {}: {e}",
+                        source.name
+                    )));
+                }
+            }
+        }
+    }
 
     if !request.quiet {
         eprintln!(
@@ -330,7 +356,7 @@ pub async fn execute(config: &Config, request: &Request) -> Result<Summary> {
         );
     }
     let started = Instant::now();
-    let progress = progress_bar(tenant_keys.len() * names.len(), request.quiet);
+    let progress = Progress::new(tenant_keys.len() * names.len(), request.quiet);
     let mut outcomes: Vec<Outcome> = Vec::new();
     for ((source, history), catalog) in targets.into_iter().zip(&histories).zip(catalogs) {
         let position = resolved.positions[&source.name];
@@ -352,7 +378,7 @@ pub async fn execute(config: &Config, request: &Request) -> Result<Summary> {
         outcomes.extend(done);
         if let Some(e) = failure {
             // Say what was already written before the error that stops the restore.
-            progress.finish_and_clear();
+            progress.finish();
             for o in outcomes
                 .iter()
                 .filter(|o| o.error.is_none() && !request.dry_run)
@@ -365,7 +391,7 @@ pub async fn execute(config: &Config, request: &Request) -> Result<Summary> {
             return Err(e);
         }
     }
-    progress.finish_and_clear();
+    progress.finish();
     Ok(Summary {
         outcomes,
         resolved,
@@ -392,18 +418,51 @@ fn check_same_schema(source: &LiveSource, target: &LiveSource) -> Result<()> {
     Ok(())
 }
 
-fn progress_bar(total: usize, quiet: bool) -> indicatif::ProgressBar {
-    if quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        return indicatif::ProgressBar::hidden();
+/// The progress bar on a terminal: tenant restores done of all, rows written, throughput
+/// and the time left.
+#[derive(Clone)]
+struct Progress {
+    bar: indicatif::ProgressBar,
+    rows: Arc<AtomicU64>,
+}
+
+impl Progress {
+    fn new(total: usize, quiet: bool) -> Progress {
+        let bar = if quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            indicatif::ProgressBar::hidden()
+        } else {
+            let bar = indicatif::ProgressBar::new(total as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} tenant restores, {msg} [{elapsed_precise}, ETA {eta}]",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_message("0 rows");
+            bar
+        };
+        Progress {
+            bar,
+            rows: Arc::new(AtomicU64::new(0)),
+        }
     }
-    let bar = indicatif::ProgressBar::new(total as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} tenant restores, {msg} [{elapsed_precise}, ETA {eta}]",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar
+
+    /// One tenant restore is done, with `rows` written.
+    fn done(&self, rows: u64) {
+        let total = self.rows.fetch_add(rows, Ordering::Relaxed) + rows;
+        let rate = total as f64 / self.bar.elapsed().as_secs_f64().max(1e-3);
+        self.bar.set_message(format!(
+            "{} rows, {} rows/s",
+            thousands(total),
+            thousands(rate as u64)
+        ));
+        self.bar.inc(1);
+    }
+
+    /// Take the bar away: the summary that follows says the same, for good.
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -419,7 +478,7 @@ async fn restore_source(
     into_url: Option<&str>,
     dry_run: bool,
     jobs: usize,
-    progress: &indicatif::ProgressBar,
+    progress: &Progress,
 ) -> (Vec<Outcome>, Option<Error>) {
     let jobs = if first.is_postgres() { jobs } else { 1 };
     let live_columns = first.live_columns();
@@ -449,8 +508,7 @@ async fn restore_source(
                 let key = as_key.clone().unwrap_or_else(|| tenant.clone());
                 let outcome =
                     restore_one(&mut writer, &catalog, &tenant, &key, restore, dry_run).await;
-                progress.inc(1);
-                progress.set_message(format!("tenant {tenant} done"));
+                progress.done(outcome.report.rows_written());
                 outcomes.push(outcome);
             }
             outcomes
@@ -516,7 +574,12 @@ async fn restore_one(
         differences: Vec::new(),
         error: None,
     };
-    let restore = match writer.write_tenant(catalog, key, restore, dry_run).await {
+    let mode = if dry_run {
+        WriteMode::DryRun
+    } else {
+        WriteMode::Commit
+    };
+    let restore = match writer.write_tenant(catalog, key, restore, mode).await {
         Ok((report, restore)) => {
             outcome.report = report;
             restore

@@ -48,6 +48,9 @@ impl Target {
     }
 }
 
+/// How far past this machine's clock `--at` may go (clocks of machines differ a little).
+const FUTURE_SLACK_US: i64 = 5_000_000;
+
 /// A target resolved against the vault: the position to restore each source to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
@@ -67,7 +70,18 @@ pub async fn resolve(
     target: &Target,
 ) -> Result<Resolved> {
     let (time_us, fixed, description) = match target {
-        Target::At(time_us) => (*time_us, None, format!("as of {}", format_us(*time_us))),
+        Target::At(time_us) => {
+            // The window ends now: a later time would silently mean "the latest captured".
+            let now = crate::time::now_us();
+            if *time_us > now + FUTURE_SLACK_US {
+                return Err(Error::usage(format!(
+                    "{} is in the future: the restorable window ends now ({})",
+                    format_us(*time_us),
+                    format_us(now)
+                )));
+            }
+            (*time_us, None, format!("as of {}", format_us(*time_us)))
+        }
         Target::Positions(points) => {
             // The instant of the latest restore-point position, for sources not named.
             let mut time_us = i64::MIN;

@@ -12,7 +12,7 @@ use lifeboat_core::Result;
 use std::collections::BTreeMap;
 
 use crate::capture::CaptureStats;
-use crate::restore::{table_order, ForeignKey, TenantRestore, WriteReport};
+use crate::restore::{table_order, ForeignKey, TenantRestore, WriteMode, WriteReport};
 use crate::{postgres, sqlite, Stop, TenantRows};
 
 enum Connection {
@@ -161,7 +161,7 @@ impl LiveSource {
         catalog: &RestoreCatalog,
         delete_key: &TenantKey,
         mut restore: TenantRestore,
-        dry_run: bool,
+        mode: WriteMode,
     ) -> Result<(WriteReport, TenantRestore)> {
         match &mut self.connection {
             Connection::Sqlite { path, conn } => {
@@ -174,7 +174,7 @@ impl LiveSource {
                     &self.tenancy,
                     delete_key,
                     &mut restore,
-                    dry_run,
+                    mode,
                 )?;
                 Ok((report, restore))
             }
@@ -186,7 +186,7 @@ impl LiveSource {
                     &pg,
                     delete_key,
                     restore,
-                    dry_run,
+                    mode,
                 )
                 .await
             }

@@ -37,6 +37,17 @@ impl WriteReport {
     }
 }
 
+/// How a tenant's rows are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Write, and commit.
+    Commit,
+    /// Write, then roll back: whether the rows go in, with nothing changed.
+    Trial,
+    /// Count what would be written and removed; write nothing.
+    DryRun,
+}
+
 /// A foreign key between two tables of a source: `child.columns` reference
 /// `parent.parent_columns`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use lifeboat_core::vault::Vault;
 use lifeboat_core::{Error, Result};
 
 use crate::capture::{CaptureCore, CaptureStats, Snapshot, Start};
-use crate::restore::{ForeignKey, TenantRestore, WriteReport};
+use crate::restore::{ForeignKey, TenantRestore, WriteMode, WriteReport};
 use crate::{quote_ident, tenant_delete, tenant_query, Stop};
 
 const CHANGELOG: &str = "_lifeboat_changelog";
@@ -543,15 +543,15 @@ fn to_sql(value: &Value) -> rusqlite::types::Value {
 }
 
 /// Replace `delete_key`'s rows with `restore`'s rows (tables in write order) in one
-/// transaction, with foreign key checks deferred to the commit. With `dry_run`, count what
-/// would be written and removed, and change nothing.
+/// transaction, with foreign key checks deferred to the commit. `WriteMode::DryRun`: count
+/// what would be written and removed; `Trial`: write, then roll back.
 pub fn write_tenant(
     conn: &mut Connection,
     path: &Path,
     tenancy: &SourceTenancy,
     delete_key: &TenantKey,
     restore: &mut TenantRestore,
-    dry_run: bool,
+    mode: WriteMode,
 ) -> Result<WriteReport> {
     let err = |e| sqlite_error(path, e);
     let key = tenant_parameter(delete_key);
@@ -566,7 +566,7 @@ pub fn write_tenant(
             .table(&table.name)
             .ok_or_else(|| Error::source(format!("table {} vanished", table.name)))?
             .schema;
-        let removed = if dry_run {
+        let removed = if mode == WriteMode::DryRun {
             let sql = format!(
                 "SELECT count(*) FROM ({})",
                 tenant_query(tenancy, schema, "?1", false)?
@@ -581,7 +581,7 @@ pub fn write_tenant(
     }
     for index in 0..restore.tables.len() {
         let name = restore.tables[index].name.clone();
-        let written = if dry_run {
+        let written = if mode == WriteMode::DryRun {
             restore.rows(index, |_| Ok(()))?
         } else {
             let columns: Vec<String> = restore.tables[index]
@@ -613,7 +613,7 @@ pub fn write_tenant(
             entry.0 = written;
         }
     }
-    if dry_run {
+    if mode != WriteMode::Commit {
         tx.rollback().map_err(err)?;
     } else {
         failpoint::hit("restore.before-commit");

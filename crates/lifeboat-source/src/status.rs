@@ -446,16 +446,27 @@ impl ControlStore {
     }
 
     pub fn incident(&mut self, id: &str) -> Result<Option<Incident>> {
-        Ok(self.incidents()?.into_iter().find(|i| i.id == id))
+        Ok(self.load_incidents(Some(id))?.pop())
     }
 
     /// Every incident, newest first, with its updates (newest first) and components.
     pub fn incidents(&mut self) -> Result<Vec<Incident>> {
+        self.load_incidents(None)
+    }
+
+    /// The incidents (all, or the one with id `only`), as `incidents` describes them.
+    fn load_incidents(&mut self, only: Option<&str>) -> Result<Vec<Incident>> {
+        let (filter, by_id, params): (&str, &str, Vec<Val>) = match only {
+            Some(id) => ("WHERE incident = ?1", "WHERE id = ?1", vec![id.into()]),
+            None => ("", "", Vec::new()),
+        };
         let mut updates: BTreeMap<String, Vec<IncidentUpdate>> = BTreeMap::new();
         for r in self.db.query(
-            "SELECT id, incident, status, body, created_at, affected
-             FROM incident_updates ORDER BY created_at DESC, id",
-            &[],
+            &format!(
+                "SELECT id, incident, status, body, created_at, affected
+                 FROM incident_updates {filter} ORDER BY created_at DESC, id"
+            ),
+            &params,
         )? {
             let incident = r.text(1)?;
             updates
@@ -471,18 +482,20 @@ impl ControlStore {
                 });
         }
         let mut components: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for r in self
-            .db
-            .query("SELECT incident, component FROM incident_components", &[])?
-        {
+        for r in self.db.query(
+            &format!("SELECT incident, component FROM incident_components {filter}"),
+            &params,
+        )? {
             components.entry(r.text(0)?).or_default().push(r.text(1)?);
         }
         let mut out = Vec::new();
         for r in self.db.query(
-            "SELECT id, name, status, impact, created_at, updated_at, started_at,
-                 monitoring_at, resolved_at
-             FROM incidents ORDER BY created_at DESC, id",
-            &[],
+            &format!(
+                "SELECT id, name, status, impact, created_at, updated_at, started_at,
+                     monitoring_at, resolved_at
+                 FROM incidents {by_id} ORDER BY created_at DESC, id"
+            ),
+            &params,
         )? {
             let id = r.text(0)?;
             out.push(Incident {

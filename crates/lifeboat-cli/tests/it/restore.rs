@@ -748,22 +748,21 @@ async fn restore_as_a_new_key_clones_a_deleted_tenant_and_refuses_collisions() {
     );
 
     // Cloning a tenant that still has its rows collides on the issues' primary keys: the
-    // restore fails as a whole and leaves nothing under the new key.
+    // restore is refused, naming the collision, and leaves nothing under the new key.
     let other = "7000000004";
     let output = run(
         &config,
         &["restore", "--tenant", "1", "--at", &t, "--as", other],
     )
     .await;
-    let (out, err) = (stdout(&output), stderr(&output));
-    assert!(!output.status.success(), "stdout: {out}\nstderr: {err}");
-    assert!(
-        out.contains("FAILED tenant 1 in tracker") || err.contains("tenant 1"),
-        "stdout: {out}\nstderr: {err}"
+    assert_refused(
+        &output,
+        "the clone cannot be written as 7000000004 in tracker",
     );
     assert!(
-        format!("{out}{err}").contains("duplicate key"),
-        "the message names the collision: stdout: {out}\nstderr: {err}"
+        stderr(&output).contains("duplicate key"),
+        "the message names the collision: {}",
+        stderr(&output)
     );
     assert_eq!(
         row_count(&tracker_rows(&client, 7_000_000_004, false).await),
@@ -1202,7 +1201,29 @@ async fn bad_restore_requests_are_refused_and_change_nothing() {
     let dumps = (pg_dump(&tracker).await, sqlite_dump(&identity));
 
     let spare = pg_url("postgres");
+    // An SQLite database whose users lack a column the vault's rows carry.
+    let different = work.path("identity-different.db");
+    rusqlite::Connection::open(&different)
+        .expect("open")
+        .execute_batch(&IDENTITY_SCHEMA.replace(", misc)", ")"))
+        .expect("different schema");
+    let different_url = format!("sqlite://{}", different.display());
+    let different_dump = sqlite_dump(&different);
     let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "restore",
+                "--tenant",
+                "2",
+                "--at",
+                &t,
+                "--source",
+                "identity",
+                "--into-url",
+                &different_url,
+            ],
+            "the target schema differs: table users has no column misc",
+        ),
         (
             vec!["restore", "--tenant", "999", "--at", &t],
             "unknown tenant 999",
@@ -1210,6 +1231,28 @@ async fn bad_restore_requests_are_refused_and_change_nothing() {
         (
             vec!["restore", "--tenant", "2", "--at", "2001-01-01T00:00:00Z"],
             "before the restorable window",
+        ),
+        (
+            vec!["restore", "--tenant", "2", "--at", "2999-01-01T00:00:00Z"],
+            "2999-01-01T00:00:00.000000Z is in the future",
+        ),
+        (
+            vec![
+                "restore",
+                "--tenant",
+                "2",
+                "--source",
+                "identity",
+                "--before-tx",
+                "identity:99999999",
+            ],
+            "transaction 99999999 is not in the history of source identity",
+        ),
+        (
+            vec![
+                "restore", "--tenant", "2", "--at", &t, "--source", "identity", "--as", "1",
+            ],
+            "tenant 1 already has rows",
         ),
         (
             vec![
@@ -1246,6 +1289,10 @@ async fn bad_restore_requests_are_refused_and_change_nothing() {
         assert!(
             sqlite_dump(&identity) == dumps.1,
             "{args:?} changed identity"
+        );
+        assert!(
+            sqlite_dump(&different) == different_dump,
+            "{args:?} wrote into the other database"
         );
     }
     drop_slots(&tracker).await;
@@ -1592,11 +1639,31 @@ async fn restored_rows_keep_their_foreign_keys_and_their_triggers() {
     assert!(error.contains("violates foreign key constraint"), "{error}");
     assert_eq!(rows(2).await, Vec::<String>::new());
 
+    // A trigger that changes the rows as they go in: the read-back differs from the vault,
+    // and the restore says so and fails.
+    client
+        .batch_execute(
+            "ALTER TABLE issues DROP CONSTRAINT issues_pair; INSERT INTO plans VALUES (2, 'pro');
+             CREATE FUNCTION blank_plan() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN NEW.plan_id := NULL; RETURN NEW; END $$;
+             CREATE TRIGGER issues_blank_plan BEFORE INSERT ON issues FOR EACH ROW EXECUTE FUNCTION blank_plan();",
+        )
+        .await
+        .expect("altering trigger");
+    let output = run(&config, &["restore", "--tenant", "2", "--at", &t, "--json"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let report = json(&stdout(&output));
+    assert_eq!(report["failed"], 1, "{report}");
+    assert_eq!(report["restores"][0]["verified"], false, "{report}");
+    let differences = report["restores"][0]["differences"].to_string();
+    assert!(differences.contains("issues"), "{differences}");
+    assert!(!differences.contains("sites"), "{differences}");
+
     // A role that may not set session_replication_role: the triggers check the keys.
     let role = unique("rs_keys_role");
     client
         .batch_execute(&format!(
-            "ALTER TABLE issues DROP CONSTRAINT issues_pair; INSERT INTO plans VALUES (2, 'pro');
+            "DROP TRIGGER issues_blank_plan ON issues; DELETE FROM sites WHERE id = 2;
              CREATE ROLE {role} LOGIN;
              GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
         ))
@@ -1625,4 +1692,128 @@ async fn restored_rows_keep_their_foreign_keys_and_their_triggers() {
         .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
         .await
         .ok();
+}
+
+/// SQLite: `--as` clones a deleted tenant under a new key (tenant columns rewritten, rows
+/// reached through `tenant_via` following their parents); a restore killed at its third
+/// commit leaves whole tenants only, and running it again finishes the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_clones_with_as_and_finishes_a_restore_killed_half_way() {
+    let work = Workdir::new();
+    let identity = work.path("identity.db");
+    setup_identity(&identity, 6);
+    let config = work.write_config(&config_text(&work.vault_url(), None, None, Some(&identity)));
+    capture(&config).await;
+    let doomed: Vec<i64> = (1..=5).map(site_id).collect();
+    let before: BTreeMap<i64, Rows> = doomed
+        .iter()
+        .map(|&site| (site, identity_rows(&identity, site)))
+        .collect();
+    let seq = delete_identity_sites(&identity, &doomed);
+    capture(&config).await;
+    let before_tx = format!("identity:{seq}");
+
+    // --as: tenant 1 again, as 9000, while its own rows are gone.
+    let out = run_ok(
+        &config,
+        &[
+            "restore",
+            "--tenant",
+            "1",
+            "--before-tx",
+            &before_tx,
+            "--as",
+            "9000",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(json(&out)["failed"], 0, "{out}");
+    let mut expected = before[&1].clone();
+    for row in expected.get_mut("identity.users").expect("users") {
+        *row = row.replacen(", Integer(1), ", ", Integer(9000), ", 1);
+    }
+    for row in expected
+        .get_mut("identity.memberships")
+        .expect("memberships")
+    {
+        *row = row.replacen("[Integer(1), ", "[Integer(9000), ", 1);
+    }
+    for rows in expected.values_mut() {
+        rows.sort();
+    }
+    assert_eq!(identity_rows(&identity, 9000), expected);
+    assert_eq!(
+        row_count(&identity_rows(&identity, 1)),
+        0,
+        "the original stays deleted"
+    );
+    // The clone goes, so that the originals' user ids are free again.
+    delete_identity_sites(&identity, &[9000]);
+
+    let mut args = vec!["restore".to_string(), "--before-tx".into(), before_tx];
+    args.extend(tenant_args(doomed.iter().copied()));
+    let crash_config = config.clone();
+    let crash_args = args.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        lifeboat_command(&crash_config, &as_strs(&crash_args))
+            .env("LIFEBOAT_FAILPOINT", "restore.before-commit@3")
+            .output()
+            .expect("run")
+    })
+    .await
+    .expect("join");
+    assert!(!output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("failpoint restore.before-commit"),
+        "{}",
+        stderr(&output)
+    );
+    let mut restored = 0;
+    for &site in &doomed {
+        let rows = identity_rows(&identity, site);
+        if rows == before[&site] {
+            restored += 1;
+        } else {
+            assert_eq!(row_count(&rows), 0, "tenant {site} half restored: {rows:?}");
+        }
+    }
+    assert_eq!(
+        restored, 2,
+        "two tenants committed before the third commit died"
+    );
+
+    // Run again on a terminal (`script` gives it one): the progress bar shows tenant
+    // restores, rows, throughput and the time left.
+    let mut line = format!(
+        "'{}' --config '{}'",
+        env!("CARGO_BIN_EXE_lifeboat"),
+        config.display()
+    );
+    for arg in &args {
+        line.push_str(&format!(" '{arg}'"));
+    }
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env_remove("LIFEBOAT_FAILPOINT")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run script")
+    })
+    .await
+    .expect("join");
+    let terminal = stdout(&output);
+    assert!(output.status.success(), "{terminal}");
+    assert!(terminal.contains("every tenant verified"), "{terminal}");
+    for needle in ["5/5 tenant restores", " rows, ", " rows/s", "ETA"] {
+        assert!(terminal.contains(needle), "no {needle:?} in {terminal:?}");
+    }
+    for &site in &doomed {
+        assert_eq!(
+            identity_rows(&identity, site),
+            before[&site],
+            "tenant {site}"
+        );
+    }
 }

@@ -1255,7 +1255,7 @@ mod tests {
             tables: vec![table("a"), table("b"), table("c")],
             rows: rows.clone(),
         };
-        let bytes = Bytes::from(encode(Kind::Base, &base).expect("encode"));
+        let bytes = encode(Kind::Base, &base).expect("encode");
         let name = format!(
             "sources/s/bases/7/{:016x}-{}.base",
             12,

@@ -24,7 +24,7 @@ use lifeboat_core::tenancy::SourceTenancy;
 use lifeboat_core::{Error, Result};
 
 use super::pg_error;
-use crate::restore::{copy_text, ForeignKey, TenantRestore, WriteReport, WrittenKeys};
+use crate::restore::{copy_text, ForeignKey, TenantRestore, WriteMode, WriteReport, WrittenKeys};
 use crate::{quote_ident, quote_literal, tenant_delete, tenant_query};
 
 /// What restore needs to know about the target's schema beyond the tenant map.
@@ -172,20 +172,20 @@ enum Piece {
 
 /// Replace `delete_key`'s rows with `restore`'s rows (tables in write order) in one
 /// transaction. The rows are turned into COPY data on a blocking thread as they are read
-/// from the vault, while the connection sends the previous chunk. With `dry_run`, count
-/// what would be written and removed, and change nothing.
+/// from the vault, while the connection sends the previous chunk. `WriteMode::DryRun`: count
+/// what would be written and removed; `Trial`: write, then roll back.
 pub async fn write_tenant(
     client: &mut Client,
     tenancy: &SourceTenancy,
     catalog: &Catalog,
     delete_key: &TenantKey,
     mut restore: TenantRestore,
-    dry_run: bool,
+    mode: WriteMode,
 ) -> Result<(WriteReport, TenantRestore)> {
     let key = quote_literal(delete_key.as_str());
     let mut report = WriteReport::default();
     let vanished = |name: &str| Error::source(format!("table {name} vanished"));
-    if dry_run {
+    if mode == WriteMode::DryRun {
         for index in 0..restore.tables.len() {
             let name = restore.tables[index].name.clone();
             let schema = &tenancy.table(&name).ok_or_else(|| vanished(&name))?.schema;
@@ -357,6 +357,12 @@ pub async fn write_tenant(
         tx.batch_execute(&sql)
             .await
             .map_err(|e| pg_error(&format!("cannot move sequence {sequence}"), e))?;
+    }
+    if mode == WriteMode::Trial {
+        tx.rollback()
+            .await
+            .map_err(|e| pg_error("cannot roll the trial back", e))?;
+        return Ok((report, restore));
     }
     lifeboat_core::failpoint::hit("restore.before-commit");
     tx.commit()
