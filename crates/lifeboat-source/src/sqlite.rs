@@ -556,6 +556,11 @@ pub fn write_tenant(
     let err = |e| sqlite_error(path, e);
     let key = tenant_parameter(delete_key);
     let mut report = WriteReport::default();
+    // Foreign keys are enforced per connection in SQLite, and off unless asked for: the
+    // restored rows must satisfy them all the same (checked at the commit, since rows of a
+    // table that references itself may come before the rows they reference).
+    conn.execute_batch("PRAGMA foreign_keys = ON")
+        .map_err(err)?;
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(err)?;

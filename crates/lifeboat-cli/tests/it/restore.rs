@@ -1817,3 +1817,57 @@ async fn sqlite_clones_with_as_and_finishes_a_restore_killed_half_way() {
         );
     }
 }
+
+/// SQLite enforces foreign keys only on connections that ask; restore asks, so restored
+/// rows whose parent is gone fail their tenant's restore and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_restored_rows_must_keep_their_foreign_keys() {
+    let work = Workdir::new();
+    let path = work.path("app.db");
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE plans (id INTEGER PRIMARY KEY, name TEXT);
+         CREATE TABLE users (id INTEGER PRIMARY KEY, site_id INTEGER NOT NULL,
+             plan_id INTEGER REFERENCES plans(id));
+         INSERT INTO plans VALUES (1, 'free'), (2, 'pro');
+         INSERT INTO users VALUES (10, 1, 1), (20, 2, 2), (21, 2, NULL), (30, 3, 1);",
+    )
+    .expect("schema");
+    let config = work.write_config(&format!(
+        "[vault]\nurl = \"{}\"\n\n[sources.app]\nurl = \"sqlite://{}\"\ntenant_column = \"site_id\"\n\
+         [sources.app.tables.plans]\nglobal = true\n",
+        work.vault_url(),
+        path.display()
+    ));
+    capture(&config).await;
+    let users = |site: i64| sqlite_texts(&conn, "SELECT * FROM users WHERE site_id = ?1", site);
+    let before = users(2);
+    assert_eq!(before.len(), 2);
+    // The database's clock, as SQLite changes carry it, a moment after the last write.
+    std::thread::sleep(Duration::from_millis(20));
+    let t: String = conn
+        .query_row("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')", [], |r| {
+            r.get(0)
+        })
+        .expect("now");
+    std::thread::sleep(Duration::from_millis(20));
+    conn.execute_batch("DELETE FROM users WHERE site_id = 2; DELETE FROM plans WHERE id = 2")
+        .expect("the mistake");
+    capture(&config).await;
+    let everything = sqlite_dump(&path);
+    let output = run(&config, &["restore", "--tenant", "2", "--at", &t, "--json"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let report = json(&stdout(&output));
+    let error = report["restores"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("FOREIGN KEY constraint failed"), "{report}");
+    assert!(
+        sqlite_dump(&path) == everything,
+        "a failed restore changed the database"
+    );
+
+    conn.execute_batch("INSERT INTO plans VALUES (2, 'pro')")
+        .expect("plan back");
+    run_ok(&config, &["restore", "--tenant", "2", "--at", &t]).await;
+    assert_eq!(users(2), before);
+}
