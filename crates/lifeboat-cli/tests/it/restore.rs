@@ -166,12 +166,13 @@ async fn pg_dump(url: &str) -> Rows {
     let client = pg_connect(url).await;
     let tables = pg_texts(
         &client,
-        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'",
+        "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables \
+         WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
     )
     .await;
     let mut out = Rows::new();
     for table in tables {
-        let rows = pg_texts(&client, &format!("SELECT t::text FROM \"{table}\" t")).await;
+        let rows = pg_texts(&client, &format!("SELECT t::text FROM {table} t")).await;
         out.insert(table, rows);
     }
     out
@@ -1870,4 +1871,87 @@ async fn sqlite_restored_rows_must_keep_their_foreign_keys() {
         .expect("plan back");
     run_ok(&config, &["restore", "--tenant", "2", "--at", &t]).await;
     assert_eq!(users(2), before);
+}
+
+/// A source in a schema of its own, with a composite foreign key between tenant tables and
+/// a key into a table of another schema: restored rows come back row for row, and a row
+/// whose parent in the other schema is gone fails the restore with nothing written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_in_a_schema_of_its_own_with_composite_and_cross_schema_keys() {
+    let work = Workdir::new();
+    let url = create_database("rs_schema").await;
+    let client = pg_connect(&url).await;
+    client
+        .batch_execute(
+            "CREATE SCHEMA app;
+             CREATE TABLE public.plans (id int PRIMARY KEY);
+             INSERT INTO public.plans VALUES (1), (2);
+             CREATE TABLE app.sites (id bigint PRIMARY KEY, plan_id int REFERENCES public.plans(id));
+             CREATE TABLE app.issues (id bigint PRIMARY KEY,
+                 site_id bigint NOT NULL REFERENCES app.sites(id) ON DELETE CASCADE,
+                 UNIQUE (site_id, id));
+             CREATE TABLE app.notes (site_id bigint NOT NULL, issue_id bigint NOT NULL, n int,
+                 body text, PRIMARY KEY (site_id, issue_id, n),
+                 FOREIGN KEY (site_id, issue_id) REFERENCES app.issues(site_id, id) ON DELETE CASCADE);
+             INSERT INTO app.sites VALUES (1, 1), (2, 2), (3, 2);
+             INSERT INTO app.issues SELECT s * 10 + i, s FROM generate_series(1, 3) s, generate_series(1, 3) i;
+             INSERT INTO app.notes SELECT site_id, id, n, 'note ' || n FROM app.issues, generate_series(1, 2) n;",
+        )
+        .await
+        .expect("schema");
+    let config = work.write_config(&format!(
+        "[vault]\nurl = \"{}\"\n\n[sources.app]\nurl = \"{url}\"\nschema = \"app\"\n\
+         tenant_column = \"site_id\"\n[sources.app.tables.sites]\ntenant_column = \"id\"\n",
+        work.vault_url()
+    ));
+    capture(&config).await;
+    let rows = |site: i64| {
+        let url = url.clone();
+        async move {
+            pg_texts(
+                &pg_connect(&url).await,
+                &format!(
+                    "SELECT s::text FROM app.sites s WHERE id = {site} UNION ALL \
+                     SELECT i::text FROM app.issues i WHERE site_id = {site} UNION ALL \
+                     SELECT n::text FROM app.notes n WHERE site_id = {site}"
+                ),
+            )
+            .await
+        }
+    };
+    let before = rows(2).await;
+    assert_eq!(before.len(), 1 + 3 + 6);
+    let t = pg_now(&url).await;
+    client
+        .batch_execute("DELETE FROM app.sites WHERE id = 2")
+        .await
+        .expect("delete");
+    capture(&config).await;
+    let out = run_ok(&config, &["restore", "--tenant", "2", "--at", &t, "--json"]).await;
+    assert_eq!(json(&out)["rows_written"], 10, "{out}");
+    assert_eq!(rows(2).await, before);
+
+    // The plan in the other schema goes: the restore is refused by the key check.
+    client
+        .batch_execute(
+            "DELETE FROM app.sites WHERE id = 2; UPDATE app.sites SET plan_id = 1;
+             DELETE FROM public.plans WHERE id = 2",
+        )
+        .await
+        .expect("the plan goes");
+    capture(&config).await;
+    let everything = pg_dump(&url).await;
+    let output = run(&config, &["restore", "--tenant", "2", "--at", &t, "--json"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let report = json(&stdout(&output));
+    let error = report["restores"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("restored rows of sites reference rows of plans"),
+        "{report}"
+    );
+    assert!(
+        pg_dump(&url).await == everything,
+        "a failed restore changed the database"
+    );
+    drop_slots(&url).await;
 }
