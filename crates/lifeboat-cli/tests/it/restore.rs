@@ -261,6 +261,25 @@ async fn capture(config: &Path) {
     run_ok(config, &["capture", "--until-caught-up"]).await;
 }
 
+/// Run `args` with the restore dying just before its third commit.
+async fn run_killed_at_third_commit(config: &Path, args: &[String]) {
+    let (config, args) = (config.to_path_buf(), args.to_vec());
+    let output = tokio::task::spawn_blocking(move || {
+        lifeboat_command(&config, &as_strs(&args))
+            .env("LIFEBOAT_FAILPOINT", "restore.before-commit@3")
+            .output()
+            .expect("run")
+    })
+    .await
+    .expect("join");
+    assert!(!output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("failpoint restore.before-commit"),
+        "{}",
+        stderr(&output)
+    );
+}
+
 /// Exit 2, one line starting with "error: " that contains `needle`.
 fn assert_refused(output: &Output, needle: &str) {
     let err = stderr(output);
@@ -1131,22 +1150,7 @@ async fn restore_killed_at_the_third_commit_is_finished_by_running_it_again() {
         "1".into(),
     ];
     args.extend(tenant_args(doomed.iter().copied()));
-    let crash_config = config.clone();
-    let crash_args = args.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        lifeboat_command(&crash_config, &as_strs(&crash_args))
-            .env("LIFEBOAT_FAILPOINT", "restore.before-commit@3")
-            .output()
-            .expect("run")
-    })
-    .await
-    .expect("join");
-    assert!(!output.status.success(), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("failpoint restore.before-commit"),
-        "{}",
-        stderr(&output)
-    );
+    run_killed_at_third_commit(&config, &args).await;
     let mut restored = 0;
     for &site in &doomed {
         let rows = tracker_rows(&client, site, false).await;
@@ -1754,22 +1758,7 @@ async fn sqlite_clones_with_as_and_finishes_a_restore_killed_half_way() {
 
     let mut args = vec!["restore".to_string(), "--before-tx".into(), before_tx];
     args.extend(tenant_args(doomed.iter().copied()));
-    let crash_config = config.clone();
-    let crash_args = args.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        lifeboat_command(&crash_config, &as_strs(&crash_args))
-            .env("LIFEBOAT_FAILPOINT", "restore.before-commit@3")
-            .output()
-            .expect("run")
-    })
-    .await
-    .expect("join");
-    assert!(!output.status.success(), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("failpoint restore.before-commit"),
-        "{}",
-        stderr(&output)
-    );
+    run_killed_at_third_commit(&config, &args).await;
     let mut restored = 0;
     for &site in &doomed {
         let rows = identity_rows(&identity, site);

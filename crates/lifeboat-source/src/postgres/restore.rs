@@ -43,14 +43,12 @@ pub struct Catalog {
 /// A foreign key of a table in the restored schema, with its parent named in SQL.
 #[derive(Debug, Clone)]
 pub struct KeyCheck {
+    pub key: ForeignKey,
+    /// The constraint's name.
     pub name: String,
-    pub child: String,
-    pub columns: Vec<String>,
     /// The referenced table, schema-qualified and quoted.
     pub parent_sql: String,
-    pub parent: String,
-    pub parent_columns: Vec<String>,
-    /// Whether the parent is in the restored schema (so `parent` may be a table written).
+    /// Whether the parent is in the restored schema (so it may be a table written).
     pub same_schema: bool,
 }
 
@@ -75,31 +73,25 @@ pub async fn catalog(client: &Client, schema: &str) -> Result<Catalog> {
         )
         .await
         .map_err(|e| pg_error("cannot read foreign keys", e))?;
-    let foreign_keys = rows
+    let checks: Vec<KeyCheck> = rows
         .iter()
-        .map(|r| ForeignKey {
-            child: r.get(0),
-            parent: r.get(1),
-            columns: r.get(2),
-            parent_columns: r.get(3),
+        .map(|r| KeyCheck {
+            key: ForeignKey {
+                child: r.get(0),
+                parent: r.get(1),
+                columns: r.get(2),
+                parent_columns: r.get(3),
+            },
+            name: r.get(5),
+            parent_sql: r.get(4),
+            same_schema: r.get(7),
         })
         .collect();
+    let foreign_keys = checks.iter().map(|c| c.key.clone()).collect();
     let mut needs_triggers: BTreeSet<String> = rows
         .iter()
         .filter(|r| r.get::<_, bool>(6))
         .map(|r| r.get(0))
-        .collect();
-    let checks = rows
-        .iter()
-        .map(|r| KeyCheck {
-            name: r.get(5),
-            child: r.get(0),
-            columns: r.get(2),
-            parent_sql: r.get(4),
-            parent: r.get(1),
-            parent_columns: r.get(3),
-            same_schema: r.get(7),
-        })
         .collect();
     let triggered = client
         .query(
@@ -236,11 +228,15 @@ pub async fn write_tenant(
             &restore.tables,
             checks.iter().map(|c| {
                 (
-                    c.child.as_str(),
-                    c.columns.as_slice(),
+                    c.key.child.as_str(),
+                    c.key.columns.as_slice(),
                     // A parent in another schema is never among the tables written.
-                    if c.same_schema { c.parent.as_str() } else { "" },
-                    c.parent_columns.as_slice(),
+                    if c.same_schema {
+                        c.key.parent.as_str()
+                    } else {
+                        ""
+                    },
+                    c.key.parent_columns.as_slice(),
                 )
             }),
             FOLLOWED_KEYS,
@@ -386,10 +382,11 @@ async fn check_keys(
     key: &str,
 ) -> Result<()> {
     for (n, check) in checks.iter().enumerate() {
-        if report.tables.get(&check.child).is_none_or(|t| t.0 == 0) || written_keys.holds(n) {
+        let fk = &check.key;
+        if report.tables.get(&fk.child).is_none_or(|t| t.0 == 0) || written_keys.holds(n) {
             continue;
         }
-        let Some(child) = tenancy.table(&check.child) else {
+        let Some(child) = tenancy.table(&fk.child) else {
             continue;
         };
         let rows = tenant_query(tenancy, &child.schema, key, true)?;
@@ -400,24 +397,24 @@ async fn check_keys(
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let written = list("c", &check.columns);
-        let referenced = list("p", &check.parent_columns);
-        let present = check
+        let written = list("c", &fk.columns);
+        let referenced = list("p", &fk.parent_columns);
+        let present = fk
             .columns
             .iter()
             .map(|c| format!("c.{} IS NOT NULL", quote_ident(c)))
             .collect::<Vec<_>>()
             .join(" AND ");
-        let matches = check
+        let matches = fk
             .columns
             .iter()
-            .zip(&check.parent_columns)
+            .zip(&fk.parent_columns)
             .map(|(c, p)| format!("p.{} = c.{}", quote_ident(p), quote_ident(c)))
             .collect::<Vec<_>>()
             .join(" AND ");
         let failed = |e| {
             pg_error(
-                &format!("cannot check foreign key {} of {}", check.name, check.child),
+                &format!("cannot check foreign key {} of {}", check.name, fk.child),
                 e,
             )
         };
@@ -440,10 +437,10 @@ async fn check_keys(
             return Err(Error::source(format!(
                 "{count} restored rows of {} reference rows of {} that are not there \
                  (foreign key {}; for example ({}) = {}); nothing was written",
-                check.child,
-                check.parent,
+                fk.child,
+                fk.parent,
                 check.name,
-                check.columns.join(", "),
+                fk.columns.join(", "),
                 example.unwrap_or_default()
             )));
         }
