@@ -137,6 +137,11 @@ fn sqlite_texts(conn: &rusqlite::Connection, sql: &str, site: i64) -> Vec<String
     out
 }
 
+/// `pg_texts` on a connection of its own.
+async fn texts_at(url: &str, sql: &str) -> Vec<String> {
+    pg_texts(&pg_connect(url).await, sql).await
+}
+
 /// An identity tenant's rows, with their SQLite storage classes.
 fn identity_rows(path: &Path, site: i64) -> Rows {
     let conn = rusqlite::Connection::open(path).expect("open identity");
@@ -278,6 +283,32 @@ async fn run_killed_at_third_commit(config: &Path, args: &[String]) {
         "{}",
         stderr(&output)
     );
+}
+
+/// After a restore died at its third commit: two tenants whole, the others without rows.
+fn assert_two_whole_the_rest_empty(now: &BTreeMap<i64, Rows>, before: &BTreeMap<i64, Rows>) {
+    let mut restored = 0;
+    for (site, rows) in now {
+        if rows == &before[site] {
+            restored += 1;
+        } else {
+            assert_eq!(row_count(rows), 0, "tenant {site} half restored: {rows:?}");
+        }
+    }
+    assert_eq!(
+        restored, 2,
+        "two tenants committed before the third commit died"
+    );
+}
+
+/// `restore --tenant 2 --at T --json`, which must fail its one tenant (exit 1): that
+/// tenant's part of the report.
+async fn failed_restore(config: &Path, t: &str) -> serde_json::Value {
+    let output = run(config, &["restore", "--tenant", "2", "--at", t, "--json"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let report = json(&stdout(&output));
+    assert_eq!(report["failed"], 1, "{report}");
+    report["restores"][0].clone()
 }
 
 /// Exit 2, one line starting with "error: " that contains `needle`.
@@ -1151,19 +1182,11 @@ async fn restore_killed_at_the_third_commit_is_finished_by_running_it_again() {
     ];
     args.extend(tenant_args(doomed.iter().copied()));
     run_killed_at_third_commit(&config, &args).await;
-    let mut restored = 0;
+    let mut now = BTreeMap::new();
     for &site in &doomed {
-        let rows = tracker_rows(&client, site, false).await;
-        if rows == before[&site] {
-            restored += 1;
-        } else {
-            assert_eq!(row_count(&rows), 0, "tenant {site} half restored: {rows:?}");
-        }
+        now.insert(site, tracker_rows(&client, site, false).await);
     }
-    assert_eq!(
-        restored, 2,
-        "two tenants committed before the third commit died"
-    );
+    assert_two_whole_the_rest_empty(&now, &before);
 
     let out = run_ok(&config, &as_strs(&args)).await;
     assert!(out.contains("every tenant verified"), "{out}");
@@ -1566,35 +1589,25 @@ async fn restored_rows_keep_their_foreign_keys_and_their_triggers() {
         work.vault_url()
     ));
     capture(&config).await;
-    let rows = |site: i64| {
-        let url = url.clone();
-        async move {
-            pg_texts(
-                &pg_connect(&url).await,
-                &format!(
-                    "SELECT s::text FROM sites s WHERE id = {site} UNION ALL \
-                     SELECT i::text FROM issues i WHERE site_id = {site}"
-                ),
-            )
-            .await
-        }
+    let rows_sql = |site: i64| {
+        format!(
+            "SELECT s::text FROM sites s WHERE id = {site} UNION ALL \
+             SELECT i::text FROM issues i WHERE site_id = {site}"
+        )
     };
-    let before = rows(2).await;
+    let before = texts_at(&url, &rows_sql(2)).await;
     assert_eq!(before.len(), 6);
     let t = pg_now(&url).await;
-    // Site 2 is deleted; then its plan is removed and another site takes the plan's id
-    // for nothing: restored rows of site 2 would reference plan 2, which is gone.
+    // Site 2 is deleted, then its plan (once nothing else uses it): restored rows of site 2
+    // would reference plan 2, which is gone.
     client
         .batch_execute("DELETE FROM sites WHERE id = 2; UPDATE sites SET plan_id = 1 WHERE id = 3; UPDATE issues SET plan_id = NULL; DELETE FROM plans WHERE id = 2")
         .await
         .expect("the mistake");
     capture(&config).await;
     let everything = pg_dump(&url).await;
-    let output = run(&config, &["restore", "--tenant", "2", "--at", &t, "--json"]).await;
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    let report = json(&stdout(&output));
-    assert_eq!(report["failed"], 1, "{report}");
-    let error = report["restores"][0]["error"].as_str().unwrap_or_default();
+    let failed = failed_restore(&config, &t).await;
+    let error = failed["error"].as_str().unwrap_or_default();
     assert!(
         error.contains("reference rows of plans") && error.contains("plan_id_fkey"),
         "{error}"
@@ -1610,7 +1623,7 @@ async fn restored_rows_keep_their_foreign_keys_and_their_triggers() {
         .await
         .expect("plan back");
     run_ok(&config, &["restore", "--tenant", "2", "--at", &t]).await;
-    assert_eq!(rows(2).await, before);
+    assert_eq!(texts_at(&url, &rows_sql(2)).await, before);
 
     // A trigger of its own on issues: written with triggers on, and the trigger runs.
     client
@@ -1623,7 +1636,7 @@ async fn restored_rows_keep_their_foreign_keys_and_their_triggers() {
         .await
         .expect("trigger");
     run_ok(&config, &["restore", "--tenant", "2", "--at", &t]).await;
-    assert_eq!(rows(2).await, before);
+    assert_eq!(texts_at(&url, &rows_sql(2)).await, before);
     let logged = pg_texts(&client, "SELECT issue_id::text FROM issue_log").await;
     assert_eq!(logged, ["201", "202", "203", "204", "205"]);
 
@@ -1637,12 +1650,10 @@ async fn restored_rows_keep_their_foreign_keys_and_their_triggers() {
         )
         .await
         .expect("deferrable");
-    let output = run(&config, &["restore", "--tenant", "2", "--at", &t, "--json"]).await;
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    let report = json(&stdout(&output));
-    let error = report["restores"][0]["error"].as_str().unwrap_or_default();
+    let failed = failed_restore(&config, &t).await;
+    let error = failed["error"].as_str().unwrap_or_default();
     assert!(error.contains("violates foreign key constraint"), "{error}");
-    assert_eq!(rows(2).await, Vec::<String>::new());
+    assert_eq!(texts_at(&url, &rows_sql(2)).await, Vec::<String>::new());
 
     // A trigger that changes the rows as they go in: the read-back differs from the vault,
     // and the restore says so and fails.
@@ -1655,12 +1666,9 @@ async fn restored_rows_keep_their_foreign_keys_and_their_triggers() {
         )
         .await
         .expect("altering trigger");
-    let output = run(&config, &["restore", "--tenant", "2", "--at", &t, "--json"]).await;
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    let report = json(&stdout(&output));
-    assert_eq!(report["failed"], 1, "{report}");
-    assert_eq!(report["restores"][0]["verified"], false, "{report}");
-    let differences = report["restores"][0]["differences"].to_string();
+    let failed = failed_restore(&config, &t).await;
+    assert_eq!(failed["verified"], false, "{failed}");
+    let differences = failed["differences"].to_string();
     assert!(differences.contains("issues"), "{differences}");
     assert!(!differences.contains("sites"), "{differences}");
 
@@ -1691,7 +1699,7 @@ async fn restored_rows_keep_their_foreign_keys_and_their_triggers() {
     )
     .await;
     assert_eq!(json(&out)["failed"], 0, "{out}");
-    assert_eq!(rows(2).await, before);
+    assert_eq!(texts_at(&url, &rows_sql(2)).await, before);
     drop_slots(&url).await;
     client
         .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
@@ -1759,19 +1767,11 @@ async fn sqlite_clones_with_as_and_finishes_a_restore_killed_half_way() {
     let mut args = vec!["restore".to_string(), "--before-tx".into(), before_tx];
     args.extend(tenant_args(doomed.iter().copied()));
     run_killed_at_third_commit(&config, &args).await;
-    let mut restored = 0;
-    for &site in &doomed {
-        let rows = identity_rows(&identity, site);
-        if rows == before[&site] {
-            restored += 1;
-        } else {
-            assert_eq!(row_count(&rows), 0, "tenant {site} half restored: {rows:?}");
-        }
-    }
-    assert_eq!(
-        restored, 2,
-        "two tenants committed before the third commit died"
-    );
+    let now = doomed
+        .iter()
+        .map(|&site| (site, identity_rows(&identity, site)))
+        .collect();
+    assert_two_whole_the_rest_empty(&now, &before);
 
     // Run again on a terminal (`script` gives it one): the progress bar shows tenant
     // restores, rows, throughput and the time left.
@@ -1846,11 +1846,9 @@ async fn sqlite_restored_rows_must_keep_their_foreign_keys() {
         .expect("the mistake");
     capture(&config).await;
     let everything = sqlite_dump(&path);
-    let output = run(&config, &["restore", "--tenant", "2", "--at", &t, "--json"]).await;
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    let report = json(&stdout(&output));
-    let error = report["restores"][0]["error"].as_str().unwrap_or_default();
-    assert!(error.contains("FOREIGN KEY constraint failed"), "{report}");
+    let failed = failed_restore(&config, &t).await;
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(error.contains("FOREIGN KEY constraint failed"), "{failed}");
     assert!(
         sqlite_dump(&path) == everything,
         "a failed restore changed the database"
@@ -1894,21 +1892,14 @@ async fn restore_in_a_schema_of_its_own_with_composite_and_cross_schema_keys() {
         work.vault_url()
     ));
     capture(&config).await;
-    let rows = |site: i64| {
-        let url = url.clone();
-        async move {
-            pg_texts(
-                &pg_connect(&url).await,
-                &format!(
-                    "SELECT s::text FROM app.sites s WHERE id = {site} UNION ALL \
-                     SELECT i::text FROM app.issues i WHERE site_id = {site} UNION ALL \
-                     SELECT n::text FROM app.notes n WHERE site_id = {site}"
-                ),
-            )
-            .await
-        }
+    let rows_sql = |site: i64| {
+        format!(
+            "SELECT s::text FROM app.sites s WHERE id = {site} UNION ALL \
+             SELECT i::text FROM app.issues i WHERE site_id = {site} UNION ALL \
+             SELECT n::text FROM app.notes n WHERE site_id = {site}"
+        )
     };
-    let before = rows(2).await;
+    let before = texts_at(&url, &rows_sql(2)).await;
     assert_eq!(before.len(), 1 + 3 + 6);
     let t = pg_now(&url).await;
     client
@@ -1918,7 +1909,7 @@ async fn restore_in_a_schema_of_its_own_with_composite_and_cross_schema_keys() {
     capture(&config).await;
     let out = run_ok(&config, &["restore", "--tenant", "2", "--at", &t, "--json"]).await;
     assert_eq!(json(&out)["rows_written"], 10, "{out}");
-    assert_eq!(rows(2).await, before);
+    assert_eq!(texts_at(&url, &rows_sql(2)).await, before);
 
     // The plan in the other schema goes: the restore is refused by the key check.
     client
@@ -1930,13 +1921,11 @@ async fn restore_in_a_schema_of_its_own_with_composite_and_cross_schema_keys() {
         .expect("the plan goes");
     capture(&config).await;
     let everything = pg_dump(&url).await;
-    let output = run(&config, &["restore", "--tenant", "2", "--at", &t, "--json"]).await;
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    let report = json(&stdout(&output));
-    let error = report["restores"][0]["error"].as_str().unwrap_or_default();
+    let failed = failed_restore(&config, &t).await;
+    let error = failed["error"].as_str().unwrap_or_default();
     assert!(
         error.contains("restored rows of sites reference rows of plans"),
-        "{report}"
+        "{failed}"
     );
     assert!(
         pg_dump(&url).await == everything,
