@@ -335,7 +335,13 @@ pub async fn write_tenant(
             .map_err(|e| pg_error("cannot turn the foreign-key triggers back on", e))?;
         check_keys(&tx, tenancy, checks, &written_keys, &report, &key).await?;
     }
-    for (table, column, sequence) in &catalog.sequences {
+    // setval is not undone by a rollback: a trial leaves the sequences alone.
+    let sequences = if mode == WriteMode::Trial {
+        &[][..]
+    } else {
+        &catalog.sequences[..]
+    };
+    for (table, column, sequence) in sequences {
         if report.tables.get(table).is_none_or(|t| t.0 == 0) {
             continue;
         }
