@@ -1882,7 +1882,17 @@ async fn restore_in_a_schema_of_its_own_with_composite_and_cross_schema_keys() {
                  FOREIGN KEY (site_id, issue_id) REFERENCES app.issues(site_id, id) ON DELETE CASCADE);
              INSERT INTO app.sites VALUES (1, 1), (2, 2), (3, 2);
              INSERT INTO app.issues SELECT s * 10 + i, s FROM generate_series(1, 3) s, generate_series(1, 3) i;
-             INSERT INTO app.notes SELECT site_id, id, n, 'note ' || n FROM app.issues, generate_series(1, 2) n;",
+             INSERT INTO app.notes SELECT site_id, id, n, 'note ' || n FROM app.issues, generate_series(1, 2) n;
+             CREATE TABLE app.events (site_id bigint NOT NULL REFERENCES app.sites(id) ON DELETE CASCADE,
+                 id bigint NOT NULL, PRIMARY KEY (site_id, id)) PARTITION BY RANGE (id);
+             CREATE TABLE app.events_low PARTITION OF app.events FOR VALUES FROM (0) TO (22);
+             CREATE TABLE app.events_high PARTITION OF app.events FOR VALUES FROM (22) TO (1000);
+             CREATE TABLE app.marks (site_id bigint NOT NULL, event_id bigint NOT NULL,
+                 PRIMARY KEY (site_id, event_id),
+                 FOREIGN KEY (site_id, event_id) REFERENCES app.events(site_id, id) ON DELETE CASCADE);
+             INSERT INTO app.events SELECT s, s * 10 + i FROM generate_series(1, 3) s, generate_series(1, 3) i;
+             INSERT INTO app.marks SELECT site_id, id FROM app.events;
+             CREATE TABLE public.event_log (id bigint);",
         )
         .await
         .expect("schema");
@@ -1896,11 +1906,14 @@ async fn restore_in_a_schema_of_its_own_with_composite_and_cross_schema_keys() {
         format!(
             "SELECT s::text FROM app.sites s WHERE id = {site} UNION ALL \
              SELECT i::text FROM app.issues i WHERE site_id = {site} UNION ALL \
-             SELECT n::text FROM app.notes n WHERE site_id = {site}"
+             SELECT n::text FROM app.notes n WHERE site_id = {site} UNION ALL \
+             SELECT e::text FROM app.events e WHERE site_id = {site} UNION ALL \
+             SELECT m::text FROM app.marks m WHERE site_id = {site}"
         )
     };
     let before = texts_at(&url, &rows_sql(2)).await;
-    assert_eq!(before.len(), 1 + 3 + 6);
+    // Site 2's events are 21 (in events_low), 22 and 23 (in events_high).
+    assert_eq!(before.len(), 1 + 3 + 6 + 3 + 3);
     let t = pg_now(&url).await;
     client
         .batch_execute("DELETE FROM app.sites WHERE id = 2")
@@ -1908,13 +1921,31 @@ async fn restore_in_a_schema_of_its_own_with_composite_and_cross_schema_keys() {
         .expect("delete");
     capture(&config).await;
     let out = run_ok(&config, &["restore", "--tenant", "2", "--at", &t, "--json"]).await;
-    assert_eq!(json(&out)["rows_written"], 10, "{out}");
+    assert_eq!(json(&out)["rows_written"], 16, "{out}");
     assert_eq!(texts_at(&url, &rows_sql(2)).await, before);
+
+    // A trigger on one partition only: the triggers stay on for the partitioned table,
+    // and it runs for the rows that land in that partition.
+    client
+        .batch_execute(
+            "CREATE FUNCTION app.log_event() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN INSERT INTO public.event_log VALUES (NEW.id); RETURN NEW; END $$;
+             CREATE TRIGGER logged AFTER INSERT ON app.events_high
+                 FOR EACH ROW EXECUTE FUNCTION app.log_event();
+             DELETE FROM app.sites WHERE id = 2",
+        )
+        .await
+        .expect("partition trigger");
+    run_ok(&config, &["restore", "--tenant", "2", "--at", &t]).await;
+    assert_eq!(texts_at(&url, &rows_sql(2)).await, before);
+    let logged = pg_texts(&client, "SELECT id::text FROM public.event_log").await;
+    assert_eq!(logged, ["22", "23"]);
 
     // The plan in the other schema goes: the restore is refused by the key check.
     client
         .batch_execute(
-            "DELETE FROM app.sites WHERE id = 2; UPDATE app.sites SET plan_id = 1;
+            "DROP TRIGGER logged ON app.events_high;
+             DELETE FROM app.sites WHERE id = 2; UPDATE app.sites SET plan_id = 1;
              DELETE FROM public.plans WHERE id = 2",
         )
         .await

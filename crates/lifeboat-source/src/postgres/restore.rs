@@ -50,6 +50,9 @@ pub struct KeyCheck {
     pub parent_sql: String,
     /// Whether the parent is in the restored schema (so it may be a table written).
     pub same_schema: bool,
+    /// Whether both sides' columns have the same types, so that equal text output means
+    /// equal values (a `real` and a `double precision` both printed 0.1 are not equal).
+    pub same_types: bool,
 }
 
 pub async fn catalog(client: &Client, schema: &str) -> Result<Catalog> {
@@ -61,13 +64,18 @@ pub async fn catalog(client: &Client, schema: &str) -> Result<Catalog> {
                     ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, i)
                           JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i),
                     format('%I.%I', pn.nspname, parent.relname), c.conname::text,
-                    c.confmatchtype = 'f', pn.oid = n.oid
+                    c.confmatchtype = 'f', pn.oid = n.oid,
+                    ARRAY(SELECT a.atttypid FROM unnest(c.conkey) WITH ORDINALITY k(n, i)
+                          JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i)
+                    = ARRAY(SELECT a.atttypid FROM unnest(c.confkey) WITH ORDINALITY k(n, i)
+                          JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i)
              FROM pg_constraint c
              JOIN pg_class child ON child.oid = c.conrelid
              JOIN pg_class parent ON parent.oid = c.confrelid
              JOIN pg_namespace n ON n.oid = child.relnamespace
              JOIN pg_namespace pn ON pn.oid = parent.relnamespace
-             WHERE c.contype = 'f' AND n.nspname = $1
+             -- A key into a partitioned table has a copy per partition (conparentid set).
+             WHERE c.contype = 'f' AND n.nspname = $1 AND c.conparentid = 0
              ORDER BY child.relname, c.conname",
             &[&schema],
         )
@@ -85,6 +93,7 @@ pub async fn catalog(client: &Client, schema: &str) -> Result<Catalog> {
             name: r.get(5),
             parent_sql: r.get(4),
             same_schema: r.get(7),
+            same_types: r.get(8),
         })
         .collect();
     let foreign_keys = checks.iter().map(|c| c.key.clone()).collect();
@@ -95,27 +104,39 @@ pub async fn catalog(client: &Client, schema: &str) -> Result<Catalog> {
         .collect();
     let triggered = client
         .query(
-            // Triggers of the table's own, and deferrable unique, primary key and
-            // exclusion constraints, whose deferred recheck is an internal trigger too.
-            "SELECT c.relname::text FROM pg_trigger t
-             JOIN pg_class c ON c.oid = t.tgrelid
-             JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = $1 AND NOT t.tgisinternal AND t.tgenabled <> 'D'
-             UNION
-             SELECT c.relname::text FROM pg_constraint k
-             JOIN pg_class c ON c.oid = k.conrelid
-             JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = $1 AND k.contype IN ('p', 'u', 'x') AND k.condeferrable",
+            // Triggers of the table's own; deferrable unique, primary key and exclusion
+            // constraints, whose deferred recheck is an internal trigger too; and foreign
+            // keys of a partition of its own. Anything on a partition counts for the
+            // partitioned table at the root, which is what restore writes.
+            "WITH owners AS (
+                 SELECT t.tgrelid AS rel FROM pg_trigger t
+                 WHERE NOT t.tgisinternal AND t.tgenabled <> 'D'
+                 UNION
+                 SELECT k.conrelid FROM pg_constraint k
+                 WHERE k.contype IN ('p', 'u', 'x') AND k.condeferrable
+                 UNION
+                 SELECT k.conrelid FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
+                 WHERE k.contype = 'f' AND k.conparentid = 0 AND c.relispartition)
+             SELECT DISTINCT root.relname::text FROM owners o
+             JOIN pg_class root ON root.oid = COALESCE(pg_partition_root(o.rel), o.rel)
+             JOIN pg_namespace n ON n.oid = root.relnamespace
+             WHERE n.nspname = $1",
             &[&schema],
         )
         .await
         .map_err(|e| pg_error("cannot read triggers", e))?;
     needs_triggers.extend(triggered.iter().map(|r| r.get::<_, String>(0)));
-    // Setting session_replication_role takes a superuser or, from PostgreSQL 15, a grant.
+    // Only a superuser: like the triggers, it reads and locks referenced rows whatever
+    // the table privileges and row security (a role granted session_replication_role
+    // alone could be refused where the triggers would not be).
     let may_skip_triggers = client
-        .batch_execute("SET session_replication_role = replica; RESET session_replication_role")
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
         .await
-        .is_ok();
+        .map(|r| r.get::<_, bool>(0))
+        .unwrap_or(false);
     let rows = client
         .query(
             "SELECT c.relname::text, a.attname::text,
@@ -230,8 +251,9 @@ pub async fn write_tenant(
                 (
                     c.key.child.as_str(),
                     c.key.columns.as_slice(),
-                    // A parent in another schema is never among the tables written.
-                    if c.same_schema {
+                    // A parent in another schema is never among the tables written;
+                    // columns of different types are left to the database to compare.
+                    if c.same_schema && c.same_types {
                         c.key.parent.as_str()
                     } else {
                         ""
@@ -424,22 +446,43 @@ async fn check_keys(
                 e,
             )
         };
-        let lock = format!(
-            "SELECT 1 FROM {parent} p WHERE ({referenced}) IN (SELECT {written} FROM ({rows}) c \
-             WHERE {present}) AND p.xmin <> (txid_current() % 4294967296)::text::xid \
-             FOR KEY SHARE OF p",
+        // One statement, one snapshot: the referenced rows this transaction did not write
+        // are locked (all of them: `held` is counted), and a key counts as present only
+        // if its row was locked or written here, so a row deleted meanwhile is missing.
+        let check_sql = format!(
+            "WITH tenant_rows AS MATERIALIZED ({rows}),
+                  wanted AS MATERIALIZED (SELECT DISTINCT {written} FROM tenant_rows c WHERE {present}),
+                  me AS (SELECT (txid_current() % 4294967296)::text::xid AS xid),
+                  held AS MATERIALIZED (SELECT {referenced} FROM {parent} p, me
+                      WHERE ({referenced}) IN (SELECT * FROM wanted) AND p.xmin <> me.xid
+                      FOR KEY SHARE OF p),
+                  mine AS MATERIALIZED (SELECT {referenced} FROM {parent} p, me
+                      WHERE ({referenced}) IN (SELECT * FROM wanted) AND p.xmin = me.xid)
+             SELECT (SELECT count(*) FROM held), (SELECT count(*) FROM tenant_rows),
+                    count(*), min(ROW({written})::text)
+             FROM wanted c
+             WHERE NOT EXISTS (SELECT 1 FROM held p WHERE {matches})
+               AND NOT EXISTS (SELECT 1 FROM mine p WHERE {matches})",
             parent = check.parent_sql,
         );
-        tx.execute(lock.as_str(), &[]).await.map_err(failed)?;
-        let missing = format!(
-            "SELECT count(*), min(ROW({written})::text) FROM ({rows}) c \
-             WHERE {present} AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE {matches})",
-            parent = check.parent_sql,
-        );
-        let row = tx.query_one(missing.as_str(), &[]).await.map_err(failed)?;
-        let count: i64 = row.get(0);
+        let row = tx
+            .query_one(check_sql.as_str(), &[])
+            .await
+            .map_err(failed)?;
+        // Rows found through a parent (`tenant_via`) are found only if the parent is there:
+        // every row written must be among the tenant's rows.
+        let (found, count): (i64, i64) = (row.get(1), row.get(2));
+        let written_rows = report.tables.get(&fk.child).map_or(0, |t| t.0);
+        if found as u64 != written_rows {
+            return Err(Error::source(format!(
+                "{} of the {written_rows} restored rows of {} are not found under the tenant \
+                 (a parent they hang from is missing); nothing was written",
+                written_rows.saturating_sub(found as u64),
+                fk.child,
+            )));
+        }
         if count > 0 {
-            let example: Option<String> = row.get(1);
+            let example: Option<String> = row.get(3);
             return Err(Error::source(format!(
                 "{count} restored rows of {} reference rows of {} that are not there \
                  (foreign key {}; for example ({}) = {}); nothing was written",
