@@ -578,8 +578,25 @@ fn open_envelope<'a>(name: &str, kind: Kind, bytes: &'a [u8]) -> Result<&'a [u8]
 /// The envelope before a whole object's compressed body: magic, version and kind.
 const ENVELOPE_LEN: usize = 11;
 
-/// The largest decompressed base `BaseReader` keeps in memory (64 MiB).
+/// The largest decompressed base `BaseReader` keeps in memory while its rows are read
+/// (64 MiB).
 const BASE_KEPT_DECOMPRESSED: usize = 64 << 20;
+
+/// The largest decompressed base kept from the moment it is opened (1 MiB): most tenants'
+/// bases, decompressed once only.
+const BASE_KEPT_AT_OPEN: usize = 1 << 20;
+
+/// `packed` decompressed, if that is at most `limit` bytes.
+fn decompress_up_to(name: &str, packed: &[u8], limit: usize) -> Result<Option<Vec<u8>>> {
+    let zstd_error = |e: std::io::Error| corrupt(name, format!("zstd: {e}"));
+    let mut body = Vec::new();
+    zstd::stream::read::Decoder::new(packed)
+        .map_err(zstd_error)?
+        .take(limit as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(zstd_error)?;
+    Ok((body.len() <= limit).then_some(body))
+}
 
 /// `bytes` hash to the checksum in the object's name.
 fn check_name_hash(name: &str, bytes: &[u8]) -> Result<()> {
@@ -668,42 +685,44 @@ pub struct BaseReader {
     name: String,
     /// The whole object, its checksum already checked.
     bytes: Bytes,
-    /// The decompressed body, for a base up to `BASE_KEPT_DECOMPRESSED` bytes.
-    body: Option<Vec<u8>>,
+    /// The decompressed body once read (`None` inside: larger than `keep`, decompressed
+    /// again for every read).
+    body: std::sync::OnceLock<Option<Vec<u8>>>,
+    keep: usize,
     pub position: u64,
     pub commit_time_us: i64,
     pub tables: Vec<TableSchema>,
 }
 
 impl BaseReader {
-    /// Check `bytes` against `name` and read the base's head; keep the decompressed body
-    /// when it is at most `keep` bytes.
+    /// Check `bytes` against `name` and read the base's head. A base whose body is at
+    /// most `keep` bytes decompressed is decompressed once when its rows are first read
+    /// and kept while the reader lives, so that reading it a table at a time does not
+    /// decompress it again for every table; a larger one is decompressed as it is read,
+    /// every time. Bases waiting to be read keep only their compressed bytes (and a small
+    /// body, `BASE_KEPT_AT_OPEN`, decompressed already for the head).
     fn open(name: &str, bytes: Bytes, keep: usize) -> Result<BaseReader> {
         let packed = open_envelope(name, Kind::Base, &bytes)?;
-        let zstd_error = |e: std::io::Error| corrupt(name, format!("zstd: {e}"));
-        // A base of modest size is decompressed once and kept, so that reading it a table
-        // at a time does not decompress it again for every table; a larger one is
-        // decompressed as it is read, every time.
-        let mut body = Vec::new();
-        zstd::stream::read::Decoder::new(packed)
-            .map_err(zstd_error)?
-            .take(keep as u64 + 1)
-            .read_to_end(&mut body)
-            .map_err(zstd_error)?;
-        let body = (body.len() <= keep).then_some(body);
         let cannot = |e: rmp_serde::decode::Error| corrupt(name, format!("cannot decode: {e}"));
+        let body = decompress_up_to(name, packed, keep)?;
         let head: BaseHead = match &body {
             Some(body) => rmp_serde::from_slice(body).map_err(cannot)?,
             None => rmp_serde::from_read(std::io::BufReader::with_capacity(
                 64 * 1024,
-                zstd::stream::read::Decoder::new(packed).map_err(zstd_error)?,
+                zstd::stream::read::Decoder::new(packed)
+                    .map_err(|e| corrupt(name, format!("zstd: {e}")))?,
             ))
             .map_err(cannot)?,
         };
+        let kept = std::sync::OnceLock::new();
+        if let Some(body) = body.filter(|b| b.len() <= BASE_KEPT_AT_OPEN) {
+            let _ = kept.set(Some(body));
+        }
         Ok(BaseReader {
             name: name.to_string(),
             bytes,
-            body,
+            body: kept,
+            keep,
             position: head.position,
             commit_time_us: head.commit_time_us,
             tables: head.tables,
@@ -717,7 +736,13 @@ impl BaseReader {
             table,
             visit: std::cell::RefCell::new(visit),
         };
-        let decoded = match &self.body {
+        let body = self.body.get_or_init(|| {
+            // Decompressed and checked at open already: no error left but memory.
+            decompress_up_to(&self.name, &self.bytes[ENVELOPE_LEN..], self.keep)
+                .ok()
+                .flatten()
+        });
+        let decoded = match body {
             // Rows of other tables are skipped in place.
             Some(body) => {
                 let mut de = rmp_serde::Deserializer::from_read_ref(body);
@@ -1238,53 +1263,68 @@ mod tests {
             columns: vec!["id".into(), "x".into()],
             key: vec![0],
         };
-        let rows = (0..500i64)
-            .map(|i| BaseRow {
-                table: (i % 3) as u32,
-                values: vec![
-                    Value::Int(i),
-                    Value::Text(format!("row {i} {}", "x".repeat(40))),
-                ],
-            })
-            .collect::<Vec<_>>();
-        let base = Base {
-            source: "s".into(),
-            tenant: TenantKey::new("7"),
-            position: 12,
-            commit_time_us: 34,
-            tables: vec![table("a"), table("b"), table("c")],
-            rows: rows.clone(),
-        };
-        let bytes = encode(Kind::Base, &base).expect("encode");
-        let name = format!(
-            "sources/s/bases/7/{:016x}-{}.base",
-            12,
-            content_hash(&bytes)
-        );
-        let kept = BaseReader::open(&name, bytes.clone(), BASE_KEPT_DECOMPRESSED).expect("kept");
-        let streamed = BaseReader::open(&name, bytes.clone(), 100).expect("streamed");
-        assert!(kept.body.is_some() && streamed.body.is_none());
-        for reader in [&kept, &streamed] {
-            assert_eq!((reader.position, reader.commit_time_us), (12, 34));
-            assert_eq!(reader.tables, base.tables);
-            for t in 0..3u32 {
-                let mut got = Vec::new();
-                reader.for_each_row(t, |r| got.push(r)).expect("rows");
-                let want: Vec<_> = rows
-                    .iter()
-                    .filter(|r| r.table == t)
-                    .map(|r| r.values.clone())
-                    .collect();
-                assert_eq!(got, want);
+        // A small base (kept from the open), and one over `BASE_KEPT_AT_OPEN` (kept from
+        // the first read).
+        for (count, width) in [(500i64, 40), (12_000, 120)] {
+            let rows = (0..count)
+                .map(|i| BaseRow {
+                    table: (i % 3) as u32,
+                    values: vec![
+                        Value::Int(i),
+                        Value::Text(format!("row {i} {}", "x".repeat(width))),
+                    ],
+                })
+                .collect::<Vec<_>>();
+            let base = Base {
+                source: "s".into(),
+                tenant: TenantKey::new("7"),
+                position: 12,
+                commit_time_us: 34,
+                tables: vec![table("a"), table("b"), table("c")],
+                rows: rows.clone(),
+            };
+            let bytes = encode(Kind::Base, &base).expect("encode");
+            let name = format!(
+                "sources/s/bases/7/{:016x}-{}.base",
+                12,
+                content_hash(&bytes)
+            );
+            let kept =
+                BaseReader::open(&name, bytes.clone(), BASE_KEPT_DECOMPRESSED).expect("kept");
+            let streamed = BaseReader::open(&name, bytes.clone(), 100).expect("streamed");
+            let small = count == 500;
+            assert_eq!(kept.body.get().is_some(), small, "kept at open when small");
+            assert!(streamed.body.get().is_none());
+            for reader in [&kept, &streamed] {
+                assert_eq!((reader.position, reader.commit_time_us), (12, 34));
+                assert_eq!(reader.tables, base.tables);
+                for t in 0..3u32 {
+                    let mut got = Vec::new();
+                    reader.for_each_row(t, |r| got.push(r)).expect("rows");
+                    let want: Vec<_> = rows
+                        .iter()
+                        .filter(|r| r.table == t)
+                        .map(|r| r.values.clone())
+                        .collect();
+                    assert_eq!(got, want);
+                }
             }
+            assert!(
+                kept.body.get().is_some_and(Option::is_some),
+                "kept once read"
+            );
+            assert!(
+                streamed.body.get().is_some_and(Option::is_none),
+                "too large"
+            );
+            let mut altered = bytes.to_vec();
+            let last = altered.len() - 1;
+            altered[last] ^= 1;
+            let err = BaseReader::open(&name, Bytes::from(altered), BASE_KEPT_DECOMPRESSED)
+                .err()
+                .expect("refused");
+            assert!(err.to_string().contains("checksum"), "{err}");
         }
-        let mut altered = bytes.to_vec();
-        let last = altered.len() - 1;
-        altered[last] ^= 1;
-        let err = BaseReader::open(&name, Bytes::from(altered), BASE_KEPT_DECOMPRESSED)
-            .err()
-            .expect("refused");
-        assert!(err.to_string().contains("checksum"), "{err}");
     }
 
     #[tokio::test]

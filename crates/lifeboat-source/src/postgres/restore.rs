@@ -499,7 +499,7 @@ async fn check_keys(
 
 /// How many distinct keys of one foreign key a tenant's restore follows in memory before
 /// it leaves the check to the database.
-const FOLLOWED_KEYS: usize = 1 << 20;
+const FOLLOWED_KEYS: usize = 1 << 18;
 
 /// How much COPY data is sent at a time.
 const COPY_CHUNK: usize = 256 * 1024;
