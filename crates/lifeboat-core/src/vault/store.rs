@@ -254,6 +254,20 @@ impl S3Store {
             error
         }
     }
+
+    /// An object's bytes (or those `options` name), or `None` when there is no such object.
+    async fn fetch(&self, name: &str, options: object_store::GetOptions) -> Result<Option<Bytes>> {
+        match self.inner.get_opts(&self.full(name), options).await {
+            Ok(result) => Ok(Some(
+                result
+                    .bytes()
+                    .await
+                    .map_err(|e| self.error("cannot read", name, e))?,
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error("cannot read", name, e)),
+        }
+    }
 }
 
 #[async_trait]
@@ -267,33 +281,18 @@ impl Store for S3Store {
     }
 
     async fn get(&self, name: &str) -> Result<Option<Bytes>> {
-        match self.inner.get(&self.full(name)).await {
-            Ok(result) => Ok(Some(
-                result
-                    .bytes()
-                    .await
-                    .map_err(|e| self.error("cannot read", name, e))?,
-            )),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.error("cannot read", name, e)),
-        }
+        self.fetch(name, object_store::GetOptions::default()).await
     }
 
     async fn get_range(&self, name: &str, range: std::ops::Range<u64>) -> Result<Option<Bytes>> {
         if range.is_empty() {
             return Ok(Some(Bytes::new()));
         }
-        let options = object_store::GetOptions::default().with_range(Some(range));
-        match self.inner.get_opts(&self.full(name), options).await {
-            Ok(result) => Ok(Some(
-                result
-                    .bytes()
-                    .await
-                    .map_err(|e| self.error("cannot read", name, e))?,
-            )),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.error("cannot read", name, e)),
-        }
+        self.fetch(
+            name,
+            object_store::GetOptions::default().with_range(Some(range)),
+        )
+        .await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
