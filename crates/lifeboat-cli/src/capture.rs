@@ -2,12 +2,13 @@
 
 use std::path::PathBuf;
 
-use lifeboat_core::vault::Vault;
-use lifeboat_core::{Error, Result};
+use lifeboat_core::Result;
+use lifeboat_engine::context::load_config;
+use lifeboat_engine::progress::thousands;
 use lifeboat_source::capture::percentiles_ms;
 use lifeboat_source::Stop;
 
-use crate::context::{load_config, open_sources, print_json, source_names, thousands};
+use crate::output::print_json;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,17 +24,7 @@ pub struct Args {
 }
 
 pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
-    let config = load_config(config_path)?;
-    let names = source_names(&config, &args.sources)?;
-    if names.is_empty() {
-        return Err(Error::config(
-            "no sources configured: add a [sources.NAME] section",
-        ));
-    }
-    // Check every source before the vault is touched: bad input changes nothing.
-    let sources = open_sources(&config, &names, true).await?;
-    let vault = Vault::open_or_create(Vault::store_for(&config.vault)?).await?;
-
+    let config = load_config(config_path.as_deref())?;
     let stop = Stop::new();
     {
         let stop = stop.clone();
@@ -42,45 +33,15 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
             stop.set();
         });
     }
-    let mut tasks = tokio::task::JoinSet::new();
-    for source in sources {
-        let vault = vault.clone();
-        let capture = config.capture.clone();
-        let stop = stop.clone();
-        let until = args.until_caught_up;
-        tasks.spawn(async move {
-            let name = source.name.clone();
-            let result = source.capture(&vault, capture, until, &stop).await;
-            if result.is_err() {
-                // One source failing stops the run: the operator must see it.
-                stop.set();
-            }
-            (name, result)
-        });
+    let run =
+        lifeboat_engine::capture::run(&config, &args.sources, args.until_caught_up, &stop).await?;
+    let reports = run.reports;
+    // The first failure is the run's error (printed by main); others here.
+    let mut errors = run.errors.into_iter();
+    let failed = errors.next();
+    for e in errors {
+        eprintln!("error: {e}");
     }
-    let mut failed: Option<lifeboat_core::Error> = None;
-    let mut reports = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        let (name, result) =
-            joined.map_err(|e| Error::source(format!("a capture task failed: {e}")))?;
-        match result {
-            Ok(stats) => reports.push(stats),
-            Err(e) => {
-                let e = if e.message().starts_with(&format!("source {name}")) {
-                    e
-                } else {
-                    e.context(format!("source {name}"))
-                };
-                // The first failure is the run's error (printed by main); others here.
-                if failed.is_some() {
-                    eprintln!("error: {e}");
-                } else {
-                    failed = Some(e);
-                }
-            }
-        }
-    }
-    reports.sort_by(|a, b| a.source.cmp(&b.source));
     if args.json {
         let value: Vec<serde_json::Value> = reports
             .iter()

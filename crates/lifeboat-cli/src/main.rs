@@ -1,18 +1,15 @@
-//! `lifeboat`: one binary, one subcommand per job. The work lives in lifeboat-core and
-//! lifeboat-source; this crate parses the command line, loads the configuration, and
-//! prints results for people (default) or scripts (`--json`).
+//! `lifeboat`: one binary, one subcommand per job. The work lives in the library crates
+//! (lifeboat-engine above all); this crate parses the command line, calls them, prints
+//! results for people (default) or scripts (`--json`), and maps errors to exit codes.
 
 mod campaign;
 mod capture;
-mod context;
 mod drill;
 mod guard;
-mod history;
-mod lifecycle;
+mod output;
 mod restore;
-mod snapshot;
-mod tenants;
-mod verify;
+mod tenant;
+mod vault;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,18 +20,6 @@ use clap::{Parser, Subcommand};
 /// difference, a failed source); 2 the request or configuration was wrong.
 pub const EXIT_PROBLEM: u8 = 1;
 
-/// Print a line on standard output. A closed pipe (`lifeboat tenants | head`) ends the
-/// program quietly, as it would a C tool killed by SIGPIPE.
-#[macro_export]
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let mut out = std::io::stdout().lock();
-        if writeln!(out, $($arg)*).is_err() {
-            std::process::exit(0);
-        }
-    }};
-}
 pub const EXIT_USAGE: u8 = 2;
 
 #[derive(Parser)]
@@ -57,17 +42,17 @@ enum Command {
     /// Capture every change of every configured source into the vault, continuously.
     Capture(capture::Args),
     /// List every protected tenant: its sources, row counts and restorable window.
-    Tenants(tenants::Args),
+    Tenants(vault::TenantsArgs),
     /// Show a tenant's transactions, newest first.
-    History(history::Args),
+    History(vault::HistoryArgs),
     /// Compare tenants' live rows with the vault, table by table.
-    Verify(verify::Args),
+    Verify(vault::VerifyArgs),
     /// Rehearse the disaster end to end and report recovery time and recovery point.
     Drill(drill::Args),
     /// Restore tenants to a point in time, in place, as a new tenant or elsewhere.
     Restore(restore::Args),
     /// Write new base snapshots (compaction), so restores read less history.
-    Snapshot(snapshot::Args),
+    Snapshot(vault::SnapshotArgs),
     /// Measure a declared operation and write a plan for approval.
     Plan(guard::PlanArgs),
     /// Approve a plan (not its author).
@@ -81,7 +66,7 @@ enum Command {
     /// Show the audit log, or `audit verify` its hash chain.
     Audit(guard::AuditArgs),
     /// Soft delete tenants (guarded), bring them back, purge them after retention.
-    Tenant(lifecycle::Args),
+    Tenant(tenant::Args),
     /// Open, update, resolve and list incidents on the status page.
     Incident(campaign::IncidentArgs),
     /// Recovery campaigns: start one, follow it, list its private links.
@@ -115,10 +100,10 @@ fn main() -> ExitCode {
         let config_path = cli.config.clone();
         match cli.command {
             Command::Capture(args) => capture::run(config_path, args).await,
-            Command::Tenants(args) => tenants::run(config_path, args).await,
-            Command::History(args) => history::run(config_path, args).await,
-            Command::Verify(args) => verify::run(config_path, args).await,
-            Command::Snapshot(args) => snapshot::run(config_path, args).await,
+            Command::Tenants(args) => vault::tenants(config_path, args).await,
+            Command::History(args) => vault::history(config_path, args).await,
+            Command::Verify(args) => vault::verify(config_path, args).await,
+            Command::Snapshot(args) => vault::snapshot(config_path, args).await,
             Command::Restore(args) => restore::run(config_path, args).await,
             Command::Drill(args) => drill::run(config_path, args).await,
             Command::Plan(args) => guard::plan(config_path, args).await,
@@ -127,7 +112,7 @@ fn main() -> ExitCode {
             Command::Halt(args) => guard::halt(config_path, args).await,
             Command::Undo(args) => guard::undo(config_path, args).await,
             Command::Audit(args) => guard::audit(config_path, args).await,
-            Command::Tenant(args) => lifecycle::run(config_path, args).await,
+            Command::Tenant(args) => tenant::run(config_path, args).await,
             Command::Incident(args) => campaign::incident(config_path, args).await,
             Command::Campaign(args) => campaign::campaign(config_path, args).await,
             Command::Worker(args) => campaign::worker(config_path, args).await,

@@ -1,7 +1,8 @@
-//! What every command starts from: the configuration, the vault, the connected sources.
+//! What every engine starts from: the configuration, the vault, the connected sources,
+//! the control store.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use lifeboat_core::config::Config;
 use lifeboat_core::model::TenantKey;
@@ -10,11 +11,12 @@ use lifeboat_core::vault::Vault;
 use lifeboat_core::{Error, Result};
 use lifeboat_source::live::LiveSource;
 
-pub fn load_config(path: Option<PathBuf>) -> Result<Config> {
+/// The configuration file (`--config` or `LIFEBOAT_CONFIG`), parsed and checked.
+pub fn load_config(path: Option<&Path>) -> Result<Config> {
     let path = path.ok_or_else(|| {
         Error::usage("no configuration: pass --config PATH or set LIFEBOAT_CONFIG")
     })?;
-    Config::load(&path)
+    Config::load(path)
 }
 
 /// The configured source names to work on: `only` if given (each must exist), else all.
@@ -101,24 +103,4 @@ pub fn control_url(config: &Config, config_path: &Option<PathBuf>) -> Result<Str
             .map(|d| d.join("lifeboat-control.db").display().to_string())
             .ok_or_else(|| Error::config("no [control] url and no configuration file")),
     }
-}
-
-pub fn print_json(value: &serde_json::Value) {
-    crate::say!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
-    );
-}
-
-/// 52310 -> "52,310".
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

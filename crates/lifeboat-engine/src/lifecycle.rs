@@ -4,77 +4,28 @@
 //! data from the vault once the retention window has passed; `list` shows them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
+use lifeboat_core::config::Config;
 use lifeboat_core::model::TenantKey;
 use lifeboat_core::purge::{purge_tenant, PurgeReport};
 use lifeboat_core::tenancy::Tenancy;
 use lifeboat_core::{Error, Result};
+use lifeboat_source::control::DeletedTenant;
 use lifeboat_source::guard::{id_value, IdRow};
 use lifeboat_source::live::LiveSource;
 use lifeboat_source::tenant_delete;
 
-use crate::context::{load_config, open_vault, print_json, thousands};
+use crate::context::open_vault;
+use crate::guard::operation::open_named;
 use crate::guard::{
-    control_store, login, make_plan, open_named, restore_to_points, Merged, PlanSpec, Purpose,
+    control_store, dedup, login, make_plan, restore_to_points, Merged, PlanSpec, Planned, Purpose,
 };
-use crate::EXIT_PROBLEM;
 
+/// A day in microseconds.
 const DAY_US: i64 = 86_400_000_000;
-
-#[derive(clap::Args)]
-pub struct Args {
-    #[command(subcommand)]
-    command: TenantCommand,
-}
-
-#[derive(clap::Subcommand)]
-enum TenantCommand {
-    /// Plan the soft delete of tenants: their rows leave every source once the plan is
-    /// approved and applied; their data stays restorable.
-    Delete {
-        #[arg(required = true)]
-        tenants: Vec<String>,
-        #[arg(long)]
-        by: Option<String>,
-        #[arg(short = 'o', long = "output", default_value = "plan.json")]
-        output: PathBuf,
-    },
-    /// Bring deleted tenants back as they were just before their deletion.
-    Undelete {
-        #[arg(required = true)]
-        tenants: Vec<String>,
-        #[arg(long)]
-        by: Option<String>,
-    },
-    /// Remove deleted tenants' data from the vault, once the retention window has passed.
-    Purge {
-        #[arg(required = true)]
-        tenants: Vec<String>,
-        #[arg(long)]
-        by: Option<String>,
-    },
-    /// Deleted and purged tenants.
-    List {
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
-    match args.command {
-        TenantCommand::Delete {
-            tenants,
-            by,
-            output,
-        } => delete(config_path, tenants, by, output).await,
-        TenantCommand::Undelete { tenants, by } => undelete(config_path, tenants, by).await,
-        TenantCommand::Purge { tenants, by } => purge(config_path, tenants, by).await,
-        TenantCommand::List { json } => list(config_path, json).await,
-    }
-}
 
 /// The first source where `tenant` has rows now, and how many (counted per table).
 async fn rows_again(
@@ -94,27 +45,20 @@ async fn rows_again(
     Ok(None)
 }
 
-fn dedup(tenants: Vec<String>) -> Vec<String> {
-    let mut seen = BTreeSet::new();
-    tenants
-        .into_iter()
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty() && seen.insert(t.clone()))
-        .collect()
-}
-
-async fn delete(
-    config_path: Option<PathBuf>,
+/// Plan the soft delete of `tenants` into `output` (a guarded plan: approved and applied
+/// like any other).
+pub async fn delete(
+    config: &Config,
+    config_path: &Option<PathBuf>,
     tenants: Vec<String>,
     by: Option<String>,
-    output: PathBuf,
-) -> Result<u8> {
-    let config = load_config(config_path.clone())?;
+    output: &Path,
+) -> Result<Planned> {
     let tenants = dedup(tenants);
     if tenants.is_empty() {
         return Err(Error::usage("no tenants given"));
     }
-    let mut control = control_store(&config, &config_path).await?;
+    let mut control = control_store(config, config_path).await?;
     for tenant in &tenants {
         if let Some(record) = control.deleted_tenant(tenant)? {
             return Err(Error::usage(if record.purged {
@@ -129,7 +73,7 @@ async fn delete(
         }
     }
     let names: BTreeSet<String> = config.sources.keys().cloned().collect();
-    let mut sources = open_named(&config, &names).await?;
+    let mut sources = open_named(config, &names).await?;
 
     // Every tenant must have rows somewhere; the steps remove them children first.
     let mut steps = Vec::new();
@@ -211,26 +155,37 @@ async fn delete(
         steps,
     };
     make_plan(
-        &config,
-        &config_path,
+        config,
+        config_path,
         &mut sources,
         spec,
         check,
         login(by),
-        &output,
+        output,
     )
     .await
 }
 
-pub(crate) async fn undelete(
-    config_path: Option<PathBuf>,
+/// What an undelete did.
+#[derive(Debug, Clone)]
+pub struct Undeleted {
+    pub tenants: usize,
+    pub rows: u64,
+    /// Tenant restores that failed or differ from the vault: then no tenant is marked
+    /// undeleted.
+    pub failures: usize,
+}
+
+/// Bring deleted `tenants` back as they were just before their deletion, verified.
+pub async fn undelete(
+    config: &Config,
+    config_path: &Option<PathBuf>,
     tenants: Vec<String>,
     by: Option<String>,
-) -> Result<u8> {
-    let config = load_config(config_path.clone())?;
+) -> Result<Undeleted> {
     let by = login(by);
     let tenants = dedup(tenants);
-    let mut control = control_store(&config, &config_path).await?;
+    let mut control = control_store(config, config_path).await?;
     let mut records = Vec::new();
     for tenant in &tenants {
         let record = control.deleted_tenant(tenant)?.ok_or_else(|| {
@@ -251,7 +206,7 @@ pub(crate) async fn undelete(
         .iter()
         .flat_map(|r| r.point.keys().cloned())
         .collect();
-    let sources = open_named(&config, &names).await?;
+    let sources = open_named(config, &names).await?;
     for record in &records {
         if let Some((name, rows)) = rows_again(&sources, &record.tenant).await? {
             return Err(Error::usage(format!(
@@ -269,10 +224,13 @@ pub(crate) async fn undelete(
             .or_default()
             .push(record.tenant.clone());
     }
-    let (rows, failures) = restore_to_points(&config, &groups).await?;
+    let (rows, failures) = restore_to_points(config, &groups).await?;
     if failures > 0 {
-        eprintln!("undelete: {failures} tenant restores failed or differ from the vault");
-        return Ok(EXIT_PROBLEM);
+        return Ok(Undeleted {
+            tenants: records.len(),
+            rows,
+            failures,
+        });
     }
     for record in &records {
         control.mark_undeleted(&record.tenant)?;
@@ -285,24 +243,30 @@ pub(crate) async fn undelete(
             )
             .await?;
     }
-    crate::say!(
-        "undeleted {} tenant(s): {} rows restored as they were just before the deletion, \
-         every one verified",
-        records.len(),
-        thousands(rows)
-    );
-    Ok(0)
+    Ok(Undeleted {
+        tenants: records.len(),
+        rows,
+        failures: 0,
+    })
 }
 
-async fn purge(
-    config_path: Option<PathBuf>,
+/// One tenant purged.
+#[derive(Debug, Clone)]
+pub struct Purged {
+    pub tenant: String,
+    pub report: PurgeReport,
+}
+
+/// Remove deleted `tenants`' data from the vault, once the retention window has passed.
+pub async fn purge(
+    config: &Config,
+    config_path: &Option<PathBuf>,
     tenants: Vec<String>,
     by: Option<String>,
-) -> Result<u8> {
-    let config = load_config(config_path.clone())?;
+) -> Result<Vec<Purged>> {
     let by = login(by);
     let tenants = dedup(tenants);
-    let mut control = control_store(&config, &config_path).await?;
+    let mut control = control_store(config, config_path).await?;
     let now = lifeboat_core::time::now_us();
     let window = i64::from(config.guard.retention_days) * DAY_US;
     let mut records = Vec::new();
@@ -327,7 +291,7 @@ async fn purge(
     }
     // A key in use again belongs to someone now: its history is not the deleted tenant's.
     let names: BTreeSet<String> = config.sources.keys().cloned().collect();
-    let live = open_named(&config, &names).await?;
+    let live = open_named(config, &names).await?;
     for record in &records {
         if let Some((name, rows)) = rows_again(&live, &record.tenant).await? {
             return Err(Error::usage(format!(
@@ -338,8 +302,9 @@ async fn purge(
         }
     }
     drop(live);
-    let vault = open_vault(&config).await?;
+    let vault = open_vault(config).await?;
     let sources = vault.list_sources().await?;
+    let mut out = Vec::new();
     for record in &records {
         // Marked first: from here on, undelete refuses it.
         control.mark_purged(&record.tenant)?;
@@ -366,55 +331,27 @@ async fn purge(
                 json!({"plan": record.plan, "sources": per_source}),
             )
             .await?;
-        crate::say!(
-            "purged tenant {}: {} changes removed from {} segments, {} checkpoints rewritten, \
-             {} bases deleted",
-            record.tenant,
-            thousands(total.changes as u64),
-            total.segments,
-            total.checkpoints,
-            total.bases
-        );
+        out.push(Purged {
+            tenant: record.tenant.clone(),
+            report: total,
+        });
     }
-    Ok(0)
+    Ok(out)
 }
 
-async fn list(config_path: Option<PathBuf>, as_json: bool) -> Result<u8> {
-    let config = load_config(config_path.clone())?;
-    let mut control = control_store(&config, &config_path).await?;
+/// Deleted and purged tenants, with the first time each may be purged (µs).
+pub async fn list(
+    config: &Config,
+    config_path: &Option<PathBuf>,
+) -> Result<Vec<(DeletedTenant, i64)>> {
+    let mut control = control_store(config, config_path).await?;
     let window = i64::from(config.guard.retention_days) * DAY_US;
-    let records = control.deleted_tenants()?;
-    if as_json {
-        print_json(&json!(records
-            .iter()
-            .map(|r| json!({
-                "tenant": r.tenant,
-                "state": if r.purged { "purged" } else { "deleted" },
-                "plan": r.plan,
-                "deleted_at": r.deleted_at,
-                "purgeable_from": lifeboat_core::time::format_us(r.deleted_at_us + window),
-                "purged_at": r.purged_at,
-            }))
-            .collect::<Vec<_>>()));
-        return Ok(0);
-    }
-    if records.is_empty() {
-        crate::say!("no deleted tenants");
-    }
-    for r in &records {
-        let state = match &r.purged_at {
-            Some(at) => format!("purged at {at}"),
-            None => format!(
-                "purgeable from {}",
-                lifeboat_core::time::format_us(r.deleted_at_us + window)
-            ),
-        };
-        crate::say!(
-            "{:<20} deleted at {}  plan {}  {state}",
-            r.tenant,
-            r.deleted_at,
-            &r.plan[..12.min(r.plan.len())]
-        );
-    }
-    Ok(0)
+    Ok(control
+        .deleted_tenants()?
+        .into_iter()
+        .map(|r| {
+            let from = r.deleted_at_us + window;
+            (r, from)
+        })
+        .collect())
 }

@@ -1,0 +1,242 @@
+//! The vault's views and checks: `tenants`, `history`, `verify` and `snapshot`.
+
+use std::path::PathBuf;
+
+use lifeboat_core::model::format_lsn;
+use lifeboat_core::time::format_us;
+use lifeboat_core::Result;
+use lifeboat_engine::context::load_config;
+use lifeboat_engine::progress::thousands;
+
+use crate::output::print_json;
+use crate::EXIT_PROBLEM;
+
+#[derive(clap::Args)]
+pub struct TenantsArgs {
+    /// Only these sources (repeatable).
+    #[arg(long = "source", value_name = "NAME")]
+    sources: Vec<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn tenants(config_path: Option<PathBuf>, args: TenantsArgs) -> Result<u8> {
+    let config = load_config(config_path.as_deref())?;
+    let entries = lifeboat_engine::tenants::list(&config, &args.sources).await?;
+    if args.json {
+        let value: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|(tenant, e)| {
+                serde_json::json!({
+                    "tenant": tenant.as_str(),
+                    "sources": e.rows.keys().collect::<Vec<_>>(),
+                    "rows": e.rows,
+                    "rows_total": e.rows.values().sum::<usize>(),
+                    "earliest": format_us(e.earliest_us),
+                    "latest": format_us(e.latest_us),
+                })
+            })
+            .collect();
+        print_json(&serde_json::Value::Array(value));
+        return Ok(0);
+    }
+    if entries.is_empty() {
+        crate::say!("no protected tenants yet: run `lifeboat capture` first");
+        return Ok(0);
+    }
+    crate::say!(
+        "{:<20} {:>12}  {:<40} restorable window",
+        "tenant",
+        "rows",
+        "rows by source"
+    );
+    for (tenant, e) in &entries {
+        let by_source: Vec<String> = e
+            .rows
+            .iter()
+            .map(|(s, n)| format!("{s} {}", thousands(*n as u64)))
+            .collect();
+        crate::say!(
+            "{:<20} {:>12}  {:<40} {} .. {}",
+            tenant.as_str(),
+            thousands(e.rows.values().sum::<usize>() as u64),
+            by_source.join(", "),
+            format_us(e.earliest_us),
+            format_us(e.latest_us)
+        );
+    }
+    crate::say!("{} tenants", entries.len());
+    Ok(0)
+}
+
+#[derive(clap::Args)]
+pub struct HistoryArgs {
+    #[arg(long)]
+    tenant: String,
+    /// Only these sources (repeatable).
+    #[arg(long = "source", value_name = "NAME")]
+    sources: Vec<String>,
+    /// At most this many transactions.
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn history(config_path: Option<PathBuf>, args: HistoryArgs) -> Result<u8> {
+    let config = load_config(config_path.as_deref())?;
+    let entries =
+        lifeboat_engine::history::history(&config, &args.tenant, &args.sources, args.limit).await?;
+    let tenant = &args.tenant;
+    if args.json {
+        let value: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "source": e.source,
+                    "transaction": format!("{}:{}", e.source, e.xid),
+                    "xid": e.xid,
+                    "position": e.position,
+                    "lsn": e.postgres.then(|| format_lsn(e.position)),
+                    "commit_time": format_us(e.commit_time_us),
+                    "rows": e.rows.iter().map(|((table, op), n)| serde_json::json!({"table": table, "op": op, "rows": n})).collect::<Vec<_>>(),
+                    "rows_total": e.rows.values().sum::<u64>(),
+                    "rows_all_tenants": e.rows_all_tenants,
+                    "tenants_touched": e.tenants_touched,
+                })
+            })
+            .collect();
+        print_json(&serde_json::Value::Array(value));
+        return Ok(0);
+    }
+    if entries.is_empty() {
+        crate::say!("no transactions of tenant {tenant} in the vault (its rows may all come from the first snapshot)");
+        return Ok(0);
+    }
+    for e in &entries {
+        let total: u64 = e.rows.values().sum();
+        let tables: std::collections::BTreeSet<&String> = e.rows.keys().map(|(t, _)| t).collect();
+        let position = if e.postgres {
+            format_lsn(e.position)
+        } else {
+            e.position.to_string()
+        };
+        crate::say!(
+            "{}  {}:{}  at {}  {} rows across {} tables{}",
+            format_us(e.commit_time_us),
+            e.source,
+            e.xid,
+            position,
+            thousands(total),
+            tables.len(),
+            if e.tenants_touched > 1 {
+                format!(
+                    " (transaction touched {} tenants, {} rows)",
+                    e.tenants_touched,
+                    thousands(e.rows_all_tenants)
+                )
+            } else {
+                String::new()
+            }
+        );
+        for ((table, op), n) in &e.rows {
+            crate::say!("    {op:<8} {table:<30} {:>10}", thousands(*n));
+        }
+    }
+    Ok(0)
+}
+
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    /// Tenant to verify (repeatable).
+    #[arg(long = "tenant", value_name = "KEY", required = true)]
+    tenants: Vec<String>,
+    /// Compare with the vault's state at this time (RFC 3339) instead of its latest.
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// Only these sources (repeatable).
+    #[arg(long = "source", value_name = "NAME")]
+    sources: Vec<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn verify(config_path: Option<PathBuf>, args: VerifyArgs) -> Result<u8> {
+    let config = load_config(config_path.as_deref())?;
+    let request = lifeboat_engine::verify::Request {
+        tenants: args.tenants.clone(),
+        at_us: args
+            .at
+            .as_deref()
+            .map(lifeboat_core::time::parse)
+            .transpose()?,
+        sources: args.sources.clone(),
+    };
+    let report = lifeboat_engine::verify::verify(&config, &request).await?;
+    let (differences, tables_checked) = (&report.differences, report.tables_checked);
+    let tenants = &report.tenants;
+    if args.json {
+        print_json(&serde_json::json!({
+            "tenants": tenants.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+            "tables_checked": tables_checked,
+            "differences": differences,
+            "ok": differences.is_empty(),
+        }));
+    } else {
+        for d in differences {
+            crate::say!(
+                "DIFFERENT tenant {} {}.{}: live {} rows, vault {} rows; {} rows only live, {} only in the vault{}",
+                d.tenant,
+                d.source,
+                d.table,
+                d.live.rows,
+                d.vault.rows,
+                d.rows_only_live,
+                d.rows_only_vault,
+                if d.example_keys.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (keys {})", d.example_keys.join(", "))
+                }
+            );
+        }
+        if differences.is_empty() {
+            crate::say!(
+                "ok: {} tenants, {} tables match the vault (row counts and checksums)",
+                tenants.len(),
+                tables_checked
+            );
+        } else {
+            crate::say!("{} tables differ", differences.len());
+        }
+    }
+    Ok(if differences.is_empty() {
+        0
+    } else {
+        EXIT_PROBLEM
+    })
+}
+
+#[derive(clap::Args)]
+pub struct SnapshotArgs {
+    /// Only these tenants (repeatable); all when omitted.
+    #[arg(long = "tenant", value_name = "KEY")]
+    tenants: Vec<String>,
+    /// Only these sources (repeatable).
+    #[arg(long = "source", value_name = "NAME")]
+    sources: Vec<String>,
+}
+
+pub async fn snapshot(config_path: Option<PathBuf>, args: SnapshotArgs) -> Result<u8> {
+    let config = load_config(config_path.as_deref())?;
+    let written =
+        lifeboat_engine::snapshot::snapshot(&config, &args.tenants, &args.sources).await?;
+    for (source, n) in &written {
+        crate::say!("{source}: {n} new base snapshots");
+    }
+    crate::say!(
+        "{} base snapshots written",
+        written.iter().map(|(_, n)| n).sum::<usize>()
+    );
+    Ok(0)
+}

@@ -1,0 +1,371 @@
+//! The campaign worker: claims a batch under a lease, restores it, verifies each tenant
+//! against the vault, then hands it over (awaiting acceptance, or restored). A worker whose
+//! lease renewal fails abandons its batch; a failure goes back to the queue with its
+//! reason, `failed` after `max_attempts`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lifeboat_core::config::Config;
+use lifeboat_core::model::TenantKey;
+use lifeboat_core::state::SourceHistory;
+use lifeboat_core::target::{Resolved, Target};
+use lifeboat_core::{Error, Result};
+use lifeboat_source::control::ControlStore;
+use lifeboat_source::live::LiveSource;
+use lifeboat_source::status::{new_id, Acceptance, Campaign};
+use lifeboat_source::Stop;
+
+use super::open_control;
+use crate::compare::{compare_tenant, expected_from_stream};
+use crate::context::{control_url, open_vault};
+use crate::progress::silent;
+
+/// A worker's default name: host, process id and a random part.
+pub fn default_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".to_string());
+    // The pid alone repeats across containers: a random part keeps names apart.
+    let suffix = new_id().unwrap_or_default();
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &suffix[..4.min(suffix.len())]
+    )
+}
+
+/// What a worker did: tenants restored and verified, failed attempts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Worked {
+    pub restored: usize,
+    pub failed: usize,
+}
+
+/// Work as `name` on `campaign` (any, when `None`) until `stop` is set, or, with
+/// `until_done`, until no tenant is left to restore; `jobs` tenants at once.
+pub async fn run(
+    config: &Config,
+    config_path: &Option<PathBuf>,
+    name: &str,
+    campaign: Option<&str>,
+    until_done: bool,
+    jobs: usize,
+    stop: &Stop,
+) -> Result<Worked> {
+    let url = control_url(config, config_path)?;
+    open_control(config, config_path)?;
+    let mut worked = Worked::default();
+    while !stop.is_set() {
+        match work_once(config, &url, name, campaign, jobs).await? {
+            Some((ok, bad)) => {
+                worked.restored += ok;
+                worked.failed += bad;
+                lifeboat_core::failpoint::pause("worker.after-batch");
+            }
+            None => {
+                if until_done && !pending(&url, campaign)? {
+                    break;
+                }
+                stop.sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    Ok(worked)
+}
+
+/// Run `workers` workers in this process until `campaign` has nothing left to restore.
+/// Returns tenants restored and failed attempts.
+pub async fn run_workers(
+    config: &Config,
+    url: &str,
+    campaign: &str,
+    workers: usize,
+    jobs: usize,
+) -> Result<(usize, usize)> {
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..workers.max(1) {
+        let config = config.clone();
+        let url = url.to_string();
+        let campaign = campaign.to_string();
+        let name = format!("drill-{}-{i}", std::process::id());
+        set.spawn(async move {
+            let (mut ok, mut bad) = (0, 0);
+            loop {
+                match work_once(&config, &url, &name, Some(&campaign), jobs).await? {
+                    Some((o, b)) => {
+                        ok += o;
+                        bad += b;
+                    }
+                    None if pending(&url, Some(&campaign))? => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    None => return Ok::<_, Error>((ok, bad)),
+                }
+            }
+        });
+    }
+    let (mut ok, mut bad) = (0, 0);
+    while let Some(joined) = set.join_next().await {
+        let (o, b) = joined.map_err(|e| Error::source(format!("worker task: {e}")))??;
+        ok += o;
+        bad += b;
+    }
+    Ok((ok, bad))
+}
+
+/// Is any tenant still to be restored (queued or being restored by someone)?
+fn pending(url: &str, campaign: Option<&str>) -> Result<bool> {
+    let mut control = ControlStore::open(url)?;
+    Ok(control
+        .campaign_tenants(campaign)?
+        .iter()
+        .any(|t| matches!(t.stage.as_str(), "queued" | "restoring" | "verifying")))
+}
+
+/// The acceptance policy of `[campaigns]`.
+pub fn acceptance(config: &Config) -> Acceptance {
+    Acceptance {
+        customer: config.campaigns.acceptance == "customer",
+        auto_after_us: config
+            .campaigns
+            .auto_accept_minutes
+            .map(|m| (m as i64).saturating_mul(60_000_000)),
+    }
+}
+
+/// Claim one batch and take it through its stages. `None`: nothing to claim.
+async fn work_once(
+    config: &Config,
+    url: &str,
+    worker: &str,
+    campaign: Option<&str>,
+    jobs: usize,
+) -> Result<Option<(usize, usize)>> {
+    let lease_us = (config.campaigns.lease_seconds as i64).saturating_mul(1_000_000);
+    let policy = acceptance(config);
+    let mut control = ControlStore::open(url)?;
+    if let Some(after) = policy.auto_after_us {
+        control.auto_accept(after)?;
+    }
+    let Some((campaign, tenants)) = control.claim(worker, campaign, lease_us)? else {
+        return Ok(None);
+    };
+    let keys: Vec<String> = tenants.iter().map(|t| t.tenant.clone()).collect();
+    tracing::info!(
+        "worker {worker}: {} tenants of campaign {}",
+        keys.len(),
+        campaign.id
+    );
+
+    // Renew the lease while the batch runs (a killed worker stops renewing). When a
+    // renewal fails, the batch is abandoned at once: its tenants may soon be another
+    // worker's, and a restore still running here must not write over theirs.
+    let lost = std::sync::Arc::new(tokio::sync::Notify::new());
+    let renewer = {
+        let url = url.to_string();
+        let worker = worker.to_string();
+        let id = campaign.id.clone();
+        let lost = lost.clone();
+        tokio::spawn(async move {
+            let interval = Duration::from_micros((lease_us / 3).max(100_000) as u64);
+            let mut failures = 0;
+            loop {
+                tokio::time::sleep(if failures == 0 {
+                    interval
+                } else {
+                    interval / 4
+                })
+                .await;
+                let (u, w, i) = (url.clone(), worker.clone(), id.clone());
+                let renewed = tokio::task::spawn_blocking(move || {
+                    ControlStore::open(&u)?.renew_lease(&w, &i, lease_us)
+                })
+                .await;
+                match renewed {
+                    Ok(Ok(true)) => failures = 0,
+                    Ok(Ok(false)) => {
+                        tracing::warn!("worker {worker}: another worker holds this batch now");
+                        lost.notify_one();
+                        return;
+                    }
+                    other => {
+                        failures += 1;
+                        tracing::warn!("worker {worker}: lease renewal failed: {other:?}");
+                        if failures >= 3 {
+                            lost.notify_one();
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let work = async {
+        let result = restore_batch(config, &campaign, &keys, jobs).await;
+        let mut control = ControlStore::open(url)?;
+        let (mut ok, mut bad) = (0, 0);
+        // Back to the queue with the reason, or failed once its attempts are used up
+        // (`attempts` counts the claim that made this one).
+        let mut give_back =
+            |control: &mut ControlStore, tenant: &str, attempts: i64, reason: &str| -> Result<()> {
+                let stage = if attempts < i64::from(config.campaigns.max_attempts) {
+                    "queued"
+                } else {
+                    "failed"
+                };
+                if control.set_stage(worker, &campaign.id, tenant, stage, Some(reason), None)? {
+                    bad += 1;
+                } else {
+                    tracing::warn!("worker {worker}: tenant {tenant} is another worker's now");
+                }
+                Ok(())
+            };
+        match result {
+            Err(e) => {
+                // The whole batch failed before any tenant was written.
+                for t in &tenants {
+                    give_back(&mut control, &t.tenant, t.attempts, &e.to_string())?;
+                }
+            }
+            Ok((rows, failures, resolved)) => {
+                let restored: Vec<String> = keys
+                    .iter()
+                    .filter(|k| !failures.contains_key(*k))
+                    .cloned()
+                    .collect();
+                for t in &tenants {
+                    match failures.get(&t.tenant) {
+                        Some(reason) => give_back(&mut control, &t.tenant, t.attempts, reason)?,
+                        None => {
+                            control.set_stage(
+                                worker,
+                                &campaign.id,
+                                &t.tenant,
+                                "verifying",
+                                None,
+                                None,
+                            )?;
+                        }
+                    }
+                }
+                drop(control);
+                let problems = verify_batch(config, &restored, &resolved).await?;
+                let mut control = ControlStore::open(url)?;
+                for tenant in &restored {
+                    let t = tenants.iter().find(|t| &t.tenant == tenant);
+                    let attempts = t.map(|t| t.attempts).unwrap_or(1);
+                    match problems.get(tenant) {
+                        Some(reason) => give_back(&mut control, tenant, attempts, reason)?,
+                        None => {
+                            let stage = if policy.customer {
+                                "awaiting_acceptance"
+                            } else {
+                                "restored"
+                            };
+                            let n = rows.get(tenant).map(|n| *n as i64);
+                            if control.set_stage(worker, &campaign.id, tenant, stage, None, n)? {
+                                ok += 1;
+                            } else {
+                                tracing::warn!(
+                                    "worker {worker}: tenant {tenant} is another worker's now"
+                                );
+                            }
+                        }
+                    }
+                }
+                if let Some(after) = policy.auto_after_us {
+                    control.auto_accept(after)?;
+                }
+            }
+        }
+        Ok::<_, Error>((ok, bad))
+    };
+    let outcome = tokio::select! {
+        outcome = work => outcome,
+        _ = lost.notified() => {
+            tracing::warn!("worker {worker}: batch of campaign {} abandoned", campaign.id);
+            Ok((0, 0))
+        }
+    };
+    renewer.abort();
+    Ok(Some(outcome?))
+}
+
+/// Restore `tenants` to the campaign's target. Returns rows per tenant, failures by
+/// tenant, and the resolved target.
+async fn restore_batch(
+    config: &Config,
+    campaign: &Campaign,
+    tenants: &[String],
+    jobs: usize,
+) -> Result<(BTreeMap<String, u64>, BTreeMap<String, String>, Resolved)> {
+    // The positions resolved when the campaign started.
+    let positions: Option<BTreeMap<String, u64>> = campaign
+        .target
+        .get("positions")
+        .and_then(|p| serde_json::from_value(p.clone()).ok());
+    let target = match positions {
+        Some(positions) => Target::Positions(positions),
+        None => Target::parse(
+            campaign.target.get("at").and_then(|v| v.as_str()),
+            campaign.target.get("before_tx").and_then(|v| v.as_str()),
+        )?,
+    };
+    let request = crate::restore::Request {
+        tenants: tenants.to_vec(),
+        target,
+        sources: Vec::new(),
+        as_key: None,
+        into_url: None,
+        dry_run: false,
+        jobs: jobs.max(1),
+    };
+    let summary = crate::restore::execute(config, &request, silent()).await?;
+    Ok((
+        summary.tenant_rows(),
+        summary.tenant_failures(),
+        summary.resolved.clone(),
+    ))
+}
+
+/// Check each tenant's live rows against the vault at `resolved`, table by table, by
+/// row count and checksum (on the vault's columns). Returns the tenants that differ.
+async fn verify_batch(
+    config: &Config,
+    tenants: &[String],
+    resolved: &Resolved,
+) -> Result<BTreeMap<String, String>> {
+    let mut problems: BTreeMap<String, String> = BTreeMap::new();
+    if tenants.is_empty() {
+        return Ok(problems);
+    }
+    let vault = open_vault(config).await?;
+    let keys: BTreeSet<TenantKey> = tenants.iter().map(|t| TenantKey::new(t.clone())).collect();
+    for (name, position) in &resolved.positions {
+        let history = SourceHistory::load_for(&vault, name, &keys).await?;
+        let source = LiveSource::open(name, config.source(name)?, false).await?;
+        let streams = history.streams_at(&vault, &keys, *position).await?;
+        for (tenant, mut stream) in streams {
+            let expected = expected_from_stream(&mut stream)?;
+            let check = compare_tenant(&source, &tenant, &expected).await?;
+            if !check.matches() {
+                let tables: Vec<String> = check
+                    .differences()
+                    .map(|t| {
+                        format!(
+                            "{name}.{}: {} rows live, {} in the vault",
+                            t.table, t.live.rows, t.vault.rows
+                        )
+                    })
+                    .collect();
+                problems.insert(
+                    tenant.to_string(),
+                    format!("verification failed: {}", tables.join("; ")),
+                );
+            }
+        }
+    }
+    Ok(problems)
+}

@@ -1,0 +1,381 @@
+//! The engines called as a library, on real SQLite files and a local vault: capture,
+//! verify, restore (with its progress events), the comparison, the guard's plan → approve
+//! → apply → undo, and the typed plan file refusing a hand-edited plan.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use lifeboat_core::config::Config;
+use lifeboat_core::model::TenantKey;
+use lifeboat_core::target::Target;
+use lifeboat_engine::compare::{compare_tenant, Expected};
+use lifeboat_engine::guard::{self, Applied};
+use lifeboat_engine::progress::{Event, Recorded, Silent};
+use lifeboat_engine::{capture, restore, verify};
+use lifeboat_source::live::LiveSource;
+use lifeboat_source::Stop;
+
+const SITES: i64 = 6;
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    db: PathBuf,
+    config: Config,
+    config_path: Option<PathBuf>,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("tracker.db");
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    let mut sql = String::from(
+        "CREATE TABLE sites (id INTEGER PRIMARY KEY, url TEXT NOT NULL);
+         CREATE TABLE apps (id INTEGER PRIMARY KEY,
+             site_id INTEGER NOT NULL REFERENCES sites(id) ON DELETE CASCADE, app_key TEXT);
+         CREATE TABLE issues (id INTEGER PRIMARY KEY,
+             site_id INTEGER NOT NULL REFERENCES sites(id) ON DELETE CASCADE, title TEXT);
+         CREATE TABLE comments (id INTEGER PRIMARY KEY,
+             issue_id INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE, body TEXT);\n",
+    );
+    for s in 1..=SITES {
+        sql.push_str(&format!(
+            "INSERT INTO sites VALUES ({s}, 'https://site{s}.example.net');
+             INSERT INTO apps VALUES ({}, {s}, 'legacy-chat');\n",
+            100 + s
+        ));
+        for i in 0..3 {
+            let issue = s * 10 + i;
+            sql.push_str(&format!(
+                "INSERT INTO issues VALUES ({issue}, {s}, 'issue {i}');
+                 INSERT INTO comments VALUES ({issue}, {issue}, 'comment');\n"
+            ));
+        }
+    }
+    conn.execute_batch(&sql).expect("seed");
+    let text = format!(
+        r#"
+[vault]
+url = "file://{vault}"
+[control]
+url = "sqlite://{control}"
+[sources.tracker]
+url = "sqlite://{db}"
+tenant_column = "site_id"
+[sources.tracker.tables.sites]
+tenant_column = "id"
+[sources.tracker.tables.comments]
+tenant_via = "issue_id -> issues.id"
+[guard]
+approvals_required = 1
+[kinds.app]
+source = "tracker"
+table = "apps"
+column = "id"
+label = "app_key"
+[operations.remove-app]
+params = {{ ids = "app" }}
+effect = {{ "tracker.apps" = {{ max_rows_per_id = 1 }} }}
+[[operations.remove-app.steps]]
+source = "tracker"
+sql = "DELETE FROM apps WHERE id = ANY($ids)"
+"#,
+        vault = dir.path().join("vault").display(),
+        control = dir.path().join("control.db").display(),
+        db = db.display(),
+    );
+    let config_path = dir.path().join("lifeboat.toml");
+    std::fs::write(&config_path, &text).expect("config");
+    Setup {
+        config: Config::parse(&text).expect("config parses"),
+        config_path: Some(config_path),
+        db,
+        _dir: dir,
+    }
+}
+
+async fn catch_up(config: &Config) {
+    let run = capture::run(config, &[], true, &Stop::new())
+        .await
+        .expect("capture");
+    assert!(run.errors.is_empty(), "{:?}", run.errors.first());
+    assert_eq!(run.reports.len(), 1);
+}
+
+fn execute(db: &Path, sql: &str) {
+    let conn = rusqlite::Connection::open(db).expect("open");
+    conn.execute_batch(sql).expect("sql");
+}
+
+fn count(db: &Path, sql: &str) -> i64 {
+    let conn = rusqlite::Connection::open(db).expect("open");
+    conn.query_row(sql, [], |r| r.get(0)).expect("count")
+}
+
+fn tenants(keys: &[i64]) -> Vec<String> {
+    keys.iter().map(i64::to_string).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_finds_a_difference_and_restore_brings_the_tenant_back() {
+    let s = setup();
+    catch_up(&s.config).await;
+    let before = lifeboat_core::time::now_us();
+    let request = verify::Request {
+        tenants: tenants(&[1, 2]),
+        at_us: None,
+        sources: Vec::new(),
+    };
+    let report = verify::verify(&s.config, &request).await.expect("verify");
+    assert!(report.ok, "{:?}", report.differences);
+    // sites, apps, issues, comments for each of two tenants.
+    assert_eq!(report.tables_checked, 8);
+
+    // Tenant 2 loses its comments and an issue; tenant 1 is untouched.
+    execute(
+        &s.db,
+        "DELETE FROM comments WHERE issue_id IN (SELECT id FROM issues WHERE site_id = 2);
+         DELETE FROM issues WHERE id = 20;",
+    );
+    catch_up(&s.config).await;
+    let at_before = verify::Request {
+        at_us: Some(before),
+        ..request
+    };
+    let report = verify::verify(&s.config, &at_before).await.expect("verify");
+    assert!(!report.ok);
+    let differing: BTreeMap<&str, (u64, u64)> = report
+        .differences
+        .iter()
+        .map(|d| (d.table.as_str(), (d.live.rows, d.vault.rows)))
+        .collect();
+    assert_eq!(
+        differing,
+        BTreeMap::from([("comments", (0, 3)), ("issues", (2, 3))])
+    );
+    assert!(report.differences.iter().all(|d| d.tenant == "2"));
+    let issues = report
+        .differences
+        .iter()
+        .find(|d| d.table == "issues")
+        .expect("issues differ");
+    assert_eq!((issues.rows_only_live, issues.rows_only_vault), (0, 1));
+    assert_eq!(issues.example_keys, vec![r#"["20"]"#.to_string()]);
+
+    // Restore tenant 2 to before the deletion; the progress events tell the story.
+    let recorded = Arc::new(Recorded::default());
+    let summary = restore::execute(
+        &s.config,
+        &restore::Request {
+            tenants: tenants(&[2]),
+            target: Target::At(before),
+            sources: Vec::new(),
+            as_key: None,
+            into_url: None,
+            dry_run: false,
+            jobs: 4,
+        },
+        recorded.clone(),
+    )
+    .await
+    .expect("restore");
+    assert_eq!(summary.failures(), 0);
+    assert_eq!(summary.outcomes.len(), 1);
+    assert_eq!(summary.outcomes[0].verified, Some(true));
+    // One site, one app, three issues, three comments.
+    assert_eq!(summary.rows_written(), 8);
+    let events = recorded.0.lock().expect("events").clone();
+    assert!(matches!(
+        events.first(),
+        Some(Event::RestoreStarted {
+            tenants: 1,
+            sources: 1,
+            restores: 1,
+            dry_run: false,
+            ..
+        })
+    ));
+    assert!(events.contains(&Event::TenantRestored { rows: 8 }));
+    assert_eq!(events.last(), Some(&Event::RestoreFinished));
+    assert_eq!(
+        count(
+            &s.db,
+            "SELECT count(*) FROM comments WHERE issue_id BETWEEN 20 AND 29"
+        ),
+        3
+    );
+    let report = verify::verify(&s.config, &at_before).await.expect("verify");
+    assert!(report.ok, "{:?}", report.differences);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_comparison_reports_each_table_either_side_has() {
+    let s = setup();
+    let source = LiveSource::open(
+        "tracker",
+        s.config.source("tracker").expect("source"),
+        false,
+    )
+    .await
+    .expect("open");
+    let tenant = TenantKey::new("3".to_string());
+    // Nothing expected: every live table of the tenant with rows differs.
+    let check = compare_tenant(&source, &tenant, &Expected::new())
+        .await
+        .expect("compare");
+    let differing: Vec<(&str, u64)> = check
+        .differences()
+        .map(|t| (t.table.as_str(), t.live.rows))
+        .collect();
+    assert_eq!(
+        differing,
+        vec![("apps", 1), ("comments", 3), ("issues", 3), ("sites", 1)]
+    );
+    // The live digests as expectation: everything matches, also over fewer columns.
+    let mut expected = Expected::new();
+    for t in &check.tables {
+        let columns = source.live_columns()[&t.table].clone();
+        expected.insert(t.table.clone(), (columns, t.live));
+    }
+    assert!(compare_tenant(&source, &tenant, &expected)
+        .await
+        .expect("compare")
+        .matches());
+    let (columns, _) = expected.get_mut("issues").expect("issues");
+    columns.retain(|c| c != "title");
+    let check = compare_tenant(&source, &tenant, &expected)
+        .await
+        .expect("compare");
+    assert_eq!(
+        check
+            .differences()
+            .map(|t| t.table.as_str())
+            .collect::<Vec<_>>(),
+        vec!["issues"],
+        "the same rows over other columns give another digest"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_is_approved_applied_in_waves_and_undone() {
+    let s = setup();
+    catch_up(&s.config).await;
+    let dir = s.db.parent().expect("dir").to_path_buf();
+    let plan_path = dir.join("plan.json");
+    let planned = guard::plan(
+        &s.config,
+        &s.config_path,
+        "remove-app",
+        vec!["101".into(), " 102 ".into(), "101".into(), "103".into()],
+        Some("alice".into()),
+        &plan_path,
+    )
+    .await
+    .expect("plan");
+    assert_eq!((planned.ids, planned.tenants), (3, 3));
+    assert_eq!(planned.totals, BTreeMap::from([("tracker.apps".into(), 3)]));
+    assert_eq!(count(&s.db, "SELECT count(*) FROM apps"), SITES);
+
+    // Not approved yet; and never by its author.
+    let err = guard::apply(
+        &s.config,
+        &s.config_path,
+        &plan_path,
+        "1,100%",
+        None,
+        &Silent,
+    )
+    .await
+    .expect_err("refused");
+    assert!(err.to_string().contains("0 of the 1 approvals"), "{err}");
+    let err = guard::approve(&s.config, &s.config_path, &plan_path, Some("alice".into()))
+        .await
+        .expect_err("refused");
+    assert!(
+        err.to_string().contains("its author cannot approve"),
+        "{err}"
+    );
+
+    // A hand-edited plan with a matching hash but an extra field is refused before it runs.
+    let edited = dir.join("edited.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plan_path).expect("plan")).expect("json");
+    let object = json.as_object_mut().expect("object");
+    object.remove("hash");
+    object.insert(
+        "extra_steps".into(),
+        serde_json::json!(["DELETE FROM sites"]),
+    );
+    let hash = lifeboat_core::vault::sha256_hex(json.to_string().as_bytes());
+    json["hash"] = serde_json::Value::String(hash);
+    std::fs::write(&edited, json.to_string()).expect("write");
+    let err = guard::approve(&s.config, &s.config_path, &edited, Some("bob".into()))
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("does not parse"), "{err}");
+
+    let approved = guard::approve(&s.config, &s.config_path, &plan_path, Some("bob".into()))
+        .await
+        .expect("approve");
+    assert!(approved.new);
+    assert_eq!((approved.approvals, approved.required), (1, 1));
+
+    let recorded = Recorded::default();
+    let applied = guard::apply(
+        &s.config,
+        &s.config_path,
+        &plan_path,
+        "1,100%",
+        Some("carol".into()),
+        &recorded,
+    )
+    .await
+    .expect("apply");
+    assert!(
+        matches!(applied, Applied::Done { tenants: 3, .. }),
+        "{applied:?}"
+    );
+    let waves: Vec<(u32, usize)> = recorded
+        .0
+        .lock()
+        .expect("events")
+        .iter()
+        .filter_map(|e| match e {
+            Event::Wave {
+                number, tenants, ..
+            } => Some((*number, *tenants)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(waves, vec![(1, 1), (2, 2)]);
+    assert_eq!(count(&s.db, "SELECT count(*) FROM apps"), SITES - 3);
+
+    let undone = guard::undo(&s.config, &s.config_path, &plan_path, None)
+        .await
+        .expect("undo");
+    assert_eq!((undone.tenants, undone.failures), (3, 0));
+    assert_eq!(count(&s.db, "SELECT count(*) FROM apps"), SITES);
+    let actions: Vec<String> = guard::audit_entries(&s.config, &s.config_path)
+        .await
+        .expect("audit")
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "plan",
+            "approve",
+            "restore-point",
+            "apply",
+            "wave",
+            "wave",
+            "applied",
+            "undo"
+        ]
+    );
+    let (entries, problems) = guard::audit_verify(&s.config, &s.config_path)
+        .await
+        .expect("audit verify");
+    assert_eq!((entries, problems.len()), (8, 0));
+}
