@@ -680,7 +680,7 @@ async fn read_vault_attributes(
         if tables.is_empty() {
             continue;
         }
-        let streams = history.streams_at(vault, tenants, position).await?;
+        let streams = history.streams_at(vault, tenants, position.get()).await?;
         for (tenant, mut stream) in streams {
             let schemas = stream.schemas();
             for (table, attributes) in &tables {
@@ -1096,7 +1096,7 @@ async fn restore_batch(
     jobs: usize,
 ) -> Result<(BTreeMap<String, u64>, BTreeMap<String, String>, Resolved)> {
     // The positions resolved when the campaign started.
-    let positions: Option<BTreeMap<String, u64>> = campaign
+    let positions: Option<BTreeMap<String, lifeboat_core::model::Position>> = campaign
         .target
         .get("positions")
         .and_then(|p| serde_json::from_value(p.clone()).ok());
@@ -1141,7 +1141,7 @@ async fn verify_batch(
     for (name, position) in &resolved.positions {
         let history = SourceHistory::load_for(&vault, name, &keys).await?;
         let source = LiveSource::open(name, config.source(name)?, false).await?;
-        let streams = history.streams_at(&vault, &keys, *position).await?;
+        let streams = history.streams_at(&vault, &keys, position.get()).await?;
         for (tenant, mut stream) in streams {
             let schemas = stream.schemas();
             let mut want: BTreeMap<String, TableDigest> = BTreeMap::new();

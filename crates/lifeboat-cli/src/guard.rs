@@ -292,11 +292,11 @@ async fn run_operation(
         let source = sources
             .get_mut(&name)
             .ok_or_else(|| Error::config(format!("unknown source {name}")))?;
-        let postgres = source.is_postgres();
+        let dialect = source.dialect();
         let sql: Vec<String> = steps
             .iter()
             .filter(|(s, _)| *s == name)
-            .map(|(_, sql)| bind_array(sql, param, ids, postgres))
+            .map(|(_, sql)| bind_array(sql, param, ids, dialect))
             .collect();
         let (effect, committed) = source.run_steps(&sql, |e| decide(&name, e)).await?;
         all_committed &= committed;
@@ -587,7 +587,7 @@ pub(crate) async fn make_plan(
     let mut positions = BTreeMap::new();
     for (name, source) in sources.iter() {
         if spec.steps.iter().any(|(s, _)| s == name) {
-            positions.insert(name.clone(), source.position().await?.to_string());
+            positions.insert(name.clone(), source.position().await?.get().to_string());
         }
     }
     let mut plan = json!({
@@ -873,7 +873,7 @@ pub async fn apply(config_path: Option<PathBuf>, args: ApplyArgs) -> Result<u8> 
         // to, so that nothing they wrote before their wave is lost.
         let mut point = BTreeMap::new();
         for (name, source) in &sources {
-            point.insert(name.clone(), source.position().await?);
+            point.insert(name.clone(), source.position().await?.get());
         }
         let (got, committed) = run_operation(
             &mut sources,
@@ -1077,11 +1077,11 @@ pub(crate) async fn restore_to_points(
         // A point is a live position taken before a wave; with capture caught up, a point
         // past the vault's latest position (nothing committed since in that source) is
         // the same state as that latest position.
-        let point: BTreeMap<String, u64> = point
+        let point: BTreeMap<String, lifeboat_core::model::Position> = point
             .iter()
             .map(|(source, p)| {
                 let p = latest.get(source).map_or(*p, |l| (*p).min(*l));
-                (source.clone(), p)
+                (source.clone(), p.into())
             })
             .collect();
         let request = crate::restore::Request {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use lifeboat_core::model::{format_lsn, Op};
+use lifeboat_core::model::{format_lsn, Dialect, Op, Position};
 use lifeboat_core::time::format_us;
 use lifeboat_core::Result;
 
@@ -27,7 +27,7 @@ pub struct Args {
 
 struct Entry {
     source: String,
-    postgres: bool,
+    dialect: Dialect,
     xid: u64,
     position: u64,
     commit_time_us: i64,
@@ -50,10 +50,10 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
         .expect("one tenant checked");
     let mut entries = Vec::new();
     for history in &histories {
-        let postgres = config
+        let dialect = config
             .source(&history.source)
-            .map(|s| s.url.starts_with("postgres"))
-            .unwrap_or(false);
+            .and_then(|s| s.dialect())
+            .unwrap_or(Dialect::Sqlite);
         history
             .for_each_transaction(&vault, 0, u64::MAX, |tables, tx| {
                 let mut rows: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
@@ -75,7 +75,7 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
                 if !rows.is_empty() {
                     entries.push(Entry {
                         source: history.source.clone(),
-                        postgres,
+                        dialect,
                         xid: tx.xid,
                         position: tx.position,
                         commit_time_us: tx.commit_time_us,
@@ -102,7 +102,7 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
                     "transaction": format!("{}:{}", e.source, e.xid),
                     "xid": e.xid,
                     "position": e.position,
-                    "lsn": e.postgres.then(|| format_lsn(e.position)),
+                    "lsn": (e.dialect == Dialect::Postgres).then(|| format_lsn(e.position)),
                     "commit_time": format_us(e.commit_time_us),
                     "rows": e.rows.iter().map(|((table, op), n)| serde_json::json!({"table": table, "op": op, "rows": n})).collect::<Vec<_>>(),
                     "rows_total": e.rows.values().sum::<u64>(),
@@ -121,11 +121,7 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
     for e in &entries {
         let total: u64 = e.rows.values().sum();
         let tables: std::collections::BTreeSet<&String> = e.rows.keys().map(|(t, _)| t).collect();
-        let position = if e.postgres {
-            format_lsn(e.position)
-        } else {
-            e.position.to_string()
-        };
+        let position = Position::new(e.position).describe(e.dialect);
         crate::say!(
             "{}  {}:{}  at {}  {} rows across {} tables{}",
             format_us(e.commit_time_us),

@@ -154,7 +154,7 @@ async fn delete(
                     &source.tenancy,
                     &resolved.schema,
                     "ANY($tenants)",
-                    source.is_postgres(),
+                    source.dialect(),
                 )?,
             ));
         }

@@ -260,7 +260,7 @@ pub async fn execute(config: &Config, request: &Request) -> Result<Summary> {
     let tenant_keys = check_tenants(&vault, &histories, &request.tenants).await?;
     let postgres: BTreeSet<String> = targets
         .iter()
-        .filter(|t| t.is_postgres())
+        .filter(|t| t.dialect() == lifeboat_core::model::Dialect::Postgres)
         .map(|t| t.name.clone())
         .collect();
     if let Target::BeforeTx { source, .. } = target {
@@ -291,7 +291,7 @@ pub async fn execute(config: &Config, request: &Request) -> Result<Summary> {
     // Every column the vault's rows carry must exist in the database written to, in
     // every source, before any source is written.
     for (source, history) in targets.iter().zip(&histories) {
-        let position = resolved.positions[&source.name];
+        let position = resolved.positions[&source.name].get();
         let live = source.live_columns();
         for (table, schema) in history.schemas_at(&vault, position).await? {
             if source.tenancy.table(&table).is_none() {
@@ -320,7 +320,7 @@ pub async fn execute(config: &Config, request: &Request) -> Result<Summary> {
     // and roll back, so that a collision refuses the restore before any source is written.
     if let (Some(key), false) = (&as_key, request.dry_run) {
         for ((source, history), catalog) in targets.iter_mut().zip(&histories).zip(&catalogs) {
-            let position = resolved.positions[&source.name];
+            let position = resolved.positions[&source.name].get();
             for (_, stream) in history.streams_at(&vault, &tenant_keys, position).await? {
                 let restore = TenantRestore::prepare(
                     &source.tenancy,
@@ -359,7 +359,7 @@ pub async fn execute(config: &Config, request: &Request) -> Result<Summary> {
     let progress = Progress::new(tenant_keys.len() * names.len(), request.quiet);
     let mut outcomes: Vec<Outcome> = Vec::new();
     for ((source, history), catalog) in targets.into_iter().zip(&histories).zip(catalogs) {
-        let position = resolved.positions[&source.name];
+        let position = resolved.positions[&source.name].get();
         let (done, failure) = restore_source(
             config,
             &vault,
@@ -480,7 +480,10 @@ async fn restore_source(
     jobs: usize,
     progress: &Progress,
 ) -> (Vec<Outcome>, Option<Error>) {
-    let jobs = if first.is_postgres() { jobs } else { 1 };
+    let jobs = match first.dialect() {
+        lifeboat_core::model::Dialect::Postgres => jobs,
+        lifeboat_core::model::Dialect::Sqlite => 1,
+    };
     let live_columns = first.live_columns();
     let tenancy = first.tenancy.clone();
     let mut writers = vec![first];

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use lifeboat_core::config::{CaptureConfig, SourceConfig, SourceKind};
-use lifeboat_core::model::{Row, TenantKey};
+use lifeboat_core::model::{Dialect, Position, Row, TenantKey};
 use lifeboat_core::tenancy::{resolve, SourceTenancy};
 use lifeboat_core::vault::Vault;
 use lifeboat_core::Result;
@@ -127,8 +127,12 @@ impl LiveSource {
             .collect()
     }
 
-    pub fn is_postgres(&self) -> bool {
-        matches!(self.connection, Connection::Postgres { .. })
+    /// The SQL dialect of the source's database.
+    pub fn dialect(&self) -> Dialect {
+        match self.connection {
+            Connection::Sqlite { .. } => Dialect::Sqlite,
+            Connection::Postgres { .. } => Dialect::Postgres,
+        }
     }
 
     /// What restore needs beyond the tenant map: the write order of the tables and the
@@ -201,8 +205,7 @@ impl LiveSource {
         label: Option<&str>,
         ids: &[lifeboat_core::model::Value],
     ) -> Result<Vec<crate::guard::IdRow>> {
-        let sql =
-            crate::guard::id_query(&self.tenancy, table, column, label, ids, self.is_postgres())?;
+        let sql = crate::guard::id_query(&self.tenancy, table, column, label, ids, self.dialect())?;
         match &self.connection {
             Connection::Sqlite { path, conn } => {
                 let conn = conn
@@ -237,8 +240,8 @@ impl LiveSource {
     }
 
     /// The source's position now (PostgreSQL: WAL insert position; SQLite: changelog).
-    pub async fn position(&self) -> Result<u64> {
-        match &self.connection {
+    pub async fn position(&self) -> Result<Position> {
+        let position = match &self.connection {
             Connection::Sqlite { path, conn } => {
                 let conn = conn
                     .lock()
@@ -246,7 +249,8 @@ impl LiveSource {
                 sqlite::position(&conn, path)
             }
             Connection::Postgres { client, .. } => postgres::position(client).await,
-        }
+        }?;
+        Ok(Position::new(position))
     }
 
     /// How many rows `tenant` has in `table` now.

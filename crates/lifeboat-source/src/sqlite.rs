@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use lifeboat_core::config::CaptureConfig;
 use lifeboat_core::failpoint;
-use lifeboat_core::model::{Op, Row, TableSchema, TenantKey, Value};
+use lifeboat_core::model::{Dialect, Op, Row, TableSchema, TenantKey, Value};
 use lifeboat_core::tenancy::{LiveTable, SourceTenancy};
 use lifeboat_core::vault::Vault;
 use lifeboat_core::{Error, Result};
@@ -473,7 +473,7 @@ pub fn for_each_tenant_row(
 ) -> Result<()> {
     let err = |e| sqlite_error(path, e);
     for table in tenancy.tenant_tables() {
-        let sql = tenant_query(tenancy, &table.schema, "?1", false)?;
+        let sql = tenant_query(tenancy, &table.schema, "?1", Dialect::Sqlite)?;
         let mut stmt = conn.prepare_cached(&sql).map_err(err)?;
         let key = tenant_parameter(tenant);
         let mut rows = stmt.query([key]).map_err(err)?;
@@ -574,13 +574,16 @@ pub fn write_tenant(
         let removed = if mode == WriteMode::DryRun {
             let sql = format!(
                 "SELECT count(*) FROM ({})",
-                tenant_query(tenancy, schema, "?1", false)?
+                tenant_query(tenancy, schema, "?1", Dialect::Sqlite)?
             );
             tx.query_row(&sql, [&key], |r| r.get::<_, i64>(0))
                 .map_err(err)? as u64
         } else {
-            tx.execute(&tenant_delete(tenancy, schema, "?1", false)?, [&key])
-                .map_err(err)? as u64
+            tx.execute(
+                &tenant_delete(tenancy, schema, "?1", Dialect::Sqlite)?,
+                [&key],
+            )
+            .map_err(err)? as u64
         };
         report.tables.insert(table.name.clone(), (0, removed));
     }
@@ -743,7 +746,7 @@ pub fn count_tenant_rows(
 ) -> Result<u64> {
     let sql = format!(
         "SELECT count(*) FROM ({})",
-        tenant_query(tenancy, schema, "?1", false)?
+        tenant_query(tenancy, schema, "?1", Dialect::Sqlite)?
     );
     let n: i64 = conn
         .query_row(&sql, [tenant_parameter(tenant)], |r| r.get(0))

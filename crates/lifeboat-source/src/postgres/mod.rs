@@ -18,7 +18,7 @@ use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationE
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 use lifeboat_core::config::CaptureConfig;
-use lifeboat_core::model::{format_lsn, Op, Row, TableSchema, TenantKey, Value};
+use lifeboat_core::model::{format_lsn, Dialect, Op, Row, TableSchema, TenantKey, Value};
 use lifeboat_core::tenancy::{LiveTable, SourceTenancy};
 use lifeboat_core::vault::Vault;
 use lifeboat_core::{Error, Result};
@@ -780,7 +780,7 @@ pub async fn for_each_tenant_row(
             tenancy,
             &table.schema,
             &quote_literal(tenant.as_str()),
-            true,
+            Dialect::Postgres,
         )?;
         let stream = client
             .copy_out(&format!("COPY ({query}) TO STDOUT"))
@@ -827,7 +827,12 @@ pub async fn count_tenant_rows(
     schema: &TableSchema,
     tenant: &TenantKey,
 ) -> Result<u64> {
-    let query = tenant_query(tenancy, schema, &quote_literal(tenant.as_str()), true)?;
+    let query = tenant_query(
+        tenancy,
+        schema,
+        &quote_literal(tenant.as_str()),
+        Dialect::Postgres,
+    )?;
     let text = simple_value(client, &format!("SELECT count(*) FROM ({query}) x"))
         .await?
         .unwrap_or_default();

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use futures::SinkExt;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use lifeboat_core::model::TenantKey;
+use lifeboat_core::model::{Dialect, TenantKey};
 use lifeboat_core::tenancy::SourceTenancy;
 use lifeboat_core::{Error, Result};
 
@@ -206,7 +206,7 @@ pub async fn write_tenant(
                 client,
                 &format!(
                     "SELECT count(*) FROM ({}) x",
-                    tenant_query(tenancy, schema, &key, true)?
+                    tenant_query(tenancy, schema, &key, Dialect::Postgres)?
                 ),
             )
             .await?;
@@ -224,7 +224,7 @@ pub async fn write_tenant(
             .table(&table.name)
             .ok_or_else(|| vanished(&table.name))?
             .schema;
-        let sql = tenant_delete(tenancy, schema, &key, true)?;
+        let sql = tenant_delete(tenancy, schema, &key, Dialect::Postgres)?;
         let removed = tx.execute(sql.as_str(), &[]).await.map_err(|e| {
             pg_error(
                 &format!("cannot remove the current rows of {}", table.name),
@@ -417,7 +417,7 @@ async fn check_keys(
         let Some(child) = tenancy.table(&fk.child) else {
             continue;
         };
-        let rows = tenant_query(tenancy, &child.schema, key, true)?;
+        let rows = tenant_query(tenancy, &child.schema, key, Dialect::Postgres)?;
         let list = |alias: &str, columns: &[String]| {
             columns
                 .iter()
