@@ -278,7 +278,7 @@ async fn run_operation(
     steps: &[(String, String)],
     param: &str,
     ids: &[Value],
-    mut decide: impl FnMut(&str, &Effect) -> bool,
+    mut decide: impl FnMut(&str, &Effect) -> bool + Send,
 ) -> Result<(BTreeMap<String, BTreeMap<String, u64>>, bool)> {
     let mut order: Vec<String> = Vec::new();
     for (source, _) in steps {

@@ -1,6 +1,9 @@
-//! Lifeboat's sources: the databases it protects. Capture from SQLite (triggers and a
-//! changelog) and PostgreSQL (logical replication with pgoutput), and reading a tenant's
-//! live rows for verification.
+//! Lifeboat's sources: the databases it protects. Each kind of database implements
+//! `source::Source` (SQLite in `sqlite`, PostgreSQL in `postgres`), whose documentation is
+//! the contract; `live::LiveSource` opens the right kind for a configured source. Capture
+//! from SQLite (triggers and a changelog) and PostgreSQL (logical replication with
+//! pgoutput), reading a tenant's live rows for verification, writing restored tenants, and
+//! running measured operations.
 
 pub mod capture;
 pub mod control;
@@ -10,6 +13,7 @@ pub mod guard;
 pub mod live;
 pub mod postgres;
 pub mod restore;
+pub mod source;
 pub mod sqlite;
 pub mod status;
 

@@ -55,7 +55,7 @@ pub struct KeyCheck {
     pub same_types: bool,
 }
 
-pub async fn catalog(client: &Client, schema: &str) -> Result<Catalog> {
+pub(crate) async fn catalog(client: &Client, schema: &str) -> Result<Catalog> {
     let rows = client
         .query(
             "SELECT child.relname::text, parent.relname::text,
@@ -187,7 +187,7 @@ enum Piece {
 /// transaction. The rows are turned into COPY data on a blocking thread as they are read
 /// from the vault, while the connection sends the previous chunk. `WriteMode::DryRun`: count
 /// what would be written and removed; `Trial`: write, then roll back.
-pub async fn write_tenant(
+pub(crate) async fn write_tenant(
     client: &mut Client,
     tenancy: &SourceTenancy,
     catalog: &Catalog,
