@@ -265,8 +265,9 @@ impl Dialect {
 
 /// A place in a source's history of commits: on PostgreSQL a WAL position (LSN), on SQLite
 /// a sequence number of capture's changelog. Within one source, positions only grow: a
-/// change committed later has a greater position. Positions of different sources do not
-/// compare. Encoded as the bare number (`serde(transparent)`), as the vault stores it.
+/// change committed later has a greater position. Comparing positions of two sources
+/// means nothing. Encoded as the bare number (`serde(transparent)`), as the vault stores
+/// it.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]
