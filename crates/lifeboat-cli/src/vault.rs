@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use lifeboat_core::model::format_lsn;
+use lifeboat_core::model::{format_lsn, Dialect, Position};
 use lifeboat_core::time::format_us;
 use lifeboat_core::Result;
 use lifeboat_engine::context::load_config;
@@ -97,7 +97,7 @@ pub async fn history(config_path: Option<PathBuf>, args: HistoryArgs) -> Result<
                     "transaction": format!("{}:{}", e.source, e.xid),
                     "xid": e.xid,
                     "position": e.position,
-                    "lsn": e.postgres.then(|| format_lsn(e.position)),
+                    "lsn": (e.dialect == Dialect::Postgres).then(|| format_lsn(e.position)),
                     "commit_time": format_us(e.commit_time_us),
                     "rows": e.rows.iter().map(|((table, op), n)| serde_json::json!({"table": table, "op": op, "rows": n})).collect::<Vec<_>>(),
                     "rows_total": e.rows.values().sum::<u64>(),
@@ -116,11 +116,7 @@ pub async fn history(config_path: Option<PathBuf>, args: HistoryArgs) -> Result<
     for e in &entries {
         let total: u64 = e.rows.values().sum();
         let tables: std::collections::BTreeSet<&String> = e.rows.keys().map(|(t, _)| t).collect();
-        let position = if e.postgres {
-            format_lsn(e.position)
-        } else {
-            e.position.to_string()
-        };
+        let position = Position::new(e.position).describe(e.dialect);
         crate::say!(
             "{}  {}:{}  at {}  {} rows across {} tables{}",
             format_us(e.commit_time_us),

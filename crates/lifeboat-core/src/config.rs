@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::model::Dialect;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -294,6 +295,15 @@ pub enum SourceKind {
     Sqlite { path: PathBuf },
 }
 
+impl SourceKind {
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            SourceKind::Postgres { .. } => Dialect::Postgres,
+            SourceKind::Sqlite { .. } => Dialect::Sqlite,
+        }
+    }
+}
+
 /// A table's declared tenancy, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TableRule {
@@ -490,6 +500,11 @@ pub fn split_table(text: &str) -> Result<(&str, &str)> {
 }
 
 impl SourceConfig {
+    /// The source's SQL dialect, from its URL (see `kind`).
+    pub fn dialect(&self) -> Result<Dialect> {
+        self.kind().map(|kind| kind.dialect())
+    }
+
     pub fn kind(&self) -> Result<SourceKind> {
         if self.url.starts_with("postgres://") || self.url.starts_with("postgresql://") {
             Ok(SourceKind::Postgres {

@@ -245,6 +245,72 @@ pub struct Checkpoint {
     pub keymaps: Vec<KeymapRecord>,
 }
 
+/// The SQL dialect of a source database: what its queries are written in and how its
+/// positions read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// The database's name, for people.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "SQLite",
+            Dialect::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+/// A place in a source's history of commits: on PostgreSQL a WAL position (LSN), on SQLite
+/// a sequence number of capture's changelog. Within one source, positions only grow: a
+/// change committed later has a greater position. Comparing positions of two sources
+/// means nothing. Encoded as the bare number (`serde(transparent)`), as the vault stores
+/// it.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Position(u64);
+
+impl Position {
+    pub const ZERO: Position = Position(0);
+
+    pub fn new(position: u64) -> Self {
+        Position(position)
+    }
+
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    /// Parse an LSN (`X/Y`) or a plain decimal number.
+    pub fn parse(text: &str) -> Option<Position> {
+        parse_position(text).map(Position)
+    }
+
+    /// For people: an LSN (`X/Y`) on PostgreSQL, the plain number on SQLite.
+    pub fn describe(self, dialect: Dialect) -> String {
+        match dialect {
+            Dialect::Postgres => format_lsn(self.0),
+            Dialect::Sqlite => self.0.to_string(),
+        }
+    }
+}
+
+impl From<u64> for Position {
+    fn from(position: u64) -> Self {
+        Position(position)
+    }
+}
+
+impl From<Position> for u64 {
+    fn from(position: Position) -> Self {
+        position.0
+    }
+}
+
 /// Format a PostgreSQL LSN as `X/Y`.
 pub fn format_lsn(lsn: u64) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
@@ -276,6 +342,21 @@ mod tests {
         assert_eq!(parse_position("16/B374D848"), Some(lsn));
         assert_eq!(parse_position("1234"), Some(1234));
         assert_eq!(parse_position("x/1"), None);
+    }
+
+    #[test]
+    fn positions_describe_themselves_per_dialect_and_encode_as_numbers() {
+        let lsn = Position::new((0x16u64 << 32) | 0xB374D848);
+        assert_eq!(lsn.describe(Dialect::Postgres), "16/B374D848");
+        assert_eq!(lsn.describe(Dialect::Sqlite), lsn.get().to_string());
+        assert_eq!(Position::parse("16/B374D848"), Some(lsn));
+        assert_eq!(Position::parse("1234"), Some(Position(1234)));
+        assert!(Position(1) < Position(2));
+        assert_eq!(
+            rmp_serde::to_vec(&lsn).expect("encode"),
+            rmp_serde::to_vec(&lsn.get()).expect("encode")
+        );
+        assert_eq!(serde_json::to_string(&Position(42)).expect("json"), "42");
     }
 
     #[test]

@@ -1,10 +1,11 @@
-//! Restore targets: a time (consistent across sources by commit time), or "just before
-//! transaction X on source S". Resolving a target gives one position per source.
+//! Restore targets: a time (consistent across sources by commit time), "just before
+//! transaction X on source S", or a restore point. Resolving a target gives one `Position`
+//! per source.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::format_lsn;
+use crate::model::{Dialect, Position};
 use crate::state::SourceHistory;
 use crate::time::format_us;
 use crate::vault::Vault;
@@ -17,7 +18,7 @@ pub enum Target {
     /// changelog sequence number (a commit group's id is its first one).
     BeforeTx { source: String, txid: u64 },
     /// A restore point: a position per source (sources not named: the same instant).
-    Positions(BTreeMap<String, u64>),
+    Positions(BTreeMap<String, Position>),
 }
 
 impl Target {
@@ -54,7 +55,7 @@ const FUTURE_SLACK_US: i64 = 5_000_000;
 /// A target resolved against the vault: the position to restore each source to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
-    pub positions: BTreeMap<String, u64>,
+    pub positions: BTreeMap<String, Position>,
     /// The instant every source is restored to.
     pub time_us: i64,
     /// For people: what the target is.
@@ -87,8 +88,8 @@ pub async fn resolve(
             let mut time_us = i64::MIN;
             for history in histories {
                 if let Some(&position) = points.get(&history.source) {
-                    history.check_position(position)?;
-                    time_us = time_us.max(history.commit_time_at(vault, position).await?);
+                    history.check_position(position.get())?;
+                    time_us = time_us.max(history.commit_time_at(vault, position.get()).await?);
                 }
             }
             (time_us, None, "to the restore point".to_string())
@@ -99,13 +100,18 @@ pub async fn resolve(
                     "--before-tx names source {source:?}, which is not among the sources being restored"
                 ))
             })?;
+            let dialect = if postgres.contains(source) {
+                Dialect::Postgres
+            } else {
+                Dialect::Sqlite
+            };
             let (position, commit_time_us) =
-                find_transaction(vault, history, postgres.contains(source), *txid).await?;
+                find_transaction(vault, history, dialect, *txid).await?;
             let before = position.saturating_sub(1);
             history.check_position(before)?;
             (
                 commit_time_us - 1,
-                Some((source.clone(), before)),
+                Some((source.clone(), Position::new(before))),
                 format!(
                     "just before transaction {source}:{txid} (committed {})",
                     format_us(commit_time_us)
@@ -122,9 +128,9 @@ pub async fn resolve(
         let position = match (&fixed, point) {
             (_, Some(position)) => position,
             (Some((source, position)), None) if *source == history.source => *position,
-            _ => history.position_at_time(vault, time_us).await?,
+            _ => Position::new(history.position_at_time(vault, time_us).await?),
         };
-        history.check_position(position)?;
+        history.check_position(position.get())?;
         positions.insert(history.source.clone(), position);
     }
     Ok(Resolved {
@@ -140,14 +146,17 @@ pub async fn resolve(
 async fn find_transaction(
     vault: &Vault,
     history: &SourceHistory,
-    postgres: bool,
+    dialect: Dialect,
     txid: u64,
 ) -> Result<(u64, i64)> {
     let mut found = None;
     // pgoutput gives 32-bit xids; `txid_current()` adds the epoch above them.
-    let xid = if postgres { txid & 0xffff_ffff } else { txid };
+    let xid = match dialect {
+        Dialect::Postgres => txid & 0xffff_ffff,
+        Dialect::Sqlite => txid,
+    };
     for segment in &history.segments {
-        if postgres {
+        if dialect == Dialect::Postgres {
             // Only segments whose names say their xids span it (a span wider than half the
             // xid space has wrapped around: look inside).
             let (low, high) = segment.xids;
@@ -181,10 +190,6 @@ async fn find_transaction(
 }
 
 /// A position for people: an LSN for PostgreSQL, a number for SQLite.
-pub fn describe_position(postgres: bool, position: u64) -> String {
-    if postgres {
-        format_lsn(position)
-    } else {
-        position.to_string()
-    }
+pub fn describe_position(dialect: Dialect, position: Position) -> String {
+    position.describe(dialect)
 }

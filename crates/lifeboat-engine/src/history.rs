@@ -1,7 +1,7 @@
 //! A tenant's transactions in the vault, newest first.
 
 use lifeboat_core::config::Config;
-use lifeboat_core::model::Op;
+use lifeboat_core::model::{Dialect, Op};
 use lifeboat_core::Result;
 use std::collections::BTreeMap;
 
@@ -11,7 +11,7 @@ use crate::context::{check_tenants, histories, open_vault, source_names};
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub source: String,
-    pub postgres: bool,
+    pub dialect: Dialect,
     pub xid: u64,
     pub position: u64,
     pub commit_time_us: i64,
@@ -39,10 +39,10 @@ pub async fn history(
         .expect("one tenant checked");
     let mut entries = Vec::new();
     for history in &histories {
-        let postgres = config
+        let dialect = config
             .source(&history.source)
-            .map(|s| s.url.starts_with("postgres"))
-            .unwrap_or(false);
+            .and_then(|s| s.dialect())
+            .unwrap_or(Dialect::Sqlite);
         history
             .for_each_transaction(&vault, 0, u64::MAX, |tables, tx| {
                 let mut rows: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
@@ -64,7 +64,7 @@ pub async fn history(
                 if !rows.is_empty() {
                     entries.push(Entry {
                         source: history.source.clone(),
-                        postgres,
+                        dialect,
                         xid: tx.xid,
                         position: tx.position,
                         commit_time_us: tx.commit_time_us,

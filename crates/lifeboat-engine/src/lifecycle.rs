@@ -98,7 +98,7 @@ pub async fn delete(
                     &source.tenancy,
                     &resolved.schema,
                     "ANY($tenants)",
-                    source.is_postgres(),
+                    source.dialect(),
                 )?,
             ));
         }

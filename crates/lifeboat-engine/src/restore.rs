@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use lifeboat_core::config::Config;
-use lifeboat_core::model::TenantKey;
+use lifeboat_core::model::{Dialect, TenantKey};
 use lifeboat_core::state::SourceHistory;
 use lifeboat_core::target::{self, Target};
 use lifeboat_core::vault::Vault;
@@ -179,7 +179,7 @@ pub async fn execute(config: &Config, request: &Request, progress: Reporter) -> 
     let tenant_keys = check_tenants(&vault, &histories, &request.tenants).await?;
     let postgres: BTreeSet<String> = targets
         .iter()
-        .filter(|t| t.is_postgres())
+        .filter(|t| t.dialect() == Dialect::Postgres)
         .map(|t| t.name.clone())
         .collect();
     if let Target::BeforeTx { source, .. } = target {
@@ -210,7 +210,7 @@ pub async fn execute(config: &Config, request: &Request, progress: Reporter) -> 
     // Every column the vault's rows carry must exist in the database written to, in
     // every source, before any source is written.
     for (source, history) in targets.iter().zip(&histories) {
-        let position = resolved.positions[&source.name];
+        let position = resolved.positions[&source.name].get();
         let live = source.live_columns();
         for (table, schema) in history.schemas_at(&vault, position).await? {
             if source.tenancy.table(&table).is_none() {
@@ -239,7 +239,7 @@ pub async fn execute(config: &Config, request: &Request, progress: Reporter) -> 
     // and roll back, so that a collision refuses the restore before any source is written.
     if let (Some(key), false) = (&as_key, request.dry_run) {
         for ((source, history), catalog) in targets.iter_mut().zip(&histories).zip(&catalogs) {
-            let position = resolved.positions[&source.name];
+            let position = resolved.positions[&source.name].get();
             for (_, stream) in history.streams_at(&vault, &tenant_keys, position).await? {
                 let restore = TenantRestore::prepare(
                     &source.tenancy,
@@ -271,7 +271,7 @@ pub async fn execute(config: &Config, request: &Request, progress: Reporter) -> 
     let started = Instant::now();
     let mut outcomes: Vec<Outcome> = Vec::new();
     for ((source, history), catalog) in targets.into_iter().zip(&histories).zip(catalogs) {
-        let position = resolved.positions[&source.name];
+        let position = resolved.positions[&source.name].get();
         let (done, failure) = restore_source(
             config,
             &vault,
@@ -345,7 +345,10 @@ async fn restore_source(
     jobs: usize,
     progress: Reporter,
 ) -> (Vec<Outcome>, Option<Error>) {
-    let jobs = if first.is_postgres() { jobs } else { 1 };
+    let jobs = match first.dialect() {
+        Dialect::Postgres => jobs,
+        Dialect::Sqlite => 1,
+    };
     let live_columns = first.live_columns();
     let tenancy = first.tenancy.clone();
     let mut writers = vec![first];

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use lifeboat_core::model::{Change, Op, Row, TenantKey, Value};
+use lifeboat_core::model::{Change, Dialect, Op, Row, TenantKey, Value};
 use lifeboat_core::tenancy::{attribute, Keymaps, RawChange, SourceTenancy};
 use lifeboat_core::{Error, Result};
 
@@ -43,7 +43,7 @@ pub fn id_value(id: &str) -> Value {
 /// `sql` with the array parameter `$name` bound to `values`. PostgreSQL: an array
 /// literal (written `= ANY($name)`; `IN $name` is accepted too). SQLite, which has no
 /// arrays: `IN (SELECT value FROM json_each(…))`, for both spellings.
-pub fn bind_array(sql: &str, name: &str, values: &[Value], postgres: bool) -> String {
+pub fn bind_array(sql: &str, name: &str, values: &[Value], dialect: Dialect) -> String {
     let placeholder = format!("${name}");
     let mut out = String::with_capacity(sql.len());
     let mut rest = sql;
@@ -60,26 +60,26 @@ pub fn bind_array(sql: &str, name: &str, values: &[Value], postgres: bool) -> St
             .and_then(|b| b.strip_suffix('='));
         let close = after.trim_start().strip_prefix(')');
         let in_before = strip_suffix_word(trimmed, "IN");
-        match (postgres, any_open, close, in_before) {
-            (false, Some(b), Some(a), _) => {
+        match (dialect, any_open, close, in_before) {
+            (Dialect::Sqlite, Some(b), Some(a), _) => {
                 out.push_str(b.trim_end());
                 out.push_str(" IN ");
                 out.push_str(&sqlite_list(values));
                 rest = a;
             }
-            (false, _, _, _) => {
+            (Dialect::Sqlite, _, _, _) => {
                 out.push_str(before);
                 out.push_str(&sqlite_list(values));
                 rest = after;
             }
-            (true, None, _, Some(b)) => {
+            (Dialect::Postgres, None, _, Some(b)) => {
                 out.push_str(b);
                 out.push_str("= ANY(");
                 out.push_str(&postgres_array(values));
                 out.push(')');
                 rest = after;
             }
-            (true, _, _, _) => {
+            (Dialect::Postgres, _, _, _) => {
                 out.push_str(before);
                 out.push_str(&postgres_array(values));
                 rest = after;
@@ -153,13 +153,13 @@ pub fn id_query(
     column: &str,
     label: Option<&str>,
     ids: &[Value],
-    postgres: bool,
+    dialect: Dialect,
 ) -> Result<String> {
     let filter = bind_array(
         &format!("WHERE t0.{} = ANY($ids)", quote_ident(column)),
         "ids",
         ids,
-        postgres,
+        dialect,
     );
     if let Some(sql) = keyed_tenant_query(tenancy, table, column, label, &filter)? {
         return Ok(sql);
@@ -264,15 +264,30 @@ mod tests {
     fn arrays_bind_for_each_database() {
         let ids = [Value::Int(4), Value::Text("a\"b'c".into())];
         assert_eq!(
-            bind_array("DELETE FROM t WHERE id = ANY($ids)", "ids", &ids, true),
+            bind_array(
+                "DELETE FROM t WHERE id = ANY($ids)",
+                "ids",
+                &ids,
+                Dialect::Postgres
+            ),
             r#"DELETE FROM t WHERE id = ANY('{"4","a\"b''c"}')"#
         );
         assert_eq!(
-            bind_array("DELETE FROM t WHERE id in $ids", "ids", &ids, true),
+            bind_array(
+                "DELETE FROM t WHERE id in $ids",
+                "ids",
+                &ids,
+                Dialect::Postgres
+            ),
             r#"DELETE FROM t WHERE id = ANY('{"4","a\"b''c"}')"#
         );
         assert_eq!(
-            bind_array("DELETE FROM t WHERE id = any ( $ids )", "ids", &ids, false),
+            bind_array(
+                "DELETE FROM t WHERE id = any ( $ids )",
+                "ids",
+                &ids,
+                Dialect::Sqlite
+            ),
             r#"DELETE FROM t WHERE id IN (SELECT value FROM json_each('[4,"a\"b''c"]'))"#
         );
         assert_eq!(
@@ -280,7 +295,7 @@ mod tests {
                 "DELETE FROM t WHERE id IN $ids OR x = $idsx",
                 "ids",
                 &ids,
-                false
+                Dialect::Sqlite
             ),
             r#"DELETE FROM t WHERE id IN (SELECT value FROM json_each('[4,"a\"b''c"]')) OR x = $idsx"#
         );

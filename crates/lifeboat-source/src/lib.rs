@@ -1,6 +1,9 @@
-//! Lifeboat's sources: the databases it protects. Capture from SQLite (triggers and a
-//! changelog) and PostgreSQL (logical replication with pgoutput), and reading a tenant's
-//! live rows for verification.
+//! Lifeboat's sources: the databases it protects. Each kind of database implements
+//! `source::Source` (SQLite in `sqlite`, PostgreSQL in `postgres`), whose documentation is
+//! the contract; `live::LiveSource` opens the right kind for a configured source. Capture
+//! from SQLite (triggers and a changelog) and PostgreSQL (logical replication with
+//! pgoutput), reading a tenant's live rows for verification, writing restored tenants, and
+//! running measured operations.
 
 pub mod capture;
 pub mod control;
@@ -10,6 +13,7 @@ pub mod guard;
 pub mod live;
 pub mod postgres;
 pub mod restore;
+pub mod source;
 pub mod sqlite;
 pub mod status;
 
@@ -18,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lifeboat_core::model::{Row, TableSchema};
+use lifeboat_core::model::{Dialect, Row, TableSchema};
 use lifeboat_core::tenancy::SourceTenancy;
 use lifeboat_core::{Error, Result};
 
@@ -75,7 +79,7 @@ pub fn tenant_query(
     tenancy: &SourceTenancy,
     schema: &TableSchema,
     placeholder: &str,
-    postgres: bool,
+    dialect: Dialect,
 ) -> Result<String> {
     let columns: Vec<String> = schema
         .columns
@@ -86,7 +90,7 @@ pub fn tenant_query(
         "SELECT {} FROM {} t0 WHERE {}",
         columns.join(", "),
         quote_ident(&schema.name),
-        tenant_condition(tenancy, schema, "t0.", placeholder, postgres)?
+        tenant_condition(tenancy, schema, "t0.", placeholder, dialect)?
     ))
 }
 
@@ -96,12 +100,12 @@ pub fn tenant_delete(
     tenancy: &SourceTenancy,
     schema: &TableSchema,
     placeholder: &str,
-    postgres: bool,
+    dialect: Dialect,
 ) -> Result<String> {
     Ok(format!(
         "DELETE FROM {} WHERE {}",
         quote_ident(&schema.name),
-        tenant_condition(tenancy, schema, "", placeholder, postgres)?
+        tenant_condition(tenancy, schema, "", placeholder, dialect)?
     ))
 }
 
@@ -115,7 +119,7 @@ fn tenant_condition(
     schema: &TableSchema,
     alias: &str,
     placeholder: &str,
-    postgres: bool,
+    dialect: Dialect,
 ) -> Result<String> {
     let (links, tenant_column) = tenant_path(tenancy, schema)?;
     let Some(first) = links.first() else {
@@ -131,10 +135,9 @@ fn tenant_condition(
         joins_to_tenant(&links, 1, &tenant_column, placeholder)
     );
     let column = format!("{alias}{}", quote_ident(&first.column));
-    Ok(if postgres {
-        format!("{column} = ANY(ARRAY({keys}))")
-    } else {
-        format!("{column} IN ({keys})")
+    Ok(match dialect {
+        Dialect::Postgres => format!("{column} = ANY(ARRAY({keys}))"),
+        Dialect::Sqlite => format!("{column} IN ({keys})"),
     })
 }
 

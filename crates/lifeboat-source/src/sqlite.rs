@@ -1,23 +1,34 @@
-//! SQLite sources. Capture installs a changelog table and one trigger per table and
-//! operation, so that every committed change by any process lands in the changelog in
-//! commit order (SQLite has one writer at a time). Capture reads the changelog, writes it
-//! to the vault, and only then deletes what it wrote.
+//! SQLite sources (`SqliteSource`). Capture installs a changelog table and one trigger per
+//! table and operation, so that every committed change by any process lands in the
+//! changelog in commit order (SQLite has one writer at a time). Capture reads the
+//! changelog, writes it to the vault, and only then deletes what it wrote.
+//!
+//! rusqlite blocks, so every call on a connection runs on the runtime's blocking threads
+//! (`Shared`); rows read for async code cross over in bounded batches.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use lifeboat_core::config::CaptureConfig;
 use lifeboat_core::failpoint;
-use lifeboat_core::model::{Op, Row, TableSchema, TenantKey, Value};
+use lifeboat_core::model::{Dialect, Op, Position, Row, TableSchema, TenantKey, Value};
 use lifeboat_core::tenancy::{LiveTable, SourceTenancy};
 use lifeboat_core::vault::Vault;
 use lifeboat_core::{Error, Result};
 
 use crate::capture::{CaptureCore, CaptureStats, Snapshot, Start};
-use crate::restore::{ForeignKey, TenantRestore, WriteMode, WriteReport};
+use crate::guard::{Effect, IdRow};
+use crate::live::RestoreCatalog;
+use crate::restore::{table_order, ForeignKey, TenantRestore, WriteMode, WriteReport};
+use crate::source::{Decide, RowVisitor, Source};
 use crate::{quote_ident, tenant_delete, tenant_query, Stop};
 
 const CHANGELOG: &str = "_lifeboat_changelog";
@@ -38,7 +49,282 @@ fn sqlite_error(path: &Path, e: rusqlite::Error) -> Error {
     }
 }
 
-pub fn open(path: &Path) -> Result<Connection> {
+/// A SQLite source: one connection to its database file.
+pub struct SqliteSource {
+    shared: Shared,
+}
+
+impl SqliteSource {
+    /// Open the database file, which must exist.
+    pub async fn open(path: &Path) -> Result<SqliteSource> {
+        Ok(SqliteSource {
+            shared: Shared::open(path).await?,
+        })
+    }
+}
+
+#[async_trait]
+impl Source for SqliteSource {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    async fn live_tables(&self) -> Result<Vec<LiveTable>> {
+        self.shared.run(|conn, path| live_tables(conn, path)).await
+    }
+
+    async fn for_each_tenant_row(
+        &self,
+        tenancy: &SourceTenancy,
+        tenant: &TenantKey,
+        visit: &mut RowVisitor<'_>,
+    ) -> Result<()> {
+        let tables: Vec<&TableSchema> = tenancy.tenant_tables().map(|t| &t.schema).collect();
+        let (send, receive) = mpsc::channel(BATCHES_IN_FLIGHT);
+        let reading = {
+            let tenancy = tenancy.clone();
+            let tenant = tenant.clone();
+            self.shared.spawn(move |conn, path| {
+                let mut batches = Batches::new(send);
+                for_each_tenant_row(conn, path, &tenancy, &tenant, |table, row| {
+                    batches.push(table, row)
+                })?;
+                batches.flush()
+            })
+        };
+        receive_batches(reading, receive, |table, row| {
+            let schema = tables[table];
+            visit(&schema.name, &schema.columns, row);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn restore_catalog(&self, tenancy: &SourceTenancy) -> Result<RestoreCatalog> {
+        let foreign_keys = self
+            .shared
+            .run(|conn, path| foreign_keys(conn, path))
+            .await?;
+        Ok(RestoreCatalog {
+            order: table_order(tenancy, &foreign_keys),
+            foreign_keys,
+            postgres: None,
+        })
+    }
+
+    async fn write_tenant(
+        &mut self,
+        tenancy: &SourceTenancy,
+        _catalog: &RestoreCatalog,
+        delete_key: &TenantKey,
+        mut restore: TenantRestore,
+        mode: WriteMode,
+    ) -> Result<(WriteReport, TenantRestore)> {
+        let tenancy = tenancy.clone();
+        let delete_key = delete_key.clone();
+        self.shared
+            .run(move |conn, path| {
+                let report = write_tenant(conn, path, &tenancy, &delete_key, &mut restore, mode)?;
+                Ok((report, restore))
+            })
+            .await
+    }
+
+    async fn run_steps(
+        &mut self,
+        tenancy: &SourceTenancy,
+        steps: &[String],
+        decide: Decide<'_>,
+    ) -> Result<(Effect, bool)> {
+        // The transaction stays open on the blocking thread while `decide`, which need not
+        // outlive this call, runs here: the effect goes over, the decision comes back.
+        let (effect_sender, effect_receiver) = tokio::sync::oneshot::channel::<Effect>();
+        let (decision_sender, decision_receiver) = tokio::sync::oneshot::channel::<bool>();
+        let running = {
+            let tenancy = tenancy.clone();
+            let steps = steps.to_vec();
+            self.shared.spawn(move |conn, path| {
+                run_steps(conn, path, &tenancy, &steps, move |effect| {
+                    effect_sender.send(effect.clone()).is_ok()
+                        && decision_receiver.blocking_recv().unwrap_or(false)
+                })
+            })
+        };
+        // No effect arrives when the steps fail before it is measured.
+        if let Ok(effect) = effect_receiver.await {
+            let _ = decision_sender.send(decide(&effect));
+        }
+        joined(running).await
+    }
+
+    async fn lookup_ids(
+        &self,
+        tenancy: &SourceTenancy,
+        table: &str,
+        column: &str,
+        label: Option<&str>,
+        ids: &[Value],
+    ) -> Result<Vec<IdRow>> {
+        let sql = crate::guard::id_query(tenancy, table, column, label, ids, Dialect::Sqlite)?;
+        let with_label = label.is_some();
+        self.shared
+            .run(move |conn, path| lookup_ids(conn, path, &sql, with_label))
+            .await
+    }
+
+    async fn position(&self) -> Result<Position> {
+        self.shared
+            .run(|conn, path| position(conn, path).map(Position::new))
+            .await
+    }
+
+    async fn count_tenant_rows(
+        &self,
+        tenancy: &SourceTenancy,
+        schema: &TableSchema,
+        tenant: &TenantKey,
+    ) -> Result<u64> {
+        let sql = count_query(tenancy, schema)?;
+        let key = tenant_parameter(tenant);
+        self.shared
+            .run(move |conn, path| {
+                let n: i64 = conn
+                    .query_row(&sql, [key], |r| r.get(0))
+                    .map_err(|e| sqlite_error(path, e))?;
+                Ok(n as u64)
+            })
+            .await
+    }
+
+    async fn capture(
+        self: Box<Self>,
+        vault: &Vault,
+        name: &str,
+        tenancy: SourceTenancy,
+        config: CaptureConfig,
+        until_caught_up: bool,
+        stop: &Stop,
+    ) -> Result<CaptureStats> {
+        let path = self.shared.path.to_path_buf();
+        drop(self);
+        capture(vault, name, &path, tenancy, config, until_caught_up, stop).await
+    }
+}
+
+/// A connection used from async code: each call on it runs on a blocking thread, one call
+/// at a time.
+#[derive(Clone)]
+struct Shared {
+    path: Arc<PathBuf>,
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Shared {
+    async fn open(path: &Path) -> Result<Shared> {
+        let path = Arc::new(path.to_path_buf());
+        let conn = {
+            let path = path.clone();
+            joined(tokio::task::spawn_blocking(move || open(&path))).await?
+        };
+        Ok(Shared {
+            path,
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Start `work` on a blocking thread, with the connection to itself until it returns.
+    fn spawn<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection, &Path) -> Result<T> + Send + 'static,
+    ) -> JoinHandle<Result<T>> {
+        let shared = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = shared
+                .conn
+                .lock()
+                .map_err(|_| Error::source("sqlite connection poisoned"))?;
+            work(&mut conn, &shared.path)
+        })
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection, &Path) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        joined(self.spawn(work)).await
+    }
+}
+
+/// What a blocking task returned; a panic in it goes on here.
+async fn joined<T>(task: JoinHandle<Result<T>>) -> Result<T> {
+    match task.await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(Error::source(format!("a SQLite task did not finish: {e}"))),
+    }
+}
+
+/// Rows per batch sent from a blocking thread, and batches on their way at once.
+const BATCH_ROWS: usize = 1000;
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// Rows of tables (by index) going from a blocking thread to async code, in batches of
+/// one table's rows, in the order they were pushed.
+struct Batches {
+    send: mpsc::Sender<(usize, Vec<Row>)>,
+    table: usize,
+    rows: Vec<Row>,
+}
+
+impl Batches {
+    fn new(send: mpsc::Sender<(usize, Vec<Row>)>) -> Batches {
+        Batches {
+            send,
+            table: 0,
+            rows: Vec::new(),
+        }
+    }
+
+    /// Fails once the receiving side is gone, which stops the reading.
+    fn push(&mut self, table: usize, row: Row) -> Result<()> {
+        if table != self.table {
+            self.flush()?;
+            self.table = table;
+        }
+        self.rows.push(row);
+        if self.rows.len() >= BATCH_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.rows);
+        self.send
+            .blocking_send((self.table, rows))
+            .map_err(|_| Error::source("the rows read from SQLite are no longer wanted"))
+    }
+}
+
+/// Hand the rows `task` sends to `each` as they arrive, then return what `task` returned.
+/// The first error of `each` is returned at once (the task then stops at its next batch).
+async fn receive_batches<T>(
+    task: JoinHandle<Result<T>>,
+    mut receive: mpsc::Receiver<(usize, Vec<Row>)>,
+    mut each: impl FnMut(usize, Row) -> Result<()>,
+) -> Result<T> {
+    while let Some((table, rows)) = receive.recv().await {
+        for row in rows {
+            each(table, row)?;
+        }
+    }
+    joined(task).await
+}
+
+fn open(path: &Path) -> Result<Connection> {
     if !path.exists() {
         return Err(Error::source(format!(
             "sqlite database {} does not exist",
@@ -56,7 +342,7 @@ pub fn open(path: &Path) -> Result<Connection> {
 }
 
 /// The database's tables (Lifeboat's own and SQLite's internal ones excluded).
-pub fn live_tables(conn: &Connection, path: &Path) -> Result<Vec<LiveTable>> {
+fn live_tables(conn: &Connection, path: &Path) -> Result<Vec<LiveTable>> {
     let err = |e| sqlite_error(path, e);
     let mut stmt = conn
         .prepare(
@@ -227,7 +513,7 @@ fn schema_version(conn: &Connection, path: &Path) -> Result<i64> {
 
 /// Capture one SQLite source until `stop` is set, or (with `until_caught_up`) until every
 /// change committed before the call is durable in the vault.
-pub async fn capture(
+async fn capture(
     vault: &Vault,
     source: &str,
     path: &Path,
@@ -238,11 +524,10 @@ pub async fn capture(
 ) -> Result<CaptureStats> {
     let poll = Duration::from_millis(config.poll_interval_ms.max(1));
     let (mut core, start) = CaptureCore::open(vault, source, tenancy, config).await?;
-    let mut conn = open(path)?;
-    let err = |e| sqlite_error(path, e);
+    let conn = Shared::open(path).await?;
     match start {
         Start::Fresh => {
-            let (position, snapshot) = take_snapshot(&mut conn, path, &mut core)?;
+            let (position, snapshot) = take_snapshot(&conn, &mut core).await?;
             let now = lifeboat_core::time::now_us();
             let tenants = core
                 .finish_snapshot(vault, snapshot, position as u64, now)
@@ -250,34 +535,43 @@ pub async fn capture(
             tracing::info!(source, tenants, position, "initial snapshot written");
         }
         Start::Resume { .. } => {
-            check_installed(&conn, path, core.tenancy())?;
-            let tx = conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .map_err(err)?;
-            install(&tx, path, core.tenancy())?;
-            tx.commit().map_err(err)?;
+            let tenancy = core.tenancy().clone();
+            conn.run(move |conn, path| {
+                let err = |e| sqlite_error(path, e);
+                check_installed(conn, path, &tenancy)?;
+                let tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(err)?;
+                install(&tx, path, &tenancy)?;
+                tx.commit().map_err(err)
+            })
+            .await?;
         }
     }
 
-    let target = last_sequence(&conn, path)?;
-    let mut known_schema = schema_version(&conn, path)?;
+    let target = conn.run(|conn, path| last_sequence(conn, path)).await?;
+    let mut known_schema = conn.run(|conn, path| schema_version(conn, path)).await?;
     let mut acknowledged = core.head();
     loop {
-        let version = schema_version(&conn, path)?;
+        let version = conn.run(|conn, path| schema_version(conn, path)).await?;
         if version != known_schema {
-            check_installed(&conn, path, core.tenancy())?;
+            let tenancy = core.tenancy().clone();
+            conn.run(move |conn, path| check_installed(conn, path, &tenancy))
+                .await?;
             known_schema = version;
         }
         // One commit group: every entry committed when this step starts, read in chunks
         // so that a large writer transaction is never split (docs/vault-format.md).
-        let upto = last_sequence(&conn, path)?;
+        let upto = conn.run(|conn, path| last_sequence(conn, path)).await?;
         let read = upto > core.received();
         if read {
             let mut after = core.received();
             let mut began = false;
             let mut commit_time = 0;
             loop {
-                let rows = read_changelog(&conn, path, after, upto, 10_000)?;
+                let rows = conn
+                    .run(move |conn, path| read_changelog(conn, path, after, upto, 10_000))
+                    .await?;
                 let Some(last) = rows.last() else {
                     break;
                 };
@@ -300,7 +594,7 @@ pub async fn capture(
         let caught_up = until_caught_up && core.received() >= target;
         if core.flush_due() || caught_up || stop.is_set() {
             if let Some(head) = core.flush(vault).await? {
-                trim(&conn, path, head)?;
+                conn.run(move |conn, path| trim(conn, path, head)).await?;
                 acknowledged = head;
             }
             core.compact_due(vault).await?;
@@ -313,7 +607,7 @@ pub async fn capture(
         }
     }
     if let Some(head) = core.finish(vault).await? {
-        trim(&conn, path, head)?;
+        conn.run(move |conn, path| trim(conn, path, head)).await?;
         acknowledged = head;
     }
     tracing::info!(source, position = acknowledged, "capture stopped");
@@ -322,21 +616,48 @@ pub async fn capture(
 
 /// Install the triggers, then read every row: triggers first, in their own transaction;
 /// then one read transaction sees the rows and the changelog's last sequence together.
-/// Every change after that snapshot is in the changelog above that sequence.
-fn take_snapshot(
+/// Every change after that snapshot is in the changelog above that sequence. The rows are
+/// read on a blocking thread and handed to capture here as they arrive.
+async fn take_snapshot(conn: &Shared, core: &mut CaptureCore) -> Result<(i64, Snapshot)> {
+    let tenancy = core.tenancy().clone();
+    let tables: Vec<TableSchema> = tenancy.tenant_tables().map(|t| t.schema.clone()).collect();
+    let (send, receive) = mpsc::channel(BATCHES_IN_FLIGHT);
+    let reading = {
+        let tables = tables.clone();
+        conn.spawn(move |conn, path| {
+            let mut batches = Batches::new(send);
+            let position = snapshot_rows(conn, path, &tenancy, &tables, |table, row| {
+                batches.push(table, row)
+            })?;
+            batches.flush()?;
+            Ok(position)
+        })
+    };
+    let mut snapshot = Snapshot::default();
+    let position = receive_batches(reading, receive, |table, row| {
+        core.snapshot_row(&mut snapshot, &tables[table].name, row)
+    })
+    .await?;
+    Ok((position, snapshot))
+}
+
+/// The blocking part of `take_snapshot`: hands every row of `tables` (by index) to `each`
+/// and returns the changelog's sequence the rows are consistent with.
+fn snapshot_rows(
     conn: &mut Connection,
     path: &Path,
-    core: &mut CaptureCore,
-) -> Result<(i64, Snapshot)> {
+    tenancy: &SourceTenancy,
+    tables: &[TableSchema],
+    mut each: impl FnMut(usize, Row) -> Result<()>,
+) -> Result<i64> {
     let err = |e| sqlite_error(path, e);
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(err)?;
-    install(&tx, path, core.tenancy())?;
+    install(&tx, path, tenancy)?;
     tx.execute(&format!("DELETE FROM {CHANGELOG}"), [])
         .map_err(err)?;
     tx.commit().map_err(err)?;
-    let mut snapshot = Snapshot::default();
     let tx = conn.transaction().map_err(err)?;
     let position: i64 = tx
         .query_row(
@@ -345,12 +666,7 @@ fn take_snapshot(
             |r| r.get(0),
         )
         .map_err(err)?;
-    let tables: Vec<TableSchema> = core
-        .tenancy()
-        .tenant_tables()
-        .map(|t| t.schema.clone())
-        .collect();
-    for schema in &tables {
+    for (index, schema) in tables.iter().enumerate() {
         let columns: Vec<String> = schema.columns.iter().map(|c| quote_ident(c)).collect();
         let mut stmt = tx
             .prepare(&format!(
@@ -365,11 +681,11 @@ fn take_snapshot(
                 .map(|i| row.get_ref(i).map(value_from_ref))
                 .collect::<rusqlite::Result<_>>()
                 .map_err(err)?;
-            core.snapshot_row(&mut snapshot, &schema.name, values)?;
+            each(index, values)?;
         }
     }
     tx.commit().map_err(err)?;
-    Ok((position, snapshot))
+    Ok(position)
 }
 
 struct ChangelogRow {
@@ -462,18 +778,18 @@ fn trim(conn: &Connection, path: &Path, head: u64) -> Result<()> {
     Ok(())
 }
 
-/// Hand every row of `tenant` in every tenant table to `visit`, with the table's name
-/// and columns.
-pub fn for_each_tenant_row(
+/// Hand every row of `tenant` in every tenant table to `visit`, with the table's index
+/// among the tenant tables. The first error `visit` returns stops the reading.
+fn for_each_tenant_row(
     conn: &Connection,
     path: &Path,
     tenancy: &SourceTenancy,
     tenant: &TenantKey,
-    mut visit: impl FnMut(&str, &[String], Row),
+    mut visit: impl FnMut(usize, Row) -> Result<()>,
 ) -> Result<()> {
     let err = |e| sqlite_error(path, e);
-    for table in tenancy.tenant_tables() {
-        let sql = tenant_query(tenancy, &table.schema, "?1", false)?;
+    for (index, table) in tenancy.tenant_tables().enumerate() {
+        let sql = tenant_query(tenancy, &table.schema, "?1", Dialect::Sqlite)?;
         let mut stmt = conn.prepare_cached(&sql).map_err(err)?;
         let key = tenant_parameter(tenant);
         let mut rows = stmt.query([key]).map_err(err)?;
@@ -482,7 +798,7 @@ pub fn for_each_tenant_row(
                 .map(|i| row.get_ref(i).map(value_from_ref))
                 .collect::<rusqlite::Result<_>>()
                 .map_err(err)?;
-            visit(&table.schema.name, &table.schema.columns, values);
+            visit(index, values)?;
         }
     }
     Ok(())
@@ -498,7 +814,7 @@ fn tenant_parameter(tenant: &TenantKey) -> rusqlite::types::Value {
 }
 
 /// The foreign keys between the database's tables.
-pub fn foreign_keys(conn: &Connection, path: &Path) -> Result<Vec<ForeignKey>> {
+fn foreign_keys(conn: &Connection, path: &Path) -> Result<Vec<ForeignKey>> {
     let err = |e| sqlite_error(path, e);
     let mut out = Vec::new();
     for table in live_tables(conn, path)? {
@@ -545,7 +861,7 @@ fn to_sql(value: &Value) -> rusqlite::types::Value {
 /// Replace `delete_key`'s rows with `restore`'s rows (tables in write order) in one
 /// transaction, with foreign key checks deferred to the commit. `WriteMode::DryRun`: count
 /// what would be written and removed; `Trial`: write, then roll back.
-pub fn write_tenant(
+fn write_tenant(
     conn: &mut Connection,
     path: &Path,
     tenancy: &SourceTenancy,
@@ -574,13 +890,16 @@ pub fn write_tenant(
         let removed = if mode == WriteMode::DryRun {
             let sql = format!(
                 "SELECT count(*) FROM ({})",
-                tenant_query(tenancy, schema, "?1", false)?
+                tenant_query(tenancy, schema, "?1", Dialect::Sqlite)?
             );
             tx.query_row(&sql, [&key], |r| r.get::<_, i64>(0))
                 .map_err(err)? as u64
         } else {
-            tx.execute(&tenant_delete(tenancy, schema, "?1", false)?, [&key])
-                .map_err(err)? as u64
+            tx.execute(
+                &tenant_delete(tenancy, schema, "?1", Dialect::Sqlite)?,
+                [&key],
+            )
+            .map_err(err)? as u64
         };
         report.tables.insert(table.name.clone(), (0, removed));
     }
@@ -628,7 +947,7 @@ pub fn write_tenant(
 }
 
 /// Rows of an ID lookup (`guard::id_query`): the ID, its label when asked for, its tenant.
-pub fn lookup_ids(
+fn lookup_ids(
     conn: &Connection,
     path: &Path,
     sql: &str,
@@ -657,7 +976,7 @@ pub fn lookup_ids(
 /// Run `steps` in one transaction and count, per tenant and table, the rows they touched
 /// (read back from the changelog the capture triggers fill, so cascades and triggers
 /// count). The transaction commits only when `decide` says so.
-pub fn run_steps(
+fn run_steps(
     conn: &mut Connection,
     path: &Path,
     tenancy: &SourceTenancy,
@@ -733,27 +1052,17 @@ pub fn run_steps(
     Ok((effect, commit))
 }
 
-/// How many rows `tenant` has in the table of `schema`.
-pub fn count_tenant_rows(
-    conn: &Connection,
-    path: &Path,
-    tenancy: &SourceTenancy,
-    schema: &lifeboat_core::model::TableSchema,
-    tenant: &TenantKey,
-) -> Result<u64> {
-    let sql = format!(
+/// The query counting a tenant's rows in the table of `schema` (the tenant key is `?1`).
+fn count_query(tenancy: &SourceTenancy, schema: &TableSchema) -> Result<String> {
+    Ok(format!(
         "SELECT count(*) FROM ({})",
-        tenant_query(tenancy, schema, "?1", false)?
-    );
-    let n: i64 = conn
-        .query_row(&sql, [tenant_parameter(tenant)], |r| r.get(0))
-        .map_err(|e| sqlite_error(path, e))?;
-    Ok(n as u64)
+        tenant_query(tenancy, schema, "?1", Dialect::Sqlite)?
+    ))
 }
 
 /// The source's position now: the last sequence number the changelog handed out (its rows
 /// may be gone already, acknowledged by capture).
-pub fn position(conn: &Connection, path: &Path) -> Result<u64> {
+fn position(conn: &Connection, path: &Path) -> Result<u64> {
     let issued: i64 = conn
         .query_row(
             "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = ?1), 0)",

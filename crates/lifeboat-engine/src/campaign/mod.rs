@@ -349,7 +349,7 @@ async fn read_vault_attributes(
         if tables.is_empty() {
             continue;
         }
-        let streams = history.streams_at(vault, tenants, position).await?;
+        let streams = history.streams_at(vault, tenants, position.get()).await?;
         for (tenant, mut stream) in streams {
             let schemas = stream.schemas();
             for (table, attributes) in &tables {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use lifeboat_core::config::Config;
-use lifeboat_core::model::TenantKey;
+use lifeboat_core::model::{Position, TenantKey};
 use lifeboat_core::state::SourceHistory;
 use lifeboat_core::target::{Resolved, Target};
 use lifeboat_core::{Error, Result};
@@ -302,7 +302,7 @@ async fn restore_batch(
     jobs: usize,
 ) -> Result<(BTreeMap<String, u64>, BTreeMap<String, String>, Resolved)> {
     // The positions resolved when the campaign started.
-    let positions: Option<BTreeMap<String, u64>> = campaign
+    let positions: Option<BTreeMap<String, Position>> = campaign
         .target
         .get("positions")
         .and_then(|p| serde_json::from_value(p.clone()).ok());
@@ -346,7 +346,7 @@ async fn verify_batch(
     for (name, position) in &resolved.positions {
         let history = SourceHistory::load_for(&vault, name, &keys).await?;
         let source = LiveSource::open(name, config.source(name)?, false).await?;
-        let streams = history.streams_at(&vault, &keys, *position).await?;
+        let streams = history.streams_at(&vault, &keys, position.get()).await?;
         for (tenant, mut stream) in streams {
             let expected = expected_from_stream(&mut stream)?;
             let check = compare_tenant(&source, &tenant, &expected).await?;

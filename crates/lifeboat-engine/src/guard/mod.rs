@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use lifeboat_core::config::{split_table, Config};
-use lifeboat_core::model::{TenantKey, Value};
+use lifeboat_core::model::{Position, TenantKey, Value};
 use lifeboat_core::state::SourceHistory;
 use lifeboat_core::target::Target;
 use lifeboat_core::{Error, Result};
@@ -276,7 +276,7 @@ pub(crate) async fn make_plan(
     let mut positions = BTreeMap::new();
     for (name, source) in sources.iter() {
         if spec.steps.iter().any(|(s, _)| s == name) {
-            positions.insert(name.clone(), source.position().await?.to_string());
+            positions.insert(name.clone(), source.position().await?.get().to_string());
         }
     }
     let plan = Plan {
@@ -583,7 +583,7 @@ pub async fn apply(
         // to, so that nothing they wrote before their wave is lost.
         let mut point = BTreeMap::new();
         for (name, source) in &sources {
-            point.insert(name.clone(), source.position().await?);
+            point.insert(name.clone(), source.position().await?.get());
         }
         let (got, committed) = run_operation(
             &mut sources,
@@ -807,11 +807,11 @@ pub async fn restore_to_points(
         // A point is a live position taken before a wave; with capture caught up, a point
         // past the vault's latest position (nothing committed since in that source) is
         // the same state as that latest position.
-        let point: BTreeMap<String, u64> = point
+        let point: BTreeMap<String, Position> = point
             .iter()
             .map(|(source, p)| {
                 let p = latest.get(source).map_or(*p, |l| (*p).min(*l));
-                (source.clone(), p)
+                (source.clone(), p.into())
             })
             .collect();
         let request = crate::restore::Request {

@@ -33,7 +33,7 @@ pub async fn run_operation(
     steps: &[(String, String)],
     param: &str,
     ids: &[Value],
-    mut decide: impl FnMut(&str, &Effect) -> bool,
+    mut decide: impl FnMut(&str, &Effect) -> bool + Send,
 ) -> Result<(Merged, bool)> {
     let mut order: Vec<String> = Vec::new();
     for (source, _) in steps {
@@ -47,11 +47,11 @@ pub async fn run_operation(
         let source = sources
             .get_mut(&name)
             .ok_or_else(|| Error::config(format!("unknown source {name}")))?;
-        let postgres = source.is_postgres();
+        let dialect = source.dialect();
         let sql: Vec<String> = steps
             .iter()
             .filter(|(s, _)| *s == name)
-            .map(|(_, sql)| bind_array(sql, param, ids, postgres))
+            .map(|(_, sql)| bind_array(sql, param, ids, dialect))
             .collect();
         let (effect, committed) = source.run_steps(&sql, |e| decide(&name, e)).await?;
         all_committed &= committed;

@@ -1,4 +1,5 @@
-//! PostgreSQL sources: logical replication with the built-in pgoutput plugin.
+//! PostgreSQL sources (`PostgresSource`): logical replication with the built-in pgoutput
+//! plugin.
 //!
 //! Capture sets every tenant table to `REPLICA IDENTITY FULL` (so that deletes and updates
 //! carry the whole old row, tenant column and `tenant_via` column included), publishes
@@ -12,18 +13,23 @@ pub mod restore;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 use lifeboat_core::config::CaptureConfig;
-use lifeboat_core::model::{format_lsn, Op, Row, TableSchema, TenantKey, Value};
+use lifeboat_core::model::{format_lsn, Dialect, Op, Position, Row, TableSchema, TenantKey, Value};
 use lifeboat_core::tenancy::{LiveTable, SourceTenancy};
 use lifeboat_core::vault::Vault;
 use lifeboat_core::{Error, Result};
 
 use crate::capture::{CaptureCore, CaptureStats, Snapshot, Start};
+use crate::guard::{Effect, IdRow};
+use crate::live::RestoreCatalog;
+use crate::restore::{table_order, TenantRestore, WriteMode, WriteReport};
+use crate::source::{Decide, RowVisitor, Source};
 use crate::{quote_ident, quote_literal, tenant_query, Stop};
 use pgoutput::{Datum, Message};
 
@@ -33,6 +39,132 @@ const SESSION_OPTIONS: &str = "-c DateStyle=ISO,YMD -c TimeZone=UTC -c IntervalS
 /// Microseconds between 1970-01-01 and 2000-01-01 (PostgreSQL's epoch).
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
 const CAUGHT_UP_PREFIX: &str = "lifeboat.caught-up";
+
+/// A PostgreSQL source: one connection to a database, its tables in `schema`.
+pub struct PostgresSource {
+    url: String,
+    schema: String,
+    client: Client,
+}
+
+impl PostgresSource {
+    /// Connect with Lifeboat's session settings, `schema` first on the search path.
+    pub async fn connect(url: &str, schema: &str) -> Result<PostgresSource> {
+        Ok(PostgresSource {
+            url: url.to_string(),
+            schema: schema.to_string(),
+            client: connect(url, schema).await?,
+        })
+    }
+}
+
+#[async_trait]
+impl Source for PostgresSource {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    async fn live_tables(&self) -> Result<Vec<LiveTable>> {
+        live_tables(&self.client, &self.schema).await
+    }
+
+    /// Capture needs `wal_level = logical`.
+    async fn check_capturable(&self) -> Result<()> {
+        check_wal_level(&self.client, &self.url).await
+    }
+
+    async fn for_each_tenant_row(
+        &self,
+        tenancy: &SourceTenancy,
+        tenant: &TenantKey,
+        visit: &mut RowVisitor<'_>,
+    ) -> Result<()> {
+        for_each_tenant_row(&self.client, tenancy, tenant, visit).await
+    }
+
+    async fn restore_catalog(&self, tenancy: &SourceTenancy) -> Result<RestoreCatalog> {
+        let catalog = restore::catalog(&self.client, &self.schema).await?;
+        Ok(RestoreCatalog {
+            order: table_order(tenancy, &catalog.foreign_keys),
+            foreign_keys: catalog.foreign_keys.clone(),
+            postgres: Some(catalog),
+        })
+    }
+
+    async fn write_tenant(
+        &mut self,
+        tenancy: &SourceTenancy,
+        catalog: &RestoreCatalog,
+        delete_key: &TenantKey,
+        restore: TenantRestore,
+        mode: WriteMode,
+    ) -> Result<(WriteReport, TenantRestore)> {
+        let pg = catalog.postgres.clone().unwrap_or_default();
+        restore::write_tenant(&mut self.client, tenancy, &pg, delete_key, restore, mode).await
+    }
+
+    async fn run_steps(
+        &mut self,
+        tenancy: &SourceTenancy,
+        steps: &[String],
+        decide: Decide<'_>,
+    ) -> Result<(Effect, bool)> {
+        run_steps(&mut self.client, tenancy, &self.schema, steps, decide).await
+    }
+
+    async fn lookup_ids(
+        &self,
+        tenancy: &SourceTenancy,
+        table: &str,
+        column: &str,
+        label: Option<&str>,
+        ids: &[Value],
+    ) -> Result<Vec<IdRow>> {
+        let sql = crate::guard::id_query(tenancy, table, column, label, ids, Dialect::Postgres)?;
+        lookup_ids(&self.client, &sql, label.is_some()).await
+    }
+
+    async fn position(&self) -> Result<Position> {
+        position(&self.client).await.map(Position::new)
+    }
+
+    async fn count_tenant_rows(
+        &self,
+        tenancy: &SourceTenancy,
+        schema: &TableSchema,
+        tenant: &TenantKey,
+    ) -> Result<u64> {
+        count_tenant_rows(&self.client, tenancy, schema, tenant).await
+    }
+
+    async fn capture(
+        self: Box<Self>,
+        vault: &Vault,
+        name: &str,
+        tenancy: SourceTenancy,
+        config: CaptureConfig,
+        until_caught_up: bool,
+        stop: &Stop,
+    ) -> Result<CaptureStats> {
+        let PostgresSource {
+            url,
+            schema,
+            client,
+        } = *self;
+        drop(client);
+        capture(
+            vault,
+            name,
+            &url,
+            &schema,
+            tenancy,
+            config,
+            until_caught_up,
+            stop,
+        )
+        .await
+    }
+}
 
 pub(crate) fn pg_error(what: &str, e: tokio_postgres::Error) -> Error {
     let transient = e.is_closed()
@@ -119,7 +251,7 @@ pub async fn connect(url: &str, schema: &str) -> Result<Client> {
 }
 
 /// Refuse a server that cannot do logical decoding, naming the setting.
-pub async fn check_wal_level(client: &Client, url: &str) -> Result<()> {
+async fn check_wal_level(client: &Client, url: &str) -> Result<()> {
     let level = simple_value(client, "SHOW wal_level").await?;
     if level.as_deref() != Some("logical") {
         return Err(Error::source(format!(
@@ -147,7 +279,7 @@ async fn simple_value(client: &Client, sql: &str) -> Result<Option<String>> {
 
 /// The schema's tables, their stored columns (generated and dropped columns excluded) in
 /// column order, and their primary keys.
-pub async fn live_tables(client: &Client, schema: &str) -> Result<Vec<LiveTable>> {
+async fn live_tables(client: &Client, schema: &str) -> Result<Vec<LiveTable>> {
     let rows = client
         .query(
             "SELECT c.relname::text, a.attname::text,
@@ -409,7 +541,7 @@ struct Decoder {
 /// Capture one PostgreSQL source until `stop` is set, or (with `until_caught_up`) until
 /// every change committed before the call is durable in the vault.
 #[allow(clippy::too_many_arguments)]
-pub async fn capture(
+async fn capture(
     vault: &Vault,
     source: &str,
     url: &str,
@@ -768,11 +900,11 @@ async fn check_added_columns(
 
 /// Hand every row of `tenant` in every tenant table to `visit`, as the database sends
 /// them (COPY), with the table's name and columns.
-pub async fn for_each_tenant_row(
+async fn for_each_tenant_row(
     client: &Client,
     tenancy: &SourceTenancy,
     tenant: &TenantKey,
-    mut visit: impl FnMut(&str, &[String], Row),
+    visit: &mut RowVisitor<'_>,
 ) -> Result<()> {
     for table in tenancy.tenant_tables() {
         let name = &table.schema.name;
@@ -780,7 +912,7 @@ pub async fn for_each_tenant_row(
             tenancy,
             &table.schema,
             &quote_literal(tenant.as_str()),
-            true,
+            Dialect::Postgres,
         )?;
         let stream = client
             .copy_out(&format!("COPY ({query}) TO STDOUT"))
@@ -796,7 +928,7 @@ pub async fn for_each_tenant_row(
 }
 
 /// Rows of an ID lookup (`guard::id_query`): the ID, its label when asked for, its tenant.
-pub async fn lookup_ids(
+async fn lookup_ids(
     client: &Client,
     sql: &str,
     with_label: bool,
@@ -821,13 +953,18 @@ pub async fn lookup_ids(
 }
 
 /// How many rows `tenant` has in the table of `schema`.
-pub async fn count_tenant_rows(
+async fn count_tenant_rows(
     client: &Client,
     tenancy: &SourceTenancy,
     schema: &TableSchema,
     tenant: &TenantKey,
 ) -> Result<u64> {
-    let query = tenant_query(tenancy, schema, &quote_literal(tenant.as_str()), true)?;
+    let query = tenant_query(
+        tenancy,
+        schema,
+        &quote_literal(tenant.as_str()),
+        Dialect::Postgres,
+    )?;
     let text = simple_value(client, &format!("SELECT count(*) FROM ({query}) x"))
         .await?
         .unwrap_or_default();
@@ -835,7 +972,7 @@ pub async fn count_tenant_rows(
 }
 
 /// The server's WAL insert position: the source's position now.
-pub async fn position(client: &Client) -> Result<u64> {
+async fn position(client: &Client) -> Result<u64> {
     let text = simple_value(client, "SELECT pg_current_wal_insert_lsn()::text")
         .await?
         .unwrap_or_default();
@@ -847,7 +984,7 @@ pub async fn position(client: &Client) -> Result<u64> {
 /// Row triggers that record every change into a temporary table are created inside the
 /// transaction (so cascades and triggers count) and dropped before it ends; the
 /// transaction commits only when `decide` says so.
-pub async fn run_steps(
+async fn run_steps(
     client: &mut Client,
     tenancy: &SourceTenancy,
     schema: &str,

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use futures::SinkExt;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use lifeboat_core::model::TenantKey;
+use lifeboat_core::model::{Dialect, TenantKey};
 use lifeboat_core::tenancy::SourceTenancy;
 use lifeboat_core::{Error, Result};
 
@@ -55,7 +55,7 @@ pub struct KeyCheck {
     pub same_types: bool,
 }
 
-pub async fn catalog(client: &Client, schema: &str) -> Result<Catalog> {
+pub(crate) async fn catalog(client: &Client, schema: &str) -> Result<Catalog> {
     let rows = client
         .query(
             "SELECT child.relname::text, parent.relname::text,
@@ -187,7 +187,7 @@ enum Piece {
 /// transaction. The rows are turned into COPY data on a blocking thread as they are read
 /// from the vault, while the connection sends the previous chunk. `WriteMode::DryRun`: count
 /// what would be written and removed; `Trial`: write, then roll back.
-pub async fn write_tenant(
+pub(crate) async fn write_tenant(
     client: &mut Client,
     tenancy: &SourceTenancy,
     catalog: &Catalog,
@@ -206,7 +206,7 @@ pub async fn write_tenant(
                 client,
                 &format!(
                     "SELECT count(*) FROM ({}) x",
-                    tenant_query(tenancy, schema, &key, true)?
+                    tenant_query(tenancy, schema, &key, Dialect::Postgres)?
                 ),
             )
             .await?;
@@ -224,7 +224,7 @@ pub async fn write_tenant(
             .table(&table.name)
             .ok_or_else(|| vanished(&table.name))?
             .schema;
-        let sql = tenant_delete(tenancy, schema, &key, true)?;
+        let sql = tenant_delete(tenancy, schema, &key, Dialect::Postgres)?;
         let removed = tx.execute(sql.as_str(), &[]).await.map_err(|e| {
             pg_error(
                 &format!("cannot remove the current rows of {}", table.name),
@@ -417,7 +417,7 @@ async fn check_keys(
         let Some(child) = tenancy.table(&fk.child) else {
             continue;
         };
-        let rows = tenant_query(tenancy, &child.schema, key, true)?;
+        let rows = tenant_query(tenancy, &child.schema, key, Dialect::Postgres)?;
         let list = |alias: &str, columns: &[String]| {
             columns
                 .iter()
