@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use lifeboat_control::{new_id, Acceptance, Campaign, ControlStore, IncidentChange};
 use lifeboat_core::checksum::{RowHasher, TableDigest};
 use lifeboat_core::config::{split_table, Config, SourceKind};
 use lifeboat_core::model::TenantKey;
@@ -14,9 +15,7 @@ use lifeboat_core::state::SourceHistory;
 use lifeboat_core::target::{resolve, Resolved, Target};
 use lifeboat_core::time::{format_us, now_us};
 use lifeboat_core::{Error, Result};
-use lifeboat_source::control::ControlStore;
 use lifeboat_source::live::LiveSource;
-use lifeboat_source::status::{new_id, Acceptance, Campaign, IncidentChange};
 use lifeboat_source::Stop;
 
 use crate::context::{check_tenants, control_url, histories, load_config, open_vault, print_json};
@@ -737,10 +736,8 @@ fn status(control: &mut ControlStore, id: Option<&str>, as_json: bool) -> Result
         lifeboat_web::snapshot::campaign_views(&campaigns, &incidents, &tenants, now_us());
     let mut report = Vec::new();
     for (campaign, p) in campaigns.iter().zip(&progress) {
-        let mut stages: BTreeMap<&str, u64> = lifeboat_source::status::STAGES
-            .iter()
-            .map(|s| (*s, 0))
-            .collect();
+        let mut stages: BTreeMap<&str, u64> =
+            lifeboat_control::STAGES.iter().map(|s| (*s, 0)).collect();
         let mine: Vec<_> = tenants
             .iter()
             .filter(|t| t.campaign == campaign.id)
@@ -833,7 +830,7 @@ pub async fn worker(config_path: Option<PathBuf>, args: WorkerArgs) -> Result<u8
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "host".to_string());
         // The pid alone repeats across containers: a random part keeps names apart.
-        let suffix = lifeboat_source::status::new_id().unwrap_or_default();
+        let suffix = lifeboat_control::new_id().unwrap_or_default();
         format!(
             "{host}-{}-{}",
             std::process::id(),

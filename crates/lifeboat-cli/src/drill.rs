@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lifeboat_control::IncidentChange;
 use lifeboat_core::checksum::TableDigest;
 use lifeboat_core::config::Config;
 use lifeboat_core::model::TenantKey;
@@ -18,7 +19,6 @@ use lifeboat_core::vault::Vault;
 use lifeboat_core::{Error, Result};
 use lifeboat_source::drill;
 use lifeboat_source::live::LiveSource;
-use lifeboat_source::status::IncidentChange;
 use lifeboat_source::Stop;
 
 use crate::context::{print_json, thousands};

@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value as Json};
 
+use lifeboat_control::ControlStore;
 use lifeboat_core::config::{split_table, Config};
 use lifeboat_core::model::{TenantKey, Value};
 use lifeboat_core::state::SourceHistory;
 use lifeboat_core::target::Target;
 use lifeboat_core::vault::sha256_hex;
 use lifeboat_core::{Error, Result};
-use lifeboat_source::control::ControlStore;
 use lifeboat_source::guard::{bind_array, id_value, Effect, IdRow};
 use lifeboat_source::live::LiveSource;
 use lifeboat_source::Stop;

@@ -3,15 +3,12 @@
 //! live rows for verification.
 
 pub mod capture;
-pub mod control;
-mod db;
 pub mod drill;
 pub mod guard;
 pub mod live;
 pub mod postgres;
 pub mod restore;
 pub mod sqlite;
-pub mod status;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,7 +2,7 @@
 //! private page, and the Atom feed of incident updates. Everything interpolated is
 //! escaped.
 
-use lifeboat_source::status::{Component, Incident};
+use lifeboat_control::{Component, Incident, IncidentUpdate};
 
 use crate::snapshot::{PageInfo, Progress, TenantView};
 
@@ -226,7 +226,7 @@ pub fn stage_words(stage: &str) -> String {
 
 /// The Atom feed: one entry per incident update, newest first.
 pub fn atom_feed(page: &PageInfo, incidents: &[Incident], updated: &str) -> String {
-    let mut entries: Vec<(&Incident, &lifeboat_source::status::IncidentUpdate)> = incidents
+    let mut entries: Vec<(&Incident, &IncidentUpdate)> = incidents
         .iter()
         .flat_map(|i| i.updates.iter().map(move |u| (i, u)))
         .collect();

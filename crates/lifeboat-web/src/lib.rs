@@ -18,9 +18,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use lifeboat_control::{ControlStore, IncidentChange};
 use lifeboat_core::{Error, ErrorKind};
-use lifeboat_source::control::ControlStore;
-use lifeboat_source::status::IncidentChange;
 
 pub use snapshot::{PageInfo, Snapshot};
 

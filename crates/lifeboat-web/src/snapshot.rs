@@ -7,11 +7,10 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use serde_json::{json, Value as Json};
 
+use lifeboat_control::{Campaign, CampaignTenant, Component, ControlStore, Incident};
 use lifeboat_core::time::{format_us, now_us};
 use lifeboat_core::vault::sha256_hex;
 use lifeboat_core::Result;
-use lifeboat_source::control::ControlStore;
-use lifeboat_source::status::{Campaign, CampaignTenant, Component, Incident};
 
 use crate::html;
 

@@ -11,9 +11,8 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
-use lifeboat_source::control::ControlStore;
-use lifeboat_source::status::{
-    Campaign, IncidentChange, COMPONENT_STATUSES, IMPACTS, INCIDENT_STATUSES,
+use lifeboat_control::{
+    Campaign, ControlStore, IncidentChange, COMPONENT_STATUSES, IMPACTS, INCIDENT_STATUSES,
 };
 use lifeboat_web::{router, AppState, PageInfo};
 

@@ -109,7 +109,7 @@ impl Db {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Ok(Db::Postgres {
                 client: PgClient::connect(url)?,
-                url: crate::postgres::redact(url),
+                url: lifeboat_core::config::redact_url(url),
             });
         }
         let path = if url.starts_with("sqlite:") {
@@ -363,7 +363,7 @@ impl PgClient {
     fn connect(url: &str) -> Result<PgClient> {
         let (jobs, inbox) = mpsc::channel::<Job>();
         let (ready, connected) = mpsc::sync_channel::<std::result::Result<(), String>>(1);
-        let shown = crate::postgres::redact(url);
+        let shown = lifeboat_core::config::redact_url(url);
         let url = url.to_string();
         std::thread::Builder::new()
             .name("lifeboat-control".into())
