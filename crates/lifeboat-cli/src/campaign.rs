@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use lifeboat_control::{new_id, Acceptance, Campaign, ControlStore, IncidentChange};
+use lifeboat_control::{
+    new_id, Acceptance, Campaign, ComponentStatus, ControlStore, IncidentChange, IncidentStatus,
+    Stage,
+};
 use lifeboat_core::checksum::{RowHasher, TableDigest};
 use lifeboat_core::config::{split_table, Config, SourceKind};
 use lifeboat_core::model::TenantKey;
@@ -54,17 +57,16 @@ fn component_names(config: &Config) -> BTreeMap<String, String> {
 }
 
 /// `SOURCE=STATUS` pairs.
-fn component_pairs(pairs: &[String]) -> Result<BTreeMap<String, String>> {
+fn component_pairs(pairs: &[String]) -> Result<BTreeMap<String, ComponentStatus>> {
     pairs
         .iter()
         .map(|p| {
-            p.split_once('=')
-                .map(|(s, v)| (s.trim().to_string(), v.trim().to_string()))
-                .ok_or_else(|| {
-                    Error::usage(format!(
-                        "--component {p:?}: expected SOURCE=STATUS, for example tracker=major_outage"
-                    ))
-                })
+            let (source, status) = p.split_once('=').ok_or_else(|| {
+                Error::usage(format!(
+                    "--component {p:?}: expected SOURCE=STATUS, for example tracker=major_outage"
+                ))
+            })?;
+            Ok((source.trim().to_string(), status.trim().parse()?))
         })
         .collect()
 }
@@ -178,8 +180,8 @@ pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Resul
                 None,
                 &IncidentChange {
                     name: Some(name),
-                    status,
-                    impact: Some(impact),
+                    status: status.parse()?,
+                    impact: Some(impact.parse()?),
                     message,
                     components: component_pairs(&components)?,
                 },
@@ -197,8 +199,8 @@ pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Resul
                 Some(&id),
                 &IncidentChange {
                     name: None,
-                    status,
-                    impact,
+                    status: status.parse()?,
+                    impact: impact.as_deref().map(str::parse).transpose()?,
                     message,
                     components: component_pairs(&components)?,
                 },
@@ -210,7 +212,7 @@ pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Resul
                 Some(&id),
                 &IncidentChange {
                     name: None,
-                    status: "resolved".into(),
+                    status: IncidentStatus::Resolved,
                     impact: None,
                     message,
                     components: BTreeMap::new(),
@@ -736,8 +738,7 @@ fn status(control: &mut ControlStore, id: Option<&str>, as_json: bool) -> Result
         lifeboat_web::snapshot::campaign_views(&campaigns, &incidents, &tenants, now_us());
     let mut report = Vec::new();
     for (campaign, p) in campaigns.iter().zip(&progress) {
-        let mut stages: BTreeMap<&str, u64> =
-            lifeboat_control::STAGES.iter().map(|s| (*s, 0)).collect();
+        let mut stages: BTreeMap<&str, u64> = Stage::ALL.iter().map(|s| (s.as_str(), 0)).collect();
         let mine: Vec<_> = tenants
             .iter()
             .filter(|t| t.campaign == campaign.id)
@@ -747,7 +748,7 @@ fn status(control: &mut ControlStore, id: Option<&str>, as_json: bool) -> Result
         }
         let failed: Vec<serde_json::Value> = mine
             .iter()
-            .filter(|t| t.stage == "failed")
+            .filter(|t| t.stage == Stage::Failed)
             .map(|t| json!({"tenant": t.tenant, "reason": t.reason, "attempts": t.attempts}))
             .collect();
         report.push(json!({
@@ -913,7 +914,7 @@ fn pending(url: &str, campaign: Option<&str>) -> Result<bool> {
     Ok(control
         .campaign_tenants(campaign)?
         .iter()
-        .any(|t| matches!(t.stage.as_str(), "queued" | "restoring" | "verifying")))
+        .any(|t| matches!(t.stage, Stage::Queued | Stage::Restoring | Stage::Verifying)))
 }
 
 fn acceptance(config: &Config) -> Acceptance {
@@ -1002,9 +1003,9 @@ async fn work_once(
         let mut give_back =
             |control: &mut ControlStore, tenant: &str, attempts: i64, reason: &str| -> Result<()> {
                 let stage = if attempts < i64::from(config.campaigns.max_attempts) {
-                    "queued"
+                    Stage::Queued
                 } else {
-                    "failed"
+                    Stage::Failed
                 };
                 if control.set_stage(worker, &campaign.id, tenant, stage, Some(reason), None)? {
                     bad += 1;
@@ -1034,7 +1035,7 @@ async fn work_once(
                                 worker,
                                 &campaign.id,
                                 &t.tenant,
-                                "verifying",
+                                Stage::Verifying,
                                 None,
                                 None,
                             )?;
@@ -1051,9 +1052,9 @@ async fn work_once(
                         Some(reason) => give_back(&mut control, tenant, attempts, reason)?,
                         None => {
                             let stage = if policy.customer {
-                                "awaiting_acceptance"
+                                Stage::AwaitingAcceptance
                             } else {
-                                "restored"
+                                Stage::Restored
                             };
                             let n = rows.get(tenant).map(|n| *n as i64);
                             if control.set_stage(worker, &campaign.id, tenant, stage, None, n)? {

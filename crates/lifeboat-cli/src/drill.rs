@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lifeboat_control::IncidentChange;
+use lifeboat_control::{ComponentStatus, Impact, IncidentChange, IncidentStatus, Stage};
 use lifeboat_core::checksum::TableDigest;
 use lifeboat_core::config::Config;
 use lifeboat_core::model::TenantKey;
@@ -353,8 +353,8 @@ async fn recover_as_campaign(
         None,
         &IncidentChange {
             name: Some("Customer data deleted by a cleanup script".into()),
-            status: "identified".into(),
-            impact: Some("critical".into()),
+            status: IncidentStatus::Identified,
+            impact: Some(Impact::Critical),
             message: format!(
                 "A maintenance script deleted the data of {} customers. We are restoring \
                  every one of them to just before the deletion.",
@@ -363,7 +363,7 @@ async fn recover_as_campaign(
             components: config
                 .sources
                 .keys()
-                .map(|s| (s.clone(), "partial_outage".to_string()))
+                .map(|s| (s.clone(), ComponentStatus::PartialOutage))
                 .collect(),
         },
     )?;
@@ -406,16 +406,18 @@ async fn recover_as_campaign(
         .filter_map(|t| t.rows)
         .map(|r| r.max(0) as u64)
         .sum();
-    let failed = outcome.iter().filter(|t| t.stage != "restored").count();
+    let failed = outcome
+        .iter()
+        .filter(|t| t.stage != Stage::Restored)
+        .count();
     control.change_incident(
         Some(&incident),
         &IncidentChange {
             status: if failed == 0 {
-                "resolved"
+                IncidentStatus::Resolved
             } else {
-                "monitoring"
-            }
-            .into(),
+                IncidentStatus::Monitoring
+            },
             message: format!(
                 "{} of {} customers' data is restored and verified.",
                 tenants.len() - failed,

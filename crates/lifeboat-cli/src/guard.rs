@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value as Json};
 
-use lifeboat_control::ControlStore;
+use lifeboat_control::{ApplyStatus, ControlStore};
 use lifeboat_core::config::{split_table, Config};
 use lifeboat_core::model::{TenantKey, Value};
 use lifeboat_core::state::SourceHistory;
@@ -740,7 +740,7 @@ pub async fn apply(config_path: Option<PathBuf>, args: ApplyArgs) -> Result<u8> 
     }
     let state = control.apply_state(&plan.hash)?;
     if let Some(s) = &state {
-        if s.state == "done" || s.state == "undone" {
+        if matches!(s.state, ApplyStatus::Done | ApplyStatus::Undone) {
             return Err(Error::usage(format!(
                 "plan {} was applied already ({})",
                 plan.short(),
@@ -825,7 +825,7 @@ pub async fn apply(config_path: Option<PathBuf>, args: ApplyArgs) -> Result<u8> 
         }
     };
     control.clear_halt(&plan.hash)?;
-    control.set_apply(&plan.hash, "running", &restore_point)?;
+    control.set_apply(&plan.hash, ApplyStatus::Running, &restore_point)?;
     control.append(
         &by,
         "apply",
@@ -851,7 +851,7 @@ pub async fn apply(config_path: Option<PathBuf>, args: ApplyArgs) -> Result<u8> 
                 .then(|| format!("the file {}", halt_file.display()))
         });
         if let Some(who) = halted_by {
-            control.set_apply(&plan.hash, "halted", &restore_point)?;
+            control.set_apply(&plan.hash, ApplyStatus::Halted, &restore_point)?;
             control
                 .append(
                     &by,
@@ -886,7 +886,7 @@ pub async fn apply(config_path: Option<PathBuf>, args: ApplyArgs) -> Result<u8> 
         let got: BTreeMap<_, _> = got.into_iter().filter(|(_, v)| !v.is_empty()).collect();
         if !committed || got != expected {
             let differences = effect_differences(&expected, &got);
-            control.set_apply(&plan.hash, "diverged", &restore_point)?;
+            control.set_apply(&plan.hash, ApplyStatus::Diverged, &restore_point)?;
             control
                 .append(
                     &by,
@@ -934,7 +934,7 @@ pub async fn apply(config_path: Option<PathBuf>, args: ApplyArgs) -> Result<u8> 
         );
         lifeboat_core::failpoint::pause("apply.after-wave");
     }
-    control.set_apply(&plan.hash, "done", &restore_point)?;
+    control.set_apply(&plan.hash, ApplyStatus::Done, &restore_point)?;
     control
         .append(
             &by,
@@ -974,7 +974,7 @@ pub async fn undo(config_path: Option<PathBuf>, args: PlanRefArgs) -> Result<u8>
             plan.short()
         )));
     };
-    if state.state == "undone" {
+    if state.state == ApplyStatus::Undone {
         return Err(Error::usage(format!(
             "plan {} was undone already",
             plan.short()
@@ -1006,7 +1006,7 @@ pub async fn undo(config_path: Option<PathBuf>, args: PlanRefArgs) -> Result<u8>
         let code = crate::lifecycle::undelete(config_path.clone(), still, Some(by.clone())).await?;
         if code == 0 {
             let mut control = control_store(&config, &config_path).await?;
-            control.set_apply(&plan.hash, "undone", &state.restore_point)?;
+            control.set_apply(&plan.hash, ApplyStatus::Undone, &state.restore_point)?;
             control
                 .append(&by, "undo", &plan.hash, json!({"undeleted": true}))
                 .await?;
@@ -1031,7 +1031,7 @@ pub async fn undo(config_path: Option<PathBuf>, args: PlanRefArgs) -> Result<u8>
         eprintln!("undo: {failures} tenant restores failed or differ from the vault");
         return Ok(EXIT_PROBLEM);
     }
-    control.set_apply(&plan.hash, "undone", &state.restore_point)?;
+    control.set_apply(&plan.hash, ApplyStatus::Undone, &state.restore_point)?;
     crate::say!(
         "undid plan {}: {} tenants restored to just before their wave ({} rows), every one \
          verified",

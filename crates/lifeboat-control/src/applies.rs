@@ -8,12 +8,28 @@ use lifeboat_core::{Error, Result};
 
 use crate::db::Val;
 use crate::store::{now_text, ControlStore};
+use crate::words::vocabulary;
 
-/// An apply's state: `running`, `halted`, `diverged` or `done`, and its restore point
-/// (source -> vault position).
+vocabulary! {
+    /// Where an apply stands.
+    pub enum ApplyStatus("apply state") {
+        /// Its waves are being applied.
+        Running = "running",
+        /// Stopped before a wave by a halt request; `apply` continues it.
+        Halted = "halted",
+        /// A wave changed other rows than the plan measured: rolled back and stopped.
+        Diverged = "diverged",
+        /// Every wave applied.
+        Done = "done",
+        /// Reverted by `undo`.
+        Undone = "undone",
+    }
+}
+
+/// An apply's state and its restore point (source -> vault position).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApplyState {
-    pub state: String,
+    pub state: ApplyStatus,
     pub restore_point: BTreeMap<String, u64>,
 }
 
@@ -62,18 +78,18 @@ impl ControlStore {
         )?;
         row.map(|r| {
             Ok(ApplyState {
-                state: r.text(0)?,
+                state: r.word(0)?,
                 restore_point: parse_point(plan, &r.text(1)?)?,
             })
         })
         .transpose()
     }
 
-    /// Record an apply's state (`running`, `halted`, …) and its restore point.
+    /// Record an apply's state and its restore point.
     pub fn set_apply(
         &mut self,
         plan: &str,
-        state: &str,
+        state: ApplyStatus,
         restore_point: &BTreeMap<String, u64>,
     ) -> Result<()> {
         let point = point_text(restore_point)?;
@@ -81,7 +97,12 @@ impl ControlStore {
             "INSERT INTO applies (plan, state, restore_point, at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (plan) DO UPDATE SET state = excluded.state,
                restore_point = excluded.restore_point, at = excluded.at",
-            &[plan.into(), state.into(), point.into(), now_text().into()],
+            &[
+                plan.into(),
+                state.as_str().into(),
+                point.into(),
+                now_text().into(),
+            ],
         )?;
         Ok(())
     }

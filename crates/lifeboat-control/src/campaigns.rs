@@ -10,18 +10,41 @@ use lifeboat_core::{Error, Result};
 
 use crate::db::{Row, Val};
 use crate::ids::new_token;
-use crate::incidents::check_word;
 use crate::store::{now, ControlStore};
+use crate::words::vocabulary;
 
-/// A tenant's stages in a campaign, in order.
-pub const STAGES: [&str; 6] = [
-    "queued",
-    "restoring",
-    "verifying",
-    "awaiting_acceptance",
-    "restored",
-    "failed",
-];
+vocabulary! {
+    /// A tenant's stage in a campaign, in order.
+    pub enum Stage("stage") {
+        /// Waiting for a worker.
+        Queued = "queued",
+        /// A worker writes its rows.
+        Restoring = "restoring",
+        /// A worker reads its rows back and compares them with the vault.
+        Verifying = "verifying",
+        /// Restored and verified; its admin is to accept it on the private page.
+        AwaitingAcceptance = "awaiting_acceptance",
+        /// Restored, verified and handed over.
+        Restored = "restored",
+        /// Its attempts are used up.
+        Failed = "failed",
+    }
+}
+
+impl Stage {
+    /// A worker holds the tenant (under a lease).
+    pub fn is_working(self) -> bool {
+        matches!(self, Stage::Restoring | Stage::Verifying)
+    }
+
+    /// The tenant's restore ended, well or not.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            Stage::AwaitingAcceptance | Stage::Restored | Stage::Failed
+        )
+    }
+}
 
 /// A campaign: restore these tenants to `target` for `incident`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -48,7 +71,7 @@ pub struct CampaignTenant {
     pub rank: i64,
     pub token: String,
     pub users: i64,
-    pub stage: String,
+    pub stage: Stage,
     pub attempts: i64,
     pub reason: Option<String>,
     pub worker: Option<String>,
@@ -69,7 +92,7 @@ fn tenant_row(r: &Row) -> Result<CampaignTenant> {
         rank: r.int(2)?,
         token: r.text(3)?,
         users: r.int(4)?,
-        stage: r.text(5)?,
+        stage: r.word(5)?,
         attempts: r.int(6)?,
         reason: r.opt_text(7)?,
         worker: r.opt_text(8)?,
@@ -298,15 +321,14 @@ impl ControlStore {
         worker: &str,
         campaign: &str,
         tenant: &str,
-        stage: &str,
+        stage: Stage,
         reason: Option<&str>,
         rows: Option<i64>,
     ) -> Result<bool> {
-        check_word("stage", stage, &STAGES)?;
         let (now_us, _) = now();
-        let working = matches!(stage, "restoring" | "verifying");
-        let done = matches!(stage, "awaiting_acceptance" | "restored" | "failed");
-        let awaiting = stage == "awaiting_acceptance";
+        let working = stage.is_working();
+        let done = stage.is_finished();
+        let awaiting = stage == Stage::AwaitingAcceptance;
         self.write(|db| {
             let n = db.execute(
                 "UPDATE campaign_tenants SET stage = ?4, reason = ?5,
@@ -321,7 +343,7 @@ impl ControlStore {
                     campaign.into(),
                     tenant.into(),
                     worker.into(),
-                    stage.into(),
+                    stage.as_str().into(),
                     reason.into(),
                     rows.into(),
                     done.then_some(now_us).into(),
@@ -339,7 +361,7 @@ impl ControlStore {
         let failed: Vec<String> = self
             .campaign_tenants(Some(campaign))?
             .into_iter()
-            .filter(|t| t.stage == "failed")
+            .filter(|t| t.stage == Stage::Failed)
             .filter(|t| tenants.is_empty() || tenants.contains(&t.tenant))
             .map(|t| t.tenant)
             .collect();

@@ -76,6 +76,13 @@ impl Row {
         })
     }
 
+    /// A word of a vocabulary (`Stage`, `IncidentStatus`, …); an unknown one is an error.
+    pub fn word<T: std::str::FromStr<Err = Error>>(&self, i: usize) -> Result<T> {
+        self.text(i)?
+            .parse()
+            .map_err(|e: Error| Error::source(format!("control store: {}", e.message())))
+    }
+
     pub fn int(&self, i: usize) -> Result<i64> {
         Ok(self.opt_int(i)?.unwrap_or(0))
     }

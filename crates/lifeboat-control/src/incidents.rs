@@ -10,32 +10,46 @@ use lifeboat_core::{Error, Result};
 use crate::db::Val;
 use crate::ids::new_id;
 use crate::store::{now, ControlStore};
+use crate::words::vocabulary;
 
-pub const INCIDENT_STATUSES: [&str; 5] = [
-    "investigating",
-    "identified",
-    "monitoring",
-    "resolved",
-    "postmortem",
-];
-pub const IMPACTS: [&str; 4] = ["none", "minor", "major", "critical"];
-pub const COMPONENT_STATUSES: [&str; 5] = [
-    "operational",
-    "degraded_performance",
-    "partial_outage",
-    "major_outage",
-    "under_maintenance",
-];
+vocabulary! {
+    /// An incident's status (Statuspage's words), in the order incidents usually go.
+    #[derive(Default)]
+    pub enum IncidentStatus("incident status") {
+        #[default]
+        Investigating = "investigating",
+        Identified = "identified",
+        Monitoring = "monitoring",
+        Resolved = "resolved",
+        Postmortem = "postmortem",
+    }
+}
 
-/// Check `value` against Statuspage's vocabulary `allowed`.
-pub fn check_word(what: &str, value: &str, allowed: &[&str]) -> Result<()> {
-    if allowed.contains(&value) {
-        Ok(())
-    } else {
-        Err(Error::usage(format!(
-            "{what} {value:?} is not one of: {}",
-            allowed.join(", ")
-        )))
+impl IncidentStatus {
+    /// Over: resolved, or resolved with a postmortem.
+    pub fn is_resolved(self) -> bool {
+        matches!(self, IncidentStatus::Resolved | IncidentStatus::Postmortem)
+    }
+}
+
+vocabulary! {
+    /// How badly an incident hurts (Statuspage's words), least first.
+    pub enum Impact("impact") {
+        None = "none",
+        Minor = "minor",
+        Major = "major",
+        Critical = "critical",
+    }
+}
+
+vocabulary! {
+    /// A component's status (Statuspage's words).
+    pub enum ComponentStatus("component status") {
+        Operational = "operational",
+        DegradedPerformance = "degraded_performance",
+        PartialOutage = "partial_outage",
+        MajorOutage = "major_outage",
+        UnderMaintenance = "under_maintenance",
     }
 }
 
@@ -44,7 +58,7 @@ pub struct Component {
     pub id: String,
     pub source: String,
     pub name: String,
-    pub status: String,
+    pub status: ComponentStatus,
     pub position: i64,
     pub created_at: String,
     pub updated_at: String,
@@ -55,15 +69,15 @@ pub struct Component {
 pub struct AffectedComponent {
     pub code: String,
     pub name: String,
-    pub old_status: String,
-    pub new_status: String,
+    pub old_status: ComponentStatus,
+    pub new_status: ComponentStatus,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IncidentUpdate {
     pub id: String,
     pub incident_id: String,
-    pub status: String,
+    pub status: IncidentStatus,
     pub body: String,
     pub created_at: String,
     pub affected_components: Vec<AffectedComponent>,
@@ -73,8 +87,8 @@ pub struct IncidentUpdate {
 pub struct Incident {
     pub id: String,
     pub name: String,
-    pub status: String,
-    pub impact: String,
+    pub status: IncidentStatus,
+    pub impact: Impact,
     pub created_at: String,
     pub updated_at: String,
     pub started_at: String,
@@ -90,11 +104,12 @@ pub struct Incident {
 #[derive(Debug, Clone, Default)]
 pub struct IncidentChange {
     pub name: Option<String>,
-    pub status: String,
-    pub impact: Option<String>,
+    pub status: IncidentStatus,
+    /// `None`: unchanged (for a new incident, `none`).
+    pub impact: Option<Impact>,
     pub message: String,
     /// Source (component) -> new status.
-    pub components: BTreeMap<String, String>,
+    pub components: BTreeMap<String, ComponentStatus>,
 }
 
 impl ControlStore {
@@ -151,7 +166,7 @@ impl ControlStore {
                     id: r.text(0)?,
                     source: r.text(1)?,
                     name: r.text(2)?,
-                    status: r.text(3)?,
+                    status: r.word(3)?,
                     position: r.int(4)?,
                     created_at: r.text(5)?,
                     updated_at: r.text(6)?,
@@ -162,17 +177,12 @@ impl ControlStore {
 
     /// Create an incident (`id` None) or add an update to one. Returns the incident id.
     pub fn change_incident(&mut self, id: Option<&str>, change: &IncidentChange) -> Result<String> {
-        check_word("incident status", &change.status, &INCIDENT_STATUSES)?;
-        if let Some(impact) = &change.impact {
-            check_word("impact", impact, &IMPACTS)?;
-        }
         if change.message.trim().is_empty() {
             return Err(Error::usage("an incident update needs a message"));
         }
         let components = self.components()?;
         let mut affected = Vec::new();
         for (source, status) in &change.components {
-            check_word("component status", status, &COMPONENT_STATUSES)?;
             let component = components
                 .iter()
                 .find(|c| &c.source == source)
@@ -183,7 +193,7 @@ impl ControlStore {
                         known.join(", ")
                     ))
                 })?;
-            affected.push((component.clone(), status.clone()));
+            affected.push((component.clone(), *status));
         }
         let existing = match id {
             Some(id) => Some(self.incident(id)?.ok_or_else(|| {
@@ -202,14 +212,14 @@ impl ControlStore {
             .map(|(c, status)| AffectedComponent {
                 code: c.id.clone(),
                 name: c.name.clone(),
-                old_status: c.status.clone(),
-                new_status: status.clone(),
+                old_status: c.status,
+                new_status: *status,
             })
             .collect();
         let affected_text = serde_json::to_string(&affected_json)
             .map_err(|e| Error::source(format!("incident update: {e}")))?;
         let status = change.status.as_str();
-        let resolving = matches!(status, "resolved" | "postmortem");
+        let resolving = change.status.is_resolved();
         self.write(|db| {
             match &existing {
                 None => {
@@ -221,9 +231,11 @@ impl ControlStore {
                             incident_id.as_str().into(),
                             change.name.as_deref().unwrap_or("Incident").into(),
                             status.into(),
-                            change.impact.as_deref().unwrap_or("none").into(),
+                            change.impact.unwrap_or(Impact::None).as_str().into(),
                             at.as_str().into(),
-                            (status == "monitoring").then_some(at.as_str()).into(),
+                            (change.status == IncidentStatus::Monitoring)
+                                .then_some(at.as_str())
+                                .into(),
                             resolving.then_some(at.as_str()).into(),
                         ],
                     )?;
@@ -241,7 +253,7 @@ impl ControlStore {
                             incident_id.as_str().into(),
                             status.into(),
                             at.as_str().into(),
-                            change.impact.as_deref().into(),
+                            change.impact.map(Impact::as_str).into(),
                         ],
                     )?;
                 }
@@ -315,17 +327,23 @@ impl ControlStore {
             ),
             &params,
         )? {
+            let id = r.text(0)?;
             let incident = r.text(1)?;
+            let affected_components = serde_json::from_str(&r.text(5)?).map_err(|e| {
+                Error::source(format!(
+                    "control store: the components affected by incident update {id}: {e}"
+                ))
+            })?;
             updates
                 .entry(incident.clone())
                 .or_default()
                 .push(IncidentUpdate {
-                    id: r.text(0)?,
+                    id,
                     incident_id: incident,
-                    status: r.text(2)?,
+                    status: r.word(2)?,
                     body: r.text(3)?,
                     created_at: r.text(4)?,
-                    affected_components: serde_json::from_str(&r.text(5)?).unwrap_or_default(),
+                    affected_components,
                 });
         }
         let mut components: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -350,8 +368,8 @@ impl ControlStore {
                 components: components.remove(&id).unwrap_or_default(),
                 id,
                 name: r.text(1)?,
-                status: r.text(2)?,
-                impact: r.text(3)?,
+                status: r.word(2)?,
+                impact: r.word(3)?,
                 created_at: r.text(4)?,
                 updated_at: r.text(5)?,
                 started_at: r.text(6)?,

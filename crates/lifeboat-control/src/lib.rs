@@ -20,14 +20,15 @@ mod ids;
 mod incidents;
 mod lifecycle;
 mod store;
+mod words;
 
-pub use applies::{Applied, ApplyState};
+pub use applies::{Applied, ApplyState, ApplyStatus};
 pub use audit::AuditEntry;
-pub use campaigns::{Acceptance, Campaign, CampaignTenant, STAGES};
+pub use campaigns::{Acceptance, Campaign, CampaignTenant, Stage};
 pub use ids::{new_id, new_token};
 pub use incidents::{
-    check_word, AffectedComponent, Component, Incident, IncidentChange, IncidentUpdate,
-    COMPONENT_STATUSES, IMPACTS, INCIDENT_STATUSES,
+    AffectedComponent, Component, ComponentStatus, Impact, Incident, IncidentChange,
+    IncidentStatus, IncidentUpdate,
 };
 pub use lifecycle::DeletedTenant;
 pub use store::ControlStore;
