@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
+use lifeboat_control::{IncidentChange, IncidentStatus};
 use lifeboat_core::target::Target;
 use lifeboat_core::{Error, Result};
 use lifeboat_engine::campaign::{
@@ -14,7 +15,6 @@ use lifeboat_engine::campaign::{
 };
 use lifeboat_engine::context::{control_url, load_config};
 use lifeboat_engine::guard::login;
-use lifeboat_source::status::IncidentChange;
 use lifeboat_source::Stop;
 
 use crate::output::print_json;
@@ -82,8 +82,8 @@ pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Resul
                 None,
                 &IncidentChange {
                     name: Some(name),
-                    status,
-                    impact: Some(impact),
+                    status: status.parse()?,
+                    impact: Some(impact.parse()?),
                     message,
                     components: component_pairs(&components)?,
                 },
@@ -101,8 +101,8 @@ pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Resul
                 Some(&id),
                 &IncidentChange {
                     name: None,
-                    status,
-                    impact,
+                    status: status.parse()?,
+                    impact: impact.as_deref().map(str::parse).transpose()?,
                     message,
                     components: component_pairs(&components)?,
                 },
@@ -114,7 +114,7 @@ pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Resul
                 Some(&id),
                 &IncidentChange {
                     name: None,
-                    status: "resolved".into(),
+                    status: IncidentStatus::Resolved,
                     impact: None,
                     message,
                     components: BTreeMap::new(),

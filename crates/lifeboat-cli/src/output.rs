@@ -102,7 +102,7 @@ impl Progress for Terminal {
                 "wave {number}: {tenants} tenants, {} rows ({done} of {total} tenants done)",
                 thousands(rows)
             ),
-            Event::Stage(text) => crate::say!("== {text}"),
+            Event::Step(text) => crate::say!("== {text}"),
             Event::Detail(text) => crate::say!("   {text}"),
         }
     }

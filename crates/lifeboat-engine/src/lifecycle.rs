@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
+use lifeboat_control::DeletedTenant;
 use lifeboat_core::config::Config;
 use lifeboat_core::model::TenantKey;
 use lifeboat_core::purge::{purge_tenant, PurgeReport};
 use lifeboat_core::tenancy::Tenancy;
 use lifeboat_core::{Error, Result};
-use lifeboat_source::control::DeletedTenant;
 use lifeboat_source::guard::{id_value, IdRow};
 use lifeboat_source::live::LiveSource;
 use lifeboat_source::tenant_delete;

@@ -27,9 +27,9 @@ pub enum Event {
         done: usize,
         total: usize,
     },
-    /// A stage of a longer job (the drill), in words.
-    Stage(String),
-    /// A detail line under the current stage.
+    /// A step of a longer job (the drill), in words.
+    Step(String),
+    /// A detail line under the current step.
     Detail(String),
 }
 

@@ -6,8 +6,6 @@
 //! running measured operations.
 
 pub mod capture;
-pub mod control;
-mod db;
 pub mod drill;
 pub mod guard;
 pub mod live;
@@ -15,7 +13,6 @@ pub mod postgres;
 pub mod restore;
 pub mod source;
 pub mod sqlite;
-pub mod status;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

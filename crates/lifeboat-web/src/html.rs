@@ -2,7 +2,7 @@
 //! private page, and the Atom feed of incident updates. Everything interpolated is
 //! escaped.
 
-use lifeboat_source::status::{Component, Incident};
+use lifeboat_control::{Component, Incident, IncidentUpdate, Stage};
 
 use crate::snapshot::{PageInfo, Progress, TenantView};
 
@@ -78,7 +78,7 @@ pub fn public_page(
     ));
     let open: Vec<&Incident> = incidents
         .iter()
-        .filter(|i| !matches!(i.status.as_str(), "resolved" | "postmortem"))
+        .filter(|i| !i.status.is_resolved())
         .collect();
     for incident in &open {
         out.push_str(&format!(
@@ -86,8 +86,8 @@ pub fn public_page(
              <p class=\"meta\">{} · impact {}</p>",
             escape(&incident.id),
             escape(&incident.name),
-            escape(&words(&incident.status)),
-            escape(&incident.impact)
+            escape(&words(incident.status.as_str())),
+            escape(incident.impact.as_str())
         ));
         for p in progress.iter().filter(|p| p.incident == incident.id) {
             out.push_str(&progress_html(p));
@@ -95,7 +95,7 @@ pub fn public_page(
         for update in &incident.updates {
             out.push_str(&format!(
                 "<div class=\"update\"><strong>{}</strong> — {}<div class=\"meta\">{}</div></div>",
-                escape(&words(&update.status)),
+                escape(&words(update.status.as_str())),
                 escape(&update.body),
                 escape(&update.created_at)
             ));
@@ -107,13 +107,13 @@ pub fn public_page(
         out.push_str(&format!(
             "<tr><td>{}</td><td class=\"s\">{}</td></tr>",
             escape(&c.name),
-            escape(&words(&c.status))
+            escape(&words(c.status.as_str()))
         ));
     }
     out.push_str("</table>");
     let past: Vec<&Incident> = incidents
         .iter()
-        .filter(|i| matches!(i.status.as_str(), "resolved" | "postmortem"))
+        .filter(|i| i.status.is_resolved())
         .take(10)
         .collect();
     if !past.is_empty() {
@@ -175,7 +175,7 @@ pub fn tenant_page(page: &PageInfo, token: &str, view: &TenantView) -> String {
         "<h1>Your data recovery</h1><p class=\"meta\">{}</p>\
          <p class=\"stage\" id=\"stage\">{}</p>",
         escape(&view.incident_name),
-        escape(&stage_words(&view.stage))
+        escape(&stage_words(view.stage))
     ));
     if let Some(position) = view.position {
         out.push_str(&format!(
@@ -196,7 +196,7 @@ pub fn tenant_page(page: &PageInfo, token: &str, view: &TenantView) -> String {
         "<p id=\"target\">Your data is restored as it was at {}.</p>",
         escape(&view.target_time)
     ));
-    if view.stage == "awaiting_acceptance" {
+    if view.stage == Stage::AwaitingAcceptance {
         out.push_str(&format!(
             "<form method=\"post\" action=\"/t/{}/accept\"><p>Please check your data and \
              confirm that it is complete.</p><button type=\"submit\" id=\"accept\">\
@@ -204,29 +204,28 @@ pub fn tenant_page(page: &PageInfo, token: &str, view: &TenantView) -> String {
             escape(token)
         ));
     }
-    if view.stage == "failed" {
+    if view.stage == Stage::Failed {
         out.push_str("<p>Our team has been alerted and is working on your recovery.</p>");
     }
     out.push_str("</body></html>\n");
     out
 }
 
-pub fn stage_words(stage: &str) -> String {
+pub fn stage_words(stage: Stage) -> String {
     match stage {
-        "queued" => "Queued for recovery",
-        "restoring" => "Restoring your data",
-        "verifying" => "Verifying your restored data",
-        "awaiting_acceptance" => "Restored: awaiting your acceptance",
-        "restored" => "Restored",
-        "failed" => "Recovery needs attention",
-        other => other,
+        Stage::Queued => "Queued for recovery",
+        Stage::Restoring => "Restoring your data",
+        Stage::Verifying => "Verifying your restored data",
+        Stage::AwaitingAcceptance => "Restored: awaiting your acceptance",
+        Stage::Restored => "Restored",
+        Stage::Failed => "Recovery needs attention",
     }
     .to_string()
 }
 
 /// The Atom feed: one entry per incident update, newest first.
 pub fn atom_feed(page: &PageInfo, incidents: &[Incident], updated: &str) -> String {
-    let mut entries: Vec<(&Incident, &lifeboat_source::status::IncidentUpdate)> = incidents
+    let mut entries: Vec<(&Incident, &IncidentUpdate)> = incidents
         .iter()
         .flat_map(|i| i.updates.iter().map(move |u| (i, u)))
         .collect();
@@ -254,7 +253,7 @@ pub fn atom_feed(page: &PageInfo, incidents: &[Incident], updated: &str) -> Stri
             at = escape(&update.created_at),
             url = escape(&page.url),
             iid = escape(&incident.id),
-            status = escape(&words(&update.status)),
+            status = escape(&words(update.status.as_str())),
             body = escape(&update.body),
         ));
     }

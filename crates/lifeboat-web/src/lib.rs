@@ -18,9 +18,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use lifeboat_control::{ControlStore, IncidentChange};
 use lifeboat_core::{Error, ErrorKind};
-use lifeboat_source::control::ControlStore;
-use lifeboat_source::status::IncidentChange;
 
 pub use snapshot::{PageInfo, Snapshot};
 
@@ -391,14 +390,38 @@ async fn operator_create(
     let Some(name) = body.name.filter(|n| !n.trim().is_empty()) else {
         return error_response(&Error::usage("a new incident needs a name"));
     };
-    let change = IncidentChange {
-        name: Some(name),
-        status: body.status.unwrap_or_else(|| "investigating".into()),
-        impact: body.impact,
-        message: body.message,
-        components: body.components,
-    };
-    apply_change(&state, None, change, StatusCode::CREATED).await
+    let change = incident_change(
+        Some(name),
+        body.status.as_deref().unwrap_or("investigating"),
+        body.impact.as_deref(),
+        body.message,
+        &body.components,
+    );
+    match change {
+        Ok(change) => apply_change(&state, None, change, StatusCode::CREATED).await,
+        Err(e) => error_response(&e),
+    }
+}
+
+/// A change to an incident from a request's words: an unknown status, impact or component
+/// status is a usage error that lists the allowed words.
+fn incident_change(
+    name: Option<String>,
+    status: &str,
+    impact: Option<&str>,
+    message: String,
+    components: &BTreeMap<String, String>,
+) -> lifeboat_core::Result<IncidentChange> {
+    Ok(IncidentChange {
+        name,
+        status: status.parse()?,
+        impact: impact.map(str::parse).transpose()?,
+        message,
+        components: components
+            .iter()
+            .map(|(source, status)| Ok((source.clone(), status.parse()?)))
+            .collect::<lifeboat_core::Result<_>>()?,
+    })
 }
 
 /// Create an incident (`id` None) or update one; answer with its id.
@@ -452,14 +475,21 @@ async fn post_update(
     let Some(status) = status.map(str::to_string).or(body.status) else {
         return error_response(&Error::usage("an update needs a status"));
     };
-    let change = IncidentChange {
-        name: None,
-        impact: if resolving { None } else { body.impact },
-        status,
-        message: body.message,
-        components: body.components,
-    };
-    apply_change(state, Some(id), change, StatusCode::OK).await
+    let change = incident_change(
+        None,
+        &status,
+        if resolving {
+            None
+        } else {
+            body.impact.as_deref()
+        },
+        body.message,
+        &body.components,
+    );
+    match change {
+        Ok(change) => apply_change(state, Some(id), change, StatusCode::OK).await,
+        Err(e) => error_response(&e),
+    }
 }
 
 async fn operator_campaigns(State(state): State<AppState>, headers: HeaderMap) -> Response {

@@ -7,11 +7,12 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use serde_json::{json, Value as Json};
 
+use lifeboat_control::{
+    Campaign, CampaignTenant, Component, ComponentStatus, ControlStore, Impact, Incident, Stage,
+};
 use lifeboat_core::time::{format_us, now_us};
 use lifeboat_core::vault::sha256_hex;
 use lifeboat_core::Result;
-use lifeboat_source::control::ControlStore;
-use lifeboat_source::status::{Campaign, CampaignTenant, Component, Incident};
 
 use crate::html;
 
@@ -91,7 +92,7 @@ pub struct TenantView {
     pub tenant: String,
     pub campaign: String,
     pub incident_name: String,
-    pub stage: String,
+    pub stage: Stage,
     /// Unfinished tenants ahead of this one, plus one; `None` once its restore ended.
     pub position: Option<u64>,
     pub eta: Option<String>,
@@ -120,7 +121,7 @@ pub const JSON_PATHS: [&str; 8] = [
 ];
 
 fn unresolved(incident: &Incident) -> bool {
-    !matches!(incident.status.as_str(), "resolved" | "postmortem")
+    !incident.status.is_resolved()
 }
 
 fn component_json(page: &PageInfo, c: &Component) -> Json {
@@ -178,36 +179,41 @@ fn incident_json(page: &PageInfo, components: &[Component], i: &Incident) -> Jso
 /// The overall indicator: the worst of the unresolved incidents' impacts and the
 /// components' statuses.
 pub fn indicator(incidents: &[Incident], components: &[Component]) -> (&'static str, &'static str) {
-    let rank = |word: &str| match word {
-        "minor" | "degraded_performance" => 1,
-        "major" | "partial_outage" => 2,
-        "critical" | "major_outage" => 3,
-        _ => 0,
+    let impact_rank = |impact: Impact| match impact {
+        Impact::None => 0,
+        Impact::Minor => 1,
+        Impact::Major => 2,
+        Impact::Critical => 3,
+    };
+    let status_rank = |status: ComponentStatus| match status {
+        ComponentStatus::Operational | ComponentStatus::UnderMaintenance => 0,
+        ComponentStatus::DegradedPerformance => 1,
+        ComponentStatus::PartialOutage => 2,
+        ComponentStatus::MajorOutage => 3,
     };
     let worst = incidents
         .iter()
         .filter(|i| unresolved(i))
-        .map(|i| rank(&i.impact))
-        .chain(components.iter().map(|c| rank(&c.status)))
+        .map(|i| impact_rank(i.impact))
+        .chain(components.iter().map(|c| status_rank(c.status)))
         .max()
         .unwrap_or(0);
     match worst {
         1 => ("minor", "Minor Service Outage"),
         2 => ("major", "Partial System Outage"),
         3 => ("critical", "Major Service Outage"),
-        _ if components.iter().any(|c| c.status == "under_maintenance") => {
+        _ if components
+            .iter()
+            .any(|c| c.status == ComponentStatus::UnderMaintenance) =>
+        {
             ("maintenance", "Service Under Maintenance")
         }
         _ => ("none", "All Systems Operational"),
     }
 }
 
-fn is_restored(stage: &str) -> bool {
-    matches!(stage, "awaiting_acceptance" | "restored")
-}
-
-fn is_finished(stage: &str) -> bool {
-    is_restored(stage) || stage == "failed"
+fn is_restored(stage: Stage) -> bool {
+    matches!(stage, Stage::AwaitingAcceptance | Stage::Restored)
 }
 
 /// Tenants finished per microsecond since the campaign's first start, if measurable.
@@ -215,7 +221,7 @@ fn throughput(tenants: &[&CampaignTenant]) -> Option<f64> {
     let start = tenants.iter().filter_map(|t| t.started_at_us).min()?;
     let done: Vec<i64> = tenants
         .iter()
-        .filter(|t| is_finished(&t.stage))
+        .filter(|t| t.stage.is_finished())
         .filter_map(|t| t.done_at_us)
         .collect();
     let last = *done.iter().max()?;
@@ -238,7 +244,7 @@ pub fn campaign_views(
             .filter(|t| t.campaign == campaign.id)
             .collect();
         let rate = throughput(&mine);
-        let unfinished = mine.iter().filter(|t| !is_finished(&t.stage)).count() as u64;
+        let unfinished = mine.iter().filter(|t| !t.stage.is_finished()).count() as u64;
         let eta_after = |count: u64| {
             rate.filter(|r| *r > 0.0)
                 .map(|r| format_us(now + (count as f64 / r) as i64))
@@ -252,12 +258,12 @@ pub fn campaign_views(
             campaign: campaign.id.clone(),
             incident: campaign.incident.clone(),
             tenants: mine.len() as u64,
-            tenants_restored: mine.iter().filter(|t| is_restored(&t.stage)).count() as u64,
-            tenants_failed: mine.iter().filter(|t| t.stage == "failed").count() as u64,
+            tenants_restored: mine.iter().filter(|t| is_restored(t.stage)).count() as u64,
+            tenants_failed: mine.iter().filter(|t| t.stage == Stage::Failed).count() as u64,
             users: mine.iter().map(|t| t.users.max(0) as u64).sum(),
             users_restored: mine
                 .iter()
-                .filter(|t| is_restored(&t.stage))
+                .filter(|t| is_restored(t.stage))
                 .map(|t| t.users.max(0) as u64)
                 .sum(),
             started_at: campaign.created_at.clone(),
@@ -270,7 +276,7 @@ pub fn campaign_views(
         });
         let mut ahead = 0u64;
         for t in &mine {
-            let finished = is_finished(&t.stage);
+            let finished = t.stage.is_finished();
             let position = (!finished).then(|| {
                 ahead += 1;
                 ahead
@@ -281,7 +287,7 @@ pub fn campaign_views(
                     tenant: t.tenant.clone(),
                     campaign: campaign.id.clone(),
                     incident_name: incident_name.clone(),
-                    stage: t.stage.clone(),
+                    stage: t.stage,
                     position,
                     eta: position.and_then(eta_after),
                     target_time: campaign.target_time.clone(),

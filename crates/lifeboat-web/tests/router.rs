@@ -11,9 +11,8 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
-use lifeboat_source::control::ControlStore;
-use lifeboat_source::status::{
-    Campaign, IncidentChange, COMPONENT_STATUSES, IMPACTS, INCIDENT_STATUSES,
+use lifeboat_control::{
+    Campaign, ComponentStatus, ControlStore, Impact, IncidentChange, IncidentStatus, Stage,
 };
 use lifeboat_web::{router, AppState, PageInfo};
 
@@ -54,13 +53,17 @@ fn same_shape(expected: &Value, actual: &Value, path: &str) {
 
 fn check_enums(body: &Value) {
     for c in body["components"].as_array().into_iter().flatten() {
-        assert!(COMPONENT_STATUSES.contains(&c["status"].as_str().expect("status")));
+        let status = c["status"].as_str().expect("status");
+        assert!(status.parse::<ComponentStatus>().is_ok(), "{status}");
     }
     for i in body["incidents"].as_array().into_iter().flatten() {
-        assert!(INCIDENT_STATUSES.contains(&i["status"].as_str().expect("status")));
-        assert!(IMPACTS.contains(&i["impact"].as_str().expect("impact")));
+        let status = i["status"].as_str().expect("status");
+        assert!(status.parse::<IncidentStatus>().is_ok(), "{status}");
+        let impact = i["impact"].as_str().expect("impact");
+        assert!(impact.parse::<Impact>().is_ok(), "{impact}");
         for u in i["incident_updates"].as_array().expect("updates") {
-            assert!(INCIDENT_STATUSES.contains(&u["status"].as_str().expect("status")));
+            let status = u["status"].as_str().expect("status");
+            assert!(status.parse::<IncidentStatus>().is_ok(), "{status}");
         }
     }
     if let Some(indicator) = body["status"]["indicator"].as_str() {
@@ -95,10 +98,10 @@ fn fixture_store() -> Fixture {
             None,
             &IncidentChange {
                 name: Some("Slow searches".into()),
-                status: "investigating".into(),
-                impact: Some("minor".into()),
+                status: IncidentStatus::Investigating,
+                impact: Some(Impact::Minor),
                 message: "Searches are slow.".into(),
-                components: BTreeMap::from([("wiki".into(), "degraded_performance".into())]),
+                components: BTreeMap::from([("wiki".into(), ComponentStatus::DegradedPerformance)]),
             },
         )
         .expect("incident");
@@ -106,7 +109,7 @@ fn fixture_store() -> Fixture {
         .change_incident(
             Some(&old),
             &IncidentChange {
-                status: "resolved".into(),
+                status: IncidentStatus::Resolved,
                 message: "Fixed.".into(),
                 ..Default::default()
             },
@@ -117,10 +120,10 @@ fn fixture_store() -> Fixture {
             None,
             &IncidentChange {
                 name: Some("Sites deleted by a maintenance script".into()),
-                status: "identified".into(),
-                impact: Some("critical".into()),
+                status: IncidentStatus::Identified,
+                impact: Some(Impact::Critical),
                 message: "We are restoring the <affected> sites & their data.".into(),
-                components: BTreeMap::from([("tracker".into(), "partial_outage".into())]),
+                components: BTreeMap::from([("tracker".into(), ComponentStatus::PartialOutage)]),
             },
         )
         .expect("incident");
@@ -152,7 +155,7 @@ fn fixture_store() -> Fixture {
                 "w1",
                 "campaign0001",
                 t,
-                "awaiting_acceptance",
+                Stage::AwaitingAcceptance,
                 None,
                 Some(3)
             )
@@ -447,7 +450,7 @@ async fn private_pages_show_one_tenant_and_public_outputs_nothing_private() {
             .expect("tenant")
             .stage
     };
-    assert_eq!(stage(&mut f.control, "secret-tenant-1"), "restored");
+    assert_eq!(stage(&mut f.control, "secret-tenant-1"), Stage::Restored);
     call(
         &f.state,
         Request::post(format!("/t/{five}/accept"))
@@ -457,7 +460,7 @@ async fn private_pages_show_one_tenant_and_public_outputs_nothing_private() {
     .await;
     assert_eq!(
         stage(&mut f.control, "secret-tenant-5"),
-        "queued",
+        Stage::Queued,
         "not awaited: unchanged"
     );
     let (status, _, _) = call(

@@ -10,14 +10,13 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
+use lifeboat_control::{new_id, Campaign, ComponentStatus, ControlStore, Stage};
 use lifeboat_core::config::{split_table, Config, SourceKind};
 use lifeboat_core::model::TenantKey;
 use lifeboat_core::state::SourceHistory;
 use lifeboat_core::target::{resolve, Resolved, Target};
 use lifeboat_core::time::{format_us, now_us};
 use lifeboat_core::{Error, Result};
-use lifeboat_source::control::ControlStore;
-use lifeboat_source::status::{new_id, Campaign};
 
 use crate::context::{check_tenants, control_url, histories, open_vault};
 use crate::guard::{control_store, login, Control, PlanFile};
@@ -53,17 +52,16 @@ fn component_names(config: &Config) -> BTreeMap<String, String> {
 }
 
 /// `SOURCE=STATUS` pairs, as `--component` gives them.
-pub fn component_pairs(pairs: &[String]) -> Result<BTreeMap<String, String>> {
+pub fn component_pairs(pairs: &[String]) -> Result<BTreeMap<String, ComponentStatus>> {
     pairs
         .iter()
         .map(|p| {
-            p.split_once('=')
-                .map(|(s, v)| (s.trim().to_string(), v.trim().to_string()))
-                .ok_or_else(|| {
-                    Error::usage(format!(
-                        "--component {p:?}: expected SOURCE=STATUS, for example tracker=major_outage"
-                    ))
-                })
+            let (source, status) = p.split_once('=').ok_or_else(|| {
+                Error::usage(format!(
+                    "--component {p:?}: expected SOURCE=STATUS, for example tracker=major_outage"
+                ))
+            })?;
+            Ok((source.trim().to_string(), status.trim().parse()?))
         })
         .collect()
 }
@@ -407,10 +405,7 @@ pub fn status(control: &mut ControlStore, id: Option<&str>) -> Result<Vec<serde_
         lifeboat_web::snapshot::campaign_views(&campaigns, &incidents, &tenants, now_us());
     let mut report = Vec::new();
     for (campaign, p) in campaigns.iter().zip(&progress) {
-        let mut stages: BTreeMap<&str, u64> = lifeboat_source::status::STAGES
-            .iter()
-            .map(|s| (*s, 0))
-            .collect();
+        let mut stages: BTreeMap<&str, u64> = Stage::ALL.iter().map(|s| (s.as_str(), 0)).collect();
         let mine: Vec<_> = tenants
             .iter()
             .filter(|t| t.campaign == campaign.id)
@@ -420,7 +415,7 @@ pub fn status(control: &mut ControlStore, id: Option<&str>) -> Result<Vec<serde_
         }
         let failed: Vec<serde_json::Value> = mine
             .iter()
-            .filter(|t| t.stage == "failed")
+            .filter(|t| t.stage == Stage::Failed)
             .map(|t| json!({"tenant": t.tenant, "reason": t.reason, "attempts": t.attempts}))
             .collect();
         report.push(json!({

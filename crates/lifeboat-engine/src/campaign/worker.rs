@@ -7,14 +7,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use lifeboat_control::{new_id, Acceptance, Campaign};
+use lifeboat_control::{ControlStore, Stage};
 use lifeboat_core::config::Config;
 use lifeboat_core::model::{Position, TenantKey};
 use lifeboat_core::state::SourceHistory;
 use lifeboat_core::target::{Resolved, Target};
 use lifeboat_core::{Error, Result};
-use lifeboat_source::control::ControlStore;
 use lifeboat_source::live::LiveSource;
-use lifeboat_source::status::{new_id, Acceptance, Campaign};
 use lifeboat_source::Stop;
 
 use super::open_control;
@@ -121,7 +121,7 @@ fn pending(url: &str, campaign: Option<&str>) -> Result<bool> {
     Ok(control
         .campaign_tenants(campaign)?
         .iter()
-        .any(|t| matches!(t.stage.as_str(), "queued" | "restoring" | "verifying")))
+        .any(|t| matches!(t.stage, Stage::Queued | Stage::Restoring | Stage::Verifying)))
 }
 
 /// The acceptance policy of `[campaigns]`.
@@ -211,9 +211,9 @@ async fn work_once(
         let mut give_back =
             |control: &mut ControlStore, tenant: &str, attempts: i64, reason: &str| -> Result<()> {
                 let stage = if attempts < i64::from(config.campaigns.max_attempts) {
-                    "queued"
+                    Stage::Queued
                 } else {
-                    "failed"
+                    Stage::Failed
                 };
                 if control.set_stage(worker, &campaign.id, tenant, stage, Some(reason), None)? {
                     bad += 1;
@@ -243,7 +243,7 @@ async fn work_once(
                                 worker,
                                 &campaign.id,
                                 &t.tenant,
-                                "verifying",
+                                Stage::Verifying,
                                 None,
                                 None,
                             )?;
@@ -260,9 +260,9 @@ async fn work_once(
                         Some(reason) => give_back(&mut control, tenant, attempts, reason)?,
                         None => {
                             let stage = if policy.customer {
-                                "awaiting_acceptance"
+                                Stage::AwaitingAcceptance
                             } else {
-                                "restored"
+                                Stage::Restored
                             };
                             let n = rows.get(tenant).map(|n| *n as i64);
                             if control.set_stage(worker, &campaign.id, tenant, stage, None, n)? {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lifeboat_control::{ComponentStatus, Impact, IncidentChange, IncidentStatus, Stage};
 use lifeboat_core::checksum::TableDigest;
 use lifeboat_core::config::Config;
 use lifeboat_core::model::TenantKey;
@@ -17,7 +18,6 @@ use lifeboat_core::vault::Vault;
 use lifeboat_core::{Error, Result};
 use lifeboat_source::drill;
 use lifeboat_source::live::LiveSource;
-use lifeboat_source::status::IncidentChange;
 use lifeboat_source::Stop;
 
 use crate::compare::live_digests;
@@ -171,7 +171,7 @@ async fn drill(
     } else {
         "SQLite"
     };
-    progress.event(Event::Stage(format!(
+    progress.event(Event::Step(format!(
         "drill: {} tenants on {kind}, in {}",
         args.tenants,
         dir.display()
@@ -222,7 +222,7 @@ async fn drill(
         .map(|d| d.rows)
         .sum();
 
-    progress.event(Event::Stage(format!(
+    progress.event(Event::Step(format!(
         "the mistaken cleanup: meant to remove the legacy app, given {} site IDs, it deletes those tenants from every database",
         affected.len()
     )));
@@ -259,7 +259,7 @@ async fn drill(
         );
     }
 
-    progress.event(Event::Stage(format!(
+    progress.event(Event::Step(format!(
         "restoring {} tenants to just before {bad_source}:{bad}",
         affected.len()
     )));
@@ -362,8 +362,8 @@ async fn recover_as_campaign(
         None,
         &IncidentChange {
             name: Some("Customer data deleted by a cleanup script".into()),
-            status: "identified".into(),
-            impact: Some("critical".into()),
+            status: IncidentStatus::Identified,
+            impact: Some(Impact::Critical),
             message: format!(
                 "A maintenance script deleted the data of {} customers. We are restoring \
                  every one of them to just before the deletion.",
@@ -372,7 +372,7 @@ async fn recover_as_campaign(
             components: config
                 .sources
                 .keys()
-                .map(|s| (s.clone(), "partial_outage".to_string()))
+                .map(|s| (s.clone(), ComponentStatus::PartialOutage))
                 .collect(),
         },
     )?;
@@ -416,16 +416,18 @@ async fn recover_as_campaign(
         .filter_map(|t| t.rows)
         .map(|r| r.max(0) as u64)
         .sum();
-    let failed = outcome.iter().filter(|t| t.stage != "restored").count();
+    let failed = outcome
+        .iter()
+        .filter(|t| t.stage != Stage::Restored)
+        .count();
     control.change_incident(
         Some(&incident),
         &IncidentChange {
             status: if failed == 0 {
-                "resolved"
+                IncidentStatus::Resolved
             } else {
-                "monitoring"
-            }
-            .into(),
+                IncidentStatus::Monitoring
+            },
             message: format!(
                 "{} of {} customers' data is restored and verified.",
                 tenants.len() - failed,

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use serde_json::Value as Json;
 
+use lifeboat_control::ControlStore;
 use lifeboat_core::config::Config;
 use lifeboat_core::vault::Vault;
 use lifeboat_core::Result;
-use lifeboat_source::control::ControlStore;
 
 use crate::context::{control_url, open_vault};
 

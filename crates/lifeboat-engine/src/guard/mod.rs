@@ -17,12 +17,12 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
+use lifeboat_control::{ApplyStatus, AuditEntry};
 use lifeboat_core::config::{split_table, Config};
 use lifeboat_core::model::{Position, TenantKey, Value};
 use lifeboat_core::state::SourceHistory;
 use lifeboat_core::target::Target;
 use lifeboat_core::{Error, Result};
-use lifeboat_source::control::AuditEntry;
 use lifeboat_source::guard::{id_value, IdRow};
 use lifeboat_source::live::LiveSource;
 use lifeboat_source::Stop;
@@ -457,7 +457,7 @@ pub async fn apply(
     }
     let state = control.apply_state(&file.hash)?;
     if let Some(s) = &state {
-        if s.state == "done" || s.state == "undone" {
+        if matches!(s.state, ApplyStatus::Done | ApplyStatus::Undone) {
             return Err(Error::usage(format!(
                 "plan {} was applied already ({})",
                 file.short(),
@@ -536,7 +536,7 @@ pub async fn apply(
         }
     };
     control.clear_halt(&file.hash)?;
-    control.set_apply(&file.hash, "running", &restore_point)?;
+    control.set_apply(&file.hash, ApplyStatus::Running, &restore_point)?;
     control
         .append(
             &by,
@@ -564,7 +564,7 @@ pub async fn apply(
                 .then(|| format!("the file {}", halt_file.display()))
         });
         if let Some(who) = halted_by {
-            control.set_apply(&file.hash, "halted", &restore_point)?;
+            control.set_apply(&file.hash, ApplyStatus::Halted, &restore_point)?;
             control
                 .append(
                     &by,
@@ -596,7 +596,7 @@ pub async fn apply(
         let got: Merged = got.into_iter().filter(|(_, v)| !v.is_empty()).collect();
         if !committed || got != expected {
             let differences = effect_differences(&expected, &got);
-            control.set_apply(&file.hash, "diverged", &restore_point)?;
+            control.set_apply(&file.hash, ApplyStatus::Diverged, &restore_point)?;
             control
                 .append(
                     &by,
@@ -643,7 +643,7 @@ pub async fn apply(
         });
         lifeboat_core::failpoint::pause("apply.after-wave");
     }
-    control.set_apply(&file.hash, "done", &restore_point)?;
+    control.set_apply(&file.hash, ApplyStatus::Done, &restore_point)?;
     control
         .append(
             &by,
@@ -703,7 +703,7 @@ pub async fn undo(
             file.short()
         )));
     };
-    if state.state == "undone" {
+    if state.state == ApplyStatus::Undone {
         return Err(Error::usage(format!(
             "plan {} was undone already",
             file.short()
@@ -736,7 +736,7 @@ pub async fn undo(
             crate::lifecycle::undelete(config, config_path, still, Some(by.clone())).await?;
         if undeleted.failures == 0 {
             let mut control = control_store(config, config_path).await?;
-            control.set_apply(&file.hash, "undone", &state.restore_point)?;
+            control.set_apply(&file.hash, ApplyStatus::Undone, &state.restore_point)?;
             control
                 .append(&by, "undo", &file.hash, json!({"undeleted": true}))
                 .await?;
@@ -764,7 +764,7 @@ pub async fn undo(
         )
         .await?;
     if failures == 0 {
-        control.set_apply(&file.hash, "undone", &state.restore_point)?;
+        control.set_apply(&file.hash, ApplyStatus::Undone, &state.restore_point)?;
     }
     Ok(Undone {
         short: file.short().to_string(),

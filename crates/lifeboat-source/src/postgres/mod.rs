@@ -225,15 +225,7 @@ fn parse_config(url: &str, schema: &str) -> Result<tokio_postgres::Config> {
 }
 
 /// The URL without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_string(),
-    }
-}
+pub use lifeboat_core::config::redact_url as redact;
 
 /// A plain (non-replication) connection with Lifeboat's session settings.
 pub async fn connect(url: &str, schema: &str) -> Result<Client> {

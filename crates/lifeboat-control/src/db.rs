@@ -76,6 +76,13 @@ impl Row {
         })
     }
 
+    /// A word of a vocabulary (`Stage`, `IncidentStatus`, …); an unknown one is an error.
+    pub fn word<T: std::str::FromStr<Err = Error>>(&self, i: usize) -> Result<T> {
+        self.text(i)?
+            .parse()
+            .map_err(|e: Error| Error::source(format!("control store: {}", e.message())))
+    }
+
     pub fn int(&self, i: usize) -> Result<i64> {
         Ok(self.opt_int(i)?.unwrap_or(0))
     }
@@ -109,7 +116,7 @@ impl Db {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Ok(Db::Postgres {
                 client: PgClient::connect(url)?,
-                url: crate::postgres::redact(url),
+                url: lifeboat_core::config::redact_url(url),
             });
         }
         let path = if url.starts_with("sqlite:") {
@@ -363,7 +370,7 @@ impl PgClient {
     fn connect(url: &str) -> Result<PgClient> {
         let (jobs, inbox) = mpsc::channel::<Job>();
         let (ready, connected) = mpsc::sync_channel::<std::result::Result<(), String>>(1);
-        let shown = crate::postgres::redact(url);
+        let shown = lifeboat_core::config::redact_url(url);
         let url = url.to_string();
         std::thread::Builder::new()
             .name("lifeboat-control".into())

@@ -1,0 +1,199 @@
+//! Guarded operations in the control store: a plan's approvals, its apply (state and
+//! restore point), the tenants of each committed wave with the sources' positions just
+//! before it, and halt requests.
+
+use std::collections::BTreeMap;
+
+use lifeboat_core::{Error, Result};
+
+use crate::db::Val;
+use crate::store::{now_text, ControlStore};
+use crate::words::vocabulary;
+
+vocabulary! {
+    /// Where an apply stands.
+    pub enum ApplyStatus("apply state") {
+        /// Its waves are being applied.
+        Running = "running",
+        /// Stopped before a wave by a halt request; `apply` continues it.
+        Halted = "halted",
+        /// A wave changed other rows than the plan measured: rolled back and stopped.
+        Diverged = "diverged",
+        /// Every wave applied.
+        Done = "done",
+        /// Reverted by `undo`.
+        Undone = "undone",
+    }
+}
+
+/// An apply's state and its restore point (source -> vault position).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApplyState {
+    pub state: ApplyStatus,
+    pub restore_point: BTreeMap<String, u64>,
+}
+
+/// A tenant applied by a plan: its wave and the sources' positions just before that wave.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub wave: u32,
+    pub point: BTreeMap<String, u64>,
+}
+
+pub(crate) fn point_text(point: &BTreeMap<String, u64>) -> Result<String> {
+    serde_json::to_string(point).map_err(|e| Error::source(format!("restore point: {e}")))
+}
+
+pub(crate) fn parse_point(plan: &str, text: &str) -> Result<BTreeMap<String, u64>> {
+    serde_json::from_str(text)
+        .map_err(|e| Error::source(format!("control store: restore point of plan {plan}: {e}")))
+}
+
+impl ControlStore {
+    /// Record an approval; false when this approver had approved already.
+    pub fn approve(&mut self, plan: &str, approver: &str) -> Result<bool> {
+        let n = self.db.execute(
+            "INSERT INTO approvals (plan, approver, at) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO NOTHING",
+            &[plan.into(), approver.into(), now_text().into()],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub fn approvals(&mut self, plan: &str) -> Result<Vec<String>> {
+        self.db
+            .query(
+                "SELECT approver FROM approvals WHERE plan = ?1 ORDER BY at",
+                &[plan.into()],
+            )?
+            .iter()
+            .map(|r| r.text(0))
+            .collect()
+    }
+
+    pub fn apply_state(&mut self, plan: &str) -> Result<Option<ApplyState>> {
+        let row = self.db.query_one(
+            "SELECT state, restore_point FROM applies WHERE plan = ?1",
+            &[plan.into()],
+        )?;
+        row.map(|r| {
+            Ok(ApplyState {
+                state: r.word(0)?,
+                restore_point: parse_point(plan, &r.text(1)?)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Record an apply's state and its restore point.
+    pub fn set_apply(
+        &mut self,
+        plan: &str,
+        state: ApplyStatus,
+        restore_point: &BTreeMap<String, u64>,
+    ) -> Result<()> {
+        let point = point_text(restore_point)?;
+        self.db.execute(
+            "INSERT INTO applies (plan, state, restore_point, at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (plan) DO UPDATE SET state = excluded.state,
+               restore_point = excluded.restore_point, at = excluded.at",
+            &[
+                plan.into(),
+                state.as_str().into(),
+                point.into(),
+                now_text().into(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Tenants already applied for `plan`, with their wave and the sources' positions just
+    /// before it (what undo restores them to).
+    pub fn applied(&mut self, plan: &str) -> Result<BTreeMap<String, Applied>> {
+        let mut out = BTreeMap::new();
+        for r in self.db.query(
+            "SELECT tenant, wave, point FROM applied WHERE plan = ?1",
+            &[plan.into()],
+        )? {
+            out.insert(
+                r.text(0)?,
+                Applied {
+                    wave: r.int(1)? as u32,
+                    point: parse_point(plan, &r.text(2)?)?,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Record a committed wave: its tenants and the positions just before it, and with
+    /// `deleted` (a tenant-delete plan), the tenants as softly deleted, in one transaction.
+    pub fn mark_applied(
+        &mut self,
+        plan: &str,
+        tenants: &[String],
+        wave: u32,
+        point: &BTreeMap<String, u64>,
+        deleted: bool,
+    ) -> Result<()> {
+        let now = lifeboat_core::time::now_us();
+        let at = lifeboat_core::time::format_us(now);
+        let point = point_text(point)?;
+        self.db.transaction(|db| {
+            for tenant in tenants {
+                db.execute(
+                    "INSERT INTO applied (plan, tenant, wave, point) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO NOTHING",
+                    &[
+                        plan.into(),
+                        tenant.into(),
+                        wave.into(),
+                        point.as_str().into(),
+                    ],
+                )?;
+                if deleted {
+                    db.execute(
+                        "INSERT INTO tenants (tenant, state, plan, deleted_at, deleted_at_us,
+                             point)
+                         VALUES (?1, 'deleted', ?2, ?3, ?4, ?5)
+                         ON CONFLICT (tenant) DO UPDATE SET state = 'deleted',
+                           plan = excluded.plan, deleted_at = excluded.deleted_at,
+                           deleted_at_us = excluded.deleted_at_us, point = excluded.point,
+                           purged_at = NULL",
+                        &[
+                            tenant.into(),
+                            plan.into(),
+                            at.as_str().into(),
+                            Val::Int(now),
+                            point.as_str().into(),
+                        ],
+                    )?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    pub fn halt(&mut self, plan: &str, by: &str) -> Result<()> {
+        self.db.execute(
+            "INSERT INTO halts (plan, by_whom, at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (plan) DO UPDATE SET by_whom = excluded.by_whom, at = excluded.at",
+            &[plan.into(), by.into(), now_text().into()],
+        )?;
+        Ok(())
+    }
+
+    /// Who asked `plan` to halt, if anyone.
+    pub fn halted_by(&mut self, plan: &str) -> Result<Option<String>> {
+        self.db
+            .query_one("SELECT by_whom FROM halts WHERE plan = ?1", &[plan.into()])?
+            .map(|r| r.text(0))
+            .transpose()
+    }
+
+    pub fn clear_halt(&mut self, plan: &str) -> Result<()> {
+        self.db
+            .execute("DELETE FROM halts WHERE plan = ?1", &[plan.into()])?;
+        Ok(())
+    }
+}

@@ -1,0 +1,34 @@
+//! The control store: what Lifeboat itself must remember between commands (docs/guard.md,
+//! docs/status.md). A SQLite file by default, or a PostgreSQL database shared by several
+//! machines (`[control] url = "postgres://…"`), holding:
+//!
+//! - the hash-chained audit log (`audit`);
+//! - plan approvals, applies with their restore point and waves, and halt requests
+//!   (`applies`);
+//! - softly deleted and purged tenants (`lifecycle`);
+//! - components, incidents and their updates in Statuspage's vocabulary (`incidents`);
+//! - recovery campaigns, the stage of each of their tenants, claimed by workers under a
+//!   lease, and tenant attributes (`campaigns`).
+//!
+//! Every operation is a method of [`ControlStore`].
+
+mod applies;
+mod audit;
+mod campaigns;
+mod db;
+mod ids;
+mod incidents;
+mod lifecycle;
+mod store;
+mod words;
+
+pub use applies::{Applied, ApplyState, ApplyStatus};
+pub use audit::AuditEntry;
+pub use campaigns::{Acceptance, Campaign, CampaignTenant, Stage};
+pub use ids::{new_id, new_token};
+pub use incidents::{
+    AffectedComponent, Component, ComponentStatus, Impact, Incident, IncidentChange,
+    IncidentStatus, IncidentUpdate,
+};
+pub use lifecycle::DeletedTenant;
+pub use store::ControlStore;

@@ -1,0 +1,130 @@
+//! The store itself: opening it (and making its schema), where it is, and the change
+//! counter that every write to incidents, components or campaigns moves.
+
+use std::collections::BTreeSet;
+
+use lifeboat_core::Result;
+
+use crate::db::Db;
+
+/// The guard's tables: the audit log, approvals, applies, tenants and halts. Valid for
+/// SQLite and PostgreSQL: integers are BIGINT (64-bit in both).
+const GUARD_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS audit (
+    seq BIGINT PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+    subject TEXT NOT NULL, details TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit_head (one BIGINT PRIMARY KEY CHECK (one = 1),
+    seq BIGINT NOT NULL, hash TEXT NOT NULL);
+INSERT INTO audit_head (one, seq, hash)
+    VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000')
+    ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS approvals (plan TEXT NOT NULL, approver TEXT NOT NULL,
+    at TEXT NOT NULL, PRIMARY KEY (plan, approver));
+CREATE TABLE IF NOT EXISTS applies (plan TEXT PRIMARY KEY, state TEXT NOT NULL,
+    restore_point TEXT NOT NULL, at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS applied (plan TEXT NOT NULL, tenant TEXT NOT NULL,
+    wave BIGINT NOT NULL, point TEXT NOT NULL, PRIMARY KEY (plan, tenant));
+CREATE TABLE IF NOT EXISTS tenants (tenant TEXT PRIMARY KEY, state TEXT NOT NULL,
+    plan TEXT NOT NULL, deleted_at TEXT NOT NULL, deleted_at_us BIGINT NOT NULL,
+    point TEXT NOT NULL, purged_at TEXT);
+CREATE TABLE IF NOT EXISTS halts (plan TEXT PRIMARY KEY, by_whom TEXT NOT NULL,
+    at TEXT NOT NULL);
+";
+
+/// The status page's tables: components, incidents, campaigns, tenant attributes and the
+/// change counter.
+const STATUS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS components (id TEXT PRIMARY KEY, source TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL, status TEXT NOT NULL, position BIGINT NOT NULL,
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS incidents (id TEXT PRIMARY KEY, name TEXT NOT NULL,
+    status TEXT NOT NULL, impact TEXT NOT NULL, created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL, started_at TEXT NOT NULL, monitoring_at TEXT,
+    resolved_at TEXT);
+CREATE TABLE IF NOT EXISTS incident_updates (id TEXT PRIMARY KEY, incident TEXT NOT NULL,
+    status TEXT NOT NULL, body TEXT NOT NULL, created_at TEXT NOT NULL,
+    affected TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS incident_components (incident TEXT NOT NULL,
+    component TEXT NOT NULL, PRIMARY KEY (incident, component));
+CREATE TABLE IF NOT EXISTS campaigns (id TEXT PRIMARY KEY, incident TEXT NOT NULL,
+    target TEXT NOT NULL, target_time TEXT NOT NULL, batch_size BIGINT NOT NULL,
+    priority TEXT NOT NULL, created_at TEXT NOT NULL, created_at_us BIGINT NOT NULL,
+    created_by TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS campaign_tenants (campaign TEXT NOT NULL, tenant TEXT NOT NULL,
+    rank BIGINT NOT NULL, token TEXT NOT NULL UNIQUE, users BIGINT NOT NULL,
+    stage TEXT NOT NULL, attempts BIGINT NOT NULL DEFAULT 0, reason TEXT,
+    worker TEXT, lease_until_us BIGINT, started_at_us BIGINT, done_at_us BIGINT,
+    awaiting_since_us BIGINT, rows_written BIGINT, PRIMARY KEY (campaign, tenant));
+CREATE INDEX IF NOT EXISTS campaign_tenants_stage ON campaign_tenants (stage, campaign, rank);
+CREATE TABLE IF NOT EXISTS tenant_attributes (tenant TEXT NOT NULL, name TEXT NOT NULL,
+    value TEXT NOT NULL, PRIMARY KEY (tenant, name));
+CREATE TABLE IF NOT EXISTS status_version (one BIGINT PRIMARY KEY CHECK (one = 1),
+    version BIGINT NOT NULL);
+INSERT INTO status_version (one, version) VALUES (1, 0) ON CONFLICT DO NOTHING;
+";
+
+/// A connection to the control store. Every operation is a method, defined beside its
+/// concept (audit.rs, applies.rs, lifecycle.rs, incidents.rs, campaigns.rs).
+pub struct ControlStore {
+    pub(crate) db: Db,
+}
+
+/// Now: microseconds since the epoch, and as RFC 3339 text.
+pub(crate) fn now() -> (i64, String) {
+    let us = lifeboat_core::time::now_us();
+    (us, lifeboat_core::time::format_us(us))
+}
+
+/// Now, as RFC 3339 text.
+pub(crate) fn now_text() -> String {
+    now().1
+}
+
+impl ControlStore {
+    /// Open (and create) the control store at `url`: `sqlite:///abs/file`, a file path,
+    /// or `postgres://…`.
+    pub fn open(url: &str) -> Result<ControlStore> {
+        // The schema is made once per store and process: workers open the store often, and
+        // the DDL takes locks (PostgreSQL) or writes (SQLite) even when there is nothing
+        // to create.
+        static MADE: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
+        let mut db = Db::open(url)?;
+        let done = MADE.lock().map(|m| m.contains(url)).unwrap_or(false);
+        if !done {
+            db.batch(GUARD_SCHEMA)?;
+            db.batch(STATUS_SCHEMA)?;
+            if let Ok(mut made) = MADE.lock() {
+                made.insert(url.to_string());
+            }
+        }
+        Ok(ControlStore { db })
+    }
+
+    /// Where it is, for messages (a PostgreSQL URL without its password).
+    pub fn describe(&self) -> String {
+        self.db.describe()
+    }
+
+    /// Run `work` in a write transaction that also moves the change counter.
+    pub(crate) fn write<T>(&mut self, work: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
+        self.db.transaction(|db| {
+            let out = work(db)?;
+            db.execute(
+                "UPDATE status_version SET version = version + 1 WHERE one = 1",
+                &[],
+            )?;
+            Ok(out)
+        })
+    }
+
+    /// A number that grows with every change to incidents, components or campaigns: the
+    /// status page rebuilds its snapshot when it moves.
+    pub fn status_version(&mut self) -> Result<i64> {
+        Ok(self
+            .db
+            .query_one("SELECT version FROM status_version", &[])?
+            .map(|r| r.int(0))
+            .transpose()?
+            .unwrap_or(0))
+    }
+}

@@ -1,0 +1,1407 @@
+//! The control store contract, written once and run against both of its databases: SQLite
+//! (a file in a temporary directory) and PostgreSQL (a fresh database per test on the
+//! cluster that scripts/test-services.sh starts). Without that cluster's environment the
+//! PostgreSQL tests fail (they never skip): run them through `scripts/test`, or source
+//! `.lifeboat-test/env.sh` first.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use lifeboat_control::ControlStore;
+
+// --- the databases under test -------------------------------------------------------------
+
+/// One test's control store: where it is, and a way around the store to its tables (to
+/// tamper with them as an attacker or a corrupted file would).
+struct Fixture {
+    url: String,
+    db: Database,
+}
+
+enum Database {
+    Sqlite {
+        path: PathBuf,
+        _dir: tempfile::TempDir,
+    },
+    Postgres {
+        admin: String,
+        name: String,
+    },
+}
+
+impl Fixture {
+    /// A new handle on the store.
+    fn open(&self) -> ControlStore {
+        ControlStore::open(&self.url).unwrap_or_else(|e| panic!("open {}: {e}", self.url))
+    }
+
+    /// Run `sql` on the store's database directly, not through the store.
+    fn raw(&self, sql: &str) {
+        match &self.db {
+            Database::Sqlite { path, .. } => rusqlite::Connection::open(path)
+                .expect("open the SQLite file")
+                .execute_batch(sql)
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+            Database::Postgres { .. } => postgres::Client::connect(&self.url, postgres::NoTls)
+                .expect("connect")
+                .batch_execute(sql)
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Database::Postgres { admin, name } = &self.db {
+            // Best effort: a failed test may still hold connections (FORCE ends them).
+            if let Ok(mut client) = postgres::Client::connect(admin, postgres::NoTls) {
+                let _ =
+                    client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            }
+        }
+    }
+}
+
+fn sqlite_store() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("control.db");
+    Fixture {
+        url: path.to_str().expect("utf-8 path").to_string(),
+        db: Database::Sqlite { path, _dir: dir },
+    }
+}
+
+/// The test cluster's superuser URL; a missing one fails the test.
+fn pg_base_url() -> String {
+    match std::env::var("LIFEBOAT_TEST_PG_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "LIFEBOAT_TEST_PG_URL is not set: the PostgreSQL control store tests need the test \
+             cluster. Run `scripts/test`, or `scripts/test-services.sh` and then \
+             `source .lifeboat-test/env.sh`"
+        ),
+    }
+}
+
+/// A fresh database on the test cluster, named uniquely for this process and call so that
+/// tests running in parallel (and earlier runs) never meet.
+fn postgres_store() -> Fixture {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let admin = pg_base_url();
+    let name = format!(
+        "lifeboat_control_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    );
+    postgres::Client::connect(&admin, postgres::NoTls)
+        .unwrap_or_else(|e| panic!("connect to the test cluster at {admin}: {e}"))
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .expect("create database");
+    let (server, _) = admin.rsplit_once('/').expect("a URL with a database");
+    Fixture {
+        url: format!("{server}/{name}"),
+        db: Database::Postgres { admin, name },
+    }
+}
+
+/// One test per contract function and database.
+macro_rules! contract {
+    ($module:ident, $fixture:ident: $($test:ident),* $(,)?) => {
+        mod $module {
+            $(
+                #[test]
+                fn $test() {
+                    super::contract::$test(super::$fixture);
+                }
+            )*
+        }
+    };
+}
+
+contract!(on_sqlite, sqlite_store:
+    open_and_describe,
+    audit_log_appends_a_chain,
+    audit_tampering_is_found,
+    approvals_count_each_approver_once,
+    apply_state_and_waves,
+    halts_are_set_and_cleared,
+    deleted_undeleted_and_purged_tenants,
+    components_follow_the_sources,
+    incidents_in_statuspage_words,
+    refused_incident_changes_change_nothing,
+    claims_take_batches_in_priority_order,
+    claims_take_the_oldest_campaign_first,
+    concurrent_claimers_never_share_a_tenant,
+    leases_are_renewed_and_taken_over,
+    retry_failed_queues_failed_tenants_again,
+    acceptance_by_token_and_automatic,
+    attributes_are_stored_and_replaced,
+    status_version_moves_on_every_status_write,
+    unknown_words_in_the_database_are_errors,
+);
+
+contract!(on_postgres, postgres_store:
+    open_and_describe,
+    audit_log_appends_a_chain,
+    audit_tampering_is_found,
+    approvals_count_each_approver_once,
+    apply_state_and_waves,
+    halts_are_set_and_cleared,
+    deleted_undeleted_and_purged_tenants,
+    components_follow_the_sources,
+    incidents_in_statuspage_words,
+    refused_incident_changes_change_nothing,
+    claims_take_batches_in_priority_order,
+    claims_take_the_oldest_campaign_first,
+    concurrent_claimers_never_share_a_tenant,
+    leases_are_renewed_and_taken_over,
+    retry_failed_queues_failed_tenants_again,
+    acceptance_by_token_and_automatic,
+    attributes_are_stored_and_replaced,
+    status_version_moves_on_every_status_write,
+    unknown_words_in_the_database_are_errors,
+);
+
+// --- the contract -------------------------------------------------------------------------
+
+mod contract {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use lifeboat_control::{
+        Applied, ApplyState, ApplyStatus, Campaign, CampaignTenant, ComponentStatus, ControlStore,
+        Impact, IncidentChange, IncidentStatus, Stage,
+    };
+    use lifeboat_core::{ErrorKind, Result};
+
+    use super::Fixture;
+
+    /// How each test gets its store.
+    type New = fn() -> Fixture;
+
+    const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+    const MINUTE_US: i64 = 60_000_000;
+
+    fn usage_error<T: std::fmt::Debug>(result: Result<T>) -> String {
+        let e = result.expect_err("refused");
+        assert_eq!(e.kind(), ErrorKind::Usage, "{e}");
+        e.message().to_string()
+    }
+
+    fn point(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+        pairs.iter().map(|(s, p)| (s.to_string(), *p)).collect()
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Sources `tracker` and `wiki`, and an open incident.
+    fn incident(store: &mut ControlStore) -> String {
+        store
+            .ensure_components(&BTreeMap::from([
+                ("tracker".to_string(), "Issue tracker".to_string()),
+                ("wiki".to_string(), "Wiki".to_string()),
+            ]))
+            .expect("components");
+        store
+            .change_incident(
+                None,
+                &IncidentChange {
+                    name: Some("Sites deleted".into()),
+                    status: IncidentStatus::Identified,
+                    impact: Some(Impact::Major),
+                    message: "A script deleted sites.".into(),
+                    components: BTreeMap::new(),
+                },
+            )
+            .expect("incident")
+    }
+
+    fn campaign(id: &str, incident: &str, batch_size: u32, created_at_us: i64) -> Campaign {
+        Campaign {
+            id: id.to_string(),
+            incident: incident.to_string(),
+            target: json!({"before_tx": "tracker:48213"}),
+            target_time: "2026-04-05T07:38:12.000000Z".into(),
+            batch_size,
+            priority: "plan:desc".into(),
+            created_at: lifeboat_core::time::format_us(created_at_us),
+            created_at_us,
+            created_by: "ops".into(),
+        }
+    }
+
+    /// A campaign over `tenants` (in priority order; tenant i has 10 * (i + 1) users).
+    fn start(
+        store: &mut ControlStore,
+        id: &str,
+        batch_size: u32,
+        created_at_us: i64,
+        tenants: &[&str],
+    ) -> Campaign {
+        let incident = incident(store);
+        let campaign = campaign(id, &incident, batch_size, created_at_us);
+        let tenants: Vec<(String, i64)> = tenants
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), 10 * (i as i64 + 1)))
+            .collect();
+        store
+            .create_campaign(&campaign, &tenants)
+            .expect("create campaign");
+        campaign
+    }
+
+    fn tenants_of(store: &mut ControlStore, campaign: &str) -> BTreeMap<String, CampaignTenant> {
+        store
+            .campaign_tenants(Some(campaign))
+            .expect("campaign tenants")
+            .into_iter()
+            .map(|t| (t.tenant.clone(), t))
+            .collect()
+    }
+
+    fn tenant(store: &mut ControlStore, campaign: &str, tenant: &str) -> CampaignTenant {
+        tenants_of(store, campaign)
+            .remove(tenant)
+            .unwrap_or_else(|| panic!("no tenant {tenant} in campaign {campaign}"))
+    }
+
+    fn claimed_keys(claim: Option<(Campaign, Vec<CampaignTenant>)>) -> (String, Vec<String>) {
+        let (campaign, tenants) = claim.expect("a batch");
+        (campaign.id, tenants.into_iter().map(|t| t.tenant).collect())
+    }
+
+    // --- the store ------------------------------------------------------------------------
+
+    pub fn open_and_describe(new: New) {
+        let f = new();
+        let mut store = f.open();
+        match &f.db {
+            super::Database::Sqlite { path, .. } => {
+                assert_eq!(store.describe(), path.display().to_string())
+            }
+            super::Database::Postgres { name, .. } => {
+                assert!(
+                    store.describe().ends_with(&format!("/{name}")),
+                    "{}",
+                    store.describe()
+                )
+            }
+        }
+        // A store opened again (a later command, another machine) finds what was written.
+        store.approve("plan-1", "alice").expect("approve");
+        drop(store);
+        assert_eq!(f.open().approvals("plan-1").expect("approvals"), ["alice"]);
+    }
+
+    // --- the audit log ----------------------------------------------------------------------
+
+    pub fn audit_log_appends_a_chain(new: New) {
+        let f = new();
+        let mut store = f.open();
+        assert!(store.entries().expect("entries").is_empty());
+        assert_eq!(store.verify().expect("verify"), Vec::<String>::new());
+        let mut appended = Vec::new();
+        for i in 0..3 {
+            appended.push(
+                store
+                    .append(
+                        "alice",
+                        "approve",
+                        &format!("plan-{i}"),
+                        json!({"i": i, "note": "ok"}),
+                    )
+                    .expect("append"),
+            );
+        }
+        // Another handle (another process) continues the same chain.
+        appended.push(
+            f.open()
+                .append("bob", "apply", "plan-9", json!({"tenants": ["a", "b"]}))
+                .expect("append"),
+        );
+        let entries = store.entries().expect("entries");
+        assert_eq!(entries, appended, "entries read back as they were appended");
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(e.seq, i as u64 + 1);
+            let prev = if i == 0 {
+                GENESIS
+            } else {
+                &entries[i - 1].hash
+            };
+            assert_eq!(e.prev, prev, "entry {} links to the one before", e.seq);
+            assert_eq!(e.hash.len(), 64);
+            assert_ne!(e.hash, e.prev);
+        }
+        assert_eq!(entries[3].actor, "bob");
+        assert_eq!(entries[3].details, json!({"tenants": ["a", "b"]}));
+        assert_eq!(store.verify().expect("verify"), Vec::<String>::new());
+    }
+
+    /// Four entries, then `sql` applied behind the store's back: the problems found.
+    fn tampered(new: New, sql: &str) -> Vec<String> {
+        let f = new();
+        let mut store = f.open();
+        for i in 1..=4 {
+            store
+                .append("alice", "wave", &format!("plan-{i}"), json!({"wave": i}))
+                .expect("append");
+        }
+        assert_eq!(store.verify().expect("verify"), Vec::<String>::new());
+        f.raw(sql);
+        let problems = store.verify().expect("verify");
+        assert!(!problems.is_empty(), "{sql}: not found");
+        problems
+    }
+
+    pub fn audit_tampering_is_found(new: New) {
+        let altered = tampered(new, "UPDATE audit SET actor = 'mallory' WHERE seq = 2");
+        assert!(
+            altered
+                .iter()
+                .any(|p| p.contains("entry 2") && p.contains("altered")),
+            "{altered:?}"
+        );
+        let details = tampered(
+            new,
+            "UPDATE audit SET details = '{\"wave\":7}' WHERE seq = 3",
+        );
+        assert!(
+            details
+                .iter()
+                .any(|p| p.contains("entry 3") && p.contains("altered")),
+            "{details:?}"
+        );
+        let removed = tampered(new, "DELETE FROM audit WHERE seq = 2");
+        assert!(
+            removed
+                .iter()
+                .any(|p| p.contains("entry 3") && p.contains("expected entry 2")),
+            "{removed:?}"
+        );
+        let cut = tampered(new, "DELETE FROM audit WHERE seq = 4");
+        assert!(cut.iter().any(|p| p.contains("head")), "{cut:?}");
+        let reordered = tampered(
+            new,
+            "UPDATE audit SET seq = 100 WHERE seq = 2; UPDATE audit SET seq = 2 WHERE seq = 3; \
+             UPDATE audit SET seq = 3 WHERE seq = 100;",
+        );
+        assert!(
+            reordered.iter().any(|p| p.contains("does not follow")),
+            "{reordered:?}"
+        );
+        let head = tampered(new, "UPDATE audit_head SET seq = 3");
+        assert!(head.iter().any(|p| p.contains("head")), "{head:?}");
+    }
+
+    // --- approvals, applies, halts --------------------------------------------------------
+
+    pub fn approvals_count_each_approver_once(new: New) {
+        let f = new();
+        let mut store = f.open();
+        assert!(store.approvals("plan-1").expect("approvals").is_empty());
+        assert!(store.approve("plan-1", "alice").expect("approve"));
+        assert!(
+            !store.approve("plan-1", "alice").expect("approve"),
+            "the same approver again"
+        );
+        assert!(!f.open().approve("plan-1", "alice").expect("approve"));
+        assert!(store.approve("plan-1", "bob").expect("approve"));
+        assert!(store.approve("plan-2", "alice").expect("approve"));
+        let mut approvers = store.approvals("plan-1").expect("approvals");
+        approvers.sort();
+        assert_eq!(approvers, ["alice", "bob"]);
+        assert_eq!(store.approvals("plan-2").expect("approvals"), ["alice"]);
+    }
+
+    pub fn apply_state_and_waves(new: New) {
+        let f = new();
+        let mut store = f.open();
+        let before = point(&[("tracker", 100), ("wiki", 7)]);
+        assert_eq!(store.apply_state("plan-1").expect("state"), None);
+        for status in [
+            ApplyStatus::Running,
+            ApplyStatus::Halted,
+            ApplyStatus::Running,
+            ApplyStatus::Diverged,
+            ApplyStatus::Done,
+            ApplyStatus::Undone,
+        ] {
+            store
+                .set_apply("plan-1", status, &before)
+                .expect("set apply");
+            assert_eq!(
+                f.open().apply_state("plan-1").expect("state"),
+                Some(ApplyState {
+                    state: status,
+                    restore_point: before.clone(),
+                })
+            );
+        }
+        assert_eq!(store.apply_state("plan-2").expect("state"), None);
+
+        // Waves: each tenant with its wave and the positions just before that wave.
+        assert!(store.applied("plan-1").expect("applied").is_empty());
+        let wave1 = point(&[("tracker", 110), ("wiki", 7)]);
+        let wave2 = point(&[("tracker", 150), ("wiki", 9)]);
+        store
+            .mark_applied("plan-1", &strings(&["t1", "t2"]), 1, &wave1, false)
+            .expect("wave 1");
+        store
+            .mark_applied("plan-1", &strings(&["t3"]), 2, &wave2, false)
+            .expect("wave 2");
+        // A tenant is applied once: recorded again, it keeps its first wave.
+        store
+            .mark_applied("plan-1", &strings(&["t1"]), 3, &wave2, false)
+            .expect("wave 3");
+        let applied = store.applied("plan-1").expect("applied");
+        let expected: BTreeMap<String, Applied> =
+            [("t1", 1, &wave1), ("t2", 1, &wave1), ("t3", 2, &wave2)]
+                .into_iter()
+                .map(|(t, wave, point)| {
+                    (
+                        t.to_string(),
+                        Applied {
+                            wave,
+                            point: point.clone(),
+                        },
+                    )
+                })
+                .collect();
+        assert_eq!(applied, expected);
+        assert!(store.applied("plan-2").expect("applied").is_empty());
+        // Not a delete plan: no tenant is recorded as deleted.
+        assert!(store.deleted_tenants().expect("deleted").is_empty());
+    }
+
+    pub fn halts_are_set_and_cleared(new: New) {
+        let f = new();
+        let mut store = f.open();
+        assert_eq!(store.halted_by("plan-1").expect("halted"), None);
+        store.halt("plan-1", "alice").expect("halt");
+        assert_eq!(
+            f.open().halted_by("plan-1").expect("halted").as_deref(),
+            Some("alice")
+        );
+        store.halt("plan-1", "bob").expect("halt");
+        assert_eq!(
+            store.halted_by("plan-1").expect("halted").as_deref(),
+            Some("bob")
+        );
+        assert_eq!(store.halted_by("plan-2").expect("halted"), None);
+        store.clear_halt("plan-1").expect("clear");
+        assert_eq!(store.halted_by("plan-1").expect("halted"), None);
+        store.clear_halt("plan-1").expect("clear again");
+        assert_eq!(store.halted_by("plan-1").expect("halted"), None);
+    }
+
+    // --- tenant lifecycle -----------------------------------------------------------------
+
+    pub fn deleted_undeleted_and_purged_tenants(new: New) {
+        let f = new();
+        let mut store = f.open();
+        let at = point(&[("tracker", 42)]);
+        let start_us = lifeboat_core::time::now_us();
+        store
+            .mark_applied("delete-1", &strings(&["a", "b", "c"]), 1, &at, true)
+            .expect("delete wave");
+        let a = store.deleted_tenant("a").expect("read").expect("deleted");
+        assert_eq!(a.tenant, "a");
+        assert_eq!(a.plan, "delete-1");
+        assert_eq!(a.point, at);
+        assert!(!a.purged);
+        assert_eq!(a.purged_at, None);
+        assert!(a.deleted_at_us >= start_us, "{a:?}");
+        assert_eq!(
+            lifeboat_core::time::parse(&a.deleted_at).expect("RFC 3339"),
+            a.deleted_at_us
+        );
+        let keys = |store: &mut ControlStore| -> Vec<String> {
+            store
+                .deleted_tenants()
+                .expect("deleted")
+                .into_iter()
+                .map(|t| t.tenant)
+                .collect()
+        };
+        assert_eq!(keys(&mut store), ["a", "b", "c"]);
+        assert_eq!(store.deleted_tenant("z").expect("read"), None);
+
+        store.mark_undeleted("b").expect("undelete");
+        assert_eq!(store.deleted_tenant("b").expect("read"), None);
+        store.mark_purged("c").expect("purge");
+        let c = store.deleted_tenant("c").expect("read").expect("purged");
+        assert!(c.purged);
+        assert!(c.purged_at.is_some());
+        // A purged tenant cannot be brought back: its record stays.
+        store.mark_undeleted("c").expect("undelete");
+        assert!(
+            store
+                .deleted_tenant("c")
+                .expect("read")
+                .expect("kept")
+                .purged
+        );
+        assert_eq!(keys(&mut f.open()), ["a", "c"]);
+
+        // Deleted again by another plan: a fresh deletion, no longer purged.
+        let later = point(&[("tracker", 99)]);
+        store
+            .mark_applied("delete-2", &strings(&["c"]), 1, &later, true)
+            .expect("delete again");
+        let c = store.deleted_tenant("c").expect("read").expect("deleted");
+        assert_eq!((c.plan.as_str(), &c.point), ("delete-2", &later));
+        assert!(!c.purged);
+        assert_eq!(c.purged_at, None);
+    }
+
+    // --- components and incidents ---------------------------------------------------------
+
+    pub fn components_follow_the_sources(new: New) {
+        let f = new();
+        let mut store = f.open();
+        assert!(store.components().expect("components").is_empty());
+        let names = BTreeMap::from([
+            ("tracker".to_string(), "Issue tracker".to_string()),
+            ("wiki".to_string(), "Wiki".to_string()),
+        ]);
+        store.ensure_components(&names).expect("ensure");
+        let components = store.components().expect("components");
+        let listed: Vec<(&str, &str, ComponentStatus, i64)> = components
+            .iter()
+            .map(|c| (c.source.as_str(), c.name.as_str(), c.status, c.position))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("tracker", "Issue tracker", ComponentStatus::Operational, 1),
+                ("wiki", "Wiki", ComponentStatus::Operational, 2),
+            ]
+        );
+        for c in &components {
+            assert_eq!(c.id.len(), 12);
+            assert!(c
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        }
+        assert_ne!(components[0].id, components[1].id);
+        // Nothing missing: nothing written.
+        let version = store.status_version().expect("version");
+        store.ensure_components(&names).expect("ensure again");
+        assert_eq!(store.status_version().expect("version"), version);
+        assert_eq!(store.components().expect("components"), components);
+        // A renamed source keeps its component (id, position); a new one comes last.
+        store
+            .ensure_components(&BTreeMap::from([
+                ("wiki".to_string(), "Documentation".to_string()),
+                ("billing".to_string(), "Billing".to_string()),
+            ]))
+            .expect("rename and add");
+        let after = f.open().components().expect("components");
+        let wiki = after.iter().find(|c| c.source == "wiki").expect("wiki");
+        assert_eq!(
+            (wiki.id.as_str(), wiki.name.as_str(), wiki.position),
+            (components[1].id.as_str(), "Documentation", 2)
+        );
+        let billing = after
+            .iter()
+            .find(|c| c.source == "billing")
+            .expect("billing");
+        assert_eq!(billing.position, 3);
+        assert_eq!(after.len(), 3);
+    }
+
+    pub fn incidents_in_statuspage_words(new: New) {
+        let f = new();
+        let mut store = f.open();
+        store
+            .ensure_components(&BTreeMap::from([
+                ("tracker".to_string(), "Issue tracker".to_string()),
+                ("wiki".to_string(), "Wiki".to_string()),
+            ]))
+            .expect("components");
+        let status_of = |store: &mut ControlStore, source: &str| {
+            store
+                .components()
+                .expect("components")
+                .into_iter()
+                .find(|c| c.source == source)
+                .expect("component")
+                .status
+        };
+        let tracker = store
+            .components()
+            .expect("components")
+            .into_iter()
+            .find(|c| c.source == "tracker")
+            .expect("tracker");
+
+        // A new incident: its first update, and its components' new statuses.
+        let first = store
+            .change_incident(
+                None,
+                &IncidentChange {
+                    name: Some("Sites deleted".into()),
+                    status: IncidentStatus::Identified,
+                    impact: Some(Impact::Major),
+                    message: "A script deleted sites.".into(),
+                    components: BTreeMap::from([(
+                        "tracker".to_string(),
+                        ComponentStatus::MajorOutage,
+                    )]),
+                },
+            )
+            .expect("create");
+        assert_eq!(first.len(), 12);
+        let incident = store.incident(&first).expect("read").expect("incident");
+        assert_eq!(incident.name, "Sites deleted");
+        assert_eq!(incident.status, IncidentStatus::Identified);
+        assert_eq!(incident.impact, Impact::Major);
+        assert_eq!(incident.started_at, incident.created_at);
+        assert_eq!(
+            (&incident.monitoring_at, &incident.resolved_at),
+            (&None, &None)
+        );
+        assert_eq!(incident.components, std::slice::from_ref(&tracker.id));
+        assert_eq!(incident.updates.len(), 1);
+        let update = &incident.updates[0];
+        assert_eq!(
+            (
+                update.status,
+                update.body.as_str(),
+                update.incident_id.as_str()
+            ),
+            (
+                IncidentStatus::Identified,
+                "A script deleted sites.",
+                first.as_str()
+            )
+        );
+        assert_eq!(update.affected_components.len(), 1);
+        let affected = &update.affected_components[0];
+        assert_eq!(
+            (
+                affected.code.as_str(),
+                affected.name.as_str(),
+                affected.old_status,
+                affected.new_status
+            ),
+            (
+                tracker.id.as_str(),
+                "Issue tracker",
+                ComponentStatus::Operational,
+                ComponentStatus::MajorOutage
+            )
+        );
+        assert_eq!(
+            status_of(&mut store, "tracker"),
+            ComponentStatus::MajorOutage
+        );
+        assert_eq!(status_of(&mut store, "wiki"), ComponentStatus::Operational);
+        // Statuspage's words in JSON.
+        let json = serde_json::to_value(&incident).expect("json");
+        assert_eq!(json["status"], "identified");
+        assert_eq!(json["impact"], "major");
+        assert_eq!(
+            json["updates"][0]["affected_components"][0]["new_status"],
+            "major_outage"
+        );
+
+        // An update: monitoring, impact unchanged when not given.
+        std::thread::sleep(Duration::from_millis(2));
+        store
+            .change_incident(
+                Some(&first),
+                &IncidentChange {
+                    status: IncidentStatus::Monitoring,
+                    message: "Restoring.".into(),
+                    ..Default::default()
+                },
+            )
+            .expect("update");
+        let incident = store.incident(&first).expect("read").expect("incident");
+        assert_eq!(incident.status, IncidentStatus::Monitoring);
+        assert_eq!(incident.impact, Impact::Major);
+        assert!(incident.monitoring_at.is_some());
+        assert_eq!(incident.resolved_at, None);
+        let statuses: Vec<IncidentStatus> = incident.updates.iter().map(|u| u.status).collect();
+        assert_eq!(
+            statuses,
+            [IncidentStatus::Monitoring, IncidentStatus::Identified],
+            "newest first"
+        );
+
+        // A second incident names the tracker too.
+        std::thread::sleep(Duration::from_millis(2));
+        let second = store
+            .change_incident(
+                None,
+                &IncidentChange {
+                    name: Some("Slow tracker".into()),
+                    status: IncidentStatus::Investigating,
+                    impact: None,
+                    message: "Slow.".into(),
+                    components: BTreeMap::from([(
+                        "tracker".to_string(),
+                        ComponentStatus::PartialOutage,
+                    )]),
+                },
+            )
+            .expect("second");
+        let incident2 = store.incident(&second).expect("read").expect("incident");
+        assert_eq!(incident2.impact, Impact::None, "a new incident's default");
+        let ids: Vec<String> = store
+            .incidents()
+            .expect("incidents")
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(ids, [second.clone(), first.clone()], "newest first");
+
+        // Resolving the first leaves the tracker to the second, still open.
+        store
+            .change_incident(
+                Some(&first),
+                &IncidentChange {
+                    status: IncidentStatus::Resolved,
+                    impact: Some(Impact::Minor),
+                    message: "Restored.".into(),
+                    ..Default::default()
+                },
+            )
+            .expect("resolve");
+        let incident = store.incident(&first).expect("read").expect("incident");
+        assert_eq!(incident.status, IncidentStatus::Resolved);
+        assert_eq!(incident.impact, Impact::Minor);
+        assert!(incident.resolved_at.is_some());
+        assert_eq!(
+            status_of(&mut store, "tracker"),
+            ComponentStatus::PartialOutage
+        );
+
+        // The postmortem of the second: every component operational again.
+        store
+            .change_incident(
+                Some(&second),
+                &IncidentChange {
+                    status: IncidentStatus::Postmortem,
+                    message: "What happened.".into(),
+                    ..Default::default()
+                },
+            )
+            .expect("postmortem");
+        assert_eq!(
+            status_of(&mut store, "tracker"),
+            ComponentStatus::Operational
+        );
+        let incident2 = f.open().incident(&second).expect("read").expect("incident");
+        assert_eq!(incident2.status, IncidentStatus::Postmortem);
+        assert!(incident2.resolved_at.is_some());
+        assert_eq!(store.incident("nosuchincident").expect("read"), None);
+    }
+
+    pub fn refused_incident_changes_change_nothing(new: New) {
+        let f = new();
+        let mut store = f.open();
+        let id = incident(&mut store);
+        let incidents = store.incidents().expect("incidents");
+        let components = store.components().expect("components");
+        let version = store.status_version().expect("version");
+        let unchanged = |store: &mut ControlStore| {
+            assert_eq!(store.incidents().expect("incidents"), incidents);
+            assert_eq!(store.components().expect("components"), components);
+            assert_eq!(store.status_version().expect("version"), version);
+        };
+
+        // Words outside Statuspage's vocabulary never become a change.
+        assert_eq!(
+            usage_error("exploded".parse::<IncidentStatus>()),
+            "incident status \"exploded\" is not one of: investigating, identified, \
+             monitoring, resolved, postmortem"
+        );
+        assert_eq!(
+            usage_error("huge".parse::<Impact>()),
+            "impact \"huge\" is not one of: none, minor, major, critical"
+        );
+        assert_eq!(
+            usage_error("down".parse::<ComponentStatus>()),
+            "component status \"down\" is not one of: operational, degraded_performance, \
+             partial_outage, major_outage, under_maintenance"
+        );
+
+        let message = usage_error(store.change_incident(
+            Some(&id),
+            &IncidentChange {
+                status: IncidentStatus::Monitoring,
+                message: "Mostly.".into(),
+                components: BTreeMap::from([
+                    ("tracker".to_string(), ComponentStatus::MajorOutage),
+                    ("billing".to_string(), ComponentStatus::MajorOutage),
+                ]),
+                ..Default::default()
+            },
+        ));
+        assert!(
+            message.contains("unknown component \"billing\""),
+            "{message}"
+        );
+        assert!(message.contains("tracker, wiki"), "{message}");
+        unchanged(&mut store);
+
+        let message = usage_error(store.change_incident(
+            Some(&id),
+            &IncidentChange {
+                status: IncidentStatus::Resolved,
+                message: "  ".into(),
+                ..Default::default()
+            },
+        ));
+        assert!(message.contains("needs a message"), "{message}");
+        unchanged(&mut store);
+
+        let message = usage_error(store.change_incident(
+            Some("nosuchincident"),
+            &IncidentChange {
+                status: IncidentStatus::Resolved,
+                message: "Done.".into(),
+                components: BTreeMap::from([("tracker".to_string(), ComponentStatus::Operational)]),
+                ..Default::default()
+            },
+        ));
+        assert!(
+            message.contains("unknown incident nosuchincident"),
+            "{message}"
+        );
+        unchanged(&mut store);
+    }
+
+    // --- campaigns --------------------------------------------------------------------------
+
+    pub fn claims_take_batches_in_priority_order(new: New) {
+        let f = new();
+        let mut store = f.open();
+        let created = lifeboat_core::time::now_us();
+        let started = start(&mut store, "c1", 2, created, &["e", "d", "c", "b", "a"]);
+        assert_eq!(
+            store.campaigns().expect("campaigns"),
+            std::slice::from_ref(&started)
+        );
+        let tenants = store.campaign_tenants(Some("c1")).expect("tenants");
+        let order: Vec<(&str, i64, i64, Stage)> = tenants
+            .iter()
+            .map(|t| (t.tenant.as_str(), t.rank, t.users, t.stage))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("e", 0, 10, Stage::Queued),
+                ("d", 1, 20, Stage::Queued),
+                ("c", 2, 30, Stage::Queued),
+                ("b", 3, 40, Stage::Queued),
+                ("a", 4, 50, Stage::Queued),
+            ],
+            "the given order, not the keys' order"
+        );
+        let tokens: BTreeSet<&str> = tenants.iter().map(|t| t.token.as_str()).collect();
+        assert_eq!(tokens.len(), 5, "one token per tenant");
+        assert!(tokens
+            .iter()
+            .all(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit())));
+        for t in &tenants {
+            assert_eq!((t.attempts, &t.worker, t.lease_until_us), (0, &None, None));
+        }
+
+        let before = lifeboat_core::time::now_us();
+        let (campaign, batch) = store
+            .claim("w1", None, MINUTE_US)
+            .expect("claim")
+            .expect("a batch");
+        assert_eq!(campaign, started);
+        let keys: Vec<&str> = batch.iter().map(|t| t.tenant.as_str()).collect();
+        assert_eq!(keys, ["e", "d"], "the batch size, in priority order");
+        for t in &batch {
+            assert_eq!(t.stage, Stage::Restoring);
+            assert_eq!(t.worker.as_deref(), Some("w1"));
+            assert_eq!(t.attempts, 1);
+            assert!(t.lease_until_us.expect("leased") >= before + MINUTE_US);
+            assert!(t.started_at_us.expect("started") >= before);
+        }
+        assert_eq!(
+            claimed_keys(store.claim("w2", None, MINUTE_US).expect("claim")),
+            ("c1".to_string(), strings(&["c", "b"]))
+        );
+        assert_eq!(
+            claimed_keys(f.open().claim("w3", Some("c1"), MINUTE_US).expect("claim")),
+            ("c1".to_string(), strings(&["a"]))
+        );
+        assert_eq!(store.claim("w4", None, MINUTE_US).expect("claim"), None);
+        assert_eq!(
+            store.claim("w4", Some("c1"), MINUTE_US).expect("claim"),
+            None
+        );
+        let workers: Vec<(String, Option<String>)> = store
+            .campaign_tenants(None)
+            .expect("tenants")
+            .into_iter()
+            .map(|t| (t.tenant, t.worker))
+            .collect();
+        let expect = |t: &str, w: &str| (t.to_string(), Some(w.to_string()));
+        assert_eq!(
+            workers,
+            [
+                expect("e", "w1"),
+                expect("d", "w1"),
+                expect("c", "w2"),
+                expect("b", "w2"),
+                expect("a", "w3"),
+            ]
+        );
+    }
+
+    pub fn claims_take_the_oldest_campaign_first(new: New) {
+        let f = new();
+        let mut store = f.open();
+        let now = lifeboat_core::time::now_us();
+        start(&mut store, "newer", 5, now, &["n1", "n2"]);
+        start(&mut store, "older", 5, now - MINUTE_US, &["o1", "o2"]);
+        let ids: Vec<String> = store
+            .campaigns()
+            .expect("campaigns")
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(ids, ["newer", "older"], "newest first");
+        // Named: only that campaign's tenants.
+        assert_eq!(
+            claimed_keys(store.claim("w1", Some("newer"), MINUTE_US).expect("claim")),
+            ("newer".to_string(), strings(&["n1", "n2"]))
+        );
+        start(&mut store, "newest", 5, now + MINUTE_US, &["x1"]);
+        // Not named: the oldest campaign with tenants to claim.
+        assert_eq!(
+            claimed_keys(store.claim("w2", None, MINUTE_US).expect("claim")),
+            ("older".to_string(), strings(&["o1", "o2"]))
+        );
+        assert_eq!(
+            claimed_keys(store.claim("w3", None, MINUTE_US).expect("claim")),
+            ("newest".to_string(), strings(&["x1"]))
+        );
+        assert_eq!(store.claim("w4", None, MINUTE_US).expect("claim"), None);
+        assert_eq!(
+            store.claim("w4", Some("nosuch"), MINUTE_US).expect("claim"),
+            None
+        );
+    }
+
+    pub fn concurrent_claimers_never_share_a_tenant(new: New) {
+        const TENANTS: usize = 60;
+        const WORKERS: usize = 4;
+        let f = new();
+        let names: Vec<String> = (0..TENANTS).map(|i| format!("tenant-{i:03}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        start(&mut f.open(), "c1", 3, lifeboat_core::time::now_us(), &refs);
+        // Every worker has its own connection, as workers on several machines do.
+        let barrier = std::sync::Barrier::new(WORKERS);
+        let claimed: Vec<(String, Vec<String>)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..WORKERS)
+                .map(|w| {
+                    let (url, barrier) = (f.url.clone(), &barrier);
+                    scope.spawn(move || {
+                        let worker = format!("w{w}");
+                        let mut store = ControlStore::open(&url).expect("open");
+                        barrier.wait();
+                        let mut mine = Vec::new();
+                        while let Some((_, batch)) =
+                            store.claim(&worker, None, MINUTE_US).expect("claim")
+                        {
+                            assert!(!batch.is_empty() && batch.len() <= 3, "{batch:?}");
+                            mine.extend(batch.into_iter().map(|t| t.tenant));
+                        }
+                        (worker, mine)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("worker thread"))
+                .collect()
+        });
+        let mut seen = BTreeMap::new();
+        for (worker, tenants) in &claimed {
+            for tenant in tenants {
+                if let Some(other) = seen.insert(tenant.clone(), worker.clone()) {
+                    panic!("{tenant} claimed by both {other} and {worker}");
+                }
+            }
+        }
+        let all: BTreeSet<String> = names.iter().cloned().collect();
+        assert_eq!(seen.keys().cloned().collect::<BTreeSet<_>>(), all);
+        // The store agrees on who holds each tenant, and each was claimed once.
+        for t in f.open().campaign_tenants(Some("c1")).expect("tenants") {
+            assert_eq!(t.worker.as_ref(), seen.get(&t.tenant), "{}", t.tenant);
+            assert_eq!((t.stage, t.attempts), (Stage::Restoring, 1), "{}", t.tenant);
+        }
+    }
+
+    pub fn leases_are_renewed_and_taken_over(new: New) {
+        let f = new();
+        let mut store = f.open();
+        start(
+            &mut store,
+            "c1",
+            2,
+            lifeboat_core::time::now_us(),
+            &["t1", "t2"],
+        );
+        store
+            .claim("w1", None, MINUTE_US)
+            .expect("claim")
+            .expect("a batch");
+        let leased = tenant(&mut store, "c1", "t1")
+            .lease_until_us
+            .expect("lease");
+        // Held: nobody else gets them.
+        assert_eq!(store.claim("w2", None, MINUTE_US).expect("claim"), None);
+        assert!(store.renew_lease("w1", "c1", 2 * MINUTE_US).expect("renew"));
+        let renewed = tenant(&mut store, "c1", "t1")
+            .lease_until_us
+            .expect("lease");
+        assert!(renewed > leased, "{renewed} > {leased}");
+        assert!(
+            !store.renew_lease("w2", "c1", MINUTE_US).expect("renew"),
+            "w2 holds nothing"
+        );
+
+        // w1 stops renewing: its lease runs out and w2 takes the tenants over.
+        assert!(store.renew_lease("w1", "c1", 1).expect("renew"));
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(
+            claimed_keys(f.open().claim("w2", None, MINUTE_US).expect("claim")),
+            ("c1".to_string(), strings(&["t1", "t2"]))
+        );
+        let t1 = tenant(&mut store, "c1", "t1");
+        assert_eq!(
+            (t1.worker.as_deref(), t1.attempts, t1.stage),
+            (Some("w2"), 2, Stage::Restoring)
+        );
+        assert!(
+            !store.renew_lease("w1", "c1", MINUTE_US).expect("renew"),
+            "lost"
+        );
+
+        // w1, late, reports a stage: nothing changes.
+        let held = tenants_of(&mut store, "c1");
+        for stage in [
+            Stage::Verifying,
+            Stage::Restored,
+            Stage::Failed,
+            Stage::Queued,
+        ] {
+            assert!(!store
+                .set_stage("w1", "c1", "t1", stage, Some("late"), Some(5))
+                .expect("set stage"));
+        }
+        assert_eq!(tenants_of(&mut store, "c1"), held);
+
+        // w2 takes t1 through its stages.
+        assert!(store
+            .set_stage("w2", "c1", "t1", Stage::Verifying, None, None)
+            .expect("verifying"));
+        let t1 = tenant(&mut store, "c1", "t1");
+        assert_eq!(
+            (t1.stage, t1.worker.as_deref(), t1.lease_until_us),
+            (Stage::Verifying, Some("w2"), held["t1"].lease_until_us)
+        );
+        assert_eq!(t1.done_at_us, None);
+        assert!(store
+            .set_stage("w2", "c1", "t1", Stage::Restored, None, Some(1234))
+            .expect("restored"));
+        let t1 = tenant(&mut store, "c1", "t1");
+        assert_eq!(
+            (t1.stage, t1.worker, t1.lease_until_us, t1.rows),
+            (Stage::Restored, None, None, Some(1234))
+        );
+        assert!(t1.done_at_us.is_some());
+        assert_eq!(t1.awaiting_since_us, None);
+        // Done: no longer w2's.
+        assert!(!store
+            .set_stage("w2", "c1", "t1", Stage::Queued, None, None)
+            .expect("set stage"));
+        assert!(store.renew_lease("w2", "c1", MINUTE_US).expect("renew t2"));
+        assert!(store
+            .set_stage("w2", "c1", "t2", Stage::Failed, Some("no space left"), None)
+            .expect("failed"));
+        let t2 = tenant(&mut store, "c1", "t2");
+        assert_eq!(
+            (t2.stage, t2.reason.as_deref(), t2.worker),
+            (Stage::Failed, Some("no space left"), None)
+        );
+        assert!(
+            !store.renew_lease("w2", "c1", MINUTE_US).expect("renew"),
+            "holds nothing"
+        );
+    }
+
+    pub fn retry_failed_queues_failed_tenants_again(new: New) {
+        let f = new();
+        let mut store = f.open();
+        start(
+            &mut store,
+            "c1",
+            3,
+            lifeboat_core::time::now_us(),
+            &["t1", "t2", "t3"],
+        );
+        store.claim("w1", None, MINUTE_US).expect("claim");
+        for (t, stage) in [
+            ("t1", Stage::Failed),
+            ("t2", Stage::Failed),
+            ("t3", Stage::Restored),
+        ] {
+            assert!(store
+                .set_stage("w1", "c1", t, stage, Some("boom"), None)
+                .expect("stage"));
+        }
+        let before = tenants_of(&mut store, "c1");
+        let message = usage_error(store.retry_failed("c1", &strings(&["t1", "t3"])));
+        assert!(message.contains("tenant t3 has not failed"), "{message}");
+        assert_eq!(tenants_of(&mut store, "c1"), before, "nothing changed");
+
+        assert_eq!(
+            store.retry_failed("c1", &strings(&["t1"])).expect("retry"),
+            ["t1"]
+        );
+        let t1 = tenant(&mut store, "c1", "t1");
+        assert_eq!(
+            (
+                t1.stage,
+                t1.attempts,
+                t1.worker,
+                t1.lease_until_us,
+                t1.done_at_us
+            ),
+            (Stage::Queued, 0, None, None, None)
+        );
+        assert_eq!(tenant(&mut store, "c1", "t2").stage, Stage::Failed);
+        assert_eq!(store.retry_failed("c1", &[]).expect("retry"), ["t2"]);
+        assert!(store.retry_failed("c1", &[]).expect("retry").is_empty());
+        assert_eq!(tenant(&mut store, "c1", "t3").stage, Stage::Restored);
+
+        // Queued again, they are claimed again, afresh.
+        let (_, batch) = store
+            .claim("w2", None, MINUTE_US)
+            .expect("claim")
+            .expect("a batch");
+        let again: Vec<(&str, i64, Option<&str>)> = batch
+            .iter()
+            .map(|t| (t.tenant.as_str(), t.attempts, t.reason.as_deref()))
+            .collect();
+        assert_eq!(again, [("t1", 1, None), ("t2", 1, None)]);
+    }
+
+    pub fn acceptance_by_token_and_automatic(new: New) {
+        let f = new();
+        let mut store = f.open();
+        start(
+            &mut store,
+            "c1",
+            3,
+            lifeboat_core::time::now_us(),
+            &["t1", "t2", "t3"],
+        );
+        store.claim("w1", None, MINUTE_US).expect("claim");
+        let awaiting_from = lifeboat_core::time::now_us();
+        for (t, stage) in [
+            ("t1", Stage::AwaitingAcceptance),
+            ("t2", Stage::AwaitingAcceptance),
+            ("t3", Stage::Restored),
+        ] {
+            assert!(store
+                .set_stage("w1", "c1", t, stage, None, Some(1))
+                .expect("stage"));
+        }
+        let tenants = tenants_of(&mut store, "c1");
+        let t1 = &tenants["t1"];
+        assert_eq!(t1.stage, Stage::AwaitingAcceptance);
+        assert!(t1.awaiting_since_us.expect("awaiting") >= awaiting_from);
+        assert!(t1.done_at_us.is_some());
+
+        assert!(
+            !store.accept(&tenants["t3"].token).expect("accept"),
+            "not awaited"
+        );
+        assert!(!store.accept("no-such-token").expect("accept"));
+        assert!(store.accept(&tenants["t1"].token).expect("accept"));
+        assert_eq!(tenant(&mut store, "c1", "t1").stage, Stage::Restored);
+        assert!(!store.accept(&tenants["t1"].token).expect("accept"), "once");
+        assert_eq!(
+            tenant(&mut store, "c1", "t2").stage,
+            Stage::AwaitingAcceptance
+        );
+
+        // Automatic acceptance: only once the tenant has waited long enough.
+        assert_eq!(store.auto_accept(MINUTE_US).expect("auto accept"), 0);
+        assert_eq!(
+            tenant(&mut store, "c1", "t2").stage,
+            Stage::AwaitingAcceptance
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(store.auto_accept(1).expect("auto accept"), 1);
+        assert_eq!(tenant(&mut store, "c1", "t2").stage, Stage::Restored);
+        assert_eq!(store.auto_accept(0).expect("auto accept"), 0);
+    }
+
+    pub fn attributes_are_stored_and_replaced(new: New) {
+        let f = new();
+        let mut store = f.open();
+        assert!(store.attributes().expect("attributes").is_empty());
+        let attributes =
+            |pairs: &[(&str, &[(&str, &str)])]| -> BTreeMap<String, BTreeMap<String, String>> {
+                pairs
+                    .iter()
+                    .map(|(t, values)| {
+                        (
+                            t.to_string(),
+                            values
+                                .iter()
+                                .map(|(n, v)| (n.to_string(), v.to_string()))
+                                .collect(),
+                        )
+                    })
+                    .collect()
+            };
+        store
+            .set_attributes(&attributes(&[
+                ("a", &[("plan", "gold"), ("region", "eu")]),
+                ("b", &[("plan", "free")]),
+            ]))
+            .expect("set");
+        store
+            .set_attributes(&attributes(&[("a", &[("plan", "silver")])]))
+            .expect("replace");
+        assert_eq!(
+            f.open().attributes().expect("attributes"),
+            attributes(&[
+                ("a", &[("plan", "silver"), ("region", "eu")]),
+                ("b", &[("plan", "free")]),
+            ])
+        );
+    }
+
+    pub fn status_version_moves_on_every_status_write(new: New) {
+        let f = new();
+        let mut store = f.open();
+        let mut last = store.status_version().expect("version");
+        let mut moved = |store: &mut ControlStore, what: &str| {
+            let now = store.status_version().expect("version");
+            assert!(now > last, "{what}: the version stayed at {last}");
+            last = now;
+        };
+        store
+            .ensure_components(&BTreeMap::from([(
+                "tracker".to_string(),
+                "Tracker".to_string(),
+            )]))
+            .expect("components");
+        moved(&mut store, "ensure_components");
+        let id = store
+            .change_incident(
+                None,
+                &IncidentChange {
+                    name: Some("Outage".into()),
+                    message: "Looking.".into(),
+                    ..Default::default()
+                },
+            )
+            .expect("incident");
+        moved(&mut store, "a new incident");
+        store
+            .change_incident(
+                Some(&id),
+                &IncidentChange {
+                    status: IncidentStatus::Identified,
+                    message: "Found.".into(),
+                    ..Default::default()
+                },
+            )
+            .expect("update");
+        moved(&mut store, "an incident update");
+        store
+            .create_campaign(
+                &campaign("c1", &id, 2, lifeboat_core::time::now_us()),
+                &[("t1".to_string(), 1), ("t2".to_string(), 1)],
+            )
+            .expect("campaign");
+        moved(&mut store, "create_campaign");
+        store.claim("w1", None, MINUTE_US).expect("claim");
+        moved(&mut store, "claim");
+        store
+            .set_stage("w1", "c1", "t1", Stage::Failed, Some("x"), None)
+            .expect("stage");
+        moved(&mut store, "set_stage");
+        store.retry_failed("c1", &[]).expect("retry");
+        moved(&mut store, "retry_failed");
+        store
+            .set_stage("w1", "c1", "t2", Stage::AwaitingAcceptance, None, None)
+            .expect("stage");
+        moved(&mut store, "set_stage to awaiting acceptance");
+        let token = tenant(&mut store, "c1", "t2").token;
+        assert!(store.accept(&token).expect("accept"));
+        moved(&mut store, "accept");
+        store
+            .set_attributes(&BTreeMap::from([(
+                "t1".to_string(),
+                BTreeMap::from([("plan".to_string(), "gold".to_string())]),
+            )]))
+            .expect("attributes");
+        moved(&mut f.open(), "set_attributes, seen from another handle");
+
+        // The guard's records are not the status page's: they leave the version alone.
+        store
+            .append("alice", "approve", "plan-1", json!({}))
+            .expect("append");
+        store.approve("plan-1", "alice").expect("approve");
+        store
+            .set_apply("plan-1", ApplyStatus::Running, &BTreeMap::new())
+            .expect("apply");
+        store.halt("plan-1", "alice").expect("halt");
+        assert_eq!(store.status_version().expect("version"), last);
+    }
+
+    pub fn unknown_words_in_the_database_are_errors(new: New) {
+        let f = new();
+        let mut store = f.open();
+        start(&mut store, "c1", 1, lifeboat_core::time::now_us(), &["t1"]);
+        store
+            .set_apply("plan-1", ApplyStatus::Running, &BTreeMap::new())
+            .expect("apply");
+        let refused = |result: Result<()>, word: &str| {
+            let e = result.expect_err("an unknown word");
+            assert_eq!(e.kind(), ErrorKind::Source, "{e}");
+            assert!(e.message().contains(word), "{e}");
+            assert!(e.message().contains("is not one of"), "{e}");
+        };
+        f.raw("UPDATE applies SET state = 'paused'");
+        refused(
+            store.apply_state("plan-1").map(drop),
+            "apply state \"paused\"",
+        );
+        f.raw("UPDATE campaign_tenants SET stage = 'lost'");
+        refused(store.campaign_tenants(None).map(drop), "stage \"lost\"");
+        f.raw("UPDATE components SET status = 'down'");
+        refused(store.components().map(drop), "component status \"down\"");
+        f.raw("UPDATE incidents SET impact = 'huge'");
+        refused(store.incidents().map(drop), "impact \"huge\"");
+        f.raw("UPDATE incidents SET impact = 'major', status = 'exploded'");
+        refused(store.incidents().map(drop), "incident status \"exploded\"");
+        f.raw("UPDATE incidents SET status = 'identified'; UPDATE incident_updates SET status = 'meh'");
+        refused(store.incidents().map(drop), "incident status \"meh\"");
+        f.raw("UPDATE incident_updates SET status = 'identified'");
+        assert_eq!(store.incidents().expect("incidents").len(), 1, "repaired");
+    }
+}
