@@ -112,6 +112,14 @@ fn count(db: &Path, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).expect("count")
 }
 
+/// Now, as a restore target: SQLite's triggers stamp changes to the millisecond, so the
+/// next change is made a few milliseconds later, never inside the same millisecond.
+async fn moment() -> i64 {
+    let now = lifeboat_core::time::now_us();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    now
+}
+
 fn tenants(keys: &[i64]) -> Vec<String> {
     keys.iter().map(i64::to_string).collect()
 }
@@ -120,7 +128,7 @@ fn tenants(keys: &[i64]) -> Vec<String> {
 async fn verify_finds_a_difference_and_restore_brings_the_tenant_back() {
     let s = setup();
     catch_up(&s.config).await;
-    let before = lifeboat_core::time::now_us();
+    let before = moment().await;
     let request = verify::Request {
         tenants: tenants(&[1, 2]),
         at_us: None,
@@ -378,4 +386,104 @@ async fn a_plan_is_approved_applied_in_waves_and_undone() {
         .await
         .expect("audit verify");
     assert_eq!((entries, problems.len()), (8, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_restores_its_tenants_through_two_workers() {
+    let s = setup();
+    catch_up(&s.config).await;
+    let before = moment().await;
+    execute(&s.db, "DELETE FROM sites WHERE id IN (2, 4, 5);");
+    catch_up(&s.config).await;
+    assert_eq!(count(&s.db, "SELECT count(*) FROM issues"), (SITES - 3) * 3);
+
+    let mut config = s.config.clone();
+    config.campaigns.acceptance = "skip".to_string();
+    let mut control = lifeboat_engine::campaign::open_audited(&config, &s.config_path)
+        .await
+        .expect("control store");
+    let incident = control
+        .change_incident(
+            None,
+            &lifeboat_control::IncidentChange {
+                name: Some("Sites deleted".into()),
+                status: lifeboat_control::IncidentStatus::Identified,
+                impact: Some(lifeboat_control::Impact::Major),
+                message: "Restoring.".into(),
+                components: BTreeMap::new(),
+            },
+        )
+        .expect("incident");
+    // Unknown tenants and an unknown incident are refused before anything is queued.
+    let start = |tenants: Vec<String>, incident: &str| lifeboat_engine::campaign::StartRequest {
+        incident: incident.to_string(),
+        target: Target::At(before),
+        target_json: serde_json::json!({"at": lifeboat_core::time::format_us(before)}),
+        tenants,
+        batch_size: 2,
+        priority: "users desc".into(),
+        by: "oncall".into(),
+    };
+    let err = lifeboat_engine::campaign::start_campaign(
+        &config,
+        &mut control,
+        start(tenants(&[2, 99]), &incident),
+    )
+    .await
+    .expect_err("unknown tenant");
+    assert!(err.to_string().contains("unknown tenant 99"), "{err}");
+    let err = lifeboat_engine::campaign::start_campaign(
+        &config,
+        &mut control,
+        start(tenants(&[2]), "no-such-incident"),
+    )
+    .await
+    .expect_err("unknown incident");
+    assert!(err.to_string().contains("unknown incident"), "{err}");
+    assert!(control.campaigns().expect("campaigns").is_empty());
+
+    let (campaign, queued) = lifeboat_engine::campaign::start_campaign(
+        &config,
+        &mut control,
+        start(tenants(&[2, 4, 5]), &incident),
+    )
+    .await
+    .expect("start");
+    assert_eq!(queued, 3);
+    let url = lifeboat_engine::context::control_url(&config, &s.config_path).expect("url");
+    let (restored, failed) =
+        lifeboat_engine::campaign::worker::run_workers(&config, &url, &campaign, 2, 2)
+            .await
+            .expect("workers");
+    assert_eq!((restored, failed), (3, 0));
+    let stages: Vec<(String, lifeboat_control::Stage, Option<i64>)> = control
+        .campaign_tenants(Some(&campaign))
+        .expect("tenants")
+        .into_iter()
+        .map(|t| (t.tenant, t.stage, t.rows))
+        .collect();
+    assert_eq!(
+        stages
+            .iter()
+            .map(|(t, stage, rows)| (t.as_str(), *stage, *rows))
+            .collect::<Vec<_>>(),
+        [
+            ("2", lifeboat_control::Stage::Restored, Some(8)),
+            ("4", lifeboat_control::Stage::Restored, Some(8)),
+            ("5", lifeboat_control::Stage::Restored, Some(8)),
+        ]
+    );
+    assert_eq!(count(&s.db, "SELECT count(*) FROM issues"), SITES * 3);
+    assert_eq!(count(&s.db, "SELECT count(*) FROM comments"), SITES * 3);
+    let report = verify::verify(
+        &config,
+        &verify::Request {
+            tenants: tenants(&[2, 4, 5]),
+            at_us: Some(before),
+            sources: Vec::new(),
+        },
+    )
+    .await
+    .expect("verify");
+    assert!(report.ok, "{:?}", report.differences);
 }
