@@ -55,6 +55,22 @@ pub async fn histories(vault: &Vault, names: &[String]) -> Result<Vec<SourceHist
     Ok(out)
 }
 
+/// Every source's history in the vault, listing only `tenants`' bases: for engines about
+/// a few tenants (see `SourceHistory::load_for`).
+pub async fn histories_for(
+    vault: &Vault,
+    names: &[String],
+    tenants: &[String],
+) -> Result<Vec<SourceHistory>> {
+    let requested: BTreeSet<TenantKey> =
+        tenants.iter().map(|t| TenantKey::new(t.clone())).collect();
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        out.push(SourceHistory::load_for(vault, name, &requested).await?);
+    }
+    Ok(out)
+}
+
 /// Check that every requested tenant is known to the vault in some source.
 pub async fn check_tenants(
     vault: &Vault,

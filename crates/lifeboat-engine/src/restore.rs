@@ -21,7 +21,7 @@ use lifeboat_source::live::{LiveSource, RestoreCatalog};
 use lifeboat_source::restore::{TenantRestore, WriteMode, WriteReport};
 
 use crate::compare::{live_digests, TableCheck};
-use crate::context::{check_tenants, open_vault, source_names};
+use crate::context::{check_tenants, histories_for, open_vault, source_names};
 use crate::progress::{Event, Reporter};
 
 /// One tenant in one source, done.
@@ -167,15 +167,7 @@ pub async fn execute(config: &Config, request: &Request, progress: Reporter) -> 
         targets.push(target);
     }
     let vault = open_vault(config).await?;
-    let requested: BTreeSet<TenantKey> = request
-        .tenants
-        .iter()
-        .map(|t| TenantKey::new(t.clone()))
-        .collect();
-    let mut histories = Vec::new();
-    for name in &names {
-        histories.push(SourceHistory::load_for(&vault, name, &requested).await?);
-    }
+    let histories = histories_for(&vault, &names, &request.tenants).await?;
     let tenant_keys = check_tenants(&vault, &histories, &request.tenants).await?;
     let postgres: BTreeSet<String> = targets
         .iter()

@@ -1,18 +1,17 @@
 //! `verify`: compare tenants' live rows with the vault's state, table by table, by row
 //! count and checksum (`compare`); for a table that differs, which rows and a few keys.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
 use lifeboat_core::checksum::{RowHasher, TableDigest};
 use lifeboat_core::config::Config;
-use lifeboat_core::model::{Row, TableSchema, TenantKey};
-use lifeboat_core::state::SourceHistory;
+use lifeboat_core::model::{Row, TableSchema};
 use lifeboat_core::Result;
 
 use crate::compare::{compare_tenant, expected_from_state};
-use crate::context::{check_tenants, open_sources, open_vault, source_names};
+use crate::context::{check_tenants, histories_for, open_sources, open_vault, source_names};
 
 /// What to verify.
 pub struct Request {
@@ -49,15 +48,7 @@ pub async fn verify(config: &Config, request: &Request) -> Result<Report> {
     let names = source_names(config, &request.sources)?;
     let sources = open_sources(config, &names, false).await?;
     let vault = open_vault(config).await?;
-    let requested: BTreeSet<TenantKey> = request
-        .tenants
-        .iter()
-        .map(|t| TenantKey::new(t.clone()))
-        .collect();
-    let mut histories = Vec::new();
-    for source in &sources {
-        histories.push(SourceHistory::load_for(&vault, &source.name, &requested).await?);
-    }
+    let histories = histories_for(&vault, &names, &request.tenants).await?;
     let tenants = check_tenants(&vault, &histories, &request.tenants).await?;
 
     let mut differences = Vec::new();
