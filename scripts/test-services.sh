@@ -2,6 +2,9 @@
 # Start the services Lifeboat's tests need, installing them first if missing:
 #   - PostgreSQL 15 with wal_level=logical   (port 54329, LIFEBOAT_TEST_PG_PORT)
 #   - PostgreSQL 15 with wal_level=replica   (port 54330, LIFEBOAT_TEST_PG_REPLICA_PORT)
+#   - PostgreSQL 15 with wal_level=logical, TLS only, client certificates required
+#     (port 54331, LIFEBOAT_TEST_PG_TLS_PORT); its CA, server and client certificates
+#     are made here with openssl, the server's for the name localhost only
 #   - moto's S3 server with bucket lifeboat-test (port 54340, LIFEBOAT_TEST_S3_PORT)
 #   - Chromium, for the status pages' browser test (Debian's package)
 # Everything lives under $LIFEBOAT_TEST_DIR (default: <repo>/.lifeboat-test). Running it
@@ -16,6 +19,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TEST_DIR="${LIFEBOAT_TEST_DIR:-$REPO/.lifeboat-test}"
 PG_PORT="${LIFEBOAT_TEST_PG_PORT:-54329}"
 PG_REPLICA_PORT="${LIFEBOAT_TEST_PG_REPLICA_PORT:-54330}"
+PG_TLS_PORT="${LIFEBOAT_TEST_PG_TLS_PORT:-54331}"
 S3_PORT="${LIFEBOAT_TEST_S3_PORT:-54340}"
 BUCKET=lifeboat-test
 PG_BIN=/usr/lib/postgresql/15/bin
@@ -55,9 +59,35 @@ pg_root() {
     fi
 }
 
-# pg_start NAME PORT WAL_LEVEL: create the cluster once, then start it unless it runs.
+# make_certificates DIR: a CA, a server certificate for localhost and a client certificate
+# for the user postgres signed by it, and a second CA that signed nothing (once).
+make_certificates() {
+    local tls=$1
+    [[ -f $tls/client.pem ]] && return
+    command -v openssl >/dev/null || apt_install openssl
+    mkdir -p "$tls"
+    local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    openssl req -x509 "${ec[@]}" -days 3650 -subj "/CN=Lifeboat test CA" \
+        -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
+    openssl req -x509 "${ec[@]}" -days 3650 -subj "/CN=Another CA" \
+        -keyout "$tls/other-ca.key" -out "$tls/other-ca.pem" 2>/dev/null
+    openssl req "${ec[@]}" -subj "/CN=localhost" -keyout "$tls/server.key" \
+        -out "$tls/server.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost\n' >"$tls/server.ext"
+    openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
+        -CAcreateserial -days 3650 -extfile "$tls/server.ext" -out "$tls/server.pem" 2>/dev/null
+    openssl req "${ec[@]}" -subj "/CN=postgres" -keyout "$tls/client.key" \
+        -out "$tls/client.csr" 2>/dev/null
+    printf 'extendedKeyUsage=clientAuth\n' >"$tls/client.ext"
+    openssl x509 -req -in "$tls/client.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
+        -CAcreateserial -days 3650 -extfile "$tls/client.ext" -out "$tls/client.pem" 2>/dev/null
+    chmod 600 "$tls"/*.key
+}
+
+# pg_start NAME PORT WAL_LEVEL [tls]: create the cluster once, then start it unless it
+# runs. With tls, it accepts only TLS connections that present a client certificate.
 pg_start() {
-    local name=$1 port=$2 wal_level=$3
+    local name=$1 port=$2 wal_level=$3 tls=${4:-}
     local dir
     dir="$(pg_root)/$name"
     local data="$dir/data"
@@ -70,13 +100,23 @@ pg_start() {
         as_pg "$PG_BIN/initdb" -D "$data" -U postgres --auth=trust --encoding=UTF8 \
             --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 ||
             { cat "$dir/initdb.log" >&2; die "initdb failed for $name"; }
-        # Trust local and 127.0.0.1 connections, normal and replication.
-        as_pg tee "$data/pg_hba.conf" >/dev/null <<EOF
+        # Trust local and 127.0.0.1 connections, normal and replication (for the TLS
+        # cluster: TLS only, with a client certificate signed by the test CA).
+        if [[ -n $tls ]]; then
+            as_pg tee "$data/pg_hba.conf" >/dev/null <<EOF
+local   all         all              trust
+local   replication all              trust
+hostssl all         all 127.0.0.1/32 trust clientcert=verify-ca
+hostssl replication all 127.0.0.1/32 trust clientcert=verify-ca
+EOF
+        else
+            as_pg tee "$data/pg_hba.conf" >/dev/null <<EOF
 local all         all              trust
 local replication all              trust
 host  all         all 127.0.0.1/32 trust
 host  replication all 127.0.0.1/32 trust
 EOF
+        fi
         echo "include 'lifeboat.conf'" | as_pg tee -a "$data/postgresql.conf" >/dev/null
     fi
 
@@ -95,6 +135,18 @@ max_replication_slots = 64
 max_wal_senders = 64
 max_connections = 300
 EOF
+    if [[ -n $tls ]]; then
+        # The server's copies of its key and certificates, owned by its user.
+        install -m 600 -o "$(stat -c %U "$data")" "$TEST_DIR/tls/server.key" "$data/server.key"
+        install -m 644 -o "$(stat -c %U "$data")" "$TEST_DIR/tls/server.pem" \
+            "$TEST_DIR/tls/ca.pem" "$data/"
+        as_pg tee -a "$data/lifeboat.conf" >/dev/null <<EOF
+ssl = on
+ssl_cert_file = 'server.pem'
+ssl_key_file = 'server.key'
+ssl_ca_file = 'ca.pem'
+EOF
+    fi
 
     if as_pg "$PG_BIN/pg_ctl" status -D "$data" >/dev/null 2>&1; then
         if "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port"; then
@@ -193,6 +245,7 @@ if [[ ${1:-start} == stop ]]; then
     if [[ -x $PG_BIN/pg_ctl ]] && getent passwd postgres >/dev/null; then
         pg_stop pg-logical
         pg_stop pg-replica
+        pg_stop pg-tls
     fi
     moto_stop
     exit 0
@@ -203,6 +256,8 @@ mkdir -p "$TEST_DIR"
 [[ -x $PG_BIN/initdb ]] || apt_install postgresql-15
 pg_start pg-logical "$PG_PORT" logical
 pg_start pg-replica "$PG_REPLICA_PORT" replica
+make_certificates "$TEST_DIR/tls"
+pg_start pg-tls "$PG_TLS_PORT" logical tls
 # Slots left by earlier runs (a test killed half way) hold WAL until the disk fills.
 "$PG_BIN/psql" -qAt -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres \
     -c "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots WHERE NOT active" \
@@ -214,6 +269,8 @@ command -v chromium >/dev/null || apt_install chromium
 cat >"$TEST_DIR/env.sh" <<EOF
 export LIFEBOAT_TEST_PG_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres
 export LIFEBOAT_TEST_PG_REPLICA_URL=postgres://postgres@127.0.0.1:$PG_REPLICA_PORT/postgres
+export LIFEBOAT_TEST_PG_TLS_PORT=$PG_TLS_PORT
+export LIFEBOAT_TEST_TLS_DIR=$TEST_DIR/tls
 export LIFEBOAT_TEST_S3_BUCKET=$BUCKET
 export AWS_ENDPOINT_URL=http://127.0.0.1:$S3_PORT
 export AWS_ACCESS_KEY_ID=test

@@ -366,6 +366,38 @@ pub(crate) struct PgClient {
 /// Work for the connection's thread.
 type Job = Box<dyn FnOnce(&mut postgres::Client) + Send>;
 
+/// A synchronous connection, TLS and password read the libpq way (`lifeboat_core::pg`).
+fn connect_postgres(url: &str) -> std::result::Result<postgres::Client, String> {
+    let settings = lifeboat_core::pg::settings(url, None).map_err(|e| e.to_string())?;
+    let mut config: postgres::Config = settings.url.parse().map_err(|e| format!("{e}"))?;
+    if let Some(password) = &settings.password {
+        config.password(password);
+    }
+    if config.get_user().is_none() {
+        config.user(&settings.user);
+    }
+    let explain = |e: postgres::Error| {
+        lifeboat_core::pg::explain_tls_error(&format!("{e:?}"), &settings)
+            .unwrap_or_else(|| pg_message(&e))
+    };
+    match lifeboat_core::pg::tls_config(&settings).map_err(|e| e.to_string())? {
+        None => {
+            config.ssl_mode(postgres::config::SslMode::Disable);
+            config.connect(postgres::NoTls).map_err(explain)
+        }
+        Some(tls) => {
+            config.ssl_mode(if settings.sslmode.requires_tls() {
+                postgres::config::SslMode::Require
+            } else {
+                postgres::config::SslMode::Prefer
+            });
+            config
+                .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+                .map_err(explain)
+        }
+    }
+}
+
 impl PgClient {
     fn connect(url: &str) -> Result<PgClient> {
         let (jobs, inbox) = mpsc::channel::<Job>();
@@ -375,13 +407,13 @@ impl PgClient {
         std::thread::Builder::new()
             .name("lifeboat-control".into())
             .spawn(move || {
-                let mut client = match postgres::Client::connect(&url, postgres::NoTls) {
+                let mut client = match connect_postgres(&url) {
                     Ok(c) => {
                         let _ = ready.send(Ok(()));
                         c
                     }
                     Err(e) => {
-                        let _ = ready.send(Err(pg_message(&e)));
+                        let _ = ready.send(Err(e));
                         return;
                     }
                 };

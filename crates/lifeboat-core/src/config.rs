@@ -219,6 +219,10 @@ fn default_retention_days() -> u32 {
 pub struct ControlConfig {
     /// `sqlite:///abs/file`, or `postgres://…` for a control store shared by machines.
     pub url: String,
+    /// PostgreSQL: a file whose first line is the password (for example a mounted secret),
+    /// used when the URL has none.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -273,6 +277,10 @@ pub struct SourceConfig {
     /// PostgreSQL schema whose tables are protected (default `public`).
     #[serde(default)]
     pub schema: Option<String>,
+    /// PostgreSQL: a file whose first line is the password (for example a mounted secret),
+    /// used when the URL has none.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     #[serde(default)]
     pub tables: BTreeMap<String, TableConfig>,
 }
@@ -592,13 +600,28 @@ pub fn sqlite_path(url: &str) -> Result<PathBuf> {
 
 /// A database URL without its password, for messages.
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_string(),
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        // Not a URL (a file path): nothing in it to hide.
+        return url.to_string();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
     }
+    if parsed.query_pairs().any(|(k, _)| k == "password") {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "password" {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
 }
 
 #[cfg(test)]

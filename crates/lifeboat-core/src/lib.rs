@@ -1,5 +1,6 @@
 //! Lifeboat's core: configuration, the tenant map, the captured model, the vault and
-//! reading tenant state back out of it, and checksums. No database driver lives here.
+//! reading tenant state back out of it, checksums, and PostgreSQL connection settings (TLS
+//! and passwords). No database driver lives here.
 
 pub mod checksum;
 pub mod compaction;
@@ -7,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod failpoint;
 pub mod model;
+pub mod pg;
 pub mod purge;
 pub mod state;
 pub mod target;

@@ -112,6 +112,9 @@ pub async fn check_tenants(
 /// beside the configuration file.
 pub fn control_url(config: &Config, config_path: &Option<PathBuf>) -> Result<String> {
     match &config.control {
+        Some(control) if control.url.starts_with("postgres") => {
+            lifeboat_core::pg::with_password_file(&control.url, control.password_file.as_deref())
+        }
         Some(control) => Ok(control.url.clone()),
         None => config_path
             .as_ref()

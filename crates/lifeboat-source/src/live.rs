@@ -36,6 +36,8 @@ impl LiveSource {
             }
             SourceKind::Postgres { url } => {
                 let schema = config.schema.as_deref().unwrap_or("public");
+                let url =
+                    lifeboat_core::pg::with_password_file(&url, config.password_file.as_deref())?;
                 Box::new(
                     PostgresSource::connect(&url, schema)
                         .await

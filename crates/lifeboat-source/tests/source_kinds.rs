@@ -60,6 +60,7 @@ fn source_config(url: String) -> SourceConfig {
         url,
         tenant_column: Some("site_id".to_string()),
         schema: None,
+        password_file: None,
         tables: BTreeMap::from([
             ("sites".to_string(), table(Some("id"), None, false)),
             (

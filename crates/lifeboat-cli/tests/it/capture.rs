@@ -28,9 +28,10 @@ async fn fifty_tenants_over_three_sources_stay_exact_under_concurrent_writers() 
         Some(&identity),
     ));
 
-    // Capture runs while three writers change every source.
+    // Capture runs while three writers change every source: they start once its first
+    // snapshot of each is in the vault.
     let mut capture = spawn_capture(&config, None);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    vault_checks::wait_for_first_checkpoints(&config, &["tracker", "wiki", "identity"]).await;
     let duration = Duration::from_secs(4);
     let identity_path = identity.clone();
     let sqlite_writer =

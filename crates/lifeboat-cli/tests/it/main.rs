@@ -10,4 +10,5 @@ mod drill;
 mod fixtures;
 mod guard;
 mod restore;
+mod tls;
 mod vault_checks;

@@ -39,3 +39,36 @@ pub async fn base_count(config: &Path, source: &str) -> usize {
     let history = SourceHistory::load(&vault, source).await.expect("history");
     history.bases.values().map(Vec::len).sum()
 }
+
+/// Wait until capture has written the first checkpoint of every source in `sources` (its
+/// initial snapshot is history from then on), however loaded the machine is.
+pub async fn wait_for_first_checkpoints(config: &Path, sources: &[&str]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    let vault = loop {
+        // The vault exists once capture has checked every source.
+        if let Ok(config) = Config::load(config) {
+            if let Ok(vault) = Vault::open(Vault::store_for(&config.vault).expect("store")).await {
+                break vault;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "capture created no vault"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    for source in sources {
+        while vault
+            .list_checkpoints(source)
+            .await
+            .expect("list checkpoints")
+            .is_empty()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "capture of {source} wrote no checkpoint within 180 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -353,6 +353,7 @@ async fn recover_as_campaign(
     let mut config = config.clone();
     config.control = Some(lifeboat_core::config::ControlConfig {
         url: format!("sqlite://{}", dir.join("lifeboat-control.db").display()),
+        password_file: None,
     });
     // Nobody is there to accept in a drill.
     config.campaigns.acceptance = "skip".to_string();

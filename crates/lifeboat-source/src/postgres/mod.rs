@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
+use lifeboat_core::pg;
+use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 use lifeboat_core::config::CaptureConfig;
@@ -206,7 +207,7 @@ pub fn slot_name(source: &str, database: &str) -> String {
 }
 
 fn database_of(url: &str) -> Result<String> {
-    let config = parse_config(url, "public")?;
+    let (config, _) = parse_config(url, "public")?;
     Ok(config
         .get_dbname()
         .or(config.get_user())
@@ -214,14 +215,22 @@ fn database_of(url: &str) -> Result<String> {
         .to_string())
 }
 
-fn parse_config(url: &str, schema: &str) -> Result<tokio_postgres::Config> {
-    let mut config: tokio_postgres::Config = url
+fn parse_config(url: &str, schema: &str) -> Result<(tokio_postgres::Config, pg::Settings)> {
+    let settings = pg::settings(url, None)?;
+    let mut config: tokio_postgres::Config = settings
+        .url
         .parse()
         .map_err(|e| Error::config(format!("postgres url {}: {e}", redact(url))))?;
+    if let Some(password) = &settings.password {
+        config.password(password);
+    }
+    if config.get_user().is_none() {
+        config.user(&settings.user);
+    }
     config.options(format!("{SESSION_OPTIONS} -c search_path={schema}"));
     config.application_name("lifeboat");
     config.connect_timeout(Duration::from_secs(10));
-    Ok(config)
+    Ok((config, settings))
 }
 
 /// The URL without its password, for messages.
@@ -229,16 +238,43 @@ pub use lifeboat_core::config::redact_url as redact;
 
 /// A plain (non-replication) connection with Lifeboat's session settings.
 pub async fn connect(url: &str, schema: &str) -> Result<Client> {
-    let config = parse_config(url, schema)?;
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| pg_error(&format!("cannot connect to {}", redact(url)), e))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!("postgres connection ended: {e}");
+    let (mut config, settings) = parse_config(url, schema)?;
+    let failed = |e: tokio_postgres::Error| {
+        let what = format!("cannot connect to {}", redact(url));
+        match pg::explain_tls_error(&format!("{e:?}"), &settings) {
+            Some(why) => Error::source(format!("{what}: {why}")),
+            None => pg_error(&what, e),
         }
-    });
+    };
+    let client = match pg::tls_config(&settings)? {
+        None => {
+            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            let (client, connection) = config.connect(NoTls).await.map_err(failed)?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!("postgres connection ended: {e}");
+                }
+            });
+            client
+        }
+        Some(tls) => {
+            config.ssl_mode(if settings.sslmode.requires_tls() {
+                tokio_postgres::config::SslMode::Require
+            } else {
+                tokio_postgres::config::SslMode::Prefer
+            });
+            let (client, connection) = config
+                .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+                .await
+                .map_err(failed)?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!("postgres connection ended: {e}");
+                }
+            });
+            client
+        }
+    };
     Ok(client)
 }
 
@@ -375,7 +411,7 @@ fn replication_config(
     start: u64,
     ack: Option<u64>,
 ) -> Result<ReplicationConfig> {
-    let config = parse_config(url, schema)?;
+    let (config, settings) = parse_config(url, schema)?;
     let host = match config.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
         Some(tokio_postgres::config::Host::Unix(path)) => path.to_string_lossy().into_owned(),
@@ -383,13 +419,29 @@ fn replication_config(
     };
     let port = config.get_ports().first().copied().unwrap_or(5432);
     let user = config.get_user().unwrap_or("postgres").to_string();
-    let password = config
-        .get_password()
-        .map(|p| String::from_utf8_lossy(p).into_owned())
-        .unwrap_or_default();
+    let password = settings.password.clone().unwrap_or_default();
     let dbname = config.get_dbname().unwrap_or(&user).to_string();
-    let mut replication =
-        ReplicationConfig::new(host, user, password, dbname, slot, slot).with_port(port);
+    let tls = match settings.sslmode {
+        pg::SslMode::Disable => TlsConfig::disabled(),
+        pg::SslMode::Prefer => TlsConfig {
+            mode: pgwire_replication::SslMode::Prefer,
+            ..TlsConfig::require()
+        },
+        pg::SslMode::Require if settings.root_cert.is_none() => TlsConfig::require(),
+        pg::SslMode::Require | pg::SslMode::VerifyCa => {
+            TlsConfig::verify_ca(settings.root_cert.clone())
+        }
+        pg::SslMode::VerifyFull => TlsConfig::verify_full(settings.root_cert.clone()),
+    };
+    let tls = match (&settings.client_cert, &settings.client_key) {
+        (Some(cert), Some(key)) => tls.with_client_cert(cert.clone(), key.clone()),
+        _ => tls,
+    };
+    // The one crypto provider is in place before the replication client's TLS starts.
+    pg::install_crypto_provider();
+    let mut replication = ReplicationConfig::new(host, user, password, dbname, slot, slot)
+        .with_port(port)
+        .with_tls(tls);
     replication.start_lsn = Lsn::from_u64(start);
     replication.ack_lsn = ack.map(Lsn::from_u64);
     replication.status_interval = Duration::from_millis(500);
