@@ -336,7 +336,7 @@ pub async fn worker(config_path: Option<PathBuf>, args: WorkerArgs) -> Result<u8
     {
         let stop = stop.clone();
         tokio::spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
+            crate::signal::shutdown().await;
             stop.set();
         });
     }
@@ -394,31 +394,9 @@ pub async fn serve(config_path: Option<PathBuf>, args: ServeArgs) -> Result<u8> 
         policy.auto_after_us.filter(|_| policy.customer),
     )?;
     crate::say!("serving the status page on http://{address}/");
-    lifeboat_web::serve(listener, state, shutdown_signal())
+    lifeboat_web::serve(listener, state, crate::signal::shutdown())
         .await
         .map_err(|e| Error::source(format!("server: {e}")))?;
     crate::say!("stopped");
     Ok(0)
-}
-
-/// Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
 }

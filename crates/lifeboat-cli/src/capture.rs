@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use lifeboat_core::Result;
 use lifeboat_engine::context::load_config;
 use lifeboat_engine::progress::thousands;
-use lifeboat_source::capture::percentiles_ms;
 use lifeboat_source::Stop;
 
 use crate::output::print_json;
@@ -29,7 +28,7 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
     {
         let stop = stop.clone();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            crate::signal::shutdown().await;
             stop.set();
         });
     }
@@ -46,7 +45,7 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
         let value: Vec<serde_json::Value> = reports
             .iter()
             .map(|s| {
-                let lag = percentiles_ms(&s.lags_us);
+                let lag = s.lags.percentiles_ms();
                 serde_json::json!({
                     "source": s.source,
                     "transactions": s.transactions,
@@ -62,7 +61,9 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
         print_json(&serde_json::Value::Array(value));
     } else {
         for s in &reports {
-            let lag = percentiles_ms(&s.lags_us)
+            let lag = s
+                .lags
+                .percentiles_ms()
                 .map(|(p50, p99)| format!(", lag p50 {p50:.1} ms, p99 {p99:.1} ms"))
                 .unwrap_or_default();
             crate::say!(
@@ -78,19 +79,4 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
         Some(e) => Err(e),
         None => Ok(0),
     }
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -27,9 +27,40 @@ pub struct CaptureStats {
     pub segments: u64,
     pub skipped_duplicates: u64,
     pub unattributed: u64,
-    /// Commit-to-durable delays of the transactions captured, in microseconds.
+    /// Commit-to-durable delays of the transactions captured.
     #[serde(skip)]
-    pub lags_us: Vec<i64>,
+    pub lags: Lags,
+}
+
+/// Commit-to-durable delays, in a histogram of fixed size (three significant figures, from
+/// 1 µs to a day): capture's memory does not grow with its run time.
+#[derive(Debug, Clone, Default)]
+pub struct Lags(Option<hdrhistogram::Histogram<u64>>);
+
+impl Lags {
+    const MAX_US: u64 = 86_400_000_000;
+
+    /// Record one transaction's delay (a negative one, from clock skew, counts as 0; one
+    /// longer than a day as a day).
+    pub fn record(&mut self, lag_us: i64) {
+        if self.0.is_none() {
+            self.0 = hdrhistogram::Histogram::new_with_bounds(1, Self::MAX_US, 3).ok();
+        }
+        if let Some(histogram) = &mut self.0 {
+            histogram.saturating_record(lag_us.clamp(0, Self::MAX_US as i64) as u64);
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.0.as_ref().map_or(0, |h| h.len())
+    }
+
+    /// p50 and p99, in milliseconds (`None` before the first transaction).
+    pub fn percentiles_ms(&self) -> Option<(f64, f64)> {
+        let histogram = self.0.as_ref().filter(|h| !h.is_empty())?;
+        let at = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+        Some((at(0.50), at(0.99)))
+    }
 }
 
 pub struct CaptureCore {
@@ -572,7 +603,7 @@ impl CaptureCore {
         failpoint::hit("capture.after-segment");
         let now = lifeboat_core::time::now_us();
         for tx in &segment.transactions {
-            self.stats.lags_us.push(now - tx.commit_time_us);
+            self.stats.lags.record(now - tx.commit_time_us);
         }
         self.stats.segments += 1;
         self.pending_changes = 0;
@@ -625,16 +656,22 @@ pub struct Snapshot {
     unattributed: u64,
 }
 
-/// p50 and p99 of a list of lags, in milliseconds.
-pub fn percentiles_ms(lags_us: &[i64]) -> Option<(f64, f64)> {
-    if lags_us.is_empty() {
-        return None;
+#[cfg(test)]
+mod tests {
+    use super::Lags;
+
+    #[test]
+    fn lags_are_kept_in_fixed_memory_with_their_percentiles() {
+        let mut lags = Lags::default();
+        assert_eq!(lags.percentiles_ms(), None);
+        // A million transactions: 1 ms to 1,000 ms, evenly; a negative lag counts as 0.
+        for i in 0..1_000_000i64 {
+            lags.record((i % 1000 + 1) * 1000);
+        }
+        lags.record(-5);
+        assert_eq!(lags.count(), 1_000_001);
+        let (p50, p99) = lags.percentiles_ms().expect("percentiles");
+        assert!((499.0..=502.0).contains(&p50), "p50 {p50}");
+        assert!((989.0..=992.0).contains(&p99), "p99 {p99}");
     }
-    let mut sorted = lags_us.to_vec();
-    sorted.sort_unstable();
-    let at = |q: f64| {
-        let index = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-        sorted[index] as f64 / 1000.0
-    };
-    Some((at(0.50), at(0.99)))
 }

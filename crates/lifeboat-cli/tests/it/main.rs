@@ -9,6 +9,7 @@ mod crash;
 mod drill;
 mod fixtures;
 mod guard;
+mod operations;
 mod restore;
 mod tls;
 mod vault_checks;
