@@ -93,6 +93,7 @@ macro_rules! contract {
 
 contract!(local, local_store:
     put_get_round_trip,
+    an_older_format_is_refused,
     get_missing_is_none,
     put_is_idempotent,
     list_is_sorted_and_under_the_prefix_only,
@@ -105,6 +106,7 @@ contract!(local, local_store:
 
 contract!(s3, s3_store:
     put_get_round_trip,
+    an_older_format_is_refused,
     get_missing_is_none,
     put_is_idempotent,
     list_is_sorted_and_under_the_prefix_only,
@@ -426,6 +428,32 @@ mod contract {
         assert!(err.to_string().contains(&earlier_name), "{err}");
     }
 
+    /// A vault written by an older build is refused, naming both versions, and nothing is
+    /// written into it.
+    pub async fn an_older_format_is_refused(store: Arc<dyn Store>) {
+        let header =
+            br#"{"format": "lifeboat-vault", "version": 2, "created": "2026-01-01T00:00:00Z"}"#;
+        put(&store, "lifeboat-vault.json", header).await;
+        for err in [
+            Vault::open(store.clone()).await.expect_err("version 2"),
+            Vault::open_or_create(store.clone())
+                .await
+                .expect_err("version 2"),
+        ] {
+            assert_eq!(err.kind(), ErrorKind::Vault, "{err}");
+            let text = err.to_string();
+            assert!(
+                text.contains("format version 2") && text.contains("version 3"),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            get(&store, "lifeboat-vault.json").await.as_deref(),
+            Some(&header[..])
+        );
+        assert_eq!(list(&store, "").await, ["lifeboat-vault.json"]);
+    }
+
     pub async fn corrupted_object_is_refused(store: Arc<dyn Store>) {
         let vault = Vault::open_or_create(store.clone()).await.expect("create");
         let original = segment("s", 1, 3);
@@ -486,6 +514,8 @@ mod contract {
             source: source.into(),
             first,
             last,
+            prev: first - 1,
+            generation: 0,
             tables: tables(),
             transactions: vec![
                 Transaction {

@@ -5,6 +5,7 @@ mod bad_input;
 mod campaign;
 mod capture;
 mod common;
+mod continuity;
 mod crash;
 mod drill;
 mod fixtures;

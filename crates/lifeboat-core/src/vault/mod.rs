@@ -18,7 +18,7 @@ use crate::config::VaultConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Base, Checkpoint, Row, Segment, TableSchema, TenantKey};
 
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 /// How much of a segment a head read fetches at first: most heads fit.
 const HEAD_PROBE: u64 = 16 * 1024;
 /// More chunks than this wanted from one segment: read it whole instead.
@@ -865,6 +865,8 @@ struct SegmentHeader {
     source: String,
     first: u64,
     last: u64,
+    prev: u64,
+    generation: u32,
     tables: Vec<crate::model::TableSchema>,
     transactions: Vec<TransactionHeader>,
     chunks: Vec<ChunkRef>,
@@ -926,6 +928,8 @@ fn encode_segment(segment: &Segment) -> Result<(Bytes, String)> {
         source: segment.source.clone(),
         first: segment.first,
         last: segment.last,
+        prev: segment.prev,
+        generation: segment.generation,
         tables: segment.tables.clone(),
         transactions: segment
             .transactions
@@ -1041,6 +1045,8 @@ fn assemble(name: &str, header: SegmentHeader, mut entries: Vec<ChunkEntry>) -> 
         source: header.source,
         first: header.first,
         last: header.last,
+        prev: header.prev,
+        generation: header.generation,
         tables: header.tables,
         transactions,
     })
@@ -1098,6 +1104,8 @@ mod tests {
             source: "s".into(),
             first: 5,
             last: 5,
+            prev: 0,
+            generation: 0,
             tables: vec![TableSchema {
                 name: "t".into(),
                 columns: vec!["id".into(), "x".into()],
