@@ -4,6 +4,7 @@
 mod bad_input;
 mod campaign;
 mod capture;
+mod check;
 mod common;
 mod continuity;
 mod crash;

@@ -518,6 +518,31 @@ impl Vault {
         BaseReader::open(name, bytes, BASE_KEPT_DECOMPRESSED)
     }
 
+    /// Read a segment, base or checkpoint whole and check every hash it carries (a
+    /// segment's head and chunks, a base's bytes, a checkpoint's head and key maps), and
+    /// that it decodes; its size in bytes.
+    pub async fn verify_object(&self, name: &str) -> Result<u64> {
+        let bytes = self.get_object(name).await?;
+        if name.ends_with(".seg") {
+            let (header, area) = segment_parts(name, &bytes)?;
+            for chunk in &header.chunks {
+                chunk_entries(name, chunk, chunk_bytes(name, area, chunk)?)?;
+            }
+        } else if name.ends_with(".base") {
+            open_envelope(name, Kind::Base, &bytes)?;
+            check_name_hash(name, &bytes)?;
+        } else if name.ends_with(".ckpt") {
+            let header: CheckpointHeader = open_head(name, Kind::Checkpoint, &bytes)?;
+            let area = &bytes[head_length(name, Kind::Checkpoint, &bytes)?..];
+            let keymaps = chunk_bytes(name, area, &header.keymaps)?;
+            check_chunk(name, &header.keymaps, keymaps)?;
+            unpack::<Vec<crate::model::KeymapRecord>>(name, keymaps)?;
+        } else {
+            return Err(corrupt(name, "not a segment, base or checkpoint"));
+        }
+        Ok(bytes.len() as u64)
+    }
+
     async fn read<T: DeserializeOwned>(&self, name: &str, kind: Kind) -> Result<T> {
         let bytes = self.get_object(name).await?;
         decode(name, kind, &bytes)
