@@ -52,6 +52,9 @@ enum Command {
     Drill(drill::Args),
     /// Restore tenants to a point in time, in place, as a new tenant or elsewhere.
     Restore(restore::Args),
+    /// Check the whole vault: every object listed and readable, every source's history
+    /// continuous, the audit anchors; `--read-data` checks every hash.
+    Check(vault::CheckArgs),
     /// Write new base snapshots (compaction), so restores read less history.
     Snapshot(vault::SnapshotArgs),
     /// Measure a declared operation and write a plan for approval.
@@ -111,6 +114,7 @@ fn main() -> ExitCode {
             Command::History(args) => vault::history(config_path, args).await,
             Command::Verify(args) => vault::verify(config_path, args).await,
             Command::Snapshot(args) => vault::snapshot(config_path, args).await,
+            Command::Check(args) => vault::check(config_path, args).await,
             Command::Restore(args) => restore::run(config_path, args).await,
             Command::Drill(args) => drill::run(config_path, args).await,
             Command::Plan(args) => guard::plan(config_path, args).await,

@@ -102,6 +102,30 @@ impl Progress for Terminal {
                 "wave {number}: {tenants} tenants, {} rows ({done} of {total} tenants done)",
                 thousands(rows)
             ),
+            Event::CheckStarted { objects } => {
+                if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                    let bar = indicatif::ProgressBar::new(objects as u64);
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{bar:30} {pos}/{len} objects [{elapsed_precise}, ETA {eta}]",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    );
+                    if let Ok(mut slot) = self.bar.lock() {
+                        *slot = Some(bar);
+                    }
+                }
+            }
+            Event::ObjectChecked => {
+                if let Some(bar) = self.bar() {
+                    bar.inc(1);
+                }
+            }
+            Event::CheckFinished => {
+                if let Some(bar) = self.bar() {
+                    bar.finish_and_clear();
+                }
+            }
             Event::Step(text) => crate::say!("== {text}"),
             Event::Detail(text) => crate::say!("   {text}"),
         }

@@ -1,4 +1,4 @@
-//! The vault's views and checks: `tenants`, `history`, `verify` and `snapshot`.
+//! The vault's views and checks: `tenants`, `history`, `verify`, `check` and `snapshot`.
 
 use std::path::PathBuf;
 
@@ -235,4 +235,84 @@ pub async fn snapshot(config_path: Option<PathBuf>, args: SnapshotArgs) -> Resul
         written.iter().map(|(_, n)| n).sum::<usize>()
     );
     Ok(0)
+}
+
+#[derive(clap::Args)]
+pub struct CheckArgs {
+    /// Read every object whole and check every hash (segment chunks, bases, checkpoints).
+    #[arg(long)]
+    read_data: bool,
+    /// Only these sources (repeatable).
+    #[arg(long = "source", value_name = "NAME")]
+    sources: Vec<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+/// `check`: a summary per source, then one line per problem; exit 1 when there is any.
+pub async fn check(config_path: Option<PathBuf>, args: CheckArgs) -> Result<u8> {
+    let config = load_config(config_path.as_deref())?;
+    let progress: lifeboat_engine::progress::Reporter = if args.json {
+        lifeboat_engine::progress::silent()
+    } else {
+        std::sync::Arc::new(crate::output::Terminal::default())
+    };
+    let request = lifeboat_engine::check::Request {
+        sources: args.sources.clone(),
+        read_data: args.read_data,
+    };
+    let started = std::time::Instant::now();
+    let report = lifeboat_engine::check::check(&config, &config_path, &request, &progress).await?;
+    let code = if report.ok { 0 } else { EXIT_PROBLEM };
+    if args.json {
+        print_json(&report);
+        return Ok(code);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    for s in &report.sources {
+        let window = match (s.window, s.window_us) {
+            (Some(_), Some((from, to))) => {
+                format!("window {} .. {}", format_us(from), format_us(to))
+            }
+            (Some((from, to)), None) => format!("window positions {from} .. {to}"),
+            _ => "no history yet".to_string(),
+        };
+        crate::say!(
+            "{:<16} {} segments, {} checkpoints, {} bases, {} tenants, {window}",
+            s.source,
+            thousands(s.segments as u64),
+            thousands(s.checkpoints as u64),
+            thousands(s.bases as u64),
+            thousands(s.tenants as u64),
+        );
+    }
+    if let Some(entries) = report.audit_entries {
+        crate::say!(
+            "audit log: {} entries checked against their anchors",
+            thousands(entries as u64)
+        );
+    }
+    for p in &report.problems {
+        crate::say!("problem: {}: {}", p.object, p.problem);
+    }
+    let read = if report.read_data {
+        format!(
+            ", {:.1} MB read and every hash checked ({:.1} MB/s)",
+            report.bytes_read as f64 / 1e6,
+            report.bytes_read as f64 / 1e6 / seconds.max(1e-3)
+        )
+    } else {
+        String::new()
+    };
+    crate::say!(
+        "{}: {} objects{read}; {}",
+        report.vault,
+        thousands(report.objects as u64),
+        if report.ok {
+            "no problems".to_string()
+        } else {
+            format!("{} problems", report.problems.len())
+        }
+    );
+    Ok(code)
 }

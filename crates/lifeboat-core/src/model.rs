@@ -205,6 +205,11 @@ pub struct Segment {
     pub source: String,
     pub first: u64,
     pub last: u64,
+    /// The `last` of the segment before this one in the source's history (the first
+    /// checkpoint's position for the first segment): the segment covers (prev, last].
+    pub prev: u64,
+    /// 0 as capture writes it; one more each time a purge writes the segment again.
+    pub generation: u32,
     pub tables: Vec<TableSchema>,
     pub transactions: Vec<Transaction>,
 }

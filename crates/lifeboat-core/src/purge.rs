@@ -37,6 +37,7 @@ pub async fn purge_tenant(vault: &Vault, source: &str, tenant: &TenantKey) -> Re
             continue;
         }
         let mut segment = vault.read_segment(&segment_ref.name).await?;
+        segment.generation += 1;
         for tx in &mut segment.transactions {
             let before = tx.changes.len();
             tx.changes.retain(|c| c.tenant.as_ref() != Some(tenant));

@@ -270,6 +270,79 @@ impl<T> ObjectCache<T> {
     }
 }
 
+/// A walk along a source's segments, checking continuity step by step
+/// (`SourceHistory::chain`).
+pub struct Chain<'h> {
+    history: &'h SourceHistory,
+    end: u64,
+    /// The position the segments walked so far reach.
+    covered: u64,
+    /// The object that ends at `covered`, for messages.
+    before: String,
+    next: usize,
+    walked: usize,
+}
+
+impl Chain<'_> {
+    /// The next segment and its summary, or None once the range is covered.
+    pub async fn next(&mut self, vault: &Vault) -> Result<Option<(SegmentRef, SegmentSummary)>> {
+        let history = self.history;
+        if self.covered >= self.end {
+            return Ok(None);
+        }
+        let Some(next) = history.segments.get(self.next) else {
+            let after_gap = history
+                .checkpoints
+                .iter()
+                .find(|c| c.position > self.covered)
+                .map_or_else(|| format!("position {}", self.end), |c| c.name.clone());
+            return Err(history.gap(self.covered + 1, self.end, &self.before, &after_gap));
+        };
+        let same: Vec<&SegmentRef> = history.segments[self.next..]
+            .iter()
+            .take_while(|s| (s.first, s.last) == (next.first, next.last))
+            .collect();
+        self.next += same.len();
+        let mut chosen = (same[0], history.summary(vault, &same[0].name).await?);
+        for other in &same[1..] {
+            let summary = history.summary(vault, &other.name).await?;
+            let (a, b) = (chosen.1 .0.generation, summary.0.generation);
+            if a == b {
+                return Err(Error::corrupt(format!(
+                    "source {}: the history is broken: {} and {} both hold positions {} to \
+                     {} (a duplicate)",
+                    history.source, chosen.0.name, other.name, next.first, next.last
+                )));
+            }
+            if b > a {
+                chosen = (other, summary);
+            }
+        }
+        let (segment, summary) = chosen;
+        let prev = summary.0.prev;
+        if prev > self.covered {
+            return Err(history.gap(self.covered + 1, prev, &self.before, &segment.name));
+        }
+        // The first segment may start below the range (a base inside its range); every
+        // later one starts right after the one before.
+        let covered = self.covered;
+        if self.walked > 0 && (prev < covered || segment.first <= covered) {
+            return Err(Error::corrupt(format!(
+                "source {}: the history is broken: positions {} to {covered} are held twice, \
+                 by {} and {} (an overlap)",
+                history.source,
+                (prev + 1).min(segment.first),
+                self.before,
+                segment.name
+            )));
+        }
+        self.covered = segment.last;
+        self.before = segment.name.clone();
+        self.walked += 1;
+        Ok(Some((segment.clone(), summary)))
+    }
+}
+
 impl SourceHistory {
     pub async fn load(vault: &Vault, source: &str) -> Result<SourceHistory> {
         let bases = vault.list_all_bases(source).await?;
@@ -349,8 +422,9 @@ impl SourceHistory {
     /// Every tenant the vault knows in this source: bases and changes.
     pub async fn tenants(&self, vault: &Vault) -> Result<BTreeSet<TenantKey>> {
         let mut tenants: BTreeSet<TenantKey> = self.bases.keys().cloned().collect();
-        for segment in &self.segments {
-            tenants.extend(self.summary(vault, &segment.name).await?.1.iter().cloned());
+        let mut chain = self.chain(0, u64::MAX);
+        while let Some((_, summary)) = chain.next(vault).await? {
+            tenants.extend(summary.1.iter().cloned());
         }
         Ok(tenants)
     }
@@ -400,11 +474,8 @@ impl SourceHistory {
             ));
         }
         let mut position = checkpoint.position;
-        for segment_ref in &self.segments {
-            if segment_ref.last <= position {
-                continue;
-            }
-            let summary = self.summary(vault, &segment_ref.name).await?;
+        let mut chain = self.chain(position, u64::MAX);
+        while let Some((segment_ref, summary)) = chain.next(vault).await? {
             // Where the time falls inside a transaction's changes (SQLite), they are needed.
             let full;
             let mut segment = &summary.0;
@@ -448,11 +519,8 @@ impl SourceHistory {
             .checkpoint_head(vault, &checkpoint.name)
             .await?
             .commit_time_us;
-        for segment in &self.segments {
-            if segment.last <= checkpoint.position || segment.first > position {
-                continue;
-            }
-            let summary = self.summary(vault, &segment.name).await?;
+        let mut chain = self.chain(checkpoint.position, position);
+        while let Some((_, summary)) = chain.next(vault).await? {
             for tx in &summary.0.transactions {
                 if tx.position <= position {
                     time_us = time_us.max(tx.commit_time_us);
@@ -493,8 +561,9 @@ impl SourceHistory {
             .iter()
             .map(|t| (t.name.clone(), t.clone()))
             .collect();
-        for segment in &self.segments {
-            if segment.last <= checkpoint.position || segment.first > position {
+        let mut chain = self.chain(checkpoint.position, position);
+        while let Some((segment, _)) = chain.next(vault).await? {
+            if segment.first > position {
                 continue;
             }
             if segment.last <= position {
@@ -545,6 +614,61 @@ impl SourceHistory {
         Ok(())
     }
 
+    /// The segments that hold the transactions in (after, upto] (`after` taken no lower
+    /// than the first checkpoint, `upto` no higher than the head), in order, once each,
+    /// checked to be continuous as they are walked (docs/vault-format.md, "Continuity"):
+    /// each one's `prev`, read from its head, is the `last` of the one before, the first
+    /// one's at or below `after`, and they reach `upto`. A gap, an overlap or a duplicate
+    /// is refused with an error naming the source, the positions and the objects on either
+    /// side. Of segments with one range and different generations (an interrupted purge),
+    /// the newest is used.
+    pub fn chain(&self, after: u64, upto: u64) -> Chain<'_> {
+        let earliest = self.earliest_position().unwrap_or(0);
+        let end = upto.min(self.latest_position().unwrap_or(0));
+        let covered = after.max(earliest);
+        Chain {
+            history: self,
+            end,
+            covered,
+            before: self.object_ending_at(covered),
+            next: self.segments.partition_point(|s| s.last <= covered),
+            walked: 0,
+        }
+    }
+
+    /// Every segment of (after, upto], checked to be continuous (`chain`).
+    pub async fn chained(&self, vault: &Vault, after: u64, upto: u64) -> Result<Vec<SegmentRef>> {
+        let mut chain = self.chain(after, upto);
+        let mut out = Vec::new();
+        while let Some((segment, _)) = chain.next(vault).await? {
+            out.push(segment);
+        }
+        Ok(out)
+    }
+
+    /// The object whose history ends at `position`: a segment, else a checkpoint.
+    fn object_ending_at(&self, position: u64) -> String {
+        self.segments
+            .iter()
+            .find(|s| s.last == position)
+            .map(|s| s.name.clone())
+            .or_else(|| {
+                self.checkpoints
+                    .iter()
+                    .find(|c| c.position == position)
+                    .map(|c| c.name.clone())
+            })
+            .unwrap_or_else(|| format!("position {position}"))
+    }
+
+    fn gap(&self, from: u64, to: u64, before: &str, after: &str) -> Error {
+        Error::corrupt(format!(
+            "source {}: the history is broken: positions {from} to {to} are missing, \
+             between {before} and {after} (a gap)",
+            self.source
+        ))
+    }
+
     /// Read every transaction with a position in (after, upto], in order, once each.
     pub async fn for_each_transaction(
         &self,
@@ -580,19 +704,13 @@ impl SourceHistory {
         mut visit: impl FnMut(&[TableSchema], &Transaction),
     ) -> Result<()> {
         let mut applied = after;
-        for segment_ref in &self.segments {
-            // A segment's name holds its first change's position and its last
-            // transaction's.
-            if segment_ref.last <= applied || segment_ref.first > upto {
-                continue;
-            }
+        let mut chain = self.chain(after, upto);
+        while let Some((segment_ref, summary)) = chain.next(vault).await? {
             let read;
-            let summary;
             let segment = match tenants {
                 Some(tenants) => {
                     // A segment without any of these tenants' changes: its summary has all
                     // that matters (transactions, truncates, alters).
-                    summary = self.summary(vault, &segment_ref.name).await?;
                     if summary.1.iter().any(|t| tenants.contains(t)) {
                         read = vault.read_segment_for(&segment_ref.name, tenants).await?;
                         &read
@@ -611,7 +729,7 @@ impl SourceHistory {
                 if tx.position <= applied {
                     continue;
                 }
-                if tx.changes.first().is_some_and(|c| c.position > upto) {
+                if tx.changes.first().map_or(tx.position, |c| c.position) > upto {
                     return Ok(());
                 }
                 visit(&segment.tables, tx);
@@ -819,5 +937,107 @@ mod tests {
         assert_eq!(got, want);
         let u_now: Vec<Row> = state.tables["u"].rows.values().cloned().collect();
         assert_eq!(u_now, vec![vec![text("u3")]]);
+    }
+
+    /// A segment of tenant 1 inserting row `position`, covering (prev, position].
+    fn linked(prev: u64, position: u64, generation: u32) -> Segment {
+        let mut insert = change(Op::Insert, None, Some(vec![Value::Int(position as i64)]));
+        insert.position = position;
+        Segment {
+            source: "s".into(),
+            first: position,
+            last: position,
+            prev,
+            generation,
+            tables: vec![schema("t", &["id"], vec![0])],
+            transactions: vec![Transaction {
+                xid: position,
+                position,
+                commit_time_us: position as i64,
+                changes: vec![insert],
+            }],
+        }
+    }
+
+    async fn rows_at(vault: &Vault, position: u64) -> Result<usize> {
+        let history = SourceHistory::load(vault, "s").await?;
+        let tenant = TenantKey::new("1");
+        let states = history
+            .states_at(vault, &BTreeSet::from([tenant.clone()]), position)
+            .await?;
+        Ok(states[&tenant].row_count())
+    }
+
+    /// Readers walk the segments by their links: a newer generation of a range (an
+    /// interrupted purge) replaces the older one; a gap or an overlap is refused, naming
+    /// the positions and the objects on either side.
+    #[tokio::test]
+    async fn readers_follow_the_links_between_segments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vault = Vault::open_or_create(Arc::new(LocalStore::new(dir.path())))
+            .await
+            .expect("vault");
+        vault
+            .put_checkpoint(&crate::model::Checkpoint {
+                source: "s".into(),
+                position: 10,
+                commit_time_us: 10,
+                tables: vec![schema("t", &["id"], vec![0])],
+                keymaps: Vec::new(),
+            })
+            .await
+            .expect("checkpoint");
+        let a = vault.put_segment(&linked(10, 20, 0)).await.expect("a");
+        let b = vault.put_segment(&linked(20, 30, 0)).await.expect("b");
+        let c = vault.put_segment(&linked(30, 40, 0)).await.expect("c");
+        assert_eq!(rows_at(&vault, 40).await.expect("whole"), 3);
+        assert_eq!(rows_at(&vault, 25).await.expect("inside"), 1);
+
+        // b written again with its change gone (a purge that stopped before deleting b).
+        let mut purged = linked(20, 30, 1);
+        purged.transactions[0].changes.clear();
+        let b1 = vault.put_segment(&purged).await.expect("b1");
+        assert_eq!(rows_at(&vault, 40).await.expect("newest generation"), 2);
+        vault.delete(&b1).await.expect("delete b1");
+
+        // b gone: a gap between a and c.
+        let moved = vault.read_segment(&b).await.expect("read b");
+        vault.delete(&b).await.expect("delete b");
+        let err = rows_at(&vault, 40).await.expect_err("gap");
+        assert_eq!(err.kind(), ErrorKind::Corrupt);
+        let text = err.to_string();
+        for needle in ["source s", "positions 21 to 30 are missing", &a, &c] {
+            assert!(text.contains(needle), "{text} lacks {needle}");
+        }
+        // A target before the gap is still readable: only the replayed range counts.
+        assert_eq!(rows_at(&vault, 20).await.expect("before the gap"), 1);
+        vault.put_segment(&moved).await.expect("b back");
+
+        // A segment whose link reaches back into its predecessor: an overlap.
+        let overlap = vault
+            .put_segment(&linked(35, 50, 0))
+            .await
+            .expect("overlap");
+        let text = rows_at(&vault, 50).await.expect_err("overlap").to_string();
+        assert!(
+            text.contains("overlap") && text.contains(&overlap),
+            "{text}"
+        );
+        vault.delete(&overlap).await.expect("delete");
+
+        // The last segment gone while a checkpoint stands at its end: a gap at the head.
+        vault
+            .put_checkpoint(&crate::model::Checkpoint {
+                source: "s".into(),
+                position: 40,
+                commit_time_us: 40,
+                tables: vec![schema("t", &["id"], vec![0])],
+                keymaps: Vec::new(),
+            })
+            .await
+            .expect("checkpoint");
+        vault.delete(&c).await.expect("delete c");
+        let text = rows_at(&vault, 40).await.expect_err("tail").to_string();
+        assert!(text.contains("positions 31 to 40 are missing"), "{text}");
     }
 }

@@ -93,6 +93,8 @@ macro_rules! contract {
 
 contract!(local, local_store:
     put_get_round_trip,
+    a_broken_history_is_refused,
+    an_older_format_is_refused,
     get_missing_is_none,
     put_is_idempotent,
     list_is_sorted_and_under_the_prefix_only,
@@ -105,6 +107,8 @@ contract!(local, local_store:
 
 contract!(s3, s3_store:
     put_get_round_trip,
+    a_broken_history_is_refused,
+    an_older_format_is_refused,
     get_missing_is_none,
     put_is_idempotent,
     list_is_sorted_and_under_the_prefix_only,
@@ -426,6 +430,89 @@ mod contract {
         assert!(err.to_string().contains(&earlier_name), "{err}");
     }
 
+    /// A segment removed from the middle of a history, or stored twice, is refused by a
+    /// reader replaying across it, naming the objects; a flipped byte in a chunk that a
+    /// reader of heads never fetches is found by `verify_object`.
+    pub async fn a_broken_history_is_refused(store: Arc<dyn Store>) {
+        use lifeboat_core::state::SourceHistory;
+        let vault = Vault::open_or_create(store.clone()).await.expect("create");
+        vault
+            .put_checkpoint(&checkpoint("s", 10))
+            .await
+            .expect("checkpoint");
+        let a = vault.put_segment(&segment("s", 11, 20)).await.expect("a");
+        let b = vault.put_segment(&segment("s", 21, 30)).await.expect("b");
+        let c = vault.put_segment(&segment("s", 31, 40)).await.expect("c");
+        let tenants = std::collections::BTreeSet::from([TenantKey::new("42")]);
+        let read = |vault: Vault| {
+            let tenants = tenants.clone();
+            async move {
+                let history = SourceHistory::load(&vault, "s").await?;
+                history.states_at(&vault, &tenants, 40).await
+            }
+        };
+        read(vault.clone()).await.expect("a whole history");
+
+        let good = get(&store, &b).await.expect("b stored");
+        let mut flipped = good.to_vec();
+        *flipped.last_mut().expect("bytes") ^= 0x01;
+        put(&store, &b, &flipped).await;
+        let err = vault.verify_object(&b).await.expect_err("flipped");
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains(&b), "{err}");
+        put(&store, &b, &good).await;
+        assert_eq!(
+            vault.verify_object(&b).await.expect("whole"),
+            good.len() as u64
+        );
+
+        vault.delete(&b).await.expect("delete b");
+        let err = read(vault.clone()).await.expect_err("gap");
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        let text = err.to_string();
+        for needle in ["source s", "positions 21 to 30 are missing", &a, &c] {
+            assert!(text.contains(needle), "{text} lacks {needle}");
+        }
+        put(&store, &b, &good).await;
+
+        let mut copy = segment("s", 21, 30);
+        copy.transactions[0].changes.pop();
+        let copy = vault.put_segment(&copy).await.expect("copy");
+        let text = read(vault.clone())
+            .await
+            .expect_err("duplicate")
+            .to_string();
+        for needle in ["duplicate", &b, &copy] {
+            assert!(text.contains(needle), "{text} lacks {needle}");
+        }
+    }
+
+    /// A vault written by an older build is refused, naming both versions, and nothing is
+    /// written into it.
+    pub async fn an_older_format_is_refused(store: Arc<dyn Store>) {
+        let header =
+            br#"{"format": "lifeboat-vault", "version": 2, "created": "2026-01-01T00:00:00Z"}"#;
+        put(&store, "lifeboat-vault.json", header).await;
+        for err in [
+            Vault::open(store.clone()).await.expect_err("version 2"),
+            Vault::open_or_create(store.clone())
+                .await
+                .expect_err("version 2"),
+        ] {
+            assert_eq!(err.kind(), ErrorKind::Vault, "{err}");
+            let text = err.to_string();
+            assert!(
+                text.contains("format version 2") && text.contains("version 3"),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            get(&store, "lifeboat-vault.json").await.as_deref(),
+            Some(&header[..])
+        );
+        assert_eq!(list(&store, "").await, ["lifeboat-vault.json"]);
+    }
+
     pub async fn corrupted_object_is_refused(store: Arc<dyn Store>) {
         let vault = Vault::open_or_create(store.clone()).await.expect("create");
         let original = segment("s", 1, 3);
@@ -486,6 +573,8 @@ mod contract {
             source: source.into(),
             first,
             last,
+            prev: first - 1,
+            generation: 0,
             tables: tables(),
             transactions: vec![
                 Transaction {

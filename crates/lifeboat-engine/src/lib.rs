@@ -8,6 +8,7 @@
 
 pub mod campaign;
 pub mod capture;
+pub mod check;
 pub mod compare;
 pub mod context;
 pub mod drill;

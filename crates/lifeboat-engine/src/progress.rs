@@ -27,6 +27,12 @@ pub enum Event {
         done: usize,
         total: usize,
     },
+    /// `check` is about to read `objects` vault objects.
+    CheckStarted { objects: usize },
+    /// `check` is done with one object.
+    ObjectChecked,
+    /// `check` read its last object.
+    CheckFinished,
     /// A step of a longer job (the drill), in words.
     Step(String),
     /// A detail line under the current step.

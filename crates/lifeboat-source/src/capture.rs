@@ -592,6 +592,8 @@ impl CaptureCore {
             source: self.source.clone(),
             first,
             last,
+            prev: self.head,
+            generation: 0,
             tables: used
                 .iter()
                 .map(|&t| self.tables[t as usize].clone())

@@ -4,7 +4,9 @@
 mod bad_input;
 mod campaign;
 mod capture;
+mod check;
 mod common;
+mod continuity;
 mod crash;
 mod drill;
 mod fixtures;

@@ -18,7 +18,7 @@ use crate::config::VaultConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Base, Checkpoint, Row, Segment, TableSchema, TenantKey};
 
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 /// How much of a segment a head read fetches at first: most heads fit.
 const HEAD_PROBE: u64 = 16 * 1024;
 /// More chunks than this wanted from one segment: read it whole instead.
@@ -518,6 +518,31 @@ impl Vault {
         BaseReader::open(name, bytes, BASE_KEPT_DECOMPRESSED)
     }
 
+    /// Read a segment, base or checkpoint whole and check every hash it carries (a
+    /// segment's head and chunks, a base's bytes, a checkpoint's head and key maps), and
+    /// that it decodes; its size in bytes.
+    pub async fn verify_object(&self, name: &str) -> Result<u64> {
+        let bytes = self.get_object(name).await?;
+        if name.ends_with(".seg") {
+            let (header, area) = segment_parts(name, &bytes)?;
+            for chunk in &header.chunks {
+                chunk_entries(name, chunk, chunk_bytes(name, area, chunk)?)?;
+            }
+        } else if name.ends_with(".base") {
+            open_envelope(name, Kind::Base, &bytes)?;
+            check_name_hash(name, &bytes)?;
+        } else if name.ends_with(".ckpt") {
+            let header: CheckpointHeader = open_head(name, Kind::Checkpoint, &bytes)?;
+            let area = &bytes[head_length(name, Kind::Checkpoint, &bytes)?..];
+            let keymaps = chunk_bytes(name, area, &header.keymaps)?;
+            check_chunk(name, &header.keymaps, keymaps)?;
+            unpack::<Vec<crate::model::KeymapRecord>>(name, keymaps)?;
+        } else {
+            return Err(corrupt(name, "not a segment, base or checkpoint"));
+        }
+        Ok(bytes.len() as u64)
+    }
+
     async fn read<T: DeserializeOwned>(&self, name: &str, kind: Kind) -> Result<T> {
         let bytes = self.get_object(name).await?;
         decode(name, kind, &bytes)
@@ -865,6 +890,8 @@ struct SegmentHeader {
     source: String,
     first: u64,
     last: u64,
+    prev: u64,
+    generation: u32,
     tables: Vec<crate::model::TableSchema>,
     transactions: Vec<TransactionHeader>,
     chunks: Vec<ChunkRef>,
@@ -926,6 +953,8 @@ fn encode_segment(segment: &Segment) -> Result<(Bytes, String)> {
         source: segment.source.clone(),
         first: segment.first,
         last: segment.last,
+        prev: segment.prev,
+        generation: segment.generation,
         tables: segment.tables.clone(),
         transactions: segment
             .transactions
@@ -1041,6 +1070,8 @@ fn assemble(name: &str, header: SegmentHeader, mut entries: Vec<ChunkEntry>) -> 
         source: header.source,
         first: header.first,
         last: header.last,
+        prev: header.prev,
+        generation: header.generation,
         tables: header.tables,
         transactions,
     })
@@ -1098,6 +1129,8 @@ mod tests {
             source: "s".into(),
             first: 5,
             last: 5,
+            prev: 0,
+            generation: 0,
             tables: vec![TableSchema {
                 name: "t".into(),
                 columns: vec!["id".into(), "x".into()],

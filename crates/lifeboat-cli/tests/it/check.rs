@@ -1,0 +1,133 @@
+//! `lifeboat check`: a clean vault passes; a segment missing from the middle of a history
+//! fails; with `--read-data`, a flipped byte in a base, a segment chunk or a checkpoint's key
+//! maps fails, each naming its object. Exit 0 only when clean.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use lifeboat_core::state::SourceHistory;
+
+use crate::common::*;
+use crate::fixtures::*;
+use crate::vault_checks;
+
+async fn run(config: &Path, args: &[&str]) -> Output {
+    let config = config.to_path_buf();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || lifeboat(&config, &as_strs(&args)))
+        .await
+        .expect("join")
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    let text = stdout(output);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Exit 1, and a problem line naming `object` that says `what`.
+fn assert_problem(output: &Output, object: &str, what: &str) {
+    let out = stdout(output);
+    assert_eq!(output.status.code(), Some(1), "{out}\n{}", stderr(output));
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("problem: ") && l.contains(object) && l.contains(what)),
+        "no problem naming {object} ({what}):\n{out}"
+    );
+}
+
+/// Flip the last byte of a vault object; the original bytes, to put back.
+fn flip_last_byte(path: &Path) -> Vec<u8> {
+    let good = std::fs::read(path).expect("read object");
+    let mut bad = good.clone();
+    *bad.last_mut().expect("bytes") ^= 0x20;
+    std::fs::write(path, &bad).expect("write flipped");
+    good
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_finds_gaps_and_with_read_data_every_flipped_byte() {
+    let work = Workdir::new();
+    let tracker = create_database("check").await;
+    let identity = work.path("identity.db");
+    setup_tracker(&tracker, 4).await;
+    setup_identity(&identity, 4);
+    let config = work.write_config(&config_text(
+        &work.vault_url(),
+        Some(&tracker),
+        None,
+        Some(&identity),
+    ));
+    let client = pg_connect(&tracker).await;
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    for round in 0..3 {
+        client
+            .batch_execute(&format!(
+                "UPDATE issues SET title = 'round {round}' WHERE site_id = {}",
+                site_id(1 + round)
+            ))
+            .await
+            .expect("update tracker");
+        lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    }
+
+    // Clean: exit 0, a summary line per source, no problem.
+    let out = lifeboat_ok(&config, &["check"]);
+    assert!(out.contains("no problems"), "{out}");
+    for source in ["tracker", "identity"] {
+        assert!(out.lines().any(|l| l.starts_with(source)), "{out}");
+    }
+    let report = json(&run(&config, &["check", "--read-data", "--json"]).await);
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(report["bytes_read"].as_u64().unwrap_or(0) > 0, "{report}");
+    let tracker_summary = report["sources"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["source"] == "tracker"))
+        .unwrap_or_else(|| panic!("no tracker: {report}"));
+    assert_eq!(tracker_summary["tenants"], 4, "{report}");
+    assert!(
+        tracker_summary["segments"].as_u64().unwrap_or(0) >= 3,
+        "{report}"
+    );
+
+    let vault = vault_checks::open(&config).await;
+    let history = SourceHistory::load(&vault, "tracker")
+        .await
+        .expect("history");
+    let path = |name: &str| -> PathBuf { work.path("vault").join(name) };
+
+    // A flipped byte in a base, in a segment's last chunk (a tenant's changes, not read by a
+    // check of heads) and in a checkpoint's key maps: only `--read-data` sees them, and it
+    // names the object.
+    let base = history.bases.values().next().expect("bases")[0]
+        .name
+        .clone();
+    let segment = history.segments[1].name.clone();
+    let checkpoint = history.checkpoints[0].name.clone();
+    for object in [&base, &segment, &checkpoint] {
+        let good = flip_last_byte(&path(object));
+        let output = run(&config, &["check"]).await;
+        assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+        assert_problem(
+            &run(&config, &["check", "--read-data"]).await,
+            object,
+            "checksum",
+        );
+        std::fs::write(path(object), good).expect("put back");
+    }
+
+    // A segment missing from the middle: a gap naming the objects on either side, found
+    // without reading data; `--source` leaves the other source out.
+    let aside = work.path("aside.seg");
+    std::fs::rename(path(&segment), &aside).expect("move aside");
+    let output = run(&config, &["check"]).await;
+    assert_problem(&output, &history.segments[2].name, "are missing");
+    assert!(
+        stdout(&output).contains(&history.segments[0].name),
+        "{}",
+        stdout(&output)
+    );
+    let output = run(&config, &["check", "--source", "identity"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    std::fs::rename(&aside, path(&segment)).expect("move back");
+    lifeboat_ok(&config, &["check", "--read-data"]);
+}
