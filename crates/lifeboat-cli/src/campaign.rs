@@ -370,6 +370,13 @@ pub struct ServeArgs {
 
 pub async fn serve(config_path: Option<PathBuf>, args: ServeArgs) -> Result<u8> {
     let config = load_config(config_path.as_deref())?;
+    let token = match std::env::var("LIFEBOAT_TOKEN") {
+        Ok(token) => {
+            lifeboat_core::config::check_server_token(&token, "LIFEBOAT_TOKEN")?;
+            Some(token)
+        }
+        Err(_) => config.server.token.clone(),
+    };
     open_control(&config, &config_path)?;
     let listen = args.listen.unwrap_or_else(|| config.server.listen.clone());
     let listener = tokio::net::TcpListener::bind(&listen)
@@ -383,9 +390,6 @@ pub async fn serve(config_path: Option<PathBuf>, args: ServeArgs) -> Result<u8> 
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{address}"));
-    let token = std::env::var("LIFEBOAT_TOKEN")
-        .ok()
-        .or_else(|| config.server.token.clone());
     let policy = worker::acceptance(&config);
     let state = lifeboat_web::AppState::new(
         &control_url(&config, &config_path)?,

@@ -33,6 +33,15 @@ pub struct ApplyState {
     pub restore_point: BTreeMap<String, u64>,
 }
 
+/// A wave an apply was about to commit: recorded before its sources commit, cleared in the
+/// transaction that records the wave, so that a crash between the two is found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingWave {
+    pub wave: u32,
+    pub tenants: Vec<String>,
+    pub point: BTreeMap<String, u64>,
+}
+
 /// A tenant applied by a plan: its wave and the sources' positions just before that wave.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Applied {
@@ -140,6 +149,7 @@ impl ControlStore {
         let at = lifeboat_core::time::format_us(now);
         let point = point_text(point)?;
         self.db.transaction(|db| {
+            db.execute("DELETE FROM pending_waves WHERE plan = ?1", &[plan.into()])?;
             for tenant in tenants {
                 db.execute(
                     "INSERT INTO applied (plan, tenant, wave, point) VALUES (?1, ?2, ?3, ?4)
@@ -172,6 +182,92 @@ impl ControlStore {
             }
             Ok(())
         })
+    }
+
+    /// Take the plan's apply lock for `holder`. Returns the current holder and since when
+    /// if another holds it.
+    pub fn lock_apply(&mut self, plan: &str, holder: &str) -> Result<Option<(String, String)>> {
+        let n = self.db.execute(
+            "INSERT INTO apply_locks (plan, holder, at) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO NOTHING",
+            &[plan.into(), holder.into(), now_text().into()],
+        )?;
+        if n == 1 {
+            return Ok(None);
+        }
+        let row = self.db.query_one(
+            "SELECT holder, at FROM apply_locks WHERE plan = ?1",
+            &[plan.into()],
+        )?;
+        match row {
+            Some(r) => Ok(Some((r.text(0)?, r.text(1)?))),
+            // Released between the two statements: try once more.
+            None => self.lock_apply(plan, holder),
+        }
+    }
+
+    /// Take the plan's apply lock over from `old` (a holder known to be gone); false when
+    /// it is no longer `old`'s.
+    pub fn take_over_apply(&mut self, plan: &str, old: &str, holder: &str) -> Result<bool> {
+        let n = self.db.execute(
+            "UPDATE apply_locks SET holder = ?3, at = ?4 WHERE plan = ?1 AND holder = ?2",
+            &[plan.into(), old.into(), holder.into(), now_text().into()],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Release the plan's apply lock if `holder` holds it.
+    pub fn unlock_apply(&mut self, plan: &str, holder: &str) -> Result<()> {
+        self.db.execute(
+            "DELETE FROM apply_locks WHERE plan = ?1 AND holder = ?2",
+            &[plan.into(), holder.into()],
+        )?;
+        Ok(())
+    }
+
+    /// Record the wave about to commit (its tenants, the positions just before it).
+    pub fn set_pending_wave(&mut self, plan: &str, pending: &PendingWave) -> Result<()> {
+        let tenants = serde_json::to_string(&pending.tenants)
+            .map_err(|e| Error::source(format!("pending wave: {e}")))?;
+        self.db.execute(
+            "INSERT INTO pending_waves (plan, wave, tenants, point, at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (plan) DO UPDATE SET wave = excluded.wave,
+               tenants = excluded.tenants, point = excluded.point, at = excluded.at",
+            &[
+                plan.into(),
+                pending.wave.into(),
+                tenants.into(),
+                point_text(&pending.point)?.into(),
+                now_text().into(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The wave an apply of `plan` was about to commit when it stopped, if any.
+    pub fn pending_wave(&mut self, plan: &str) -> Result<Option<PendingWave>> {
+        let row = self.db.query_one(
+            "SELECT wave, tenants, point FROM pending_waves WHERE plan = ?1",
+            &[plan.into()],
+        )?;
+        row.map(|r| {
+            Ok(PendingWave {
+                wave: r.int(0)? as u32,
+                tenants: serde_json::from_str(&r.text(1)?).map_err(|e| {
+                    Error::source(format!("control store: pending wave of plan {plan}: {e}"))
+                })?,
+                point: parse_point(plan, &r.text(2)?)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Forget the pending wave (it was rolled back, or is being run again).
+    pub fn clear_pending_wave(&mut self, plan: &str) -> Result<()> {
+        self.db
+            .execute("DELETE FROM pending_waves WHERE plan = ?1", &[plan.into()])?;
+        Ok(())
     }
 
     pub fn halt(&mut self, plan: &str, by: &str) -> Result<()> {

@@ -115,6 +115,18 @@ impl ControlStore {
             .collect()
     }
 
+    /// Whether the log holds an entry with this action and subject (`plan` of a plan's
+    /// hash: the plan was made by `lifeboat plan`, not by hand).
+    pub fn has_entry(&mut self, action: &str, subject: &str) -> Result<bool> {
+        Ok(self
+            .db
+            .query_one(
+                "SELECT seq FROM audit WHERE action = ?1 AND subject = ?2 LIMIT 1",
+                &[action.into(), subject.into()],
+            )?
+            .is_some())
+    }
+
     /// Every audit entry, by sequence.
     pub fn entries(&mut self) -> Result<Vec<AuditEntry>> {
         Ok(self

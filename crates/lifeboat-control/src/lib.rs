@@ -22,7 +22,7 @@ mod lifecycle;
 mod store;
 mod words;
 
-pub use applies::{Applied, ApplyState, ApplyStatus};
+pub use applies::{Applied, ApplyState, ApplyStatus, PendingWave};
 pub use audit::AuditEntry;
 pub use campaigns::{Acceptance, Campaign, CampaignTenant, Stage};
 pub use ids::{new_id, new_token};

@@ -7,7 +7,8 @@ use lifeboat_core::Result;
 
 use crate::db::Db;
 
-/// The guard's tables: the audit log, approvals, applies, tenants and halts. Valid for
+/// The guard's tables: the audit log, approvals, applies, tenants, halts, apply locks and
+/// the wave each apply is about to commit. Valid for
 /// SQLite and PostgreSQL: integers are BIGINT (64-bit in both).
 const GUARD_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS audit (
@@ -29,6 +30,10 @@ CREATE TABLE IF NOT EXISTS tenants (tenant TEXT PRIMARY KEY, state TEXT NOT NULL
     point TEXT NOT NULL, purged_at TEXT);
 CREATE TABLE IF NOT EXISTS halts (plan TEXT PRIMARY KEY, by_whom TEXT NOT NULL,
     at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS apply_locks (plan TEXT PRIMARY KEY, holder TEXT NOT NULL,
+    at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pending_waves (plan TEXT PRIMARY KEY, wave BIGINT NOT NULL,
+    tenants TEXT NOT NULL, point TEXT NOT NULL, at TEXT NOT NULL);
 ";
 
 /// The status page's tables: components, incidents, campaigns, tenant attributes and the

@@ -125,6 +125,7 @@ contract!(on_sqlite, sqlite_store:
     approvals_count_each_approver_once,
     apply_state_and_waves,
     halts_are_set_and_cleared,
+    one_apply_per_plan_and_the_pending_wave,
     deleted_undeleted_and_purged_tenants,
     components_follow_the_sources,
     incidents_in_statuspage_words,
@@ -147,6 +148,7 @@ contract!(on_postgres, postgres_store:
     approvals_count_each_approver_once,
     apply_state_and_waves,
     halts_are_set_and_cleared,
+    one_apply_per_plan_and_the_pending_wave,
     deleted_undeleted_and_purged_tenants,
     components_follow_the_sources,
     incidents_in_statuspage_words,
@@ -172,7 +174,7 @@ mod contract {
 
     use lifeboat_control::{
         Applied, ApplyState, ApplyStatus, Campaign, CampaignTenant, ComponentStatus, ControlStore,
-        Impact, IncidentChange, IncidentStatus, Stage,
+        Impact, IncidentChange, IncidentStatus, PendingWave, Stage,
     };
     use lifeboat_core::{ErrorKind, Result};
 
@@ -497,6 +499,68 @@ mod contract {
         assert_eq!(store.halted_by("plan-1").expect("halted"), None);
         store.clear_halt("plan-1").expect("clear again");
         assert_eq!(store.halted_by("plan-1").expect("halted"), None);
+    }
+
+    pub fn one_apply_per_plan_and_the_pending_wave(new: New) {
+        let f = new();
+        let mut store = f.open();
+        let mut other = f.open();
+        // The lock: one holder per plan; another plan's lock is independent.
+        assert_eq!(store.lock_apply("plan-1", "host:1").expect("lock"), None);
+        let (holder, _since) = other
+            .lock_apply("plan-1", "host:2")
+            .expect("lock")
+            .expect("held");
+        assert_eq!(holder, "host:1");
+        assert_eq!(other.lock_apply("plan-2", "host:2").expect("lock"), None);
+        // Taken over only from the holder named; released only by its holder.
+        assert!(!other
+            .take_over_apply("plan-1", "host:9", "host:2")
+            .expect("take over"));
+        assert!(other
+            .take_over_apply("plan-1", "host:1", "host:2")
+            .expect("take over"));
+        store.unlock_apply("plan-1", "host:1").expect("unlock");
+        assert_eq!(
+            store
+                .lock_apply("plan-1", "host:3")
+                .expect("lock")
+                .map(|h| h.0)
+                .as_deref(),
+            Some("host:2")
+        );
+        other.unlock_apply("plan-1", "host:2").expect("unlock");
+        assert_eq!(store.lock_apply("plan-1", "host:3").expect("lock"), None);
+
+        // The pending wave: recorded, read back by another handle, replaced, cleared by
+        // the transaction that records the wave.
+        assert_eq!(store.pending_wave("plan-1").expect("pending"), None);
+        let pending = PendingWave {
+            wave: 2,
+            tenants: strings(&["t1", "t2"]),
+            point: point(&[("tracker", 41)]),
+        };
+        store.set_pending_wave("plan-1", &pending).expect("pending");
+        assert_eq!(
+            other.pending_wave("plan-1").expect("pending"),
+            Some(pending.clone())
+        );
+        assert_eq!(other.pending_wave("plan-2").expect("pending"), None);
+        store
+            .mark_applied("plan-1", &pending.tenants, 2, &pending.point, false)
+            .expect("applied");
+        assert_eq!(store.pending_wave("plan-1").expect("pending"), None);
+        store.set_pending_wave("plan-1", &pending).expect("pending");
+        store.clear_pending_wave("plan-1").expect("clear");
+        assert_eq!(store.pending_wave("plan-1").expect("pending"), None);
+
+        // The audit log answers whether a plan was made.
+        assert!(!store.has_entry("plan", "plan-1").expect("has"));
+        store
+            .append("alice", "plan", "plan-1", json!({}))
+            .expect("append");
+        assert!(store.has_entry("plan", "plan-1").expect("has"));
+        assert!(!store.has_entry("approve", "plan-1").expect("has"));
     }
 
     // --- tenant lifecycle -----------------------------------------------------------------

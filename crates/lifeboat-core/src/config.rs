@@ -116,6 +116,26 @@ fn default_acceptance() -> String {
     "customer".to_string()
 }
 
+/// The longest campaign lease: its microseconds, added to now, stay far inside 64 bits.
+pub const MAX_LEASE_SECONDS: u64 = 86_400;
+/// The longest automatic acceptance delay (a year).
+pub const MAX_AUTO_ACCEPT_MINUTES: u64 = 525_600;
+/// The shortest operator API token.
+pub const MIN_TOKEN_CHARS: usize = 32;
+
+/// Refuse an operator API token shorter than `MIN_TOKEN_CHARS` (`what` names where it
+/// came from).
+pub fn check_server_token(token: &str, what: &str) -> Result<()> {
+    if token.chars().count() < MIN_TOKEN_CHARS {
+        return Err(Error::config(format!(
+            "{what} is {} characters: use at least {MIN_TOKEN_CHARS} (for example: openssl \
+             rand -hex 32)",
+            token.chars().count()
+        )));
+    }
+    Ok(())
+}
+
 fn default_lease_seconds() -> u64 {
     60
 }
@@ -410,6 +430,24 @@ impl Config {
                 "[campaigns] lease_seconds and max_attempts must be at least 1",
             ));
         }
+        if self.campaigns.lease_seconds > MAX_LEASE_SECONDS {
+            return Err(Error::config(format!(
+                "[campaigns] lease_seconds = {}: at most {MAX_LEASE_SECONDS} (a day); a \
+                 worker renews its lease while it works",
+                self.campaigns.lease_seconds
+            )));
+        }
+        if let Some(minutes) = self.campaigns.auto_accept_minutes {
+            if minutes > MAX_AUTO_ACCEPT_MINUTES {
+                return Err(Error::config(format!(
+                    "[campaigns] auto_accept_minutes = {minutes}: at most \
+                     {MAX_AUTO_ACCEPT_MINUTES} (a year); leave it out to wait for the admin"
+                )));
+            }
+        }
+        if let Some(token) = &self.server.token {
+            check_server_token(token, "[server] token")?;
+        }
         for (name, column) in &self.campaigns.attributes {
             let parts: Vec<&str> = column.split('.').collect();
             if parts.len() != 3 || !self.sources.contains_key(parts[0]) {
@@ -425,6 +463,12 @@ impl Config {
     /// Kinds and operations name sources, tables and kinds that exist; each operation
     /// has one typed parameter and at least one step.
     fn validate_guard(&self) -> Result<()> {
+        if self.guard.approvals_required == 0 {
+            return Err(Error::config(
+                "[guard] approvals_required = 0 would let a plan be applied without anyone \
+                 but its author: use 1 or more",
+            ));
+        }
         let source_named = |what: &str, source: &str| -> Result<()> {
             if self.sources.contains_key(source) {
                 Ok(())
@@ -695,6 +739,22 @@ mod tests {
             ),
             ("[vault]\nurl = \"file:///v\"\nsurprise = 1\n", "unknown field"),
             ("[vault]\nurl = \"file:///v\"\n[sources.a]\nurl = \"sqlite://rel.db\"\n", "absolute"),
+            (
+                "[vault]\nurl = \"file:///v\"\n[guard]\napprovals_required = 0\n",
+                "[guard] approvals_required = 0",
+            ),
+            (
+                "[vault]\nurl = \"file:///v\"\n[server]\ntoken = \"secret\"\n",
+                "[server] token is 6 characters: use at least 32",
+            ),
+            (
+                "[vault]\nurl = \"file:///v\"\n[campaigns]\nlease_seconds = 9223372036854775807\n",
+                "lease_seconds = 9223372036854775807: at most 86400",
+            ),
+            (
+                "[vault]\nurl = \"file:///v\"\n[campaigns]\nauto_accept_minutes = 18446744073709551615\n",
+                "auto_accept_minutes = 18446744073709551615: at most 525600",
+            ),
         ];
         for (text, needle) in cases {
             let err = Config::parse(text).expect_err(text).to_string();

@@ -21,7 +21,8 @@ use lifeboat_source::tenant_delete;
 use crate::context::open_vault;
 use crate::guard::operation::open_named;
 use crate::guard::{
-    control_store, dedup, login, make_plan, restore_to_points, Merged, PlanSpec, Planned, Purpose,
+    check_steps, control_store, dedup, delete_declaration, login, make_plan, restore_to_points,
+    Merged, PlanSpec, Planned, Purpose,
 };
 
 /// A day in microseconds.
@@ -76,31 +77,16 @@ pub async fn delete(
     let mut sources = open_named(config, &names).await?;
 
     // Every tenant must have rows somewhere; the steps remove them children first.
-    let mut steps = Vec::new();
+    let steps = delete_steps(&sources).await?;
+    check_steps(config, &sources, "tenant-delete", &steps, "tenants")?;
     let mut rows: BTreeMap<&String, u64> = BTreeMap::new();
-    for (name, source) in &sources {
-        let catalog = source.restore_catalog().await?;
-        for table in catalog.order.iter().rev() {
-            let Some(resolved) = source.tenancy.table(table) else {
-                continue;
-            };
-            if matches!(resolved.tenancy, Tenancy::Global) {
-                continue;
-            }
+    for source in sources.values() {
+        for table in source.tenancy.tenant_tables() {
             for tenant in &tenants {
                 *rows.entry(tenant).or_default() += source
-                    .count_tenant_rows(&TenantKey::new(tenant.clone()), table)
+                    .count_tenant_rows(&TenantKey::new(tenant.clone()), &table.schema.name)
                     .await?;
             }
-            steps.push((
-                name.clone(),
-                tenant_delete(
-                    &source.tenancy,
-                    &resolved.schema,
-                    "ANY($tenants)",
-                    source.dialect(),
-                )?,
-            ));
         }
     }
     let unknown: Vec<&&String> = rows
@@ -152,6 +138,7 @@ pub async fn delete(
         param: "tenants".to_string(),
         kind: "tenant".to_string(),
         ids,
+        declaration: delete_declaration(&steps),
         steps,
     };
     make_plan(
@@ -164,6 +151,36 @@ pub async fn delete(
         output,
     )
     .await
+}
+
+/// The steps of a soft delete, from every source's tenant map: one `DELETE` per tenant
+/// table, children first (the restore write order, reversed), `$tenants` the keys. `apply`
+/// makes them again and refuses a plan whose steps the tenant maps no longer give.
+pub(crate) async fn delete_steps(
+    sources: &BTreeMap<String, LiveSource>,
+) -> Result<Vec<(String, String)>> {
+    let mut steps = Vec::new();
+    for (name, source) in sources {
+        let catalog = source.restore_catalog().await?;
+        for table in catalog.order.iter().rev() {
+            let Some(resolved) = source.tenancy.table(table) else {
+                continue;
+            };
+            if matches!(resolved.tenancy, Tenancy::Global) {
+                continue;
+            }
+            steps.push((
+                name.clone(),
+                tenant_delete(
+                    &source.tenancy,
+                    &resolved.schema,
+                    "ANY($tenants)",
+                    source.dialect(),
+                )?,
+            ));
+        }
+    }
+    Ok(steps)
 }
 
 /// What an undelete did.

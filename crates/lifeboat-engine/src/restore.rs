@@ -151,6 +151,15 @@ pub async fn execute(config: &Config, request: &Request, progress: Reporter) -> 
             "--into-url writes one source: add --source NAME",
         ));
     }
+    if request
+        .as_key
+        .as_deref()
+        .is_some_and(|k| k.trim().is_empty())
+    {
+        return Err(Error::usage(
+            "--as is empty: give the tenant key to restore under",
+        ));
+    }
     if request.as_key.is_some() && request.tenants.len() != 1 {
         return Err(Error::usage(
             "--as restores one tenant: name exactly one --tenant",

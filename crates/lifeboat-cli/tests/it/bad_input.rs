@@ -184,3 +184,78 @@ fn unknown_tenants_times_outside_the_window_and_corrupt_objects_are_refused() {
     assert_refused(&output, 1, "is corrupt: checksum");
     assert!(stderr(&output).contains(&name), "{}", stderr(&output));
 }
+
+#[test]
+fn settings_that_would_switch_the_guard_off_are_refused_and_change_nothing() {
+    let work = Workdir::new();
+    let identity = work.path("identity.db");
+    setup_identity(&identity, 2);
+    let good = config_text(&work.vault_url(), None, None, Some(&identity));
+    let control = work.path("lifeboat-control.db");
+    for (extra, needle) in [
+        (
+            "[guard]\napprovals_required = 0\n",
+            "[guard] approvals_required = 0 would let a plan be applied",
+        ),
+        (
+            "[server]\ntoken = \"letmein\"\n",
+            "[server] token is 7 characters: use at least 32",
+        ),
+        (
+            "[campaigns]\nlease_seconds = 9223372036854775807\n",
+            "lease_seconds = 9223372036854775807: at most 86400",
+        ),
+        (
+            "[campaigns]\nauto_accept_minutes = 18446744073709551615\n",
+            "auto_accept_minutes = 18446744073709551615: at most 525600",
+        ),
+    ] {
+        let config = work.write_config(&format!("{good}\n{extra}"));
+        assert_refused(&lifeboat(&config, &["audit"]), 2, needle);
+        assert_refused(
+            &lifeboat(&config, &["capture", "--until-caught-up"]),
+            2,
+            needle,
+        );
+        assert!(!control.exists(), "{extra}: control store made");
+        assert!(!work.path("vault").exists(), "{extra}: vault made");
+    }
+
+    // A short token from the environment: refused before anything listens.
+    let config = work.write_config(&good);
+    let output = lifeboat_command(&config, &["serve", "--listen", "127.0.0.1:0"])
+        .env("LIFEBOAT_TOKEN", "0123456789")
+        .output()
+        .expect("serve");
+    assert_refused(
+        &output,
+        2,
+        "LIFEBOAT_TOKEN is 10 characters: use at least 32",
+    );
+    assert!(!control.exists(), "control store made");
+
+    // An empty --as key.
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let before = std::fs::read(&identity).expect("db");
+    assert_refused(
+        &lifeboat(
+            &config,
+            &[
+                "restore",
+                "--tenant",
+                "1",
+                "--at",
+                "2001-01-01T00:00:00Z",
+                "--as",
+                " ",
+            ],
+        ),
+        2,
+        "--as is empty",
+    );
+    assert_eq!(
+        std::fs::read(&identity).expect("db"),
+        before,
+        "nothing written"
+    );
+}

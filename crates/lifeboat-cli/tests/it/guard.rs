@@ -95,6 +95,32 @@ effect = {{ "tracker.app_installations" = {{ max_rows_per_id = 1 }} }}
 [[operations.remove-sites-of-apps.steps]]
 source = "tracker"
 sql = "DELETE FROM sites WHERE id IN (SELECT site_id FROM app_installations WHERE id IN $ids)"
+[operations.remove-first-site-apps]
+params = {{ ids = "app" }}
+effect = {{ "tracker.app_installations" = {{ max_rows_per_id = 1 }} }}
+[[operations.remove-first-site-apps.steps]]
+source = "tracker"
+sql = """DELETE FROM app_installations WHERE site_id = 4403
+         AND site_id IN (SELECT site_id FROM app_installations WHERE id IN $ids)"""
+[operations.forget-changes]
+params = {{ ids = "app" }}
+effect = {{ "tracker.app_installations" = {{ max_rows_per_id = 1 }} }}
+[[operations.forget-changes.steps]]
+source = "tracker"
+sql = "DELETE FROM app_installations WHERE id = ANY($ids)"
+[[operations.forget-changes.steps]]
+source = "tracker"
+sql = "DELETE FROM _lifeboat_changelog"
+[operations.drop-trigger]
+params = {{ ids = "app" }}
+[[operations.drop-trigger.steps]]
+source = "tracker"
+sql = "DROP TRIGGER IF EXISTS audit_apps"
+[operations.remove-users]
+params = {{ ids = "app" }}
+[[operations.remove-users.steps]]
+source = "tracker"
+sql = "DELETE FROM users WHERE id = ANY($ids)"
 "#,
         vault = work.vault_url(),
     ));
@@ -754,4 +780,255 @@ fn operations_and_tenant_deletes_on_postgresql_are_measured_applied_and_undone()
     assert_eq!(dump(), before, "undelete restores row for row");
     lifeboat_ok(&config, &["audit", "verify"]);
     runtime.block_on(drop_slots(&url));
+}
+
+/// The plan file with `edit` applied and its hash recomputed, as a hand-made plan would be.
+fn hand_made(plan: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> String {
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(plan).expect("plan")).expect("json");
+    edit(&mut json);
+    let object = json.as_object_mut().expect("object");
+    object.remove("hash");
+    let body = serde_json::Value::Object(object.clone()).to_string();
+    let hash = lifeboat_core::vault::sha256_hex(body.as_bytes());
+    object.insert("hash".into(), serde_json::Value::String(hash));
+    json.to_string()
+}
+
+#[test]
+fn plans_are_the_configurations_operations_and_their_steps_are_checked() {
+    let work = Workdir::new();
+    let config = setup(&work);
+    let db = work.path("tracker.db");
+    let before = dump(&db);
+    let plan = work.path("plan.json");
+    let plan_arg = plan.to_str().expect("path");
+
+    // Steps that are not DML on the tenant map's tables: refused at plan time, naming the
+    // step and the statement; nothing written.
+    for (operation, needle) in [
+        (
+            "forget-changes",
+            "operation forget-changes, step 2 (tracker): refused `DELETE FROM \
+             _lifeboat_changelog`: Lifeboat's own tables",
+        ),
+        (
+            "drop-trigger",
+            "refused `DROP TRIGGER IF EXISTS audit_apps`: it changes triggers",
+        ),
+        (
+            "remove-users",
+            "refused `DELETE FROM users WHERE id = ANY($ids)`: table users is not in the \
+             source's tenant map",
+        ),
+    ] {
+        let output = lifeboat(
+            &config,
+            &["plan", operation, "--ids", "101", "-o", plan_arg],
+        );
+        refused(&output, 2, needle);
+        assert!(!plan.exists(), "no plan written for {operation}");
+    }
+    assert_eq!(dump(&db), before);
+
+    // The April 2022 attempt: a real plan, then a copy with one more step and its hash
+    // recomputed, approved. It has no `plan` entry in the audit log: refused.
+    lifeboat_ok(
+        &config,
+        &[
+            "plan",
+            "remove-legacy-app",
+            "--ids",
+            "101,102",
+            "--by",
+            "alice",
+            "-o",
+            plan_arg,
+        ],
+    );
+    let forged = work.path("forged.json");
+    let forged_arg = forged.to_str().expect("path");
+    std::fs::write(
+        &forged,
+        hand_made(&plan, |j| {
+            j["steps"]
+                .as_array_mut()
+                .expect("steps")
+                .push(serde_json::json!(
+                    {"source": "tracker", "sql": "DELETE FROM issues WHERE site_id = 4407"}
+                ));
+        }),
+    )
+    .expect("write");
+    lifeboat_ok(&config, &["approve", forged_arg, "--by", "bob"]);
+    refused(
+        &lifeboat(&config, &["apply", forged_arg, "--by", "carol"]),
+        2,
+        "has no `plan` entry in the audit log",
+    );
+    assert_eq!(dump(&db), before, "the forged plan deleted nothing");
+
+    // The operation's declaration changes after planning: the plan is refused until the
+    // declaration is back as it was.
+    lifeboat_ok(&config, &["approve", plan_arg, "--by", "bob"]);
+    let original = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        original.replacen(
+            "sql = \"DELETE FROM app_installations WHERE id = ANY($ids)\"",
+            "sql = \"DELETE FROM app_installations WHERE id = ANY($ids) OR site_id = 4407\"",
+            1,
+        ),
+    )
+    .expect("config");
+    refused(
+        &lifeboat(&config, &["apply", plan_arg, "--by", "carol"]),
+        2,
+        "its declaration changed since",
+    );
+    assert_eq!(dump(&db), before);
+    std::fs::write(&config, &original).expect("config");
+
+    // One apply of a plan at a time: a second one while the first sits after its wave.
+    let go = work.path("go");
+    let child = apply_paused(&config, &plan, &go);
+    refused(
+        &lifeboat(&config, &["apply", plan_arg, "--by", "dave"]),
+        2,
+        "is being applied already",
+    );
+    std::fs::write(&go, "").expect("go");
+    let output = child.wait_with_output().expect("apply");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(legacy_apps(&db), (103..=110).collect::<Vec<_>>());
+
+    // The declared effect holds for every wave: this operation touches 2 rows for 3 IDs
+    // (within 1 per ID), but its first wave touches 2 rows for its 1 ID.
+    let plan2 = work.path("plan2.json");
+    let plan2_arg = plan2.to_str().expect("path");
+    lifeboat_ok(
+        &config,
+        &[
+            "plan",
+            "remove-first-site-apps",
+            "--ids",
+            "103,104,105",
+            "--by",
+            "alice",
+            "-o",
+            plan2_arg,
+        ],
+    );
+    let before = dump(&db);
+    lifeboat_ok(&config, &["approve", plan2_arg, "--by", "bob"]);
+    let output = lifeboat(
+        &config,
+        &["apply", plan2_arg, "--by", "carol", "--waves", "1"],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(err.contains("wave 1 diverged"), "{err}");
+    assert!(
+        err.contains("touches 2 rows of tracker.app_installations for 1 IDs"),
+        "{err}"
+    );
+    assert_eq!(
+        dump(&db),
+        before,
+        "the wave beyond its declaration was rolled back"
+    );
+    assert!(audit_actions(&config).iter().any(|a| a == "diverged"));
+    lifeboat_ok(&config, &["audit", "verify"]);
+}
+
+/// Apply `plan` in waves `1,50%` with the failpoint `name` armed: the process aborts.
+fn apply_crashing(config: &Path, plan: &Path, name: &str) {
+    let output = lifeboat_command(
+        config,
+        &[
+            "apply",
+            plan.to_str().expect("path"),
+            "--by",
+            "carol",
+            "--waves",
+            "1,50%",
+        ],
+    )
+    .env("LIFEBOAT_FAILPOINT", name)
+    .output()
+    .expect("apply");
+    assert!(!output.status.success(), "the failpoint {name} aborts");
+    assert!(
+        stderr(&output).contains(&format!("failpoint {name} reached")),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn a_crash_on_either_side_of_a_wave_commit_is_found_and_never_applied_twice() {
+    // After the commit, before its record: the next apply finds the wave's effect present,
+    // records the wave and goes on; the rows are what one apply leaves, undo restores all.
+    let work = Workdir::new();
+    let config = setup(&work);
+    let db = work.path("tracker.db");
+    let before = dump(&db);
+    let plan = work.path("plan.json");
+    let plan_arg = plan.to_str().expect("path");
+    approved_plan(&config, &plan);
+    apply_crashing(&config, &plan, "apply.after-wave-commit");
+    assert_eq!(
+        legacy_apps(&db),
+        (102..=110).collect::<Vec<_>>(),
+        "wave 1 committed"
+    );
+    let out = lifeboat_ok(
+        &config,
+        &["apply", plan_arg, "--by", "carol", "--waves", "1,50%"],
+    );
+    assert!(
+        out.contains("wave 1 had committed in tracker before the apply stopped"),
+        "{out}"
+    );
+    assert!(out.contains("wave 2: 4 tenants"), "{out}");
+    assert!(legacy_apps(&db).is_empty());
+    let after = dump(&db);
+    assert_eq!(after.len(), before.len() - SITES as usize);
+    let actions = audit_actions(&config);
+    for action in ["apply-lock-taken-over", "wave-recovered", "applied"] {
+        assert!(actions.iter().any(|a| a == action), "{action}: {actions:?}");
+    }
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    lifeboat_ok(&config, &["undo", plan_arg, "--by", "carol"]);
+    assert_eq!(
+        dump(&db),
+        before,
+        "the recovered wave's tenant is undone too"
+    );
+    lifeboat_ok(&config, &["audit", "verify"]);
+
+    // Before the commit: nothing of the wave is there; the next apply forgets the pending
+    // wave and runs it.
+    let work = Workdir::new();
+    let config = setup(&work);
+    let db = work.path("tracker.db");
+    let before = dump(&db);
+    let plan = work.path("plan.json");
+    let plan_arg = plan.to_str().expect("path");
+    approved_plan(&config, &plan);
+    apply_crashing(&config, &plan, "apply.before-wave-commit");
+    assert_eq!(dump(&db), before, "the wave was rolled back");
+    let out = lifeboat_ok(
+        &config,
+        &["apply", plan_arg, "--by", "carol", "--waves", "1,50%"],
+    );
+    assert!(out.contains("wave 1: 1 tenants"), "{out}");
+    assert!(legacy_apps(&db).is_empty());
+    assert_eq!(dump(&db).len(), before.len() - SITES as usize);
+    let actions = audit_actions(&config);
+    assert!(
+        actions.iter().any(|a| a == "wave-rolled-back"),
+        "{actions:?}"
+    );
+    lifeboat_ok(&config, &["audit", "verify"]);
 }

@@ -11,17 +11,19 @@
 pub mod control;
 pub mod operation;
 pub mod plan;
+pub mod sqlcheck;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use serde_json::json;
+use serde_json::{json, Value as Json};
 
 use lifeboat_control::{ApplyStatus, AuditEntry};
-use lifeboat_core::config::{split_table, Config};
-use lifeboat_core::model::{Position, TenantKey, Value};
+use lifeboat_core::config::{split_table, Config, OperationConfig};
+use lifeboat_core::model::{Dialect, Position, TenantKey, Value};
 use lifeboat_core::state::SourceHistory;
 use lifeboat_core::target::Target;
+use lifeboat_core::vault::sha256_hex;
 use lifeboat_core::{Error, Result};
 use lifeboat_source::guard::{id_value, IdRow};
 use lifeboat_source::live::LiveSource;
@@ -134,54 +136,19 @@ pub async fn plan(
         .iter()
         .map(|s| (s.source.clone(), s.sql.clone()))
         .collect();
+    check_steps(config, &sources, operation_name, &steps, param)?;
     let spec = PlanSpec {
         operation: operation_name.to_string(),
         purpose: Purpose::Operation,
         param: param.clone(),
         kind: kind_name.clone(),
         ids,
+        declaration: operation_declaration(operation),
         steps,
     };
     let count = spec.ids.len() as u64;
     let check = |totals: &BTreeMap<String, u64>, _: &Merged| -> Result<()> {
-        if let Some((table, n)) = totals
-            .iter()
-            .find(|(t, _)| !operation.effect.contains_key(*t))
-        {
-            return Err(Error::usage(format!(
-                "refused: the operation touches {n} rows of {table}, which its declared \
-                 effect does not include (it may touch only: {})",
-                operation
-                    .effect
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        for (table, n) in totals {
-            let Some(limit) = operation.effect.get(table) else {
-                continue;
-            };
-            if let Some(per_id) = limit.max_rows_per_id {
-                let most = per_id * count;
-                if *n > most {
-                    return Err(Error::usage(format!(
-                        "refused: the operation touches {n} rows of {table} for {count} IDs; \
-                         its declared effect allows at most {per_id} per ID ({most})"
-                    )));
-                }
-            }
-            if let Some(most) = limit.max_rows {
-                if *n > most {
-                    return Err(Error::usage(format!(
-                        "refused: the operation touches {n} rows of {table}; its declared \
-                         effect allows at most {most}"
-                    )));
-                }
-            }
-        }
-        Ok(())
+        declared_effect(operation, totals, count).map_err(Error::usage)
     };
     make_plan(
         config,
@@ -193,6 +160,117 @@ pub async fn plan(
         output,
     )
     .await
+}
+
+/// Whether `totals` ("source.table" -> rows, for `count` IDs) stays inside the operation's
+/// declared effect; the reason when not.
+pub(crate) fn declared_effect(
+    operation: &OperationConfig,
+    totals: &BTreeMap<String, u64>,
+    count: u64,
+) -> std::result::Result<(), String> {
+    if let Some((table, n)) = totals
+        .iter()
+        .find(|(t, n)| **n > 0 && !operation.effect.contains_key(*t))
+    {
+        return Err(format!(
+            "refused: the operation touches {n} rows of {table}, which its declared \
+             effect does not include (it may touch only: {})",
+            operation
+                .effect
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    for (table, n) in totals {
+        let Some(limit) = operation.effect.get(table) else {
+            continue;
+        };
+        if let Some(per_id) = limit.max_rows_per_id {
+            let most = per_id.saturating_mul(count);
+            if *n > most {
+                return Err(format!(
+                    "refused: the operation touches {n} rows of {table} for {count} IDs; \
+                     its declared effect allows at most {per_id} per ID ({most})"
+                ));
+            }
+        }
+        if let Some(most) = limit.max_rows {
+            if *n > most {
+                return Err(format!(
+                    "refused: the operation touches {n} rows of {table}; its declared \
+                     effect allows at most {most}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The SHA-256 of an operation's declaration (its parameter, declared effect and steps),
+/// as canonical JSON: what a plan is bound to.
+pub(crate) fn operation_declaration(operation: &OperationConfig) -> String {
+    let effect: BTreeMap<&String, Json> = operation
+        .effect
+        .iter()
+        .map(|(t, l)| {
+            (
+                t,
+                json!({"max_rows_per_id": l.max_rows_per_id, "max_rows": l.max_rows}),
+            )
+        })
+        .collect();
+    let steps: Vec<Json> = operation
+        .steps
+        .iter()
+        .map(|s| json!({"source": s.source, "sql": s.sql}))
+        .collect();
+    let declaration = json!({"params": operation.params, "effect": effect, "steps": steps});
+    sha256_hex(declaration.to_string().as_bytes())
+}
+
+/// The SHA-256 of a soft delete's steps: what its plan is bound to.
+pub(crate) fn delete_declaration(steps: &[(String, String)]) -> String {
+    let steps: Vec<Json> = steps
+        .iter()
+        .map(|(source, sql)| json!({"source": source, "sql": sql}))
+        .collect();
+    sha256_hex(json!({"tenant-delete": steps}).to_string().as_bytes())
+}
+
+/// Check every step's SQL against its source's tenant map (`sqlcheck`).
+pub(crate) fn check_steps(
+    config: &Config,
+    sources: &BTreeMap<String, LiveSource>,
+    operation: &str,
+    steps: &[(String, String)],
+    param: &str,
+) -> Result<()> {
+    for (number, (name, sql)) in steps.iter().enumerate() {
+        let source = sources
+            .get(name)
+            .ok_or_else(|| Error::config(format!("unknown source {name}")))?;
+        let dialect = source.dialect();
+        let schema = match dialect {
+            Dialect::Sqlite => "main".to_string(),
+            Dialect::Postgres => config
+                .source(name)?
+                .schema
+                .clone()
+                .unwrap_or_else(|| "public".to_string()),
+        };
+        sqlcheck::check_step(&sqlcheck::StepSql {
+            name: format!("operation {operation}, step {} ({name})", number + 1),
+            sql,
+            param,
+            dialect,
+            schema: &schema,
+            tenancy: &source.tenancy,
+        })?;
+    }
+    Ok(())
 }
 
 /// Trimmed, without blanks and repeats, in the order given.
@@ -213,6 +291,8 @@ pub(crate) struct PlanSpec {
     pub kind: String,
     pub ids: Vec<IdRow>,
     pub steps: Vec<(String, String)>,
+    /// The hash of what the steps were declared by (`operation_declaration`).
+    pub declaration: String,
 }
 
 /// Measure `spec` (its steps run in transactions that are rolled back), let `check` refuse
@@ -288,6 +368,7 @@ pub(crate) async fn make_plan(
         created: lifeboat_core::time::format_us(lifeboat_core::time::now_us()),
         param: spec.param.clone(),
         kind: spec.kind.clone(),
+        declaration: spec.declaration.clone(),
         ids: ids
             .iter()
             .map(|r| PlanId {
@@ -319,8 +400,9 @@ pub(crate) async fn make_plan(
             &author,
             "plan",
             &hash,
-            json!({"operation": spec.operation, "ids": ids.len(), "tenants": tenant_keys.len(),
-               "totals": totals, "file": output.display().to_string()}),
+            json!({"operation": spec.operation, "declaration": spec.declaration,
+               "ids": ids.len(), "tenants": tenant_keys.len(), "totals": totals,
+               "file": output.display().to_string()}),
         )
         .await?;
     Ok(Planned {
@@ -432,8 +514,81 @@ pub enum Applied {
     Diverged { wave: u32, differences: Vec<String> },
 }
 
+/// What a wave of a plan may do beyond matching the plan: the operation's declared effect,
+/// or, for a soft delete, only the wave's tenants' rows.
+enum Declared<'a> {
+    Operation(&'a OperationConfig),
+    TenantDelete,
+}
+
+impl Declared<'_> {
+    /// Whether a source's measured part of a wave (`effect`, tables as that source names
+    /// them) stays inside the declaration, for a wave of `tenants` and `ids` IDs.
+    fn allows(
+        &self,
+        source: &str,
+        effect: &lifeboat_source::guard::Effect,
+        tenants: &[&String],
+        ids: u64,
+    ) -> std::result::Result<(), String> {
+        match self {
+            Declared::Operation(operation) => {
+                let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+                for tables in effect.values() {
+                    for (table, n) in tables {
+                        *totals.entry(format!("{source}.{table}")).or_default() += n;
+                    }
+                }
+                declared_effect(operation, &totals, ids)
+            }
+            Declared::TenantDelete => match effect
+                .iter()
+                .find(|(t, v)| !tenants.contains(t) && v.values().any(|n| *n > 0))
+            {
+                Some((t, _)) if t.is_empty() => {
+                    Err("refused: the wave also removes rows of no tenant".to_string())
+                }
+                Some((t, _)) => Err(format!(
+                    "refused: the wave also removes rows of tenant {t}, which it does not delete"
+                )),
+                None => Ok(()),
+            },
+        }
+    }
+}
+
+/// Who holds an apply lock: this machine and process.
+fn lock_holder() -> String {
+    format!("{}:{}", host_name(), std::process::id())
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_string())
+}
+
+/// Whether the apply lock's holder is a process of this machine that no longer runs.
+fn holder_is_gone(holder: &str) -> bool {
+    let Some((host, pid)) = holder.rsplit_once(':') else {
+        return false;
+    };
+    host == host_name()
+        && Path::new("/proc/self").exists()
+        && pid.parse::<u32>().is_ok()
+        && !Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Apply the approved plan at `path` in waves (`waves`: cumulative sizes); a file
 /// `<path>.halt` halts it too. Wave events go to `progress`.
+///
+/// The steps run are the configuration's: the plan must have been made by `lifeboat plan`
+/// (its `plan` entry in the audit log), for the operation as it is declared now (its
+/// declaration's hash), with the steps declared. One apply of a plan runs at a time (a
+/// lock in the control store).
 pub async fn apply(
     config: &Config,
     config_path: &Option<PathBuf>,
@@ -446,6 +601,13 @@ pub async fn apply(
     let plan = &file.plan;
     let by = login(by);
     let mut control = control_store(config, config_path).await?;
+    if !control.has_entry("plan", &file.hash)? {
+        return Err(Error::usage(format!(
+            "plan {} has no `plan` entry in the audit log: it was not made by `lifeboat plan` \
+             with this control store; make the plan with `lifeboat plan`",
+            file.short()
+        )));
+    }
     let approvals = control.approvals(&file.hash)?;
     let required = config.guard.approvals_required as usize;
     if approvals.len() < required {
@@ -465,197 +627,496 @@ pub async fn apply(
             )));
         }
     }
-    let param = plan.param.clone();
-    let steps: Vec<(String, String)> = plan
+
+    // The steps: the configuration's, never the file's.
+    let changed = || {
+        Error::usage(format!(
+            "plan {} was made for {} as it was declared then; its declaration changed since \
+             (steps, parameter or effect): make a new plan",
+            file.short(),
+            plan.operation
+        ))
+    };
+    let (steps, declaration, declared, mut sources) = match plan.purpose {
+        Purpose::Operation => {
+            let operation = config.operations.get(&plan.operation).ok_or_else(|| {
+                Error::usage(format!(
+                    "plan {} is for operation {:?}, which the configuration no longer declares",
+                    file.short(),
+                    plan.operation
+                ))
+            })?;
+            if operation.params.get(&plan.param) != Some(&plan.kind) {
+                return Err(changed());
+            }
+            let steps: Vec<(String, String)> = operation
+                .steps
+                .iter()
+                .map(|s| (s.source.clone(), s.sql.clone()))
+                .collect();
+            let names: BTreeSet<String> = steps.iter().map(|(s, _)| s.clone()).collect();
+            let sources = open_named(config, &names).await?;
+            (
+                steps,
+                operation_declaration(operation),
+                Declared::Operation(operation),
+                sources,
+            )
+        }
+        Purpose::TenantDelete => {
+            let names: BTreeSet<String> = config.sources.keys().cloned().collect();
+            let sources = open_named(config, &names).await?;
+            let steps = crate::lifecycle::delete_steps(&sources).await?;
+            let declaration = delete_declaration(&steps);
+            (steps, declaration, Declared::TenantDelete, sources)
+        }
+    };
+    if declaration != plan.declaration {
+        return Err(changed());
+    }
+    let written: Vec<(String, String)> = plan
         .steps
         .iter()
         .map(|s| (s.source.clone(), s.sql.clone()))
         .collect();
-    let names: BTreeSet<String> = steps.iter().map(|(s, _)| s.clone()).collect();
-    let mut sources = open_named(config, &names).await?;
-    let planned = plan.effect();
-    let ids: Vec<(Value, String)> = plan
-        .ids
-        .iter()
-        .map(|i| (i.value.to_value(), i.tenant.clone().unwrap_or_default()))
-        .collect();
-    let applied = control.applied(&file.hash)?;
-    let tenants: Vec<String> = {
-        let mut t: BTreeSet<String> = ids.iter().map(|(_, t)| t.clone()).collect();
-        t.retain(|t| !t.is_empty());
-        t.into_iter().collect()
-    };
-    let remaining: Vec<&String> = tenants
-        .iter()
-        .filter(|t| !applied.contains_key(*t))
-        .collect();
-    let ids_of = |wave: &[&String]| -> Vec<Value> {
-        ids.iter()
-            .filter(|(_, t)| wave.contains(&t))
-            .map(|(v, _)| v.clone())
-            .collect()
-    };
-    let planned_for = |wave: &[&String]| -> Merged {
-        planned
-            .iter()
-            .filter(|(t, _)| wave.contains(t))
-            .map(|(t, v)| (t.clone(), v.clone()))
-            .filter(|(_, v)| !v.is_empty())
-            .collect()
-    };
-
-    // Stale? Measure what is left to do again.
-    let (now, _) = run_operation(&mut sources, &steps, &param, &ids_of(&remaining), |_, _| {
-        false
-    })
-    .await?;
-    let now: Merged = now.into_iter().filter(|(_, v)| !v.is_empty()).collect();
-    let differences = effect_differences(&planned_for(&remaining), &now);
-    if !differences.is_empty() {
+    if written != steps {
         return Err(Error::usage(format!(
-            "plan {} is stale: the sources changed what it measured; make a new plan\n  {}",
+            "plan {} lists other steps than its operation {} declares: it was edited; make \
+             a new plan",
             file.short(),
-            differences.join("\n  ")
+            plan.operation
         )));
     }
+    check_steps(config, &sources, &plan.operation, &steps, &plan.param)?;
+    if let Declared::Operation(operation) = &declared {
+        declared_effect(operation, &plan.totals, plan.ids.len() as u64).map_err(|why| {
+            Error::usage(format!(
+                "plan {}: {why} (its totals were written by hand)",
+                file.short()
+            ))
+        })?;
+    }
 
-    // The restore point: capture caught up, then the vault's position of each source.
-    let restore_point = match &state {
-        Some(s) => s.restore_point.clone(),
-        None => {
-            let point = catch_up(config, &names).await?;
-            control
-                .append(
-                    &by,
-                    "restore-point",
-                    &file.hash,
-                    json!({"positions": point}),
-                )
-                .await?;
-            point
+    // One apply of a plan at a time.
+    let holder = lock_holder();
+    if let Some((other, since)) = control.lock_apply(&file.hash, &holder)? {
+        if !(holder_is_gone(&other) && control.take_over_apply(&file.hash, &other, &holder)?) {
+            return Err(Error::usage(format!(
+                "plan {} is being applied already (by {other}, since {since}): one apply of \
+                 a plan runs at a time",
+                file.short()
+            )));
         }
-    };
-    control.clear_halt(&file.hash)?;
-    control.set_apply(&file.hash, ApplyStatus::Running, &restore_point)?;
-    control
-        .append(
-            &by,
-            "apply",
-            &file.hash,
-            json!({"operation": plan.operation, "tenants": remaining.len(), "waves": waves}),
-        )
-        .await?;
-    let targets = wave_targets(waves, tenants.len())?;
-    let halt_file = PathBuf::from(format!("{}.halt", path.display()));
-    let mut start = 0;
-    for (number, &end) in targets.iter().enumerate() {
-        let wave_number = number as u32 + 1;
-        let wave: Vec<&String> = tenants[start..end]
-            .iter()
-            .filter(|t| !applied.contains_key(*t))
-            .collect();
-        start = end;
-        if wave.is_empty() {
-            continue;
-        }
-        let halted_by = control.halted_by(&file.hash)?.or_else(|| {
-            halt_file
-                .exists()
-                .then(|| format!("the file {}", halt_file.display()))
-        });
-        if let Some(who) = halted_by {
-            control.set_apply(&file.hash, ApplyStatus::Halted, &restore_point)?;
-            control
-                .append(
-                    &by,
-                    "halted",
-                    &file.hash,
-                    json!({"before_wave": wave_number, "by": who}),
-                )
-                .await?;
-            return Ok(Applied::Halted {
-                wave: wave_number,
-                by: who,
-            });
-        }
-        let expected = planned_for(&wave);
-        // Where each source stands just before the wave: what undo restores its tenants
-        // to, so that nothing they wrote before their wave is lost.
-        let mut point = BTreeMap::new();
-        for (name, source) in &sources {
-            point.insert(name.clone(), source.position().await?.get());
-        }
-        let (got, committed) = run_operation(
-            &mut sources,
-            &steps,
-            &param,
-            &ids_of(&wave),
-            |source, effect| effect_of(&expected, source) == *effect,
-        )
-        .await?;
-        let got: Merged = got.into_iter().filter(|(_, v)| !v.is_empty()).collect();
-        if !committed || got != expected {
-            let differences = effect_differences(&expected, &got);
-            control.set_apply(&file.hash, ApplyStatus::Diverged, &restore_point)?;
-            control
-                .append(
-                    &by,
-                    "diverged",
-                    &file.hash,
-                    json!({"wave": wave_number, "differences": differences}),
-                )
-                .await?;
-            return Ok(Applied::Diverged {
-                wave: wave_number,
-                differences,
-            });
-        }
-        let keys: Vec<String> = wave.iter().map(|t| t.to_string()).collect();
-        let deletes = plan.purpose == Purpose::TenantDelete;
-        control.mark_applied(&file.hash, &keys, wave_number, &point, deletes)?;
-        let rows: u64 = got.values().flat_map(|t| t.values()).sum();
         control
             .append(
                 &by,
-                "wave",
+                "apply-lock-taken-over",
                 &file.hash,
-                json!({"wave": wave_number, "tenants": keys, "rows": rows}),
+                json!({"from": other, "reason": "its process no longer runs"}),
             )
             .await?;
-        if deletes {
-            for key in &keys {
+    }
+    let run = Run {
+        config,
+        file: &file,
+        by: &by,
+        path,
+        waves,
+        steps: &steps,
+        declared: &declared,
+        state: state.as_ref(),
+        progress,
+    };
+    let outcome = run.waves(&mut control, &mut sources).await;
+    let released = control.unlock_apply(&file.hash, &holder);
+    let outcome = outcome?;
+    released?;
+    Ok(outcome)
+}
+
+/// Whether a wave commits in a source: only if that source's part is the plan's
+/// (`expected`) and inside the declaration; `why` keeps the first reason a part was
+/// refused by the declaration.
+fn commit_if<'a>(
+    declared: &'a Declared<'a>,
+    expected: Merged,
+    wave: Vec<String>,
+    ids: u64,
+    why: &'a mut Option<String>,
+) -> impl FnMut(&str, &lifeboat_source::guard::Effect) -> bool + Send + 'a {
+    move |source, effect| {
+        let refs: Vec<&String> = wave.iter().collect();
+        if let Err(reason) = declared.allows(source, effect, &refs, ids) {
+            why.get_or_insert(format!("{source}: {reason}"));
+            return false;
+        }
+        if effect_of(&expected, source) != *effect {
+            return false;
+        }
+        lifeboat_core::failpoint::hit("apply.before-wave-commit");
+        true
+    }
+}
+
+/// An apply past its checks, holding the plan's lock.
+struct Run<'a> {
+    config: &'a Config,
+    file: &'a PlanFile,
+    by: &'a str,
+    path: &'a Path,
+    waves: &'a str,
+    steps: &'a [(String, String)],
+    declared: &'a Declared<'a>,
+    state: Option<&'a lifeboat_control::ApplyState>,
+    progress: &'a dyn Progress,
+}
+
+impl Run<'_> {
+    async fn waves(
+        &self,
+        control: &mut Control,
+        sources: &mut BTreeMap<String, LiveSource>,
+    ) -> Result<Applied> {
+        let file = self.file;
+        let plan = &file.plan;
+        let by = self.by;
+        let steps = self.steps;
+        let param = plan.param.clone();
+        let planned = plan.effect();
+        let ids: Vec<(Value, String)> = plan
+            .ids
+            .iter()
+            .map(|i| (i.value.to_value(), i.tenant.clone().unwrap_or_default()))
+            .collect();
+        let tenants: Vec<String> = {
+            let mut t: BTreeSet<String> = ids.iter().map(|(_, t)| t.clone()).collect();
+            t.retain(|t| !t.is_empty());
+            t.into_iter().collect()
+        };
+        let ids_of = |wave: &[&String]| -> Vec<Value> {
+            ids.iter()
+                .filter(|(_, t)| wave.contains(&t))
+                .map(|(v, _)| v.clone())
+                .collect()
+        };
+        let planned_for = |wave: &[&String]| -> Merged {
+            planned
+                .iter()
+                .filter(|(t, _)| wave.contains(t))
+                .map(|(t, v)| (t.clone(), v.clone()))
+                .filter(|(_, v)| !v.is_empty())
+                .collect()
+        };
+        let declared = self.declared;
+
+        // A wave that was about to commit when an apply stopped: find in which sources it
+        // did, finish it in the others, and record it, instead of applying it twice.
+        if let Some(pending) = control.pending_wave(&file.hash)? {
+            let wave: Vec<&String> = pending.tenants.iter().collect();
+            let expected = planned_for(&wave);
+            let (now, _) =
+                run_operation(sources, steps, &param, &ids_of(&wave), |_, _| false).await?;
+            let mut order: Vec<&String> = Vec::new();
+            for (source, _) in steps {
+                if !order.contains(&source) {
+                    order.push(source);
+                }
+            }
+            let (committed, open): (Vec<&String>, Vec<&String>) = order
+                .into_iter()
+                .partition(|s| effect_of(&expected, s) != effect_of(&now, s));
+            if committed.is_empty() {
+                // Rolled back: the wave runs again below like any other.
+                control.clear_pending_wave(&file.hash)?;
                 control
                     .append(
-                        &by,
-                        "delete",
-                        &format!("tenant:{key}"),
-                        json!({"plan": file.hash, "restorable_to": point}),
+                        by,
+                        "wave-rolled-back",
+                        &file.hash,
+                        json!({"wave": pending.wave, "tenants": pending.tenants,
+                               "found": "its effect is absent from every source"}),
                     )
                     .await?;
+            } else {
+                let rest: Vec<(String, String)> = steps
+                    .iter()
+                    .filter(|(s, _)| open.contains(&s))
+                    .cloned()
+                    .collect();
+                let mut why = None;
+                let (got, all) = run_operation(
+                    sources,
+                    &rest,
+                    &param,
+                    &ids_of(&wave),
+                    commit_if(
+                        declared,
+                        expected.clone(),
+                        wave.iter().map(|t| t.to_string()).collect(),
+                        ids_of(&wave).len() as u64,
+                        &mut why,
+                    ),
+                )
+                .await?;
+                let got: Merged = got.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+                let want: Merged = open
+                    .iter()
+                    .flat_map(|s| {
+                        effect_of(&expected, s).into_iter().map(move |(t, tables)| {
+                            let tables: BTreeMap<String, u64> = tables
+                                .into_iter()
+                                .map(|(table, n)| (format!("{s}.{table}"), n))
+                                .collect();
+                            (t, tables)
+                        })
+                    })
+                    .fold(Merged::new(), |mut m, (t, tables)| {
+                        m.entry(t).or_default().extend(tables);
+                        m
+                    });
+                if !all || got != want {
+                    let mut differences = effect_differences(&want, &got);
+                    differences.extend(why);
+                    return self
+                        .diverged(control, pending.wave, differences, "finishing")
+                        .await;
+                }
+                let keys = pending.tenants.clone();
+                let deletes = plan.purpose == Purpose::TenantDelete;
+                control.mark_applied(&file.hash, &keys, pending.wave, &pending.point, deletes)?;
+                control
+                    .append(
+                        by,
+                        "wave-recovered",
+                        &file.hash,
+                        json!({"wave": pending.wave, "tenants": keys,
+                               "committed_before": committed, "finished_now": open}),
+                    )
+                    .await?;
+                if deletes {
+                    self.audit_deletes(control, &keys, &pending.point).await?;
+                }
+                self.progress.event(Event::Step(format!(
+                    "wave {} had committed in {} before the apply stopped: recorded, not \
+                     applied again{}",
+                    pending.wave,
+                    committed
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if open.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " (finished in {})",
+                            open.iter()
+                                .map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }
+                )));
             }
         }
-        progress.event(Event::Wave {
-            number: wave_number,
-            tenants: keys.len(),
-            rows,
-            done: end,
-            total: tenants.len(),
-        });
-        lifeboat_core::failpoint::pause("apply.after-wave");
+
+        let applied = control.applied(&file.hash)?;
+        let remaining: Vec<&String> = tenants
+            .iter()
+            .filter(|t| !applied.contains_key(*t))
+            .collect();
+
+        // Stale? Measure what is left to do again.
+        let (now, _) =
+            run_operation(sources, steps, &param, &ids_of(&remaining), |_, _| false).await?;
+        let now: Merged = now.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+        let differences = effect_differences(&planned_for(&remaining), &now);
+        if !differences.is_empty() {
+            return Err(Error::usage(format!(
+                "plan {} is stale: the sources changed what it measured; make a new plan\n  {}",
+                file.short(),
+                differences.join("\n  ")
+            )));
+        }
+
+        // The restore point: capture caught up, then the vault's position of each source.
+        let names: BTreeSet<String> = steps.iter().map(|(s, _)| s.clone()).collect();
+        let restore_point = match self.state {
+            Some(s) => s.restore_point.clone(),
+            None => {
+                let point = catch_up(self.config, &names).await?;
+                control
+                    .append(by, "restore-point", &file.hash, json!({"positions": point}))
+                    .await?;
+                point
+            }
+        };
+        control.clear_halt(&file.hash)?;
+        control.set_apply(&file.hash, ApplyStatus::Running, &restore_point)?;
+        control
+            .append(
+                by,
+                "apply",
+                &file.hash,
+                json!({"operation": plan.operation, "tenants": remaining.len(),
+                       "waves": self.waves}),
+            )
+            .await?;
+        let targets = wave_targets(self.waves, tenants.len())?;
+        let halt_file = PathBuf::from(format!("{}.halt", self.path.display()));
+        let mut start = 0;
+        for (number, &end) in targets.iter().enumerate() {
+            let wave_number = number as u32 + 1;
+            let wave: Vec<&String> = tenants[start..end]
+                .iter()
+                .filter(|t| !applied.contains_key(*t))
+                .collect();
+            start = end;
+            if wave.is_empty() {
+                continue;
+            }
+            let halted_by = control.halted_by(&file.hash)?.or_else(|| {
+                halt_file
+                    .exists()
+                    .then(|| format!("the file {}", halt_file.display()))
+            });
+            if let Some(who) = halted_by {
+                control.set_apply(&file.hash, ApplyStatus::Halted, &restore_point)?;
+                control
+                    .append(
+                        by,
+                        "halted",
+                        &file.hash,
+                        json!({"before_wave": wave_number, "by": who}),
+                    )
+                    .await?;
+                return Ok(Applied::Halted {
+                    wave: wave_number,
+                    by: who,
+                });
+            }
+            let expected = planned_for(&wave);
+            // Where each source stands just before the wave: what undo restores its
+            // tenants to, so that nothing they wrote before their wave is lost.
+            let mut point = BTreeMap::new();
+            for (name, source) in sources.iter() {
+                point.insert(name.clone(), source.position().await?.get());
+            }
+            let keys: Vec<String> = wave.iter().map(|t| t.to_string()).collect();
+            control.set_pending_wave(
+                &file.hash,
+                &lifeboat_control::PendingWave {
+                    wave: wave_number,
+                    tenants: keys.clone(),
+                    point: point.clone(),
+                },
+            )?;
+            let mut why = None;
+            let (got, committed) = run_operation(
+                sources,
+                steps,
+                &param,
+                &ids_of(&wave),
+                commit_if(
+                    declared,
+                    expected.clone(),
+                    wave.iter().map(|t| t.to_string()).collect(),
+                    ids_of(&wave).len() as u64,
+                    &mut why,
+                ),
+            )
+            .await?;
+            let got: Merged = got.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+            if !committed || got != expected {
+                let mut differences = effect_differences(&expected, &got);
+                differences.extend(why);
+                control.clear_pending_wave(&file.hash)?;
+                return self
+                    .diverged(control, wave_number, differences, "wave")
+                    .await;
+            }
+            lifeboat_core::failpoint::hit("apply.after-wave-commit");
+            let deletes = plan.purpose == Purpose::TenantDelete;
+            control.mark_applied(&file.hash, &keys, wave_number, &point, deletes)?;
+            let rows: u64 = got.values().flat_map(|t| t.values()).sum();
+            control
+                .append(
+                    by,
+                    "wave",
+                    &file.hash,
+                    json!({"wave": wave_number, "tenants": keys, "rows": rows}),
+                )
+                .await?;
+            if deletes {
+                self.audit_deletes(control, &keys, &point).await?;
+            }
+            self.progress.event(Event::Wave {
+                number: wave_number,
+                tenants: keys.len(),
+                rows,
+                done: end,
+                total: tenants.len(),
+            });
+            lifeboat_core::failpoint::pause("apply.after-wave");
+        }
+        control.set_apply(&file.hash, ApplyStatus::Done, &restore_point)?;
+        control
+            .append(by, "applied", &file.hash, json!({"tenants": tenants.len()}))
+            .await?;
+        Ok(Applied::Done {
+            short: file.short().to_string(),
+            tenants: tenants.len(),
+        })
     }
-    control.set_apply(&file.hash, ApplyStatus::Done, &restore_point)?;
-    control
-        .append(
-            &by,
-            "applied",
-            &file.hash,
-            json!({"tenants": tenants.len()}),
-        )
-        .await?;
-    Ok(Applied::Done {
-        short: file.short().to_string(),
-        tenants: tenants.len(),
-    })
+
+    /// A wave measured otherwise than planned, or beyond its declaration: rolled back, the
+    /// apply stopped and audited.
+    async fn diverged(
+        &self,
+        control: &mut Control,
+        wave: u32,
+        differences: Vec<String>,
+        during: &str,
+    ) -> Result<Applied> {
+        let restore_point = self.state.map(|s| s.restore_point.clone());
+        let restore_point = match restore_point {
+            Some(p) => p,
+            None => control
+                .apply_state(&self.file.hash)?
+                .map(|s| s.restore_point)
+                .unwrap_or_default(),
+        };
+        control.set_apply(&self.file.hash, ApplyStatus::Diverged, &restore_point)?;
+        control
+            .append(
+                self.by,
+                "diverged",
+                &self.file.hash,
+                json!({"wave": wave, "differences": differences, "during": during}),
+            )
+            .await?;
+        Ok(Applied::Diverged { wave, differences })
+    }
+
+    /// A soft delete's wave: one `delete` entry per tenant.
+    async fn audit_deletes(
+        &self,
+        control: &mut Control,
+        keys: &[String],
+        point: &BTreeMap<String, u64>,
+    ) -> Result<()> {
+        for key in keys {
+            control
+                .append(
+                    self.by,
+                    "delete",
+                    &format!("tenant:{key}"),
+                    json!({"plan": self.file.hash, "restorable_to": point}),
+                )
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 /// Ask a running apply of the plan at `path` to stop before its next wave. Returns the

@@ -17,7 +17,7 @@ use lifeboat_core::{Error, Result};
 /// The `format` field of every plan file.
 pub const FORMAT: &str = "lifeboat-plan";
 /// The plan format this version writes and reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// What a plan is for: a declared operation, or the built-in soft delete of tenants
 /// (`lifeboat tenant delete`), whose apply also marks the tenants deleted.
@@ -65,7 +65,9 @@ pub struct PlanId {
     pub tenant: Option<String>,
 }
 
-/// One step: SQL run on a source, with the IDs bound.
+/// One step: SQL run on a source, with the IDs bound. Recorded for the people who read the
+/// plan; `apply` runs the steps the configuration declares, and refuses a plan whose steps
+/// are not those.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanStep {
@@ -97,6 +99,9 @@ pub struct Plan {
     pub created: String,
     pub param: String,
     pub kind: String,
+    /// SHA-256 of the operation's declaration in the configuration (for a soft delete: of
+    /// the steps the tenant maps give): `apply` refuses the plan once it changed.
+    pub declaration: String,
     pub ids: Vec<PlanId>,
     pub steps: Vec<PlanStep>,
     /// Each step's source position when measured.
@@ -215,6 +220,7 @@ mod tests {
             created: "2026-12-01T00:00:00Z".into(),
             param: "ids".into(),
             kind: "app".into(),
+            declaration: "d".repeat(64),
             ids: vec![PlanId {
                 id: "7".into(),
                 value: IdValue::Int(7),
@@ -284,9 +290,9 @@ mod tests {
 
     #[test]
     fn another_version_or_an_altered_plan_is_refused() {
-        let text = rewritten(|j| j["version"] = Json::from(2));
+        let text = rewritten(|j| j["version"] = Json::from(1));
         let err = PlanFile::parse(&text, "p.json").err().expect("refused");
-        assert!(err.to_string().contains("format version 2"), "{err}");
+        assert!(err.to_string().contains("format version 1"), "{err}");
         let (text, _) = sample().to_text().expect("encodes");
         let altered = text.replace("remove-app", "remove-all");
         let err = PlanFile::parse(&altered, "p.json").err().expect("refused");
