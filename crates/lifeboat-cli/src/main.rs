@@ -40,6 +40,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Create the vault at `[vault] url` (the only command that does).
+    Init(vault::InitArgs),
     /// Capture every change of every configured source into the vault, continuously.
     Capture(capture::Args),
     /// List every protected tenant: its sources, row counts and restorable window.
@@ -114,6 +116,7 @@ fn main() -> ExitCode {
             Command::History(args) => vault::history(config_path, args).await,
             Command::Verify(args) => vault::verify(config_path, args).await,
             Command::Snapshot(args) => vault::snapshot(config_path, args).await,
+            Command::Init(args) => vault::init(config_path, args).await,
             Command::Check(args) => vault::check(config_path, args).await,
             Command::Restore(args) => restore::run(config_path, args).await,
             Command::Drill(args) => drill::run(config_path, args).await,

@@ -316,3 +316,21 @@ pub async fn check(config_path: Option<PathBuf>, args: CheckArgs) -> Result<u8> 
     );
     Ok(code)
 }
+
+#[derive(clap::Args)]
+pub struct InitArgs {
+    #[arg(long)]
+    json: bool,
+}
+
+/// `init`: create the vault, and say its id.
+pub async fn init(config_path: Option<PathBuf>, args: InitArgs) -> Result<u8> {
+    let config = load_config(config_path.as_deref())?;
+    let vault = lifeboat_engine::context::init_vault(&config).await?;
+    if args.json {
+        print_json(&serde_json::json!({"vault": vault.describe(), "id": vault.id()}));
+    } else {
+        crate::say!("created vault {} at {}", vault.id(), vault.describe());
+    }
+    Ok(0)
+}

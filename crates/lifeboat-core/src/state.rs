@@ -854,7 +854,7 @@ mod tests {
     #[tokio::test]
     async fn a_stream_lays_changes_over_the_base() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let vault = Vault::open_or_create(Arc::new(LocalStore::new(dir.path())))
+        let vault = Vault::init(Arc::new(LocalStore::new(dir.path())))
             .await
             .expect("vault");
         let t = schema("t", &["id", "x"], vec![0]);
@@ -974,7 +974,7 @@ mod tests {
     #[tokio::test]
     async fn readers_follow_the_links_between_segments() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let vault = Vault::open_or_create(Arc::new(LocalStore::new(dir.path())))
+        let vault = Vault::init(Arc::new(LocalStore::new(dir.path())))
             .await
             .expect("vault");
         vault

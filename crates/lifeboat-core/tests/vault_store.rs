@@ -324,13 +324,14 @@ mod contract {
         assert_eq!(err.kind(), ErrorKind::Vault);
         assert!(err.to_string().contains("no vault"), "{err}");
 
-        let vault = Vault::open_or_create(store.clone()).await.expect("create");
+        let vault = Vault::init(store.clone()).await.expect("create");
         let header = get(&store, "lifeboat-vault.json")
             .await
             .expect("header written");
-        Vault::open_or_create(store.clone())
-            .await
-            .expect("open_or_create again");
+        let err = Vault::init(store.clone()).await.expect_err("init again");
+        assert_eq!(err.kind(), ErrorKind::Usage, "{err}");
+        assert!(err.to_string().contains(vault.id()), "{err}");
+        assert_eq!(vault.id().len(), 32);
         assert_eq!(
             get(&store, "lifeboat-vault.json").await,
             Some(header),
@@ -435,7 +436,7 @@ mod contract {
     /// reader of heads never fetches is found by `verify_object`.
     pub async fn a_broken_history_is_refused(store: Arc<dyn Store>) {
         use lifeboat_core::state::SourceHistory;
-        let vault = Vault::open_or_create(store.clone()).await.expect("create");
+        let vault = Vault::init(store.clone()).await.expect("create");
         vault
             .put_checkpoint(&checkpoint("s", 10))
             .await
@@ -495,9 +496,7 @@ mod contract {
         put(&store, "lifeboat-vault.json", header).await;
         for err in [
             Vault::open(store.clone()).await.expect_err("version 2"),
-            Vault::open_or_create(store.clone())
-                .await
-                .expect_err("version 2"),
+            Vault::init(store.clone()).await.expect_err("version 2"),
         ] {
             assert_eq!(err.kind(), ErrorKind::Vault, "{err}");
             let text = err.to_string();
@@ -514,7 +513,7 @@ mod contract {
     }
 
     pub async fn corrupted_object_is_refused(store: Arc<dyn Store>) {
-        let vault = Vault::open_or_create(store.clone()).await.expect("create");
+        let vault = Vault::init(store.clone()).await.expect("create");
         let original = segment("s", 1, 3);
         let name = vault.put_segment(&original).await.expect("put");
         assert_eq!(vault.read_segment(&name).await.expect("read"), original);

@@ -32,7 +32,8 @@ pub async fn run(
     }
     // Check every source before the vault is touched: bad input changes nothing.
     let sources = open_sources(config, &names, true).await?;
-    let vault = Vault::open_or_create(Vault::store_for(&config.vault)?).await?;
+    // The vault must exist: `lifeboat init` is the only command that creates one.
+    let vault = Vault::open(Vault::store_for(&config.vault)?).await?;
 
     let mut tasks = tokio::task::JoinSet::new();
     for source in sources {

@@ -46,6 +46,11 @@ pub async fn open_vault(config: &Config) -> Result<Vault> {
     Vault::open(Vault::store_for(&config.vault)?).await
 }
 
+/// `init`: create the configured vault (refused where one, or anything, already is).
+pub async fn init_vault(config: &Config) -> Result<Vault> {
+    Vault::init(Vault::store_for(&config.vault)?).await
+}
+
 /// Every source's history in the vault, for the configured sources.
 pub async fn histories(vault: &Vault, names: &[String]) -> Result<Vec<SourceHistory>> {
     let mut out = Vec::with_capacity(names.len());

@@ -25,7 +25,7 @@ struct Setup {
     config_path: Option<PathBuf>,
 }
 
-fn setup() -> Setup {
+async fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("tracker.db");
     let conn = rusqlite::Connection::open(&db).expect("open");
@@ -86,8 +86,13 @@ sql = "DELETE FROM apps WHERE id = ANY($ids)"
     );
     let config_path = dir.path().join("lifeboat.toml");
     std::fs::write(&config_path, &text).expect("config");
+    let config = Config::parse(&text).expect("config parses");
+    // The vault, as `lifeboat init` creates it.
+    lifeboat_engine::context::init_vault(&config)
+        .await
+        .expect("init");
     Setup {
-        config: Config::parse(&text).expect("config parses"),
+        config,
         config_path: Some(config_path),
         db,
         _dir: dir,
@@ -126,7 +131,7 @@ fn tenants(keys: &[i64]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_finds_a_difference_and_restore_brings_the_tenant_back() {
-    let s = setup();
+    let s = setup().await;
     catch_up(&s.config).await;
     let before = moment().await;
     let request = verify::Request {
@@ -218,7 +223,7 @@ async fn verify_finds_a_difference_and_restore_brings_the_tenant_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_comparison_reports_each_table_either_side_has() {
-    let s = setup();
+    let s = setup().await;
     let source = LiveSource::open(
         "tracker",
         s.config.source("tracker").expect("source"),
@@ -266,7 +271,7 @@ async fn the_comparison_reports_each_table_either_side_has() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_is_approved_applied_in_waves_and_undone() {
-    let s = setup();
+    let s = setup().await;
     catch_up(&s.config).await;
     let dir = s.db.parent().expect("dir").to_path_buf();
     let plan_path = dir.join("plan.json");
@@ -390,7 +395,7 @@ async fn a_plan_is_approved_applied_in_waves_and_undone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_campaign_restores_its_tenants_through_two_workers() {
-    let s = setup();
+    let s = setup().await;
     catch_up(&s.config).await;
     let before = moment().await;
     execute(&s.db, "DELETE FROM sites WHERE id IN (2, 4, 5);");

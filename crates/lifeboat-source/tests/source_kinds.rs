@@ -105,7 +105,7 @@ fn text(value: &Value) -> String {
 
 impl Fixture {
     async fn new(dialect: Dialect, url: String, direct: Direct, dir: tempfile::TempDir) -> Fixture {
-        let vault = Vault::open_or_create(Arc::new(LocalStore::new(dir.path().join("vault"))))
+        let vault = Vault::init(Arc::new(LocalStore::new(dir.path().join("vault"))))
             .await
             .expect("open the vault");
         let fixture = Fixture {

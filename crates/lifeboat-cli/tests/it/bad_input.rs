@@ -132,6 +132,7 @@ fn unknown_tenants_times_outside_the_window_and_corrupt_objects_are_refused() {
     let config = work.write_config(&config_text(&work.vault_url(), None, None, Some(&identity)));
     // Before any capture there is no vault to read.
     assert_refused(&lifeboat(&config, &["tenants"]), 1, "no vault at");
+    lifeboat_ok(&config, &["init"]);
     lifeboat_ok(&config, &["capture", "--until-caught-up"]);
 
     assert_refused(
@@ -235,6 +236,7 @@ fn settings_that_would_switch_the_guard_off_are_refused_and_change_nothing() {
     assert!(!control.exists(), "control store made");
 
     // An empty --as key.
+    lifeboat_ok(&config, &["init"]);
     lifeboat_ok(&config, &["capture", "--until-caught-up"]);
     let before = std::fs::read(&identity).expect("db");
     assert_refused(
@@ -258,4 +260,74 @@ fn settings_that_would_switch_the_guard_off_are_refused_and_change_nothing() {
         before,
         "nothing written"
     );
+}
+
+/// `capture` against a URL where no vault is (a mistyped `[vault] url`) refuses, says to run
+/// `lifeboat init`, creates nothing there and leaves the source's replication slot alone:
+/// the real vault resumes. `init` is refused where a vault already is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_without_a_vault_refuses_and_the_slot_survives() {
+    let work = Workdir::new();
+    let db = create_database("novault").await;
+    setup_tracker(&db, 2).await;
+    let config = work.init_config(&config_text(&work.vault_url(), Some(&db), None, None));
+    let run = |config: &std::path::Path, args: &[&str]| {
+        let (config, args) = (
+            config.to_path_buf(),
+            args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        );
+        tokio::task::spawn_blocking(move || lifeboat(&config, &as_strs(&args)))
+    };
+    let output = run(&config, &["capture", "--until-caught-up"])
+        .await
+        .expect("join");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let slots = || async {
+        let rows = pg_connect(&db)
+            .await
+            .query(
+                "SELECT slot_name::text FROM pg_replication_slots WHERE database = current_database()",
+                &[],
+            )
+            .await
+            .expect("slots");
+        rows.iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+    };
+    let before = slots().await;
+    assert_eq!(before.len(), 1, "{before:?}");
+
+    // A mistyped vault URL: refused, nothing created, the slot kept.
+    let typo = format!("file://{}", work.path("vualt").display());
+    let mistyped = work.write_config(&config_text(&typo, Some(&db), None, None));
+    let output = run(&mistyped, &["capture", "--until-caught-up"])
+        .await
+        .expect("join");
+    assert_refused(&output, 1, "run `lifeboat init`");
+    assert!(!work.path("vualt").exists(), "a vault was created");
+    assert_eq!(slots().await, before, "the slot changed");
+
+    // The real vault resumes where it was; a second `init` there is refused.
+    let config = work.write_config(&config_text(&work.vault_url(), Some(&db), None, None));
+    let output = run(&config, &["init"]).await.expect("join");
+    assert_refused(&output, 2, "a vault already exists");
+    pg_connect(&db)
+        .await
+        .batch_execute(&format!(
+            "UPDATE issues SET title = 'later' WHERE site_id = {}",
+            site_id(1)
+        ))
+        .await
+        .expect("write");
+    let output = run(&config, &["capture", "--until-caught-up"])
+        .await
+        .expect("join");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let key = site_id(1).to_string();
+    let output = run(&config, &["verify", "--tenant", &key])
+        .await
+        .expect("join");
+    assert!(output.status.success(), "{}", stdout(&output));
+    drop_slots(&db).await;
 }

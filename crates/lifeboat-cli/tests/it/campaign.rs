@@ -42,7 +42,7 @@ fn setup(work: &Workdir) -> PathBuf {
             .expect("comment");
         }
     }
-    let config = work.write_config(&format!(
+    let config = work.init_config(&format!(
         r#"
 [vault]
 url = "{vault}"

@@ -21,7 +21,7 @@ async fn fifty_tenants_over_three_sources_stay_exact_under_concurrent_writers() 
     setup_tracker(&tracker, TENANTS).await;
     setup_wiki(&wiki, TENANTS).await;
     setup_identity(&identity, TENANTS);
-    let config = work.write_config(&config_text(
+    let config = work.init_config(&config_text(
         &work.vault_url(),
         Some(&tracker),
         Some(&wiki),
@@ -104,7 +104,7 @@ async fn history_names_the_transaction_that_deleted_a_tenant() {
     let work = Workdir::new();
     let tracker = create_database("history").await;
     setup_tracker(&tracker, 3).await;
-    let config = work.write_config(&config_text(&work.vault_url(), Some(&tracker), None, None));
+    let config = work.init_config(&config_text(&work.vault_url(), Some(&tracker), None, None));
     lifeboat_ok(&config, &["capture", "--until-caught-up"]);
     let client = pg_connect(&tracker).await;
     let row = client
@@ -157,7 +157,7 @@ async fn postgres_column_added_during_capture_is_handled_or_refused_by_name() {
     let work = Workdir::new();
     let tracker = create_database("schema").await;
     setup_tracker(&tracker, 3).await;
-    let config = work.write_config(&config_text(&work.vault_url(), Some(&tracker), None, None));
+    let config = work.init_config(&config_text(&work.vault_url(), Some(&tracker), None, None));
     lifeboat_ok(&config, &["capture", "--until-caught-up"]);
     let client = pg_connect(&tracker).await;
     client
@@ -195,7 +195,7 @@ async fn compaction_writes_bases_that_make_old_segments_unnecessary() {
     let work = Workdir::new();
     let identity = work.path("identity.db");
     setup_identity(&identity, 5);
-    let config = work.write_config(
+    let config = work.init_config(
         &config_text(&work.vault_url(), None, None, Some(&identity)).replace(
             "flush_interval_ms = 100",
             "flush_interval_ms = 100\ncompact_after_changes = 5",
@@ -235,7 +235,7 @@ async fn s3_vault_holds_a_verified_history() {
     let identity = work.path("identity.db");
     setup_identity(&identity, 4);
     let vault_url = format!("s3://{bucket}/{}", unique("capture"));
-    let config = work.write_config(&config_text(&vault_url, None, None, Some(&identity)));
+    let config = work.init_config(&config_text(&vault_url, None, None, Some(&identity)));
     lifeboat_ok(&config, &["capture", "--until-caught-up"]);
     write_identity(&identity, 4, 5, Duration::from_millis(300));
     lifeboat_ok(&config, &["capture", "--until-caught-up"]);
@@ -261,7 +261,7 @@ async fn partitioned_tables_are_captured_under_their_own_name() {
         )
         .await
         .expect("partitions");
-    let config = work.write_config(&config_text(&work.vault_url(), Some(&tracker), None, None));
+    let config = work.init_config(&config_text(&work.vault_url(), Some(&tracker), None, None));
     lifeboat_ok(&config, &["capture", "--until-caught-up"]);
     client
         .batch_execute(
@@ -281,7 +281,7 @@ fn a_table_added_after_the_first_snapshot_stops_capture_by_name() {
     let work = Workdir::new();
     let identity = work.path("identity.db");
     setup_identity(&identity, 2);
-    let config = work.write_config(&config_text(&work.vault_url(), None, None, Some(&identity)));
+    let config = work.init_config(&config_text(&work.vault_url(), None, None, Some(&identity)));
     lifeboat_ok(&config, &["capture", "--until-caught-up"]);
     let conn = rusqlite::Connection::open(&identity).expect("open");
     conn.execute_batch(

@@ -51,7 +51,7 @@ async fn check_finds_gaps_and_with_read_data_every_flipped_byte() {
     let identity = work.path("identity.db");
     setup_tracker(&tracker, 4).await;
     setup_identity(&identity, 4);
-    let config = work.write_config(&config_text(
+    let config = work.init_config(&config_text(
         &work.vault_url(),
         Some(&tracker),
         None,

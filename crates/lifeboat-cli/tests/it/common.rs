@@ -87,6 +87,19 @@ impl Workdir {
         std::fs::write(&path, text).expect("write config");
         path
     }
+
+    /// Write the config and create its vault (`lifeboat init`), as a user does before the
+    /// first capture; a vault that is already there is kept.
+    pub fn init_config(&self, text: &str) -> PathBuf {
+        let path = self.write_config(text);
+        let output = lifeboat(&path, &["init"]);
+        assert!(
+            output.status.success() || stderr(&output).contains("a vault already exists"),
+            "lifeboat init failed: {}",
+            stderr(&output)
+        );
+        path
+    }
 }
 
 pub fn lifeboat_command(config: &Path, args: &[&str]) -> Command {

@@ -69,7 +69,7 @@ async fn a_broken_history_is_refused_by_every_reader() {
     let identity = work.path("identity.db");
     setup_tracker(&tracker, 4).await;
     setup_identity(&identity, 4);
-    let config = work.write_config(&config_text(
+    let config = work.init_config(&config_text(
         &work.vault_url(),
         Some(&tracker),
         None,

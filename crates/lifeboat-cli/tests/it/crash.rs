@@ -49,8 +49,7 @@ fn sqlite_capture_killed_at_every_failpoint_loses_and_duplicates_nothing() {
         let work = Workdir::new();
         let identity = work.path("identity.db");
         setup_identity(&identity, TENANTS);
-        let config =
-            work.write_config(&config_text(&work.vault_url(), None, None, Some(&identity)));
+        let config = work.init_config(&config_text(&work.vault_url(), None, None, Some(&identity)));
         if !failpoint.starts_with("capture.after-base") && *failpoint != "capture.after-checkpoint"
         {
             lifeboat_ok(&config, &["capture", "--until-caught-up"]);
@@ -77,7 +76,7 @@ async fn postgres_capture_killed_at_every_failpoint_loses_and_duplicates_nothing
         let work = Workdir::new();
         let tracker = create_database("crash").await;
         setup_tracker(&tracker, TENANTS).await;
-        let config = work.write_config(&config_text(&work.vault_url(), Some(&tracker), None, None));
+        let config = work.init_config(&config_text(&work.vault_url(), Some(&tracker), None, None));
         if !failpoint.starts_with("capture.after-base") && *failpoint != "capture.after-checkpoint"
         {
             lifeboat_ok(&config, &["capture", "--until-caught-up"]);
@@ -120,7 +119,7 @@ async fn capture_survives_seeded_random_kills_while_writers_run() {
     let identity = work.path("identity.db");
     setup_tracker(&tracker, TENANTS).await;
     setup_identity(&identity, TENANTS);
-    let config = work.write_config(&config_text(
+    let config = work.init_config(&config_text(
         &work.vault_url(),
         Some(&tracker),
         None,
@@ -247,7 +246,7 @@ async fn postgres_restart_during_capture_loses_nothing() {
     let tracker = cluster.url("tracker");
     setup_tracker(&tracker, TENANTS).await;
     let work = Workdir::new();
-    let config = work.write_config(&config_text(&work.vault_url(), Some(&tracker), None, None));
+    let config = work.init_config(&config_text(&work.vault_url(), Some(&tracker), None, None));
     let mut capture = spawn_capture(&config, None);
     tokio::time::sleep(Duration::from_secs(1)).await;
     write_tracker(&tracker, TENANTS, 1, Duration::from_secs(1)).await;
@@ -278,7 +277,7 @@ fn bases_of_a_first_snapshot_that_never_finished_are_not_history() {
     let work = Workdir::new();
     let identity = work.path("identity.db");
     setup_identity(&identity, 3);
-    let config = work.write_config(&config_text(&work.vault_url(), None, None, Some(&identity)));
+    let config = work.init_config(&config_text(&work.vault_url(), None, None, Some(&identity)));
     crash_at(&config, "capture.after-base@3");
     // Tenant 1 disappears before the first snapshot is taken again.
     let conn = rusqlite::Connection::open(&identity).expect("open");

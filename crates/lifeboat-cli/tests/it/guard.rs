@@ -61,7 +61,7 @@ fn setup(work: &Workdir) -> std::path::PathBuf {
 
 /// Write the configuration for a tracker at `url` and capture it.
 fn configure(work: &Workdir, url: &str) -> std::path::PathBuf {
-    let config = work.write_config(&format!(
+    let config = work.init_config(&format!(
         r#"
 [vault]
 url = "{vault}"

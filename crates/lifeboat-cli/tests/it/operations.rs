@@ -9,7 +9,7 @@ use crate::fixtures::*;
 fn identity_config(work: &Workdir) -> std::path::PathBuf {
     let identity = work.path("identity.db");
     setup_identity(&identity, 5);
-    work.write_config(&config_text(&work.vault_url(), None, None, Some(&identity)))
+    work.init_config(&config_text(&work.vault_url(), None, None, Some(&identity)))
 }
 
 #[test]

@@ -495,7 +495,7 @@ async fn mistaken_cleanup_is_undone_in_place_across_three_sources_while_others_w
     setup_tracker(&tracker, TENANTS).await;
     setup_wiki(&wiki, TENANTS).await;
     setup_identity(&identity, TENANTS);
-    let config = work.write_config(&config_text(
+    let config = work.init_config(&config_text(
         &work.vault_url(),
         Some(&tracker),
         Some(&wiki),
@@ -740,7 +740,7 @@ async fn restore_as_a_new_key_clones_a_deleted_tenant_and_refuses_collisions() {
     let work = Workdir::new();
     let tracker = create_database("rs_as").await;
     setup_tracker(&tracker, 5).await;
-    let config = work.write_config(&config_text(&work.vault_url(), Some(&tracker), None, None));
+    let config = work.init_config(&config_text(&work.vault_url(), Some(&tracker), None, None));
     capture(&config).await;
     let client = pg_connect(&tracker).await;
     let old = site_id(3);
@@ -837,7 +837,7 @@ async fn restore_into_another_database_with_the_same_schema_or_refuse_a_differen
     let identity = work.path("identity.db");
     setup_tracker(&tracker, 12).await;
     setup_identity(&identity, 12);
-    let config = work.write_config(&config_text(
+    let config = work.init_config(&config_text(
         &work.vault_url(),
         Some(&tracker),
         None,
@@ -975,7 +975,7 @@ async fn restore_into_a_fresh_database_moves_sequences_past_a_restored_id_of_1()
     let work = Workdir::new();
     let wiki = create_database("rs_seq").await;
     setup_wiki(&wiki, 2).await;
-    let config = work.write_config(&config_text(&work.vault_url(), None, Some(&wiki), None));
+    let config = work.init_config(&config_text(&work.vault_url(), None, Some(&wiki), None));
     capture(&config).await;
     let t = pg_now(&wiki).await;
     let spare = create_database("rs_seq_spare").await;
@@ -1016,7 +1016,7 @@ async fn restore_of_one_source_leaves_the_others_alone() {
     let wiki = create_database("rs_src_w").await;
     setup_tracker(&tracker, 4).await;
     setup_wiki(&wiki, 4).await;
-    let config = work.write_config(&config_text(
+    let config = work.init_config(&config_text(
         &work.vault_url(),
         Some(&tracker),
         Some(&wiki),
@@ -1067,7 +1067,7 @@ async fn dry_run_reports_every_table_and_changes_nothing() {
     let identity = work.path("identity.db");
     setup_tracker(&tracker, 3).await;
     setup_identity(&identity, 3);
-    let config = work.write_config(&config_text(
+    let config = work.init_config(&config_text(
         &work.vault_url(),
         Some(&tracker),
         None,
@@ -1161,7 +1161,7 @@ async fn restore_killed_at_the_third_commit_is_finished_by_running_it_again() {
     let work = Workdir::new();
     let tracker = create_database("rs_resume").await;
     setup_tracker(&tracker, 6).await;
-    let config = work.write_config(&config_text(&work.vault_url(), Some(&tracker), None, None));
+    let config = work.init_config(&config_text(&work.vault_url(), Some(&tracker), None, None));
     capture(&config).await;
     let client = pg_connect(&tracker).await;
     let doomed: Vec<i64> = (1..=5).map(site_id).collect();
@@ -1215,7 +1215,7 @@ async fn bad_restore_requests_are_refused_and_change_nothing() {
     let identity = work.path("identity.db");
     setup_tracker(&tracker, 3).await;
     setup_identity(&identity, 3);
-    let config = work.write_config(&config_text(
+    let config = work.init_config(&config_text(
         &work.vault_url(),
         Some(&tracker),
         None,
@@ -1335,7 +1335,7 @@ async fn a_schema_difference_in_one_source_is_refused_before_any_source_is_writt
     let wiki = create_database("rs_diff_w").await;
     setup_tracker(&tracker, 3).await;
     setup_wiki(&wiki, 3).await;
-    let config = work.write_config(&config_text(
+    let config = work.init_config(&config_text(
         &work.vault_url(),
         Some(&tracker),
         Some(&wiki),
@@ -1379,7 +1379,7 @@ fn sqlite_tenants_deleted_in_one_transaction_are_restored_to_just_before_it() {
     let work = Workdir::new();
     let identity = work.path("identity.db");
     setup_identity(&identity, 8);
-    let config = work.write_config(&config_text(&work.vault_url(), None, None, Some(&identity)));
+    let config = work.init_config(&config_text(&work.vault_url(), None, None, Some(&identity)));
     lifeboat_ok(&config, &["capture", "--until-caught-up"]);
     // Changes before the cleanup belong to the state restored.
     write_identity(&identity, 8, 21, Duration::from_millis(300));
@@ -1449,7 +1449,7 @@ fn sqlite_before_tx_keeps_an_earlier_transaction_of_the_same_commit_group() {
     let work = Workdir::new();
     let identity = work.path("identity.db");
     setup_identity(&identity, 6);
-    let config = work.write_config(&config_text(&work.vault_url(), None, None, Some(&identity)));
+    let config = work.init_config(&config_text(&work.vault_url(), None, None, Some(&identity)));
     lifeboat_ok(&config, &["capture", "--until-caught-up"]);
     let doomed: Vec<i64> = [2, 5].into_iter().map(site_id).collect();
     // A legitimate change of tenant 2, then the cleanup, with no capture in between.
@@ -1497,7 +1497,7 @@ async fn sqlite_changes_committed_before_the_target_time_are_kept_inside_a_large
     let work = Workdir::new();
     let identity = work.path("identity.db");
     setup_identity(&identity, 3);
-    let config = work.write_config(&config_text(&work.vault_url(), None, None, Some(&identity)));
+    let config = work.init_config(&config_text(&work.vault_url(), None, None, Some(&identity)));
     lifeboat_ok(&config, &["capture", "--until-caught-up"]);
     // Capture is not running: what follows is read as one backlog, one commit group.
     let site = site_id(2);
@@ -1581,7 +1581,7 @@ async fn restored_rows_keep_their_foreign_keys_and_their_triggers() {
         )
         .await
         .expect("schema");
-    let config = work.write_config(&format!(
+    let config = work.init_config(&format!(
         "[vault]\nurl = \"{}\"\n\n[sources.app]\nurl = \"{url}\"\ntenant_column = \"site_id\"\n\
          [sources.app.tables.sites]\ntenant_column = \"id\"\n\
          [sources.app.tables.plans]\nglobal = true\n\
@@ -1715,7 +1715,7 @@ async fn sqlite_clones_with_as_and_finishes_a_restore_killed_half_way() {
     let work = Workdir::new();
     let identity = work.path("identity.db");
     setup_identity(&identity, 6);
-    let config = work.write_config(&config_text(&work.vault_url(), None, None, Some(&identity)));
+    let config = work.init_config(&config_text(&work.vault_url(), None, None, Some(&identity)));
     capture(&config).await;
     let doomed: Vec<i64> = (1..=5).map(site_id).collect();
     let before: BTreeMap<i64, Rows> = doomed
@@ -1824,7 +1824,7 @@ async fn sqlite_restored_rows_must_keep_their_foreign_keys() {
          INSERT INTO users VALUES (10, 1, 1), (20, 2, 2), (21, 2, NULL), (30, 3, 1);",
     )
     .expect("schema");
-    let config = work.write_config(&format!(
+    let config = work.init_config(&format!(
         "[vault]\nurl = \"{}\"\n\n[sources.app]\nurl = \"sqlite://{}\"\ntenant_column = \"site_id\"\n\
          [sources.app.tables.plans]\nglobal = true\n",
         work.vault_url(),
@@ -1898,7 +1898,7 @@ async fn restore_in_a_schema_of_its_own_with_composite_and_cross_schema_keys() {
         )
         .await
         .expect("schema");
-    let config = work.write_config(&format!(
+    let config = work.init_config(&format!(
         "[vault]\nurl = \"{}\"\n\n[sources.app]\nurl = \"{url}\"\nschema = \"app\"\n\
          tenant_column = \"site_id\"\n[sources.app.tables.sites]\ntenant_column = \"id\"\n",
         work.vault_url()

@@ -74,7 +74,7 @@ fn capture_restore_and_the_control_store_work_over_verified_tls() {
              FROM generate_series(1, 5) s, generate_series(1, 4) i;",
     );
     let work = Workdir::new();
-    let config = work.write_config(&format!(
+    let config = work.init_config(&format!(
         r#"
 [vault]
 url = "{vault}"
@@ -180,7 +180,7 @@ fn a_wrong_ca_a_wrong_host_and_plain_text_are_refused_naming_the_cause() {
     let err = try_url(&t.url("localhost", &db, "verify-full", "missing.pem"));
     assert!(err.contains("sslrootcert"), "missing CA file: {err}");
     // verify-ca checks the chain against the CA.
-    let config = work.write_config(&format!(
+    let config = work.init_config(&format!(
         "[vault]\nurl = \"{}\"\n[sources.tracker]\nurl = \"{}\"\n\
          [sources.tracker.tables.sites]\ntenant_column = \"id\"\n",
         work.vault_url(),

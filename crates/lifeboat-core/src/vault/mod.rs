@@ -89,6 +89,7 @@ pub struct PositionRef {
 #[derive(Debug, Clone)]
 pub struct Vault {
     store: Arc<dyn Store>,
+    id: String,
 }
 
 impl Vault {
@@ -113,66 +114,51 @@ impl Vault {
 
     /// Open an existing vault: its header must be there and of a known version.
     pub async fn open(store: Arc<dyn Store>) -> Result<Vault> {
-        let vault = Vault { store };
-        match vault.read_header().await? {
-            Some(()) => Ok(vault),
+        match read_header(&store).await? {
+            Some(id) => Ok(Vault { store, id }),
             None => Err(Error::vault(format!(
-                "no vault at {}: run `lifeboat capture` first to create it",
-                vault.store.describe()
+                "no vault at {}: run `lifeboat init` to create one there (or fix [vault] url)",
+                store.describe()
             ))),
         }
     }
 
-    /// Open the vault, creating its header if the store is empty.
-    pub async fn open_or_create(store: Arc<dyn Store>) -> Result<Vault> {
-        let vault = Vault { store };
-        if vault.read_header().await?.is_none() {
-            let header = serde_json::json!({
-                "format": "lifeboat-vault",
-                "version": FORMAT_VERSION,
-                "created": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            });
-            vault
-                .store
-                .put(HEADER_NAME, Bytes::from(header.to_string()))
-                .await
-                .map_err(|e| e.context("cannot create the vault"))?;
+    /// Create a vault: write its header, with a new random id. Refused where a vault (or
+    /// anything else) already is: `lifeboat init` is the only way a vault comes to be.
+    pub async fn init(store: Arc<dyn Store>) -> Result<Vault> {
+        if let Some(id) = read_header(&store).await? {
+            return Err(Error::usage(format!(
+                "a vault already exists at {} (id {id}): nothing changed",
+                store.describe()
+            )));
         }
-        Ok(vault)
+        if let Some(name) = store.list("").await?.into_iter().next() {
+            return Err(Error::usage(format!(
+                "{} is not empty ({name} is there): a vault is created only where nothing \
+                 is; nothing changed",
+                store.describe()
+            )));
+        }
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| Error::vault(format!("no randomness for the vault id: {e}")))?;
+        let id = hex::encode(bytes);
+        let header = serde_json::json!({
+            "format": "lifeboat-vault",
+            "version": FORMAT_VERSION,
+            "id": id,
+            "created": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        });
+        store
+            .put(HEADER_NAME, Bytes::from(header.to_string()))
+            .await
+            .map_err(|e| e.context("cannot create the vault"))?;
+        Ok(Vault { store, id })
     }
 
-    async fn read_header(&self) -> Result<Option<()>> {
-        let Some(bytes) = self.store.get(HEADER_NAME).await.map_err(|e| {
-            Error::vault(format!(
-                "vault {} is unreachable: {}",
-                self.store.describe(),
-                e.message()
-            ))
-        })?
-        else {
-            return Ok(None);
-        };
-        let header: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::corrupt(format!(
-                "{HEADER_NAME} in {} is not valid JSON: {e}",
-                self.store.describe()
-            ))
-        })?;
-        if header.get("format").and_then(|v| v.as_str()) != Some("lifeboat-vault") {
-            return Err(Error::corrupt(format!(
-                "{} is not a Lifeboat vault ({HEADER_NAME} has no format \"lifeboat-vault\")",
-                self.store.describe()
-            )));
-        }
-        let version = header.get("version").and_then(|v| v.as_u64());
-        if version != Some(FORMAT_VERSION as u64) {
-            return Err(Error::vault(format!(
-                "vault {} has format version {}; this lifeboat reads version {FORMAT_VERSION}",
-                self.store.describe(),
-                version.map_or("(none)".to_string(), |v| v.to_string())
-            )));
-        }
-        Ok(Some(()))
+    /// The vault's id, from its header: what tells it from any other vault.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     pub fn describe(&self) -> String {
@@ -555,6 +541,48 @@ impl Vault {
                 self.store.describe()
             ))
         })
+    }
+}
+
+/// The id in a store's vault header, or None without a header; a header of another format
+/// or version is refused.
+async fn read_header(store: &Arc<dyn Store>) -> Result<Option<String>> {
+    let Some(bytes) = store.get(HEADER_NAME).await.map_err(|e| {
+        Error::vault(format!(
+            "vault {} is unreachable: {}",
+            store.describe(),
+            e.message()
+        ))
+    })?
+    else {
+        return Ok(None);
+    };
+    let header: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::corrupt(format!(
+            "{HEADER_NAME} in {} is not valid JSON: {e}",
+            store.describe()
+        ))
+    })?;
+    if header.get("format").and_then(|v| v.as_str()) != Some("lifeboat-vault") {
+        return Err(Error::corrupt(format!(
+            "{} is not a Lifeboat vault ({HEADER_NAME} has no format \"lifeboat-vault\")",
+            store.describe()
+        )));
+    }
+    let version = header.get("version").and_then(|v| v.as_u64());
+    if version != Some(FORMAT_VERSION as u64) {
+        return Err(Error::vault(format!(
+            "vault {} has format version {}; this lifeboat reads version {FORMAT_VERSION}",
+            store.describe(),
+            version.map_or("(none)".to_string(), |v| v.to_string())
+        )));
+    }
+    match header.get("id").and_then(|v| v.as_str()) {
+        Some(id) if !id.is_empty() => Ok(Some(id.to_string())),
+        _ => Err(Error::corrupt(format!(
+            "{HEADER_NAME} in {} has no vault id",
+            store.describe()
+        ))),
     }
 }
 
@@ -1156,7 +1184,7 @@ mod tests {
     #[tokio::test]
     async fn corrupted_object_is_refused_by_name() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let vault = Vault::open_or_create(Arc::new(LocalStore::new(dir.path())))
+        let vault = Vault::init(Arc::new(LocalStore::new(dir.path())))
             .await
             .expect("vault");
         let name = vault.put_segment(&segment()).await.expect("put");
@@ -1174,7 +1202,7 @@ mod tests {
     #[tokio::test]
     async fn a_tenants_changes_read_alone_keep_their_order_with_truncates() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let vault = Vault::open_or_create(Arc::new(LocalStore::new(dir.path())))
+        let vault = Vault::init(Arc::new(LocalStore::new(dir.path())))
             .await
             .expect("vault");
         let change = |tenant: Option<&str>, op: Op, id: i64| Change {
@@ -1218,7 +1246,7 @@ mod tests {
     #[tokio::test]
     async fn a_segment_head_and_chunks_are_checked_on_their_own() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let vault = Vault::open_or_create(Arc::new(LocalStore::new(dir.path())))
+        let vault = Vault::init(Arc::new(LocalStore::new(dir.path())))
             .await
             .expect("vault");
         let mut segment = segment();
@@ -1265,7 +1293,7 @@ mod tests {
     #[tokio::test]
     async fn many_tenants_of_a_segment_read_at_once_are_all_there() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let vault = Vault::open_or_create(Arc::new(LocalStore::new(dir.path())))
+        let vault = Vault::init(Arc::new(LocalStore::new(dir.path())))
             .await
             .expect("vault");
         let mut segment = segment();

@@ -184,11 +184,12 @@ async fn drill(
     std::fs::write(dir.join("lifeboat.toml"), &text)
         .map_err(|e| Error::usage(format!("cannot write the drill's config: {e}")))?;
     let config = Config::parse(&text)?;
+    // A new vault, as `lifeboat init` makes it.
+    let vault = Vault::init(Vault::store_for(&config.vault)?).await?;
 
     // Capture runs from the start, as it would in production.
     let stop_capture = Stop::new();
     let capture = spawn_capture(&config, &stop_capture, false).await?;
-    let vault = Vault::open_or_create(Vault::store_for(&config.vault)?).await?;
     wait_for_history(&vault, &config).await?;
 
     let (affected, spared): (Vec<u64>, Vec<u64>) =
@@ -463,7 +464,7 @@ async fn spawn_capture(
     stop: &Stop,
     until_caught_up: bool,
 ) -> Result<CaptureTasks> {
-    let vault = Vault::open_or_create(Vault::store_for(&config.vault)?).await?;
+    let vault = Vault::open(Vault::store_for(&config.vault)?).await?;
     let mut tasks = CaptureTasks::new();
     for (name, source) in &config.sources {
         let live = LiveSource::open(name, source, true).await?;
