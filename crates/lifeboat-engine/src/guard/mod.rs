@@ -772,6 +772,38 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// Run `steps` with the IDs `ids` of `wave`'s tenants, each source committing only
+    /// when its part is `expected`'s and inside the declaration (`commit_if`). Returns the
+    /// measured effect (tables with rows), whether every source committed, and the first
+    /// reason the declaration refused a part.
+    async fn run_wave(
+        &self,
+        sources: &mut BTreeMap<String, LiveSource>,
+        steps: &[(String, String)],
+        ids: Vec<Value>,
+        wave: &[&String],
+        expected: &Merged,
+    ) -> Result<(Merged, bool, Option<String>)> {
+        let mut why = None;
+        let count = ids.len() as u64;
+        let (got, committed) = run_operation(
+            sources,
+            steps,
+            &self.file.plan.param,
+            &ids,
+            commit_if(
+                self.declared,
+                expected.clone(),
+                wave.iter().map(|t| t.to_string()).collect(),
+                count,
+                &mut why,
+            ),
+        )
+        .await?;
+        let got: Merged = got.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+        Ok((got, committed, why))
+    }
+
     async fn waves(
         &self,
         control: &mut Control,
@@ -807,7 +839,6 @@ impl Run<'_> {
                 .filter(|(_, v)| !v.is_empty())
                 .collect()
         };
-        let declared = self.declared;
 
         // A wave that was about to commit when an apply stopped: find in which sources it
         // did, finish it in the others, and record it, instead of applying it twice.
@@ -843,22 +874,9 @@ impl Run<'_> {
                     .filter(|(s, _)| open.contains(&s))
                     .cloned()
                     .collect();
-                let mut why = None;
-                let (got, all) = run_operation(
-                    sources,
-                    &rest,
-                    &param,
-                    &ids_of(&wave),
-                    commit_if(
-                        declared,
-                        expected.clone(),
-                        wave.iter().map(|t| t.to_string()).collect(),
-                        ids_of(&wave).len() as u64,
-                        &mut why,
-                    ),
-                )
-                .await?;
-                let got: Merged = got.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+                let (got, all, why) = self
+                    .run_wave(sources, &rest, ids_of(&wave), &wave, &expected)
+                    .await?;
                 let want: Merged = open
                     .iter()
                     .flat_map(|s| {
@@ -1011,22 +1029,9 @@ impl Run<'_> {
                     point: point.clone(),
                 },
             )?;
-            let mut why = None;
-            let (got, committed) = run_operation(
-                sources,
-                steps,
-                &param,
-                &ids_of(&wave),
-                commit_if(
-                    declared,
-                    expected.clone(),
-                    wave.iter().map(|t| t.to_string()).collect(),
-                    ids_of(&wave).len() as u64,
-                    &mut why,
-                ),
-            )
-            .await?;
-            let got: Merged = got.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+            let (got, committed, why) = self
+                .run_wave(sources, steps, ids_of(&wave), &wave, &expected)
+                .await?;
             if !committed || got != expected {
                 let mut differences = effect_differences(&expected, &got);
                 differences.extend(why);
