@@ -1477,3 +1477,65 @@ fn an_approver_key_that_does_not_parse_is_a_config_error_naming_the_person() {
         stderr(&output)
     );
 }
+
+/// An approval signed on another copy of the plan file is found in the control store, and
+/// counts only while the configuration still declares the key that made it.
+#[test]
+fn recorded_signatures_are_verified_again_against_the_configuration_at_apply() {
+    let work = Workdir::new();
+    let config = setup(&work);
+    let db = work.path("tracker.db");
+    let before = dump(&db);
+    let plan = work.path("plan.json");
+    let plan_arg = plan.to_str().expect("path");
+    lifeboat_ok(
+        &config,
+        &[
+            "plan",
+            "remove-legacy-app",
+            "--ids",
+            "101",
+            "--key",
+            &key_of(&config, "alice"),
+            "-o",
+            plan_arg,
+        ],
+    );
+    let copy = work.path("bobs-copy.json");
+    std::fs::copy(&plan, &copy).expect("copy");
+    lifeboat_ok(
+        &config,
+        &[
+            "approve",
+            copy.to_str().expect("path"),
+            "--key",
+            &key_of(&config, "bob"),
+        ],
+    );
+    let output = lifeboat(&config, &["approve", "--verify", plan_arg]);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "the file itself has no approval"
+    );
+
+    // bob leaves the approvers: his recorded signature no longer counts.
+    let original = std::fs::read_to_string(&config).expect("config");
+    let without_bob: String = original
+        .lines()
+        .filter(|l| !l.starts_with("bob = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&config, without_bob).expect("config");
+    refused(
+        &lifeboat(&config, &["apply", plan_arg]),
+        2,
+        "has 0 of the 1 approvals it needs (valid signatures by distinct approvers other than \
+         its author); not counted: approver bob: bob is not declared in [approvers]",
+    );
+    assert_eq!(dump(&db), before);
+
+    std::fs::write(&config, original).expect("config");
+    lifeboat_ok(&config, &["apply", plan_arg]);
+    assert_eq!(dump(&db).len(), before.len() - 1);
+}
