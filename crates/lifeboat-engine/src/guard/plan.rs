@@ -357,6 +357,45 @@ mod tests {
     }
 
     #[test]
+    fn signatures_are_outside_the_hash_and_typed() {
+        let mut file = PlanFile::new(sample()).expect("hash");
+        let unsigned = file.to_text().expect("encodes");
+        file.add_signature(Signed {
+            role: lifeboat_core::people::Role::Approver,
+            name: "bob".into(),
+            signature: "one".into(),
+        });
+        file.add_signature(Signed {
+            role: lifeboat_core::people::Role::Approver,
+            name: "bob".into(),
+            signature: "two".into(),
+        });
+        assert_eq!(
+            file.signatures.len(),
+            1,
+            "bob's later signature replaces his first"
+        );
+        let read = PlanFile::parse(&file.to_text().expect("encodes"), "p.json").expect("reads");
+        assert_eq!(
+            read.hash,
+            PlanFile::parse(&unsigned, "p.json").expect("reads").hash
+        );
+
+        let mut json: Json = serde_json::from_str(&unsigned).expect("json");
+        json["signatures"] =
+            serde_json::json!([{"role": "owner", "name": "bob", "signature": "x"}]);
+        let err = PlanFile::parse(&json.to_string(), "p.json")
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("signatures do not parse"), "{err}");
+        json.as_object_mut().expect("object").remove("signatures");
+        let err = PlanFile::parse(&json.to_string(), "p.json")
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("no `signatures` field"), "{err}");
+    }
+
+    #[test]
     fn another_version_or_an_altered_plan_is_refused() {
         let text = rewritten(|j| j["version"] = Json::from(2));
         let err = PlanFile::parse(&text, "p.json").err().expect("refused");

@@ -260,3 +260,134 @@ impl Verdict {
             .join("; ")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// alice (author and approver) and bob (approver), keys made by ssh-keygen; carol's
+    /// key is declared for no one.
+    struct Keys {
+        dir: tempfile::TempDir,
+        config: Config,
+    }
+
+    impl Keys {
+        fn new() -> Keys {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let mut public = BTreeMap::new();
+            for name in ["alice", "bob", "carol"] {
+                let status = std::process::Command::new("ssh-keygen")
+                    .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+                    .arg(dir.path().join(name))
+                    .status()
+                    .expect("ssh-keygen");
+                assert!(status.success());
+                let key = std::fs::read_to_string(dir.path().join(format!("{name}.pub")))
+                    .expect("public key");
+                public.insert(name, key.trim().to_string());
+            }
+            let config = Config::parse(&format!(
+                "[vault]\nurl = \"file:///v\"\n[authors]\nalice = \"{a}\"\n\
+                 [approvers]\nalice = \"{a}\"\nbob = \"{b}\"\n",
+                a = public["alice"],
+                b = public["bob"]
+            ))
+            .expect("config");
+            Keys { dir, config }
+        }
+
+        fn signer(&self, role: Role, name: &str) -> Result<Signer> {
+            Signer::open(&self.config, role, &self.dir.path().join(name))
+        }
+
+        fn problem(&self, signed: &Signed, hash: &str) -> Option<String> {
+            check(&self.config, hash, "alice", signed).problem
+        }
+    }
+
+    const HASH: &str = "3f1c0ffee3f1c0ffee3f1c0ffee3f1c0ffee3f1c0ffee3f1c0ffee3f1c0ffee0";
+    const OTHER: &str = "0000000000000000000000000000000000000000000000000000000000000001";
+
+    #[test]
+    fn an_approval_counts_only_when_it_verifies_for_its_declared_signer() {
+        let keys = Keys::new();
+        let author = keys.signer(Role::Author, "alice").expect("alice");
+        let bob = keys.signer(Role::Approver, "bob").expect("bob");
+        assert_eq!(bob.name, "bob");
+        let authored = author.sign(HASH).expect("sign");
+        let approval = bob.sign(HASH).expect("sign");
+        assert_eq!(keys.problem(&authored, HASH), None);
+        assert_eq!(keys.problem(&approval, HASH), None);
+
+        let over_other = bob.sign(OTHER).expect("sign");
+        assert!(keys
+            .problem(&over_other, HASH)
+            .is_some_and(|p| p.contains("does not verify over this plan's hash")));
+        let relabelled = Signed {
+            name: "alice".into(),
+            ..approval.clone()
+        };
+        assert!(keys
+            .problem(&relabelled, HASH)
+            .is_some_and(|p| p.contains("which is not alice's (it is bob's)")));
+        let by_author = keys
+            .signer(Role::Approver, "alice")
+            .expect("alice approves")
+            .sign(HASH)
+            .expect("sign");
+        assert!(keys
+            .problem(&by_author, HASH)
+            .is_some_and(|p| p.contains("alice wrote the plan")));
+        let elsewhere = Signed {
+            signature: bob
+                .key
+                .sign("git", HashAlg::Sha512, message(HASH))
+                .and_then(|s| s.to_pem(LineEnding::LF))
+                .expect("sign"),
+            ..approval.clone()
+        };
+        assert!(keys
+            .problem(&elsewhere, HASH)
+            .is_some_and(|p| p.contains("namespace \"git\"")));
+
+        let verdict = Verdict::of(
+            &keys.config,
+            HASH,
+            "alice",
+            &[authored, approval.clone(), approval, relabelled, by_author],
+        );
+        assert_eq!(verdict.author_problem, None);
+        assert_eq!(
+            verdict.approvers.iter().collect::<Vec<_>>(),
+            ["bob"],
+            "bob counts once; alice's relabelled and own approvals not at all"
+        );
+        assert!(
+            verdict.refused().contains("approver alice"),
+            "{}",
+            verdict.refused()
+        );
+    }
+
+    #[test]
+    fn keys_declared_for_no_one_in_the_role_are_refused() {
+        let keys = Keys::new();
+        let err = keys.signer(Role::Approver, "carol").err().expect("refused");
+        assert!(err
+            .to_string()
+            .contains("is declared for no one in [approvers]"));
+        let err = keys.signer(Role::Author, "bob").err().expect("refused");
+        assert!(
+            err.to_string()
+                .contains("(it is bob's, who is not in [authors])"),
+            "{err}"
+        );
+        let verdict = Verdict::of(&keys.config, HASH, "alice", &[]);
+        assert!(verdict
+            .author_problem
+            .is_some_and(|p| p.contains("no signature by its author alice")));
+    }
+}
