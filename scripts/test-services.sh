@@ -7,6 +7,7 @@
 #     are made here with openssl, the server's for the name localhost only
 #   - moto's S3 server with bucket lifeboat-test (port 54340, LIFEBOAT_TEST_S3_PORT)
 #   - Chromium, for the status pages' browser test (Debian's package)
+#   - ssh-keygen (openssh-client), for the guard's signature tests
 # Everything lives under $LIFEBOAT_TEST_DIR (default: <repo>/.lifeboat-test). Running it
 # again reuses what already runs. The environment for the tests is printed and written to
 # $LIFEBOAT_TEST_DIR/env.sh.
@@ -265,6 +266,8 @@ pg_start pg-tls "$PG_TLS_PORT" logical tls
 
 moto_start
 command -v chromium >/dev/null || apt_install chromium
+# The guard's tests make SSH keys and signatures with ssh-keygen.
+command -v ssh-keygen >/dev/null || apt_install openssh-client
 
 cat >"$TEST_DIR/env.sh" <<EOF
 export LIFEBOAT_TEST_PG_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres

@@ -3,9 +3,11 @@
 
 use std::path::PathBuf;
 
+use lifeboat_core::config::Config;
+use lifeboat_core::people::Role;
 use lifeboat_core::{Error, Result};
 use lifeboat_engine::context::load_config;
-use lifeboat_engine::guard::{self, Applied, Planned};
+use lifeboat_engine::guard::{self, Applied, Approval, Planned, Signer};
 use lifeboat_engine::progress::thousands;
 
 use crate::output::{print_json, Terminal};
@@ -21,8 +23,11 @@ pub struct PlanArgs {
     /// A file of IDs, one per line.
     #[arg(long, value_name = "FILE")]
     ids_from: Option<PathBuf>,
-    /// The plan's author (default: the login name).
-    #[arg(long)]
+    /// The author's OpenSSH private key (declared in `[authors]`): the plan is signed with it.
+    #[arg(long, value_name = "PATH")]
+    key: Option<PathBuf>,
+    /// No longer accepted: the key says who the author is.
+    #[arg(long, hide = true)]
     by: Option<String>,
     /// Where to write the plan.
     #[arg(short = 'o', long = "output", default_value = "plan.json")]
@@ -32,8 +37,20 @@ pub struct PlanArgs {
 #[derive(clap::Args)]
 pub struct ApproveArgs {
     plan: PathBuf,
-    /// Who approves (default: the login name).
+    /// The approver's OpenSSH private key (declared in `[approvers]`): signs the plan's hash.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["signature", "verify"])]
+    key: Option<PathBuf>,
+    /// A signature of the plan's hash made with `ssh-keygen -Y sign -n lifeboat-plan@lifeboat`.
+    #[arg(long, value_name = "FILE", conflicts_with = "verify")]
+    signature: Option<PathBuf>,
+    /// List who signed the plan file and whether each signature is valid (offline: only the
+    /// configuration's keys are used).
     #[arg(long)]
+    verify: bool,
+    #[arg(long, requires = "verify")]
+    json: bool,
+    /// No longer accepted: the key says who the approver is.
+    #[arg(long, hide = true)]
     by: Option<String>,
 }
 
@@ -64,8 +81,34 @@ pub struct AuditArgs {
     json: bool,
 }
 
+/// `--by` used to name the author or approver; a key does now.
+pub fn refuse_by(by: &Option<String>, role: Role) -> Result<()> {
+    if by.is_some() {
+        return Err(Error::usage(format!(
+            "--by no longer says who signs: pass --key PATH, your OpenSSH private key declared \
+             in {} (docs/guard.md)",
+            role.table()
+        )));
+    }
+    Ok(())
+}
+
+/// The signer of `role` from `--key PATH`, required.
+pub fn signer(config: &Config, key: &Option<PathBuf>, role: Role) -> Result<Signer> {
+    let path = key.as_ref().ok_or_else(|| {
+        Error::usage(format!(
+            "--key PATH is required: the {role} signs with their OpenSSH private key, declared \
+             in {}",
+            role.table()
+        ))
+    })?;
+    Signer::open(config, role, path)
+}
+
 pub async fn plan(config_path: Option<PathBuf>, args: PlanArgs) -> Result<u8> {
+    refuse_by(&args.by, Role::Author)?;
     let config = load_config(config_path.as_deref())?;
+    let author = signer(&config, &args.key, Role::Author)?;
     let mut given = args.ids.clone();
     if let Some(file) = &args.ids_from {
         let text = std::fs::read_to_string(file)
@@ -77,7 +120,7 @@ pub async fn plan(config_path: Option<PathBuf>, args: PlanArgs) -> Result<u8> {
         &config_path,
         &args.operation,
         given,
-        args.by,
+        &author,
         &args.output,
     )
     .await?;
@@ -88,12 +131,13 @@ pub async fn plan(config_path: Option<PathBuf>, args: PlanArgs) -> Result<u8> {
 /// A plan's summary, and what it needs next.
 pub fn print_planned(p: &Planned) {
     crate::say!(
-        "plan {} for {} ({} {} IDs) by {}: {} tenants, {} rows",
+        "plan {} for {} ({} {} IDs) by {} (key {}): {} tenants, {} rows",
         &p.hash[..12],
         p.operation,
         p.ids,
         p.kind,
         p.author,
+        p.key,
         p.tenants,
         thousands(p.totals.values().sum())
     );
@@ -104,7 +148,7 @@ pub fn print_planned(p: &Planned) {
         crate::say!("  users affected: {}", thousands(users));
     }
     crate::say!(
-        "written to {}; it needs {} approval(s): lifeboat approve {}",
+        "written to {}, signed; it needs {} approval(s): lifeboat approve {} --key PATH",
         p.output.display(),
         p.approvals_required,
         p.output.display()
@@ -112,21 +156,92 @@ pub fn print_planned(p: &Planned) {
 }
 
 pub async fn approve(config_path: Option<PathBuf>, args: ApproveArgs) -> Result<u8> {
+    refuse_by(&args.by, Role::Approver)?;
     let config = load_config(config_path.as_deref())?;
-    let a = guard::approve(&config, &config_path, &args.plan, args.by).await?;
+    if args.verify {
+        return verify(&config, &args);
+    }
+    let signer_key;
+    let approval =
+        match (&args.key, &args.signature) {
+            (_, Some(file)) => Approval::Signature(std::fs::read_to_string(file).map_err(|e| {
+                Error::usage(format!("cannot read signature {}: {e}", file.display()))
+            })?),
+            (key, None) => {
+                signer_key = signer(&config, key, Role::Approver)?;
+                Approval::Key(&signer_key)
+            }
+        };
+    let a = guard::approve(&config, &config_path, &args.plan, approval).await?;
     crate::say!(
-        "{} plan {} ({}): {} of {} approvals",
+        "{} plan {} ({}) as {} (key {}): {} of {} approvals",
         if a.new {
             "approved"
         } else {
-            "already approved by you:"
+            "already approved:"
         },
         a.short,
         a.operation,
+        a.approver,
+        a.key,
         a.approvals,
         a.required
     );
     Ok(0)
+}
+
+/// `approve --verify`: who signed the plan file, each signature valid or not and why.
+/// Exit 0 only when the author's signature is valid and the approvals are enough.
+fn verify(config: &Config, args: &ApproveArgs) -> Result<u8> {
+    let (file, verdict) = guard::verify(config, &args.plan)?;
+    let required = config.guard.approvals_required as usize;
+    let ok = verdict.author_problem.is_none() && verdict.approvers.len() >= required;
+    if args.json {
+        let signatures: Vec<serde_json::Value> = verdict
+            .checked
+            .iter()
+            .map(|c| {
+                serde_json::json!({"role": c.role, "name": c.name, "key": c.key,
+                                   "valid": c.problem.is_none(), "problem": c.problem})
+            })
+            .collect();
+        print_json(&serde_json::json!({
+            "plan": file.hash, "author": file.plan.author, "signatures": signatures,
+            "author_signed": verdict.author_problem.is_none(),
+            "approvals": verdict.approvers.len(), "required": required, "ok": ok}));
+        return Ok(if ok { 0 } else { EXIT_PROBLEM });
+    }
+    crate::say!(
+        "plan {} ({}) by {}",
+        file.short(),
+        file.plan.operation,
+        file.plan.author
+    );
+    for c in &verdict.checked {
+        crate::say!(
+            "  {:<9} {:<16} {:<52} {}",
+            c.role.to_string(),
+            c.name,
+            c.key.as_deref().unwrap_or("-"),
+            match &c.problem {
+                None => "valid".to_string(),
+                Some(p) => format!("INVALID: {p}"),
+            }
+        );
+    }
+    if let Some(problem) = &verdict.author_problem {
+        crate::say!("not signed by its author: {problem}");
+    }
+    crate::say!(
+        "{} of {required} approvals{}",
+        verdict.approvers.len(),
+        if ok {
+            ": it may be applied"
+        } else {
+            ": it may not be applied"
+        }
+    );
+    Ok(if ok { 0 } else { EXIT_PROBLEM })
 }
 
 pub async fn apply(config_path: Option<PathBuf>, args: ApplyArgs) -> Result<u8> {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
+use lifeboat_core::people::Role;
 use lifeboat_core::time::format_us;
 use lifeboat_core::Result;
 use lifeboat_engine::context::load_config;
@@ -27,7 +28,12 @@ enum TenantCommand {
     Delete {
         #[arg(required = true)]
         tenants: Vec<String>,
-        #[arg(long)]
+        /// The author's OpenSSH private key (declared in `[authors]`): the plan is signed
+        /// with it.
+        #[arg(long, value_name = "PATH")]
+        key: Option<PathBuf>,
+        /// No longer accepted: the key says who the author is.
+        #[arg(long, hide = true)]
         by: Option<String>,
         #[arg(short = 'o', long = "output", default_value = "plan.json")]
         output: PathBuf,
@@ -58,10 +64,14 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
     match args.command {
         TenantCommand::Delete {
             tenants,
+            key,
             by,
             output,
         } => {
-            let planned = lifecycle::delete(&config, &config_path, tenants, by, &output).await?;
+            crate::guard::refuse_by(&by, Role::Author)?;
+            let author = crate::guard::signer(&config, &key, Role::Author)?;
+            let planned =
+                lifecycle::delete(&config, &config_path, tenants, &author, &output).await?;
             crate::guard::print_planned(&planned);
             Ok(0)
         }

@@ -1,4 +1,4 @@
-//! Guarded operations in the control store: a plan's approvals, its apply (state and
+//! Guarded operations in the control store: a plan's signatures, its apply (state and
 //! restore point), the tenants of each committed wave with the sources' positions just
 //! before it, and halt requests.
 
@@ -42,6 +42,16 @@ pub struct PendingWave {
     pub point: BTreeMap<String, u64>,
 }
 
+/// A signature of a plan as the store keeps it: `role` is `author` or `approver`, `key`
+/// the fingerprint of the key that made it. Whoever reads it verifies it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSignature {
+    pub role: String,
+    pub name: String,
+    pub key: String,
+    pub signature: String,
+}
+
 /// A tenant applied by a plan: its wave and the sources' positions just before that wave.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Applied {
@@ -59,24 +69,42 @@ pub(crate) fn parse_point(plan: &str, text: &str) -> Result<BTreeMap<String, u64
 }
 
 impl ControlStore {
-    /// Record an approval; false when this approver had approved already.
-    pub fn approve(&mut self, plan: &str, approver: &str) -> Result<bool> {
+    /// Record a verified signature of `plan` (its author's or an approver's): `role`,
+    /// the signer's `name`, the fingerprint of the `key` and the armored `signature`.
+    /// False when this person had signed the plan in this role already.
+    pub fn add_signature(&mut self, plan: &str, signed: &StoredSignature) -> Result<bool> {
         let n = self.db.execute(
-            "INSERT INTO approvals (plan, approver, at) VALUES (?1, ?2, ?3)
-             ON CONFLICT DO NOTHING",
-            &[plan.into(), approver.into(), now_text().into()],
+            "INSERT INTO plan_signatures (plan, role, name, key, signature, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+            &[
+                plan.into(),
+                (&signed.role).into(),
+                (&signed.name).into(),
+                (&signed.key).into(),
+                (&signed.signature).into(),
+                now_text().into(),
+            ],
         )?;
         Ok(n == 1)
     }
 
-    pub fn approvals(&mut self, plan: &str) -> Result<Vec<String>> {
+    /// Every signature recorded for `plan`, oldest first.
+    pub fn signatures(&mut self, plan: &str) -> Result<Vec<StoredSignature>> {
         self.db
             .query(
-                "SELECT approver FROM approvals WHERE plan = ?1 ORDER BY at",
+                "SELECT role, name, key, signature FROM plan_signatures WHERE plan = ?1
+                 ORDER BY at, role, name",
                 &[plan.into()],
             )?
             .iter()
-            .map(|r| r.text(0))
+            .map(|r| {
+                Ok(StoredSignature {
+                    role: r.text(0)?,
+                    name: r.text(1)?,
+                    key: r.text(2)?,
+                    signature: r.text(3)?,
+                })
+            })
             .collect()
     }
 

@@ -3,7 +3,7 @@
 //! machines (`[control] url = "postgres://…"`), holding:
 //!
 //! - the hash-chained audit log (`audit`);
-//! - plan approvals, applies with their restore point and waves, and halt requests
+//! - plan signatures, applies with their restore point and waves, and halt requests
 //!   (`applies`);
 //! - softly deleted and purged tenants (`lifecycle`);
 //! - components, incidents and their updates in Statuspage's vocabulary (`incidents`);
@@ -22,7 +22,7 @@ mod lifecycle;
 mod store;
 mod words;
 
-pub use applies::{Applied, ApplyState, ApplyStatus, PendingWave};
+pub use applies::{Applied, ApplyState, ApplyStatus, PendingWave, StoredSignature};
 pub use audit::AuditEntry;
 pub use campaigns::{Acceptance, Campaign, CampaignTenant, Stage};
 pub use ids::{new_id, new_token};

@@ -7,7 +7,7 @@ use lifeboat_core::Result;
 
 use crate::db::Db;
 
-/// The guard's tables: the audit log, approvals, applies, tenants, halts, apply locks and
+/// The guard's tables: the audit log, plan signatures, applies, tenants, halts, apply locks and
 /// the wave each apply is about to commit. Valid for
 /// SQLite and PostgreSQL: integers are BIGINT (64-bit in both).
 const GUARD_SCHEMA: &str = "
@@ -19,8 +19,9 @@ CREATE TABLE IF NOT EXISTS audit_head (one BIGINT PRIMARY KEY CHECK (one = 1),
 INSERT INTO audit_head (one, seq, hash)
     VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000')
     ON CONFLICT DO NOTHING;
-CREATE TABLE IF NOT EXISTS approvals (plan TEXT NOT NULL, approver TEXT NOT NULL,
-    at TEXT NOT NULL, PRIMARY KEY (plan, approver));
+CREATE TABLE IF NOT EXISTS plan_signatures (plan TEXT NOT NULL, role TEXT NOT NULL,
+    name TEXT NOT NULL, key TEXT NOT NULL, signature TEXT NOT NULL, at TEXT NOT NULL,
+    PRIMARY KEY (plan, role, name));
 CREATE TABLE IF NOT EXISTS applies (plan TEXT PRIMARY KEY, state TEXT NOT NULL,
     restore_point TEXT NOT NULL, at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS applied (plan TEXT NOT NULL, tenant TEXT NOT NULL,

@@ -122,7 +122,7 @@ contract!(on_sqlite, sqlite_store:
     open_and_describe,
     audit_log_appends_a_chain,
     audit_tampering_is_found,
-    approvals_count_each_approver_once,
+    signatures_count_each_signer_once_per_role,
     apply_state_and_waves,
     halts_are_set_and_cleared,
     one_apply_per_plan_and_the_pending_wave,
@@ -145,7 +145,7 @@ contract!(on_postgres, postgres_store:
     open_and_describe,
     audit_log_appends_a_chain,
     audit_tampering_is_found,
-    approvals_count_each_approver_once,
+    signatures_count_each_signer_once_per_role,
     apply_state_and_waves,
     halts_are_set_and_cleared,
     one_apply_per_plan_and_the_pending_wave,
@@ -174,7 +174,7 @@ mod contract {
 
     use lifeboat_control::{
         Applied, ApplyState, ApplyStatus, Campaign, CampaignTenant, ComponentStatus, ControlStore,
-        Impact, IncidentChange, IncidentStatus, PendingWave, Stage,
+        Impact, IncidentChange, IncidentStatus, PendingWave, Stage, StoredSignature,
     };
     use lifeboat_core::{ErrorKind, Result};
 
@@ -295,9 +295,14 @@ mod contract {
             }
         }
         // A store opened again (a later command, another machine) finds what was written.
-        store.approve("plan-1", "alice").expect("approve");
+        store
+            .add_signature("plan-1", &signed("approver", "alice"))
+            .expect("sign");
         drop(store);
-        assert_eq!(f.open().approvals("plan-1").expect("approvals"), ["alice"]);
+        assert_eq!(
+            f.open().signatures("plan-1").expect("signatures"),
+            [signed("approver", "alice")]
+        );
     }
 
     // --- the audit log ----------------------------------------------------------------------
@@ -402,22 +407,60 @@ mod contract {
 
     // --- approvals, applies, halts --------------------------------------------------------
 
-    pub fn approvals_count_each_approver_once(new: New) {
+    fn signed(role: &str, name: &str) -> StoredSignature {
+        StoredSignature {
+            role: role.into(),
+            name: name.into(),
+            key: format!("SHA256:{name}"),
+            signature: format!("-----BEGIN SSH SIGNATURE----- {role} {name}"),
+        }
+    }
+
+    pub fn signatures_count_each_signer_once_per_role(new: New) {
         let f = new();
         let mut store = f.open();
-        assert!(store.approvals("plan-1").expect("approvals").is_empty());
-        assert!(store.approve("plan-1", "alice").expect("approve"));
+        assert!(store.signatures("plan-1").expect("signatures").is_empty());
+        assert!(store
+            .add_signature("plan-1", &signed("author", "alice"))
+            .expect("sign"));
+        assert!(store
+            .add_signature("plan-1", &signed("approver", "alice"))
+            .expect("sign"));
         assert!(
-            !store.approve("plan-1", "alice").expect("approve"),
-            "the same approver again"
+            !store
+                .add_signature("plan-1", &signed("approver", "alice"))
+                .expect("sign"),
+            "the same signer again"
         );
-        assert!(!f.open().approve("plan-1", "alice").expect("approve"));
-        assert!(store.approve("plan-1", "bob").expect("approve"));
-        assert!(store.approve("plan-2", "alice").expect("approve"));
-        let mut approvers = store.approvals("plan-1").expect("approvals");
-        approvers.sort();
-        assert_eq!(approvers, ["alice", "bob"]);
-        assert_eq!(store.approvals("plan-2").expect("approvals"), ["alice"]);
+        assert!(!f
+            .open()
+            .add_signature("plan-1", &signed("approver", "alice"))
+            .expect("sign"));
+        assert!(store
+            .add_signature("plan-1", &signed("approver", "bob"))
+            .expect("sign"));
+        assert!(store
+            .add_signature("plan-2", &signed("approver", "carol"))
+            .expect("sign"));
+        let mut signers: Vec<(String, String)> = store
+            .signatures("plan-1")
+            .expect("signatures")
+            .into_iter()
+            .map(|s| (s.role, s.name))
+            .collect();
+        signers.sort();
+        assert_eq!(
+            signers,
+            [
+                ("approver".to_string(), "alice".to_string()),
+                ("approver".to_string(), "bob".to_string()),
+                ("author".to_string(), "alice".to_string())
+            ]
+        );
+        assert_eq!(
+            store.signatures("plan-2").expect("signatures"),
+            [signed("approver", "carol")]
+        );
     }
 
     pub fn apply_state_and_waves(new: New) {
@@ -1429,7 +1472,9 @@ mod contract {
         store
             .append("alice", "approve", "plan-1", json!({}))
             .expect("append");
-        store.approve("plan-1", "alice").expect("approve");
+        store
+            .add_signature("plan-1", &signed("approver", "alice"))
+            .expect("sign");
         store
             .set_apply("plan-1", ApplyStatus::Running, &BTreeMap::new())
             .expect("apply");

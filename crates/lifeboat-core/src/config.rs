@@ -21,6 +21,12 @@ pub struct Config {
     pub sources: BTreeMap<String, SourceConfig>,
     #[serde(default)]
     pub guard: GuardConfig,
+    /// Who may write plans: name -> OpenSSH public key (docs/guard.md, "People").
+    #[serde(default)]
+    pub authors: BTreeMap<String, String>,
+    /// Who may approve plans: name -> OpenSSH public key.
+    #[serde(default)]
+    pub approvers: BTreeMap<String, String>,
     /// ID kinds: what a typed parameter's IDs must be.
     #[serde(default)]
     pub kinds: BTreeMap<String, KindConfig>,
@@ -481,6 +487,7 @@ impl Config {
                 .map_err(|e| Error::config(format!("[guard] users: {}", e.message())))?;
             source_named("[guard] users", source)?;
         }
+        crate::people::validate(self)?;
         for (name, kind) in &self.kinds {
             source_named(&format!("[kinds.{name}]"), &kind.source)?;
         }

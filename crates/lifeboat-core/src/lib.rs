@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod failpoint;
 pub mod model;
+pub mod people;
 pub mod pg;
 pub mod purge;
 pub mod state;

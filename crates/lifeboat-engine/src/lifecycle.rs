@@ -52,7 +52,7 @@ pub async fn delete(
     config: &Config,
     config_path: &Option<PathBuf>,
     tenants: Vec<String>,
-    by: Option<String>,
+    author: &crate::guard::Signer,
     output: &Path,
 ) -> Result<Planned> {
     let tenants = dedup(tenants);
@@ -147,7 +147,7 @@ pub async fn delete(
         &mut sources,
         spec,
         check,
-        login(by),
+        author,
         output,
     )
     .await

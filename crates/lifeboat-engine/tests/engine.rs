@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use lifeboat_core::config::Config;
 use lifeboat_core::model::TenantKey;
+use lifeboat_core::people::Role;
 use lifeboat_core::target::Target;
 use lifeboat_engine::compare::{compare_tenant, Expected};
 use lifeboat_engine::guard::{self, Applied};
@@ -23,6 +24,14 @@ struct Setup {
     db: PathBuf,
     config: Config,
     config_path: Option<PathBuf>,
+}
+
+impl Setup {
+    /// The signer of `name`'s key in `role`.
+    fn signer(&self, role: Role, name: &str) -> guard::Signer {
+        let dir = self.db.parent().expect("dir");
+        guard::Signer::open(&self.config, role, &dir.join(name)).expect("signer")
+    }
 }
 
 async fn setup() -> Setup {
@@ -53,8 +62,23 @@ async fn setup() -> Setup {
         }
     }
     conn.execute_batch(&sql).expect("seed");
+    // alice writes plans, bob approves them: keys made by ssh-keygen.
+    let mut people = String::from("[authors]\nalice = \"{alice}\"\n[approvers]\n");
+    for name in ["alice", "bob"] {
+        let status = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+            .arg(dir.path().join(name))
+            .status()
+            .expect("ssh-keygen");
+        assert!(status.success());
+        let public =
+            std::fs::read_to_string(dir.path().join(format!("{name}.pub"))).expect("public key");
+        people = people.replace(&format!("{{{name}}}"), public.trim());
+        people.push_str(&format!("{name} = \"{}\"\n", public.trim()));
+    }
     let text = format!(
         r#"
+{people}
 [vault]
 url = "file://{vault}"
 [control]
@@ -280,7 +304,7 @@ async fn a_plan_is_approved_applied_in_waves_and_undone() {
         &s.config_path,
         "remove-app",
         vec!["101".into(), " 102 ".into(), "101".into(), "103".into()],
-        Some("alice".into()),
+        &s.signer(Role::Author, "alice"),
         &plan_path,
     )
     .await
@@ -301,9 +325,15 @@ async fn a_plan_is_approved_applied_in_waves_and_undone() {
     .await
     .expect_err("refused");
     assert!(err.to_string().contains("0 of the 1 approvals"), "{err}");
-    let err = guard::approve(&s.config, &s.config_path, &plan_path, Some("alice".into()))
-        .await
-        .expect_err("refused");
+    let alice = s.signer(Role::Approver, "alice");
+    let err = guard::approve(
+        &s.config,
+        &s.config_path,
+        &plan_path,
+        guard::Approval::Key(&alice),
+    )
+    .await
+    .expect_err("refused");
     assert!(
         err.to_string().contains("its author cannot approve"),
         "{err}"
@@ -315,21 +345,34 @@ async fn a_plan_is_approved_applied_in_waves_and_undone() {
         serde_json::from_str(&std::fs::read_to_string(&plan_path).expect("plan")).expect("json");
     let object = json.as_object_mut().expect("object");
     object.remove("hash");
+    let signatures = object.remove("signatures").expect("signatures");
     object.insert(
         "extra_steps".into(),
         serde_json::json!(["DELETE FROM sites"]),
     );
     let hash = lifeboat_core::vault::sha256_hex(json.to_string().as_bytes());
     json["hash"] = serde_json::Value::String(hash);
+    json["signatures"] = signatures;
     std::fs::write(&edited, json.to_string()).expect("write");
-    let err = guard::approve(&s.config, &s.config_path, &edited, Some("bob".into()))
-        .await
-        .expect_err("refused");
+    let bob = s.signer(Role::Approver, "bob");
+    let err = guard::approve(
+        &s.config,
+        &s.config_path,
+        &edited,
+        guard::Approval::Key(&bob),
+    )
+    .await
+    .expect_err("refused");
     assert!(err.to_string().contains("does not parse"), "{err}");
 
-    let approved = guard::approve(&s.config, &s.config_path, &plan_path, Some("bob".into()))
-        .await
-        .expect("approve");
+    let approved = guard::approve(
+        &s.config,
+        &s.config_path,
+        &plan_path,
+        guard::Approval::Key(&bob),
+    )
+    .await
+    .expect("approve");
     assert!(approved.new);
     assert_eq!((approved.approvals, approved.required), (1, 1));
 

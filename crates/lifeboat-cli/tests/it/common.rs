@@ -209,3 +209,95 @@ pub fn verify_args(tenants: impl IntoIterator<Item = i64>) -> Vec<String> {
 pub fn as_strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
+
+/// The people of the guard, with ed25519 keys made by `ssh-keygen` in the workdir: alice
+/// writes plans and approves others', bob and carol approve, mallory is declared nowhere.
+pub struct People {
+    dir: PathBuf,
+}
+
+pub const PEOPLE: [&str; 4] = ["alice", "bob", "carol", "mallory"];
+
+impl People {
+    /// The keys in `work` (made once; the same keys when called again).
+    pub fn new(work: &Workdir) -> People {
+        let dir = work.path("keys");
+        std::fs::create_dir_all(&dir).expect("keys dir");
+        let people = People { dir };
+        for name in PEOPLE {
+            if people.dir.join(name).exists() {
+                continue;
+            }
+            let status = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C"])
+                .arg(format!("{name}@example.net"))
+                .arg("-f")
+                .arg(people.dir.join(name))
+                .stdin(Stdio::null())
+                .status()
+                .expect("ssh-keygen (openssh-client) is installed");
+            assert!(status.success(), "ssh-keygen for {name}");
+        }
+        people
+    }
+
+    /// The private key file of `name`, for `--key`.
+    pub fn key(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    /// The public key line of `name`.
+    pub fn public(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{name}.pub")))
+            .expect("public key")
+            .trim()
+            .to_string()
+    }
+
+    /// `[authors]` and `[approvers]` for a configuration.
+    pub fn toml(&self) -> String {
+        format!(
+            "[authors]\nalice = \"{a}\"\n[approvers]\nalice = \"{a}\"\nbob = \"{b}\"\n\
+             carol = \"{c}\"\n",
+            a = self.public("alice"),
+            b = self.public("bob"),
+            c = self.public("carol"),
+        )
+    }
+
+    /// `ssh-keygen -Y sign` of `message` with `name`'s key in `namespace`: the armored
+    /// signature.
+    pub fn ssh_keygen_sign(&self, name: &str, namespace: &str, message: &str) -> String {
+        let mut child = Command::new("ssh-keygen")
+            .args(["-Y", "sign", "-n", namespace, "-f"])
+            .arg(self.dir.join(name))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ssh-keygen");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin.write_all(message.as_bytes()).expect("write message");
+        }
+        let output = child.wait_with_output().expect("ssh-keygen -Y sign");
+        assert!(
+            output.status.success(),
+            "ssh-keygen -Y sign: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8")
+    }
+}
+
+/// The private key of `name` made by `People` beside the configuration at `config`.
+pub fn key_of(config: &Path, name: &str) -> String {
+    config
+        .parent()
+        .expect("config dir")
+        .join("keys")
+        .join(name)
+        .display()
+        .to_string()
+}

@@ -59,10 +59,13 @@ fn setup(work: &Workdir) -> std::path::PathBuf {
     configure(work, &format!("sqlite://{}", db.display()))
 }
 
-/// Write the configuration for a tracker at `url` and capture it.
+/// Write the configuration for a tracker at `url`, with the people of `People` and their
+/// keys, and capture it.
 fn configure(work: &Workdir, url: &str) -> std::path::PathBuf {
+    let people = People::new(work);
     let config = work.init_config(&format!(
         r#"
+{people}
 [vault]
 url = "{vault}"
 [sources.tracker]
@@ -123,6 +126,7 @@ source = "tracker"
 sql = "DELETE FROM users WHERE id = ANY($ids)"
 "#,
         vault = work.vault_url(),
+        people = people.toml(),
     ));
     lifeboat_ok(&config, &["capture", "--until-caught-up"]);
     config
@@ -181,6 +185,8 @@ fn april_2022_replayed_site_ids_refused_app_ids_applied_in_waves_and_undone() {
             "remove-legacy-app",
             "--ids",
             "4401,4402",
+            "--key",
+            &key_of(&config, "alice"),
             "-o",
             plan_arg,
         ],
@@ -197,6 +203,8 @@ fn april_2022_replayed_site_ids_refused_app_ids_applied_in_waves_and_undone() {
             "remove-legacy-app",
             "--ids",
             "101,999",
+            "--key",
+            &key_of(&config, "alice"),
             "-o",
             plan_arg,
         ],
@@ -204,7 +212,16 @@ fn april_2022_replayed_site_ids_refused_app_ids_applied_in_waves_and_undone() {
     refused(&output, 2, "999 is not an app");
     let output = lifeboat(
         &config,
-        &["plan", "remove-legacy-app", "--ids", "", "-o", plan_arg],
+        &[
+            "plan",
+            "remove-legacy-app",
+            "--ids",
+            "",
+            "--key",
+            &key_of(&config, "alice"),
+            "-o",
+            plan_arg,
+        ],
     );
     refused(&output, 2, "no IDs given");
     // SQL that removes whole sites: its measured effect exceeds the declared one.
@@ -215,6 +232,8 @@ fn april_2022_replayed_site_ids_refused_app_ids_applied_in_waves_and_undone() {
             "remove-sites-of-apps",
             "--ids",
             "101,102",
+            "--key",
+            &key_of(&config, "alice"),
             "-o",
             plan_arg,
         ],
@@ -232,8 +251,8 @@ fn april_2022_replayed_site_ids_refused_app_ids_applied_in_waves_and_undone() {
             "remove-legacy-app",
             "--ids",
             &ids.join(","),
-            "--by",
-            "alice",
+            "--key",
+            &key_of(&config, "alice"),
             "-o",
             plan_arg,
         ],
@@ -255,12 +274,21 @@ fn april_2022_replayed_site_ids_refused_app_ids_applied_in_waves_and_undone() {
         "0 of the 1 approvals",
     );
     refused(
-        &lifeboat(&config, &["approve", plan_arg, "--by", "alice"]),
+        &lifeboat(
+            &config,
+            &["approve", plan_arg, "--key", &key_of(&config, "alice")],
+        ),
         2,
-        "cannot approve",
+        "alice wrote plan",
     );
-    lifeboat_ok(&config, &["approve", plan_arg, "--by", "bob"]);
-    let out = lifeboat_ok(&config, &["approve", plan_arg, "--by", "bob"]);
+    lifeboat_ok(
+        &config,
+        &["approve", plan_arg, "--key", &key_of(&config, "bob")],
+    );
+    let out = lifeboat_ok(
+        &config,
+        &["approve", plan_arg, "--key", &key_of(&config, "bob")],
+    );
     assert!(
         out.contains("1 of 1 approvals"),
         "the same approver counts once: {out}"
@@ -343,13 +371,16 @@ fn altered_and_stale_plans_are_refused() {
             "remove-legacy-app",
             "--ids",
             "101,102",
-            "--by",
-            "alice",
+            "--key",
+            &key_of(&config, "alice"),
             "-o",
             plan_arg,
         ],
     );
-    lifeboat_ok(&config, &["approve", plan_arg, "--by", "bob"]);
+    lifeboat_ok(
+        &config,
+        &["approve", plan_arg, "--key", &key_of(&config, "bob")],
+    );
 
     // Altered: one more ID slipped into the file.
     let text = std::fs::read_to_string(&plan).expect("plan");
@@ -406,13 +437,16 @@ fn approved_plan(config: &Path, plan: &Path) {
             "remove-legacy-app",
             "--ids",
             &ids.join(","),
-            "--by",
-            "alice",
+            "--key",
+            &key_of(config, "alice"),
             "-o",
             plan_arg,
         ],
     );
-    lifeboat_ok(config, &["approve", plan_arg, "--by", "bob"]);
+    lifeboat_ok(
+        config,
+        &["approve", plan_arg, "--key", &key_of(config, "bob")],
+    );
 }
 
 /// Start `apply` paused after each wave until `go` exists; wait until it reaches the pause.
@@ -574,14 +608,32 @@ fn tenants_are_deleted_softly_brought_back_and_purged_only_after_retention() {
     let plan_arg = plan.to_str().expect("path");
 
     refused(
-        &lifeboat(&config, &["tenant", "delete", "9999", "-o", plan_arg]),
+        &lifeboat(
+            &config,
+            &[
+                "tenant",
+                "delete",
+                "9999",
+                "--key",
+                &key_of(&config, "alice"),
+                "-o",
+                plan_arg,
+            ],
+        ),
         2,
         "unknown tenant(s) 9999",
     );
     let out = lifeboat_ok(
         &config,
         &[
-            "tenant", "delete", "4403", "4404", "--by", "alice", "-o", plan_arg,
+            "tenant",
+            "delete",
+            "4403",
+            "4404",
+            "--key",
+            &key_of(&config, "alice"),
+            "-o",
+            plan_arg,
         ],
     );
     // Each site: itself, two apps, three issues.
@@ -592,7 +644,10 @@ fn tenants_are_deleted_softly_brought_back_and_purged_only_after_retention() {
         2,
         "approvals",
     );
-    lifeboat_ok(&config, &["approve", plan_arg, "--by", "bob"]);
+    lifeboat_ok(
+        &config,
+        &["approve", plan_arg, "--key", &key_of(&config, "bob")],
+    );
     lifeboat_ok(&config, &["apply", plan_arg, "--by", "carol"]);
     let after = dump(&db);
     assert!(rows_of(&after, 4403).is_empty() && rows_of(&after, 4404).is_empty());
@@ -615,7 +670,18 @@ fn tenants_are_deleted_softly_brought_back_and_purged_only_after_retention() {
         .collect();
     assert_eq!(listed, [("4403", "deleted"), ("4404", "deleted")]);
     refused(
-        &lifeboat(&config, &["tenant", "delete", "4403", "-o", plan_arg]),
+        &lifeboat(
+            &config,
+            &[
+                "tenant",
+                "delete",
+                "4403",
+                "--key",
+                &key_of(&config, "alice"),
+                "-o",
+                plan_arg,
+            ],
+        ),
         2,
         "deleted already",
     );
@@ -731,6 +797,8 @@ fn operations_and_tenant_deletes_on_postgresql_are_measured_applied_and_undone()
             "remove-sites-of-apps",
             "--ids",
             "101",
+            "--key",
+            &key_of(&config, "alice"),
             "-o",
             plan_arg,
         ],
@@ -739,7 +807,16 @@ fn operations_and_tenant_deletes_on_postgresql_are_measured_applied_and_undone()
     refused(
         &lifeboat(
             &config,
-            &["plan", "remove-legacy-app", "--ids", "4405", "-o", plan_arg],
+            &[
+                "plan",
+                "remove-legacy-app",
+                "--ids",
+                "4405",
+                "--key",
+                &key_of(&config, "alice"),
+                "-o",
+                plan_arg,
+            ],
         ),
         2,
         "4405 is not an app: it is a site (https://site5.example.net)",
@@ -765,11 +842,20 @@ fn operations_and_tenant_deletes_on_postgresql_are_measured_applied_and_undone()
     let out = lifeboat_ok(
         &config,
         &[
-            "tenant", "delete", "4407", "--by", "alice", "-o", delete_arg,
+            "tenant",
+            "delete",
+            "4407",
+            "--key",
+            &key_of(&config, "alice"),
+            "-o",
+            delete_arg,
         ],
     );
     assert!(out.contains("1 tenants, 6 rows"), "{out}");
-    lifeboat_ok(&config, &["approve", delete_arg, "--by", "bob"]);
+    lifeboat_ok(
+        &config,
+        &["approve", delete_arg, "--key", &key_of(&config, "bob")],
+    );
     lifeboat_ok(&config, &["apply", delete_arg, "--by", "carol"]);
     let after = dump();
     assert_eq!(after.len(), before.len() - 6);
@@ -789,9 +875,11 @@ fn hand_made(plan: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> String {
     edit(&mut json);
     let object = json.as_object_mut().expect("object");
     object.remove("hash");
+    let signatures = object.remove("signatures").expect("signatures");
     let body = serde_json::Value::Object(object.clone()).to_string();
     let hash = lifeboat_core::vault::sha256_hex(body.as_bytes());
     object.insert("hash".into(), serde_json::Value::String(hash));
+    object.insert("signatures".into(), signatures);
     json.to_string()
 }
 
@@ -824,7 +912,16 @@ fn plans_are_the_configurations_operations_and_their_steps_are_checked() {
     ] {
         let output = lifeboat(
             &config,
-            &["plan", operation, "--ids", "101", "-o", plan_arg],
+            &[
+                "plan",
+                operation,
+                "--ids",
+                "101",
+                "--key",
+                &key_of(&config, "alice"),
+                "-o",
+                plan_arg,
+            ],
         );
         refused(&output, 2, needle);
         assert!(!plan.exists(), "no plan written for {operation}");
@@ -832,7 +929,7 @@ fn plans_are_the_configurations_operations_and_their_steps_are_checked() {
     assert_eq!(dump(&db), before);
 
     // The April 2022 attempt: a real plan, then a copy with one more step and its hash
-    // recomputed, approved. It has no `plan` entry in the audit log: refused.
+    // recomputed, approved. Its author's signature is of the real plan: refused.
     lifeboat_ok(
         &config,
         &[
@@ -840,8 +937,8 @@ fn plans_are_the_configurations_operations_and_their_steps_are_checked() {
             "remove-legacy-app",
             "--ids",
             "101,102",
-            "--by",
-            "alice",
+            "--key",
+            &key_of(&config, "alice"),
             "-o",
             plan_arg,
         ],
@@ -860,17 +957,23 @@ fn plans_are_the_configurations_operations_and_their_steps_are_checked() {
         }),
     )
     .expect("write");
-    lifeboat_ok(&config, &["approve", forged_arg, "--by", "bob"]);
+    lifeboat_ok(
+        &config,
+        &["approve", forged_arg, "--key", &key_of(&config, "bob")],
+    );
     refused(
         &lifeboat(&config, &["apply", forged_arg, "--by", "carol"]),
         2,
-        "has no `plan` entry in the audit log",
+        "is not signed by its author alice: does not verify over this plan's hash",
     );
     assert_eq!(dump(&db), before, "the forged plan deleted nothing");
 
     // The operation's declaration changes after planning: the plan is refused until the
     // declaration is back as it was.
-    lifeboat_ok(&config, &["approve", plan_arg, "--by", "bob"]);
+    lifeboat_ok(
+        &config,
+        &["approve", plan_arg, "--key", &key_of(&config, "bob")],
+    );
     let original = std::fs::read_to_string(&config).expect("config");
     std::fs::write(
         &config,
@@ -913,14 +1016,17 @@ fn plans_are_the_configurations_operations_and_their_steps_are_checked() {
             "remove-first-site-apps",
             "--ids",
             "103,104,105",
-            "--by",
-            "alice",
+            "--key",
+            &key_of(&config, "alice"),
             "-o",
             plan2_arg,
         ],
     );
     let before = dump(&db);
-    lifeboat_ok(&config, &["approve", plan2_arg, "--by", "bob"]);
+    lifeboat_ok(
+        &config,
+        &["approve", plan2_arg, "--key", &key_of(&config, "bob")],
+    );
     let output = lifeboat(
         &config,
         &["apply", plan2_arg, "--by", "carol", "--waves", "1"],
@@ -1031,4 +1137,405 @@ fn a_crash_on_either_side_of_a_wave_commit_is_found_and_never_applied_twice() {
         "{actions:?}"
     );
     lifeboat_ok(&config, &["audit", "verify"]);
+}
+
+/// The plan's hash, as written in its file.
+fn plan_hash(plan: &Path) -> String {
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(plan).expect("plan")).expect("json");
+    json["hash"].as_str().expect("hash").to_string()
+}
+
+/// The plan file with `signature` added as `name`'s approval, by hand.
+fn with_signature(plan: &Path, name: &str, signature: &str) {
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(plan).expect("plan")).expect("json");
+    json["signatures"]
+        .as_array_mut()
+        .expect("signatures")
+        .push(serde_json::json!({"role": "approver", "name": name, "signature": signature}));
+    std::fs::write(plan, json.to_string()).expect("write");
+}
+
+const NAMESPACE: &str = "lifeboat-plan@lifeboat";
+
+#[test]
+fn approvals_are_ssh_signatures_by_declared_approvers_other_than_the_author() {
+    let work = Workdir::new();
+    let config = setup(&work);
+    let people = People::new(&work);
+    // Two approvals needed.
+    let text = std::fs::read_to_string(&config).expect("config");
+    work.write_config(&text.replace("approvals_required = 1", "approvals_required = 2"));
+    let db = work.path("tracker.db");
+    let before = dump(&db);
+    let plan = work.path("plan.json");
+    let plan_arg = plan.to_str().expect("path");
+    let plan_with = |key: &str, output: &str| {
+        lifeboat(
+            &config,
+            &[
+                "plan",
+                "remove-legacy-app",
+                "--ids",
+                "101,102",
+                "--key",
+                key,
+                "-o",
+                output,
+            ],
+        )
+    };
+
+    // Who writes a plan is who its key is: a name given, no key, an undeclared key, an
+    // approver's key, a public key are all refused, and nothing is written.
+    refused(
+        &lifeboat(
+            &config,
+            &["plan", "remove-legacy-app", "--ids", "101", "--by", "alice"],
+        ),
+        2,
+        "--by no longer says who signs: pass --key PATH",
+    );
+    refused(
+        &lifeboat(&config, &["plan", "remove-legacy-app", "--ids", "101"]),
+        2,
+        "--key PATH is required",
+    );
+    refused(
+        &plan_with(&people.key("mallory"), plan_arg),
+        2,
+        "is declared for no one in [authors]",
+    );
+    refused(
+        &plan_with(&people.key("bob"), plan_arg),
+        2,
+        "(it is bob's, who is not in [authors])",
+    );
+    refused(
+        &plan_with(&format!("{}.pub", people.key("alice")), plan_arg),
+        2,
+        "is not an OpenSSH private key",
+    );
+    let encrypted = work.path("keys/encrypted");
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "a passphrase", "-f"])
+        .arg(&encrypted)
+        .status()
+        .expect("ssh-keygen");
+    assert!(status.success());
+    refused(
+        &plan_with(encrypted.to_str().expect("path"), plan_arg),
+        2,
+        "is protected by a passphrase, which lifeboat does not ask for",
+    );
+    assert!(!plan.exists());
+
+    let out = stdout(&plan_with(&people.key("alice"), plan_arg));
+    assert!(out.contains("by alice (key SHA256:"), "{out}");
+    let hash = plan_hash(&plan);
+    let other = work.path("other.json");
+    let other_arg = other.to_str().expect("path");
+    lifeboat_ok(
+        &config,
+        &[
+            "plan",
+            "remove-legacy-app",
+            "--ids",
+            "103",
+            "--key",
+            &people.key("alice"),
+            "-o",
+            other_arg,
+        ],
+    );
+
+    // Approvals refused: by name, by an undeclared key, by the author's own key.
+    refused(
+        &lifeboat(&config, &["approve", plan_arg, "--by", "bob"]),
+        2,
+        "--by no longer says who signs",
+    );
+    refused(
+        &lifeboat(
+            &config,
+            &["approve", plan_arg, "--key", &people.key("mallory")],
+        ),
+        2,
+        "is declared for no one in [approvers]",
+    );
+    refused(
+        &lifeboat(
+            &config,
+            &["approve", plan_arg, "--key", &people.key("alice")],
+        ),
+        2,
+        "alice wrote plan",
+    );
+    // Signatures made elsewhere: over another plan's hash, in another namespace, by a key
+    // declared for no approver.
+    let signature = work.path("approval.sig");
+    let signature_arg = signature.to_str().expect("path");
+    let import = |sig: &str| {
+        std::fs::write(&signature, sig).expect("signature");
+        lifeboat(
+            &config,
+            &["approve", plan_arg, "--signature", signature_arg],
+        )
+    };
+    refused(
+        &import(&people.ssh_keygen_sign("carol", NAMESPACE, &plan_hash(&other))),
+        2,
+        "refused: carol's signature of plan",
+    );
+    refused(
+        &import(&people.ssh_keygen_sign("carol", NAMESPACE, &plan_hash(&other))),
+        2,
+        "does not verify over this plan's hash: it was made for another plan",
+    );
+    refused(
+        &import(&people.ssh_keygen_sign("carol", "git", &hash)),
+        2,
+        "made for namespace \"git\"",
+    );
+    refused(
+        &import(&people.ssh_keygen_sign("mallory", NAMESPACE, &hash)),
+        2,
+        "which is declared for no one in [approvers]",
+    );
+    refused(&import("hello"), 2, "not an SSH signature");
+
+    // One approval of the two needed.
+    let out = lifeboat_ok(&config, &["approve", plan_arg, "--key", &people.key("bob")]);
+    assert!(out.contains("as bob (key SHA256:"), "{out}");
+    assert!(out.contains("1 of 2 approvals"), "{out}");
+    let out = lifeboat_ok(&config, &["approve", plan_arg, "--key", &people.key("bob")]);
+    assert!(
+        out.contains("already approved") && out.contains("1 of 2"),
+        "{out}"
+    );
+    refused(
+        &lifeboat(&config, &["apply", plan_arg]),
+        2,
+        "has 1 of the 2 approvals it needs",
+    );
+
+    // By hand: bob's signature relabelled as carol's, and mallory's. Neither counts, and
+    // each is named with its reason, by `approve --verify` (offline) and by apply.
+    let bob_signature = people.ssh_keygen_sign("bob", NAMESPACE, &hash);
+    with_signature(&plan, "carol", &bob_signature);
+    with_signature(
+        &plan,
+        "mallory",
+        &people.ssh_keygen_sign("mallory", NAMESPACE, &hash),
+    );
+    let output = lifeboat(&config, &["approve", "--verify", plan_arg]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let listed = stdout(&output);
+    for needle in [
+        "author    alice",
+        "approver  bob",
+        "which is not carol's (it is bob's)",
+        "mallory is not declared in [approvers]",
+        "1 of 2 approvals: it may not be applied",
+    ] {
+        assert!(listed.contains(needle), "{listed:?} lacks {needle:?}");
+    }
+    let output = lifeboat(&config, &["apply", plan_arg]);
+    refused(&output, 2, "has 1 of the 2 approvals it needs");
+    refused(&output, 2, "approver carol: made with key SHA256:");
+    refused(&output, 2, "approver mallory: mallory is not declared");
+    assert_eq!(dump(&db), before);
+
+    // A plan edited after it was signed, its hash recomputed: no signature verifies.
+    let tampered = work.path("tampered.json");
+    std::fs::write(
+        &tampered,
+        hand_made(&plan, |j| j["created"] = "2026-01-01T00:00:00Z".into()),
+    )
+    .expect("write");
+    let tampered_arg = tampered.to_str().expect("path");
+    let output = lifeboat(&config, &["approve", "--verify", tampered_arg, "--json"]);
+    assert_eq!(output.status.code(), Some(1));
+    let verdict: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("json");
+    assert_eq!(verdict["author_signed"], false);
+    assert_eq!(verdict["approvals"], 0);
+    refused(
+        &lifeboat(&config, &["apply", tampered_arg]),
+        2,
+        "is not signed by its author alice: does not verify over this plan's hash: it was \
+         made for another plan, or the plan was altered after it was signed",
+    );
+
+    // carol signs with ssh-keygen: accepted, the second approval. Lifeboat's own
+    // signatures verify with ssh-keygen.
+    let out = stdout(&import(&people.ssh_keygen_sign("carol", NAMESPACE, &hash)));
+    assert!(
+        out.contains("approved plan") && out.contains("2 of 2 approvals"),
+        "{out}"
+    );
+    let output = lifeboat(&config, &["approve", "--verify", plan_arg, "--json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    let verdict: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("json");
+    assert_eq!(verdict["approvals"], 2);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plan).expect("plan")).expect("json");
+    let bob_made = json["signatures"]
+        .as_array()
+        .expect("signatures")
+        .iter()
+        .find(|s| s["name"] == "bob")
+        .expect("bob's signature")["signature"]
+        .as_str()
+        .expect("text")
+        .to_string();
+    let signers = work.path("allowed_signers");
+    std::fs::write(&signers, format!("bob {}\n", people.public("bob"))).expect("signers");
+    let sig_file = work.path("bob.sig");
+    std::fs::write(&sig_file, &bob_made).expect("sig");
+    let mut verify = std::process::Command::new("ssh-keygen")
+        .args(["-Y", "verify", "-I", "bob", "-n", NAMESPACE, "-f"])
+        .arg(&signers)
+        .arg("-s")
+        .arg(&sig_file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ssh-keygen -Y verify");
+    {
+        use std::io::Write;
+        let mut stdin = verify.stdin.take().expect("stdin");
+        stdin.write_all(hash.as_bytes()).expect("message");
+    }
+    let verified = verify.wait_with_output().expect("verify");
+    assert!(
+        verified.status.success(),
+        "ssh-keygen rejects Lifeboat's signature: {}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+
+    // Applied; the control store and the audit log carry the signatures.
+    let out = lifeboat_ok(&config, &["apply", plan_arg, "--by", "carol"]);
+    assert!(out.contains("applied plan"), "{out}");
+    assert_eq!(dump(&db).len(), before.len() - 2);
+    let audit: serde_json::Value =
+        serde_json::from_str(&lifeboat_ok(&config, &["audit", "--json"])).expect("json");
+    let approvals: Vec<(String, String)> = audit
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["action"] == "approve" && e["subject"] == hash.as_str())
+        .map(|e| {
+            let details: serde_json::Value = match &e["details"] {
+                serde_json::Value::String(text) => serde_json::from_str(text).expect("details"),
+                other => other.clone(),
+            };
+            (
+                e["actor"].as_str().expect("actor").to_string(),
+                details["signature"]
+                    .as_str()
+                    .expect("signature")
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(approvals.len(), 2, "{approvals:?}");
+    assert_eq!(approvals[0].0, "bob");
+    assert_eq!(approvals[1].0, "carol");
+    assert!(approvals
+        .iter()
+        .all(|(_, s)| s.starts_with("-----BEGIN SSH SIGNATURE-----")));
+    let conn = rusqlite::Connection::open(work.path("lifeboat-control.db")).expect("control");
+    let stored: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM plan_signatures WHERE plan = ?1",
+            [&hash],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(stored, 3, "alice's, bob's and carol's");
+}
+
+#[test]
+fn an_approver_key_that_does_not_parse_is_a_config_error_naming_the_person() {
+    let work = Workdir::new();
+    let config = work.write_config(&format!(
+        "[vault]\nurl = \"{}\"\n[approvers]\nbob = \"ssh-ed25519 AAAA-not-a-key bob@example\"\n",
+        work.vault_url()
+    ));
+    let output = lifeboat(&config, &["approve", "--verify", "plan.json"]);
+    refused(
+        &output,
+        2,
+        "[approvers] bob: key is not an OpenSSH public key",
+    );
+    assert_eq!(
+        stderr(&output).trim().lines().count(),
+        1,
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// An approval signed on another copy of the plan file is found in the control store, and
+/// counts only while the configuration still declares the key that made it.
+#[test]
+fn recorded_signatures_are_verified_again_against_the_configuration_at_apply() {
+    let work = Workdir::new();
+    let config = setup(&work);
+    let db = work.path("tracker.db");
+    let before = dump(&db);
+    let plan = work.path("plan.json");
+    let plan_arg = plan.to_str().expect("path");
+    lifeboat_ok(
+        &config,
+        &[
+            "plan",
+            "remove-legacy-app",
+            "--ids",
+            "101",
+            "--key",
+            &key_of(&config, "alice"),
+            "-o",
+            plan_arg,
+        ],
+    );
+    let copy = work.path("bobs-copy.json");
+    std::fs::copy(&plan, &copy).expect("copy");
+    lifeboat_ok(
+        &config,
+        &[
+            "approve",
+            copy.to_str().expect("path"),
+            "--key",
+            &key_of(&config, "bob"),
+        ],
+    );
+    let output = lifeboat(&config, &["approve", "--verify", plan_arg]);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "the file itself has no approval"
+    );
+
+    // bob leaves the approvers: his recorded signature no longer counts.
+    let original = std::fs::read_to_string(&config).expect("config");
+    let without_bob: String = original
+        .lines()
+        .filter(|l| !l.starts_with("bob = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&config, without_bob).expect("config");
+    refused(
+        &lifeboat(&config, &["apply", plan_arg]),
+        2,
+        "has 0 of the 1 approvals it needs (valid signatures by distinct approvers other than \
+         its author); not counted: approver bob: bob is not declared in [approvers]",
+    );
+    assert_eq!(dump(&db), before);
+
+    std::fs::write(&config, original).expect("config");
+    lifeboat_ok(&config, &["apply", plan_arg]);
+    assert_eq!(dump(&db).len(), before.len() - 1);
 }

@@ -4,13 +4,16 @@
 //! - `plan` resolves typed IDs, measures the operation in transactions that are rolled
 //!   back, checks the measured effect against the declared one and writes the plan file
 //!   (`plan.rs`).
-//! - `apply` checks approvals and staleness, records the restore point, then runs waves,
+//! - `approve` adds an approver's SSH signature of the plan's hash (`signature.rs`) to
+//!   the plan file and the control store; `verify` checks a file's signatures offline.
+//! - `apply` checks the signatures (the author's, and enough approvers') and staleness, records the restore point, then runs waves,
 //!   each committed only when its measured effect equals the plan's for its tenants.
 //! - `undo` restores every tenant an apply touched to the point just before its wave.
 
 pub mod control;
 pub mod operation;
 pub mod plan;
+pub mod signature;
 pub mod sqlcheck;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,9 +21,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value as Json};
 
-use lifeboat_control::{ApplyStatus, AuditEntry};
+use lifeboat_control::{ApplyStatus, AuditEntry, StoredSignature};
 use lifeboat_core::config::{split_table, Config, OperationConfig};
 use lifeboat_core::model::{Dialect, Position, TenantKey, Value};
+use lifeboat_core::people::Role;
 use lifeboat_core::state::SourceHistory;
 use lifeboat_core::target::Target;
 use lifeboat_core::vault::sha256_hex;
@@ -35,6 +39,7 @@ pub use control::{control_store, login, Control};
 use operation::{effect_differences, effect_of, open_named, run_operation};
 use plan::{IdValue, PlanId, PlanStep, PlanTenant, FORMAT, VERSION};
 pub use plan::{Merged, Plan, PlanFile, Purpose};
+pub use signature::{Checked, Signed, Signer, Verdict};
 
 /// A plan as written: what the binary tells the author.
 #[derive(Debug, Clone)]
@@ -49,19 +54,22 @@ pub struct Planned {
     /// Users affected, when `[guard] users` is configured.
     pub users: Option<u64>,
     pub author: String,
+    /// The fingerprint of the key the author signed with.
+    pub key: String,
     pub output: PathBuf,
     pub approvals_required: u32,
 }
 
 /// Plan the declared operation `operation` for the IDs `given` (as typed; trimmed, blank
 /// and repeated ones dropped): resolve them against their kind, measure, check the
-/// effect against the declaration, write the plan to `output` and audit it.
+/// effect against the declaration, write the plan to `output` signed by `author` (a key
+/// declared in `[authors]`) and audit it.
 pub async fn plan(
     config: &Config,
     config_path: &Option<PathBuf>,
     operation_name: &str,
     given: Vec<String>,
-    by: Option<String>,
+    author: &Signer,
     output: &Path,
 ) -> Result<Planned> {
     let operation = config.operation(operation_name)?;
@@ -156,7 +164,7 @@ pub async fn plan(
         &mut sources,
         spec,
         check,
-        login(by),
+        author,
         output,
     )
     .await
@@ -297,16 +305,19 @@ pub(crate) struct PlanSpec {
 
 /// Measure `spec` (its steps run in transactions that are rolled back), let `check` refuse
 /// the measured effect (given totals per table, and per tenant), then write the plan file
-/// and append it to the audit log.
+/// signed by `author` and append it to the audit log, with the signature.
 pub(crate) async fn make_plan(
     config: &Config,
     config_path: &Option<PathBuf>,
     sources: &mut BTreeMap<String, LiveSource>,
     spec: PlanSpec,
     check: impl FnOnce(&BTreeMap<String, u64>, &Merged) -> Result<()>,
-    author: String,
+    author: &Signer,
     output: &Path,
 ) -> Result<Planned> {
+    if author.role != Role::Author {
+        return Err(Error::usage("a plan is signed by its author's key"));
+    }
     let bound: Vec<Value> = spec.ids.iter().map(|r| r.id.clone()).collect();
     let (effect, _) =
         run_operation(sources, &spec.steps, &spec.param, &bound, |_, _| false).await?;
@@ -364,7 +375,7 @@ pub(crate) async fn make_plan(
         version: VERSION,
         purpose: spec.purpose,
         operation: spec.operation.clone(),
-        author: author.clone(),
+        author: author.name.clone(),
         created: lifeboat_core::time::format_us(lifeboat_core::time::now_us()),
         param: spec.param.clone(),
         kind: spec.kind.clone(),
@@ -391,18 +402,22 @@ pub(crate) async fn make_plan(
         totals: totals.clone(),
         users: users_total,
     };
-    let (text, hash) = plan.to_text()?;
-    std::fs::write(output, text)
-        .map_err(|e| Error::usage(format!("cannot write {}: {e}", output.display())))?;
+    let mut file = PlanFile::new(plan)?;
+    let hash = file.hash.clone();
+    let signed = author.sign(&hash)?;
+    file.add_signature(signed.clone());
+    file.write(output)?;
     let mut control = control_store(config, config_path).await?;
+    control.add_signature(&hash, &stored(&signed, &author.fingerprint()))?;
     control
         .append(
-            &author,
+            &author.name,
             "plan",
             &hash,
             json!({"operation": spec.operation, "declaration": spec.declaration,
                "ids": ids.len(), "tenants": tenant_keys.len(), "totals": totals,
-               "file": output.display().to_string()}),
+               "file": output.display().to_string(), "key": author.fingerprint(),
+               "signature": signed.signature}),
         )
         .await?;
     Ok(Planned {
@@ -413,7 +428,8 @@ pub(crate) async fn make_plan(
         tenants: tenant_keys.len(),
         totals,
         users: config.guard.users.as_ref().map(|_| users_total),
-        author,
+        author: author.name.clone(),
+        key: author.fingerprint(),
         output: output.to_path_buf(),
         approvals_required: config.guard.approvals_required,
     })
@@ -427,6 +443,47 @@ fn article(word: &str) -> &'static str {
     }
 }
 
+/// A signature as the control store keeps it.
+fn stored(signed: &Signed, key: &str) -> StoredSignature {
+    StoredSignature {
+        role: signed.role.to_string(),
+        name: signed.name.clone(),
+        key: key.to_string(),
+        signature: signed.signature.clone(),
+    }
+}
+
+/// The signatures the control store recorded for `hash`, as the plan file keeps them.
+fn recorded_signatures(control: &mut Control, hash: &str) -> Result<Vec<Signed>> {
+    control
+        .signatures(hash)?
+        .into_iter()
+        .map(|s| {
+            let role = match s.role.as_str() {
+                "author" => Role::Author,
+                "approver" => Role::Approver,
+                other => {
+                    return Err(Error::source(format!(
+                        "control store: a signature of plan {hash} has the unknown role {other:?}"
+                    )))
+                }
+            };
+            Ok(Signed {
+                role,
+                name: s.name,
+                signature: s.signature,
+            })
+        })
+        .collect()
+}
+
+/// How an approval is made: signed here with a private key, or made elsewhere
+/// (`ssh-keygen -Y sign`) and handed over as an armored signature.
+pub enum Approval<'a> {
+    Key(&'a Signer),
+    Signature(String),
+}
+
 /// An approval as recorded.
 #[derive(Debug, Clone)]
 pub struct Approved {
@@ -434,45 +491,105 @@ pub struct Approved {
     pub new: bool,
     pub short: String,
     pub operation: String,
+    /// Who approved, and the fingerprint of their key.
+    pub approver: String,
+    pub key: String,
+    /// Distinct approvers with a valid signature, in the file and the control store.
     pub approvals: usize,
     pub required: u32,
 }
 
-/// Approve the plan at `path` as `by` (never its author).
+/// Approve the plan at `path`: check the approval's signature (an approver declared in
+/// `[approvers]`, never the plan's author, over this plan's hash), add it to the plan file
+/// and record it in the control store and the audit log.
 pub async fn approve(
     config: &Config,
     config_path: &Option<PathBuf>,
     path: &Path,
-    by: Option<String>,
+    approval: Approval<'_>,
 ) -> Result<Approved> {
-    let file = PlanFile::read(path)?;
-    let by = login(by);
-    if by == file.plan.author {
+    let mut file = PlanFile::read(path)?;
+    let author = file.plan.author.clone();
+    let signed = match approval {
+        Approval::Key(signer) => {
+            if signer.role != Role::Approver {
+                return Err(Error::usage("an approval is signed with an approver's key"));
+            }
+            if signer.name == author {
+                return Err(Error::usage(format!(
+                    "{} wrote plan {}: its author cannot approve it",
+                    signer.name,
+                    file.short()
+                )));
+            }
+            signer.sign(&file.hash)?
+        }
+        Approval::Signature(text) => {
+            let sig = signature::parse(&text)
+                .map_err(|why| Error::usage(format!("--signature: {why}")))?;
+            let key = sig.public_key();
+            let name = config.person_with_key(Role::Approver, key).ok_or_else(|| {
+                let other = match config.anyone_with_key(key) {
+                    Some(owner) => format!(" (it is {owner}'s, who is not in [approvers])"),
+                    None => String::new(),
+                };
+                Error::usage(format!(
+                    "--signature: made with key {}, which is declared for no one in \
+                         [approvers]{other}",
+                    lifeboat_core::people::fingerprint(key)
+                ))
+            })?;
+            Signed {
+                role: Role::Approver,
+                name: name.to_string(),
+                signature: text.trim().to_string() + "\n",
+            }
+        }
+    };
+    let checked = signature::check(config, &file.hash, &author, &signed);
+    if let Some(problem) = &checked.problem {
         return Err(Error::usage(format!(
-            "{by} wrote plan {}: its author cannot approve it",
+            "refused: {}'s signature of plan {}: {problem}",
+            signed.name,
             file.short()
         )));
     }
+    let key = checked.key.clone().unwrap_or_default();
+    file.add_signature(signed.clone());
     let mut control = control_store(config, config_path).await?;
-    let new = control.approve(&file.hash, &by)?;
+    let new = control.add_signature(&file.hash, &stored(&signed, &key))?;
     if new {
         control
             .append(
-                &by,
+                &signed.name,
                 "approve",
                 &file.hash,
-                json!({"operation": file.plan.operation}),
+                json!({"operation": file.plan.operation, "key": key,
+                       "signature": signed.signature}),
             )
             .await?;
     }
-    let approvals = control.approvals(&file.hash)?.len();
+    file.write(path)?;
+    let mut all = file.signatures.clone();
+    all.extend(recorded_signatures(&mut control, &file.hash)?);
+    let verdict = Verdict::of(config, &file.hash, &author, &all);
     Ok(Approved {
         new,
         short: file.short().to_string(),
         operation: file.plan.operation.clone(),
-        approvals,
+        approver: signed.name,
+        key,
+        approvals: verdict.approvers.len(),
         required: config.guard.approvals_required,
     })
+}
+
+/// The signatures the plan file at `path` carries, checked against the configuration's
+/// keys: no control store is opened (`lifeboat approve --verify`).
+pub fn verify(config: &Config, path: &Path) -> Result<(PlanFile, Verdict)> {
+    let file = PlanFile::read(path)?;
+    let verdict = Verdict::of(config, &file.hash, &file.plan.author, &file.signatures);
+    Ok((file, verdict))
 }
 
 /// Cumulative wave sizes over `total` tenants: `1,5%,25%,100%`.
@@ -601,20 +718,38 @@ pub async fn apply(
     let plan = &file.plan;
     let by = login(by);
     let mut control = control_store(config, config_path).await?;
+    // Signatures: the file's and the control store's, each verified against the keys the
+    // configuration declares now.
+    let mut signatures = file.signatures.clone();
+    signatures.extend(recorded_signatures(&mut control, &file.hash)?);
+    let verdict = Verdict::of(config, &file.hash, &plan.author, &signatures);
+    if let Some(problem) = &verdict.author_problem {
+        return Err(Error::usage(format!(
+            "plan {} is not signed by its author {}: {problem}",
+            file.short(),
+            plan.author
+        )));
+    }
+    let required = config.guard.approvals_required as usize;
+    if verdict.approvers.len() < required {
+        let refused = verdict.refused();
+        return Err(Error::usage(format!(
+            "plan {} has {} of the {required} approvals it needs (valid signatures by \
+             distinct approvers other than its author){}",
+            file.short(),
+            verdict.approvers.len(),
+            if refused.is_empty() {
+                String::new()
+            } else {
+                format!("; not counted: {refused}")
+            }
+        )));
+    }
     if !control.has_entry("plan", &file.hash)? {
         return Err(Error::usage(format!(
             "plan {} has no `plan` entry in the audit log: it was not made by `lifeboat plan` \
              with this control store; make the plan with `lifeboat plan`",
             file.short()
-        )));
-    }
-    let approvals = control.approvals(&file.hash)?;
-    let required = config.guard.approvals_required as usize;
-    if approvals.len() < required {
-        return Err(Error::usage(format!(
-            "plan {} has {} of the {required} approvals it needs",
-            file.short(),
-            approvals.len()
         )));
     }
     let state = control.apply_state(&file.hash)?;

@@ -1,8 +1,9 @@
 //! The plan file (docs/guard.md): typed and versioned. A plan is its hash: the SHA-256 of
-//! its JSON without the `hash` field, written into that field. Reading checks, in order:
-//! that the file is JSON and a Lifeboat plan, its format version, its hash, and then its
-//! shape — every field present and typed, no field this version does not know. A plan that
-//! fails any check is refused with the reason; nothing is defaulted.
+//! its JSON without the `hash` and `signatures` fields, written into `hash`; `signatures`
+//! holds the SSH signatures of that hash (`signature.rs`), added as people sign. Reading
+//! checks, in order: that the file is JSON and a Lifeboat plan, its format version, its
+//! hash, and then its shape — every field present and typed, no field this version does not
+//! know. A plan that fails any check is refused with the reason; nothing is defaulted.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,10 +15,12 @@ use lifeboat_core::model::Value;
 use lifeboat_core::vault::sha256_hex;
 use lifeboat_core::{Error, Result};
 
+use super::signature::Signed;
+
 /// The `format` field of every plan file.
 pub const FORMAT: &str = "lifeboat-plan";
 /// The plan format this version writes and reads.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// What a plan is for: a declared operation, or the built-in soft delete of tenants
 /// (`lifeboat tenant delete`), whose apply also marks the tenants deleted.
@@ -123,19 +126,6 @@ impl Plan {
         Ok(sha256_hex(json.to_string().as_bytes()))
     }
 
-    /// The file's text: the plan with its hash, pretty-printed.
-    pub fn to_text(&self) -> Result<(String, String)> {
-        let hash = self.hash()?;
-        let mut json = serde_json::to_value(self)
-            .map_err(|e| Error::source(format!("cannot encode the plan: {e}")))?;
-        if let Some(object) = json.as_object_mut() {
-            object.insert("hash".into(), Json::String(hash.clone()));
-        }
-        let text = serde_json::to_string_pretty(&json)
-            .map_err(|e| Error::source(format!("cannot write the plan: {e}")))?;
-        Ok((text + "\n", hash))
-    }
-
     /// tenant -> "source.table" -> rows, the tables with rows only.
     pub fn effect(&self) -> Merged {
         self.tenants
@@ -153,10 +143,12 @@ impl Plan {
     }
 }
 
-/// A plan file, read and checked.
+/// A plan file, read and checked: the plan, its hash, and the signatures it carries (not
+/// yet verified: `signature::Verdict` does that).
 pub struct PlanFile {
     pub plan: Plan,
     pub hash: String,
+    pub signatures: Vec<Signed>,
 }
 
 impl PlanFile {
@@ -183,6 +175,10 @@ impl PlanFile {
             }
             None => return Err(Error::usage(format!("plan {name} has no format version"))),
         }
+        let signatures = json
+            .as_object_mut()
+            .and_then(|o| o.remove("signatures"))
+            .ok_or_else(|| Error::usage(format!("plan {name} has no `signatures` field")))?;
         let stated = json
             .as_object_mut()
             .and_then(|o| o.remove("hash"))
@@ -197,7 +193,68 @@ impl PlanFile {
         }
         let plan: Plan = serde_json::from_value(json)
             .map_err(|e| Error::usage(format!("plan {name} does not parse: {e}")))?;
-        Ok(PlanFile { plan, hash })
+        let signatures: Vec<Signed> = serde_json::from_value(signatures)
+            .map_err(|e| Error::usage(format!("plan {name}: its signatures do not parse: {e}")))?;
+        Ok(PlanFile {
+            plan,
+            hash,
+            signatures,
+        })
+    }
+
+    /// A new plan, with no signature yet.
+    pub fn new(plan: Plan) -> Result<PlanFile> {
+        let hash = plan.hash()?;
+        Ok(PlanFile {
+            plan,
+            hash,
+            signatures: Vec::new(),
+        })
+    }
+
+    /// Add a signature; one replaces another by the same person in the same role.
+    pub fn add_signature(&mut self, signed: Signed) {
+        self.signatures
+            .retain(|s| !(s.role == signed.role && s.name == signed.name));
+        self.signatures.push(signed);
+    }
+
+    /// The file's text: the plan with its hash and signatures, pretty-printed.
+    pub fn to_text(&self) -> Result<String> {
+        let mut json = serde_json::to_value(&self.plan)
+            .map_err(|e| Error::source(format!("cannot encode the plan: {e}")))?;
+        let signatures = serde_json::to_value(&self.signatures)
+            .map_err(|e| Error::source(format!("cannot encode the signatures: {e}")))?;
+        if let Some(object) = json.as_object_mut() {
+            object.insert("hash".into(), Json::String(self.hash.clone()));
+            object.insert("signatures".into(), signatures);
+        }
+        let text = serde_json::to_string_pretty(&json)
+            .map_err(|e| Error::source(format!("cannot write the plan: {e}")))?;
+        Ok(text + "\n")
+    }
+
+    /// Write the file at `path` atomically: a temporary file beside it, synced, renamed.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let text = self.to_text()?;
+        let fail =
+            |e: std::io::Error| Error::usage(format!("cannot write {}: {e}", path.display()));
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "plan.json".to_string());
+        let temp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+        let written = (|| {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&temp)?;
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+            std::fs::rename(&temp, path)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        written.map_err(fail)
     }
 
     /// The first 12 characters of the hash, for people.
@@ -248,21 +305,32 @@ mod tests {
     #[test]
     fn a_written_plan_reads_back_with_its_hash() {
         let plan = sample();
-        let (text, hash) = plan.to_text().expect("encodes");
-        let read = PlanFile::parse(&text, "p.json").expect("reads back");
+        let mut file = PlanFile::new(plan.clone()).expect("hash");
+        file.add_signature(Signed {
+            role: lifeboat_core::people::Role::Author,
+            name: "alice".into(),
+            signature: "-----BEGIN SSH SIGNATURE-----".into(),
+        });
+        let read =
+            PlanFile::parse(&file.to_text().expect("encodes"), "p.json").expect("reads back");
         assert_eq!(read.plan, plan);
-        assert_eq!(read.hash, hash);
+        assert_eq!(read.hash, file.hash);
+        assert_eq!(read.signatures, file.signatures);
     }
 
     fn rewritten(edit: impl FnOnce(&mut Json)) -> String {
-        let (text, _) = sample().to_text().expect("encodes");
+        let text = PlanFile::new(sample())
+            .and_then(|f| f.to_text())
+            .expect("encodes");
         let mut json: Json = serde_json::from_str(&text).expect("json");
         edit(&mut json);
         // Recompute the hash, as a hand-edited plan would.
         let object = json.as_object_mut().expect("object");
         object.remove("hash");
+        let signatures = object.remove("signatures").expect("signatures");
         let hash = sha256_hex(Json::Object(object.clone()).to_string().as_bytes());
         object.insert("hash".into(), Json::String(hash));
+        object.insert("signatures".into(), signatures);
         json.to_string()
     }
 
@@ -289,11 +357,52 @@ mod tests {
     }
 
     #[test]
+    fn signatures_are_outside_the_hash_and_typed() {
+        let mut file = PlanFile::new(sample()).expect("hash");
+        let unsigned = file.to_text().expect("encodes");
+        file.add_signature(Signed {
+            role: lifeboat_core::people::Role::Approver,
+            name: "bob".into(),
+            signature: "one".into(),
+        });
+        file.add_signature(Signed {
+            role: lifeboat_core::people::Role::Approver,
+            name: "bob".into(),
+            signature: "two".into(),
+        });
+        assert_eq!(
+            file.signatures.len(),
+            1,
+            "bob's later signature replaces his first"
+        );
+        let read = PlanFile::parse(&file.to_text().expect("encodes"), "p.json").expect("reads");
+        assert_eq!(
+            read.hash,
+            PlanFile::parse(&unsigned, "p.json").expect("reads").hash
+        );
+
+        let mut json: Json = serde_json::from_str(&unsigned).expect("json");
+        json["signatures"] =
+            serde_json::json!([{"role": "owner", "name": "bob", "signature": "x"}]);
+        let err = PlanFile::parse(&json.to_string(), "p.json")
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("signatures do not parse"), "{err}");
+        json.as_object_mut().expect("object").remove("signatures");
+        let err = PlanFile::parse(&json.to_string(), "p.json")
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("no `signatures` field"), "{err}");
+    }
+
+    #[test]
     fn another_version_or_an_altered_plan_is_refused() {
-        let text = rewritten(|j| j["version"] = Json::from(1));
+        let text = rewritten(|j| j["version"] = Json::from(2));
         let err = PlanFile::parse(&text, "p.json").err().expect("refused");
-        assert!(err.to_string().contains("format version 1"), "{err}");
-        let (text, _) = sample().to_text().expect("encodes");
+        assert!(err.to_string().contains("format version 2"), "{err}");
+        let text = PlanFile::new(sample())
+            .and_then(|f| f.to_text())
+            .expect("encodes");
         let altered = text.replace("remove-app", "remove-all");
         let err = PlanFile::parse(&altered, "p.json").err().expect("refused");
         assert!(err.to_string().contains("altered"), "{err}");
