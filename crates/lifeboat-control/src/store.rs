@@ -3,13 +3,16 @@
 
 use std::collections::BTreeSet;
 
-use lifeboat_core::Result;
+use lifeboat_core::{Error, Result};
 
 use crate::db::Db;
 
-/// The guard's tables: the audit log, approvals, applies, tenants, halts, apply locks and
-/// the wave each apply is about to commit. Valid for
-/// SQLite and PostgreSQL: integers are BIGINT (64-bit in both).
+/// The guard's tables: the audit log (with the formats of its entries in `control_meta`
+/// and the last entry known to be anchored), approvals, applies, tenants, halts, apply
+/// locks and the wave each apply is about to commit. Valid for SQLite and PostgreSQL:
+/// integers are BIGINT (64-bit in both). A store made before the audit log's format 2
+/// gets `audit_v1_through` = its last entry when first opened by this build: the entries
+/// up to it keep format 1, every later one is format 2; its anchored entries likewise.
 const GUARD_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS audit (
     seq BIGINT PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
@@ -18,6 +21,16 @@ CREATE TABLE IF NOT EXISTS audit_head (one BIGINT PRIMARY KEY CHECK (one = 1),
     seq BIGINT NOT NULL, hash TEXT NOT NULL);
 INSERT INTO audit_head (one, seq, hash)
     VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000')
+    ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS control_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO control_meta (name, value)
+    SELECT 'audit_v1_through', CAST(seq AS TEXT) FROM audit_head WHERE one = 1
+    ON CONFLICT DO NOTHING;
+INSERT INTO control_meta (name, value) VALUES ('audit_format', '2') ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS audit_anchored (one BIGINT PRIMARY KEY CHECK (one = 1),
+    seq BIGINT NOT NULL);
+INSERT INTO audit_anchored (one, seq)
+    SELECT 1, seq FROM audit_head WHERE one = 1
     ON CONFLICT DO NOTHING;
 CREATE TABLE IF NOT EXISTS approvals (plan TEXT NOT NULL, approver TEXT NOT NULL,
     at TEXT NOT NULL, PRIMARY KEY (plan, approver));
@@ -68,6 +81,29 @@ CREATE TABLE IF NOT EXISTS status_version (one BIGINT PRIMARY KEY CHECK (one = 1
 INSERT INTO status_version (one, version) VALUES (1, 0) ON CONFLICT DO NOTHING;
 ";
 
+/// The audit log format this build writes and reads (docs/guard.md).
+const AUDIT_FORMAT: &str = "2";
+
+/// Refuse a store whose audit log a newer build wrote in a format this one does not know.
+fn check_audit_format(db: &mut Db) -> Result<()> {
+    let format = db
+        .query_one(
+            "SELECT value FROM control_meta WHERE name = 'audit_format'",
+            &[],
+        )?
+        .map(|r| r.text(0))
+        .transpose()?;
+    match format.as_deref() {
+        Some(AUDIT_FORMAT) => Ok(()),
+        other => Err(Error::config(format!(
+            "control store {}: its audit log is in format {}, this build knows format \
+             {AUDIT_FORMAT} (and reads format 1): use a lifeboat that knows it",
+            db.describe(),
+            other.unwrap_or("(none)")
+        ))),
+    }
+}
+
 /// A connection to the control store. Every operation is a method, defined beside its
 /// concept (audit.rs, applies.rs, lifecycle.rs, incidents.rs, campaigns.rs).
 pub struct ControlStore {
@@ -98,6 +134,7 @@ impl ControlStore {
         if !done {
             db.batch(GUARD_SCHEMA)?;
             db.batch(STATUS_SCHEMA)?;
+            check_audit_format(&mut db)?;
             if let Ok(mut made) = MADE.lock() {
                 made.insert(url.to_string());
             }

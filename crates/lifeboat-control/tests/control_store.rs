@@ -174,7 +174,7 @@ mod contract {
 
     use lifeboat_control::{
         Applied, ApplyState, ApplyStatus, Campaign, CampaignTenant, ComponentStatus, ControlStore,
-        Impact, IncidentChange, IncidentStatus, PendingWave, Stage,
+        Entry, Impact, IncidentChange, IncidentStatus, PendingWave, Stage,
     };
     use lifeboat_core::{ErrorKind, Result};
 
@@ -196,6 +196,11 @@ mod contract {
         pairs.iter().map(|(s, p)| (s.to_string(), *p)).collect()
     }
 
+    /// An audit entry of `alice` about `plan-1`.
+    fn entry(action: &str) -> Entry {
+        Entry::new("alice", action, "plan-1", json!({}))
+    }
+
     fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()
     }
@@ -203,10 +208,13 @@ mod contract {
     /// Sources `tracker` and `wiki`, and an open incident.
     fn incident(store: &mut ControlStore) -> String {
         store
-            .ensure_components(&BTreeMap::from([
-                ("tracker".to_string(), "Issue tracker".to_string()),
-                ("wiki".to_string(), "Wiki".to_string()),
-            ]))
+            .ensure_components(
+                &BTreeMap::from([
+                    ("tracker".to_string(), "Issue tracker".to_string()),
+                    ("wiki".to_string(), "Wiki".to_string()),
+                ]),
+                "ops",
+            )
             .expect("components");
         store
             .change_incident(
@@ -218,6 +226,7 @@ mod contract {
                     message: "A script deleted sites.".into(),
                     components: BTreeMap::new(),
                 },
+                "ops",
             )
             .expect("incident")
     }
@@ -295,7 +304,9 @@ mod contract {
             }
         }
         // A store opened again (a later command, another machine) finds what was written.
-        store.approve("plan-1", "alice").expect("approve");
+        store
+            .approve("plan-1", "alice", json!({}))
+            .expect("approve");
         drop(store);
         assert_eq!(f.open().approvals("plan-1").expect("approvals"), ["alice"]);
     }
@@ -406,14 +417,23 @@ mod contract {
         let f = new();
         let mut store = f.open();
         assert!(store.approvals("plan-1").expect("approvals").is_empty());
-        assert!(store.approve("plan-1", "alice").expect("approve"));
+        assert!(store
+            .approve("plan-1", "alice", json!({}))
+            .expect("approve"));
         assert!(
-            !store.approve("plan-1", "alice").expect("approve"),
+            !store
+                .approve("plan-1", "alice", json!({}))
+                .expect("approve"),
             "the same approver again"
         );
-        assert!(!f.open().approve("plan-1", "alice").expect("approve"));
-        assert!(store.approve("plan-1", "bob").expect("approve"));
-        assert!(store.approve("plan-2", "alice").expect("approve"));
+        assert!(!f
+            .open()
+            .approve("plan-1", "alice", json!({}))
+            .expect("approve"));
+        assert!(store.approve("plan-1", "bob", json!({})).expect("approve"));
+        assert!(store
+            .approve("plan-2", "alice", json!({}))
+            .expect("approve"));
         let mut approvers = store.approvals("plan-1").expect("approvals");
         approvers.sort();
         assert_eq!(approvers, ["alice", "bob"]);
@@ -434,7 +454,7 @@ mod contract {
             ApplyStatus::Undone,
         ] {
             store
-                .set_apply("plan-1", status, &before)
+                .set_apply("plan-1", status, &before, &[entry("apply")])
                 .expect("set apply");
             assert_eq!(
                 f.open().apply_state("plan-1").expect("state"),
@@ -451,14 +471,35 @@ mod contract {
         let wave1 = point(&[("tracker", 110), ("wiki", 7)]);
         let wave2 = point(&[("tracker", 150), ("wiki", 9)]);
         store
-            .mark_applied("plan-1", &strings(&["t1", "t2"]), 1, &wave1, false)
+            .mark_applied(
+                "plan-1",
+                &strings(&["t1", "t2"]),
+                1,
+                &wave1,
+                false,
+                &[entry("wave")],
+            )
             .expect("wave 1");
         store
-            .mark_applied("plan-1", &strings(&["t3"]), 2, &wave2, false)
+            .mark_applied(
+                "plan-1",
+                &strings(&["t3"]),
+                2,
+                &wave2,
+                false,
+                &[entry("wave")],
+            )
             .expect("wave 2");
         // A tenant is applied once: recorded again, it keeps its first wave.
         store
-            .mark_applied("plan-1", &strings(&["t1"]), 3, &wave2, false)
+            .mark_applied(
+                "plan-1",
+                &strings(&["t1"]),
+                3,
+                &wave2,
+                false,
+                &[entry("wave")],
+            )
             .expect("wave 3");
         let applied = store.applied("plan-1").expect("applied");
         let expected: BTreeMap<String, Applied> =
@@ -495,10 +536,26 @@ mod contract {
             Some("bob")
         );
         assert_eq!(store.halted_by("plan-2").expect("halted"), None);
-        store.clear_halt("plan-1").expect("clear");
+        // An apply starting (running again) clears the request, with its entry.
+        store
+            .set_apply(
+                "plan-1",
+                ApplyStatus::Running,
+                &point(&[]),
+                &[entry("apply")],
+            )
+            .expect("running");
         assert_eq!(store.halted_by("plan-1").expect("halted"), None);
-        store.clear_halt("plan-1").expect("clear again");
-        assert_eq!(store.halted_by("plan-1").expect("halted"), None);
+        let actions: Vec<String> = store
+            .entries()
+            .expect("entries")
+            .into_iter()
+            .map(|e| format!("{} {} {}", e.actor, e.action, e.subject))
+            .collect();
+        assert_eq!(
+            actions,
+            ["alice halt plan-1", "bob halt plan-1", "alice apply plan-1"]
+        );
     }
 
     pub fn one_apply_per_plan_and_the_pending_wave(new: New) {
@@ -515,10 +572,20 @@ mod contract {
         assert_eq!(other.lock_apply("plan-2", "host:2").expect("lock"), None);
         // Taken over only from the holder named; released only by its holder.
         assert!(!other
-            .take_over_apply("plan-1", "host:9", "host:2")
+            .take_over_apply(
+                "plan-1",
+                "host:9",
+                "host:2",
+                &entry("apply-lock-taken-over")
+            )
             .expect("take over"));
         assert!(other
-            .take_over_apply("plan-1", "host:1", "host:2")
+            .take_over_apply(
+                "plan-1",
+                "host:1",
+                "host:2",
+                &entry("apply-lock-taken-over")
+            )
             .expect("take over"));
         store.unlock_apply("plan-1", "host:1").expect("unlock");
         assert_eq!(
@@ -547,11 +614,18 @@ mod contract {
         );
         assert_eq!(other.pending_wave("plan-2").expect("pending"), None);
         store
-            .mark_applied("plan-1", &pending.tenants, 2, &pending.point, false)
+            .mark_applied(
+                "plan-1",
+                &pending.tenants,
+                2,
+                &pending.point,
+                false,
+                &[entry("wave")],
+            )
             .expect("applied");
         assert_eq!(store.pending_wave("plan-1").expect("pending"), None);
         store.set_pending_wave("plan-1", &pending).expect("pending");
-        store.clear_pending_wave("plan-1").expect("clear");
+        store.clear_pending_wave("plan-1", &[]).expect("clear");
         assert_eq!(store.pending_wave("plan-1").expect("pending"), None);
 
         // The audit log answers whether a plan was made.
@@ -571,7 +645,14 @@ mod contract {
         let at = point(&[("tracker", 42)]);
         let start_us = lifeboat_core::time::now_us();
         store
-            .mark_applied("delete-1", &strings(&["a", "b", "c"]), 1, &at, true)
+            .mark_applied(
+                "delete-1",
+                &strings(&["a", "b", "c"]),
+                1,
+                &at,
+                true,
+                &[entry("wave")],
+            )
             .expect("delete wave");
         let a = store.deleted_tenant("a").expect("read").expect("deleted");
         assert_eq!(a.tenant, "a");
@@ -595,14 +676,18 @@ mod contract {
         assert_eq!(keys(&mut store), ["a", "b", "c"]);
         assert_eq!(store.deleted_tenant("z").expect("read"), None);
 
-        store.mark_undeleted("b").expect("undelete");
+        store
+            .mark_undeleted("b", &entry("undelete"))
+            .expect("undelete");
         assert_eq!(store.deleted_tenant("b").expect("read"), None);
-        store.mark_purged("c").expect("purge");
+        store.mark_purged("c", &entry("purge")).expect("purge");
         let c = store.deleted_tenant("c").expect("read").expect("purged");
         assert!(c.purged);
         assert!(c.purged_at.is_some());
         // A purged tenant cannot be brought back: its record stays.
-        store.mark_undeleted("c").expect("undelete");
+        store
+            .mark_undeleted("c", &entry("undelete"))
+            .expect("undelete");
         assert!(
             store
                 .deleted_tenant("c")
@@ -615,7 +700,14 @@ mod contract {
         // Deleted again by another plan: a fresh deletion, no longer purged.
         let later = point(&[("tracker", 99)]);
         store
-            .mark_applied("delete-2", &strings(&["c"]), 1, &later, true)
+            .mark_applied(
+                "delete-2",
+                &strings(&["c"]),
+                1,
+                &later,
+                true,
+                &[entry("wave")],
+            )
             .expect("delete again");
         let c = store.deleted_tenant("c").expect("read").expect("deleted");
         assert_eq!((c.plan.as_str(), &c.point), ("delete-2", &later));
@@ -633,7 +725,7 @@ mod contract {
             ("tracker".to_string(), "Issue tracker".to_string()),
             ("wiki".to_string(), "Wiki".to_string()),
         ]);
-        store.ensure_components(&names).expect("ensure");
+        store.ensure_components(&names, "ops").expect("ensure");
         let components = store.components().expect("components");
         let listed: Vec<(&str, &str, ComponentStatus, i64)> = components
             .iter()
@@ -656,15 +748,20 @@ mod contract {
         assert_ne!(components[0].id, components[1].id);
         // Nothing missing: nothing written.
         let version = store.status_version().expect("version");
-        store.ensure_components(&names).expect("ensure again");
+        store
+            .ensure_components(&names, "ops")
+            .expect("ensure again");
         assert_eq!(store.status_version().expect("version"), version);
         assert_eq!(store.components().expect("components"), components);
         // A renamed source keeps its component (id, position); a new one comes last.
         store
-            .ensure_components(&BTreeMap::from([
-                ("wiki".to_string(), "Documentation".to_string()),
-                ("billing".to_string(), "Billing".to_string()),
-            ]))
+            .ensure_components(
+                &BTreeMap::from([
+                    ("wiki".to_string(), "Documentation".to_string()),
+                    ("billing".to_string(), "Billing".to_string()),
+                ]),
+                "ops",
+            )
             .expect("rename and add");
         let after = f.open().components().expect("components");
         let wiki = after.iter().find(|c| c.source == "wiki").expect("wiki");
@@ -684,10 +781,13 @@ mod contract {
         let f = new();
         let mut store = f.open();
         store
-            .ensure_components(&BTreeMap::from([
-                ("tracker".to_string(), "Issue tracker".to_string()),
-                ("wiki".to_string(), "Wiki".to_string()),
-            ]))
+            .ensure_components(
+                &BTreeMap::from([
+                    ("tracker".to_string(), "Issue tracker".to_string()),
+                    ("wiki".to_string(), "Wiki".to_string()),
+                ]),
+                "ops",
+            )
             .expect("components");
         let status_of = |store: &mut ControlStore, source: &str| {
             store
@@ -719,6 +819,7 @@ mod contract {
                         ComponentStatus::MajorOutage,
                     )]),
                 },
+                "ops",
             )
             .expect("create");
         assert_eq!(first.len(), 12);
@@ -786,6 +887,7 @@ mod contract {
                     message: "Restoring.".into(),
                     ..Default::default()
                 },
+                "ops",
             )
             .expect("update");
         let incident = store.incident(&first).expect("read").expect("incident");
@@ -815,6 +917,7 @@ mod contract {
                         ComponentStatus::PartialOutage,
                     )]),
                 },
+                "ops",
             )
             .expect("second");
         let incident2 = store.incident(&second).expect("read").expect("incident");
@@ -837,6 +940,7 @@ mod contract {
                     message: "Restored.".into(),
                     ..Default::default()
                 },
+                "ops",
             )
             .expect("resolve");
         let incident = store.incident(&first).expect("read").expect("incident");
@@ -857,6 +961,7 @@ mod contract {
                     message: "What happened.".into(),
                     ..Default::default()
                 },
+                "ops",
             )
             .expect("postmortem");
         assert_eq!(
@@ -909,6 +1014,7 @@ mod contract {
                 ]),
                 ..Default::default()
             },
+            "ops",
         ));
         assert!(
             message.contains("unknown component \"billing\""),
@@ -924,6 +1030,7 @@ mod contract {
                 message: "  ".into(),
                 ..Default::default()
             },
+            "ops",
         ));
         assert!(message.contains("needs a message"), "{message}");
         unchanged(&mut store);
@@ -936,6 +1043,7 @@ mod contract {
                 components: BTreeMap::from([("tracker".to_string(), ComponentStatus::Operational)]),
                 ..Default::default()
             },
+            "ops",
         ));
         assert!(
             message.contains("unknown incident nosuchincident"),
@@ -1232,12 +1340,14 @@ mod contract {
                 .expect("stage"));
         }
         let before = tenants_of(&mut store, "c1");
-        let message = usage_error(store.retry_failed("c1", &strings(&["t1", "t3"])));
+        let message = usage_error(store.retry_failed("c1", &strings(&["t1", "t3"]), "ops"));
         assert!(message.contains("tenant t3 has not failed"), "{message}");
         assert_eq!(tenants_of(&mut store, "c1"), before, "nothing changed");
 
         assert_eq!(
-            store.retry_failed("c1", &strings(&["t1"])).expect("retry"),
+            store
+                .retry_failed("c1", &strings(&["t1"]), "ops")
+                .expect("retry"),
             ["t1"]
         );
         let t1 = tenant(&mut store, "c1", "t1");
@@ -1252,8 +1362,11 @@ mod contract {
             (Stage::Queued, 0, None, None, None)
         );
         assert_eq!(tenant(&mut store, "c1", "t2").stage, Stage::Failed);
-        assert_eq!(store.retry_failed("c1", &[]).expect("retry"), ["t2"]);
-        assert!(store.retry_failed("c1", &[]).expect("retry").is_empty());
+        assert_eq!(store.retry_failed("c1", &[], "ops").expect("retry"), ["t2"]);
+        assert!(store
+            .retry_failed("c1", &[], "ops")
+            .expect("retry")
+            .is_empty());
         assert_eq!(tenant(&mut store, "c1", "t3").stage, Stage::Restored);
 
         // Queued again, they are claimed again, afresh.
@@ -1340,13 +1453,16 @@ mod contract {
                     .collect()
             };
         store
-            .set_attributes(&attributes(&[
-                ("a", &[("plan", "gold"), ("region", "eu")]),
-                ("b", &[("plan", "free")]),
-            ]))
+            .set_attributes(
+                &attributes(&[
+                    ("a", &[("plan", "gold"), ("region", "eu")]),
+                    ("b", &[("plan", "free")]),
+                ]),
+                "ops",
+            )
             .expect("set");
         store
-            .set_attributes(&attributes(&[("a", &[("plan", "silver")])]))
+            .set_attributes(&attributes(&[("a", &[("plan", "silver")])]), "ops")
             .expect("replace");
         assert_eq!(
             f.open().attributes().expect("attributes"),
@@ -1367,10 +1483,10 @@ mod contract {
             last = now;
         };
         store
-            .ensure_components(&BTreeMap::from([(
-                "tracker".to_string(),
-                "Tracker".to_string(),
-            )]))
+            .ensure_components(
+                &BTreeMap::from([("tracker".to_string(), "Tracker".to_string())]),
+                "ops",
+            )
             .expect("components");
         moved(&mut store, "ensure_components");
         let id = store
@@ -1381,6 +1497,7 @@ mod contract {
                     message: "Looking.".into(),
                     ..Default::default()
                 },
+                "ops",
             )
             .expect("incident");
         moved(&mut store, "a new incident");
@@ -1392,6 +1509,7 @@ mod contract {
                     message: "Found.".into(),
                     ..Default::default()
                 },
+                "ops",
             )
             .expect("update");
         moved(&mut store, "an incident update");
@@ -1408,7 +1526,7 @@ mod contract {
             .set_stage("w1", "c1", "t1", Stage::Failed, Some("x"), None)
             .expect("stage");
         moved(&mut store, "set_stage");
-        store.retry_failed("c1", &[]).expect("retry");
+        store.retry_failed("c1", &[], "ops").expect("retry");
         moved(&mut store, "retry_failed");
         store
             .set_stage("w1", "c1", "t2", Stage::AwaitingAcceptance, None, None)
@@ -1418,10 +1536,13 @@ mod contract {
         assert!(store.accept(&token).expect("accept"));
         moved(&mut store, "accept");
         store
-            .set_attributes(&BTreeMap::from([(
-                "t1".to_string(),
-                BTreeMap::from([("plan".to_string(), "gold".to_string())]),
-            )]))
+            .set_attributes(
+                &BTreeMap::from([(
+                    "t1".to_string(),
+                    BTreeMap::from([("plan".to_string(), "gold".to_string())]),
+                )]),
+                "ops",
+            )
             .expect("attributes");
         moved(&mut f.open(), "set_attributes, seen from another handle");
 
@@ -1429,9 +1550,16 @@ mod contract {
         store
             .append("alice", "approve", "plan-1", json!({}))
             .expect("append");
-        store.approve("plan-1", "alice").expect("approve");
         store
-            .set_apply("plan-1", ApplyStatus::Running, &BTreeMap::new())
+            .approve("plan-1", "alice", json!({}))
+            .expect("approve");
+        store
+            .set_apply(
+                "plan-1",
+                ApplyStatus::Running,
+                &BTreeMap::new(),
+                &[entry("apply")],
+            )
             .expect("apply");
         store.halt("plan-1", "alice").expect("halt");
         assert_eq!(store.status_version().expect("version"), last);
@@ -1442,7 +1570,12 @@ mod contract {
         let mut store = f.open();
         start(&mut store, "c1", 1, lifeboat_core::time::now_us(), &["t1"]);
         store
-            .set_apply("plan-1", ApplyStatus::Running, &BTreeMap::new())
+            .set_apply(
+                "plan-1",
+                ApplyStatus::Running,
+                &BTreeMap::new(),
+                &[entry("apply")],
+            )
             .expect("apply");
         let refused = |result: Result<()>, word: &str| {
             let e = result.expect_err("an unknown word");

@@ -88,10 +88,13 @@ fn fixture_store() -> Fixture {
     let url = path.to_str().expect("utf-8").to_string();
     let mut control = ControlStore::open(&url).expect("control");
     control
-        .ensure_components(&BTreeMap::from([
-            ("tracker".to_string(), "Issue tracker".to_string()),
-            ("wiki".to_string(), "Wiki".to_string()),
-        ]))
+        .ensure_components(
+            &BTreeMap::from([
+                ("tracker".to_string(), "Issue tracker".to_string()),
+                ("wiki".to_string(), "Wiki".to_string()),
+            ]),
+            "ops",
+        )
         .expect("components");
     let old = control
         .change_incident(
@@ -103,6 +106,7 @@ fn fixture_store() -> Fixture {
                 message: "Searches are slow.".into(),
                 components: BTreeMap::from([("wiki".into(), ComponentStatus::DegradedPerformance)]),
             },
+            "ops",
         )
         .expect("incident");
     control
@@ -113,6 +117,7 @@ fn fixture_store() -> Fixture {
                 message: "Fixed.".into(),
                 ..Default::default()
             },
+            "ops",
         )
         .expect("resolve");
     let incident = control
@@ -125,6 +130,7 @@ fn fixture_store() -> Fixture {
                 message: "We are restoring the <affected> sites & their data.".into(),
                 components: BTreeMap::from([("tracker".into(), ComponentStatus::PartialOutage)]),
             },
+            "ops",
         )
         .expect("incident");
     let campaign = Campaign {
