@@ -122,6 +122,10 @@ contract!(on_sqlite, sqlite_store:
     open_and_describe,
     audit_log_appends_a_chain,
     audit_tampering_is_found,
+    every_state_change_writes_its_entry,
+    a_change_and_its_entry_commit_together_or_not_at_all,
+    format_1_entries_keep_their_rule_up_to_the_mark,
+    anchoring_moves_forward_only,
     approvals_count_each_approver_once,
     apply_state_and_waves,
     halts_are_set_and_cleared,
@@ -145,6 +149,10 @@ contract!(on_postgres, postgres_store:
     open_and_describe,
     audit_log_appends_a_chain,
     audit_tampering_is_found,
+    every_state_change_writes_its_entry,
+    a_change_and_its_entry_commit_together_or_not_at_all,
+    format_1_entries_keep_their_rule_up_to_the_mark,
+    anchoring_moves_forward_only,
     approvals_count_each_approver_once,
     apply_state_and_waves,
     halts_are_set_and_cleared,
@@ -409,6 +417,300 @@ mod contract {
         );
         let head = tampered(new, "UPDATE audit_head SET seq = 3");
         assert!(head.iter().any(|p| p.contains("head")), "{head:?}");
+    }
+
+    /// (actor, action, subject) of every entry after `from`, in order.
+    fn entries_after(store: &mut ControlStore, from: usize) -> Vec<(String, String, String)> {
+        store.entries().expect("entries")[from..]
+            .iter()
+            .map(|e| (e.actor.clone(), e.action.clone(), e.subject.clone()))
+            .collect()
+    }
+
+    fn triples(items: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+        items
+            .iter()
+            .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+            .collect()
+    }
+
+    pub fn every_state_change_writes_its_entry(new: New) {
+        let f = new();
+        let mut store = f.open();
+        let at = point(&[("tracker", 1)]);
+        // The guard: approvals, applies and waves, halts, deletes, undeletes, purges.
+        assert!(store
+            .approve("plan-1", "bob", json!({"operation": "x"}))
+            .expect("approve"));
+        assert!(!store.approve("plan-1", "bob", json!({})).expect("again"));
+        store.halt("plan-1", "carol").expect("halt");
+        store.lock_apply("plan-1", "host:1").expect("lock");
+        assert!(store
+            .take_over_apply(
+                "plan-1",
+                "host:1",
+                "host:2",
+                &Entry::new("dave", "apply-lock-taken-over", "plan-1", json!({}))
+            )
+            .expect("take over"));
+        store
+            .set_apply(
+                "plan-1",
+                ApplyStatus::Running,
+                &at,
+                &[
+                    Entry::new("dave", "restore-point", "plan-1", json!({})),
+                    Entry::new("dave", "apply", "plan-1", json!({})),
+                ],
+            )
+            .expect("running");
+        store
+            .mark_applied(
+                "plan-1",
+                &strings(&["a", "b"]),
+                1,
+                &at,
+                true,
+                &[
+                    Entry::new("dave", "wave", "plan-1", json!({"wave": 1})),
+                    Entry::new("dave", "delete", "tenant:a", json!({})),
+                    Entry::new("dave", "delete", "tenant:b", json!({})),
+                ],
+            )
+            .expect("wave");
+        store
+            .mark_undeleted("a", &Entry::new("erin", "undelete", "tenant:a", json!({})))
+            .expect("undelete");
+        store
+            .mark_purged("b", &Entry::new("erin", "purge", "tenant:b", json!({})))
+            .expect("purge");
+        // Not deleted (any more): nothing changes, nothing is written.
+        store
+            .mark_undeleted("a", &Entry::new("erin", "undelete", "tenant:a", json!({})))
+            .expect("undelete again");
+        assert_eq!(
+            entries_after(&mut store, 0),
+            triples(&[
+                ("bob", "approve", "plan-1"),
+                ("carol", "halt", "plan-1"),
+                ("dave", "apply-lock-taken-over", "plan-1"),
+                ("dave", "restore-point", "plan-1"),
+                ("dave", "apply", "plan-1"),
+                ("dave", "wave", "plan-1"),
+                ("dave", "delete", "tenant:a"),
+                ("dave", "delete", "tenant:b"),
+                ("erin", "undelete", "tenant:a"),
+                ("erin", "purge", "tenant:b"),
+            ])
+        );
+
+        // Incidents, campaigns, workers' outcomes, retries, acceptances, attributes.
+        let seen = store.entries().expect("entries").len();
+        let incident = incident(&mut store);
+        let update = IncidentChange {
+            status: IncidentStatus::Monitoring,
+            message: "Watching.".into(),
+            ..Default::default()
+        };
+        store
+            .change_incident(Some(&incident), &update, "olga")
+            .expect("update");
+        let c1 = campaign("c1", &incident, 4, lifeboat_core::time::now_us());
+        store
+            .create_campaign(&c1, &[("t1".into(), 1), ("t2".into(), 2), ("t3".into(), 3)])
+            .expect("campaign");
+        store.claim("w1", None, MINUTE_US).expect("claim");
+        for (t, stage, reason) in [
+            ("t1", Stage::Verifying, None),
+            ("t1", Stage::AwaitingAcceptance, None),
+            ("t2", Stage::Failed, Some("maintenance lock")),
+            ("t3", Stage::AwaitingAcceptance, None),
+        ] {
+            assert!(store
+                .set_stage("w1", "c1", t, stage, reason, Some(5))
+                .expect("stage"));
+        }
+        assert_eq!(
+            store.retry_failed("c1", &[], "oncall").expect("retry"),
+            ["t2"]
+        );
+        let token = tenant(&mut store, "c1", "t1").token;
+        assert!(store.accept(&token).expect("accept"));
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(store.auto_accept(1).expect("auto accept"), 1);
+        store
+            .set_attributes(
+                &BTreeMap::from([(
+                    "t1".to_string(),
+                    BTreeMap::from([("plan".to_string(), "gold".to_string())]),
+                )]),
+                "ops",
+            )
+            .expect("attributes");
+        let incident_subject = format!("incident:{incident}");
+        assert_eq!(
+            entries_after(&mut store, seen),
+            triples(&[
+                ("ops", "component", "component:tracker"),
+                ("ops", "component", "component:wiki"),
+                ("ops", "incident-create", &incident_subject),
+                ("olga", "incident-update", &incident_subject),
+                ("ops", "campaign", "campaign:c1"),
+                ("w1", "tenant-awaiting-acceptance", "tenant:t1"),
+                ("w1", "tenant-failed", "tenant:t2"),
+                ("w1", "tenant-awaiting-acceptance", "tenant:t3"),
+                ("oncall", "campaign-retry", "campaign:c1"),
+                ("customer", "accept", "tenant:t1"),
+                ("lifeboat", "accept", "tenant:t3"),
+                ("ops", "attributes", "tenant-attributes"),
+            ])
+        );
+        let entries = store.entries().expect("entries");
+        let accepts: Vec<_> = entries.iter().filter(|e| e.action == "accept").collect();
+        assert_eq!(
+            accepts[0].details,
+            json!({"campaign": "c1", "automatic": false})
+        );
+        assert_eq!(accepts[1].details["automatic"], true);
+        let text = serde_json::to_string(&entries).expect("json");
+        for t in store.campaign_tenants(Some("c1")).expect("tenants") {
+            assert!(
+                !text.contains(&t.token),
+                "a link's token is in the audit log"
+            );
+        }
+        let failed = entries
+            .iter()
+            .find(|e| e.action == "tenant-failed")
+            .expect("failed");
+        assert_eq!(
+            failed.details,
+            json!({"campaign": "c1", "reason": "maintenance lock", "rows": 5})
+        );
+        assert_eq!(store.verify().expect("verify"), Vec::<String>::new());
+    }
+
+    pub fn a_change_and_its_entry_commit_together_or_not_at_all(new: New) {
+        let f = new();
+        let mut store = f.open();
+        store.approve("plan-1", "bob", json!({})).expect("approve");
+        // An entry that cannot be written (its sequence number taken behind the store's
+        // back): the change it records is rolled back with it.
+        f.raw(
+            "INSERT INTO audit (seq, at, actor, action, subject, details, prev, hash)
+             VALUES (2, 'x', 'x', 'x', 'x', '{}', 'x', 'x')",
+        );
+        assert!(store.halt("plan-1", "carol").is_err());
+        assert_eq!(store.halted_by("plan-1").expect("halted"), None);
+        assert!(store.approve("plan-1", "dave", json!({})).is_err());
+        assert_eq!(store.approvals("plan-1").expect("approvals"), ["bob"]);
+        let version = store.status_version().expect("version");
+        assert!(store
+            .ensure_components(
+                &BTreeMap::from([("tracker".to_string(), "Tracker".to_string())]),
+                "ops"
+            )
+            .is_err());
+        assert!(store.components().expect("components").is_empty());
+        assert_eq!(store.status_version().expect("version"), version);
+        f.raw("DELETE FROM audit WHERE seq = 2");
+
+        // A refused change writes no entry.
+        let before = store.entries().expect("entries").len();
+        usage_error(store.change_incident(
+            Some("nope"),
+            &IncidentChange {
+                status: IncidentStatus::Resolved,
+                message: "Done.".into(),
+                ..Default::default()
+            },
+            "ops",
+        ));
+        assert_eq!(store.entries().expect("entries").len(), before);
+        assert_eq!(store.verify().expect("verify"), Vec::<String>::new());
+    }
+
+    pub fn format_1_entries_keep_their_rule_up_to_the_mark(new: New) {
+        let f = new();
+        // A store written by a build before format 2: two entries hashed the old way.
+        f.raw(
+            "CREATE TABLE audit (seq BIGINT PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL,
+                 action TEXT NOT NULL, subject TEXT NOT NULL, details TEXT NOT NULL,
+                 prev TEXT NOT NULL, hash TEXT NOT NULL);
+             CREATE TABLE audit_head (one BIGINT PRIMARY KEY CHECK (one = 1),
+                 seq BIGINT NOT NULL, hash TEXT NOT NULL);",
+        );
+        let at = "2026-11-01T00:00:00.000000Z";
+        let first = lifeboat_core::vault::sha256_hex(
+            format!("1\n{at}\nalice\nplan\nplan-1\n{{\"n\": 1}}\n{GENESIS}").as_bytes(),
+        );
+        let second = lifeboat_core::vault::sha256_hex(
+            format!("2\n{at}\nbob\napprove\nplan-1\n{{}}\n{first}").as_bytes(),
+        );
+        f.raw(&format!(
+            "INSERT INTO audit VALUES (1, '{at}', 'alice', 'plan', 'plan-1', '{{\"n\": 1}}',
+                 '{GENESIS}', '{first}');
+             INSERT INTO audit VALUES (2, '{at}', 'bob', 'approve', 'plan-1', '{{}}',
+                 '{first}', '{second}');
+             INSERT INTO audit_head VALUES (1, 2, '{second}');"
+        ));
+        let mut store = f.open();
+        assert_eq!(store.audit_v1_through().expect("mark"), 2);
+        // The entries before the upgrade count as anchored by the build that wrote them.
+        assert_eq!(store.anchored_through().expect("anchored"), 2);
+        store
+            .append("carol", "halt", "plan-1", json!({"by": "carol"}))
+            .expect("append");
+        assert_eq!(store.verify().expect("verify"), Vec::<String>::new());
+        let entries = store.entries().expect("entries");
+        assert_eq!(entries[2].prev, second, "the chain goes on across formats");
+        // Opened again, the mark stays where it was.
+        assert_eq!(f.open().audit_v1_through().expect("mark"), 2);
+        // A format-1 entry altered is found by its own rule, a format-2 one by the new.
+        f.raw("UPDATE audit SET actor = 'mallory' WHERE seq IN (1, 3)");
+        let problems = store.verify().expect("verify");
+        for seq in [1, 3] {
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.contains(&format!("entry {seq}:")) && p.contains("altered")),
+                "{problems:?}"
+            );
+        }
+        // A fresh store marks nothing as format 1.
+        assert_eq!(new().open().audit_v1_through().expect("mark"), 0);
+    }
+
+    pub fn anchoring_moves_forward_only(new: New) {
+        let f = new();
+        let mut store = f.open();
+        assert_eq!(store.anchored_through().expect("anchored"), 0);
+        for i in 1..=3 {
+            store
+                .append("alice", "plan", &format!("plan-{i}"), json!({}))
+                .expect("append");
+        }
+        let pending: Vec<u64> = store
+            .unanchored()
+            .expect("unanchored")
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(pending, [1, 2, 3]);
+        store.mark_anchored(2).expect("mark");
+        assert_eq!(
+            f.open()
+                .unanchored()
+                .expect("unanchored")
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>(),
+            [3]
+        );
+        store.mark_anchored(1).expect("mark");
+        assert_eq!(store.anchored_through().expect("anchored"), 2, "never back");
+        let hashes = store.entry_hashes().expect("hashes");
+        assert_eq!(hashes[2].hash, store.entries().expect("entries")[2].hash);
     }
 
     // --- approvals, applies, halts --------------------------------------------------------
