@@ -1032,3 +1032,106 @@ fn a_crash_on_either_side_of_a_wave_commit_is_found_and_never_applied_twice() {
     );
     lifeboat_ok(&config, &["audit", "verify"]);
 }
+
+/// `audit verify` on the current state: its exit code and what it said.
+fn verify_audit(config: &Path, grace: &str) -> (Option<i32>, String) {
+    let output = lifeboat(config, &["audit", "verify", "--grace-seconds", grace]);
+    (output.status.code(), stdout(&output))
+}
+
+#[test]
+fn audit_verify_checks_entries_against_anchors_both_ways() {
+    let work = Workdir::new();
+    let config = setup(&work);
+    let plan = work.path("plan.json");
+    approved_plan(&config, &plan);
+    let plan_arg = plan.to_str().expect("path");
+    lifeboat_ok(&config, &["halt", plan_arg, "--by", "carol"]);
+    lifeboat_ok(&config, &["halt", plan_arg, "--by", "dave"]);
+    // plan, approve, halt, halt.
+    let (code, out) = verify_audit(&config, "0");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("4 entries"), "{out}");
+    assert!(out.contains("every entry is anchored"), "{out}");
+
+    let control = work.path("lifeboat-control.db");
+    let saved = work.path("control-saved.db");
+    std::fs::copy(&control, &saved).expect("save");
+    let anchors = work.path("vault").join("audit");
+    let anchor_of = |seq: u64| -> std::path::PathBuf {
+        let prefix = format!("{seq:016x}-");
+        std::fs::read_dir(&anchors)
+            .expect("anchors")
+            .map(|e| e.expect("entry").path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix))
+            })
+            .unwrap_or_else(|| panic!("no anchor of entry {seq}"))
+    };
+    let sql = |statements: &str| {
+        rusqlite::Connection::open(&control)
+            .expect("control")
+            .execute_batch(statements)
+            .expect("tamper");
+    };
+    let put_back = || std::fs::copy(&saved, &control).expect("put back");
+    let expect_problem = |needle: &str| {
+        let (code, out) = verify_audit(&config, "600");
+        assert_eq!(code, Some(1), "{needle}: {out}");
+        assert!(out.contains(needle), "{needle} not in {out}");
+    };
+
+    // A missing anchor.
+    let second = anchor_of(2);
+    let kept = std::fs::read(&second).expect("anchor");
+    std::fs::remove_file(&second).expect("remove");
+    expect_problem("entry 2: its anchor is missing from the vault");
+    std::fs::write(&second, &kept).expect("restore");
+
+    // An anchor without an entry: one beyond the log, as if entries were cut off.
+    let extra = anchors.join(format!("{:016x}-{}.anchor", 5, "ab".repeat(32)));
+    std::fs::write(&extra, "ab".repeat(32)).expect("extra anchor");
+    expect_problem("entry 5: anchored in the vault but missing from the log");
+    std::fs::remove_file(&extra).expect("remove");
+
+    // An entry removed from the middle, chain relinked by hand: its anchor remains.
+    sql("DELETE FROM audit WHERE seq = 2");
+    expect_problem("entry 2: anchored in the vault but missing from the log");
+    expect_problem("entry 3: expected entry 2 here");
+    put_back();
+
+    // Entries reordered.
+    sql(
+        "UPDATE audit SET seq = 100 WHERE seq = 3; UPDATE audit SET seq = 3 WHERE seq = 4; \
+         UPDATE audit SET seq = 4 WHERE seq = 100;",
+    );
+    expect_problem("entry 3: differs from its anchor");
+    expect_problem("entry 4: does not follow the entry before it");
+    put_back();
+
+    // An entry altered.
+    sql("UPDATE audit SET actor = 'mallory' WHERE seq = 3");
+    expect_problem("entry 3: its content does not match its hash (altered)");
+    put_back();
+
+    // An entry never anchored (written by a process without the vault, which nobody
+    // anchored since): pending within the grace period, a problem after it.
+    std::fs::remove_file(anchor_of(4)).expect("remove");
+    sql("UPDATE audit_anchored SET seq = 3");
+    let (code, out) = verify_audit(&config, "600");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("PENDING entry 4"), "{out}");
+    let (code, out) = verify_audit(&config, "0");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("entry 4: not anchored in the vault since"),
+        "{out}"
+    );
+    // The next command that holds the vault anchors it.
+    lifeboat_ok(&config, &["tenant", "list"]);
+    let (code, out) = verify_audit(&config, "0");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("every entry is anchored"), "{out}");
+}
