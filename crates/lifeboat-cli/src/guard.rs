@@ -243,7 +243,9 @@ pub async fn audit(config_path: Option<PathBuf>, args: AuditArgs) -> Result<u8> 
         return Ok(0);
     }
     for e in &entries {
-        let subject = if e.subject.len() > 12 {
+        // A plan's hash is shown short, as everywhere; other subjects whole.
+        let is_hash = e.subject.len() == 64 && e.subject.bytes().all(|b| b.is_ascii_hexdigit());
+        let subject = if is_hash {
             &e.subject[..12]
         } else {
             &e.subject

@@ -934,6 +934,14 @@ fn every_campaign_change_is_audited_with_its_actor_and_anchored_also_from_serve(
         let token = l["link"].as_str().expect("link").rsplit('/').next();
         assert!(!audit.contains(token.expect("token")), "a token in the log");
     }
+    // Listed for people: subjects other than a plan's hash shown whole.
+    let human = lifeboat_ok(&config, &["audit"]);
+    assert!(
+        human
+            .lines()
+            .any(|l| l.contains("incident-resolve") && l.contains(&incident_subject)),
+        "{human}"
+    );
     let out = lifeboat_ok(&config, &["audit", "verify", "--grace-seconds", "0"]);
     assert!(out.contains("every entry is anchored"), "{out}");
 }
