@@ -134,11 +134,11 @@ impl ControlStore {
         if !done {
             db.batch(GUARD_SCHEMA)?;
             db.batch(STATUS_SCHEMA)?;
-            check_audit_format(&mut db)?;
             if let Ok(mut made) = MADE.lock() {
                 made.insert(url.to_string());
             }
         }
+        check_audit_format(&mut db)?;
         Ok(ControlStore { db })
     }
 

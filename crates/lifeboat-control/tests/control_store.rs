@@ -679,6 +679,11 @@ mod contract {
         }
         // A fresh store marks nothing as format 1.
         assert_eq!(new().open().audit_v1_through().expect("mark"), 0);
+        // A store in a format this build does not know is refused, naming it.
+        f.raw("UPDATE control_meta SET value = '3' WHERE name = 'audit_format'");
+        let e = ControlStore::open(&f.url).err().expect("refused");
+        assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+        assert!(e.message().contains("format 3"), "{e}");
     }
 
     pub fn anchoring_moves_forward_only(new: New) {
