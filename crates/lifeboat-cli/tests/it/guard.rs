@@ -302,23 +302,33 @@ fn april_2022_replayed_site_ids_refused_app_ids_applied_in_waves_and_undone() {
     lifeboat_ok(&config, &["undo", plan_arg, "--by", "carol"]);
     assert_eq!(dump(&db), before);
 
-    // The audit log has every step, and finds tampering.
-    let actions = audit_actions(&config);
-    for action in [
-        "plan",
-        "approve",
-        "restore-point",
-        "apply",
-        "halted",
-        "wave",
-        "applied",
-        "undo",
+    // The audit log has every step, each by its actor about the plan, and finds
+    // tampering.
+    let audit: serde_json::Value =
+        serde_json::from_str(&lifeboat_ok(&config, &["audit", "--json"])).expect("json");
+    let entries = audit.as_array().expect("entries");
+    for (action, actor) in [
+        ("plan", "alice"),
+        ("approve", "bob"),
+        ("restore-point", "carol"),
+        ("apply", "carol"),
+        ("halted", "carol"),
+        ("wave", "carol"),
+        ("applied", "carol"),
+        ("undo", "carol"),
     ] {
-        assert!(
-            actions.iter().any(|a| a == action),
-            "{action} missing from {actions:?}"
-        );
+        let entry = entries
+            .iter()
+            .find(|e| e["action"] == action)
+            .unwrap_or_else(|| panic!("{action} missing from {audit:#}"));
+        assert_eq!(entry["actor"], actor, "{entry}");
+        assert_eq!(entry["subject"].as_str().map(str::len), Some(64), "{entry}");
     }
+    assert_eq!(
+        entries.iter().filter(|e| e["action"] == "approve").count(),
+        1,
+        "approving twice is one approval, one entry"
+    );
     lifeboat_ok(&config, &["audit", "verify"]);
     let control = work.path("lifeboat-control.db");
     let conn = rusqlite::Connection::open(&control).expect("control");
@@ -696,11 +706,43 @@ fn tenants_are_deleted_softly_brought_back_and_purged_only_after_retention() {
     lifeboat_ok(&config, &["capture", "--until-caught-up"]);
     lifeboat_ok(&config, &["verify", "--tenant", "4401", "--tenant", "4403"]);
 
-    let audit = lifeboat_ok(&config, &["audit", "--json"]);
-    for action in ["\"delete\"", "\"undelete\"", "\"purge\""] {
-        assert!(audit.contains(action), "{action} missing from {audit}");
+    // Each change with its actor and subject.
+    let audit: serde_json::Value =
+        serde_json::from_str(&lifeboat_ok(&config, &["audit", "--json"])).expect("json");
+    let entries: Vec<(String, String, String)> = audit
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            let field = |name: &str| e[name].as_str().expect(name).to_string();
+            (field("actor"), field("action"), field("subject"))
+        })
+        .collect();
+    let hash =
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&plan).expect("plan"))
+            .expect("plan json")["hash"]
+            .as_str()
+            .expect("hash")
+            .to_string();
+    for (actor, action, subject) in [
+        ("alice", "plan", hash.as_str()),
+        ("bob", "approve", hash.as_str()),
+        ("carol", "wave", hash.as_str()),
+        ("carol", "delete", "tenant:4403"),
+        ("carol", "delete", "tenant:4404"),
+        ("carol", "undelete", "tenant:4403"),
+        ("carol", "purge", "tenant:4404"),
+        ("carol", "purged", "tenant:4404"),
+    ] {
+        assert!(
+            entries
+                .iter()
+                .any(|(a, b, c)| a == actor && b == action && c == subject),
+            "{actor} {action} {subject} missing from {entries:#?}"
+        );
     }
-    lifeboat_ok(&config, &["audit", "verify"]);
+    let out = lifeboat_ok(&config, &["audit", "verify", "--grace-seconds", "0"]);
+    assert!(out.contains("every entry is anchored"), "{out}");
 }
 
 #[test]
