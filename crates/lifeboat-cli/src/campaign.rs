@@ -41,6 +41,9 @@ enum IncidentCommand {
         components: Vec<String>,
         #[arg(long)]
         message: String,
+        /// Who opens it, for the audit log (default: the login name).
+        #[arg(long)]
+        by: Option<String>,
     },
     /// Post an update.
     Update {
@@ -53,12 +56,16 @@ enum IncidentCommand {
         impact: Option<String>,
         #[arg(long = "component", value_name = "SOURCE=STATUS")]
         components: Vec<String>,
+        #[arg(long)]
+        by: Option<String>,
     },
     /// Resolve: its components go back to operational.
     Resolve {
         id: String,
         #[arg(long)]
         message: String,
+        #[arg(long)]
+        by: Option<String>,
     },
     /// Every incident, newest first.
     List {
@@ -69,7 +76,25 @@ enum IncidentCommand {
 
 pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Result<u8> {
     let config = load_config(config_path.as_deref())?;
-    let mut control = open_control(&config, &config_path)?;
+    if let IncidentCommand::List { json } = args.command {
+        let incidents = open_control(&config, &config_path)?.incidents()?;
+        if json {
+            print_json(&json!(incidents));
+        } else {
+            for i in &incidents {
+                crate::say!(
+                    "{}  {:<13} {:<8} {}  {}",
+                    i.id,
+                    i.status,
+                    i.impact,
+                    i.created_at,
+                    i.name
+                );
+            }
+        }
+        return Ok(0);
+    }
+    let mut control = open_audited(&config, &config_path).await?;
     match args.command {
         IncidentCommand::Create {
             name,
@@ -77,6 +102,7 @@ pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Resul
             impact,
             components,
             message,
+            by,
         } => {
             let id = control.change_incident(
                 None,
@@ -87,7 +113,9 @@ pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Resul
                     message,
                     components: component_pairs(&components)?,
                 },
+                &login(by),
             )?;
+            control.anchor().await?;
             crate::say!("{id}");
         }
         IncidentCommand::Update {
@@ -96,6 +124,7 @@ pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Resul
             message,
             impact,
             components,
+            by,
         } => {
             control.change_incident(
                 Some(&id),
@@ -106,10 +135,12 @@ pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Resul
                     message,
                     components: component_pairs(&components)?,
                 },
+                &login(by),
             )?;
+            control.anchor().await?;
             crate::say!("{id} updated");
         }
-        IncidentCommand::Resolve { id, message } => {
+        IncidentCommand::Resolve { id, message, by } => {
             control.change_incident(
                 Some(&id),
                 &IncidentChange {
@@ -119,26 +150,13 @@ pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Resul
                     message,
                     components: BTreeMap::new(),
                 },
+                &login(by),
             )?;
+            control.anchor().await?;
             crate::say!("{id} resolved");
         }
-        IncidentCommand::List { json } => {
-            let incidents = control.incidents()?;
-            if json {
-                print_json(&json!(incidents));
-            } else {
-                for i in &incidents {
-                    crate::say!(
-                        "{}  {:<13} {:<8} {}  {}",
-                        i.id,
-                        i.status,
-                        i.impact,
-                        i.created_at,
-                        i.name
-                    );
-                }
-            }
-        }
+        // Listed above, without the vault.
+        IncidentCommand::List { .. } => {}
     }
     Ok(0)
 }
@@ -191,7 +209,11 @@ enum CampaignCommand {
     },
     /// Import tenant attributes (priority keys) from a CSV file: a header `tenant,NAME…`,
     /// then one row per tenant.
-    ImportAttributes { file: PathBuf },
+    ImportAttributes {
+        file: PathBuf,
+        #[arg(long)]
+        by: Option<String>,
+    },
     /// Queue a campaign's failed tenants again (all, or those named).
     Retry {
         id: String,
@@ -265,10 +287,11 @@ pub async fn campaign(config_path: Option<PathBuf>, args: CampaignArgs) -> Resul
             crate::say!("{} failed tenants queued again", requeued.len());
             Ok(0)
         }
-        CampaignCommand::ImportAttributes { file } => {
-            let mut control = open_control(&config, &config_path)?;
+        CampaignCommand::ImportAttributes { file, by } => {
             let attributes = read_attributes(&file)?;
-            control.set_attributes(&attributes)?;
+            let mut control = open_audited(&config, &config_path).await?;
+            control.set_attributes(&attributes, &login(by))?;
+            control.anchor().await?;
             crate::say!("attributes of {} tenants imported", attributes.len());
             Ok(0)
         }
@@ -398,9 +421,15 @@ pub async fn serve(config_path: Option<PathBuf>, args: ServeArgs) -> Result<u8> 
         policy.auto_after_us.filter(|_| policy.customer),
     )?;
     crate::say!("serving the status page on http://{address}/");
-    lifeboat_web::serve(listener, state, crate::signal::shutdown())
-        .await
-        .map_err(|e| Error::source(format!("server: {e}")))?;
+    // Acceptances and the operator API write audit entries without the vault: anchor them.
+    let anchoring = tokio::spawn(lifeboat_engine::guard::anchor_loop(
+        config.clone(),
+        control_url(&config, &config_path)?,
+        std::time::Duration::from_secs(2),
+    ));
+    let served = lifeboat_web::serve(listener, state, crate::signal::shutdown()).await;
+    anchoring.abort();
+    served.map_err(|e| Error::source(format!("server: {e}")))?;
     crate::say!("stopped");
     Ok(0)
 }

@@ -79,6 +79,11 @@ pub struct AuditArgs {
     action: Option<String>,
     #[arg(long)]
     json: bool,
+    /// `verify`: how long an entry may wait for its anchor in the vault before it counts
+    /// as a problem (entries written by `lifeboat serve` are anchored within seconds while
+    /// it runs, or by the next command that holds the vault).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    grace_seconds: u64,
 }
 
 /// `--by` used to name the author or approver; a key does now.
@@ -318,13 +323,28 @@ pub async fn undo(config_path: Option<PathBuf>, args: PlanRefArgs) -> Result<u8>
 pub async fn audit(config_path: Option<PathBuf>, args: AuditArgs) -> Result<u8> {
     let config = load_config(config_path.as_deref())?;
     if args.action.as_deref() == Some("verify") {
-        let (entries, problems) = guard::audit_verify(&config, &config_path).await?;
+        let grace_us =
+            i64::try_from(args.grace_seconds.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
+        let (entries, verified) = guard::audit_verify(&config, &config_path, grace_us).await?;
+        let problems = verified.problems;
         if args.json {
             print_json(
-                &serde_json::json!({"entries": entries, "ok": problems.is_empty(), "problems": problems}),
+                &serde_json::json!({"entries": entries, "ok": problems.is_empty(),
+                "problems": problems, "pending": verified.pending}),
             );
         } else if problems.is_empty() {
-            crate::say!("audit log intact: {entries} entries, every hash and link checks");
+            crate::say!(
+                "audit log intact: {entries} entries, every hash and link checks, every anchor \
+                 is an entry{}",
+                if verified.pending.is_empty() {
+                    ", every entry is anchored".to_string()
+                } else {
+                    format!("; {} entries not anchored yet", verified.pending.len())
+                }
+            );
+            for p in &verified.pending {
+                crate::say!("PENDING {p}");
+            }
         } else {
             for p in &problems {
                 crate::say!("TAMPERED {p}");
@@ -338,7 +358,9 @@ pub async fn audit(config_path: Option<PathBuf>, args: AuditArgs) -> Result<u8> 
         return Ok(0);
     }
     for e in &entries {
-        let subject = if e.subject.len() > 12 {
+        // A plan's hash is shown short, as everywhere; other subjects whole.
+        let is_hash = e.subject.len() == 64 && e.subject.bytes().all(|b| b.is_ascii_hexdigit());
+        let subject = if is_hash {
             &e.subject[..12]
         } else {
             &e.subject

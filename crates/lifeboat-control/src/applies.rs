@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use lifeboat_core::{Error, Result};
 
+use crate::audit::{write_audited, write_entries, Entry};
 use crate::db::Val;
 use crate::store::{now_text, ControlStore};
 use crate::words::vocabulary;
@@ -70,22 +71,33 @@ pub(crate) fn parse_point(plan: &str, text: &str) -> Result<BTreeMap<String, u64
 
 impl ControlStore {
     /// Record a verified signature of `plan` (its author's or an approver's): `role`,
-    /// the signer's `name`, the fingerprint of the `key` and the armored `signature`.
-    /// False when this person had signed the plan in this role already.
-    pub fn add_signature(&mut self, plan: &str, signed: &StoredSignature) -> Result<bool> {
-        let n = self.db.execute(
-            "INSERT INTO plan_signatures (plan, role, name, key, signature, at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-            &[
-                plan.into(),
-                (&signed.role).into(),
-                (&signed.name).into(),
-                (&signed.key).into(),
-                (&signed.signature).into(),
-                now_text().into(),
-            ],
-        )?;
-        Ok(n == 1)
+    /// the signer's `name`, the fingerprint of the `key` and the armored `signature`,
+    /// with its audit `entry` in the same transaction. False (and nothing written) when
+    /// this person had signed the plan in this role already.
+    pub fn add_signature(
+        &mut self,
+        plan: &str,
+        signed: &StoredSignature,
+        entry: Entry,
+    ) -> Result<bool> {
+        self.db.transaction(|db| {
+            let n = db.execute(
+                "INSERT INTO plan_signatures (plan, role, name, key, signature, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                &[
+                    plan.into(),
+                    (&signed.role).into(),
+                    (&signed.name).into(),
+                    (&signed.key).into(),
+                    (&signed.signature).into(),
+                    now_text().into(),
+                ],
+            )?;
+            if n == 1 {
+                write_audited(db, &[entry])?;
+            }
+            Ok(n == 1)
+        })
     }
 
     /// Every signature recorded for `plan`, oldest first.
@@ -122,26 +134,34 @@ impl ControlStore {
         .transpose()
     }
 
-    /// Record an apply's state and its restore point.
+    /// Record an apply's state and its restore point, with its audit `entries`. Running
+    /// (an apply starting or continuing) also clears the plan's halt request.
     pub fn set_apply(
         &mut self,
         plan: &str,
         state: ApplyStatus,
         restore_point: &BTreeMap<String, u64>,
+        entries: &[Entry],
     ) -> Result<()> {
         let point = point_text(restore_point)?;
-        self.db.execute(
-            "INSERT INTO applies (plan, state, restore_point, at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (plan) DO UPDATE SET state = excluded.state,
-               restore_point = excluded.restore_point, at = excluded.at",
-            &[
-                plan.into(),
-                state.as_str().into(),
-                point.into(),
-                now_text().into(),
-            ],
-        )?;
-        Ok(())
+        self.db.transaction(|db| {
+            db.execute(
+                "INSERT INTO applies (plan, state, restore_point, at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (plan) DO UPDATE SET state = excluded.state,
+                   restore_point = excluded.restore_point, at = excluded.at",
+                &[
+                    plan.into(),
+                    state.as_str().into(),
+                    point.into(),
+                    now_text().into(),
+                ],
+            )?;
+            if state == ApplyStatus::Running {
+                db.execute("DELETE FROM halts WHERE plan = ?1", &[plan.into()])?;
+            }
+            write_audited(db, entries)?;
+            Ok(())
+        })
     }
 
     /// Tenants already applied for `plan`, with their wave and the sources' positions just
@@ -164,7 +184,8 @@ impl ControlStore {
     }
 
     /// Record a committed wave: its tenants and the positions just before it, and with
-    /// `deleted` (a tenant-delete plan), the tenants as softly deleted, in one transaction.
+    /// `deleted` (a tenant-delete plan), the tenants as softly deleted, with its audit
+    /// `entries`, in one transaction.
     pub fn mark_applied(
         &mut self,
         plan: &str,
@@ -172,6 +193,7 @@ impl ControlStore {
         wave: u32,
         point: &BTreeMap<String, u64>,
         deleted: bool,
+        entries: &[Entry],
     ) -> Result<()> {
         let now = lifeboat_core::time::now_us();
         let at = lifeboat_core::time::format_us(now);
@@ -208,6 +230,7 @@ impl ControlStore {
                     )?;
                 }
             }
+            write_audited(db, entries)?;
             Ok(())
         })
     }
@@ -234,14 +257,25 @@ impl ControlStore {
         }
     }
 
-    /// Take the plan's apply lock over from `old` (a holder known to be gone); false when
-    /// it is no longer `old`'s.
-    pub fn take_over_apply(&mut self, plan: &str, old: &str, holder: &str) -> Result<bool> {
-        let n = self.db.execute(
-            "UPDATE apply_locks SET holder = ?3, at = ?4 WHERE plan = ?1 AND holder = ?2",
-            &[plan.into(), old.into(), holder.into(), now_text().into()],
-        )?;
-        Ok(n == 1)
+    /// Take the plan's apply lock over from `old` (a holder known to be gone), audited
+    /// with `entry`; false (nothing written) when it is no longer `old`'s.
+    pub fn take_over_apply(
+        &mut self,
+        plan: &str,
+        old: &str,
+        holder: &str,
+        entry: &Entry,
+    ) -> Result<bool> {
+        self.db.transaction(|db| {
+            let n = db.execute(
+                "UPDATE apply_locks SET holder = ?3, at = ?4 WHERE plan = ?1 AND holder = ?2",
+                &[plan.into(), old.into(), holder.into(), now_text().into()],
+            )?;
+            if n == 1 {
+                write_audited(db, std::slice::from_ref(entry))?;
+            }
+            Ok(n == 1)
+        })
     }
 
     /// Release the plan's apply lock if `holder` holds it.
@@ -291,20 +325,27 @@ impl ControlStore {
         .transpose()
     }
 
-    /// Forget the pending wave (it was rolled back, or is being run again).
-    pub fn clear_pending_wave(&mut self, plan: &str) -> Result<()> {
-        self.db
-            .execute("DELETE FROM pending_waves WHERE plan = ?1", &[plan.into()])?;
-        Ok(())
+    /// Forget the pending wave (it was rolled back, or is being run again), with the
+    /// audit `entries` that say why (none: bookkeeping of a change audited otherwise).
+    pub fn clear_pending_wave(&mut self, plan: &str, entries: &[Entry]) -> Result<()> {
+        self.db.transaction(|db| {
+            db.execute("DELETE FROM pending_waves WHERE plan = ?1", &[plan.into()])?;
+            write_entries(db, entries)?;
+            Ok(())
+        })
     }
 
+    /// Ask the plan's apply to stop before its next wave, audited (`halt` by `by`).
     pub fn halt(&mut self, plan: &str, by: &str) -> Result<()> {
-        self.db.execute(
-            "INSERT INTO halts (plan, by_whom, at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (plan) DO UPDATE SET by_whom = excluded.by_whom, at = excluded.at",
-            &[plan.into(), by.into(), now_text().into()],
-        )?;
-        Ok(())
+        self.db.transaction(|db| {
+            db.execute(
+                "INSERT INTO halts (plan, by_whom, at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (plan) DO UPDATE SET by_whom = excluded.by_whom, at = excluded.at",
+                &[plan.into(), by.into(), now_text().into()],
+            )?;
+            write_audited(db, &[Entry::new(by, "halt", plan, serde_json::json!({}))])?;
+            Ok(())
+        })
     }
 
     /// Who asked `plan` to halt, if anyone.
@@ -313,11 +354,5 @@ impl ControlStore {
             .query_one("SELECT by_whom FROM halts WHERE plan = ?1", &[plan.into()])?
             .map(|r| r.text(0))
             .transpose()
-    }
-
-    pub fn clear_halt(&mut self, plan: &str) -> Result<()> {
-        self.db
-            .execute("DELETE FROM halts WHERE plan = ?1", &[plan.into()])?;
-        Ok(())
     }
 }

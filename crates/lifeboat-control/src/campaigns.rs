@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use lifeboat_core::{Error, Result};
 
+use crate::audit::{write_audited, write_entries, Entry};
 use crate::db::{Row, Val};
 use crate::ids::new_token;
 use crate::store::{now, ControlStore};
@@ -114,7 +115,8 @@ pub struct Acceptance {
 }
 
 impl ControlStore {
-    /// Start a campaign over `tenants` (in priority order, with their user counts).
+    /// Start a campaign over `tenants` (in priority order, with their user counts),
+    /// audited (`campaign` of `campaign:ID`, by its creator).
     pub fn create_campaign(
         &mut self,
         campaign: &Campaign,
@@ -154,6 +156,17 @@ impl ControlStore {
                     ],
                 )?;
             }
+            write_audited(
+                db,
+                &[Entry::new(
+                    &campaign.created_by,
+                    "campaign",
+                    &format!("campaign:{}", campaign.id),
+                    serde_json::json!({"incident": campaign.incident, "tenants": tenants.len(),
+                        "target": campaign.target, "target_time": campaign.target_time,
+                        "priority": campaign.priority, "batch_size": campaign.batch_size}),
+                )],
+            )?;
             Ok(())
         })
     }
@@ -315,7 +328,10 @@ impl ControlStore {
     }
 
     /// Move a tenant claimed by `worker` to `stage`. False (nothing changed) when the
-    /// tenant is no longer this worker's.
+    /// tenant is no longer this worker's. An outcome (awaiting acceptance, restored,
+    /// failed) is audited (`tenant-awaiting-acceptance`, `tenant-restored`,
+    /// `tenant-failed` of `tenant:KEY`, by the worker); the working stages and a failed
+    /// attempt sent back to the queue are not.
     pub fn set_stage(
         &mut self,
         worker: &str,
@@ -351,13 +367,42 @@ impl ControlStore {
                     working.then_some(worker).into(),
                 ],
             )?;
+            if n == 1 && done {
+                let mut details = serde_json::json!({"campaign": campaign});
+                if let Some(reason) = reason {
+                    details["reason"] = reason.into();
+                }
+                if let Some(rows) = rows {
+                    details["rows"] = rows.into();
+                }
+                let action = match stage {
+                    Stage::AwaitingAcceptance => "tenant-awaiting-acceptance",
+                    Stage::Restored => "tenant-restored",
+                    _ => "tenant-failed",
+                };
+                write_audited(
+                    db,
+                    &[Entry::new(
+                        worker,
+                        action,
+                        &format!("tenant:{tenant}"),
+                        details,
+                    )],
+                )?;
+            }
             Ok(n == 1)
         })
     }
 
     /// Queue a campaign's failed tenants again (only `tenants`, when given), with their
-    /// attempts counted afresh. Returns the tenants queued.
-    pub fn retry_failed(&mut self, campaign: &str, tenants: &[String]) -> Result<Vec<String>> {
+    /// attempts counted afresh, audited (`campaign-retry` of `campaign:ID`, by `actor`).
+    /// Returns the tenants queued.
+    pub fn retry_failed(
+        &mut self,
+        campaign: &str,
+        tenants: &[String],
+        actor: &str,
+    ) -> Result<Vec<String>> {
         let failed: Vec<String> = self
             .campaign_tenants(Some(campaign))?
             .into_iter()
@@ -371,33 +416,70 @@ impl ControlStore {
             )));
         }
         self.write(|db| {
+            let mut queued = Vec::new();
             for tenant in &failed {
-                db.execute(
+                let n = db.execute(
                     "UPDATE campaign_tenants SET stage = 'queued', attempts = 0, worker = NULL,
                          lease_until_us = NULL, done_at_us = NULL
                      WHERE campaign = ?1 AND tenant = ?2 AND stage = 'failed'",
                     &[campaign.into(), tenant.into()],
                 )?;
+                if n == 1 {
+                    queued.push(tenant.clone());
+                }
             }
-            Ok(())
-        })?;
-        Ok(failed)
-    }
-
-    /// The tenant's admin accepted on the private page. False when the tenant was not
-    /// awaiting acceptance.
-    pub fn accept(&mut self, token: &str) -> Result<bool> {
-        self.write(|db| {
-            let n = db.execute(
-                "UPDATE campaign_tenants SET stage = 'restored'
-                 WHERE token = ?1 AND stage = 'awaiting_acceptance'",
-                &[token.into()],
-            )?;
-            Ok(n == 1)
+            if !queued.is_empty() {
+                write_audited(
+                    db,
+                    &[Entry::new(
+                        actor,
+                        "campaign-retry",
+                        &format!("campaign:{campaign}"),
+                        serde_json::json!({"tenants": queued}),
+                    )],
+                )?;
+            }
+            Ok(queued)
         })
     }
 
-    /// Accept every tenant that has awaited acceptance for `after_us` or longer.
+    /// The tenant's admin accepted on the private page, audited (`accept` of
+    /// `tenant:KEY` by `customer`, naming the campaign, never the token). False when the
+    /// tenant was not awaiting acceptance.
+    pub fn accept(&mut self, token: &str) -> Result<bool> {
+        self.write(|db| {
+            let lock = db.lock();
+            let Some(row) = db.query_one(
+                &format!(
+                    "SELECT campaign, tenant FROM campaign_tenants
+                     WHERE token = ?1 AND stage = 'awaiting_acceptance'{lock}"
+                ),
+                &[token.into()],
+            )?
+            else {
+                return Ok(false);
+            };
+            let (campaign, tenant) = (row.text(0)?, row.text(1)?);
+            db.execute(
+                "UPDATE campaign_tenants SET stage = 'restored'
+                 WHERE campaign = ?1 AND tenant = ?2 AND stage = 'awaiting_acceptance'",
+                &[campaign.as_str().into(), tenant.as_str().into()],
+            )?;
+            write_audited(
+                db,
+                &[Entry::new(
+                    "customer",
+                    "accept",
+                    &format!("tenant:{tenant}"),
+                    serde_json::json!({"campaign": campaign, "automatic": false}),
+                )],
+            )?;
+            Ok(true)
+        })
+    }
+
+    /// Accept every tenant that has awaited acceptance for `after_us` or longer, each
+    /// audited (`accept` of `tenant:KEY` by `lifeboat`, automatic).
     pub fn auto_accept(&mut self, after_us: i64) -> Result<u64> {
         let (now_us, _) = now();
         let due = self
@@ -414,19 +496,54 @@ impl ControlStore {
             return Ok(0);
         }
         self.write(|db| {
-            db.execute(
-                "UPDATE campaign_tenants SET stage = 'restored'
-                 WHERE stage = 'awaiting_acceptance' AND awaiting_since_us <= ?1",
-                &[Val::Int(now_us - after_us)],
-            )
+            let lock = db.lock();
+            let due: Vec<(String, String)> = db
+                .query(
+                    &format!(
+                        "SELECT campaign, tenant FROM campaign_tenants
+                         WHERE stage = 'awaiting_acceptance' AND awaiting_since_us <= ?1
+                         ORDER BY campaign, rank{lock}"
+                    ),
+                    &[Val::Int(now_us - after_us)],
+                )?
+                .iter()
+                .map(|r| Ok((r.text(0)?, r.text(1)?)))
+                .collect::<Result<_>>()?;
+            let mut entries = Vec::with_capacity(due.len());
+            for (campaign, tenant) in &due {
+                db.execute(
+                    "UPDATE campaign_tenants SET stage = 'restored'
+                     WHERE campaign = ?1 AND tenant = ?2 AND stage = 'awaiting_acceptance'",
+                    &[campaign.into(), tenant.into()],
+                )?;
+                entries.push(Entry::new(
+                    "lifeboat",
+                    "accept",
+                    &format!("tenant:{tenant}"),
+                    serde_json::json!({"campaign": campaign, "automatic": true,
+                        "after_minutes": after_us / 60_000_000}),
+                ));
+            }
+            write_entries(db, &entries)?;
+            Ok(due.len() as u64)
         })
     }
 
-    /// Store tenant attributes (priority keys): tenant -> name -> value.
+    /// Store tenant attributes (priority keys): tenant -> name -> value; audited
+    /// (`attributes`, by `actor`: how many tenants, which names).
     pub fn set_attributes(
         &mut self,
         attributes: &BTreeMap<String, BTreeMap<String, String>>,
+        actor: &str,
     ) -> Result<()> {
+        let names: std::collections::BTreeSet<&String> =
+            attributes.values().flat_map(|v| v.keys()).collect();
+        let entry = Entry::new(
+            actor,
+            "attributes",
+            "tenant-attributes",
+            serde_json::json!({"tenants": attributes.len(), "names": names}),
+        );
         self.write(|db| {
             for (tenant, values) in attributes {
                 for (name, value) in values {
@@ -437,6 +554,7 @@ impl ControlStore {
                     )?;
                 }
             }
+            write_audited(db, std::slice::from_ref(&entry))?;
             Ok(())
         })
     }

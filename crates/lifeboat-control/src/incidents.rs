@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use lifeboat_core::{Error, Result};
 
+use crate::audit::{write_audited, Entry};
 use crate::db::Val;
 use crate::ids::new_id;
 use crate::store::{now, ControlStore};
@@ -113,8 +114,13 @@ pub struct IncidentChange {
 }
 
 impl ControlStore {
-    /// Make sure every source has a component (named `names[source]` or the source).
-    pub fn ensure_components(&mut self, names: &BTreeMap<String, String>) -> Result<()> {
+    /// Make sure every source has a component (named `names[source]` or the source); each
+    /// one added or renamed is audited (`component`, by `actor`).
+    pub fn ensure_components(
+        &mut self,
+        names: &BTreeMap<String, String>,
+        actor: &str,
+    ) -> Result<()> {
         let existing = self.components()?;
         let missing: Vec<(&String, &String)> = names
             .iter()
@@ -149,6 +155,18 @@ impl ControlStore {
                     ],
                 )?;
             }
+            let entries: Vec<Entry> = missing
+                .iter()
+                .map(|(source, name)| {
+                    Entry::new(
+                        actor,
+                        "component",
+                        &format!("component:{source}"),
+                        serde_json::json!({"name": name}),
+                    )
+                })
+                .collect();
+            write_audited(db, &entries)?;
             Ok(())
         })
     }
@@ -175,8 +193,15 @@ impl ControlStore {
             .collect()
     }
 
-    /// Create an incident (`id` None) or add an update to one. Returns the incident id.
-    pub fn change_incident(&mut self, id: Option<&str>, change: &IncidentChange) -> Result<String> {
+    /// Create an incident (`id` None) or add an update to one, audited
+    /// (`incident-create`, `incident-update` or `incident-resolve` of `incident:ID`, by
+    /// `actor`). Returns the incident id.
+    pub fn change_incident(
+        &mut self,
+        id: Option<&str>,
+        change: &IncidentChange,
+        actor: &str,
+    ) -> Result<String> {
         if change.message.trim().is_empty() {
             return Err(Error::usage("an incident update needs a message"));
         }
@@ -220,6 +245,28 @@ impl ControlStore {
             .map_err(|e| Error::source(format!("incident update: {e}")))?;
         let status = change.status.as_str();
         let resolving = change.status.is_resolved();
+        let action = match (&existing, resolving) {
+            (None, _) => "incident-create",
+            (Some(_), true) => "incident-resolve",
+            (Some(_), false) => "incident-update",
+        };
+        let mut details = serde_json::json!({
+            "status": status,
+            "message": change.message,
+            "components": change
+                .components
+                .iter()
+                .map(|(source, status)| (source.clone(), status.as_str()))
+                .collect::<BTreeMap<String, &str>>(),
+            "update": update_id,
+        });
+        if let Some(name) = existing.is_none().then_some(change.name.as_deref()) {
+            details["name"] = name.unwrap_or("Incident").into();
+        }
+        if let Some(impact) = change.impact {
+            details["impact"] = impact.as_str().into();
+        }
+        let entry = Entry::new(actor, action, &format!("incident:{incident_id}"), details);
         self.write(|db| {
             match &existing {
                 None => {
@@ -299,6 +346,7 @@ impl ControlStore {
                     &[incident_id.as_str().into(), at.as_str().into()],
                 )?;
             }
+            write_audited(db, std::slice::from_ref(&entry))?;
             Ok(())
         })?;
         Ok(incident_id)

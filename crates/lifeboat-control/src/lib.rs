@@ -23,7 +23,7 @@ mod store;
 mod words;
 
 pub use applies::{Applied, ApplyState, ApplyStatus, PendingWave, StoredSignature};
-pub use audit::AuditEntry;
+pub use audit::{canonical_json, AuditEntry, Entry, StoredEntry, GENESIS};
 pub use campaigns::{Acceptance, Campaign, CampaignTenant, Stage};
 pub use ids::{new_id, new_token};
 pub use incidents::{

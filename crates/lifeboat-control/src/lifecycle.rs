@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use lifeboat_core::Result;
 
 use crate::applies::parse_point;
+use crate::audit::{write_audited, Entry};
 use crate::store::{now_text, ControlStore};
 
 /// A softly deleted tenant: the plan that deleted it, when, and the positions its rows can
@@ -60,20 +61,33 @@ impl ControlStore {
         Ok(out)
     }
 
-    /// The tenant is back: forget its deletion.
-    pub fn mark_undeleted(&mut self, tenant: &str) -> Result<()> {
-        self.db.execute(
-            "DELETE FROM tenants WHERE tenant = ?1 AND state = 'deleted'",
-            &[tenant.into()],
-        )?;
-        Ok(())
+    /// The tenant is back: forget its deletion, audited with `entry` (nothing happens to a
+    /// tenant that is not deleted, or purged).
+    pub fn mark_undeleted(&mut self, tenant: &str, entry: &Entry) -> Result<()> {
+        self.db.transaction(|db| {
+            let n = db.execute(
+                "DELETE FROM tenants WHERE tenant = ?1 AND state = 'deleted'",
+                &[tenant.into()],
+            )?;
+            if n == 1 {
+                write_audited(db, std::slice::from_ref(entry))?;
+            }
+            Ok(())
+        })
     }
 
-    pub fn mark_purged(&mut self, tenant: &str) -> Result<()> {
-        self.db.execute(
-            "UPDATE tenants SET state = 'purged', purged_at = ?2 WHERE tenant = ?1",
-            &[tenant.into(), now_text().into()],
-        )?;
-        Ok(())
+    /// The tenant's vault data is to be removed: from now on undelete refuses it. Audited
+    /// with `entry`.
+    pub fn mark_purged(&mut self, tenant: &str, entry: &Entry) -> Result<()> {
+        self.db.transaction(|db| {
+            let n = db.execute(
+                "UPDATE tenants SET state = 'purged', purged_at = ?2 WHERE tenant = ?1",
+                &[tenant.into(), now_text().into()],
+            )?;
+            if n == 1 {
+                write_audited(db, std::slice::from_ref(entry))?;
+            }
+            Ok(())
+        })
     }
 }

@@ -3,13 +3,17 @@
 
 use std::collections::BTreeSet;
 
-use lifeboat_core::Result;
+use lifeboat_core::{Error, Result};
 
 use crate::db::Db;
 
-/// The guard's tables: the audit log, plan signatures, applies, tenants, halts, apply locks and
-/// the wave each apply is about to commit. Valid for
-/// SQLite and PostgreSQL: integers are BIGINT (64-bit in both).
+/// The guard's tables: the audit log (with the formats of its entries in `control_meta`
+/// and the last entry known to be anchored), plan signatures, applies, tenants, halts,
+/// apply locks and the wave each apply is about to commit. Valid for SQLite and
+/// PostgreSQL: integers are BIGINT (64-bit in both). A store made before the audit log's
+/// format 2 gets `audit_v1_through` = its last entry when first opened by this build: the
+/// entries up to it keep format 1, every later one is format 2; its anchored entries
+/// likewise.
 const GUARD_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS audit (
     seq BIGINT PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
@@ -22,6 +26,16 @@ INSERT INTO audit_head (one, seq, hash)
 CREATE TABLE IF NOT EXISTS plan_signatures (plan TEXT NOT NULL, role TEXT NOT NULL,
     name TEXT NOT NULL, key TEXT NOT NULL, signature TEXT NOT NULL, at TEXT NOT NULL,
     PRIMARY KEY (plan, role, name));
+CREATE TABLE IF NOT EXISTS control_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO control_meta (name, value)
+    SELECT 'audit_v1_through', CAST(seq AS TEXT) FROM audit_head WHERE one = 1
+    ON CONFLICT DO NOTHING;
+INSERT INTO control_meta (name, value) VALUES ('audit_format', '2') ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS audit_anchored (one BIGINT PRIMARY KEY CHECK (one = 1),
+    seq BIGINT NOT NULL);
+INSERT INTO audit_anchored (one, seq)
+    SELECT 1, seq FROM audit_head WHERE one = 1
+    ON CONFLICT DO NOTHING;
 CREATE TABLE IF NOT EXISTS applies (plan TEXT PRIMARY KEY, state TEXT NOT NULL,
     restore_point TEXT NOT NULL, at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS applied (plan TEXT NOT NULL, tenant TEXT NOT NULL,
@@ -69,6 +83,29 @@ CREATE TABLE IF NOT EXISTS status_version (one BIGINT PRIMARY KEY CHECK (one = 1
 INSERT INTO status_version (one, version) VALUES (1, 0) ON CONFLICT DO NOTHING;
 ";
 
+/// The audit log format this build writes and reads (docs/guard.md).
+const AUDIT_FORMAT: &str = "2";
+
+/// Refuse a store whose audit log a newer build wrote in a format this one does not know.
+fn check_audit_format(db: &mut Db) -> Result<()> {
+    let format = db
+        .query_one(
+            "SELECT value FROM control_meta WHERE name = 'audit_format'",
+            &[],
+        )?
+        .map(|r| r.text(0))
+        .transpose()?;
+    match format.as_deref() {
+        Some(AUDIT_FORMAT) => Ok(()),
+        other => Err(Error::config(format!(
+            "control store {}: its audit log is in format {}, this build knows format \
+             {AUDIT_FORMAT} (and reads format 1): use a lifeboat that knows it",
+            db.describe(),
+            other.unwrap_or("(none)")
+        ))),
+    }
+}
+
 /// A connection to the control store. Every operation is a method, defined beside its
 /// concept (audit.rs, applies.rs, lifecycle.rs, incidents.rs, campaigns.rs).
 pub struct ControlStore {
@@ -103,6 +140,7 @@ impl ControlStore {
                 made.insert(url.to_string());
             }
         }
+        check_audit_format(&mut db)?;
         Ok(ControlStore { db })
     }
 

@@ -123,6 +123,10 @@ contract!(on_sqlite, sqlite_store:
     audit_log_appends_a_chain,
     audit_tampering_is_found,
     signatures_count_each_signer_once_per_role,
+    every_state_change_writes_its_entry,
+    a_change_and_its_entry_commit_together_or_not_at_all,
+    format_1_entries_keep_their_rule_up_to_the_mark,
+    anchoring_moves_forward_only,
     apply_state_and_waves,
     halts_are_set_and_cleared,
     one_apply_per_plan_and_the_pending_wave,
@@ -146,6 +150,10 @@ contract!(on_postgres, postgres_store:
     audit_log_appends_a_chain,
     audit_tampering_is_found,
     signatures_count_each_signer_once_per_role,
+    every_state_change_writes_its_entry,
+    a_change_and_its_entry_commit_together_or_not_at_all,
+    format_1_entries_keep_their_rule_up_to_the_mark,
+    anchoring_moves_forward_only,
     apply_state_and_waves,
     halts_are_set_and_cleared,
     one_apply_per_plan_and_the_pending_wave,
@@ -170,11 +178,11 @@ mod contract {
     use std::collections::{BTreeMap, BTreeSet};
     use std::time::Duration;
 
-    use serde_json::json;
+    use serde_json::{json, Value as Json};
 
     use lifeboat_control::{
         Applied, ApplyState, ApplyStatus, Campaign, CampaignTenant, ComponentStatus, ControlStore,
-        Impact, IncidentChange, IncidentStatus, PendingWave, Stage, StoredSignature,
+        Entry, Impact, IncidentChange, IncidentStatus, PendingWave, Stage, StoredSignature,
     };
     use lifeboat_core::{ErrorKind, Result};
 
@@ -196,6 +204,11 @@ mod contract {
         pairs.iter().map(|(s, p)| (s.to_string(), *p)).collect()
     }
 
+    /// An audit entry of `alice` about `plan-1`.
+    fn entry(action: &str) -> Entry {
+        Entry::new("alice", action, "plan-1", json!({}))
+    }
+
     fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()
     }
@@ -203,10 +216,13 @@ mod contract {
     /// Sources `tracker` and `wiki`, and an open incident.
     fn incident(store: &mut ControlStore) -> String {
         store
-            .ensure_components(&BTreeMap::from([
-                ("tracker".to_string(), "Issue tracker".to_string()),
-                ("wiki".to_string(), "Wiki".to_string()),
-            ]))
+            .ensure_components(
+                &BTreeMap::from([
+                    ("tracker".to_string(), "Issue tracker".to_string()),
+                    ("wiki".to_string(), "Wiki".to_string()),
+                ]),
+                "ops",
+            )
             .expect("components");
         store
             .change_incident(
@@ -218,6 +234,7 @@ mod contract {
                     message: "A script deleted sites.".into(),
                     components: BTreeMap::new(),
                 },
+                "ops",
             )
             .expect("incident")
     }
@@ -296,7 +313,11 @@ mod contract {
         }
         // A store opened again (a later command, another machine) finds what was written.
         store
-            .add_signature("plan-1", &signed("approver", "alice"))
+            .add_signature(
+                "plan-1",
+                &signed("approver", "alice"),
+                entry_for("approver", "alice", "plan-1"),
+            )
             .expect("sign");
         drop(store);
         assert_eq!(
@@ -405,7 +426,329 @@ mod contract {
         assert!(head.iter().any(|p| p.contains("head")), "{head:?}");
     }
 
+    /// (actor, action, subject) of every entry after `from`, in order.
+    fn entries_after(store: &mut ControlStore, from: usize) -> Vec<(String, String, String)> {
+        store.entries().expect("entries")[from..]
+            .iter()
+            .map(|e| (e.actor.clone(), e.action.clone(), e.subject.clone()))
+            .collect()
+    }
+
+    fn triples(items: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+        items
+            .iter()
+            .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+            .collect()
+    }
+
+    pub fn every_state_change_writes_its_entry(new: New) {
+        let f = new();
+        let mut store = f.open();
+        let at = point(&[("tracker", 1)]);
+        // The guard: approvals, applies and waves, halts, deletes, undeletes, purges.
+        assert!(approve(&mut store, "plan-1", "bob", json!({"operation": "x"})).expect("approve"));
+        assert!(!approve(&mut store, "plan-1", "bob", json!({})).expect("again"));
+        store.halt("plan-1", "carol").expect("halt");
+        store.lock_apply("plan-1", "host:1").expect("lock");
+        assert!(store
+            .take_over_apply(
+                "plan-1",
+                "host:1",
+                "host:2",
+                &Entry::new("dave", "apply-lock-taken-over", "plan-1", json!({}))
+            )
+            .expect("take over"));
+        store
+            .set_apply(
+                "plan-1",
+                ApplyStatus::Running,
+                &at,
+                &[
+                    Entry::new("dave", "restore-point", "plan-1", json!({})),
+                    Entry::new("dave", "apply", "plan-1", json!({})),
+                ],
+            )
+            .expect("running");
+        store
+            .mark_applied(
+                "plan-1",
+                &strings(&["a", "b"]),
+                1,
+                &at,
+                true,
+                &[
+                    Entry::new("dave", "wave", "plan-1", json!({"wave": 1})),
+                    Entry::new("dave", "delete", "tenant:a", json!({})),
+                    Entry::new("dave", "delete", "tenant:b", json!({})),
+                ],
+            )
+            .expect("wave");
+        store
+            .mark_undeleted("a", &Entry::new("erin", "undelete", "tenant:a", json!({})))
+            .expect("undelete");
+        store
+            .mark_purged("b", &Entry::new("erin", "purge", "tenant:b", json!({})))
+            .expect("purge");
+        // Not deleted (any more): nothing changes, nothing is written.
+        store
+            .mark_undeleted("a", &Entry::new("erin", "undelete", "tenant:a", json!({})))
+            .expect("undelete again");
+        assert_eq!(
+            entries_after(&mut store, 0),
+            triples(&[
+                ("bob", "approve", "plan-1"),
+                ("carol", "halt", "plan-1"),
+                ("dave", "apply-lock-taken-over", "plan-1"),
+                ("dave", "restore-point", "plan-1"),
+                ("dave", "apply", "plan-1"),
+                ("dave", "wave", "plan-1"),
+                ("dave", "delete", "tenant:a"),
+                ("dave", "delete", "tenant:b"),
+                ("erin", "undelete", "tenant:a"),
+                ("erin", "purge", "tenant:b"),
+            ])
+        );
+
+        // Incidents, campaigns, workers' outcomes, retries, acceptances, attributes.
+        let seen = store.entries().expect("entries").len();
+        let incident = incident(&mut store);
+        let update = IncidentChange {
+            status: IncidentStatus::Monitoring,
+            message: "Watching.".into(),
+            ..Default::default()
+        };
+        store
+            .change_incident(Some(&incident), &update, "olga")
+            .expect("update");
+        let c1 = campaign("c1", &incident, 4, lifeboat_core::time::now_us());
+        store
+            .create_campaign(&c1, &[("t1".into(), 1), ("t2".into(), 2), ("t3".into(), 3)])
+            .expect("campaign");
+        store.claim("w1", None, MINUTE_US).expect("claim");
+        for (t, stage, reason) in [
+            ("t1", Stage::Verifying, None),
+            ("t1", Stage::AwaitingAcceptance, None),
+            ("t2", Stage::Failed, Some("maintenance lock")),
+            ("t3", Stage::AwaitingAcceptance, None),
+        ] {
+            assert!(store
+                .set_stage("w1", "c1", t, stage, reason, Some(5))
+                .expect("stage"));
+        }
+        assert_eq!(
+            store.retry_failed("c1", &[], "oncall").expect("retry"),
+            ["t2"]
+        );
+        let token = tenant(&mut store, "c1", "t1").token;
+        assert!(store.accept(&token).expect("accept"));
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(store.auto_accept(1).expect("auto accept"), 1);
+        store
+            .set_attributes(
+                &BTreeMap::from([(
+                    "t1".to_string(),
+                    BTreeMap::from([("plan".to_string(), "gold".to_string())]),
+                )]),
+                "ops",
+            )
+            .expect("attributes");
+        let incident_subject = format!("incident:{incident}");
+        assert_eq!(
+            entries_after(&mut store, seen),
+            triples(&[
+                ("ops", "component", "component:tracker"),
+                ("ops", "component", "component:wiki"),
+                ("ops", "incident-create", &incident_subject),
+                ("olga", "incident-update", &incident_subject),
+                ("ops", "campaign", "campaign:c1"),
+                ("w1", "tenant-awaiting-acceptance", "tenant:t1"),
+                ("w1", "tenant-failed", "tenant:t2"),
+                ("w1", "tenant-awaiting-acceptance", "tenant:t3"),
+                ("oncall", "campaign-retry", "campaign:c1"),
+                ("customer", "accept", "tenant:t1"),
+                ("lifeboat", "accept", "tenant:t3"),
+                ("ops", "attributes", "tenant-attributes"),
+            ])
+        );
+        let entries = store.entries().expect("entries");
+        let accepts: Vec<_> = entries.iter().filter(|e| e.action == "accept").collect();
+        assert_eq!(
+            accepts[0].details,
+            json!({"campaign": "c1", "automatic": false})
+        );
+        assert_eq!(accepts[1].details["automatic"], true);
+        let text = serde_json::to_string(&entries).expect("json");
+        for t in store.campaign_tenants(Some("c1")).expect("tenants") {
+            assert!(
+                !text.contains(&t.token),
+                "a link's token is in the audit log"
+            );
+        }
+        let failed = entries
+            .iter()
+            .find(|e| e.action == "tenant-failed")
+            .expect("failed");
+        assert_eq!(
+            failed.details,
+            json!({"campaign": "c1", "reason": "maintenance lock", "rows": 5})
+        );
+        assert_eq!(store.verify().expect("verify"), Vec::<String>::new());
+    }
+
+    pub fn a_change_and_its_entry_commit_together_or_not_at_all(new: New) {
+        let f = new();
+        let mut store = f.open();
+        approve(&mut store, "plan-1", "bob", json!({})).expect("approve");
+        // An entry that cannot be written (its sequence number taken behind the store's
+        // back): the change it records is rolled back with it.
+        f.raw(
+            "INSERT INTO audit (seq, at, actor, action, subject, details, prev, hash)
+             VALUES (2, 'x', 'x', 'x', 'x', '{}', 'x', 'x')",
+        );
+        assert!(store.halt("plan-1", "carol").is_err());
+        assert_eq!(store.halted_by("plan-1").expect("halted"), None);
+        assert!(approve(&mut store, "plan-1", "dave", json!({})).is_err());
+        assert_eq!(approvers(&mut store, "plan-1").expect("approvals"), ["bob"]);
+        let version = store.status_version().expect("version");
+        assert!(store
+            .ensure_components(
+                &BTreeMap::from([("tracker".to_string(), "Tracker".to_string())]),
+                "ops"
+            )
+            .is_err());
+        assert!(store.components().expect("components").is_empty());
+        assert_eq!(store.status_version().expect("version"), version);
+        f.raw("DELETE FROM audit WHERE seq = 2");
+
+        // A refused change writes no entry.
+        let before = store.entries().expect("entries").len();
+        usage_error(store.change_incident(
+            Some("nope"),
+            &IncidentChange {
+                status: IncidentStatus::Resolved,
+                message: "Done.".into(),
+                ..Default::default()
+            },
+            "ops",
+        ));
+        assert_eq!(store.entries().expect("entries").len(), before);
+        assert_eq!(store.verify().expect("verify"), Vec::<String>::new());
+    }
+
+    pub fn format_1_entries_keep_their_rule_up_to_the_mark(new: New) {
+        let f = new();
+        // A store written by a build before format 2: two entries hashed the old way.
+        f.raw(
+            "CREATE TABLE audit (seq BIGINT PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL,
+                 action TEXT NOT NULL, subject TEXT NOT NULL, details TEXT NOT NULL,
+                 prev TEXT NOT NULL, hash TEXT NOT NULL);
+             CREATE TABLE audit_head (one BIGINT PRIMARY KEY CHECK (one = 1),
+                 seq BIGINT NOT NULL, hash TEXT NOT NULL);",
+        );
+        let at = "2026-11-01T00:00:00.000000Z";
+        let first = lifeboat_core::vault::sha256_hex(
+            format!("1\n{at}\nalice\nplan\nplan-1\n{{\"n\": 1}}\n{GENESIS}").as_bytes(),
+        );
+        let second = lifeboat_core::vault::sha256_hex(
+            format!("2\n{at}\nbob\napprove\nplan-1\n{{}}\n{first}").as_bytes(),
+        );
+        f.raw(&format!(
+            "INSERT INTO audit VALUES (1, '{at}', 'alice', 'plan', 'plan-1', '{{\"n\": 1}}',
+                 '{GENESIS}', '{first}');
+             INSERT INTO audit VALUES (2, '{at}', 'bob', 'approve', 'plan-1', '{{}}',
+                 '{first}', '{second}');
+             INSERT INTO audit_head VALUES (1, 2, '{second}');"
+        ));
+        let mut store = f.open();
+        assert_eq!(store.audit_v1_through().expect("mark"), 2);
+        // The entries before the upgrade count as anchored by the build that wrote them.
+        assert_eq!(store.anchored_through().expect("anchored"), 2);
+        store
+            .append("carol", "halt", "plan-1", json!({"by": "carol"}))
+            .expect("append");
+        assert_eq!(store.verify().expect("verify"), Vec::<String>::new());
+        let entries = store.entries().expect("entries");
+        assert_eq!(entries[2].prev, second, "the chain goes on across formats");
+        // Opened again, the mark stays where it was.
+        assert_eq!(f.open().audit_v1_through().expect("mark"), 2);
+        // A format-1 entry altered is found by its own rule, a format-2 one by the new.
+        f.raw("UPDATE audit SET actor = 'mallory' WHERE seq IN (1, 3)");
+        let problems = store.verify().expect("verify");
+        for seq in [1, 3] {
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.contains(&format!("entry {seq}:")) && p.contains("altered")),
+                "{problems:?}"
+            );
+        }
+        // A fresh store marks nothing as format 1.
+        assert_eq!(new().open().audit_v1_through().expect("mark"), 0);
+        // A store in a format this build does not know is refused, naming it.
+        f.raw("UPDATE control_meta SET value = '3' WHERE name = 'audit_format'");
+        let e = ControlStore::open(&f.url).err().expect("refused");
+        assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+        assert!(e.message().contains("format 3"), "{e}");
+    }
+
+    pub fn anchoring_moves_forward_only(new: New) {
+        let f = new();
+        let mut store = f.open();
+        assert_eq!(store.anchored_through().expect("anchored"), 0);
+        for i in 1..=3 {
+            store
+                .append("alice", "plan", &format!("plan-{i}"), json!({}))
+                .expect("append");
+        }
+        let pending: Vec<u64> = store
+            .unanchored()
+            .expect("unanchored")
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(pending, [1, 2, 3]);
+        store.mark_anchored(2).expect("mark");
+        assert_eq!(
+            f.open()
+                .unanchored()
+                .expect("unanchored")
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>(),
+            [3]
+        );
+        store.mark_anchored(1).expect("mark");
+        assert_eq!(store.anchored_through().expect("anchored"), 2, "never back");
+        let hashes = store.entry_hashes().expect("hashes");
+        assert_eq!(hashes[2].hash, store.entries().expect("entries")[2].hash);
+    }
+
     // --- approvals, applies, halts --------------------------------------------------------
+
+    /// The audit entry that goes with `name`'s signature of `plan` as `role`.
+    fn entry_for(role: &str, name: &str, plan: &str) -> Entry {
+        let action = if role == "author" { "plan" } else { "approve" };
+        Entry::new(name, action, plan, json!({}))
+    }
+
+    /// `name`'s approval of `plan`, with `details` in its audit entry.
+    fn approve(store: &mut ControlStore, plan: &str, name: &str, details: Json) -> Result<bool> {
+        store.add_signature(
+            plan,
+            &signed("approver", name),
+            Entry::new(name, "approve", plan, details),
+        )
+    }
+
+    /// The names of the approvers of `plan`, as recorded.
+    fn approvers(store: &mut ControlStore, plan: &str) -> Result<Vec<String>> {
+        Ok(store
+            .signatures(plan)?
+            .into_iter()
+            .filter(|s| s.role == "approver")
+            .map(|s| s.name)
+            .collect())
+    }
 
     fn signed(role: &str, name: &str) -> StoredSignature {
         StoredSignature {
@@ -421,26 +764,50 @@ mod contract {
         let mut store = f.open();
         assert!(store.signatures("plan-1").expect("signatures").is_empty());
         assert!(store
-            .add_signature("plan-1", &signed("author", "alice"))
+            .add_signature(
+                "plan-1",
+                &signed("author", "alice"),
+                entry_for("author", "alice", "plan-1")
+            )
             .expect("sign"));
         assert!(store
-            .add_signature("plan-1", &signed("approver", "alice"))
+            .add_signature(
+                "plan-1",
+                &signed("approver", "alice"),
+                entry_for("approver", "alice", "plan-1")
+            )
             .expect("sign"));
         assert!(
             !store
-                .add_signature("plan-1", &signed("approver", "alice"))
+                .add_signature(
+                    "plan-1",
+                    &signed("approver", "alice"),
+                    entry_for("approver", "alice", "plan-1")
+                )
                 .expect("sign"),
             "the same signer again"
         );
         assert!(!f
             .open()
-            .add_signature("plan-1", &signed("approver", "alice"))
+            .add_signature(
+                "plan-1",
+                &signed("approver", "alice"),
+                entry_for("approver", "alice", "plan-1")
+            )
             .expect("sign"));
         assert!(store
-            .add_signature("plan-1", &signed("approver", "bob"))
+            .add_signature(
+                "plan-1",
+                &signed("approver", "bob"),
+                entry_for("approver", "bob", "plan-1")
+            )
             .expect("sign"));
         assert!(store
-            .add_signature("plan-2", &signed("approver", "carol"))
+            .add_signature(
+                "plan-2",
+                &signed("approver", "carol"),
+                entry_for("approver", "carol", "plan-2")
+            )
             .expect("sign"));
         let mut signers: Vec<(String, String)> = store
             .signatures("plan-1")
@@ -477,7 +844,7 @@ mod contract {
             ApplyStatus::Undone,
         ] {
             store
-                .set_apply("plan-1", status, &before)
+                .set_apply("plan-1", status, &before, &[entry("apply")])
                 .expect("set apply");
             assert_eq!(
                 f.open().apply_state("plan-1").expect("state"),
@@ -494,14 +861,35 @@ mod contract {
         let wave1 = point(&[("tracker", 110), ("wiki", 7)]);
         let wave2 = point(&[("tracker", 150), ("wiki", 9)]);
         store
-            .mark_applied("plan-1", &strings(&["t1", "t2"]), 1, &wave1, false)
+            .mark_applied(
+                "plan-1",
+                &strings(&["t1", "t2"]),
+                1,
+                &wave1,
+                false,
+                &[entry("wave")],
+            )
             .expect("wave 1");
         store
-            .mark_applied("plan-1", &strings(&["t3"]), 2, &wave2, false)
+            .mark_applied(
+                "plan-1",
+                &strings(&["t3"]),
+                2,
+                &wave2,
+                false,
+                &[entry("wave")],
+            )
             .expect("wave 2");
         // A tenant is applied once: recorded again, it keeps its first wave.
         store
-            .mark_applied("plan-1", &strings(&["t1"]), 3, &wave2, false)
+            .mark_applied(
+                "plan-1",
+                &strings(&["t1"]),
+                3,
+                &wave2,
+                false,
+                &[entry("wave")],
+            )
             .expect("wave 3");
         let applied = store.applied("plan-1").expect("applied");
         let expected: BTreeMap<String, Applied> =
@@ -538,10 +926,26 @@ mod contract {
             Some("bob")
         );
         assert_eq!(store.halted_by("plan-2").expect("halted"), None);
-        store.clear_halt("plan-1").expect("clear");
+        // An apply starting (running again) clears the request, with its entry.
+        store
+            .set_apply(
+                "plan-1",
+                ApplyStatus::Running,
+                &point(&[]),
+                &[entry("apply")],
+            )
+            .expect("running");
         assert_eq!(store.halted_by("plan-1").expect("halted"), None);
-        store.clear_halt("plan-1").expect("clear again");
-        assert_eq!(store.halted_by("plan-1").expect("halted"), None);
+        let actions: Vec<String> = store
+            .entries()
+            .expect("entries")
+            .into_iter()
+            .map(|e| format!("{} {} {}", e.actor, e.action, e.subject))
+            .collect();
+        assert_eq!(
+            actions,
+            ["alice halt plan-1", "bob halt plan-1", "alice apply plan-1"]
+        );
     }
 
     pub fn one_apply_per_plan_and_the_pending_wave(new: New) {
@@ -558,10 +962,20 @@ mod contract {
         assert_eq!(other.lock_apply("plan-2", "host:2").expect("lock"), None);
         // Taken over only from the holder named; released only by its holder.
         assert!(!other
-            .take_over_apply("plan-1", "host:9", "host:2")
+            .take_over_apply(
+                "plan-1",
+                "host:9",
+                "host:2",
+                &entry("apply-lock-taken-over")
+            )
             .expect("take over"));
         assert!(other
-            .take_over_apply("plan-1", "host:1", "host:2")
+            .take_over_apply(
+                "plan-1",
+                "host:1",
+                "host:2",
+                &entry("apply-lock-taken-over")
+            )
             .expect("take over"));
         store.unlock_apply("plan-1", "host:1").expect("unlock");
         assert_eq!(
@@ -590,11 +1004,18 @@ mod contract {
         );
         assert_eq!(other.pending_wave("plan-2").expect("pending"), None);
         store
-            .mark_applied("plan-1", &pending.tenants, 2, &pending.point, false)
+            .mark_applied(
+                "plan-1",
+                &pending.tenants,
+                2,
+                &pending.point,
+                false,
+                &[entry("wave")],
+            )
             .expect("applied");
         assert_eq!(store.pending_wave("plan-1").expect("pending"), None);
         store.set_pending_wave("plan-1", &pending).expect("pending");
-        store.clear_pending_wave("plan-1").expect("clear");
+        store.clear_pending_wave("plan-1", &[]).expect("clear");
         assert_eq!(store.pending_wave("plan-1").expect("pending"), None);
 
         // The audit log answers whether a plan was made.
@@ -614,7 +1035,14 @@ mod contract {
         let at = point(&[("tracker", 42)]);
         let start_us = lifeboat_core::time::now_us();
         store
-            .mark_applied("delete-1", &strings(&["a", "b", "c"]), 1, &at, true)
+            .mark_applied(
+                "delete-1",
+                &strings(&["a", "b", "c"]),
+                1,
+                &at,
+                true,
+                &[entry("wave")],
+            )
             .expect("delete wave");
         let a = store.deleted_tenant("a").expect("read").expect("deleted");
         assert_eq!(a.tenant, "a");
@@ -638,14 +1066,18 @@ mod contract {
         assert_eq!(keys(&mut store), ["a", "b", "c"]);
         assert_eq!(store.deleted_tenant("z").expect("read"), None);
 
-        store.mark_undeleted("b").expect("undelete");
+        store
+            .mark_undeleted("b", &entry("undelete"))
+            .expect("undelete");
         assert_eq!(store.deleted_tenant("b").expect("read"), None);
-        store.mark_purged("c").expect("purge");
+        store.mark_purged("c", &entry("purge")).expect("purge");
         let c = store.deleted_tenant("c").expect("read").expect("purged");
         assert!(c.purged);
         assert!(c.purged_at.is_some());
         // A purged tenant cannot be brought back: its record stays.
-        store.mark_undeleted("c").expect("undelete");
+        store
+            .mark_undeleted("c", &entry("undelete"))
+            .expect("undelete");
         assert!(
             store
                 .deleted_tenant("c")
@@ -658,7 +1090,14 @@ mod contract {
         // Deleted again by another plan: a fresh deletion, no longer purged.
         let later = point(&[("tracker", 99)]);
         store
-            .mark_applied("delete-2", &strings(&["c"]), 1, &later, true)
+            .mark_applied(
+                "delete-2",
+                &strings(&["c"]),
+                1,
+                &later,
+                true,
+                &[entry("wave")],
+            )
             .expect("delete again");
         let c = store.deleted_tenant("c").expect("read").expect("deleted");
         assert_eq!((c.plan.as_str(), &c.point), ("delete-2", &later));
@@ -676,7 +1115,7 @@ mod contract {
             ("tracker".to_string(), "Issue tracker".to_string()),
             ("wiki".to_string(), "Wiki".to_string()),
         ]);
-        store.ensure_components(&names).expect("ensure");
+        store.ensure_components(&names, "ops").expect("ensure");
         let components = store.components().expect("components");
         let listed: Vec<(&str, &str, ComponentStatus, i64)> = components
             .iter()
@@ -699,15 +1138,20 @@ mod contract {
         assert_ne!(components[0].id, components[1].id);
         // Nothing missing: nothing written.
         let version = store.status_version().expect("version");
-        store.ensure_components(&names).expect("ensure again");
+        store
+            .ensure_components(&names, "ops")
+            .expect("ensure again");
         assert_eq!(store.status_version().expect("version"), version);
         assert_eq!(store.components().expect("components"), components);
         // A renamed source keeps its component (id, position); a new one comes last.
         store
-            .ensure_components(&BTreeMap::from([
-                ("wiki".to_string(), "Documentation".to_string()),
-                ("billing".to_string(), "Billing".to_string()),
-            ]))
+            .ensure_components(
+                &BTreeMap::from([
+                    ("wiki".to_string(), "Documentation".to_string()),
+                    ("billing".to_string(), "Billing".to_string()),
+                ]),
+                "ops",
+            )
             .expect("rename and add");
         let after = f.open().components().expect("components");
         let wiki = after.iter().find(|c| c.source == "wiki").expect("wiki");
@@ -727,10 +1171,13 @@ mod contract {
         let f = new();
         let mut store = f.open();
         store
-            .ensure_components(&BTreeMap::from([
-                ("tracker".to_string(), "Issue tracker".to_string()),
-                ("wiki".to_string(), "Wiki".to_string()),
-            ]))
+            .ensure_components(
+                &BTreeMap::from([
+                    ("tracker".to_string(), "Issue tracker".to_string()),
+                    ("wiki".to_string(), "Wiki".to_string()),
+                ]),
+                "ops",
+            )
             .expect("components");
         let status_of = |store: &mut ControlStore, source: &str| {
             store
@@ -762,6 +1209,7 @@ mod contract {
                         ComponentStatus::MajorOutage,
                     )]),
                 },
+                "ops",
             )
             .expect("create");
         assert_eq!(first.len(), 12);
@@ -829,6 +1277,7 @@ mod contract {
                     message: "Restoring.".into(),
                     ..Default::default()
                 },
+                "ops",
             )
             .expect("update");
         let incident = store.incident(&first).expect("read").expect("incident");
@@ -858,6 +1307,7 @@ mod contract {
                         ComponentStatus::PartialOutage,
                     )]),
                 },
+                "ops",
             )
             .expect("second");
         let incident2 = store.incident(&second).expect("read").expect("incident");
@@ -880,6 +1330,7 @@ mod contract {
                     message: "Restored.".into(),
                     ..Default::default()
                 },
+                "ops",
             )
             .expect("resolve");
         let incident = store.incident(&first).expect("read").expect("incident");
@@ -900,6 +1351,7 @@ mod contract {
                     message: "What happened.".into(),
                     ..Default::default()
                 },
+                "ops",
             )
             .expect("postmortem");
         assert_eq!(
@@ -952,6 +1404,7 @@ mod contract {
                 ]),
                 ..Default::default()
             },
+            "ops",
         ));
         assert!(
             message.contains("unknown component \"billing\""),
@@ -967,6 +1420,7 @@ mod contract {
                 message: "  ".into(),
                 ..Default::default()
             },
+            "ops",
         ));
         assert!(message.contains("needs a message"), "{message}");
         unchanged(&mut store);
@@ -979,6 +1433,7 @@ mod contract {
                 components: BTreeMap::from([("tracker".to_string(), ComponentStatus::Operational)]),
                 ..Default::default()
             },
+            "ops",
         ));
         assert!(
             message.contains("unknown incident nosuchincident"),
@@ -1275,12 +1730,14 @@ mod contract {
                 .expect("stage"));
         }
         let before = tenants_of(&mut store, "c1");
-        let message = usage_error(store.retry_failed("c1", &strings(&["t1", "t3"])));
+        let message = usage_error(store.retry_failed("c1", &strings(&["t1", "t3"]), "ops"));
         assert!(message.contains("tenant t3 has not failed"), "{message}");
         assert_eq!(tenants_of(&mut store, "c1"), before, "nothing changed");
 
         assert_eq!(
-            store.retry_failed("c1", &strings(&["t1"])).expect("retry"),
+            store
+                .retry_failed("c1", &strings(&["t1"]), "ops")
+                .expect("retry"),
             ["t1"]
         );
         let t1 = tenant(&mut store, "c1", "t1");
@@ -1295,8 +1752,11 @@ mod contract {
             (Stage::Queued, 0, None, None, None)
         );
         assert_eq!(tenant(&mut store, "c1", "t2").stage, Stage::Failed);
-        assert_eq!(store.retry_failed("c1", &[]).expect("retry"), ["t2"]);
-        assert!(store.retry_failed("c1", &[]).expect("retry").is_empty());
+        assert_eq!(store.retry_failed("c1", &[], "ops").expect("retry"), ["t2"]);
+        assert!(store
+            .retry_failed("c1", &[], "ops")
+            .expect("retry")
+            .is_empty());
         assert_eq!(tenant(&mut store, "c1", "t3").stage, Stage::Restored);
 
         // Queued again, they are claimed again, afresh.
@@ -1383,13 +1843,16 @@ mod contract {
                     .collect()
             };
         store
-            .set_attributes(&attributes(&[
-                ("a", &[("plan", "gold"), ("region", "eu")]),
-                ("b", &[("plan", "free")]),
-            ]))
+            .set_attributes(
+                &attributes(&[
+                    ("a", &[("plan", "gold"), ("region", "eu")]),
+                    ("b", &[("plan", "free")]),
+                ]),
+                "ops",
+            )
             .expect("set");
         store
-            .set_attributes(&attributes(&[("a", &[("plan", "silver")])]))
+            .set_attributes(&attributes(&[("a", &[("plan", "silver")])]), "ops")
             .expect("replace");
         assert_eq!(
             f.open().attributes().expect("attributes"),
@@ -1410,10 +1873,10 @@ mod contract {
             last = now;
         };
         store
-            .ensure_components(&BTreeMap::from([(
-                "tracker".to_string(),
-                "Tracker".to_string(),
-            )]))
+            .ensure_components(
+                &BTreeMap::from([("tracker".to_string(), "Tracker".to_string())]),
+                "ops",
+            )
             .expect("components");
         moved(&mut store, "ensure_components");
         let id = store
@@ -1424,6 +1887,7 @@ mod contract {
                     message: "Looking.".into(),
                     ..Default::default()
                 },
+                "ops",
             )
             .expect("incident");
         moved(&mut store, "a new incident");
@@ -1435,6 +1899,7 @@ mod contract {
                     message: "Found.".into(),
                     ..Default::default()
                 },
+                "ops",
             )
             .expect("update");
         moved(&mut store, "an incident update");
@@ -1451,7 +1916,7 @@ mod contract {
             .set_stage("w1", "c1", "t1", Stage::Failed, Some("x"), None)
             .expect("stage");
         moved(&mut store, "set_stage");
-        store.retry_failed("c1", &[]).expect("retry");
+        store.retry_failed("c1", &[], "ops").expect("retry");
         moved(&mut store, "retry_failed");
         store
             .set_stage("w1", "c1", "t2", Stage::AwaitingAcceptance, None, None)
@@ -1461,10 +1926,13 @@ mod contract {
         assert!(store.accept(&token).expect("accept"));
         moved(&mut store, "accept");
         store
-            .set_attributes(&BTreeMap::from([(
-                "t1".to_string(),
-                BTreeMap::from([("plan".to_string(), "gold".to_string())]),
-            )]))
+            .set_attributes(
+                &BTreeMap::from([(
+                    "t1".to_string(),
+                    BTreeMap::from([("plan".to_string(), "gold".to_string())]),
+                )]),
+                "ops",
+            )
             .expect("attributes");
         moved(&mut f.open(), "set_attributes, seen from another handle");
 
@@ -1472,11 +1940,14 @@ mod contract {
         store
             .append("alice", "approve", "plan-1", json!({}))
             .expect("append");
+        approve(&mut store, "plan-1", "alice", json!({})).expect("approve");
         store
-            .add_signature("plan-1", &signed("approver", "alice"))
-            .expect("sign");
-        store
-            .set_apply("plan-1", ApplyStatus::Running, &BTreeMap::new())
+            .set_apply(
+                "plan-1",
+                ApplyStatus::Running,
+                &BTreeMap::new(),
+                &[entry("apply")],
+            )
             .expect("apply");
         store.halt("plan-1", "alice").expect("halt");
         assert_eq!(store.status_version().expect("version"), last);
@@ -1487,7 +1958,12 @@ mod contract {
         let mut store = f.open();
         start(&mut store, "c1", 1, lifeboat_core::time::now_us(), &["t1"]);
         store
-            .set_apply("plan-1", ApplyStatus::Running, &BTreeMap::new())
+            .set_apply(
+                "plan-1",
+                ApplyStatus::Running,
+                &BTreeMap::new(),
+                &[entry("apply")],
+            )
             .expect("apply");
         let refused = |result: Result<()>, word: &str| {
             let e = result.expect_err("an unknown word");

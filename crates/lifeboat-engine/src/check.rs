@@ -101,11 +101,12 @@ pub async fn check(
         report.sources.push(summary);
     }
     if config.control.is_some() {
-        let (entries, problems) = crate::guard::audit_verify(config, config_path).await?;
+        let (entries, verified) =
+            crate::guard::audit_verify(config, config_path, crate::guard::ANCHOR_GRACE_US).await?;
         report.audit_entries = Some(entries);
         report
             .problems
-            .extend(problems.into_iter().map(|problem| Problem {
+            .extend(verified.problems.into_iter().map(|problem| Problem {
                 object: "audit log".into(),
                 problem,
             }));

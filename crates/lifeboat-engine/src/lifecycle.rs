@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use lifeboat_control::DeletedTenant;
+use lifeboat_control::{DeletedTenant, Entry};
 use lifeboat_core::config::Config;
 use lifeboat_core::model::TenantKey;
 use lifeboat_core::purge::{purge_tenant, PurgeReport};
@@ -250,15 +250,16 @@ pub async fn undelete(
         });
     }
     for record in &records {
-        control.mark_undeleted(&record.tenant)?;
-        control
-            .append(
+        control.mark_undeleted(
+            &record.tenant,
+            &Entry::new(
                 &by,
                 "undelete",
                 &format!("tenant:{}", record.tenant),
                 json!({"plan": record.plan, "restored_to": record.point}),
-            )
-            .await?;
+            ),
+        )?;
+        control.anchor().await?;
     }
     Ok(Undeleted {
         tenants: records.len(),
@@ -324,7 +325,16 @@ pub async fn purge(
     let mut out = Vec::new();
     for record in &records {
         // Marked first: from here on, undelete refuses it.
-        control.mark_purged(&record.tenant)?;
+        control.mark_purged(
+            &record.tenant,
+            &Entry::new(
+                &by,
+                "purge",
+                &format!("tenant:{}", record.tenant),
+                json!({"plan": record.plan}),
+            ),
+        )?;
+        control.anchor().await?;
         let key = TenantKey::new(record.tenant.clone());
         let mut total = PurgeReport::default();
         let mut per_source = BTreeMap::new();
@@ -343,7 +353,7 @@ pub async fn purge(
         control
             .append(
                 &by,
-                "purge",
+                "purged",
                 &format!("tenant:{}", record.tenant),
                 json!({"plan": record.plan, "sources": per_source}),
             )

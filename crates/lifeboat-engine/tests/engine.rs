@@ -430,10 +430,14 @@ async fn a_plan_is_approved_applied_in_waves_and_undone() {
             "undo"
         ]
     );
-    let (entries, problems) = guard::audit_verify(&s.config, &s.config_path)
-        .await
-        .expect("audit verify");
-    assert_eq!((entries, problems.len()), (8, 0));
+    let (entries, verified) =
+        guard::audit_verify(&s.config, &s.config_path, guard::ANCHOR_GRACE_US)
+            .await
+            .expect("audit verify");
+    assert_eq!(
+        (entries, verified.problems.len(), verified.pending.len()),
+        (8, 0, 0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -460,6 +464,7 @@ async fn a_campaign_restores_its_tenants_through_two_workers() {
                 message: "Restoring.".into(),
                 components: BTreeMap::new(),
             },
+            "oncall",
         )
         .expect("incident");
     // Unknown tenants and an unknown incident are refused before anything is queued.

@@ -347,6 +347,9 @@ struct IncidentBody {
     #[serde(default)]
     impact: Option<String>,
     message: String,
+    /// Who is making the change, for the audit log (default `operator-api`).
+    #[serde(default)]
+    by: Option<String>,
     /// Source -> component status.
     #[serde(default)]
     components: BTreeMap<String, String>,
@@ -398,7 +401,7 @@ async fn operator_create(
         &body.components,
     );
     match change {
-        Ok(change) => apply_change(&state, None, change, StatusCode::CREATED).await,
+        Ok(change) => apply_change(&state, None, change, actor(body.by), StatusCode::CREATED).await,
         Err(e) => error_response(&e),
     }
 }
@@ -424,15 +427,24 @@ fn incident_change(
     })
 }
 
-/// Create an incident (`id` None) or update one; answer with its id.
+/// Who the audit log names for a change made through the operator API: the body's `by`,
+/// else `operator-api`.
+fn actor(by: Option<String>) -> String {
+    by.map(|b| b.trim().to_string())
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| "operator-api".to_string())
+}
+
+/// Create an incident (`id` None) or update one, audited as `actor`; answer with its id.
 async fn apply_change(
     state: &AppState,
     id: Option<String>,
     change: IncidentChange,
+    actor: String,
     success: StatusCode,
 ) -> Response {
     match state
-        .with_control(move |c| c.change_incident(id.as_deref(), &change))
+        .with_control(move |c| c.change_incident(id.as_deref(), &change, &actor))
         .await
     {
         Ok(id) => (success, Json(json!({"id": id}))).into_response(),
@@ -487,7 +499,7 @@ async fn post_update(
         &body.components,
     );
     match change {
-        Ok(change) => apply_change(state, Some(id), change, StatusCode::OK).await,
+        Ok(change) => apply_change(state, Some(id), change, actor(body.by), StatusCode::OK).await,
         Err(e) => error_response(&e),
     }
 }

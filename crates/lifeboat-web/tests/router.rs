@@ -88,10 +88,13 @@ fn fixture_store() -> Fixture {
     let url = path.to_str().expect("utf-8").to_string();
     let mut control = ControlStore::open(&url).expect("control");
     control
-        .ensure_components(&BTreeMap::from([
-            ("tracker".to_string(), "Issue tracker".to_string()),
-            ("wiki".to_string(), "Wiki".to_string()),
-        ]))
+        .ensure_components(
+            &BTreeMap::from([
+                ("tracker".to_string(), "Issue tracker".to_string()),
+                ("wiki".to_string(), "Wiki".to_string()),
+            ]),
+            "ops",
+        )
         .expect("components");
     let old = control
         .change_incident(
@@ -103,6 +106,7 @@ fn fixture_store() -> Fixture {
                 message: "Searches are slow.".into(),
                 components: BTreeMap::from([("wiki".into(), ComponentStatus::DegradedPerformance)]),
             },
+            "ops",
         )
         .expect("incident");
     control
@@ -113,6 +117,7 @@ fn fixture_store() -> Fixture {
                 message: "Fixed.".into(),
                 ..Default::default()
             },
+            "ops",
         )
         .expect("resolve");
     let incident = control
@@ -125,6 +130,7 @@ fn fixture_store() -> Fixture {
                 message: "We are restoring the <affected> sites & their data.".into(),
                 components: BTreeMap::from([("tracker".into(), ComponentStatus::PartialOutage)]),
             },
+            "ops",
         )
         .expect("incident");
     let campaign = Campaign {
@@ -451,6 +457,21 @@ async fn private_pages_show_one_tenant_and_public_outputs_nothing_private() {
             .stage
     };
     assert_eq!(stage(&mut f.control, "secret-tenant-1"), Stage::Restored);
+    // Audited as the customer's, naming the tenant and campaign, never the token.
+    let entries = f.control.entries().expect("entries");
+    let accepted = entries
+        .iter()
+        .find(|e| e.action == "accept")
+        .expect("an accept entry");
+    assert_eq!(
+        (accepted.actor.as_str(), accepted.subject.as_str()),
+        ("customer", "tenant:secret-tenant-1")
+    );
+    assert_eq!(accepted.details["campaign"], "campaign0001");
+    let text = serde_json::to_string(&entries).expect("json");
+    for token in f.tokens.values() {
+        assert!(!text.contains(token.as_str()), "a token in the audit log");
+    }
     call(
         &f.state,
         Request::post(format!("/t/{five}/accept"))
@@ -546,13 +567,30 @@ async fn the_operator_api_needs_its_token_and_drives_the_page() {
         post(
             &format!("/api/operator/incidents/{id}/resolve"),
             Some(TOKEN),
-            serde_json::json!({"message": "Back."}),
+            serde_json::json!({"message": "Back.", "by": "olga"}),
         ),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
     let summary = get_json(&f.state, "/api/v2/summary.json").await;
     assert_eq!(summary["components"][1]["status"], "operational");
+    // Audited: by the body's `by`, else `operator-api`; refused changes wrote nothing.
+    let mut f = f;
+    let audited: Vec<(String, String)> = f
+        .control
+        .entries()
+        .expect("entries")
+        .into_iter()
+        .filter(|e| e.subject == format!("incident:{id}"))
+        .map(|e| (e.actor, e.action))
+        .collect();
+    assert_eq!(
+        audited,
+        [
+            ("operator-api".to_string(), "incident-create".to_string()),
+            ("olga".to_string(), "incident-resolve".to_string()),
+        ]
+    );
     let (status, _, body) = call(
         &f.state,
         Request::get("/api/operator/campaigns")

@@ -587,6 +587,20 @@ fn acceptance_becomes_automatic_after_the_configured_time() {
     assert_eq!(s["stages"]["restored"], 1, "{s}");
     assert_eq!(s["stages"]["awaiting_acceptance"], 0, "{s}");
     assert_eq!(site_rows(&db, 5), before);
+    // Accepted automatically, and audited so: by lifeboat, naming the campaign.
+    let entries = audit_entries(&config);
+    let accepted = entries
+        .iter()
+        .find(|(_, action, _, _)| action == "accept")
+        .unwrap_or_else(|| panic!("no acceptance in {entries:#?}"));
+    assert_eq!(
+        (accepted.0.as_str(), accepted.2.as_str()),
+        ("lifeboat", "tenant:5")
+    );
+    assert_eq!(accepted.3["automatic"], true);
+    assert_eq!(accepted.3["campaign"], id.as_str());
+    let out = lifeboat_ok(&config, &["audit", "verify", "--grace-seconds", "0"]);
+    assert!(out.contains("every entry is anchored"), "{out}");
 }
 
 #[test]
@@ -704,4 +718,230 @@ fn a_tenant_that_keeps_failing_is_marked_failed_with_its_reason_and_can_be_retri
     lifeboat_ok(&config, &["worker", "--campaign", &id, "--until-done"]);
     assert_eq!(site_rows(&db, 4), before);
     assert_eq!(status(&config, &id)["stages"]["awaiting_acceptance"], 1);
+}
+
+/// A minimal HTTP/1.1 POST over a real socket: the response's status code and body.
+fn http_post(base: &str, path: &str, bearer: Option<&str>, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let address = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{response}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// `audit --json`, as (actor, action, subject, details).
+fn audit_entries(config: &Path) -> Vec<(String, String, String, serde_json::Value)> {
+    let audit: serde_json::Value =
+        serde_json::from_str(&lifeboat_ok(config, &["audit", "--json"])).expect("json");
+    audit
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().expect("actor").to_string(),
+                e["action"].as_str().expect("action").to_string(),
+                e["subject"].as_str().expect("subject").to_string(),
+                e["details"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_campaign_change_is_audited_with_its_actor_and_anchored_also_from_serve() {
+    let work = Workdir::new();
+    let config = setup(&work);
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace("lease_seconds = 1", "lease_seconds = 1\nmax_attempts = 1"),
+    )
+    .expect("config");
+    let db = work.path("tracker.db");
+    let t = now(&db);
+    delete_sites(&db, &[4, 5]);
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let id = start(&config, &work, &[4, 5], &t, &["--by", "oncall"]);
+    let incident = lifeboat_ok(&config, &["incident", "list", "--json"]);
+    let incident: serde_json::Value = serde_json::from_str(&incident).expect("json");
+    let incident = incident[0]["id"].as_str().expect("id").to_string();
+
+    // Site 4's writes are refused once: it fails (one attempt), is retried, restored.
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    conn.execute_batch(
+        "CREATE TRIGGER maintenance_lock BEFORE INSERT ON issues WHEN NEW.site_id = 4
+         BEGIN SELECT RAISE(ABORT, 'maintenance lock'); END;",
+    )
+    .expect("trigger");
+    let output = lifeboat(
+        &config,
+        &["worker", "--campaign", &id, "--until-done", "--name", "w1"],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    conn.execute_batch("DROP TRIGGER maintenance_lock")
+        .expect("drop");
+    lifeboat_ok(&config, &["campaign", "retry", &id, "--by", "rita"]);
+    lifeboat_ok(
+        &config,
+        &["worker", "--campaign", &id, "--until-done", "--name", "w2"],
+    );
+
+    // The status server: an operator's update and a customer's acceptance, both written
+    // by a process that does not write to the vault itself.
+    let token = "t".repeat(40);
+    let mut server = lifeboat_command(&config, &["serve", "--listen", "127.0.0.1:0"])
+        .env("LIFEBOAT_TOKEN", &token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+        server.stdout.take().expect("stdout"),
+    ));
+    let first = lines.next().expect("a line").expect("utf8");
+    let base = first
+        .strip_prefix("serving the status page on ")
+        .expect(&first)
+        .trim_end_matches('/')
+        .to_string();
+    let (status, body) = http_post(
+        &base,
+        &format!("/api/operator/incidents/{incident}/updates"),
+        Some(&token),
+        r#"{"status": "monitoring", "message": "Most sites are back.", "by": "olga"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let links: serde_json::Value = serde_json::from_str(&lifeboat_ok(
+        &config,
+        &["campaign", "links", &id, "--base-url", &base, "--json"],
+    ))
+    .expect("links");
+    let link = |site: &str| -> String {
+        links
+            .as_array()
+            .expect("links")
+            .iter()
+            .find(|l| l["tenant"] == site)
+            .and_then(|l| l["link"].as_str())
+            .expect("link")
+            .to_string()
+    };
+    let five = link("5");
+    let five_token = five.rsplit('/').next().expect("token").to_string();
+    let (status, body) = http_post(&base, &format!("/t/{five_token}/accept"), None, "");
+    assert_eq!(status, 303, "{body}");
+    // `serve` anchors what it wrote within seconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let output = lifeboat(
+            &config,
+            &["audit", "verify", "--json", "--grace-seconds", "0"],
+        );
+        let verified: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("json");
+        assert_eq!(
+            output.status.code(),
+            Some(if verified["ok"] == true { 0 } else { 1 })
+        );
+        if verified["ok"] == true {
+            assert_eq!(verified["pending"], serde_json::json!([]), "{verified}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve did not anchor its entries: {verified}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    terminate(&mut server);
+    lifeboat_ok(
+        &config,
+        &[
+            "incident",
+            "resolve",
+            &incident,
+            "--message",
+            "All back.",
+            "--by",
+            "ruth",
+        ],
+    );
+
+    let entries = audit_entries(&config);
+    let has = |actor: &str, action: &str, subject: &str| {
+        entries
+            .iter()
+            .any(|(a, b, c, _)| a == actor && b == action && c == subject)
+    };
+    let incident_subject = format!("incident:{incident}");
+    let campaign_subject = format!("campaign:{id}");
+    for (actor, action, subject) in [
+        ("oncall", "campaign", campaign_subject.as_str()),
+        ("w1", "tenant-failed", "tenant:4"),
+        ("w1", "tenant-awaiting-acceptance", "tenant:5"),
+        ("rita", "campaign-retry", campaign_subject.as_str()),
+        ("w2", "tenant-awaiting-acceptance", "tenant:4"),
+        ("olga", "incident-update", incident_subject.as_str()),
+        ("customer", "accept", "tenant:5"),
+        ("ruth", "incident-resolve", incident_subject.as_str()),
+    ] {
+        assert!(
+            has(actor, action, subject),
+            "{actor} {action} {subject} missing from {entries:#?}"
+        );
+    }
+    assert!(entries
+        .iter()
+        .any(|(_, b, c, _)| b == "incident-create" && *c == incident_subject));
+    let accepted = entries
+        .iter()
+        .find(|(_, b, _, _)| b == "accept")
+        .expect("accept");
+    assert_eq!(accepted.3["campaign"], id.as_str());
+    let failed = entries
+        .iter()
+        .find(|(_, b, _, _)| b == "tenant-failed")
+        .expect("failed");
+    assert!(
+        failed.3["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("maintenance lock"),
+        "{failed:?}"
+    );
+    let audit = lifeboat_ok(&config, &["audit", "--json"]);
+    for l in links.as_array().expect("links") {
+        let token = l["link"].as_str().expect("link").rsplit('/').next();
+        assert!(!audit.contains(token.expect("token")), "a token in the log");
+    }
+    // Listed for people: subjects other than a plan's hash shown whole.
+    let human = lifeboat_ok(&config, &["audit"]);
+    assert!(
+        human
+            .lines()
+            .any(|l| l.contains("incident-resolve") && l.contains(&incident_subject)),
+        "{human}"
+    );
+    let out = lifeboat_ok(&config, &["audit", "verify", "--grace-seconds", "0"]);
+    assert!(out.contains("every entry is anchored"), "{out}");
 }

@@ -330,23 +330,33 @@ fn april_2022_replayed_site_ids_refused_app_ids_applied_in_waves_and_undone() {
     lifeboat_ok(&config, &["undo", plan_arg, "--by", "carol"]);
     assert_eq!(dump(&db), before);
 
-    // The audit log has every step, and finds tampering.
-    let actions = audit_actions(&config);
-    for action in [
-        "plan",
-        "approve",
-        "restore-point",
-        "apply",
-        "halted",
-        "wave",
-        "applied",
-        "undo",
+    // The audit log has every step, each by its actor about the plan, and finds
+    // tampering.
+    let audit: serde_json::Value =
+        serde_json::from_str(&lifeboat_ok(&config, &["audit", "--json"])).expect("json");
+    let entries = audit.as_array().expect("entries");
+    for (action, actor) in [
+        ("plan", "alice"),
+        ("approve", "bob"),
+        ("restore-point", "carol"),
+        ("apply", "carol"),
+        ("halted", "carol"),
+        ("wave", "carol"),
+        ("applied", "carol"),
+        ("undo", "carol"),
     ] {
-        assert!(
-            actions.iter().any(|a| a == action),
-            "{action} missing from {actions:?}"
-        );
+        let entry = entries
+            .iter()
+            .find(|e| e["action"] == action)
+            .unwrap_or_else(|| panic!("{action} missing from {audit:#}"));
+        assert_eq!(entry["actor"], actor, "{entry}");
+        assert_eq!(entry["subject"].as_str().map(str::len), Some(64), "{entry}");
     }
+    assert_eq!(
+        entries.iter().filter(|e| e["action"] == "approve").count(),
+        1,
+        "approving twice is one approval, one entry"
+    );
     lifeboat_ok(&config, &["audit", "verify"]);
     let control = work.path("lifeboat-control.db");
     let conn = rusqlite::Connection::open(&control).expect("control");
@@ -762,11 +772,43 @@ fn tenants_are_deleted_softly_brought_back_and_purged_only_after_retention() {
     lifeboat_ok(&config, &["capture", "--until-caught-up"]);
     lifeboat_ok(&config, &["verify", "--tenant", "4401", "--tenant", "4403"]);
 
-    let audit = lifeboat_ok(&config, &["audit", "--json"]);
-    for action in ["\"delete\"", "\"undelete\"", "\"purge\""] {
-        assert!(audit.contains(action), "{action} missing from {audit}");
+    // Each change with its actor and subject.
+    let audit: serde_json::Value =
+        serde_json::from_str(&lifeboat_ok(&config, &["audit", "--json"])).expect("json");
+    let entries: Vec<(String, String, String)> = audit
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            let field = |name: &str| e[name].as_str().expect(name).to_string();
+            (field("actor"), field("action"), field("subject"))
+        })
+        .collect();
+    let hash =
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&plan).expect("plan"))
+            .expect("plan json")["hash"]
+            .as_str()
+            .expect("hash")
+            .to_string();
+    for (actor, action, subject) in [
+        ("alice", "plan", hash.as_str()),
+        ("bob", "approve", hash.as_str()),
+        ("carol", "wave", hash.as_str()),
+        ("carol", "delete", "tenant:4403"),
+        ("carol", "delete", "tenant:4404"),
+        ("carol", "undelete", "tenant:4403"),
+        ("carol", "purge", "tenant:4404"),
+        ("carol", "purged", "tenant:4404"),
+    ] {
+        assert!(
+            entries
+                .iter()
+                .any(|(a, b, c)| a == actor && b == action && c == subject),
+            "{actor} {action} {subject} missing from {entries:#?}"
+        );
     }
-    lifeboat_ok(&config, &["audit", "verify"]);
+    let out = lifeboat_ok(&config, &["audit", "verify", "--grace-seconds", "0"]);
+    assert!(out.contains("every entry is anchored"), "{out}");
 }
 
 #[test]
@@ -1538,4 +1580,107 @@ fn recorded_signatures_are_verified_again_against_the_configuration_at_apply() {
     std::fs::write(&config, original).expect("config");
     lifeboat_ok(&config, &["apply", plan_arg]);
     assert_eq!(dump(&db).len(), before.len() - 1);
+}
+
+/// `audit verify` on the current state: its exit code and what it said.
+fn verify_audit(config: &Path, grace: &str) -> (Option<i32>, String) {
+    let output = lifeboat(config, &["audit", "verify", "--grace-seconds", grace]);
+    (output.status.code(), stdout(&output))
+}
+
+#[test]
+fn audit_verify_checks_entries_against_anchors_both_ways() {
+    let work = Workdir::new();
+    let config = setup(&work);
+    let plan = work.path("plan.json");
+    approved_plan(&config, &plan);
+    let plan_arg = plan.to_str().expect("path");
+    lifeboat_ok(&config, &["halt", plan_arg, "--by", "carol"]);
+    lifeboat_ok(&config, &["halt", plan_arg, "--by", "dave"]);
+    // plan, approve, halt, halt.
+    let (code, out) = verify_audit(&config, "0");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("4 entries"), "{out}");
+    assert!(out.contains("every entry is anchored"), "{out}");
+
+    let control = work.path("lifeboat-control.db");
+    let saved = work.path("control-saved.db");
+    std::fs::copy(&control, &saved).expect("save");
+    let anchors = work.path("vault").join("audit");
+    let anchor_of = |seq: u64| -> std::path::PathBuf {
+        let prefix = format!("{seq:016x}-");
+        std::fs::read_dir(&anchors)
+            .expect("anchors")
+            .map(|e| e.expect("entry").path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix))
+            })
+            .unwrap_or_else(|| panic!("no anchor of entry {seq}"))
+    };
+    let sql = |statements: &str| {
+        rusqlite::Connection::open(&control)
+            .expect("control")
+            .execute_batch(statements)
+            .expect("tamper");
+    };
+    let put_back = || std::fs::copy(&saved, &control).expect("put back");
+    let expect_problem = |needle: &str| {
+        let (code, out) = verify_audit(&config, "600");
+        assert_eq!(code, Some(1), "{needle}: {out}");
+        assert!(out.contains(needle), "{needle} not in {out}");
+    };
+
+    // A missing anchor.
+    let second = anchor_of(2);
+    let kept = std::fs::read(&second).expect("anchor");
+    std::fs::remove_file(&second).expect("remove");
+    expect_problem("entry 2: its anchor is missing from the vault");
+    std::fs::write(&second, &kept).expect("restore");
+
+    // An anchor without an entry: one beyond the log, as if entries were cut off.
+    let extra = anchors.join(format!("{:016x}-{}.anchor", 5, "ab".repeat(32)));
+    std::fs::write(&extra, "ab".repeat(32)).expect("extra anchor");
+    expect_problem("entry 5: anchored in the vault but missing from the log");
+    std::fs::remove_file(&extra).expect("remove");
+
+    // An entry removed from the middle, chain relinked by hand: its anchor remains.
+    sql("DELETE FROM audit WHERE seq = 2");
+    expect_problem("entry 2: anchored in the vault but missing from the log");
+    expect_problem("entry 3: expected entry 2 here");
+    put_back();
+
+    // Entries reordered.
+    sql(
+        "UPDATE audit SET seq = 100 WHERE seq = 3; UPDATE audit SET seq = 3 WHERE seq = 4; \
+         UPDATE audit SET seq = 4 WHERE seq = 100;",
+    );
+    expect_problem("entry 3: differs from its anchor");
+    expect_problem("entry 4: does not follow the entry before it");
+    put_back();
+
+    // An entry altered.
+    sql("UPDATE audit SET actor = 'mallory' WHERE seq = 3");
+    expect_problem("entry 3: its content does not match its hash (altered)");
+    put_back();
+
+    // An entry never anchored (written by a process without the vault, which nobody
+    // anchored since): pending within the grace period, a problem after it.
+    std::fs::remove_file(anchor_of(4)).expect("remove");
+    sql("UPDATE audit_anchored SET seq = 3");
+    let (code, out) = verify_audit(&config, "600");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("PENDING entry 4"), "{out}");
+    let (code, out) = verify_audit(&config, "0");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("entry 4: not anchored in the vault since"),
+        "{out}"
+    );
+    // The next command that holds the vault anchors it.
+    lifeboat_ok(&config, &["tenant", "list"]);
+    let (code, out) = verify_audit(&config, "0");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("every entry is anchored"), "{out}");
 }

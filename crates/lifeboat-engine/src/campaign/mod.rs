@@ -27,7 +27,7 @@ use crate::guard::{control_store, login, Control, PlanFile};
 /// The control store, its components made to match the sources.
 pub fn open_control(config: &Config, config_path: &Option<PathBuf>) -> Result<ControlStore> {
     let mut control = ControlStore::open(&control_url(config, config_path)?)?;
-    control.ensure_components(&component_names(config))?;
+    control.ensure_components(&component_names(config), &login(None))?;
     Ok(control)
 }
 
@@ -35,7 +35,8 @@ pub fn open_control(config: &Config, config_path: &Option<PathBuf>) -> Result<Co
 /// the log.
 pub async fn open_audited(config: &Config, config_path: &Option<PathBuf>) -> Result<Control> {
     let mut control = control_store(config, config_path).await?;
-    control.ensure_components(&component_names(config))?;
+    control.ensure_components(&component_names(config), &login(None))?;
+    control.anchor().await?;
     Ok(control)
 }
 
@@ -275,15 +276,7 @@ pub async fn start_campaign(
         created_by: request.by.clone(),
     };
     control.create_campaign(&campaign, &with_users)?;
-    control
-        .append(
-            &request.by,
-            "campaign",
-            &campaign.id,
-            json!({"incident": request.incident, "tenants": with_users.len(),
-                   "target": request.target_json, "priority": request.priority}),
-        )
-        .await?;
+    control.anchor().await?;
     Ok((campaign.id, with_users.len()))
 }
 
@@ -466,15 +459,8 @@ pub async fn retry(
     if !control.campaigns()?.iter().any(|c| c.id == id) {
         return Err(Error::usage(format!("unknown campaign {id}")));
     }
-    let requeued = control.retry_failed(id, tenants)?;
-    control
-        .append(
-            &login(by),
-            "campaign-retry",
-            id,
-            json!({"tenants": requeued}),
-        )
-        .await?;
+    let requeued = control.retry_failed(id, tenants, &login(by))?;
+    control.anchor().await?;
     Ok(requeued)
 }
 

@@ -290,7 +290,18 @@ async fn work_once(
         }
     };
     renewer.abort();
-    Ok(Some(outcome?))
+    let outcome = outcome?;
+    // The stage changes' audit entries, and any the status server wrote meanwhile.
+    if let Err(e) = anchor(config, url).await {
+        tracing::warn!("worker {worker}: anchoring audit entries: {e}");
+    }
+    Ok(Some(outcome))
+}
+
+/// Anchor the audit entries waiting for their anchor.
+async fn anchor(config: &Config, url: &str) -> Result<usize> {
+    let vault = open_vault(config).await?;
+    crate::guard::anchor_pending(&mut ControlStore::open(url)?, &vault).await
 }
 
 /// Restore `tenants` to the campaign's target. Returns rows per tenant, failures by

@@ -377,7 +377,9 @@ async fn recover_as_campaign(
                 .map(|s| (s.clone(), ComponentStatus::PartialOutage))
                 .collect(),
         },
+        "drill",
     )?;
+    control.anchor().await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| Error::usage(format!("cannot listen on {}: {e}", args.listen)))?;
@@ -437,7 +439,9 @@ async fn recover_as_campaign(
             ),
             ..Default::default()
         },
+        "drill",
     )?;
+    control.anchor().await?;
     Ok((
         (rows, failed, elapsed),
         Server {

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value as Json};
 
-use lifeboat_control::{ApplyStatus, AuditEntry, StoredSignature};
+use lifeboat_control::{ApplyStatus, AuditEntry, Entry, StoredSignature};
 use lifeboat_core::config::{split_table, Config, OperationConfig};
 use lifeboat_core::model::{Dialect, Position, TenantKey, Value};
 use lifeboat_core::people::Role;
@@ -35,7 +35,9 @@ use lifeboat_source::Stop;
 
 use crate::context::open_vault;
 use crate::progress::{silent, Event, Progress};
-pub use control::{control_store, login, Control};
+pub use control::{
+    anchor_loop, anchor_pending, control_store, login, Control, Verified, ANCHOR_GRACE_US,
+};
 use operation::{effect_differences, effect_of, open_named, run_operation};
 use plan::{IdValue, PlanId, PlanStep, PlanTenant, FORMAT, VERSION};
 pub use plan::{Merged, Plan, PlanFile, Purpose};
@@ -408,18 +410,17 @@ pub(crate) async fn make_plan(
     file.add_signature(signed.clone());
     file.write(output)?;
     let mut control = control_store(config, config_path).await?;
-    control.add_signature(&hash, &stored(&signed, &author.fingerprint()))?;
-    control
-        .append(
-            &author.name,
-            "plan",
-            &hash,
-            json!({"operation": spec.operation, "declaration": spec.declaration,
-               "ids": ids.len(), "tenants": tenant_keys.len(), "totals": totals,
-               "file": output.display().to_string(), "key": author.fingerprint(),
-               "signature": signed.signature}),
-        )
-        .await?;
+    let entry = Entry::new(
+        &author.name,
+        "plan",
+        &hash,
+        json!({"operation": spec.operation, "declaration": spec.declaration,
+           "ids": ids.len(), "tenants": tenant_keys.len(), "totals": totals,
+           "file": output.display().to_string(), "key": author.fingerprint(),
+           "signature": signed.signature}),
+    );
+    control.add_signature(&hash, &stored(&signed, &author.fingerprint()), entry)?;
+    control.anchor().await?;
     Ok(Planned {
         hash,
         operation: spec.operation,
@@ -557,18 +558,14 @@ pub async fn approve(
     let key = checked.key.clone().unwrap_or_default();
     file.add_signature(signed.clone());
     let mut control = control_store(config, config_path).await?;
-    let new = control.add_signature(&file.hash, &stored(&signed, &key))?;
-    if new {
-        control
-            .append(
-                &signed.name,
-                "approve",
-                &file.hash,
-                json!({"operation": file.plan.operation, "key": key,
-                       "signature": signed.signature}),
-            )
-            .await?;
-    }
+    let entry = Entry::new(
+        &signed.name,
+        "approve",
+        &file.hash,
+        json!({"operation": file.plan.operation, "key": key, "signature": signed.signature}),
+    );
+    let new = control.add_signature(&file.hash, &stored(&signed, &key), entry)?;
+    control.anchor().await?;
     file.write(path)?;
     let mut all = file.signatures.clone();
     all.extend(recorded_signatures(&mut control, &file.hash)?);
@@ -835,21 +832,26 @@ pub async fn apply(
     // One apply of a plan at a time.
     let holder = lock_holder();
     if let Some((other, since)) = control.lock_apply(&file.hash, &holder)? {
-        if !(holder_is_gone(&other) && control.take_over_apply(&file.hash, &other, &holder)?) {
+        let taken = holder_is_gone(&other)
+            && control.take_over_apply(
+                &file.hash,
+                &other,
+                &holder,
+                &Entry::new(
+                    &by,
+                    "apply-lock-taken-over",
+                    &file.hash,
+                    json!({"from": other, "reason": "its process no longer runs"}),
+                ),
+            )?;
+        if !taken {
             return Err(Error::usage(format!(
                 "plan {} is being applied already (by {other}, since {since}): one apply of \
                  a plan runs at a time",
                 file.short()
             )));
         }
-        control
-            .append(
-                &by,
-                "apply-lock-taken-over",
-                &file.hash,
-                json!({"from": other, "reason": "its process no longer runs"}),
-            )
-            .await?;
+        control.anchor().await?;
     }
     let run = Run {
         config,
@@ -993,16 +995,17 @@ impl Run<'_> {
                 .partition(|s| effect_of(&expected, s) != effect_of(&now, s));
             if committed.is_empty() {
                 // Rolled back: the wave runs again below like any other.
-                control.clear_pending_wave(&file.hash)?;
-                control
-                    .append(
+                control.clear_pending_wave(
+                    &file.hash,
+                    &[Entry::new(
                         by,
                         "wave-rolled-back",
                         &file.hash,
                         json!({"wave": pending.wave, "tenants": pending.tenants,
                                "found": "its effect is absent from every source"}),
-                    )
-                    .await?;
+                    )],
+                )?;
+                control.anchor().await?;
             } else {
                 let rest: Vec<(String, String)> = steps
                     .iter()
@@ -1036,19 +1039,25 @@ impl Run<'_> {
                 }
                 let keys = pending.tenants.clone();
                 let deletes = plan.purpose == Purpose::TenantDelete;
-                control.mark_applied(&file.hash, &keys, pending.wave, &pending.point, deletes)?;
-                control
-                    .append(
-                        by,
-                        "wave-recovered",
-                        &file.hash,
-                        json!({"wave": pending.wave, "tenants": keys,
-                               "committed_before": committed, "finished_now": open}),
-                    )
-                    .await?;
+                let mut entries = vec![Entry::new(
+                    by,
+                    "wave-recovered",
+                    &file.hash,
+                    json!({"wave": pending.wave, "tenants": keys,
+                           "committed_before": committed, "finished_now": open}),
+                )];
                 if deletes {
-                    self.audit_deletes(control, &keys, &pending.point).await?;
+                    entries.extend(self.delete_entries(&keys, &pending.point));
                 }
+                control.mark_applied(
+                    &file.hash,
+                    &keys,
+                    pending.wave,
+                    &pending.point,
+                    deletes,
+                    &entries,
+                )?;
+                control.anchor().await?;
                 self.progress.event(Event::Step(format!(
                     "wave {} had committed in {} before the apply stopped: recorded, not \
                      applied again{}",
@@ -1094,27 +1103,29 @@ impl Run<'_> {
 
         // The restore point: capture caught up, then the vault's position of each source.
         let names: BTreeSet<String> = steps.iter().map(|(s, _)| s.clone()).collect();
+        let mut entries = Vec::new();
         let restore_point = match self.state {
             Some(s) => s.restore_point.clone(),
             None => {
                 let point = catch_up(self.config, &names).await?;
-                control
-                    .append(by, "restore-point", &file.hash, json!({"positions": point}))
-                    .await?;
+                entries.push(Entry::new(
+                    by,
+                    "restore-point",
+                    &file.hash,
+                    json!({"positions": point}),
+                ));
                 point
             }
         };
-        control.clear_halt(&file.hash)?;
-        control.set_apply(&file.hash, ApplyStatus::Running, &restore_point)?;
-        control
-            .append(
-                by,
-                "apply",
-                &file.hash,
-                json!({"operation": plan.operation, "tenants": remaining.len(),
-                       "waves": self.waves}),
-            )
-            .await?;
+        entries.push(Entry::new(
+            by,
+            "apply",
+            &file.hash,
+            json!({"operation": plan.operation, "tenants": remaining.len(),
+                   "waves": self.waves}),
+        ));
+        control.set_apply(&file.hash, ApplyStatus::Running, &restore_point, &entries)?;
+        control.anchor().await?;
         let targets = wave_targets(self.waves, tenants.len())?;
         let halt_file = PathBuf::from(format!("{}.halt", self.path.display()));
         let mut start = 0;
@@ -1134,15 +1145,18 @@ impl Run<'_> {
                     .then(|| format!("the file {}", halt_file.display()))
             });
             if let Some(who) = halted_by {
-                control.set_apply(&file.hash, ApplyStatus::Halted, &restore_point)?;
-                control
-                    .append(
+                control.set_apply(
+                    &file.hash,
+                    ApplyStatus::Halted,
+                    &restore_point,
+                    &[Entry::new(
                         by,
                         "halted",
                         &file.hash,
                         json!({"before_wave": wave_number, "by": who}),
-                    )
-                    .await?;
+                    )],
+                )?;
+                control.anchor().await?;
                 return Ok(Applied::Halted {
                     wave: wave_number,
                     by: who,
@@ -1170,26 +1184,25 @@ impl Run<'_> {
             if !committed || got != expected {
                 let mut differences = effect_differences(&expected, &got);
                 differences.extend(why);
-                control.clear_pending_wave(&file.hash)?;
+                control.clear_pending_wave(&file.hash, &[])?;
                 return self
                     .diverged(control, wave_number, differences, "wave")
                     .await;
             }
             lifeboat_core::failpoint::hit("apply.after-wave-commit");
             let deletes = plan.purpose == Purpose::TenantDelete;
-            control.mark_applied(&file.hash, &keys, wave_number, &point, deletes)?;
             let rows: u64 = got.values().flat_map(|t| t.values()).sum();
-            control
-                .append(
-                    by,
-                    "wave",
-                    &file.hash,
-                    json!({"wave": wave_number, "tenants": keys, "rows": rows}),
-                )
-                .await?;
+            let mut entries = vec![Entry::new(
+                by,
+                "wave",
+                &file.hash,
+                json!({"wave": wave_number, "tenants": keys, "rows": rows}),
+            )];
             if deletes {
-                self.audit_deletes(control, &keys, &point).await?;
+                entries.extend(self.delete_entries(&keys, &point));
             }
+            control.mark_applied(&file.hash, &keys, wave_number, &point, deletes, &entries)?;
+            control.anchor().await?;
             self.progress.event(Event::Wave {
                 number: wave_number,
                 tenants: keys.len(),
@@ -1199,10 +1212,18 @@ impl Run<'_> {
             });
             lifeboat_core::failpoint::pause("apply.after-wave");
         }
-        control.set_apply(&file.hash, ApplyStatus::Done, &restore_point)?;
-        control
-            .append(by, "applied", &file.hash, json!({"tenants": tenants.len()}))
-            .await?;
+        control.set_apply(
+            &file.hash,
+            ApplyStatus::Done,
+            &restore_point,
+            &[Entry::new(
+                by,
+                "applied",
+                &file.hash,
+                json!({"tenants": tenants.len()}),
+            )],
+        )?;
+        control.anchor().await?;
         Ok(Applied::Done {
             short: file.short().to_string(),
             tenants: tenants.len(),
@@ -1226,36 +1247,33 @@ impl Run<'_> {
                 .map(|s| s.restore_point)
                 .unwrap_or_default(),
         };
-        control.set_apply(&self.file.hash, ApplyStatus::Diverged, &restore_point)?;
-        control
-            .append(
+        control.set_apply(
+            &self.file.hash,
+            ApplyStatus::Diverged,
+            &restore_point,
+            &[Entry::new(
                 self.by,
                 "diverged",
                 &self.file.hash,
                 json!({"wave": wave, "differences": differences, "during": during}),
-            )
-            .await?;
+            )],
+        )?;
+        control.anchor().await?;
         Ok(Applied::Diverged { wave, differences })
     }
 
     /// A soft delete's wave: one `delete` entry per tenant.
-    async fn audit_deletes(
-        &self,
-        control: &mut Control,
-        keys: &[String],
-        point: &BTreeMap<String, u64>,
-    ) -> Result<()> {
-        for key in keys {
-            control
-                .append(
+    fn delete_entries(&self, keys: &[String], point: &BTreeMap<String, u64>) -> Vec<Entry> {
+        keys.iter()
+            .map(|key| {
+                Entry::new(
                     self.by,
                     "delete",
                     &format!("tenant:{key}"),
                     json!({"plan": self.file.hash, "restorable_to": point}),
                 )
-                .await?;
-        }
-        Ok(())
+            })
+            .collect()
     }
 }
 
@@ -1271,7 +1289,7 @@ pub async fn halt(
     let by = login(by);
     let mut control = control_store(config, config_path).await?;
     control.halt(&file.hash, &by)?;
-    control.append(&by, "halt", &file.hash, json!({})).await?;
+    control.anchor().await?;
     Ok(file.short().to_string())
 }
 
@@ -1337,10 +1355,18 @@ pub async fn undo(
             crate::lifecycle::undelete(config, config_path, still, Some(by.clone())).await?;
         if undeleted.failures == 0 {
             let mut control = control_store(config, config_path).await?;
-            control.set_apply(&file.hash, ApplyStatus::Undone, &state.restore_point)?;
-            control
-                .append(&by, "undo", &file.hash, json!({"undeleted": true}))
-                .await?;
+            control.set_apply(
+                &file.hash,
+                ApplyStatus::Undone,
+                &state.restore_point,
+                &[Entry::new(
+                    &by,
+                    "undo",
+                    &file.hash,
+                    json!({"undeleted": true}),
+                )],
+            )?;
+            control.anchor().await?;
         }
         return Ok(Undone {
             short: file.short().to_string(),
@@ -1356,17 +1382,26 @@ pub async fn undo(
     }
     let (rows, failures) = restore_to_points(config, &by_point).await?;
     let tenants: Vec<&String> = applied.keys().collect();
-    control
-        .append(
-            &by,
-            "undo",
-            &file.hash,
-            json!({"tenants": tenants, "rows": rows, "failures": failures}),
-        )
-        .await?;
+    let entry = Entry::new(
+        &by,
+        "undo",
+        &file.hash,
+        json!({"tenants": tenants, "rows": rows, "failures": failures}),
+    );
     if failures == 0 {
-        control.set_apply(&file.hash, ApplyStatus::Undone, &state.restore_point)?;
+        control.set_apply(
+            &file.hash,
+            ApplyStatus::Undone,
+            &state.restore_point,
+            &[entry],
+        )?;
+    } else {
+        // Not undone: the attempt is recorded, the apply's state stays.
+        control
+            .append(&entry.actor, &entry.action, &entry.subject, entry.details)
+            .await?;
     }
+    control.anchor().await?;
     Ok(Undone {
         short: file.short().to_string(),
         tenants: tenants.len(),
@@ -1439,12 +1474,14 @@ pub async fn audit_entries(
     control_store(config, config_path).await?.entries()
 }
 
-/// `audit verify`: the number of entries and every problem found (chain and anchors).
+/// `audit verify`: the number of entries, every problem found (chain and anchors, both
+/// ways) and the entries still waiting for their anchor (younger than `grace_us`).
 pub async fn audit_verify(
     config: &Config,
     config_path: &Option<PathBuf>,
-) -> Result<(usize, Vec<String>)> {
-    let mut control = control_store(config, config_path).await?;
-    let problems = control.verify().await?;
-    Ok((control.entries()?.len(), problems))
+    grace_us: i64,
+) -> Result<(usize, Verified)> {
+    let mut control = Control::open_unanchored(config, config_path).await?;
+    let verified = control.verify(grace_us).await?;
+    Ok((control.entries()?.len(), verified))
 }
