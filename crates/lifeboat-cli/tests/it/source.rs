@@ -354,7 +354,29 @@ fn an_sqlite_changelog_of_another_vault_is_refused_and_source_drop_removes_it() 
         captured,
         "listing changed the source"
     );
-    lifeboat_ok(&config_b, &["source", "drop", "identity", "--yes"]);
+    let output = lifeboat(&config_b, &["source", "drop", "nosuch", "--yes"]);
+    assert_refused(&output, 2, &["nosuch"]);
+    assert_eq!(
+        sqlite_catalog(&identity),
+        captured,
+        "a refused drop changed the source"
+    );
+    let report: serde_json::Value = serde_json::from_str(&lifeboat_ok(
+        &config_b,
+        &["source", "drop", "identity", "--yes", "--json"],
+    ))
+    .expect("json");
+    assert_eq!(report["removed"], true, "{report}");
+    assert_eq!(report["vault_id"], id_a.as_str(), "{report}");
+    assert_eq!(
+        report["config_vault_id"],
+        vault_id(&work_b).as_str(),
+        "{report}"
+    );
+    assert!(
+        report["objects"].as_array().is_some_and(|o| o.len() > 4),
+        "{report}"
+    );
     assert_eq!(sqlite_catalog(&identity), pristine);
 
     // Vault A cannot resume; vault B starts fresh and holds the change.
