@@ -9,6 +9,7 @@ mod guard;
 mod output;
 mod restore;
 mod signal;
+mod source;
 mod tenant;
 mod vault;
 
@@ -71,6 +72,8 @@ enum Command {
     Undo(guard::PlanRefArgs),
     /// Show the audit log, or `audit verify` its hash chain.
     Audit(guard::AuditArgs),
+    /// What capture installed in a source's database: list it, or remove it (`drop`).
+    Source(source::Args),
     /// Soft delete tenants (guarded), bring them back, purge them after retention.
     Tenant(tenant::Args),
     /// Open, update, resolve and list incidents on the status page.
@@ -126,6 +129,7 @@ fn main() -> ExitCode {
             Command::Halt(args) => guard::halt(config_path, args).await,
             Command::Undo(args) => guard::undo(config_path, args).await,
             Command::Audit(args) => guard::audit(config_path, args).await,
+            Command::Source(args) => source::run(config_path, args).await,
             Command::Tenant(args) => tenant::run(config_path, args).await,
             Command::Incident(args) => campaign::incident(config_path, args).await,
             Command::Campaign(args) => campaign::campaign(config_path, args).await,

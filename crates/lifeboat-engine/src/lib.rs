@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod progress;
 pub mod restore;
 pub mod snapshot;
+pub mod source;
 pub mod tenants;
 pub mod verify;
 

@@ -176,7 +176,8 @@ impl CaptureCore {
                 "source {source}: table {} holds tenant rows but is not in the vault's history \
                  (created or declared after capture first ran), so its existing rows were \
                  never snapshotted; capture stops rather than protect it only in part. Declare \
-                 it global, or capture this source into a new vault",
+                 it global, or capture this source into a new vault (`lifeboat source drop \
+                 {source}` first)",
                 unknown.join(", ")
             )));
         }

@@ -8,6 +8,7 @@
 pub mod capture;
 pub mod drill;
 pub mod guard;
+pub mod installed;
 pub mod live;
 pub mod postgres;
 pub mod restore;

@@ -13,6 +13,7 @@ use lifeboat_core::{Error, Result};
 
 use crate::capture::CaptureStats;
 use crate::guard::{Effect, IdRow};
+use crate::installed::Installed;
 use crate::postgres::PostgresSource;
 use crate::restore::{ForeignKey, TenantRestore, WriteMode, WriteReport};
 use crate::source::Source;
@@ -30,21 +31,7 @@ impl LiveSource {
     /// also check that the server can be captured (PostgreSQL's wal_level).
     pub async fn open(name: &str, config: &SourceConfig, for_capture: bool) -> Result<LiveSource> {
         let context = |e: Error| e.context(format!("source {name}"));
-        let kind: Box<dyn Source> = match config.kind()? {
-            SourceKind::Sqlite { path } => {
-                Box::new(SqliteSource::open(&path).await.map_err(context)?)
-            }
-            SourceKind::Postgres { url } => {
-                let schema = config.schema.as_deref().unwrap_or("public");
-                let url =
-                    lifeboat_core::pg::with_password_file(&url, config.password_file.as_deref())?;
-                Box::new(
-                    PostgresSource::connect(&url, schema)
-                        .await
-                        .map_err(context)?,
-                )
-            }
-        };
+        let kind = connect(name, config).await?;
         if for_capture {
             kind.check_capturable().await?;
         }
@@ -189,6 +176,40 @@ impl LiveSource {
             )
             .await
     }
+}
+
+/// Connect to a configured source's database, of its kind.
+async fn connect(name: &str, config: &SourceConfig) -> Result<Box<dyn Source>> {
+    let context = |e: Error| e.context(format!("source {name}"));
+    Ok(match config.kind()? {
+        SourceKind::Sqlite { path } => Box::new(SqliteSource::open(&path).await.map_err(context)?),
+        SourceKind::Postgres { url } => {
+            let schema = config.schema.as_deref().unwrap_or("public");
+            let url = lifeboat_core::pg::with_password_file(&url, config.password_file.as_deref())?;
+            Box::new(
+                PostgresSource::connect(&url, schema)
+                    .await
+                    .map_err(context)?,
+            )
+        }
+    })
+}
+
+/// What capture installed in source `name`'s database. The tenant map is not resolved: a
+/// source whose tables no longer match its declarations can still be released.
+pub async fn installed(name: &str, config: &SourceConfig) -> Result<Installed> {
+    let kind = connect(name, config).await?;
+    kind.installed(name)
+        .await
+        .map_err(|e| e.context(format!("source {name}")))
+}
+
+/// Remove what capture installed in source `name`'s database (see `Source::uninstall`).
+pub async fn uninstall(name: &str, config: &SourceConfig) -> Result<Installed> {
+    let mut kind = connect(name, config).await?;
+    kind.uninstall(name)
+        .await
+        .map_err(|e| e.context(format!("source {name}")))
 }
 
 /// A source's schema facts for restore.

@@ -13,6 +13,7 @@ use lifeboat_core::Result;
 
 use crate::capture::CaptureStats;
 use crate::guard::{Effect, IdRow};
+use crate::installed::Installed;
 use crate::live::RestoreCatalog;
 use crate::restore::{TenantRestore, WriteMode, WriteReport};
 use crate::Stop;
@@ -129,6 +130,16 @@ pub trait Source: Send + Sync {
         schema: &TableSchema,
         tenant: &TenantKey,
     ) -> Result<u64>;
+
+    /// What capture installed in this database for the source named `name` (its slot and
+    /// publication, or its changelog, triggers and tables), and the vault it records.
+    async fn installed(&self, name: &str) -> Result<Installed>;
+
+    /// Remove everything `installed` lists, leaving the database as it was before capture
+    /// (a table's replica identity excepted); returns what was there. Refused, removing
+    /// nothing, while a capture uses it (a slot streaming). A vault that holds the source's
+    /// history cannot resume capturing it afterwards.
+    async fn uninstall(&mut self, name: &str) -> Result<Installed>;
 
     /// Capture the source named `name` into `vault` until `stop` is set or, with
     /// `until_caught_up`, until every change committed before the call is durable in the

@@ -26,6 +26,7 @@ use lifeboat_core::{Error, Result};
 
 use crate::capture::{CaptureCore, CaptureStats, Snapshot, Start};
 use crate::guard::{Effect, IdRow};
+use crate::installed::{claim, Claim, Found, Installed};
 use crate::live::RestoreCatalog;
 use crate::restore::{table_order, ForeignKey, TenantRestore, WriteMode, WriteReport};
 use crate::source::{Decide, RowVisitor, Source};
@@ -33,6 +34,8 @@ use crate::{quote_ident, tenant_delete, tenant_query, Stop};
 
 const CHANGELOG: &str = "_lifeboat_changelog";
 const META: &str = "_lifeboat_meta";
+/// The vault the source feeds (docs/vault-format.md, "A source's vault").
+const VAULT: &str = "_lifeboat_vault";
 /// Unix microseconds of the statement's time.
 const NOW_US: &str = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)";
 
@@ -192,6 +195,32 @@ impl Source for SqliteSource {
                     .query_row(&sql, [key], |r| r.get(0))
                     .map_err(|e| sqlite_error(path, e))?;
                 Ok(n as u64)
+            })
+            .await
+    }
+
+    async fn installed(&self, _name: &str) -> Result<Installed> {
+        self.shared.run(|conn, path| installed(conn, path)).await
+    }
+
+    async fn uninstall(&mut self, _name: &str) -> Result<Installed> {
+        self.shared
+            .run(|conn, path| {
+                let err = |e| sqlite_error(path, e);
+                let tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(err)?;
+                let found = installed(&tx, path)?;
+                let mut sql = String::new();
+                for (trigger, _) in installed_triggers(&tx, path)? {
+                    sql.push_str(&format!("DROP TRIGGER {};", quote_ident(&trigger)));
+                }
+                for table in [CHANGELOG, META, VAULT] {
+                    sql.push_str(&format!("DROP TABLE IF EXISTS {table};"));
+                }
+                tx.execute_batch(&sql).map_err(err)?;
+                tx.commit().map_err(err)?;
+                Ok(found)
             })
             .await
     }
@@ -496,13 +525,154 @@ fn check_installed(conn: &Connection, path: &Path, tenancy: &SourceTenancy) -> R
             return Err(Error::source(format!(
                 "sqlite {}: table {} changed its columns since capture installed its triggers \
                  (now {}); capture stops so that no change is stored without its new columns. \
-                 Start capture into a new vault to protect the new shape",
+                 Start capture into a new vault to protect the new shape (`lifeboat source \
+                 drop` first)",
                 path.display(),
                 table.schema.name,
                 live_columns.unwrap_or_else(|| "dropped".into())
             )));
         }
     }
+    Ok(())
+}
+
+fn table_exists(conn: &Connection, path: &Path, name: &str) -> Result<bool> {
+    conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
+        |r| r.get(0),
+    )
+    .map_err(|e| sqlite_error(path, e))
+}
+
+/// The vault id `_lifeboat_vault` records, if it is there.
+fn recorded_vault(conn: &Connection, path: &Path) -> Result<Option<String>> {
+    if !table_exists(conn, path, VAULT)? {
+        return Ok(None);
+    }
+    conn.query_row(&format!("SELECT vault_id FROM {VAULT}"), [], |r| r.get(0))
+        .optional()
+        .map_err(|e| sqlite_error(path, e))
+}
+
+/// Capture's triggers (`_lifeboat_<table>_<op>`), by name.
+fn installed_triggers(conn: &Connection, path: &Path) -> Result<Vec<(String, String)>> {
+    let err = |e| sqlite_error(path, e);
+    let mut stmt = conn
+        .prepare(
+            "SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger' \
+             AND name LIKE '\\_lifeboat\\_%' ESCAPE '\\' ORDER BY name",
+        )
+        .map_err(err)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(err)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(err)?;
+    Ok(rows)
+}
+
+/// What capture installed in the database, and the vault it records.
+fn installed(conn: &Connection, path: &Path) -> Result<Installed> {
+    let mut out = Installed {
+        vault_id: recorded_vault(conn, path)?,
+        ..Installed::default()
+    };
+    for (trigger, table) in installed_triggers(conn, path)? {
+        out.objects.push(format!("trigger {trigger} on {table}"));
+    }
+    if table_exists(conn, path, CHANGELOG)? {
+        let pending: i64 = conn
+            .query_row(&format!("SELECT count(*) FROM {CHANGELOG}"), [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| sqlite_error(path, e))?;
+        out.objects.push(format!(
+            "table {CHANGELOG} ({pending} changes not yet acknowledged by a vault)"
+        ));
+    }
+    if table_exists(conn, path, META)? {
+        out.objects.push(format!("table {META}"));
+    }
+    if let Some(id) = &out.vault_id {
+        out.objects
+            .push(format!("table {VAULT} (recording vault {id})"));
+    } else if table_exists(conn, path, VAULT)? {
+        out.objects.push(format!("table {VAULT}"));
+    }
+    Ok(out)
+}
+
+/// Decide, inside the transaction that installs capture, whether capture into `vault_id`
+/// (holding the source's history up to `head`, or none) may use this database's changelog
+/// (docs/vault-format.md, "A source's vault"), and record the vault.
+fn claim_source(
+    conn: &Connection,
+    path: &Path,
+    source: &str,
+    vault_id: &str,
+    head: Option<u64>,
+) -> Result<()> {
+    let err = |e| sqlite_error(path, e);
+    let exists = table_exists(conn, path, CHANGELOG)?;
+    let agrees = match (exists, head) {
+        (true, Some(head)) => {
+            let issued = position(conn, path)?;
+            let first: Option<i64> = conn
+                .query_row(&format!("SELECT MIN(seq) FROM {CHANGELOG}"), [], |r| {
+                    r.get(0)
+                })
+                .map_err(err)?;
+            Some(match first {
+                None => (
+                    issued == head,
+                    format!(
+                        "the changelog is empty at sequence {issued}, the vault holds changes \
+                         up to {head}"
+                    ),
+                ),
+                Some(first) => (
+                    first as u64 <= head + 1 && issued >= head,
+                    format!(
+                        "the changelog holds sequences {first} to {issued}, the vault holds \
+                         changes up to {head}"
+                    ),
+                ),
+            })
+        }
+        _ => None,
+    };
+    let found = Found {
+        source,
+        holder: format!("the changelog of {}", path.display()),
+        recorded: recorded_vault(conn, path)?,
+        exists,
+        agrees,
+    };
+    if claim(&found, vault_id, head)? == Claim::Adopt {
+        tracing::info!(
+            source,
+            vault = vault_id,
+            "the changelog records no vault and continues this vault's history: recording this vault"
+        );
+    }
+    if let (Some(head), false) = (head, exists) {
+        return Err(Error::source(format!(
+            "sqlite {}: capture's changelog is missing although the vault holds history up to \
+             {head}: changes since then are lost to this vault. Capture this source into a new \
+             vault (`lifeboat source drop {source}` first)",
+            path.display()
+        )));
+    }
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {VAULT} (vault_id TEXT NOT NULL); DELETE FROM {VAULT};"
+    ))
+    .map_err(err)?;
+    conn.execute(
+        &format!("INSERT INTO {VAULT}(vault_id) VALUES (?1)"),
+        [vault_id],
+    )
+    .map_err(err)?;
     Ok(())
 }
 
@@ -525,23 +695,26 @@ async fn capture(
     let poll = Duration::from_millis(config.poll_interval_ms.max(1));
     let (mut core, start) = CaptureCore::open(vault, source, tenancy, config).await?;
     let conn = Shared::open(path).await?;
+    let (source_name, vault_id) = (source.to_string(), vault.id().to_string());
     match start {
         Start::Fresh => {
-            let (position, snapshot) = take_snapshot(&conn, &mut core).await?;
+            let (position, snapshot) =
+                take_snapshot(&conn, &mut core, &source_name, &vault_id).await?;
             let now = lifeboat_core::time::now_us();
             let tenants = core
                 .finish_snapshot(vault, snapshot, position as u64, now)
                 .await?;
             tracing::info!(source, tenants, position, "initial snapshot written");
         }
-        Start::Resume { .. } => {
+        Start::Resume { position } => {
             let tenancy = core.tenancy().clone();
             conn.run(move |conn, path| {
                 let err = |e| sqlite_error(path, e);
-                check_installed(conn, path, &tenancy)?;
                 let tx = conn
                     .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                     .map_err(err)?;
+                claim_source(&tx, path, &source_name, &vault_id, Some(position))?;
+                check_installed(&tx, path, &tenancy)?;
                 install(&tx, path, &tenancy)?;
                 tx.commit().map_err(err)
             })
@@ -618,7 +791,13 @@ async fn capture(
 /// then one read transaction sees the rows and the changelog's last sequence together.
 /// Every change after that snapshot is in the changelog above that sequence. The rows are
 /// read on a blocking thread and handed to capture here as they arrive.
-async fn take_snapshot(conn: &Shared, core: &mut CaptureCore) -> Result<(i64, Snapshot)> {
+async fn take_snapshot(
+    conn: &Shared,
+    core: &mut CaptureCore,
+    source: &str,
+    vault_id: &str,
+) -> Result<(i64, Snapshot)> {
+    let (source, vault_id) = (source.to_string(), vault_id.to_string());
     let tenancy = core.tenancy().clone();
     let tables: Vec<TableSchema> = tenancy.tenant_tables().map(|t| t.schema.clone()).collect();
     let (send, receive) = mpsc::channel(BATCHES_IN_FLIGHT);
@@ -626,9 +805,15 @@ async fn take_snapshot(conn: &Shared, core: &mut CaptureCore) -> Result<(i64, Sn
         let tables = tables.clone();
         conn.spawn(move |conn, path| {
             let mut batches = Batches::new(send);
-            let position = snapshot_rows(conn, path, &tenancy, &tables, |table, row| {
-                batches.push(table, row)
-            })?;
+            let position = snapshot_rows(
+                conn,
+                path,
+                &tenancy,
+                &tables,
+                &source,
+                &vault_id,
+                |table, row| batches.push(table, row),
+            )?;
             batches.flush()?;
             Ok(position)
         })
@@ -648,12 +833,15 @@ fn snapshot_rows(
     path: &Path,
     tenancy: &SourceTenancy,
     tables: &[TableSchema],
+    source: &str,
+    vault_id: &str,
     mut each: impl FnMut(usize, Row) -> Result<()>,
 ) -> Result<i64> {
     let err = |e| sqlite_error(path, e);
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(err)?;
+    claim_source(&tx, path, source, vault_id, None)?;
     install(&tx, path, tenancy)?;
     tx.execute(&format!("DELETE FROM {CHANGELOG}"), [])
         .map_err(err)?;

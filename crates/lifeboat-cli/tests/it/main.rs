@@ -13,5 +13,6 @@ mod fixtures;
 mod guard;
 mod operations;
 mod restore;
+mod source;
 mod tls;
 mod vault_checks;

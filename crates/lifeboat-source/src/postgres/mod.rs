@@ -28,6 +28,7 @@ use lifeboat_core::{Error, Result};
 
 use crate::capture::{CaptureCore, CaptureStats, Snapshot, Start};
 use crate::guard::{Effect, IdRow};
+use crate::installed::{claim, Claim, Found, Installed};
 use crate::live::RestoreCatalog;
 use crate::restore::{table_order, TenantRestore, WriteMode, WriteReport};
 use crate::source::{Decide, RowVisitor, Source};
@@ -136,6 +137,14 @@ impl Source for PostgresSource {
         tenant: &TenantKey,
     ) -> Result<u64> {
         count_tenant_rows(&self.client, tenancy, schema, tenant).await
+    }
+
+    async fn installed(&self, name: &str) -> Result<Installed> {
+        installed(&self.client, &self.url, name).await
+    }
+
+    async fn uninstall(&mut self, name: &str) -> Result<Installed> {
+        uninstall(&self.client, &self.url, name).await
     }
 
     async fn capture(
@@ -353,27 +362,195 @@ async fn live_tables(client: &Client, schema: &str) -> Result<Vec<LiveTable>> {
         .collect())
 }
 
-/// Replica identity and publication for the tenant tables.
-async fn prepare(client: &Client, tenancy: &SourceTenancy, publication: &str) -> Result<()> {
-    let mut names = Vec::new();
+/// The replica identity `relreplident` as `ALTER TABLE … REPLICA IDENTITY` writes it.
+fn identity_name(identity: &str) -> &'static str {
+    match identity {
+        "f" => "FULL",
+        "d" => "DEFAULT",
+        "i" => "USING INDEX",
+        "n" => "NOTHING",
+        _ => "unknown",
+    }
+}
+
+/// Replica identity FULL on every tenant table and each of its partitions, so that
+/// updates and deletes carry their whole old row. On the first capture (`fresh`) capture
+/// sets it; later, a tenant table that is no longer FULL stops capture, naming the table
+/// and the fix: changes made meanwhile lack their old rows. Partitions are set FULL at
+/// every start (partitions are added as a table grows; a change made to one before it was
+/// FULL stops capture when it arrives).
+async fn replica_identity(
+    client: &Client,
+    tenancy: &SourceTenancy,
+    source: &str,
+    fresh: bool,
+) -> Result<()> {
     for table in tenancy.tenant_tables() {
         let name = quote_ident(&table.schema.name);
-        let identity = simple_value(
-            client,
-            &format!(
-                "SELECT relreplident::text FROM pg_class WHERE oid = {}::regclass",
-                quote_literal(&name)
-            ),
-        )
-        .await?;
-        if identity.as_deref() != Some("f") {
+        let rows = client
+            .query(
+                "SELECT oid::regclass::text, relreplident::text, 0 FROM pg_class
+                 WHERE oid = $1::text::regclass
+                 UNION ALL
+                 SELECT t.relid::regclass::text, c.relreplident::text, t.level
+                 FROM pg_partition_tree($1::text::regclass) t JOIN pg_class c ON c.oid = t.relid
+                 WHERE t.level > 0 AND c.relkind IN ('r', 'p')
+                 ORDER BY 3",
+                &[&name],
+            )
+            .await
+            .map_err(|e| pg_error(&format!("cannot read the replica identity of {name}"), e))?;
+        for row in rows {
+            let relation: String = row.get(0);
+            let identity: String = row.get(1);
+            let level: i32 = row.get(2);
+            if identity == "f" {
+                continue;
+            }
+            if !fresh && level == 0 {
+                return Err(Error::source(format!(
+                    "table {} has REPLICA IDENTITY {}, not FULL: its updates and deletes no \
+                     longer carry their old rows, so their tenants cannot be known. Run \
+                     `ALTER TABLE {relation} REPLICA IDENTITY FULL` and start capture again (it \
+                     stops at any update or delete made meanwhile; if there is one, capture \
+                     the source into a new vault: `lifeboat source drop {source}`, then \
+                     `lifeboat init` at a new [vault] url)",
+                    table.schema.name,
+                    identity_name(&identity)
+                )));
+            }
             client
-                .batch_execute(&format!("ALTER TABLE {name} REPLICA IDENTITY FULL"))
+                .batch_execute(&format!("ALTER TABLE {relation} REPLICA IDENTITY FULL"))
                 .await
-                .map_err(|e| pg_error(&format!("cannot set REPLICA IDENTITY FULL on {name}"), e))?;
+                .map_err(|e| {
+                    pg_error(
+                        &format!("cannot set REPLICA IDENTITY FULL on {relation}"),
+                        e,
+                    )
+                })?;
         }
-        names.push(name);
     }
+    Ok(())
+}
+
+/// The record on the publication that says which vault the source feeds
+/// (docs/vault-format.md, "A source's vault").
+fn vault_record(vault_id: &str) -> String {
+    serde_json::json!({ "lifeboat_vault": vault_id }).to_string()
+}
+
+/// The vault id recorded on the publication (`None`: no publication, or no record on it).
+async fn recorded_vault(client: &Client, publication: &str) -> Result<Option<String>> {
+    let row = client
+        .query_opt(
+            "SELECT obj_description(oid, 'pg_publication') FROM pg_publication WHERE pubname = $1",
+            &[&publication],
+        )
+        .await
+        .map_err(|e| pg_error("cannot read the publication", e))?;
+    let comment: Option<String> = row.and_then(|r| r.get(0));
+    Ok(comment.and_then(|text| {
+        serde_json::from_str::<serde_json::Value>(&text)
+            .ok()?
+            .get("lifeboat_vault")?
+            .as_str()
+            .map(str::to_string)
+    }))
+}
+
+/// A replication slot as the server shows it.
+struct SlotState {
+    /// The process streaming from it, if one is.
+    active_pid: Option<i32>,
+    /// What has been acknowledged: the changes before it are gone from the slot.
+    confirmed: Option<u64>,
+}
+
+async fn slot_state(client: &Client, slot: &str) -> Result<Option<SlotState>> {
+    let row = client
+        .query_opt(
+            "SELECT active_pid, confirmed_flush_lsn::text FROM pg_replication_slots \
+             WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| pg_error("cannot read the replication slots", e))?;
+    Ok(row.map(|row| SlotState {
+        active_pid: row.get(0),
+        confirmed: row
+            .get::<_, Option<String>>(1)
+            .and_then(|text| lifeboat_core::model::parse_position(&text)),
+    }))
+}
+
+/// What capture installed for `source` in this database: its slot and its publication.
+async fn installed(client: &Client, url: &str, source: &str) -> Result<Installed> {
+    let slot = slot_name(source, &database_of(url)?);
+    let mut out = Installed {
+        vault_id: recorded_vault(client, &slot).await?,
+        ..Installed::default()
+    };
+    if let Some(state) = slot_state(client, &slot).await? {
+        let confirmed = state
+            .confirmed
+            .map(format_lsn)
+            .unwrap_or_else(|| "nothing".to_string());
+        out.objects.push(format!(
+            "replication slot {slot} (confirmed up to {confirmed})"
+        ));
+        out.in_use = state
+            .active_pid
+            .map(|pid| format!("replication slot {slot} is streaming to process {pid} on the server (a running capture)"));
+    }
+    let publication = client
+        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&slot])
+        .await
+        .map_err(|e| pg_error("cannot read the publication", e))?;
+    if publication.is_some() {
+        out.objects.push(match &out.vault_id {
+            Some(id) => format!("publication {slot} (recording vault {id})"),
+            None => format!("publication {slot}"),
+        });
+    }
+    Ok(out)
+}
+
+/// Remove the slot and the publication of `source`; refused while the slot is streaming.
+async fn uninstall(client: &Client, url: &str, source: &str) -> Result<Installed> {
+    let found = installed(client, url, source).await?;
+    if let Some(in_use) = &found.in_use {
+        return Err(Error::source(format!(
+            "{in_use}: stop that capture first; nothing removed"
+        )));
+    }
+    let slot = slot_name(source, &database_of(url)?);
+    if slot_state(client, &slot).await?.is_some() {
+        client
+            .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+            .await
+            .map_err(|e| pg_error(&format!("cannot drop replication slot {slot}"), e))?;
+    }
+    client
+        .batch_execute(&format!(
+            "DROP PUBLICATION IF EXISTS {}",
+            quote_ident(&slot)
+        ))
+        .await
+        .map_err(|e| pg_error(&format!("cannot drop publication {slot}"), e))?;
+    Ok(found)
+}
+
+/// The publication of the tenant tables, with the record of the vault they feed.
+async fn prepare(
+    client: &Client,
+    tenancy: &SourceTenancy,
+    publication: &str,
+    vault_id: &str,
+) -> Result<()> {
+    let names: Vec<String> = tenancy
+        .tenant_tables()
+        .map(|t| quote_ident(&t.schema.name))
+        .collect();
     let exists = simple_value(
         client,
         &format!(
@@ -385,18 +562,23 @@ async fn prepare(client: &Client, tenancy: &SourceTenancy, publication: &str) ->
     .is_some();
     let list = names.join(", ");
     // Partitioned tables publish their changes under the partitioned table's name.
-    let sql = if exists {
+    let mut sql = if exists {
         format!(
             "ALTER PUBLICATION {0} SET TABLE {list}; \
-             ALTER PUBLICATION {0} SET (publish_via_partition_root = true)",
+             ALTER PUBLICATION {0} SET (publish_via_partition_root = true); ",
             quote_ident(publication)
         )
     } else {
         format!(
-            "CREATE PUBLICATION {} FOR TABLE {list} WITH (publish_via_partition_root = true)",
+            "CREATE PUBLICATION {} FOR TABLE {list} WITH (publish_via_partition_root = true); ",
             quote_ident(publication)
         )
     };
+    sql.push_str(&format!(
+        "COMMENT ON PUBLICATION {} IS {}",
+        quote_ident(publication),
+        quote_literal(&vault_record(vault_id))
+    ));
     client
         .batch_execute(&sql)
         .await
@@ -579,7 +761,8 @@ async fn read_copy(
 
 /// What the stream decoder keeps between messages.
 struct Decoder {
-    relations: HashMap<u32, String>,
+    /// Each relation's name and replica identity, from its latest Relation message.
+    relations: HashMap<u32, (String, u8)>,
 }
 
 /// Capture one PostgreSQL source until `stop` is set, or (with `until_caught_up`) until
@@ -598,21 +781,61 @@ async fn capture(
     let slot = slot_name(source, &database_of(url)?);
     let mut client = connect(url, schema).await?;
     check_wal_level(&client, url).await?;
-    prepare(&client, &tenancy, &slot).await?;
     let (mut core, start) = CaptureCore::open(vault, source, tenancy, config).await?;
-    let slot_exists = simple_value(
-        &client,
-        &format!(
-            "SELECT 1 FROM pg_replication_slots WHERE slot_name = {}",
-            quote_literal(&slot)
-        ),
-    )
-    .await?
-    .is_some();
+
+    // Whose slot is it? Decided before anything in the source changes.
+    let state = slot_state(&client, &slot).await?;
+    let head = match start {
+        Start::Fresh => None,
+        Start::Resume { position } => Some(position),
+    };
+    let agrees = match (&state, head) {
+        (Some(state), Some(head)) => Some(match state.confirmed {
+            Some(confirmed) => (
+                confirmed <= head,
+                format!(
+                    "the slot has confirmed changes up to {}, the vault holds them up to {}",
+                    format_lsn(confirmed),
+                    format_lsn(head)
+                ),
+            ),
+            None => (false, "the slot has confirmed nothing".to_string()),
+        }),
+        _ => None,
+    };
+    let found = Found {
+        source,
+        holder: format!("replication slot {slot} on {}", redact(url)),
+        recorded: recorded_vault(&client, &slot).await?,
+        exists: state.is_some(),
+        agrees,
+    };
+    if claim(&found, vault.id(), head)? == Claim::Adopt {
+        tracing::info!(
+            source,
+            slot,
+            vault = vault.id(),
+            "the slot records no vault and continues this vault's history: recording this vault"
+        );
+    }
+    if let (Start::Resume { position }, None) = (&start, &state) {
+        return Err(Error::source(format!(
+            "replication slot {slot} is missing on {} although the vault holds history \
+             up to {}: changes since then cannot be recovered from the slot. Capture \
+             this source into a new vault, after `lifeboat source drop {source}` (or \
+             restore the slot's server)",
+            redact(url),
+            format_lsn(*position)
+        )));
+    }
+    let slot_exists = state.is_some();
+    replica_identity(&client, core.tenancy(), source, head.is_none()).await?;
+    prepare(&client, core.tenancy(), &slot, vault.id()).await?;
 
     let mut replication = match start {
         Start::Fresh => {
             if slot_exists {
+                // This vault's own slot, of a first snapshot that did not finish.
                 client
                     .batch_execute(&format!(
                         "SELECT pg_drop_replication_slot({})",
@@ -668,18 +891,7 @@ async fn capture(
                 .map_err(|e| Error::source(format!("START_REPLICATION: {e}")))?;
             gated
         }
-        Start::Resume { position } => {
-            if !slot_exists {
-                return Err(Error::source(format!(
-                    "replication slot {slot} is missing on {} although the vault holds history \
-                     up to {}: changes since then cannot be recovered from the slot. Capture \
-                     this source into a new vault (or restore the slot's server)",
-                    redact(url),
-                    format_lsn(position)
-                )));
-            }
-            start_stream(url, schema, &slot, position).await?
-        }
+        Start::Resume { position } => start_stream(url, schema, &slot, position).await?,
     };
 
     // A logical message marks "now" in the stream: once it arrives, everything committed
@@ -716,6 +928,7 @@ async fn capture(
             Some(Ok(Some(event))) => {
                 failures_since = None;
                 handle_event(
+                    source,
                     &mut core,
                     &mut decoder,
                     &client,
@@ -814,6 +1027,7 @@ fn row_from(tuple: Vec<Datum>, old: Option<&Row>) -> Result<Row> {
 }
 
 async fn handle_event(
+    source: &str,
     core: &mut CaptureCore,
     decoder: &mut Decoder,
     client: &Client,
@@ -858,10 +1072,12 @@ async fn handle_event(
                             core.change_schema(&relation.name, columns, key)?;
                         }
                     }
-                    decoder.relations.insert(relation.id, relation.name);
+                    decoder
+                        .relations
+                        .insert(relation.id, (relation.name, relation.replica_identity));
                 }
                 Message::Insert { relation, new } => {
-                    let table = table_of(decoder, relation)?;
+                    let (table, _) = table_of(decoder, relation)?;
                     core.change(
                         &table,
                         Op::Insert,
@@ -872,17 +1088,23 @@ async fn handle_event(
                     )?;
                 }
                 Message::Update { relation, old, new } => {
-                    let table = table_of(decoder, relation)?;
-                    let old = old.map(|o| row_from(o, None)).transpose()?;
-                    let new = row_from(new, old.as_ref())?;
-                    core.change(&table, Op::Update, old, Some(new), 0, None)?;
+                    let (table, identity) = table_of(decoder, relation)?;
+                    let old = match old {
+                        Some(old) if !old.key_only => row_from(old.tuple, None)?,
+                        _ => return Err(without_old_row(source, &table, identity, "an update")),
+                    };
+                    let new = row_from(new, Some(&old))?;
+                    core.change(&table, Op::Update, Some(old), Some(new), 0, None)?;
                 }
                 Message::Delete { relation, old } => {
-                    let table = table_of(decoder, relation)?;
+                    let (table, identity) = table_of(decoder, relation)?;
+                    if old.key_only {
+                        return Err(without_old_row(source, &table, identity, "a delete"));
+                    }
                     core.change(
                         &table,
                         Op::Delete,
-                        Some(row_from(old, None)?),
+                        Some(row_from(old.tuple, None)?),
                         None,
                         0,
                         None,
@@ -890,7 +1112,7 @@ async fn handle_event(
                 }
                 Message::Truncate { relations } => {
                     for relation in relations {
-                        let table = table_of(decoder, relation)?;
+                        let (table, _) = table_of(decoder, relation)?;
                         core.change(&table, Op::Truncate, None, None, 0, None)?;
                     }
                 }
@@ -902,7 +1124,36 @@ async fn handle_event(
     Ok(())
 }
 
-fn table_of(decoder: &Decoder, relation: u32) -> Result<String> {
+/// An update or delete that arrived without its whole old row: the table (or the partition
+/// that holds the row) was not REPLICA IDENTITY FULL when the change was made. Its tenant
+/// cannot be known, so capture stops before the transaction reaches the vault.
+fn without_old_row(source: &str, table: &str, identity: u8, what: &str) -> Error {
+    let identity = identity_name(&(identity as char).to_string());
+    Error::source(format!(
+        "table {table}: {what} arrived without its whole old row (replica identity {identity} \
+         on the table or on the partition holding the row, not FULL), so its tenant cannot be \
+         known; capture stops and stores nothing of its transaction. Run `ALTER TABLE {} \
+         REPLICA IDENTITY FULL` (and on its partitions); the changes made while it was not FULL \
+         cannot be attributed: capture the source into a new vault (`lifeboat source drop \
+         {source}`, then `lifeboat init` at a new [vault] url)",
+        as_typed(table)
+    ))
+}
+
+/// A table's name as a person would type it in SQL: quoted only when it must be.
+fn as_typed(name: &str) -> String {
+    let plain = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        name.to_string()
+    } else {
+        quote_ident(name)
+    }
+}
+
+fn table_of(decoder: &Decoder, relation: u32) -> Result<(String, u8)> {
     decoder.relations.get(&relation).cloned().ok_or_else(|| {
         Error::source(format!(
             "a change to relation {relation} arrived before its description"
@@ -935,7 +1186,7 @@ async fn check_added_columns(
                 "table {table}: column {column} was added with a default, which gave every \
                  existing row a value the replication stream does not carry; capture stops \
                  rather than store those rows without it. Capture this source into a new vault \
-                 to protect the new shape"
+                 to protect the new shape (`lifeboat source drop` first)"
             )));
         }
     }

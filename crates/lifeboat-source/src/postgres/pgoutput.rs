@@ -16,7 +16,18 @@ pub struct Relation {
     pub id: u32,
     pub namespace: String,
     pub name: String,
+    /// The table's replica identity as the stream describes it (`relreplident`): `f` full,
+    /// `d` default (the primary key), `i` an index, `n` nothing.
+    pub replica_identity: u8,
     pub columns: Vec<RelationColumn>,
+}
+
+/// The old row of an update or delete, as sent: the whole row (`O`, replica identity
+/// full) or only its key columns, the others NULL (`K`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OldTuple {
+    pub key_only: bool,
+    pub tuple: Tuple,
 }
 
 /// One column of a tuple as sent: a value, NULL, or "unchanged TOAST value" (only in the
@@ -36,14 +47,16 @@ pub enum Message {
         relation: u32,
         new: Tuple,
     },
+    /// `old` is missing when the table's replica identity is not full and the key did not
+    /// change.
     Update {
         relation: u32,
-        old: Option<Tuple>,
+        old: Option<OldTuple>,
         new: Tuple,
     },
     Delete {
         relation: u32,
-        old: Tuple,
+        old: OldTuple,
     },
     Truncate {
         relations: Vec<u32>,
@@ -131,7 +144,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, String> {
             let id = r.u32()?;
             let namespace = r.string()?;
             let name = r.string()?;
-            let _replica_identity = r.u8()?;
+            let replica_identity = r.u8()?;
             let count = r.i16()?;
             let mut columns = Vec::with_capacity(count.max(0) as usize);
             for _ in 0..count {
@@ -149,6 +162,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, String> {
                 id,
                 namespace,
                 name,
+                replica_identity,
                 columns,
             }))
         }
@@ -167,7 +181,10 @@ pub fn decode(bytes: &[u8]) -> Result<Message, String> {
             let mut old = None;
             let mut kind = r.u8()?;
             if kind == b'K' || kind == b'O' {
-                old = Some(r.tuple()?);
+                old = Some(OldTuple {
+                    key_only: kind == b'K',
+                    tuple: r.tuple()?,
+                });
                 kind = r.u8()?;
             }
             if kind != b'N' {
@@ -182,9 +199,12 @@ pub fn decode(bytes: &[u8]) -> Result<Message, String> {
         b'D' => {
             let relation = r.u32()?;
             match r.u8()? {
-                b'K' | b'O' => Ok(Message::Delete {
+                kind @ (b'K' | b'O') => Ok(Message::Delete {
                     relation,
-                    old: r.tuple()?,
+                    old: OldTuple {
+                        key_only: kind == b'K',
+                        tuple: r.tuple()?,
+                    },
                 }),
                 other => Err(format!(
                     "delete: expected 'K' or 'O', got {:?}",
@@ -233,6 +253,7 @@ mod tests {
             panic!("not a relation");
         };
         assert_eq!(relation.name, "issues");
+        assert_eq!(relation.replica_identity, b'f');
         assert!(relation.columns[0].is_key && !relation.columns[1].is_key);
 
         let mut upd = vec![b'U'];
@@ -250,13 +271,35 @@ mod tests {
             message,
             Message::Update {
                 relation: 16384,
-                old: Some(vec![
-                    Datum::Value(Value::Text("1".into())),
-                    Datum::Value(Value::Null)
-                ]),
+                old: Some(OldTuple {
+                    key_only: false,
+                    tuple: vec![
+                        Datum::Value(Value::Text("1".into())),
+                        Datum::Value(Value::Null)
+                    ]
+                }),
                 new: vec![Datum::Value(Value::Text("1".into())), Datum::Unchanged],
             }
         );
+    }
+
+    #[test]
+    fn a_key_only_old_row_is_told_apart() {
+        let mut del = vec![b'D'];
+        del.extend_from_slice(&16384u32.to_be_bytes());
+        del.push(b'K');
+        del.extend_from_slice(&2i16.to_be_bytes());
+        text_col(&mut del, "1");
+        del.push(b'n');
+        let Message::Delete { old, .. } = decode(&del).expect("delete") else {
+            panic!("not a delete");
+        };
+        assert!(old.key_only);
+        del[5] = b'O';
+        let Message::Delete { old, .. } = decode(&del).expect("delete") else {
+            panic!("not a delete");
+        };
+        assert!(!old.key_only);
     }
 
     #[test]
