@@ -82,6 +82,29 @@ impl ControlStore {
         holder: &str,
         lease_us: i64,
     ) -> Result<LeaseGrant> {
+        self.grant(source, holder, lease_us, None)
+    }
+
+    /// Like `acquire_capture_lease`, also granted while the lease is live when its row
+    /// still names `from` (holder, epoch): for a holder known to have died (a process of
+    /// this machine that no longer runs), which can write nothing more.
+    pub fn take_over_capture_lease(
+        &mut self,
+        source: &str,
+        holder: &str,
+        lease_us: i64,
+        from: (&str, i64),
+    ) -> Result<LeaseGrant> {
+        self.grant(source, holder, lease_us, Some(from))
+    }
+
+    fn grant(
+        &mut self,
+        source: &str,
+        holder: &str,
+        lease_us: i64,
+        from: Option<(&str, i64)>,
+    ) -> Result<LeaseGrant> {
         self.db.transaction(|db| {
             db.execute(
                 "INSERT INTO capture_leases (source, holder, epoch, expires_at_us, granted_at_us)
@@ -101,7 +124,8 @@ impl ControlStore {
                 })?;
             let now_us = clock_us(db)?;
             let current = lease_row(&row, now_us)?;
-            if current.is_live() {
+            let taken_over = from.is_some_and(|(h, e)| current.holder == h && current.epoch == e);
+            if current.is_live() && !taken_over {
                 return Ok(LeaseGrant::Held(current));
             }
             let granted = CaptureLease {

@@ -1263,6 +1263,20 @@ mod contract {
             .holds_capture_lease("tracker", "a:1", 2)
             .expect("holds"));
 
+        // Taking over from a holder known to be dead: only while the row still names it.
+        held(
+            store
+                .take_over_capture_lease("wiki", "c:3", MINUTE_US, ("b:2", 7))
+                .expect("take over"),
+        );
+        let wiki = granted(
+            store
+                .take_over_capture_lease("wiki", "c:3", MINUTE_US, ("b:2", 1))
+                .expect("take over"),
+        );
+        assert_eq!((wiki.holder.as_str(), wiki.epoch), ("c:3", 2));
+        assert!(!store.holds_capture_lease("wiki", "b:2", 1).expect("holds"));
+
         // Renewal moves the expiry; only the holder of that epoch renews.
         let expires = store
             .renew_capture_lease("tracker", "a:1", 1, 2 * MINUTE_US)
@@ -1328,7 +1342,7 @@ mod contract {
             .collect();
         assert_eq!(
             all,
-            vec![("tracker".to_string(), 3), ("wiki".to_string(), 1)]
+            vec![("tracker".to_string(), 3), ("wiki".to_string(), 2)]
         );
     }
 

@@ -99,8 +99,8 @@ sql = "DELETE FROM apps WHERE id = ANY($ids)"
     }
 }
 
-async fn catch_up(config: &Config) {
-    let run = capture::run(config, &[], true, &Stop::new())
+async fn catch_up(config: &Config, config_path: &Option<PathBuf>) {
+    let run = capture::run(config, config_path, &[], true, &Stop::new(), &Silent)
         .await
         .expect("capture");
     assert!(run.errors.is_empty(), "{:?}", run.errors.first());
@@ -132,7 +132,7 @@ fn tenants(keys: &[i64]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_finds_a_difference_and_restore_brings_the_tenant_back() {
     let s = setup().await;
-    catch_up(&s.config).await;
+    catch_up(&s.config, &s.config_path).await;
     let before = moment().await;
     let request = verify::Request {
         tenants: tenants(&[1, 2]),
@@ -150,7 +150,7 @@ async fn verify_finds_a_difference_and_restore_brings_the_tenant_back() {
         "DELETE FROM comments WHERE issue_id IN (SELECT id FROM issues WHERE site_id = 2);
          DELETE FROM issues WHERE id = 20;",
     );
-    catch_up(&s.config).await;
+    catch_up(&s.config, &s.config_path).await;
     let at_before = verify::Request {
         at_us: Some(before),
         ..request
@@ -272,7 +272,7 @@ async fn the_comparison_reports_each_table_either_side_has() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_is_approved_applied_in_waves_and_undone() {
     let s = setup().await;
-    catch_up(&s.config).await;
+    catch_up(&s.config, &s.config_path).await;
     let dir = s.db.parent().expect("dir").to_path_buf();
     let plan_path = dir.join("plan.json");
     let planned = guard::plan(
@@ -396,10 +396,10 @@ async fn a_plan_is_approved_applied_in_waves_and_undone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_campaign_restores_its_tenants_through_two_workers() {
     let s = setup().await;
-    catch_up(&s.config).await;
+    catch_up(&s.config, &s.config_path).await;
     let before = moment().await;
     execute(&s.db, "DELETE FROM sites WHERE id IN (2, 4, 5);");
-    catch_up(&s.config).await;
+    catch_up(&s.config, &s.config_path).await;
     assert_eq!(count(&s.db, "SELECT count(*) FROM issues"), (SITES - 3) * 3);
 
     let mut config = s.config.clone();

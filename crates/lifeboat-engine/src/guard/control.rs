@@ -22,9 +22,11 @@ pub fn login(by: Option<String>) -> String {
 /// The control store: `[control] url`, or `lifeboat-control.db` beside the configuration;
 /// its audit log anchored in the vault.
 pub async fn control_store(config: &Config, config_path: &Option<PathBuf>) -> Result<Control> {
+    let url = control_url(config, config_path)?;
     Ok(Control {
-        store: ControlStore::open(&control_url(config, config_path)?)?,
+        store: ControlStore::open(&url)?,
         vault: open_vault(config).await?,
+        url,
     })
 }
 
@@ -34,6 +36,7 @@ pub async fn control_store(config: &Config, config_path: &Option<PathBuf>) -> Re
 pub struct Control {
     store: ControlStore,
     vault: Vault,
+    url: String,
 }
 
 impl std::ops::Deref for Control {
@@ -50,6 +53,11 @@ impl std::ops::DerefMut for Control {
 }
 
 impl Control {
+    /// The store's URL, for commands that open it again from other tasks (capture leases).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// Append to the audit log, then anchor the entry in the vault.
     pub async fn append(
         &mut self,
