@@ -27,13 +27,13 @@ fn short_lease(text: String) -> String {
 }
 
 /// A running `lifeboat capture` whose standard error goes to a file, read as it grows.
-struct Capture {
-    child: Child,
+pub struct Capture {
+    pub child: Child,
     log: PathBuf,
 }
 
 impl Capture {
-    fn spawn(config: &Path, log: PathBuf, pause: Option<&str>) -> Capture {
+    pub fn spawn(config: &Path, log: PathBuf, pause: Option<&str>) -> Capture {
         let mut command = lifeboat_command(config, &["capture"]);
         if let Some(pause) = pause {
             command.env("LIFEBOAT_PAUSE", pause);
@@ -51,12 +51,12 @@ impl Capture {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Wait until its log holds `needle` (a minute at most, however loaded the machine).
-    async fn wait_for(&self, needle: &str) -> Instant {
+    pub async fn wait_for(&self, needle: &str) -> Instant {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if self.log().contains(needle) {
