@@ -423,3 +423,70 @@ async fn capturing_by_itself_is_refused_while_another_capture_leads() {
     // Released at the clean stop: no waiting for the lease to run out.
     lifeboat_ok(&config, &["capture", "--until-caught-up"]);
 }
+
+/// A capture of several sources leads those whose lease it gets and stands by for the
+/// others: with `--source identity` leading identity elsewhere, a capture of every source
+/// leads tracker and stands by for identity, and leads both once the other is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_of_several_sources_leads_some_and_stands_by_for_the_others() {
+    let work = Workdir::new();
+    let tracker = create_database("several").await;
+    setup_tracker(&tracker, TENANTS).await;
+    let identity = work.path("identity.db");
+    setup_identity(&identity, TENANTS);
+    let config = work.init_config(&short_lease(config_text(
+        &work.vault_url(),
+        Some(&tracker),
+        None,
+        Some(&identity),
+    )));
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let file = std::fs::File::create(work.path("one.log")).expect("log");
+    let mut one = Capture {
+        child: lifeboat_command(&config, &["capture", "--source", "identity"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("spawn"),
+        log: work.path("one.log"),
+    };
+    one.wait_for("source identity: leading capture").await;
+    let all = Capture::spawn(&config, work.path("all.log"), None);
+    all.wait_for("source tracker: leading capture").await;
+    all.wait_for(&format!(
+        "source identity: standing by: capture is led by {}",
+        format_args!(
+            "{}:{}",
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .expect("hostname")
+                .trim(),
+            one.pid()
+        )
+    ))
+    .await;
+    assert!(
+        !all.log().contains("source identity: leading"),
+        "{}",
+        all.log()
+    );
+    let path = identity.clone();
+    let writers =
+        std::thread::spawn(move || write_identity(&path, TENANTS, 11, Duration::from_secs(2)));
+    write_tracker(&tracker, TENANTS, 11, Duration::from_secs(2)).await;
+    one.kill();
+    all.wait_for("source identity: leading capture").await;
+    writers.join().expect("writers");
+    let mut all = all;
+    terminate(&mut all.child);
+    let config_owned = config.clone();
+    tokio::task::spawn_blocking(move || {
+        lifeboat_ok(&config_owned, &["capture", "--until-caught-up"]);
+        let out = lifeboat_ok(&config_owned, &as_strs(&verify_args(sites())));
+        assert!(out.starts_with("ok:"), "{out}");
+    })
+    .await
+    .expect("final checks");
+    vault_checks::assert_no_duplicates(&config, "identity").await;
+    vault_checks::assert_no_duplicates(&config, "tracker").await;
+    drop_slots(&tracker).await;
+}
