@@ -1,4 +1,5 @@
-//! `lifeboat capture`: every configured source into the vault, one task per source.
+//! `lifeboat capture`: every configured source into the vault, one task per source, each
+//! under its lease (standing by while another capture leads it).
 
 use std::path::PathBuf;
 
@@ -32,8 +33,15 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
             stop.set();
         });
     }
-    let run =
-        lifeboat_engine::capture::run(&config, &args.sources, args.until_caught_up, &stop).await?;
+    let run = lifeboat_engine::capture::run(
+        &config,
+        &config_path,
+        &args.sources,
+        args.until_caught_up,
+        &stop,
+        &crate::output::Terminal::default(),
+    )
+    .await?;
     let reports = run.reports;
     // The first failure is the run's error (printed by main); others here.
     let mut errors = run.errors.into_iter();

@@ -25,6 +25,9 @@ pub fn print_json(value: &impl serde::Serialize) {
     crate::say!("{text}");
 }
 
+/// The log target of engines' notices: shown by default (see `main.rs`).
+pub const NOTICE_TARGET: &str = "lifeboat::notice";
+
 /// Renders a restore's events: the start line and a progress bar on a terminal (tenant
 /// restores done of all, rows written, throughput, time left); notes on standard error.
 #[derive(Default)]
@@ -128,6 +131,9 @@ impl Progress for Terminal {
             }
             Event::Step(text) => crate::say!("== {text}"),
             Event::Detail(text) => crate::say!("   {text}"),
+            // A long-running command's lines go to the log, with their time (and as JSON
+            // with LIFEBOAT_LOG_FORMAT=json): `capture` runs for months.
+            Event::Notice(text) => tracing::info!(target: NOTICE_TARGET, "{text}"),
         }
     }
 }

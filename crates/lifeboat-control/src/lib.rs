@@ -8,7 +8,8 @@
 //! - softly deleted and purged tenants (`lifecycle`);
 //! - components, incidents and their updates in Statuspage's vocabulary (`incidents`);
 //! - recovery campaigns, the stage of each of their tenants, claimed by workers under a
-//!   lease, and tenant attributes (`campaigns`).
+//!   lease, and tenant attributes (`campaigns`);
+//! - each source's capture lease: which capture may write its history (`leases`).
 //!
 //! Every operation is a method of [`ControlStore`].
 
@@ -18,6 +19,7 @@ mod campaigns;
 mod db;
 mod ids;
 mod incidents;
+mod leases;
 mod lifecycle;
 mod store;
 mod words;
@@ -30,5 +32,6 @@ pub use incidents::{
     AffectedComponent, Component, ComponentStatus, Impact, Incident, IncidentChange,
     IncidentStatus, IncidentUpdate,
 };
+pub use leases::{CaptureLease, LeaseGrant};
 pub use lifecycle::DeletedTenant;
 pub use store::ControlStore;

@@ -136,6 +136,7 @@ impl ControlStore {
         if !done {
             db.batch(GUARD_SCHEMA)?;
             db.batch(STATUS_SCHEMA)?;
+            db.batch(crate::leases::SCHEMA)?;
             if let Ok(mut made) = MADE.lock() {
                 made.insert(url.to_string());
             }

@@ -138,6 +138,8 @@ contract!(on_sqlite, sqlite_store:
     claims_take_the_oldest_campaign_first,
     concurrent_claimers_never_share_a_tenant,
     leases_are_renewed_and_taken_over,
+    capture_leases_elect_one_holder_per_source,
+    concurrent_capture_lease_requests_grant_one,
     retry_failed_queues_failed_tenants_again,
     acceptance_by_token_and_automatic,
     attributes_are_stored_and_replaced,
@@ -165,6 +167,8 @@ contract!(on_postgres, postgres_store:
     claims_take_the_oldest_campaign_first,
     concurrent_claimers_never_share_a_tenant,
     leases_are_renewed_and_taken_over,
+    capture_leases_elect_one_holder_per_source,
+    concurrent_capture_lease_requests_grant_one,
     retry_failed_queues_failed_tenants_again,
     acceptance_by_token_and_automatic,
     attributes_are_stored_and_replaced,
@@ -182,7 +186,8 @@ mod contract {
 
     use lifeboat_control::{
         Applied, ApplyState, ApplyStatus, Campaign, CampaignTenant, ComponentStatus, ControlStore,
-        Entry, Impact, IncidentChange, IncidentStatus, PendingWave, Stage, StoredSignature,
+        Entry, Impact, IncidentChange, IncidentStatus, LeaseGrant, PendingWave, Stage,
+        StoredSignature,
     };
     use lifeboat_core::{ErrorKind, Result};
 
@@ -1707,6 +1712,169 @@ mod contract {
             !store.renew_lease("w2", "c1", MINUTE_US).expect("renew"),
             "holds nothing"
         );
+    }
+
+    pub fn capture_leases_elect_one_holder_per_source(new: New) {
+        let f = new();
+        let mut store = f.open();
+        assert_eq!(store.capture_lease("tracker").expect("read"), None);
+        let granted = |grant: LeaseGrant| match grant {
+            LeaseGrant::Granted(lease) => lease,
+            LeaseGrant::Held(lease) => panic!("held by {lease:?}"),
+        };
+        let held = |grant: LeaseGrant| match grant {
+            LeaseGrant::Held(lease) => lease,
+            LeaseGrant::Granted(lease) => panic!("granted {lease:?}"),
+        };
+        let first = granted(
+            store
+                .acquire_capture_lease("tracker", "a:1", MINUTE_US)
+                .expect("acquire"),
+        );
+        assert_eq!((first.holder.as_str(), first.epoch), ("a:1", 1));
+        assert!(first.is_live());
+        // Live: refused to anyone, its own holder too; other sources are separate.
+        let other = held(
+            f.open()
+                .acquire_capture_lease("tracker", "b:2", MINUTE_US)
+                .expect("acquire"),
+        );
+        assert_eq!((other.holder.as_str(), other.epoch), ("a:1", 1));
+        assert_eq!(other.expires_at_us, first.expires_at_us);
+        held(
+            store
+                .acquire_capture_lease("tracker", "a:1", MINUTE_US)
+                .expect("acquire"),
+        );
+        let wiki = granted(
+            store
+                .acquire_capture_lease("wiki", "b:2", MINUTE_US)
+                .expect("acquire"),
+        );
+        assert_eq!(wiki.epoch, 1);
+        assert!(store
+            .holds_capture_lease("tracker", "a:1", 1)
+            .expect("holds"));
+        assert!(!store
+            .holds_capture_lease("tracker", "b:2", 1)
+            .expect("holds"));
+        assert!(!store
+            .holds_capture_lease("tracker", "a:1", 2)
+            .expect("holds"));
+
+        // Taking over from a holder known to be dead: only while the row still names it.
+        held(
+            store
+                .take_over_capture_lease("wiki", "c:3", MINUTE_US, ("b:2", 7))
+                .expect("take over"),
+        );
+        let wiki = granted(
+            store
+                .take_over_capture_lease("wiki", "c:3", MINUTE_US, ("b:2", 1))
+                .expect("take over"),
+        );
+        assert_eq!((wiki.holder.as_str(), wiki.epoch), ("c:3", 2));
+        assert!(!store.holds_capture_lease("wiki", "b:2", 1).expect("holds"));
+
+        // Renewal moves the expiry; only the holder of that epoch renews.
+        let expires = store
+            .renew_capture_lease("tracker", "a:1", 1, 2 * MINUTE_US)
+            .expect("renew")
+            .expect("still held");
+        assert!(expires > first.expires_at_us);
+        assert_eq!(
+            store
+                .renew_capture_lease("tracker", "b:2", 1, MINUTE_US)
+                .expect("renew"),
+            None
+        );
+
+        // The holder stops renewing: once expired, the next grant raises the epoch, and
+        // the old holder can neither renew nor release it.
+        store
+            .renew_capture_lease("tracker", "a:1", 1, 1)
+            .expect("renew")
+            .expect("held");
+        std::thread::sleep(Duration::from_millis(5));
+        let lapsed = store.capture_lease("tracker").expect("read").expect("row");
+        assert!(!lapsed.is_live());
+        assert!(!store
+            .holds_capture_lease("tracker", "a:1", 1)
+            .expect("holds"));
+        let second = granted(
+            f.open()
+                .acquire_capture_lease("tracker", "b:2", MINUTE_US)
+                .expect("acquire"),
+        );
+        assert_eq!((second.holder.as_str(), second.epoch), ("b:2", 2));
+        assert_eq!(
+            store
+                .renew_capture_lease("tracker", "a:1", 1, MINUTE_US)
+                .expect("renew"),
+            None
+        );
+        assert!(!store
+            .release_capture_lease("tracker", "a:1", 1)
+            .expect("release"));
+        assert!(store
+            .holds_capture_lease("tracker", "b:2", 2)
+            .expect("holds"));
+
+        // A release ends it at once and keeps the epoch: the next grant is epoch 3.
+        assert!(store
+            .release_capture_lease("tracker", "b:2", 2)
+            .expect("release"));
+        let released = store.capture_lease("tracker").expect("read").expect("row");
+        assert_eq!((released.holder.as_str(), released.epoch), ("b:2", 2));
+        assert!(!released.is_live());
+        let third = granted(
+            store
+                .acquire_capture_lease("tracker", "a:3", MINUTE_US)
+                .expect("acquire"),
+        );
+        assert_eq!(third.epoch, 3);
+        let all: Vec<(String, i64)> = store
+            .capture_leases()
+            .expect("list")
+            .into_iter()
+            .map(|l| (l.source, l.epoch))
+            .collect();
+        assert_eq!(
+            all,
+            vec![("tracker".to_string(), 3), ("wiki".to_string(), 2)]
+        );
+    }
+
+    pub fn concurrent_capture_lease_requests_grant_one(new: New) {
+        let f = new();
+        f.open();
+        let url = f.url.clone();
+        let threads: Vec<_> = (0..6)
+            .map(|i| {
+                let url = url.clone();
+                std::thread::spawn(move || {
+                    let mut store = ControlStore::open(&url).expect("open");
+                    matches!(
+                        store
+                            .acquire_capture_lease("tracker", &format!("h:{i}"), MINUTE_US)
+                            .expect("acquire"),
+                        LeaseGrant::Granted(_)
+                    )
+                })
+            })
+            .collect();
+        let granted = threads
+            .into_iter()
+            .map(|t| t.join().expect("thread"))
+            .filter(|g| *g)
+            .count();
+        assert_eq!(granted, 1);
+        let lease = f
+            .open()
+            .capture_lease("tracker")
+            .expect("read")
+            .expect("row");
+        assert_eq!(lease.epoch, 1);
     }
 
     pub fn retry_failed_queues_failed_tenants_again(new: New) {

@@ -266,6 +266,10 @@ pub struct CaptureConfig {
     /// SQLite sources: how often the changelog is read.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
+    /// A source's capture lease lasts this long unless renewed: one capture per source
+    /// writes (the leader); a standby takes over within this time after the leader dies.
+    #[serde(default = "default_capture_lease_seconds")]
+    pub lease_seconds: u64,
 }
 
 impl Default for CaptureConfig {
@@ -275,6 +279,7 @@ impl Default for CaptureConfig {
             segment_max_changes: default_segment_max_changes(),
             compact_after_changes: default_compact_after_changes(),
             poll_interval_ms: default_poll_interval_ms(),
+            lease_seconds: default_capture_lease_seconds(),
         }
     }
 }
@@ -291,6 +296,14 @@ fn default_compact_after_changes() -> u64 {
 fn default_poll_interval_ms() -> u64 {
     20
 }
+fn default_capture_lease_seconds() -> u64 {
+    15
+}
+
+/// The shortest and longest capture lease: a leader stops writing two thirds into it
+/// without a renewal, so a shorter one leaves no room for a slow write; a longer one keeps
+/// a dead leader's sources uncaptured for too long.
+pub const CAPTURE_LEASE_SECONDS: std::ops::RangeInclusive<u64> = 2..=3600;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -392,6 +405,15 @@ impl Config {
             return Err(Error::config(
                 "[capture] segment_max_changes must be at least 1",
             ));
+        }
+        if !CAPTURE_LEASE_SECONDS.contains(&self.capture.lease_seconds) {
+            return Err(Error::config(format!(
+                "[capture] lease_seconds = {}: use {} to {} (a standby takes over within it \
+                 after the leader dies)",
+                self.capture.lease_seconds,
+                CAPTURE_LEASE_SECONDS.start(),
+                CAPTURE_LEASE_SECONDS.end()
+            )));
         }
         for (name, source) in &self.sources {
             if name.is_empty()
@@ -706,6 +728,25 @@ mod tests {
         assert!(err.to_string().contains("acceptance"), "{err}");
         let bad = format!("{GOOD}\n[campaigns.attributes]\nedition = \"mail.sites.edition\"\n");
         assert!(Config::parse(&bad).is_err());
+    }
+
+    #[test]
+    fn the_capture_lease_is_15_seconds_unless_set_and_bounded() {
+        assert_eq!(
+            Config::parse(GOOD).expect("valid").capture.lease_seconds,
+            15
+        );
+        let set = format!("{GOOD}\n[capture]\nlease_seconds = 4\n");
+        assert_eq!(Config::parse(&set).expect("valid").capture.lease_seconds, 4);
+        for bad in ["0", "1", "3601"] {
+            let text = format!("{GOOD}\n[capture]\nlease_seconds = {bad}\n");
+            let err = Config::parse(&text).expect_err(bad);
+            assert!(err.to_string().contains("lease_seconds"), "{bad}: {err}");
+        }
+        for bad in ["-5", "\"15s\""] {
+            let text = format!("{GOOD}\n[capture]\nlease_seconds = {bad}\n");
+            assert!(Config::parse(&text).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,13 +1,21 @@
 //! Capture of every configured source into the vault, one task per source
-//! (`lifeboat_source` does the work; this runs and collects it).
+//! (`lifeboat_source` does the work; this runs and collects it). Each source is captured
+//! only under its lease (`lease`): a source another capture leads is stood by for, and
+//! taken over when that capture's lease runs out.
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use lifeboat_core::config::Config;
 use lifeboat_core::vault::Vault;
 use lifeboat_core::{Error, Result};
 use lifeboat_source::capture::CaptureStats;
+use lifeboat_source::live::LiveSource;
 use lifeboat_source::Stop;
 
-use crate::context::{open_sources, source_names};
+use crate::context::{control_url, open_sources, source_names};
+use crate::lease::{self, Acquired};
+use crate::progress::{Event, Progress};
 
 /// What a capture run did: each finished source's statistics (by name), and the errors of
 /// those that failed. The first error is the run's; one source failing stops the others.
@@ -17,12 +25,17 @@ pub struct Run {
 }
 
 /// Capture `sources` (all when empty) until `stop` is set, or, with `until_caught_up`,
-/// until everything committed before the call is durable in the vault.
+/// until everything committed before the call is durable in the vault. Each source is
+/// captured while this run holds its lease; a source another capture leads is stood by
+/// for (with `until_caught_up`: refused). Standing by, leading and losing a lease are
+/// reported to `progress`.
 pub async fn run(
     config: &Config,
+    config_path: &Option<PathBuf>,
     sources: &[String],
     until_caught_up: bool,
     stop: &Stop,
+    progress: &dyn Progress,
 ) -> Result<Run> {
     let names = source_names(config, sources)?;
     if names.is_empty() {
@@ -34,42 +47,159 @@ pub async fn run(
     let sources = open_sources(config, &names, true).await?;
     // The vault must exist: `lifeboat init` is the only command that creates one.
     let vault = Vault::open(Vault::store_for(&config.vault)?).await?;
+    let control = control_url(config, config_path)?;
 
+    let (events, mut reports) = tokio::sync::mpsc::unbounded_channel::<Event>();
     let mut tasks = tokio::task::JoinSet::new();
     for source in sources {
-        let vault = vault.clone();
-        let capture = config.capture.clone();
-        let stop = stop.clone();
+        let term = Term {
+            config: config.clone(),
+            control: control.clone(),
+            vault: vault.clone(),
+            until_caught_up,
+            stop: stop.clone(),
+            events: events.clone(),
+        };
         tasks.spawn(async move {
             let name = source.name.clone();
-            let result = source
-                .capture(&vault, capture, until_caught_up, &stop)
-                .await;
+            let result = term.lead(source).await;
             if result.is_err() {
                 // One source failing stops the run: the operator must see it.
-                stop.set();
+                term.stop.set();
             }
             (name, result)
         });
     }
+    drop(events);
     let mut run = Run {
         reports: Vec::new(),
         errors: Vec::new(),
     };
-    while let Some(joined) = tasks.join_next().await {
-        let (name, result) =
-            joined.map_err(|e| Error::source(format!("a capture task failed: {e}")))?;
-        match result {
-            Ok(stats) => run.reports.push(stats),
-            Err(e) => run
-                .errors
-                .push(if e.message().starts_with(&format!("source {name}")) {
-                    e
-                } else {
-                    e.context(format!("source {name}"))
-                }),
+    loop {
+        tokio::select! {
+            Some(event) = reports.recv() => progress.event(event),
+            joined = tasks.join_next() => {
+                let Some(joined) = joined else { break };
+                let (name, result) =
+                    joined.map_err(|e| Error::source(format!("a capture task failed: {e}")))?;
+                match result {
+                    Ok(stats) => run.reports.push(stats),
+                    Err(e) => run
+                        .errors
+                        .push(if e.message().starts_with(&format!("source {name}")) {
+                            e
+                        } else {
+                            e.context(format!("source {name}"))
+                        }),
+                }
+            }
         }
+    }
+    while let Ok(event) = reports.try_recv() {
+        progress.event(event);
     }
     run.reports.sort_by(|a, b| a.source.cmp(&b.source));
     Ok(run)
+}
+
+/// One source's capture within a run: standing by, leading, standing by again.
+struct Term {
+    config: Config,
+    control: String,
+    vault: Vault,
+    until_caught_up: bool,
+    stop: Stop,
+    events: tokio::sync::mpsc::UnboundedSender<Event>,
+}
+
+impl Term {
+    fn say(&self, text: String) {
+        let _ = self.events.send(Event::Notice(text));
+    }
+
+    /// Capture `source` whenever this run holds its lease, until stopped (or caught up).
+    async fn lead(&self, source: LiveSource) -> Result<CaptureStats> {
+        let name = source.name.clone();
+        let lease_time = lease::lease_time(&self.config);
+        // How often a standby asks again: it takes over at most this long after expiry.
+        let poll = (lease_time / 10).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        let mut opened = Some(source);
+        let mut total = CaptureStats {
+            source: name.clone(),
+            ..CaptureStats::default()
+        };
+        let mut announced = None;
+        loop {
+            if self.stop.is_set() {
+                return Ok(total);
+            }
+            let leader = match lease::acquire(&self.control, &name, lease_time).await? {
+                Acquired::Held(current) => {
+                    if self.until_caught_up {
+                        return Err(lease::held_error(&name, &current));
+                    }
+                    if announced != Some((current.holder.clone(), current.epoch)) {
+                        self.say(format!(
+                            "source {name}: standing by: capture is led by {}",
+                            lease::describe(&current)
+                        ));
+                        announced = Some((current.holder.clone(), current.epoch));
+                    }
+                    self.stop.sleep(poll).await;
+                    continue;
+                }
+                Acquired::Leader(leader) => leader,
+            };
+            announced = None;
+            self.say(format!(
+                "source {name}: leading capture (epoch {}, holder {})",
+                leader.epoch(),
+                leader.lease.holder
+            ));
+            let result = async {
+                let live = match opened.take() {
+                    Some(live) => live,
+                    None => LiveSource::open(&name, self.config.source(&name)?, true).await?,
+                };
+                let stop = leader.stop(&self.stop);
+                live.capture(
+                    &leader.fence(&self.vault),
+                    self.config.capture.clone(),
+                    self.until_caught_up,
+                    &stop,
+                )
+                .await
+            }
+            .await;
+            if leader.is_lost() {
+                self.say(format!(
+                    "source {name}: lost the capture lease (epoch {}); stopped writing",
+                    leader.epoch()
+                ));
+                if self.until_caught_up {
+                    return Err(leader.lost_error());
+                }
+                drop(leader);
+                if let Ok(stats) = result {
+                    add(&mut total, stats);
+                }
+                continue;
+            }
+            leader.release().await;
+            add(&mut total, result?);
+            return Ok(total);
+        }
+    }
+}
+
+/// Sum one lease term's statistics into the run's.
+fn add(total: &mut CaptureStats, term: CaptureStats) {
+    total.transactions += term.transactions;
+    total.changes += term.changes;
+    total.segments += term.segments;
+    total.skipped_duplicates += term.skipped_duplicates;
+    total.unattributed += term.unattributed;
+    if total.lags.count() == 0 {
+        total.lags = term.lags;
+    }
 }

@@ -241,7 +241,7 @@ pub async fn undelete(
             .or_default()
             .push(record.tenant.clone());
     }
-    let (rows, failures) = restore_to_points(config, &groups).await?;
+    let (rows, failures) = restore_to_points(config, control.url(), &groups).await?;
     if failures > 0 {
         return Ok(Undeleted {
             tenants: records.len(),

@@ -37,6 +37,9 @@ pub enum Event {
     Step(String),
     /// A detail line under the current step.
     Detail(String),
+    /// A line for the operator of a long-running command (capture standing by, leading,
+    /// losing its lease); logged with its time, also under `--json`.
+    Notice(String),
 }
 
 /// Receives an engine's events. Implementations must be cheap: events come from the

@@ -123,8 +123,8 @@ sql = "DELETE FROM apps WHERE id = ANY($ids)"
     }
 }
 
-async fn catch_up(config: &Config) {
-    let run = capture::run(config, &[], true, &Stop::new())
+async fn catch_up(config: &Config, config_path: &Option<PathBuf>) {
+    let run = capture::run(config, config_path, &[], true, &Stop::new(), &Silent)
         .await
         .expect("capture");
     assert!(run.errors.is_empty(), "{:?}", run.errors.first());
@@ -156,7 +156,7 @@ fn tenants(keys: &[i64]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_finds_a_difference_and_restore_brings_the_tenant_back() {
     let s = setup().await;
-    catch_up(&s.config).await;
+    catch_up(&s.config, &s.config_path).await;
     let before = moment().await;
     let request = verify::Request {
         tenants: tenants(&[1, 2]),
@@ -174,7 +174,7 @@ async fn verify_finds_a_difference_and_restore_brings_the_tenant_back() {
         "DELETE FROM comments WHERE issue_id IN (SELECT id FROM issues WHERE site_id = 2);
          DELETE FROM issues WHERE id = 20;",
     );
-    catch_up(&s.config).await;
+    catch_up(&s.config, &s.config_path).await;
     let at_before = verify::Request {
         at_us: Some(before),
         ..request
@@ -296,7 +296,7 @@ async fn the_comparison_reports_each_table_either_side_has() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_is_approved_applied_in_waves_and_undone() {
     let s = setup().await;
-    catch_up(&s.config).await;
+    catch_up(&s.config, &s.config_path).await;
     let dir = s.db.parent().expect("dir").to_path_buf();
     let plan_path = dir.join("plan.json");
     let planned = guard::plan(
@@ -443,10 +443,10 @@ async fn a_plan_is_approved_applied_in_waves_and_undone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_campaign_restores_its_tenants_through_two_workers() {
     let s = setup().await;
-    catch_up(&s.config).await;
+    catch_up(&s.config, &s.config_path).await;
     let before = moment().await;
     execute(&s.db, "DELETE FROM sites WHERE id IN (2, 4, 5);");
-    catch_up(&s.config).await;
+    catch_up(&s.config, &s.config_path).await;
     assert_eq!(count(&s.db, "SELECT count(*) FROM issues"), (SITES - 3) * 3);
 
     let mut config = s.config.clone();
@@ -539,4 +539,96 @@ async fn a_campaign_restores_its_tenants_through_two_workers() {
     .await
     .expect("verify");
     assert!(report.ok, "{:?}", report.differences);
+}
+
+/// The capture lease as other commands see it (`lease::leader`), and the fence of the
+/// leader's vault writes: allowed while its row names it, refused once another holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_capture_lease_names_its_leader_and_fences_its_writes() {
+    use lifeboat_core::model::Checkpoint;
+    use lifeboat_core::vault::{LocalStore, Vault};
+    use lifeboat_engine::lease::{self, Acquired};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = dir.path().join("control.db").display().to_string();
+    assert_eq!(lease::leader(&url, "tracker").await.expect("read"), None);
+    let Acquired::Leader(leader) = lease::acquire(&url, "tracker", Duration::from_secs(60))
+        .await
+        .expect("acquire")
+    else {
+        panic!("nobody held it");
+    };
+    let current = lease::leader(&url, "tracker")
+        .await
+        .expect("read")
+        .expect("a lease");
+    assert_eq!(
+        (current.holder.as_str(), current.epoch, current.is_live()),
+        (lease::holder_id().as_str(), 1, true)
+    );
+    match lease::acquire(&url, "tracker", Duration::from_secs(60))
+        .await
+        .expect("acquire")
+    {
+        Acquired::Held(held) => assert_eq!(
+            (held.holder, held.epoch, held.expires_at_us),
+            (current.holder.clone(), 1, current.expires_at_us)
+        ),
+        Acquired::Leader(_) => panic!("granted twice"),
+    }
+
+    let vault = Vault::init(Arc::new(LocalStore::new(dir.path().join("vault"))))
+        .await
+        .expect("vault");
+    let fenced = leader.fence(&vault);
+    let checkpoint = |position| Checkpoint {
+        source: "tracker".into(),
+        position,
+        commit_time_us: 0,
+        tables: Vec::new(),
+        keymaps: Vec::new(),
+    };
+    fenced
+        .put_checkpoint(&checkpoint(10))
+        .await
+        .expect("written under the lease");
+    let control = rusqlite::Connection::open(dir.path().join("control.db")).expect("open");
+    control
+        .execute(
+            "UPDATE capture_leases SET holder = 'elsewhere:1', epoch = 2",
+            [],
+        )
+        .expect("take it");
+    let refused = fenced
+        .put_checkpoint(&checkpoint(20))
+        .await
+        .expect_err("refused");
+    assert!(
+        refused.message().contains("lost its lease (epoch 1)"),
+        "{refused}"
+    );
+    assert!(leader.is_lost());
+    // For good, even with the row given back.
+    control
+        .execute(
+            "UPDATE capture_leases SET holder = ?1, epoch = 1",
+            [lease::holder_id()],
+        )
+        .expect("give it back");
+    assert!(fenced.put_checkpoint(&checkpoint(30)).await.is_err());
+    let written: Vec<u64> = vault
+        .list_checkpoints("tracker")
+        .await
+        .expect("list")
+        .iter()
+        .map(|c| c.position)
+        .collect();
+    assert_eq!(written, vec![10]);
+    // The unfenced vault still writes (the drill, tests).
+    vault
+        .put_checkpoint(&checkpoint(40))
+        .await
+        .expect("unfenced");
+    leader.release().await;
 }

@@ -1684,3 +1684,65 @@ fn audit_verify_checks_entries_against_anchors_both_ways() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("every entry is anchored"), "{out}");
 }
+
+/// Apply catches the vault up with a capture of its own, under the source's lease: while
+/// `lifeboat capture` leads the source, apply is refused with one line naming the leader
+/// and changes nothing; once capture stopped (releasing its lease), it applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_is_refused_naming_the_leader_while_capture_runs() {
+    let work = Workdir::new();
+    let config = setup(&work);
+    let db = work.path("tracker.db");
+    let before = dump(&db);
+    let plan = work.path("plan.json");
+    let plan_arg = plan.to_str().expect("path").to_string();
+    lifeboat_ok(
+        &config,
+        &[
+            "plan",
+            "remove-legacy-app",
+            "--ids",
+            "101",
+            "--key",
+            &key_of(&config, "alice"),
+            "-o",
+            &plan_arg,
+        ],
+    );
+    lifeboat_ok(
+        &config,
+        &["approve", &plan_arg, "--key", &key_of(&config, "bob")],
+    );
+    let mut capture = crate::leader::Capture::spawn(&config, work.path("capture.log"), None);
+    capture.wait_for("source tracker: leading capture").await;
+    let (config_for_apply, plan_for_apply) = (config.clone(), plan_arg.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        lifeboat(
+            &config_for_apply,
+            &["apply", &plan_for_apply, "--by", "carol"],
+        )
+    })
+    .await
+    .expect("apply");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    refused(
+        &output,
+        2,
+        &format!(
+            "source tracker: another capture leads it: {}:{} (epoch",
+            host.trim(),
+            capture.pid()
+        ),
+    );
+    assert_eq!(
+        stderr(&output).trim().lines().count(),
+        1,
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(dump(&db), before, "nothing applied");
+    terminate(&mut capture.child);
+    let out = lifeboat_ok(&config, &["apply", &plan_arg, "--by", "carol"]);
+    assert!(out.contains("1 tenants"), "{out}");
+    assert_eq!(dump(&db).len(), before.len() - 1);
+}

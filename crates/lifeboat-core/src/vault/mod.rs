@@ -1,6 +1,7 @@
 //! The vault: immutable, checksummed objects on a store (docs/vault-format.md). Nothing
 //! but this module writes to a store.
 
+mod fence;
 mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+pub use fence::{FenceCheck, WriteFence};
 pub use store::{write_atomically, LocalStore, S3Store, Store};
 
 use crate::config::VaultConfig;
@@ -90,6 +92,8 @@ pub struct PositionRef {
 pub struct Vault {
     store: Arc<dyn Store>,
     id: String,
+    /// Asked before each put of a source's objects (capture under a lease).
+    fence: Option<Arc<dyn WriteFence>>,
 }
 
 impl Vault {
@@ -115,7 +119,11 @@ impl Vault {
     /// Open an existing vault: its header must be there and of a known version.
     pub async fn open(store: Arc<dyn Store>) -> Result<Vault> {
         match read_header(&store).await? {
-            Some(id) => Ok(Vault { store, id }),
+            Some(id) => Ok(Vault {
+                store,
+                id,
+                fence: None,
+            }),
             None => Err(Error::vault(format!(
                 "no vault at {}: run `lifeboat init` to create one there (or fix [vault] url)",
                 store.describe()
@@ -153,7 +161,11 @@ impl Vault {
             .put(HEADER_NAME, Bytes::from(header.to_string()))
             .await
             .map_err(|e| e.context("cannot create the vault"))?;
-        Ok(Vault { store, id })
+        Ok(Vault {
+            store,
+            id,
+            fence: None,
+        })
     }
 
     /// The vault's id, from its header: what tells it from any other vault.
@@ -169,7 +181,32 @@ impl Vault {
         &self.store
     }
 
+    /// This vault, with every put of a segment, base or checkpoint asking `fence` first
+    /// (docs/vault-format.md, "One writer per source").
+    pub fn fenced(&self, fence: Arc<dyn WriteFence>) -> Vault {
+        Vault {
+            fence: Some(fence),
+            ..self.clone()
+        }
+    }
+
     // --- writing -------------------------------------------------------------------
+
+    /// Put a source's object, after the fence (if any) allowed it, within its time.
+    async fn put_history(&self, name: &str, bytes: Bytes) -> Result<()> {
+        let Some(fence) = &self.fence else {
+            return self.store.put(name, bytes).await;
+        };
+        let within = fence.check().await?;
+        match tokio::time::timeout(within, self.store.put(name, bytes)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::vault(format!(
+                "{name}: the write did not finish within {} ms, before this capture's \
+                 lease could run out; it stopped writing",
+                within.as_millis()
+            ))),
+        }
+    }
 
     pub async fn put_segment(&self, segment: &Segment) -> Result<String> {
         let (bytes, head_hash) = encode_segment(segment)?;
@@ -178,7 +215,7 @@ impl Vault {
             "sources/{}/segments/{:016x}-{:016x}-{xmin:016x}-{xmax:016x}-{}.seg",
             segment.source, segment.first, segment.last, head_hash
         );
-        self.store.put(&name, bytes).await?;
+        self.put_history(&name, bytes).await?;
         Ok(name)
     }
 
@@ -191,7 +228,7 @@ impl Vault {
             base.position,
             content_hash(&bytes)
         );
-        self.store.put(&name, bytes).await?;
+        self.put_history(&name, bytes).await?;
         Ok(name)
     }
 
@@ -214,7 +251,7 @@ impl Vault {
             "sources/{}/checkpoints/{:016x}-{}.ckpt",
             checkpoint.source, checkpoint.position, head_hash
         );
-        self.store.put(&name, bytes).await?;
+        self.put_history(&name, bytes).await?;
         Ok(name)
     }
 

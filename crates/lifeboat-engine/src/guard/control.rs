@@ -31,9 +31,11 @@ pub fn login(by: Option<String>) -> String {
 /// its audit log anchored in the vault (entries still waiting for their anchor are
 /// anchored now).
 pub async fn control_store(config: &Config, config_path: &Option<PathBuf>) -> Result<Control> {
+    let url = control_url(config, config_path)?;
     let mut control = Control {
-        store: ControlStore::open(&control_url(config, config_path)?)?,
+        store: ControlStore::open(&url)?,
         vault: open_vault(config).await?,
+        url,
     };
     control.anchor().await?;
     Ok(control)
@@ -92,6 +94,7 @@ pub struct Verified {
 pub struct Control {
     store: ControlStore,
     vault: Vault,
+    url: String,
 }
 
 impl std::ops::Deref for Control {
@@ -114,10 +117,17 @@ impl Control {
         config: &Config,
         config_path: &Option<PathBuf>,
     ) -> Result<Control> {
+        let url = control_url(config, config_path)?;
         Ok(Control {
-            store: ControlStore::open(&control_url(config, config_path)?)?,
+            store: ControlStore::open(&url)?,
             vault: open_vault(config).await?,
+            url,
         })
+    }
+
+    /// The store's URL, for commands that open it again from other tasks (capture leases).
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// Append an entry that records no other change, then anchor it in the vault.

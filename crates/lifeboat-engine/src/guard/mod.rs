@@ -31,7 +31,6 @@ use lifeboat_core::vault::sha256_hex;
 use lifeboat_core::{Error, Result};
 use lifeboat_source::guard::{id_value, IdRow};
 use lifeboat_source::live::LiveSource;
-use lifeboat_source::Stop;
 
 use crate::context::open_vault;
 use crate::progress::{silent, Event, Progress};
@@ -672,7 +671,7 @@ impl Declared<'_> {
 }
 
 /// Who holds an apply lock: this machine and process.
-fn lock_holder() -> String {
+pub(crate) fn lock_holder() -> String {
     format!("{}:{}", host_name(), std::process::id())
 }
 
@@ -686,7 +685,7 @@ fn host_name() -> String {
 }
 
 /// Whether the apply lock's holder is a process of this machine that no longer runs.
-fn holder_is_gone(holder: &str) -> bool {
+pub(crate) fn holder_is_gone(holder: &str) -> bool {
     let Some((host, pid)) = holder.rsplit_once(':') else {
         return false;
     };
@@ -1107,7 +1106,7 @@ impl Run<'_> {
         let restore_point = match self.state {
             Some(s) => s.restore_point.clone(),
             None => {
-                let point = catch_up(self.config, &names).await?;
+                let point = catch_up(self.config, control.url(), &names).await?;
                 entries.push(Entry::new(
                     by,
                     "restore-point",
@@ -1380,7 +1379,7 @@ pub async fn undo(
     for (tenant, a) in &applied {
         by_point.entry(&a.point).or_default().push(tenant.clone());
     }
-    let (rows, failures) = restore_to_points(config, &by_point).await?;
+    let (rows, failures) = restore_to_points(config, control.url(), &by_point).await?;
     let tenants: Vec<&String> = applied.keys().collect();
     let entry = Entry::new(
         &by,
@@ -1412,15 +1411,17 @@ pub async fn undo(
 }
 
 /// Catch capture up on `names` and return the vault's latest position of each: a point
-/// every tenant can be restored to.
-pub async fn catch_up(config: &Config, names: &BTreeSet<String>) -> Result<BTreeMap<String, u64>> {
+/// every tenant can be restored to. Each source is captured under its lease
+/// (`lease::capture_alone`): refused, naming the leader, while another capture leads it.
+pub async fn catch_up(
+    config: &Config,
+    control_url: &str,
+    names: &BTreeSet<String>,
+) -> Result<BTreeMap<String, u64>> {
     let vault = open_vault(config).await?;
     let mut point = BTreeMap::new();
     for name in names {
-        let source = LiveSource::open(name, config.source(name)?, true).await?;
-        source
-            .capture(&vault, config.capture.clone(), true, &Stop::new())
-            .await?;
+        crate::lease::capture_alone(config, control_url, &vault, name).await?;
         let history = SourceHistory::load(&vault, name).await?;
         let position = history
             .latest_position()
@@ -1434,10 +1435,11 @@ pub async fn catch_up(config: &Config, names: &BTreeSet<String>) -> Result<BTree
 /// capture up so that the vault holds every point. Returns rows written and failures.
 pub async fn restore_to_points(
     config: &Config,
+    control_url: &str,
     groups: &BTreeMap<&BTreeMap<String, u64>, Vec<String>>,
 ) -> Result<(u64, usize)> {
     let names: BTreeSet<String> = groups.keys().flat_map(|p| p.keys().cloned()).collect();
-    let latest = catch_up(config, &names).await?;
+    let latest = catch_up(config, control_url, &names).await?;
     let (mut rows, mut failures) = (0, 0);
     for (point, tenants) in groups {
         // A point is a live position taken before a wave; with capture caught up, a point

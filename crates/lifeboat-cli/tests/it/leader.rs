@@ -1,0 +1,492 @@
+//! One capture per source: two `lifeboat capture` processes of one source, one leads and
+//! the other stands by; the standby takes over when the leader is killed; a leader whose
+//! lease is taken stops writing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use crate::fixtures::*;
+use crate::vault_checks;
+
+const TENANTS: i64 = 6;
+/// The lease time of these tests' configurations.
+const LEASE_SECONDS: u64 = 3;
+
+fn sites() -> Vec<i64> {
+    (1..=TENANTS).map(site_id).collect()
+}
+
+/// The fixtures' configuration with a short lease.
+fn short_lease(text: String) -> String {
+    text.replace(
+        "[capture]\n",
+        &format!("[capture]\nlease_seconds = {LEASE_SECONDS}\n"),
+    )
+}
+
+/// A running `lifeboat capture` whose standard error goes to a file, read as it grows.
+pub struct Capture {
+    pub child: Child,
+    log: PathBuf,
+}
+
+impl Capture {
+    pub fn spawn(config: &Path, log: PathBuf, pause: Option<&str>) -> Capture {
+        let mut command = lifeboat_command(config, &["capture"]);
+        if let Some(pause) = pause {
+            command.env("LIFEBOAT_PAUSE", pause);
+        }
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("spawn capture");
+        Capture { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait until its log holds `needle` (a minute at most, however loaded the machine).
+    pub async fn wait_for(&self, needle: &str) -> Instant {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.log().contains(needle) {
+                return Instant::now();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+}
+
+/// Every object name in the source's part of the vault.
+fn objects(work: &Workdir, source: &str) -> Vec<String> {
+    let root = work.path("vault").join("sources").join(source);
+    let mut out = Vec::new();
+    let mut dirs = vec![root];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                out.push(path.display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Capture caught up, every tenant verified, no position stored twice, `check` clean.
+async fn assert_whole(config: &Path, source: &str) {
+    let config_owned = config.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        lifeboat_ok(&config_owned, &["capture", "--until-caught-up"]);
+        let out = lifeboat_ok(&config_owned, &as_strs(&verify_args(sites())));
+        assert!(out.starts_with("ok:"), "{out}");
+        lifeboat_ok(&config_owned, &["check"]);
+    })
+    .await
+    .expect("final checks");
+    let stored = vault_checks::assert_no_duplicates(config, source).await;
+    assert!(stored > 0, "nothing captured");
+}
+
+/// Two captures of one source: one leads, the other stands by naming it; the leader is
+/// killed while writers run; the standby takes over within the lease time and resumes
+/// from the vault's head: nothing lost, nothing stored twice.
+async fn standby_takes_over(work: &Workdir, config: &Path, source: &str, write: Writer) {
+    lifeboat_ok(config, &["capture", "--until-caught-up"]);
+    let mut first = Capture::spawn(config, work.path("first.log"), None);
+    first
+        .wait_for(&format!("source {source}: leading capture"))
+        .await;
+    let second = Capture::spawn(config, work.path("second.log"), None);
+    let standing = second
+        .wait_for(&format!("source {source}: standing by"))
+        .await;
+    let log = second.log();
+    assert!(
+        log.contains(&format!(":{} (epoch", first.pid())),
+        "the standby names the leader's host and pid: {log}"
+    );
+    assert!(log.contains("whose lease expires at 20"), "{log}");
+    assert_eq!(
+        log.matches("standing by").count(),
+        1,
+        "one line while standing by: {log}"
+    );
+
+    // Writers run across the kill and the takeover.
+    let writers = tokio::spawn(write(Duration::from_secs(5)));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !second.log().contains("leading capture"),
+        "only one leads: {}",
+        second.log()
+    );
+    let before = Instant::now();
+    first.kill();
+    let took_over = second
+        .wait_for(&format!("source {source}: leading capture"))
+        .await;
+    let takeover = took_over - before;
+    eprintln!(
+        "standby took over {source} {} ms after the kill",
+        takeover.as_millis()
+    );
+    assert!(
+        takeover < Duration::from_secs(LEASE_SECONDS + 3),
+        "took over after {takeover:?}"
+    );
+    assert!(standing < before);
+    writers.await.expect("writers");
+    let mut second = second;
+    terminate(&mut second.child);
+    assert_whole(config, source).await;
+}
+
+type Writer =
+    Box<dyn FnOnce(Duration) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_standby_takes_over_from_a_killed_leader_losing_and_duplicating_nothing() {
+    let work = Workdir::new();
+    let identity = work.path("identity.db");
+    setup_identity(&identity, TENANTS);
+    let config = work.init_config(&short_lease(config_text(
+        &work.vault_url(),
+        None,
+        None,
+        Some(&identity),
+    )));
+    let path = identity.clone();
+    let write: Writer = Box::new(move |duration| {
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || write_identity(&path, TENANTS, 7, duration))
+                .await
+                .expect("writer");
+        })
+    });
+    standby_takes_over(&work, &config, "identity", write).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_standby_takes_over_from_a_killed_leader_losing_and_duplicating_nothing() {
+    let work = Workdir::new();
+    let tracker = create_database("leader").await;
+    setup_tracker(&tracker, TENANTS).await;
+    let config = work.init_config(&short_lease(config_text(
+        &work.vault_url(),
+        Some(&tracker),
+        None,
+        None,
+    )));
+    let url = tracker.clone();
+    let write: Writer = Box::new(move |duration| {
+        Box::pin(async move {
+            write_tracker(&url, TENANTS, 8, duration).await;
+        })
+    });
+    standby_takes_over(&work, &config, "tracker", write).await;
+    drop_slots(&tracker).await;
+}
+
+/// The lease row taken in the control store (as a new leader's grant would): the leader's
+/// next write is refused, it stops writing and stands by, naming the new holder; nothing
+/// reaches the vault while it does not lead. Given back, it leads again and catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_lease_is_taken_stops_writing() {
+    let work = Workdir::new();
+    let identity = work.path("identity.db");
+    setup_identity(&identity, TENANTS);
+    let config = work.init_config(&short_lease(config_text(
+        &work.vault_url(),
+        None,
+        None,
+        Some(&identity),
+    )));
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let mut leader = Capture::spawn(&config, work.path("leader.log"), None);
+    leader
+        .wait_for("source identity: leading capture (epoch 2")
+        .await;
+    let path = identity.clone();
+    let writers =
+        std::thread::spawn(move || write_identity(&path, TENANTS, 9, Duration::from_secs(6)));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let control = rusqlite::Connection::open(work.path("lifeboat-control.db")).expect("control");
+    control
+        .busy_timeout(Duration::from_secs(30))
+        .expect("busy timeout");
+    let far = lifeboat_core::time::now_us() + 600_000_000;
+    control
+        .execute(
+            "UPDATE capture_leases SET holder = 'elsewhere:1', epoch = epoch + 1, \
+             expires_at_us = ?1 WHERE source = 'identity'",
+            [far],
+        )
+        .expect("take the lease");
+    // A write that passed its check before the row changed may still land just after.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let taken = objects(&work, "identity");
+    leader
+        .wait_for("source identity: lost the capture lease (epoch 2); stopped writing")
+        .await;
+    leader
+        .wait_for("source identity: standing by: capture is led by elsewhere:1 (epoch 3)")
+        .await;
+    // Writers keep committing; the old leader writes nothing more.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(
+        objects(&work, "identity"),
+        taken,
+        "written after the lease was taken"
+    );
+    let log = leader.log();
+    assert!(!log.contains("error"), "{log}");
+
+    // The new holder goes away (its lease ends): the old leader leads again, epoch 4.
+    control
+        .execute(
+            "UPDATE capture_leases SET expires_at_us = 0 WHERE source = 'identity'",
+            [],
+        )
+        .expect("end the lease");
+    leader
+        .wait_for("source identity: leading capture (epoch 4")
+        .await;
+    writers.join().expect("writers");
+    terminate(&mut leader.child);
+    assert_whole(&config, "identity").await;
+}
+
+/// The lease row of `source` in the test's SQLite control store: (epoch, granted at µs).
+fn lease_row(work: &Workdir, source: &str) -> Option<(i64, i64)> {
+    let control = rusqlite::Connection::open(work.path("lifeboat-control.db")).ok()?;
+    control.busy_timeout(Duration::from_secs(30)).ok()?;
+    control
+        .query_row(
+            "SELECT epoch, granted_at_us FROM capture_leases WHERE source = ?1",
+            [source],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ok()
+}
+
+/// Every object of the source's part of the vault with when it was written (µs).
+fn written_at(work: &Workdir, source: &str) -> Vec<(String, i64)> {
+    objects(work, source)
+        .into_iter()
+        .map(|name| {
+            let modified = std::fs::metadata(&name)
+                .and_then(|m| m.modified())
+                .expect("mtime");
+            let us = modified
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("after 1970")
+                .as_micros() as i64;
+            (name, us)
+        })
+        .collect()
+}
+
+/// A leader that cannot renew its lease (its renewal held at a pause) stops writing two
+/// thirds into the lease; the lease runs out a third later and only then is it granted
+/// again (to the standby, or to the old leader standing by again): while writers commit
+/// all along, the vault receives nothing between the old leader's deadline and the next
+/// grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_renew_stops_writing_before_the_lease_is_granted_again() {
+    let work = Workdir::new();
+    let identity = work.path("identity.db");
+    setup_identity(&identity, TENANTS);
+    let config = work.init_config(&short_lease(config_text(
+        &work.vault_url(),
+        None,
+        None,
+        Some(&identity),
+    )));
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let pause = work.path("renew.pause");
+    let pause_spec = format!("capture.lease-renew:{}", pause.display());
+    let mut leader = Capture::spawn(&config, work.path("leader.log"), Some(&pause_spec));
+    leader
+        .wait_for("source identity: leading capture (epoch 2")
+        .await;
+    let path = identity.clone();
+    let writers =
+        std::thread::spawn(move || write_identity(&path, TENANTS, 10, Duration::from_secs(6)));
+    let (epoch, granted) = lease_row(&work, "identity").expect("lease");
+    assert_eq!(epoch, 2);
+    let standby = Capture::spawn(&config, work.path("standby.log"), None);
+    standby.wait_for("source identity: standing by").await;
+
+    leader
+        .wait_for("source identity: lost the capture lease (epoch 2); stopped writing")
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let granted_again = loop {
+        match lease_row(&work, "identity") {
+            Some((epoch, at)) if epoch >= 3 => break at,
+            _ => assert!(Instant::now() < deadline, "never granted again"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    std::fs::write(&pause, "").expect("release the pause");
+    let lease_us = LEASE_SECONDS as i64 * 1_000_000;
+    assert!(
+        granted_again >= granted + lease_us,
+        "granted again before it ran out"
+    );
+    // The old leader's last moment to start a write, and a little for one to finish.
+    let stop = granted + lease_us * 2 / 3 + 100_000;
+    let objects = written_at(&work, "identity");
+    let during: Vec<&(String, i64)> = objects
+        .iter()
+        .filter(|(_, at)| *at > granted && *at < stop)
+        .collect();
+    assert!(!during.is_empty(), "the leader wrote while it led");
+    let fenced: Vec<&(String, i64)> = objects
+        .iter()
+        .filter(|(_, at)| *at >= stop && *at < granted_again)
+        .collect();
+    assert!(
+        fenced.is_empty(),
+        "written between the old leader's deadline ({stop}) and the next grant \
+         ({granted_again}): {fenced:?}"
+    );
+    eprintln!(
+        "nothing written for {} ms before the lease was granted again",
+        (granted_again - stop) / 1000
+    );
+    writers.join().expect("writers");
+    let mut standby = standby;
+    terminate(&mut standby.child);
+    terminate(&mut leader.child);
+    assert_whole(&config, "identity").await;
+}
+
+/// Capturing by itself (`--until-caught-up`, and what apply, undo and undelete run) is
+/// refused while another capture leads the source, naming it; once it stopped, it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capturing_by_itself_is_refused_while_another_capture_leads() {
+    let work = Workdir::new();
+    let identity = work.path("identity.db");
+    setup_identity(&identity, TENANTS);
+    let config = work.init_config(&short_lease(config_text(
+        &work.vault_url(),
+        None,
+        None,
+        Some(&identity),
+    )));
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let mut leader = Capture::spawn(&config, work.path("leader.log"), None);
+    leader.wait_for("source identity: leading capture").await;
+    let before = objects(&work, "identity");
+    let output = lifeboat(&config, &["capture", "--until-caught-up"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(
+        err.contains(&format!(
+            "source identity: another capture leads it: {}:{} (epoch 2)",
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .expect("hostname")
+                .trim(),
+            leader.pid()
+        )),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert_eq!(objects(&work, "identity"), before);
+    terminate(&mut leader.child);
+    // Released at the clean stop: no waiting for the lease to run out.
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+}
+
+/// A capture of several sources leads those whose lease it gets and stands by for the
+/// others: with `--source identity` leading identity elsewhere, a capture of every source
+/// leads tracker and stands by for identity, and leads both once the other is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_of_several_sources_leads_some_and_stands_by_for_the_others() {
+    let work = Workdir::new();
+    let tracker = create_database("several").await;
+    setup_tracker(&tracker, TENANTS).await;
+    let identity = work.path("identity.db");
+    setup_identity(&identity, TENANTS);
+    let config = work.init_config(&short_lease(config_text(
+        &work.vault_url(),
+        Some(&tracker),
+        None,
+        Some(&identity),
+    )));
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let file = std::fs::File::create(work.path("one.log")).expect("log");
+    let mut one = Capture {
+        child: lifeboat_command(&config, &["capture", "--source", "identity"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("spawn"),
+        log: work.path("one.log"),
+    };
+    one.wait_for("source identity: leading capture").await;
+    let all = Capture::spawn(&config, work.path("all.log"), None);
+    all.wait_for("source tracker: leading capture").await;
+    all.wait_for(&format!(
+        "source identity: standing by: capture is led by {}",
+        format_args!(
+            "{}:{}",
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .expect("hostname")
+                .trim(),
+            one.pid()
+        )
+    ))
+    .await;
+    assert!(
+        !all.log().contains("source identity: leading"),
+        "{}",
+        all.log()
+    );
+    let path = identity.clone();
+    let writers =
+        std::thread::spawn(move || write_identity(&path, TENANTS, 11, Duration::from_secs(2)));
+    write_tracker(&tracker, TENANTS, 11, Duration::from_secs(2)).await;
+    one.kill();
+    all.wait_for("source identity: leading capture").await;
+    writers.join().expect("writers");
+    let mut all = all;
+    terminate(&mut all.child);
+    let config_owned = config.clone();
+    tokio::task::spawn_blocking(move || {
+        lifeboat_ok(&config_owned, &["capture", "--until-caught-up"]);
+        let out = lifeboat_ok(&config_owned, &as_strs(&verify_args(sites())));
+        assert!(out.starts_with("ok:"), "{out}");
+    })
+    .await
+    .expect("final checks");
+    vault_checks::assert_no_duplicates(&config, "identity").await;
+    vault_checks::assert_no_duplicates(&config, "tracker").await;
+    drop_slots(&tracker).await;
+}
