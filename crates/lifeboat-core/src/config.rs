@@ -260,6 +260,13 @@ pub struct CaptureConfig {
     /// SQLite sources: how often the changelog is read.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
+    /// The first wait after a transient fault (docs/faults.md); each further failure of
+    /// the same episode doubles it, with jitter.
+    #[serde(default = "default_retry_initial_delay_ms")]
+    pub retry_initial_delay_ms: u64,
+    /// The longest wait between two attempts during a fault (before jitter).
+    #[serde(default = "default_retry_max_delay_ms")]
+    pub retry_max_delay_ms: u64,
 }
 
 impl Default for CaptureConfig {
@@ -269,6 +276,8 @@ impl Default for CaptureConfig {
             segment_max_changes: default_segment_max_changes(),
             compact_after_changes: default_compact_after_changes(),
             poll_interval_ms: default_poll_interval_ms(),
+            retry_initial_delay_ms: default_retry_initial_delay_ms(),
+            retry_max_delay_ms: default_retry_max_delay_ms(),
         }
     }
 }
@@ -284,6 +293,12 @@ fn default_compact_after_changes() -> u64 {
 }
 fn default_poll_interval_ms() -> u64 {
     20
+}
+fn default_retry_initial_delay_ms() -> u64 {
+    250
+}
+fn default_retry_max_delay_ms() -> u64 {
+    30_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -386,6 +401,17 @@ impl Config {
             return Err(Error::config(
                 "[capture] segment_max_changes must be at least 1",
             ));
+        }
+        let capture = &self.capture;
+        if capture.retry_initial_delay_ms == 0
+            || capture.retry_max_delay_ms < capture.retry_initial_delay_ms
+            || capture.retry_max_delay_ms > 3_600_000
+        {
+            return Err(Error::config(format!(
+                "[capture] retry_initial_delay_ms ({}) must be at least 1 and at most \
+                 retry_max_delay_ms ({}), which must be at most 3600000 (an hour)",
+                capture.retry_initial_delay_ms, capture.retry_max_delay_ms
+            )));
         }
         for (name, source) in &self.sources {
             if name.is_empty()
@@ -754,6 +780,14 @@ mod tests {
             (
                 "[vault]\nurl = \"file:///v\"\n[campaigns]\nauto_accept_minutes = 18446744073709551615\n",
                 "auto_accept_minutes = 18446744073709551615: at most 525600",
+            ),
+            (
+                "[vault]\nurl = \"file:///v\"\n[capture]\nretry_initial_delay_ms = 0\n",
+                "[capture] retry_initial_delay_ms (0) must be at least 1",
+            ),
+            (
+                "[vault]\nurl = \"file:///v\"\n[capture]\nretry_initial_delay_ms = 500\nretry_max_delay_ms = 100\n",
+                "at most retry_max_delay_ms (100)",
             ),
         ];
         for (text, needle) in cases {

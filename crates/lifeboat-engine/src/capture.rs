@@ -1,6 +1,8 @@
 //! Capture of every configured source into the vault, one task per source
 //! (`lifeboat_source` does the work; this runs and collects it).
 
+use std::sync::Arc;
+
 use lifeboat_core::config::Config;
 use lifeboat_core::vault::Vault;
 use lifeboat_core::{Error, Result};
@@ -32,8 +34,10 @@ pub async fn run(
     }
     // Check every source before the vault is touched: bad input changes nothing.
     let sources = open_sources(config, &names, true).await?;
-    // The vault must exist: `lifeboat init` is the only command that creates one.
-    let vault = Vault::open(Vault::store_for(&config.vault)?).await?;
+    // The vault must exist: `lifeboat init` is the only command that creates one. Capture
+    // retries the vault's transient faults itself (docs/faults.md), so the S3 client
+    // gives up on a failing request soon and lets capture report the episode.
+    let vault = Vault::open(Vault::store_for_retrying_caller(&config.vault)?).await?;
 
     let mut tasks = tokio::task::JoinSet::new();
     for source in sources {
@@ -43,7 +47,7 @@ pub async fn run(
         tasks.spawn(async move {
             let name = source.name.clone();
             let result = source
-                .capture(&vault, capture, until_caught_up, &stop)
+                .capture_counted(&vault, capture, until_caught_up, &stop, Arc::default())
                 .await;
             if result.is_err() {
                 // One source failing stops the run: the operator must see it.
