@@ -63,6 +63,12 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
                     "unattributed": s.unattributed,
                     "lag_ms_p50": lag.map(|l| l.0),
                     "lag_ms_p99": lag.map(|l| l.1),
+                    "faults": s
+                        .faults
+                        .snapshot()
+                        .into_iter()
+                        .map(|(kind, count)| (kind.name().to_string(), serde_json::json!(count)))
+                        .collect::<serde_json::Map<_, _>>(),
                 })
             })
             .collect();
@@ -74,8 +80,14 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
                 .percentiles_ms()
                 .map(|(p50, p99)| format!(", lag p50 {p50:.1} ms, p99 {p99:.1} ms"))
                 .unwrap_or_default();
+            let failures = s.faults.failures_total();
+            let faults = if failures > 0 {
+                format!(", {} transient faults retried", thousands(failures))
+            } else {
+                String::new()
+            };
             crate::say!(
-                "{}: {} transactions, {} changes in {} segments{lag}",
+                "{}: {} transactions, {} changes in {} segments{lag}{faults}",
                 s.source,
                 thousands(s.transactions),
                 thousands(s.changes),

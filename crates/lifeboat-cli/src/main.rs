@@ -88,8 +88,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The replication client returns its errors to capture, which reports them (once per
+    // episode of a transient fault): its own log lines would only repeat them.
     let filter = tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("warn,{}=info", output::NOTICE_TARGET))
+        tracing_subscriber::EnvFilter::new(format!(
+            "warn,{}=info,pgwire_replication=off",
+            output::NOTICE_TARGET
+        ))
     });
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)

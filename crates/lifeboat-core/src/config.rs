@@ -270,6 +270,13 @@ pub struct CaptureConfig {
     /// writes (the leader); a standby takes over within this time after the leader dies.
     #[serde(default = "default_capture_lease_seconds")]
     pub lease_seconds: u64,
+    /// The first wait after a transient fault (docs/faults.md); each further failure of
+    /// the same episode doubles it, with jitter.
+    #[serde(default = "default_retry_initial_delay_ms")]
+    pub retry_initial_delay_ms: u64,
+    /// The longest wait between two attempts during a fault (before jitter).
+    #[serde(default = "default_retry_max_delay_ms")]
+    pub retry_max_delay_ms: u64,
 }
 
 impl Default for CaptureConfig {
@@ -280,6 +287,8 @@ impl Default for CaptureConfig {
             compact_after_changes: default_compact_after_changes(),
             poll_interval_ms: default_poll_interval_ms(),
             lease_seconds: default_capture_lease_seconds(),
+            retry_initial_delay_ms: default_retry_initial_delay_ms(),
+            retry_max_delay_ms: default_retry_max_delay_ms(),
         }
     }
 }
@@ -304,6 +313,13 @@ fn default_capture_lease_seconds() -> u64 {
 /// without a renewal, so a shorter one leaves no room for a slow write; a longer one keeps
 /// a dead leader's sources uncaptured for too long.
 pub const CAPTURE_LEASE_SECONDS: std::ops::RangeInclusive<u64> = 2..=3600;
+
+fn default_retry_initial_delay_ms() -> u64 {
+    250
+}
+fn default_retry_max_delay_ms() -> u64 {
+    30_000
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -413,6 +429,17 @@ impl Config {
                 self.capture.lease_seconds,
                 CAPTURE_LEASE_SECONDS.start(),
                 CAPTURE_LEASE_SECONDS.end()
+            )));
+        }
+        let capture = &self.capture;
+        if capture.retry_initial_delay_ms == 0
+            || capture.retry_max_delay_ms < capture.retry_initial_delay_ms
+            || capture.retry_max_delay_ms > 3_600_000
+        {
+            return Err(Error::config(format!(
+                "[capture] retry_initial_delay_ms ({}) must be at least 1 and at most \
+                 retry_max_delay_ms ({}), which must be at most 3600000 (an hour)",
+                capture.retry_initial_delay_ms, capture.retry_max_delay_ms
             )));
         }
         for (name, source) in &self.sources {
@@ -802,6 +829,14 @@ mod tests {
             (
                 "[vault]\nurl = \"file:///v\"\n[campaigns]\nauto_accept_minutes = 18446744073709551615\n",
                 "auto_accept_minutes = 18446744073709551615: at most 525600",
+            ),
+            (
+                "[vault]\nurl = \"file:///v\"\n[capture]\nretry_initial_delay_ms = 0\n",
+                "[capture] retry_initial_delay_ms (0) must be at least 1",
+            ),
+            (
+                "[vault]\nurl = \"file:///v\"\n[capture]\nretry_initial_delay_ms = 500\nretry_max_delay_ms = 100\n",
+                "at most retry_max_delay_ms (100)",
             ),
         ];
         for (text, needle) in cases {

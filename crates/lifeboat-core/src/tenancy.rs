@@ -335,6 +335,13 @@ impl Keymaps {
     }
 
     /// The transaction ended: apply the removals it deferred.
+    /// Forget the removals of a transaction that was not read to its end (the connection
+    /// broke): it is read again whole, and a key it removes must still be found by the
+    /// changes before that removal.
+    pub fn abandon_transaction(&mut self) {
+        self.pending_removals.clear();
+    }
+
     pub fn end_transaction(&mut self) {
         for (pair, key) in self.pending_removals.drain(..) {
             if let Some(map) = self.maps.get_mut(&pair) {

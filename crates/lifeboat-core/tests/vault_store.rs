@@ -12,7 +12,7 @@ use lifeboat_core::model::{
     Base, BaseRow, Change, Checkpoint, KeymapRecord, Op, Segment, TableSchema, TenantKey,
     Transaction, Value,
 };
-use lifeboat_core::vault::{LocalStore, S3Store, SegmentRef, Store, Vault};
+use lifeboat_core::vault::{LocalStore, S3Retries, S3Store, SegmentRef, Store, Vault};
 use lifeboat_core::ErrorKind;
 
 // --- the stores under test ----------------------------------------------------------------
@@ -698,4 +698,65 @@ async fn s3_unreachable_endpoint_is_reported() {
         "took {:?} to give up",
         started.elapsed()
     );
+}
+
+/// A real S3 server's answers, classified: a refused connection is transient (and, with
+/// brief client retries, reported within seconds); a bucket that does not exist is
+/// permanent, as is a store without a vault.
+#[tokio::test]
+async fn s3_errors_are_transient_only_when_retrying_can_help() {
+    let (_, endpoint) = s3_env();
+    let refused = S3Store::with_retries(
+        "lifeboat-test",
+        "refused",
+        Some("http://127.0.0.1:1"),
+        None,
+        S3Retries::Brief,
+    )
+    .expect("store");
+    let started = Instant::now();
+    let err = refused
+        .put("a", Bytes::from_static(b"x"))
+        .await
+        .expect_err("nothing listens on port 1");
+    assert!(err.is_transient(), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "brief retries took {:?}",
+        started.elapsed()
+    );
+    let config: VaultConfig = toml::from_str(
+        r#"
+        url = "s3://lifeboat-test/refused"
+        endpoint = "http://127.0.0.1:1"
+        "#,
+    )
+    .expect("vault config");
+    let err = Vault::open(Vault::store_for_retrying_caller(&config).expect("store"))
+        .await
+        .expect_err("unreachable");
+    assert!(
+        err.is_transient(),
+        "the header read keeps the classification: {err}"
+    );
+
+    let missing_bucket = S3Store::with_retries(
+        &format!("no-such-bucket-{}", std::process::id()),
+        "x",
+        Some(&endpoint),
+        None,
+        S3Retries::Brief,
+    )
+    .expect("store");
+    let err = missing_bucket
+        .put("a", Bytes::from_static(b"x"))
+        .await
+        .expect_err("no bucket");
+    assert_eq!(err.kind(), ErrorKind::Vault, "{err}");
+    assert!(!err.is_transient(), "a missing bucket stays missing: {err}");
+
+    let empty = s3_at(&format!("lifeboat-tests/{}/no-vault", run_id()));
+    let err = Vault::open(empty).await.expect_err("no vault there");
+    assert!(!err.is_transient(), "{err}");
+    assert!(err.to_string().contains("lifeboat init"), "{err}");
 }

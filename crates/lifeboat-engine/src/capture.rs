@@ -4,12 +4,14 @@
 //! taken over when that capture's lease runs out.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use lifeboat_core::config::Config;
 use lifeboat_core::vault::Vault;
 use lifeboat_core::{Error, Result};
 use lifeboat_source::capture::CaptureStats;
+use lifeboat_source::faults::FaultStats;
 use lifeboat_source::live::LiveSource;
 use lifeboat_source::Stop;
 
@@ -45,8 +47,10 @@ pub async fn run(
     }
     // Check every source before the vault is touched: bad input changes nothing.
     let sources = open_sources(config, &names, true).await?;
-    // The vault must exist: `lifeboat init` is the only command that creates one.
-    let vault = Vault::open(Vault::store_for(&config.vault)?).await?;
+    // The vault must exist: `lifeboat init` is the only command that creates one. Capture
+    // retries the vault's transient faults itself (docs/faults.md), so the S3 client
+    // gives up on a failing request soon and lets capture report the episode.
+    let vault = Vault::open(Vault::store_for_retrying_caller(&config.vault)?).await?;
     let control = control_url(config, config_path)?;
 
     let (events, mut reports) = tokio::sync::mpsc::unbounded_channel::<Event>();
@@ -124,8 +128,11 @@ impl Term {
         // How often a standby asks again: it takes over at most this long after expiry.
         let poll = (lease_time / 10).clamp(Duration::from_millis(100), Duration::from_secs(1));
         let mut opened = Some(source);
+        // One count of transient faults across every lease term of this run.
+        let faults = Arc::<FaultStats>::default();
         let mut total = CaptureStats {
             source: name.clone(),
+            faults: faults.clone(),
             ..CaptureStats::default()
         };
         let mut announced = None;
@@ -162,11 +169,12 @@ impl Term {
                     None => LiveSource::open(&name, self.config.source(&name)?, true).await?,
                 };
                 let stop = leader.stop(&self.stop);
-                live.capture(
+                live.capture_counted(
                     &leader.fence(&self.vault),
                     self.config.capture.clone(),
                     self.until_caught_up,
                     &stop,
+                    faults.clone(),
                 )
                 .await
             }

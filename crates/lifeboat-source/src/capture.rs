@@ -4,6 +4,7 @@
 //! feeds it and acknowledges to its database only what `flush` reports durable.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lifeboat_core::config::CaptureConfig;
@@ -18,6 +19,9 @@ use lifeboat_core::tenancy::{
 use lifeboat_core::vault::Vault;
 use lifeboat_core::{Error, Result};
 
+use crate::faults::{FaultKind, FaultStats, Retry};
+use crate::Stop;
+
 /// Capture statistics, reported at the end of a run.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct CaptureStats {
@@ -30,6 +34,10 @@ pub struct CaptureStats {
     /// Commit-to-durable delays of the transactions captured.
     #[serde(skip)]
     pub lags: Lags,
+    /// Transient faults met and retried, per kind; the same counters are live while the
+    /// capture runs (docs/faults.md).
+    #[serde(skip)]
+    pub faults: Arc<FaultStats>,
 }
 
 /// Commit-to-durable delays, in a histogram of fixed size (three significant figures, from
@@ -83,6 +91,9 @@ pub struct CaptureCore {
     changes_since_base: BTreeMap<TenantKey, u64>,
     segments_since_checkpoint: u64,
     pub stats: CaptureStats,
+    /// Transient faults: every vault write here, and the source readers' reconnects.
+    pub retry: Retry,
+    stop: Stop,
 }
 
 /// Where a source stands in the vault when capture starts.
@@ -95,14 +106,19 @@ pub enum Start {
 
 impl CaptureCore {
     /// Load the source's state from the vault: its latest checkpoint, replaying the
-    /// segments after it to rebuild the key maps and find the head.
+    /// segments after it to rebuild the key maps and find the head. From then on, vault
+    /// writes that fail transiently are retried until they succeed or `stop` is set, and
+    /// counted in `faults`.
     pub async fn open(
         vault: &Vault,
         source: &str,
         tenancy: SourceTenancy,
         config: CaptureConfig,
+        stop: &Stop,
+        faults: Arc<FaultStats>,
     ) -> Result<(CaptureCore, Start)> {
         let history = SourceHistory::load(vault, source).await?;
+        let retry = Retry::new(source, &config, faults.clone());
         let mut core = CaptureCore {
             source: source.to_string(),
             config,
@@ -121,8 +137,11 @@ impl CaptureCore {
             segments_since_checkpoint: 0,
             stats: CaptureStats {
                 source: source.to_string(),
+                faults,
                 ..CaptureStats::default()
             },
+            retry,
+            stop: stop.clone(),
         };
         core.reset_tables();
         let Some(checkpoint_ref) = history.checkpoints.last() else {
@@ -420,7 +439,9 @@ impl CaptureCore {
                     })
                     .collect(),
             };
-            vault.put_base(&base).await?;
+            self.retry
+                .run(FaultKind::Vault, &self.stop, || vault.put_base(&base))
+                .await?;
             failpoint::hit("capture.after-base");
         }
         self.head = position;
@@ -438,7 +459,11 @@ impl CaptureCore {
             tables: self.tables.clone(),
             keymaps: self.keymaps.to_records(),
         };
-        vault.put_checkpoint(&checkpoint).await?;
+        self.retry
+            .run(FaultKind::Vault, &self.stop, || {
+                vault.put_checkpoint(&checkpoint)
+            })
+            .await?;
         self.segments_since_checkpoint = 0;
         failpoint::hit("capture.after-checkpoint");
         Ok(())
@@ -540,10 +565,11 @@ impl CaptureCore {
         self.pending.push(tx);
     }
 
-    /// Drop a transaction that did not finish (the connection broke mid-way).
+    /// Drop a transaction that did not finish (the connection broke mid-way): it is
+    /// received again whole.
     pub fn abandon_open(&mut self) {
         self.open = None;
-        self.keymaps.end_transaction();
+        self.keymaps.abandon_transaction();
     }
 
     pub fn has_pending(&self) -> bool {
@@ -602,7 +628,11 @@ impl CaptureCore {
             transactions,
         };
         failpoint::hit("capture.before-segment");
-        vault.put_segment(&segment).await?;
+        // Written again whole after a transient failure: the name is the content's, so a
+        // write that landed before its error was reported lands again harmlessly.
+        self.retry
+            .run(FaultKind::Vault, &self.stop, || vault.put_segment(&segment))
+            .await?;
         failpoint::hit("capture.after-segment");
         let now = lifeboat_core::time::now_us();
         for tx in &segment.transactions {
@@ -634,7 +664,13 @@ impl CaptureCore {
         if due.is_empty() {
             return Ok(0);
         }
-        let written = lifeboat_core::compaction::compact(vault, &self.source, Some(&due)).await?;
+        let source = self.source.clone();
+        let written = self
+            .retry
+            .run(FaultKind::Vault, &self.stop, || {
+                lifeboat_core::compaction::compact(vault, &source, Some(&due))
+            })
+            .await?;
         for tenant in &due {
             self.changes_since_base.remove(tenant);
         }

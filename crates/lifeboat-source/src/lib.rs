@@ -7,6 +7,7 @@
 
 pub mod capture;
 pub mod drill;
+pub mod faults;
 pub mod guard;
 pub mod installed;
 pub mod live;

@@ -4,6 +4,7 @@
 //! every operation to the kind; the trait's documentation says what each guarantees.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use lifeboat_core::config::{CaptureConfig, SourceConfig, SourceKind};
 use lifeboat_core::model::{Dialect, Position, Row, TenantKey, Value};
@@ -12,6 +13,7 @@ use lifeboat_core::vault::Vault;
 use lifeboat_core::{Error, Result};
 
 use crate::capture::CaptureStats;
+use crate::faults::FaultStats;
 use crate::guard::{Effect, IdRow};
 use crate::installed::Installed;
 use crate::postgres::PostgresSource;
@@ -165,6 +167,20 @@ impl LiveSource {
         until_caught_up: bool,
         stop: &Stop,
     ) -> Result<CaptureStats> {
+        self.capture_counted(vault, config, until_caught_up, stop, Arc::default())
+            .await
+    }
+
+    /// Capture this source, counting the transient faults it meets in `faults`, which
+    /// can be read while capture runs.
+    pub async fn capture_counted(
+        self,
+        vault: &Vault,
+        config: CaptureConfig,
+        until_caught_up: bool,
+        stop: &Stop,
+        faults: Arc<FaultStats>,
+    ) -> Result<CaptureStats> {
         self.kind
             .capture(
                 vault,
@@ -173,6 +189,7 @@ impl LiveSource {
                 config,
                 until_caught_up,
                 stop,
+                faults,
             )
             .await
     }

@@ -11,7 +11,10 @@ use lifeboat_core::tenancy::{LiveTable, SourceTenancy};
 use lifeboat_core::vault::Vault;
 use lifeboat_core::Result;
 
+use std::sync::Arc;
+
 use crate::capture::CaptureStats;
+use crate::faults::FaultStats;
 use crate::guard::{Effect, IdRow};
 use crate::installed::Installed;
 use crate::live::RestoreCatalog;
@@ -145,7 +148,8 @@ pub trait Source: Send + Sync {
     /// `until_caught_up`, until every change committed before the call is durable in the
     /// vault. The first capture of a source writes a base of every tenant; later ones
     /// resume where the vault's history ends. Consumes the source: capture opens the
-    /// connections it needs itself.
+    /// connections it needs itself. Once running, transient faults are retried
+    /// (docs/faults.md) and counted in `faults`; permanent ones end the capture.
     #[allow(clippy::too_many_arguments)]
     async fn capture(
         self: Box<Self>,
@@ -155,5 +159,6 @@ pub trait Source: Send + Sync {
         config: CaptureConfig,
         until_caught_up: bool,
         stop: &Stop,
+        faults: Arc<FaultStats>,
     ) -> Result<CaptureStats>;
 }

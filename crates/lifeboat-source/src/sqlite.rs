@@ -25,6 +25,7 @@ use lifeboat_core::vault::Vault;
 use lifeboat_core::{Error, Result};
 
 use crate::capture::{CaptureCore, CaptureStats, Snapshot, Start};
+use crate::faults::{self, FaultKind, FaultStats};
 use crate::guard::{Effect, IdRow};
 use crate::installed::{claim, Claim, Found, Installed};
 use crate::live::RestoreCatalog;
@@ -233,10 +234,21 @@ impl Source for SqliteSource {
         config: CaptureConfig,
         until_caught_up: bool,
         stop: &Stop,
+        faults: Arc<FaultStats>,
     ) -> Result<CaptureStats> {
         let path = self.shared.path.to_path_buf();
         drop(self);
-        capture(vault, name, &path, tenancy, config, until_caught_up, stop).await
+        capture(
+            vault,
+            name,
+            &path,
+            tenancy,
+            config,
+            until_caught_up,
+            stop,
+            faults,
+        )
+        .await
     }
 }
 
@@ -683,6 +695,7 @@ fn schema_version(conn: &Connection, path: &Path) -> Result<i64> {
 
 /// Capture one SQLite source until `stop` is set, or (with `until_caught_up`) until every
 /// change committed before the call is durable in the vault.
+#[allow(clippy::too_many_arguments)]
 async fn capture(
     vault: &Vault,
     source: &str,
@@ -691,9 +704,10 @@ async fn capture(
     config: CaptureConfig,
     until_caught_up: bool,
     stop: &Stop,
+    faults: Arc<FaultStats>,
 ) -> Result<CaptureStats> {
     let poll = Duration::from_millis(config.poll_interval_ms.max(1));
-    let (mut core, start) = CaptureCore::open(vault, source, tenancy, config).await?;
+    let (mut core, start) = CaptureCore::open(vault, source, tenancy, config, stop, faults).await?;
     let conn = Shared::open(path).await?;
     let (source_name, vault_id) = (source.to_string(), vault.id().to_string());
     match start {
@@ -726,57 +740,34 @@ async fn capture(
     let mut known_schema = conn.run(|conn, path| schema_version(conn, path)).await?;
     let mut acknowledged = core.head();
     loop {
-        let version = conn.run(|conn, path| schema_version(conn, path)).await?;
-        if version != known_schema {
-            let tenancy = core.tenancy().clone();
-            conn.run(move |conn, path| check_installed(conn, path, &tenancy))
-                .await?;
-            known_schema = version;
-        }
-        // One commit group: every entry committed when this step starts, read in chunks
-        // so that a large writer transaction is never split (docs/vault-format.md).
-        let upto = conn.run(|conn, path| last_sequence(conn, path)).await?;
-        let read = upto > core.received();
-        if read {
-            let mut after = core.received();
-            let mut began = false;
-            let mut commit_time = 0;
-            loop {
-                let rows = conn
-                    .run(move |conn, path| read_changelog(conn, path, after, upto, 10_000))
-                    .await?;
-                let Some(last) = rows.last() else {
-                    break;
-                };
-                after = last.seq;
-                if !began {
-                    began = core.begin(rows[0].seq, rows[0].seq);
-                    if !began {
-                        break;
-                    }
-                }
-                for row in rows {
-                    commit_time = commit_time.max(row.at);
-                    core.change(&row.table, row.op, row.old, row.new, row.seq, Some(row.at))?;
+        let result = step(
+            &conn,
+            &mut core,
+            vault,
+            &mut known_schema,
+            until_caught_up.then_some(target),
+            stop,
+            &mut acknowledged,
+        )
+        .await;
+        match result {
+            Ok(step) => {
+                core.retry.succeeded(FaultKind::Source);
+                match step {
+                    Step::Done => break,
+                    Step::Read => {}
+                    Step::Idle => stop.sleep(poll).await,
                 }
             }
-            if began {
-                core.commit(after, commit_time);
+            // The database was busy or locked: the commit group being read is dropped and
+            // read again whole. (The vault's faults are retried inside `flush`.)
+            Err(e) if e.is_transient() && !stop.is_set() => {
+                core.abandon_open();
+                let delay = core.retry.failed(FaultKind::Source, &e);
+                stop.sleep(delay).await;
             }
-        }
-        let caught_up = until_caught_up && core.received() >= target;
-        if core.flush_due() || caught_up || stop.is_set() {
-            if let Some(head) = core.flush(vault).await? {
-                conn.run(move |conn, path| trim(conn, path, head)).await?;
-                acknowledged = head;
-            }
-            core.compact_due(vault).await?;
-        }
-        if (caught_up && !core.has_pending()) || stop.is_set() {
-            break;
-        }
-        if !read {
-            stop.sleep(poll).await;
+            Err(e) if e.is_transient() => return Err(faults::stopped(e)),
+            Err(e) => return Err(e),
         }
     }
     if let Some(head) = core.finish(vault).await? {
@@ -785,6 +776,86 @@ async fn capture(
     }
     tracing::info!(source, position = acknowledged, "capture stopped");
     Ok(core.stats.clone())
+}
+
+/// What one step of the capture loop did.
+enum Step {
+    /// Read a commit group: read again at once.
+    Read,
+    /// Nothing new: wait for the poll interval.
+    Idle,
+    /// Caught up (or stopped) with nothing pending: the loop ends.
+    Done,
+}
+
+/// One step of SQLite capture: check the schema, read one commit group, write the pending
+/// groups to the vault when due and trim the changelog after them.
+async fn step(
+    conn: &Shared,
+    core: &mut CaptureCore,
+    vault: &Vault,
+    known_schema: &mut i64,
+    target: Option<u64>,
+    stop: &Stop,
+    acknowledged: &mut u64,
+) -> Result<Step> {
+    let version = conn.run(|conn, path| schema_version(conn, path)).await?;
+    if version != *known_schema {
+        let tenancy = core.tenancy().clone();
+        conn.run(move |conn, path| check_installed(conn, path, &tenancy))
+            .await?;
+        *known_schema = version;
+    }
+    // One commit group: every entry committed when this step starts, read in chunks so
+    // that a large writer transaction is never split (docs/vault-format.md).
+    let upto = conn.run(|conn, path| last_sequence(conn, path)).await?;
+    let read = upto > core.received();
+    if read {
+        let mut after = core.received();
+        let mut began = false;
+        let mut commit_time = 0;
+        loop {
+            let rows = conn
+                .run(move |conn, path| read_changelog(conn, path, after, upto, 10_000))
+                .await?;
+            let Some(last) = rows.last() else {
+                break;
+            };
+            after = last.seq;
+            if !began {
+                began = core.begin(rows[0].seq, rows[0].seq);
+                if !began {
+                    break;
+                }
+            }
+            for row in rows {
+                commit_time = commit_time.max(row.at);
+                core.change(&row.table, row.op, row.old, row.new, row.seq, Some(row.at))?;
+            }
+        }
+        if began {
+            core.commit(after, commit_time);
+        }
+    }
+    let caught_up = target.is_some_and(|target| core.received() >= target);
+    let due = core.flush_due() || caught_up || stop.is_set();
+    if due {
+        core.flush(vault).await?;
+    }
+    // The changelog is trimmed up to the durable head, after the flush that made it
+    // durable (or at the next step, when trimming failed).
+    let head = core.head();
+    if head > *acknowledged {
+        conn.run(move |conn, path| trim(conn, path, head)).await?;
+        *acknowledged = head;
+    }
+    if due {
+        core.compact_due(vault).await?;
+    }
+    if (caught_up && !core.has_pending()) || stop.is_set() {
+        return Ok(Step::Done);
+    }
+    Ok(if read { Step::Read } else { Step::Idle })
 }
 
 /// Install the triggers, then read every row: triggers first, in their own transaction;

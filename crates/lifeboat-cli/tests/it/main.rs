@@ -9,6 +9,7 @@ mod common;
 mod continuity;
 mod crash;
 mod drill;
+mod faults;
 mod fixtures;
 mod guard;
 mod leader;

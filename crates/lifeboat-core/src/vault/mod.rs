@@ -1,6 +1,7 @@
 //! The vault: immutable, checksummed objects on a store (docs/vault-format.md). Nothing
 //! but this module writes to a store.
 
+pub mod faults;
 mod fence;
 mod store;
 
@@ -14,7 +15,10 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub use fence::{FenceCheck, WriteFence};
-pub use store::{write_atomically, LocalStore, S3Store, Store};
+pub use store::{
+    io_error_is_transient, s3_error_is_transient, write_atomically, LocalStore, S3Retries, S3Store,
+    Store,
+};
 
 use crate::config::VaultConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -97,23 +101,36 @@ pub struct Vault {
 }
 
 impl Vault {
-    /// The store named by the config, without touching it.
+    /// The store named by the config, without touching it. With `LIFEBOAT_VAULT_FAULTS`
+    /// set (tests), wrapped in a `faults::FaultyStore`.
     pub fn store_for(config: &VaultConfig) -> Result<Arc<dyn Store>> {
-        Ok(match VaultUrl::parse(&config.url)? {
+        Self::store_with_retries(config, S3Retries::Client)
+    }
+
+    /// The store for a caller that retries transient errors itself (capture): an S3
+    /// client retries a request only briefly before the error reaches the caller.
+    pub fn store_for_retrying_caller(config: &VaultConfig) -> Result<Arc<dyn Store>> {
+        Self::store_with_retries(config, S3Retries::Brief)
+    }
+
+    fn store_with_retries(config: &VaultConfig, retries: S3Retries) -> Result<Arc<dyn Store>> {
+        let store: Arc<dyn Store> = match VaultUrl::parse(&config.url)? {
             VaultUrl::Local(path) => Arc::new(LocalStore::new(path)),
             VaultUrl::S3 { bucket, prefix } => {
                 let endpoint = config
                     .endpoint
                     .clone()
                     .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
-                Arc::new(S3Store::new(
+                Arc::new(S3Store::with_retries(
                     &bucket,
                     &prefix,
                     endpoint.as_deref(),
                     config.region.as_deref(),
+                    retries,
                 )?)
             }
-        })
+        };
+        faults::FaultyStore::wrap_from_env(store)
     }
 
     /// Open an existing vault: its header must be there and of a known version.
@@ -585,11 +602,16 @@ impl Vault {
 /// or version is refused.
 async fn read_header(store: &Arc<dyn Store>) -> Result<Option<String>> {
     let Some(bytes) = store.get(HEADER_NAME).await.map_err(|e| {
-        Error::vault(format!(
+        let error = Error::vault(format!(
             "vault {} is unreachable: {}",
             store.describe(),
             e.message()
-        ))
+        ));
+        if e.is_transient() {
+            error.transient()
+        } else {
+            error
+        }
     })?
     else {
         return Ok(None);

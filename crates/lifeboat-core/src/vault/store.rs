@@ -60,7 +60,14 @@ impl LocalStore {
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
-    Error::vault(format!("{what} {}: {e}", path.display()))
+    // A full disk or a network file system that stopped answering may recover.
+    let transient = io_error_is_transient(&e) || e.kind() == std::io::ErrorKind::StorageFull;
+    let error = Error::vault(format!("{what} {}: {e}", path.display()));
+    if transient {
+        error.transient()
+    } else {
+        error
+    }
 }
 
 #[async_trait]
@@ -203,6 +210,19 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// How hard the S3 client retries a failed request by itself before the caller sees the
+/// error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum S3Retries {
+    /// `object_store`'s own policy (up to 10 retries within 3 minutes): for commands that
+    /// run once and have no retry of their own.
+    Client,
+    /// A few quick retries within about 2 seconds, so that a blip is absorbed and an outage
+    /// reaches the caller as a transient error soon: for capture, which retries with its
+    /// own backoff and reports the episode.
+    Brief,
+}
+
 /// An S3 bucket and prefix, through `object_store`.
 #[derive(Debug)]
 pub struct S3Store {
@@ -218,7 +238,28 @@ impl S3Store {
         endpoint: Option<&str>,
         region: Option<&str>,
     ) -> Result<Self> {
+        Self::with_retries(bucket, prefix, endpoint, region, S3Retries::Client)
+    }
+
+    pub fn with_retries(
+        bucket: &str,
+        prefix: &str,
+        endpoint: Option<&str>,
+        region: Option<&str>,
+        retries: S3Retries,
+    ) -> Result<Self> {
         let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if retries == S3Retries::Brief {
+            builder = builder.with_retry(object_store::RetryConfig {
+                backoff: object_store::BackoffConfig {
+                    init_backoff: std::time::Duration::from_millis(100),
+                    max_backoff: std::time::Duration::from_millis(800),
+                    base: 2.0,
+                },
+                max_retries: 3,
+                retry_timeout: std::time::Duration::from_secs(2),
+            });
+        }
         if let Some(endpoint) = endpoint {
             builder = builder
                 .with_endpoint(endpoint)
@@ -246,8 +287,15 @@ impl S3Store {
     }
 
     fn error(&self, what: &str, name: &str, e: object_store::Error) -> Error {
-        let transient = matches!(e, object_store::Error::Generic { .. });
-        let error = Error::vault(format!("{what} {name} in {}: {e}", self.url));
+        let transient = s3_error_is_transient(&e);
+        let hint = match &e {
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. } => {
+                " (check the S3 credentials and the bucket's policy)"
+            }
+            _ => "",
+        };
+        let error = Error::vault(format!("{what} {name} in {}: {e}{hint}", self.url));
         if transient {
             error.transient()
         } else {
@@ -339,5 +387,166 @@ impl Store for S3Store {
 
     fn describe(&self) -> String {
         self.url.clone()
+    }
+}
+
+/// Whether an S3 failure may go away by itself: the server or the network failed (5xx,
+/// 429 and 408 answers, refused, reset or timed-out connections, a body cut short). An
+/// answer that refuses the request (403, 401, 404 on a write, any other 4xx, a redirect to
+/// another region) fails the same way when retried.
+pub fn s3_error_is_transient(e: &object_store::Error) -> bool {
+    use object_store::Error as E;
+    match e {
+        E::Generic { source, .. } => {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+            while let Some(current) = cause {
+                // A transport failure: the request got no answer.
+                if current
+                    .downcast_ref::<object_store::client::HttpError>()
+                    .is_some()
+                {
+                    return true;
+                }
+                if let Some(io) = current.downcast_ref::<std::io::Error>() {
+                    return io_error_is_transient(io);
+                }
+                cause = current.source();
+            }
+            let text = source.to_string();
+            // A 200 whose body is an S3 error (InternalError, SlowDown): retried as a 5xx.
+            if text.contains("Server returned error response") {
+                return true;
+            }
+            match http_status_in(&text) {
+                Some(status) => status >= 500 || status == 429 || status == 408,
+                None => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// The HTTP status that `object_store` names in a failed request's message.
+fn http_status_in(text: &str) -> Option<u16> {
+    let at = text.find("status code: ")? + "status code: ".len();
+    text.get(at..at + 3)?.parse().ok()
+}
+
+/// Network failures that a later attempt may not meet.
+pub fn io_error_is_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::NotConnected
+            | K::BrokenPipe
+            | K::TimedOut
+            | K::UnexpectedEof
+            | K::Interrupted
+            | K::WouldBlock
+            | K::HostUnreachable
+            | K::NetworkUnreachable
+            | K::NetworkDown
+            | K::ResourceBusy
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Text(&'static str);
+    impl std::fmt::Display for Text {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Text {}
+
+    fn generic(text: &'static str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(Text(text)),
+        }
+    }
+
+    #[test]
+    fn s3_server_failures_are_transient_and_refusals_permanent() {
+        let status = |code: &str| -> object_store::Error {
+            let text: &'static str = Box::leak(
+                format!(
+                    "Error performing PUT http://127.0.0.1/b/o in 3ms - Server returned \
+                     non-2xx status code: {code}: body"
+                )
+                .into_boxed_str(),
+            );
+            generic(text)
+        };
+        for code in [
+            "500 Internal Server Error",
+            "503 Service Unavailable",
+            "429 Too Many Requests",
+            "408 Request Timeout",
+        ] {
+            assert!(s3_error_is_transient(&status(code)), "{code}");
+        }
+        for code in ["400 Bad Request", "409 Conflict", "301 Moved Permanently"] {
+            assert!(!s3_error_is_transient(&status(code)), "{code}");
+        }
+        assert!(s3_error_is_transient(&generic(
+            "Error performing PUT http://x in 1ms - Server returned error response: <Error><Code>SlowDown</Code></Error>"
+        )));
+        assert!(!s3_error_is_transient(&generic(
+            "Error performing GET http://x in 1ms - Received redirect without LOCATION, this normally indicates an incorrectly configured region"
+        )));
+        // A transport failure anywhere in the chain: no answer at all.
+        let transport = object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(object_store::client::HttpError::new(
+                object_store::client::HttpErrorKind::Connect,
+                std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+            )),
+        };
+        assert!(s3_error_is_transient(&transport));
+        let denied = object_store::Error::PermissionDenied {
+            path: "p".into(),
+            source: Box::new(Text("403 AccessDenied")),
+        };
+        assert!(!s3_error_is_transient(&denied));
+        let unauthenticated = object_store::Error::Unauthenticated {
+            path: "p".into(),
+            source: Box::new(Text("401")),
+        };
+        assert!(!s3_error_is_transient(&unauthenticated));
+        let missing = object_store::Error::NotFound {
+            path: "p".into(),
+            source: Box::new(Text("NoSuchBucket")),
+        };
+        assert!(!s3_error_is_transient(&missing));
+    }
+
+    #[test]
+    fn network_io_errors_are_transient_and_others_not() {
+        use std::io::{Error as IoError, ErrorKind as K};
+        for kind in [
+            K::ConnectionRefused,
+            K::ConnectionReset,
+            K::TimedOut,
+            K::BrokenPipe,
+            K::UnexpectedEof,
+        ] {
+            assert!(io_error_is_transient(&IoError::from(kind)), "{kind:?}");
+        }
+        for kind in [
+            K::PermissionDenied,
+            K::NotFound,
+            K::InvalidData,
+            K::StorageFull,
+        ] {
+            assert!(!io_error_is_transient(&IoError::from(kind)), "{kind:?}");
+        }
     }
 }

@@ -11,7 +11,8 @@ pub mod pgoutput;
 pub mod restore;
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -27,6 +28,7 @@ use lifeboat_core::vault::Vault;
 use lifeboat_core::{Error, Result};
 
 use crate::capture::{CaptureCore, CaptureStats, Snapshot, Start};
+use crate::faults::{self, FaultKind, FaultStats};
 use crate::guard::{Effect, IdRow};
 use crate::installed::{claim, Claim, Found, Installed};
 use crate::live::RestoreCatalog;
@@ -155,6 +157,7 @@ impl Source for PostgresSource {
         config: CaptureConfig,
         until_caught_up: bool,
         stop: &Stop,
+        faults: Arc<FaultStats>,
     ) -> Result<CaptureStats> {
         let PostgresSource {
             url,
@@ -171,17 +174,73 @@ impl Source for PostgresSource {
             config,
             until_caught_up,
             stop,
+            faults,
         )
         .await
     }
 }
 
+/// SQLSTATEs of failures that may go away by themselves: the connection (class 08), the
+/// server shutting down or starting up (57P01–57P03), too many connections (53300), an
+/// object in use (55006: a replication slot still held by a walsender that is going away),
+/// a serialization failure or deadlock (40001, 40P01).
+pub fn sqlstate_is_transient(code: &str) -> bool {
+    code.starts_with("08")
+        || matches!(
+            code,
+            "57P01" | "57P02" | "57P03" | "53300" | "55006" | "40001" | "40P01"
+        )
+}
+
+/// Whether a driver error is worth retrying: the server answered with a transient
+/// SQLSTATE, or the connection failed or closed (an I/O error, no answer at all). Other
+/// errors without an answer (a value that does not convert, a malformed setting) are
+/// permanent.
+pub fn pg_error_is_transient(e: &tokio_postgres::Error) -> bool {
+    if let Some(code) = e.code() {
+        return sqlstate_is_transient(code.code());
+    }
+    if e.is_closed() {
+        return true;
+    }
+    let mut cause = std::error::Error::source(e);
+    while let Some(current) = cause {
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            return lifeboat_core::vault::io_error_is_transient(io)
+                || io.kind() == std::io::ErrorKind::Other;
+        }
+        cause = current.source();
+    }
+    false
+}
+
+/// A replication client's error: transient for I/O and task failures and transient
+/// SQLSTATEs (its server errors end with `(SQLSTATE XXXXX)`).
+pub fn replication_error_is_transient(e: &pgwire_replication::PgWireError) -> bool {
+    match e {
+        pgwire_replication::PgWireError::Server(text) => sqlstate_in(text)
+            .map(sqlstate_is_transient)
+            .unwrap_or(false),
+        other => other.is_transient(),
+    }
+}
+
+fn sqlstate_in(text: &str) -> Option<&str> {
+    let at = text.find("SQLSTATE ")? + "SQLSTATE ".len();
+    text.get(at..at + 5)
+}
+
+fn replication_error(what: &str, e: pgwire_replication::PgWireError) -> Error {
+    let error = Error::source(format!("{what}: {e}"));
+    if replication_error_is_transient(&e) {
+        error.transient()
+    } else {
+        error
+    }
+}
+
 pub(crate) fn pg_error(what: &str, e: tokio_postgres::Error) -> Error {
-    let transient = e.is_closed()
-        || e.as_db_error().is_none()
-        || e.code().is_some_and(|c| {
-            c.code().starts_with("08") || c.code().starts_with("57P") || c.code() == "53300"
-        });
+    let transient = pg_error_is_transient(&e);
     let message = match e.as_db_error() {
         Some(db) => format!("{what}: {}", db.message()),
         None => format!("{what}: {e}"),
@@ -777,11 +836,12 @@ async fn capture(
     config: CaptureConfig,
     until_caught_up: bool,
     stop: &Stop,
+    faults: Arc<FaultStats>,
 ) -> Result<CaptureStats> {
     let slot = slot_name(source, &database_of(url)?);
     let mut client = connect(url, schema).await?;
     check_wal_level(&client, url).await?;
-    let (mut core, start) = CaptureCore::open(vault, source, tenancy, config).await?;
+    let (mut core, start) = CaptureCore::open(vault, source, tenancy, config, stop, faults).await?;
 
     // Whose slot is it? Decided before anything in the source changes.
     let state = slot_state(&client, &slot).await?;
@@ -912,7 +972,6 @@ async fn capture(
         relations: HashMap::new(),
     };
     let mut caught_up = false;
-    let mut failures_since = None::<Instant>;
     let flush_interval = Duration::from_millis(50);
     loop {
         if stop.is_set() || (caught_up && !core.in_transaction()) {
@@ -923,11 +982,10 @@ async fn capture(
             _ = tokio::time::sleep(flush_interval) => None,
             _ = stop.sleep(Duration::from_secs(3600)) => None,
         };
-        match event {
-            None => {}
+        let broken = match event {
+            None => None,
             Some(Ok(Some(event))) => {
-                failures_since = None;
-                handle_event(
+                let handled = handle_event(
                     source,
                     &mut core,
                     &mut decoder,
@@ -936,37 +994,42 @@ async fn capture(
                     &marker,
                     &mut caught_up,
                 )
-                .await?;
+                .await;
+                match handled {
+                    Ok(()) => None,
+                    // The plain connection broke while a change was being handled.
+                    Err(e) if e.is_transient() => Some((FaultKind::Source, e)),
+                    Err(e) => return Err(e),
+                }
             }
-            Some(Ok(None)) | Some(Err(_)) => {
-                // The stream ended: the server restarted or the connection broke. Keep
-                // what committed, drop the half-read transaction, reconnect and resume from
-                // the slot, which still holds everything not yet acknowledged.
-                if let Some(Err(e)) = &event {
-                    tracing::warn!(source, "replication stream failed: {e}; reconnecting");
+            Some(Ok(None)) => Some((
+                FaultKind::Replication,
+                Error::source(format!("the replication stream from {} ended", redact(url)))
+                    .transient(),
+            )),
+            Some(Err(e)) => {
+                let e = replication_error("replication stream", e);
+                if !e.is_transient() {
+                    return Err(e);
                 }
-                core.abandon_open();
-                if let Some(head) = core.flush(vault).await? {
-                    tracing::debug!(source, position = %format_lsn(head), "flushed before reconnecting");
-                }
-                let since = *failures_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > Duration::from_secs(300) {
-                    return Err(Error::source(format!(
-                        "replication from {} failed for 5 minutes; giving up",
-                        redact(url)
-                    )));
-                }
-                stop.sleep(Duration::from_millis(500)).await;
-                match reconnect(url, schema, &slot, core.head()).await {
-                    Ok((new_client, new_replication)) => {
-                        client = new_client;
-                        replication = new_replication;
-                        decoder.relations.clear();
-                    }
-                    Err(e) => tracing::warn!(source, "reconnect failed: {e}"),
-                }
-                continue;
+                Some((FaultKind::Replication, e))
             }
+        };
+        if let Some((kind, error)) = broken {
+            // The server restarted or a connection broke. Keep what committed, drop the
+            // half-read transaction, write what is pending, then reconnect and resume from
+            // the slot, which still holds everything not yet acknowledged: what arrives
+            // again is dropped by position.
+            core.abandon_open();
+            if let Some(head) = core.flush(vault).await? {
+                tracing::debug!(source, position = %format_lsn(head), "flushed before reconnecting");
+            }
+            let (new_client, new_replication) =
+                reconnect_until_up(&mut core, kind, error, url, schema, &slot, stop).await?;
+            client = new_client;
+            replication = new_replication;
+            decoder.relations.clear();
+            continue;
         }
         if core.flush_due() || (caught_up && !core.in_transaction()) {
             if let Some(head) = core.flush(vault).await? {
@@ -989,17 +1052,64 @@ async fn capture(
 
 async fn start_stream(url: &str, schema: &str, slot: &str, head: u64) -> Result<ReplicationClient> {
     // Start from the slot's confirmed position (0); acknowledge only what the vault holds.
+    let failed = |what: String, e: pgwire_replication::PgWireError| {
+        if let pgwire_replication::PgWireError::Server(text) = &e {
+            // 42704: undefined object, the slot.
+            if sqlstate_in(text) == Some("42704") {
+                return slot_missing(slot, url, head);
+            }
+        }
+        replication_error(&what, e)
+    };
     let mut client =
         ReplicationClient::connect(replication_config(url, schema, slot, 0, Some(head))?)
             .await
-            .map_err(|e| {
-                Error::source(format!("replication connection to {}: {e}", redact(url))).transient()
-            })?;
+            .map_err(|e| failed(format!("replication connection to {}", redact(url)), e))?;
     client
         .wait_started()
         .await
-        .map_err(|e| Error::source(format!("START_REPLICATION on slot {slot}: {e}")).transient())?;
+        .map_err(|e| failed(format!("START_REPLICATION on slot {slot}"), e))?;
     Ok(client)
+}
+
+fn slot_missing(slot: &str, url: &str, head: u64) -> Error {
+    Error::source(format!(
+        "replication slot {slot} is missing on {} although the vault holds history up to {}: \
+         changes since then cannot be recovered from the slot. Capture this source into a new \
+         vault (or restore the slot's server)",
+        redact(url),
+        format_lsn(head)
+    ))
+}
+
+/// Reconnect after `error` (of `kind`) broke the stream, with backoff, for as long as the
+/// failures are transient; a permanent one (the slot gone, credentials refused) stops
+/// capture.
+async fn reconnect_until_up(
+    core: &mut CaptureCore,
+    kind: FaultKind,
+    error: Error,
+    url: &str,
+    schema: &str,
+    slot: &str,
+    stop: &Stop,
+) -> Result<(Client, ReplicationClient)> {
+    let mut error = error;
+    loop {
+        let delay = core.retry.failed(kind, &error);
+        stop.sleep(delay).await;
+        if stop.is_set() {
+            return Err(faults::stopped(error));
+        }
+        match reconnect(url, schema, slot, core.head()).await {
+            Ok(connected) => {
+                core.retry.succeeded(kind);
+                return Ok(connected);
+            }
+            Err(e) if e.is_transient() => error = e,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 async fn reconnect(
@@ -1429,6 +1539,48 @@ mod tests {
                 Value::Text("AB".into()),
             ]
         );
+    }
+
+    #[test]
+    fn transient_and_permanent_postgres_failures_are_told_apart() {
+        for code in [
+            "08006", "08001", "57P01", "57P03", "53300", "55006", "40P01",
+        ] {
+            assert!(sqlstate_is_transient(code), "{code}");
+        }
+        // Bad credentials, an undefined object (a dropped slot), a syntax error, a unique
+        // violation, wal_level too low for a slot (55000).
+        for code in ["28P01", "28000", "42704", "42601", "23505", "55000"] {
+            assert!(!sqlstate_is_transient(code), "{code}");
+        }
+        use pgwire_replication::PgWireError;
+        let server = |text: &str| PgWireError::Server(text.to_string());
+        assert!(replication_error_is_transient(&server(
+            "terminating connection due to administrator command (SQLSTATE 57P01)"
+        )));
+        assert!(replication_error_is_transient(&server(
+            "replication slot \"s\" is active for PID 7 (SQLSTATE 55006)"
+        )));
+        assert!(!replication_error_is_transient(&server(
+            "replication slot \"s\" does not exist (SQLSTATE 42704)"
+        )));
+        assert!(!replication_error_is_transient(&server("no code at all")));
+        assert!(replication_error_is_transient(&PgWireError::from(
+            std::io::Error::from(std::io::ErrorKind::ConnectionReset)
+        )));
+        assert!(!replication_error_is_transient(&PgWireError::Auth(
+            "password authentication failed".into()
+        )));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_transient() {
+        // Port 1 on the loopback: nothing listens there.
+        let e = connect("postgres://lifeboat@127.0.0.1:1/db", "public")
+            .await
+            .expect_err("refused");
+        assert!(e.is_transient(), "{e}");
+        assert!(e.message().contains("127.0.0.1:1"), "{e}");
     }
 
     #[test]
