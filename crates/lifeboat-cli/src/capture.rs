@@ -20,10 +20,16 @@ pub struct Args {
     /// Print the run's statistics as JSON.
     #[arg(long)]
     json: bool,
+    /// Serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9187).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
 pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
     let config = load_config(config_path.as_deref())?;
+    if let Some(address) = &args.metrics_listen {
+        crate::observe::listen_for_metrics(address, &config, &args.sources).await?;
+    }
     let stop = Stop::new();
     {
         let stop = stop.clone();
@@ -32,8 +38,14 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
             stop.set();
         });
     }
-    let run =
-        lifeboat_engine::capture::run(&config, &args.sources, args.until_caught_up, &stop).await?;
+    let run = lifeboat_engine::capture::run(
+        &config,
+        &args.sources,
+        args.until_caught_up,
+        &stop,
+        lifeboat_core::metrics::Metrics::global(),
+    )
+    .await?;
     let reports = run.reports;
     // The first failure is the run's error (printed by main); others here.
     let mut errors = run.errors.into_iter();

@@ -2,6 +2,7 @@
 //! (`lifeboat_source` does the work; this runs and collects it).
 
 use lifeboat_core::config::Config;
+use lifeboat_core::metrics::Metrics;
 use lifeboat_core::vault::Vault;
 use lifeboat_core::{Error, Result};
 use lifeboat_source::capture::CaptureStats;
@@ -17,12 +18,14 @@ pub struct Run {
 }
 
 /// Capture `sources` (all when empty) until `stop` is set, or, with `until_caught_up`,
-/// until everything committed before the call is durable in the vault.
+/// until everything committed before the call is durable in the vault. Each source's
+/// capture is counted in `metrics` (`lifeboat_capture_*`, `lifeboat_vault_head_age_seconds`).
 pub async fn run(
     config: &Config,
     sources: &[String],
     until_caught_up: bool,
     stop: &Stop,
+    metrics: &Metrics,
 ) -> Result<Run> {
     let names = source_names(config, sources)?;
     if names.is_empty() {
@@ -40,12 +43,17 @@ pub async fn run(
         let vault = vault.clone();
         let capture = config.capture.clone();
         let stop = stop.clone();
+        let metrics = metrics.capture(&source.name);
         tasks.spawn(async move {
             let name = source.name.clone();
+            // For now this process is the source's only capture while it runs.
+            metrics.leader(true);
             let result = source
-                .capture(&vault, capture, until_caught_up, &stop)
+                .capture(&vault, capture, metrics.clone(), until_caught_up, &stop)
                 .await;
-            if result.is_err() {
+            metrics.leader(false);
+            if let Err(e) = &result {
+                metrics.error_of(e);
                 // One source failing stops the run: the operator must see it.
                 stop.set();
             }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use lifeboat_core::config::Config;
+use lifeboat_core::metrics::Metrics;
 use lifeboat_core::model::TenantKey;
 use lifeboat_core::target::Target;
 use lifeboat_engine::compare::{compare_tenant, Expected};
@@ -100,7 +101,7 @@ sql = "DELETE FROM apps WHERE id = ANY($ids)"
 }
 
 async fn catch_up(config: &Config) {
-    let run = capture::run(config, &[], true, &Stop::new())
+    let run = capture::run(config, &[], true, &Stop::new(), &Metrics::new())
         .await
         .expect("capture");
     assert!(run.errors.is_empty(), "{:?}", run.errors.first());

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use lifeboat_core::config::CaptureConfig;
 use lifeboat_core::failpoint;
+use lifeboat_core::metrics::CaptureMetrics;
 use lifeboat_core::model::{
     Base, BaseRow, Change, Checkpoint, Op, Row, Segment, TableSchema, TenantKey, Transaction,
 };
@@ -83,6 +84,8 @@ pub struct CaptureCore {
     changes_since_base: BTreeMap<TenantKey, u64>,
     segments_since_checkpoint: u64,
     pub stats: CaptureStats,
+    /// The source's series: transactions, lag and head fed here; errors by the reader.
+    pub metrics: CaptureMetrics,
 }
 
 /// Where a source stands in the vault when capture starts.
@@ -101,6 +104,7 @@ impl CaptureCore {
         source: &str,
         tenancy: SourceTenancy,
         config: CaptureConfig,
+        metrics: CaptureMetrics,
     ) -> Result<(CaptureCore, Start)> {
         let history = SourceHistory::load(vault, source).await?;
         let mut core = CaptureCore {
@@ -123,6 +127,7 @@ impl CaptureCore {
                 source: source.to_string(),
                 ..CaptureStats::default()
             },
+            metrics,
         };
         core.reset_tables();
         let Some(checkpoint_ref) = history.checkpoints.last() else {
@@ -191,6 +196,7 @@ impl CaptureCore {
         core.head = head;
         core.received = head;
         core.head_time_us = head_time;
+        core.metrics.head(head_time);
         tracing::info!(
             source,
             position = core.head,
@@ -425,6 +431,7 @@ impl CaptureCore {
         self.head = position;
         self.received = position;
         self.head_time_us = commit_time_us;
+        self.metrics.head(commit_time_us);
         self.write_checkpoint(vault).await?;
         Ok(tenants)
     }
@@ -606,7 +613,9 @@ impl CaptureCore {
         let now = lifeboat_core::time::now_us();
         for tx in &segment.transactions {
             self.stats.lags.record(now - tx.commit_time_us);
+            self.metrics.durable(now - tx.commit_time_us);
         }
+        self.metrics.head(last_time);
         self.stats.segments += 1;
         self.pending_changes = 0;
         self.pending_since = None;

@@ -11,6 +11,7 @@ mod crash;
 mod drill;
 mod fixtures;
 mod guard;
+mod observe;
 mod operations;
 mod restore;
 mod tls;

@@ -1249,7 +1249,13 @@ pub async fn catch_up(config: &Config, names: &BTreeSet<String>) -> Result<BTree
     for name in names {
         let source = LiveSource::open(name, config.source(name)?, true).await?;
         source
-            .capture(&vault, config.capture.clone(), true, &Stop::new())
+            .capture(
+                &vault,
+                config.capture.clone(),
+                lifeboat_core::metrics::CaptureMetrics::detached(name),
+                true,
+                &Stop::new(),
+            )
             .await?;
         let history = SourceHistory::load(&vault, name).await?;
         let position = history
