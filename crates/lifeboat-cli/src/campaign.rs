@@ -350,11 +350,17 @@ pub struct WorkerArgs {
     /// This worker's name (default: host and process id).
     #[arg(long)]
     name: Option<String>,
+    /// Serve /metrics, /healthz and /readyz on this address.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
 pub async fn worker(config_path: Option<PathBuf>, args: WorkerArgs) -> Result<u8> {
     let config = load_config(config_path.as_deref())?;
     let name = args.name.clone().unwrap_or_else(worker::default_name);
+    if let Some(address) = &args.metrics_listen {
+        crate::observe::listen_for_metrics(address, &config, &[]).await?;
+    }
     let stop = Stop::new();
     {
         let stop = stop.clone();

@@ -21,10 +21,16 @@ pub struct Args {
     /// Print the run's statistics as JSON.
     #[arg(long)]
     json: bool,
+    /// Serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9187).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
 pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
     let config = load_config(config_path.as_deref())?;
+    if let Some(address) = &args.metrics_listen {
+        crate::observe::listen_for_metrics(address, &config, &args.sources).await?;
+    }
     let stop = Stop::new();
     {
         let stop = stop.clone();
@@ -40,6 +46,7 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
         args.until_caught_up,
         &stop,
         &crate::output::Terminal::default(),
+        lifeboat_core::metrics::Metrics::global(),
     )
     .await?;
     let reports = run.reports;

@@ -6,6 +6,7 @@ mod campaign;
 mod capture;
 mod drill;
 mod guard;
+mod observe;
 mod output;
 mod restore;
 mod signal;
@@ -45,6 +46,9 @@ enum Command {
     Init(vault::InitArgs),
     /// Capture every change of every configured source into the vault, continuously.
     Capture(capture::Args),
+    /// Where each source stands: vault head and age, restorable window, what waits for
+    /// capture, whether a capture reads it.
+    Info(observe::InfoArgs),
     /// List every protected tenant: its sources, row counts and restorable window.
     Tenants(vault::TenantsArgs),
     /// Show a tenant's transactions, newest first.
@@ -121,6 +125,7 @@ fn main() -> ExitCode {
         let config_path = cli.config.clone();
         match cli.command {
             Command::Capture(args) => capture::run(config_path, args).await,
+            Command::Info(args) => observe::info(config_path, args).await,
             Command::Tenants(args) => vault::tenants(config_path, args).await,
             Command::History(args) => vault::history(config_path, args).await,
             Command::Verify(args) => vault::verify(config_path, args).await,

@@ -7,6 +7,7 @@ pub mod compaction;
 pub mod config;
 pub mod error;
 pub mod failpoint;
+pub mod metrics;
 pub mod model;
 pub mod people;
 pub mod pg;

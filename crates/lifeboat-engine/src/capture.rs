@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lifeboat_core::config::Config;
+use lifeboat_core::metrics::{CaptureMetrics, Metrics};
 use lifeboat_core::vault::Vault;
 use lifeboat_core::{Error, Result};
 use lifeboat_source::capture::CaptureStats;
@@ -31,6 +32,8 @@ pub struct Run {
 /// captured while this run holds its lease; a source another capture leads is stood by
 /// for (with `until_caught_up`: refused). Standing by, leading and losing a lease are
 /// reported to `progress`.
+/// Each source's capture is counted in `metrics` (`lifeboat_capture_*`,
+/// `lifeboat_vault_head_age_seconds`).
 pub async fn run(
     config: &Config,
     config_path: &Option<PathBuf>,
@@ -38,6 +41,7 @@ pub async fn run(
     until_caught_up: bool,
     stop: &Stop,
     progress: &dyn Progress,
+    metrics: &Metrics,
 ) -> Result<Run> {
     let names = source_names(config, sources)?;
     if names.is_empty() {
@@ -63,11 +67,13 @@ pub async fn run(
             until_caught_up,
             stop: stop.clone(),
             events: events.clone(),
+            metrics: metrics.capture(&source.name),
         };
         tasks.spawn(async move {
             let name = source.name.clone();
             let result = term.lead(source).await;
-            if result.is_err() {
+            if let Err(e) = &result {
+                term.metrics.error_of(e);
                 // One source failing stops the run: the operator must see it.
                 term.stop.set();
             }
@@ -114,6 +120,8 @@ struct Term {
     until_caught_up: bool,
     stop: Stop,
     events: tokio::sync::mpsc::UnboundedSender<Event>,
+    /// The source's series; its leader gauge is 1 while this run leads it.
+    metrics: CaptureMetrics,
 }
 
 impl Term {
@@ -163,6 +171,7 @@ impl Term {
                 leader.epoch(),
                 leader.lease.holder
             ));
+            self.metrics.leader(true);
             let result = async {
                 let live = match opened.take() {
                     Some(live) => live,
@@ -172,6 +181,7 @@ impl Term {
                 live.capture_counted(
                     &leader.fence(&self.vault),
                     self.config.capture.clone(),
+                    self.metrics.clone(),
                     self.until_caught_up,
                     &stop,
                     faults.clone(),
@@ -179,6 +189,7 @@ impl Term {
                 .await
             }
             .await;
+            self.metrics.leader(false);
             if leader.is_lost() {
                 self.say(format!(
                     "source {name}: lost the capture lease (epoch {}); stopped writing",

@@ -350,8 +350,14 @@ pub async fn capture_alone(
     let result = async {
         let live = LiveSource::open(source, config.source(source)?, true).await?;
         let stop = leader.stop(&Stop::new());
-        live.capture(&leader.fence(vault), config.capture.clone(), true, &stop)
-            .await
+        live.capture(
+            &leader.fence(vault),
+            config.capture.clone(),
+            lifeboat_core::metrics::CaptureMetrics::detached(source),
+            true,
+            &stop,
+        )
+        .await
     }
     .await;
     if leader.is_lost() {

@@ -14,6 +14,7 @@ pub mod context;
 pub mod drill;
 pub mod guard;
 pub mod history;
+pub mod info;
 pub mod lease;
 pub mod lifecycle;
 pub mod progress;

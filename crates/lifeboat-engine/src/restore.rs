@@ -380,6 +380,10 @@ async fn restore_source(
                 progress.event(Event::TenantRestored {
                     rows: outcome.report.rows_written(),
                 });
+                if !dry_run && outcome.error.is_none() {
+                    lifeboat_core::metrics::Metrics::global()
+                        .restore_rows(outcome.report.rows_written());
+                }
                 outcomes.push(outcome);
             }
             outcomes

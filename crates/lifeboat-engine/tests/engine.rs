@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use lifeboat_core::config::Config;
+use lifeboat_core::metrics::Metrics;
 use lifeboat_core::model::TenantKey;
 use lifeboat_core::people::Role;
 use lifeboat_core::target::Target;
@@ -124,9 +125,17 @@ sql = "DELETE FROM apps WHERE id = ANY($ids)"
 }
 
 async fn catch_up(config: &Config, config_path: &Option<PathBuf>) {
-    let run = capture::run(config, config_path, &[], true, &Stop::new(), &Silent)
-        .await
-        .expect("capture");
+    let run = capture::run(
+        config,
+        config_path,
+        &[],
+        true,
+        &Stop::new(),
+        &Silent,
+        &Metrics::new(),
+    )
+    .await
+    .expect("capture");
     assert!(run.errors.is_empty(), "{:?}", run.errors.first());
     assert_eq!(run.reports.len(), 1);
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use lifeboat_core::config::CaptureConfig;
 use lifeboat_core::failpoint;
+use lifeboat_core::metrics::CaptureMetrics;
 use lifeboat_core::model::{
     Base, BaseRow, Change, Checkpoint, Op, Row, Segment, TableSchema, TenantKey, Transaction,
 };
@@ -94,6 +95,8 @@ pub struct CaptureCore {
     /// Transient faults: every vault write here, and the source readers' reconnects.
     pub retry: Retry,
     stop: Stop,
+    /// The source's series: transactions, lag and head fed here; errors by the reader.
+    pub metrics: CaptureMetrics,
 }
 
 /// Where a source stands in the vault when capture starts.
@@ -114,6 +117,7 @@ impl CaptureCore {
         source: &str,
         tenancy: SourceTenancy,
         config: CaptureConfig,
+        metrics: CaptureMetrics,
         stop: &Stop,
         faults: Arc<FaultStats>,
     ) -> Result<(CaptureCore, Start)> {
@@ -142,6 +146,7 @@ impl CaptureCore {
             },
             retry,
             stop: stop.clone(),
+            metrics,
         };
         core.reset_tables();
         let Some(checkpoint_ref) = history.checkpoints.last() else {
@@ -211,6 +216,7 @@ impl CaptureCore {
         core.head = head;
         core.received = head;
         core.head_time_us = head_time;
+        core.metrics.head(head_time);
         tracing::info!(
             source,
             position = core.head,
@@ -447,6 +453,7 @@ impl CaptureCore {
         self.head = position;
         self.received = position;
         self.head_time_us = commit_time_us;
+        self.metrics.head(commit_time_us);
         self.write_checkpoint(vault).await?;
         Ok(tenants)
     }
@@ -637,7 +644,9 @@ impl CaptureCore {
         let now = lifeboat_core::time::now_us();
         for tx in &segment.transactions {
             self.stats.lags.record(now - tx.commit_time_us);
+            self.metrics.durable(now - tx.commit_time_us);
         }
+        self.metrics.head(last_time);
         self.stats.segments += 1;
         self.pending_changes = 0;
         self.pending_since = None;

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use lifeboat_core::config::{CaptureConfig, SourceConfig, SourceKind};
+use lifeboat_core::metrics::CaptureMetrics;
 use lifeboat_core::model::{Dialect, Position, Row, TenantKey, Value};
 use lifeboat_core::tenancy::{resolve, SourceTenancy};
 use lifeboat_core::vault::Vault;
@@ -18,7 +19,7 @@ use crate::guard::{Effect, IdRow};
 use crate::installed::Installed;
 use crate::postgres::PostgresSource;
 use crate::restore::{ForeignKey, TenantRestore, WriteMode, WriteReport};
-use crate::source::Source;
+use crate::source::{Backlog, Source};
 use crate::sqlite::SqliteSource;
 use crate::{postgres, Stop, TenantRows};
 
@@ -44,6 +45,27 @@ impl LiveSource {
             tenancy,
             kind,
         })
+    }
+
+    /// Whether the configured database can be reached now: connected (PostgreSQL) or
+    /// opened (SQLite, never created), and answering a query. Reads no table.
+    pub async fn ping(name: &str, config: &SourceConfig) -> Result<()> {
+        let context = |e: Error| e.context(format!("source {name}"));
+        match config.kind()? {
+            SourceKind::Sqlite { path } => crate::sqlite::ping(&path).await.map_err(context),
+            SourceKind::Postgres { url } => {
+                let schema = config.schema.as_deref().unwrap_or("public");
+                let url =
+                    lifeboat_core::pg::with_password_file(&url, config.password_file.as_deref())?;
+                postgres::ping(&url, schema).await.map_err(context)
+            }
+        }
+    }
+
+    /// What of this source's history waits for capture (see `Backlog`), given the
+    /// position where its vault history ends.
+    pub async fn backlog(&self, vault_head: u64) -> Result<Backlog> {
+        self.kind.backlog(&self.name, vault_head).await
     }
 
     /// The tenant's rows in every tenant table of this source, as they are now.
@@ -164,11 +186,19 @@ impl LiveSource {
         self,
         vault: &Vault,
         config: CaptureConfig,
+        metrics: CaptureMetrics,
         until_caught_up: bool,
         stop: &Stop,
     ) -> Result<CaptureStats> {
-        self.capture_counted(vault, config, until_caught_up, stop, Arc::default())
-            .await
+        self.capture_counted(
+            vault,
+            config,
+            metrics,
+            until_caught_up,
+            stop,
+            Arc::default(),
+        )
+        .await
     }
 
     /// Capture this source, counting the transient faults it meets in `faults`, which
@@ -177,6 +207,7 @@ impl LiveSource {
         self,
         vault: &Vault,
         config: CaptureConfig,
+        metrics: CaptureMetrics,
         until_caught_up: bool,
         stop: &Stop,
         faults: Arc<FaultStats>,
@@ -187,6 +218,7 @@ impl LiveSource {
                 &self.name,
                 self.tenancy,
                 config,
+                metrics,
                 until_caught_up,
                 stop,
                 faults,

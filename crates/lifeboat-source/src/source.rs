@@ -6,6 +6,7 @@
 use async_trait::async_trait;
 
 use lifeboat_core::config::CaptureConfig;
+use lifeboat_core::metrics::CaptureMetrics;
 use lifeboat_core::model::{Dialect, Position, Row, TableSchema, TenantKey, Value};
 use lifeboat_core::tenancy::{LiveTable, SourceTenancy};
 use lifeboat_core::vault::Vault;
@@ -144,12 +145,17 @@ pub trait Source: Send + Sync {
     /// history cannot resume capturing it afterwards.
     async fn uninstall(&mut self, name: &str) -> Result<Installed>;
 
+    /// What of the source's history waits for capture, as the database sees it, for the
+    /// source named `name` whose vault history ends at `vault_head` (see `Backlog`).
+    async fn backlog(&self, name: &str, vault_head: u64) -> Result<Backlog>;
+
     /// Capture the source named `name` into `vault` until `stop` is set or, with
     /// `until_caught_up`, until every change committed before the call is durable in the
     /// vault. The first capture of a source writes a base of every tenant; later ones
     /// resume where the vault's history ends. Consumes the source: capture opens the
-    /// connections it needs itself. Once running, transient faults are retried
-    /// (docs/faults.md) and counted in `faults`; permanent ones end the capture.
+    /// connections it needs itself. What it captures is counted in `metrics`. Once
+    /// running, transient faults are retried (docs/faults.md) and counted in `faults`;
+    /// permanent ones end the capture.
     #[allow(clippy::too_many_arguments)]
     async fn capture(
         self: Box<Self>,
@@ -157,8 +163,27 @@ pub trait Source: Send + Sync {
         name: &str,
         tenancy: SourceTenancy,
         config: CaptureConfig,
+        metrics: CaptureMetrics,
         until_caught_up: bool,
         stop: &Stop,
         faults: Arc<FaultStats>,
     ) -> Result<CaptureStats>;
+}
+
+/// What of a source's history waits for capture, read from the database (`lifeboat info`).
+/// A field a kind cannot tell is `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Backlog {
+    /// PostgreSQL: the replication slot capture reads through (`None`: not created yet).
+    pub slot: Option<String>,
+    /// PostgreSQL: WAL bytes from the slot's confirmed position to the server's current one.
+    pub slot_lag_bytes: Option<u64>,
+    /// PostgreSQL: WAL bytes the server keeps for the slot (from its restart position).
+    pub retained_wal_bytes: Option<u64>,
+    /// SQLite: changelog rows after the vault's head, not captured yet.
+    pub changelog_rows: Option<u64>,
+    /// Whether a capture is reading the source now (`None`: the database cannot tell).
+    pub capture_running: Option<bool>,
+    /// PostgreSQL: the server process serving the capture's replication connection.
+    pub capture_pid: Option<i64>,
 }

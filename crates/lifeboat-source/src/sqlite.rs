@@ -19,6 +19,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use lifeboat_core::config::CaptureConfig;
 use lifeboat_core::failpoint;
+use lifeboat_core::metrics::CaptureMetrics;
 use lifeboat_core::model::{Dialect, Op, Position, Row, TableSchema, TenantKey, Value};
 use lifeboat_core::tenancy::{LiveTable, SourceTenancy};
 use lifeboat_core::vault::Vault;
@@ -30,7 +31,7 @@ use crate::guard::{Effect, IdRow};
 use crate::installed::{claim, Claim, Found, Installed};
 use crate::live::RestoreCatalog;
 use crate::restore::{table_order, ForeignKey, TenantRestore, WriteMode, WriteReport};
-use crate::source::{Decide, RowVisitor, Source};
+use crate::source::{Backlog, Decide, RowVisitor, Source};
 use crate::{quote_ident, tenant_delete, tenant_query, Stop};
 
 const CHANGELOG: &str = "_lifeboat_changelog";
@@ -226,12 +227,44 @@ impl Source for SqliteSource {
             .await
     }
 
+    async fn backlog(&self, _name: &str, vault_head: u64) -> Result<Backlog> {
+        self.shared
+            .run(move |conn, path| {
+                let err = |e| sqlite_error(path, e);
+                let installed: bool = conn
+                    .query_row(
+                        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                        [CHANGELOG],
+                        |r| r.get(0),
+                    )
+                    .map_err(err)?;
+                let waiting: i64 = if installed {
+                    conn.query_row(
+                        &format!("SELECT count(*) FROM {CHANGELOG} WHERE seq > ?1"),
+                        [i64::try_from(vault_head).unwrap_or(i64::MAX)],
+                        |r| r.get(0),
+                    )
+                    .map_err(err)?
+                } else {
+                    0
+                };
+                Ok(Backlog {
+                    changelog_rows: Some(waiting as u64),
+                    // Nothing in an SQLite file tells whether a capture polls it.
+                    capture_running: None,
+                    ..Backlog::default()
+                })
+            })
+            .await
+    }
+
     async fn capture(
         self: Box<Self>,
         vault: &Vault,
         name: &str,
         tenancy: SourceTenancy,
         config: CaptureConfig,
+        metrics: CaptureMetrics,
         until_caught_up: bool,
         stop: &Stop,
         faults: Arc<FaultStats>,
@@ -244,6 +277,7 @@ impl Source for SqliteSource {
             &path,
             tenancy,
             config,
+            metrics,
             until_caught_up,
             stop,
             faults,
@@ -380,6 +414,24 @@ fn open(path: &Path) -> Result<Connection> {
     conn.busy_timeout(Duration::from_secs(30))
         .map_err(|e| sqlite_error(path, e))?;
     Ok(conn)
+}
+
+/// Whether the database at `path` can be opened and read now (without creating it).
+pub async fn ping(path: &Path) -> Result<()> {
+    let path = path.to_path_buf();
+    joined(tokio::task::spawn_blocking(move || {
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| sqlite_error(&path, e))?;
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(|e| sqlite_error(&path, e))?;
+        Ok(())
+    }))
+    .await
 }
 
 /// The database's tables (Lifeboat's own and SQLite's internal ones excluded).
@@ -702,12 +754,14 @@ async fn capture(
     path: &Path,
     tenancy: SourceTenancy,
     config: CaptureConfig,
+    metrics: CaptureMetrics,
     until_caught_up: bool,
     stop: &Stop,
     faults: Arc<FaultStats>,
 ) -> Result<CaptureStats> {
     let poll = Duration::from_millis(config.poll_interval_ms.max(1));
-    let (mut core, start) = CaptureCore::open(vault, source, tenancy, config, stop, faults).await?;
+    let (mut core, start) =
+        CaptureCore::open(vault, source, tenancy, config, metrics, stop, faults).await?;
     let conn = Shared::open(path).await?;
     let (source_name, vault_id) = (source.to_string(), vault.id().to_string());
     match start {

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use lifeboat_core::config::{CaptureConfig, SourceConfig, TableConfig};
+use lifeboat_core::metrics::CaptureMetrics;
 use lifeboat_core::model::{Dialect, TenantKey, Value};
 use lifeboat_core::state::SourceHistory;
 use lifeboat_core::tenancy::Tenancy;
@@ -120,7 +121,13 @@ impl Fixture {
             .await
             .unwrap_or_else(|e| panic!("open for capture: {e}"));
         source
-            .capture(&fixture.vault, CaptureConfig::default(), true, &Stop::new())
+            .capture(
+                &fixture.vault,
+                CaptureConfig::default(),
+                CaptureMetrics::detached(NAME),
+                true,
+                &Stop::new(),
+            )
             .await
             .unwrap_or_else(|e| panic!("capture: {e}"));
         fixture

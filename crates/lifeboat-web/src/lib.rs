@@ -3,6 +3,7 @@
 //! served from a snapshot rebuilt when the control store changes.
 
 pub mod html;
+pub mod observe;
 pub mod snapshot;
 
 use std::collections::BTreeMap;
@@ -186,7 +187,29 @@ pub fn router(state: AppState) -> Router {
             post(operator_resolve),
         )
         .route("/api/operator/campaigns", get(operator_campaigns))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(observe::healthz))
+        .route("/readyz", get(readyz))
         .with_state(state)
+}
+
+/// The process's metrics, with each campaign's tenants by stage from the snapshot.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let metrics = lifeboat_core::metrics::Metrics::global();
+    metrics.set_campaign_tenants(&state.snapshot().stages);
+    observe::metrics_response(metrics)
+}
+
+/// Ready when the control store answers.
+async fn readyz(State(state): State<AppState>) -> Response {
+    observe::ready_response(async move {
+        tokio::task::spawn_blocking(move || state.on_control(|c| c.status_version()))
+            .await
+            .map_err(|e| format!("control store task: {e}"))?
+            .map(|_| ())
+            .map_err(|e| format!("control store: {e}"))
+    })
+    .await
 }
 
 fn public(state: &AppState, path: &'static str, headers: &HeaderMap) -> Response {

@@ -2,7 +2,7 @@
 //! rendered once from the control store, with its ETag, and every private tenant view by
 //! link token. Requests read the current snapshot; nothing queries per request.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use serde_json::{json, Value as Json};
@@ -106,6 +106,8 @@ pub struct Snapshot {
     pub page: PageInfo,
     pub bodies: HashMap<&'static str, Rendered>,
     pub tenants: HashMap<String, TenantView>,
+    /// Tenants of each campaign by stage: (campaign, stage) → count (for `/metrics`).
+    pub stages: BTreeMap<(String, String), u64>,
 }
 
 /// The public paths and what they serve.
@@ -309,6 +311,12 @@ impl Snapshot {
         let campaigns = control.campaigns()?;
         let tenants = control.campaign_tenants(None)?;
         let (progress, views) = campaign_views(&campaigns, &incidents, &tenants, now);
+        let mut stages = BTreeMap::new();
+        for t in &tenants {
+            *stages
+                .entry((t.campaign.clone(), t.stage.as_str().to_string()))
+                .or_default() += 1;
+        }
 
         let updated_at = incidents
             .iter()
@@ -421,6 +429,7 @@ impl Snapshot {
             page: page.clone(),
             bodies,
             tenants: views,
+            stages,
         })
     }
 }

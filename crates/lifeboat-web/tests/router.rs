@@ -628,3 +628,89 @@ async fn the_operator_api_needs_its_token_and_drives_the_page() {
     assert_eq!(c["users_restored"], 30);
     assert_eq!(c["restored_to"], "2026-04-05T07:38:12.000000Z");
 }
+
+#[tokio::test]
+async fn metrics_count_campaign_tenants_by_stage_and_health_answers() {
+    let f = fixture_store();
+    let (status, headers, body) = get(&f.state, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers[header::CONTENT_TYPE]
+        .to_str()
+        .expect("type")
+        .starts_with("application/openmetrics-text"));
+    let text = String::from_utf8(body).expect("utf-8");
+    for (stage, n) in [("awaiting_acceptance", 2), ("restoring", 2), ("queued", 1)] {
+        let series = format!(
+            "lifeboat_campaign_tenants{{campaign=\"campaign0001\",stage=\"{stage}\"}} {n}\n"
+        );
+        assert!(text.contains(&series), "{series} missing from\n{text}");
+    }
+    assert!(!text.contains("secret-tenant"), "metrics name a tenant");
+    assert!(text.ends_with("# EOF\n"));
+
+    let (status, _, body) = get(&f.state, "/healthz").await;
+    assert_eq!(
+        (status, body.as_slice()),
+        (StatusCode::OK, b"ok\n".as_slice())
+    );
+    let (status, _, body) = get(&f.state, "/readyz").await;
+    assert_eq!(
+        (status, body.as_slice()),
+        (StatusCode::OK, b"ready\n".as_slice())
+    );
+}
+
+#[tokio::test]
+async fn the_metrics_listener_reports_what_is_not_ready() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let broken = Arc::new(AtomicBool::new(false));
+    let ready: lifeboat_web::observe::ReadyCheck = {
+        let broken = broken.clone();
+        Arc::new(move || {
+            let broken = broken.load(Ordering::SeqCst);
+            Box::pin(async move {
+                if broken {
+                    Err("vault: file:///gone has no vault\nsecond line".to_string())
+                } else {
+                    Ok(())
+                }
+            })
+        })
+    };
+    let metrics = lifeboat_core::metrics::Metrics::new();
+    metrics.capture("app").durable(1_000);
+    let get = |path: &'static str| {
+        let app = lifeboat_web::observe::router(metrics.clone(), ready.clone());
+        async move {
+            let response = app
+                .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+                .await
+                .expect("response");
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            (status, String::from_utf8(body.to_vec()).expect("utf-8"))
+        }
+    };
+    assert_eq!(get("/readyz").await, (StatusCode::OK, "ready\n".into()));
+    broken.store(true, Ordering::SeqCst);
+    assert_eq!(
+        get("/readyz").await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "vault: file:///gone has no vault second line\n".into()
+        )
+    );
+    assert_eq!(get("/healthz").await, (StatusCode::OK, "ok\n".into()));
+    let (status, text) = get("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        text.contains("lifeboat_capture_transactions_total{source=\"app\"} 1"),
+        "{text}"
+    );
+}

@@ -945,3 +945,126 @@ fn every_campaign_change_is_audited_with_its_actor_and_anchored_also_from_serve(
     let out = lifeboat_ok(&config, &["audit", "verify", "--grace-seconds", "0"]);
     assert!(out.contains("every entry is anchored"), "{out}");
 }
+
+/// Tenants of campaign `id` in `stage`, as `serve`'s `/metrics` counts them (0: no series).
+fn stage_count(metrics: &str, id: &str, stage: &str) -> f64 {
+    metric(
+        metrics,
+        &format!("lifeboat_campaign_tenants{{campaign=\"{id}\",stage=\"{stage}\"}}"),
+    )
+    .unwrap_or(0.0)
+}
+
+/// Scrape `base`'s `/metrics` until `done` holds.
+fn metrics_until(base: &str, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (status, text) = http_get(base, "/metrics");
+        assert_eq!(status, 200, "{text}");
+        if done(&text) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never {what}; last scrape:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn serve_metrics_follow_the_campaign_tenants_between_stages() {
+    use std::io::BufRead;
+    let work = Workdir::new();
+    let config = setup(&work);
+    let db = work.path("tracker.db");
+    let t = now(&db);
+    delete_sites(&db, &[2, 4, 6, 8]);
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let id = start(&config, &work, &[2, 4, 6, 8], &t, &["--batch-size", "2"]);
+
+    let mut server = lifeboat_command(&config, &["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let mut lines = std::io::BufReader::new(server.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a line").expect("utf8");
+    let base = first
+        .strip_prefix("serving the status page on ")
+        .expect(&first)
+        .trim_end_matches('/')
+        .to_string();
+    assert_eq!(http_get(&base, "/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(http_get(&base, "/readyz"), (200, "ready\n".to_string()));
+    let done =
+        |m: &str| stage_count(m, &id, "awaiting_acceptance") + stage_count(m, &id, "restored");
+    let queued = metrics_until(&base, "four tenants queued", |m| {
+        stage_count(m, &id, "queued") == 4.0
+    });
+    assert_eq!(done(&queued), 0.0, "{queued}");
+    assert!(queued.contains("# TYPE lifeboat_campaign_tenants gauge"));
+
+    // One worker restores the first batch of two, then waits; its own /metrics counts the
+    // rows it restored.
+    let go = work.path("go");
+    let reached = work.path("go.reached");
+    let mut worker = lifeboat_command(
+        &config,
+        &[
+            "worker",
+            "--campaign",
+            &id,
+            "--until-done",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    )
+    .env(
+        "LIFEBOAT_PAUSE",
+        format!("worker.after-batch:{}", go.display()),
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("worker");
+    let worker_err = std::io::BufReader::new(worker.stderr.take().expect("stderr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in worker_err.lines().map_while(|l| l.ok()) {
+            if let (Some(rest), Some(tx)) = (line.strip_prefix("metrics on "), tx.take()) {
+                let _ = tx.send(rest.trim_end_matches("/metrics").to_string());
+            }
+        }
+    });
+    let worker_base = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("worker printed its metrics address");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !reached.exists() {
+        assert!(std::time::Instant::now() < deadline, "no batch finished");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let half = metrics_until(&base, "two tenants restored", |m| {
+        stage_count(m, &id, "queued") == 2.0 && done(m) == 2.0
+    });
+    assert_eq!(stage_count(&half, &id, "failed"), 0.0, "{half}");
+    // Site s has 1 + 2s rows: whichever two of sites 2, 4, 6, 8 came first, at least 14.
+    let (status, worker_metrics) = http_get(&worker_base, "/metrics");
+    assert_eq!(status, 200);
+    let rows = metric(&worker_metrics, "lifeboat_restore_rows_total").expect("rows");
+    assert!(rows >= 14.0, "restored rows {rows}:\n{worker_metrics}");
+
+    std::fs::write(&go, "").expect("go");
+    let worker = worker.wait_with_output().expect("worker");
+    assert!(worker.status.success(), "{}", stdout(&worker));
+    let end = metrics_until(&base, "all four restored", |m| done(m) == 4.0);
+    assert_eq!(stage_count(&end, &id, "queued"), 0.0, "{end}");
+
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(server.id().to_string())
+        .status();
+    assert!(server.wait().expect("server").success());
+}

@@ -13,6 +13,7 @@ mod faults;
 mod fixtures;
 mod guard;
 mod leader;
+mod observe;
 mod operations;
 mod restore;
 mod source;

@@ -475,7 +475,11 @@ async fn spawn_capture(
         let vault = vault.clone();
         let capture = config.capture.clone();
         let stop = stop.clone();
-        tasks.spawn(async move { live.capture(&vault, capture, until_caught_up, &stop).await });
+        let metrics = lifeboat_core::metrics::Metrics::global().capture(name);
+        tasks.spawn(async move {
+            live.capture(&vault, capture, metrics, until_caught_up, &stop)
+                .await
+        });
     }
     Ok(tasks)
 }

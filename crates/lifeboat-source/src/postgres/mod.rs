@@ -22,6 +22,7 @@ use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationE
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 use lifeboat_core::config::CaptureConfig;
+use lifeboat_core::metrics::CaptureMetrics;
 use lifeboat_core::model::{format_lsn, Dialect, Op, Position, Row, TableSchema, TenantKey, Value};
 use lifeboat_core::tenancy::{LiveTable, SourceTenancy};
 use lifeboat_core::vault::Vault;
@@ -33,7 +34,7 @@ use crate::guard::{Effect, IdRow};
 use crate::installed::{claim, Claim, Found, Installed};
 use crate::live::RestoreCatalog;
 use crate::restore::{table_order, TenantRestore, WriteMode, WriteReport};
-use crate::source::{Decide, RowVisitor, Source};
+use crate::source::{Backlog, Decide, RowVisitor, Source};
 use crate::{quote_ident, quote_literal, tenant_query, Stop};
 use pgoutput::{Datum, Message};
 
@@ -149,12 +150,41 @@ impl Source for PostgresSource {
         uninstall(&self.client, &self.url, name).await
     }
 
+    async fn backlog(&self, name: &str, _vault_head: u64) -> Result<Backlog> {
+        let slot = slot_name(name, &database_of(&self.url)?);
+        let sql = "SELECT active, active_pid::int8, \
+                   pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8, \
+                   pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8 \
+                   FROM pg_replication_slots WHERE slot_name = $1";
+        let row = self
+            .client
+            .query_opt(sql, &[&slot])
+            .await
+            .map_err(|e| pg_error("reading the replication slot", e))?;
+        let Some(row) = row else {
+            return Ok(Backlog {
+                capture_running: Some(false),
+                ..Backlog::default()
+            });
+        };
+        let bytes = |v: Option<i64>| v.map(|n| n.max(0) as u64);
+        Ok(Backlog {
+            slot: Some(slot),
+            slot_lag_bytes: bytes(row.get(2)),
+            retained_wal_bytes: bytes(row.get(3)),
+            changelog_rows: None,
+            capture_running: Some(row.get(0)),
+            capture_pid: row.get(1),
+        })
+    }
+
     async fn capture(
         self: Box<Self>,
         vault: &Vault,
         name: &str,
         tenancy: SourceTenancy,
         config: CaptureConfig,
+        metrics: CaptureMetrics,
         until_caught_up: bool,
         stop: &Stop,
         faults: Arc<FaultStats>,
@@ -172,6 +202,7 @@ impl Source for PostgresSource {
             &schema,
             tenancy,
             config,
+            metrics,
             until_caught_up,
             stop,
             faults,
@@ -305,6 +336,16 @@ fn parse_config(url: &str, schema: &str) -> Result<(tokio_postgres::Config, pg::
 pub use lifeboat_core::config::redact_url as redact;
 
 /// A plain (non-replication) connection with Lifeboat's session settings.
+/// Whether the server at `url` accepts a connection and answers now.
+pub async fn ping(url: &str, schema: &str) -> Result<()> {
+    let client = connect(url, schema).await?;
+    client
+        .simple_query("SELECT 1")
+        .await
+        .map_err(|e| pg_error("SELECT 1", e))?;
+    Ok(())
+}
+
 pub async fn connect(url: &str, schema: &str) -> Result<Client> {
     let (mut config, settings) = parse_config(url, schema)?;
     let failed = |e: tokio_postgres::Error| {
@@ -834,6 +875,7 @@ async fn capture(
     schema: &str,
     tenancy: SourceTenancy,
     config: CaptureConfig,
+    metrics: CaptureMetrics,
     until_caught_up: bool,
     stop: &Stop,
     faults: Arc<FaultStats>,
@@ -841,7 +883,8 @@ async fn capture(
     let slot = slot_name(source, &database_of(url)?);
     let mut client = connect(url, schema).await?;
     check_wal_level(&client, url).await?;
-    let (mut core, start) = CaptureCore::open(vault, source, tenancy, config, stop, faults).await?;
+    let (mut core, start) =
+        CaptureCore::open(vault, source, tenancy, config, metrics, stop, faults).await?;
 
     // Whose slot is it? Decided before anything in the source changes.
     let state = slot_state(&client, &slot).await?;

@@ -1,0 +1,101 @@
+//! `lifeboat info`: where each source stands, from the vault (head, age, restorable
+//! window) and from the database (what waits for capture, whether a capture reads it);
+//! and the readiness check behind `/readyz` of `capture --metrics-listen` and `worker
+//! --metrics-listen`. docs/operations.md describes the JSON.
+
+use lifeboat_core::config::{Config, SourceKind};
+use lifeboat_core::model::{Dialect, Position};
+use lifeboat_core::state::SourceHistory;
+use lifeboat_core::time::{format_us, now_us};
+use lifeboat_core::Result;
+use lifeboat_source::live::LiveSource;
+use lifeboat_source::source::Backlog;
+use serde::Serialize;
+
+use crate::context::{open_vault, source_names};
+
+/// One source, as `lifeboat info --json` prints it (one object per source).
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceInfo {
+    pub source: String,
+    /// `sqlite` or `postgres`.
+    pub kind: &'static str,
+    /// Whether the vault holds history of the source (a first capture finished).
+    pub captured: bool,
+    /// The last position the vault holds, shown as the source's kind shows it.
+    pub head_position: Option<String>,
+    /// Commit time of the newest transaction the vault holds, and its age now.
+    pub head_time: Option<String>,
+    pub head_age_seconds: Option<f64>,
+    /// The restorable window: from the first checkpoint to the head.
+    pub window_from: Option<String>,
+    pub window_to: Option<String>,
+    /// What the database says waits for capture (`None` fields: not this kind, or not
+    /// readable; see `source_error`).
+    #[serde(flatten)]
+    pub backlog: Backlog,
+    /// Why the database could not be read, when it could not.
+    pub source_error: Option<String>,
+    /// The last error capture recorded for the source. No capture records one yet: it is
+    /// always null until capture keeps its state in the control store.
+    pub last_error: Option<String>,
+}
+
+/// Every source of `only` (all when empty): its vault head and window, and its backlog.
+/// A source that cannot be reached is reported (`source_error`); a vault that cannot be
+/// read is the command's error.
+pub async fn gather(config: &Config, only: &[String]) -> Result<Vec<SourceInfo>> {
+    let names = source_names(config, only)?;
+    let vault = open_vault(config).await?;
+    let now = now_us();
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let source_config = config.source(&name)?;
+        let dialect = match source_config.kind()? {
+            SourceKind::Sqlite { .. } => Dialect::Sqlite,
+            SourceKind::Postgres { .. } => Dialect::Postgres,
+        };
+        let history = SourceHistory::load(&vault, &name).await?;
+        let window = history.window_times(&vault).await?;
+        let head = history.latest_position();
+        let (backlog, source_error) = match LiveSource::open(&name, source_config, false).await {
+            Ok(live) => match live.backlog(head.unwrap_or(0)).await {
+                Ok(backlog) => (backlog, None),
+                Err(e) => (Backlog::default(), Some(e.to_string())),
+            },
+            Err(e) => (Backlog::default(), Some(e.to_string())),
+        };
+        out.push(SourceInfo {
+            source: name,
+            kind: match dialect {
+                Dialect::Sqlite => "sqlite",
+                Dialect::Postgres => "postgres",
+            },
+            captured: history.is_captured(),
+            head_position: head.map(|p| Position::new(p).describe(dialect)),
+            head_time: window.map(|(_, to)| format_us(to)),
+            head_age_seconds: window.map(|(_, to)| (now - to).max(0) as f64 / 1e6),
+            window_from: window.map(|(from, _)| format_us(from)),
+            window_to: window.map(|(_, to)| format_us(to)),
+            backlog,
+            source_error,
+            last_error: None,
+        });
+    }
+    Ok(out)
+}
+
+/// Ready when every source of `names` answers and the vault can be read; otherwise the
+/// first reason, in one line.
+pub async fn ready(config: &Config, names: &[String]) -> std::result::Result<(), String> {
+    for name in names {
+        let source = config.source(name).map_err(|e| e.to_string())?;
+        LiveSource::ping(name, source)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    open_vault(config)
+        .await
+        .map_err(|e| format!("vault: {e}"))?;
+    Ok(())
+}
