@@ -396,6 +396,7 @@ pub async fn serve(config_path: Option<PathBuf>, args: ServeArgs) -> Result<u8> 
         lifeboat_web::PageInfo::new(&config.server.page_name, &public_url),
         token,
         policy.auto_after_us.filter(|_| policy.customer),
+        lifeboat_web::Limits::from_config(&config.server),
     )?;
     crate::say!("serving the status page on http://{address}/");
     lifeboat_web::serve(listener, state, crate::signal::shutdown())

@@ -385,8 +385,18 @@ impl ControlStore {
     }
 
     /// The tenant's admin accepted on the private page. False when the tenant was not
-    /// awaiting acceptance.
+    /// awaiting acceptance: then nothing is written and the change counter stays.
     pub fn accept(&mut self, token: &str) -> Result<bool> {
+        let awaiting = self
+            .db
+            .query_one(
+                "SELECT 1 FROM campaign_tenants WHERE token = ?1 AND stage = 'awaiting_acceptance'",
+                &[token.into()],
+            )?
+            .is_some();
+        if !awaiting {
+            return Ok(false);
+        }
         self.write(|db| {
             let n = db.execute(
                 "UPDATE campaign_tenants SET stage = 'restored'
