@@ -58,7 +58,8 @@ struct Inner {
     limits: Limits,
     /// When the snapshot was last known to match the control store (microseconds).
     confirmed_at_us: AtomicI64,
-    /// When the refresher's question to the control store started, 0 when none is out.
+    /// When the refresher's question to the control store started; 0 when none is out or
+    /// the store has answered it.
     probe_started_us: AtomicI64,
     /// The refresher's last question failed.
     probe_failed: AtomicBool,
@@ -139,9 +140,12 @@ impl AppState {
                 if let Some(after) = state.inner.auto_accept_us {
                     control.auto_accept(after)?;
                 }
+                let version = control.status_version()?;
+                // The store answers: a long rebuild does not make it look unavailable.
+                state.inner.probe_started_us.store(0, Ordering::Relaxed);
                 let current = state.snapshot();
                 let stale = now_us() - current.built_at_us > MAX_AGE_US;
-                if !force && !stale && control.status_version()? == current.version {
+                if !force && !stale && version == current.version {
                     return Ok(());
                 }
                 let fresh = Arc::new(Snapshot::build(control, &state.inner.page)?);
