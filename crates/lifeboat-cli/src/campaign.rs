@@ -425,6 +425,7 @@ pub async fn serve(config_path: Option<PathBuf>, args: ServeArgs) -> Result<u8> 
         lifeboat_web::PageInfo::new(&config.server.page_name, &public_url),
         token,
         policy.auto_after_us.filter(|_| policy.customer),
+        lifeboat_web::Limits::from_config(&config.server),
     )?;
     crate::say!("serving the status page on http://{address}/");
     // Acceptances and the operator API write audit entries without the vault: anchor them.

@@ -445,8 +445,19 @@ impl ControlStore {
 
     /// The tenant's admin accepted on the private page, audited (`accept` of
     /// `tenant:KEY` by `customer`, naming the campaign, never the token). False when the
-    /// tenant was not awaiting acceptance.
+    /// tenant was not awaiting acceptance: then nothing is written and the change counter
+    /// stays.
     pub fn accept(&mut self, token: &str) -> Result<bool> {
+        let awaiting = self
+            .db
+            .query_one(
+                "SELECT 1 FROM campaign_tenants WHERE token = ?1 AND stage = 'awaiting_acceptance'",
+                &[token.into()],
+            )?
+            .is_some();
+        if !awaiting {
+            return Ok(false);
+        }
         self.write(|db| {
             let lock = db.lock();
             let Some(row) = db.query_one(

@@ -143,6 +143,18 @@ impl Db {
         Ok(Db::Sqlite { conn, path })
     }
 
+    /// Wait at most `wait` for another connection's lock (SQLite's busy timeout,
+    /// PostgreSQL's `lock_timeout`), then fail the statement.
+    pub(crate) fn limit_lock_waits(&mut self, wait: std::time::Duration) -> Result<()> {
+        match self {
+            Db::Sqlite { conn, .. } => conn.busy_timeout(wait).map_err(|e| e.to_string()),
+            Db::Postgres { .. } => {
+                return self.batch(&format!("SET lock_timeout = {}", wait.as_millis().max(1)));
+            }
+        }
+        .map_err(|e| self.err(e))
+    }
+
     pub(crate) fn describe(&self) -> String {
         match self {
             Db::Sqlite { path, .. } => path.display().to_string(),

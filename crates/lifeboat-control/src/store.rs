@@ -150,6 +150,12 @@ impl ControlStore {
         self.db.describe()
     }
 
+    /// Give up waiting for another connection's locks after `wait` (the default is 30
+    /// seconds): a server that must answer quickly fails the statement instead.
+    pub fn limit_lock_waits(&mut self, wait: std::time::Duration) -> Result<()> {
+        self.db.limit_lock_waits(wait)
+    }
+
     /// Run `work` in a write transaction that also moves the change counter.
     pub(crate) fn write<T>(&mut self, work: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
         self.db.transaction(|db| {

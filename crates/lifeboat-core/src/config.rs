@@ -60,6 +60,23 @@ pub struct ServerConfig {
     /// Source -> the component's display name (default: the source's name).
     #[serde(default)]
     pub components: BTreeMap<String, String>,
+    /// A request's headers must arrive within this many seconds of the connection's first
+    /// byte (or of its previous answer); a slower client is disconnected.
+    #[serde(default = "default_header_timeout_seconds")]
+    pub header_timeout_seconds: u64,
+    /// A whole request, its body included, must be answered within this many seconds
+    /// (408 otherwise).
+    #[serde(default = "default_request_timeout_seconds")]
+    pub request_timeout_seconds: u64,
+    /// Connections served at once; more wait to be accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// The largest request body (operator API); a larger one is refused with 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// How long a request waits for the control store before answering 503.
+    #[serde(default = "default_control_timeout_ms")]
+    pub control_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -70,9 +87,43 @@ impl Default for ServerConfig {
             page_name: default_page_name(),
             public_url: None,
             components: BTreeMap::new(),
+            header_timeout_seconds: default_header_timeout_seconds(),
+            request_timeout_seconds: default_request_timeout_seconds(),
+            max_connections: default_max_connections(),
+            max_body_bytes: default_max_body_bytes(),
+            control_timeout_ms: default_control_timeout_ms(),
         }
     }
 }
+
+fn default_header_timeout_seconds() -> u64 {
+    10
+}
+
+fn default_request_timeout_seconds() -> u64 {
+    30
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+
+fn default_max_body_bytes() -> usize {
+    64 * 1024
+}
+
+fn default_control_timeout_ms() -> u64 {
+    500
+}
+
+/// `[server]` limits: each name, its value and the range it must fall in.
+pub const SERVER_LIMITS: [(&str, u64, u64); 5] = [
+    ("header_timeout_seconds", 1, 300),
+    ("request_timeout_seconds", 1, 3600),
+    ("max_connections", 1, 65_536),
+    ("max_body_bytes", 1024, 16 * 1024 * 1024),
+    ("control_timeout_ms", 10, 60_000),
+];
 
 fn default_listen() -> String {
     "127.0.0.1:8080".to_string()
@@ -462,7 +513,28 @@ impl Config {
             }
         }
         self.validate_guard()?;
+        self.validate_server()?;
         self.validate_campaigns()
+    }
+
+    /// `[server]` timeouts and limits fall in their ranges.
+    fn validate_server(&self) -> Result<()> {
+        let s = &self.server;
+        let values = [
+            s.header_timeout_seconds,
+            s.request_timeout_seconds,
+            s.max_connections as u64,
+            s.max_body_bytes as u64,
+            s.control_timeout_ms,
+        ];
+        for ((name, low, high), value) in SERVER_LIMITS.into_iter().zip(values) {
+            if !(low..=high).contains(&value) {
+                return Err(Error::config(format!(
+                    "[server] {name} = {value}: use {low} to {high}"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// `[server]` and `[campaigns]` name known sources and words.
@@ -837,6 +909,26 @@ mod tests {
             (
                 "[vault]\nurl = \"file:///v\"\n[capture]\nretry_initial_delay_ms = 500\nretry_max_delay_ms = 100\n",
                 "at most retry_max_delay_ms (100)",
+            ),
+            (
+                "[vault]\nurl = \"file:///v\"\n[server]\nheader_timeout_seconds = 0\n",
+                "[server] header_timeout_seconds = 0: use 1 to 300",
+            ),
+            (
+                "[vault]\nurl = \"file:///v\"\n[server]\nmax_connections = 0\n",
+                "[server] max_connections = 0: use 1 to 65536",
+            ),
+            (
+                "[vault]\nurl = \"file:///v\"\n[server]\nmax_body_bytes = 100\n",
+                "[server] max_body_bytes = 100: use 1024 to 16777216",
+            ),
+            (
+                "[vault]\nurl = \"file:///v\"\n[server]\ncontrol_timeout_ms = 600000\n",
+                "[server] control_timeout_ms = 600000: use 10 to 60000",
+            ),
+            (
+                "[vault]\nurl = \"file:///v\"\n[server]\nrequest_timeout_seconds = -1\n",
+                "line 4",
             ),
         ];
         for (text, needle) in cases {

@@ -32,6 +32,29 @@ td{padding:.4rem 0;border-bottom:1px solid #eee}td.s{text-align:right;color:#555
 .update{margin:.5rem 0 .5rem 1rem}.meta{color:#666;font-size:.85rem}\
 progress{width:100%}.stage{font-size:1.3rem;font-weight:600}";
 
+/// The Content-Security-Policy of every response: nothing but the inline stylesheet
+/// (by its hash), no script, no framing, forms only to this server.
+pub fn content_security_policy() -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(STYLE));
+    format!(
+        "default-src 'none'; style-src 'sha256-{hash}'; img-src 'self'; form-action 'self'; \
+         base-uri 'none'; frame-ancestors 'none'"
+    )
+}
+
+/// `page` (a rendered public page) with a notice that it has not been updated for `age`.
+pub fn stale_notice(page: &[u8], age: std::time::Duration) -> String {
+    let page = String::from_utf8_lossy(page);
+    let notice = format!(
+        "<body><p class=\"banner minor\" id=\"stale\">This page could not be updated for \
+         {} s; it shows the status as it was then.</p>",
+        age.as_secs()
+    );
+    page.replacen("<body>", &notice, 1)
+}
+
 fn words(status: &str) -> String {
     let text = status.replace('_', " ");
     let mut chars = text.chars();

@@ -4,28 +4,40 @@
 
 pub mod html;
 pub mod observe;
+mod server;
 pub mod snapshot;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
 
-use lifeboat_control::{ControlStore, IncidentChange};
+use lifeboat_control::{ControlStore, IncidentChange, Stage};
+use lifeboat_core::time::now_us;
 use lifeboat_core::{Error, ErrorKind};
 
+pub use server::{serve, Limits};
 pub use snapshot::{PageInfo, Snapshot};
 
 /// A snapshot older than this is rebuilt even if nothing changed: ETAs move with time.
 const MAX_AGE_US: i64 = 5_000_000;
+/// How often the refresher asks the control store whether anything changed.
+const REFRESH_EVERY: Duration = Duration::from_millis(250);
+/// Public responses: how many seconds ago the snapshot was last known to be current.
+pub const SNAPSHOT_AGE: HeaderName = HeaderName::from_static("lifeboat-snapshot-age");
 
 /// What the server shares between requests.
 #[derive(Clone)]
@@ -35,14 +47,31 @@ pub struct AppState {
 
 struct Inner {
     snapshot: RwLock<Arc<Snapshot>>,
-    /// One connection (used from blocking tasks, one at a time), opened again after an
-    /// error: a PostgreSQL control store may restart or fail over under the server.
-    control: Mutex<ControlStore>,
+    /// One connection, used from blocking tasks one at a time, opened again after an
+    /// error (a PostgreSQL control store may restart or fail over under the server).
+    /// Requests wait for it at most `limits.control_timeout`.
+    control: Arc<tokio::sync::Mutex<ControlStore>>,
     control_url: String,
     page: PageInfo,
     token: Option<String>,
     /// Accept tenants that have awaited acceptance this long (microseconds).
     auto_accept_us: Option<i64>,
+    limits: Limits,
+    /// When the snapshot was last known to match the control store (microseconds).
+    confirmed_at_us: AtomicI64,
+    /// When the refresher's question to the control store started; 0 when none is out or
+    /// the store has answered it.
+    probe_started_us: AtomicI64,
+    /// The refresher's last question failed.
+    probe_failed: AtomicBool,
+}
+
+/// Open the control store at `url` for the server: waits for other connections' locks
+/// are cut short, so a locked store fails a request instead of holding it.
+fn open_control(url: &str, limits: &Limits) -> lifeboat_core::Result<ControlStore> {
+    let mut control = ControlStore::open(url)?;
+    control.limit_lock_waits(limits.control_timeout)?;
+    Ok(control)
 }
 
 impl AppState {
@@ -52,17 +81,22 @@ impl AppState {
         page: PageInfo,
         token: Option<String>,
         auto_accept_us: Option<i64>,
+        limits: Limits,
     ) -> lifeboat_core::Result<AppState> {
-        let mut control = ControlStore::open(control_url)?;
+        let mut control = open_control(control_url, &limits)?;
         let snapshot = Snapshot::build(&mut control, &page)?;
         Ok(AppState {
             inner: Arc::new(Inner {
+                confirmed_at_us: AtomicI64::new(snapshot.built_at_us),
                 snapshot: RwLock::new(Arc::new(snapshot)),
-                control: Mutex::new(control),
+                control: Arc::new(tokio::sync::Mutex::new(control)),
                 control_url: control_url.to_string(),
                 auto_accept_us,
                 page,
                 token: token.filter(|t| !t.is_empty()),
+                limits,
+                probe_started_us: AtomicI64::new(0),
+                probe_failed: AtomicBool::new(false),
             }),
         })
     }
@@ -74,17 +108,45 @@ impl AppState {
         }
     }
 
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// How long ago the snapshot was last known to match the control store.
+    pub fn snapshot_age(&self) -> Duration {
+        let confirmed = self.inner.confirmed_at_us.load(Ordering::Relaxed);
+        Duration::from_micros(u64::try_from(now_us() - confirmed).unwrap_or(0))
+    }
+
+    /// Whether the control store answers: the refresher's last question succeeded and
+    /// none has been waiting longer than the control timeout.
+    pub fn control_answering(&self) -> bool {
+        if self.inner.probe_failed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let started = self.inner.probe_started_us.load(Ordering::Relaxed);
+        let limit = i64::try_from(self.inner.limits.control_timeout.as_micros()).unwrap_or(0);
+        started == 0 || now_us() - started <= limit
+    }
+
     /// Rebuild the snapshot if the control store changed (or `force`, or it is old).
     pub async fn refresh(&self, force: bool) -> lifeboat_core::Result<()> {
+        let started = now_us();
+        self.inner
+            .probe_started_us
+            .store(started, Ordering::Relaxed);
         let state = self.clone();
-        tokio::task::spawn_blocking(move || {
-            state.on_control(|control| {
+        let result = self
+            .on_control(None, move |control| {
                 if let Some(after) = state.inner.auto_accept_us {
                     control.auto_accept(after)?;
                 }
+                let version = control.status_version()?;
+                // The store answers: a long rebuild does not make it look unavailable.
+                state.inner.probe_started_us.store(0, Ordering::Relaxed);
                 let current = state.snapshot();
-                let stale = lifeboat_core::time::now_us() - current.built_at_us > MAX_AGE_US;
-                if !force && !stale && control.status_version()? == current.version {
+                let stale = now_us() - current.built_at_us > MAX_AGE_US;
+                if !force && !stale && version == current.version {
                     return Ok(());
                 }
                 let fresh = Arc::new(Snapshot::build(control, &state.inner.page)?);
@@ -94,83 +156,135 @@ impl AppState {
                 }
                 Ok(())
             })
-        })
-        .await
-        .map_err(|e| Error::source(format!("snapshot task: {e}")))?
+            .await;
+        self.inner.probe_started_us.store(0, Ordering::Relaxed);
+        let failed = result.is_err();
+        let was_failed = self.inner.probe_failed.swap(failed, Ordering::Relaxed);
+        match &result {
+            Ok(()) => {
+                self.inner
+                    .confirmed_at_us
+                    .fetch_max(started, Ordering::Relaxed);
+                if was_failed {
+                    tracing::warn!("status snapshot: the control store answers again");
+                }
+            }
+            Err(e) if !was_failed => tracing::warn!(
+                "status snapshot: {e}; public pages are served from the last snapshot, \
+                 private pages and the operator API answer 503"
+            ),
+            Err(_) => {}
+        }
+        result
     }
 
-    /// Run `work` on the control store (blocking); after an error, open the store again
-    /// and try once more.
-    fn on_control<T>(
+    /// Refresh in a task of its own, waiting for it at most the control timeout (the
+    /// refresher catches up later).
+    async fn refresh_soon(&self) {
+        let state = self.clone();
+        let task = tokio::spawn(async move { state.refresh(true).await });
+        let _ = tokio::time::timeout(self.inner.limits.control_timeout, task).await;
+    }
+
+    /// Run `work` on the control store on a blocking thread; after an error, open the
+    /// store again and try once more. With `deadline`, give up after it (transient
+    /// error): the connection stays busy until the store's own lock wait ends.
+    async fn on_control<T: Send + 'static>(
         &self,
-        work: impl Fn(&mut ControlStore) -> lifeboat_core::Result<T>,
+        deadline: Option<Duration>,
+        work: impl Fn(&mut ControlStore) -> lifeboat_core::Result<T> + Send + 'static,
     ) -> lifeboat_core::Result<T> {
-        let mut control = self.control();
-        match work(&mut control) {
-            Ok(out) => Ok(out),
-            Err(first) => match ControlStore::open(&self.inner.control_url) {
-                Ok(fresh) => {
-                    *control = fresh;
-                    work(&mut control)
-                }
-                Err(_) => Err(first),
-            },
+        let state = self.clone();
+        let run = async move {
+            let mut control = state.inner.control.clone().lock_owned().await;
+            tokio::task::spawn_blocking(move || match work(&mut control) {
+                Ok(out) => Ok(out),
+                Err(first) => match open_control(&state.inner.control_url, &state.inner.limits) {
+                    Ok(fresh) => {
+                        *control = fresh;
+                        work(&mut control)
+                    }
+                    Err(_) => Err(first),
+                },
+            })
+            .await
+            .map_err(|e| Error::source(format!("control store task: {e}")))?
+        };
+        match deadline {
+            None => run.await,
+            Some(deadline) => tokio::time::timeout(deadline, run).await.map_err(|_| {
+                Error::source(format!(
+                    "the control store did not answer within {} ms",
+                    deadline.as_millis()
+                ))
+                .transient()
+            })?,
         }
     }
 
-    /// Keep the snapshot fresh until `stop` resolves: checks the control store's version
-    /// four times a second.
+    /// Keep the snapshot fresh: checks the control store's change counter four times a
+    /// second.
     pub fn spawn_refresher(&self) -> tokio::task::JoinHandle<()> {
         let state = self.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                if let Err(e) = state.refresh(false).await {
-                    tracing::warn!("status snapshot: {e}");
-                }
+                tokio::time::sleep(REFRESH_EVERY).await;
+                // Failures are logged by `refresh` when the store stops answering.
+                let _ = state.refresh(false).await;
             }
         })
     }
 
-    fn control(&self) -> std::sync::MutexGuard<'_, ControlStore> {
-        match self.inner.control.lock() {
-            Ok(c) => c,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-
-    /// Run `work` on the control store on a blocking thread, then refresh the snapshot.
-    async fn with_control<T: Send + 'static>(
+    /// Read from the control store for a request, within the control timeout.
+    async fn read_control<T: Send + 'static>(
         &self,
         work: impl Fn(&mut ControlStore) -> lifeboat_core::Result<T> + Send + 'static,
     ) -> lifeboat_core::Result<T> {
-        let state = self.clone();
-        let out = tokio::task::spawn_blocking(move || state.on_control(work))
+        self.on_control(Some(self.inner.limits.control_timeout), work)
             .await
-            .map_err(|e| Error::source(format!("control store task: {e}")))??;
-        self.refresh(true).await?;
+    }
+
+    /// Change the control store for a request, within the control timeout, then rebuild
+    /// the snapshot.
+    async fn write_control<T: Send + 'static>(
+        &self,
+        work: impl Fn(&mut ControlStore) -> lifeboat_core::Result<T> + Send + 'static,
+    ) -> lifeboat_core::Result<T> {
+        let out = self.read_control(work).await?;
+        self.refresh_soon().await;
         Ok(out)
     }
 }
 
-/// Every route: public pages and JSON, private tenant pages, the operator API.
+/// Every route: public pages and JSON, private tenant pages, the operator API; every
+/// response with the security headers, every request within the limits.
 pub fn router(state: AppState) -> Router {
-    let mut router = Router::new();
+    let limits = state.inner.limits.clone();
+    let mut public = Router::new();
     for path in snapshot::JSON_PATHS.into_iter().chain([
         "/",
         "/history.atom",
         "/api/lifeboat/campaigns.json",
     ]) {
-        router = router.route(
+        public = public.route(
             path,
             get(
                 move |State(state): State<AppState>, headers: HeaderMap| async move {
-                    public(&state, path, &headers)
+                    public_response(&state, path, &headers)
                 },
             ),
         );
     }
-    router
+    // Anyone's page may read the public JSON; a preflight is answered for a day.
+    let public = public.layer(
+        CorsLayer::new()
+            .allow_origin(Any)
+            .allow_methods([Method::GET, Method::HEAD])
+            .allow_headers(Any)
+            .expose_headers([header::ETAG, SNAPSHOT_AGE])
+            .max_age(Duration::from_secs(86_400)),
+    );
+    let private = Router::new()
         .route("/t/{token}", get(tenant_page))
         .route("/t/{token}/status.json", get(tenant_json))
         .route("/t/{token}/accept", post(tenant_accept))
@@ -189,8 +303,38 @@ pub fn router(state: AppState) -> Router {
         .route("/api/operator/campaigns", get(operator_campaigns))
         .route("/metrics", get(metrics))
         .route("/healthz", get(observe::healthz))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz));
+    let headers = [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_str(&html::content_security_policy())
+                .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'")),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        // Private pages carry their token in the path: no page sends it on.
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
+    ];
+    let mut router = public
+        .merge(private)
         .with_state(state)
+        // A body longer than the limit is refused by its Content-Length before a byte
+        // of it is read, and a chunked one is cut off at the limit.
+        .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ));
+    for (name, value) in headers {
+        router = router.layer(SetResponseHeaderLayer::if_not_present(name, value));
+    }
+    router
 }
 
 /// The process's metrics, with each campaign's tenants by stage from the snapshot.
@@ -203,61 +347,63 @@ async fn metrics(State(state): State<AppState>) -> Response {
 /// Ready when the control store answers.
 async fn readyz(State(state): State<AppState>) -> Response {
     observe::ready_response(async move {
-        tokio::task::spawn_blocking(move || state.on_control(|c| c.status_version()))
+        state
+            .read_control(|c| c.status_version())
             .await
-            .map_err(|e| format!("control store task: {e}"))?
             .map(|_| ())
             .map_err(|e| format!("control store: {e}"))
     })
     .await
 }
 
-fn public(state: &AppState, path: &'static str, headers: &HeaderMap) -> Response {
+fn public_response(state: &AppState, path: &'static str, headers: &HeaderMap) -> Response {
     let snapshot = state.snapshot();
     let Some(body) = snapshot.bodies.get(path) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let json = body.content_type == "application/json";
-    let mut response = if headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|tag| tag.trim() == body.etag || tag.trim() == "*")
-        }) {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        let mut r = Response::new(Body::from(body.bytes.clone()));
+    let age = state.snapshot_age();
+    // The control store does not answer: the page says since when it is not updated.
+    let notice = (body.content_type.starts_with("text/html") && !state.control_answering())
+        .then(|| html::stale_notice(&body.bytes, age));
+    let with_type = |bytes: Body| {
+        let mut r = Response::new(bytes);
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static(body.content_type),
         );
         r
     };
+    let mut response = if let Some(page) = notice {
+        with_type(Body::from(page))
+    } else {
+        let mut r = if headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|tag| tag.trim() == body.etag || tag.trim() == "*")
+            }) {
+            StatusCode::NOT_MODIFIED.into_response()
+        } else {
+            with_type(Body::from(body.bytes.clone()))
+        };
+        if let Ok(etag) = HeaderValue::from_str(&body.etag) {
+            r.headers_mut().insert(header::ETAG, etag);
+        }
+        r
+    };
     let h = response.headers_mut();
-    if let Ok(etag) = HeaderValue::from_str(&body.etag) {
-        h.insert(header::ETAG, etag);
-    }
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=5"),
     );
-    if json {
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            HeaderValue::from_static("*"),
-        );
-    }
+    h.insert(SNAPSHOT_AGE, HeaderValue::from(age.as_secs()));
     response
 }
 
 fn private_headers(mut response: Response) -> Response {
     let h = response.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
     h.insert("x-robots-tag", HeaderValue::from_static("noindex"));
     response
 }
@@ -272,9 +418,29 @@ fn not_found() -> Response {
     )
 }
 
+/// A private page while the control store does not answer: its stage may be out of date.
+fn private_unavailable(json: bool) -> Response {
+    const MESSAGE: &str = "Your recovery status is briefly unavailable. Please try again in a \
+                           minute.";
+    let mut response = if json {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": MESSAGE})),
+        )
+            .into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("{MESSAGE}\n")).into_response()
+    };
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+    private_headers(response)
+}
+
 async fn tenant_page(State(state): State<AppState>, Path(token): Path<String>) -> Response {
     let snapshot = state.snapshot();
     match snapshot.tenants.get(&token) {
+        Some(_) if !state.control_answering() => private_unavailable(false),
         Some(view) => private_headers(
             (
                 [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
@@ -289,6 +455,7 @@ async fn tenant_page(State(state): State<AppState>, Path(token): Path<String>) -
 async fn tenant_json(State(state): State<AppState>, Path(token): Path<String>) -> Response {
     let snapshot = state.snapshot();
     match snapshot.tenants.get(&token) {
+        Some(_) if !state.control_answering() => private_unavailable(true),
         Some(view) => private_headers(
             Json(json!({
                 "tenant": view.tenant,
@@ -304,32 +471,56 @@ async fn tenant_json(State(state): State<AppState>, Path(token): Path<String>) -
     }
 }
 
+/// Accept the restored data. Only a tenant awaiting acceptance reaches the control store;
+/// nothing is written or rebuilt for any other.
 async fn tenant_accept(State(state): State<AppState>, Path(token): Path<String>) -> Response {
-    if !state.snapshot().tenants.contains_key(&token) {
-        return not_found();
-    }
-    let accepted = {
-        let token = token.clone();
-        state.with_control(move |c| c.accept(&token)).await
-    };
-    match accepted {
-        Ok(_) => private_headers(
+    let back = |token: &str| {
+        private_headers(
             (
                 StatusCode::SEE_OTHER,
                 [(header::LOCATION, format!("/t/{token}"))],
             )
                 .into_response(),
-        ),
+        )
+    };
+    let awaiting = match state.snapshot().tenants.get(&token) {
+        None => return not_found(),
+        Some(view) => view.stage == Stage::AwaitingAcceptance,
+    };
+    if !state.control_answering() {
+        return private_unavailable(false);
+    }
+    if !awaiting {
+        return back(&token);
+    }
+    let accepted = {
+        let token = token.clone();
+        state.read_control(move |c| c.accept(&token)).await
+    };
+    match accepted {
+        Ok(true) => {
+            state.refresh_soon().await;
+            back(&token)
+        }
+        Ok(false) => back(&token),
         Err(e) => private_headers(error_response(&e)),
     }
 }
 
+/// An error as JSON: bad input 400, a control store that fails or does not answer 503.
 fn error_response(e: &Error) -> Response {
     let status = match e.kind() {
         ErrorKind::Usage | ErrorKind::Config => StatusCode::BAD_REQUEST,
+        ErrorKind::Source => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    (status, Json(json!({"error": e.to_string()}))).into_response()
+    let mut response = (status, Json(json!({"error": e.to_string()}))).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    response
 }
 
 /// The operator API wants `Authorization: Bearer <token>`: the refusal otherwise.
@@ -382,22 +573,33 @@ async fn operator_incidents(State(state): State<AppState>, headers: HeaderMap) -
     if let Some(r) = unauthorised(&state, &headers) {
         return r;
     }
-    match state.with_control(|c| c.incidents()).await {
+    match state.read_control(|c| c.incidents()).await {
         Ok(incidents) => Json(json!({"incidents": incidents})).into_response(),
         Err(e) => error_response(&e),
     }
 }
 
-/// The request's JSON body, read only once the caller is known.
-fn authorised_body(
+/// The request's JSON body, read only once the caller is known, and at most
+/// `max_body_bytes` of it.
+async fn authorised_body(
     state: &AppState,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Body,
 ) -> Result<IncidentBody, Box<Response>> {
     if let Some(refusal) = unauthorised(state, headers) {
         return Err(Box::new(refusal));
     }
-    serde_json::from_slice(body).map_err(|e| {
+    let limit = state.inner.limits.max_body_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        Box::new(
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Json(json!({"error": format!("the body is longer than {limit} bytes")})),
+            )
+                .into_response(),
+        )
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
         Box::new(error_response(&Error::usage(format!(
             "the body is not a valid request: {e}"
         ))))
@@ -407,9 +609,9 @@ fn authorised_body(
 async fn operator_create(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Response {
-    let body = match authorised_body(&state, &headers, &body) {
+    let body = match authorised_body(&state, &headers, body).await {
         Ok(body) => body,
         Err(r) => return *r,
     };
@@ -467,7 +669,7 @@ async fn apply_change(
     success: StatusCode,
 ) -> Response {
     match state
-        .with_control(move |c| c.change_incident(id.as_deref(), &change, &actor))
+        .write_control(move |c| c.change_incident(id.as_deref(), &change, &actor))
         .await
     {
         Ok(id) => (success, Json(json!({"id": id}))).into_response(),
@@ -479,18 +681,18 @@ async fn operator_update(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Response {
-    post_update(&state, &headers, id, &body, None).await
+    post_update(&state, &headers, id, body, None).await
 }
 
 async fn operator_resolve(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Response {
-    post_update(&state, &headers, id, &body, Some("resolved")).await
+    post_update(&state, &headers, id, body, Some("resolved")).await
 }
 
 /// An update to incident `id`; `status` (resolving) overrides the body's status and
@@ -499,10 +701,10 @@ async fn post_update(
     state: &AppState,
     headers: &HeaderMap,
     id: String,
-    body: &[u8],
+    body: Body,
     status: Option<&str>,
 ) -> Response {
-    let body = match authorised_body(state, headers, body) {
+    let body = match authorised_body(state, headers, body).await {
         Ok(body) => body,
         Err(r) => return *r,
     };
@@ -532,7 +734,7 @@ async fn operator_campaigns(State(state): State<AppState>, headers: HeaderMap) -
         return r;
     }
     match state
-        .with_control(|c| Ok((c.campaigns()?, c.campaign_tenants(None)?)))
+        .read_control(|c| Ok((c.campaigns()?, c.campaign_tenants(None)?)))
         .await
     {
         Ok((campaigns, tenants)) => {
@@ -540,19 +742,4 @@ async fn operator_campaigns(State(state): State<AppState>, headers: HeaderMap) -
         }
         Err(e) => error_response(&e),
     }
-}
-
-/// Serve `router` on `listener` until `shutdown` resolves, then finish the requests in
-/// flight.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let refresher = state.spawn_refresher();
-    let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
-    refresher.abort();
-    result
 }

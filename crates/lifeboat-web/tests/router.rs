@@ -4,17 +4,21 @@
 //! private pages, and that public outputs never carry private data.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tower::ServiceExt;
 
 use lifeboat_control::{
     Campaign, ComponentStatus, ControlStore, Impact, IncidentChange, IncidentStatus, Stage,
 };
-use lifeboat_web::{router, AppState, PageInfo};
+use lifeboat_web::{router, AppState, Limits, PageInfo};
 
 const TOKEN: &str = "operator-secret";
 
@@ -73,6 +77,8 @@ fn check_enums(body: &Value) {
 
 struct Fixture {
     _dir: tempfile::TempDir,
+    /// The control store's file.
+    path: std::path::PathBuf,
     state: AppState,
     control: ControlStore,
     /// tenant -> link token
@@ -83,6 +89,10 @@ struct Fixture {
 /// A control store with two components, an open incident with an update, a resolved one,
 /// and a campaign whose tenants stand at different stages.
 fn fixture_store() -> Fixture {
+    fixture_with(Limits::default())
+}
+
+fn fixture_with(limits: Limits) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("control.db");
     let url = path.to_str().expect("utf-8").to_string();
@@ -182,11 +192,13 @@ fn fixture_store() -> Fixture {
         PageInfo::new("Example Status", "https://status.example.net"),
         Some(TOKEN.to_string()),
         None,
+        limits,
     )
     .expect("state");
     let control = ControlStore::open(&url).expect("control");
     Fixture {
         _dir: dir,
+        path,
         state,
         control,
         tokens,
@@ -713,4 +725,440 @@ async fn the_metrics_listener_reports_what_is_not_ready() {
         text.contains("lifeboat_capture_transactions_total{source=\"app\"} 1"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn pages_carry_security_headers_and_the_public_json_answers_cors_preflight() {
+    let f = fixture_store();
+    let one = f.tokens["secret-tenant-1"].clone();
+    for path in [
+        "/".to_string(),
+        format!("/t/{one}"),
+        "/api/v2/summary.json".into(),
+    ] {
+        let (status, headers, body) = get(&f.state, &path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
+        assert_eq!(headers[header::REFERRER_POLICY], "no-referrer", "{path}");
+        assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY", "{path}");
+        let csp = headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .expect("csp");
+        for part in [
+            "default-src 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+        ] {
+            assert!(csp.contains(part), "{path}: {csp}");
+        }
+        assert!(
+            !csp.contains("script-src") && !csp.contains("unsafe"),
+            "{csp}"
+        );
+        // The pages' one stylesheet is allowed by its hash, and nothing else is.
+        let body = String::from_utf8(body).expect("utf8");
+        if let Some(start) = body.find("<style>") {
+            let style = &body[start + 7..body.find("</style>").expect("end of style")];
+            let hash = {
+                use base64::Engine;
+                use sha2::Digest;
+                base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(style))
+            };
+            assert!(csp.contains(&format!("style-src 'sha256-{hash}'")), "{csp}");
+            assert!(!body.contains("<script"), "{path}");
+        }
+    }
+    let (status, headers, body) = call(
+        &f.state,
+        Request::builder()
+            .method(Method::OPTIONS)
+            .uri("/api/v2/summary.json")
+            .header(header::ORIGIN, "https://example.org")
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "GET")
+            .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "if-none-match")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert!(status.is_success(), "{status}");
+    assert!(body.is_empty());
+    assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    assert!(headers[header::ACCESS_CONTROL_ALLOW_METHODS]
+        .to_str()
+        .expect("methods")
+        .contains("GET"));
+    assert_eq!(headers[header::ACCESS_CONTROL_MAX_AGE], "86400");
+    // Private pages and the operator API are not for other sites' scripts.
+    let (_, headers, _) = call(
+        &f.state,
+        Request::builder()
+            .method(Method::OPTIONS)
+            .uri(format!("/t/{one}/status.json"))
+            .header(header::ORIGIN, "https://example.org")
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "GET")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+}
+
+#[tokio::test]
+async fn an_accept_for_a_tenant_not_awaiting_acceptance_writes_and_rebuilds_nothing() {
+    let mut f = fixture_store();
+    let accept = |token: &str| {
+        Request::post(format!("/t/{token}/accept"))
+            .body(Body::empty())
+            .expect("request")
+    };
+    // Queued (the snapshot knows) and restored (the snapshot still shows it awaiting).
+    let queued = f.tokens["secret-tenant-5"].clone();
+    let two = f.tokens["secret-tenant-2"].clone();
+    assert!(f.control.accept(&two).expect("accept"));
+    let version = f.control.status_version().expect("version");
+    let snapshot = f.state.snapshot();
+    for token in [&queued, &two, &queued] {
+        let (status, headers, _) = call(&f.state, accept(token)).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(headers[header::LOCATION], format!("/t/{token}"));
+    }
+    assert_eq!(
+        f.control.status_version().expect("version"),
+        version,
+        "the control store's change counter moved"
+    );
+    assert!(
+        std::sync::Arc::ptr_eq(&snapshot, &f.state.snapshot()),
+        "the snapshot was rebuilt"
+    );
+    // An accept that is awaited writes once and rebuilds.
+    let one = f.tokens["secret-tenant-1"].clone();
+    let (status, _, _) = call(&f.state, accept(&one)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(f.control.status_version().expect("version"), version + 1);
+    assert!(!std::sync::Arc::ptr_eq(&snapshot, &f.state.snapshot()));
+}
+
+/// Serve `state` on a loopback port; the sender stops it.
+async fn listen(state: &AppState) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(lifeboat_web::serve(listener, state.clone(), async move {
+        let _ = stopped.await;
+    }));
+    (address, stop)
+}
+
+/// One response read off a raw connection.
+struct Answer {
+    status: u16,
+    head: String,
+    body: String,
+    took: Duration,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// Send `request` (raw bytes) and read the answer until the server closes.
+async fn raw(address: SocketAddr, request: &[u8]) -> Answer {
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(address).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    read_answer(&mut stream, started).await
+}
+
+async fn read_answer(stream: &mut TcpStream, started: Instant) -> Answer {
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut bytes))
+        .await
+        .expect("the server closes the connection")
+        .expect("read");
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    Answer {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+        took,
+    }
+}
+
+async fn http_get(address: SocketAddr, path: &str, token: Option<&str>) -> Answer {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    raw(
+        address,
+        format!("GET {path} HTTP/1.1\r\nHost: status\r\n{auth}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_requests_are_cut_off_at_the_header_timeout_while_others_are_answered() {
+    let header_timeout = Duration::from_secs(2);
+    let f = fixture_with(Limits {
+        header_timeout,
+        ..Limits::default()
+    });
+    let (address, _stop) = listen(&f.state).await;
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let mut stream = TcpStream::connect(address).await.expect("connect");
+        stream
+            .write_all(b"GET /api/v2/summary.json HTTP/1.1\r\nHost: status\r\nX-Slow: 1")
+            .await
+            .expect("write");
+        let sent = Instant::now();
+        slow.push(tokio::spawn(async move {
+            let mut rest = Vec::new();
+            let read =
+                tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut rest)).await;
+            (read.is_ok(), sent.elapsed(), rest)
+        }));
+    }
+    // While they hang, others are answered.
+    let started = Instant::now();
+    let mut answered = 0;
+    while started.elapsed() < header_timeout {
+        let answer = http_get(address, "/api/v2/summary.json", None).await;
+        assert_eq!(answer.status, 200);
+        assert!(answer.took < Duration::from_secs(1), "{:?}", answer.took);
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(answered > 10, "{answered}");
+    for task in slow {
+        let (closed, after, rest) = task.await.expect("task");
+        assert!(closed, "a half-sent request was held 30 s");
+        assert!(
+            after >= header_timeout - Duration::from_millis(100)
+                && after < header_timeout + Duration::from_secs(2),
+            "closed after {after:?}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&rest).contains(" 200 "),
+            "a half-sent request was answered"
+        );
+    }
+    assert_eq!(
+        http_get(address, "/api/v2/summary.json", None).await.status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_wait_for_a_free_one() {
+    let header_timeout = Duration::from_secs(2);
+    let f = fixture_with(Limits {
+        header_timeout,
+        max_connections: 2,
+        ..Limits::default()
+    });
+    let (address, _stop) = listen(&f.state).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(address).await.expect("connect");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        held.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The third waits until the header timeout frees a connection, then is answered.
+    let answer = http_get(address, "/", None).await;
+    assert_eq!(answer.status, 200);
+    assert!(
+        answer.took >= header_timeout - Duration::from_millis(400),
+        "answered after {:?} with both connections taken",
+        answer.took
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_refused_before_they_are_read() {
+    let mut f = fixture_with(Limits {
+        max_body_bytes: 4096,
+        request_timeout: Duration::from_secs(2),
+        ..Limits::default()
+    });
+    let (address, _stop) = listen(&f.state).await;
+    let version = f.control.status_version().expect("version");
+    let post = |auth: bool, length: &str| {
+        let auth = if auth {
+            format!("Authorization: Bearer {TOKEN}\r\n")
+        } else {
+            String::new()
+        };
+        format!(
+            "POST /api/operator/incidents HTTP/1.1\r\nHost: status\r\n{auth}\
+             Content-Type: application/json\r\n{length}\r\n"
+        )
+    };
+    // 100 MB announced, none sent: refused at once, with or without a token.
+    for auth in [false, true] {
+        let answer = raw(
+            address,
+            post(auth, "Content-Length: 104857600\r\n").as_bytes(),
+        )
+        .await;
+        assert_eq!(answer.status, 413, "{}", answer.head);
+        assert!(answer.took < Duration::from_secs(1), "{:?}", answer.took);
+    }
+    // Without a token a body is never read: the refusal comes before it is sent.
+    let answer = raw(address, post(false, "Content-Length: 1000\r\n").as_bytes()).await;
+    assert_eq!(answer.status, 401, "{}", answer.head);
+    assert!(answer.took < Duration::from_secs(1), "{:?}", answer.took);
+    let answer = raw(
+        address,
+        post(false, "Transfer-Encoding: chunked\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(answer.status, 401, "{}", answer.head);
+    // A chunked body is cut off at the limit, its end never sent.
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(address).await.expect("connect");
+    let mut request = post(true, "Transfer-Encoding: chunked\r\n").into_bytes();
+    for size in [4000usize, 200] {
+        request.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+        request.extend(std::iter::repeat_n(b' ', size));
+        request.extend_from_slice(b"\r\n");
+    }
+    stream.write_all(&request).await.expect("write");
+    let answer = read_answer(&mut stream, started).await;
+    assert_eq!(answer.status, 413, "{}", answer.head);
+    assert!(
+        answer.body.contains("longer than 4096 bytes"),
+        "{}",
+        answer.body
+    );
+    // A body that stops coming: 408 at the request timeout.
+    let answer = raw(
+        address,
+        format!("{}{{\"name\":", post(true, "Content-Length: 500\r\n")).as_bytes(),
+    )
+    .await;
+    assert_eq!(answer.status, 408, "{}", answer.head);
+    assert!(answer.took < Duration::from_secs(4), "{:?}", answer.took);
+    assert_eq!(
+        f.control.status_version().expect("version"),
+        version,
+        "nothing changed"
+    );
+    // A body within the limit is read.
+    let body = r#"{"name": "Wiki down", "status": "investigating", "message": "Looking."}"#;
+    let answer = raw(
+        address,
+        format!(
+            "{}{body}",
+            post(
+                true,
+                &format!("Content-Length: {}\r\nConnection: close\r\n", body.len())
+            )
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_control_store_leaves_public_pages_answering_and_private_ones_503() {
+    let f = fixture_store();
+    let (address, _stop) = listen(&f.state).await;
+    let one = f.tokens["secret-tenant-1"].clone();
+    assert_eq!(
+        http_get(address, &format!("/t/{one}"), None).await.status,
+        200
+    );
+    let public = http_get(address, "/", None).await;
+    assert!(!public.body.contains("id=\"stale\""));
+
+    // Another process's exclusive lock on the control store's file, for 30 s.
+    let lock = rusqlite::Connection::open(&f.path).expect("open");
+    lock.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    let locked = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut rounds = 0;
+    while locked.elapsed() < Duration::from_secs(30) {
+        for path in ["/", "/api/v2/summary.json", "/history.atom"] {
+            let answer = http_get(address, path, None).await;
+            assert_eq!(answer.status, 200, "{path}");
+            assert!(
+                answer.took < Duration::from_millis(100),
+                "{path}: {:?}",
+                answer.took
+            );
+            let age: u64 = answer
+                .header("lifeboat-snapshot-age")
+                .expect("age")
+                .parse()
+                .expect("seconds");
+            assert!(age >= locked.elapsed().as_secs().saturating_sub(2), "{age}");
+            if path == "/" {
+                assert!(answer.body.contains("id=\"stale\""), "{}", answer.body);
+            }
+        }
+        for (path, token) in [
+            (format!("/t/{one}"), None),
+            (format!("/t/{one}/status.json"), None),
+            ("/api/operator/incidents".to_string(), Some(TOKEN)),
+            ("/api/operator/campaigns".to_string(), Some(TOKEN)),
+        ] {
+            let answer = http_get(address, &path, token).await;
+            assert_eq!(answer.status, 503, "{path}: {}", answer.body);
+            assert!(
+                answer.took < Duration::from_secs(1),
+                "{path}: {:?}",
+                answer.took
+            );
+        }
+        let answer = raw(
+            address,
+            format!("POST /t/{one}/accept HTTP/1.1\r\nHost: status\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert_eq!(answer.status, 503);
+        assert!(answer.took < Duration::from_secs(1), "{:?}", answer.took);
+        rounds += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(rounds >= 10, "{rounds}");
+    lock.execute_batch("ROLLBACK").expect("unlock");
+    drop(lock);
+
+    // Back: private pages answer again and the public page drops its notice.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = http_get(address, &format!("/t/{one}"), None).await;
+        if answer.status == 200 {
+            assert!(answer.body.contains("awaiting your acceptance"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {}", answer.status);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let public = http_get(address, "/", None).await;
+    assert!(!public.body.contains("id=\"stale\""), "{}", public.body);
+    let answer = http_get(address, "/api/operator/incidents", Some(TOKEN)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
 }

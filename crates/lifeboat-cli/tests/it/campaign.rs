@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use crate::common::*;
 
@@ -1067,4 +1068,189 @@ fn serve_metrics_follow_the_campaign_tenants_between_stages() {
         .arg(server.id().to_string())
         .status();
     assert!(server.wait().expect("server").success());
+}
+
+#[test]
+fn serve_refuses_limits_out_of_range() {
+    let work = Workdir::new();
+    let config = setup(&work);
+    let text = std::fs::read_to_string(&config).expect("config");
+    for (setting, needle) in [
+        (
+            "header_timeout_seconds = 0",
+            "[server] header_timeout_seconds = 0: use 1 to 300",
+        ),
+        (
+            "request_timeout_seconds = 86400",
+            "[server] request_timeout_seconds = 86400: use 1 to 3600",
+        ),
+        (
+            "max_connections = 0",
+            "[server] max_connections = 0: use 1 to 65536",
+        ),
+        (
+            "max_body_bytes = 10",
+            "[server] max_body_bytes = 10: use 1024 to 16777216",
+        ),
+        (
+            "control_timeout_ms = 0",
+            "[server] control_timeout_ms = 0: use 10 to 60000",
+        ),
+        ("max_connections = \"many\"", "invalid type"),
+    ] {
+        let bad = work.write_config(&text.replace(
+            "[server.components]",
+            &format!("[server]\n{setting}\n[server.components]"),
+        ));
+        let output = lifeboat(&bad, &["serve", "--listen", "127.0.0.1:0"]);
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{setting}: {err}");
+        assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err:?}");
+        assert!(stdout(&output).is_empty(), "{setting}: it listened");
+    }
+}
+
+/// A response read off a raw connection: status, head, body, and how long it took.
+fn timed_get(base: &str, path: &str, token: Option<&str>) -> (u16, String, String, Duration) {
+    use std::io::{Read, Write};
+    let started = std::time::Instant::now();
+    let address = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: status\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).expect("read");
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text:?}"));
+    (status, head.to_string(), body.to_string(), took)
+}
+
+#[test]
+fn a_locked_postgresql_control_store_leaves_the_public_page_answering() {
+    use std::io::BufRead;
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef-operator";
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let control_url = runtime.block_on(create_database("control"));
+    let work = Workdir::new();
+    let config = setup(&work);
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        format!("[control]\nurl = \"{control_url}\"\n{text}").replace(
+            "[server.components]",
+            &format!(
+                "[server]\ntoken = \"{TOKEN}\"\ncontrol_timeout_ms = 400\n[server.components]"
+            ),
+        ),
+    )
+    .expect("config");
+    let db = work.path("tracker.db");
+    let t = now(&db);
+    delete_sites(&db, &[3]);
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let id = start(&config, &work, &[3], &t, &[]);
+    let links: serde_json::Value = serde_json::from_str(&lifeboat_ok(
+        &config,
+        &["campaign", "links", &id, "--base-url", "http://x", "--json"],
+    ))
+    .expect("links");
+    let link = links[0]["link"].as_str().expect("link");
+    let private = format!("/t/{}", link.rsplit('/').next().expect("token"));
+
+    let mut server = lifeboat_command(&config, &["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let mut lines = std::io::BufReader::new(server.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a line").expect("utf8");
+    let base = first
+        .strip_prefix("serving the status page on ")
+        .expect(&first)
+        .trim_end_matches('/')
+        .to_string();
+    assert_eq!(timed_get(&base, &private, None).0, 200);
+    assert_eq!(
+        timed_get(&base, "/api/operator/incidents", Some(TOKEN)).0,
+        200
+    );
+
+    // Another session locks the tables the server reads, for 30 s.
+    let lock = runtime.block_on(async {
+        let client = pg_connect(&control_url).await;
+        client
+            .batch_execute(
+                "BEGIN; LOCK TABLE status_version, incidents, campaign_tenants \
+                 IN ACCESS EXCLUSIVE MODE",
+            )
+            .await
+            .expect("lock");
+        client
+    });
+    let locked = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    let mut rounds = 0;
+    while locked.elapsed() < Duration::from_secs(30) {
+        for path in ["/", "/api/v2/summary.json"] {
+            let (status, head, body, took) = timed_get(&base, path, None);
+            assert_eq!(status, 200, "{path}");
+            assert!(took < Duration::from_millis(100), "{path}: {took:?}");
+            assert!(
+                head.to_ascii_lowercase().contains("lifeboat-snapshot-age:"),
+                "{head}"
+            );
+            if path == "/" {
+                assert!(body.contains("Sites deleted"), "{body}");
+                assert!(body.contains("could not be updated"), "{body}");
+            }
+        }
+        for (path, token) in [
+            (private.as_str(), None),
+            ("/api/operator/incidents", Some(TOKEN)),
+        ] {
+            let (status, _, body, took) = timed_get(&base, path, token);
+            assert_eq!(status, 503, "{path}: {body}");
+            assert!(took < Duration::from_secs(1), "{path}: {took:?}");
+        }
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(rounds >= 10, "{rounds}");
+    runtime.block_on(async {
+        lock.batch_execute("COMMIT").await.expect("unlock");
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while timed_get(&base, &private, None).0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the private page never came back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, _, body, _) = timed_get(&base, "/", None);
+    assert_eq!(status, 200);
+    assert!(!body.contains("could not be updated"), "{body}");
+
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(server.id().to_string())
+        .status();
+    let status = server.wait().expect("server");
+    assert!(status.success(), "serve exited with {status}");
 }

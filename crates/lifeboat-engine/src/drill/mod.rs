@@ -391,6 +391,7 @@ async fn recover_as_campaign(
         lifeboat_web::PageInfo::new("Lifeboat drill", &format!("http://{address}")),
         None,
         None,
+        lifeboat_web::Limits::default(),
     )?;
     let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(lifeboat_web::serve(listener, state, async move {
