@@ -9,6 +9,7 @@ pub mod error;
 pub mod failpoint;
 pub mod model;
 pub mod pg;
+pub mod prune;
 pub mod purge;
 pub mod state;
 pub mod target;

@@ -16,6 +16,7 @@ pub mod guard;
 pub mod history;
 pub mod lifecycle;
 pub mod progress;
+pub mod prune;
 pub mod restore;
 pub mod snapshot;
 pub mod tenants;

@@ -71,7 +71,15 @@ impl Control {
             .into_iter()
             .map(|e| (e.seq, e.hash))
             .collect();
-        for (seq, hash) in self.vault.list_audit_anchors().await? {
+        let anchors = self.vault.list_audit_anchors().await?;
+        let anchored: std::collections::BTreeSet<u64> = anchors.iter().map(|(s, _)| *s).collect();
+        for seq in hashes.keys().filter(|s| !anchored.contains(s)) {
+            problems.push(format!(
+                "entry {seq}: in the log but not anchored in the vault (added to the log \
+                 alone, or its anchor removed)"
+            ));
+        }
+        for (seq, hash) in anchors {
             match hashes.get(&seq) {
                 Some(h) if *h == hash => {}
                 Some(_) => problems.push(format!(
