@@ -131,3 +131,55 @@ async fn check_finds_gaps_and_with_read_data_every_flipped_byte() {
     std::fs::rename(&aside, path(&segment)).expect("move back");
     lifeboat_ok(&config, &["check", "--read-data"]);
 }
+
+/// The audit log against its anchors: an entry whose anchor is gone and an anchor whose
+/// entry is not in the log are both reported, naming the entries, with exit 1.
+#[test]
+fn check_reports_an_unanchored_entry_and_an_anchor_without_its_entry() {
+    let work = Workdir::new();
+    let identity = work.path("identity.db");
+    setup_identity(&identity, 3);
+    let config = work.init_config(&config_text(&work.vault_url(), None, None, Some(&identity)));
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    write_identity(&identity, 3, 1, std::time::Duration::from_millis(200));
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let keep_since = lifeboat_core::time::format_us(lifeboat_core::time::now_us());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write_identity(&identity, 3, 2, std::time::Duration::from_millis(200));
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    // A prune is audited: entry 1, anchored in the vault.
+    lifeboat_ok(&config, &["prune", "--keep-since", &keep_since]);
+    let out = lifeboat_ok(&config, &["check"]);
+    assert!(out.contains("audit log: 1 entries"), "{out}");
+
+    let audit = work.path("vault").join("audit");
+    let anchors: Vec<PathBuf> = std::fs::read_dir(&audit)
+        .expect("audit dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(anchors.len(), 1, "{anchors:?}");
+    let kept = std::fs::read(&anchors[0]).expect("anchor");
+    std::fs::remove_file(&anchors[0]).expect("remove anchor");
+    let hash = "ab".repeat(32);
+    std::fs::write(
+        audit.join(format!("{:016x}-{hash}.anchor", 2)),
+        hash.as_bytes(),
+    )
+    .expect("stray anchor");
+    let output = lifeboat(&config, &["check"]);
+    assert_problem(&output, "audit log", "entry 1: in the log but not anchored");
+    assert_problem(
+        &output,
+        "audit log",
+        "entry 2: anchored in the vault but missing",
+    );
+    let report = json(&lifeboat(&config, &["check", "--json"]));
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["audit_entries"], 1, "{report}");
+
+    // Both put right: clean again.
+    std::fs::write(&anchors[0], kept).expect("put back");
+    std::fs::remove_file(audit.join(format!("{:016x}-{hash}.anchor", 2))).expect("remove");
+    lifeboat_ok(&config, &["check"]);
+}

@@ -12,6 +12,7 @@ mod drill;
 mod fixtures;
 mod guard;
 mod operations;
+mod prune;
 mod restore;
 mod tls;
 mod vault_checks;
