@@ -183,3 +183,43 @@ fn check_reports_an_unanchored_entry_and_an_anchor_without_its_entry() {
     std::fs::remove_file(audit.join(format!("{:016x}-{hash}.anchor", 2))).expect("remove");
     lifeboat_ok(&config, &["check"]);
 }
+
+/// After a prune, a tenant whose base at the window's start is gone while an older one
+/// is still there is reported: its rows there are not in the vault.
+#[test]
+fn check_reports_a_tenant_without_a_base_at_the_window_start() {
+    let work = Workdir::new();
+    let identity = work.path("identity.db");
+    setup_identity(&identity, 3);
+    let config = work.init_config(&config_text(&work.vault_url(), None, None, Some(&identity)));
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    write_identity(&identity, 3, 1, std::time::Duration::from_millis(200));
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let keep_since = lifeboat_core::time::format_us(lifeboat_core::time::now_us());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write_identity(&identity, 3, 2, std::time::Duration::from_millis(200));
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let bases = work.path("vault/sources/identity/bases/1");
+    let first: Vec<PathBuf> = std::fs::read_dir(&bases)
+        .expect("bases")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(first.len(), 1, "{first:?}");
+    let old = std::fs::read(&first[0]).expect("base");
+    lifeboat_ok(&config, &["prune", "--keep-since", &keep_since]);
+    lifeboat_ok(&config, &["check"]);
+    let now: Vec<PathBuf> = std::fs::read_dir(&bases)
+        .expect("bases")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(now.len(), 1, "{now:?}");
+    // The pruned base back, the one at the window's start gone.
+    std::fs::write(&first[0], old).expect("put old base back");
+    std::fs::remove_file(&now[0]).expect("remove base at the start");
+    assert_problem(
+        &lifeboat(&config, &["check"]),
+        first[0].file_name().and_then(|n| n.to_str()).expect("name"),
+        "tenant 1 has bases only before the window's start",
+    );
+}
