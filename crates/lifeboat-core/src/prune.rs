@@ -88,12 +88,14 @@ pub async fn horizon(
 
 /// What pruning `history` up to `horizon` (one of its checkpoints) writes and deletes.
 /// `all_bases` are the source's bases as listed, those below the first checkpoint too.
+/// No base is written for a tenant in `purged` (a purge running meanwhile removes it).
 pub async fn plan(
     vault: &Vault,
     history: &SourceHistory,
     all_bases: &std::collections::BTreeMap<TenantKey, Vec<PositionRef>>,
     horizon: PositionRef,
     horizon_time_us: i64,
+    purged: &BTreeSet<TenantKey>,
 ) -> Result<Plan> {
     let h = horizon.position;
     // Every tenant the history before the horizon knows: a base, or changes in a segment
@@ -111,6 +113,7 @@ pub async fn plan(
     }
     let bases_to_write = known
         .into_iter()
+        .filter(|t| !purged.contains(t))
         .filter(|t| {
             !history
                 .bases
@@ -338,7 +341,7 @@ mod tests {
             .expect("horizon")
             .expect("a checkpoint");
         let all = vault.list_all_bases("s").await.expect("bases");
-        let plan = plan(vault, &history, &all, horizon, time_us)
+        let plan = plan(vault, &history, &all, horizon, time_us, &BTreeSet::new())
             .await
             .expect("plan");
         (history, plan)

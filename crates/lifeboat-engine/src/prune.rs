@@ -5,13 +5,14 @@
 //! `lifeboat_core::prune` writes the bases the horizon needs and deletes what only served
 //! earlier points. With `dry_run`, the plan alone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use serde::Serialize;
 use serde_json::json;
 
 use lifeboat_core::config::Config;
+use lifeboat_core::model::TenantKey;
 use lifeboat_core::prune;
 use lifeboat_core::state::SourceHistory;
 use lifeboat_core::time::{format_us, now_us};
@@ -82,8 +83,14 @@ pub async fn prune(
     // point before their deletion, which must stay inside every window.
     let mut control = control_store(config, config_path).await?;
     let guard_window = i64::from(config.guard.retention_days) * DAY_US;
-    let protected: Vec<_> = control
-        .deleted_tenants()?
+    let deleted = control.deleted_tenants()?;
+    // A purged tenant gets no base, even if a purge is still removing its history.
+    let purged: BTreeSet<TenantKey> = deleted
+        .iter()
+        .filter(|t| t.purged)
+        .map(|t| TenantKey::new(t.tenant.clone()))
+        .collect();
+    let protected: Vec<_> = deleted
         .into_iter()
         .filter(|t| !t.purged && t.deleted_at_us + guard_window > now)
         .collect();
@@ -123,7 +130,15 @@ pub async fn prune(
             None => None,
         };
         let all_bases = vault.list_all_bases(name).await?;
-        let plan = prune::plan(&vault, &history, &all_bases, horizon, horizon_time_us).await?;
+        let plan = prune::plan(
+            &vault,
+            &history,
+            &all_bases,
+            horizon,
+            horizon_time_us,
+            &purged,
+        )
+        .await?;
         plans.push((history, Some(plan), window, held_back_by));
     }
 
