@@ -317,11 +317,15 @@ pub async fn check(config_path: Option<PathBuf>, args: CheckArgs) -> Result<u8> 
     } else {
         String::new()
     };
+    let k = &report.kinds;
     crate::say!(
-        "{}: {} objects ({}){read}; {}",
+        "{}: {} objects ({}: segments {}, checkpoints {}, bases {}){read}; {}",
         report.vault,
         thousands(report.objects as u64),
-        bytes(report.kinds.total.bytes),
+        bytes(k.total.bytes),
+        bytes(k.segments.bytes),
+        bytes(k.checkpoints.bytes),
+        bytes(k.bases.bytes),
         if report.ok {
             "no problems".to_string()
         } else {

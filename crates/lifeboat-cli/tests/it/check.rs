@@ -88,6 +88,41 @@ async fn check_finds_gaps_and_with_read_data_every_flipped_byte() {
         tracker_summary["segments"].as_u64().unwrap_or(0) >= 3,
         "{report}"
     );
+    // Objects and bytes per kind and per source, as listed: they add up to the files.
+    let on_disk = |dir: &str| -> (u64, u64) {
+        let mut stack = vec![work.path("vault").join(dir)];
+        let (mut files, mut bytes) = (0, 0);
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).expect("read dir") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    files += 1;
+                    bytes += std::fs::metadata(&path).expect("stat").len();
+                }
+            }
+        }
+        (files, bytes)
+    };
+    let total = &report["kinds"]["total"];
+    assert_eq!(
+        (total["objects"].as_u64(), total["bytes"].as_u64()),
+        {
+            let (f, b) = on_disk("sources");
+            (Some(f), Some(b))
+        },
+        "{report}"
+    );
+    for kind in ["segments", "checkpoints", "bases"] {
+        let listed = &tracker_summary["kinds"][kind];
+        let (files, bytes) = on_disk(&format!("sources/tracker/{kind}"));
+        assert_eq!(listed["objects"].as_u64(), Some(files), "{kind}: {report}");
+        assert_eq!(listed["bytes"].as_u64(), Some(bytes), "{kind}: {report}");
+    }
+    let plain = json(&run(&config, &["check", "--json"]).await);
+    assert_eq!(plain["kinds"], report["kinds"], "without --read-data too");
+    assert_eq!(plain["bytes_read"], 0, "{plain}");
 
     let vault = vault_checks::open(&config).await;
     let history = SourceHistory::load(&vault, "tracker")
