@@ -403,5 +403,25 @@ mod tests {
             let (_, nothing) = prune_plan(&vault, 45).await;
             assert!(nothing.is_empty(), "{nothing:?}");
         }
+
+        // The chain starts at the new first checkpoint, and still refuses a gap after it.
+        let (history, plan) = prune_plan(&vault, 45).await;
+        execute(&vault, &history, &plan).await.expect("prune");
+        let history = SourceHistory::load(&vault, "s").await.expect("history");
+        let middle = history.segments[1].name.clone();
+        vault.delete(&middle).await.expect("delete");
+        let history = SourceHistory::load(&vault, "s").await.expect("history");
+        let tenants: BTreeSet<TenantKey> = [TenantKey::new("1")].into();
+        let err = history
+            .states_at(&vault, &tenants, 70)
+            .await
+            .err()
+            .expect("a gap");
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        assert!(
+            err.to_string().contains("positions 41 to 50 are missing"),
+            "{err}"
+        );
+        assert!(history.states_at(&vault, &tenants, 40).await.is_ok());
     }
 }
