@@ -415,8 +415,7 @@ mod tests {
         let err = history
             .states_at(&vault, &tenants, 70)
             .await
-            .err()
-            .expect("a gap");
+            .expect_err("a gap");
         assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
         assert!(
             err.to_string().contains("positions 41 to 50 are missing"),
