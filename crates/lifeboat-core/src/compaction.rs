@@ -108,6 +108,7 @@ async fn compact_from(
         .await?
         .map(|(_, latest)| latest)
         .unwrap_or_else(crate::time::now_us);
+    crate::failpoint::pause("compaction.before-read");
     let states = history.states_at(vault, &due, position).await?;
     let mut written = 0;
     for (tenant, state) in &states {

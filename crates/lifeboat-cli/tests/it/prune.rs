@@ -431,6 +431,56 @@ fn a_tenant_deleted_inside_guard_retention_can_be_undeleted_after_a_prune() {
     lifeboat_ok(&config, &["check"]);
 }
 
+/// Compaction that listed the history before a prune moved the window's start, and reads
+/// it after: it starts over from the new listing and writes its base.
+#[test]
+fn compaction_overtaken_by_a_prune_starts_over() {
+    let work = Workdir::new();
+    let (config, _, keep_since) = identity_with_history(&work, "");
+    let gate = work.path("gate");
+    let snapshot = lifeboat_command(&config, &["snapshot", "--tenant", "1"])
+        .env("LIFEBOAT_LOG", "info")
+        .env(
+            "LIFEBOAT_PAUSE",
+            format!("compaction.before-read:{}", gate.display()),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn snapshot");
+    let reached = work.path("gate.reached");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !reached.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "snapshot never paused"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let report = json(&lifeboat_ok(
+        &config,
+        &["prune", "--keep-since", &keep_since, "--json"],
+    ));
+    assert!(
+        report["objects_deleted"].as_u64().unwrap_or(0) > 0,
+        "{report}"
+    );
+    std::fs::write(&gate, "go").expect("open the gate");
+    let output = snapshot.wait_with_output().expect("snapshot");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert!(
+        stdout(&output).contains("1 base snapshots written"),
+        "{}",
+        stdout(&output)
+    );
+    assert_clean(&config, "after compaction and prune");
+}
+
 #[test]
 fn bad_prune_requests_are_refused_and_change_nothing() {
     let work = Workdir::new();
