@@ -7,6 +7,8 @@
 
 use std::collections::BTreeSet;
 
+use futures::stream::{self, StreamExt, TryStreamExt};
+
 use crate::compaction::base_from_state;
 use crate::error::Result;
 use crate::failpoint;
@@ -16,6 +18,9 @@ use crate::vault::{PositionRef, SegmentRef, Vault};
 
 /// Tenants opened from the vault at once while bases are written at the horizon.
 const BASE_BATCH: usize = 64;
+
+/// Bases written at once: each write waits for the store to make it durable.
+const PUTS_IN_FLIGHT: usize = 8;
 
 /// What a prune of one source does.
 #[derive(Debug, Clone)]
@@ -169,10 +174,15 @@ pub async fn execute(vault: &Vault, history: &SourceHistory, plan: &Plan) -> Res
     for batch in plan.bases_to_write.chunks(BASE_BATCH) {
         let tenants: BTreeSet<TenantKey> = batch.iter().cloned().collect();
         let streams = history.streams_at(vault, &tenants, h).await?;
-        for (tenant, stream) in streams {
-            let state = TenantState::collect(stream)?;
-            let base = base_from_state(&plan.source, &tenant, h, plan.horizon_time_us, &state);
-            let written = vault.put_base_listed(&base).await?;
+        // Each base is built when its write starts: at most PUTS_IN_FLIGHT bases in memory.
+        let mut puts = stream::iter(streams.into_iter().map(|(tenant, stream)| {
+            let base = TenantState::collect(stream).map(|state| {
+                base_from_state(&plan.source, &tenant, h, plan.horizon_time_us, &state)
+            });
+            async move { vault.put_base_listed(&base?).await }
+        }))
+        .buffer_unordered(PUTS_IN_FLIGHT);
+        while let Some(written) = puts.try_next().await? {
             done.bases_written += 1;
             done.bytes_written += written.size;
             failpoint::hit("prune.after-base-written");
