@@ -64,6 +64,8 @@ enum Command {
     Check(vault::CheckArgs),
     /// Write new base snapshots (compaction), so restores read less history.
     Snapshot(vault::SnapshotArgs),
+    /// Delete the history older than the retention window (`[vault] retention_days`).
+    Prune(vault::PruneArgs),
     /// Measure a declared operation and write a plan for approval.
     Plan(guard::PlanArgs),
     /// Approve a plan (not its author).
@@ -132,6 +134,7 @@ fn main() -> ExitCode {
             Command::Snapshot(args) => vault::snapshot(config_path, args).await,
             Command::Init(args) => vault::init(config_path, args).await,
             Command::Check(args) => vault::check(config_path, args).await,
+            Command::Prune(args) => vault::prune(config_path, args).await,
             Command::Restore(args) => restore::run(config_path, args).await,
             Command::Drill(args) => drill::run(config_path, args).await,
             Command::Plan(args) => guard::plan(config_path, args).await,

@@ -28,6 +28,20 @@ pub fn print_json(value: &impl serde::Serialize) {
 /// The log target of engines' notices: shown by default (see `main.rs`).
 pub const NOTICE_TARGET: &str = "lifeboat::notice";
 
+/// A byte count for people: `512 B`, `3.4 kB`, `1.2 MB`, `5.0 GB` (powers of 1000).
+pub fn bytes(n: u64) -> String {
+    let n = n as f64;
+    if n < 1e3 {
+        format!("{n} B")
+    } else if n < 1e6 {
+        format!("{:.1} kB", n / 1e3)
+    } else if n < 1e9 {
+        format!("{:.1} MB", n / 1e6)
+    } else {
+        format!("{:.1} GB", n / 1e9)
+    }
+}
+
 /// Renders a restore's events: the start line and a progress bar on a terminal (tenant
 /// restores done of all, rows written, throughput, time left); notes on standard error.
 #[derive(Default)]

@@ -1,4 +1,5 @@
-//! The vault's views and checks: `tenants`, `history`, `verify`, `check` and `snapshot`.
+//! The vault's views, checks and upkeep: `tenants`, `history`, `verify`, `check`,
+//! `snapshot` and `prune`.
 
 use std::path::PathBuf;
 
@@ -8,7 +9,7 @@ use lifeboat_core::Result;
 use lifeboat_engine::context::load_config;
 use lifeboat_engine::progress::thousands;
 
-use crate::output::print_json;
+use crate::output::{bytes, print_json};
 use crate::EXIT_PROBLEM;
 
 #[derive(clap::Args)]
@@ -277,14 +278,26 @@ pub async fn check(config_path: Option<PathBuf>, args: CheckArgs) -> Result<u8> 
             (Some((from, to)), None) => format!("window positions {from} .. {to}"),
             _ => "no history yet".to_string(),
         };
+        let k = &s.kinds;
         crate::say!(
-            "{:<16} {} segments, {} checkpoints, {} bases, {} tenants, {window}",
+            "{:<16} {} segments ({}), {} checkpoints ({}), {} bases ({}), {} tenants, {window}",
             s.source,
             thousands(s.segments as u64),
+            bytes(k.segments.bytes),
             thousands(s.checkpoints as u64),
+            bytes(k.checkpoints.bytes),
             thousands(s.bases as u64),
+            bytes(k.bases.bytes),
             thousands(s.tenants as u64),
         );
+        if s.before_window.objects > 0 {
+            crate::say!(
+                "{:<16} {} objects ({}) before the window, left by a prune that did not finish: `lifeboat prune` deletes them",
+                "",
+                thousands(s.before_window.objects as u64),
+                bytes(s.before_window.bytes)
+            );
+        }
     }
     if let Some(entries) = report.audit_entries {
         crate::say!(
@@ -304,10 +317,15 @@ pub async fn check(config_path: Option<PathBuf>, args: CheckArgs) -> Result<u8> 
     } else {
         String::new()
     };
+    let k = &report.kinds;
     crate::say!(
-        "{}: {} objects{read}; {}",
+        "{}: {} objects ({}: segments {}, checkpoints {}, bases {}){read}; {}",
         report.vault,
         thousands(report.objects as u64),
+        bytes(k.total.bytes),
+        bytes(k.segments.bytes),
+        bytes(k.checkpoints.bytes),
+        bytes(k.bases.bytes),
         if report.ok {
             "no problems".to_string()
         } else {
@@ -315,6 +333,90 @@ pub async fn check(config_path: Option<PathBuf>, args: CheckArgs) -> Result<u8> 
         }
     );
     Ok(code)
+}
+
+#[derive(clap::Args)]
+pub struct PruneArgs {
+    /// Keep every point from this time (RFC 3339) to the head; default: `[vault]
+    /// retention_days` ago.
+    #[arg(long, value_name = "TIME")]
+    keep_since: Option<String>,
+    /// Show what would be deleted and the bytes it would free; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Who prunes, for the audit log (default: the login name).
+    #[arg(long)]
+    by: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+/// `prune`: per source, the new window and what goes; then the total.
+pub async fn prune(config_path: Option<PathBuf>, args: PruneArgs) -> Result<u8> {
+    let config = load_config(config_path.as_deref())?;
+    let request = lifeboat_engine::prune::Request {
+        keep_since_us: args
+            .keep_since
+            .as_deref()
+            .map(lifeboat_core::time::parse)
+            .transpose()?,
+        dry_run: args.dry_run,
+        by: args.by.clone(),
+    };
+    let started = std::time::Instant::now();
+    let report = lifeboat_engine::prune::prune(&config, &config_path, &request).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    if args.json {
+        let mut value = serde_json::to_value(&report).unwrap_or_default();
+        value["keep_since"] = serde_json::json!(format_us(report.keep_since_us));
+        value["seconds"] = serde_json::json!(seconds);
+        print_json(&value);
+        return Ok(0);
+    }
+    let window = |w: Option<(i64, i64)>| match w {
+        Some((from, to)) => format!("{} .. {}", format_us(from), format_us(to)),
+        None => "no history yet".to_string(),
+    };
+    let (verb, write) = if report.dry_run {
+        ("would delete", "would write")
+    } else {
+        ("deleted", "wrote")
+    };
+    for s in &report.sources {
+        crate::say!(
+            "{:<16} window {} -> {}",
+            s.source,
+            window(s.window_before_us),
+            window(s.window_after_us)
+        );
+        if let Some((tenant, at)) = &s.held_back_by {
+            crate::say!(
+                "{:<16} held back by tenant {tenant}, deleted at {at}, inside [guard] retention_days",
+                ""
+            );
+        }
+        crate::say!(
+            "{:<16} {verb} {} segments, {} checkpoints, {} bases ({}); {write} {} bases at the window's start",
+            "",
+            thousands(s.segments_deleted.objects as u64),
+            thousands(s.checkpoints_deleted.objects as u64),
+            thousands(s.bases_deleted.objects as u64),
+            bytes(s.bytes_freed),
+            thousands(s.bases_written.objects as u64),
+        );
+    }
+    crate::say!(
+        "{}: {verb} {} objects, {} {}in {seconds:.1} s",
+        report.vault,
+        thousands(report.objects_deleted as u64),
+        bytes(report.bytes_freed),
+        if report.dry_run {
+            "would be freed "
+        } else {
+            "freed "
+        }
+    );
+    Ok(0)
 }
 
 #[derive(clap::Args)]

@@ -45,12 +45,39 @@ pub fn base_from_state(
 /// Write new bases for `tenants` (all the vault knows when `None`) of `source` at the
 /// latest position. Tenants whose latest base is already there are skipped. Returns how
 /// many bases were written.
+///
+/// A prune may run meanwhile: when reading fails and the source's window has started
+/// somewhere else since the listing (the prune deleted what this compaction was reading),
+/// it starts over from the new listing.
 pub async fn compact(
     vault: &Vault,
     source: &str,
     tenants: Option<&BTreeSet<TenantKey>>,
 ) -> Result<usize> {
-    let history = SourceHistory::load(vault, source).await?;
+    let mut attempts = 0;
+    loop {
+        let history = SourceHistory::load(vault, source).await?;
+        match compact_from(vault, &history, tenants).await {
+            Ok(written) => return Ok(written),
+            Err(e) => {
+                attempts += 1;
+                let now = vault.list_checkpoints(source).await?;
+                let moved = now.first().map(|c| c.position) != history.earliest_position();
+                if !moved || attempts >= 3 {
+                    return Err(e);
+                }
+                tracing::info!(source, "the window moved while compacting (a prune): again");
+            }
+        }
+    }
+}
+
+async fn compact_from(
+    vault: &Vault,
+    history: &SourceHistory,
+    tenants: Option<&BTreeSet<TenantKey>>,
+) -> Result<usize> {
+    let source = history.source.as_str();
     let Some(position) = history.latest_position() else {
         return Ok(0);
     };
@@ -81,6 +108,7 @@ pub async fn compact(
         .await?
         .map(|(_, latest)| latest)
         .unwrap_or_else(crate::time::now_us);
+    crate::failpoint::pause("compaction.before-read");
     let states = history.states_at(vault, &due, position).await?;
     let mut written = 0;
     for (tenant, state) in &states {

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod model;
 pub mod people;
 pub mod pg;
+pub mod prune;
 pub mod purge;
 pub mod state;
 pub mod target;

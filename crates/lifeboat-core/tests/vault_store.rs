@@ -201,6 +201,23 @@ mod contract {
         put(&store, name, b"same bytes").await;
         assert_eq!(get(&store, name).await.as_deref(), Some(&b"same bytes"[..]));
         assert_eq!(list(&store, "").await, [name]);
+        // The listing tells each object's size without reading it.
+        put(
+            &store,
+            "sources/a/checkpoints/0000000000000002-abc.ckpt",
+            b"four",
+        )
+        .await;
+        assert_eq!(
+            store.list_sized("sources/a/").await.expect("list sized"),
+            [
+                (name.to_string(), 10),
+                (
+                    "sources/a/checkpoints/0000000000000002-abc.ckpt".to_string(),
+                    4
+                )
+            ]
+        );
     }
 
     pub async fn list_is_sorted_and_under_the_prefix_only(store: Arc<dyn Store>) {
@@ -357,12 +374,26 @@ mod contract {
                     first: 5,
                     last: 0x1_0000_0010,
                     xids: (100, 101),
+                    size: vault
+                        .store()
+                        .get(&earlier_name)
+                        .await
+                        .expect("get")
+                        .expect("there")
+                        .len() as u64,
                 },
                 SegmentRef {
                     name: later_name.clone(),
                     first: 0x1_0000_0020,
                     last: 0x1_0000_0030,
                     xids: (100, 101),
+                    size: vault
+                        .store()
+                        .get(&later_name)
+                        .await
+                        .expect("get")
+                        .expect("there")
+                        .len() as u64,
                 },
             ]
         );

@@ -1,14 +1,16 @@
 //! `check`: the whole vault checked at once (docs/vault-format.md). The header and its
 //! version; per source, every checkpoint and segment readable and its head matching its
 //! name, the segments continuous from the first checkpoint to the head ("Continuity"),
-//! no base beyond the head; the audit anchors against the control store's log. With
+//! no base beyond the head, every tenant known before the window's start with a base at
+//! it; the audit anchors against the control store's log. Objects and bytes per kind come
+//! from the listing, so the summary costs no reads. With
 //! `read_data`, every object is read whole and every hash checked: segment heads and
 //! chunks, bases, checkpoints and their key maps.
 //!
 //! Unlike the readers, which stop at the first problem, `check` goes on and reports every
 //! problem it finds, each naming its object.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -16,10 +18,10 @@ use serde::Serialize;
 use lifeboat_core::config::Config;
 use lifeboat_core::model::TenantKey;
 use lifeboat_core::state::SourceHistory;
-use lifeboat_core::vault::{SegmentRef, Vault};
+use lifeboat_core::vault::{PositionRef, SegmentRef, Vault};
 use lifeboat_core::Result;
 
-use crate::context::{open_vault, source_names};
+use crate::context::{control_url, open_vault, source_names};
 use crate::progress::{Event, Reporter};
 
 /// What to check.
@@ -37,6 +39,49 @@ pub struct Problem {
     pub problem: String,
 }
 
+/// Objects of one kind: how many, how many bytes (as listed).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Objects {
+    pub objects: usize,
+    pub bytes: u64,
+}
+
+impl Objects {
+    pub fn of(sizes: impl Iterator<Item = u64>) -> Objects {
+        sizes.fold(Objects::default(), |o, size| {
+            o.plus(Objects {
+                objects: 1,
+                bytes: size,
+            })
+        })
+    }
+
+    pub fn plus(self, other: Objects) -> Objects {
+        Objects {
+            objects: self.objects + other.objects,
+            bytes: self.bytes + other.bytes,
+        }
+    }
+}
+
+/// Objects and bytes by kind.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Kinds {
+    pub segments: Objects,
+    pub checkpoints: Objects,
+    pub bases: Objects,
+    pub total: Objects,
+}
+
+impl Kinds {
+    fn add(&mut self, other: &Kinds) {
+        self.segments = self.segments.plus(other.segments);
+        self.checkpoints = self.checkpoints.plus(other.checkpoints);
+        self.bases = self.bases.plus(other.bases);
+        self.total = self.total.plus(other.total);
+    }
+}
+
 /// What the vault holds for one source.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct SourceSummary {
@@ -44,6 +89,11 @@ pub struct SourceSummary {
     pub segments: usize,
     pub checkpoints: usize,
     pub bases: usize,
+    /// Every object of the source by kind, with its bytes as listed.
+    pub kinds: Kinds,
+    /// Segments at or below the first checkpoint and bases below it: history before the
+    /// window that an interrupted prune left (`lifeboat prune` deletes them).
+    pub before_window: Objects,
     pub tenants: usize,
     /// The restorable window: first checkpoint to head, as positions.
     pub window: Option<(u64, u64)>,
@@ -56,6 +106,8 @@ pub struct SourceSummary {
 pub struct Report {
     pub vault: String,
     pub objects: usize,
+    /// Every source's objects by kind, with their bytes as listed.
+    pub kinds: Kinds,
     /// Bytes read: every object's with `read_data`, heads only without.
     pub bytes_read: u64,
     pub read_data: bool,
@@ -77,18 +129,21 @@ pub async fn check(
     let vault = open_vault(config).await?;
     let mut histories = Vec::with_capacity(names.len());
     for name in &names {
-        histories.push(SourceHistory::load(&vault, name).await?);
+        // The bases as listed: the history leaves out those below the window.
+        let all_bases = vault.list_all_bases(name).await?;
+        histories.push((SourceHistory::load(&vault, name).await?, all_bases));
     }
     let objects: usize = histories
         .iter()
-        .map(|h| {
-            h.segments.len() + h.checkpoints.len() + h.bases.values().map(Vec::len).sum::<usize>()
+        .map(|(h, bases)| {
+            h.segments.len() + h.checkpoints.len() + bases.values().map(Vec::len).sum::<usize>()
         })
         .sum();
     progress.event(Event::CheckStarted { objects });
     let mut report = Report {
         vault: vault.describe(),
         objects,
+        kinds: Kinds::default(),
         bytes_read: 0,
         read_data: request.read_data,
         sources: Vec::new(),
@@ -96,11 +151,24 @@ pub async fn check(
         problems: Vec::new(),
         ok: true,
     };
-    for history in &histories {
-        let summary = check_source(&vault, history, request.read_data, progress, &mut report).await;
+    for (history, all_bases) in &histories {
+        let summary = check_source(
+            &vault,
+            history,
+            all_bases,
+            request.read_data,
+            progress,
+            &mut report,
+        )
+        .await;
+        report.kinds.add(&summary.kinds);
         report.sources.push(summary);
     }
-    if config.control.is_some() {
+    // The audit log, where there is a control store: configured, or the default file
+    // beside the configuration.
+    let has_control = config.control.is_some()
+        || control_url(config, config_path).is_ok_and(|url| std::path::Path::new(&url).exists());
+    if has_control {
         let (entries, verified) =
             crate::guard::audit_verify(config, config_path, crate::guard::ANCHOR_GRACE_US).await?;
         report.audit_entries = Some(entries);
@@ -119,6 +187,7 @@ pub async fn check(
 async fn check_source(
     vault: &Vault,
     history: &SourceHistory,
+    all_bases: &BTreeMap<TenantKey, Vec<PositionRef>>,
     read_data: bool,
     progress: &Reporter,
     report: &mut Report,
@@ -128,9 +197,14 @@ async fn check_source(
         source: source.clone(),
         segments: history.segments.len(),
         checkpoints: history.checkpoints.len(),
-        bases: history.bases.values().map(Vec::len).sum(),
+        bases: all_bases.values().map(Vec::len).sum(),
         ..SourceSummary::default()
     };
+    let kinds = &mut summary.kinds;
+    kinds.segments = Objects::of(history.segments.iter().map(|s| s.size));
+    kinds.checkpoints = Objects::of(history.checkpoints.iter().map(|c| c.size));
+    kinds.bases = Objects::of(all_bases.values().flatten().map(|b| b.size));
+    kinds.total = kinds.segments.plus(kinds.checkpoints).plus(kinds.bases);
     let mut problem = |object: &str, text: String| {
         report.problems.push(Problem {
             object: object.to_string(),
@@ -147,7 +221,38 @@ async fn check_source(
         return summary;
     };
     summary.window = Some((start, head));
+    summary.before_window = Objects::of(
+        history
+            .segments
+            .iter()
+            .filter(|s| s.last <= start)
+            .map(|s| s.size)
+            .chain(
+                all_bases
+                    .values()
+                    .flatten()
+                    .filter(|b| b.position < start)
+                    .map(|b| b.size),
+            ),
+    );
     let mut bytes = 0u64;
+
+    // Every tenant the history before the window knew has its rows at the window's start
+    // in a base there: readers ignore bases below the first checkpoint.
+    for (tenant, bases) in all_bases {
+        let before = bases.iter().find(|b| b.position < start);
+        if let Some(before) = before {
+            if !bases.iter().any(|b| b.position == start) {
+                problem(
+                    &before.name,
+                    format!(
+                        "source {source}: tenant {tenant} has bases only before the window's \
+                         start ({start}) and none at it: its rows there are not in the vault"
+                    ),
+                );
+            }
+        }
+    }
 
     // Checkpoints: the head (and, reading data, the key maps) against the name.
     for checkpoint in &history.checkpoints {
@@ -304,7 +409,7 @@ async fn check_source(
     }
 
     // Bases: none beyond the head; reading data, each whole against its name.
-    for bases in history.bases.values() {
+    for bases in all_bases.values() {
         for base in bases {
             if base.position > head {
                 problem(

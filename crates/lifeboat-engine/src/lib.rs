@@ -18,6 +18,7 @@ pub mod info;
 pub mod lease;
 pub mod lifecycle;
 pub mod progress;
+pub mod prune;
 pub mod restore;
 pub mod snapshot;
 pub mod source;

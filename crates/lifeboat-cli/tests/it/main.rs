@@ -15,6 +15,7 @@ mod guard;
 mod leader;
 mod observe;
 mod operations;
+mod prune;
 mod restore;
 mod source;
 mod tls;

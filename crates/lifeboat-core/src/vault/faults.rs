@@ -258,6 +258,13 @@ impl Store for FaultyStore {
         }
     }
 
+    async fn list_sized(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        match self.verdict(Call::List) {
+            Verdict::Pass => self.inner.list_sized(prefix).await,
+            Verdict::Fail { permanent, .. } => Err(self.error(Call::List, prefix, permanent)),
+        }
+    }
+
     async fn delete(&self, name: &str) -> Result<()> {
         match self.verdict(Call::Delete) {
             Verdict::Pass => self.inner.delete(name).await,

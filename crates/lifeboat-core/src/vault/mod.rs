@@ -83,6 +83,8 @@ pub struct SegmentRef {
     /// The smallest and largest transaction id in the segment (PostgreSQL xids, SQLite
     /// commit group ids): where to look for a transaction without reading anything.
     pub xids: (u64, u64),
+    /// Its size in bytes, as the store's listing tells it.
+    pub size: u64,
 }
 
 /// A base or checkpoint as listed.
@@ -90,6 +92,8 @@ pub struct SegmentRef {
 pub struct PositionRef {
     pub name: String,
     pub position: u64,
+    /// Its size in bytes, as the store's listing tells it.
+    pub size: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -237,7 +241,13 @@ impl Vault {
     }
 
     pub async fn put_base(&self, base: &Base) -> Result<String> {
+        Ok(self.put_base_listed(base).await?.name)
+    }
+
+    /// Write a base; it as a listing shows it (name, position, size).
+    pub async fn put_base_listed(&self, base: &Base) -> Result<PositionRef> {
         let bytes = encode(Kind::Base, base)?;
+        let size = bytes.len() as u64;
         let name = format!(
             "sources/{}/bases/{}/{:016x}-{}.base",
             base.source,
@@ -246,7 +256,11 @@ impl Vault {
             content_hash(&bytes)
         );
         self.put_history(&name, bytes).await?;
-        Ok(name)
+        Ok(PositionRef {
+            name,
+            position: base.position,
+            size,
+        })
     }
 
     pub async fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<String> {
@@ -309,7 +323,7 @@ impl Vault {
     pub async fn list_segments(&self, source: &str) -> Result<Vec<SegmentRef>> {
         let prefix = format!("sources/{source}/segments/");
         let mut refs = Vec::new();
-        for name in self.store.list(&prefix).await? {
+        for (name, size) in self.store.list_sized(&prefix).await? {
             let file = &name[prefix.len()..];
             let parsed = file.strip_suffix(".seg").and_then(|stem| {
                 let mut parts = stem.splitn(5, '-');
@@ -324,6 +338,7 @@ impl Vault {
                     first,
                     last,
                     xids,
+                    size,
                 }),
                 None => tracing::warn!("ignoring unexpected vault object {name}"),
             }
@@ -352,7 +367,7 @@ impl Vault {
     ) -> Result<BTreeMap<TenantKey, Vec<PositionRef>>> {
         let prefix = format!("sources/{source}/bases/");
         let mut out: BTreeMap<TenantKey, Vec<PositionRef>> = BTreeMap::new();
-        for name in self.store.list(&prefix).await? {
+        for (name, size) in self.store.list_sized(&prefix).await? {
             let rest = &name[prefix.len()..];
             let Some((tenant, file)) = rest.split_once('/') else {
                 continue;
@@ -366,6 +381,7 @@ impl Vault {
             out.entry(tenant).or_default().push(PositionRef {
                 name: name.clone(),
                 position,
+                size,
             });
         }
         for refs in out.values_mut() {
@@ -376,13 +392,17 @@ impl Vault {
 
     async fn list_positions(&self, prefix: &str, suffix: &str) -> Result<Vec<PositionRef>> {
         let mut refs = Vec::new();
-        for name in self.store.list(prefix).await? {
+        for (name, size) in self.store.list_sized(prefix).await? {
             let file = &name[prefix.len()..];
             if file.contains('/') {
                 continue;
             }
             match parse_position_name(file, suffix) {
-                Some(position) => refs.push(PositionRef { name, position }),
+                Some(position) => refs.push(PositionRef {
+                    name,
+                    position,
+                    size,
+                }),
                 None => tracing::warn!("ignoring unexpected vault object {name}"),
             }
         }

@@ -22,14 +22,24 @@ use crate::error::{Error, Result};
 ///   transient when retrying may help.
 /// - `get_range` returns the bytes of `range`, fewer when the object ends first (none when
 ///   it starts at or after the end); a missing object is `Ok(None)`.
-/// - `list` returns every name under the prefix (`/`-separated, no leading `/`), sorted.
+/// - `list_sized` returns every name under the prefix (`/`-separated, no leading `/`),
+///   sorted, with the object's size in bytes as the listing tells it (no object is read);
+///   `list` the names alone.
 /// - `delete` of a missing object succeeds.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
     async fn put(&self, name: &str, bytes: Bytes) -> Result<()>;
     async fn get(&self, name: &str) -> Result<Option<Bytes>>;
     async fn get_range(&self, name: &str, range: std::ops::Range<u64>) -> Result<Option<Bytes>>;
-    async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    async fn list_sized(&self, prefix: &str) -> Result<Vec<(String, u64)>>;
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(self
+            .list_sized(prefix)
+            .await?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect())
+    }
     async fn delete(&self, name: &str) -> Result<()>;
     /// A description for messages: the URL it was opened from.
     fn describe(&self) -> String;
@@ -125,7 +135,7 @@ impl Store for LocalStore {
         .map_err(|e| Error::vault(format!("vault read task failed: {e}")))?
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+    async fn list_sized(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
         let root = self.root.clone();
         let prefix = prefix.to_string();
         tokio::task::spawn_blocking(move || {
@@ -156,7 +166,7 @@ impl Store for LocalStore {
     }
 }
 
-fn walk(root: &Path, dir: &Path, prefix: &str, names: &mut Vec<String>) -> Result<()> {
+fn walk(root: &Path, dir: &Path, prefix: &str, names: &mut Vec<(String, u64)>) -> Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -177,7 +187,11 @@ fn walk(root: &Path, dir: &Path, prefix: &str, names: &mut Vec<String>) -> Resul
             let name = relative.to_string_lossy().replace('\\', "/");
             // Temporary files of interrupted writes are not objects.
             if name.starts_with(prefix) && !name.ends_with(".tmp") {
-                names.push(name);
+                let size = entry
+                    .metadata()
+                    .map_err(|e| io_error("cannot stat", &path, e))?
+                    .len();
+                names.push((name, size));
             }
         }
     }
@@ -343,7 +357,7 @@ impl Store for S3Store {
         .await
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+    async fn list_sized(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
         // object_store lists whole path segments: list the prefix's directory, then filter.
         let dir = match prefix.rfind('/') {
             Some(i) => &prefix[..i],
@@ -369,10 +383,13 @@ impl Store for S3Store {
         } else {
             format!("{}/", self.prefix)
         };
-        let mut names: Vec<String> = metas
+        let mut names: Vec<(String, u64)> = metas
             .into_iter()
-            .filter_map(|m| m.location.as_ref().strip_prefix(&strip).map(str::to_string))
-            .filter(|n| n.starts_with(prefix))
+            .filter_map(|m| {
+                let name = m.location.as_ref().strip_prefix(&strip)?.to_string();
+                Some((name, m.size))
+            })
+            .filter(|(n, _)| n.starts_with(prefix))
             .collect();
         names.sort();
         Ok(names)
