@@ -8,13 +8,16 @@
 //! - softly deleted and purged tenants (`lifecycle`);
 //! - components, incidents and their updates in Statuspage's vocabulary (`incidents`);
 //! - recovery campaigns, the stage of each of their tenants, claimed by workers under a
-//!   lease, and tenant attributes (`campaigns`).
+//!   lease, and tenant attributes (`campaigns`);
+//! - tenant contacts, read from the vault or imported, and each campaign's copy of its
+//!   tenants' contacts (`contacts`).
 //!
 //! Every operation is a method of [`ControlStore`].
 
 mod applies;
 mod audit;
 mod campaigns;
+mod contacts;
 mod db;
 mod ids;
 mod incidents;
@@ -25,6 +28,7 @@ mod words;
 pub use applies::{Applied, ApplyState, ApplyStatus, PendingWave, StoredSignature};
 pub use audit::AuditEntry;
 pub use campaigns::{Acceptance, Campaign, CampaignTenant, Stage};
+pub use contacts::{Contact, ContactOrigin};
 pub use ids::{new_id, new_token};
 pub use incidents::{
     AffectedComponent, Component, ComponentStatus, Impact, Incident, IncidentChange,

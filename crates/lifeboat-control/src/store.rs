@@ -69,8 +69,18 @@ CREATE TABLE IF NOT EXISTS status_version (one BIGINT PRIMARY KEY CHECK (one = 1
 INSERT INTO status_version (one, version) VALUES (1, 0) ON CONFLICT DO NOTHING;
 ";
 
+/// Tenant contacts and the copy each campaign keeps (contacts.rs).
+const CONTACTS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS contacts (tenant TEXT NOT NULL, email TEXT NOT NULL,
+    name TEXT, locale TEXT, origin TEXT NOT NULL, read_at TEXT, updated_at TEXT NOT NULL,
+    PRIMARY KEY (tenant, origin, email));
+CREATE TABLE IF NOT EXISTS campaign_contacts (campaign TEXT NOT NULL, tenant TEXT NOT NULL,
+    email TEXT NOT NULL, name TEXT, locale TEXT, origin TEXT NOT NULL, read_at TEXT,
+    PRIMARY KEY (campaign, tenant, origin, email));
+";
+
 /// A connection to the control store. Every operation is a method, defined beside its
-/// concept (audit.rs, applies.rs, lifecycle.rs, incidents.rs, campaigns.rs).
+/// concept (audit.rs, applies.rs, lifecycle.rs, incidents.rs, campaigns.rs, contacts.rs).
 pub struct ControlStore {
     pub(crate) db: Db,
 }
@@ -99,6 +109,7 @@ impl ControlStore {
         if !done {
             db.batch(GUARD_SCHEMA)?;
             db.batch(STATUS_SCHEMA)?;
+            db.batch(CONTACTS_SCHEMA)?;
             if let Ok(mut made) = MADE.lock() {
                 made.insert(url.to_string());
             }
