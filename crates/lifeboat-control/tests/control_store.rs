@@ -1426,11 +1426,11 @@ mod contract {
         // Again, with a new name: an upsert, not a second row.
         let renamed = contact("a", "ann@a.example", "Ann A.", ContactOrigin::Import);
         store
-            .import_contacts(&[renamed.clone()])
+            .import_contacts(std::slice::from_ref(&renamed))
             .expect("re-import");
         let vault = contact("a", "ann@a.example", "Ann (vault)", ContactOrigin::Vault);
         store
-            .replace_vault_contacts(&strings(&["a"]), &[vault.clone()])
+            .replace_vault_contacts(&strings(&["a"]), std::slice::from_ref(&vault))
             .expect("vault");
         assert_eq!(
             f.open().contacts(Some("a")).expect("contacts"),
@@ -1439,7 +1439,7 @@ mod contract {
         // A new read replaces the tenant's vault contacts, never the imported ones.
         let other = contact("a", "root@a.example", "Root", ContactOrigin::Vault);
         store
-            .replace_vault_contacts(&strings(&["a", "b"]), &[other.clone()])
+            .replace_vault_contacts(&strings(&["a", "b"]), std::slice::from_ref(&other))
             .expect("vault again");
         assert_eq!(
             store.contacts(None).expect("contacts"),
