@@ -4,6 +4,7 @@
 
 mod campaign;
 mod capture;
+mod contacts;
 mod drill;
 mod guard;
 mod observe;
@@ -86,6 +87,8 @@ enum Command {
     Incident(campaign::IncidentArgs),
     /// Recovery campaigns: start one, follow it, list its private links.
     Campaign(campaign::CampaignArgs),
+    /// Tenant contacts: read from the vault, imported, listed.
+    Contacts(contacts::Args),
     /// Restore campaign tenants, batch by batch, with other workers.
     Worker(campaign::WorkerArgs),
     /// Serve the status page, private tenant pages and the operator API.
@@ -147,6 +150,7 @@ fn main() -> ExitCode {
             Command::Tenant(args) => tenant::run(config_path, args).await,
             Command::Incident(args) => campaign::incident(config_path, args).await,
             Command::Campaign(args) => campaign::campaign(config_path, args).await,
+            Command::Contacts(args) => contacts::run(config_path, args).await,
             Command::Worker(args) => campaign::worker(config_path, args).await,
             Command::Serve(args) => campaign::serve(config_path, args).await,
         }

@@ -10,12 +10,15 @@
 //! - recovery campaigns, the stage of each of their tenants, claimed by workers under a
 //!   lease, and tenant attributes (`campaigns`);
 //! - each source's capture lease: which capture may write its history (`leases`).
+//! - tenant contacts, read from the vault or imported, and each campaign's copy of its
+//!   tenants' contacts (`contacts`).
 //!
 //! Every operation is a method of [`ControlStore`].
 
 mod applies;
 mod audit;
 mod campaigns;
+mod contacts;
 mod db;
 mod ids;
 mod incidents;
@@ -27,6 +30,7 @@ mod words;
 pub use applies::{Applied, ApplyState, ApplyStatus, PendingWave, StoredSignature};
 pub use audit::{canonical_json, AuditEntry, Entry, StoredEntry, GENESIS};
 pub use campaigns::{Acceptance, Campaign, CampaignTenant, Stage};
+pub use contacts::{Contact, ContactOrigin};
 pub use ids::{new_id, new_token};
 pub use incidents::{
     AffectedComponent, Component, ComponentStatus, Impact, Incident, IncidentChange,

@@ -106,8 +106,18 @@ fn check_audit_format(db: &mut Db) -> Result<()> {
     }
 }
 
+/// Tenant contacts and the copy each campaign keeps (contacts.rs).
+const CONTACTS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS contacts (tenant TEXT NOT NULL, email TEXT NOT NULL,
+    name TEXT, locale TEXT, origin TEXT NOT NULL, read_at TEXT, updated_at TEXT NOT NULL,
+    PRIMARY KEY (tenant, origin, email));
+CREATE TABLE IF NOT EXISTS campaign_contacts (campaign TEXT NOT NULL, tenant TEXT NOT NULL,
+    email TEXT NOT NULL, name TEXT, locale TEXT, origin TEXT NOT NULL, read_at TEXT,
+    PRIMARY KEY (campaign, tenant, origin, email));
+";
+
 /// A connection to the control store. Every operation is a method, defined beside its
-/// concept (audit.rs, applies.rs, lifecycle.rs, incidents.rs, campaigns.rs).
+/// concept (audit.rs, applies.rs, lifecycle.rs, incidents.rs, campaigns.rs, contacts.rs).
 pub struct ControlStore {
     pub(crate) db: Db,
 }
@@ -137,6 +147,7 @@ impl ControlStore {
             db.batch(GUARD_SCHEMA)?;
             db.batch(STATUS_SCHEMA)?;
             db.batch(crate::leases::SCHEMA)?;
+            db.batch(CONTACTS_SCHEMA)?;
             if let Ok(mut made) = MADE.lock() {
                 made.insert(url.to_string());
             }

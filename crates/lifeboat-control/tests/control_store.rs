@@ -143,6 +143,7 @@ contract!(on_sqlite, sqlite_store:
     retry_failed_queues_failed_tenants_again,
     acceptance_by_token_and_automatic,
     attributes_are_stored_and_replaced,
+    contacts_by_origin_and_campaign_copies,
     status_version_moves_on_every_status_write,
     unknown_words_in_the_database_are_errors,
 );
@@ -172,6 +173,7 @@ contract!(on_postgres, postgres_store:
     retry_failed_queues_failed_tenants_again,
     acceptance_by_token_and_automatic,
     attributes_are_stored_and_replaced,
+    contacts_by_origin_and_campaign_copies,
     status_version_moves_on_every_status_write,
     unknown_words_in_the_database_are_errors,
 );
@@ -185,9 +187,9 @@ mod contract {
     use serde_json::{json, Value as Json};
 
     use lifeboat_control::{
-        Applied, ApplyState, ApplyStatus, Campaign, CampaignTenant, ComponentStatus, ControlStore,
-        Entry, Impact, IncidentChange, IncidentStatus, LeaseGrant, PendingWave, Stage,
-        StoredSignature,
+        Applied, ApplyState, ApplyStatus, Campaign, CampaignTenant, ComponentStatus, Contact,
+        ContactOrigin, ControlStore, Entry, Impact, IncidentChange, IncidentStatus, LeaseGrant,
+        PendingWave, Stage, StoredSignature,
     };
     use lifeboat_core::{ErrorKind, Result};
 
@@ -2029,6 +2031,61 @@ mod contract {
                 ("b", &[("plan", "free")]),
             ])
         );
+    }
+
+    fn contact(tenant: &str, email: &str, name: &str, origin: ContactOrigin) -> Contact {
+        Contact {
+            tenant: tenant.into(),
+            email: email.into(),
+            name: Some(name.into()),
+            locale: None,
+            origin,
+            read_at: (origin == ContactOrigin::Vault).then(|| "2026-01-01T00:00:00Z".into()),
+        }
+    }
+
+    pub fn contacts_by_origin_and_campaign_copies(new: New) {
+        let f = new();
+        let mut store = f.open();
+        assert!(store.contacts(None).expect("contacts").is_empty());
+        let imported = [
+            contact("a", "ann@a.example", "Ann", ContactOrigin::Import),
+            contact("b", "bob@b.example", "Bob", ContactOrigin::Import),
+        ];
+        store.import_contacts(&imported).expect("import");
+        // Again, with a new name: an upsert, not a second row.
+        let renamed = contact("a", "ann@a.example", "Ann A.", ContactOrigin::Import);
+        store
+            .import_contacts(std::slice::from_ref(&renamed))
+            .expect("re-import");
+        let vault = contact("a", "ann@a.example", "Ann (vault)", ContactOrigin::Vault);
+        store
+            .replace_vault_contacts(&strings(&["a"]), std::slice::from_ref(&vault))
+            .expect("vault");
+        assert_eq!(
+            f.open().contacts(Some("a")).expect("contacts"),
+            [renamed.clone(), vault.clone()]
+        );
+        // A new read replaces the tenant's vault contacts, never the imported ones.
+        let other = contact("a", "root@a.example", "Root", ContactOrigin::Vault);
+        store
+            .replace_vault_contacts(&strings(&["a", "b"]), std::slice::from_ref(&other))
+            .expect("vault again");
+        assert_eq!(
+            store.contacts(None).expect("contacts"),
+            [renamed.clone(), other.clone(), imported[1].clone()]
+        );
+        store
+            .record_campaign_contacts("c1", &[renamed.clone(), other.clone()])
+            .expect("record");
+        store
+            .replace_vault_contacts(&strings(&["a"]), &[])
+            .expect("cleared");
+        assert_eq!(
+            store.campaign_contacts("c1").expect("kept"),
+            [renamed.clone(), other]
+        );
+        assert!(store.campaign_contacts("c2").expect("none").is_empty());
     }
 
     pub fn status_version_moves_on_every_status_write(new: New) {

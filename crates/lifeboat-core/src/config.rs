@@ -39,6 +39,123 @@ pub struct Config {
     /// Recovery campaigns and their workers.
     #[serde(default)]
     pub campaigns: CampaignConfig,
+    /// Tenant contacts read from the vault (docs/status.md, "Contacts").
+    #[serde(default)]
+    pub contacts: Option<ContactsConfig>,
+}
+
+/// `[contacts]`: each tenant's contacts are the rows of one table of one source, read
+/// from the vault at a point in time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactsConfig {
+    pub source: String,
+    pub table: String,
+    pub email_column: String,
+    #[serde(default)]
+    pub name_column: Option<String>,
+    #[serde(default)]
+    pub locale_column: Option<String>,
+    /// A filter: `column = 'literal'` and `column IN ('a', 'b')` conditions joined by AND.
+    #[serde(default, rename = "where")]
+    pub filter: Option<String>,
+}
+
+/// One condition of `[contacts] where`: the column's value is one of `values`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactCondition {
+    pub column: String,
+    pub values: Vec<String>,
+}
+
+impl ContactsConfig {
+    /// The `where` filter, parsed: every condition must hold.
+    pub fn conditions(&self) -> Result<Vec<ContactCondition>> {
+        match &self.filter {
+            None => Ok(Vec::new()),
+            Some(text) => parse_contact_filter(text),
+        }
+    }
+}
+
+/// `a = 'x' AND b IN ('y', 'z')`, parsed with sqlparser; anything else is refused.
+pub fn parse_contact_filter(text: &str) -> Result<Vec<ContactCondition>> {
+    use sqlparser::ast::{BinaryOperator, Expr, InTarget, Value};
+    let refuse = |why: &str| {
+        Error::config(format!(
+            "[contacts] where = {text:?}: {why}; use `column = 'text'` or \
+             `column IN ('a', 'b')` conditions joined by AND"
+        ))
+    };
+    let dialect = sqlparser::dialect::GenericDialect {};
+    let expr = sqlparser::parser::Parser::new(&dialect)
+        .try_with_sql(text)
+        .and_then(|mut p| {
+            let e = p.parse_expr()?;
+            p.expect_token(&sqlparser::tokenizer::Token::EOF)?;
+            Ok(e)
+        })
+        .map_err(|e| refuse(&format!("cannot parse it ({e})")))?;
+    fn column(e: &Expr) -> Option<String> {
+        match e {
+            Expr::Identifier(id) => Some(id.value.clone()),
+            _ => None,
+        }
+    }
+    fn literal(e: &Expr) -> Option<String> {
+        match e {
+            Expr::Value(v) => match &v.value {
+                Value::SingleQuotedString(s) => Some(s.clone()),
+                Value::Number(n, _) => Some(n.clone()),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+    let mut out = Vec::new();
+    let mut pending = vec![expr];
+    while let Some(e) = pending.pop() {
+        match e {
+            Expr::Nested(inner) => pending.push(*inner),
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::And,
+                right,
+            } => {
+                pending.push(*right);
+                pending.push(*left);
+            }
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Eq,
+                right,
+            } => {
+                let (Some(c), Some(v)) = (column(&left), literal(&right)) else {
+                    return Err(refuse("a condition must compare a column with a literal"));
+                };
+                out.push(ContactCondition {
+                    column: c,
+                    values: vec![v],
+                });
+            }
+            Expr::In {
+                expr,
+                target: InTarget::List(list),
+                negated: false,
+                global: false,
+            } => {
+                let c = column(&expr).ok_or_else(|| refuse("IN must follow a column"))?;
+                let values = list
+                    .iter()
+                    .map(literal)
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| refuse("IN takes literals only"))?;
+                out.push(ContactCondition { column: c, values });
+            }
+            _ => return Err(refuse("unsupported condition")),
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -575,6 +692,15 @@ impl Config {
         if let Some(token) = &self.server.token {
             check_server_token(token, "[server] token")?;
         }
+        if let Some(contacts) = &self.contacts {
+            if !self.sources.contains_key(&contacts.source) {
+                return Err(Error::config(format!(
+                    "[contacts] source = {:?}: not a configured source",
+                    contacts.source
+                )));
+            }
+            contacts.conditions()?;
+        }
         for (name, column) in &self.campaigns.attributes {
             let parts: Vec<&str> = column.split('.').collect();
             if parts.len() != 3 || !self.sources.contains_key(parts[0]) {
@@ -865,6 +991,49 @@ mod tests {
             tracker.declared_rule("schema_migrations").expect("rule"),
             Some(TableRule::Global)
         );
+    }
+
+    #[test]
+    fn contact_filters_are_simple_conditions() {
+        let parsed =
+            parse_contact_filter("role = 'admin' AND (lang IN ('de', 'fr'))").expect("parsed");
+        assert_eq!(
+            parsed,
+            [
+                ContactCondition {
+                    column: "role".into(),
+                    values: vec!["admin".into()]
+                },
+                ContactCondition {
+                    column: "lang".into(),
+                    values: vec!["de".into(), "fr".into()]
+                }
+            ]
+        );
+        for bad in [
+            "role = 'admin' OR 1 = 1",
+            "role <> 'admin'",
+            "lower(role) = 'admin'",
+            "role = other",
+            "role NOT IN ('a')",
+            "role = 'a'; DROP TABLE users",
+            "",
+        ] {
+            let err = parse_contact_filter(bad).expect_err(bad);
+            assert!(err.to_string().contains("[contacts] where"), "{bad}: {err}");
+            assert!(!err.to_string().contains('\n'), "{bad}: {err}");
+        }
+        let config = format!(
+            "{GOOD}\n[contacts]\nsource = \"tracker\"\ntable = \"users\"\n\
+             email_column = \"email\"\nwhere = \"role > 'a'\"\n"
+        );
+        let err = Config::parse(&config).expect_err("refused");
+        assert!(err.to_string().contains("[contacts] where"), "{err}");
+        let config = format!(
+            "{GOOD}\n[contacts]\nsource = \"nope\"\ntable = \"users\"\nemail_column = \"email\"\n"
+        );
+        let err = Config::parse(&config).expect_err("refused");
+        assert!(err.to_string().contains("[contacts] source"), "{err}");
     }
 
     #[test]

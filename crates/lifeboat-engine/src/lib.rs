@@ -10,6 +10,7 @@ pub mod campaign;
 pub mod capture;
 pub mod check;
 pub mod compare;
+pub mod contacts;
 pub mod context;
 pub mod drill;
 pub mod guard;

@@ -16,7 +16,8 @@ use tokio::net::TcpStream;
 use tower::ServiceExt;
 
 use lifeboat_control::{
-    Campaign, ComponentStatus, ControlStore, Impact, IncidentChange, IncidentStatus, Stage,
+    Campaign, ComponentStatus, Contact, ContactOrigin, ControlStore, Impact, IncidentChange,
+    IncidentStatus, Stage,
 };
 use lifeboat_web::{router, AppState, Limits, PageInfo};
 
@@ -181,6 +182,26 @@ fn fixture_with(limits: Limits) -> Fixture {
         .claim("w2", None, 60_000_000)
         .expect("claim")
         .expect("batch");
+    // Contacts, private: imported, read from the vault, and the campaign's copy.
+    let contact = |origin: ContactOrigin| Contact {
+        tenant: "secret-tenant-1".into(),
+        email: format!("secret-admin-{origin}@one.example"),
+        name: Some("Secret Admin".into()),
+        locale: Some("de".into()),
+        origin,
+        read_at: None,
+    };
+    let contacts = [
+        contact(ContactOrigin::Import),
+        contact(ContactOrigin::Vault),
+    ];
+    control.import_contacts(&contacts[..1]).expect("import");
+    control
+        .replace_vault_contacts(&["secret-tenant-1".into()], &contacts[1..])
+        .expect("vault contacts");
+    control
+        .record_campaign_contacts("campaign0001", &contacts)
+        .expect("campaign contacts");
     let tokens = control
         .campaign_tenants(Some("campaign0001"))
         .expect("tenants")
@@ -444,6 +465,11 @@ async fn private_pages_show_one_tenant_and_public_outputs_nothing_private() {
             assert!(!body.contains(tenant.as_str()), "{path} shows {tenant}");
             assert!(!body.contains(token.as_str()), "{path} shows a link token");
         }
+        assert!(!body.contains("secret-admin"), "{path} shows a contact");
+        assert!(
+            !body.contains("Secret Admin"),
+            "{path} shows a contact's name"
+        );
     }
 
     // Accepting: only when awaited; the stage moves on.

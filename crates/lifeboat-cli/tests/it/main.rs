@@ -6,6 +6,7 @@ mod campaign;
 mod capture;
 mod check;
 mod common;
+mod contacts;
 mod continuity;
 mod crash;
 mod drill;

@@ -257,6 +257,10 @@ pub async fn start_campaign(
             (t.clone(), users)
         })
         .collect();
+    // Contacts as the vault had them at the target (the tenants may be gone from the
+    // databases); read before anything is written, so a bad `[contacts]` changes nothing.
+    let read =
+        crate::contacts::read_contacts(config, &vault, &histories, &tenants, &resolved).await?;
     let now = now_us();
     // Every batch restores to the same positions, resolved once here: capture moving on
     // must not move the target.
@@ -276,11 +280,21 @@ pub async fn start_campaign(
         created_by: request.by.clone(),
     };
     control.create_campaign(&campaign, &with_users)?;
+    // Contacts as the vault had them at the target, with the imported ones, kept with
+    // the campaign.
+    if config.contacts.is_some() {
+        control.replace_vault_contacts(&order, &read)?;
+    }
+    let mut contacts = Vec::new();
+    for tenant in &order {
+        contacts.extend(control.contacts(Some(tenant))?);
+    }
+    control.record_campaign_contacts(&campaign.id, &contacts)?;
     control.anchor().await?;
     Ok((campaign.id, with_users.len()))
 }
 
-async fn resolve_target(
+pub(crate) async fn resolve_target(
     config: &Config,
     vault: &lifeboat_core::vault::Vault,
     histories: &[SourceHistory],
