@@ -144,11 +144,40 @@ impl Term {
             ..CaptureStats::default()
         };
         let mut announced = None;
+        // Whether the control store has answered this run, and since when it has not.
+        let mut answered = false;
+        let mut outage: Option<std::time::Instant> = None;
         loop {
             if self.stop.is_set() {
                 return Ok(total);
             }
-            let leader = match lease::acquire(&self.control, &name, lease_time).await? {
+            let acquired = match lease::acquire(&self.control, &name, lease_time).await {
+                Ok(acquired) => acquired,
+                // Once the control store has answered, an outage of it is waited out
+                // standing by (writing nothing: no lease), not fatal; at start, and for a
+                // one-shot catch-up, it is reported.
+                Err(e) if answered && !self.until_caught_up => {
+                    if outage.is_none() {
+                        self.say(format!(
+                            "source {name}: the control store does not answer ({}); standing \
+                             by, writing nothing, until it does",
+                            e.message()
+                        ));
+                        outage = Some(std::time::Instant::now());
+                    }
+                    self.stop.sleep(poll).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            answered = true;
+            if let Some(since) = outage.take() {
+                self.say(format!(
+                    "source {name}: the control store answers again, after {:.1} s",
+                    since.elapsed().as_secs_f64()
+                ));
+            }
+            let leader = match acquired {
                 Acquired::Held(current) => {
                     if self.until_caught_up {
                         return Err(lease::held_error(&name, &current));

@@ -490,3 +490,53 @@ async fn a_capture_of_several_sources_leads_some_and_stands_by_for_the_others() 
     vault_checks::assert_no_duplicates(&config, "tracker").await;
     drop_slots(&tracker).await;
 }
+
+/// The control store locked for longer than its own wait (30 s) while writers run: the
+/// leader, unable to renew, stops writing; it waits the outage out standing by, saying so
+/// once, leads again once the store answers, and nothing is lost or stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_store_outage_is_waited_out_and_loses_nothing() {
+    let work = Workdir::new();
+    let identity = work.path("identity.db");
+    setup_identity(&identity, TENANTS);
+    let config = work.init_config(&short_lease(config_text(
+        &work.vault_url(),
+        None,
+        None,
+        Some(&identity),
+    )));
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let mut leader = Capture::spawn(&config, work.path("leader.log"), None);
+    leader
+        .wait_for("source identity: leading capture (epoch 2")
+        .await;
+    let path = identity.clone();
+    let writers =
+        std::thread::spawn(move || write_identity(&path, TENANTS, 9, Duration::from_secs(8)));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let control = rusqlite::Connection::open(work.path("lifeboat-control.db")).expect("control");
+    control.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    leader
+        .wait_for("source identity: lost the capture lease (epoch 2); stopped writing")
+        .await;
+    leader
+        .wait_for("source identity: the control store does not answer")
+        .await;
+    control.execute_batch("COMMIT").expect("unlock");
+    leader
+        .wait_for("source identity: the control store answers again")
+        .await;
+    leader
+        .wait_for("source identity: leading capture (epoch 3")
+        .await;
+    writers.join().expect("writers");
+    let log = leader.log();
+    assert_eq!(
+        log.matches("the control store does not answer").count(),
+        1,
+        "said once per outage: {log}"
+    );
+    terminate(&mut leader.child);
+    assert_whole(&config, "identity").await;
+}
