@@ -76,14 +76,18 @@ pub async fn gather(
         let history = SourceHistory::load(&vault, &name).await?;
         let window = history.window_times(&vault).await?;
         let head = history.latest_position();
-        let lease = crate::lease::leader(control_url, &name)
-            .await?
-            .map(|l| LeaseInfo {
-                live: l.is_live(),
-                holder: l.holder,
-                epoch: l.epoch,
-                expires_at: format_us(l.expires_at_us),
-            });
+        // A control store that does not exist yet holds no lease, and is not created.
+        let lease = if control_store_missing(control_url)? {
+            None
+        } else {
+            crate::lease::leader(control_url, &name).await?
+        };
+        let lease = lease.map(|l| LeaseInfo {
+            live: l.is_live(),
+            holder: l.holder,
+            epoch: l.epoch,
+            expires_at: format_us(l.expires_at_us),
+        });
         let (mut backlog, source_error) = match LiveSource::open(&name, source_config, false).await
         {
             Ok(live) => match live.backlog(head.unwrap_or(0)).await {
@@ -114,6 +118,19 @@ pub async fn gather(
         });
     }
     Ok(out)
+}
+
+/// Whether `url` names an SQLite control store whose file does not exist.
+fn control_store_missing(url: &str) -> Result<bool> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(false);
+    }
+    let path = if url.starts_with("sqlite:") {
+        lifeboat_core::config::sqlite_path(url)?
+    } else {
+        std::path::PathBuf::from(url)
+    };
+    Ok(!path.exists())
 }
 
 /// Ready when every source of `names` answers and the vault can be read; otherwise the

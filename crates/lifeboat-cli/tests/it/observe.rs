@@ -242,8 +242,12 @@ fn info_counts_sqlite_changelog_rows_waiting_until_capture_catches_up() {
 
     let fresh = info_json(&config);
     assert_eq!(fresh["captured"], false);
+    assert_eq!(fresh["lease"], serde_json::Value::Null, "{fresh}");
+    let control = config.parent().expect("dir").join("lifeboat-control.db");
+    assert!(!control.exists(), "info must not create the control store");
     assert_eq!(fresh["head_position"], serde_json::Value::Null);
     lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    assert!(control.exists(), "capture keeps its lease there");
     let caught = info_json(&config);
     assert_eq!(caught["kind"], "sqlite");
     assert_eq!(caught["captured"], true);
