@@ -59,7 +59,8 @@ pub struct InfoArgs {
 
 pub async fn info(config_path: Option<PathBuf>, args: InfoArgs) -> Result<u8> {
     let config = load_config(config_path.as_deref())?;
-    let sources = lifeboat_engine::info::gather(&config, &args.sources).await?;
+    let control = lifeboat_engine::context::control_url(&config, &config_path)?;
+    let sources = lifeboat_engine::info::gather(&config, &control, &args.sources).await?;
     if args.json {
         print_json(&serde_json::json!({ "sources": sources }));
     } else {
@@ -110,6 +111,21 @@ fn render(s: &SourceInfo) {
             (None, _) => "unknown".to_string(),
         };
         crate::say!("  capture running  {running}");
+    }
+    match &s.lease {
+        Some(l) if l.live => crate::say!(
+            "  capture lease    {} (epoch {}), expires at {}",
+            l.holder,
+            l.epoch,
+            l.expires_at
+        ),
+        Some(l) => crate::say!(
+            "  capture lease    none (last {} (epoch {}), expired at {})",
+            l.holder,
+            l.epoch,
+            l.expires_at
+        ),
+        None => crate::say!("  capture lease    none"),
     }
     if let Some(e) = &s.last_error {
         crate::say!("  last error       {e}");

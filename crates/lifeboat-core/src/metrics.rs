@@ -49,8 +49,18 @@ fn lag_histogram() -> Histogram {
 }
 
 /// The kinds of capture errors counted: `ErrorKind`'s, and `transient` for errors worth
-/// retrying whatever their kind.
-pub const ERROR_KINDS: [&str; 5] = ["config", "corrupt", "source", "transient", "vault"];
+/// retrying whatever their kind (a fatal error is counted once, by `error_kind`); each
+/// failed attempt capture retries is counted under the fault it met: `vault`, `source`,
+/// `replication` or `control`.
+pub const ERROR_KINDS: [&str; 7] = [
+    "config",
+    "control",
+    "corrupt",
+    "replication",
+    "source",
+    "transient",
+    "vault",
+];
 
 /// The word `error` is counted under.
 pub fn error_kind(error: &crate::Error) -> &'static str {
@@ -309,6 +319,10 @@ mod tests {
         }
         assert!(text.contains("lifeboat_capture_transactions_total{source=\"app\"} 0"));
         assert!(text.contains("lifeboat_capture_errors_total{kind=\"transient\",source=\"app\"} 0"));
+        assert!(
+            text.contains("lifeboat_capture_errors_total{kind=\"replication\",source=\"app\"} 0")
+        );
+        assert!(text.contains("lifeboat_capture_errors_total{kind=\"control\",source=\"app\"} 0"));
         // Families without samples yet (no head known, no campaign) are left out.
         assert!(!text.contains("lifeboat_vault_head_age_seconds"));
         assert!(text.ends_with("# EOF\n"));

@@ -14,6 +14,17 @@ use serde::Serialize;
 
 use crate::context::{open_vault, source_names};
 
+/// A source's capture lease, as `info` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaseInfo {
+    /// `host:pid` of the capture that holds (or last held) it.
+    pub holder: String,
+    pub epoch: i64,
+    pub expires_at: String,
+    /// Not expired by the control store's clock: a capture leads the source.
+    pub live: bool,
+}
+
 /// One source, as `lifeboat info --json` prints it (one object per source).
 #[derive(Debug, Clone, Serialize)]
 pub struct SourceInfo {
@@ -34,6 +45,8 @@ pub struct SourceInfo {
     /// readable; see `source_error`).
     #[serde(flatten)]
     pub backlog: Backlog,
+    /// The capture lease in the control store; `None` when no capture ever led the source.
+    pub lease: Option<LeaseInfo>,
     /// Why the database could not be read, when it could not.
     pub source_error: Option<String>,
     /// The last error capture recorded for the source. No capture records one yet: it is
@@ -41,10 +54,15 @@ pub struct SourceInfo {
     pub last_error: Option<String>,
 }
 
-/// Every source of `only` (all when empty): its vault head and window, and its backlog.
-/// A source that cannot be reached is reported (`source_error`); a vault that cannot be
-/// read is the command's error.
-pub async fn gather(config: &Config, only: &[String]) -> Result<Vec<SourceInfo>> {
+/// Every source of `only` (all when empty): its vault head and window, its backlog, and
+/// its capture lease in the control store at `control_url`. A source that cannot be
+/// reached is reported (`source_error`); a vault or control store that cannot be read is
+/// the command's error. For SQLite, whether capture runs is whether a lease is live.
+pub async fn gather(
+    config: &Config,
+    control_url: &str,
+    only: &[String],
+) -> Result<Vec<SourceInfo>> {
     let names = source_names(config, only)?;
     let vault = open_vault(config).await?;
     let now = now_us();
@@ -58,13 +76,29 @@ pub async fn gather(config: &Config, only: &[String]) -> Result<Vec<SourceInfo>>
         let history = SourceHistory::load(&vault, &name).await?;
         let window = history.window_times(&vault).await?;
         let head = history.latest_position();
-        let (backlog, source_error) = match LiveSource::open(&name, source_config, false).await {
+        // A control store that does not exist yet holds no lease, and is not created.
+        let lease = if control_store_missing(control_url)? {
+            None
+        } else {
+            crate::lease::leader(control_url, &name).await?
+        };
+        let lease = lease.map(|l| LeaseInfo {
+            live: l.is_live(),
+            holder: l.holder,
+            epoch: l.epoch,
+            expires_at: format_us(l.expires_at_us),
+        });
+        let (mut backlog, source_error) = match LiveSource::open(&name, source_config, false).await
+        {
             Ok(live) => match live.backlog(head.unwrap_or(0)).await {
                 Ok(backlog) => (backlog, None),
                 Err(e) => (Backlog::default(), Some(e.to_string())),
             },
             Err(e) => (Backlog::default(), Some(e.to_string())),
         };
+        if dialect == Dialect::Sqlite && source_error.is_none() {
+            backlog.capture_running = Some(lease.as_ref().is_some_and(|l| l.live));
+        }
         out.push(SourceInfo {
             source: name,
             kind: match dialect {
@@ -78,11 +112,25 @@ pub async fn gather(config: &Config, only: &[String]) -> Result<Vec<SourceInfo>>
             window_from: window.map(|(from, _)| format_us(from)),
             window_to: window.map(|(_, to)| format_us(to)),
             backlog,
+            lease,
             source_error,
             last_error: None,
         });
     }
     Ok(out)
+}
+
+/// Whether `url` names an SQLite control store whose file does not exist.
+fn control_store_missing(url: &str) -> Result<bool> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(false);
+    }
+    let path = if url.starts_with("sqlite:") {
+        lifeboat_core::config::sqlite_path(url)?
+    } else {
+        std::path::PathBuf::from(url)
+    };
+    Ok(!path.exists())
 }
 
 /// Ready when every source of `names` answers and the vault can be read; otherwise the

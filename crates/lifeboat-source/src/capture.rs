@@ -122,7 +122,7 @@ impl CaptureCore {
         faults: Arc<FaultStats>,
     ) -> Result<(CaptureCore, Start)> {
         let history = SourceHistory::load(vault, source).await?;
-        let retry = Retry::new(source, &config, faults.clone());
+        let retry = Retry::new(source, &config, faults.clone(), metrics.clone());
         let mut core = CaptureCore {
             source: source.to_string(),
             config,

@@ -1,7 +1,8 @@
 //! How capture meets transient faults (docs/faults.md): each failed attempt waits a
 //! jittered, capped, exponentially growing delay (`backon`'s policy) before the next; an
 //! episode of failures of one kind is logged once when it starts and once when it ends;
-//! every failure is counted in `FaultStats`, which is shared while capture runs.
+//! every failure is counted in `FaultStats`, which is shared while capture runs, and in
+//! the source's `lifeboat_capture_errors_total{kind}` under the fault's name.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use lifeboat_core::config::CaptureConfig;
+use lifeboat_core::metrics::CaptureMetrics;
 use lifeboat_core::{Error, Result};
 
 use crate::Stop;
@@ -125,11 +127,17 @@ pub struct Retry {
     policy: ExponentialBuilder,
     max: Duration,
     stats: Arc<FaultStats>,
+    metrics: CaptureMetrics,
     episodes: [Option<Episode>; 4],
 }
 
 impl Retry {
-    pub fn new(source: &str, config: &CaptureConfig, stats: Arc<FaultStats>) -> Retry {
+    pub fn new(
+        source: &str,
+        config: &CaptureConfig,
+        stats: Arc<FaultStats>,
+        metrics: CaptureMetrics,
+    ) -> Retry {
         let initial = Duration::from_millis(config.retry_initial_delay_ms.max(1));
         let max = Duration::from_millis(config.retry_max_delay_ms).max(initial);
         Retry {
@@ -142,6 +150,7 @@ impl Retry {
                 .without_max_times(),
             max,
             stats,
+            metrics,
             episodes: Default::default(),
         }
     }
@@ -150,11 +159,13 @@ impl Retry {
         &self.stats
     }
 
-    /// A transient failure of `kind`: counted, and logged when it begins an episode.
-    /// Returns how long to wait before the next attempt.
+    /// A transient failure of `kind`: counted (in `FaultStats` and the source's error
+    /// metric), and logged when it begins an episode. Returns how long to wait before the
+    /// next attempt.
     pub fn failed(&mut self, kind: FaultKind, error: &Error) -> Duration {
         let counters = self.stats.of(kind);
         counters.failures.fetch_add(1, Ordering::Relaxed);
+        self.metrics.error(kind.name());
         let episode = self.episodes[kind.index()].get_or_insert_with(|| {
             counters.episodes.fetch_add(1, Ordering::Relaxed);
             counters.failing.store(true, Ordering::Relaxed);
@@ -256,7 +267,13 @@ mod tests {
     #[test]
     fn delays_grow_with_jitter_up_to_their_cap_and_restart_with_each_episode() {
         let stats = Arc::new(FaultStats::default());
-        let mut retry = Retry::new("s", &config(100, 1_000), stats.clone());
+        let metrics = lifeboat_core::metrics::Metrics::new();
+        let mut retry = Retry::new(
+            "s",
+            &config(100, 1_000),
+            stats.clone(),
+            metrics.capture("s"),
+        );
         let error = Error::vault("down").transient();
         let delays: Vec<Duration> = (0..8)
             .map(|_| retry.failed(FaultKind::Vault, &error))
@@ -285,12 +302,31 @@ mod tests {
         assert_eq!(snapshot[2].0, FaultKind::Replication);
         assert_eq!(snapshot[2].1.failures, 1);
         assert_eq!(stats.failures_total(), 10);
+        // Every failed attempt is in the error metric too, under its fault's name.
+        let text = metrics.encode();
+        assert!(
+            text.contains("lifeboat_capture_errors_total{kind=\"vault\",source=\"s\"} 9"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lifeboat_capture_errors_total{kind=\"replication\",source=\"s\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lifeboat_capture_errors_total{kind=\"control\",source=\"s\"} 0"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
     async fn run_retries_transient_errors_only_and_stops_when_asked() {
         let stats = Arc::new(FaultStats::default());
-        let mut retry = Retry::new("s", &config(1, 5), stats.clone());
+        let mut retry = Retry::new(
+            "s",
+            &config(1, 5),
+            stats.clone(),
+            CaptureMetrics::detached("s"),
+        );
         let stop = Stop::new();
         let mut calls = 0;
         let value = retry

@@ -38,6 +38,22 @@ fn spawn_capture_json(config: &Path, faults: Option<&str>) -> Child {
         .expect("spawn capture")
 }
 
+/// `spawn_capture_json`, also serving `/metrics` on a free port: the child and the base URL.
+fn spawn_capture_json_with_metrics(config: &Path, faults: &str) -> (Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = lifeboat_command(config, &["capture", "--json", "--metrics-listen", &listen])
+        .env("LIFEBOAT_VAULT_FAULTS", faults)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn capture");
+    (child, format!("http://{listen}"))
+}
+
 fn assert_running(child: &mut Child, when: &str) {
     if let Some(status) = child.try_wait().expect("try_wait") {
         let output = child_output(child);
@@ -237,7 +253,7 @@ async fn a_vault_failing_for_30_seconds_is_survived_logged_once_and_loses_nothin
     // Every vault call fails while the outage file exists.
     let outage = work.path("outage");
     let faults = format!("fail-all@while={}", outage.display());
-    let mut capture = spawn_capture_json(&config, Some(&faults));
+    let (mut capture, metrics) = spawn_capture_json_with_metrics(&config, &faults);
     // Running: it has resumed and written a segment of each source.
     let (tracker_before, identity_before) = (
         segment_count(&config, "tracker").await,
@@ -260,6 +276,16 @@ async fn a_vault_failing_for_30_seconds_is_survived_logged_once_and_loses_nothin
         "{pg_written}, {sqlite_written}"
     );
     assert_running(&mut capture, "during the outage");
+    // Each failed attempt is counted in the error metric under its fault, while it lasts.
+    let (status, text) = http_get(&metrics, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    for source in ["tracker", "identity"] {
+        let series = format!("lifeboat_capture_errors_total{{kind=\"vault\",source=\"{source}\"}}");
+        assert!(metric(&text, &series) > Some(0.0), "{series} in\n{text}");
+        let series =
+            format!("lifeboat_capture_errors_total{{kind=\"control\",source=\"{source}\"}}");
+        assert_eq!(metric(&text, &series), Some(0.0), "{series} in\n{text}");
+    }
     std::fs::remove_file(&outage).expect("outage ends");
 
     // After the outage: more writes, and the running capture catches up by itself.

@@ -242,13 +242,22 @@ fn info_counts_sqlite_changelog_rows_waiting_until_capture_catches_up() {
 
     let fresh = info_json(&config);
     assert_eq!(fresh["captured"], false);
+    assert_eq!(fresh["lease"], serde_json::Value::Null, "{fresh}");
+    let control = config.parent().expect("dir").join("lifeboat-control.db");
+    assert!(!control.exists(), "info must not create the control store");
     assert_eq!(fresh["head_position"], serde_json::Value::Null);
     lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    assert!(control.exists(), "capture keeps its lease there");
     let caught = info_json(&config);
     assert_eq!(caught["kind"], "sqlite");
     assert_eq!(caught["captured"], true);
     assert_eq!(caught["changelog_rows"], 0, "{caught}");
-    assert_eq!(caught["capture_running"], serde_json::Value::Null);
+    // The capture that ran has stopped: its lease is released.
+    assert_eq!(caught["capture_running"], false, "{caught}");
+    assert!(
+        caught["lease"].is_null() || caught["lease"]["live"] == false,
+        "{caught}"
+    );
     assert_eq!(caught["slot_lag_bytes"], serde_json::Value::Null);
     assert!(caught["head_age_seconds"].as_f64().expect("age") >= 0.0);
     assert!(caught["window_from"].is_string() && caught["window_to"].is_string());
@@ -274,7 +283,52 @@ fn info_counts_sqlite_changelog_rows_waiting_until_capture_catches_up() {
     let text = lifeboat_ok(&config, &["info"]);
     assert!(text.starts_with("identity (sqlite)\n"), "{text}");
     assert!(text.contains("changelog        0 rows waiting"), "{text}");
-    assert!(text.contains("capture running  unknown"), "{text}");
+    assert!(text.contains("capture running  no"), "{text}");
+    assert!(text.contains("capture lease    none"), "{text}");
+
+    // A capture running: its lease shows, naming its process, and it runs.
+    let (mut capture, _base) = spawn_capture_with_metrics(&config);
+    let holder_suffix = format!(":{}", capture.id());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let running = loop {
+        let info = info_json(&config);
+        if info["lease"]["live"] == true {
+            break info;
+        }
+        assert!(Instant::now() < deadline, "no live lease: {info}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(running["capture_running"], true, "{running}");
+    let lease = &running["lease"];
+    assert!(
+        lease["holder"]
+            .as_str()
+            .expect("holder")
+            .ends_with(&holder_suffix),
+        "{running}"
+    );
+    assert!(lease["epoch"].as_i64() > Some(0), "{running}");
+    assert!(lease["expires_at"].is_string(), "{running}");
+    let text = lifeboat_ok(&config, &["info"]);
+    assert!(text.contains("capture running  yes"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "capture lease    {}",
+            lease["holder"].as_str().expect("holder")
+        )),
+        "{text}"
+    );
+
+    // Stopped: the lease is gone, and so is the running capture.
+    terminate(&mut capture);
+    let output = capture.wait_with_output().expect("capture");
+    assert!(output.status.success(), "{}", stdout(&output));
+    let stopped = info_json(&config);
+    assert_eq!(stopped["capture_running"], false, "{stopped}");
+    assert_eq!(stopped["lease"]["live"], false, "{stopped}");
+    let text = lifeboat_ok(&config, &["info"]);
+    assert!(text.contains("capture running  no"), "{text}");
+    assert!(text.contains("capture lease    none"), "{text}");
 }
 
 #[test]
