@@ -211,12 +211,12 @@ async fn postgres_standby_takes_over_from_a_killed_leader_losing_and_duplicating
     drop_slots(&tracker).await;
 }
 
-/// The lease row taken in the control store (as a new leader's grant would): the leader's
-/// next write is refused, it stops writing and stands by, naming the new holder; nothing
-/// reaches the vault while it does not lead. Given back, it leads again and catches up.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_whose_lease_is_taken_stops_writing() {
-    let work = Workdir::new();
+/// An SQLite source captured once under a short lease, a `lifeboat capture` leading it
+/// (epoch 2), and a writer on its tenants for `writing`, under way.
+async fn leading_with_writers(
+    work: &Workdir,
+    writing: Duration,
+) -> (PathBuf, Capture, std::thread::JoinHandle<u64>) {
     let identity = work.path("identity.db");
     setup_identity(&identity, TENANTS);
     let config = work.init_config(&short_lease(config_text(
@@ -226,14 +226,22 @@ async fn a_leader_whose_lease_is_taken_stops_writing() {
         Some(&identity),
     )));
     lifeboat_ok(&config, &["capture", "--until-caught-up"]);
-    let mut leader = Capture::spawn(&config, work.path("leader.log"), None);
+    let leader = Capture::spawn(&config, work.path("leader.log"), None);
     leader
         .wait_for("source identity: leading capture (epoch 2")
         .await;
-    let path = identity.clone();
-    let writers =
-        std::thread::spawn(move || write_identity(&path, TENANTS, 9, Duration::from_secs(6)));
+    let writers = std::thread::spawn(move || write_identity(&identity, TENANTS, 9, writing));
     tokio::time::sleep(Duration::from_millis(800)).await;
+    (config, leader, writers)
+}
+
+/// The lease row taken in the control store (as a new leader's grant would): the leader's
+/// next write is refused, it stops writing and stands by, naming the new holder; nothing
+/// reaches the vault while it does not lead. Given back, it leads again and catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_lease_is_taken_stops_writing() {
+    let work = Workdir::new();
+    let (config, mut leader, writers) = leading_with_writers(&work, Duration::from_secs(6)).await;
 
     let control = rusqlite::Connection::open(work.path("lifeboat-control.db")).expect("control");
     control
@@ -497,23 +505,7 @@ async fn a_capture_of_several_sources_leads_some_and_stands_by_for_the_others() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_control_store_outage_is_waited_out_and_loses_nothing() {
     let work = Workdir::new();
-    let identity = work.path("identity.db");
-    setup_identity(&identity, TENANTS);
-    let config = work.init_config(&short_lease(config_text(
-        &work.vault_url(),
-        None,
-        None,
-        Some(&identity),
-    )));
-    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
-    let mut leader = Capture::spawn(&config, work.path("leader.log"), None);
-    leader
-        .wait_for("source identity: leading capture (epoch 2")
-        .await;
-    let path = identity.clone();
-    let writers =
-        std::thread::spawn(move || write_identity(&path, TENANTS, 9, Duration::from_secs(8)));
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (config, mut leader, writers) = leading_with_writers(&work, Duration::from_secs(8)).await;
 
     let control = rusqlite::Connection::open(work.path("lifeboat-control.db")).expect("control");
     control.execute_batch("BEGIN EXCLUSIVE").expect("lock");
