@@ -127,8 +127,30 @@ fn render(s: &SourceInfo) {
         ),
         None => crate::say!("  capture lease    none"),
     }
-    if let Some(e) = &s.last_error {
-        crate::say!("  last error       {e}");
+    if s.standbys.is_empty() {
+        crate::say!("  standbys         none");
+    }
+    for standby in &s.standbys {
+        crate::say!(
+            "  standby          {} (since {}, last heard at {})",
+            standby.holder,
+            standby.since,
+            standby.heartbeat_at
+        );
+    }
+    if let (Some(e), Some(at), Some(age)) =
+        (&s.last_error, &s.last_error_at, s.last_error_age_seconds)
+    {
+        let kind = s.last_error_kind.as_deref().unwrap_or("unknown");
+        let outcome = match (s.last_error_stopped_capture, &s.last_error_recovered_at) {
+            (Some(true), _) => "stopped capture".to_string(),
+            (_, Some(recovered)) => format!("retried, recovered at {recovered}"),
+            _ => "retried, still failing when last recorded".to_string(),
+        };
+        crate::say!(
+            "  last error       {kind}, at {at} ({} ago), {outcome}: {e}",
+            ago(age)
+        );
     }
 }
 

@@ -12,6 +12,12 @@ use crate::store::ControlStore;
 pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS capture_leases (source TEXT PRIMARY KEY, holder TEXT NOT NULL,
     epoch BIGINT NOT NULL, expires_at_us BIGINT NOT NULL, granted_at_us BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS capture_standbys (source TEXT NOT NULL, holder TEXT NOT NULL,
+    since_us BIGINT NOT NULL, heartbeat_us BIGINT NOT NULL, stale_after_us BIGINT NOT NULL,
+    PRIMARY KEY (source, holder));
+CREATE TABLE IF NOT EXISTS capture_errors (source TEXT PRIMARY KEY, holder TEXT NOT NULL,
+    kind TEXT NOT NULL, message TEXT NOT NULL, at_us BIGINT NOT NULL,
+    stopped_capture BIGINT NOT NULL, recovered_at_us BIGINT);
 ";
 
 /// Who holds a source's capture lease, as the store saw it at `now_us`.
@@ -136,6 +142,11 @@ impl ControlStore {
                 granted_at_us: now_us,
                 now_us,
             };
+            // The new leader stands by no longer.
+            db.execute(
+                "DELETE FROM capture_standbys WHERE source = ?1 AND holder = ?2",
+                &[source.into(), holder.into()],
+            )?;
             db.execute(
                 "UPDATE capture_leases SET holder = ?2, epoch = ?3, expires_at_us = ?4,
                      granted_at_us = ?5
@@ -230,5 +241,143 @@ impl ControlStore {
             .iter()
             .map(|r| lease_row(r, now_us))
             .collect()
+    }
+}
+
+/// A capture standing by for a source another capture leads.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CaptureStandby {
+    pub source: String,
+    /// `host:pid` of the standing-by capture.
+    pub holder: String,
+    /// When it began standing by, and its latest heartbeat (store clock, µs).
+    pub since_us: i64,
+    pub heartbeat_us: i64,
+}
+
+/// The last error a capture recorded for a source: a transient fault it retried (one row
+/// per episode, updated when the episode ends) or the error that stopped it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CaptureError {
+    pub source: String,
+    /// `host:pid` of the capture that met it.
+    pub holder: String,
+    /// A retried fault's kind (`vault`, `source`, `replication`, `control`), or the kind
+    /// of the error that stopped capture (`config`, `corrupt`, `source`, `vault`).
+    pub kind: String,
+    /// Its message; URLs in it are shown without their password.
+    pub message: String,
+    /// When it happened: the episode's first failure, or the stop (µs since the epoch).
+    pub at_us: i64,
+    /// True: it stopped capture; false: a transient fault capture retried.
+    pub stopped_capture: bool,
+    /// When a retried fault ended (the next success); `None` while it lasts, and for an
+    /// error that stopped capture.
+    pub recovered_at_us: Option<i64>,
+}
+
+impl ControlStore {
+    /// Record (or refresh) `holder` as standing by for `source` now; it is shown until
+    /// its heartbeat is `stale_after_us` old. Rows of standbys gone stale are removed.
+    pub fn stand_by(&mut self, source: &str, holder: &str, stale_after_us: i64) -> Result<()> {
+        self.db.transaction(|db| {
+            let now_us = clock_us(db)?;
+            db.execute(
+                "DELETE FROM capture_standbys WHERE source = ?1 AND heartbeat_us + stale_after_us < ?2",
+                &[source.into(), Val::Int(now_us)],
+            )?;
+            db.execute(
+                "INSERT INTO capture_standbys (source, holder, since_us, heartbeat_us,
+                     stale_after_us)
+                 VALUES (?1, ?2, ?3, ?3, ?4)
+                 ON CONFLICT (source, holder) DO UPDATE SET heartbeat_us = excluded.heartbeat_us,
+                     stale_after_us = excluded.stale_after_us",
+                &[
+                    source.into(),
+                    holder.into(),
+                    Val::Int(now_us),
+                    Val::Int(stale_after_us),
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// `holder` stands by for `source` no longer (a clean exit).
+    pub fn stop_standing_by(&mut self, source: &str, holder: &str) -> Result<()> {
+        self.db.execute(
+            "DELETE FROM capture_standbys WHERE source = ?1 AND holder = ?2",
+            &[source.into(), holder.into()],
+        )?;
+        Ok(())
+    }
+
+    /// The captures standing by for `source` whose heartbeat is not stale, longest
+    /// waiting first.
+    pub fn capture_standbys(&mut self, source: &str) -> Result<Vec<CaptureStandby>> {
+        let now_us = clock_us(&mut self.db)?;
+        self.db
+            .query(
+                "SELECT source, holder, since_us, heartbeat_us FROM capture_standbys
+                 WHERE source = ?1 AND heartbeat_us + stale_after_us >= ?2
+                 ORDER BY since_us, holder",
+                &[source.into(), Val::Int(now_us)],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(CaptureStandby {
+                    source: r.text(0)?,
+                    holder: r.text(1)?,
+                    since_us: r.int(2)?,
+                    heartbeat_us: r.int(3)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Record `error` as its source's last error, replacing the one before.
+    pub fn record_capture_error(&mut self, error: &CaptureError) -> Result<()> {
+        let message = lifeboat_core::config::redact_urls_in(&error.message);
+        self.db.execute(
+            "INSERT INTO capture_errors (source, holder, kind, message, at_us, stopped_capture,
+                 recovered_at_us)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (source) DO UPDATE SET holder = excluded.holder,
+                 kind = excluded.kind, message = excluded.message, at_us = excluded.at_us,
+                 stopped_capture = excluded.stopped_capture,
+                 recovered_at_us = excluded.recovered_at_us",
+            &[
+                error.source.as_str().into(),
+                error.holder.as_str().into(),
+                error.kind.as_str().into(),
+                message.into(),
+                Val::Int(error.at_us),
+                Val::Int(i64::from(error.stopped_capture)),
+                error.recovered_at_us.map_or(Val::Null, Val::Int),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// `source`'s last recorded capture error, if any.
+    pub fn capture_error(&mut self, source: &str) -> Result<Option<CaptureError>> {
+        self.db
+            .query_one(
+                "SELECT source, holder, kind, message, at_us, stopped_capture, recovered_at_us
+                 FROM capture_errors WHERE source = ?1",
+                &[source.into()],
+            )?
+            .map(|r| {
+                Ok(CaptureError {
+                    source: r.text(0)?,
+                    holder: r.text(1)?,
+                    kind: r.text(2)?,
+                    message: r.text(3)?,
+                    at_us: r.int(4)?,
+                    stopped_capture: r.int(5)? != 0,
+                    recovered_at_us: r.opt_int(6)?,
+                })
+            })
+            .transpose()
     }
 }

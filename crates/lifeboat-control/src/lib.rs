@@ -9,7 +9,8 @@
 //! - components, incidents and their updates in Statuspage's vocabulary (`incidents`);
 //! - recovery campaigns, the stage of each of their tenants, claimed by workers under a
 //!   lease, and tenant attributes (`campaigns`);
-//! - each source's capture lease: which capture may write its history (`leases`).
+//! - each source's capture lease: which capture may write its history, the captures
+//!   standing by for it, and the last error capture met (`leases`).
 //! - tenant contacts, read from the vault or imported, and each campaign's copy of its
 //!   tenants' contacts (`contacts`).
 //!
@@ -36,6 +37,6 @@ pub use incidents::{
     AffectedComponent, Component, ComponentStatus, Impact, Incident, IncidentChange,
     IncidentStatus, IncidentUpdate,
 };
-pub use leases::{CaptureLease, LeaseGrant};
+pub use leases::{CaptureError, CaptureLease, CaptureStandby, LeaseGrant};
 pub use lifecycle::DeletedTenant;
 pub use store::ControlStore;

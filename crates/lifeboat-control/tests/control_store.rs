@@ -140,6 +140,8 @@ contract!(on_sqlite, sqlite_store:
     leases_are_renewed_and_taken_over,
     capture_leases_elect_one_holder_per_source,
     concurrent_capture_lease_requests_grant_one,
+    capture_standbys_until_stale_gone_or_leading,
+    the_last_capture_error_replaces_the_one_before_without_passwords,
     retry_failed_queues_failed_tenants_again,
     acceptance_by_token_and_automatic,
     attributes_are_stored_and_replaced,
@@ -170,6 +172,8 @@ contract!(on_postgres, postgres_store:
     leases_are_renewed_and_taken_over,
     capture_leases_elect_one_holder_per_source,
     concurrent_capture_lease_requests_grant_one,
+    capture_standbys_until_stale_gone_or_leading,
+    the_last_capture_error_replaces_the_one_before_without_passwords,
     retry_failed_queues_failed_tenants_again,
     acceptance_by_token_and_automatic,
     attributes_are_stored_and_replaced,
@@ -187,9 +191,9 @@ mod contract {
     use serde_json::{json, Value as Json};
 
     use lifeboat_control::{
-        Applied, ApplyState, ApplyStatus, Campaign, CampaignTenant, ComponentStatus, Contact,
-        ContactOrigin, ControlStore, Entry, Impact, IncidentChange, IncidentStatus, LeaseGrant,
-        PendingWave, Stage, StoredSignature,
+        Applied, ApplyState, ApplyStatus, Campaign, CampaignTenant, CaptureError, ComponentStatus,
+        Contact, ContactOrigin, ControlStore, Entry, Impact, IncidentChange, IncidentStatus,
+        LeaseGrant, PendingWave, Stage, StoredSignature,
     };
     use lifeboat_core::{ErrorKind, Result};
 
@@ -2213,5 +2217,76 @@ mod contract {
         refused(store.incidents().map(drop), "incident status \"meh\"");
         f.raw("UPDATE incident_updates SET status = 'identified'");
         assert_eq!(store.incidents().expect("incidents").len(), 1, "repaired");
+    }
+
+    pub fn capture_standbys_until_stale_gone_or_leading(new: New) {
+        let fixture = new();
+        let mut store = fixture.open();
+        store.stand_by("s", "h:1", 60_000_000).expect("stand by");
+        store.stand_by("s", "h:2", 60_000_000).expect("stand by");
+        store
+            .stand_by("other", "h:3", 60_000_000)
+            .expect("stand by");
+        let first = store.capture_standbys("s").expect("standbys");
+        let holders: Vec<&str> = first.iter().map(|s| s.holder.as_str()).collect();
+        assert_eq!(holders, ["h:1", "h:2"]);
+        // A heartbeat keeps `since`.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        store.stand_by("s", "h:1", 60_000_000).expect("heartbeat");
+        let again = store.capture_standbys("s").expect("standbys");
+        assert_eq!(again[0].since_us, first[0].since_us);
+        assert!(again[0].heartbeat_us > first[0].heartbeat_us);
+        // Granted the lease: no longer a standby.
+        let grant = store.acquire_capture_lease("s", "h:2", 10_000_000);
+        assert!(matches!(grant, Ok(LeaseGrant::Granted(_))));
+        let holders: Vec<String> = store
+            .capture_standbys("s")
+            .expect("standbys")
+            .into_iter()
+            .map(|s| s.holder)
+            .collect();
+        assert_eq!(holders, ["h:1"]);
+        // A stale heartbeat is not shown; a clean exit removes the row.
+        store.stand_by("s", "h:4", 1).expect("stand by");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(store.capture_standbys("s").expect("standbys").len(), 1);
+        store.stop_standing_by("s", "h:1").expect("stop");
+        assert!(store.capture_standbys("s").expect("standbys").is_empty());
+        assert_eq!(store.capture_standbys("other").expect("standbys").len(), 1);
+    }
+
+    pub fn the_last_capture_error_replaces_the_one_before_without_passwords(new: New) {
+        let fixture = new();
+        let mut store = fixture.open();
+        assert_eq!(store.capture_error("s").expect("read"), None);
+        let mut error = CaptureError {
+            source: "s".into(),
+            holder: "h:1".into(),
+            kind: "vault".into(),
+            message: "put x: 503".into(),
+            at_us: 10,
+            stopped_capture: false,
+            recovered_at_us: None,
+        };
+        store.record_capture_error(&error).expect("record");
+        assert_eq!(store.capture_error("s").expect("read"), Some(error.clone()));
+        error.recovered_at_us = Some(20);
+        store.record_capture_error(&error).expect("record");
+        assert_eq!(store.capture_error("s").expect("read"), Some(error.clone()));
+        let stopped = CaptureError {
+            kind: "source".into(),
+            message: "cannot connect to postgres://app:hunter2@db/x: refused".into(),
+            at_us: 30,
+            stopped_capture: true,
+            recovered_at_us: None,
+            ..error
+        };
+        store.record_capture_error(&stopped).expect("record");
+        let read = store.capture_error("s").expect("read").expect("an error");
+        assert_eq!(
+            read.message,
+            "cannot connect to postgres://app:***@db/x: refused"
+        );
+        assert_eq!((read.at_us, read.stopped_capture), (30, true));
     }
 }

@@ -922,9 +922,45 @@ pub fn redact_url(url: &str) -> String {
     parsed.to_string()
 }
 
+/// `text` with every URL in it (`scheme://…`, up to white space or a quote) shown as
+/// `redact_url` shows it: for messages kept or shown beyond the one that made them.
+pub fn redact_urls_in(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let start = rest[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |i| i + 1);
+        let end = rest[at..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '<' | '>'))
+            .map_or(rest.len(), |i| at + i);
+        out.push_str(&rest[..start]);
+        out.push_str(&redact_url(&rest[start..end]));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_in_a_message_lose_their_passwords() {
+        let text = "cannot connect to \"postgres://app:s3cret@db:5432/x?sslmode=require\": \
+                    refused; also mysql://u:pw2@h/d and https://h/p?password=pw3 (file:///tmp/a)";
+        let shown = redact_urls_in(text);
+        for secret in ["s3cret", "pw2", "pw3"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(
+            shown.contains("postgres://app:***@db:5432/x?sslmode=require"),
+            "{shown}"
+        );
+        assert!(shown.ends_with("(file:///tmp/a)"), "{shown}");
+        assert_eq!(redact_urls_in("no url here"), "no url here");
+    }
 
     const GOOD: &str = r#"
         [vault]

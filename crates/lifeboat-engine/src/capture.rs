@@ -7,12 +7,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use lifeboat_control::CaptureError;
 use lifeboat_core::config::Config;
 use lifeboat_core::metrics::{CaptureMetrics, Metrics};
 use lifeboat_core::vault::Vault;
 use lifeboat_core::{Error, Result};
 use lifeboat_source::capture::CaptureStats;
-use lifeboat_source::faults::FaultStats;
+use lifeboat_source::faults::{FaultEpisode, FaultStats};
 use lifeboat_source::live::LiveSource;
 use lifeboat_source::Stop;
 
@@ -129,15 +130,60 @@ impl Term {
         let _ = self.events.send(Event::Notice(text));
     }
 
-    /// Capture `source` whenever this run holds its lease, until stopped (or caught up).
+    /// Capture `source` whenever this run holds its lease, until stopped (or caught up),
+    /// recording in the control store while it stands by, each fault episode, and the
+    /// error that stopped capture. Standing by ends with the run.
     async fn lead(&self, source: LiveSource) -> Result<CaptureStats> {
+        let name = source.name.clone();
+        // One count of transient faults across every lease term of this run.
+        let faults = Arc::<FaultStats>::default();
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let recorder = tokio::spawn(record_episodes(
+            self.control.clone(),
+            name.clone(),
+            faults.latest(),
+            finished,
+        ));
+        let mut state = TermState::default();
+        let result = self.terms(source, faults, &mut state).await;
+        let _ = done.send(());
+        let _ = recorder.await;
+        if let (Err(e), true) = (&result, state.capture_failed) {
+            let error = CaptureError {
+                source: name.clone(),
+                holder: lease::holder_id(),
+                kind: lifeboat_core::metrics::error_kind(e).to_string(),
+                message: e.message().to_string(),
+                at_us: lifeboat_core::time::now_us(),
+                stopped_capture: true,
+                recovered_at_us: None,
+            };
+            if let Err(why) = lease::record_error(&self.control, error).await {
+                tracing::warn!(source = %name, "cannot record capture's error: {why}");
+            }
+        }
+        if state.standing {
+            if let Err(why) = lease::stop_standing_by(&self.control, &name).await {
+                tracing::warn!(source = %name, "cannot record that capture stopped standing by: {why}");
+            }
+        }
+        result
+    }
+
+    /// The lease terms of `lead`: standing by, leading, standing by again.
+    async fn terms(
+        &self,
+        source: LiveSource,
+        faults: Arc<FaultStats>,
+        state: &mut TermState,
+    ) -> Result<CaptureStats> {
         let name = source.name.clone();
         let lease_time = lease::lease_time(&self.config);
         // How often a standby asks again: it takes over at most this long after expiry.
         let poll = (lease_time / 10).clamp(Duration::from_millis(100), Duration::from_secs(1));
         let mut opened = Some(source);
-        // One count of transient faults across every lease term of this run.
-        let faults = Arc::<FaultStats>::default();
+        // When this run last told the control store it stands by.
+        let mut heartbeat: Option<std::time::Instant> = None;
         let mut total = CaptureStats {
             source: name.clone(),
             faults: faults.clone(),
@@ -182,6 +228,16 @@ impl Term {
                     if self.until_caught_up {
                         return Err(lease::held_error(&name, &current));
                     }
+                    if heartbeat.is_none_or(|at| at.elapsed() >= lease_time / 3) {
+                        match lease::stand_by(&self.control, &name, lease_time).await {
+                            Ok(()) => state.standing = true,
+                            Err(e) => tracing::warn!(
+                                source = %name,
+                                "cannot record standing by in the control store: {e}"
+                            ),
+                        }
+                        heartbeat = Some(std::time::Instant::now());
+                    }
                     if announced != Some((current.holder.clone(), current.epoch)) {
                         self.say(format!(
                             "source {name}: standing by: capture is led by {}",
@@ -194,6 +250,8 @@ impl Term {
                 }
                 Acquired::Leader(leader) => leader,
             };
+            // The grant removed this run's standby row.
+            (heartbeat, state.standing) = (None, false);
             announced = None;
             self.say(format!(
                 "source {name}: leading capture (epoch {}, holder {})",
@@ -234,8 +292,60 @@ impl Term {
                 continue;
             }
             leader.release().await;
+            state.capture_failed = result.is_err();
             add(&mut total, result?);
             return Ok(total);
+        }
+    }
+}
+
+/// What `Term::terms` leaves for `Term::lead` to record when it ends.
+#[derive(Default)]
+struct TermState {
+    /// The control store lists this run as standing by for the source.
+    standing: bool,
+    /// Capture itself failed (not: refused, or stopped when its lease was lost).
+    capture_failed: bool,
+}
+
+/// Record each fault episode of `source` as its last capture error when it begins and
+/// when it ends, until `finished` (then the latest change, if not recorded yet).
+async fn record_episodes(
+    control: String,
+    source: String,
+    mut latest: tokio::sync::watch::Receiver<Option<FaultEpisode>>,
+    mut finished: tokio::sync::oneshot::Receiver<()>,
+) {
+    loop {
+        let last = tokio::select! {
+            changed = latest.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                false
+            }
+            _ = &mut finished => true,
+        };
+        if last && !latest.has_changed().unwrap_or(false) {
+            return;
+        }
+        let Some(episode) = latest.borrow_and_update().clone() else {
+            continue;
+        };
+        let error = CaptureError {
+            source: source.clone(),
+            holder: lease::holder_id(),
+            kind: episode.kind.name().to_string(),
+            message: episode.message,
+            at_us: episode.since_us,
+            stopped_capture: false,
+            recovered_at_us: episode.recovered_us,
+        };
+        if let Err(e) = lease::record_error(&control, error).await {
+            tracing::warn!(source = %source, "cannot record a fault episode: {e}");
+        }
+        if last {
+            return;
         }
     }
 }

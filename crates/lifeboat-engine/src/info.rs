@@ -25,6 +25,16 @@ pub struct LeaseInfo {
     pub live: bool,
 }
 
+/// A capture standing by for a source, as `info` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StandbyInfo {
+    /// `host:pid` of the standing-by capture.
+    pub holder: String,
+    /// When it began standing by, and its latest heartbeat (the control store's clock).
+    pub since: String,
+    pub heartbeat_at: String,
+}
+
 /// One source, as `lifeboat info --json` prints it (one object per source).
 #[derive(Debug, Clone, Serialize)]
 pub struct SourceInfo {
@@ -47,11 +57,25 @@ pub struct SourceInfo {
     pub backlog: Backlog,
     /// The capture lease in the control store; `None` when no capture ever led the source.
     pub lease: Option<LeaseInfo>,
+    /// The captures standing by for the source, longest waiting first.
+    pub standbys: Vec<StandbyInfo>,
     /// Why the database could not be read, when it could not.
     pub source_error: Option<String>,
-    /// The last error capture recorded for the source. No capture records one yet: it is
-    /// always null until capture keeps its state in the control store.
+    /// The last error capture recorded for the source (a fault it retried, or the error
+    /// that stopped it), kept after capture recovers; the keys below say what and when.
     pub last_error: Option<String>,
+    /// A retried fault's kind (`vault`, `source`, `replication`, `control`) or the kind of
+    /// the error that stopped capture (`config`, `corrupt`, `source`, `vault`).
+    pub last_error_kind: Option<String>,
+    /// When it happened (a fault episode: its first failure), and its age now.
+    pub last_error_at: Option<String>,
+    pub last_error_age_seconds: Option<f64>,
+    /// True when it stopped capture; false for a fault capture retried.
+    pub last_error_stopped_capture: Option<bool>,
+    /// When a retried fault ended; null while it lasts or when it stopped capture.
+    pub last_error_recovered_at: Option<String>,
+    /// `host:pid` of the capture that met it.
+    pub last_error_holder: Option<String>,
 }
 
 /// Every source of `only` (all when empty): its vault head and window, its backlog, and
@@ -77,11 +101,23 @@ pub async fn gather(
         let window = history.window_times(&vault).await?;
         let head = history.latest_position();
         // A control store that does not exist yet holds no lease, and is not created.
-        let lease = if control_store_missing(control_url)? {
-            None
+        let (lease, standbys, last_error) = if control_store_missing(control_url)? {
+            (None, Vec::new(), None)
         } else {
-            crate::lease::leader(control_url, &name).await?
+            (
+                crate::lease::leader(control_url, &name).await?,
+                crate::lease::standbys(control_url, &name).await?,
+                crate::lease::last_error(control_url, &name).await?,
+            )
         };
+        let standbys = standbys
+            .into_iter()
+            .map(|s| StandbyInfo {
+                holder: s.holder,
+                since: format_us(s.since_us),
+                heartbeat_at: format_us(s.heartbeat_us),
+            })
+            .collect();
         let lease = lease.map(|l| LeaseInfo {
             live: l.is_live(),
             holder: l.holder,
@@ -113,8 +149,19 @@ pub async fn gather(
             window_to: window.map(|(_, to)| format_us(to)),
             backlog,
             lease,
+            standbys,
             source_error,
-            last_error: None,
+            last_error_kind: last_error.as_ref().map(|e| e.kind.clone()),
+            last_error_at: last_error.as_ref().map(|e| format_us(e.at_us)),
+            last_error_age_seconds: last_error
+                .as_ref()
+                .map(|e| (now - e.at_us).max(0) as f64 / 1e6),
+            last_error_stopped_capture: last_error.as_ref().map(|e| e.stopped_capture),
+            last_error_recovered_at: last_error
+                .as_ref()
+                .and_then(|e| e.recovered_at_us.map(format_us)),
+            last_error_holder: last_error.as_ref().map(|e| e.holder.clone()),
+            last_error: last_error.map(|e| e.message),
         });
     }
     Ok(out)

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lifeboat_control::{CaptureLease, ControlStore, LeaseGrant};
+use lifeboat_control::{CaptureError, CaptureLease, CaptureStandby, ControlStore, LeaseGrant};
 use lifeboat_core::config::Config;
 use lifeboat_core::vault::{FenceCheck, Vault, WriteFence};
 use lifeboat_core::{Error, Result};
@@ -45,6 +45,43 @@ async fn blocking<T: Send + 'static>(
 pub async fn leader(control_url: &str, source: &str) -> Result<Option<CaptureLease>> {
     let (url, source) = (control_url.to_string(), source.to_string());
     blocking(move || ControlStore::open(&url)?.capture_lease(&source)).await
+}
+
+/// How long a standby's heartbeat counts: a standby not heard of for twice the lease time
+/// is not shown (it died without saying so).
+pub fn standby_staleness(lease: Duration) -> Duration {
+    lease * 2
+}
+
+/// Record this process as standing by for `source`, or refresh its heartbeat.
+pub async fn stand_by(control_url: &str, source: &str, lease: Duration) -> Result<()> {
+    let (url, source, holder) = (control_url.to_string(), source.to_string(), holder_id());
+    let stale_us = standby_staleness(lease).as_micros() as i64;
+    blocking(move || ControlStore::open(&url)?.stand_by(&source, &holder, stale_us)).await
+}
+
+/// This process stands by for `source` no longer.
+pub async fn stop_standing_by(control_url: &str, source: &str) -> Result<()> {
+    let (url, source, holder) = (control_url.to_string(), source.to_string(), holder_id());
+    blocking(move || ControlStore::open(&url)?.stop_standing_by(&source, &holder)).await
+}
+
+/// The captures standing by for `source` (heartbeat not stale), longest waiting first.
+pub async fn standbys(control_url: &str, source: &str) -> Result<Vec<CaptureStandby>> {
+    let (url, source) = (control_url.to_string(), source.to_string());
+    blocking(move || ControlStore::open(&url)?.capture_standbys(&source)).await
+}
+
+/// Record `error` as its source's last capture error.
+pub async fn record_error(control_url: &str, error: CaptureError) -> Result<()> {
+    let url = control_url.to_string();
+    blocking(move || ControlStore::open(&url)?.record_capture_error(&error)).await
+}
+
+/// `source`'s last recorded capture error.
+pub async fn last_error(control_url: &str, source: &str) -> Result<Option<CaptureError>> {
+    let (url, source) = (control_url.to_string(), source.to_string());
+    blocking(move || ControlStore::open(&url)?.capture_error(&source)).await
 }
 
 /// "held by host:pid (epoch N), whose lease expires at TIME".

@@ -64,10 +64,23 @@ pub struct FaultCounters {
 }
 
 /// Capture's fault counters, per kind: shared (`Arc`) so that they can be read while
-/// capture runs.
+/// capture runs; and the latest episode, which a caller may watch (`latest`).
 #[derive(Debug, Default)]
 pub struct FaultStats {
     counters: [FaultCounters; 4],
+    latest: tokio::sync::watch::Sender<Option<FaultEpisode>>,
+}
+
+/// An episode of transient faults, as the last one to begin or end left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultEpisode {
+    pub kind: FaultKind,
+    /// The error of its first failure.
+    pub message: String,
+    /// When its first failure happened, and (once over) the next success: microseconds
+    /// since the epoch, this machine's clock.
+    pub since_us: i64,
+    pub recovered_us: Option<i64>,
 }
 
 /// One kind's counters at one moment.
@@ -101,6 +114,11 @@ impl FaultStats {
                 )
             })
             .collect()
+    }
+
+    /// The latest episode to begin or end: changes when one does (not at every failure).
+    pub fn latest(&self) -> tokio::sync::watch::Receiver<Option<FaultEpisode>> {
+        self.latest.subscribe()
     }
 
     /// The transient failures of every kind, added up.
@@ -169,6 +187,12 @@ impl Retry {
         let episode = self.episodes[kind.index()].get_or_insert_with(|| {
             counters.episodes.fetch_add(1, Ordering::Relaxed);
             counters.failing.store(true, Ordering::Relaxed);
+            self.stats.latest.send_replace(Some(FaultEpisode {
+                kind,
+                message: error.message().to_string(),
+                since_us: lifeboat_core::time::now_us(),
+                recovered_us: None,
+            }));
             tracing::warn!(
                 source = %self.source,
                 fault = kind.name(),
@@ -192,6 +216,13 @@ impl Retry {
             return;
         };
         let elapsed = episode.since.elapsed();
+        self.stats.latest.send_if_modified(|latest| match latest {
+            Some(latest) if latest.kind == kind && latest.recovered_us.is_none() => {
+                latest.recovered_us = Some(lifeboat_core::time::now_us());
+                true
+            }
+            _ => false,
+        });
         let counters = self.stats.of(kind);
         counters.failing.store(false, Ordering::Relaxed);
         counters
@@ -285,12 +316,22 @@ mod tests {
             assert!((base..=2 * base).contains(&ms), "{delays:?}");
         }
         assert_ne!(delays[5], delays[6], "jittered: {delays:?}");
+        let latest = stats.latest();
+        let begun = latest.borrow().clone().expect("an episode");
+        assert_eq!(
+            (begun.kind, begun.message.as_str()),
+            (FaultKind::Vault, "down")
+        );
+        assert_eq!(begun.recovered_us, None);
         let vault = stats.of(FaultKind::Vault);
         assert_eq!(vault.failures.load(Ordering::Relaxed), 8);
         assert_eq!(vault.episodes.load(Ordering::Relaxed), 1);
         assert!(vault.failing.load(Ordering::Relaxed));
         retry.succeeded(FaultKind::Vault);
         assert!(!vault.failing.load(Ordering::Relaxed));
+        let ended = latest.borrow().clone().expect("an episode");
+        assert_eq!(ended.since_us, begun.since_us);
+        assert!(ended.recovered_us.is_some_and(|at| at >= begun.since_us));
         // A success without an episode changes nothing; a new episode starts small again.
         retry.succeeded(FaultKind::Vault);
         let first = retry.failed(FaultKind::Vault, &error).as_millis();

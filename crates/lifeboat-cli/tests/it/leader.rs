@@ -1,6 +1,7 @@
 //! One capture per source: two `lifeboat capture` processes of one source, one leads and
 //! the other stands by; the standby takes over when the leader is killed; a leader whose
-//! lease is taken stops writing.
+//! lease is taken stops writing; `lifeboat info` lists the leader and the standbys, and
+//! the last fault capture met.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -531,4 +532,301 @@ async fn a_control_store_outage_is_waited_out_and_loses_nothing() {
     );
     terminate(&mut leader.child);
     assert_whole(&config, "identity").await;
+}
+
+/// `lifeboat info --json`'s entry for `source`.
+fn info_of(config: &Path, source: &str) -> serde_json::Value {
+    let out = lifeboat_ok(config, &["info", "--json", "--source", source]);
+    let all: serde_json::Value = serde_json::from_str(&out).expect("info json");
+    all["sources"][0].clone()
+}
+
+fn holder_of(capture: &Capture) -> String {
+    format!(
+        "{}:{}",
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .expect("hostname")
+            .trim(),
+        capture.pid()
+    )
+}
+
+fn standby_holders(info: &serde_json::Value) -> Vec<String> {
+    info["standbys"]
+        .as_array()
+        .expect("standbys")
+        .iter()
+        .map(|s| s["holder"].as_str().expect("holder").to_string())
+        .collect()
+}
+
+/// `info` once its standbys are `expected` (a minute at most); returns it and how long that
+/// took.
+async fn info_when_standbys(
+    config: &Path,
+    source: &str,
+    expected: &[String],
+) -> (serde_json::Value, Duration) {
+    let started = Instant::now();
+    loop {
+        let info = info_of(config, source);
+        if standby_holders(&info) == expected {
+            return (info, started.elapsed());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "standbys never {expected:?}: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Two captures of the SQLite source `identity` under `config`: `info` lists the leader
+/// and the standby by `host:pid`; a standby killed with SIGKILL is still listed until its
+/// heartbeat is twice the lease time old, then not; one that takes over is listed as the
+/// leader and no longer as a standby; one stopped cleanly is gone at once.
+async fn info_lists_the_leader_and_its_standbys(work: &Workdir, config: &Path) {
+    lifeboat_ok(config, &["capture", "--until-caught-up"]);
+    let mut leader = Capture::spawn(config, work.path("leader.log"), None);
+    leader.wait_for("source identity: leading capture").await;
+    let mut standby = Capture::spawn(config, work.path("standby.log"), None);
+    standby.wait_for("source identity: standing by").await;
+    let info = info_of(config, "identity");
+    assert_eq!(
+        info["lease"]["holder"],
+        holder_of(&leader).as_str(),
+        "{info}"
+    );
+    assert_eq!(info["lease"]["live"], true, "{info}");
+    assert_eq!(standby_holders(&info), [holder_of(&standby)], "{info}");
+    let listed = &info["standbys"][0];
+    assert!(
+        listed["since"].as_str().expect("since")
+            <= listed["heartbeat_at"].as_str().expect("heartbeat")
+    );
+    let text = lifeboat_ok(config, &["info", "--source", "identity"]);
+    assert!(
+        text.contains(&format!(
+            "  standby          {} (since 20",
+            holder_of(&standby)
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("  capture lease    {} (epoch", holder_of(&leader))),
+        "{text}"
+    );
+
+    // Killed: it cannot say it left; it is listed until its heartbeat is stale.
+    let killed = holder_of(&standby);
+    standby.kill();
+    let killed_at = Instant::now();
+    assert_eq!(standby_holders(&info_of(config, "identity")), [killed]);
+    let (_, _) = info_when_standbys(config, "identity", &[]).await;
+    let gone_after = killed_at.elapsed();
+    eprintln!(
+        "a killed standby left info {} ms after the kill",
+        gone_after.as_millis()
+    );
+    let stale = Duration::from_secs(2 * LEASE_SECONDS);
+    assert!(
+        gone_after > stale - Duration::from_secs(LEASE_SECONDS) / 3 - Duration::from_secs(1),
+        "gone after {gone_after:?}, before its heartbeat was stale"
+    );
+    assert!(
+        gone_after < stale + Duration::from_secs(3),
+        "gone after {gone_after:?}"
+    );
+
+    // A standby that takes over is the leader, not a standby.
+    let next = Capture::spawn(config, work.path("next.log"), None);
+    next.wait_for("source identity: standing by").await;
+    info_when_standbys(config, "identity", &[holder_of(&next)]).await;
+    terminate(&mut leader.child);
+    next.wait_for("source identity: leading capture").await;
+    let info = info_of(config, "identity");
+    assert_eq!(info["lease"]["holder"], holder_of(&next).as_str(), "{info}");
+    assert_eq!(standby_holders(&info), Vec::<String>::new(), "{info}");
+    let text = lifeboat_ok(config, &["info", "--source", "identity"]);
+    assert!(text.contains("  standbys         none"), "{text}");
+
+    // A standby stopped cleanly is gone at once.
+    let mut last = Capture::spawn(config, work.path("last.log"), None);
+    last.wait_for("source identity: standing by").await;
+    assert_eq!(
+        standby_holders(&info_of(config, "identity")),
+        [holder_of(&last)]
+    );
+    terminate(&mut last.child);
+    assert_eq!(
+        standby_holders(&info_of(config, "identity")),
+        Vec::<String>::new()
+    );
+    let mut next = next;
+    terminate(&mut next.child);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_lists_the_leader_and_standbys_on_an_sqlite_control_store() {
+    let work = Workdir::new();
+    let identity = work.path("identity.db");
+    setup_identity(&identity, TENANTS);
+    let config = work.init_config(&short_lease(config_text(
+        &work.vault_url(),
+        None,
+        None,
+        Some(&identity),
+    )));
+    info_lists_the_leader_and_its_standbys(&work, &config).await;
+    assert!(work.path("lifeboat-control.db").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_lists_the_leader_and_standbys_on_a_postgres_control_store() {
+    let work = Workdir::new();
+    let control = create_database("control").await;
+    let identity = work.path("identity.db");
+    setup_identity(&identity, TENANTS);
+    let text = short_lease(config_text(&work.vault_url(), None, None, Some(&identity)));
+    let config = work.init_config(&format!("[control]\nurl = \"{control}\"\n{text}"));
+    info_lists_the_leader_and_its_standbys(&work, &config).await;
+    assert!(
+        !work.path("lifeboat-control.db").exists(),
+        "the PostgreSQL store was used"
+    );
+    let client = pg_connect(&control).await;
+    let rows = client
+        .query("SELECT holder FROM capture_standbys", &[])
+        .await
+        .expect("standbys table");
+    assert!(rows.is_empty(), "every standby left");
+}
+
+/// A vault fault during capture: `info` shows it as the source's last error (kind vault,
+/// when it began, retried) while it lasts, then when it ended; a clean stop keeps it. A
+/// permanent one stops capture, and `info` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_shows_the_last_vault_fault_of_capture() {
+    let work = Workdir::new();
+    let identity = work.path("identity.db");
+    setup_identity(&identity, TENANTS);
+    let config = work.init_config(&short_lease(config_text(
+        &work.vault_url(),
+        None,
+        None,
+        Some(&identity),
+    )));
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let none = info_of(&config, "identity");
+    assert_eq!(none["last_error"], serde_json::Value::Null, "{none}");
+    assert_eq!(none["last_error_kind"], serde_json::Value::Null, "{none}");
+
+    let outage = work.path("outage");
+    let faults = format!("fail-all@ops=put,while={}", outage.display());
+    let log = work.path("capture.log");
+    let mut capture = {
+        let file = std::fs::File::create(&log).expect("log");
+        let child = lifeboat_command(&config, &["capture"])
+            .env("LIFEBOAT_VAULT_FAULTS", &faults)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("spawn");
+        Capture { child, log }
+    };
+    capture.wait_for("source identity: leading capture").await;
+    let before = lifeboat_core::time::now_us();
+    std::fs::write(&outage, "").expect("start the outage");
+    let path = identity.clone();
+    tokio::task::spawn_blocking(move || {
+        write_identity(&path, TENANTS, 12, Duration::from_millis(500))
+    })
+    .await
+    .expect("writer");
+    capture.wait_for("vault fault: injected fault").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let failing = loop {
+        let info = info_of(&config, "identity");
+        if info["last_error_kind"] == "vault" {
+            break info;
+        }
+        assert!(Instant::now() < deadline, "no last error: {info}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let message = failing["last_error"].as_str().expect("message");
+    assert!(message.starts_with("injected fault: put"), "{failing}");
+    assert_eq!(failing["last_error_stopped_capture"], false, "{failing}");
+    assert_eq!(failing["last_error_recovered_at"], serde_json::Value::Null);
+    assert_eq!(failing["last_error_holder"], holder_of(&capture).as_str());
+    let at = failing["last_error_at"].as_str().expect("at").to_string();
+    let at_us = lifeboat_core::time::parse(&at).expect("RFC 3339");
+    assert!(
+        at_us >= before && at_us <= lifeboat_core::time::now_us(),
+        "{at}"
+    );
+    let text = lifeboat_ok(&config, &["info", "--source", "identity"]);
+    assert!(
+        text.contains(&format!("  last error       vault, at {at} ("))
+            && text.contains("retried, still failing when last recorded: injected fault: put"),
+        "{text}"
+    );
+
+    std::fs::remove_file(&outage).expect("end the outage");
+    capture.wait_for("vault recovered after").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let recovered = loop {
+        let info = info_of(&config, "identity");
+        if info["last_error_recovered_at"].is_string() {
+            break info;
+        }
+        assert!(Instant::now() < deadline, "never recovered: {info}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(recovered["last_error_at"], at.as_str(), "the same episode");
+    assert_eq!(recovered["last_error_kind"], "vault");
+    assert!(
+        recovered["last_error_recovered_at"]
+            .as_str()
+            .expect("recovered")
+            >= at.as_str()
+    );
+    terminate(&mut capture.child);
+    // A later success does not erase it.
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let kept = info_of(&config, "identity");
+    assert_eq!(kept["last_error_at"], at.as_str(), "{kept}");
+    assert!(kept["last_error_age_seconds"].as_f64().expect("age") >= 0.0);
+    let text = lifeboat_ok(&config, &["info", "--source", "identity"]);
+    assert!(text.contains("retried, recovered at 20"), "{text}");
+
+    // A permanent fault stops capture: recorded as what stopped it.
+    let output = lifeboat_command(&config, &["capture"])
+        .env("LIFEBOAT_VAULT_FAULTS", "fail-all@ops=put,permanent")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|child| {
+            let path = identity.clone();
+            std::thread::spawn(move || {
+                write_identity(&path, TENANTS, 13, Duration::from_millis(300))
+            })
+            .join()
+            .expect("writer");
+            child.wait_with_output()
+        })
+        .expect("capture");
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let stopped = info_of(&config, "identity");
+    assert_eq!(stopped["last_error_kind"], "vault", "{stopped}");
+    assert_eq!(stopped["last_error_stopped_capture"], true, "{stopped}");
+    assert_eq!(stopped["last_error_recovered_at"], serde_json::Value::Null);
+    assert!(
+        stopped["last_error"]
+            .as_str()
+            .expect("message")
+            .contains("injected fault: put"),
+        "{stopped}"
+    );
+    let text = lifeboat_ok(&config, &["info", "--source", "identity"]);
+    assert!(text.contains("stopped capture: "), "{text}");
 }
