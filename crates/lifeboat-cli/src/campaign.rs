@@ -1,12 +1,12 @@
-//! Incidents, recovery campaigns, workers and the status server (docs/status.md):
-//! `incident`, `campaign`, `worker` and `serve`.
+//! Incidents, scheduled maintenance, recovery campaigns, workers and the status server
+//! (docs/status.md): `incident`, `maintenance`, `campaign`, `worker` and `serve`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde_json::json;
 
-use lifeboat_control::{IncidentChange, IncidentStatus};
+use lifeboat_control::{IncidentChange, IncidentStatus, MaintenanceStatus, NewMaintenance};
 use lifeboat_core::target::Target;
 use lifeboat_core::{Error, Result};
 use lifeboat_engine::campaign::{
@@ -158,6 +158,126 @@ pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Resul
         // Listed above, without the vault.
         IncidentCommand::List { .. } => {}
     }
+    Ok(0)
+}
+
+#[derive(clap::Args)]
+pub struct MaintenanceArgs {
+    #[command(subcommand)]
+    command: MaintenanceCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum MaintenanceCommand {
+    /// Announce a maintenance window; prints its id.
+    Schedule {
+        #[arg(long)]
+        name: String,
+        /// When it starts (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        starts: String,
+        /// When it ends (RFC 3339, after --starts).
+        #[arg(long, value_name = "TIME")]
+        ends: String,
+        /// A component it concerns, by source or component name (repeatable).
+        #[arg(long = "component", value_name = "NAME")]
+        components: Vec<String>,
+        #[arg(long)]
+        message: Option<String>,
+        /// Who schedules it, for the audit log (default: the login name).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// It began: in progress; its components show under maintenance.
+    Start {
+        id: String,
+        #[arg(long)]
+        message: Option<String>,
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// The work is done and being checked: verifying.
+    Verify {
+        id: String,
+        #[arg(long)]
+        message: Option<String>,
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// It is over: completed.
+    Complete {
+        id: String,
+        #[arg(long)]
+        message: Option<String>,
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Every maintenance, latest window first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn maintenance(config_path: Option<PathBuf>, args: MaintenanceArgs) -> Result<u8> {
+    let config = load_config(config_path.as_deref())?;
+    if let MaintenanceCommand::List { json } = args.command {
+        let maintenances = open_control(&config, &config_path)?.maintenances()?;
+        if json {
+            print_json(&json!(maintenances));
+        } else {
+            for m in &maintenances {
+                crate::say!(
+                    "{}  {:<11} {} .. {}  {}",
+                    m.id,
+                    m.status,
+                    m.scheduled_for,
+                    m.scheduled_until,
+                    m.name
+                );
+            }
+        }
+        return Ok(0);
+    }
+    let mut control = open_audited(&config, &config_path).await?;
+    let (id, status, message, by) = match args.command {
+        MaintenanceCommand::Schedule {
+            name,
+            starts,
+            ends,
+            components,
+            message,
+            by,
+        } => {
+            let id = control.schedule_maintenance(
+                &NewMaintenance {
+                    name,
+                    scheduled_for: starts,
+                    scheduled_until: ends,
+                    components,
+                    message: message.unwrap_or_default(),
+                },
+                &login(by),
+            )?;
+            control.anchor().await?;
+            crate::say!("{id}");
+            return Ok(0);
+        }
+        MaintenanceCommand::Start { id, message, by } => {
+            (id, MaintenanceStatus::InProgress, message, by)
+        }
+        MaintenanceCommand::Verify { id, message, by } => {
+            (id, MaintenanceStatus::Verifying, message, by)
+        }
+        MaintenanceCommand::Complete { id, message, by } => {
+            (id, MaintenanceStatus::Completed, message, by)
+        }
+        // Listed above, without the vault.
+        MaintenanceCommand::List { .. } => return Ok(0),
+    };
+    control.advance_maintenance(&id, status, message.as_deref(), &login(by))?;
+    control.anchor().await?;
+    crate::say!("{id} {status}");
     Ok(0)
 }
 

@@ -85,6 +85,8 @@ enum Command {
     Tenant(tenant::Args),
     /// Open, update, resolve and list incidents on the status page.
     Incident(campaign::IncidentArgs),
+    /// Schedule, start, complete and list maintenance windows on the status page.
+    Maintenance(campaign::MaintenanceArgs),
     /// Recovery campaigns: start one, follow it, list its private links.
     Campaign(campaign::CampaignArgs),
     /// Tenant contacts: read from the vault, imported, listed.
@@ -149,6 +151,7 @@ fn main() -> ExitCode {
             Command::Source(args) => source::run(config_path, args).await,
             Command::Tenant(args) => tenant::run(config_path, args).await,
             Command::Incident(args) => campaign::incident(config_path, args).await,
+            Command::Maintenance(args) => campaign::maintenance(config_path, args).await,
             Command::Campaign(args) => campaign::campaign(config_path, args).await,
             Command::Contacts(args) => contacts::run(config_path, args).await,
             Command::Worker(args) => campaign::worker(config_path, args).await,

@@ -7,6 +7,7 @@
 //!   (`applies`);
 //! - softly deleted and purged tenants (`lifecycle`);
 //! - components, incidents and their updates in Statuspage's vocabulary (`incidents`);
+//! - scheduled maintenances, their updates and components (`maintenances`);
 //! - recovery campaigns, the stage of each of their tenants, claimed by workers under a
 //!   lease, and tenant attributes (`campaigns`);
 //! - each source's capture lease: which capture may write its history, the captures
@@ -25,6 +26,7 @@ mod ids;
 mod incidents;
 mod leases;
 mod lifecycle;
+mod maintenances;
 mod store;
 mod words;
 
@@ -39,4 +41,5 @@ pub use incidents::{
 };
 pub use leases::{CaptureError, CaptureLease, CaptureStandby, LeaseGrant};
 pub use lifecycle::DeletedTenant;
+pub use maintenances::{Maintenance, MaintenanceStatus, MaintenanceUpdate, NewMaintenance};
 pub use store::ControlStore;

@@ -117,7 +117,8 @@ CREATE TABLE IF NOT EXISTS campaign_contacts (campaign TEXT NOT NULL, tenant TEX
 ";
 
 /// A connection to the control store. Every operation is a method, defined beside its
-/// concept (audit.rs, applies.rs, lifecycle.rs, incidents.rs, campaigns.rs, contacts.rs).
+/// concept (audit.rs, applies.rs, lifecycle.rs, incidents.rs, maintenances.rs,
+/// campaigns.rs, contacts.rs).
 pub struct ControlStore {
     pub(crate) db: Db,
 }
@@ -147,6 +148,7 @@ impl ControlStore {
             db.batch(GUARD_SCHEMA)?;
             db.batch(STATUS_SCHEMA)?;
             db.batch(crate::leases::SCHEMA)?;
+            db.batch(crate::maintenances::SCHEMA)?;
             db.batch(CONTACTS_SCHEMA)?;
             if let Ok(mut made) = MADE.lock() {
                 made.insert(url.to_string());

@@ -134,6 +134,7 @@ contract!(on_sqlite, sqlite_store:
     components_follow_the_sources,
     incidents_in_statuspage_words,
     refused_incident_changes_change_nothing,
+    maintenances_go_forward_only_and_refusals_change_nothing,
     claims_take_batches_in_priority_order,
     claims_take_the_oldest_campaign_first,
     concurrent_claimers_never_share_a_tenant,
@@ -166,6 +167,7 @@ contract!(on_postgres, postgres_store:
     components_follow_the_sources,
     incidents_in_statuspage_words,
     refused_incident_changes_change_nothing,
+    maintenances_go_forward_only_and_refusals_change_nothing,
     claims_take_batches_in_priority_order,
     claims_take_the_oldest_campaign_first,
     concurrent_claimers_never_share_a_tenant,
@@ -193,7 +195,7 @@ mod contract {
     use lifeboat_control::{
         Applied, ApplyState, ApplyStatus, Campaign, CampaignTenant, CaptureError, ComponentStatus,
         Contact, ContactOrigin, ControlStore, Entry, Impact, IncidentChange, IncidentStatus,
-        LeaseGrant, PendingWave, Stage, StoredSignature,
+        LeaseGrant, MaintenanceStatus, NewMaintenance, PendingWave, Stage, StoredSignature,
     };
     use lifeboat_core::{ErrorKind, Result};
 
@@ -2288,5 +2290,116 @@ mod contract {
             "cannot connect to postgres://app:***@db/x: refused"
         );
         assert_eq!((read.at_us, read.stopped_capture), (30, true));
+    }
+
+    pub fn maintenances_go_forward_only_and_refusals_change_nothing(new: New) {
+        let f = new();
+        let mut store = f.open();
+        incident(&mut store);
+        let tracker = store.components().expect("components")[0].id.clone();
+        let schedule = |store: &mut ControlStore, starts: &str, ends: &str, component: &str| {
+            store.schedule_maintenance(
+                &NewMaintenance {
+                    name: "Upgrade".into(),
+                    scheduled_for: starts.into(),
+                    scheduled_until: ends.into(),
+                    components: vec![component.into()],
+                    message: String::new(),
+                },
+                "ops",
+            )
+        };
+        let version = store.status_version().expect("version");
+        let audited = store.entries().expect("log").len();
+        assert!(usage_error(schedule(
+            &mut store,
+            "2030-01-01T02:00:00Z",
+            "2030-01-01T01:00:00Z",
+            "tracker"
+        ))
+        .contains("--ends must be later than --starts"));
+        assert!(usage_error(schedule(
+            &mut store,
+            "2030-01-01T01:00:00Z",
+            "2030-01-01T02:00:00Z",
+            "billing"
+        ))
+        .starts_with("unknown component \"billing\""));
+        assert!(usage_error(store.advance_maintenance(
+            "nope",
+            MaintenanceStatus::InProgress,
+            None,
+            "ops"
+        ))
+        .starts_with("unknown maintenance nope"));
+        assert_eq!(store.maintenances().expect("list"), vec![]);
+        assert_eq!(store.status_version().expect("version"), version);
+        assert_eq!(store.entries().expect("log").len(), audited);
+
+        // By source or by component name.
+        let id = schedule(
+            &mut store,
+            "2030-01-01T01:00:00Z",
+            "2030-01-01T02:00:00Z",
+            "Issue tracker",
+        )
+        .expect("scheduled");
+        let m = store.maintenance(&id).expect("read").expect("there");
+        assert_eq!(m.status, MaintenanceStatus::Scheduled);
+        assert_eq!(m.components, [tracker]);
+        assert_eq!(m.scheduled_for, "2030-01-01T01:00:00.000000Z");
+        assert_eq!(m.updates.len(), 1);
+        assert!(
+            m.updates[0].body.contains("Upgrade is scheduled from"),
+            "{m:?}"
+        );
+        assert!(usage_error(store.advance_maintenance(
+            &id,
+            MaintenanceStatus::Verifying,
+            None,
+            "ops"
+        ))
+        .contains("is scheduled: it cannot become verifying"));
+        for status in [
+            MaintenanceStatus::InProgress,
+            MaintenanceStatus::Verifying,
+            MaintenanceStatus::Completed,
+        ] {
+            store
+                .advance_maintenance(&id, status, Some("step"), "ops")
+                .expect("advance");
+        }
+        let done = store.maintenance(&id).expect("read").expect("there");
+        assert_eq!(done.status, MaintenanceStatus::Completed);
+        assert!(done.started_at.is_some() && done.monitoring_at.is_some());
+        assert!(done.resolved_at.is_some());
+        assert_eq!(done.updates.len(), 4);
+        assert_eq!(done.updates[0].status, MaintenanceStatus::Completed);
+        let version = store.status_version().expect("version");
+        assert!(usage_error(store.advance_maintenance(
+            &id,
+            MaintenanceStatus::Completed,
+            None,
+            "ops"
+        ))
+        .contains("is completed: it cannot become completed"));
+        assert_eq!(store.maintenance(&id).expect("read"), Some(done));
+        assert_eq!(store.status_version().expect("version"), version);
+        let actions: Vec<String> = store
+            .entries()
+            .expect("log")
+            .iter()
+            .filter(|e| e.subject == format!("maintenance:{id}"))
+            .map(|e| e.action.clone())
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "maintenance-schedule",
+                "maintenance-start",
+                "maintenance-verify",
+                "maintenance-complete"
+            ]
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! private page, and the Atom feed of incident updates. Everything interpolated is
 //! escaped.
 
-use lifeboat_control::{Component, Incident, IncidentUpdate, Stage};
+use lifeboat_control::{Component, Incident, IncidentUpdate, Maintenance, Stage};
 
 use crate::snapshot::{PageInfo, Progress, TenantView};
 
@@ -85,11 +85,12 @@ fn head(title: &str, refresh: u32) -> String {
 }
 
 /// The public page: overall status, components, current incidents with their updates,
-/// and every campaign's progress as counts.
+/// maintenance going on and scheduled, and every campaign's progress as counts.
 pub fn public_page(
     page: &PageInfo,
     components: &[Component],
     incidents: &[Incident],
+    (active, upcoming): (&[&Maintenance], &[&Maintenance]),
     progress: &[Progress],
     (indicator, description): (&str, &str),
 ) -> String {
@@ -125,6 +126,7 @@ pub fn public_page(
         }
         out.push_str("</section>");
     }
+    out.push_str(&maintenance_html(active, upcoming));
     out.push_str("<h2>Components</h2><table>");
     for c in components {
         out.push_str(&format!(
@@ -158,6 +160,36 @@ pub fn public_page(
         "<p class=\"meta\"><a href=\"/history.atom\">Atom feed</a> · \
                   <a href=\"/api/v2/summary.json\">JSON</a></p></body></html>\n",
     );
+    out
+}
+
+/// Maintenance going on, then scheduled: one section each, when there is any.
+fn maintenance_html(active: &[&Maintenance], upcoming: &[&Maintenance]) -> String {
+    let mut out = String::new();
+    for (title, list) in [
+        ("Maintenance in progress", active),
+        ("Scheduled maintenance", upcoming),
+    ] {
+        if list.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("<h2>{title}</h2>"));
+        for m in list {
+            out.push_str(&format!(
+                "<section class=\"maintenance\" id=\"maintenance-{}\"><h3>{}</h3>\
+                 <p class=\"meta\">{} · {} to {}</p>",
+                escape(&m.id),
+                escape(&m.name),
+                escape(&words(m.status.as_str())),
+                escape(&m.scheduled_for),
+                escape(&m.scheduled_until)
+            ));
+            if let Some(update) = m.updates.first() {
+                out.push_str(&format!("<p>{}</p>", escape(&update.body)));
+            }
+            out.push_str("</section>");
+        }
+    }
     out
 }
 

@@ -8,7 +8,8 @@ use bytes::Bytes;
 use serde_json::{json, Value as Json};
 
 use lifeboat_control::{
-    Campaign, CampaignTenant, Component, ComponentStatus, ControlStore, Impact, Incident, Stage,
+    Campaign, CampaignTenant, Component, ComponentStatus, ControlStore, Impact, Incident,
+    Maintenance, MaintenanceStatus, Stage,
 };
 use lifeboat_core::time::{format_us, now_us};
 use lifeboat_core::vault::sha256_hex;
@@ -178,6 +179,61 @@ fn incident_json(page: &PageInfo, components: &[Component], i: &Incident) -> Jso
     })
 }
 
+fn maintenance_json(page: &PageInfo, components: &[Component], m: &Maintenance) -> Json {
+    json!({
+        "id": m.id,
+        "name": m.name,
+        "status": m.status,
+        "created_at": m.created_at,
+        "updated_at": m.updated_at,
+        "monitoring_at": m.monitoring_at,
+        "resolved_at": m.resolved_at,
+        "impact": "maintenance",
+        "shortlink": format!("{}/#maintenance-{}", page.url, m.id),
+        "started_at": m.started_at,
+        "page_id": page.id,
+        "incident_updates": m.updates.iter().map(|u| json!({
+            "id": u.id,
+            "status": u.status,
+            "body": u.body,
+            "incident_id": u.maintenance_id,
+            "created_at": u.created_at,
+            "updated_at": u.created_at,
+            "display_at": u.created_at,
+            "affected_components": null,
+            "deliver_notifications": true,
+            "custom_tweet": null,
+            "tweet_id": null,
+        })).collect::<Vec<_>>(),
+        "components": components
+            .iter()
+            .filter(|c| m.components.contains(&c.id))
+            .map(|c| component_json(page, c))
+            .collect::<Vec<_>>(),
+        "scheduled_for": m.scheduled_for,
+        "scheduled_until": m.scheduled_until,
+    })
+}
+
+/// The components as the page shows them: one that an active maintenance concerns is
+/// `under_maintenance` while its own status is `operational` (an incident's status says
+/// more, and stays).
+pub fn with_maintenance(components: &[Component], maintenances: &[Maintenance]) -> Vec<Component> {
+    components
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            let maintained = maintenances
+                .iter()
+                .any(|m| m.status.is_active() && m.components.contains(&c.id));
+            if maintained && c.status == ComponentStatus::Operational {
+                c.status = ComponentStatus::UnderMaintenance;
+            }
+            c
+        })
+        .collect()
+}
+
 /// The overall indicator: the worst of the unresolved incidents' impacts and the
 /// components' statuses.
 pub fn indicator(incidents: &[Incident], components: &[Component]) -> (&'static str, &'static str) {
@@ -306,7 +362,8 @@ impl Snapshot {
     pub fn build(control: &mut ControlStore, page: &PageInfo) -> Result<Snapshot> {
         let version = control.status_version()?;
         let now = now_us();
-        let components = control.components()?;
+        let maintenances = control.maintenances()?;
+        let components = with_maintenance(&control.components()?, &maintenances);
         let incidents = control.incidents()?;
         let campaigns = control.campaigns()?;
         let tenants = control.campaign_tenants(None)?;
@@ -322,6 +379,7 @@ impl Snapshot {
             .iter()
             .map(|i| i.updated_at.clone())
             .chain(components.iter().map(|c| c.updated_at.clone()))
+            .chain(maintenances.iter().map(|m| m.updated_at.clone()))
             .max()
             .unwrap_or_else(|| format_us(now));
         let page_json = json!({
@@ -345,7 +403,33 @@ impl Snapshot {
             .filter(|i| unresolved(i))
             .map(|i| incident_json(page, &components, i))
             .collect();
-        let none: Vec<Json> = Vec::new();
+        // Upcoming: scheduled, soonest first; active: in progress or verifying.
+        let mut upcoming: Vec<&Maintenance> = maintenances
+            .iter()
+            .filter(|m| m.status == MaintenanceStatus::Scheduled)
+            .collect();
+        upcoming.sort_by(|a, b| a.scheduled_for.cmp(&b.scheduled_for));
+        let active: Vec<&Maintenance> = maintenances
+            .iter()
+            .filter(|m| m.status.is_active())
+            .collect();
+        let render = |list: &[&Maintenance]| -> Vec<Json> {
+            list.iter()
+                .map(|m| maintenance_json(page, &components, m))
+                .collect()
+        };
+        let all_maintenances: Vec<Json> = maintenances
+            .iter()
+            .take(50)
+            .map(|m| maintenance_json(page, &components, m))
+            .collect();
+        let upcoming_json = render(&upcoming);
+        let active_json = render(&active);
+        let current: Vec<Json> = active_json
+            .iter()
+            .chain(upcoming_json.iter())
+            .cloned()
+            .collect();
 
         let mut bodies = HashMap::new();
         bodies.insert(
@@ -354,7 +438,7 @@ impl Snapshot {
                 "page": page_json,
                 "components": components_json,
                 "incidents": open,
-                "scheduled_maintenances": none,
+                "scheduled_maintenances": current,
                 "status": status,
             })),
         );
@@ -374,14 +458,17 @@ impl Snapshot {
             "/api/v2/incidents/unresolved.json",
             Rendered::json(&json!({"page": page_json, "incidents": open})),
         );
-        for path in [
-            "/api/v2/scheduled-maintenances.json",
-            "/api/v2/scheduled-maintenances/upcoming.json",
-            "/api/v2/scheduled-maintenances/active.json",
+        for (path, list) in [
+            ("/api/v2/scheduled-maintenances.json", all_maintenances),
+            (
+                "/api/v2/scheduled-maintenances/upcoming.json",
+                upcoming_json,
+            ),
+            ("/api/v2/scheduled-maintenances/active.json", active_json),
         ] {
             bodies.insert(
                 path,
-                Rendered::json(&json!({"page": page_json, "scheduled_maintenances": none})),
+                Rendered::json(&json!({"page": page_json, "scheduled_maintenances": list})),
             );
         }
         bodies.insert(
@@ -409,6 +496,7 @@ impl Snapshot {
                     page,
                     &components,
                     &incidents,
+                    (&active, &upcoming),
                     &progress,
                     (indicator, description),
                 )

@@ -1254,3 +1254,375 @@ fn a_locked_postgresql_control_store_leaves_the_public_page_answering() {
     let status = server.wait().expect("server");
     assert!(status.success(), "serve exited with {status}");
 }
+
+/// `serve` on a free port, and its base URL.
+fn spawn_serve(config: &Path) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut server = lifeboat_command(config, &["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let mut lines = std::io::BufReader::new(server.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a line").expect("utf8");
+    let base = first
+        .strip_prefix("serving the status page on ")
+        .expect(&first)
+        .trim_end_matches('/')
+        .to_string();
+    (server, base)
+}
+
+fn get_json(base: &str, path: &str) -> serde_json::Value {
+    let (status, body) = http_get(base, path);
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+/// `get_json` once `done` holds of it (the server rebuilds its snapshot when the control
+/// store changes).
+fn json_until(
+    base: &str,
+    path: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let value = get_json(base, path);
+        if done(&value) {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "{path}: {value}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn ids(value: &serde_json::Value) -> Vec<String> {
+    value["scheduled_maintenances"]
+        .as_array()
+        .expect("scheduled_maintenances")
+        .iter()
+        .map(|m| m["id"].as_str().expect("id").to_string())
+        .collect()
+}
+
+fn is_rfc3339(value: &serde_json::Value) -> bool {
+    value
+        .as_str()
+        .is_some_and(|t| lifeboat_core::time::parse(t).is_ok())
+}
+
+/// A maintenance is scheduled, started and completed from the command line, audited; the
+/// Statuspage endpoints list it in Statuspage's shape field by field, as upcoming, then
+/// active (its component under maintenance, in summary.json and on the page), then in the
+/// history only; bad input is refused with one line and changes nothing.
+#[test]
+fn scheduled_maintenance_from_the_command_line_to_the_statuspage_endpoints() {
+    let work = Workdir::new();
+    let config = setup(&work);
+    let (mut server, base) = spawn_serve(&config);
+    for path in [
+        "/api/v2/scheduled-maintenances.json",
+        "/api/v2/scheduled-maintenances/upcoming.json",
+        "/api/v2/scheduled-maintenances/active.json",
+    ] {
+        assert_eq!(ids(&get_json(&base, path)), Vec::<String>::new(), "{path}");
+    }
+
+    // Bad input: one line each, nothing scheduled, nothing audited.
+    let audited = audit_entries(&config).len();
+    for (args, needle) in [
+        (
+            vec![
+                "--starts",
+                "2030-01-02T03:00:00Z",
+                "--ends",
+                "2030-01-02T02:00:00Z",
+            ],
+            "--ends must be later than --starts",
+        ),
+        (
+            vec![
+                "--starts",
+                "2030-01-02T03:00:00Z",
+                "--ends",
+                "2030-01-02T03:00:00Z",
+            ],
+            "--ends must be later than --starts",
+        ),
+        (
+            vec![
+                "--starts",
+                "2030-01-02T03:00:00Z",
+                "--ends",
+                "2030-01-02T04:00:00Z",
+                "--component",
+                "billing",
+            ],
+            "unknown component \"billing\"",
+        ),
+        (
+            vec!["--starts", "tomorrow", "--ends", "2030-01-02T04:00:00Z"],
+            "--starts: time \"tomorrow\" is not RFC 3339",
+        ),
+    ] {
+        let mut full = vec!["maintenance", "schedule", "--name", "Upgrade"];
+        full.extend(args);
+        let output = lifeboat(&config, &full);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{full:?}: {}",
+            stderr(&output)
+        );
+        let err = stderr(&output);
+        assert!(err.contains(needle), "{full:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    let output = lifeboat(&config, &["maintenance", "start", "nosuchid"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("unknown maintenance nosuchid"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(lifeboat_ok(&config, &["maintenance", "list"]), "");
+    assert_eq!(
+        audit_entries(&config).len(),
+        audited,
+        "refusals are not audited"
+    );
+
+    let id = lifeboat_ok(
+        &config,
+        &[
+            "maintenance",
+            "schedule",
+            "--name",
+            "Database upgrade",
+            "--starts",
+            "2030-01-02T03:00:00Z",
+            "--ends",
+            "2030-01-02T05:30:00+01:00",
+            "--component",
+            "Issue tracker",
+            "--message",
+            "Tracker read-only for an hour.",
+            "--by",
+            "alice",
+        ],
+    )
+    .trim()
+    .to_string();
+    let listed: serde_json::Value =
+        serde_json::from_str(&lifeboat_ok(&config, &["maintenance", "list", "--json"]))
+            .expect("json");
+    assert_eq!(listed.as_array().expect("list").len(), 1, "{listed}");
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(listed[0]["status"], "scheduled");
+    assert_eq!(listed[0]["scheduled_for"], "2030-01-02T03:00:00.000000Z");
+    assert_eq!(listed[0]["scheduled_until"], "2030-01-02T04:30:00.000000Z");
+    let text = lifeboat_ok(&config, &["maintenance", "list"]);
+    assert!(text.starts_with(&format!("{id}  scheduled")), "{text}");
+    assert!(text.trim_end().ends_with("Database upgrade"), "{text}");
+
+    let upcoming = json_until(&base, "/api/v2/scheduled-maintenances/upcoming.json", |v| {
+        ids(v) == [id.clone()]
+    });
+    let page_id = upcoming["page"]["id"]
+        .as_str()
+        .expect("page id")
+        .to_string();
+    let m = &upcoming["scheduled_maintenances"][0];
+    let keys: std::collections::BTreeSet<&str> = m
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "id",
+            "name",
+            "status",
+            "created_at",
+            "updated_at",
+            "monitoring_at",
+            "resolved_at",
+            "impact",
+            "shortlink",
+            "started_at",
+            "page_id",
+            "incident_updates",
+            "components",
+            "scheduled_for",
+            "scheduled_until",
+        ]
+        .into_iter()
+        .collect(),
+        "{m}"
+    );
+    assert_eq!(m["name"], "Database upgrade");
+    assert_eq!(m["status"], "scheduled");
+    assert_eq!(m["impact"], "maintenance");
+    assert_eq!(m["page_id"], page_id.as_str());
+    assert!(
+        is_rfc3339(&m["created_at"]) && is_rfc3339(&m["updated_at"]),
+        "{m}"
+    );
+    assert_eq!(m["started_at"], serde_json::Value::Null);
+    assert_eq!(m["monitoring_at"], serde_json::Value::Null);
+    assert_eq!(m["resolved_at"], serde_json::Value::Null);
+    assert_eq!(m["scheduled_for"], "2030-01-02T03:00:00.000000Z");
+    assert_eq!(m["scheduled_until"], "2030-01-02T04:30:00.000000Z");
+    assert!(
+        m["shortlink"]
+            .as_str()
+            .expect("shortlink")
+            .ends_with(&format!("#maintenance-{id}")),
+        "{m}"
+    );
+    let updates = m["incident_updates"].as_array().expect("updates");
+    assert_eq!(updates.len(), 1, "{m}");
+    assert_eq!(updates[0]["status"], "scheduled");
+    assert_eq!(updates[0]["body"], "Tracker read-only for an hour.");
+    assert_eq!(updates[0]["incident_id"], id.as_str());
+    assert!(is_rfc3339(&updates[0]["created_at"]));
+    let components = m["components"].as_array().expect("components");
+    assert_eq!(components.len(), 1, "{m}");
+    assert_eq!(components[0]["name"], "Issue tracker");
+    assert_eq!(
+        components[0]["status"], "operational",
+        "not under maintenance yet"
+    );
+    assert_eq!(components[0]["page_id"], page_id.as_str());
+    assert_eq!(
+        ids(&get_json(
+            &base,
+            "/api/v2/scheduled-maintenances/active.json"
+        )),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        ids(&get_json(&base, "/api/v2/scheduled-maintenances.json")),
+        std::slice::from_ref(&id)
+    );
+    let summary = get_json(&base, "/api/v2/summary.json");
+    assert_eq!(ids(&summary), std::slice::from_ref(&id), "{summary}");
+    assert_eq!(summary["components"][0]["status"], "operational");
+    let (_, page) = http_get(&base, "/");
+    assert!(
+        page.contains("Scheduled maintenance") && page.contains("Database upgrade"),
+        "{page}"
+    );
+
+    // Started: active, its component under maintenance.
+    let out = lifeboat_ok(&config, &["maintenance", "start", &id, "--by", "bob"]);
+    assert_eq!(out.trim(), format!("{id} in_progress"));
+    let active = json_until(&base, "/api/v2/scheduled-maintenances/active.json", |v| {
+        ids(v) == [id.clone()]
+    });
+    let m = &active["scheduled_maintenances"][0];
+    assert_eq!(m["status"], "in_progress");
+    assert!(is_rfc3339(&m["started_at"]), "{m}");
+    assert_eq!(m["components"][0]["status"], "under_maintenance", "{m}");
+    let updates = m["incident_updates"].as_array().expect("updates");
+    assert_eq!(updates.len(), 2);
+    assert_eq!(updates[0]["status"], "in_progress", "newest first");
+    assert_eq!(
+        ids(&get_json(
+            &base,
+            "/api/v2/scheduled-maintenances/upcoming.json"
+        )),
+        Vec::<String>::new()
+    );
+    let summary = get_json(&base, "/api/v2/summary.json");
+    assert_eq!(ids(&summary), std::slice::from_ref(&id));
+    assert_eq!(
+        summary["components"][0]["status"], "under_maintenance",
+        "{summary}"
+    );
+    assert_eq!(summary["status"]["indicator"], "maintenance", "{summary}");
+    let components = get_json(&base, "/api/v2/components.json");
+    assert_eq!(components["components"][0]["status"], "under_maintenance");
+    let (_, page) = http_get(&base, "/");
+    assert!(page.contains("Maintenance in progress"), "{page}");
+    assert!(
+        page.contains("Under maintenance") || page.contains("under maintenance"),
+        "{page}"
+    );
+    // Starting twice is refused.
+    let output = lifeboat(&config, &["maintenance", "start", &id]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("is in_progress: it cannot become in_progress"),
+        "{}",
+        stderr(&output)
+    );
+
+    // Completed: history only; the component is operational again.
+    let out = lifeboat_ok(
+        &config,
+        &[
+            "maintenance",
+            "complete",
+            &id,
+            "--message",
+            "All done.",
+            "--by",
+            "bob",
+        ],
+    );
+    assert_eq!(out.trim(), format!("{id} completed"));
+    let all = json_until(&base, "/api/v2/scheduled-maintenances.json", |v| {
+        v["scheduled_maintenances"][0]["status"] == "completed"
+    });
+    let m = &all["scheduled_maintenances"][0];
+    assert!(is_rfc3339(&m["resolved_at"]), "{m}");
+    assert_eq!(m["incident_updates"][0]["body"], "All done.");
+    assert_eq!(m["components"][0]["status"], "operational");
+    assert_eq!(
+        ids(&get_json(
+            &base,
+            "/api/v2/scheduled-maintenances/active.json"
+        )),
+        Vec::<String>::new()
+    );
+    let summary = get_json(&base, "/api/v2/summary.json");
+    assert_eq!(ids(&summary), Vec::<String>::new());
+    assert_eq!(summary["status"]["indicator"], "none");
+    let before = lifeboat_ok(&config, &["maintenance", "list", "--json"]);
+    let audited = audit_entries(&config);
+    let output = lifeboat(&config, &["maintenance", "complete", &id]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("is completed: it cannot become completed"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(
+        lifeboat_ok(&config, &["maintenance", "list", "--json"]),
+        before
+    );
+    assert_eq!(audit_entries(&config), audited);
+
+    // Each change is audited with its actor.
+    let subject = format!("maintenance:{id}");
+    let changes: Vec<(String, String)> = audited
+        .iter()
+        .filter(|(_, _, s, _)| s == &subject)
+        .map(|(actor, action, _, _)| (actor.clone(), action.clone()))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("alice".to_string(), "maintenance-schedule".to_string()),
+            ("bob".to_string(), "maintenance-start".to_string()),
+            ("bob".to_string(), "maintenance-complete".to_string()),
+        ]
+    );
+    let out = lifeboat_ok(&config, &["audit", "verify", "--grace-seconds", "0"]);
+    assert!(out.contains("every entry is anchored"), "{out}");
+    terminate(&mut server);
+}
