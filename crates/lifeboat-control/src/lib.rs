@@ -11,7 +11,9 @@
 //!   lease, and tenant attributes (`campaigns`);
 //! - each source's capture lease: which capture may write its history (`leases`).
 //! - tenant contacts, read from the vault or imported, and each campaign's copy of its
-//!   tenants' contacts (`contacts`).
+//!   tenants' contacts (`contacts`);
+//! - the notification outbox: every message a change sends, written in the change's
+//!   transaction, with each delivery's state (`outbox`).
 //!
 //! Every operation is a method of [`ControlStore`].
 
@@ -24,6 +26,7 @@ mod ids;
 mod incidents;
 mod leases;
 mod lifecycle;
+pub mod outbox;
 mod store;
 mod words;
 
@@ -38,4 +41,7 @@ pub use incidents::{
 };
 pub use leases::{CaptureLease, LeaseGrant};
 pub use lifecycle::DeletedTenant;
+pub use outbox::{
+    ClaimPolicy, Delivery, DeliveryState, Notice, NoticeEvent, Recipient, RecipientKind,
+};
 pub use store::ControlStore;

@@ -117,7 +117,8 @@ CREATE TABLE IF NOT EXISTS campaign_contacts (campaign TEXT NOT NULL, tenant TEX
 ";
 
 /// A connection to the control store. Every operation is a method, defined beside its
-/// concept (audit.rs, applies.rs, lifecycle.rs, incidents.rs, campaigns.rs, contacts.rs).
+/// concept (audit.rs, applies.rs, lifecycle.rs, incidents.rs, campaigns.rs, contacts.rs,
+/// outbox.rs).
 pub struct ControlStore {
     pub(crate) db: Db,
 }
@@ -148,6 +149,7 @@ impl ControlStore {
             db.batch(STATUS_SCHEMA)?;
             db.batch(crate::leases::SCHEMA)?;
             db.batch(CONTACTS_SCHEMA)?;
+            db.batch(crate::outbox::SCHEMA)?;
             if let Ok(mut made) = MADE.lock() {
                 made.insert(url.to_string());
             }

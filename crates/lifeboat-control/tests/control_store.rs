@@ -144,6 +144,9 @@ contract!(on_sqlite, sqlite_store:
     acceptance_by_token_and_automatic,
     attributes_are_stored_and_replaced,
     contacts_by_origin_and_campaign_copies,
+    notices_commit_with_their_change,
+    deliveries_are_claimed_retried_and_dead,
+    concurrent_notifiers_never_share_a_delivery,
     status_version_moves_on_every_status_write,
     unknown_words_in_the_database_are_errors,
 );
@@ -174,6 +177,9 @@ contract!(on_postgres, postgres_store:
     acceptance_by_token_and_automatic,
     attributes_are_stored_and_replaced,
     contacts_by_origin_and_campaign_copies,
+    notices_commit_with_their_change,
+    deliveries_are_claimed_retried_and_dead,
+    concurrent_notifiers_never_share_a_delivery,
     status_version_moves_on_every_status_write,
     unknown_words_in_the_database_are_errors,
 );
@@ -187,9 +193,10 @@ mod contract {
     use serde_json::{json, Value as Json};
 
     use lifeboat_control::{
-        Applied, ApplyState, ApplyStatus, Campaign, CampaignTenant, ComponentStatus, Contact,
-        ContactOrigin, ControlStore, Entry, Impact, IncidentChange, IncidentStatus, LeaseGrant,
-        PendingWave, Stage, StoredSignature,
+        Applied, ApplyState, ApplyStatus, Campaign, CampaignTenant, ClaimPolicy, ComponentStatus,
+        Contact, ContactOrigin, ControlStore, DeliveryState, Entry, Impact, IncidentChange,
+        IncidentStatus, LeaseGrant, NoticeEvent, PendingWave, RecipientKind, Stage,
+        StoredSignature,
     };
     use lifeboat_core::{ErrorKind, Result};
 
@@ -276,7 +283,7 @@ mod contract {
             .map(|(i, t)| (t.to_string(), 10 * (i as i64 + 1)))
             .collect();
         store
-            .create_campaign(&campaign, &tenants)
+            .create_campaign(&campaign, &tenants, &[])
             .expect("create campaign");
         campaign
     }
@@ -529,7 +536,11 @@ mod contract {
             .expect("update");
         let c1 = campaign("c1", &incident, 4, lifeboat_core::time::now_us());
         store
-            .create_campaign(&c1, &[("t1".into(), 1), ("t2".into(), 2), ("t3".into(), 3)])
+            .create_campaign(
+                &c1,
+                &[("t1".into(), 1), ("t2".into(), 2), ("t3".into(), 3)],
+                &[],
+            )
             .expect("campaign");
         store.claim("w1", None, MINUTE_US).expect("claim");
         for (t, stage, reason) in [
@@ -2088,6 +2099,304 @@ mod contract {
         assert!(store.campaign_contacts("c2").expect("none").is_empty());
     }
 
+    /// (event, recipient kind, address, tenant) of every delivery, in the order written.
+    fn outbox(store: &mut ControlStore) -> Vec<(NoticeEvent, RecipientKind, String, String)> {
+        store
+            .deliveries(false)
+            .expect("deliveries")
+            .into_iter()
+            .map(|d| {
+                (
+                    d.event,
+                    d.recipient,
+                    d.address,
+                    d.tenant.unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    fn sent(
+        items: &[(NoticeEvent, RecipientKind, &str, &str)],
+    ) -> Vec<(NoticeEvent, RecipientKind, String, String)> {
+        items
+            .iter()
+            .map(|(e, r, a, t)| (*e, *r, a.to_string(), t.to_string()))
+            .collect()
+    }
+
+    pub fn notices_commit_with_their_change(new: New) {
+        use NoticeEvent::*;
+        use RecipientKind::{Contact as To, Operators};
+        let f = new();
+        let mut store = f.open();
+        let incident = incident(&mut store);
+        assert_eq!(
+            outbox(&mut store),
+            sent(&[(IncidentCreated, Operators, "", "")])
+        );
+        let contacts = [
+            contact("a", "ann@a.example", "Ann", ContactOrigin::Import),
+            contact("a", "ann@a.example", "Ann", ContactOrigin::Vault),
+            contact("a", "root@a.example", "Root", ContactOrigin::Vault),
+            contact("b", "bob@b.example", "Bob", ContactOrigin::Import),
+        ];
+        let c1 = campaign("c1", &incident, 1, lifeboat_core::time::now_us());
+        store
+            .create_campaign(&c1, &[("a".into(), 1), ("b".into(), 2)], &contacts)
+            .expect("campaign");
+        let queued: Vec<_> = store.deliveries(false).expect("deliveries")[1..].to_vec();
+        assert_eq!(
+            queued
+                .iter()
+                .map(|d| (d.address.as_str(), d.body["place"].as_i64()))
+                .collect::<Vec<_>>(),
+            [
+                ("ann@a.example", Some(1)),
+                ("root@a.example", Some(1)),
+                ("bob@b.example", Some(2))
+            ]
+        );
+        let token_a = tenant(&mut store, "c1", "a").token;
+        assert_eq!(queued[0].body["token"], json!(token_a));
+        assert_eq!(
+            queued[2].body["token"],
+            json!(tenant(&mut store, "c1", "b").token)
+        );
+        // A refused change enqueues nothing.
+        let before = outbox(&mut store).len();
+        usage_error(store.change_incident(
+            Some(&incident),
+            &IncidentChange {
+                message: "x".into(),
+                components: BTreeMap::from([("nope".into(), ComponentStatus::MajorOutage)]),
+                ..Default::default()
+            },
+            "ops",
+        ));
+        assert_eq!(outbox(&mut store).len(), before);
+        store
+            .change_incident(
+                Some(&incident),
+                &IncidentChange {
+                    status: IncidentStatus::Monitoring,
+                    message: "Restoring.".into(),
+                    ..Default::default()
+                },
+                "ops",
+            )
+            .expect("update");
+        // A claim tells the first tenant's contacts; its end tells them again.
+        store.claim("w1", None, MINUTE_US).expect("claim");
+        assert!(store
+            .set_stage("w1", "c1", "a", Stage::AwaitingAcceptance, None, Some(3))
+            .expect("stage"));
+        assert!(store.accept(&token_a).expect("accept"));
+        assert_eq!(
+            outbox(&mut store)[before..],
+            sent(&[
+                (IncidentUpdated, Operators, "", ""),
+                (IncidentUpdated, To, "ann@a.example", "a"),
+                (IncidentUpdated, To, "root@a.example", "a"),
+                (IncidentUpdated, To, "bob@b.example", "b"),
+                (StageRestoring, To, "ann@a.example", "a"),
+                (StageRestoring, To, "root@a.example", "a"),
+                (StageAwaitingAcceptance, To, "ann@a.example", "a"),
+                (StageAwaitingAcceptance, To, "root@a.example", "a"),
+                (StageRestored, To, "ann@a.example", "a"),
+                (StageRestored, To, "root@a.example", "a"),
+            ])[..]
+        );
+        // A reminder once per tenant and wait.
+        store.claim("w1", None, MINUTE_US).expect("claim b");
+        assert!(store
+            .set_stage("w1", "c1", "b", Stage::AwaitingAcceptance, None, Some(3))
+            .expect("stage"));
+        let before = outbox(&mut store).len();
+        assert_eq!(store.enqueue_reminders(MINUTE_US).expect("not yet"), 0);
+        assert_eq!(store.enqueue_reminders(0).expect("due"), 1);
+        assert_eq!(store.enqueue_reminders(0).expect("once"), 0);
+        assert_eq!(
+            outbox(&mut store)[before..],
+            sent(&[(AcceptanceReminder, To, "bob@b.example", "b")])[..]
+        );
+        // Operator notices are copied once per endpoint.
+        let endpoints = strings(&["http://one.example/hook", "http://two.example/hook"]);
+        assert_eq!(
+            store.expand_operator_notices(&endpoints).expect("expand"),
+            4
+        );
+        assert_eq!(store.expand_operator_notices(&endpoints).expect("again"), 0);
+        let operator: Vec<_> = store
+            .deliveries(false)
+            .expect("deliveries")
+            .into_iter()
+            .filter(|d| d.recipient == RecipientKind::Operator)
+            .map(|d| {
+                (
+                    d.event,
+                    d.address,
+                    d.body["incident"]["updates"].as_array().map(Vec::len),
+                )
+            })
+            .collect();
+        assert_eq!(
+            operator,
+            [
+                (
+                    IncidentCreated,
+                    "http://one.example/hook".to_string(),
+                    Some(1)
+                ),
+                (
+                    IncidentCreated,
+                    "http://two.example/hook".to_string(),
+                    Some(1)
+                ),
+                (
+                    IncidentUpdated,
+                    "http://one.example/hook".to_string(),
+                    Some(2)
+                ),
+                (
+                    IncidentUpdated,
+                    "http://two.example/hook".to_string(),
+                    Some(2)
+                ),
+            ]
+        );
+    }
+
+    pub fn deliveries_are_claimed_retried_and_dead(new: New) {
+        let f = new();
+        let mut store = f.open();
+        incident(&mut store);
+        store
+            .expand_operator_notices(&strings(&["http://one.example/hook"]))
+            .expect("expand");
+        let policy = ClaimPolicy {
+            lease_us: MINUTE_US,
+            batch: 16,
+        };
+        let claimed = store.claim_deliveries("n1", policy).expect("claim");
+        assert_eq!(claimed.len(), 1);
+        let id = claimed[0].id.clone();
+        assert_eq!(claimed[0].attempts, 1);
+        // Claimed: nobody else gets it while the claim holds.
+        assert!(store
+            .claim_deliveries("n2", policy)
+            .expect("none")
+            .is_empty());
+        assert!(!store.delivered("n2", &id).expect("not n2's"));
+        let later = lifeboat_core::time::now_us() + MINUTE_US;
+        assert!(store
+            .delivery_failed("n1", &id, "connection refused", later, false)
+            .expect("failed"));
+        assert!(store
+            .claim_deliveries("n1", policy)
+            .expect("not due")
+            .is_empty());
+        let d = store.delivery(&id).expect("read").expect("there");
+        assert_eq!(
+            (d.state, d.attempts, d.last_error.as_deref()),
+            (DeliveryState::Pending, 1, Some("connection refused"))
+        );
+        usage_error(store.retry_delivery(&id, "ops"));
+        // Due again now; a claim that runs out is claimed again, same id.
+        f.raw("UPDATE outbox SET next_at_us = 0");
+        let lapsed = ClaimPolicy {
+            lease_us: -1,
+            batch: 16,
+        };
+        assert_eq!(
+            store.claim_deliveries("n1", lapsed).expect("claim")[0].id,
+            id
+        );
+        let again = store.claim_deliveries("n2", policy).expect("lapsed");
+        assert_eq!((again[0].id.as_str(), again[0].attempts), (id.as_str(), 3));
+        assert!(!store.delivered("n1", &id).expect("lost its claim"));
+        assert!(store
+            .delivery_failed("n2", &id, "HTTP 500", 0, true)
+            .expect("dead"));
+        let dead = store.deliveries(true).expect("dead");
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 500"));
+        usage_error(store.retry_delivery("nope", "ops"));
+        store.retry_delivery(&id, "ops").expect("retry");
+        assert!(store.deliveries(true).expect("none dead").is_empty());
+        assert!(store
+            .has_entry("notification-retry", &format!("notification:{id}"))
+            .expect("audited"));
+        let claimed = store.claim_deliveries("n1", policy).expect("claim");
+        assert_eq!(
+            (claimed[0].id.as_str(), claimed[0].attempts),
+            (id.as_str(), 1)
+        );
+        assert!(store.delivered("n1", &id).expect("sent"));
+        let d = store.delivery(&id).expect("read").expect("there");
+        assert_eq!(d.state, DeliveryState::Sent);
+        assert!(d.sent_at.is_some());
+        assert!(store
+            .claim_deliveries("n1", policy)
+            .expect("nothing")
+            .is_empty());
+    }
+
+    pub fn concurrent_notifiers_never_share_a_delivery(new: New) {
+        let f = new();
+        let mut store = f.open();
+        let incident = incident(&mut store);
+        for i in 0..15 {
+            store
+                .change_incident(
+                    Some(&incident),
+                    &IncidentChange {
+                        message: format!("Update {i}."),
+                        ..Default::default()
+                    },
+                    "ops",
+                )
+                .expect("update");
+        }
+        store
+            .expand_operator_notices(&strings(&["http://a.example/", "http://b.example/"]))
+            .expect("expand");
+        let policy = ClaimPolicy {
+            lease_us: MINUTE_US,
+            batch: 3,
+        };
+        let claimed: Vec<Vec<String>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..4)
+                .map(|n| {
+                    let f = &f;
+                    scope.spawn(move || {
+                        let mut store = f.open();
+                        let mut mine = Vec::new();
+                        loop {
+                            let batch = store
+                                .claim_deliveries(&format!("n{n}"), policy)
+                                .expect("claim");
+                            if batch.is_empty() {
+                                return mine;
+                            }
+                            for d in batch {
+                                assert!(store.delivered(&format!("n{n}"), &d.id).expect("sent"));
+                                mine.push(d.id);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("worker"))
+                .collect()
+        });
+        let all: Vec<&String> = claimed.iter().flatten().collect();
+        let distinct: BTreeSet<&String> = all.iter().copied().collect();
+        assert_eq!((all.len(), distinct.len()), (32, 32));
+    }
+
     pub fn status_version_moves_on_every_status_write(new: New) {
         let f = new();
         let mut store = f.open();
@@ -2132,6 +2441,7 @@ mod contract {
             .create_campaign(
                 &campaign("c1", &id, 2, lifeboat_core::time::now_us()),
                 &[("t1".to_string(), 1), ("t2".to_string(), 1)],
+                &[],
             )
             .expect("campaign");
         moved(&mut store, "create_campaign");
