@@ -370,8 +370,9 @@ impl ControlStore {
 }
 
 /// Enqueue what an incident change tells, inside its transaction: the incident as it now
-/// is (with every update) to the operator webhooks, and the update to each contact of each
-/// tenant of the incident's campaigns, with that tenant's private link.
+/// is (with every update) to the operator webhooks, the update to each contact of each
+/// tenant of the incident's campaigns, with that tenant's private link, and to each
+/// confirmed subscriber of the incident's components.
 fn incident_notices(db: &mut Db, id: &str, update: &str, event: NoticeEvent) -> Result<()> {
     let incident = load_incidents(db, Some(id))?
         .pop()
@@ -409,6 +410,11 @@ fn incident_notices(db: &mut Db, id: &str, update: &str, event: NoticeEvent) -> 
             });
         }
     }
+    let whole = serde_json::to_value(&incident)
+        .map_err(|e| Error::source(format!("incident {id}: {e}")))?;
+    notices.extend(crate::subscribers::subscriber_notices(
+        db, &whole, id, update, event, &summary,
+    )?);
     enqueue(db, &notices)?;
     Ok(())
 }

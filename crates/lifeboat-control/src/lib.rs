@@ -13,7 +13,9 @@
 //! - tenant contacts, read from the vault or imported, and each campaign's copy of its
 //!   tenants' contacts (`contacts`);
 //! - the notification outbox: every message a change sends, written in the change's
-//!   transaction, with each delivery's state (`outbox`).
+//!   transaction, with each delivery's state (`outbox`);
+//! - subscribers to incident messages, with double opt-in (`subscribers`), and support
+//!   requests matched to tenants by their contacts (`support`).
 //!
 //! Every operation is a method of [`ControlStore`].
 
@@ -28,6 +30,8 @@ mod leases;
 mod lifecycle;
 pub mod outbox;
 mod store;
+mod subscribers;
+mod support;
 mod words;
 
 pub use applies::{Applied, ApplyState, ApplyStatus, PendingWave, StoredSignature};
@@ -45,3 +49,7 @@ pub use outbox::{
     ClaimPolicy, Delivery, DeliveryState, Notice, NoticeEvent, Recipient, RecipientKind,
 };
 pub use store::ControlStore;
+pub use subscribers::{valid_email, Subscribed, Subscriber, SubscriberKind, SubscriberState};
+pub use support::{
+    SupportInput, SupportMatch, SupportRequest, FREE_MAIL_DOMAINS, MAX_MESSAGE_BYTES,
+};

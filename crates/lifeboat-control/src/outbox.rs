@@ -53,6 +53,12 @@ vocabulary! {
         StageFailed = "stage_failed",
         /// A tenant has awaited acceptance for `remind_after_minutes`.
         AcceptanceReminder = "acceptance_reminder",
+        /// Someone subscribed on the public page: the link that confirms it.
+        SubscriptionConfirmation = "subscription_confirmation",
+        /// Someone wrote to `/support` (to the operator webhooks).
+        SupportRequest = "support_request",
+        /// A support request matched a campaign tenant's contact: its stage and link.
+        SupportReply = "support_reply",
     }
 }
 
