@@ -145,6 +145,8 @@ contract!(on_sqlite, sqlite_store:
     attributes_are_stored_and_replaced,
     contacts_by_origin_and_campaign_copies,
     notices_commit_with_their_change,
+    subscribers_hear_incidents_once_confirmed,
+    support_requests_match_by_address_and_domain,
     deliveries_are_claimed_retried_and_dead,
     concurrent_notifiers_never_share_a_delivery,
     status_version_moves_on_every_status_write,
@@ -178,6 +180,8 @@ contract!(on_postgres, postgres_store:
     attributes_are_stored_and_replaced,
     contacts_by_origin_and_campaign_copies,
     notices_commit_with_their_change,
+    subscribers_hear_incidents_once_confirmed,
+    support_requests_match_by_address_and_domain,
     deliveries_are_claimed_retried_and_dead,
     concurrent_notifiers_never_share_a_delivery,
     status_version_moves_on_every_status_write,
@@ -2123,6 +2127,253 @@ mod contract {
             .iter()
             .map(|(e, r, a, t)| (*e, *r, a.to_string(), t.to_string()))
             .collect()
+    }
+
+    pub fn subscribers_hear_incidents_once_confirmed(new: New) {
+        use lifeboat_control::{Subscribed, SubscriberKind, SubscriberState};
+        let f = new();
+        let mut store = f.open();
+        let first = incident(&mut store);
+        let components = store.components().expect("components");
+        let wiki = components
+            .iter()
+            .find(|c| c.source == "wiki")
+            .expect("wiki")
+            .id
+            .clone();
+        let page = "https://status.example";
+        assert_eq!(
+            store
+                .subscribe("Pat@X.example", &[], page)
+                .expect("subscribe"),
+            Subscribed::ConfirmationSent
+        );
+        assert_eq!(
+            store
+                .subscribe("quinn@x.example", std::slice::from_ref(&wiki), page)
+                .expect("subscribe"),
+            Subscribed::ConfirmationSent
+        );
+        let bad = store
+            .subscribe("nobody", &[], page)
+            .expect_err("not an address");
+        assert_eq!(bad.kind(), ErrorKind::Usage);
+        let unknown = store
+            .subscribe("r@x.example", &strings(&["nosuch"]), page)
+            .expect_err("unknown component");
+        assert_eq!(unknown.kind(), ErrorKind::Usage);
+        let confirmations: Vec<Json> = store
+            .deliveries(false)
+            .expect("deliveries")
+            .into_iter()
+            .filter(|d| d.event == NoticeEvent::SubscriptionConfirmation)
+            .map(|d| d.body)
+            .collect();
+        assert_eq!(confirmations.len(), 2);
+        let token = |body: &Json, key: &str| -> String {
+            body[key]
+                .as_str()
+                .expect("url")
+                .rsplit('=')
+                .next()
+                .expect("token")
+                .to_string()
+        };
+        assert!(!store.confirm_subscription("0000").expect("unknown"));
+        for body in &confirmations {
+            assert!(store
+                .confirm_subscription(&token(body, "confirm_url"))
+                .expect("confirm"));
+        }
+        assert_eq!(
+            store.subscribe("pat@x.example", &[], page).expect("again"),
+            Subscribed::AlreadyConfirmed
+        );
+        let hook = store
+            .add_subscriber(
+                SubscriberKind::Webhook,
+                "https://hooks.example/h",
+                &[],
+                page,
+                "ops",
+            )
+            .expect("webhook");
+        let twice = store
+            .add_subscriber(
+                SubscriberKind::Webhook,
+                "https://hooks.example/h",
+                &[],
+                page,
+                "ops",
+            )
+            .expect_err("twice");
+        assert!(twice.to_string().contains(&hook), "{twice}");
+        store
+            .change_incident(
+                Some(&first),
+                &IncidentChange {
+                    name: None,
+                    status: IncidentStatus::Monitoring,
+                    impact: None,
+                    message: "Watching.".into(),
+                    components: BTreeMap::from([(
+                        "wiki".to_string(),
+                        ComponentStatus::DegradedPerformance,
+                    )]),
+                },
+                "ops",
+            )
+            .expect("update");
+        let to_subscribers =
+            |store: &mut ControlStore| -> Vec<(NoticeEvent, RecipientKind, String)> {
+                store
+                    .deliveries(false)
+                    .expect("deliveries")
+                    .into_iter()
+                    .filter(|d| {
+                        matches!(d.recipient, RecipientKind::Address | RecipientKind::Webhook)
+                            && d.event != NoticeEvent::SubscriptionConfirmation
+                    })
+                    .map(|d| (d.event, d.recipient, d.address))
+                    .collect()
+            };
+        assert_eq!(
+            to_subscribers(&mut store),
+            [
+                (
+                    NoticeEvent::IncidentUpdated,
+                    RecipientKind::Address,
+                    "pat@x.example".into()
+                ),
+                (
+                    NoticeEvent::IncidentUpdated,
+                    RecipientKind::Address,
+                    "quinn@x.example".into()
+                ),
+                (
+                    NoticeEvent::IncidentUpdated,
+                    RecipientKind::Webhook,
+                    "https://hooks.example/h".into()
+                ),
+            ]
+        );
+        // Unsubscribed, removed, or of another component: nothing more.
+        assert!(store
+            .unsubscribe(&token(&confirmations[0], "list_unsubscribe"))
+            .expect("unsubscribe"));
+        store.remove_subscriber(&hook, "ops").expect("remove");
+        let second = incident(&mut store);
+        assert_eq!(to_subscribers(&mut store).len(), 3, "{second}");
+        let states: Vec<(String, SubscriberState)> = store
+            .subscribers()
+            .expect("subscribers")
+            .into_iter()
+            .map(|s| (s.address, s.state))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("pat@x.example".to_string(), SubscriberState::Unsubscribed),
+                ("quinn@x.example".to_string(), SubscriberState::Confirmed),
+            ]
+        );
+        assert!(store
+            .has_entry("subscriber-add", &format!("subscriber:{hook}"))
+            .expect("audit"));
+        assert!(store
+            .has_entry("subscriber-remove", &format!("subscriber:{hook}"))
+            .expect("audit"));
+    }
+
+    pub fn support_requests_match_by_address_and_domain(new: New) {
+        use lifeboat_control::SupportInput;
+        let f = new();
+        let mut store = f.open();
+        let c = start(&mut store, "c1", 2, 1_000, &["a", "b"]);
+        store
+            .import_contacts(&[
+                contact("a", "ann@a.example", "Ann", ContactOrigin::Import),
+                contact("b", "bob@b.example", "Bob", ContactOrigin::Import),
+                contact("z", "zed@gmail.com", "Zed", ContactOrigin::Import),
+            ])
+            .expect("contacts");
+        let ask = |store: &mut ControlStore, email: &str| {
+            store
+                .file_support_request(&SupportInput {
+                    email: email.into(),
+                    message: "Help".into(),
+                    ..SupportInput::default()
+                })
+                .expect("filed")
+        };
+        let by_email = ask(&mut store, "ANN@a.example");
+        let by_domain = ask(&mut store, "carol@b.example");
+        let free = ask(&mut store, "someone@gmail.com");
+        let none = ask(&mut store, "x@elsewhere.example");
+        let matches = |store: &mut ControlStore, id: &str| -> Vec<(String, String, String)> {
+            store
+                .support_request(id)
+                .expect("read")
+                .expect("there")
+                .matches
+                .into_iter()
+                .map(|m| (m.tenant, m.contact, m.by))
+                .collect()
+        };
+        assert_eq!(
+            matches(&mut store, &by_email),
+            [("a".into(), "ann@a.example".into(), "email".into())]
+        );
+        assert_eq!(
+            matches(&mut store, &by_domain),
+            [("b".into(), "bob@b.example".into(), "domain".into())]
+        );
+        assert!(matches(&mut store, &free).is_empty());
+        let unmatched: Vec<String> = store
+            .support_requests(true)
+            .expect("list")
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(unmatched, [none, free]);
+        let tokens = tenants_of(&mut store, &c.id);
+        let replies: Vec<(String, String, String)> = store
+            .deliveries(false)
+            .expect("deliveries")
+            .into_iter()
+            .filter(|d| d.event == NoticeEvent::SupportReply)
+            .map(|d| {
+                (
+                    d.address,
+                    d.tenant.unwrap_or_default(),
+                    d.body["token"].as_str().expect("token").to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            replies,
+            [
+                (
+                    "ann@a.example".into(),
+                    "a".into(),
+                    tokens["a"].token.clone()
+                ),
+                (
+                    "bob@b.example".into(),
+                    "b".into(),
+                    tokens["b"].token.clone()
+                ),
+            ]
+        );
+        let empty = store
+            .file_support_request(&SupportInput {
+                email: "ann@a.example".into(),
+                message: "  ".into(),
+                ..SupportInput::default()
+            })
+            .expect_err("no message");
+        assert_eq!(empty.kind(), ErrorKind::Usage);
+        assert_eq!(store.support_requests(false).expect("list").len(), 4);
     }
 
     pub fn notices_commit_with_their_change(new: New) {
