@@ -331,6 +331,28 @@ fn subscribers_opt_in_unsubscribe_by_button_and_are_rate_limited() {
             "ops",
         ],
     );
+    // Bad input is refused with exit 2 and adds nothing.
+    for bad in [
+        &["subscribers", "add", "--email", "not-an-address"][..],
+        &["subscribers", "add", "--webhook", "ftp://x.example/h"],
+        &[
+            "subscribers",
+            "add",
+            "--webhook",
+            "http://x.example/h",
+            "--component",
+            "nosuch",
+        ],
+        &["subscribers", "add", "--webhook", "http://127.0.0.1:9/hook"],
+        &["subscribers", "remove", "nosuchid"],
+    ] {
+        let out = lifeboat(&config, bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", stderr(&out));
+    }
+    let listed: Value =
+        serde_json::from_str(&lifeboat_ok(&config, &["subscribers", "list", "--json"]))
+            .expect("json");
+    assert_eq!(listed.as_array().expect("array").len(), 3, "{listed}");
     let (status, _, created) = request(
         &base,
         "POST",
