@@ -159,51 +159,57 @@ impl ControlStore {
         let (_, at) = now();
         self.db.transaction(|db| {
             let components = known_components(db, components)?;
-            let existing = db.query_one(
-                "SELECT id, state FROM subscribers WHERE kind = 'email' AND address = ?1",
-                &[email.as_str().into()],
-            )?;
             let confirm = new_token()?;
             let unsubscribe = new_token()?;
-            let id = match existing {
-                Some(r) if r.word::<SubscriberState>(1)? == SubscriberState::Confirmed => {
+            // A new address is inserted; one already there (perhaps by a request a moment
+            // ago, on another connection) is read under a row lock and renewed.
+            let fresh = new_id()?;
+            let inserted = db.execute(
+                "INSERT INTO subscribers (id, kind, address, components, state,
+                     confirm_token, unsubscribe_token, page_url, created_at)
+                 VALUES (?1, 'email', ?2, ?3, 'pending', ?4, ?5, ?6, ?7)
+                 ON CONFLICT (kind, address) DO NOTHING",
+                &[
+                    fresh.as_str().into(),
+                    email.as_str().into(),
+                    components_json(&components).into(),
+                    confirm.as_str().into(),
+                    unsubscribe.as_str().into(),
+                    page_url.into(),
+                    at.as_str().into(),
+                ],
+            )?;
+            let id = if inserted == 1 {
+                fresh
+            } else {
+                let lock = db.lock();
+                let existing = db
+                    .query_one(
+                        &format!(
+                            "SELECT id, state FROM subscribers
+                             WHERE kind = 'email' AND address = ?1{lock}"
+                        ),
+                        &[email.as_str().into()],
+                    )?
+                    .ok_or_else(|| Error::source("control store: a subscriber vanished"))?;
+                if existing.word::<SubscriberState>(1)? == SubscriberState::Confirmed {
                     return Ok(Subscribed::AlreadyConfirmed);
                 }
-                Some(r) => {
-                    let id = r.text(0)?;
-                    db.execute(
-                        "UPDATE subscribers SET state = 'pending', components = ?2,
-                             confirm_token = ?3, unsubscribe_token = ?4, page_url = ?5,
-                             unsubscribed_at = NULL
-                         WHERE id = ?1",
-                        &[
-                            id.as_str().into(),
-                            components_json(&components).into(),
-                            confirm.as_str().into(),
-                            unsubscribe.as_str().into(),
-                            page_url.into(),
-                        ],
-                    )?;
-                    id
-                }
-                None => {
-                    let id = new_id()?;
-                    db.execute(
-                        "INSERT INTO subscribers (id, kind, address, components, state,
-                             confirm_token, unsubscribe_token, page_url, created_at)
-                         VALUES (?1, 'email', ?2, ?3, 'pending', ?4, ?5, ?6, ?7)",
-                        &[
-                            id.as_str().into(),
-                            email.as_str().into(),
-                            components_json(&components).into(),
-                            confirm.as_str().into(),
-                            unsubscribe.as_str().into(),
-                            page_url.into(),
-                            at.as_str().into(),
-                        ],
-                    )?;
-                    id
-                }
+                let id = existing.text(0)?;
+                db.execute(
+                    "UPDATE subscribers SET state = 'pending', components = ?2,
+                         confirm_token = ?3, unsubscribe_token = ?4, page_url = ?5,
+                         unsubscribed_at = NULL
+                     WHERE id = ?1",
+                    &[
+                        id.as_str().into(),
+                        components_json(&components).into(),
+                        confirm.as_str().into(),
+                        unsubscribe.as_str().into(),
+                        page_url.into(),
+                    ],
+                )?;
+                id
             };
             let page = page_url.trim_end_matches('/');
             enqueue(

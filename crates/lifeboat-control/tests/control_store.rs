@@ -146,6 +146,7 @@ contract!(on_sqlite, sqlite_store:
     contacts_by_origin_and_campaign_copies,
     notices_commit_with_their_change,
     subscribers_hear_incidents_once_confirmed,
+    concurrent_subscriptions_of_one_address_make_one_subscriber,
     support_requests_match_by_address_and_domain,
     deliveries_are_claimed_retried_and_dead,
     concurrent_notifiers_never_share_a_delivery,
@@ -181,6 +182,7 @@ contract!(on_postgres, postgres_store:
     contacts_by_origin_and_campaign_copies,
     notices_commit_with_their_change,
     subscribers_hear_incidents_once_confirmed,
+    concurrent_subscriptions_of_one_address_make_one_subscriber,
     support_requests_match_by_address_and_domain,
     deliveries_are_claimed_retried_and_dead,
     concurrent_notifiers_never_share_a_delivery,
@@ -2283,6 +2285,35 @@ mod contract {
         assert!(store
             .has_entry("subscriber-remove", &format!("subscriber:{hook}"))
             .expect("audit"));
+    }
+
+    pub fn concurrent_subscriptions_of_one_address_make_one_subscriber(new: New) {
+        let f = new();
+        f.open();
+        let url = f.url.clone();
+        let threads: Vec<_> = (0..6)
+            .map(|_| {
+                let url = url.clone();
+                std::thread::spawn(move || {
+                    ControlStore::open(&url)
+                        .expect("open")
+                        .subscribe("same@x.example", &[], "https://status.example")
+                        .map(|_| ())
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join()
+                .expect("thread")
+                .expect("every request is answered");
+        }
+        let mut store = f.open();
+        let subscribers = store.subscribers().expect("subscribers");
+        assert_eq!(subscribers.len(), 1);
+        assert_eq!(
+            subscribers[0].state,
+            lifeboat_control::SubscriberState::Pending
+        );
     }
 
     pub fn support_requests_match_by_address_and_domain(new: New) {
