@@ -12,6 +12,7 @@ mod output;
 mod restore;
 mod signal;
 mod source;
+mod subscribers;
 mod tenant;
 mod vault;
 
@@ -95,6 +96,10 @@ enum Command {
     Worker(campaign::WorkerArgs),
     /// Serve the status page, private tenant pages and the operator API.
     Serve(campaign::ServeArgs),
+    /// Subscribers to incident messages: add (webhooks, addresses), list, remove.
+    Subscribers(subscribers::Args),
+    /// Support requests written to the status server's `/support`: list, show.
+    Support(subscribers::SupportArgs),
 }
 
 fn main() -> ExitCode {
@@ -156,6 +161,8 @@ fn main() -> ExitCode {
             Command::Contacts(args) => contacts::run(config_path, args).await,
             Command::Worker(args) => campaign::worker(config_path, args).await,
             Command::Serve(args) => campaign::serve(config_path, args).await,
+            Command::Subscribers(args) => subscribers::subscribers(config_path, args).await,
+            Command::Support(args) => subscribers::support(config_path, args).await,
         }
     });
     match result {

@@ -9,8 +9,10 @@ use serde::Serialize;
 use lifeboat_core::{Error, Result};
 
 use crate::audit::{write_audited, write_entries, Entry};
+use crate::contacts::{record_campaign_contacts, Contact};
 use crate::db::{Row, Val};
 use crate::ids::new_token;
+use crate::outbox::{queue_place, tenant_notices, NoticeEvent};
 use crate::store::{now, ControlStore};
 use crate::words::vocabulary;
 
@@ -115,12 +117,14 @@ pub struct Acceptance {
 }
 
 impl ControlStore {
-    /// Start a campaign over `tenants` (in priority order, with their user counts),
-    /// audited (`campaign` of `campaign:ID`, by its creator).
+    /// Start a campaign over `tenants` (in priority order, with their user counts), with
+    /// the copy it keeps of their `contacts`, audited (`campaign` of `campaign:ID`, by its
+    /// creator); each tenant's contacts are told it is queued, with its place.
     pub fn create_campaign(
         &mut self,
         campaign: &Campaign,
         tenants: &[(String, i64)],
+        contacts: &[Contact],
     ) -> Result<()> {
         let mut tokens = Vec::with_capacity(tenants.len());
         for _ in tenants {
@@ -167,6 +171,18 @@ impl ControlStore {
                         "priority": campaign.priority, "batch_size": campaign.batch_size}),
                 )],
             )?;
+            record_campaign_contacts(db, &campaign.id, contacts)?;
+            for (rank, (tenant, _)) in tenants.iter().enumerate() {
+                tenant_notices(
+                    db,
+                    &campaign.id,
+                    tenant,
+                    NoticeEvent::StageQueued,
+                    serde_json::json!({"stage": "queued", "place": rank + 1,
+                        "tenants": tenants.len()}),
+                    "start",
+                )?;
+            }
             Ok(())
         })
     }
@@ -283,6 +299,18 @@ impl ControlStore {
                 .map(tenant_row)
                 .collect::<Result<_>>()?;
             for t in &tenants {
+                // The first attempt of a round tells the tenant's contacts; a claim after
+                // a failed attempt or a takeover does not.
+                if t.stage == Stage::Queued && t.attempts == 0 {
+                    tenant_notices(
+                        db,
+                        &t.campaign,
+                        &t.tenant,
+                        NoticeEvent::StageRestoring,
+                        serde_json::json!({"stage": "restoring"}),
+                        &format!("{now_us}"),
+                    )?;
+                }
                 db.execute(
                     "UPDATE campaign_tenants SET stage = 'restoring', worker = ?3,
                          lease_until_us = ?4, attempts = attempts + 1,
@@ -389,6 +417,19 @@ impl ControlStore {
                         details,
                     )],
                 )?;
+                let event = match stage {
+                    Stage::AwaitingAcceptance => NoticeEvent::StageAwaitingAcceptance,
+                    Stage::Restored => NoticeEvent::StageRestored,
+                    _ => NoticeEvent::StageFailed,
+                };
+                tenant_notices(
+                    db,
+                    campaign,
+                    tenant,
+                    event,
+                    serde_json::json!({"stage": stage}),
+                    &format!("{now_us}"),
+                )?;
             }
             Ok(n == 1)
         })
@@ -427,6 +468,18 @@ impl ControlStore {
                 if n == 1 {
                     queued.push(tenant.clone());
                 }
+            }
+            let (now_us, _) = now();
+            for tenant in &queued {
+                let place = queue_place(db, campaign, tenant)?;
+                tenant_notices(
+                    db,
+                    campaign,
+                    tenant,
+                    NoticeEvent::StageQueued,
+                    serde_json::json!({"stage": "queued", "place": place}),
+                    &format!("retry-{now_us}"),
+                )?;
             }
             if !queued.is_empty() {
                 write_audited(
@@ -485,6 +538,14 @@ impl ControlStore {
                     serde_json::json!({"campaign": campaign, "automatic": false}),
                 )],
             )?;
+            tenant_notices(
+                db,
+                &campaign,
+                &tenant,
+                NoticeEvent::StageRestored,
+                serde_json::json!({"stage": "restored", "accepted": "customer"}),
+                "accepted",
+            )?;
             Ok(true)
         })
     }
@@ -536,6 +597,16 @@ impl ControlStore {
                 ));
             }
             write_entries(db, &entries)?;
+            for (campaign, tenant) in &due {
+                tenant_notices(
+                    db,
+                    campaign,
+                    tenant,
+                    NoticeEvent::StageRestored,
+                    serde_json::json!({"stage": "restored", "accepted": "automatic"}),
+                    "accepted",
+                )?;
+            }
             Ok(due.len() as u64)
         })
     }

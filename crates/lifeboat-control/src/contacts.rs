@@ -133,28 +133,11 @@ impl ControlStore {
         rows.iter().map(contact).collect()
     }
 
-    /// Keep `contacts` with campaign `campaign`, as they are now.
+    /// Keep `contacts` with campaign `campaign`, as they are now (more of them, after the
+    /// campaign started: they hear of the changes from then on).
     pub fn record_campaign_contacts(&mut self, campaign: &str, contacts: &[Contact]) -> Result<()> {
-        self.db.transaction(|db| {
-            for c in contacts {
-                db.execute(
-                    &format!(
-                        "INSERT INTO campaign_contacts (campaign, {COLUMNS}) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING"
-                    ),
-                    &[
-                        campaign.into(),
-                        Val::from(&c.tenant),
-                        Val::from(&c.email),
-                        Val::from(c.name.clone()),
-                        Val::from(c.locale.clone()),
-                        Val::from(c.origin.as_str()),
-                        Val::from(c.read_at.clone()),
-                    ],
-                )?;
-            }
-            Ok(())
-        })
+        self.db
+            .transaction(|db| record_campaign_contacts(db, campaign, contacts))
     }
 
     /// The contacts campaign `campaign` keeps, by tenant, origin and email.
@@ -171,4 +154,30 @@ impl ControlStore {
             .map(contact)
             .collect()
     }
+}
+
+/// Keep `contacts` with `campaign`, inside the caller's transaction.
+pub(crate) fn record_campaign_contacts(
+    db: &mut Db,
+    campaign: &str,
+    contacts: &[Contact],
+) -> Result<()> {
+    for c in contacts {
+        db.execute(
+            &format!(
+                "INSERT INTO campaign_contacts (campaign, {COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING"
+            ),
+            &[
+                campaign.into(),
+                Val::from(&c.tenant),
+                Val::from(&c.email),
+                Val::from(c.name.clone()),
+                Val::from(c.locale.clone()),
+                Val::from(c.origin.as_str()),
+                Val::from(c.read_at.clone()),
+            ],
+        )?;
+    }
+    Ok(())
 }

@@ -8,8 +8,9 @@ use serde::Serialize;
 use lifeboat_core::{Error, Result};
 
 use crate::audit::{write_audited, Entry};
-use crate::db::Val;
+use crate::db::{Db, Val};
 use crate::ids::new_id;
+use crate::outbox::{enqueue, tenant_contacts, Notice, NoticeEvent, Recipient};
 use crate::store::{now, ControlStore};
 use crate::words::vocabulary;
 
@@ -347,84 +348,140 @@ impl ControlStore {
                 )?;
             }
             write_audited(db, std::slice::from_ref(&entry))?;
+            let event = match (&existing, resolving) {
+                (None, _) => NoticeEvent::IncidentCreated,
+                (Some(_), true) => NoticeEvent::IncidentResolved,
+                (Some(_), false) => NoticeEvent::IncidentUpdated,
+            };
+            incident_notices(db, &incident_id, &update_id, event)?;
             Ok(())
         })?;
         Ok(incident_id)
     }
 
     pub fn incident(&mut self, id: &str) -> Result<Option<Incident>> {
-        Ok(self.load_incidents(Some(id))?.pop())
+        Ok(load_incidents(&mut self.db, Some(id))?.pop())
     }
 
     /// Every incident, newest first, with its updates (newest first) and components.
     pub fn incidents(&mut self) -> Result<Vec<Incident>> {
-        self.load_incidents(None)
+        load_incidents(&mut self.db, None)
     }
+}
 
-    /// The incidents (all, or the one with id `only`), as `incidents` describes them.
-    fn load_incidents(&mut self, only: Option<&str>) -> Result<Vec<Incident>> {
-        let (filter, by_id, params): (&str, &str, Vec<Val>) = match only {
-            Some(id) => ("WHERE incident = ?1", "WHERE id = ?1", vec![id.into()]),
-            None => ("", "", Vec::new()),
-        };
-        let mut updates: BTreeMap<String, Vec<IncidentUpdate>> = BTreeMap::new();
-        for r in self.db.query(
-            &format!(
-                "SELECT id, incident, status, body, created_at, affected
-                 FROM incident_updates {filter} ORDER BY created_at DESC, id"
-            ),
-            &params,
-        )? {
-            let id = r.text(0)?;
-            let incident = r.text(1)?;
-            let affected_components = serde_json::from_str(&r.text(5)?).map_err(|e| {
-                Error::source(format!(
-                    "control store: the components affected by incident update {id}: {e}"
-                ))
-            })?;
-            updates
-                .entry(incident.clone())
-                .or_default()
-                .push(IncidentUpdate {
-                    id,
-                    incident_id: incident,
-                    status: r.word(2)?,
-                    body: r.text(3)?,
-                    created_at: r.text(4)?,
-                    affected_components,
-                });
-        }
-        let mut components: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for r in self.db.query(
-            &format!("SELECT incident, component FROM incident_components {filter}"),
-            &params,
-        )? {
-            components.entry(r.text(0)?).or_default().push(r.text(1)?);
-        }
-        let mut out = Vec::new();
-        for r in self.db.query(
-            &format!(
-                "SELECT id, name, status, impact, created_at, updated_at, started_at,
-                     monitoring_at, resolved_at
-                 FROM incidents {by_id} ORDER BY created_at DESC, id"
-            ),
-            &params,
-        )? {
-            let id = r.text(0)?;
-            out.push(Incident {
-                updates: updates.remove(&id).unwrap_or_default(),
-                components: components.remove(&id).unwrap_or_default(),
-                id,
-                name: r.text(1)?,
-                status: r.word(2)?,
-                impact: r.word(3)?,
-                created_at: r.text(4)?,
-                updated_at: r.text(5)?,
-                started_at: r.text(6)?,
-                monitoring_at: r.opt_text(7)?,
-                resolved_at: r.opt_text(8)?,
+/// Enqueue what an incident change tells, inside its transaction: the incident as it now
+/// is (with every update) to the operator webhooks, the update to each contact of each
+/// tenant of the incident's campaigns, with that tenant's private link, and to each
+/// confirmed subscriber of the incident's components.
+fn incident_notices(db: &mut Db, id: &str, update: &str, event: NoticeEvent) -> Result<()> {
+    let incident = load_incidents(db, Some(id))?
+        .pop()
+        .ok_or_else(|| Error::source(format!("control store: incident {id} vanished")))?;
+    let latest = incident.updates.iter().find(|u| u.id == update).cloned();
+    let mut notices = vec![Notice {
+        key: format!("incident:{id}:{update}:operators"),
+        event,
+        to: Recipient::Operators,
+        body: serde_json::json!({"incident": incident, "update": update}),
+    }];
+    let summary = serde_json::json!({
+        "incident": {"id": incident.id, "name": incident.name, "status": incident.status,
+            "impact": incident.impact},
+        "update": latest,
+    });
+    let campaigns: Vec<String> = db
+        .query(
+            "SELECT id FROM campaigns WHERE incident = ?1 ORDER BY created_at_us, id",
+            &[id.into()],
+        )?
+        .iter()
+        .map(|r| r.text(0))
+        .collect::<Result<_>>()?;
+    for campaign in &campaigns {
+        for contact in tenant_contacts(db, campaign, None)? {
+            notices.push(Notice {
+                key: format!(
+                    "incident:{id}:{update}:contact:{campaign}:{}:{}",
+                    contact.tenant, contact.email
+                ),
+                event,
+                to: contact.recipient(),
+                body: summary.clone(),
             });
         }
-        Ok(out)
     }
+    let whole = serde_json::to_value(&incident)
+        .map_err(|e| Error::source(format!("incident {id}: {e}")))?;
+    notices.extend(crate::subscribers::subscriber_notices(
+        db, &whole, id, update, event, &summary,
+    )?);
+    enqueue(db, &notices)?;
+    Ok(())
+}
+
+/// The incidents (all, or the one with id `only`), as `incidents` describes them.
+fn load_incidents(db: &mut Db, only: Option<&str>) -> Result<Vec<Incident>> {
+    let (filter, by_id, params): (&str, &str, Vec<Val>) = match only {
+        Some(id) => ("WHERE incident = ?1", "WHERE id = ?1", vec![id.into()]),
+        None => ("", "", Vec::new()),
+    };
+    let mut updates: BTreeMap<String, Vec<IncidentUpdate>> = BTreeMap::new();
+    for r in db.query(
+        &format!(
+            "SELECT id, incident, status, body, created_at, affected
+                 FROM incident_updates {filter} ORDER BY created_at DESC, id"
+        ),
+        &params,
+    )? {
+        let id = r.text(0)?;
+        let incident = r.text(1)?;
+        let affected_components = serde_json::from_str(&r.text(5)?).map_err(|e| {
+            Error::source(format!(
+                "control store: the components affected by incident update {id}: {e}"
+            ))
+        })?;
+        updates
+            .entry(incident.clone())
+            .or_default()
+            .push(IncidentUpdate {
+                id,
+                incident_id: incident,
+                status: r.word(2)?,
+                body: r.text(3)?,
+                created_at: r.text(4)?,
+                affected_components,
+            });
+    }
+    let mut components: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in db.query(
+        &format!("SELECT incident, component FROM incident_components {filter}"),
+        &params,
+    )? {
+        components.entry(r.text(0)?).or_default().push(r.text(1)?);
+    }
+    let mut out = Vec::new();
+    for r in db.query(
+        &format!(
+            "SELECT id, name, status, impact, created_at, updated_at, started_at,
+                     monitoring_at, resolved_at
+                 FROM incidents {by_id} ORDER BY created_at DESC, id"
+        ),
+        &params,
+    )? {
+        let id = r.text(0)?;
+        out.push(Incident {
+            updates: updates.remove(&id).unwrap_or_default(),
+            components: components.remove(&id).unwrap_or_default(),
+            id,
+            name: r.text(1)?,
+            status: r.word(2)?,
+            impact: r.word(3)?,
+            created_at: r.text(4)?,
+            updated_at: r.text(5)?,
+            started_at: r.text(6)?,
+            monitoring_at: r.opt_text(7)?,
+            resolved_at: r.opt_text(8)?,
+        });
+    }
+    Ok(out)
 }

@@ -13,7 +13,11 @@
 //! - each source's capture lease: which capture may write its history, the captures
 //!   standing by for it, and the last error capture met (`leases`).
 //! - tenant contacts, read from the vault or imported, and each campaign's copy of its
-//!   tenants' contacts (`contacts`).
+//!   tenants' contacts (`contacts`);
+//! - the notification outbox: every message a change sends, written in the change's
+//!   transaction, with each delivery's state (`outbox`);
+//! - subscribers to incident messages, with double opt-in (`subscribers`), and support
+//!   requests matched to tenants by their contacts (`support`).
 //!
 //! Every operation is a method of [`ControlStore`].
 
@@ -27,7 +31,10 @@ mod incidents;
 mod leases;
 mod lifecycle;
 mod maintenances;
+pub mod outbox;
 mod store;
+mod subscribers;
+mod support;
 mod words;
 
 pub use applies::{Applied, ApplyState, ApplyStatus, PendingWave, StoredSignature};
@@ -42,4 +49,11 @@ pub use incidents::{
 pub use leases::{CaptureError, CaptureLease, CaptureStandby, LeaseGrant};
 pub use lifecycle::DeletedTenant;
 pub use maintenances::{Maintenance, MaintenanceStatus, MaintenanceUpdate, NewMaintenance};
+pub use outbox::{
+    ClaimPolicy, Delivery, DeliveryState, Notice, NoticeEvent, Recipient, RecipientKind,
+};
 pub use store::ControlStore;
+pub use subscribers::{valid_email, Subscribed, Subscriber, SubscriberKind, SubscriberState};
+pub use support::{
+    SupportInput, SupportMatch, SupportRequest, FREE_MAIL_DOMAINS, MAX_MESSAGE_BYTES,
+};

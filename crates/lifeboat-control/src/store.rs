@@ -118,7 +118,7 @@ CREATE TABLE IF NOT EXISTS campaign_contacts (campaign TEXT NOT NULL, tenant TEX
 
 /// A connection to the control store. Every operation is a method, defined beside its
 /// concept (audit.rs, applies.rs, lifecycle.rs, incidents.rs, maintenances.rs,
-/// campaigns.rs, contacts.rs).
+/// campaigns.rs, contacts.rs, outbox.rs, subscribers.rs, support.rs).
 pub struct ControlStore {
     pub(crate) db: Db,
 }
@@ -150,6 +150,9 @@ impl ControlStore {
             db.batch(crate::leases::SCHEMA)?;
             db.batch(crate::maintenances::SCHEMA)?;
             db.batch(CONTACTS_SCHEMA)?;
+            db.batch(crate::outbox::SCHEMA)?;
+            db.batch(crate::subscribers::SCHEMA)?;
+            db.batch(crate::support::SCHEMA)?;
             if let Ok(mut made) = MADE.lock() {
                 made.insert(url.to_string());
             }

@@ -147,6 +147,12 @@ contract!(on_sqlite, sqlite_store:
     acceptance_by_token_and_automatic,
     attributes_are_stored_and_replaced,
     contacts_by_origin_and_campaign_copies,
+    notices_commit_with_their_change,
+    subscribers_hear_incidents_once_confirmed,
+    concurrent_subscriptions_of_one_address_make_one_subscriber,
+    support_requests_match_by_address_and_domain,
+    deliveries_are_claimed_retried_and_dead,
+    concurrent_notifiers_never_share_a_delivery,
     status_version_moves_on_every_status_write,
     unknown_words_in_the_database_are_errors,
 );
@@ -180,6 +186,12 @@ contract!(on_postgres, postgres_store:
     acceptance_by_token_and_automatic,
     attributes_are_stored_and_replaced,
     contacts_by_origin_and_campaign_copies,
+    notices_commit_with_their_change,
+    subscribers_hear_incidents_once_confirmed,
+    concurrent_subscriptions_of_one_address_make_one_subscriber,
+    support_requests_match_by_address_and_domain,
+    deliveries_are_claimed_retried_and_dead,
+    concurrent_notifiers_never_share_a_delivery,
     status_version_moves_on_every_status_write,
     unknown_words_in_the_database_are_errors,
 );
@@ -193,9 +205,10 @@ mod contract {
     use serde_json::{json, Value as Json};
 
     use lifeboat_control::{
-        Applied, ApplyState, ApplyStatus, Campaign, CampaignTenant, CaptureError, ComponentStatus,
-        Contact, ContactOrigin, ControlStore, Entry, Impact, IncidentChange, IncidentStatus,
-        LeaseGrant, MaintenanceStatus, NewMaintenance, PendingWave, Stage, StoredSignature,
+        Applied, ApplyState, ApplyStatus, Campaign, CampaignTenant, CaptureError, ClaimPolicy,
+        ComponentStatus, Contact, ContactOrigin, ControlStore, DeliveryState, Entry, Impact,
+        IncidentChange, IncidentStatus, LeaseGrant, MaintenanceStatus, NewMaintenance,
+        NoticeEvent, PendingWave, RecipientKind, Stage, StoredSignature,
     };
     use lifeboat_core::{ErrorKind, Result};
 
@@ -282,7 +295,7 @@ mod contract {
             .map(|(i, t)| (t.to_string(), 10 * (i as i64 + 1)))
             .collect();
         store
-            .create_campaign(&campaign, &tenants)
+            .create_campaign(&campaign, &tenants, &[])
             .expect("create campaign");
         campaign
     }
@@ -535,7 +548,11 @@ mod contract {
             .expect("update");
         let c1 = campaign("c1", &incident, 4, lifeboat_core::time::now_us());
         store
-            .create_campaign(&c1, &[("t1".into(), 1), ("t2".into(), 2), ("t3".into(), 3)])
+            .create_campaign(
+                &c1,
+                &[("t1".into(), 1), ("t2".into(), 2), ("t3".into(), 3)],
+                &[],
+            )
             .expect("campaign");
         store.claim("w1", None, MINUTE_US).expect("claim");
         for (t, stage, reason) in [
@@ -2094,6 +2111,580 @@ mod contract {
         assert!(store.campaign_contacts("c2").expect("none").is_empty());
     }
 
+    /// (event, recipient kind, address, tenant) of every delivery, in the order written.
+    fn outbox(store: &mut ControlStore) -> Vec<(NoticeEvent, RecipientKind, String, String)> {
+        store
+            .deliveries(false)
+            .expect("deliveries")
+            .into_iter()
+            .map(|d| {
+                (
+                    d.event,
+                    d.recipient,
+                    d.address,
+                    d.tenant.unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    fn sent(
+        items: &[(NoticeEvent, RecipientKind, &str, &str)],
+    ) -> Vec<(NoticeEvent, RecipientKind, String, String)> {
+        items
+            .iter()
+            .map(|(e, r, a, t)| (*e, *r, a.to_string(), t.to_string()))
+            .collect()
+    }
+
+    pub fn subscribers_hear_incidents_once_confirmed(new: New) {
+        use lifeboat_control::{Subscribed, SubscriberKind, SubscriberState};
+        let f = new();
+        let mut store = f.open();
+        let first = incident(&mut store);
+        let components = store.components().expect("components");
+        let wiki = components
+            .iter()
+            .find(|c| c.source == "wiki")
+            .expect("wiki")
+            .id
+            .clone();
+        let page = "https://status.example";
+        assert_eq!(
+            store
+                .subscribe("Pat@X.example", &[], page)
+                .expect("subscribe"),
+            Subscribed::ConfirmationSent
+        );
+        assert_eq!(
+            store
+                .subscribe("quinn@x.example", std::slice::from_ref(&wiki), page)
+                .expect("subscribe"),
+            Subscribed::ConfirmationSent
+        );
+        let bad = store
+            .subscribe("nobody", &[], page)
+            .expect_err("not an address");
+        assert_eq!(bad.kind(), ErrorKind::Usage);
+        let unknown = store
+            .subscribe("r@x.example", &strings(&["nosuch"]), page)
+            .expect_err("unknown component");
+        assert_eq!(unknown.kind(), ErrorKind::Usage);
+        let confirmations: Vec<Json> = store
+            .deliveries(false)
+            .expect("deliveries")
+            .into_iter()
+            .filter(|d| d.event == NoticeEvent::SubscriptionConfirmation)
+            .map(|d| d.body)
+            .collect();
+        assert_eq!(confirmations.len(), 2);
+        let token = |body: &Json, key: &str| -> String {
+            body[key]
+                .as_str()
+                .expect("url")
+                .rsplit('=')
+                .next()
+                .expect("token")
+                .to_string()
+        };
+        assert!(!store.confirm_subscription("0000").expect("unknown"));
+        for body in &confirmations {
+            assert!(store
+                .confirm_subscription(&token(body, "confirm_url"))
+                .expect("confirm"));
+        }
+        assert_eq!(
+            store.subscribe("pat@x.example", &[], page).expect("again"),
+            Subscribed::AlreadyConfirmed
+        );
+        let hook = store
+            .add_subscriber(
+                SubscriberKind::Webhook,
+                "https://hooks.example/h",
+                &[],
+                page,
+                "ops",
+            )
+            .expect("webhook");
+        let twice = store
+            .add_subscriber(
+                SubscriberKind::Webhook,
+                "https://hooks.example/h",
+                &[],
+                page,
+                "ops",
+            )
+            .expect_err("twice");
+        assert!(twice.to_string().contains(&hook), "{twice}");
+        store
+            .change_incident(
+                Some(&first),
+                &IncidentChange {
+                    name: None,
+                    status: IncidentStatus::Monitoring,
+                    impact: None,
+                    message: "Watching.".into(),
+                    components: BTreeMap::from([(
+                        "wiki".to_string(),
+                        ComponentStatus::DegradedPerformance,
+                    )]),
+                },
+                "ops",
+            )
+            .expect("update");
+        let to_subscribers =
+            |store: &mut ControlStore| -> Vec<(NoticeEvent, RecipientKind, String)> {
+                store
+                    .deliveries(false)
+                    .expect("deliveries")
+                    .into_iter()
+                    .filter(|d| {
+                        matches!(d.recipient, RecipientKind::Address | RecipientKind::Webhook)
+                            && d.event != NoticeEvent::SubscriptionConfirmation
+                    })
+                    .map(|d| (d.event, d.recipient, d.address))
+                    .collect()
+            };
+        assert_eq!(
+            to_subscribers(&mut store),
+            [
+                (
+                    NoticeEvent::IncidentUpdated,
+                    RecipientKind::Address,
+                    "pat@x.example".into()
+                ),
+                (
+                    NoticeEvent::IncidentUpdated,
+                    RecipientKind::Address,
+                    "quinn@x.example".into()
+                ),
+                (
+                    NoticeEvent::IncidentUpdated,
+                    RecipientKind::Webhook,
+                    "https://hooks.example/h".into()
+                ),
+            ]
+        );
+        // Unsubscribed, removed, or of another component: nothing more.
+        assert!(store
+            .unsubscribe(&token(&confirmations[0], "list_unsubscribe"))
+            .expect("unsubscribe"));
+        store.remove_subscriber(&hook, "ops").expect("remove");
+        let second = incident(&mut store);
+        assert_eq!(to_subscribers(&mut store).len(), 3, "{second}");
+        let states: Vec<(String, SubscriberState)> = store
+            .subscribers()
+            .expect("subscribers")
+            .into_iter()
+            .map(|s| (s.address, s.state))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("pat@x.example".to_string(), SubscriberState::Unsubscribed),
+                ("quinn@x.example".to_string(), SubscriberState::Confirmed),
+            ]
+        );
+        assert!(store
+            .has_entry("subscriber-add", &format!("subscriber:{hook}"))
+            .expect("audit"));
+        assert!(store
+            .has_entry("subscriber-remove", &format!("subscriber:{hook}"))
+            .expect("audit"));
+    }
+
+    pub fn concurrent_subscriptions_of_one_address_make_one_subscriber(new: New) {
+        let f = new();
+        f.open();
+        let url = f.url.clone();
+        let threads: Vec<_> = (0..6)
+            .map(|_| {
+                let url = url.clone();
+                std::thread::spawn(move || {
+                    ControlStore::open(&url)
+                        .expect("open")
+                        .subscribe("same@x.example", &[], "https://status.example")
+                        .map(|_| ())
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join()
+                .expect("thread")
+                .expect("every request is answered");
+        }
+        let mut store = f.open();
+        let subscribers = store.subscribers().expect("subscribers");
+        assert_eq!(subscribers.len(), 1);
+        assert_eq!(
+            subscribers[0].state,
+            lifeboat_control::SubscriberState::Pending
+        );
+    }
+
+    pub fn support_requests_match_by_address_and_domain(new: New) {
+        use lifeboat_control::SupportInput;
+        let f = new();
+        let mut store = f.open();
+        let c = start(&mut store, "c1", 2, 1_000, &["a", "b"]);
+        store
+            .import_contacts(&[
+                contact("a", "ann@a.example", "Ann", ContactOrigin::Import),
+                contact("b", "bob@b.example", "Bob", ContactOrigin::Import),
+                contact("z", "zed@gmail.com", "Zed", ContactOrigin::Import),
+            ])
+            .expect("contacts");
+        let ask = |store: &mut ControlStore, email: &str| {
+            store
+                .file_support_request(&SupportInput {
+                    email: email.into(),
+                    message: "Help".into(),
+                    ..SupportInput::default()
+                })
+                .expect("filed")
+        };
+        let by_email = ask(&mut store, "ANN@a.example");
+        let by_domain = ask(&mut store, "carol@b.example");
+        let free = ask(&mut store, "someone@gmail.com");
+        let none = ask(&mut store, "x@elsewhere.example");
+        let matches = |store: &mut ControlStore, id: &str| -> Vec<(String, String, String)> {
+            store
+                .support_request(id)
+                .expect("read")
+                .expect("there")
+                .matches
+                .into_iter()
+                .map(|m| (m.tenant, m.contact, m.by))
+                .collect()
+        };
+        assert_eq!(
+            matches(&mut store, &by_email),
+            [("a".into(), "ann@a.example".into(), "email".into())]
+        );
+        assert_eq!(
+            matches(&mut store, &by_domain),
+            [("b".into(), "bob@b.example".into(), "domain".into())]
+        );
+        assert!(matches(&mut store, &free).is_empty());
+        let unmatched: Vec<String> = store
+            .support_requests(true)
+            .expect("list")
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(unmatched, [none, free]);
+        let tokens = tenants_of(&mut store, &c.id);
+        let replies: Vec<(String, String, String)> = store
+            .deliveries(false)
+            .expect("deliveries")
+            .into_iter()
+            .filter(|d| d.event == NoticeEvent::SupportReply)
+            .map(|d| {
+                (
+                    d.address,
+                    d.tenant.unwrap_or_default(),
+                    d.body["token"].as_str().expect("token").to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            replies,
+            [
+                (
+                    "ann@a.example".into(),
+                    "a".into(),
+                    tokens["a"].token.clone()
+                ),
+                (
+                    "bob@b.example".into(),
+                    "b".into(),
+                    tokens["b"].token.clone()
+                ),
+            ]
+        );
+        let empty = store
+            .file_support_request(&SupportInput {
+                email: "ann@a.example".into(),
+                message: "  ".into(),
+                ..SupportInput::default()
+            })
+            .expect_err("no message");
+        assert_eq!(empty.kind(), ErrorKind::Usage);
+        assert_eq!(store.support_requests(false).expect("list").len(), 4);
+    }
+
+    pub fn notices_commit_with_their_change(new: New) {
+        use NoticeEvent::*;
+        use RecipientKind::{Contact as To, Operators};
+        let f = new();
+        let mut store = f.open();
+        let incident = incident(&mut store);
+        assert_eq!(
+            outbox(&mut store),
+            sent(&[(IncidentCreated, Operators, "", "")])
+        );
+        let contacts = [
+            contact("a", "ann@a.example", "Ann", ContactOrigin::Import),
+            contact("a", "ann@a.example", "Ann", ContactOrigin::Vault),
+            contact("a", "root@a.example", "Root", ContactOrigin::Vault),
+            contact("b", "bob@b.example", "Bob", ContactOrigin::Import),
+        ];
+        let c1 = campaign("c1", &incident, 1, lifeboat_core::time::now_us());
+        store
+            .create_campaign(&c1, &[("a".into(), 1), ("b".into(), 2)], &contacts)
+            .expect("campaign");
+        let queued: Vec<_> = store.deliveries(false).expect("deliveries")[1..].to_vec();
+        assert_eq!(
+            queued
+                .iter()
+                .map(|d| (d.address.as_str(), d.body["place"].as_i64()))
+                .collect::<Vec<_>>(),
+            [
+                ("ann@a.example", Some(1)),
+                ("root@a.example", Some(1)),
+                ("bob@b.example", Some(2))
+            ]
+        );
+        let token_a = tenant(&mut store, "c1", "a").token;
+        assert_eq!(queued[0].body["token"], json!(token_a));
+        assert_eq!(
+            queued[2].body["token"],
+            json!(tenant(&mut store, "c1", "b").token)
+        );
+        // A refused change enqueues nothing.
+        let before = outbox(&mut store).len();
+        usage_error(store.change_incident(
+            Some(&incident),
+            &IncidentChange {
+                message: "x".into(),
+                components: BTreeMap::from([("nope".into(), ComponentStatus::MajorOutage)]),
+                ..Default::default()
+            },
+            "ops",
+        ));
+        assert_eq!(outbox(&mut store).len(), before);
+        store
+            .change_incident(
+                Some(&incident),
+                &IncidentChange {
+                    status: IncidentStatus::Monitoring,
+                    message: "Restoring.".into(),
+                    ..Default::default()
+                },
+                "ops",
+            )
+            .expect("update");
+        // A claim tells the first tenant's contacts; its end tells them again.
+        store.claim("w1", None, MINUTE_US).expect("claim");
+        assert!(store
+            .set_stage("w1", "c1", "a", Stage::AwaitingAcceptance, None, Some(3))
+            .expect("stage"));
+        assert!(store.accept(&token_a).expect("accept"));
+        assert_eq!(
+            outbox(&mut store)[before..],
+            sent(&[
+                (IncidentUpdated, Operators, "", ""),
+                (IncidentUpdated, To, "ann@a.example", "a"),
+                (IncidentUpdated, To, "root@a.example", "a"),
+                (IncidentUpdated, To, "bob@b.example", "b"),
+                (StageRestoring, To, "ann@a.example", "a"),
+                (StageRestoring, To, "root@a.example", "a"),
+                (StageAwaitingAcceptance, To, "ann@a.example", "a"),
+                (StageAwaitingAcceptance, To, "root@a.example", "a"),
+                (StageRestored, To, "ann@a.example", "a"),
+                (StageRestored, To, "root@a.example", "a"),
+            ])[..]
+        );
+        // A reminder once per tenant and wait.
+        store.claim("w1", None, MINUTE_US).expect("claim b");
+        assert!(store
+            .set_stage("w1", "c1", "b", Stage::AwaitingAcceptance, None, Some(3))
+            .expect("stage"));
+        let before = outbox(&mut store).len();
+        assert_eq!(store.enqueue_reminders(MINUTE_US).expect("not yet"), 0);
+        assert_eq!(store.enqueue_reminders(0).expect("due"), 1);
+        assert_eq!(store.enqueue_reminders(0).expect("once"), 0);
+        assert_eq!(
+            outbox(&mut store)[before..],
+            sent(&[(AcceptanceReminder, To, "bob@b.example", "b")])[..]
+        );
+        // Operator notices are copied once per endpoint.
+        let endpoints = strings(&["http://one.example/hook", "http://two.example/hook"]);
+        assert_eq!(
+            store.expand_operator_notices(&endpoints).expect("expand"),
+            4
+        );
+        assert_eq!(store.expand_operator_notices(&endpoints).expect("again"), 0);
+        let operator: Vec<_> = store
+            .deliveries(false)
+            .expect("deliveries")
+            .into_iter()
+            .filter(|d| d.recipient == RecipientKind::Operator)
+            .map(|d| {
+                (
+                    d.event,
+                    d.address,
+                    d.body["incident"]["updates"].as_array().map(Vec::len),
+                )
+            })
+            .collect();
+        assert_eq!(
+            operator,
+            [
+                (
+                    IncidentCreated,
+                    "http://one.example/hook".to_string(),
+                    Some(1)
+                ),
+                (
+                    IncidentCreated,
+                    "http://two.example/hook".to_string(),
+                    Some(1)
+                ),
+                (
+                    IncidentUpdated,
+                    "http://one.example/hook".to_string(),
+                    Some(2)
+                ),
+                (
+                    IncidentUpdated,
+                    "http://two.example/hook".to_string(),
+                    Some(2)
+                ),
+            ]
+        );
+    }
+
+    pub fn deliveries_are_claimed_retried_and_dead(new: New) {
+        let f = new();
+        let mut store = f.open();
+        incident(&mut store);
+        store
+            .expand_operator_notices(&strings(&["http://one.example/hook"]))
+            .expect("expand");
+        let policy = ClaimPolicy {
+            lease_us: MINUTE_US,
+            batch: 16,
+        };
+        let claimed = store.claim_deliveries("n1", policy).expect("claim");
+        assert_eq!(claimed.len(), 1);
+        let id = claimed[0].id.clone();
+        assert_eq!(claimed[0].attempts, 1);
+        // Claimed: nobody else gets it while the claim holds.
+        assert!(store
+            .claim_deliveries("n2", policy)
+            .expect("none")
+            .is_empty());
+        assert!(!store.delivered("n2", &id).expect("not n2's"));
+        let later = lifeboat_core::time::now_us() + MINUTE_US;
+        assert!(store
+            .delivery_failed("n1", &id, "connection refused", later, false)
+            .expect("failed"));
+        assert!(store
+            .claim_deliveries("n1", policy)
+            .expect("not due")
+            .is_empty());
+        let d = store.delivery(&id).expect("read").expect("there");
+        assert_eq!(
+            (d.state, d.attempts, d.last_error.as_deref()),
+            (DeliveryState::Pending, 1, Some("connection refused"))
+        );
+        usage_error(store.retry_delivery(&id, "ops"));
+        // Due again now; a claim that runs out is claimed again, same id.
+        f.raw("UPDATE outbox SET next_at_us = 0");
+        let lapsed = ClaimPolicy {
+            lease_us: -1,
+            batch: 16,
+        };
+        assert_eq!(
+            store.claim_deliveries("n1", lapsed).expect("claim")[0].id,
+            id
+        );
+        let again = store.claim_deliveries("n2", policy).expect("lapsed");
+        assert_eq!((again[0].id.as_str(), again[0].attempts), (id.as_str(), 3));
+        assert!(!store.delivered("n1", &id).expect("lost its claim"));
+        assert!(store
+            .delivery_failed("n2", &id, "HTTP 500", 0, true)
+            .expect("dead"));
+        let dead = store.deliveries(true).expect("dead");
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 500"));
+        usage_error(store.retry_delivery("nope", "ops"));
+        store.retry_delivery(&id, "ops").expect("retry");
+        assert!(store.deliveries(true).expect("none dead").is_empty());
+        assert!(store
+            .has_entry("notification-retry", &format!("notification:{id}"))
+            .expect("audited"));
+        let claimed = store.claim_deliveries("n1", policy).expect("claim");
+        assert_eq!(
+            (claimed[0].id.as_str(), claimed[0].attempts),
+            (id.as_str(), 1)
+        );
+        assert!(store.delivered("n1", &id).expect("sent"));
+        let d = store.delivery(&id).expect("read").expect("there");
+        assert_eq!(d.state, DeliveryState::Sent);
+        assert!(d.sent_at.is_some());
+        assert!(store
+            .claim_deliveries("n1", policy)
+            .expect("nothing")
+            .is_empty());
+    }
+
+    pub fn concurrent_notifiers_never_share_a_delivery(new: New) {
+        let f = new();
+        let mut store = f.open();
+        let incident = incident(&mut store);
+        for i in 0..15 {
+            store
+                .change_incident(
+                    Some(&incident),
+                    &IncidentChange {
+                        message: format!("Update {i}."),
+                        ..Default::default()
+                    },
+                    "ops",
+                )
+                .expect("update");
+        }
+        store
+            .expand_operator_notices(&strings(&["http://a.example/", "http://b.example/"]))
+            .expect("expand");
+        let policy = ClaimPolicy {
+            lease_us: MINUTE_US,
+            batch: 3,
+        };
+        let claimed: Vec<Vec<String>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..4)
+                .map(|n| {
+                    let f = &f;
+                    scope.spawn(move || {
+                        let mut store = f.open();
+                        let mut mine = Vec::new();
+                        loop {
+                            let batch = store
+                                .claim_deliveries(&format!("n{n}"), policy)
+                                .expect("claim");
+                            if batch.is_empty() {
+                                return mine;
+                            }
+                            for d in batch {
+                                assert!(store.delivered(&format!("n{n}"), &d.id).expect("sent"));
+                                mine.push(d.id);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("worker"))
+                .collect()
+        });
+        let all: Vec<&String> = claimed.iter().flatten().collect();
+        let distinct: BTreeSet<&String> = all.iter().copied().collect();
+        assert_eq!((all.len(), distinct.len()), (32, 32));
+    }
+
     pub fn status_version_moves_on_every_status_write(new: New) {
         let f = new();
         let mut store = f.open();
@@ -2138,6 +2729,7 @@ mod contract {
             .create_campaign(
                 &campaign("c1", &id, 2, lifeboat_core::time::now_us()),
                 &[("t1".to_string(), 1), ("t2".to_string(), 1)],
+                &[],
             )
             .expect("campaign");
         moved(&mut store, "create_campaign");

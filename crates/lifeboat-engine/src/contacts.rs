@@ -138,21 +138,6 @@ pub async fn refresh(
     Ok(contacts)
 }
 
-/// A simple check of an address: one `@`, something before it, a dotted domain after it,
-/// no spaces or control characters.
-fn valid_email(email: &str) -> bool {
-    let Some((local, domain)) = email.split_once('@') else {
-        return false;
-    };
-    !local.is_empty()
-        && !domain.contains('@')
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !domain.contains("..")
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-}
-
 /// The contacts of a CSV file with the header `tenant,email,name,locale`. Every bad row
 /// is named by its line.
 pub fn parse_csv(file: &Path) -> Result<Vec<(u64, Contact)>> {
@@ -198,7 +183,7 @@ pub fn parse_csv(file: &Path) -> Result<Vec<(u64, Contact)>> {
         let (tenant, email) = (field(0), field(1));
         if tenant.is_empty() {
             problems.push(format!("line {line}: no tenant"));
-        } else if !valid_email(&email) {
+        } else if !lifeboat_control::valid_email(&email) {
             problems.push(format!("line {line}: {email:?} is not an email address"));
         } else if !seen.insert((tenant.clone(), email.to_lowercase())) {
             problems.push(format!("line {line}: {tenant} {email} appears twice"));

@@ -24,7 +24,8 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;\
+pub(crate) const STYLE: &str =
+    "body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;\
 padding:0 1rem;color:#222}h1{font-size:1.6rem}.banner{padding:.8rem 1rem;border-radius:6px;\
 background:#e8f5e9}.banner.minor{background:#fff8e1}.banner.major{background:#ffe0b2}\
 .banner.critical{background:#ffcdd2}table{width:100%;border-collapse:collapse}\
@@ -156,9 +157,14 @@ pub fn public_page(
             }
         }
     }
+    out.push_str(&format!(
+        "<h2>Get updates</h2>{}",
+        crate::forms::subscribe_form(components)
+    ));
     out.push_str(
         "<p class=\"meta\"><a href=\"/history.atom\">Atom feed</a> · \
-                  <a href=\"/api/v2/summary.json\">JSON</a></p></body></html>\n",
+                  <a href=\"/api/v2/summary.json\">JSON</a> · \
+                  <a href=\"/support\">Contact support</a></p></body></html>\n",
     );
     out
 }

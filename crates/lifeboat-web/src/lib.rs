@@ -2,6 +2,7 @@
 //! tenant pages, and the operator API (docs/status.md). Public and private pages are
 //! served from a snapshot rebuilt when the control store changes.
 
+pub mod forms;
 pub mod html;
 pub mod observe;
 mod server;
@@ -64,6 +65,8 @@ struct Inner {
     probe_started_us: AtomicI64,
     /// The refresher's last question failed.
     probe_failed: AtomicBool,
+    /// The forms' rate limits (in memory: a restart forgets them).
+    rate_limits: forms::RateLimits,
 }
 
 /// Open the control store at `url` for the server: waits for other connections' locks
@@ -97,6 +100,7 @@ impl AppState {
                 limits,
                 probe_started_us: AtomicI64::new(0),
                 probe_failed: AtomicBool::new(false),
+                rate_limits: forms::RateLimits::new(),
             }),
         })
     }
@@ -323,6 +327,7 @@ pub fn router(state: AppState) -> Router {
     ];
     let mut router = public
         .merge(private)
+        .merge(forms::routes())
         .with_state(state)
         // A body longer than the limit is refused by its Content-Length before a byte
         // of it is read, and a chunked one is cut off at the limit.
@@ -586,6 +591,16 @@ async fn authorised_body(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<IncidentBody, Box<Response>> {
+    authorised_json(state, headers, body).await
+}
+
+/// The request's JSON body as `T`, read only once the caller is known, and at most
+/// `max_body_bytes` of it.
+async fn authorised_json<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T, Box<Response>> {
     if let Some(refusal) = unauthorised(state, headers) {
         return Err(Box::new(refusal));
     }

@@ -77,7 +77,7 @@ pub async fn serve(
         };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors, or a connection reset before it was
                     // accepted: wait a little rather than spin.
@@ -88,9 +88,19 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let (stream, peer) = stream;
         let _ = stream.set_nodelay(true);
-        let connection =
-            graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
+        // Each request knows its connection's address (the forms' rate limits).
+        let service = service.clone();
+        let with_peer = hyper::service::service_fn(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(crate::forms::ClientAddr(peer.ip()));
+                hyper::service::Service::call(&service, request)
+            },
+        );
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), with_peer));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!("connection: {e}");

@@ -505,6 +505,20 @@ impl Snapshot {
             ),
         );
         bodies.insert(
+            "/subscribe",
+            Rendered::new(
+                crate::forms::subscribe_page(page, &components).into_bytes(),
+                "text/html; charset=utf-8",
+            ),
+        );
+        bodies.insert(
+            "/support",
+            Rendered::new(
+                crate::forms::support_page(page).into_bytes(),
+                "text/html; charset=utf-8",
+            ),
+        );
+        bodies.insert(
             "/history.atom",
             Rendered::new(
                 html::atom_feed(page, &incidents, &updated_at).into_bytes(),

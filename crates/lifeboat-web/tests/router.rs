@@ -159,7 +159,7 @@ fn fixture_with(limits: Limits) -> Fixture {
         .map(|i| (format!("secret-tenant-{i}"), 10 * i))
         .collect();
     control
-        .create_campaign(&campaign, &tenants)
+        .create_campaign(&campaign, &tenants, &[])
         .expect("campaign");
     // Tenants 1 and 2 restored (awaiting acceptance), 3 and 4 restoring, 5 queued.
     control

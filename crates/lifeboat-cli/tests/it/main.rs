@@ -19,5 +19,6 @@ mod operations;
 mod prune;
 mod restore;
 mod source;
+mod subscribers;
 mod tls;
 mod vault_checks;

@@ -279,9 +279,8 @@ pub async fn start_campaign(
         created_at_us: now,
         created_by: request.by.clone(),
     };
-    control.create_campaign(&campaign, &with_users)?;
     // Contacts as the vault had them at the target, with the imported ones, kept with
-    // the campaign.
+    // the campaign, which tells each tenant's contacts it is queued.
     if config.contacts.is_some() {
         control.replace_vault_contacts(&order, &read)?;
     }
@@ -289,7 +288,7 @@ pub async fn start_campaign(
     for tenant in &order {
         contacts.extend(control.contacts(Some(tenant))?);
     }
-    control.record_campaign_contacts(&campaign.id, &contacts)?;
+    control.create_campaign(&campaign, &with_users, &contacts)?;
     control.anchor().await?;
     Ok((campaign.id, with_users.len()))
 }
