@@ -2,6 +2,7 @@
 //! tenant pages, and the operator API (docs/status.md). Public and private pages are
 //! served from a snapshot rebuilt when the control store changes.
 
+pub mod embed;
 pub mod html;
 pub mod observe;
 mod server;
@@ -284,6 +285,7 @@ pub fn router(state: AppState) -> Router {
             .expose_headers([header::ETAG, SNAPSHOT_AGE])
             .max_age(Duration::from_secs(86_400)),
     );
+    let public = public.route("/embed/banner.js", get(embed::banner));
     let private = Router::new()
         .route("/t/{token}", get(tenant_page))
         .route("/t/{token}/status.json", get(tenant_json))

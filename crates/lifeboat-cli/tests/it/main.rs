@@ -10,6 +10,7 @@ mod contacts;
 mod continuity;
 mod crash;
 mod drill;
+mod embed;
 mod export;
 mod faults;
 mod fixtures;
