@@ -148,6 +148,7 @@ impl ControlStore {
             db.batch(STATUS_SCHEMA)?;
             db.batch(crate::leases::SCHEMA)?;
             db.batch(CONTACTS_SCHEMA)?;
+            db.batch(crate::exports::SCHEMA)?;
             if let Ok(mut made) = MADE.lock() {
                 made.insert(url.to_string());
             }

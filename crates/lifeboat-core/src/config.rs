@@ -272,6 +272,20 @@ pub struct CampaignConfig {
     /// the campaign's target: priority keys (`--priority "edition desc"`).
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
+    /// Where workers write the archives tenants ask for on their private page and
+    /// `serve` reads them from (default: `exports` beside the configuration file).
+    #[serde(default)]
+    pub export_dir: Option<PathBuf>,
+    /// How long a download link of such an archive works.
+    #[serde(default = "default_export_link_seconds")]
+    pub export_link_seconds: u64,
+}
+
+/// The longest life of a download link (a day).
+pub const MAX_EXPORT_LINK_SECONDS: u64 = 86_400;
+
+fn default_export_link_seconds() -> u64 {
+    900
 }
 
 impl Default for CampaignConfig {
@@ -282,6 +296,8 @@ impl Default for CampaignConfig {
             lease_seconds: default_lease_seconds(),
             max_attempts: default_max_attempts(),
             attributes: BTreeMap::new(),
+            export_dir: None,
+            export_link_seconds: default_export_link_seconds(),
         }
     }
 }
@@ -679,6 +695,12 @@ impl Config {
                 "[campaigns] lease_seconds = {}: at most {MAX_LEASE_SECONDS} (a day); a \
                  worker renews its lease while it works",
                 self.campaigns.lease_seconds
+            )));
+        }
+        if !(1..=MAX_EXPORT_LINK_SECONDS).contains(&self.campaigns.export_link_seconds) {
+            return Err(Error::config(format!(
+                "[campaigns] export_link_seconds = {}: use 1 to {MAX_EXPORT_LINK_SECONDS}",
+                self.campaigns.export_link_seconds
             )));
         }
         if let Some(minutes) = self.campaigns.auto_accept_minutes {

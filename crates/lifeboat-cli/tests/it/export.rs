@@ -534,3 +534,198 @@ async fn a_deleted_tenant_is_exported_from_the_vault_with_verifys_checksums() {
     );
     drop_slots(&tracker).await;
 }
+
+/// GET `path` on `base`: the status and the body's bytes.
+fn http_get_bytes(base: &str, path: &str) -> (u16, Vec<u8>) {
+    use std::io::Write;
+    let address = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("read");
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers end");
+    let head = String::from_utf8_lossy(&response[..end]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{head}"));
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "the archive is sent with its length: {head}"
+    );
+    (status, response[end + 4..].to_vec())
+}
+
+/// The rows of a campaign test site in an archive, as `campaign::site_rows` prints them.
+fn archive_site_rows(tables: &Tables) -> Vec<String> {
+    let text = |v: &Value| match v {
+        Value::Int(i) => i.to_string(),
+        Value::Text(s) => s.clone(),
+        other => panic!("unexpected value {other:?}"),
+    };
+    let mut out = Vec::new();
+    for (table, tag, columns) in [
+        ("tracker.sites", "site", &["id", "url", "edition"][..]),
+        ("tracker.issues", "issue", &["id", "title"][..]),
+        ("tracker.comments", "comment", &["id", "body"][..]),
+    ] {
+        let (names, rows) = &tables[table];
+        let index: Vec<usize> = columns
+            .iter()
+            .map(|c| names.iter().position(|n| n == c).expect("column"))
+            .collect();
+        for row in rows {
+            let mut fields = vec![tag.to_string()];
+            fields.extend(index.iter().map(|&i| text(&row[i])));
+            out.push(fields.join("|"));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_deleted_tenant_downloads_its_data_from_its_private_page() {
+    use crate::campaign::{
+        audit_entries, browse_until, delete_sites, http_post, now, setup, site_rows, start,
+    };
+    use std::io::BufRead;
+    let work = Workdir::new();
+    let config = setup(&work);
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace(
+            "lease_seconds = 1",
+            "lease_seconds = 1\nmax_attempts = 1\nexport_link_seconds = 6",
+        ),
+    )
+    .expect("config");
+    let db = work.path("tracker.db");
+    let before = site_rows(&db, 2);
+    assert!(!before.is_empty());
+    let t = now(&db);
+    delete_sites(&db, &[2, 4]);
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    // Site 2's restore is refused by the database: it stays deleted everywhere.
+    rusqlite::Connection::open(&db)
+        .expect("open")
+        .execute_batch(
+            "CREATE TRIGGER maintenance_lock BEFORE INSERT ON sites WHEN NEW.id = 2
+             BEGIN SELECT RAISE(ABORT, 'maintenance lock'); END;",
+        )
+        .expect("trigger");
+    let id = start(&config, &work, &[2, 4], &t, &[]);
+
+    let mut server = lifeboat_command(&config, &["serve", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let mut lines = std::io::BufReader::new(server.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a line").expect("utf8");
+    let base = first
+        .strip_prefix("serving the status page on ")
+        .expect(&first)
+        .trim_end_matches('/')
+        .to_string();
+    let links = json(&lifeboat_ok(
+        &config,
+        &["campaign", "links", &id, "--base-url", &base, "--json"],
+    ));
+    let token_of = |tenant: &str| -> String {
+        let link = links
+            .as_array()
+            .expect("links")
+            .iter()
+            .find(|l| l["tenant"] == tenant)
+            .expect("tenant's link")["link"]
+            .as_str()
+            .expect("link")
+            .to_string();
+        link.rsplit('/').next().expect("token").to_string()
+    };
+    let (two, four) = (token_of("2"), token_of("4"));
+    let profile = work.path("chromium-profile");
+    let page = format!("{base}/t/{two}");
+    browse_until(&page, &profile, "Prepare a download of my data");
+
+    // The page's form asks for it; a worker builds it from the vault.
+    let (status, _) = http_post(&base, &format!("/t/{two}/export"), None, "");
+    assert_eq!(status, 303);
+    browse_until(&page, &profile, "Your download is being prepared");
+    lifeboat(&config, &["worker", "--campaign", &id, "--until-done"]);
+    assert!(site_rows(&db, 2).is_empty(), "site 2 is still deleted");
+    let dom = browse_until(&page, &profile, "id=\"export-link\"");
+    let start_at = dom.find(&format!("/t/{two}/export/")).expect("the link");
+    let href: String = dom[start_at..].chars().take_while(|&c| c != '"').collect();
+
+    let (status, bytes) = http_get_bytes(&base, &href);
+    assert_eq!(status, 200);
+    let archive = work.path("downloaded.zip");
+    std::fs::write(&archive, &bytes).expect("save");
+    let (manifest, tables) = read_zip(&archive);
+    assert_eq!(manifest["tenant"], "2");
+    assert_eq!(archive_site_rows(&tables), before);
+    let output = lifeboat(&config, &["verify", "--tenant", "2", "--at", &t, "--json"]);
+    let verified = json(&stdout(&output));
+    let vault: BTreeMap<String, (u64, String)> = verified["tables"]
+        .as_array()
+        .expect("tables")
+        .iter()
+        .map(|t| {
+            (
+                format!(
+                    "{}.{}",
+                    t["source"].as_str().unwrap_or(""),
+                    t["table"].as_str().unwrap_or("")
+                ),
+                (
+                    t["rows"].as_u64().expect("rows"),
+                    t["checksum"].as_str().expect("sum").to_string(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(manifest_digests(&manifest), vault);
+    assert_eq!(archive_digests(&tables), vault);
+
+    // Another tenant's page cannot reach it, nor can a made-up link.
+    let link = href.rsplit('/').next().expect("link");
+    let (status, _) = http_get_bytes(&base, &format!("/t/{four}/export/{link}"));
+    assert_eq!(status, 404);
+    let (status, _) = http_get_bytes(
+        &base,
+        &format!("/t/{two}/export/{}", "x".repeat(link.len())),
+    );
+    assert_eq!(status, 404);
+
+    // Once the link has expired it is refused; the page offers a new one.
+    std::thread::sleep(std::time::Duration::from_secs(7));
+    let (status, _) = http_get_bytes(&base, &href);
+    assert_eq!(status, 410);
+    browse_until(&page, &profile, "Get a new download link");
+
+    let entries = audit_entries(&config);
+    let of_two = |action: &str| {
+        entries
+            .iter()
+            .filter(|(_, a, s, _)| a == action && s == "tenant:2")
+            .count()
+    };
+    assert_eq!(of_two("export-request"), 1);
+    assert_eq!(of_two("export-build"), 1);
+    assert_eq!(of_two("export-download"), 1);
+    let _ = server.kill();
+    let _ = server.wait();
+}
