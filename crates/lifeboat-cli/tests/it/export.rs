@@ -453,6 +453,43 @@ async fn a_deleted_tenant_is_exported_from_the_vault_with_verifys_checksums() {
     assert_eq!(db_tables["tracker.issues"].1.len(), 4);
     assert_eq!(archive_issue_texts(&db_tables), issues_before);
 
+    // Just before the transaction that changed and deleted the tenant in the tracker: the
+    // same rows as at t.
+    let history = json(
+        &run_ok(
+            &config,
+            &["history", "--tenant", "3", "--source", "tracker", "--json"],
+        )
+        .await,
+    );
+    let deletion = history[0]["transaction"].as_str().expect("transaction");
+    let before_path = work.path("before-tx.sqlite");
+    run_ok(
+        &config,
+        &[
+            "export",
+            "--tenant",
+            "3",
+            "--before-tx",
+            deletion,
+            "--source",
+            "tracker",
+            "--format",
+            "sqlite",
+            "-o",
+            before_path.to_str().expect("path"),
+        ],
+    )
+    .await;
+    let (before_manifest, before_tables) = read_sqlite(&before_path);
+    let tracker_digests: BTreeMap<String, (u64, String)> = verify_digests
+        .iter()
+        .filter(|(k, _)| k.starts_with("tracker."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(manifest_digests(&before_manifest), tracker_digests);
+    assert_eq!(archive_digests(&before_tables), tracker_digests);
+
     // Each export is in the audit log.
     let audit = json(&run_ok(&config, &["audit", "--json"]).await);
     let exports: Vec<&serde_json::Value> = audit
@@ -461,7 +498,7 @@ async fn a_deleted_tenant_is_exported_from_the_vault_with_verifys_checksums() {
         .iter()
         .filter(|e| e["action"] == "export")
         .collect();
-    assert_eq!(exports.len(), 2, "{audit}");
+    assert_eq!(exports.len(), 3, "{audit}");
     assert_eq!(exports[0]["subject"], "3");
     assert_eq!(exports[0]["actor"], "alice");
     assert_eq!(exports[0]["details"]["format"], "csv");
@@ -516,7 +553,7 @@ async fn a_deleted_tenant_is_exported_from_the_vault_with_verifys_checksums() {
         .iter()
         .filter(|e| e["action"] == "export")
         .count();
-    assert_eq!(count, 2, "a refused export is not audited");
+    assert_eq!(count, 3, "a refused export is not audited");
 
     // --force replaces the file, here with an export of one source.
     run_ok(
