@@ -499,7 +499,7 @@ async fn a_deleted_tenant_is_exported_from_the_vault_with_verifys_checksums() {
         .filter(|e| e["action"] == "export")
         .collect();
     assert_eq!(exports.len(), 3, "{audit}");
-    assert_eq!(exports[0]["subject"], "3");
+    assert_eq!(exports[0]["subject"], "tenant:3");
     assert_eq!(exports[0]["actor"], "alice");
     assert_eq!(exports[0]["details"]["format"], "csv");
     assert_eq!(exports[1]["details"]["format"], "sqlite");

@@ -183,7 +183,7 @@ pub async fn export(
         .append(
             &crate::guard::login(request.by.clone()),
             "export",
-            &request.tenant,
+            &format!("tenant:{}", request.tenant),
             manifest.audit_details(request.format),
         )
         .await?;
