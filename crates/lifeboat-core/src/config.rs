@@ -978,6 +978,22 @@ mod tests {
     }
 
     #[test]
+    fn export_links_last_15_minutes_unless_set_and_bounded() {
+        let config = Config::parse(GOOD).expect("valid");
+        assert_eq!(config.campaigns.export_link_seconds, 900);
+        assert_eq!(config.campaigns.export_dir, None);
+        let set = format!("{GOOD}\n[campaigns]\nexport_link_seconds = 60\nexport_dir = \"/x\"\n");
+        let config = Config::parse(&set).expect("valid");
+        assert_eq!(config.campaigns.export_link_seconds, 60);
+        assert_eq!(config.campaigns.export_dir, Some(PathBuf::from("/x")));
+        for bad in ["0", "86401"] {
+            let text = format!("{GOOD}\n[campaigns]\nexport_link_seconds = {bad}\n");
+            let err = Config::parse(&text).expect_err(bad);
+            assert!(err.to_string().contains("export_link_seconds"), "{err}");
+        }
+    }
+
+    #[test]
     fn the_capture_lease_is_15_seconds_unless_set_and_bounded() {
         assert_eq!(
             Config::parse(GOOD).expect("valid").capture.lease_seconds,
