@@ -546,7 +546,11 @@ pub async fn serve(config_path: Option<PathBuf>, args: ServeArgs) -> Result<u8> 
         token,
         policy.auto_after_us.filter(|_| policy.customer),
         lifeboat_web::Limits::from_config(&config.server),
-    )?;
+    )?
+    .with_exports(
+        lifeboat_engine::campaign::export_dir(&config, &config_path)?,
+        (config.campaigns.export_link_seconds as i64).saturating_mul(1_000_000),
+    );
     crate::say!("serving the status page on http://{address}/");
     // Acceptances and the operator API write audit entries without the vault: anchor them.
     let anchoring = tokio::spawn(lifeboat_engine::guard::anchor_loop(

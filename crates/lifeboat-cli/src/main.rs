@@ -6,6 +6,7 @@ mod campaign;
 mod capture;
 mod contacts;
 mod drill;
+mod export;
 mod guard;
 mod observe;
 mod output;
@@ -61,6 +62,9 @@ enum Command {
     Drill(drill::Args),
     /// Restore tenants to a point in time, in place, as a new tenant or elsewhere.
     Restore(restore::Args),
+    /// Write one tenant's rows at a point in time, from the vault, into a zip of CSV files
+    /// or an SQLite database.
+    Export(export::Args),
     /// Check the whole vault: every object listed and readable, every source's history
     /// continuous, the audit anchors; `--read-data` checks every hash.
     Check(vault::CheckArgs),
@@ -146,6 +150,7 @@ fn main() -> ExitCode {
             Command::Check(args) => vault::check(config_path, args).await,
             Command::Prune(args) => vault::prune(config_path, args).await,
             Command::Restore(args) => restore::run(config_path, args).await,
+            Command::Export(args) => export::run(config_path, args).await,
             Command::Drill(args) => drill::run(config_path, args).await,
             Command::Plan(args) => guard::plan(config_path, args).await,
             Command::Approve(args) => guard::approve(config_path, args).await,

@@ -176,6 +176,7 @@ pub async fn verify(config_path: Option<PathBuf>, args: VerifyArgs) -> Result<u8
         print_json(&serde_json::json!({
             "tenants": tenants.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
             "tables_checked": tables_checked,
+            "tables": report.tables,
             "differences": differences,
             "ok": differences.is_empty(),
         }));

@@ -26,6 +26,7 @@ mod audit;
 mod campaigns;
 mod contacts;
 mod db;
+mod exports;
 mod ids;
 mod incidents;
 mod leases;
@@ -41,6 +42,7 @@ pub use applies::{Applied, ApplyState, ApplyStatus, PendingWave, StoredSignature
 pub use audit::{canonical_json, AuditEntry, Entry, StoredEntry, GENESIS};
 pub use campaigns::{Acceptance, Campaign, CampaignTenant, Stage};
 pub use contacts::{Contact, ContactOrigin};
+pub use exports::Export;
 pub use ids::{new_id, new_token};
 pub use incidents::{
     AffectedComponent, Component, ComponentStatus, Impact, Incident, IncidentChange,

@@ -153,6 +153,7 @@ impl ControlStore {
             db.batch(crate::outbox::SCHEMA)?;
             db.batch(crate::subscribers::SCHEMA)?;
             db.batch(crate::support::SCHEMA)?;
+            db.batch(crate::exports::SCHEMA)?;
             if let Ok(mut made) = MADE.lock() {
                 made.insert(url.to_string());
             }

@@ -145,6 +145,7 @@ contract!(on_sqlite, sqlite_store:
     the_last_capture_error_replaces_the_one_before_without_passwords,
     retry_failed_queues_failed_tenants_again,
     acceptance_by_token_and_automatic,
+    exports_are_requested_built_and_downloaded_through_a_current_link,
     attributes_are_stored_and_replaced,
     contacts_by_origin_and_campaign_copies,
     notices_commit_with_their_change,
@@ -184,6 +185,7 @@ contract!(on_postgres, postgres_store:
     the_last_capture_error_replaces_the_one_before_without_passwords,
     retry_failed_queues_failed_tenants_again,
     acceptance_by_token_and_automatic,
+    exports_are_requested_built_and_downloaded_through_a_current_link,
     attributes_are_stored_and_replaced,
     contacts_by_origin_and_campaign_copies,
     notices_commit_with_their_change,
@@ -1962,6 +1964,129 @@ mod contract {
             .map(|t| (t.tenant.as_str(), t.attempts, t.reason.as_deref()))
             .collect();
         assert_eq!(again, [("t1", 1, None), ("t2", 1, None)]);
+    }
+
+    pub fn exports_are_requested_built_and_downloaded_through_a_current_link(new: New) {
+        let f = new();
+        let mut store = f.open();
+        start(
+            &mut store,
+            "c1",
+            2,
+            lifeboat_core::time::now_us(),
+            &["t1", "t2"],
+        );
+        let tenants = tenants_of(&mut store, "c1");
+        let (one, two) = (tenants["t1"].token.clone(), tenants["t2"].token.clone());
+        let before = store.entries().expect("entries").len();
+        let version = store.status_version().expect("version");
+
+        assert!(!store
+            .request_export("no-such-token", MINUTE_US)
+            .expect("request"));
+        assert!(store
+            .claim_export("w1", MINUTE_US)
+            .expect("claim")
+            .is_none());
+        assert!(store.request_export(&one, MINUTE_US).expect("request"));
+        assert!(
+            store.request_export(&one, MINUTE_US).expect("again"),
+            "asked twice"
+        );
+        assert!(store.status_version().expect("version") > version);
+        let exports = store.exports().expect("exports");
+        assert_eq!(exports.len(), 1, "one request per tenant");
+        assert_eq!(exports[0].state, "requested");
+
+        // One builder at a time; a claim that runs out goes to the next.
+        assert_eq!(
+            store.claim_export("w1", 1).expect("claim"),
+            Some(("c1".to_string(), "t1".to_string()))
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(
+            store
+                .claim_export("w2", MINUTE_US)
+                .expect("claim")
+                .map(|c| c.1),
+            Some("t1".to_string())
+        );
+        assert!(store
+            .claim_export("w3", MINUTE_US)
+            .expect("claim")
+            .is_none());
+        let details = json!({"rows": 3});
+        assert!(
+            !store
+                .finish_export("w1", "c1", "t1", "old.zip", 10, MINUTE_US, details.clone())
+                .expect("finish"),
+            "w1 lost its claim"
+        );
+        assert!(store
+            .finish_export("w2", "c1", "t1", "c1-x.zip", 1234, MINUTE_US, details)
+            .expect("finish"));
+        let ready = store.exports().expect("exports").remove(0);
+        assert_eq!(ready.state, "ready");
+        assert_eq!(ready.file.as_deref(), Some("c1-x.zip"));
+        assert_eq!(ready.bytes, Some(1234));
+        let link = ready.link.clone().expect("link");
+        assert_eq!(link.len(), 64);
+        assert!(ready.link_until_us.expect("until") > lifeboat_core::time::now_us());
+
+        // Downloads: only the current link of that tenant's export.
+        store.record_download("c1", "t1", &link).expect("download");
+        let refused = store.record_download("c1", "t2", &link).expect_err("t2");
+        assert_eq!(refused.kind(), ErrorKind::Usage);
+        store.record_download("c1", "t1", "x").expect_err("made up");
+
+        // A new link replaces the old one, which stops working.
+        assert!(store.request_export(&one, 1).expect("new link"));
+        let renewed = store.exports().expect("exports").remove(0);
+        assert_ne!(renewed.link.as_deref(), Some(link.as_str()));
+        store
+            .record_download("c1", "t1", &link)
+            .expect_err("old link");
+        std::thread::sleep(Duration::from_millis(5));
+        let expired = renewed.link.expect("link");
+        store
+            .record_download("c1", "t1", &expired)
+            .expect_err("expired");
+
+        // A failed build can be asked for again.
+        assert!(store.request_export(&two, MINUTE_US).expect("request"));
+        assert_eq!(
+            store
+                .claim_export("w1", MINUTE_US)
+                .expect("claim")
+                .map(|c| c.1),
+            Some("t2".to_string())
+        );
+        store
+            .fail_export("w1", "c1", "t2", "vault unreachable")
+            .expect("fail");
+        let failed = store.exports().expect("exports").remove(1);
+        assert_eq!(failed.state, "failed");
+        assert_eq!(failed.error.as_deref(), Some("vault unreachable"));
+        assert!(store.request_export(&two, MINUTE_US).expect("again"));
+        assert_eq!(store.exports().expect("exports")[1].state, "requested");
+
+        let actions: Vec<(String, String, String)> = entries_after(&mut store, before);
+        let count = |action: &str, subject: &str| {
+            actions
+                .iter()
+                .filter(|(_, a, s)| a == action && s == subject)
+                .count()
+        };
+        assert_eq!(count("export-request", "tenant:t1"), 1);
+        assert_eq!(count("export-build", "tenant:t1"), 1);
+        assert_eq!(count("export-download", "tenant:t1"), 1);
+        assert_eq!(count("export-link", "tenant:t1"), 1);
+        assert_eq!(count("export-request", "tenant:t2"), 2);
+        assert_eq!(count("export-build", "tenant:t2"), 1);
+        assert!(
+            store.verify().expect("verify").is_empty(),
+            "the chain holds"
+        );
     }
 
     pub fn acceptance_by_token_and_automatic(new: New) {

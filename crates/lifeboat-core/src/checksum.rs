@@ -32,6 +32,11 @@ impl TableDigest {
         digest
     }
 
+    /// The sum as 32 lowercase hex digits (as serialized).
+    pub fn hex(&self) -> String {
+        format!("{:032x}", self.sum)
+    }
+
     pub fn add(&mut self, hash: u128) {
         self.rows += 1;
         self.sum = self.sum.wrapping_add(hash);

@@ -272,6 +272,20 @@ pub struct CampaignConfig {
     /// the campaign's target: priority keys (`--priority "edition desc"`).
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
+    /// Where workers write the archives tenants ask for on their private page and
+    /// `serve` reads them from (default: `exports` beside the configuration file).
+    #[serde(default)]
+    pub export_dir: Option<PathBuf>,
+    /// How long a download link of such an archive works.
+    #[serde(default = "default_export_link_seconds")]
+    pub export_link_seconds: u64,
+}
+
+/// The longest life of a download link (a day).
+pub const MAX_EXPORT_LINK_SECONDS: u64 = 86_400;
+
+fn default_export_link_seconds() -> u64 {
+    900
 }
 
 impl Default for CampaignConfig {
@@ -282,6 +296,8 @@ impl Default for CampaignConfig {
             lease_seconds: default_lease_seconds(),
             max_attempts: default_max_attempts(),
             attributes: BTreeMap::new(),
+            export_dir: None,
+            export_link_seconds: default_export_link_seconds(),
         }
     }
 }
@@ -681,6 +697,12 @@ impl Config {
                 self.campaigns.lease_seconds
             )));
         }
+        if !(1..=MAX_EXPORT_LINK_SECONDS).contains(&self.campaigns.export_link_seconds) {
+            return Err(Error::config(format!(
+                "[campaigns] export_link_seconds = {}: use 1 to {MAX_EXPORT_LINK_SECONDS}",
+                self.campaigns.export_link_seconds
+            )));
+        }
         if let Some(minutes) = self.campaigns.auto_accept_minutes {
             if minutes > MAX_AUTO_ACCEPT_MINUTES {
                 return Err(Error::config(format!(
@@ -989,6 +1011,22 @@ mod tests {
         assert!(err.to_string().contains("acceptance"), "{err}");
         let bad = format!("{GOOD}\n[campaigns.attributes]\nedition = \"mail.sites.edition\"\n");
         assert!(Config::parse(&bad).is_err());
+    }
+
+    #[test]
+    fn export_links_last_15_minutes_unless_set_and_bounded() {
+        let config = Config::parse(GOOD).expect("valid");
+        assert_eq!(config.campaigns.export_link_seconds, 900);
+        assert_eq!(config.campaigns.export_dir, None);
+        let set = format!("{GOOD}\n[campaigns]\nexport_link_seconds = 60\nexport_dir = \"/x\"\n");
+        let config = Config::parse(&set).expect("valid");
+        assert_eq!(config.campaigns.export_link_seconds, 60);
+        assert_eq!(config.campaigns.export_dir, Some(PathBuf::from("/x")));
+        for bad in ["0", "86401"] {
+            let text = format!("{GOOD}\n[campaigns]\nexport_link_seconds = {bad}\n");
+            let err = Config::parse(&text).expect_err(bad);
+            assert!(err.to_string().contains("export_link_seconds"), "{err}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod compare;
 pub mod contacts;
 pub mod context;
 pub mod drill;
+pub mod export;
 pub mod guard;
 pub mod history;
 pub mod info;

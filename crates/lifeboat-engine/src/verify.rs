@@ -35,11 +35,25 @@ pub struct Difference {
     pub example_keys: Vec<String>,
 }
 
+/// The vault's digest of one table of one tenant (what an export's manifest records for
+/// the same point).
+#[derive(Debug, Serialize)]
+pub struct VaultTable {
+    pub tenant: String,
+    pub source: String,
+    pub table: String,
+    pub rows: u64,
+    /// The digest's sum, 32 hex digits.
+    pub checksum: String,
+}
+
 /// What `verify` found.
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub tenants: Vec<String>,
     pub tables_checked: usize,
+    /// Every table the vault's side has, with its digest.
+    pub tables: Vec<VaultTable>,
     pub differences: Vec<Difference>,
     pub ok: bool,
 }
@@ -53,6 +67,7 @@ pub async fn verify(config: &Config, request: &Request) -> Result<Report> {
 
     let mut differences = Vec::new();
     let mut tables_checked = 0usize;
+    let mut tables = Vec::new();
     for (source, history) in sources.iter().zip(&histories) {
         if !history.is_captured() {
             continue;
@@ -64,6 +79,15 @@ pub async fn verify(config: &Config, request: &Request) -> Result<Report> {
         let states = history.states_at(&vault, &tenants, position).await?;
         for (tenant, state) in &states {
             let expected = expected_from_state(state);
+            for (table, (_, digest)) in &expected {
+                tables.push(VaultTable {
+                    tenant: tenant.to_string(),
+                    source: source.name.clone(),
+                    table: table.clone(),
+                    rows: digest.rows,
+                    checksum: digest.hex(),
+                });
+            }
             let check = compare_tenant(source, tenant, &expected).await?;
             tables_checked += check.tables.len();
             if check.matches() {
@@ -103,6 +127,7 @@ pub async fn verify(config: &Config, request: &Request) -> Result<Report> {
     Ok(Report {
         tenants: tenants.iter().map(|t| t.to_string()).collect(),
         tables_checked,
+        tables,
         ok: differences.is_empty(),
         differences,
     })

@@ -230,7 +230,7 @@ fn progress_html(p: &Progress) -> String {
 
 /// A tenant's private page: its own stage, place in the queue, ETA, restore point, and
 /// the accept button when its acceptance is awaited.
-pub fn tenant_page(page: &PageInfo, token: &str, view: &TenantView) -> String {
+pub fn tenant_page(page: &PageInfo, token: &str, view: &TenantView, offer_export: bool) -> String {
     let mut out = head(&format!("{} — your recovery", page.name), 20);
     out.push_str(&format!(
         "<h1>Your data recovery</h1><p class=\"meta\">{}</p>\
@@ -268,8 +268,49 @@ pub fn tenant_page(page: &PageInfo, token: &str, view: &TenantView) -> String {
     if view.stage == Stage::Failed {
         out.push_str("<p>Our team has been alerted and is working on your recovery.</p>");
     }
+    if offer_export {
+        out.push_str(&export_block(token, view, lifeboat_core::time::now_us()));
+    }
     out.push_str("</body></html>\n");
     out
+}
+
+/// The private page's offer of the tenant's data as of the restore point: ask for it,
+/// wait for it, or download it through a short-lived link.
+fn export_block(token: &str, view: &TenantView, now_us: i64) -> String {
+    let token = escape(token);
+    let ask = |button: &str, note: &str| {
+        format!(
+            "<form method=\"post\" action=\"/t/{token}/export\" id=\"export\"><p>{note}\
+             You can download your data as it was at {}, while you wait.</p>\
+             <button type=\"submit\" id=\"export-request\">{button}</button></form>",
+            escape(&view.target_time)
+        )
+    };
+    let Some(export) = &view.export else {
+        return ask("Prepare a download of my data", "");
+    };
+    match export.state.as_str() {
+        "ready" => match (&export.link, export.link_until_us) {
+            (Some(link), Some(until)) if until > now_us => format!(
+                "<p id=\"export\"><a id=\"export-link\" href=\"/t/{token}/export/{}\">\
+                 Download your data as it was at {} (zip, {} bytes)</a>. This link works \
+                 until {}.</p>",
+                escape(link),
+                escape(&view.target_time),
+                export.bytes.unwrap_or(0),
+                escape(&lifeboat_core::time::format_us(until))
+            ),
+            _ => ask(
+                "Get a new download link",
+                "Your download link has expired. ",
+            ),
+        },
+        "failed" => ask("Try again", "We could not prepare your download. "),
+        _ => "<p id=\"export\">Your download is being prepared. This page refreshes by \
+              itself.</p>"
+            .to_string(),
+    }
 }
 
 pub fn stage_words(stage: Stage) -> String {

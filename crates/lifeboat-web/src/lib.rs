@@ -3,6 +3,8 @@
 //! served from a snapshot rebuilt when the control store changes.
 
 pub mod forms;
+pub mod embed;
+mod export;
 pub mod html;
 pub mod observe;
 mod server;
@@ -67,6 +69,8 @@ struct Inner {
     probe_failed: AtomicBool,
     /// The forms' rate limits (in memory: a restart forgets them).
     rate_limits: forms::RateLimits,
+    /// Tenants' export archives: their directory and how long a download link works (µs).
+    exports: Option<(std::path::PathBuf, i64)>,
 }
 
 /// Open the control store at `url` for the server: waits for other connections' locks
@@ -101,8 +105,18 @@ impl AppState {
                 probe_started_us: AtomicI64::new(0),
                 probe_failed: AtomicBool::new(false),
                 rate_limits: forms::RateLimits::new(),
+                exports: None,
             }),
         })
+    }
+
+    /// Offer tenants' export archives from `dir` on their private pages, each download
+    /// link working `link_us` (right after `new`, before the state is shared).
+    pub fn with_exports(mut self, dir: std::path::PathBuf, link_us: i64) -> AppState {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.exports = Some((dir, link_us));
+        }
+        self
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -288,10 +302,13 @@ pub fn router(state: AppState) -> Router {
             .expose_headers([header::ETAG, SNAPSHOT_AGE])
             .max_age(Duration::from_secs(86_400)),
     );
+    let public = public.route("/embed/banner.js", get(embed::banner));
     let private = Router::new()
         .route("/t/{token}", get(tenant_page))
         .route("/t/{token}/status.json", get(tenant_json))
         .route("/t/{token}/accept", post(tenant_accept))
+        .route("/t/{token}/export", post(export::request))
+        .route("/t/{token}/export/{link}", get(export::download))
         .route(
             "/api/operator/incidents",
             get(operator_incidents).post(operator_create),
@@ -449,7 +466,7 @@ async fn tenant_page(State(state): State<AppState>, Path(token): Path<String>) -
         Some(view) => private_headers(
             (
                 [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-                html::tenant_page(&snapshot.page, &token, view),
+                html::tenant_page(&snapshot.page, &token, view, state.inner.exports.is_some()),
             )
                 .into_response(),
         ),

@@ -99,6 +99,8 @@ pub struct TenantView {
     pub eta: Option<String>,
     pub target_time: String,
     pub reason: Option<String>,
+    /// The tenant's export of its data as of the restore point, once asked for.
+    pub export: Option<lifeboat_control::Export>,
 }
 
 pub struct Snapshot {
@@ -350,6 +352,7 @@ pub fn campaign_views(
                     eta: position.and_then(eta_after),
                     target_time: campaign.target_time.clone(),
                     reason: t.reason.clone(),
+                    export: None,
                 },
             );
         }
@@ -367,7 +370,15 @@ impl Snapshot {
         let incidents = control.incidents()?;
         let campaigns = control.campaigns()?;
         let tenants = control.campaign_tenants(None)?;
-        let (progress, views) = campaign_views(&campaigns, &incidents, &tenants, now);
+        let (progress, mut views) = campaign_views(&campaigns, &incidents, &tenants, now);
+        let mut exports: HashMap<(String, String), lifeboat_control::Export> = control
+            .exports()?
+            .into_iter()
+            .map(|e| ((e.campaign.clone(), e.tenant.clone()), e))
+            .collect();
+        for view in views.values_mut() {
+            view.export = exports.remove(&(view.campaign.clone(), view.tenant.clone()));
+        }
         let mut stages = BTreeMap::new();
         for t in &tenants {
             *stages

@@ -1188,3 +1188,35 @@ async fn a_locked_control_store_leaves_public_pages_answering_and_private_ones_5
     let answer = http_get(address, "/api/operator/incidents", Some(TOKEN)).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
 }
+
+#[tokio::test]
+async fn the_banner_script_is_served_to_any_site_and_reads_only_the_public_summary() {
+    let f = fixture_store();
+    let (status, headers, body) = get(&f.state, "/embed/banner.js").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers[header::CONTENT_TYPE],
+        "text/javascript; charset=utf-8"
+    );
+    assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    assert_eq!(headers["cross-origin-resource-policy"], "cross-origin");
+    let script = String::from_utf8(body).expect("utf8");
+    assert!(script.contains("../api/v2/summary.json"), "{script}");
+    assert!(script.contains("credentials: \"omit\""), "{script}");
+    for private in ["document.cookie", "/t/", "/api/operator", "localStorage"] {
+        assert!(!script.contains(private), "the banner touches {private}");
+    }
+    // The summary it reads answers any origin.
+    let (status, headers, _) = call(
+        &f.state,
+        Request::builder()
+            .uri("/api/v2/summary.json")
+            .header(header::ORIGIN, "https://forum.example.org")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS));
+}

@@ -10,6 +10,8 @@ mod contacts;
 mod continuity;
 mod crash;
 mod drill;
+mod embed;
+mod export;
 mod faults;
 mod fixtures;
 mod guard;

@@ -293,6 +293,26 @@ pub async fn start_campaign(
     Ok((campaign.id, with_users.len()))
 }
 
+/// Where workers write tenants' export archives and `serve` reads them: `[campaigns]
+/// export_dir`, or `exports` beside the configuration file. Made if missing.
+pub fn export_dir(config: &Config, config_path: &Option<PathBuf>) -> Result<PathBuf> {
+    let dir = match &config.campaigns.export_dir {
+        Some(dir) => dir.clone(),
+        None => config_path
+            .as_ref()
+            .and_then(|p| p.parent())
+            .map(|d| d.join("exports"))
+            .ok_or_else(|| Error::config("no [campaigns] export_dir and no configuration file"))?,
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        Error::config(format!(
+            "[campaigns] export_dir {}: cannot create it: {e}",
+            dir.display()
+        ))
+    })?;
+    Ok(dir)
+}
+
 pub(crate) async fn resolve_target(
     config: &Config,
     vault: &lifeboat_core::vault::Vault,

@@ -58,6 +58,7 @@ pub async fn run(
     open_control(config, config_path)?;
     let mut worked = Worked::default();
     while !stop.is_set() {
+        build_exports(config, config_path, &url, name).await?;
         match work_once(config, &url, name, campaign, jobs).await? {
             Some((ok, bad)) => {
                 worked.restored += ok;
@@ -113,6 +114,98 @@ pub async fn run_workers(
         bad += b;
     }
     Ok((ok, bad))
+}
+
+/// Build every export tenants asked for on their private pages, one at a time, from the
+/// vault as of each campaign's restore point (docs/status.md). A failed build is recorded
+/// on the tenant's page; it may ask again.
+pub async fn build_exports(
+    config: &Config,
+    config_path: &Option<PathBuf>,
+    url: &str,
+    worker: &str,
+) -> Result<usize> {
+    let lease_us = (config.campaigns.lease_seconds as i64).saturating_mul(1_000_000);
+    let link_us = (config.campaigns.export_link_seconds as i64).saturating_mul(1_000_000);
+    let mut built = 0;
+    loop {
+        let mut control = ControlStore::open(url)?;
+        let Some((campaign_id, tenant)) = control.claim_export(worker, lease_us)? else {
+            break;
+        };
+        let result = build_export(config, config_path, &mut control, &campaign_id, &tenant).await;
+        match result {
+            Ok((file, bytes, details)) => {
+                if control.finish_export(
+                    worker,
+                    &campaign_id,
+                    &tenant,
+                    &file,
+                    bytes as i64,
+                    link_us,
+                    details,
+                )? {
+                    built += 1;
+                } else {
+                    // Another worker took it over meanwhile: its archive is the one offered.
+                    let dir = super::export_dir(config, config_path)?;
+                    let _ = std::fs::remove_file(dir.join(&file));
+                }
+            }
+            Err(e) => {
+                tracing::warn!("worker {worker}: export of tenant {tenant}: {e}");
+                control.fail_export(worker, &campaign_id, &tenant, &e.to_string())?;
+            }
+        }
+        if let Err(e) = anchor(config, url).await {
+            tracing::warn!("worker {worker}: anchoring audit entries: {e}");
+        }
+    }
+    Ok(built)
+}
+
+/// One tenant's archive as of its campaign's restore point, in the export directory.
+/// Returns its file name, size and what the audit log records of it.
+async fn build_export(
+    config: &Config,
+    config_path: &Option<PathBuf>,
+    control: &mut ControlStore,
+    campaign_id: &str,
+    tenant: &str,
+) -> Result<(String, u64, serde_json::Value)> {
+    let campaign = control
+        .campaigns()?
+        .into_iter()
+        .find(|c| c.id == campaign_id)
+        .ok_or_else(|| Error::usage(format!("no campaign {campaign_id}")))?;
+    let target = campaign_target(&campaign)?;
+    let dir = super::export_dir(config, config_path)?;
+    let vault = open_vault(config).await?;
+    let names: Vec<String> = config.sources.keys().cloned().collect();
+    let histories = crate::context::histories_for(&vault, &names, &[tenant.to_string()]).await?;
+    let resolved = super::resolve_target(config, &vault, &histories, &target).await?;
+    let format = crate::export::Format::Csv;
+    let (file, manifest) =
+        crate::export::build(config, &vault, tenant, &resolved, &names, format, &dir).await?;
+    let bytes = file.as_file().metadata().map(|m| m.len()).unwrap_or(0);
+    let name = format!("{campaign_id}-{}.{}", new_id()?, format.extension());
+    crate::export::place(file, &dir.join(&name), false)?;
+    Ok((name, bytes, manifest.audit_details(format)))
+}
+
+/// A campaign's target: the positions resolved when it started.
+fn campaign_target(campaign: &Campaign) -> Result<Target> {
+    let positions: Option<BTreeMap<String, Position>> = campaign
+        .target
+        .get("positions")
+        .and_then(|p| serde_json::from_value(p.clone()).ok());
+    match positions {
+        Some(positions) => Ok(Target::Positions(positions)),
+        None => Target::parse(
+            campaign.target.get("at").and_then(|v| v.as_str()),
+            campaign.target.get("before_tx").and_then(|v| v.as_str()),
+        ),
+    }
 }
 
 /// Is any tenant still to be restored (queued or being restored by someone)?
@@ -313,17 +406,7 @@ async fn restore_batch(
     jobs: usize,
 ) -> Result<(BTreeMap<String, u64>, BTreeMap<String, String>, Resolved)> {
     // The positions resolved when the campaign started.
-    let positions: Option<BTreeMap<String, Position>> = campaign
-        .target
-        .get("positions")
-        .and_then(|p| serde_json::from_value(p.clone()).ok());
-    let target = match positions {
-        Some(positions) => Target::Positions(positions),
-        None => Target::parse(
-            campaign.target.get("at").and_then(|v| v.as_str()),
-            campaign.target.get("before_tx").and_then(|v| v.as_str()),
-        )?,
-    };
+    let target = campaign_target(campaign)?;
     let request = crate::restore::Request {
         tenants: tenants.to_vec(),
         target,
