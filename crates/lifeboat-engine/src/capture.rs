@@ -30,7 +30,8 @@ pub struct Run {
 /// Capture `sources` (all when empty) until `stop` is set, or, with `until_caught_up`,
 /// until everything committed before the call is durable in the vault. Each source is
 /// captured while this run holds its lease; a source another capture leads is stood by
-/// for (with `until_caught_up`: refused). Standing by, leading and losing a lease are
+/// for (with `until_caught_up`: that capture is waited for until it has stored everything
+/// committed before the call, `catch_up`). Standing by, leading and losing a lease are
 /// reported to `progress`.
 /// Each source's capture is counted in `metrics` (`lifeboat_capture_*`,
 /// `lifeboat_vault_head_age_seconds`).
@@ -136,6 +137,9 @@ impl Term {
         // How often a standby asks again: it takes over at most this long after expiry.
         let poll = (lease_time / 10).clamp(Duration::from_millis(100), Duration::from_secs(1));
         let mut opened = Some(source);
+        // A catch-up waits at most this long for another capture leading the source.
+        let deadline =
+            std::time::Instant::now() + Duration::from_secs(self.config.capture.wait_seconds);
         // One count of transient faults across every lease term of this run.
         let faults = Arc::<FaultStats>::default();
         let mut total = CaptureStats {
@@ -180,7 +184,24 @@ impl Term {
             let leader = match acquired {
                 Acquired::Held(current) => {
                     if self.until_caught_up {
-                        return Err(lease::held_error(&name, &current));
+                        // The leader stores what is committed now: wait for it, never
+                        // capture the source a second time alongside it.
+                        let say = |line: String| self.say(line);
+                        let waited = crate::catch_up::wait_for_leader(
+                            &self.config,
+                            &self.control,
+                            &self.vault,
+                            &name,
+                            current,
+                            deadline,
+                            &say,
+                        )
+                        .await?;
+                        if waited.is_some() {
+                            return Ok(total);
+                        }
+                        // That capture stopped without a successor: capture here.
+                        continue;
                     }
                     if announced != Some((current.holder.clone(), current.epoch)) {
                         self.say(format!(

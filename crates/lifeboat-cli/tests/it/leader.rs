@@ -47,7 +47,7 @@ impl Capture {
         Capture { child, log }
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -395,41 +395,82 @@ async fn a_leader_that_cannot_renew_stops_writing_before_the_lease_is_granted_ag
     assert_whole(&config, "identity").await;
 }
 
-/// Capturing by itself (`--until-caught-up`, and what apply, undo and undelete run) is
-/// refused while another capture leads the source, naming it; once it stopped, it runs.
+/// A catch-up (`--until-caught-up`, and what apply, undo and undelete run) while another
+/// capture leads the source waits for that capture instead of capturing alongside it; a
+/// leader that stores nothing (stopped) makes it fail after `[capture] wait_seconds` with
+/// one line naming the leader and how far behind it is, changing nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn capturing_by_itself_is_refused_while_another_capture_leads() {
+async fn a_catch_up_waits_for_the_leader_and_gives_up_naming_it() {
     let work = Workdir::new();
     let identity = work.path("identity.db");
     setup_identity(&identity, TENANTS);
-    let config = work.init_config(&short_lease(config_text(
-        &work.vault_url(),
-        None,
-        None,
-        Some(&identity),
-    )));
+    let text = short_lease(config_text(&work.vault_url(), None, None, Some(&identity)));
+    let config = work.init_config(&text);
     lifeboat_ok(&config, &["capture", "--until-caught-up"]);
     let mut leader = Capture::spawn(&config, work.path("leader.log"), None);
     leader.wait_for("source identity: leading capture").await;
+    let path = identity.clone();
+    tokio::task::spawn_blocking(move || {
+        write_identity(&path, TENANTS, 3, Duration::from_millis(300))
+    })
+    .await
+    .expect("writer");
+    let config_owned = config.clone();
+    tokio::task::spawn_blocking(move || {
+        lifeboat_ok(&config_owned, &["capture", "--until-caught-up"])
+    })
+    .await
+    .expect("catch-up");
+    let log = leader.log();
+    assert_eq!(log.matches("leading capture").count(), 1, "{log}");
+
+    // The leader stops (SIGSTOP) with changes waiting: the catch-up gives up after 1 s.
+    let impatient = work.path("impatient.toml");
+    std::fs::write(
+        &impatient,
+        text.replace("[capture]\n", "[capture]\nwait_seconds = 1\n"),
+    )
+    .expect("config");
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(leader.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    signal("STOP");
+    let path = identity.clone();
+    tokio::task::spawn_blocking(move || {
+        write_identity(&path, TENANTS, 4, Duration::from_millis(200))
+    })
+    .await
+    .expect("writer");
     let before = objects(&work, "identity");
-    let output = lifeboat(&config, &["capture", "--until-caught-up"]);
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let output = lifeboat(&impatient, &["capture", "--until-caught-up"]);
+    signal("CONT");
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let err = stderr(&output);
+    let error: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(error.len(), 1, "one line: {err}");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
     assert!(
-        err.contains(&format!(
-            "source identity: another capture leads it: {}:{} (epoch 2)",
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .expect("hostname")
-                .trim(),
+        error[0].contains(&format!(
+            "source identity: the running capture (leader {}:{}) did not store it up to ",
+            host.trim(),
             leader.pid()
-        )),
+        )) && error[0].contains(" changes behind, the vault holds it up to "),
         "{err}"
     );
-    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
-    assert_eq!(objects(&work, "identity"), before);
+    assert!(err.contains("waiting for capture (leader "), "{err}");
+    assert_eq!(
+        objects(&work, "identity"),
+        before,
+        "the catch-up wrote nothing"
+    );
     terminate(&mut leader.child);
-    // Released at the clean stop: no waiting for the lease to run out.
-    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    // Released at the clean stop: no capture leads, so the catch-up captures itself.
+    assert_whole(&config, "identity").await;
 }
 
 /// A capture of several sources leads those whose lease it gets and stands by for the

@@ -44,6 +44,8 @@ const SESSION_OPTIONS: &str = "-c DateStyle=ISO,YMD -c TimeZone=UTC -c IntervalS
 /// Microseconds between 1970-01-01 and 2000-01-01 (PostgreSQL's epoch).
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
 const CAUGHT_UP_PREFIX: &str = "lifeboat.caught-up";
+/// The prefix of the transactional logical message `position_to_capture` commits.
+const POSITION_MARK_PREFIX: &str = "lifeboat.position-mark";
 
 /// A PostgreSQL source: one connection to a database, its tables in `schema`.
 pub struct PostgresSource {
@@ -131,6 +133,22 @@ impl Source for PostgresSource {
 
     async fn position(&self) -> Result<Position> {
         position(&self.client).await.map(Position::new)
+    }
+
+    async fn position_to_capture(&self) -> Result<Position> {
+        let now = position(&self.client).await?;
+        // Committed after `now`, so its position is above it: capture's head reaches `now`
+        // when it stores this transaction, even on a source where nothing else commits.
+        let marker = format!("{}-{}", std::process::id(), lifeboat_core::time::now_us());
+        self.client
+            .batch_execute(&format!(
+                "SELECT pg_logical_emit_message(true, {}, {})",
+                quote_literal(POSITION_MARK_PREFIX),
+                quote_literal(&marker)
+            ))
+            .await
+            .map_err(|e| pg_error("cannot write a position mark for capture", e))?;
+        Ok(Position::new(now))
     }
 
     async fn count_tenant_rows(
