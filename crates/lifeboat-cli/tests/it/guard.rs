@@ -1733,11 +1733,12 @@ fn write_bystanders(url: String, stop: std::sync::Arc<std::sync::atomic::AtomicB
 }
 
 /// The guard flow (plan, approve, a halt, apply in waves, undo) and the soft-delete flow
-/// (delete, undelete) while `lifeboat capture` leads the source and a writer commits to
-/// other tenants: apply, undo and undelete wait for that capture to store the source up
-/// to now instead of capturing it a second time. The capture leads alone all along;
-/// afterwards every tenant verifies and the vault holds no position twice.
-fn flows_with_capture_running(kind: Kind) {
+/// (delete, undelete) while a writer commits to other tenants, with `lifeboat capture`
+/// leading the source in the background (`running`) or stopped. While it runs, apply,
+/// undo and undelete wait for it to store the source up to now instead of capturing it a
+/// second time, and it leads alone all along; stopped, they capture by themselves.
+/// Afterwards every tenant verifies and the vault holds no position twice.
+fn flows(kind: Kind, running: bool) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let work = Workdir::new();
     let url = match kind {
@@ -1768,8 +1769,11 @@ fn flows_with_capture_running(kind: Kind) {
     };
     let before = dump();
 
-    let mut capture = crate::leader::Capture::spawn(&config, work.path("capture.log"), None);
-    runtime.block_on(capture.wait_for("source tracker: leading capture (epoch 2"));
+    let mut capture = running.then(|| {
+        let capture = crate::leader::Capture::spawn(&config, work.path("capture.log"), None);
+        runtime.block_on(capture.wait_for("source tracker: leading capture (epoch 2"));
+        capture
+    });
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let (url, stop) = (url.clone(), stop.clone());
@@ -1805,8 +1809,9 @@ fn flows_with_capture_running(kind: Kind) {
     );
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(stderr(&output).contains("halted"), "{}", stderr(&output));
-    assert!(
+    assert_eq!(
         stderr(&output).contains("waiting for capture (leader "),
+        running,
         "{}",
         stderr(&output)
     );
@@ -1858,20 +1863,23 @@ fn flows_with_capture_running(kind: Kind) {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let written = writer.join().expect("writer");
     assert!(written > 0, "the writer wrote");
-    // A one-shot capture waits for the leader too, then every tenant verifies.
+    // A one-shot capture waits for the leader too (stopped: captures), then every tenant
+    // verifies.
     let output = lifeboat(&config, &["capture", "--until-caught-up"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let sites: Vec<i64> = (4401..=4410).collect();
     let out = lifeboat_ok(&config, &as_strs(&verify_args(sites)));
     assert!(out.starts_with("ok:"), "{out}");
-    terminate(&mut capture.child);
-    let log = capture.log();
-    assert_eq!(
-        log.matches("leading capture").count(),
-        1,
-        "one capture led the source all along:\n{log}"
-    );
-    assert!(!log.contains("lost the capture lease"), "{log}");
+    if let Some(capture) = &mut capture {
+        terminate(&mut capture.child);
+        let log = capture.log();
+        assert_eq!(
+            log.matches("leading capture").count(),
+            1,
+            "one capture led the source all along:\n{log}"
+        );
+        assert!(!log.contains("lost the capture lease"), "{log}");
+    }
     lifeboat_ok(&config, &["check"]);
     let stored = runtime.block_on(crate::vault_checks::assert_no_duplicates(
         &config, "tracker",
@@ -1884,10 +1892,20 @@ fn flows_with_capture_running(kind: Kind) {
 
 #[test]
 fn sqlite_flows_with_capture_running() {
-    flows_with_capture_running(Kind::Sqlite);
+    flows(Kind::Sqlite, true);
+}
+
+#[test]
+fn sqlite_flows_with_capture_stopped() {
+    flows(Kind::Sqlite, false);
 }
 
 #[test]
 fn postgres_flows_with_capture_running() {
-    flows_with_capture_running(Kind::Postgres);
+    flows(Kind::Postgres, true);
+}
+
+#[test]
+fn postgres_flows_with_capture_stopped() {
+    flows(Kind::Postgres, false);
 }
