@@ -1733,7 +1733,7 @@ fn write_bystanders(url: String, stop: std::sync::Arc<std::sync::atomic::AtomicB
 }
 
 /// The guard flow (plan, approve, a halt, apply in waves, undo) and the soft-delete flow
-/// (delete, undelete) while a writer commits to other tenants, with `lifeboat capture`
+/// (delete, undelete, delete and purge) while a writer commits to other tenants, with `lifeboat capture`
 /// leading the source in the background (`running`) or stopped. While it runs, apply,
 /// undo and undelete wait for it to store the source up to now instead of capturing it a
 /// second time, and it leads alone all along; stopped, they capture by themselves.
@@ -1860,6 +1860,36 @@ fn flows(kind: Kind, running: bool) {
         "undelete restores row for row"
     );
 
+    // Another tenant deleted and, with no retention left, purged from the vault while
+    // capture goes on writing it.
+    let purge = work.path("purge.json");
+    let purge_arg = purge.to_str().expect("path");
+    lifeboat_ok(
+        &config,
+        &[
+            "tenant",
+            "delete",
+            "4406",
+            "--key",
+            &key_of(&config, "alice"),
+            "-o",
+            purge_arg,
+        ],
+    );
+    lifeboat_ok(
+        &config,
+        &["approve", purge_arg, "--key", &key_of(&config, "bob")],
+    );
+    lifeboat_ok(&config, &["apply", purge_arg, "--by", "carol"]);
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace("[guard]\n", "[guard]\nretention_days = 0\n"),
+    )
+    .expect("config");
+    let out = lifeboat_ok(&config, &["tenant", "purge", "4406", "--by", "carol"]);
+    assert!(out.contains("purged tenant 4406"), "{out}");
+
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let written = writer.join().expect("writer");
     assert!(written > 0, "the writer wrote");
@@ -1867,7 +1897,7 @@ fn flows(kind: Kind, running: bool) {
     // verifies.
     let output = lifeboat(&config, &["capture", "--until-caught-up"]);
     assert!(output.status.success(), "{}", stderr(&output));
-    let sites: Vec<i64> = (4401..=4410).collect();
+    let sites: Vec<i64> = (4401..=4410).filter(|&s| s != 4406).collect();
     let out = lifeboat_ok(&config, &as_strs(&verify_args(sites)));
     assert!(out.starts_with("ok:"), "{out}");
     if let Some(capture) = &mut capture {
