@@ -76,7 +76,8 @@ async fn catch_up_source(
 
 /// Wait until the vault's head of `name` passes the source's present position, which the
 /// capture holding `lease` stores. Returns that position, or `None` when no capture leads
-/// the source any more (the caller captures it itself). Fails at `deadline`, naming the
+/// the source any more, its lease expired or its process gone (the caller captures it
+/// itself). Fails at `deadline`, naming the
 /// leader and how far behind it is.
 pub async fn wait_for_leader(
     config: &Config,
@@ -103,8 +104,14 @@ pub async fn wait_for_leader(
         let now = Instant::now();
         if now >= lease_read + LEASE_POLL {
             lease_read = now;
+            // A leader of this machine whose process is gone writes nothing more: its
+            // lease is taken over at once (`lease::acquire`).
             match lease::leader(control_url, name).await? {
-                Some(current) if current.is_live() => holder = current.holder,
+                Some(current)
+                    if current.is_live() && !crate::guard::holder_is_gone(&current.holder) =>
+                {
+                    holder = current.holder
+                }
                 _ => return Ok(None),
             }
         }

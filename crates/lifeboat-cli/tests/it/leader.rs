@@ -468,8 +468,46 @@ async fn a_catch_up_waits_for_the_leader_and_gives_up_naming_it() {
         before,
         "the catch-up wrote nothing"
     );
+
+    // A new leader dies while a catch-up waits for it: the catch-up takes the lease over
+    // and captures by itself.
     terminate(&mut leader.child);
-    // Released at the clean stop: no capture leads, so the catch-up captures itself.
+    let mut leader = Capture::spawn(&config, work.path("leader2.log"), None);
+    leader.wait_for("source identity: leading capture").await;
+    let pid = leader.pid().to_string();
+    let stop = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .expect("kill");
+    assert!(stop.success());
+    let path = identity.clone();
+    tokio::task::spawn_blocking(move || {
+        write_identity(&path, TENANTS, 5, Duration::from_millis(100))
+    })
+    .await
+    .expect("writer");
+    let mut waiting = lifeboat_command(&config, &["capture", "--until-caught-up"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    while Instant::now() < started + Duration::from_millis(800) {
+        assert!(waiting.try_wait().expect("wait").is_none(), "it waits");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    leader.kill();
+    let output = tokio::task::spawn_blocking(move || waiting.wait_with_output())
+        .await
+        .expect("join")
+        .expect("catch-up");
+    let err = stderr(&output);
+    assert!(output.status.success(), "{err}");
+    assert!(err.contains("waiting for capture (leader "), "{err}");
+    assert!(
+        err.contains("source identity: leading capture (epoch"),
+        "{err}"
+    );
     assert_whole(&config, "identity").await;
 }
 
