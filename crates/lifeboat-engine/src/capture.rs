@@ -187,6 +187,7 @@ impl Term {
                         // The leader stores what is committed now: wait for it, never
                         // capture the source a second time alongside it.
                         let say = |line: String| self.say(line);
+                        let holder = current.holder.clone();
                         let waited = crate::catch_up::wait_for_leader(
                             &self.config,
                             &self.control,
@@ -198,6 +199,10 @@ impl Term {
                         )
                         .await?;
                         if waited.is_some() {
+                            self.say(format!(
+                                "source {name}: caught up: the capture leading it ({holder}) \
+                                 has stored everything committed before this run"
+                            ));
                             return Ok(total);
                         }
                         // That capture stopped without a successor: capture here.

@@ -396,9 +396,10 @@ async fn a_leader_that_cannot_renew_stops_writing_before_the_lease_is_granted_ag
 }
 
 /// A catch-up (`--until-caught-up`, and what apply, undo and undelete run) while another
-/// capture leads the source waits for that capture instead of capturing alongside it; a
-/// leader that stores nothing (stopped) makes it fail after `[capture] wait_seconds` with
-/// one line naming the leader and how far behind it is, changing nothing.
+/// capture leads the source waits for that capture instead of capturing alongside it. A
+/// leader that stores nothing in time makes it fail after `[capture] wait_seconds` with one
+/// line naming the leader and how far behind it is, changing nothing; a leader that dies
+/// while a catch-up waits is taken over by it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catch_up_waits_for_the_leader_and_gives_up_naming_it() {
     let work = Workdir::new();
@@ -409,46 +410,45 @@ async fn a_catch_up_waits_for_the_leader_and_gives_up_naming_it() {
     lifeboat_ok(&config, &["capture", "--until-caught-up"]);
     let mut leader = Capture::spawn(&config, work.path("leader.log"), None);
     leader.wait_for("source identity: leading capture").await;
-    let path = identity.clone();
-    tokio::task::spawn_blocking(move || {
-        write_identity(&path, TENANTS, 3, Duration::from_millis(300))
-    })
-    .await
-    .expect("writer");
+    let write = |seed: u64| {
+        let path = identity.clone();
+        tokio::task::spawn_blocking(move || {
+            write_identity(&path, TENANTS, seed, Duration::from_millis(200))
+        })
+    };
+    write(3).await.expect("writer");
     let config_owned = config.clone();
-    tokio::task::spawn_blocking(move || {
+    let out = tokio::task::spawn_blocking(move || {
         lifeboat_ok(&config_owned, &["capture", "--until-caught-up"])
     })
     .await
     .expect("catch-up");
+    assert!(
+        out.contains("identity: 0 transactions"),
+        "it captured nothing: {out}"
+    );
+    terminate(&mut leader.child);
     let log = leader.log();
     assert_eq!(log.matches("leading capture").count(), 1, "{log}");
 
-    // The leader stops (SIGSTOP) with changes waiting: the catch-up gives up after 1 s.
-    let impatient = work.path("impatient.toml");
-    std::fs::write(
-        &impatient,
-        text.replace("[capture]\n", "[capture]\nwait_seconds = 1\n"),
-    )
-    .expect("config");
-    let signal = |name: &str| {
-        let status = std::process::Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(leader.pid().to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success());
+    // A leader that holds what it reads for a minute before writing it, under a long
+    // lease: only the death of its process ends the lease early.
+    let slow = |extra: &str| {
+        text.replace(
+            &format!("[capture]\nlease_seconds = {LEASE_SECONDS}\n"),
+            &format!("[capture]\nlease_seconds = 120\n{extra}"),
+        )
+        .replace("flush_interval_ms = 100\n", "flush_interval_ms = 60000\n")
     };
-    signal("STOP");
-    let path = identity.clone();
-    tokio::task::spawn_blocking(move || {
-        write_identity(&path, TENANTS, 4, Duration::from_millis(200))
-    })
-    .await
-    .expect("writer");
+    let patient = work.path("patient.toml");
+    std::fs::write(&patient, slow("")).expect("config");
+    let impatient = work.path("impatient.toml");
+    std::fs::write(&impatient, slow("wait_seconds = 1\n")).expect("config");
+    let mut leader = Capture::spawn(&patient, work.path("slow.log"), None);
+    leader.wait_for("source identity: leading capture").await;
+    write(4).await.expect("writer");
     let before = objects(&work, "identity");
     let output = lifeboat(&impatient, &["capture", "--until-caught-up"]);
-    signal("CONT");
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let err = stderr(&output);
     let error: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
@@ -469,31 +469,19 @@ async fn a_catch_up_waits_for_the_leader_and_gives_up_naming_it() {
         "the catch-up wrote nothing"
     );
 
-    // A new leader dies while a catch-up waits for it: the catch-up takes the lease over
+    // The leader dies while a catch-up waits for it: the catch-up takes the lease over
     // and captures by itself.
-    terminate(&mut leader.child);
-    let mut leader = Capture::spawn(&config, work.path("leader2.log"), None);
-    leader.wait_for("source identity: leading capture").await;
-    let pid = leader.pid().to_string();
-    let stop = std::process::Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .expect("kill");
-    assert!(stop.success());
-    let path = identity.clone();
-    tokio::task::spawn_blocking(move || {
-        write_identity(&path, TENANTS, 5, Duration::from_millis(100))
-    })
-    .await
-    .expect("writer");
-    let mut waiting = lifeboat_command(&config, &["capture", "--until-caught-up"])
+    let mut waiting = lifeboat_command(&patient, &["capture", "--until-caught-up"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
     let started = Instant::now();
     while Instant::now() < started + Duration::from_millis(800) {
-        assert!(waiting.try_wait().expect("wait").is_none(), "it waits");
+        if waiting.try_wait().expect("wait").is_some() {
+            let output = waiting.wait_with_output().expect("output");
+            panic!("it waits: {}", stderr(&output));
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     leader.kill();
