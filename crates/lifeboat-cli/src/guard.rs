@@ -295,7 +295,14 @@ pub async fn halt(config_path: Option<PathBuf>, args: PlanRefArgs) -> Result<u8>
 
 pub async fn undo(config_path: Option<PathBuf>, args: PlanRefArgs) -> Result<u8> {
     let config = load_config(config_path.as_deref())?;
-    let undone = guard::undo(&config, &config_path, &args.plan, args.by).await?;
+    let undone = guard::undo(
+        &config,
+        &config_path,
+        &args.plan,
+        args.by,
+        &Terminal::default(),
+    )
+    .await?;
     if undone.undeleted {
         return Ok(crate::tenant::print_undeleted(
             undone.tenants,

@@ -76,7 +76,14 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
             Ok(0)
         }
         TenantCommand::Undelete { tenants, by } => {
-            let done = lifecycle::undelete(&config, &config_path, tenants, by).await?;
+            let done = lifecycle::undelete(
+                &config,
+                &config_path,
+                tenants,
+                by,
+                &crate::output::Terminal::default(),
+            )
+            .await?;
             Ok(print_undeleted(done.tenants, done.rows, done.failures))
         }
         TenantCommand::Purge { tenants, by } => {

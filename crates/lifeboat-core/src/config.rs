@@ -454,6 +454,10 @@ pub struct CaptureConfig {
     /// writes (the leader); a standby takes over within this time after the leader dies.
     #[serde(default = "default_capture_lease_seconds")]
     pub lease_seconds: u64,
+    /// How long a command that needs the vault to hold everything up to now (apply, undo,
+    /// undelete) waits for the running capture leader to store it before it gives up.
+    #[serde(default = "default_capture_wait_seconds")]
+    pub wait_seconds: u64,
     /// The first wait after a transient fault (docs/faults.md); each further failure of
     /// the same episode doubles it, with jitter.
     #[serde(default = "default_retry_initial_delay_ms")]
@@ -471,6 +475,7 @@ impl Default for CaptureConfig {
             compact_after_changes: default_compact_after_changes(),
             poll_interval_ms: default_poll_interval_ms(),
             lease_seconds: default_capture_lease_seconds(),
+            wait_seconds: default_capture_wait_seconds(),
             retry_initial_delay_ms: default_retry_initial_delay_ms(),
             retry_max_delay_ms: default_retry_max_delay_ms(),
         }
@@ -491,6 +496,9 @@ fn default_poll_interval_ms() -> u64 {
 }
 fn default_capture_lease_seconds() -> u64 {
     15
+}
+fn default_capture_wait_seconds() -> u64 {
+    120
 }
 
 /// The shortest and longest capture lease: a leader stops writing two thirds into it
@@ -616,6 +624,13 @@ impl Config {
             )));
         }
         let capture = &self.capture;
+        if !(1..=86_400).contains(&capture.wait_seconds) {
+            return Err(Error::config(format!(
+                "[capture] wait_seconds = {}: use 1 to 86400 (how long apply, undo and \
+                 undelete wait for the running capture to store the source up to now)",
+                capture.wait_seconds
+            )));
+        }
         if capture.retry_initial_delay_ms == 0
             || capture.retry_max_delay_ms < capture.retry_initial_delay_ms
             || capture.retry_max_delay_ms > 3_600_000

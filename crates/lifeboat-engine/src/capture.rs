@@ -31,7 +31,8 @@ pub struct Run {
 /// Capture `sources` (all when empty) until `stop` is set, or, with `until_caught_up`,
 /// until everything committed before the call is durable in the vault. Each source is
 /// captured while this run holds its lease; a source another capture leads is stood by
-/// for (with `until_caught_up`: refused). Standing by, leading and losing a lease are
+/// for (with `until_caught_up`: that capture is waited for until it has stored everything
+/// committed before the call, `catch_up`). Standing by, leading and losing a lease are
 /// reported to `progress`.
 /// Each source's capture is counted in `metrics` (`lifeboat_capture_*`,
 /// `lifeboat_vault_head_age_seconds`).
@@ -184,6 +185,9 @@ impl Term {
         let mut opened = Some(source);
         // When this run last told the control store it stands by.
         let mut heartbeat: Option<std::time::Instant> = None;
+        // A catch-up waits at most this long for another capture leading the source.
+        let deadline =
+            std::time::Instant::now() + Duration::from_secs(self.config.capture.wait_seconds);
         let mut total = CaptureStats {
             source: name.clone(),
             faults: faults.clone(),
@@ -226,7 +230,29 @@ impl Term {
             let leader = match acquired {
                 Acquired::Held(current) => {
                     if self.until_caught_up {
-                        return Err(lease::held_error(&name, &current));
+                        // The leader stores what is committed now: wait for it, never
+                        // capture the source a second time alongside it.
+                        let say = |line: String| self.say(line);
+                        let holder = current.holder.clone();
+                        let waited = crate::catch_up::wait_for_leader(
+                            &self.config,
+                            &self.control,
+                            &self.vault,
+                            &name,
+                            current,
+                            deadline,
+                            &say,
+                        )
+                        .await?;
+                        if waited.is_some() {
+                            self.say(format!(
+                                "source {name}: caught up: the capture leading it ({holder}) \
+                                 has stored everything committed before this run"
+                            ));
+                            return Ok(total);
+                        }
+                        // That capture stopped without a successor: capture here.
+                        continue;
                     }
                     if heartbeat.is_none_or(|at| at.elapsed() >= lease_time / 3) {
                         match lease::stand_by(&self.control, &name, lease_time).await {

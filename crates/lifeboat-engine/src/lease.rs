@@ -94,16 +94,6 @@ pub fn describe(lease: &CaptureLease) -> String {
     )
 }
 
-/// The refusal of a command that must capture a source by itself while a live leader
-/// holds it.
-pub fn held_error(source: &str, lease: &CaptureLease) -> Error {
-    Error::usage(format!(
-        "source {source}: another capture leads it: {}; this command captures the source \
-         itself, so run it while that capture is stopped (nothing changed)",
-        describe(lease)
-    ))
-}
-
 /// What asking for a lease got.
 pub enum Acquired {
     Leader(Leader),
@@ -371,19 +361,15 @@ impl Drop for Leader {
     }
 }
 
-/// Capture `source` until caught up, by itself, holding its lease meanwhile: what commands
-/// that need the vault caught up before they act run (apply, undo, undelete). Refused,
-/// naming the leader, while another capture holds the lease.
-pub async fn capture_alone(
+/// Capture `source` until caught up under `leader`, its lease, and give the lease up:
+/// what a command that needs the vault caught up runs when no capture leads the source
+/// (`catch_up`). A capture started meanwhile stands by until the lease is released.
+pub async fn capture_leading(
     config: &Config,
-    control_url: &str,
     vault: &Vault,
     source: &str,
+    leader: Leader,
 ) -> Result<CaptureStats> {
-    let leader = match acquire(control_url, source, lease_time(config)).await? {
-        Acquired::Held(current) => return Err(held_error(source, &current)),
-        Acquired::Leader(leader) => leader,
-    };
     let result = async {
         let live = LiveSource::open(source, config.source(source)?, true).await?;
         let stop = leader.stop(&Stop::new());

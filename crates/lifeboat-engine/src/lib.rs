@@ -8,6 +8,7 @@
 
 pub mod campaign;
 pub mod capture;
+pub mod catch_up;
 pub mod check;
 pub mod compare;
 pub mod contacts;

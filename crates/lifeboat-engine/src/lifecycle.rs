@@ -24,6 +24,7 @@ use crate::guard::{
     check_steps, control_store, dedup, delete_declaration, login, make_plan, restore_to_points,
     Merged, PlanSpec, Planned, Purpose,
 };
+use crate::progress::Progress;
 
 /// A day in microseconds.
 const DAY_US: i64 = 86_400_000_000;
@@ -199,6 +200,7 @@ pub async fn undelete(
     config_path: &Option<PathBuf>,
     tenants: Vec<String>,
     by: Option<String>,
+    progress: &dyn Progress,
 ) -> Result<Undeleted> {
     let by = login(by);
     let tenants = dedup(tenants);
@@ -241,7 +243,7 @@ pub async fn undelete(
             .or_default()
             .push(record.tenant.clone());
     }
-    let (rows, failures) = restore_to_points(config, control.url(), &groups).await?;
+    let (rows, failures) = restore_to_points(config, control.url(), &groups, progress).await?;
     if failures > 0 {
         return Ok(Undeleted {
             tenants: records.len(),

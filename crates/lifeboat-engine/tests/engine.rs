@@ -415,7 +415,7 @@ async fn a_plan_is_approved_applied_in_waves_and_undone() {
     assert_eq!(waves, vec![(1, 1), (2, 2)]);
     assert_eq!(count(&s.db, "SELECT count(*) FROM apps"), SITES - 3);
 
-    let undone = guard::undo(&s.config, &s.config_path, &plan_path, None)
+    let undone = guard::undo(&s.config, &s.config_path, &plan_path, None, &Silent)
         .await
         .expect("undo");
     assert_eq!((undone.tenants, undone.failures), (3, 0));

@@ -164,6 +164,12 @@ impl LiveSource {
         self.kind.position().await
     }
 
+    /// A position a running capture passes once the vault holds everything committed
+    /// before the call (see `Source::position_to_capture`).
+    pub async fn position_to_capture(&self) -> Result<Position> {
+        self.kind.position_to_capture().await
+    }
+
     /// How many rows `tenant` has in `table` now.
     pub async fn count_tenant_rows(&self, tenant: &TenantKey, table: &str) -> Result<u64> {
         let schema = &self

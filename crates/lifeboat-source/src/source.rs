@@ -127,6 +127,15 @@ pub trait Source: Send + Sync {
     /// Where the source's history stands now (see the contract above).
     async fn position(&self) -> Result<Position>;
 
+    /// A position that a running capture of the source passes even when nothing else is
+    /// committed afterwards: every change committed before the call is at or below it, and
+    /// capture's vault head reaches it (or goes beyond) once the vault holds them all.
+    /// PostgreSQL: the WAL insert position, then a transaction that holds only a logical
+    /// message is committed (capture stores it as a transaction without changes, above the
+    /// position). SQLite: the last sequence number the changelog handed out, which capture
+    /// stores as the position of the commit group that ends with it.
+    async fn position_to_capture(&self) -> Result<Position>;
+
     /// How many rows `tenant` has now in the tenant table of `schema`.
     async fn count_tenant_rows(
         &self,

@@ -183,6 +183,12 @@ impl Source for SqliteSource {
             .await
     }
 
+    async fn position_to_capture(&self) -> Result<Position> {
+        // Every sequence handed out belongs to a committed change, and capture's head is
+        // the last sequence of the commit group it stored.
+        self.position().await
+    }
+
     async fn count_tenant_rows(
         &self,
         tenancy: &SourceTenancy,

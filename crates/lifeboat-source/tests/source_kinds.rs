@@ -313,6 +313,7 @@ suite!(sqlite, sqlite_fixture:
     opens_and_resolves_the_tenant_map,
     reads_only_the_tenants_rows,
     position_grows_after_a_write,
+    capture_passes_the_position_to_capture_also_when_idle,
     write_replaces_one_tenant_and_leaves_the_others,
     writing_the_same_state_twice_is_idempotent,
     a_write_that_breaks_a_foreign_key_changes_nothing,
@@ -328,6 +329,7 @@ suite!(postgres, postgres_fixture:
     opens_and_resolves_the_tenant_map,
     reads_only_the_tenants_rows,
     position_grows_after_a_write,
+    capture_passes_the_position_to_capture_also_when_idle,
     write_replaces_one_tenant_and_leaves_the_others,
     writing_the_same_state_twice_is_idempotent,
     a_write_that_breaks_a_foreign_key_changes_nothing,
@@ -510,6 +512,44 @@ mod cases {
         fixture.exec("DELETE FROM tasks WHERE id = 201").await;
         let later = source.position().await.expect("position");
         assert!(later > after, "{later:?} is not past {after:?}");
+    }
+
+    /// The vault's head after a capture that caught up.
+    async fn capture_head(fixture: &Fixture) -> u64 {
+        LiveSource::open(NAME, &fixture.config, true)
+            .await
+            .unwrap_or_else(|e| panic!("open for capture: {e}"))
+            .capture(
+                &fixture.vault,
+                CaptureConfig::default(),
+                CaptureMetrics::detached(NAME),
+                true,
+                &Stop::new(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("capture: {e}"));
+        SourceHistory::load(&fixture.vault, NAME)
+            .await
+            .expect("history")
+            .latest_position()
+            .expect("a head")
+    }
+
+    pub async fn capture_passes_the_position_to_capture_also_when_idle(fixture: &Fixture) {
+        let source = fixture.open().await;
+        let before = source.position().await.expect("position");
+        fixture
+            .exec("INSERT INTO tasks VALUES (201, 20, 'new')")
+            .await;
+        let mark = source.position_to_capture().await.expect("mark");
+        assert!(mark > before, "{mark:?} is not past {before:?}");
+        let head = capture_head(fixture).await;
+        assert!(head >= mark.get(), "head {head} below {mark:?}");
+        // Nothing committed since: the head still reaches a new mark.
+        let idle = source.position_to_capture().await.expect("mark");
+        assert!(idle.get() >= head, "{idle:?} below the head {head}");
+        let head = capture_head(fixture).await;
+        assert!(head >= idle.get(), "idle: head {head} below {idle:?}");
     }
 
     pub async fn write_replaces_one_tenant_and_leaves_the_others(fixture: &Fixture) {

@@ -162,9 +162,26 @@ pub(crate) fn start(
 
 #[test]
 fn two_workers_restore_a_campaign_in_priority_order() {
+    two_workers_restore_in_priority_order(false);
+}
+
+#[test]
+fn two_workers_restore_a_campaign_in_priority_order_while_capture_runs() {
+    two_workers_restore_in_priority_order(true);
+}
+
+/// `lifeboat capture` leading the source in the background (`running`) or stopped: the
+/// campaign restores the same rows either way, and capture leads alone all along.
+fn two_workers_restore_in_priority_order(running: bool) {
     let work = Workdir::new();
     let config = setup(&work);
     let db = work.path("tracker.db");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let mut capture = running.then(|| {
+        let capture = crate::leader::Capture::spawn(&config, work.path("capture.log"), None);
+        runtime.block_on(capture.wait_for("source tracker: leading capture (epoch 2"));
+        capture
+    });
     let deleted: Vec<i64> = (1..=SITES).filter(|s| s % 2 == 0 || *s == 3).collect();
     let before: Vec<Vec<String>> = deleted.iter().map(|s| site_rows(&db, *s)).collect();
     let untouched_before = site_rows(&db, 5);
@@ -235,6 +252,16 @@ fn two_workers_restore_a_campaign_in_priority_order() {
     assert!(human.contains("7 of 7 tenants restored"), "{human}");
     let audit = lifeboat_ok(&config, &["audit", "--json"]);
     assert!(audit.contains("\"campaign\""), "{audit}");
+    if let Some(capture) = &mut capture {
+        lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+        terminate(&mut capture.child);
+        let log = capture.log();
+        assert_eq!(log.matches("leading capture").count(), 1, "{log}");
+        lifeboat_ok(&config, &["check"]);
+        runtime.block_on(crate::vault_checks::assert_no_duplicates(
+            &config, "tracker",
+        ));
+    }
 }
 
 #[test]

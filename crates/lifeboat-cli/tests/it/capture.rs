@@ -298,3 +298,147 @@ fn a_table_added_after_the_first_snapshot_stops_capture_by_name() {
     );
     assert_eq!(err.matches("error:").count(), 1, "printed once: {err}");
 }
+
+/// The replication slot's name and its walsender's PID (`None`: no one streams from it).
+async fn slot_of(url: &str) -> (String, Option<i32>) {
+    let row = pg_connect(url)
+        .await
+        .query_one(
+            "SELECT slot_name::text, active_pid FROM pg_replication_slots \
+             WHERE database = current_database()",
+            &[],
+        )
+        .await
+        .expect("slot");
+    (row.get(0), row.get(1))
+}
+
+/// The error line of a failed command: exactly one, and no raw replication error.
+fn one_error_line(output: &std::process::Output) -> String {
+    let err = stderr(output);
+    assert!(!output.status.success(), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        !err.contains("server error:"),
+        "a raw replication error: {err}"
+    );
+    lines[0].to_string()
+}
+
+/// The replication faults a PostgreSQL capture meets each get a line that says what is
+/// happening and what to do, never the replication client's raw error: its slot held by a
+/// process outside the control store, its walsender terminated while a one-shot capture
+/// streams (it reconnects and finishes), its slot dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_replication_faults_are_said_in_one_line_each() {
+    let work = Workdir::new();
+    let tracker = create_database("replfaults").await;
+    setup_tracker(&tracker, 3).await;
+    let config = work.init_config(&config_text(&work.vault_url(), Some(&tracker), None, None));
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let (slot, _) = slot_of(&tracker).await;
+
+    // A raw replication connection holds the slot.
+    let mut holder = std::process::Command::new("pg_recvlogical")
+        .args([
+            "-d",
+            &tracker,
+            "--slot",
+            &slot,
+            "--start",
+            "-f",
+            "/dev/null",
+        ])
+        .args(["-o", "proto_version=1", "-o"])
+        .arg(format!("publication_names={slot}"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("pg_recvlogical");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let pid = loop {
+        if let (_, Some(pid)) = slot_of(&tracker).await {
+            break pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot never got active"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let line = one_error_line(&lifeboat(&config, &["capture", "--until-caught-up"]));
+    assert!(
+        line.contains(&format!("replication slot {slot} on postgres://"))
+            && line.contains(&format!("is in use by another process (PID {pid})"))
+            && line.contains("outside this control store"),
+        "{line}"
+    );
+    holder.kill().expect("kill pg_recvlogical");
+    holder.wait().expect("reap");
+
+    // The walsender of a one-shot capture is terminated while it streams.
+    write_tracker(&tracker, 3, 5, Duration::from_millis(200)).await;
+    let go = work.path("go");
+    let mut command = lifeboat_command(&config, &["capture", "--until-caught-up"]);
+    command.env(
+        "LIFEBOAT_PAUSE",
+        format!("capture.one-shot-streaming:{}", go.display()),
+    );
+    let one_shot = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let reached = work.path("go.reached");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !reached.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reached the pause"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, walsender) = slot_of(&tracker).await;
+    let walsender = walsender.expect("the one-shot streams");
+    pg_connect(&tracker)
+        .await
+        .execute("SELECT pg_terminate_backend($1)", &[&walsender])
+        .await
+        .expect("terminate");
+    std::fs::write(&go, "").expect("go");
+    let output = tokio::task::spawn_blocking(move || one_shot.wait_with_output())
+        .await
+        .expect("join")
+        .expect("one-shot");
+    let err = stderr(&output);
+    assert!(output.status.success(), "it reconnects and finishes: {err}");
+    // The server's notice of the termination, or (when it did not arrive first) the
+    // connection found closed.
+    assert!(
+        (err.contains("the server postgres://")
+            && err.contains(&format!("ended the replication connection of slot {slot}")))
+            || err.contains("the replication connection to postgres://"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("server error:"),
+        "a raw replication error: {err}"
+    );
+    let out = lifeboat_ok(&config, &as_strs(&verify_args((1..=3).map(site_id))));
+    assert!(out.starts_with("ok:"), "{out}");
+
+    // The slot dropped: capture cannot go on from it, and says what to do.
+    pg_connect(&tracker)
+        .await
+        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+        .await
+        .expect("drop slot");
+    let line = one_error_line(&lifeboat(&config, &["capture", "--until-caught-up"]));
+    assert!(
+        line.contains(&format!("replication slot {slot} is missing on"))
+            && line.contains("Capture this source into a new vault"),
+        "{line}"
+    );
+    vault_checks::assert_no_duplicates(&config, "tracker").await;
+    drop_slots(&tracker).await;
+}

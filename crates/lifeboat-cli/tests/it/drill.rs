@@ -43,6 +43,20 @@ fn drill_on_the_embedded_default_restores_every_deleted_tenant_exactly() {
     let report = run_drill(&["--dir", dir.to_str().expect("utf-8 path")]);
     assert_recovered(&report);
     assert_eq!(report["backend"], "SQLite");
+    // The drill captured each source under its lease, as `lifeboat capture` does: the
+    // continuous capture (epoch 1), then the catch-up after the incident (epoch 2).
+    let control = rusqlite::Connection::open(dir.join("lifeboat-control.db")).expect("control");
+    let epochs: Vec<i64> = control
+        .prepare("SELECT epoch FROM capture_leases ORDER BY source")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .map(|r| r.expect("row"))
+        .collect();
+    assert!(
+        !epochs.is_empty() && epochs.iter().all(|&e| e == 2),
+        "{epochs:?}"
+    );
     // --dir keeps what the drill made: the vault verifies against the databases.
     let config = dir.join("lifeboat.toml");
     let deleted: Vec<String> = (1..=40u64)

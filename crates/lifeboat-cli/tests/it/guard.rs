@@ -1685,64 +1685,259 @@ fn audit_verify_checks_entries_against_anchors_both_ways() {
     assert!(out.contains("every entry is anchored"), "{out}");
 }
 
-/// Apply catches the vault up with a capture of its own, under the source's lease: while
-/// `lifeboat capture` leads the source, apply is refused with one line naming the leader
-/// and changes nothing; once capture stopped (releasing its lease), it applies.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn apply_is_refused_naming_the_leader_while_capture_runs() {
+/// Where a flow's tracker lives.
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// Sites outside every plan of `flows_with_capture_running`: a writer adds issues to them
+/// all along.
+const BYSTANDERS: [i64; 2] = [4409, 4410];
+
+/// Add issues to the bystander sites until `stop` is set; returns how many.
+fn write_bystanders(url: String, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> u64 {
+    use std::sync::atomic::Ordering;
+    let mut written = 0u64;
+    let statement = |n: u64| {
+        format!(
+            "INSERT INTO issues VALUES ({}, {}, 'written meanwhile')",
+            100_000 + n,
+            BYSTANDERS[n as usize % BYSTANDERS.len()]
+        )
+    };
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let conn = rusqlite::Connection::open(path).expect("open");
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .expect("busy timeout");
+        while !stop.load(Ordering::SeqCst) {
+            conn.execute_batch(&statement(written)).expect("write");
+            written += 1;
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    } else {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async {
+            let client = pg_connect(&url).await;
+            while !stop.load(Ordering::SeqCst) {
+                client
+                    .batch_execute(&statement(written))
+                    .await
+                    .expect("write");
+                written += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        });
+    }
+    written
+}
+
+/// The guard flow (plan, approve, a halt, apply in waves, undo) and the soft-delete flow
+/// (delete, undelete, delete and purge) while a writer commits to other tenants, with `lifeboat capture`
+/// leading the source in the background (`running`) or stopped. While it runs, apply,
+/// undo and undelete wait for it to store the source up to now instead of capturing it a
+/// second time, and it leads alone all along; stopped, they capture by themselves.
+/// Afterwards every tenant verifies and the vault holds no position twice.
+fn flows(kind: Kind, running: bool) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let work = Workdir::new();
-    let config = setup(&work);
-    let db = work.path("tracker.db");
-    let before = dump(&db);
+    let url = match kind {
+        Kind::Sqlite => {
+            let db = work.path("tracker.db");
+            let conn = rusqlite::Connection::open(&db).expect("open");
+            conn.execute_batch(&seed_sql()).expect("schema");
+            format!("sqlite://{}", db.display())
+        }
+        Kind::Postgres => runtime.block_on(async {
+            let url = create_database("guardlive").await;
+            pg_connect(&url)
+                .await
+                .batch_execute(&seed_sql())
+                .await
+                .expect("schema");
+            url
+        }),
+    };
+    let config = configure(&work, &url);
+    let dump = || match kind {
+        Kind::Sqlite => dump(&work.path("tracker.db")),
+        Kind::Postgres => runtime.block_on(pg_dump(&url)),
+    };
+    let planned: Vec<i64> = (4401..=4408).collect();
+    let rows = |dump: &[String]| -> Vec<String> {
+        planned.iter().flat_map(|&s| rows_of(dump, s)).collect()
+    };
+    let before = dump();
+
+    let mut capture = running.then(|| {
+        let capture = crate::leader::Capture::spawn(&config, work.path("capture.log"), None);
+        runtime.block_on(capture.wait_for("source tracker: leading capture (epoch 2"));
+        capture
+    });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (url, stop) = (url.clone(), stop.clone());
+        std::thread::spawn(move || write_bystanders(url, stop))
+    };
+
     let plan = work.path("plan.json");
-    let plan_arg = plan.to_str().expect("path").to_string();
+    let plan_arg = plan.to_str().expect("path");
+    let ids: Vec<String> = (101..=108).map(|id: i64| id.to_string()).collect();
     lifeboat_ok(
         &config,
         &[
             "plan",
             "remove-legacy-app",
             "--ids",
-            "101",
+            &ids.join(","),
             "--key",
             &key_of(&config, "alice"),
             "-o",
-            &plan_arg,
+            plan_arg,
         ],
     );
     lifeboat_ok(
         &config,
-        &["approve", &plan_arg, "--key", &key_of(&config, "bob")],
+        &["approve", plan_arg, "--key", &key_of(&config, "bob")],
     );
-    let mut capture = crate::leader::Capture::spawn(&config, work.path("capture.log"), None);
-    capture.wait_for("source tracker: leading capture").await;
-    let (config_for_apply, plan_for_apply) = (config.clone(), plan_arg.clone());
-    let output = tokio::task::spawn_blocking(move || {
-        lifeboat(
-            &config_for_apply,
-            &["apply", &plan_for_apply, "--by", "carol"],
-        )
-    })
-    .await
-    .expect("apply");
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
-    refused(
-        &output,
-        2,
-        &format!(
-            "source tracker: another capture leads it: {}:{} (epoch",
-            host.trim(),
-            capture.pid()
-        ),
+    // The restore point is taken (waiting for capture), then the halt stops the apply.
+    let halt = work.path("plan.json.halt");
+    std::fs::write(&halt, "").expect("halt file");
+    let output = lifeboat(
+        &config,
+        &["apply", plan_arg, "--by", "carol", "--waves", "1,50%"],
     );
-    assert_eq!(
-        stderr(&output).trim().lines().count(),
-        1,
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(stderr(&output).contains("halted"), "{}", stderr(&output));
+    // Waited for capture: always on PostgreSQL (the position mark is committed after the
+    // position); on SQLite only when the leader had not stored the last write yet.
+    let waited = stderr(&output).contains("waiting for capture (leader ");
+    assert!(
+        waited == running || (running && matches!(kind, Kind::Sqlite)),
         "{}",
         stderr(&output)
     );
-    assert_eq!(dump(&db), before, "nothing applied");
-    terminate(&mut capture.child);
-    let out = lifeboat_ok(&config, &["apply", &plan_arg, "--by", "carol"]);
-    assert!(out.contains("1 tenants"), "{out}");
-    assert_eq!(dump(&db).len(), before.len() - 1);
+    assert_eq!(rows(&dump()), rows(&before), "nothing applied");
+    std::fs::remove_file(&halt).expect("rm halt");
+    let out = lifeboat_ok(
+        &config,
+        &["apply", plan_arg, "--by", "carol", "--waves", "1,50%"],
+    );
+    assert!(out.contains("wave 3: 4 tenants"), "{out}");
+    let (planned_before, after) = (rows(&before), rows(&dump()));
+    let gone: Vec<&String> = planned_before
+        .iter()
+        .filter(|r| !after.contains(r))
+        .collect();
+    assert_eq!(gone.len(), planned.len(), "{gone:?}");
+    assert!(gone.iter().all(|r| r.ends_with("|legacy-chat")), "{gone:?}");
+    lifeboat_ok(&config, &["undo", plan_arg, "--by", "carol"]);
+    assert_eq!(rows(&dump()), rows(&before), "undo restores row for row");
+
+    // A tenant deleted softly and brought back.
+    let delete = work.path("delete.json");
+    let delete_arg = delete.to_str().expect("path");
+    lifeboat_ok(
+        &config,
+        &[
+            "tenant",
+            "delete",
+            "4407",
+            "--key",
+            &key_of(&config, "alice"),
+            "-o",
+            delete_arg,
+        ],
+    );
+    lifeboat_ok(
+        &config,
+        &["approve", delete_arg, "--key", &key_of(&config, "bob")],
+    );
+    lifeboat_ok(&config, &["apply", delete_arg, "--by", "carol"]);
+    assert!(rows_of(&dump(), 4407).is_empty());
+    lifeboat_ok(&config, &["tenant", "undelete", "4407", "--by", "carol"]);
+    assert_eq!(
+        rows(&dump()),
+        rows(&before),
+        "undelete restores row for row"
+    );
+
+    // Another tenant deleted and, with no retention left, purged from the vault while
+    // capture goes on writing it.
+    let purge = work.path("purge.json");
+    let purge_arg = purge.to_str().expect("path");
+    lifeboat_ok(
+        &config,
+        &[
+            "tenant",
+            "delete",
+            "4406",
+            "--key",
+            &key_of(&config, "alice"),
+            "-o",
+            purge_arg,
+        ],
+    );
+    lifeboat_ok(
+        &config,
+        &["approve", purge_arg, "--key", &key_of(&config, "bob")],
+    );
+    lifeboat_ok(&config, &["apply", purge_arg, "--by", "carol"]);
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace("[guard]\n", "[guard]\nretention_days = 0\n"),
+    )
+    .expect("config");
+    let out = lifeboat_ok(&config, &["tenant", "purge", "4406", "--by", "carol"]);
+    assert!(out.contains("purged tenant 4406"), "{out}");
+
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let written = writer.join().expect("writer");
+    assert!(written > 0, "the writer wrote");
+    // A one-shot capture waits for the leader too (stopped: captures), then every tenant
+    // verifies.
+    let output = lifeboat(&config, &["capture", "--until-caught-up"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let sites: Vec<i64> = (4401..=4410).filter(|&s| s != 4406).collect();
+    let out = lifeboat_ok(&config, &as_strs(&verify_args(sites)));
+    assert!(out.starts_with("ok:"), "{out}");
+    if let Some(capture) = &mut capture {
+        terminate(&mut capture.child);
+        let log = capture.log();
+        assert_eq!(
+            log.matches("leading capture").count(),
+            1,
+            "one capture led the source all along:\n{log}"
+        );
+        assert!(!log.contains("lost the capture lease"), "{log}");
+    }
+    lifeboat_ok(&config, &["check"]);
+    let stored = runtime.block_on(crate::vault_checks::assert_no_duplicates(
+        &config, "tracker",
+    ));
+    assert!(stored > 0, "nothing captured");
+    if let Kind::Postgres = kind {
+        runtime.block_on(drop_slots(&url));
+    }
+}
+
+#[test]
+fn sqlite_flows_with_capture_running() {
+    flows(Kind::Sqlite, true);
+}
+
+#[test]
+fn sqlite_flows_with_capture_stopped() {
+    flows(Kind::Sqlite, false);
+}
+
+#[test]
+fn postgres_flows_with_capture_running() {
+    flows(Kind::Postgres, true);
+}
+
+#[test]
+fn postgres_flows_with_capture_stopped() {
+    flows(Kind::Postgres, false);
 }

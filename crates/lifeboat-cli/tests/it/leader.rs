@@ -48,7 +48,7 @@ impl Capture {
         Capture { child, log }
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -396,41 +396,108 @@ async fn a_leader_that_cannot_renew_stops_writing_before_the_lease_is_granted_ag
     assert_whole(&config, "identity").await;
 }
 
-/// Capturing by itself (`--until-caught-up`, and what apply, undo and undelete run) is
-/// refused while another capture leads the source, naming it; once it stopped, it runs.
+/// A catch-up (`--until-caught-up`, and what apply, undo and undelete run) while another
+/// capture leads the source waits for that capture instead of capturing alongside it. A
+/// leader that stores nothing in time makes it fail after `[capture] wait_seconds` with one
+/// line naming the leader and how far behind it is, changing nothing; a leader that dies
+/// while a catch-up waits is taken over by it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn capturing_by_itself_is_refused_while_another_capture_leads() {
+async fn a_catch_up_waits_for_the_leader_and_gives_up_naming_it() {
     let work = Workdir::new();
     let identity = work.path("identity.db");
     setup_identity(&identity, TENANTS);
-    let config = work.init_config(&short_lease(config_text(
-        &work.vault_url(),
-        None,
-        None,
-        Some(&identity),
-    )));
+    let text = short_lease(config_text(&work.vault_url(), None, None, Some(&identity)));
+    let config = work.init_config(&text);
     lifeboat_ok(&config, &["capture", "--until-caught-up"]);
     let mut leader = Capture::spawn(&config, work.path("leader.log"), None);
     leader.wait_for("source identity: leading capture").await;
-    let before = objects(&work, "identity");
-    let output = lifeboat(&config, &["capture", "--until-caught-up"]);
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    let err = stderr(&output);
+    let write = |seed: u64| {
+        let path = identity.clone();
+        tokio::task::spawn_blocking(move || {
+            write_identity(&path, TENANTS, seed, Duration::from_millis(200))
+        })
+    };
+    write(3).await.expect("writer");
+    let config_owned = config.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        lifeboat_ok(&config_owned, &["capture", "--until-caught-up"])
+    })
+    .await
+    .expect("catch-up");
     assert!(
-        err.contains(&format!(
-            "source identity: another capture leads it: {}:{} (epoch 2)",
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .expect("hostname")
-                .trim(),
+        out.contains("identity: 0 transactions"),
+        "it captured nothing: {out}"
+    );
+    terminate(&mut leader.child);
+    let log = leader.log();
+    assert_eq!(log.matches("leading capture").count(), 1, "{log}");
+
+    // A leader that holds what it reads for a minute before writing it, under a long
+    // lease: only the death of its process ends the lease early.
+    let slow = |extra: &str| {
+        text.replace(
+            &format!("[capture]\nlease_seconds = {LEASE_SECONDS}\n"),
+            &format!("[capture]\nlease_seconds = 120\n{extra}"),
+        )
+        .replace("flush_interval_ms = 100\n", "flush_interval_ms = 60000\n")
+    };
+    let patient = work.path("patient.toml");
+    std::fs::write(&patient, slow("")).expect("config");
+    let impatient = work.path("impatient.toml");
+    std::fs::write(&impatient, slow("wait_seconds = 1\n")).expect("config");
+    let mut leader = Capture::spawn(&patient, work.path("slow.log"), None);
+    leader.wait_for("source identity: leading capture").await;
+    write(4).await.expect("writer");
+    let before = objects(&work, "identity");
+    let output = lifeboat(&impatient, &["capture", "--until-caught-up"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let err = stderr(&output);
+    let error: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(error.len(), 1, "one line: {err}");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    assert!(
+        error[0].contains(&format!(
+            "source identity: the running capture (leader {}:{}) did not store it up to ",
+            host.trim(),
             leader.pid()
-        )),
+        )) && error[0].contains(" changes behind, the vault holds it up to "),
         "{err}"
     );
-    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
-    assert_eq!(objects(&work, "identity"), before);
-    terminate(&mut leader.child);
-    // Released at the clean stop: no waiting for the lease to run out.
-    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    assert!(err.contains("waiting for capture (leader "), "{err}");
+    assert_eq!(
+        objects(&work, "identity"),
+        before,
+        "the catch-up wrote nothing"
+    );
+
+    // The leader dies while a catch-up waits for it: the catch-up takes the lease over
+    // and captures by itself.
+    let mut waiting = lifeboat_command(&patient, &["capture", "--until-caught-up"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    while Instant::now() < started + Duration::from_millis(800) {
+        if waiting.try_wait().expect("wait").is_some() {
+            let output = waiting.wait_with_output().expect("output");
+            panic!("it waits: {}", stderr(&output));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    leader.kill();
+    let output = tokio::task::spawn_blocking(move || waiting.wait_with_output())
+        .await
+        .expect("join")
+        .expect("catch-up");
+    let err = stderr(&output);
+    assert!(output.status.success(), "{err}");
+    assert!(err.contains("waiting for capture (leader "), "{err}");
+    assert!(
+        err.contains("source identity: leading capture (epoch"),
+        "{err}"
+    );
+    assert_whole(&config, "identity").await;
 }
 
 /// A capture of several sources leads those whose lease it gets and stands by for the

@@ -183,7 +183,12 @@ async fn drill(
     let text = drill::config_text(&format!("file://{}", vault_dir.display()), &urls);
     std::fs::write(dir.join("lifeboat.toml"), &text)
         .map_err(|e| Error::usage(format!("cannot write the drill's config: {e}")))?;
-    let config = Config::parse(&text)?;
+    let mut config = Config::parse(&text)?;
+    // Capture takes each source's lease in the drill's own control store.
+    config.control = Some(lifeboat_core::config::ControlConfig {
+        url: format!("sqlite://{}", dir.join("lifeboat-control.db").display()),
+        password_file: None,
+    });
     // A new vault, as `lifeboat init` makes it.
     let vault = Vault::init(Vault::store_for(&config.vault)?).await?;
 
@@ -272,7 +277,7 @@ async fn drill(
     let mut server = None;
     let (rows, failures, elapsed) = if args.serve {
         let (recovery, running) =
-            recover_as_campaign(dir, &config, &tenants, &bad_source, bad, args, progress).await?;
+            recover_as_campaign(&config, &tenants, &bad_source, bad, args, progress).await?;
         server = Some(running);
         recovery
     } else {
@@ -343,7 +348,6 @@ async fn drill(
 /// tenants, two workers, and the status page served meanwhile. Returns rows restored,
 /// tenants failed and the time the campaign took, and the running server.
 async fn recover_as_campaign(
-    dir: &Path,
     config: &Config,
     tenants: &[String],
     bad_source: &str,
@@ -351,11 +355,8 @@ async fn recover_as_campaign(
     args: &Args,
     progress: &dyn Progress,
 ) -> Result<((u64, usize, Duration), Server)> {
+    // The drill's control store, which capture's leases are in already.
     let mut config = config.clone();
-    config.control = Some(lifeboat_core::config::ControlConfig {
-        url: format!("sqlite://{}", dir.join("lifeboat-control.db").display()),
-        password_file: None,
-    });
     // Nobody is there to accept in a drill.
     config.campaigns.acceptance = "skip".to_string();
     let url = crate::context::control_url(&config, &None)?;
@@ -462,34 +463,34 @@ async fn open_readers(config: &Config) -> Result<Vec<LiveSource>> {
     Ok(out)
 }
 
-type CaptureTasks = tokio::task::JoinSet<Result<lifeboat_source::capture::CaptureStats>>;
+type CaptureTask = tokio::task::JoinHandle<Result<crate::capture::Run>>;
 
-async fn spawn_capture(
-    config: &Config,
-    stop: &Stop,
-    until_caught_up: bool,
-) -> Result<CaptureTasks> {
-    let vault = Vault::open(Vault::store_for(&config.vault)?).await?;
-    let mut tasks = CaptureTasks::new();
-    for (name, source) in &config.sources {
-        let live = LiveSource::open(name, source, true).await?;
-        let vault = vault.clone();
-        let capture = config.capture.clone();
-        let stop = stop.clone();
-        let metrics = lifeboat_core::metrics::Metrics::global().capture(name);
-        tasks.spawn(async move {
-            live.capture(&vault, capture, metrics, until_caught_up, &stop)
-                .await
-        });
-    }
-    Ok(tasks)
+/// Capture every source of the drill as `lifeboat capture` does: each under its lease in
+/// the drill's control store, never two captures of one source at once.
+async fn spawn_capture(config: &Config, stop: &Stop, until_caught_up: bool) -> Result<CaptureTask> {
+    let (config, stop) = (config.clone(), stop.clone());
+    Ok(tokio::spawn(async move {
+        crate::capture::run(
+            &config,
+            &None,
+            &[],
+            until_caught_up,
+            &stop,
+            &crate::progress::Silent,
+            lifeboat_core::metrics::Metrics::global(),
+        )
+        .await
+    }))
 }
 
-async fn join_capture(mut tasks: CaptureTasks) -> Result<()> {
-    while let Some(joined) = tasks.join_next().await {
-        joined.map_err(|e| Error::source(format!("capture task: {e}")))??;
+async fn join_capture(task: CaptureTask) -> Result<()> {
+    let run = task
+        .await
+        .map_err(|e| Error::source(format!("capture task: {e}")))??;
+    match run.errors.into_iter().next() {
+        Some(error) => Err(error),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Wait until every source's first snapshot is in the vault.

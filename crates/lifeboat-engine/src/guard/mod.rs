@@ -25,14 +25,13 @@ use lifeboat_control::{ApplyStatus, AuditEntry, Entry, StoredSignature};
 use lifeboat_core::config::{split_table, Config, OperationConfig};
 use lifeboat_core::model::{Dialect, Position, TenantKey, Value};
 use lifeboat_core::people::Role;
-use lifeboat_core::state::SourceHistory;
 use lifeboat_core::target::Target;
 use lifeboat_core::vault::sha256_hex;
 use lifeboat_core::{Error, Result};
 use lifeboat_source::guard::{id_value, IdRow};
 use lifeboat_source::live::LiveSource;
 
-use crate::context::open_vault;
+use crate::catch_up::catch_up;
 use crate::progress::{silent, Event, Progress};
 pub use control::{
     anchor_loop, anchor_pending, control_store, login, Control, Verified, ANCHOR_GRACE_US,
@@ -1106,7 +1105,7 @@ impl Run<'_> {
         let restore_point = match self.state {
             Some(s) => s.restore_point.clone(),
             None => {
-                let point = catch_up(self.config, control.url(), &names).await?;
+                let point = catch_up(self.config, control.url(), &names, self.progress).await?;
                 entries.push(Entry::new(
                     by,
                     "restore-point",
@@ -1311,6 +1310,7 @@ pub async fn undo(
     config_path: &Option<PathBuf>,
     path: &Path,
     by: Option<String>,
+    progress: &dyn Progress,
 ) -> Result<Undone> {
     let file = PlanFile::read(path)?;
     let by = login(by);
@@ -1351,7 +1351,8 @@ pub async fn undo(
         }
         drop(control);
         let undeleted =
-            crate::lifecycle::undelete(config, config_path, still, Some(by.clone())).await?;
+            crate::lifecycle::undelete(config, config_path, still, Some(by.clone()), progress)
+                .await?;
         if undeleted.failures == 0 {
             let mut control = control_store(config, config_path).await?;
             control.set_apply(
@@ -1379,7 +1380,7 @@ pub async fn undo(
     for (tenant, a) in &applied {
         by_point.entry(&a.point).or_default().push(tenant.clone());
     }
-    let (rows, failures) = restore_to_points(config, control.url(), &by_point).await?;
+    let (rows, failures) = restore_to_points(config, control.url(), &by_point, progress).await?;
     let tenants: Vec<&String> = applied.keys().collect();
     let entry = Entry::new(
         &by,
@@ -1410,36 +1411,16 @@ pub async fn undo(
     })
 }
 
-/// Catch capture up on `names` and return the vault's latest position of each: a point
-/// every tenant can be restored to. Each source is captured under its lease
-/// (`lease::capture_alone`): refused, naming the leader, while another capture leads it.
-pub async fn catch_up(
-    config: &Config,
-    control_url: &str,
-    names: &BTreeSet<String>,
-) -> Result<BTreeMap<String, u64>> {
-    let vault = open_vault(config).await?;
-    let mut point = BTreeMap::new();
-    for name in names {
-        crate::lease::capture_alone(config, control_url, &vault, name).await?;
-        let history = SourceHistory::load(&vault, name).await?;
-        let position = history
-            .latest_position()
-            .ok_or_else(|| Error::usage(format!("source {name} has no history in the vault")))?;
-        point.insert(name.clone(), position);
-    }
-    Ok(point)
-}
-
 /// Restore groups of tenants, each to its point (source -> position), after catching
 /// capture up so that the vault holds every point. Returns rows written and failures.
 pub async fn restore_to_points(
     config: &Config,
     control_url: &str,
     groups: &BTreeMap<&BTreeMap<String, u64>, Vec<String>>,
+    progress: &dyn Progress,
 ) -> Result<(u64, usize)> {
     let names: BTreeSet<String> = groups.keys().flat_map(|p| p.keys().cloned()).collect();
-    let latest = catch_up(config, control_url, &names).await?;
+    let latest = catch_up(config, control_url, &names, progress).await?;
     let (mut rows, mut failures) = (0, 0);
     for (point, tenants) in groups {
         // A point is a live position taken before a wave; with capture caught up, a point

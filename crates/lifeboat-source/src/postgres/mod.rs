@@ -44,6 +44,8 @@ const SESSION_OPTIONS: &str = "-c DateStyle=ISO,YMD -c TimeZone=UTC -c IntervalS
 /// Microseconds between 1970-01-01 and 2000-01-01 (PostgreSQL's epoch).
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
 const CAUGHT_UP_PREFIX: &str = "lifeboat.caught-up";
+/// The prefix of the transactional logical message `position_to_capture` commits.
+const POSITION_MARK_PREFIX: &str = "lifeboat.position-mark";
 
 /// A PostgreSQL source: one connection to a database, its tables in `schema`.
 pub struct PostgresSource {
@@ -131,6 +133,22 @@ impl Source for PostgresSource {
 
     async fn position(&self) -> Result<Position> {
         position(&self.client).await.map(Position::new)
+    }
+
+    async fn position_to_capture(&self) -> Result<Position> {
+        let now = position(&self.client).await?;
+        // Committed after `now`, so its position is above it: capture's head reaches `now`
+        // when it stores this transaction, even on a source where nothing else commits.
+        let marker = format!("{}-{}", std::process::id(), lifeboat_core::time::now_us());
+        self.client
+            .batch_execute(&format!(
+                "SELECT pg_logical_emit_message(true, {}, {})",
+                quote_literal(POSITION_MARK_PREFIX),
+                quote_literal(&marker)
+            ))
+            .await
+            .map_err(|e| pg_error("cannot write a position mark for capture", e))?;
+        Ok(Position::new(now))
     }
 
     async fn count_tenant_rows(
@@ -261,8 +279,51 @@ fn sqlstate_in(text: &str) -> Option<&str> {
     text.get(at..at + 5)
 }
 
-fn replication_error(what: &str, e: pgwire_replication::PgWireError) -> Error {
-    let error = Error::source(format!("{what}: {e}"));
+/// A replication client's error, said for people: what happened to the replication
+/// connection of `slot` on the server at `url`, and what to do about it.
+fn replication_error(slot: &str, url: &str, e: pgwire_replication::PgWireError) -> Error {
+    use pgwire_replication::PgWireError;
+    let on = redact(url);
+    let message = match &e {
+        PgWireError::Server(text) => match sqlstate_in(text) {
+            Some("55006") => {
+                let pid: String = text
+                    .split("PID ")
+                    .nth(1)
+                    .unwrap_or_default()
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                format!(
+                    "replication slot {slot} on {on} is in use by another process{}: is \
+                     another lifeboat capture running against this database outside this \
+                     control store? Stop it (or, if it is a capture going away, wait a moment)",
+                    if pid.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (PID {pid})")
+                    }
+                )
+            }
+            Some(code) if code.starts_with("57P") => format!(
+                "the server {on} ended the replication connection of slot {slot} (it is \
+                 shutting down or restarting, or an administrator terminated the connection; \
+                 SQLSTATE {code})"
+            ),
+            _ => format!("the server {on} refused replication on slot {slot}: {text}"),
+        },
+        PgWireError::Io(io) => format!("the replication connection to {on} was lost ({io})"),
+        PgWireError::Task(_) => format!("the replication connection to {on} was lost"),
+        PgWireError::Auth(text) => format!(
+            "the server {on} refused the replication connection ({text}): check the \
+             source's credentials and that its role may replicate"
+        ),
+        PgWireError::Tls(text) => {
+            format!("TLS failed on the replication connection to {on}: {text}")
+        }
+        other => format!("replication on slot {slot} from {on}: {other}"),
+    };
+    let error = Error::source(message);
     if replication_error_is_transient(&e) {
         error.transient()
     } else {
@@ -951,9 +1012,7 @@ async fn capture(
             let mut gated =
                 ReplicationClient::connect_gated(replication_config(url, schema, &slot, 0, None)?)
                     .await
-                    .map_err(|e| {
-                        Error::source(format!("replication connection to {}: {e}", redact(url)))
-                    })?;
+                    .map_err(|e| replication_error(&slot, url, e))?;
             let rows = gated
                 .simple_query(&format!(
                     "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')",
@@ -987,11 +1046,11 @@ async fn capture(
             gated
                 .start()
                 .await
-                .map_err(|e| Error::source(format!("START_REPLICATION: {e}")))?;
+                .map_err(|e| replication_error(&slot, url, e))?;
             gated
                 .wait_started()
                 .await
-                .map_err(|e| Error::source(format!("START_REPLICATION: {e}")))?;
+                .map_err(|e| replication_error(&slot, url, e))?;
             gated
         }
         Start::Resume { position } => start_stream(url, schema, &slot, position).await?,
@@ -1009,6 +1068,11 @@ async fn capture(
             ))
             .await
             .map_err(|e| pg_error("cannot write the catch-up marker", e))?;
+        // Tests act on a one-shot capture here, its stream started (LIFEBOAT_PAUSE).
+        let _ = tokio::task::spawn_blocking(|| {
+            lifeboat_core::failpoint::pause("capture.one-shot-streaming")
+        })
+        .await;
     }
 
     let mut decoder = Decoder {
@@ -1051,7 +1115,7 @@ async fn capture(
                     .transient(),
             )),
             Some(Err(e)) => {
-                let e = replication_error("replication stream", e);
+                let e = replication_error(&slot, url, e);
                 if !e.is_transient() {
                     return Err(e);
                 }
@@ -1095,23 +1159,20 @@ async fn capture(
 
 async fn start_stream(url: &str, schema: &str, slot: &str, head: u64) -> Result<ReplicationClient> {
     // Start from the slot's confirmed position (0); acknowledge only what the vault holds.
-    let failed = |what: String, e: pgwire_replication::PgWireError| {
+    let failed = |e: pgwire_replication::PgWireError| {
         if let pgwire_replication::PgWireError::Server(text) = &e {
             // 42704: undefined object, the slot.
             if sqlstate_in(text) == Some("42704") {
                 return slot_missing(slot, url, head);
             }
         }
-        replication_error(&what, e)
+        replication_error(slot, url, e)
     };
     let mut client =
         ReplicationClient::connect(replication_config(url, schema, slot, 0, Some(head))?)
             .await
-            .map_err(|e| failed(format!("replication connection to {}", redact(url)), e))?;
-    client
-        .wait_started()
-        .await
-        .map_err(|e| failed(format!("START_REPLICATION on slot {slot}"), e))?;
+            .map_err(failed)?;
+    client.wait_started().await.map_err(failed)?;
     Ok(client)
 }
 
