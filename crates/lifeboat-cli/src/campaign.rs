@@ -67,6 +67,15 @@ enum IncidentCommand {
         #[arg(long)]
         by: Option<String>,
     },
+    /// Publish the post-incident report of a resolved incident (Markdown): the incident
+    /// moves to `postmortem` and the page shows the report.
+    Postmortem {
+        id: String,
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        #[arg(long)]
+        by: Option<String>,
+    },
     /// Every incident, newest first.
     List {
         #[arg(long)]
@@ -155,10 +164,33 @@ pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Resul
             control.anchor().await?;
             crate::say!("{id} resolved");
         }
+        IncidentCommand::Postmortem { id, file, by } => {
+            control.publish_postmortem(&id, &read_postmortem(&file)?, &login(by))?;
+            control.anchor().await?;
+            crate::say!("{id} postmortem published");
+        }
         // Listed above, without the vault.
         IncidentCommand::List { .. } => {}
     }
     Ok(0)
+}
+
+/// A postmortem file: UTF-8 text, at most `MAX_POSTMORTEM_BYTES`.
+fn read_postmortem(file: &std::path::Path) -> Result<String> {
+    let size = std::fs::metadata(file)
+        .map_err(|e| Error::usage(format!("cannot read {}: {e}", file.display())))?
+        .len();
+    if size > lifeboat_control::MAX_POSTMORTEM_BYTES as u64 {
+        return Err(Error::usage(format!(
+            "{}: {size} bytes; a postmortem has at most {} bytes",
+            file.display(),
+            lifeboat_control::MAX_POSTMORTEM_BYTES
+        )));
+    }
+    let bytes = std::fs::read(file)
+        .map_err(|e| Error::usage(format!("cannot read {}: {e}", file.display())))?;
+    String::from_utf8(bytes)
+        .map_err(|_| Error::usage(format!("{}: not UTF-8 text", file.display())))
 }
 
 #[derive(clap::Args)]
@@ -422,7 +454,8 @@ pub async fn serve(config_path: Option<PathBuf>, args: ServeArgs) -> Result<u8> 
     let policy = worker::acceptance(&config);
     let state = lifeboat_web::AppState::new(
         &control_url(&config, &config_path)?,
-        lifeboat_web::PageInfo::new(&config.server.page_name, &public_url),
+        lifeboat_web::PageInfo::new(&config.server.page_name, &public_url)
+            .with_sla(config.sla.clone()),
         token,
         policy.auto_after_us.filter(|_| policy.customer),
         lifeboat_web::Limits::from_config(&config.server),

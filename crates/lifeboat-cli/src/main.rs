@@ -9,6 +9,7 @@ mod drill;
 mod guard;
 mod observe;
 mod output;
+mod report;
 mod restore;
 mod signal;
 mod source;
@@ -83,8 +84,12 @@ enum Command {
     Source(source::Args),
     /// Soft delete tenants (guarded), bring them back, purge them after retention.
     Tenant(tenant::Args),
-    /// Open, update, resolve and list incidents on the status page.
+    /// Open, update, resolve and list incidents on the status page; publish postmortems.
     Incident(campaign::IncidentArgs),
+    /// Service levels: each tenant's downtime and credit in an incident.
+    Sla(report::SlaArgs),
+    /// Draft the post-incident report from what Lifeboat recorded.
+    Report(report::ReportArgs),
     /// Recovery campaigns: start one, follow it, list its private links.
     Campaign(campaign::CampaignArgs),
     /// Tenant contacts: read from the vault, imported, listed.
@@ -150,6 +155,8 @@ fn main() -> ExitCode {
             Command::Tenant(args) => tenant::run(config_path, args).await,
             Command::Incident(args) => campaign::incident(config_path, args).await,
             Command::Campaign(args) => campaign::campaign(config_path, args).await,
+            Command::Sla(args) => report::sla(config_path, args).await,
+            Command::Report(args) => report::report(config_path, args).await,
             Command::Contacts(args) => contacts::run(config_path, args).await,
             Command::Worker(args) => campaign::worker(config_path, args).await,
             Command::Serve(args) => campaign::serve(config_path, args).await,

@@ -6,7 +6,9 @@
 //! - plan signatures, applies with their restore point and waves, and halt requests
 //!   (`applies`);
 //! - softly deleted and purged tenants (`lifecycle`);
-//! - components, incidents and their updates in Statuspage's vocabulary (`incidents`);
+//! - components, incidents, their updates and postmortems in Statuspage's vocabulary
+//!   (`incidents`);
+//! - downtime and SLA credits of an incident's tenants, from the records above (`sla`);
 //! - recovery campaigns, the stage of each of their tenants, claimed by workers under a
 //!   lease, and tenant attributes (`campaigns`);
 //! - each source's capture lease: which capture may write its history (`leases`).
@@ -24,6 +26,7 @@ mod ids;
 mod incidents;
 mod leases;
 mod lifecycle;
+mod sla;
 mod store;
 mod words;
 
@@ -34,8 +37,9 @@ pub use contacts::{Contact, ContactOrigin};
 pub use ids::{new_id, new_token};
 pub use incidents::{
     AffectedComponent, Component, ComponentStatus, Impact, Incident, IncidentChange,
-    IncidentStatus, IncidentUpdate,
+    IncidentStatus, IncidentUpdate, MAX_POSTMORTEM_BYTES,
 };
 pub use leases::{CaptureLease, LeaseGrant};
 pub use lifecycle::DeletedTenant;
+pub use sla::{Downtime, DowntimeStart, SlaLine, SlaReport};
 pub use store::ControlStore;

@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS pending_waves (plan TEXT PRIMARY KEY, wave BIGINT NOT
     tenants TEXT NOT NULL, point TEXT NOT NULL, at TEXT NOT NULL);
 ";
 
-/// The status page's tables: components, incidents, campaigns, tenant attributes and the
+/// The status page's tables: components, incidents (with their postmortems), campaigns, tenant attributes and the
 /// change counter.
 const STATUS_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS components (id TEXT PRIMARY KEY, source TEXT NOT NULL UNIQUE,
@@ -64,6 +64,8 @@ CREATE TABLE IF NOT EXISTS incidents (id TEXT PRIMARY KEY, name TEXT NOT NULL,
 CREATE TABLE IF NOT EXISTS incident_updates (id TEXT PRIMARY KEY, incident TEXT NOT NULL,
     status TEXT NOT NULL, body TEXT NOT NULL, created_at TEXT NOT NULL,
     affected TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS incident_postmortems (incident TEXT PRIMARY KEY,
+    body TEXT NOT NULL, published_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS incident_components (incident TEXT NOT NULL,
     component TEXT NOT NULL, PRIMARY KEY (incident, component));
 CREATE TABLE IF NOT EXISTS campaigns (id TEXT PRIMARY KEY, incident TEXT NOT NULL,
@@ -122,9 +124,10 @@ pub struct ControlStore {
     pub(crate) db: Db,
 }
 
-/// Now: microseconds since the epoch, and as RFC 3339 text.
+/// Now (the control store's clock, `lifeboat_core::time::clock_us`): microseconds since
+/// the epoch, and as RFC 3339 text.
 pub(crate) fn now() -> (i64, String) {
-    let us = lifeboat_core::time::now_us();
+    let us = lifeboat_core::time::clock_us();
     (us, lifeboat_core::time::format_us(us))
 }
 

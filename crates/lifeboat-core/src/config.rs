@@ -42,6 +42,103 @@ pub struct Config {
     /// Tenant contacts read from the vault (docs/status.md, "Contacts").
     #[serde(default)]
     pub contacts: Option<ContactsConfig>,
+    /// Service levels and the credits owed when they are missed (docs/status.md, "SLA and
+    /// credits").
+    #[serde(default)]
+    pub sla: Option<SlaConfig>,
+}
+
+/// `[sla]`: each tenant's tier comes from a tenant attribute; a tier's credit table turns
+/// a month's uptime into a credit.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SlaConfig {
+    /// The tenant attribute (`lifeboat campaign import-attributes`, `[campaigns.attributes]`)
+    /// that names a tenant's tier.
+    #[serde(default = "default_tier_attribute")]
+    pub tier_attribute: String,
+    /// The tier of a tenant without the attribute, or whose attribute names no tier.
+    #[serde(default)]
+    pub default_tier: Option<String>,
+    /// A tenant's downtime ends when its admin accepts the restored data, not when it is
+    /// restored and verified.
+    #[serde(default)]
+    pub accept_ends_downtime: bool,
+    #[serde(default)]
+    pub tiers: BTreeMap<String, TierConfig>,
+}
+
+/// `[sla.tiers.NAME]`: the promised monthly uptime (percent) and the credit table:
+/// `[threshold, credit]` pairs, thresholds descending; a month whose uptime is below a
+/// threshold earns that row's credit (the lowest such threshold's).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    pub target: f64,
+    #[serde(default)]
+    pub credits: Vec<(f64, f64)>,
+}
+
+fn default_tier_attribute() -> String {
+    "edition".to_string()
+}
+
+impl SlaConfig {
+    fn validate(&self) -> Result<()> {
+        if self.tier_attribute.trim().is_empty() {
+            return Err(Error::config("[sla] tier_attribute must not be empty"));
+        }
+        if self.tiers.is_empty() {
+            return Err(Error::config(
+                "[sla] declares no tier: add [sla.tiers.NAME] with target and credits",
+            ));
+        }
+        if let Some(default) = &self.default_tier {
+            if !self.tiers.contains_key(default) {
+                let known: Vec<&str> = self.tiers.keys().map(String::as_str).collect();
+                return Err(Error::config(format!(
+                    "[sla] default_tier = {default:?}: not a tier; tiers: {}",
+                    known.join(", ")
+                )));
+            }
+        }
+        let percent = |p: f64| p.is_finite() && (0.0..=100.0).contains(&p);
+        for (name, tier) in &self.tiers {
+            if !percent(tier.target) || tier.target == 0.0 {
+                return Err(Error::config(format!(
+                    "[sla.tiers.{name}] target = {}: use a percentage above 0 and at most 100",
+                    tier.target
+                )));
+            }
+            let mut last: Option<(f64, f64)> = None;
+            for (threshold, credit) in &tier.credits {
+                if !percent(*threshold) || *threshold == 0.0 || !percent(*credit) {
+                    return Err(Error::config(format!(
+                        "[sla.tiers.{name}] credits: [{threshold}, {credit}]: the threshold \
+                         must be above 0 and at most 100, the credit from 0 to 100 (percent)"
+                    )));
+                }
+                if let Some((before, before_credit)) = last {
+                    if *threshold >= before {
+                        return Err(Error::config(format!(
+                            "[sla.tiers.{name}] credits: threshold {threshold} after \
+                             {before}: list thresholds in descending order, for example \
+                             [[99.9, 10], [99.0, 25], [95.0, 50]]"
+                        )));
+                    }
+                    if *credit < before_credit {
+                        return Err(Error::config(format!(
+                            "[sla.tiers.{name}] credits: {credit}% below {threshold} is less \
+                             than {before_credit}% below {before}: a lower uptime never \
+                             earns a smaller credit"
+                        )));
+                    }
+                }
+                last = Some((*threshold, *credit));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[contacts]`: each tenant's contacts are the rows of one table of one source, read
@@ -631,6 +728,9 @@ impl Config {
         }
         self.validate_guard()?;
         self.validate_server()?;
+        if let Some(sla) = &self.sla {
+            sla.validate()?;
+        }
         self.validate_campaigns()
     }
 
@@ -953,6 +1053,54 @@ mod tests {
         assert!(err.to_string().contains("acceptance"), "{err}");
         let bad = format!("{GOOD}\n[campaigns.attributes]\nedition = \"mail.sites.edition\"\n");
         assert!(Config::parse(&bad).is_err());
+    }
+
+    #[test]
+    fn sla_tiers_are_checked() {
+        let sla = r#"
+            [sla]
+            default_tier = "standard"
+            [sla.tiers.standard]
+            target = 99.9
+            credits = [[99.9, 10], [99.0, 25], [95, 50]]
+        "#;
+        let config = Config::parse(&format!("{GOOD}{sla}")).expect("valid [sla]");
+        let sla = config.sla.expect("[sla]");
+        assert_eq!(sla.tier_attribute, "edition");
+        assert!(!sla.accept_ends_downtime);
+        assert_eq!(
+            sla.tiers["standard"].credits,
+            vec![(99.9, 10.0), (99.0, 25.0), (95.0, 50.0)]
+        );
+        for (tier, wanted) in [
+            (
+                "target = 99.9\ncredits = [[99.0, 10], [99.9, 25]]",
+                "descending",
+            ),
+            (
+                "target = 99.9\ncredits = [[99.9, 10], [99.9, 25]]",
+                "descending",
+            ),
+            (
+                "target = 99.9\ncredits = [[99.9, 25], [99.0, 10]]",
+                "smaller credit",
+            ),
+            ("target = 99.9\ncredits = [[99.9, 120]]", "from 0 to 100"),
+            ("target = 99.9\ncredits = [[101, 10]]", "at most 100"),
+            ("target = 0\ncredits = []", "target = 0"),
+            ("target = 99.9\ncredits = [[99.9]]", "size 2"),
+            ("target = 99.9\ncredit = [[99.9, 10]]", "unknown field"),
+        ] {
+            let text = format!("{GOOD}\n[sla]\n[sla.tiers.gold]\n{tier}\n");
+            let err = Config::parse(&text).expect_err(tier);
+            assert!(err.to_string().contains(wanted), "{tier}: {err}");
+        }
+        let text =
+            format!("{GOOD}\n[sla]\ndefault_tier = \"silver\"\n[sla.tiers.gold]\ntarget = 99.9\n");
+        let err = Config::parse(&text).expect_err("unknown default tier");
+        assert!(err.to_string().contains("default_tier"), "{err}");
+        let err = Config::parse(&format!("{GOOD}\n[sla]\n")).expect_err("no tier");
+        assert!(err.to_string().contains("no tier"), "{err}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! served from a snapshot rebuilt when the control store changes.
 
 pub mod html;
+pub mod markdown;
 pub mod observe;
 mod server;
 pub mod snapshot;
@@ -464,6 +465,7 @@ async fn tenant_json(State(state): State<AppState>, Path(token): Path<String>) -
                 "estimated_restoration": view.eta,
                 "restored_to": view.target_time,
                 "incident": view.incident_name,
+                "sla": view.sla,
             }))
             .into_response(),
         ),

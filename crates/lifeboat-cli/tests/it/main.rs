@@ -18,6 +18,7 @@ mod observe;
 mod operations;
 mod prune;
 mod restore;
+mod sla;
 mod source;
 mod tls;
 mod vault_checks;
