@@ -46,8 +46,10 @@ fn setup(work: &Workdir) -> PathBuf {
             .expect("issue");
         }
     }
+    let people = People::new(work).toml();
     let config = work.init_config(&format!(
         r#"
+{people}
 [vault]
 url = "{vault}"
 [sources.tracker]
@@ -56,6 +58,7 @@ tenant_column = "site_id"
 [sources.tracker.tables.sites]
 tenant_column = "id"
 [guard]
+approvals_required = 1
 users = "tracker.issues"
 [campaigns]
 acceptance = "skip"
@@ -603,4 +606,133 @@ fn the_report_of_a_drill_incident_has_every_timeline_entry_with_measured_figures
     assert!(md.contains("0 rows lost by construction"), "{md}");
     assert!(md.contains("- Public updates posted: 2."), "{md}");
     assert!(md.contains("No service levels are configured"), "{md}");
+}
+
+#[test]
+fn a_guarded_tenant_delete_starts_the_downtime_and_its_plan_is_in_the_report() {
+    let work = Workdir::new();
+    let config = setup(&work);
+    let db = work.path("tracker.db");
+    let t = sqlite_now(&db);
+    let plan = work.path("delete.json");
+    let plan_arg = plan.to_str().expect("path");
+    lifeboat_ok(
+        &config,
+        &[
+            "tenant",
+            "delete",
+            "7",
+            "8",
+            "--key",
+            &key_of(&config, "alice"),
+            "-o",
+            plan_arg,
+        ],
+    );
+    lifeboat_ok(
+        &config,
+        &["approve", plan_arg, "--key", &key_of(&config, "bob")],
+    );
+    at_clock(&config, START, &["apply", plan_arg, "--by", "carol"]);
+    let incident = at_clock(
+        &config,
+        &after_start(600_000_000),
+        &[
+            "incident",
+            "create",
+            "--name",
+            "Sites deleted by mistake",
+            "--status",
+            "identified",
+            "--message",
+            "Two sites were deleted by mistake.",
+        ],
+    )
+    .trim()
+    .to_string();
+    let campaign = at_clock(
+        &config,
+        &after_start(900_000_000),
+        &[
+            "campaign",
+            "start",
+            "--incident",
+            &incident,
+            "--plan",
+            plan_arg,
+            "--at",
+            &t,
+        ],
+    );
+    // Restored an hour after the wave deleted them.
+    at_clock(
+        &config,
+        &after_start(3_600_000_000),
+        &["worker", "--campaign", campaign.trim(), "--until-done"],
+    );
+    let report = sla_json(&config, &incident, &[]);
+    for tenant in ["7", "8"] {
+        let l = line(&report, tenant);
+        assert_eq!(l["down_from_source"], "tenant_deleted", "{l}");
+        assert_eq!(l["down_from"], "2099-01-10T00:00:00.000000Z", "{l}");
+        assert_eq!(l["downtime_minutes"], 60.0, "{l}");
+        // Silver (the default tier): 60 of 44 640 minutes is below 99.9 (10%).
+        assert_eq!(l["credit_percent"], 10.0, "{l}");
+    }
+
+    let md = lifeboat_ok(&config, &["report", "--incident", &incident]);
+    let timeline =
+        &md[md.find("## Timeline").expect("timeline")..md.find("## Numbers").expect("numbers")];
+    let entries: Vec<&str> = timeline.lines().filter(|l| l.starts_with("- **")).collect();
+    let position = |needle: &str| {
+        entries
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in {timeline}"))
+    };
+    let written = position("written and signed by alice: 2 IDs, 2 tenants measured");
+    let approved = position("approved by bob");
+    let applied = position("started by carol: 2 tenants in waves");
+    // One tenant in the first wave, the other in the next; each site: itself and two
+    // issues.
+    let wave = position("Wave 1 of plan");
+    assert!(
+        entries[wave].contains("1 tenant, 3 rows changed (measured, as planned)"),
+        "{timeline}"
+    );
+    assert!(
+        entries[wave].starts_with("- **2099-01-10T00:00:00.000000Z**"),
+        "{timeline}"
+    );
+    let second = position("Wave 2 of plan");
+    assert!(
+        entries[second].contains("1 tenant, 3 rows changed"),
+        "{timeline}"
+    );
+    let done = position("finished: every wave applied");
+    assert!(wave < second && second < done, "{timeline}");
+    let missing = position("Tenants' data went missing (from the tenant deleted (guarded wave))");
+    let opened = position("Public update (identified): \"Two sites were deleted by mistake.\"");
+    let started = position("Campaign ");
+    let last = position("Last tenant restored and verified: all 2 restored");
+    assert!(
+        written < approved && approved < applied && applied < opened,
+        "{timeline}"
+    );
+    assert!(
+        wave < opened && missing < opened && opened < started && started < last,
+        "{timeline}"
+    );
+    assert!(
+        entries[last].starts_with("- **2099-01-10T01:00:00.000000Z**"),
+        "{timeline}"
+    );
+    assert!(
+        md.contains("min 1 h 00 min, median 1 h 00 min, p95 1 h 00 min, max 1 h 00 min"),
+        "{md}"
+    );
+    assert!(
+        md.contains("First public word after the data went missing: 10 min 00 s."),
+        "{md}"
+    );
 }

@@ -261,7 +261,8 @@ pub async fn start_campaign(
     // databases); read before anything is written, so a bad `[contacts]` changes nothing.
     let read =
         crate::contacts::read_contacts(config, &vault, &histories, &tenants, &resolved).await?;
-    let now = now_us();
+    // The control store's clock, as every record of the campaign's.
+    let now = lifeboat_core::time::clock_us();
     // Every batch restores to the same positions, resolved once here: capture moving on
     // must not move the target.
     let mut target = request.target_json.clone();
