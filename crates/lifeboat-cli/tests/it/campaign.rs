@@ -722,7 +722,7 @@ fn a_tenant_that_keeps_failing_is_marked_failed_with_its_reason_and_can_be_retri
 }
 
 /// A minimal HTTP/1.1 POST over a real socket: the response's status code and body.
-fn http_post(base: &str, path: &str, bearer: Option<&str>, body: &str) -> (u16, String) {
+pub fn http_post(base: &str, path: &str, bearer: Option<&str>, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let address = base.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(address).expect("connect");

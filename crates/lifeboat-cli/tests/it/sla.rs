@@ -310,8 +310,17 @@ fn the_sla_report_gives_the_expected_minutes_and_credits_at_each_tier_boundary()
 
 /// `lifeboat serve` on a free port: the process and its address.
 fn serve(config: &Path) -> (std::process::Child, String) {
+    serve_at(config, None)
+}
+
+/// `lifeboat serve`, its control store's clock at `clock` if given.
+fn serve_at(config: &Path, clock: Option<&str>) -> (std::process::Child, String) {
     use std::io::BufRead;
-    let mut server = lifeboat_command(config, &["serve", "--listen", "127.0.0.1:0"])
+    let mut command = lifeboat_command(config, &["serve", "--listen", "127.0.0.1:0"]);
+    if let Some(clock) = clock {
+        command.env("LIFEBOAT_TEST_CLOCK", clock);
+    }
+    let mut server = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -735,4 +744,76 @@ fn a_guarded_tenant_delete_starts_the_downtime_and_its_plan_is_in_the_report() {
         md.contains("First public word after the data went missing: 10 min 00 s."),
         "{md}"
     );
+}
+
+#[test]
+fn with_accept_ends_downtime_the_downtime_runs_until_the_admin_accepts() {
+    let work = Workdir::new();
+    let config = setup(&work);
+    let text = std::fs::read_to_string(&config).expect("config");
+    let accepting = text
+        .replace("acceptance = \"skip\"", "acceptance = \"customer\"")
+        .replace(
+            "default_tier = \"silver\"",
+            "default_tier = \"silver\"\naccept_ends_downtime = true",
+        );
+    std::fs::write(&config, &accepting).expect("config");
+    let db = work.path("tracker.db");
+    let t = sqlite_now(&db);
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    conn.execute_batch("PRAGMA foreign_keys = ON; DELETE FROM sites WHERE id = 2")
+        .expect("delete");
+    drop(conn);
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let incident = open_incident(&config);
+    // Restored and verified after 10 minutes; still awaiting acceptance 20 minutes in.
+    restore_at(&config, &work, &incident, &t, &[2], 600_000_000);
+    let report = serde_json::from_str::<serde_json::Value>(&at_clock(
+        &config,
+        &after_start(1_200_000_000),
+        &["sla", "report", "--incident", &incident, "--json"],
+    ))
+    .expect("json");
+    let l = line(&report, "2");
+    assert_eq!(l["down_until"], serde_json::Value::Null, "{l}");
+    assert_eq!(l["downtime_minutes"], 20.0, "{l}");
+
+    // The admin accepts 44.64 minutes in: exactly 99.9% up, no credit for gold.
+    let campaign = l["campaign"].as_str().expect("campaign").to_string();
+    let links: serde_json::Value = serde_json::from_str(&lifeboat_ok(
+        &config,
+        &["campaign", "links", &campaign, "--json"],
+    ))
+    .expect("links");
+    let link = links[0]["link"].as_str().expect("link");
+    let token_path = link[link.find("/t/").expect("a private link")..].to_string();
+    let (mut server, base) = serve_at(&config, Some(&after_start(2_678_400_000)));
+    let (_, before) = http_get(&base, &format!("{token_path}/status.json"));
+    let before: serde_json::Value = serde_json::from_str(&before).expect("json");
+    assert_eq!(
+        before["sla"],
+        serde_json::Value::Null,
+        "not shown while down: {before}"
+    );
+    let (code, _) = crate::campaign::http_post(&base, &format!("{token_path}/accept"), None, "");
+    assert_eq!(code, 303);
+    terminate(&mut server);
+    let report = sla_json(&config, &incident, &[]);
+    let l = line(&report, "2");
+    assert_eq!(l["down_until"], "2099-01-10T00:44:38.400000Z", "{l}");
+    assert!(
+        (l["downtime_minutes"].as_f64().expect("minutes") - 44.64).abs() < 1e-9,
+        "{l}"
+    );
+    assert_eq!(l["credit_percent"], 0.0, "{l}");
+
+    // Without the policy, the same tenant was down until it was restored: 10 minutes.
+    std::fs::write(
+        &config,
+        accepting.replace("accept_ends_downtime = true", ""),
+    )
+    .expect("config");
+    let l = sla_json(&config, &incident, &[])["tenants"][0].clone();
+    assert_eq!(l["down_until"], "2099-01-10T00:10:00.000000Z", "{l}");
+    assert_eq!(l["downtime_minutes"], 10.0, "{l}");
 }
