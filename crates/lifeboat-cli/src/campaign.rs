@@ -45,13 +45,24 @@ enum IncidentCommand {
         #[arg(long)]
         by: Option<String>,
     },
-    /// Post an update.
+    /// Post an update: a message, or a template filled from the incident's campaign.
     Update {
         id: String,
+        /// The new status (default: the template's, or the incident's current status).
         #[arg(long)]
-        status: String,
-        #[arg(long)]
-        message: String,
+        status: Option<String>,
+        #[arg(
+            long,
+            required_unless_present = "template",
+            conflicts_with = "template"
+        )]
+        message: Option<String>,
+        /// A `[templates.NAME]` of the configuration (`lifeboat incident templates`).
+        #[arg(long, value_name = "NAME")]
+        template: Option<String>,
+        /// The campaign whose numbers fill the template (default: the incident's latest).
+        #[arg(long, value_name = "ID", requires = "template")]
+        campaign: Option<String>,
         #[arg(long)]
         impact: Option<String>,
         #[arg(long = "component", value_name = "SOURCE=STATUS")]
@@ -76,6 +87,11 @@ enum IncidentCommand {
         #[arg(long)]
         by: Option<String>,
     },
+    /// The update templates of the configuration, with the fields they may use.
+    Templates {
+        #[arg(long)]
+        json: bool,
+    },
     /// Every incident, newest first.
     List {
         #[arg(long)]
@@ -85,6 +101,10 @@ enum IncidentCommand {
 
 pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Result<u8> {
     let config = load_config(config_path.as_deref())?;
+    if let IncidentCommand::Templates { json } = args.command {
+        print_templates(&config, json);
+        return Ok(0);
+    }
     if let IncidentCommand::List { json } = args.command {
         let incidents = open_control(&config, &config_path)?.incidents()?;
         if json {
@@ -131,15 +151,43 @@ pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Resul
             id,
             status,
             message,
+            template,
+            campaign,
             impact,
             components,
             by,
         } => {
+            let current = control.incident(&id)?.ok_or_else(|| {
+                Error::usage(format!("unknown incident {id}: `lifeboat incident list`"))
+            })?;
+            let (message, template_status) = match &template {
+                Some(name) => {
+                    let template = config.templates.get(name).ok_or_else(|| {
+                        let known: Vec<&str> =
+                            config.templates.keys().map(String::as_str).collect();
+                        Error::usage(format!(
+                            "unknown template {name:?}; templates: {}",
+                            if known.is_empty() {
+                                "(none in the configuration)".to_string()
+                            } else {
+                                known.join(", ")
+                            }
+                        ))
+                    })?;
+                    let fields = campaign::template_fields(&mut control, &id, campaign.as_deref())?;
+                    (template.render(&fields)?, template.status.clone())
+                }
+                None => (message.unwrap_or_default(), None),
+            };
+            let status = match status.or(template_status) {
+                Some(status) => status.parse()?,
+                None => current.status,
+            };
             control.change_incident(
                 Some(&id),
                 &IncidentChange {
                     name: None,
-                    status: status.parse()?,
+                    status,
                     impact: impact.as_deref().map(str::parse).transpose()?,
                     message,
                     components: component_pairs(&components)?,
@@ -170,9 +218,38 @@ pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Resul
             crate::say!("{id} postmortem published");
         }
         // Listed above, without the vault.
-        IncidentCommand::List { .. } => {}
+        IncidentCommand::List { .. } | IncidentCommand::Templates { .. } => {}
     }
     Ok(0)
+}
+
+/// `incident templates`: each template (name, status, message), then the fields.
+fn print_templates(config: &lifeboat_core::config::Config, as_json: bool) {
+    use lifeboat_core::config::TEMPLATE_FIELDS;
+    if as_json {
+        print_json(&json!({
+            "templates": config.templates.iter().map(|(name, t)| json!({
+                "name": name, "status": t.status, "message": t.message,
+            })).collect::<Vec<_>>(),
+            "fields": TEMPLATE_FIELDS.iter().map(|(f, what)| json!({"field": f, "meaning": what}))
+                .collect::<Vec<_>>(),
+        }));
+        return;
+    }
+    if config.templates.is_empty() {
+        crate::say!("no [templates.NAME] in the configuration");
+    }
+    for (name, t) in &config.templates {
+        crate::say!(
+            "{name} ({}): {}",
+            t.status.as_deref().unwrap_or("status unchanged"),
+            t.message
+        );
+    }
+    crate::say!("fields:");
+    for (field, what) in TEMPLATE_FIELDS {
+        crate::say!("  {{{field}}}  {what}");
+    }
 }
 
 /// A postmortem file: UTF-8 text, at most `MAX_POSTMORTEM_BYTES`.

@@ -46,6 +46,106 @@ pub struct Config {
     /// credits").
     #[serde(default)]
     pub sla: Option<SlaConfig>,
+    /// Incident update templates, filled from a campaign's measured progress
+    /// (`lifeboat incident update ID --template NAME`).
+    #[serde(default)]
+    pub templates: BTreeMap<String, TemplateConfig>,
+}
+
+/// `[templates.NAME]`: an incident update's text with `{field}` placeholders (`{{` and `}}`
+/// for braces), and optionally the status it posts.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateConfig {
+    pub message: String,
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+/// The fields a template may name, each filled from the incident's campaign.
+pub const TEMPLATE_FIELDS: [(&str, &str); 12] = [
+    ("incident", "the incident's name"),
+    ("tenants", "tenants in the campaign"),
+    ("tenants_restored", "tenants restored and verified"),
+    ("tenants_percent", "tenants restored, percent (whole)"),
+    ("tenants_failed", "tenants whose restore failed"),
+    ("tenants_remaining", "tenants not restored yet"),
+    ("users", "users of the campaign's tenants"),
+    ("users_restored", "users of the tenants restored"),
+    ("users_percent", "users restored, percent (whole)"),
+    (
+        "eta",
+        "estimated completion (RFC 3339), or \"unknown\" until measured",
+    ),
+    (
+        "restored_to",
+        "the instant the data is restored to (RFC 3339)",
+    ),
+    ("now", "what is being done now, in words"),
+];
+
+/// The parts of a template: text and `{field}` names, in order.
+pub enum TemplatePart<'a> {
+    Text(std::borrow::Cow<'a, str>),
+    Field(&'a str),
+}
+
+/// Split a template's text into parts; an unclosed brace or an unknown field is an error.
+pub fn template_parts(text: &str) -> Result<Vec<TemplatePart<'_>>> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    let mut literal = String::new();
+    while let Some(i) = rest.find(['{', '}']) {
+        literal.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if tail.starts_with("{{") || tail.starts_with("}}") {
+            literal.push(tail.as_bytes()[0] as char);
+            rest = &tail[2..];
+            continue;
+        }
+        if tail.starts_with('}') {
+            return Err(Error::config(
+                "a lone '}': write '}}' for a brace".to_string(),
+            ));
+        }
+        let end = tail
+            .find('}')
+            .ok_or_else(|| Error::config("a '{' without its '}'; write '{{' for a brace"))?;
+        let name = &tail[1..end];
+        if !TEMPLATE_FIELDS.iter().any(|(field, _)| *field == name) {
+            let known: Vec<&str> = TEMPLATE_FIELDS.iter().map(|(f, _)| *f).collect();
+            return Err(Error::config(format!(
+                "unknown field {{{name}}}; fields: {}",
+                known.join(", ")
+            )));
+        }
+        if !literal.is_empty() {
+            out.push(TemplatePart::Text(std::mem::take(&mut literal).into()));
+        }
+        out.push(TemplatePart::Field(name));
+        rest = &tail[end + 1..];
+    }
+    literal.push_str(rest);
+    if !literal.is_empty() {
+        out.push(TemplatePart::Text(literal.into()));
+    }
+    Ok(out)
+}
+
+impl TemplateConfig {
+    /// The message with every field filled from `fields` (a field without a value: empty).
+    pub fn render(&self, fields: &BTreeMap<&str, String>) -> Result<String> {
+        let mut out = String::new();
+        for part in template_parts(&self.message)? {
+            match part {
+                TemplatePart::Text(text) => out.push_str(&text),
+                TemplatePart::Field(name) => {
+                    out.push_str(fields.get(name).map(String::as_str).unwrap_or(""))
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// `[sla]`: each tenant's tier comes from a tenant attribute; a tier's credit table turns
@@ -731,6 +831,31 @@ impl Config {
         if let Some(sla) = &self.sla {
             sla.validate()?;
         }
+        for (name, template) in &self.templates {
+            if template.message.trim().is_empty() {
+                return Err(Error::config(format!(
+                    "[templates.{name}] message is empty"
+                )));
+            }
+            template_parts(&template.message).map_err(|e| {
+                Error::config(format!("[templates.{name}] message: {}", e.message()))
+            })?;
+            const STATUSES: [&str; 5] = [
+                "investigating",
+                "identified",
+                "monitoring",
+                "resolved",
+                "postmortem",
+            ];
+            if let Some(status) = &template.status {
+                if !STATUSES.contains(&status.as_str()) {
+                    return Err(Error::config(format!(
+                        "[templates.{name}] status = {status:?}: use one of {}",
+                        STATUSES.join(", ")
+                    )));
+                }
+            }
+        }
         self.validate_campaigns()
     }
 
@@ -1053,6 +1178,34 @@ mod tests {
         assert!(err.to_string().contains("acceptance"), "{err}");
         let bad = format!("{GOOD}\n[campaigns.attributes]\nedition = \"mail.sites.edition\"\n");
         assert!(Config::parse(&bad).is_err());
+    }
+
+    #[test]
+    fn templates_name_known_fields_and_escape_braces() {
+        let t = TemplateConfig {
+            message: "{{{tenants_restored}}} of {tenants} ({tenants_percent}%) {now}".into(),
+            status: None,
+        };
+        let fields = BTreeMap::from([
+            ("tenants_restored", "3".to_string()),
+            ("tenants", "4".to_string()),
+            ("tenants_percent", "75".to_string()),
+        ]);
+        assert_eq!(t.render(&fields).expect("render"), "{3} of 4 (75%) ");
+        for (bad, wanted) in [
+            ("{tenants", "without its '}'"),
+            ("tenants}", "lone '}'"),
+            ("{nope}", "unknown field {nope}"),
+        ] {
+            let err = template_parts(bad).err().expect(bad);
+            assert!(err.to_string().contains(wanted), "{bad}: {err}");
+        }
+        let text = format!("{GOOD}\n[templates.p]\nmessage = \"x\"\nstatus = \"done\"\n");
+        let err = Config::parse(&text).expect_err("bad status");
+        assert!(
+            err.to_string().contains("[templates.p] status = \"done\""),
+            "{err}"
+        );
     }
 
     #[test]

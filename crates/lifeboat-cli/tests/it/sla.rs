@@ -817,3 +817,150 @@ fn with_accept_ends_downtime_the_downtime_runs_until_the_admin_accepts() {
     assert_eq!(l["down_until"], "2099-01-10T00:10:00.000000Z", "{l}");
     assert_eq!(l["downtime_minutes"], 10.0, "{l}");
 }
+
+#[test]
+fn template_updates_are_filled_with_the_campaigns_measured_numbers() {
+    let work = Workdir::new();
+    let config = setup(&work);
+    let text = std::fs::read_to_string(&config).expect("config");
+    let templates = r#"
+[templates.progress]
+status = "monitoring"
+message = "{incident}: {tenants_restored} of {tenants} customers restored ({tenants_percent}%), {users_restored} of {users} users ({users_percent}%); {tenants_remaining} to go. Now: {now}. Data as of {restored_to}. {{ETA}}: {eta}."
+"#;
+    std::fs::write(&config, format!("{text}{templates}")).expect("config");
+    let listed = lifeboat_ok(&config, &["incident", "templates"]);
+    assert!(
+        listed.starts_with("progress (monitoring): {incident}:"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("  {users_percent}  users restored, percent"),
+        "{listed}"
+    );
+
+    let db = work.path("tracker.db");
+    let t = sqlite_now(&db);
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    conn.execute_batch("PRAGMA foreign_keys = ON; DELETE FROM sites WHERE id IN (2, 3, 4)")
+        .expect("delete");
+    drop(conn);
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    // Opened at the real time: its updates follow in order.
+    let incident = lifeboat_ok(
+        &config,
+        &[
+            "incident",
+            "create",
+            "--name",
+            "Sites deleted",
+            "--status",
+            "identified",
+            "--message",
+            "We are restoring the deleted sites.",
+        ],
+    );
+    let incident = incident.trim();
+    let refused = |args: &[&str], wanted: &str| {
+        let output = lifeboat(&config, args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(wanted),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    };
+    refused(
+        &["incident", "update", incident, "--template", "progress"],
+        "has no campaign",
+    );
+    refused(
+        &["incident", "update", incident, "--template", "nosuch"],
+        "unknown template \"nosuch\"; templates: progress",
+    );
+    let file = work.path("tenants.txt");
+    std::fs::write(&file, "2\n3\n4\n").expect("tenants");
+    let campaign = lifeboat_ok(
+        &config,
+        &[
+            "campaign",
+            "start",
+            "--incident",
+            incident,
+            "--tenants-from",
+            file.to_str().expect("path"),
+            "--at",
+            &t,
+        ],
+    );
+    let campaign = campaign.trim();
+    let latest = |config: &Path| -> serde_json::Value {
+        let incidents: serde_json::Value =
+            serde_json::from_str(&lifeboat_ok(config, &["incident", "list", "--json"]))
+                .expect("json");
+        incidents[0]["updates"][0].clone()
+    };
+    lifeboat_ok(
+        &config,
+        &["incident", "update", incident, "--template", "progress"],
+    );
+    let restored_to = status_of(&config, campaign)["restored_to"]
+        .as_str()
+        .expect("restored to")
+        .to_string();
+    let update = latest(&config);
+    assert_eq!(update["status"], "monitoring");
+    assert_eq!(
+        update["body"],
+        format!(
+            "Sites deleted: 0 of 3 customers restored (0%), 0 of 6 users (0%); 3 to go. \
+             Now: 3 customers are queued for restoring. Data as of {restored_to}. {{ETA}}: \
+             unknown."
+        )
+    );
+    lifeboat_ok(&config, &["worker", "--until-done"]);
+    lifeboat_ok(
+        &config,
+        &[
+            "incident",
+            "update",
+            incident,
+            "--template",
+            "progress",
+            "--campaign",
+            campaign,
+            "--status",
+            "identified",
+        ],
+    );
+    let update = latest(&config);
+    assert_eq!(update["status"], "identified");
+    assert!(
+        update["body"].as_str().expect("body").starts_with(
+            "Sites deleted: 3 of 3 customers restored (100%), 6 of 6 users (100%); 0 to go. \
+             Now: every customer's data is restored and verified."
+        ),
+        "{update}"
+    );
+
+    // A template naming an unknown field refuses the configuration.
+    std::fs::write(
+        &config,
+        format!("{text}[templates.bad]\nmessage = \"{{tenants_done}} done\"\n"),
+    )
+    .expect("config");
+    refused(
+        &["incident", "templates"],
+        "[templates.bad] message: unknown field {tenants_done}; fields: incident, tenants",
+    );
+}
+
+fn status_of(config: &Path, id: &str) -> serde_json::Value {
+    let out = lifeboat_ok(config, &["campaign", "status", id, "--json"]);
+    serde_json::from_str::<serde_json::Value>(&out).expect("json")[0].clone()
+}

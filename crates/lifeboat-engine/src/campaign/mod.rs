@@ -444,6 +444,92 @@ pub fn status(control: &mut ControlStore, id: Option<&str>) -> Result<Vec<serde_
     Ok(report)
 }
 
+/// The fields of an incident update template (`lifeboat_core::config::TEMPLATE_FIELDS`),
+/// measured from campaign `campaign`, or the incident's latest campaign.
+pub fn template_fields(
+    control: &mut ControlStore,
+    incident: &str,
+    campaign: Option<&str>,
+) -> Result<BTreeMap<&'static str, String>> {
+    let found = control.incident(incident)?.ok_or_else(|| {
+        Error::usage(format!(
+            "unknown incident {incident}: `lifeboat incident list`"
+        ))
+    })?;
+    // Newest first.
+    let campaigns: Vec<Campaign> = control
+        .campaigns()?
+        .into_iter()
+        .filter(|c| c.incident == incident)
+        .collect();
+    let chosen = match campaign {
+        Some(id) => campaigns.iter().find(|c| c.id == id).ok_or_else(|| {
+            Error::usage(format!(
+                "campaign {id} is not a campaign of incident {incident}"
+            ))
+        })?,
+        None => campaigns.first().ok_or_else(|| {
+            Error::usage(format!(
+                "incident {incident} has no campaign: a template's fields are measured from one"
+            ))
+        })?,
+    };
+    let report = status(control, Some(&chosen.id))?;
+    let r = report
+        .first()
+        .ok_or_else(|| Error::usage(format!("unknown campaign {}", chosen.id)))?;
+    let count = |key: &str| r[key].as_u64().unwrap_or(0);
+    let stage = |name: &str| r["stages"][name].as_u64().unwrap_or(0);
+    let percent = |part: u64, whole: u64| (part * 100).checked_div(whole).unwrap_or(0).to_string();
+    let (tenants, restored, users, users_restored) = (
+        count("tenants"),
+        count("tenants_restored"),
+        count("users"),
+        count("users_restored"),
+    );
+    let failed = stage("failed");
+    let working = stage("restoring") + stage("verifying");
+    let queued = stage("queued");
+    let now = if working > 0 {
+        format!(
+            "restoring and verifying the data of {working} customer{}, {queued} more queued",
+            if working == 1 { "" } else { "s" }
+        )
+    } else if queued > 0 {
+        format!("{queued} customers are queued for restoring")
+    } else if failed > 0 {
+        format!("{failed} customers need our team's attention; every other one is restored")
+    } else {
+        "every customer's data is restored and verified".to_string()
+    };
+    Ok(BTreeMap::from([
+        ("incident", found.name),
+        ("tenants", tenants.to_string()),
+        ("tenants_restored", restored.to_string()),
+        ("tenants_percent", percent(restored, tenants)),
+        ("tenants_failed", failed.to_string()),
+        (
+            "tenants_remaining",
+            (tenants - restored.min(tenants)).to_string(),
+        ),
+        ("users", users.to_string()),
+        ("users_restored", users_restored.to_string()),
+        ("users_percent", percent(users_restored, users)),
+        (
+            "eta",
+            r["estimated_completion"]
+                .as_str()
+                .unwrap_or("unknown")
+                .to_string(),
+        ),
+        (
+            "restored_to",
+            r["restored_to"].as_str().unwrap_or("").to_string(),
+        ),
+        ("now", now),
+    ]))
+}
+
 /// Each tenant of campaign `id` with its private link under `base`.
 pub fn links(control: &mut ControlStore, id: &str, base: &str) -> Result<Vec<(String, String)>> {
     let tenants = control.campaign_tenants(Some(id))?;
