@@ -298,6 +298,13 @@ enum CampaignCommand {
         /// Priority keys from tenant attributes, e.g. "edition desc, users desc".
         #[arg(long, default_value = "")]
         priority: String,
+        /// Post progress updates from this `[templates.NAME]` by itself, at 25, 50, 75 and
+        /// 100% of the tenants finished.
+        #[arg(long, value_name = "TEMPLATE")]
+        auto_progress: Option<String>,
+        /// Also post one every so many minutes.
+        #[arg(long, value_name = "MINUTES", requires = "auto_progress")]
+        progress_every: Option<u64>,
         #[arg(long)]
         by: Option<String>,
     },
@@ -344,6 +351,8 @@ pub async fn campaign(config_path: Option<PathBuf>, args: CampaignArgs) -> Resul
             before_tx,
             batch_size,
             priority,
+            auto_progress,
+            progress_every,
             by,
         } => {
             let target = Target::parse(at.as_deref(), before_tx.as_deref())?;
@@ -362,6 +371,7 @@ pub async fn campaign(config_path: Option<PathBuf>, args: CampaignArgs) -> Resul
                 batch_size,
                 priority,
                 by: login(by),
+                auto_progress: auto_progress.map(|t| (t, progress_every)),
             };
             let (id, count) = start_campaign(&config, &mut control, start).await?;
             crate::say!("{id}");

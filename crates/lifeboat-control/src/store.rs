@@ -77,6 +77,9 @@ CREATE TABLE IF NOT EXISTS campaign_tenants (campaign TEXT NOT NULL, tenant TEXT
     stage TEXT NOT NULL, attempts BIGINT NOT NULL DEFAULT 0, reason TEXT,
     worker TEXT, lease_until_us BIGINT, started_at_us BIGINT, done_at_us BIGINT,
     awaiting_since_us BIGINT, rows_written BIGINT, PRIMARY KEY (campaign, tenant));
+CREATE TABLE IF NOT EXISTS campaign_progress (campaign TEXT PRIMARY KEY,
+    template TEXT NOT NULL, every_us BIGINT, last_posted_us BIGINT NOT NULL,
+    milestone BIGINT NOT NULL);
 CREATE INDEX IF NOT EXISTS campaign_tenants_stage ON campaign_tenants (stage, campaign, rank);
 CREATE TABLE IF NOT EXISTS tenant_attributes (tenant TEXT NOT NULL, name TEXT NOT NULL,
     value TEXT NOT NULL, PRIMARY KEY (tenant, name));

@@ -964,3 +964,156 @@ fn status_of(config: &Path, id: &str) -> serde_json::Value {
     let out = lifeboat_ok(config, &["campaign", "status", id, "--json"]);
     serde_json::from_str::<serde_json::Value>(&out).expect("json")[0].clone()
 }
+
+#[test]
+fn a_campaign_with_auto_progress_posts_its_numbers_at_each_quarter() {
+    let work = Workdir::new();
+    let config = setup(&work);
+    let text = std::fs::read_to_string(&config).expect("config");
+    let templates = r#"
+[templates.quarterly]
+message = "{tenants_restored} of {tenants} customers restored ({tenants_percent}%)."
+"#;
+    std::fs::write(&config, format!("{text}{templates}")).expect("config");
+    let db = work.path("tracker.db");
+    let t = sqlite_now(&db);
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    conn.execute_batch("PRAGMA foreign_keys = ON; DELETE FROM sites WHERE id IN (2, 3, 4, 5)")
+        .expect("delete");
+    drop(conn);
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let incident = lifeboat_ok(
+        &config,
+        &[
+            "incident",
+            "create",
+            "--name",
+            "Sites deleted",
+            "--status",
+            "identified",
+            "--message",
+            "We are restoring the deleted sites.",
+        ],
+    );
+    let incident = incident.trim();
+    let file = work.path("tenants.txt");
+    std::fs::write(&file, "2\n3\n4\n5\n").expect("tenants");
+    let tenants = file.to_str().expect("path");
+    let start = |extra: &[&str]| {
+        let mut args = vec![
+            "campaign",
+            "start",
+            "--incident",
+            incident,
+            "--tenants-from",
+            tenants,
+            "--at",
+            &t,
+            "--batch-size",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        lifeboat(&config, &args)
+    };
+    let refused = start(&["--auto-progress", "nosuch"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        stderr(&refused).contains("no [templates.nosuch] in the configuration"),
+        "{}",
+        stderr(&refused)
+    );
+    let started = start(&["--auto-progress", "quarterly"]);
+    assert!(started.status.success(), "{}", stderr(&started));
+    lifeboat_ok(&config, &["worker", "--until-done", "--name", "w1"]);
+    let incidents: serde_json::Value =
+        serde_json::from_str(&lifeboat_ok(&config, &["incident", "list", "--json"])).expect("json");
+    let mut bodies: Vec<&str> = incidents[0]["updates"]
+        .as_array()
+        .expect("updates")
+        .iter()
+        .map(|u| u["body"].as_str().expect("body"))
+        .collect();
+    bodies.reverse();
+    assert_eq!(
+        bodies,
+        [
+            "We are restoring the deleted sites.",
+            "1 of 4 customers restored (25%).",
+            "2 of 4 customers restored (50%).",
+            "3 of 4 customers restored (75%).",
+            "4 of 4 customers restored (100%).",
+        ]
+    );
+    for u in incidents[0]["updates"].as_array().expect("updates") {
+        assert_eq!(u["status"], "identified", "{u}");
+    }
+    let audit: serde_json::Value =
+        serde_json::from_str(&lifeboat_ok(&config, &["audit", "--json"])).expect("json");
+    let by_lifeboat = audit
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["action"] == "incident-update" && e["actor"] == "lifeboat")
+        .count();
+    assert_eq!(by_lifeboat, 4);
+}
+
+#[test]
+fn auto_progress_also_posts_when_its_cadence_is_due() {
+    let work = Workdir::new();
+    let config = setup(&work);
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        format!("{text}[templates.p]\nmessage = \"{{tenants_restored}} of {{tenants}}\"\n"),
+    )
+    .expect("config");
+    let db = work.path("tracker.db");
+    let t = sqlite_now(&db);
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    conn.execute_batch("PRAGMA foreign_keys = ON; DELETE FROM sites")
+        .expect("delete");
+    drop(conn);
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let incident = open_incident(&config);
+    let file = work.path("tenants.txt");
+    std::fs::write(&file, "1\n2\n3\n4\n5\n6\n7\n8\n").expect("tenants");
+    let campaign = at_clock(
+        &config,
+        START,
+        &[
+            "campaign",
+            "start",
+            "--incident",
+            &incident,
+            "--tenants-from",
+            file.to_str().expect("path"),
+            "--at",
+            &t,
+            "--batch-size",
+            "1",
+            "--auto-progress",
+            "p",
+            "--progress-every",
+            "1",
+        ],
+    );
+    // The worker's clock stands two minutes after the start: the cadence is due once (after
+    // the first tenant), then only the quarters post.
+    at_clock(
+        &config,
+        &after_start(120_000_000),
+        &["worker", "--campaign", campaign.trim(), "--until-done"],
+    );
+    let incidents: serde_json::Value =
+        serde_json::from_str(&lifeboat_ok(&config, &["incident", "list", "--json"])).expect("json");
+    let mut bodies: Vec<&str> = incidents[0]["updates"]
+        .as_array()
+        .expect("updates")
+        .iter()
+        .map(|u| u["body"].as_str().expect("body"))
+        .filter(|b| b.contains(" of 8"))
+        .collect();
+    bodies.sort();
+    assert_eq!(bodies, ["1 of 8", "2 of 8", "4 of 8", "6 of 8", "8 of 8"]);
+}

@@ -143,6 +143,9 @@ pub struct StartRequest {
     pub batch_size: u32,
     pub priority: String,
     pub by: String,
+    /// Post progress updates from this `[templates.NAME]` by itself, and every so many
+    /// minutes besides the 25/50/75/100% milestones.
+    pub auto_progress: Option<(String, Option<u64>)>,
 }
 
 /// A priority key: attribute name, descending?
@@ -201,6 +204,16 @@ pub async fn start_campaign(
             "unknown incident {}: `lifeboat incident list`",
             request.incident
         )));
+    }
+    if let Some((template, every)) = &request.auto_progress {
+        if !config.templates.contains_key(template) {
+            return Err(Error::usage(format!(
+                "--auto-progress {template:?}: no [templates.{template}] in the configuration"
+            )));
+        }
+        if *every == Some(0) {
+            return Err(Error::usage("--progress-every must be at least 1 minute"));
+        }
     }
     if request.batch_size == 0 {
         return Err(Error::usage("--batch-size must be at least 1"));
@@ -281,6 +294,14 @@ pub async fn start_campaign(
         created_by: request.by.clone(),
     };
     control.create_campaign(&campaign, &with_users)?;
+    if let Some((template, every)) = &request.auto_progress {
+        control.set_auto_progress(
+            &campaign.id,
+            template,
+            every.map(|m| m.min(525_600) as i64 * 60_000_000),
+            &request.by,
+        )?;
+    }
     // Contacts as the vault had them at the target, with the imported ones, kept with
     // the campaign.
     if config.contacts.is_some() {
@@ -528,6 +549,57 @@ pub fn template_fields(
         ),
         ("now", now),
     ]))
+}
+
+/// Post campaign `id`'s progress from its template when a milestone (25, 50, 75, 100% of
+/// its tenants finished) or its cadence is due, as an incident update by `lifeboat`.
+/// True when one was posted.
+pub fn post_progress(config: &Config, control: &mut ControlStore, id: &str) -> Result<bool> {
+    let Some(name) = control.auto_progress(id)? else {
+        return Ok(false);
+    };
+    let report = status(control, Some(id))?;
+    let Some(r) = report.first() else {
+        return Ok(false);
+    };
+    let tenants = r["tenants"].as_u64().unwrap_or(0);
+    let finished =
+        r["tenants_restored"].as_u64().unwrap_or(0) + r["stages"]["failed"].as_u64().unwrap_or(0);
+    let milestone = [25, 50, 75, 100]
+        .into_iter()
+        .filter(|m| tenants > 0 && finished * 100 >= m * tenants)
+        .max()
+        .unwrap_or(0);
+    let template = config.templates.get(&name).ok_or_else(|| {
+        Error::config(format!(
+            "campaign {id} posts its progress from [templates.{name}], which the \
+             configuration no longer has"
+        ))
+    })?;
+    let incident = r["incident"].as_str().unwrap_or("").to_string();
+    let fields = template_fields(control, &incident, Some(id))?;
+    let message = template.render(&fields)?;
+    if !control.progress_due(id, milestone as i64)? {
+        return Ok(false);
+    }
+    let current = control
+        .incident(&incident)?
+        .map(|i| i.status)
+        .unwrap_or_default();
+    let status = match &template.status {
+        Some(s) => s.parse()?,
+        None => current,
+    };
+    control.change_incident(
+        Some(&incident),
+        &lifeboat_control::IncidentChange {
+            status,
+            message,
+            ..Default::default()
+        },
+        "lifeboat",
+    )?;
+    Ok(true)
 }
 
 /// Each tenant of campaign `id` with its private link under `base`.
