@@ -45,13 +45,24 @@ enum IncidentCommand {
         #[arg(long)]
         by: Option<String>,
     },
-    /// Post an update.
+    /// Post an update: a message, or a template filled from the incident's campaign.
     Update {
         id: String,
+        /// The new status (default: the template's, or the incident's current status).
         #[arg(long)]
-        status: String,
-        #[arg(long)]
-        message: String,
+        status: Option<String>,
+        #[arg(
+            long,
+            required_unless_present = "template",
+            conflicts_with = "template"
+        )]
+        message: Option<String>,
+        /// A `[templates.NAME]` of the configuration (`lifeboat incident templates`).
+        #[arg(long, value_name = "NAME")]
+        template: Option<String>,
+        /// The campaign whose numbers fill the template (default: the incident's latest).
+        #[arg(long, value_name = "ID", requires = "template")]
+        campaign: Option<String>,
         #[arg(long)]
         impact: Option<String>,
         #[arg(long = "component", value_name = "SOURCE=STATUS")]
@@ -67,6 +78,20 @@ enum IncidentCommand {
         #[arg(long)]
         by: Option<String>,
     },
+    /// Publish the post-incident report of a resolved incident (Markdown): the incident
+    /// moves to `postmortem` and the page shows the report.
+    Postmortem {
+        id: String,
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// The update templates of the configuration, with the fields they may use.
+    Templates {
+        #[arg(long)]
+        json: bool,
+    },
     /// Every incident, newest first.
     List {
         #[arg(long)]
@@ -76,6 +101,10 @@ enum IncidentCommand {
 
 pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Result<u8> {
     let config = load_config(config_path.as_deref())?;
+    if let IncidentCommand::Templates { json } = args.command {
+        print_templates(&config, json);
+        return Ok(0);
+    }
     if let IncidentCommand::List { json } = args.command {
         let incidents = open_control(&config, &config_path)?.incidents()?;
         if json {
@@ -122,15 +151,43 @@ pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Resul
             id,
             status,
             message,
+            template,
+            campaign,
             impact,
             components,
             by,
         } => {
+            let current = control.incident(&id)?.ok_or_else(|| {
+                Error::usage(format!("unknown incident {id}: `lifeboat incident list`"))
+            })?;
+            let (message, template_status) = match &template {
+                Some(name) => {
+                    let template = config.templates.get(name).ok_or_else(|| {
+                        let known: Vec<&str> =
+                            config.templates.keys().map(String::as_str).collect();
+                        Error::usage(format!(
+                            "unknown template {name:?}; templates: {}",
+                            if known.is_empty() {
+                                "(none in the configuration)".to_string()
+                            } else {
+                                known.join(", ")
+                            }
+                        ))
+                    })?;
+                    let fields = campaign::template_fields(&mut control, &id, campaign.as_deref())?;
+                    (template.render(&fields)?, template.status.clone())
+                }
+                None => (message.unwrap_or_default(), None),
+            };
+            let status = match status.or(template_status) {
+                Some(status) => status.parse()?,
+                None => current.status,
+            };
             control.change_incident(
                 Some(&id),
                 &IncidentChange {
                     name: None,
-                    status: status.parse()?,
+                    status,
                     impact: impact.as_deref().map(str::parse).transpose()?,
                     message,
                     components: component_pairs(&components)?,
@@ -155,10 +212,62 @@ pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Resul
             control.anchor().await?;
             crate::say!("{id} resolved");
         }
+        IncidentCommand::Postmortem { id, file, by } => {
+            control.publish_postmortem(&id, &read_postmortem(&file)?, &login(by))?;
+            control.anchor().await?;
+            crate::say!("{id} postmortem published");
+        }
         // Listed above, without the vault.
-        IncidentCommand::List { .. } => {}
+        IncidentCommand::List { .. } | IncidentCommand::Templates { .. } => {}
     }
     Ok(0)
+}
+
+/// `incident templates`: each template (name, status, message), then the fields.
+fn print_templates(config: &lifeboat_core::config::Config, as_json: bool) {
+    use lifeboat_core::config::TEMPLATE_FIELDS;
+    if as_json {
+        print_json(&json!({
+            "templates": config.templates.iter().map(|(name, t)| json!({
+                "name": name, "status": t.status, "message": t.message,
+            })).collect::<Vec<_>>(),
+            "fields": TEMPLATE_FIELDS.iter().map(|(f, what)| json!({"field": f, "meaning": what}))
+                .collect::<Vec<_>>(),
+        }));
+        return;
+    }
+    if config.templates.is_empty() {
+        crate::say!("no [templates.NAME] in the configuration");
+    }
+    for (name, t) in &config.templates {
+        crate::say!(
+            "{name} ({}): {}",
+            t.status.as_deref().unwrap_or("status unchanged"),
+            t.message
+        );
+    }
+    crate::say!("fields:");
+    for (field, what) in TEMPLATE_FIELDS {
+        crate::say!("  {{{field}}}  {what}");
+    }
+}
+
+/// A postmortem file: UTF-8 text, at most `MAX_POSTMORTEM_BYTES`.
+fn read_postmortem(file: &std::path::Path) -> Result<String> {
+    let size = std::fs::metadata(file)
+        .map_err(|e| Error::usage(format!("cannot read {}: {e}", file.display())))?
+        .len();
+    if size > lifeboat_control::MAX_POSTMORTEM_BYTES as u64 {
+        return Err(Error::usage(format!(
+            "{}: {size} bytes; a postmortem has at most {} bytes",
+            file.display(),
+            lifeboat_control::MAX_POSTMORTEM_BYTES
+        )));
+    }
+    let bytes = std::fs::read(file)
+        .map_err(|e| Error::usage(format!("cannot read {}: {e}", file.display())))?;
+    String::from_utf8(bytes)
+        .map_err(|_| Error::usage(format!("{}: not UTF-8 text", file.display())))
 }
 
 #[derive(clap::Args)]
@@ -309,6 +418,13 @@ enum CampaignCommand {
         /// Priority keys from tenant attributes, e.g. "edition desc, users desc".
         #[arg(long, default_value = "")]
         priority: String,
+        /// Post progress updates from this `[templates.NAME]` by itself, at 25, 50, 75 and
+        /// 100% of the tenants finished.
+        #[arg(long, value_name = "TEMPLATE")]
+        auto_progress: Option<String>,
+        /// Also post one every so many minutes.
+        #[arg(long, value_name = "MINUTES", requires = "auto_progress")]
+        progress_every: Option<u64>,
         #[arg(long)]
         by: Option<String>,
     },
@@ -355,6 +471,8 @@ pub async fn campaign(config_path: Option<PathBuf>, args: CampaignArgs) -> Resul
             before_tx,
             batch_size,
             priority,
+            auto_progress,
+            progress_every,
             by,
         } => {
             let target = Target::parse(at.as_deref(), before_tx.as_deref())?;
@@ -373,6 +491,7 @@ pub async fn campaign(config_path: Option<PathBuf>, args: CampaignArgs) -> Resul
                 batch_size,
                 priority,
                 by: login(by),
+                auto_progress: auto_progress.map(|t| (t, progress_every)),
             };
             let (id, count) = start_campaign(&config, &mut control, start).await?;
             crate::say!("{id}");
@@ -542,7 +661,8 @@ pub async fn serve(config_path: Option<PathBuf>, args: ServeArgs) -> Result<u8> 
     let policy = worker::acceptance(&config);
     let state = lifeboat_web::AppState::new(
         &control_url(&config, &config_path)?,
-        lifeboat_web::PageInfo::new(&config.server.page_name, &public_url),
+        lifeboat_web::PageInfo::new(&config.server.page_name, &public_url)
+            .with_sla(config.sla.clone()),
         token,
         policy.auto_after_us.filter(|_| policy.customer),
         lifeboat_web::Limits::from_config(&config.server),

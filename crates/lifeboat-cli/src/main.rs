@@ -10,6 +10,7 @@ mod export;
 mod guard;
 mod observe;
 mod output;
+mod report;
 mod restore;
 mod signal;
 mod source;
@@ -88,10 +89,14 @@ enum Command {
     Source(source::Args),
     /// Soft delete tenants (guarded), bring them back, purge them after retention.
     Tenant(tenant::Args),
-    /// Open, update, resolve and list incidents on the status page.
+    /// Open, update, resolve and list incidents on the status page; publish postmortems.
     Incident(campaign::IncidentArgs),
     /// Schedule, start, complete and list maintenance windows on the status page.
     Maintenance(campaign::MaintenanceArgs),
+    /// Service levels: each tenant's downtime and credit in an incident.
+    Sla(report::SlaArgs),
+    /// Draft the post-incident report from what Lifeboat recorded.
+    Report(report::ReportArgs),
     /// Recovery campaigns: start one, follow it, list its private links.
     Campaign(campaign::CampaignArgs),
     /// Tenant contacts: read from the vault, imported, listed.
@@ -163,6 +168,8 @@ fn main() -> ExitCode {
             Command::Incident(args) => campaign::incident(config_path, args).await,
             Command::Maintenance(args) => campaign::maintenance(config_path, args).await,
             Command::Campaign(args) => campaign::campaign(config_path, args).await,
+            Command::Sla(args) => report::sla(config_path, args).await,
+            Command::Report(args) => report::report(config_path, args).await,
             Command::Contacts(args) => contacts::run(config_path, args).await,
             Command::Worker(args) => campaign::worker(config_path, args).await,
             Command::Serve(args) => campaign::serve(config_path, args).await,

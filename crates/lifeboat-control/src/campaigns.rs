@@ -611,6 +611,73 @@ impl ControlStore {
         })
     }
 
+    /// Post progress updates of `campaign` from `template` by itself: at 25, 50, 75 and
+    /// 100% of its tenants finished, and every `every_us` if given; audited
+    /// (`campaign-auto-progress` of `campaign:ID`, by `actor`).
+    pub fn set_auto_progress(
+        &mut self,
+        campaign: &str,
+        template: &str,
+        every_us: Option<i64>,
+        actor: &str,
+    ) -> Result<()> {
+        let (now_us, _) = now();
+        self.write(|db| {
+            db.execute(
+                "INSERT INTO campaign_progress (campaign, template, every_us, last_posted_us,
+                     milestone)
+                 VALUES (?1, ?2, ?3, ?4, 0)
+                 ON CONFLICT (campaign) DO UPDATE SET template = excluded.template,
+                     every_us = excluded.every_us",
+                &[
+                    campaign.into(),
+                    template.into(),
+                    every_us.into(),
+                    Val::Int(now_us),
+                ],
+            )?;
+            write_audited(
+                db,
+                &[Entry::new(
+                    actor,
+                    "campaign-auto-progress",
+                    &format!("campaign:{campaign}"),
+                    serde_json::json!({"template": template,
+                        "every_minutes": every_us.map(|us| us / 60_000_000)}),
+                )],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The template a campaign posts its progress from, if it does.
+    pub fn auto_progress(&mut self, campaign: &str) -> Result<Option<String>> {
+        self.db
+            .query_one(
+                "SELECT template FROM campaign_progress WHERE campaign = ?1",
+                &[campaign.into()],
+            )?
+            .map(|r| r.text(0))
+            .transpose()
+    }
+
+    /// Whether it is time to post `campaign`'s progress, having reached `milestone`
+    /// percent: a milestone not posted yet, or its cadence due. True records the post as
+    /// made (once, whichever worker asks first).
+    pub fn progress_due(&mut self, campaign: &str, milestone: i64) -> Result<bool> {
+        let (now_us, _) = now();
+        self.write(|db| {
+            let n = db.execute(
+                "UPDATE campaign_progress SET last_posted_us = ?3,
+                     milestone = CASE WHEN milestone < ?2 THEN ?2 ELSE milestone END
+                 WHERE campaign = ?1 AND (milestone < ?2
+                     OR (every_us IS NOT NULL AND last_posted_us + every_us <= ?3))",
+                &[campaign.into(), Val::Int(milestone), Val::Int(now_us)],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
     /// Store tenant attributes (priority keys): tenant -> name -> value; audited
     /// (`attributes`, by `actor`: how many tenants, which names).
     pub fn set_attributes(

@@ -14,6 +14,9 @@ use crate::outbox::{enqueue, tenant_contacts, Notice, NoticeEvent, Recipient};
 use crate::store::{now, ControlStore};
 use crate::words::vocabulary;
 
+/// The largest postmortem body (bytes).
+pub const MAX_POSTMORTEM_BYTES: usize = 256 * 1024;
+
 vocabulary! {
     /// An incident's status (Statuspage's words), in the order incidents usually go.
     #[derive(Default)]
@@ -100,6 +103,10 @@ pub struct Incident {
     pub updates: Vec<IncidentUpdate>,
     /// Component ids.
     pub components: Vec<String>,
+    /// The post-incident report, published with `lifeboat incident postmortem`
+    /// (Markdown).
+    pub postmortem_body: Option<String>,
+    pub postmortem_published_at: Option<String>,
 }
 
 /// A new incident or an update to one.
@@ -359,6 +366,58 @@ impl ControlStore {
         Ok(incident_id)
     }
 
+    /// Publish the post-incident report of a resolved incident (Markdown, at most
+    /// `MAX_POSTMORTEM_BYTES`): the incident moves to `postmortem`, audited
+    /// (`incident-postmortem` of `incident:ID` by `actor`, with the body's SHA-256). A
+    /// report published again replaces the earlier one.
+    pub fn publish_postmortem(&mut self, id: &str, body: &str, actor: &str) -> Result<()> {
+        if body.trim().is_empty() {
+            return Err(Error::usage("the postmortem is empty"));
+        }
+        if body.len() > MAX_POSTMORTEM_BYTES {
+            return Err(Error::usage(format!(
+                "the postmortem has {} bytes: at most {MAX_POSTMORTEM_BYTES}",
+                body.len()
+            )));
+        }
+        let incident = self.incident(id)?.ok_or_else(|| {
+            Error::usage(format!("unknown incident {id}: `lifeboat incident list`"))
+        })?;
+        if !incident.status.is_resolved() {
+            return Err(Error::usage(format!(
+                "incident {id} is {}: resolve it (`lifeboat incident resolve`) before \
+                 publishing its postmortem",
+                incident.status
+            )));
+        }
+        let (_, at) = now();
+        let entry = Entry::new(
+            actor,
+            "incident-postmortem",
+            &format!("incident:{id}"),
+            serde_json::json!({
+                "sha256": lifeboat_core::vault::sha256_hex(body.as_bytes()),
+                "bytes": body.len(),
+                "replaced": incident.postmortem_body.is_some(),
+            }),
+        );
+        self.write(|db| {
+            db.execute(
+                "INSERT INTO incident_postmortems (incident, body, published_at)
+                 VALUES (?1, ?2, ?3)
+                 ON CONFLICT (incident) DO UPDATE SET body = excluded.body,
+                     published_at = excluded.published_at",
+                &[id.into(), body.into(), at.as_str().into()],
+            )?;
+            db.execute(
+                "UPDATE incidents SET status = 'postmortem', updated_at = ?2 WHERE id = ?1",
+                &[id.into(), at.as_str().into()],
+            )?;
+            write_audited(db, std::slice::from_ref(&entry))?;
+            Ok(())
+        })
+    }
+
     pub fn incident(&mut self, id: &str) -> Result<Option<Incident>> {
         Ok(load_incidents(&mut self.db, Some(id))?.pop())
     }
@@ -459,6 +518,13 @@ fn load_incidents(db: &mut Db, only: Option<&str>) -> Result<Vec<Incident>> {
     )? {
         components.entry(r.text(0)?).or_default().push(r.text(1)?);
     }
+    let mut postmortems: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for r in db.query(
+        &format!("SELECT incident, body, published_at FROM incident_postmortems {filter}"),
+        &params,
+    )? {
+        postmortems.insert(r.text(0)?, (r.text(1)?, r.text(2)?));
+    }
     let mut out = Vec::new();
     for r in db.query(
         &format!(
@@ -469,7 +535,10 @@ fn load_incidents(db: &mut Db, only: Option<&str>) -> Result<Vec<Incident>> {
         &params,
     )? {
         let id = r.text(0)?;
+        let postmortem = postmortems.remove(&id);
         out.push(Incident {
+            postmortem_published_at: postmortem.as_ref().map(|p| p.1.clone()),
+            postmortem_body: postmortem.map(|p| p.0),
             updates: updates.remove(&id).unwrap_or_default(),
             components: components.remove(&id).unwrap_or_default(),
             id,

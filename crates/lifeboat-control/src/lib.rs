@@ -6,7 +6,9 @@
 //! - plan signatures, applies with their restore point and waves, and halt requests
 //!   (`applies`);
 //! - softly deleted and purged tenants (`lifecycle`);
-//! - components, incidents and their updates in Statuspage's vocabulary (`incidents`);
+//! - components, incidents, their updates and postmortems in Statuspage's vocabulary
+//!   (`incidents`);
+//! - downtime and SLA credits of an incident's tenants, from the records above (`sla`);
 //! - scheduled maintenances, their updates and components (`maintenances`);
 //! - recovery campaigns, the stage of each of their tenants, claimed by workers under a
 //!   lease, and tenant attributes (`campaigns`);
@@ -33,6 +35,7 @@ mod leases;
 mod lifecycle;
 mod maintenances;
 pub mod outbox;
+mod sla;
 mod store;
 mod subscribers;
 mod support;
@@ -46,7 +49,7 @@ pub use exports::Export;
 pub use ids::{new_id, new_token};
 pub use incidents::{
     AffectedComponent, Component, ComponentStatus, Impact, Incident, IncidentChange,
-    IncidentStatus, IncidentUpdate,
+    IncidentStatus, IncidentUpdate, MAX_POSTMORTEM_BYTES,
 };
 pub use leases::{CaptureError, CaptureLease, CaptureStandby, LeaseGrant};
 pub use lifecycle::DeletedTenant;
@@ -54,6 +57,7 @@ pub use maintenances::{Maintenance, MaintenanceStatus, MaintenanceUpdate, NewMai
 pub use outbox::{
     ClaimPolicy, Delivery, DeliveryState, Notice, NoticeEvent, Recipient, RecipientKind,
 };
+pub use sla::{Downtime, DowntimeStart, SlaLine, SlaReport};
 pub use store::ControlStore;
 pub use subscribers::{valid_email, Subscribed, Subscriber, SubscriberKind, SubscriberState};
 pub use support::{

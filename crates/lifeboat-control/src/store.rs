@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS pending_waves (plan TEXT PRIMARY KEY, wave BIGINT NOT
     tenants TEXT NOT NULL, point TEXT NOT NULL, at TEXT NOT NULL);
 ";
 
-/// The status page's tables: components, incidents, campaigns, tenant attributes and the
+/// The status page's tables: components, incidents (with their postmortems), campaigns, tenant attributes and the
 /// change counter.
 const STATUS_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS components (id TEXT PRIMARY KEY, source TEXT NOT NULL UNIQUE,
@@ -64,6 +64,8 @@ CREATE TABLE IF NOT EXISTS incidents (id TEXT PRIMARY KEY, name TEXT NOT NULL,
 CREATE TABLE IF NOT EXISTS incident_updates (id TEXT PRIMARY KEY, incident TEXT NOT NULL,
     status TEXT NOT NULL, body TEXT NOT NULL, created_at TEXT NOT NULL,
     affected TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS incident_postmortems (incident TEXT PRIMARY KEY,
+    body TEXT NOT NULL, published_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS incident_components (incident TEXT NOT NULL,
     component TEXT NOT NULL, PRIMARY KEY (incident, component));
 CREATE TABLE IF NOT EXISTS campaigns (id TEXT PRIMARY KEY, incident TEXT NOT NULL,
@@ -75,6 +77,9 @@ CREATE TABLE IF NOT EXISTS campaign_tenants (campaign TEXT NOT NULL, tenant TEXT
     stage TEXT NOT NULL, attempts BIGINT NOT NULL DEFAULT 0, reason TEXT,
     worker TEXT, lease_until_us BIGINT, started_at_us BIGINT, done_at_us BIGINT,
     awaiting_since_us BIGINT, rows_written BIGINT, PRIMARY KEY (campaign, tenant));
+CREATE TABLE IF NOT EXISTS campaign_progress (campaign TEXT PRIMARY KEY,
+    template TEXT NOT NULL, every_us BIGINT, last_posted_us BIGINT NOT NULL,
+    milestone BIGINT NOT NULL);
 CREATE INDEX IF NOT EXISTS campaign_tenants_stage ON campaign_tenants (stage, campaign, rank);
 CREATE TABLE IF NOT EXISTS tenant_attributes (tenant TEXT NOT NULL, name TEXT NOT NULL,
     value TEXT NOT NULL, PRIMARY KEY (tenant, name));
@@ -123,9 +128,10 @@ pub struct ControlStore {
     pub(crate) db: Db,
 }
 
-/// Now: microseconds since the epoch, and as RFC 3339 text.
+/// Now (the control store's clock, `lifeboat_core::time::clock_us`): microseconds since
+/// the epoch, and as RFC 3339 text.
 pub(crate) fn now() -> (i64, String) {
-    let us = lifeboat_core::time::now_us();
+    let us = lifeboat_core::time::clock_us();
     (us, lifeboat_core::time::format_us(us))
 }
 

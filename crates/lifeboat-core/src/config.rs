@@ -42,6 +42,203 @@ pub struct Config {
     /// Tenant contacts read from the vault (docs/status.md, "Contacts").
     #[serde(default)]
     pub contacts: Option<ContactsConfig>,
+    /// Service levels and the credits owed when they are missed (docs/status.md, "SLA and
+    /// credits").
+    #[serde(default)]
+    pub sla: Option<SlaConfig>,
+    /// Incident update templates, filled from a campaign's measured progress
+    /// (`lifeboat incident update ID --template NAME`).
+    #[serde(default)]
+    pub templates: BTreeMap<String, TemplateConfig>,
+}
+
+/// `[templates.NAME]`: an incident update's text with `{field}` placeholders (`{{` and `}}`
+/// for braces), and optionally the status it posts.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateConfig {
+    pub message: String,
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+/// The fields a template may name, each filled from the incident's campaign.
+pub const TEMPLATE_FIELDS: [(&str, &str); 12] = [
+    ("incident", "the incident's name"),
+    ("tenants", "tenants in the campaign"),
+    ("tenants_restored", "tenants restored and verified"),
+    ("tenants_percent", "tenants restored, percent (whole)"),
+    ("tenants_failed", "tenants whose restore failed"),
+    ("tenants_remaining", "tenants not restored yet"),
+    ("users", "users of the campaign's tenants"),
+    ("users_restored", "users of the tenants restored"),
+    ("users_percent", "users restored, percent (whole)"),
+    (
+        "eta",
+        "estimated completion (RFC 3339), or \"unknown\" until measured",
+    ),
+    (
+        "restored_to",
+        "the instant the data is restored to (RFC 3339)",
+    ),
+    ("now", "what is being done now, in words"),
+];
+
+/// The parts of a template: text and `{field}` names, in order.
+pub enum TemplatePart<'a> {
+    Text(std::borrow::Cow<'a, str>),
+    Field(&'a str),
+}
+
+/// Split a template's text into parts; an unclosed brace or an unknown field is an error.
+pub fn template_parts(text: &str) -> Result<Vec<TemplatePart<'_>>> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    let mut literal = String::new();
+    while let Some(i) = rest.find(['{', '}']) {
+        literal.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if tail.starts_with("{{") || tail.starts_with("}}") {
+            literal.push(tail.as_bytes()[0] as char);
+            rest = &tail[2..];
+            continue;
+        }
+        if tail.starts_with('}') {
+            return Err(Error::config(
+                "a lone '}': write '}}' for a brace".to_string(),
+            ));
+        }
+        let end = tail
+            .find('}')
+            .ok_or_else(|| Error::config("a '{' without its '}'; write '{{' for a brace"))?;
+        let name = &tail[1..end];
+        if !TEMPLATE_FIELDS.iter().any(|(field, _)| *field == name) {
+            let known: Vec<&str> = TEMPLATE_FIELDS.iter().map(|(f, _)| *f).collect();
+            return Err(Error::config(format!(
+                "unknown field {{{name}}}; fields: {}",
+                known.join(", ")
+            )));
+        }
+        if !literal.is_empty() {
+            out.push(TemplatePart::Text(std::mem::take(&mut literal).into()));
+        }
+        out.push(TemplatePart::Field(name));
+        rest = &tail[end + 1..];
+    }
+    literal.push_str(rest);
+    if !literal.is_empty() {
+        out.push(TemplatePart::Text(literal.into()));
+    }
+    Ok(out)
+}
+
+impl TemplateConfig {
+    /// The message with every field filled from `fields` (a field without a value: empty).
+    pub fn render(&self, fields: &BTreeMap<&str, String>) -> Result<String> {
+        let mut out = String::new();
+        for part in template_parts(&self.message)? {
+            match part {
+                TemplatePart::Text(text) => out.push_str(&text),
+                TemplatePart::Field(name) => {
+                    out.push_str(fields.get(name).map(String::as_str).unwrap_or(""))
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `[sla]`: each tenant's tier comes from a tenant attribute; a tier's credit table turns
+/// a month's uptime into a credit.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SlaConfig {
+    /// The tenant attribute (`lifeboat campaign import-attributes`, `[campaigns.attributes]`)
+    /// that names a tenant's tier.
+    #[serde(default = "default_tier_attribute")]
+    pub tier_attribute: String,
+    /// The tier of a tenant without the attribute, or whose attribute names no tier.
+    #[serde(default)]
+    pub default_tier: Option<String>,
+    /// A tenant's downtime ends when its admin accepts the restored data, not when it is
+    /// restored and verified.
+    #[serde(default)]
+    pub accept_ends_downtime: bool,
+    #[serde(default)]
+    pub tiers: BTreeMap<String, TierConfig>,
+}
+
+/// `[sla.tiers.NAME]`: the promised monthly uptime (percent) and the credit table:
+/// `[threshold, credit]` pairs, thresholds descending; a month whose uptime is below a
+/// threshold earns that row's credit (the lowest such threshold's).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    pub target: f64,
+    #[serde(default)]
+    pub credits: Vec<(f64, f64)>,
+}
+
+fn default_tier_attribute() -> String {
+    "edition".to_string()
+}
+
+impl SlaConfig {
+    fn validate(&self) -> Result<()> {
+        if self.tier_attribute.trim().is_empty() {
+            return Err(Error::config("[sla] tier_attribute must not be empty"));
+        }
+        if self.tiers.is_empty() {
+            return Err(Error::config(
+                "[sla] declares no tier: add [sla.tiers.NAME] with target and credits",
+            ));
+        }
+        if let Some(default) = &self.default_tier {
+            if !self.tiers.contains_key(default) {
+                let known: Vec<&str> = self.tiers.keys().map(String::as_str).collect();
+                return Err(Error::config(format!(
+                    "[sla] default_tier = {default:?}: not a tier; tiers: {}",
+                    known.join(", ")
+                )));
+            }
+        }
+        let percent = |p: f64| p.is_finite() && (0.0..=100.0).contains(&p);
+        for (name, tier) in &self.tiers {
+            if !percent(tier.target) || tier.target == 0.0 {
+                return Err(Error::config(format!(
+                    "[sla.tiers.{name}] target = {}: use a percentage above 0 and at most 100",
+                    tier.target
+                )));
+            }
+            let mut last: Option<(f64, f64)> = None;
+            for (threshold, credit) in &tier.credits {
+                if !percent(*threshold) || *threshold == 0.0 || !percent(*credit) {
+                    return Err(Error::config(format!(
+                        "[sla.tiers.{name}] credits: [{threshold}, {credit}]: the threshold \
+                         must be above 0 and at most 100, the credit from 0 to 100 (percent)"
+                    )));
+                }
+                if let Some((before, before_credit)) = last {
+                    if *threshold >= before {
+                        return Err(Error::config(format!(
+                            "[sla.tiers.{name}] credits: threshold {threshold} after \
+                             {before}: list thresholds in descending order, for example \
+                             [[99.9, 10], [99.0, 25], [95.0, 50]]"
+                        )));
+                    }
+                    if *credit < before_credit {
+                        return Err(Error::config(format!(
+                            "[sla.tiers.{name}] credits: {credit}% below {threshold} is less \
+                             than {before_credit}% below {before}: a lower uptime never \
+                             earns a smaller credit"
+                        )));
+                    }
+                }
+                last = Some((*threshold, *credit));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[contacts]`: each tenant's contacts are the rows of one table of one source, read
@@ -662,6 +859,34 @@ impl Config {
         }
         self.validate_guard()?;
         self.validate_server()?;
+        if let Some(sla) = &self.sla {
+            sla.validate()?;
+        }
+        for (name, template) in &self.templates {
+            if template.message.trim().is_empty() {
+                return Err(Error::config(format!(
+                    "[templates.{name}] message is empty"
+                )));
+            }
+            template_parts(&template.message).map_err(|e| {
+                Error::config(format!("[templates.{name}] message: {}", e.message()))
+            })?;
+            const STATUSES: [&str; 5] = [
+                "investigating",
+                "identified",
+                "monitoring",
+                "resolved",
+                "postmortem",
+            ];
+            if let Some(status) = &template.status {
+                if !STATUSES.contains(&status.as_str()) {
+                    return Err(Error::config(format!(
+                        "[templates.{name}] status = {status:?}: use one of {}",
+                        STATUSES.join(", ")
+                    )));
+                }
+            }
+        }
         self.validate_campaigns()
     }
 
@@ -1042,6 +1267,82 @@ mod tests {
             let err = Config::parse(&text).expect_err(bad);
             assert!(err.to_string().contains("export_link_seconds"), "{err}");
         }
+    }
+
+    #[test]
+    fn templates_name_known_fields_and_escape_braces() {
+        let t = TemplateConfig {
+            message: "{{{tenants_restored}}} of {tenants} ({tenants_percent}%) {now}".into(),
+            status: None,
+        };
+        let fields = BTreeMap::from([
+            ("tenants_restored", "3".to_string()),
+            ("tenants", "4".to_string()),
+            ("tenants_percent", "75".to_string()),
+        ]);
+        assert_eq!(t.render(&fields).expect("render"), "{3} of 4 (75%) ");
+        for (bad, wanted) in [
+            ("{tenants", "without its '}'"),
+            ("tenants}", "lone '}'"),
+            ("{nope}", "unknown field {nope}"),
+        ] {
+            let err = template_parts(bad).err().expect(bad);
+            assert!(err.to_string().contains(wanted), "{bad}: {err}");
+        }
+        let text = format!("{GOOD}\n[templates.p]\nmessage = \"x\"\nstatus = \"done\"\n");
+        let err = Config::parse(&text).expect_err("bad status");
+        assert!(
+            err.to_string().contains("[templates.p] status = \"done\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn sla_tiers_are_checked() {
+        let sla = r#"
+            [sla]
+            default_tier = "standard"
+            [sla.tiers.standard]
+            target = 99.9
+            credits = [[99.9, 10], [99.0, 25], [95, 50]]
+        "#;
+        let config = Config::parse(&format!("{GOOD}{sla}")).expect("valid [sla]");
+        let sla = config.sla.expect("[sla]");
+        assert_eq!(sla.tier_attribute, "edition");
+        assert!(!sla.accept_ends_downtime);
+        assert_eq!(
+            sla.tiers["standard"].credits,
+            vec![(99.9, 10.0), (99.0, 25.0), (95.0, 50.0)]
+        );
+        for (tier, wanted) in [
+            (
+                "target = 99.9\ncredits = [[99.0, 10], [99.9, 25]]",
+                "descending",
+            ),
+            (
+                "target = 99.9\ncredits = [[99.9, 10], [99.9, 25]]",
+                "descending",
+            ),
+            (
+                "target = 99.9\ncredits = [[99.9, 25], [99.0, 10]]",
+                "smaller credit",
+            ),
+            ("target = 99.9\ncredits = [[99.9, 120]]", "from 0 to 100"),
+            ("target = 99.9\ncredits = [[101, 10]]", "at most 100"),
+            ("target = 0\ncredits = []", "target = 0"),
+            ("target = 99.9\ncredits = [[99.9]]", "size 2"),
+            ("target = 99.9\ncredit = [[99.9, 10]]", "unknown field"),
+        ] {
+            let text = format!("{GOOD}\n[sla]\n[sla.tiers.gold]\n{tier}\n");
+            let err = Config::parse(&text).expect_err(tier);
+            assert!(err.to_string().contains(wanted), "{tier}: {err}");
+        }
+        let text =
+            format!("{GOOD}\n[sla]\ndefault_tier = \"silver\"\n[sla.tiers.gold]\ntarget = 99.9\n");
+        let err = Config::parse(&text).expect_err("unknown default tier");
+        assert!(err.to_string().contains("default_tier"), "{err}");
+        let err = Config::parse(&format!("{GOOD}\n[sla]\n")).expect_err("no tier");
+        assert!(err.to_string().contains("no tier"), "{err}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod people;
 pub mod pg;
 pub mod prune;
 pub mod purge;
+pub mod sla;
 pub mod state;
 pub mod target;
 pub mod tenancy;

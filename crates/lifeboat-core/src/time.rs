@@ -24,6 +24,26 @@ pub fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
+/// The variable that sets the control store's clock, for tests only.
+pub const TEST_CLOCK_VAR: &str = "LIFEBOAT_TEST_CLOCK";
+
+/// The time the control store stamps its records with (incidents, campaign stages, audit
+/// entries) and reports measure downtime up to: now, or the RFC 3339 time in
+/// `LIFEBOAT_TEST_CLOCK` when it is set. Tests set it to give records known times; it is
+/// never set in production (docs/status.md, "SLA and credits").
+pub fn clock_us() -> i64 {
+    match std::env::var(TEST_CLOCK_VAR) {
+        Ok(text) => match parse(&text) {
+            Ok(us) => us,
+            Err(e) => {
+                tracing::warn!("{TEST_CLOCK_VAR}: {e}; using the real time");
+                now_us()
+            }
+        },
+        Err(_) => now_us(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -22,6 +22,7 @@ pub mod lease;
 pub mod lifecycle;
 pub mod progress;
 pub mod prune;
+pub mod report;
 pub mod restore;
 pub mod snapshot;
 pub mod source;

@@ -485,6 +485,7 @@ async fn a_campaign_restores_its_tenants_through_two_workers() {
         batch_size: 2,
         priority: "users desc".into(),
         by: "oncall".into(),
+        auto_progress: None,
     };
     let err = lifeboat_engine::campaign::start_campaign(
         &config,

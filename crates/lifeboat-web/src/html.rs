@@ -4,7 +4,7 @@
 
 use lifeboat_control::{Component, Incident, IncidentUpdate, Maintenance, Stage};
 
-use crate::snapshot::{PageInfo, Progress, TenantView};
+use crate::snapshot::{PageInfo, Progress, TenantSla, TenantView};
 
 /// Escape text for HTML and XML content and attribute values.
 pub fn escape(text: &str) -> String {
@@ -155,6 +155,13 @@ pub fn public_page(
             for p in progress.iter().filter(|p| p.incident == incident.id) {
                 out.push_str(&progress_html(p));
             }
+            if let Some(body) = &incident.postmortem_body {
+                out.push_str(&format!(
+                    "<section class=\"postmortem\" id=\"postmortem-{}\">{}</section>",
+                    escape(&incident.id),
+                    crate::markdown::to_html(body)
+                ));
+            }
         }
     }
     out.push_str(&format!(
@@ -257,6 +264,9 @@ pub fn tenant_page(page: &PageInfo, token: &str, view: &TenantView, offer_export
         "<p id=\"target\">Your data is restored as it was at {}.</p>",
         escape(&view.target_time)
     ));
+    if let Some(sla) = &view.sla {
+        out.push_str(&sla_html(sla));
+    }
     if view.stage == Stage::AwaitingAcceptance {
         out.push_str(&format!(
             "<form method=\"post\" action=\"/t/{}/accept\"><p>Please check your data and \
@@ -311,6 +321,29 @@ fn export_block(token: &str, view: &TenantView, now_us: i64) -> String {
               itself.</p>"
             .to_string(),
     }
+}
+
+/// A restored tenant's downtime and the credit it earns.
+fn sla_html(sla: &TenantSla) -> String {
+    let credit = if sla.credit_percent > 0.0 {
+        format!(
+            "A service credit of {}% is owed to you.",
+            escape(&sla.credit_percent.to_string())
+        )
+    } else {
+        "Your monthly uptime stays within your service level: no credit is due.".to_string()
+    };
+    format!(
+        "<div id=\"sla\"><p id=\"downtime\">Your data was unavailable for {:.1} minutes. \
+         Uptime in {}: {:.3}%{}.</p><p id=\"credit\">{credit}</p></div>",
+        sla.downtime_minutes,
+        escape(&sla.month),
+        sla.uptime_percent,
+        match &sla.tier {
+            Some(tier) => format!(" (service level {})", escape(tier)),
+            None => String::new(),
+        }
+    )
 }
 
 pub fn stage_words(stage: Stage) -> String {

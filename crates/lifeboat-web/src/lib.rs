@@ -6,6 +6,7 @@ pub mod forms;
 pub mod embed;
 mod export;
 pub mod html;
+pub mod markdown;
 pub mod observe;
 mod server;
 pub mod snapshot;
@@ -486,6 +487,7 @@ async fn tenant_json(State(state): State<AppState>, Path(token): Path<String>) -
                 "estimated_restoration": view.eta,
                 "restored_to": view.target_time,
                 "incident": view.incident_name,
+                "sla": view.sla,
             }))
             .into_response(),
         ),

@@ -11,6 +11,7 @@ use lifeboat_control::{
     Campaign, CampaignTenant, Component, ComponentStatus, ControlStore, Impact, Incident,
     Maintenance, MaintenanceStatus, Stage,
 };
+use lifeboat_core::config::SlaConfig;
 use lifeboat_core::time::{format_us, now_us};
 use lifeboat_core::vault::sha256_hex;
 use lifeboat_core::Result;
@@ -23,6 +24,8 @@ pub struct PageInfo {
     pub id: String,
     pub name: String,
     pub url: String,
+    /// `[sla]`: private pages show a restored tenant's downtime and credit.
+    pub sla: Option<SlaConfig>,
 }
 
 impl PageInfo {
@@ -44,7 +47,14 @@ impl PageInfo {
             id,
             name: name.to_string(),
             url: url.trim_end_matches('/').to_string(),
+            sla: None,
         }
+    }
+
+    /// Show restored tenants their downtime and credit under these tiers.
+    pub fn with_sla(mut self, sla: Option<SlaConfig>) -> PageInfo {
+        self.sla = sla;
+        self
     }
 }
 
@@ -101,6 +111,18 @@ pub struct TenantView {
     pub reason: Option<String>,
     /// The tenant's export of its data as of the restore point, once asked for.
     pub export: Option<lifeboat_control::Export>,
+    /// Its downtime and credit, once it ended (with `[sla]`).
+    pub sla: Option<TenantSla>,
+}
+
+/// A restored tenant's downtime in the incident, and what it earns.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TenantSla {
+    pub month: String,
+    pub downtime_minutes: f64,
+    pub uptime_percent: f64,
+    pub tier: Option<String>,
+    pub credit_percent: f64,
 }
 
 pub struct Snapshot {
@@ -160,6 +182,8 @@ fn incident_json(page: &PageInfo, components: &[Component], i: &Incident) -> Jso
         "shortlink": format!("{}/#incident-{}", page.url, i.id),
         "started_at": i.started_at,
         "page_id": page.id,
+        "postmortem_body": i.postmortem_body,
+        "postmortem_published_at": i.postmortem_published_at,
         "incident_updates": i.updates.iter().map(|u| json!({
             "id": u.id,
             "status": u.status,
@@ -353,11 +377,46 @@ pub fn campaign_views(
                     target_time: campaign.target_time.clone(),
                     reason: t.reason.clone(),
                     export: None,
+                    sla: None,
                 },
             );
         }
     }
     (progress, views)
+}
+
+/// Each tenant whose downtime ended: its downtime in the month its incident started, and
+/// the credit it earns there.
+fn add_sla(
+    control: &mut ControlStore,
+    sla: &SlaConfig,
+    campaigns: &[Campaign],
+    views: &mut HashMap<String, TenantView>,
+) -> Result<()> {
+    let incidents: std::collections::BTreeSet<&str> =
+        campaigns.iter().map(|c| c.incident.as_str()).collect();
+    let mut lines = HashMap::new();
+    for incident in incidents {
+        let report = control.sla_report(incident, sla, None)?;
+        for line in report.tenants {
+            if line.down_until.is_some() {
+                lines.insert(
+                    (line.campaign.clone(), line.tenant.clone()),
+                    TenantSla {
+                        month: report.month.clone(),
+                        downtime_minutes: line.downtime_minutes,
+                        uptime_percent: line.uptime_percent,
+                        tier: line.tier,
+                        credit_percent: line.credit_percent,
+                    },
+                );
+            }
+        }
+    }
+    for view in views.values_mut() {
+        view.sla = lines.remove(&(view.campaign.clone(), view.tenant.clone()));
+    }
+    Ok(())
 }
 
 impl Snapshot {
@@ -378,6 +437,9 @@ impl Snapshot {
             .collect();
         for view in views.values_mut() {
             view.export = exports.remove(&(view.campaign.clone(), view.tenant.clone()));
+        }
+        if let Some(sla) = &page.sla {
+            add_sla(control, sla, &campaigns, &mut views)?;
         }
         let mut stages = BTreeMap::new();
         for t in &tenants {

@@ -20,6 +20,7 @@ mod observe;
 mod operations;
 mod prune;
 mod restore;
+mod sla;
 mod source;
 mod subscribers;
 mod tls;

@@ -143,6 +143,9 @@ pub struct StartRequest {
     pub batch_size: u32,
     pub priority: String,
     pub by: String,
+    /// Post progress updates from this `[templates.NAME]` by itself, and every so many
+    /// minutes besides the 25/50/75/100% milestones.
+    pub auto_progress: Option<(String, Option<u64>)>,
 }
 
 /// A priority key: attribute name, descending?
@@ -201,6 +204,16 @@ pub async fn start_campaign(
             "unknown incident {}: `lifeboat incident list`",
             request.incident
         )));
+    }
+    if let Some((template, every)) = &request.auto_progress {
+        if !config.templates.contains_key(template) {
+            return Err(Error::usage(format!(
+                "--auto-progress {template:?}: no [templates.{template}] in the configuration"
+            )));
+        }
+        if *every == Some(0) {
+            return Err(Error::usage("--progress-every must be at least 1 minute"));
+        }
     }
     if request.batch_size == 0 {
         return Err(Error::usage("--batch-size must be at least 1"));
@@ -261,7 +274,8 @@ pub async fn start_campaign(
     // databases); read before anything is written, so a bad `[contacts]` changes nothing.
     let read =
         crate::contacts::read_contacts(config, &vault, &histories, &tenants, &resolved).await?;
-    let now = now_us();
+    // The control store's clock, as every record of the campaign's.
+    let now = lifeboat_core::time::clock_us();
     // Every batch restores to the same positions, resolved once here: capture moving on
     // must not move the target.
     let mut target = request.target_json.clone();
@@ -289,6 +303,14 @@ pub async fn start_campaign(
         contacts.extend(control.contacts(Some(tenant))?);
     }
     control.create_campaign(&campaign, &with_users, &contacts)?;
+    if let Some((template, every)) = &request.auto_progress {
+        control.set_auto_progress(
+            &campaign.id,
+            template,
+            every.map(|m| m.min(525_600) as i64 * 60_000_000),
+            &request.by,
+        )?;
+    }
     control.anchor().await?;
     Ok((campaign.id, with_users.len()))
 }
@@ -460,6 +482,143 @@ pub fn status(control: &mut ControlStore, id: Option<&str>) -> Result<Vec<serde_
         }));
     }
     Ok(report)
+}
+
+/// The fields of an incident update template (`lifeboat_core::config::TEMPLATE_FIELDS`),
+/// measured from campaign `campaign`, or the incident's latest campaign.
+pub fn template_fields(
+    control: &mut ControlStore,
+    incident: &str,
+    campaign: Option<&str>,
+) -> Result<BTreeMap<&'static str, String>> {
+    let found = control.incident(incident)?.ok_or_else(|| {
+        Error::usage(format!(
+            "unknown incident {incident}: `lifeboat incident list`"
+        ))
+    })?;
+    // Newest first.
+    let campaigns: Vec<Campaign> = control
+        .campaigns()?
+        .into_iter()
+        .filter(|c| c.incident == incident)
+        .collect();
+    let chosen = match campaign {
+        Some(id) => campaigns.iter().find(|c| c.id == id).ok_or_else(|| {
+            Error::usage(format!(
+                "campaign {id} is not a campaign of incident {incident}"
+            ))
+        })?,
+        None => campaigns.first().ok_or_else(|| {
+            Error::usage(format!(
+                "incident {incident} has no campaign: a template's fields are measured from one"
+            ))
+        })?,
+    };
+    let report = status(control, Some(&chosen.id))?;
+    let r = report
+        .first()
+        .ok_or_else(|| Error::usage(format!("unknown campaign {}", chosen.id)))?;
+    let count = |key: &str| r[key].as_u64().unwrap_or(0);
+    let stage = |name: &str| r["stages"][name].as_u64().unwrap_or(0);
+    let percent = |part: u64, whole: u64| (part * 100).checked_div(whole).unwrap_or(0).to_string();
+    let (tenants, restored, users, users_restored) = (
+        count("tenants"),
+        count("tenants_restored"),
+        count("users"),
+        count("users_restored"),
+    );
+    let failed = stage("failed");
+    let working = stage("restoring") + stage("verifying");
+    let queued = stage("queued");
+    let now = if working > 0 {
+        format!(
+            "restoring and verifying the data of {working} customer{}, {queued} more queued",
+            if working == 1 { "" } else { "s" }
+        )
+    } else if queued > 0 {
+        format!("{queued} customers are queued for restoring")
+    } else if failed > 0 {
+        format!("{failed} customers need our team's attention; every other one is restored")
+    } else {
+        "every customer's data is restored and verified".to_string()
+    };
+    Ok(BTreeMap::from([
+        ("incident", found.name),
+        ("tenants", tenants.to_string()),
+        ("tenants_restored", restored.to_string()),
+        ("tenants_percent", percent(restored, tenants)),
+        ("tenants_failed", failed.to_string()),
+        (
+            "tenants_remaining",
+            (tenants - restored.min(tenants)).to_string(),
+        ),
+        ("users", users.to_string()),
+        ("users_restored", users_restored.to_string()),
+        ("users_percent", percent(users_restored, users)),
+        (
+            "eta",
+            r["estimated_completion"]
+                .as_str()
+                .unwrap_or("unknown")
+                .to_string(),
+        ),
+        (
+            "restored_to",
+            r["restored_to"].as_str().unwrap_or("").to_string(),
+        ),
+        ("now", now),
+    ]))
+}
+
+/// Post campaign `id`'s progress from its template when a milestone (25, 50, 75, 100% of
+/// its tenants finished) or its cadence is due, as an incident update by `lifeboat`.
+/// True when one was posted.
+pub fn post_progress(config: &Config, control: &mut ControlStore, id: &str) -> Result<bool> {
+    let Some(name) = control.auto_progress(id)? else {
+        return Ok(false);
+    };
+    let report = status(control, Some(id))?;
+    let Some(r) = report.first() else {
+        return Ok(false);
+    };
+    let tenants = r["tenants"].as_u64().unwrap_or(0);
+    let finished =
+        r["tenants_restored"].as_u64().unwrap_or(0) + r["stages"]["failed"].as_u64().unwrap_or(0);
+    let milestone = [25, 50, 75, 100]
+        .into_iter()
+        .filter(|m| tenants > 0 && finished * 100 >= m * tenants)
+        .max()
+        .unwrap_or(0);
+    let template = config.templates.get(&name).ok_or_else(|| {
+        Error::config(format!(
+            "campaign {id} posts its progress from [templates.{name}], which the \
+             configuration no longer has"
+        ))
+    })?;
+    let incident = r["incident"].as_str().unwrap_or("").to_string();
+    let fields = template_fields(control, &incident, Some(id))?;
+    let message = template.render(&fields)?;
+    if !control.progress_due(id, milestone as i64)? {
+        return Ok(false);
+    }
+    let current = control
+        .incident(&incident)?
+        .map(|i| i.status)
+        .unwrap_or_default();
+    let status = match &template.status {
+        Some(s) => s.parse()?,
+        None => current,
+    };
+    control.change_incident(
+        Some(&incident),
+        &lifeboat_control::IncidentChange {
+            status,
+            message,
+            ..Default::default()
+        },
+        "lifeboat",
+    )?;
+    Ok(true)
 }
 
 /// Each tenant of campaign `id` with its private link under `base`.

@@ -384,6 +384,15 @@ async fn work_once(
     };
     renewer.abort();
     let outcome = outcome?;
+    // Progress updates, when the campaign posts them by itself.
+    if let Err(e) = ControlStore::open(url)
+        .and_then(|mut control| super::post_progress(config, &mut control, &campaign.id))
+    {
+        tracing::warn!(
+            "worker {worker}: progress update of campaign {}: {e}",
+            campaign.id
+        );
+    }
     // The stage changes' audit entries, and any the status server wrote meanwhile.
     if let Err(e) = anchor(config, url).await {
         tracing::warn!("worker {worker}: anchoring audit entries: {e}");

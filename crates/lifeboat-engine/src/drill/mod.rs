@@ -410,6 +410,7 @@ async fn recover_as_campaign(
         batch_size: (tenants.len() / 10).clamp(1, 60) as u32,
         priority: String::new(),
         by: "drill".to_string(),
+        auto_progress: None,
     };
     let started = Instant::now();
     let (campaign, _) = crate::campaign::start_campaign(&config, &mut control, request).await?;
