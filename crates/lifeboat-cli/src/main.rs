@@ -7,6 +7,7 @@ mod capture;
 mod contacts;
 mod drill;
 mod guard;
+mod notify;
 mod observe;
 mod output;
 mod restore;
@@ -93,6 +94,10 @@ enum Command {
     Worker(campaign::WorkerArgs),
     /// Serve the status page, private tenant pages and the operator API.
     Serve(campaign::ServeArgs),
+    /// Deliver the notification outbox (email and webhooks) until stopped.
+    Notifier(notify::NotifierArgs),
+    /// List notification deliveries, or send a dead one again (`retry ID`).
+    Notifications(notify::NotificationsArgs),
 }
 
 fn main() -> ExitCode {
@@ -153,6 +158,8 @@ fn main() -> ExitCode {
             Command::Contacts(args) => contacts::run(config_path, args).await,
             Command::Worker(args) => campaign::worker(config_path, args).await,
             Command::Serve(args) => campaign::serve(config_path, args).await,
+            Command::Notifier(args) => notify::notifier(config_path, args).await,
+            Command::Notifications(args) => notify::notifications(config_path, args).await,
         }
     });
     match result {

@@ -75,7 +75,7 @@ pub struct AffectedComponent {
     pub new_status: ComponentStatus,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct IncidentUpdate {
     pub id: String,
     pub incident_id: String,
@@ -85,7 +85,7 @@ pub struct IncidentUpdate {
     pub affected_components: Vec<AffectedComponent>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Incident {
     pub id: String,
     pub name: String,

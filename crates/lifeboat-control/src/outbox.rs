@@ -307,6 +307,8 @@ pub struct ClaimPolicy {
     pub lease_us: i64,
     /// At most this many deliveries per claim.
     pub batch: u32,
+    /// Claim emails too (false: a notifier without a mail server leaves them waiting).
+    pub email: bool,
 }
 
 impl ControlStore {
@@ -386,9 +388,15 @@ impl ControlStore {
         policy: ClaimPolicy,
     ) -> Result<Vec<Delivery>> {
         let (now_us, _) = now();
-        let due = "((state = 'pending' AND next_at_us <= ?1) \
-                   OR (state = 'sending' AND claim_until_us < ?1)) \
-                   AND recipient <> 'operators'";
+        let due = if policy.email {
+            "((state = 'pending' AND next_at_us <= ?1) \
+             OR (state = 'sending' AND claim_until_us < ?1)) \
+             AND recipient <> 'operators'"
+        } else {
+            "((state = 'pending' AND next_at_us <= ?1) \
+             OR (state = 'sending' AND claim_until_us < ?1)) \
+             AND recipient IN ('operator', 'webhook')"
+        };
         let any = self.db.query_one(
             &format!("SELECT 1 FROM outbox WHERE {due} LIMIT 1"),
             &[Val::Int(now_us)],

@@ -2277,6 +2277,7 @@ mod contract {
         let policy = ClaimPolicy {
             lease_us: MINUTE_US,
             batch: 16,
+            email: true,
         };
         let claimed = store.claim_deliveries("n1", policy).expect("claim");
         assert_eq!(claimed.len(), 1);
@@ -2307,6 +2308,7 @@ mod contract {
         let lapsed = ClaimPolicy {
             lease_us: -1,
             batch: 16,
+            email: true,
         };
         assert_eq!(
             store.claim_deliveries("n1", lapsed).expect("claim")[0].id,
@@ -2364,6 +2366,7 @@ mod contract {
         let policy = ClaimPolicy {
             lease_us: MINUTE_US,
             batch: 3,
+            email: false,
         };
         let claimed: Vec<Vec<String>> = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..4)
