@@ -605,3 +605,81 @@ fn a_notifier_killed_between_send_and_record_resends_only_that_message() {
     smtp.stop();
     hook.stop();
 }
+
+/// `serve` and the public address it printed.
+fn spawn_serve(config: &Path, extra: &[&str]) -> (Child, String) {
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let mut server = lifeboat_command(config, &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let mut lines = std::io::BufReader::new(server.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a line").expect("utf8");
+    let base = first
+        .strip_prefix("serving the status page on ")
+        .expect(&first)
+        .trim_end_matches('/')
+        .to_string();
+    (server, base)
+}
+
+#[test]
+fn serve_delivers_the_outbox_unless_told_not_to_and_shows_none_of_it() {
+    let work = Workdir::new();
+    let mut smtp = Sink::new("smtp_sink.py", work.path("mail"));
+    let mut hook = Sink::new("webhook_sink.py", work.path("hooks"));
+    smtp.start();
+    hook.start();
+    let (config, campaign) = setup(&work, smtp.port, hook.port, "");
+
+    // Without its notifier, serve sends nothing.
+    let (mut quiet, base) = spawn_serve(&config, &["--no-notifier"]);
+    assert_eq!(http_get(&base, "/").0, 200);
+    std::thread::sleep(Duration::from_secs(2));
+    terminate(&mut quiet);
+    assert!(mails(&smtp.dir).is_empty() && hooks(&hook.dir).is_empty());
+    assert!(notifications(&config)
+        .iter()
+        .all(|n| n["state"] == "pending"));
+
+    // With it, everything goes out while the pages are served; none of it is on them.
+    let (mut server, base) = spawn_serve(&config, &[]);
+    wait_for("serve's notifier", Duration::from_secs(30), || {
+        notifications(&config).iter().all(|n| n["state"] == "sent")
+    });
+    assert_eq!(mails(&smtp.dir).len(), 3);
+    assert_eq!(hooks(&hook.dir).len(), 1);
+    let links = links(&config, &campaign);
+    let tokens: Vec<&str> = links
+        .values()
+        .map(|l| l.rsplit('/').next().expect("token"))
+        .collect();
+    for path in [
+        "/",
+        "/api/v2/summary.json",
+        "/api/v2/incidents.json",
+        "/api/v2/incidents/unresolved.json",
+        "/api/lifeboat/campaigns.json",
+        "/history.atom",
+    ] {
+        let (status, body) = http_get(&base, path);
+        assert_eq!(status, 200, "{path}");
+        for secret in [
+            "ann@one.example",
+            "ada@one.example",
+            "bea@two.example",
+            "Ann",
+            "Bea",
+        ]
+        .iter()
+        .chain(&tokens)
+        {
+            assert!(!body.contains(secret), "{path} shows {secret}");
+        }
+    }
+    terminate(&mut server);
+    smtp.stop();
+    hook.stop();
+}
