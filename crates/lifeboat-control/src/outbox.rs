@@ -448,6 +448,18 @@ impl ControlStore {
         Ok(n == 1)
     }
 
+    /// Give back a claimed delivery that `notifier` did not try (it is stopping): pending
+    /// now, its claim's attempt not counted. False when it is no longer its claim.
+    pub fn release_delivery(&mut self, notifier: &str, id: &str) -> Result<bool> {
+        let n = self.db.execute(
+            "UPDATE outbox SET state = 'pending', attempts = attempts - 1,
+                 claimed_by = NULL, claim_until_us = NULL
+             WHERE id = ?1 AND claimed_by = ?2 AND state = 'sending'",
+            &[id.into(), notifier.into()],
+        )?;
+        Ok(n == 1)
+    }
+
     /// Record a failed attempt of `id` with its error: pending again at `retry_at_us`,
     /// or `dead` when `dead` (its attempts are used up). False when the delivery is no
     /// longer `notifier`'s claim.

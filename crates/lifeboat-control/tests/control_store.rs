@@ -2289,6 +2289,11 @@ mod contract {
             .expect("none")
             .is_empty());
         assert!(!store.delivered("n2", &id).expect("not n2's"));
+        // Given back untried: due again, the attempt not counted.
+        assert!(!store.release_delivery("n2", &id).expect("not n2's"));
+        assert!(store.release_delivery("n1", &id).expect("released"));
+        let again = store.claim_deliveries("n1", policy).expect("claim again");
+        assert_eq!((again[0].id.as_str(), again[0].attempts), (id.as_str(), 1));
         let later = lifeboat_core::time::now_us() + MINUTE_US;
         assert!(store
             .delivery_failed("n1", &id, "connection refused", later, false)

@@ -133,7 +133,7 @@ impl Notifier {
 
     /// One pass over the outbox: reminders, operator copies, then one claimed batch sent.
     /// Returns what it did and whether it found work.
-    pub async fn pass(&self, control: &mut ControlStore) -> Result<(Delivered, bool)> {
+    pub async fn pass(&self, control: &mut ControlStore, stop: &Stop) -> Result<(Delivered, bool)> {
         if let Some(after) = self.remind_after_us {
             control.enqueue_reminders(after)?;
         }
@@ -151,6 +151,11 @@ impl Notifier {
         }
         let mut context = None;
         for delivery in &batch {
+            if stop.is_set() {
+                // Stopping: what was claimed and not tried goes back, due now.
+                control.release_delivery(&self.name, &delivery.id)?;
+                continue;
+            }
             match self.send(control, delivery, &mut context).await {
                 Ok(()) => {
                     // The message is out; a crash here sends it again after the claim.
@@ -231,8 +236,9 @@ impl Notifier {
     }
 }
 
-/// Deliver the outbox as `name` until `stop` is set; with `until_idle`, until a pass finds
-/// nothing due (deliveries waiting for a retry later do not count).
+/// Deliver the outbox as `name` until `stop` is set (the delivery in flight finishes; the
+/// rest of its batch is given back); with `until_idle`, until a pass finds nothing due
+/// (deliveries waiting for a retry later do not count).
 pub async fn run(
     config: &Config,
     control_url: &str,
@@ -266,7 +272,7 @@ pub async fn run_with(
                 }
             },
         };
-        match notifier.pass(store).await {
+        match notifier.pass(store, stop).await {
             Ok((done, busy)) => {
                 total.sent += done.sent;
                 total.failed_attempts += done.failed_attempts;
