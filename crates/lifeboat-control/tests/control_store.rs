@@ -2220,6 +2220,32 @@ mod contract {
             outbox(&mut store)[before..],
             sent(&[(AcceptanceReminder, To, "bob@b.example", "b")])[..]
         );
+        // A failure, then the operator's retry: the tenant hears of both, with its place.
+        let c2 = campaign("c2", &incident, 1, lifeboat_core::time::now_us());
+        store
+            .create_campaign(&c2, &[("a".into(), 1)], &contacts[..1])
+            .expect("campaign 2");
+        store.claim("w1", Some("c2"), MINUTE_US).expect("claim c2");
+        assert!(store
+            .set_stage("w1", "c2", "a", Stage::Failed, Some("disk full"), None)
+            .expect("failed"));
+        let before = outbox(&mut store).len();
+        store.retry_failed("c2", &[], "ops").expect("retry");
+        let all = store.deliveries(false).expect("deliveries");
+        assert_eq!(
+            outbox(&mut store)[before - 3..],
+            sent(&[
+                (StageQueued, To, "ann@a.example", "a"),
+                (StageRestoring, To, "ann@a.example", "a"),
+                (StageFailed, To, "ann@a.example", "a"),
+                (StageQueued, To, "ann@a.example", "a"),
+            ])[..]
+        );
+        assert_eq!(all[before].body["place"], json!(1));
+        // Customers never see the operator's reason.
+        assert!(all
+            .iter()
+            .all(|d| !d.body.to_string().contains("disk full")));
         // Operator notices are copied once per endpoint.
         let endpoints = strings(&["http://one.example/hook", "http://two.example/hook"]);
         assert_eq!(
