@@ -265,6 +265,12 @@ pg_start pg-tls "$PG_TLS_PORT" logical tls
     >/dev/null || log "could not drop stale replication slots"
 
 moto_start
+# The notification tests start their own SMTP servers (tests/it/smtp_sink.py) with aiosmtpd.
+if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+    log "pip install aiosmtpd"
+    PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check \
+        --root-user-action=ignore aiosmtpd
+fi
 command -v chromium >/dev/null || apt_install chromium
 # The guard's tests make SSH keys and signatures with ssh-keygen.
 command -v ssh-keygen >/dev/null || apt_install openssh-client

@@ -634,6 +634,10 @@ pub struct ServeArgs {
     /// Address to listen on (default: [server] listen, 127.0.0.1:8080).
     #[arg(long)]
     listen: Option<String>,
+    /// Do not deliver the notification outbox from this process (run `lifeboat
+    /// notifier` elsewhere).
+    #[arg(long)]
+    no_notifier: bool,
 }
 
 pub async fn serve(config_path: Option<PathBuf>, args: ServeArgs) -> Result<u8> {
@@ -678,8 +682,32 @@ pub async fn serve(config_path: Option<PathBuf>, args: ServeArgs) -> Result<u8> 
         control_url(&config, &config_path)?,
         std::time::Duration::from_secs(2),
     ));
+    // The outbox is delivered from here too, unless told not to.
+    let stop = Stop::new();
+    let notifying = if args.no_notifier {
+        None
+    } else {
+        let notifier = lifeboat_engine::notify::Notifier::from_config(
+            &config,
+            &lifeboat_engine::notify::default_name(),
+            None,
+        )?;
+        let url = control_url(&config, &config_path)?;
+        let stop = stop.clone();
+        Some(tokio::spawn(async move {
+            lifeboat_engine::notify::run_with(&notifier, &url, false, &stop).await
+        }))
+    };
     let served = lifeboat_web::serve(listener, state, crate::signal::shutdown()).await;
     anchoring.abort();
+    stop.set();
+    if let Some(notifying) = notifying {
+        match notifying.await {
+            Ok(Err(e)) => tracing::warn!("notifier: {e}"),
+            Err(e) => tracing::warn!("notifier task: {e}"),
+            Ok(Ok(_)) => {}
+        }
+    }
     served.map_err(|e| Error::source(format!("server: {e}")))?;
     crate::say!("stopped");
     Ok(0)

@@ -82,6 +82,15 @@ pub async fn run(_config_path: Option<PathBuf>, args: Args) -> Result<u8> {
             r.tenants_spared,
             thousands(r.workload_transactions)
         );
+        if let Some(dir) = &r.mail_dir {
+            crate::say!(
+                "   notifications        {} emails written to {dir}",
+                r.notifications.len()
+            );
+            for n in &r.notifications {
+                crate::say!("      {:<26} {:<28} {}", n.event, n.to, n.state);
+            }
+        }
         crate::say!("{}", if r.ok { "drill passed" } else { "DRILL FAILED" });
     }
     if let Some(server) = server {

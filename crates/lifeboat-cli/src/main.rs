@@ -8,6 +8,7 @@ mod contacts;
 mod drill;
 mod export;
 mod guard;
+mod notify;
 mod observe;
 mod output;
 mod report;
@@ -109,6 +110,10 @@ enum Command {
     Subscribers(subscribers::Args),
     /// Support requests written to the status server's `/support`: list, show.
     Support(subscribers::SupportArgs),
+    /// Deliver the notification outbox (email and webhooks) until stopped.
+    Notifier(notify::NotifierArgs),
+    /// List notification deliveries, or send a dead one again (`retry ID`).
+    Notifications(notify::NotificationsArgs),
 }
 
 fn main() -> ExitCode {
@@ -175,6 +180,8 @@ fn main() -> ExitCode {
             Command::Serve(args) => campaign::serve(config_path, args).await,
             Command::Subscribers(args) => subscribers::subscribers(config_path, args).await,
             Command::Support(args) => subscribers::support(config_path, args).await,
+            Command::Notifier(args) => notify::notifier(config_path, args).await,
+            Command::Notifications(args) => notify::notifications(config_path, args).await,
         }
     });
     match result {

@@ -78,7 +78,7 @@ pub struct AffectedComponent {
     pub new_status: ComponentStatus,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct IncidentUpdate {
     pub id: String,
     pub incident_id: String,
@@ -88,7 +88,7 @@ pub struct IncidentUpdate {
     pub affected_components: Vec<AffectedComponent>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Incident {
     pub id: String,
     pub name: String,

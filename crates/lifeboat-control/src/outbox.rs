@@ -313,6 +313,8 @@ pub struct ClaimPolicy {
     pub lease_us: i64,
     /// At most this many deliveries per claim.
     pub batch: u32,
+    /// Claim emails too (false: a notifier without a mail server leaves them waiting).
+    pub email: bool,
 }
 
 impl ControlStore {
@@ -392,9 +394,15 @@ impl ControlStore {
         policy: ClaimPolicy,
     ) -> Result<Vec<Delivery>> {
         let (now_us, _) = now();
-        let due = "((state = 'pending' AND next_at_us <= ?1) \
-                   OR (state = 'sending' AND claim_until_us < ?1)) \
-                   AND recipient <> 'operators'";
+        let due = if policy.email {
+            "((state = 'pending' AND next_at_us <= ?1) \
+             OR (state = 'sending' AND claim_until_us < ?1)) \
+             AND recipient <> 'operators'"
+        } else {
+            "((state = 'pending' AND next_at_us <= ?1) \
+             OR (state = 'sending' AND claim_until_us < ?1)) \
+             AND recipient IN ('operator', 'webhook')"
+        };
         let any = self.db.query_one(
             &format!("SELECT 1 FROM outbox WHERE {due} LIMIT 1"),
             &[Val::Int(now_us)],
@@ -442,6 +450,18 @@ impl ControlStore {
                  claimed_by = NULL, claim_until_us = NULL
              WHERE id = ?1 AND claimed_by = ?2 AND state = 'sending'",
             &[id.into(), notifier.into(), at.as_str().into()],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Give back a claimed delivery that `notifier` did not try (it is stopping): pending
+    /// now, its claim's attempt not counted. False when it is no longer its claim.
+    pub fn release_delivery(&mut self, notifier: &str, id: &str) -> Result<bool> {
+        let n = self.db.execute(
+            "UPDATE outbox SET state = 'pending', attempts = attempts - 1,
+                 claimed_by = NULL, claim_until_us = NULL
+             WHERE id = ?1 AND claimed_by = ?2 AND state = 'sending'",
+            &[id.into(), notifier.into()],
         )?;
         Ok(n == 1)
     }

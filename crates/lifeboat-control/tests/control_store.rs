@@ -209,8 +209,8 @@ mod contract {
     use lifeboat_control::{
         Applied, ApplyState, ApplyStatus, Campaign, CampaignTenant, CaptureError, ClaimPolicy,
         ComponentStatus, Contact, ContactOrigin, ControlStore, DeliveryState, Entry, Impact,
-        IncidentChange, IncidentStatus, LeaseGrant, MaintenanceStatus, NewMaintenance,
-        NoticeEvent, PendingWave, RecipientKind, Stage, StoredSignature,
+        IncidentChange, IncidentStatus, LeaseGrant, MaintenanceStatus, NewMaintenance, NoticeEvent,
+        PendingWave, RecipientKind, Stage, StoredSignature,
     };
     use lifeboat_core::{ErrorKind, Result};
 
@@ -2633,6 +2633,32 @@ mod contract {
             outbox(&mut store)[before..],
             sent(&[(AcceptanceReminder, To, "bob@b.example", "b")])[..]
         );
+        // A failure, then the operator's retry: the tenant hears of both, with its place.
+        let c2 = campaign("c2", &incident, 1, lifeboat_core::time::now_us());
+        store
+            .create_campaign(&c2, &[("a".into(), 1)], &contacts[..1])
+            .expect("campaign 2");
+        store.claim("w1", Some("c2"), MINUTE_US).expect("claim c2");
+        assert!(store
+            .set_stage("w1", "c2", "a", Stage::Failed, Some("disk full"), None)
+            .expect("failed"));
+        let before = outbox(&mut store).len();
+        store.retry_failed("c2", &[], "ops").expect("retry");
+        let all = store.deliveries(false).expect("deliveries");
+        assert_eq!(
+            outbox(&mut store)[before - 3..],
+            sent(&[
+                (StageQueued, To, "ann@a.example", "a"),
+                (StageRestoring, To, "ann@a.example", "a"),
+                (StageFailed, To, "ann@a.example", "a"),
+                (StageQueued, To, "ann@a.example", "a"),
+            ])[..]
+        );
+        assert_eq!(all[before].body["place"], json!(1));
+        // Customers never see the operator's reason.
+        assert!(all
+            .iter()
+            .all(|d| !d.body.to_string().contains("disk full")));
         // Operator notices are copied once per endpoint.
         let endpoints = strings(&["http://one.example/hook", "http://two.example/hook"]);
         assert_eq!(
@@ -2690,6 +2716,7 @@ mod contract {
         let policy = ClaimPolicy {
             lease_us: MINUTE_US,
             batch: 16,
+            email: true,
         };
         let claimed = store.claim_deliveries("n1", policy).expect("claim");
         assert_eq!(claimed.len(), 1);
@@ -2701,6 +2728,11 @@ mod contract {
             .expect("none")
             .is_empty());
         assert!(!store.delivered("n2", &id).expect("not n2's"));
+        // Given back untried: due again, the attempt not counted.
+        assert!(!store.release_delivery("n2", &id).expect("not n2's"));
+        assert!(store.release_delivery("n1", &id).expect("released"));
+        let again = store.claim_deliveries("n1", policy).expect("claim again");
+        assert_eq!((again[0].id.as_str(), again[0].attempts), (id.as_str(), 1));
         let later = lifeboat_core::time::now_us() + MINUTE_US;
         assert!(store
             .delivery_failed("n1", &id, "connection refused", later, false)
@@ -2720,6 +2752,7 @@ mod contract {
         let lapsed = ClaimPolicy {
             lease_us: -1,
             batch: 16,
+            email: true,
         };
         assert_eq!(
             store.claim_deliveries("n1", lapsed).expect("claim")[0].id,
@@ -2777,6 +2810,7 @@ mod contract {
         let policy = ClaimPolicy {
             lease_us: MINUTE_US,
             batch: 3,
+            email: false,
         };
         let claimed: Vec<Vec<String>> = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..4)

@@ -42,6 +42,9 @@ pub struct Config {
     /// Tenant contacts read from the vault (docs/status.md, "Contacts").
     #[serde(default)]
     pub contacts: Option<ContactsConfig>,
+    /// `[notify]`: how the outbox is delivered (docs/status.md, "Notifications").
+    #[serde(default)]
+    pub notify: NotifyConfig,
     /// Service levels and the credits owed when they are missed (docs/status.md, "SLA and
     /// credits").
     #[serde(default)]
@@ -445,6 +448,152 @@ fn default_listen() -> String {
 
 fn default_page_name() -> String {
     "Status".to_string()
+}
+
+/// `[notify]`: the notifier's retries, claims and reminders, and where it delivers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Attempts per delivery before it is marked dead.
+    #[serde(default = "default_notify_max_attempts")]
+    pub max_attempts: u32,
+    /// A notifier's claim on a delivery lasts this long; a delivery still being sent after
+    /// it (its notifier died) is sent again.
+    #[serde(default = "default_notify_claim_seconds")]
+    pub claim_seconds: u64,
+    /// The longest wait between two attempts of a delivery.
+    #[serde(default = "default_notify_max_delay_seconds")]
+    pub max_delay_seconds: u64,
+    /// Remind a tenant's contacts once when it has awaited acceptance this long (none: no
+    /// reminder).
+    #[serde(default)]
+    pub remind_after_minutes: Option<u64>,
+    /// Email through SMTP; without it email deliveries wait (and are listed) until it is
+    /// configured.
+    #[serde(default)]
+    pub smtp: Option<SmtpConfig>,
+    /// Operator webhooks.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            max_attempts: default_notify_max_attempts(),
+            claim_seconds: default_notify_claim_seconds(),
+            max_delay_seconds: default_notify_max_delay_seconds(),
+            remind_after_minutes: None,
+            smtp: None,
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+fn default_notify_max_attempts() -> u32 {
+    10
+}
+
+fn default_notify_claim_seconds() -> u64 {
+    120
+}
+
+fn default_notify_max_delay_seconds() -> u64 {
+    900
+}
+
+/// `[notify.smtp]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// `smtps://host[:465]` (TLS), `smtp://host[:587]` (STARTTLS required), or
+    /// `smtp://host:port?tls=none` (plain).
+    pub url: String,
+    /// The `From` mailbox: `Name <address>` or an address.
+    pub from: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The password, in a file (else `LIFEBOAT_SMTP_PASSWORD`).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// The host part of each `Message-ID` (default `lifeboat`).
+    #[serde(default)]
+    pub message_id_domain: Option<String>,
+}
+
+/// How an SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// TLS from the first byte (`smtps://`).
+    Wrapper,
+    /// `STARTTLS`, required (`smtp://`, or `?tls=starttls`).
+    StartTls,
+    /// None (`smtp://…?tls=none`): for a relay on the same host, or tests.
+    None,
+}
+
+/// An SMTP URL taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpEndpoint {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+}
+
+impl SmtpConfig {
+    /// The URL's host, port and TLS mode; anything else is a configuration error.
+    pub fn endpoint(&self) -> Result<SmtpEndpoint> {
+        let refuse = |why: &str| {
+            Error::config(format!(
+                "[notify.smtp] url = {:?}: {why} (use smtps://host:465, smtp://host:587 or \
+                 smtp://host:port?tls=none)",
+                self.url
+            ))
+        };
+        let url = url::Url::parse(&self.url).map_err(|e| refuse(&e.to_string()))?;
+        let wrapper = match url.scheme() {
+            "smtps" => true,
+            "smtp" => false,
+            other => return Err(refuse(&format!("unknown scheme {other:?}"))),
+        };
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| refuse("no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(refuse(
+                "credentials go in username and password_file, not in the URL",
+            ));
+        }
+        let mut tls = if wrapper {
+            SmtpTls::Wrapper
+        } else {
+            SmtpTls::StartTls
+        };
+        for (name, value) in url.query_pairs() {
+            match (name.as_ref(), value.as_ref(), wrapper) {
+                ("tls", "starttls", false) => tls = SmtpTls::StartTls,
+                ("tls", "none", false) => tls = SmtpTls::None,
+                ("tls", _, true) => return Err(refuse("smtps:// is always TLS")),
+                _ => return Err(refuse(&format!("unknown parameter {name}={value}"))),
+            }
+        }
+        let port = url.port().unwrap_or(if wrapper { 465 } else { 587 });
+        Ok(SmtpEndpoint { host, port, tls })
+    }
+}
+
+/// `[[notify.webhooks]]`: an operator endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `https://…` (or `http://…`).
+    pub url: String,
+    /// The HMAC-SHA256 secret, in a file (its content without the trailing newline).
+    pub secret_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -887,7 +1036,57 @@ impl Config {
                 }
             }
         }
+        self.validate_notify()?;
         self.validate_campaigns()
+    }
+
+    /// `[notify]` values in their ranges, its URLs well formed.
+    fn validate_notify(&self) -> Result<()> {
+        let n = &self.notify;
+        if !(1..=100).contains(&n.max_attempts) {
+            return Err(Error::config(format!(
+                "[notify] max_attempts = {}: use 1 to 100",
+                n.max_attempts
+            )));
+        }
+        if !(10..=86_400).contains(&n.claim_seconds) {
+            return Err(Error::config(format!(
+                "[notify] claim_seconds = {}: use 10 to 86400 (longer than a send takes: 30 s)",
+                n.claim_seconds
+            )));
+        }
+        if !(10..=86_400).contains(&n.max_delay_seconds) {
+            return Err(Error::config(format!(
+                "[notify] max_delay_seconds = {}: use 10 to 86400",
+                n.max_delay_seconds
+            )));
+        }
+        if let Some(minutes) = n.remind_after_minutes {
+            if !(1..=MAX_AUTO_ACCEPT_MINUTES).contains(&minutes) {
+                return Err(Error::config(format!(
+                    "[notify] remind_after_minutes = {minutes}: use 1 to \
+                     {MAX_AUTO_ACCEPT_MINUTES}; leave it out for no reminder"
+                )));
+            }
+        }
+        if let Some(smtp) = &n.smtp {
+            smtp.endpoint()?;
+            if smtp.from.trim().is_empty() {
+                return Err(Error::config("[notify.smtp] from is empty"));
+            }
+        }
+        for hook in &n.webhooks {
+            let ok = url::Url::parse(&hook.url)
+                .map(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+                .unwrap_or(false);
+            if !ok {
+                return Err(Error::config(format!(
+                    "[[notify.webhooks]] url = {:?}: use an http:// or https:// URL",
+                    hook.url
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// `[server]` timeouts and limits fall in their ranges.

@@ -20,6 +20,7 @@ pub mod history;
 pub mod info;
 pub mod lease;
 pub mod lifecycle;
+pub mod notify;
 pub mod progress;
 pub mod prune;
 pub mod report;

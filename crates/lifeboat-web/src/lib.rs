@@ -2,9 +2,9 @@
 //! tenant pages, and the operator API (docs/status.md). Public and private pages are
 //! served from a snapshot rebuilt when the control store changes.
 
-pub mod forms;
 pub mod embed;
 mod export;
+pub mod forms;
 pub mod html;
 pub mod markdown;
 pub mod observe;

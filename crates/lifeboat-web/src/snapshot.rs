@@ -169,7 +169,8 @@ fn component_json(page: &PageInfo, c: &Component) -> Json {
     })
 }
 
-fn incident_json(page: &PageInfo, components: &[Component], i: &Incident) -> Json {
+/// An incident as Statuspage's API shows it (also the `incident` of a webhook's payload).
+pub fn incident_json(page: &PageInfo, components: &[Component], i: &Incident) -> Json {
     json!({
         "id": i.id,
         "name": i.name,

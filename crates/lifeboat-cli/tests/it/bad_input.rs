@@ -210,6 +210,30 @@ fn settings_that_would_switch_the_guard_off_are_refused_and_change_nothing() {
             "[campaigns]\nauto_accept_minutes = 18446744073709551615\n",
             "auto_accept_minutes = 18446744073709551615: at most 525600",
         ),
+        (
+            "[notify.smtp]\nurl = \"imap://mail.example.com\"\nfrom = \"a@example.com\"\n",
+            "[notify.smtp] url = \"imap://mail.example.com\": unknown scheme \"imap\"",
+        ),
+        (
+            "[notify.smtp]\nurl = \"smtps://mail.example.com?tls=none\"\nfrom = \"a@example.com\"\n",
+            "smtps:// is always TLS",
+        ),
+        (
+            "[notify.smtp]\nurl = \"smtp://u:p@mail.example.com\"\nfrom = \"a@example.com\"\n",
+            "credentials go in username and password_file",
+        ),
+        (
+            "[[notify.webhooks]]\nurl = \"ftp://hooks.example.com\"\nsecret_file = \"/s\"\n",
+            "[[notify.webhooks]] url = \"ftp://hooks.example.com\": use an http:// or https:// URL",
+        ),
+        (
+            "[notify]\nmax_attempts = 0\n",
+            "[notify] max_attempts = 0: use 1 to 100",
+        ),
+        (
+            "[notify]\nclaim_seconds = 1\n",
+            "[notify] claim_seconds = 1: use 10 to 86400",
+        ),
     ] {
         let config = work.write_config(&format!("{good}\n{extra}"));
         assert_refused(&lifeboat(&config, &["audit"]), 2, needle);

@@ -101,6 +101,35 @@ fn drill_serve_runs_the_recovery_as_a_campaign_behind_a_status_page() {
         incidents[0]["updates"].as_array().expect("updates").len(),
         2
     );
+    // Each deleted tenant's contact heard of each stage and of the resolution, by mail
+    // written into the drill's mail directory.
+    let notifications = report["notifications"].as_array().expect("notifications");
+    let deleted = deleted.as_u64().expect("count") as usize;
+    for event in [
+        "stage_queued",
+        "stage_restoring",
+        "stage_restored",
+        "incident_resolved",
+    ] {
+        let sent: Vec<&serde_json::Value> = notifications
+            .iter()
+            .filter(|n| n["event"] == event && n["state"] == "sent")
+            .collect();
+        assert_eq!(sent.len(), deleted, "{event}: {notifications:?}");
+        assert!(sent.iter().all(
+            |n| n["to"] == format!("admin@site{}.example", n["tenant"].as_str().unwrap_or(""))
+        ));
+    }
+    assert_eq!(notifications.len(), 4 * deleted, "{notifications:?}");
+    let mail_dir = report["mail_dir"].as_str().expect("mail dir");
+    let written = std::fs::read_dir(mail_dir)
+        .expect("mail dir")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "eml"))
+        })
+        .count();
+    assert_eq!(written, 4 * deleted);
 }
 
 #[test]

@@ -16,6 +16,7 @@ mod faults;
 mod fixtures;
 mod guard;
 mod leader;
+mod notify;
 mod observe;
 mod operations;
 mod prune;

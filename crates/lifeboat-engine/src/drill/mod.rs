@@ -59,9 +59,22 @@ pub struct Report {
     pub spared_tenants_changed: Vec<u64>,
     pub workload_transactions: u64,
     pub status_page: Option<String>,
+    /// With `serve`: the directory the campaign's emails were written to, and each one.
+    pub mail_dir: Option<String>,
+    pub notifications: Vec<DrillNotification>,
     /// Tenants never deleted.
     #[serde(skip)]
     pub tenants_spared: usize,
+}
+
+/// One notification the drill's campaign delivered (to its mail directory).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DrillNotification {
+    pub id: String,
+    pub event: String,
+    pub to: String,
+    pub tenant: Option<String>,
+    pub state: String,
 }
 
 /// The status page a drill with `serve` leaves running: stop it with `stop`.
@@ -275,10 +288,12 @@ async fn drill(
         txid: bad,
     };
     let mut server = None;
+    let mut mailed = None;
     let (rows, failures, elapsed) = if args.serve {
-        let (recovery, running) =
-            recover_as_campaign(&config, &tenants, &bad_source, bad, args, progress).await?;
+        let (recovery, running, sent) =
+            recover_as_campaign(dir, &config, &tenants, &bad_source, bad, args, progress).await?;
         server = Some(running);
+        mailed = Some(sent);
         recovery
     } else {
         let request = Request {
@@ -339,22 +354,29 @@ async fn drill(
         spared_tenants_changed: spared_changed,
         workload_transactions: writes,
         status_page: server.as_ref().map(|s| format!("http://{}/", s.address)),
+        mail_dir: mailed
+            .as_ref()
+            .map(|_| crate::notify::mail_dir(dir).display().to_string()),
+        notifications: mailed.unwrap_or_default(),
         tenants_spared: spared.len(),
     };
     Ok((report, server))
 }
 
 /// The recovery as it runs in production: an incident, a campaign over the deleted
-/// tenants, two workers, and the status page served meanwhile. Returns rows restored,
-/// tenants failed and the time the campaign took, and the running server.
+/// tenants (each with one imported contact, `admin@siteN.example`), two workers, the
+/// status page served meanwhile, and the notifier writing every email into the drill's
+/// mail directory. Returns rows restored, tenants failed and the time the campaign took,
+/// the running server and the notifications delivered.
 async fn recover_as_campaign(
+    dir: &Path,
     config: &Config,
     tenants: &[String],
     bad_source: &str,
     bad: u64,
     args: &Args,
     progress: &dyn Progress,
-) -> Result<((u64, usize, Duration), Server)> {
+) -> Result<((u64, usize, Duration), Server, Vec<DrillNotification>)> {
     // The drill's control store, which capture's leases are in already.
     let mut config = config.clone();
     // Nobody is there to accept in a drill.
@@ -412,6 +434,18 @@ async fn recover_as_campaign(
         by: "drill".to_string(),
         auto_progress: None,
     };
+    let contacts: Vec<lifeboat_control::Contact> = tenants
+        .iter()
+        .map(|t| lifeboat_control::Contact {
+            tenant: t.clone(),
+            email: format!("admin@site{t}.example"),
+            name: Some(format!("Site {t} admin")),
+            locale: None,
+            origin: lifeboat_control::ContactOrigin::Import,
+            read_at: None,
+        })
+        .collect();
+    control.import_contacts(&contacts)?;
     let started = Instant::now();
     let (campaign, _) = crate::campaign::start_campaign(&config, &mut control, request).await?;
     crate::campaign::worker::run_workers(&config, &url, &campaign, 2, args.jobs.div_ceil(2))
@@ -445,6 +479,25 @@ async fn recover_as_campaign(
         "drill",
     )?;
     control.anchor().await?;
+    // Every notification of the recovery, written to the mail directory.
+    let mail_dir = crate::notify::mail_dir(dir);
+    let notifier = crate::notify::Notifier::from_config(&config, "drill", Some(&mail_dir))?;
+    crate::notify::run_with(&notifier, &url, true, &Stop::new()).await?;
+    let notifications = control
+        .deliveries(false)?
+        .into_iter()
+        .map(|d| DrillNotification {
+            id: d.id,
+            event: d.event.to_string(),
+            to: d.address,
+            tenant: d.tenant,
+            state: d.state.to_string(),
+        })
+        .collect();
+    progress.event(Event::Detail(format!(
+        "notifications written to {}",
+        mail_dir.display()
+    )));
     Ok((
         (rows, failed, elapsed),
         Server {
@@ -453,6 +506,7 @@ async fn recover_as_campaign(
             cleanup: None,
             address,
         },
+        notifications,
     ))
 }
 

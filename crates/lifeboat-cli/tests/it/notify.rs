@@ -1,0 +1,685 @@
+//! Notifications from the outbox, delivered to a real SMTP server (aiosmtpd,
+//! tests/it/smtp_sink.py) and a real HTTP receiver (tests/it/webhook_sink.py), each this
+//! test's own on a free port: a campaign over deleted tenants tells each tenant's admins,
+//! found in the vault, with their own private link; every stage change makes exactly its
+//! messages; webhooks are signed and shaped like Statuspage's; a mail server that is down
+//! for a while loses nothing and duplicates nothing; a notifier killed between send and
+//! record sends that one message again, and nothing else.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use hmac::{KeyInit, Mac};
+use serde_json::Value as Json;
+
+use crate::common::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("address")
+        .port()
+}
+
+/// One of the python receivers, on its port, saving what it receives in `dir`.
+struct Sink {
+    child: Option<Child>,
+    script: &'static str,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Sink {
+    fn new(script: &'static str, dir: PathBuf) -> Sink {
+        Sink {
+            child: None,
+            script,
+            port: free_port(),
+            dir,
+        }
+    }
+
+    fn start(&mut self) {
+        let script = format!("{}/tests/it/{}", env!("CARGO_MANIFEST_DIR"), self.script);
+        let mut child = std::process::Command::new("python3")
+            .arg(&script)
+            .arg(self.port.to_string())
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start python3 (aiosmtpd from scripts/test-services.sh)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("first line");
+        assert_eq!(line.trim(), "ready", "{} did not start", self.script);
+        self.child = Some(child);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child);
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// An email as the SMTP server received it.
+#[derive(Debug, Clone)]
+struct Mail {
+    to: String,
+    headers: BTreeMap<String, String>,
+    raw: String,
+}
+
+impl Mail {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+}
+
+fn mails(dir: &Path) -> Vec<Mail> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.expect("entry").path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "eml"));
+    files.sort();
+    files
+        .iter()
+        .map(|path| {
+            // Quoted-printable soft line breaks and `=` undone, so links read whole.
+            let raw = std::fs::read_to_string(path)
+                .expect("mail")
+                .replace("=\r\n", "")
+                .replace("=3D", "=");
+            let head = raw
+                .split("\r\n\r\n")
+                .next()
+                .unwrap_or("")
+                .replace("\r\n", "\n");
+            let mut headers: BTreeMap<String, String> = BTreeMap::new();
+            let mut last = String::new();
+            for line in head.lines() {
+                if line.starts_with([' ', '\t']) {
+                    if let Some(value) = headers.get_mut(&last) {
+                        value.push(' ');
+                        value.push_str(line.trim());
+                    }
+                } else if let Some((name, value)) = line.split_once(':') {
+                    last = name.trim().to_ascii_lowercase();
+                    headers.insert(last.clone(), value.trim().to_string());
+                }
+            }
+            Mail {
+                to: headers.get("x-envelope-to").cloned().unwrap_or_default(),
+                headers,
+                raw,
+            }
+        })
+        .collect()
+}
+
+/// A webhook request as the receiver saw it.
+fn hooks(dir: &Path) -> Vec<Json> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.expect("entry").path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "json"));
+    files.sort();
+    files
+        .iter()
+        .map(|p| serde_json::from_str(&std::fs::read_to_string(p).expect("read")).expect("json"))
+        .collect()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "waited {timeout:?} for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+const SECRET: &str = "a webhook secret of this test";
+
+/// An identity source whose sites 1 and 2 are deleted after the restore point: site 1 has
+/// two admins and a member, site 2 one admin, site 3 (not in the campaign) one admin. A
+/// campaign over sites 1 and 2 is started. Returns the configuration and the campaign.
+fn setup(work: &Workdir, smtp: u16, hook: u16, notify: &str) -> (PathBuf, String) {
+    let db = work.path("identity.db");
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    conn.execute_batch(
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, site_id INTEGER NOT NULL,
+             email TEXT, display_name TEXT, role TEXT);
+         INSERT INTO users VALUES (1, 1, 'ann@one.example', 'Ann', 'admin'),
+             (2, 1, 'ada@one.example', 'Ada', 'admin'),
+             (3, 1, 'joe@one.example', 'Joe', 'member'),
+             (4, 2, 'bea@two.example', 'Bea', 'admin'),
+             (5, 3, 'cid@three.example', 'Cid', 'admin');",
+    )
+    .expect("schema");
+    let secret = work.path("hook-secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).expect("secret");
+    let config = work.init_config(&format!(
+        r#"
+[vault]
+url = "{vault}"
+[sources.identity]
+url = "sqlite://{db}"
+tenant_column = "site_id"
+[contacts]
+source = "identity"
+table = "users"
+email_column = "email"
+name_column = "display_name"
+where = "role = 'admin'"
+[server]
+page_name = "Example Status"
+public_url = "https://status.example.com"
+[notify]
+{notify}
+[notify.smtp]
+url = "smtp://127.0.0.1:{smtp}?tls=none"
+from = "Example Status <status@example.com>"
+[[notify.webhooks]]
+url = "http://127.0.0.1:{hook}/hooks/lifeboat"
+secret_file = "{secret}"
+"#,
+        vault = work.vault_url(),
+        db = db.display(),
+        secret = secret.display(),
+    ));
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let point: String = conn
+        .query_row("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')", [], |r| {
+            r.get(0)
+        })
+        .expect("now");
+    std::thread::sleep(Duration::from_millis(20));
+    conn.execute_batch("DELETE FROM users WHERE site_id IN (1, 2);")
+        .expect("delete");
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let incident = lifeboat_ok(
+        &config,
+        &[
+            "incident",
+            "create",
+            "--name",
+            "Sites deleted",
+            "--status",
+            "identified",
+            "--impact",
+            "critical",
+            "--message",
+            "We are restoring the deleted sites.",
+        ],
+    )
+    .trim()
+    .to_string();
+    let file = work.path("tenants.txt");
+    std::fs::write(&file, "1\n2\n").expect("tenants");
+    let campaign = lifeboat_ok(
+        &config,
+        &[
+            "campaign",
+            "start",
+            "--incident",
+            &incident,
+            "--tenants-from",
+            file.to_str().expect("path"),
+            "--at",
+            &point,
+        ],
+    )
+    .trim()
+    .to_string();
+    (config, campaign)
+}
+
+/// tenant -> private link.
+fn links(config: &Path, campaign: &str) -> BTreeMap<String, String> {
+    let listed: Json = serde_json::from_str(&lifeboat_ok(
+        config,
+        &["campaign", "links", campaign, "--json"],
+    ))
+    .expect("json");
+    listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|l| {
+            (
+                l["tenant"].as_str().expect("tenant").to_string(),
+                l["link"].as_str().expect("link").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn notifications(config: &Path) -> Vec<Json> {
+    let listed: Json =
+        serde_json::from_str(&lifeboat_ok(config, &["notifications", "--json"])).expect("json");
+    listed.as_array().expect("array").clone()
+}
+
+/// (recipient, event) of each mail, sorted.
+fn sent_to(mails: &[Mail]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = mails
+        .iter()
+        .map(|m| (m.to.clone(), m.header("X-Lifeboat-Event").to_string()))
+        .collect();
+    out.sort();
+    out
+}
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = items
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Every key of `fixture` is in `ours`, with a value of the same JSON type (arrays: their
+/// first elements compared likewise). Returns the paths that differ.
+fn shape_differences(fixture: &Json, ours: &Json, path: &str, out: &mut Vec<String>) {
+    match (fixture, ours) {
+        (Json::Object(f), Json::Object(o)) => {
+            for (key, value) in f {
+                match o.get(key) {
+                    None => out.push(format!("{path}.{key}: missing")),
+                    Some(v) => shape_differences(value, v, &format!("{path}.{key}"), out),
+                }
+            }
+        }
+        (Json::Array(f), Json::Array(o)) => {
+            if let (Some(f), Some(o)) = (f.first(), o.first()) {
+                shape_differences(f, o, &format!("{path}[0]"), out);
+            }
+        }
+        (Json::Null, _) | (_, Json::Null) => {}
+        (f, o) if std::mem::discriminant(f) != std::mem::discriminant(o) => {
+            out.push(format!("{path}: {f} vs {o}"))
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn deleted_tenants_admins_hear_of_every_stage_with_their_own_link() {
+    let work = Workdir::new();
+    let mut smtp = Sink::new("smtp_sink.py", work.path("mail"));
+    let mut hook = Sink::new("webhook_sink.py", work.path("hooks"));
+    smtp.start();
+    hook.start();
+    let (config, campaign) = setup(&work, smtp.port, hook.port, "");
+    lifeboat_ok(&config, &["notifier", "--until-idle"]);
+
+    // The queue: each admin of each deleted tenant, found in the vault, and nobody else.
+    let queued = mails(&smtp.dir);
+    assert_eq!(
+        sent_to(&queued),
+        pairs(&[
+            ("ada@one.example", "stage_queued"),
+            ("ann@one.example", "stage_queued"),
+            ("bea@two.example", "stage_queued"),
+        ])
+    );
+    let links = links(&config, &campaign);
+    for mail in &queued {
+        let (own, other) = if mail.to.ends_with("@one.example") {
+            (&links["1"], &links["2"])
+        } else {
+            (&links["2"], &links["1"])
+        };
+        assert!(mail.raw.contains(own.as_str()), "{}", mail.raw);
+        let other_token = other.rsplit('/').next().expect("token");
+        assert!(!mail.raw.contains(other_token), "{}", mail.raw);
+        assert!(mail.raw.contains("multipart/alternative"), "{}", mail.raw);
+        assert!(mail.raw.contains("text/plain") && mail.raw.contains("text/html"));
+        assert!(
+            mail.header("Subject").contains("queued"),
+            "{:?}",
+            mail.headers
+        );
+    }
+    // Message-IDs come from the deliveries' ids.
+    let listed = notifications(&config);
+    let ids: BTreeSet<String> = listed
+        .iter()
+        .filter(|n| n["recipient"] == "contact")
+        .map(|n| format!("<{}@lifeboat>", n["id"].as_str().expect("id")))
+        .collect();
+    let seen: BTreeSet<String> = queued
+        .iter()
+        .map(|m| m.header("Message-ID").to_string())
+        .collect();
+    assert_eq!(seen, ids);
+    assert!(listed.iter().all(|n| n["state"] == "sent"), "{listed:?}");
+    assert!(listed.iter().all(|n| n.get("body").is_none()));
+
+    // The operator webhook: signed, Statuspage's shape.
+    let received = hooks(&hook.dir);
+    assert_eq!(received.len(), 1, "{received:?}");
+    let request = &received[0];
+    let body = request["body"].as_str().expect("body");
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(SECRET.as_bytes()).expect("key");
+    mac.update(body.as_bytes());
+    assert_eq!(
+        request["headers"]["x-lifeboat-signature"],
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    );
+    assert_eq!(request["headers"]["x-lifeboat-event"], "incident_created");
+    assert_eq!(request["path"], "/hooks/lifeboat");
+    let operator = listed
+        .iter()
+        .find(|n| n["recipient"] == "operator")
+        .expect("operator delivery");
+    assert_eq!(request["headers"]["x-lifeboat-delivery"], operator["id"]);
+    let payload: Json = serde_json::from_str(body).expect("payload");
+    let fixture: Json =
+        serde_json::from_str(include_str!("statuspage_webhook.json")).expect("fixture");
+    let mut differences = Vec::new();
+    shape_differences(&fixture, &payload, "", &mut differences);
+    assert!(differences.is_empty(), "{differences:?}\n{payload:#}");
+    assert_eq!(payload["incident"]["name"], "Sites deleted");
+    assert_eq!(payload["page"]["status_indicator"], "critical");
+    assert!(!body.contains("@one.example") && !body.contains(&links["1"]));
+
+    // Restoring, then awaiting acceptance: each tenant's admins, once per stage.
+    lifeboat_ok(&config, &["worker", "--until-done"]);
+    lifeboat_ok(&config, &["notifier", "--until-idle"]);
+    let all = mails(&smtp.dir);
+    let stages = sent_to(&all[queued.len()..]);
+    assert_eq!(
+        stages,
+        pairs(&[
+            ("ada@one.example", "stage_restoring"),
+            ("ann@one.example", "stage_restoring"),
+            ("bea@two.example", "stage_restoring"),
+            ("ada@one.example", "stage_awaiting_acceptance"),
+            ("ann@one.example", "stage_awaiting_acceptance"),
+            ("bea@two.example", "stage_awaiting_acceptance"),
+        ])
+    );
+
+    // Resolving the incident: the operators and every contact of its campaign.
+    let incident = payload["incident"]["id"].as_str().expect("id").to_string();
+    lifeboat_ok(
+        &config,
+        &[
+            "incident",
+            "resolve",
+            &incident,
+            "--message",
+            "All sites are back.",
+        ],
+    );
+    lifeboat_ok(&config, &["notifier", "--until-idle"]);
+    let resolved = mails(&smtp.dir);
+    assert_eq!(
+        sent_to(&resolved[all.len()..]),
+        pairs(&[
+            ("ada@one.example", "incident_resolved"),
+            ("ann@one.example", "incident_resolved"),
+            ("bea@two.example", "incident_resolved"),
+        ])
+    );
+    assert!(resolved[all.len()..]
+        .iter()
+        .all(|m| m.raw.contains("All sites are back.")));
+    let received = hooks(&hook.dir);
+    assert_eq!(received.len(), 2);
+    assert_eq!(
+        received[1]["headers"]["x-lifeboat-event"],
+        "incident_resolved"
+    );
+    // Nothing died; a retry needs a dead delivery, named by its id.
+    let failed: Json = serde_json::from_str(&lifeboat_ok(
+        &config,
+        &["notifications", "--failed", "--json"],
+    ))
+    .expect("json");
+    assert_eq!(failed, serde_json::json!([]));
+    let out = lifeboat(&config, &["notifications", "retry", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("unknown notification nope"),
+        "{}",
+        stderr(&out)
+    );
+    let sent_id = operator["id"].as_str().expect("id");
+    let out = lifeboat(&config, &["notifications", "retry", sent_id]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("is sent, not dead"),
+        "{}",
+        stderr(&out)
+    );
+    // Nobody outside the campaign, and no member, ever got mail.
+    assert!(resolved
+        .iter()
+        .all(|m| m.to != "cid@three.example" && m.to != "joe@one.example"));
+    smtp.stop();
+    hook.stop();
+}
+
+#[test]
+fn a_mail_server_down_for_a_while_loses_nothing_and_duplicates_nothing() {
+    let work = Workdir::new();
+    let mut smtp = Sink::new("smtp_sink.py", work.path("mail"));
+    let mut hook = Sink::new("webhook_sink.py", work.path("hooks"));
+    hook.start();
+    // The mail server is not there yet; the webhook receiver answers 503 at first.
+    std::fs::create_dir_all(&hook.dir).expect("dir");
+    std::fs::write(hook.dir.join("status"), "503").expect("status");
+    let (config, _) = setup(&work, smtp.port, hook.port, "max_delay_seconds = 10");
+    let mut notifier = lifeboat_command(&config, &["notifier"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("notifier");
+    wait_for("failed attempts", Duration::from_secs(30), || {
+        let listed = notifications(&config);
+        listed.len() == 4
+            && listed
+                .iter()
+                .all(|n| n["attempts"].as_i64() >= Some(1) && !n["last_error"].is_null())
+    });
+    let listed = notifications(&config);
+    assert!(listed.iter().all(|n| n["state"] == "pending"), "{listed:?}");
+    assert!(mails(&smtp.dir).is_empty());
+    // Back: everything arrives at its next attempt, once.
+    smtp.start();
+    std::fs::remove_file(hook.dir.join("status")).expect("status");
+    wait_for("every message", Duration::from_secs(60), || {
+        notifications(&config).iter().all(|n| n["state"] == "sent")
+    });
+    terminate(&mut notifier);
+    let received = mails(&smtp.dir);
+    assert_eq!(
+        sent_to(&received),
+        pairs(&[
+            ("ada@one.example", "stage_queued"),
+            ("ann@one.example", "stage_queued"),
+            ("bea@two.example", "stage_queued"),
+        ])
+    );
+    let accepted: Vec<Json> = hooks(&hook.dir)
+        .into_iter()
+        .filter(|h| h["status"] == 200)
+        .collect();
+    assert_eq!(accepted.len(), 1);
+    smtp.stop();
+    hook.stop();
+}
+
+#[test]
+fn a_notifier_killed_between_send_and_record_resends_only_that_message() {
+    let work = Workdir::new();
+    let mut smtp = Sink::new("smtp_sink.py", work.path("mail"));
+    let mut hook = Sink::new("webhook_sink.py", work.path("hooks"));
+    smtp.start();
+    hook.start();
+    let (config, _) = setup(&work, smtp.port, hook.port, "claim_seconds = 10");
+    // The second message goes out, then the notifier dies before recording it.
+    let out = lifeboat_command(&config, &["notifier", "--until-idle"])
+        .env("LIFEBOAT_FAILPOINT", "notifier.after-send@2")
+        .output()
+        .expect("notifier");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("failpoint notifier.after-send reached"));
+    let first = mails(&smtp.dir);
+    let webhooks_first = hooks(&hook.dir);
+    assert_eq!(first.len() + webhooks_first.len(), 2);
+    let listed = notifications(&config);
+    let sending: Vec<&Json> = listed.iter().filter(|n| n["state"] == "sending").collect();
+    assert_eq!(listed.iter().filter(|n| n["state"] == "sent").count(), 1);
+    // Restarted once the dead notifier's claims ran out: the unrecorded one is sent again
+    // with its Message-ID or delivery id, the others once.
+    std::thread::sleep(Duration::from_secs(11));
+    lifeboat_ok(&config, &["notifier", "--until-idle"]);
+    assert!(notifications(&config).iter().all(|n| n["state"] == "sent"));
+    let all_mail = mails(&smtp.dir);
+    let all_hooks = hooks(&hook.dir);
+    assert_eq!(all_mail.len() + all_hooks.len(), listed.len() + 1);
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for m in &all_mail {
+        *counts
+            .entry(m.header("X-Lifeboat-Delivery").to_string())
+            .or_default() += 1;
+    }
+    for h in &all_hooks {
+        let id = h["headers"]["x-lifeboat-delivery"].as_str().expect("id");
+        *counts.entry(id.to_string()).or_default() += 1;
+    }
+    let twice: Vec<&String> = counts
+        .iter()
+        .filter(|(_, n)| **n == 2)
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(counts.len(), listed.len(), "{counts:?}");
+    assert_eq!(twice.len(), 1, "{counts:?}");
+    // The one sent twice is the second one sent before the crash, never recorded.
+    let second = first
+        .iter()
+        .map(|m| m.header("X-Lifeboat-Delivery").to_string())
+        .chain(webhooks_first.iter().map(|h| {
+            h["headers"]["x-lifeboat-delivery"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        }))
+        .find(|id| sending.iter().any(|n| n["id"] == id.as_str()))
+        .expect("the unrecorded delivery");
+    assert_eq!(twice[0], &second);
+    let copies: Vec<&Mail> = all_mail
+        .iter()
+        .filter(|m| m.header("X-Lifeboat-Delivery") == second)
+        .collect();
+    if copies.len() == 2 {
+        assert_eq!(
+            copies[0].header("Message-ID"),
+            copies[1].header("Message-ID")
+        );
+    }
+    smtp.stop();
+    hook.stop();
+}
+
+/// `serve` and the public address it printed.
+fn spawn_serve(config: &Path, extra: &[&str]) -> (Child, String) {
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let mut server = lifeboat_command(config, &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let mut lines = std::io::BufReader::new(server.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a line").expect("utf8");
+    let base = first
+        .strip_prefix("serving the status page on ")
+        .expect(&first)
+        .trim_end_matches('/')
+        .to_string();
+    (server, base)
+}
+
+#[test]
+fn serve_delivers_the_outbox_unless_told_not_to_and_shows_none_of_it() {
+    let work = Workdir::new();
+    let mut smtp = Sink::new("smtp_sink.py", work.path("mail"));
+    let mut hook = Sink::new("webhook_sink.py", work.path("hooks"));
+    smtp.start();
+    hook.start();
+    let (config, campaign) = setup(&work, smtp.port, hook.port, "");
+
+    // Without its notifier, serve sends nothing.
+    let (mut quiet, base) = spawn_serve(&config, &["--no-notifier"]);
+    assert_eq!(http_get(&base, "/").0, 200);
+    std::thread::sleep(Duration::from_secs(2));
+    terminate(&mut quiet);
+    assert!(mails(&smtp.dir).is_empty() && hooks(&hook.dir).is_empty());
+    assert!(notifications(&config)
+        .iter()
+        .all(|n| n["state"] == "pending"));
+
+    // With it, everything goes out while the pages are served; none of it is on them.
+    let (mut server, base) = spawn_serve(&config, &[]);
+    wait_for("serve's notifier", Duration::from_secs(30), || {
+        notifications(&config).iter().all(|n| n["state"] == "sent")
+    });
+    assert_eq!(mails(&smtp.dir).len(), 3);
+    assert_eq!(hooks(&hook.dir).len(), 1);
+    let links = links(&config, &campaign);
+    let tokens: Vec<&str> = links
+        .values()
+        .map(|l| l.rsplit('/').next().expect("token"))
+        .collect();
+    for path in [
+        "/",
+        "/api/v2/summary.json",
+        "/api/v2/incidents.json",
+        "/api/v2/incidents/unresolved.json",
+        "/api/lifeboat/campaigns.json",
+        "/history.atom",
+    ] {
+        let (status, body) = http_get(&base, path);
+        assert_eq!(status, 200, "{path}");
+        for secret in [
+            "ann@one.example",
+            "ada@one.example",
+            "bea@two.example",
+            "Ann",
+            "Bea",
+        ]
+        .iter()
+        .chain(&tokens)
+        {
+            assert!(!body.contains(secret), "{path} shows {secret}");
+        }
+    }
+    terminate(&mut server);
+    smtp.stop();
+    hook.stop();
+}

@@ -1,0 +1,44 @@
+"""An SMTP server for the notification tests: every message it accepts is saved in a
+directory, one file per message (NNNNNN.eml, in the order received).
+
+    python3 smtp_sink.py PORT DIR
+
+It listens on 127.0.0.1:PORT (plain SMTP, aiosmtpd) and prints "ready" once it does. It
+stops on SIGTERM. A message is saved before the server answers 250, so a client that saw
+250 finds it in DIR.
+"""
+
+import os
+import signal
+import sys
+import threading
+
+from aiosmtpd.controller import Controller
+
+port, directory = int(sys.argv[1]), sys.argv[2]
+os.makedirs(directory, exist_ok=True)
+lock = threading.Lock()
+
+
+class Save:
+    async def handle_DATA(self, server, session, envelope):
+        with lock:
+            n = len([f for f in os.listdir(directory) if f.endswith(".eml")])
+            path = os.path.join(directory, "%06d.eml" % (n + 1))
+            temporary = path + ".part"
+            with open(temporary, "wb") as file:
+                file.write(b"X-Envelope-To: " + ",".join(envelope.rcpt_tos).encode() + b"\r\n")
+                file.write(envelope.original_content)
+                file.flush()
+                os.fsync(file.fileno())
+            os.rename(temporary, path)
+        return "250 OK"
+
+
+controller = Controller(Save(), hostname="127.0.0.1", port=port)
+controller.start()
+print("ready", flush=True)
+done = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: done.set())
+done.wait()
+controller.stop()
