@@ -6,7 +6,8 @@
 //! - plan signatures, applies with their restore point and waves, and halt requests
 //!   (`applies`);
 //! - softly deleted and purged tenants (`lifecycle`);
-//! - components, incidents and their updates in Statuspage's vocabulary (`incidents`);
+//! - components and the history of their statuses, incidents and their updates (with
+//!   translations) in Statuspage's vocabulary (`incidents`);
 //! - recovery campaigns, the stage of each of their tenants, claimed by workers under a
 //!   lease, and tenant attributes (`campaigns`);
 //! - each source's capture lease: which capture may write its history (`leases`).
@@ -33,8 +34,8 @@ pub use campaigns::{Acceptance, Campaign, CampaignTenant, Stage};
 pub use contacts::{Contact, ContactOrigin};
 pub use ids::{new_id, new_token};
 pub use incidents::{
-    AffectedComponent, Component, ComponentStatus, Impact, Incident, IncidentChange,
-    IncidentStatus, IncidentUpdate,
+    AffectedComponent, Component, ComponentChange, ComponentStatus, Impact, Incident,
+    IncidentChange, IncidentStatus, IncidentUpdate,
 };
 pub use leases::{CaptureLease, LeaseGrant};
 pub use lifecycle::DeletedTenant;

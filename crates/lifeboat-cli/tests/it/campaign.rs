@@ -11,7 +11,7 @@ use crate::common::*;
 const SITES: i64 = 12;
 
 /// sites 1..=12; site s has s issues (its "users") and one comment per issue.
-fn setup(work: &Workdir) -> PathBuf {
+pub(crate) fn setup(work: &Workdir) -> PathBuf {
     let db = work.path("tracker.db");
     let conn = rusqlite::Connection::open(&db).expect("open");
     conn.execute_batch(
@@ -92,7 +92,7 @@ fn site_rows(db: &Path, site: i64) -> Vec<String> {
 }
 
 /// The time now by SQLite's clock (the one capture's triggers use), then a short pause.
-fn now(db: &Path) -> String {
+pub(crate) fn now(db: &Path) -> String {
     let conn = rusqlite::Connection::open(db).expect("open");
     let t: String = conn
         .query_row("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')", [], |r| {
@@ -103,7 +103,7 @@ fn now(db: &Path) -> String {
     t
 }
 
-fn delete_sites(db: &Path, sites: &[i64]) {
+pub(crate) fn delete_sites(db: &Path, sites: &[i64]) {
     let conn = rusqlite::Connection::open(db).expect("open");
     conn.execute_batch("PRAGMA foreign_keys = ON").expect("fk");
     for s in sites {
@@ -117,7 +117,13 @@ fn status(config: &Path, id: &str) -> serde_json::Value {
     serde_json::from_str::<serde_json::Value>(&out).expect("json")[0].clone()
 }
 
-fn start(config: &Path, work: &Workdir, sites: &[i64], at: &str, extra: &[&str]) -> String {
+pub(crate) fn start(
+    config: &Path,
+    work: &Workdir,
+    sites: &[i64],
+    at: &str,
+    extra: &[&str],
+) -> String {
     let incident = lifeboat_ok(
         config,
         &[
@@ -399,7 +405,7 @@ fn campaigns_refuse_bad_input() {
 }
 
 /// The page at `url` as headless Chromium renders it (its DOM).
-fn browse(url: &str, profile: &Path) -> String {
+pub(crate) fn browse(url: &str, profile: &Path) -> String {
     let chromium = std::env::var("LIFEBOAT_TEST_CHROMIUM").expect(
         "LIFEBOAT_TEST_CHROMIUM is not set: run the tests with scripts/test, which installs \
          Chromium",
@@ -427,7 +433,7 @@ fn browse(url: &str, profile: &Path) -> String {
 
 /// Load `url` until its page contains `needle` (the snapshot follows the control store
 /// within a fraction of a second).
-fn browse_until(url: &str, profile: &Path, needle: &str) -> String {
+pub(crate) fn browse_until(url: &str, profile: &Path, needle: &str) -> String {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let dom = browse(url, profile);
