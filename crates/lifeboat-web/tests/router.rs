@@ -739,6 +739,48 @@ async fn the_operator_api_needs_its_token_and_drives_the_page() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8_lossy(&body).contains("not one of"));
+    let version = f.state.snapshot().version;
+    let (status, _, body) = call(
+        &f.state,
+        post(
+            &format!("/api/operator/incidents/{id}/updates"),
+            Some(TOKEN),
+            serde_json::json!({"status": "identified", "message": "x",
+                "messages": {"fr": "Trouvé."}}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&body).contains("translations may be in de, ja"));
+    // Translations through the API: on the page in its language.
+    let (status, _, _) = call(
+        &f.state,
+        post(
+            &format!("/api/operator/incidents/{id}/updates"),
+            Some(TOKEN),
+            serde_json::json!({"status": "identified", "message": "Found the cause.",
+                "messages": {"ja": "原因を特定しました。"}}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(f.state.snapshot().version > version);
+    let (_, _, ja) = get_with(&f.state, "/?lang=ja", "").await;
+    assert!(ja.contains("原因を特定しました。"), "{ja}");
+    let listed = ControlStore::open(f.path.to_str().expect("path"))
+        .expect("control")
+        .incidents()
+        .expect("incidents");
+    let updates = &listed
+        .iter()
+        .find(|i| i.id == id)
+        .expect("incident")
+        .updates;
+    assert_eq!(updates[0].body, "Found the cause.");
+    assert!(
+        updates.iter().all(|u| u.body != "x"),
+        "a refused update was written"
+    );
     let (status, _, _) = call(
         &f.state,
         post(&format!("/api/operator/incidents/{id}/updates"), Some(TOKEN),
@@ -772,6 +814,7 @@ async fn the_operator_api_needs_its_token_and_drives_the_page() {
         audited,
         [
             ("operator-api".to_string(), "incident-create".to_string()),
+            ("operator-api".to_string(), "incident-update".to_string()),
             ("olga".to_string(), "incident-resolve".to_string()),
         ]
     );
