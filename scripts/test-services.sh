@@ -272,6 +272,8 @@ if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
         --root-user-action=ignore aiosmtpd
 fi
 command -v chromium >/dev/null || apt_install chromium
+# Pages in Japanese are screenshotted: a font with its characters.
+[[ -e /usr/share/fonts/opentype/ipafont-gothic/ipag.ttf ]] || apt_install fonts-ipafont-gothic
 # The guard's tests make SSH keys and signatures with ssh-keygen.
 command -v ssh-keygen >/dev/null || apt_install openssh-client
 

@@ -41,6 +41,8 @@ enum IncidentCommand {
         components: Vec<String>,
         #[arg(long)]
         message: String,
+        #[command(flatten)]
+        translations: Translations,
         /// Who opens it, for the audit log (default: the login name).
         #[arg(long)]
         by: Option<String>,
@@ -63,6 +65,8 @@ enum IncidentCommand {
         /// The campaign whose numbers fill the template (default: the incident's latest).
         #[arg(long, value_name = "ID", requires = "template")]
         campaign: Option<String>,
+        #[command(flatten)]
+        translations: Translations,
         #[arg(long)]
         impact: Option<String>,
         #[arg(long = "component", value_name = "SOURCE=STATUS")]
@@ -75,6 +79,8 @@ enum IncidentCommand {
         id: String,
         #[arg(long)]
         message: String,
+        #[command(flatten)]
+        translations: Translations,
         #[arg(long)]
         by: Option<String>,
     },
@@ -97,6 +103,52 @@ enum IncidentCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The message of an incident change in the page's other languages (the message itself is
+/// in English).
+#[derive(clap::Args)]
+struct Translations {
+    /// The message in German.
+    #[arg(long = "message-de", value_name = "TEXT")]
+    de: Option<String>,
+    /// The message in Japanese.
+    #[arg(long = "message-ja", value_name = "TEXT")]
+    ja: Option<String>,
+    /// Translations from a file: a TOML or JSON (`.json`) table of language code = text.
+    #[arg(long = "messages", value_name = "FILE")]
+    file: Option<PathBuf>,
+}
+
+impl Translations {
+    /// Language code -> text, checked (lifeboat_web::i18n::check_translations): a language
+    /// given twice, by a flag and the file, is refused.
+    fn read(self) -> Result<BTreeMap<String, String>> {
+        let mut given: Vec<(String, String)> = Vec::new();
+        if let Some(path) = &self.file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::usage(format!("cannot read {}: {e}", path.display())))?;
+            let table: BTreeMap<String, String> = if path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+            {
+                serde_json::from_str(&text).map_err(|e| e.to_string())
+            } else {
+                toml::from_str(&text).map_err(|e| e.to_string())
+            }
+            .map_err(|e| {
+                Error::usage(format!(
+                    "{}: not a table of language code = text: {}",
+                    path.display(),
+                    e.trim()
+                ))
+            })?;
+            given.extend(table);
+        }
+        given.extend(self.de.map(|t| ("de".to_string(), t)));
+        given.extend(self.ja.map(|t| ("ja".to_string(), t)));
+        lifeboat_web::i18n::check_translations(given)
+    }
 }
 
 pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Result<u8> {
@@ -131,8 +183,10 @@ pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Resul
             impact,
             components,
             message,
+            translations,
             by,
         } => {
+            let translations = translations.read()?;
             let id = control.change_incident(
                 None,
                 &IncidentChange {
@@ -140,6 +194,7 @@ pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Resul
                     status: status.parse()?,
                     impact: Some(impact.parse()?),
                     message,
+                    translations,
                     components: component_pairs(&components)?,
                 },
                 &login(by),
@@ -153,6 +208,7 @@ pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Resul
             message,
             template,
             campaign,
+            translations,
             impact,
             components,
             by,
@@ -183,6 +239,7 @@ pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Resul
                 Some(status) => status.parse()?,
                 None => current.status,
             };
+            let translations = translations.read()?;
             control.change_incident(
                 Some(&id),
                 &IncidentChange {
@@ -190,6 +247,7 @@ pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Resul
                     status,
                     impact: impact.as_deref().map(str::parse).transpose()?,
                     message,
+                    translations,
                     components: component_pairs(&components)?,
                 },
                 &login(by),
@@ -197,7 +255,13 @@ pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Resul
             control.anchor().await?;
             crate::say!("{id} updated");
         }
-        IncidentCommand::Resolve { id, message, by } => {
+        IncidentCommand::Resolve {
+            id,
+            message,
+            translations,
+            by,
+        } => {
+            let translations = translations.read()?;
             control.change_incident(
                 Some(&id),
                 &IncidentChange {
@@ -205,6 +269,7 @@ pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Resul
                     status: IncidentStatus::Resolved,
                     impact: None,
                     message,
+                    translations,
                     components: BTreeMap::new(),
                 },
                 &login(by),

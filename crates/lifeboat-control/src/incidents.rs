@@ -86,6 +86,17 @@ pub struct IncidentUpdate {
     pub body: String,
     pub created_at: String,
     pub affected_components: Vec<AffectedComponent>,
+    /// The body in other languages: language code (`de`, `ja`) -> text.
+    pub translations: BTreeMap<String, String>,
+}
+
+/// A component's status from a moment on, as recorded when it changed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ComponentChange {
+    /// The component's id.
+    pub component: String,
+    pub status: ComponentStatus,
+    pub at_us: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -117,6 +128,8 @@ pub struct IncidentChange {
     /// `None`: unchanged (for a new incident, `none`).
     pub impact: Option<Impact>,
     pub message: String,
+    /// The message in other languages: language code -> text (the caller checks the codes).
+    pub translations: BTreeMap<String, String>,
     /// Source (component) -> new status.
     pub components: BTreeMap<String, ComponentStatus>,
 }
@@ -213,6 +226,15 @@ impl ControlStore {
         if change.message.trim().is_empty() {
             return Err(Error::usage("an incident update needs a message"));
         }
+        if let Some((lang, _)) = change
+            .translations
+            .iter()
+            .find(|(_, t)| t.trim().is_empty())
+        {
+            return Err(Error::usage(format!(
+                "the {lang} translation of the message is empty"
+            )));
+        }
         let components = self.components()?;
         let mut affected = Vec::new();
         for (source, status) in &change.components {
@@ -239,7 +261,7 @@ impl ControlStore {
             None => new_id()?,
         };
         let update_id = new_id()?;
-        let (_, at) = now();
+        let (at_us, at) = now();
         let affected_json: Vec<AffectedComponent> = affected
             .iter()
             .map(|(c, status)| AffectedComponent {
@@ -268,6 +290,9 @@ impl ControlStore {
                 .collect::<BTreeMap<String, &str>>(),
             "update": update_id,
         });
+        if !change.translations.is_empty() {
+            details["translations"] = serde_json::json!(change.translations);
+        }
         if let Some(name) = existing.is_none().then_some(change.name.as_deref()) {
             details["name"] = name.unwrap_or("Incident").into();
         }
@@ -325,7 +350,19 @@ impl ControlStore {
                     affected_text.as_str().into(),
                 ],
             )?;
+            for (lang, body) in &change.translations {
+                db.execute(
+                    "INSERT INTO incident_update_translations (update_id, lang, body)
+                     VALUES (?1, ?2, ?3)",
+                    &[
+                        update_id.as_str().into(),
+                        lang.as_str().into(),
+                        body.as_str().into(),
+                    ],
+                )?;
+            }
             for (component, new_status) in &affected {
+                record_component_change(db, &component.id, *new_status, &at, at_us)?;
                 db.execute(
                     "UPDATE components SET status = ?2, updated_at = ?3 WHERE id = ?1",
                     &[
@@ -343,16 +380,31 @@ impl ControlStore {
             // Resolving puts the incident's components back to operational, unless another
             // unresolved incident still names them.
             if resolving {
-                db.execute(
-                    "UPDATE components SET status = 'operational', updated_at = ?2
+                let back = db.query(
+                    "SELECT id FROM components
                      WHERE status <> 'operational'
                        AND id IN (SELECT component FROM incident_components WHERE incident = ?1)
                        AND id NOT IN (
                          SELECT ic.component FROM incident_components ic
                          JOIN incidents i ON i.id = ic.incident
                          WHERE i.id <> ?1 AND i.status NOT IN ('resolved', 'postmortem'))",
-                    &[incident_id.as_str().into(), at.as_str().into()],
+                    &[incident_id.as_str().into()],
                 )?;
+                for row in back {
+                    let component = row.text(0)?;
+                    record_component_change(
+                        db,
+                        &component,
+                        ComponentStatus::Operational,
+                        &at,
+                        at_us,
+                    )?;
+                    db.execute(
+                        "UPDATE components SET status = 'operational', updated_at = ?2
+                         WHERE id = ?1",
+                        &[component.as_str().into(), at.as_str().into()],
+                    )?;
+                }
             }
             write_audited(db, std::slice::from_ref(&entry))?;
             let event = match (&existing, resolving) {
@@ -416,6 +468,25 @@ impl ControlStore {
             write_audited(db, std::slice::from_ref(&entry))?;
             Ok(())
         })
+    }
+
+    /// Every recorded component status change, oldest first (changes made before this
+    /// build kept them are not there: the page counts those from incidents).
+    pub fn component_changes(&mut self) -> Result<Vec<ComponentChange>> {
+        self.db
+            .query(
+                "SELECT component, status, at_us FROM component_changes ORDER BY at_us",
+                &[],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(ComponentChange {
+                    component: r.text(0)?,
+                    status: r.word(1)?,
+                    at_us: r.int(2)?,
+                })
+            })
+            .collect()
     }
 
     pub fn incident(&mut self, id: &str) -> Result<Option<Incident>> {
@@ -484,6 +555,20 @@ fn load_incidents(db: &mut Db, only: Option<&str>) -> Result<Vec<Incident>> {
         Some(id) => ("WHERE incident = ?1", "WHERE id = ?1", vec![id.into()]),
         None => ("", "", Vec::new()),
     };
+    let mut translations: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for r in db.query(
+        &format!(
+            "SELECT t.update_id, t.lang, t.body FROM incident_update_translations t
+             JOIN incident_updates u ON u.id = t.update_id {}",
+            filter.replace("incident", "u.incident")
+        ),
+        &params,
+    )? {
+        translations
+            .entry(r.text(0)?)
+            .or_default()
+            .insert(r.text(1)?, r.text(2)?);
+    }
     let mut updates: BTreeMap<String, Vec<IncidentUpdate>> = BTreeMap::new();
     for r in db.query(
         &format!(
@@ -503,6 +588,7 @@ fn load_incidents(db: &mut Db, only: Option<&str>) -> Result<Vec<Incident>> {
             .entry(incident.clone())
             .or_default()
             .push(IncidentUpdate {
+                translations: translations.remove(&id).unwrap_or_default(),
                 id,
                 incident_id: incident,
                 status: r.word(2)?,
@@ -553,4 +639,24 @@ fn load_incidents(db: &mut Db, only: Option<&str>) -> Result<Vec<Incident>> {
         });
     }
     Ok(out)
+}
+
+/// Record that `component` has `status` from `at` on.
+fn record_component_change(
+    db: &mut crate::db::Db,
+    component: &str,
+    status: ComponentStatus,
+    at: &str,
+    at_us: i64,
+) -> Result<()> {
+    db.execute(
+        "INSERT INTO component_changes (component, status, at, at_us) VALUES (?1, ?2, ?3, ?4)",
+        &[
+            component.into(),
+            status.as_str().into(),
+            at.into(),
+            Val::Int(at_us),
+        ],
+    )?;
+    Ok(())
 }

@@ -6,8 +6,8 @@
 //! - plan signatures, applies with their restore point and waves, and halt requests
 //!   (`applies`);
 //! - softly deleted and purged tenants (`lifecycle`);
-//! - components, incidents, their updates and postmortems in Statuspage's vocabulary
-//!   (`incidents`);
+//! - components and the history of their statuses, incidents, their updates (with
+//!   translations) and postmortems in Statuspage's vocabulary (`incidents`);
 //! - downtime and SLA credits of an incident's tenants, from the records above (`sla`);
 //! - scheduled maintenances, their updates and components (`maintenances`);
 //! - recovery campaigns, the stage of each of their tenants, claimed by workers under a
@@ -48,8 +48,8 @@ pub use contacts::{Contact, ContactOrigin};
 pub use exports::Export;
 pub use ids::{new_id, new_token};
 pub use incidents::{
-    AffectedComponent, Component, ComponentStatus, Impact, Incident, IncidentChange,
-    IncidentStatus, IncidentUpdate, MAX_POSTMORTEM_BYTES,
+    AffectedComponent, Component, ComponentChange, ComponentStatus, Impact, Incident,
+    IncidentChange, IncidentStatus, IncidentUpdate, MAX_POSTMORTEM_BYTES,
 };
 pub use leases::{CaptureError, CaptureLease, CaptureStandby, LeaseGrant};
 pub use lifecycle::DeletedTenant;

@@ -51,8 +51,10 @@ CREATE TABLE IF NOT EXISTS pending_waves (plan TEXT PRIMARY KEY, wave BIGINT NOT
     tenants TEXT NOT NULL, point TEXT NOT NULL, at TEXT NOT NULL);
 ";
 
-/// The status page's tables: components, incidents (with their postmortems), campaigns, tenant attributes and the
-/// change counter.
+/// The status page's tables: components and their status changes, incidents (their
+/// updates' translations and their postmortems too), campaigns, tenant attributes and the
+/// change counter. A store made before translations or status changes were kept gets their
+/// tables, empty, when this build first opens it.
 const STATUS_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS components (id TEXT PRIMARY KEY, source TEXT NOT NULL UNIQUE,
     name TEXT NOT NULL, status TEXT NOT NULL, position BIGINT NOT NULL,
@@ -68,6 +70,11 @@ CREATE TABLE IF NOT EXISTS incident_postmortems (incident TEXT PRIMARY KEY,
     body TEXT NOT NULL, published_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS incident_components (incident TEXT NOT NULL,
     component TEXT NOT NULL, PRIMARY KEY (incident, component));
+CREATE TABLE IF NOT EXISTS incident_update_translations (update_id TEXT NOT NULL,
+    lang TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (update_id, lang));
+CREATE TABLE IF NOT EXISTS component_changes (component TEXT NOT NULL,
+    status TEXT NOT NULL, at TEXT NOT NULL, at_us BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS component_changes_at ON component_changes (at_us);
 CREATE TABLE IF NOT EXISTS campaigns (id TEXT PRIMARY KEY, incident TEXT NOT NULL,
     target TEXT NOT NULL, target_time TEXT NOT NULL, batch_size BIGINT NOT NULL,
     priority TEXT NOT NULL, created_at TEXT NOT NULL, created_at_us BIGINT NOT NULL,

@@ -133,6 +133,7 @@ contract!(on_sqlite, sqlite_store:
     deleted_undeleted_and_purged_tenants,
     components_follow_the_sources,
     incidents_in_statuspage_words,
+    translations_and_component_changes_also_in_an_older_store,
     refused_incident_changes_change_nothing,
     maintenances_go_forward_only_and_refusals_change_nothing,
     claims_take_batches_in_priority_order,
@@ -173,6 +174,7 @@ contract!(on_postgres, postgres_store:
     deleted_undeleted_and_purged_tenants,
     components_follow_the_sources,
     incidents_in_statuspage_words,
+    translations_and_component_changes_also_in_an_older_store,
     refused_incident_changes_change_nothing,
     maintenances_go_forward_only_and_refusals_change_nothing,
     claims_take_batches_in_priority_order,
@@ -260,6 +262,7 @@ mod contract {
                     status: IncidentStatus::Identified,
                     impact: Some(Impact::Major),
                     message: "A script deleted sites.".into(),
+                    translations: Default::default(),
                     components: BTreeMap::new(),
                 },
                 "ops",
@@ -541,6 +544,7 @@ mod contract {
         let seen = store.entries().expect("entries").len();
         let incident = incident(&mut store);
         let update = IncidentChange {
+            translations: Default::default(),
             status: IncidentStatus::Monitoring,
             message: "Watching.".into(),
             ..Default::default()
@@ -657,6 +661,7 @@ mod contract {
         usage_error(store.change_incident(
             Some("nope"),
             &IncidentChange {
+                translations: Default::default(),
                 status: IncidentStatus::Resolved,
                 message: "Done.".into(),
                 ..Default::default()
@@ -1199,6 +1204,138 @@ mod contract {
         assert_eq!(after.len(), 3);
     }
 
+    pub fn translations_and_component_changes_also_in_an_older_store(new: New) {
+        let f = new();
+        // A store made before translations and component changes were kept: its status
+        // tables as they were, with an incident and its update.
+        f.raw(
+            "CREATE TABLE components (id TEXT PRIMARY KEY, source TEXT NOT NULL UNIQUE,
+                 name TEXT NOT NULL, status TEXT NOT NULL, position BIGINT NOT NULL,
+                 created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+             CREATE TABLE incidents (id TEXT PRIMARY KEY, name TEXT NOT NULL,
+                 status TEXT NOT NULL, impact TEXT NOT NULL, created_at TEXT NOT NULL,
+                 updated_at TEXT NOT NULL, started_at TEXT NOT NULL, monitoring_at TEXT,
+                 resolved_at TEXT);
+             CREATE TABLE incident_updates (id TEXT PRIMARY KEY, incident TEXT NOT NULL,
+                 status TEXT NOT NULL, body TEXT NOT NULL, created_at TEXT NOT NULL,
+                 affected TEXT NOT NULL);
+             INSERT INTO components VALUES ('c1', 'tracker', 'Issue tracker', 'operational',
+                 1, '2026-04-01T00:00:00.000000Z', '2026-04-01T00:00:00.000000Z');
+             INSERT INTO incidents VALUES ('old000000001', 'Old', 'resolved', 'minor',
+                 '2026-04-01T00:00:00.000000Z', '2026-04-01T01:00:00.000000Z',
+                 '2026-04-01T00:00:00.000000Z', NULL, '2026-04-01T01:00:00.000000Z');
+             INSERT INTO incident_updates VALUES ('upd000000001', 'old000000001', 'resolved',
+                 'Fixed.', '2026-04-01T01:00:00.000000Z', '[]');",
+        );
+        let mut store = f.open();
+        let old = store.incident("old000000001").expect("read").expect("old");
+        assert_eq!(old.updates.len(), 1);
+        assert!(old.updates[0].translations.is_empty());
+        assert!(store.component_changes().expect("changes").is_empty());
+
+        // Translations are stored with their update, and read back with it only.
+        let id = store
+            .change_incident(
+                None,
+                &IncidentChange {
+                    name: Some("Sites deleted".into()),
+                    status: IncidentStatus::Identified,
+                    impact: Some(Impact::Major),
+                    message: "Restoring.".into(),
+                    translations: BTreeMap::from([
+                        ("de".to_string(), "Wird wiederhergestellt.".to_string()),
+                        ("ja".to_string(), "復元しています。".to_string()),
+                    ]),
+                    components: BTreeMap::from([(
+                        "tracker".to_string(),
+                        ComponentStatus::PartialOutage,
+                    )]),
+                },
+                "ops",
+            )
+            .expect("create");
+        std::thread::sleep(Duration::from_millis(2));
+        store
+            .change_incident(
+                Some(&id),
+                &IncidentChange {
+                    status: IncidentStatus::Resolved,
+                    message: "Done.".into(),
+                    translations: BTreeMap::from([("de".to_string(), "Fertig.".to_string())]),
+                    ..Default::default()
+                },
+                "ops",
+            )
+            .expect("resolve");
+        let incident = store.incident(&id).expect("read").expect("incident");
+        let translations: Vec<Vec<(&str, &str)>> = incident
+            .updates
+            .iter()
+            .map(|u| {
+                u.translations
+                    .iter()
+                    .map(|(l, t)| (l.as_str(), t.as_str()))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            translations,
+            [
+                vec![("de", "Fertig.")],
+                vec![
+                    ("de", "Wird wiederhergestellt."),
+                    ("ja", "復元しています。")
+                ]
+            ]
+        );
+        let all = store.incidents().expect("incidents");
+        let old = all.iter().find(|i| i.id == "old000000001").expect("old");
+        assert!(old.updates[0].translations.is_empty());
+        // The translations are in the audit entry.
+        let entries = store.entries().expect("audit");
+        let created = entries
+            .iter()
+            .find(|e| e.action == "incident-create")
+            .expect("entry");
+        assert_eq!(created.details["translations"]["ja"], "復元しています。");
+
+        // Each status the tracker took, with its time: the update's, then operational
+        // when the incident was resolved.
+        let changes = store.component_changes().expect("changes");
+        let taken: Vec<(&str, ComponentStatus)> = changes
+            .iter()
+            .map(|c| (c.component.as_str(), c.status))
+            .collect();
+        assert_eq!(
+            taken,
+            [
+                ("c1", ComponentStatus::PartialOutage),
+                ("c1", ComponentStatus::Operational)
+            ]
+        );
+        let resolved =
+            lifeboat_core::time::parse(incident.resolved_at.as_deref().expect("resolved"))
+                .expect("time");
+        assert_eq!(changes[1].at_us, resolved);
+
+        // An empty translation is refused, and nothing is written.
+        let version = store.status_version().expect("version");
+        let refused = store
+            .change_incident(
+                Some(&id),
+                &IncidentChange {
+                    status: IncidentStatus::Resolved,
+                    message: "Again.".into(),
+                    translations: BTreeMap::from([("de".to_string(), " ".to_string())]),
+                    ..Default::default()
+                },
+                "ops",
+            )
+            .expect_err("refused");
+        assert_eq!(refused.kind(), ErrorKind::Usage);
+        assert_eq!(store.status_version().expect("version"), version);
+    }
+
     pub fn incidents_in_statuspage_words(new: New) {
         let f = new();
         let mut store = f.open();
@@ -1236,6 +1373,7 @@ mod contract {
                     status: IncidentStatus::Identified,
                     impact: Some(Impact::Major),
                     message: "A script deleted sites.".into(),
+                    translations: Default::default(),
                     components: BTreeMap::from([(
                         "tracker".to_string(),
                         ComponentStatus::MajorOutage,
@@ -1305,6 +1443,7 @@ mod contract {
             .change_incident(
                 Some(&first),
                 &IncidentChange {
+                    translations: Default::default(),
                     status: IncidentStatus::Monitoring,
                     message: "Restoring.".into(),
                     ..Default::default()
@@ -1334,6 +1473,7 @@ mod contract {
                     status: IncidentStatus::Investigating,
                     impact: None,
                     message: "Slow.".into(),
+                    translations: Default::default(),
                     components: BTreeMap::from([(
                         "tracker".to_string(),
                         ComponentStatus::PartialOutage,
@@ -1357,6 +1497,7 @@ mod contract {
             .change_incident(
                 Some(&first),
                 &IncidentChange {
+                    translations: Default::default(),
                     status: IncidentStatus::Resolved,
                     impact: Some(Impact::Minor),
                     message: "Restored.".into(),
@@ -1379,6 +1520,7 @@ mod contract {
             .change_incident(
                 Some(&second),
                 &IncidentChange {
+                    translations: Default::default(),
                     status: IncidentStatus::Postmortem,
                     message: "What happened.".into(),
                     ..Default::default()
@@ -1428,6 +1570,7 @@ mod contract {
         let message = usage_error(store.change_incident(
             Some(&id),
             &IncidentChange {
+                translations: Default::default(),
                 status: IncidentStatus::Monitoring,
                 message: "Mostly.".into(),
                 components: BTreeMap::from([
@@ -1448,6 +1591,7 @@ mod contract {
         let message = usage_error(store.change_incident(
             Some(&id),
             &IncidentChange {
+                translations: Default::default(),
                 status: IncidentStatus::Resolved,
                 message: "  ".into(),
                 ..Default::default()
@@ -1460,6 +1604,7 @@ mod contract {
         let message = usage_error(store.change_incident(
             Some("nosuchincident"),
             &IncidentChange {
+                translations: Default::default(),
                 status: IncidentStatus::Resolved,
                 message: "Done.".into(),
                 components: BTreeMap::from([("tracker".to_string(), ComponentStatus::Operational)]),
@@ -2345,6 +2490,7 @@ mod contract {
             .change_incident(
                 Some(&first),
                 &IncidentChange {
+                    translations: Default::default(),
                     name: None,
                     status: IncidentStatus::Monitoring,
                     impact: None,
@@ -2581,6 +2727,7 @@ mod contract {
         usage_error(store.change_incident(
             Some(&incident),
             &IncidentChange {
+                translations: Default::default(),
                 message: "x".into(),
                 components: BTreeMap::from([("nope".into(), ComponentStatus::MajorOutage)]),
                 ..Default::default()
@@ -2592,6 +2739,7 @@ mod contract {
             .change_incident(
                 Some(&incident),
                 &IncidentChange {
+                    translations: Default::default(),
                     status: IncidentStatus::Monitoring,
                     message: "Restoring.".into(),
                     ..Default::default()
@@ -2797,6 +2945,7 @@ mod contract {
                 .change_incident(
                     Some(&incident),
                     &IncidentChange {
+                        translations: Default::default(),
                         message: format!("Update {i}."),
                         ..Default::default()
                     },
@@ -2864,6 +3013,7 @@ mod contract {
             .change_incident(
                 None,
                 &IncidentChange {
+                    translations: Default::default(),
                     name: Some("Outage".into()),
                     message: "Looking.".into(),
                     ..Default::default()
@@ -2876,6 +3026,7 @@ mod contract {
             .change_incident(
                 Some(&id),
                 &IncidentChange {
+                    translations: Default::default(),
                     status: IncidentStatus::Identified,
                     message: "Found.".into(),
                     ..Default::default()

@@ -471,6 +471,7 @@ async fn a_campaign_restores_its_tenants_through_two_workers() {
                 status: lifeboat_control::IncidentStatus::Identified,
                 impact: Some(lifeboat_control::Impact::Major),
                 message: "Restoring.".into(),
+                translations: Default::default(),
                 components: BTreeMap::new(),
             },
             "oncall",

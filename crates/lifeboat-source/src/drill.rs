@@ -37,6 +37,8 @@ const SCHEMAS: [(&str, &str); 3] = [
 pub fn config_text(vault_url: &str, urls: &[(String, String)]) -> String {
     let mut text =
         format!("[vault]\nurl = \"{vault_url}\"\n\n[capture]\nflush_interval_ms = 100\n");
+    // A site's users: campaigns and plans count them.
+    text.push_str("\n[guard]\nusers = \"identity.users\"\n");
     for (name, url) in urls {
         text.push_str(&format!(
             "\n[sources.{name}]\nurl = \"{url}\"\ntenant_column = \"site_id\"\n"

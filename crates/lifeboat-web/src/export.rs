@@ -9,18 +9,19 @@ use axum::response::{IntoResponse, Response};
 
 use lifeboat_core::time::now_us;
 
+use crate::i18n::Lang;
 use crate::{error_response, not_found, private_headers, private_unavailable, AppState};
 
 /// Ask for the export (or a new link to it), then back to the page.
 pub(crate) async fn request(State(state): State<AppState>, Path(token): Path<String>) -> Response {
     let Some((_, link_us)) = state.inner.exports.clone() else {
-        return not_found();
+        return not_found(Lang::DEFAULT);
     };
     if !state.snapshot().tenants.contains_key(&token) {
-        return not_found();
+        return not_found(Lang::DEFAULT);
     }
     if !state.control_answering() {
-        return private_unavailable(false);
+        return private_unavailable(Lang::DEFAULT, false);
     }
     let asked = {
         let token = token.clone();
@@ -36,7 +37,7 @@ pub(crate) async fn request(State(state): State<AppState>, Path(token): Path<Str
             )
                 .into_response(),
         ),
-        Ok(false) => not_found(),
+        Ok(false) => not_found(Lang::DEFAULT),
         Err(e) => private_headers(error_response(&e)),
     }
 }
@@ -51,11 +52,11 @@ pub(crate) async fn download(
     Path((token, link)): Path<(String, String)>,
 ) -> Response {
     let Some((dir, _)) = state.inner.exports.clone() else {
-        return not_found();
+        return not_found(Lang::DEFAULT);
     };
     let snapshot = state.snapshot();
     let Some(view) = snapshot.tenants.get(&token) else {
-        return not_found();
+        return not_found(Lang::DEFAULT);
     };
     let Some(export) = view.export.as_ref().filter(|e| e.state == "ready") else {
         return refused(StatusCode::NOT_FOUND, "There is no download for this page.");
@@ -83,7 +84,7 @@ pub(crate) async fn download(
         return refused(StatusCode::NOT_FOUND, "There is no download for this page.");
     };
     if !state.control_answering() {
-        return private_unavailable(false);
+        return private_unavailable(Lang::DEFAULT, false);
     }
     // The store has the last word on the link (the snapshot may be a moment old), and
     // records the download.

@@ -116,7 +116,7 @@ pub(crate) fn routes() -> Router<AppState> {
             "/subscribe",
             get(
                 |State(state): State<AppState>, headers: HeaderMap| async move {
-                    public_response(&state, "/subscribe", &headers)
+                    public_response(&state, "/subscribe", None, &headers)
                 },
             )
             .post(subscribe),
@@ -127,7 +127,7 @@ pub(crate) fn routes() -> Router<AppState> {
             "/support",
             get(
                 |State(state): State<AppState>, headers: HeaderMap| async move {
-                    public_response(&state, "/support", &headers)
+                    public_response(&state, "/support", None, &headers)
                 },
             )
             .post(support),

@@ -1,10 +1,14 @@
 //! The pages for people, readable without JavaScript: the public status page, a tenant's
-//! private page, and the Atom feed of incident updates. Everything interpolated is
-//! escaped.
+//! private page, and the Atom feed of incident updates, each in one language (every text
+//! from the catalogs, `i18n`). Everything interpolated is escaped; times are shown to the
+//! minute in UTC with how long ago they were.
 
+use fluent_bundle::FluentValue;
 use lifeboat_control::{Component, Incident, IncidentUpdate, Maintenance, Stage};
 
+use crate::i18n::{Arg, Lang};
 use crate::snapshot::{PageInfo, Progress, TenantSla, TenantView};
+use crate::uptime::{Uptime, DAYS};
 
 /// Escape text for HTML and XML content and attribute values.
 pub fn escape(text: &str) -> String {
@@ -31,7 +35,12 @@ background:#e8f5e9}.banner.minor{background:#fff8e1}.banner.major{background:#ff
 .banner.critical{background:#ffcdd2}table{width:100%;border-collapse:collapse}\
 td{padding:.4rem 0;border-bottom:1px solid #eee}td.s{text-align:right;color:#555}\
 .update{margin:.5rem 0 .5rem 1rem}.meta{color:#666;font-size:.85rem}\
-progress{width:100%}.stage{font-size:1.3rem;font-weight:600}";
+progress{width:100%}.stage{font-size:1.3rem;font-weight:600}.fallback{color:#666;\
+font-size:.85rem}.langs{text-align:right;font-size:.85rem}.bars{display:flex;gap:1px;\
+height:1.6rem;margin:.2rem 0}.bar{flex:1;background:#66bb6a;border-radius:1px}\
+.bar.degraded_performance,.bar.under_maintenance{background:#ffca28}\
+.bar.partial_outage{background:#ffa726}.bar.major_outage{background:#e53935}\
+.axis{display:flex;justify-content:space-between;color:#666;font-size:.75rem}";
 
 /// The Content-Security-Policy of every response: nothing but the inline stylesheet
 /// (by its hash), no script, no framing, forms only to this server.
@@ -45,24 +54,46 @@ pub fn content_security_policy() -> String {
     )
 }
 
-/// `page` (a rendered public page) with a notice that it has not been updated for `age`.
-pub fn stale_notice(page: &[u8], age: std::time::Duration) -> String {
+/// `page` (a rendered public page) with a notice, in `lang`, that it has not been updated
+/// for `age`.
+pub fn stale_notice(lang: Lang, page: &[u8], age: std::time::Duration) -> String {
     let page = String::from_utf8_lossy(page);
     let notice = format!(
-        "<body><p class=\"banner minor\" id=\"stale\">This page could not be updated for \
-         {} s; it shows the status as it was then.</p>",
-        age.as_secs()
+        "<body><p class=\"banner minor\" id=\"stale\">{}</p>",
+        t(lang, "stale", &[("seconds", age.as_secs().into())])
     );
     page.replacen("<body>", &notice, 1)
 }
 
-fn words(status: &str) -> String {
-    let text = status.replace('_', " ");
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => text,
-    }
+/// Message `id` in `lang`, escaped.
+fn t(lang: Lang, id: &str, args: &[(&str, Arg)]) -> String {
+    escape(&lang.text(id, args))
+}
+
+/// Message `id` with the already escaped HTML `html` as its `$name`: markup inside a
+/// sentence whose word order the language decides.
+fn t_html(lang: Lang, id: &str, name: &str, html: &str) -> String {
+    // A marker no catalog text contains stands for the markup while the rest is escaped.
+    const MARK: &str = "\u{E000}";
+    let text = lang.text(id, &[(name, FluentValue::from(MARK))]);
+    escape(&text).replace(MARK, html)
+}
+
+/// A stored RFC 3339 time for people: `Apr 12, 14:32 UTC (3 hours ago)`, in a `<time>`
+/// element whose machine-readable value is to the second.
+fn when(lang: Lang, time: &str, now: i64) -> String {
+    let Ok(us) = lifeboat_core::time::parse(time) else {
+        return String::new();
+    };
+    let machine = chrono::DateTime::from_timestamp_micros(us)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default();
+    format!(
+        "<time datetime=\"{}\">{}</time> <span class=\"ago\">({})</span>",
+        escape(&machine),
+        escape(&lang.time(us, now)),
+        escape(&lang.relative(us, now))
+    )
 }
 
 fn percent(part: u64, whole: u64) -> String {
@@ -73,88 +104,169 @@ fn percent(part: u64, whole: u64) -> String {
     }
 }
 
-fn head(title: &str, refresh: u32) -> String {
+fn head(lang: Lang, title: &str, refresh: u32) -> String {
     format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+        "<!DOCTYPE html>\n<html lang=\"{}\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <meta http-equiv=\"refresh\" content=\"{refresh}\">\
          <title>{}</title><style>{STYLE}</style>\
-         <link rel=\"alternate\" type=\"application/atom+xml\" href=\"/history.atom\">\
+         <link rel=\"alternate\" type=\"application/atom+xml\" href=\"/history.atom?lang={}\">\
          </head><body>",
-        escape(title)
+        lang.code(),
+        escape(title),
+        lang.code()
     )
 }
 
-/// The public page: overall status, components, current incidents with their updates,
-/// maintenance going on and scheduled, and every campaign's progress as counts.
-pub fn public_page(
-    page: &PageInfo,
-    components: &[Component],
-    incidents: &[Incident],
-    (active, upcoming): (&[&Maintenance], &[&Maintenance]),
-    progress: &[Progress],
-    (indicator, description): (&str, &str),
-) -> String {
-    let mut out = head(&page.name, 30);
+/// Links to the page in every language, each named in its own language.
+fn language_links(lang: Lang) -> String {
+    let links: Vec<String> = Lang::ALL
+        .into_iter()
+        .map(|l| {
+            let name = t(l, "language-name", &[]);
+            if l == lang {
+                format!("<strong lang=\"{}\">{name}</strong>", l.code())
+            } else {
+                format!(
+                    "<a href=\"?lang={0}\" hreflang=\"{0}\" lang=\"{0}\">{name}</a>",
+                    l.code()
+                )
+            }
+        })
+        .collect();
+    format!("<nav class=\"langs\">{}</nav>", links.join(" · "))
+}
+
+/// An update's text in `lang`: its translation, or its default text marked as shown in
+/// the default language.
+fn update_body(lang: Lang, update: &IncidentUpdate) -> String {
+    if lang == Lang::DEFAULT {
+        return escape(&update.body);
+    }
+    match update.translations.get(lang.code()) {
+        Some(text) => escape(text),
+        None => format!(
+            "<span lang=\"{}\">{}</span> <span class=\"fallback\">{}</span>",
+            Lang::DEFAULT.code(),
+            escape(&update.body),
+            t(lang, "shown-in-default", &[])
+        ),
+    }
+}
+
+fn updates_html(lang: Lang, incident: &Incident, now: i64) -> String {
+    let mut out = String::new();
+    for update in &incident.updates {
+        out.push_str(&format!(
+            "<div class=\"update\"><strong>{}</strong> — {}<div class=\"meta\">{}</div></div>",
+            t(
+                lang,
+                &format!("incident-status-{}", update.status.as_str()),
+                &[]
+            ),
+            update_body(lang, update),
+            when(lang, &update.created_at, now)
+        ));
+    }
+    out
+}
+
+/// Everything the public page shows, read once per snapshot.
+pub struct PublicView<'a> {
+    pub page: &'a PageInfo,
+    pub components: &'a [Component],
+    pub incidents: &'a [Incident],
+    pub progress: &'a [Progress],
+    pub uptime: &'a [Uptime],
+    /// Maintenance going on, and scheduled.
+    pub maintenance: (&'a [&'a Maintenance], &'a [&'a Maintenance]),
+    /// Statuspage's overall indicator: `none`, `minor`, `major`, `critical`,
+    /// `maintenance`.
+    pub indicator: &'a str,
+    pub now_us: i64,
+}
+
+/// The public page in `lang`: overall status, current incidents with their updates and
+/// campaign progress, components with their uptime bars, past incidents with theirs.
+pub fn public_page(lang: Lang, view: &PublicView) -> String {
+    let now = view.now_us;
+    let mut out = head(lang, &view.page.name, 30);
+    out.push_str(&language_links(lang));
     out.push_str(&format!(
         "<h1>{}</h1><p class=\"banner {indicator}\" id=\"status\">{}</p>",
-        escape(&page.name),
-        escape(description)
+        escape(&view.page.name),
+        t(lang, &format!("indicator-{}", view.indicator), &[]),
+        indicator = escape(view.indicator),
     ));
-    let open: Vec<&Incident> = incidents
-        .iter()
-        .filter(|i| !i.status.is_resolved())
-        .collect();
-    for incident in &open {
-        out.push_str(&format!(
-            "<section class=\"incident\" id=\"incident-{}\"><h2>{}</h2>\
-             <p class=\"meta\">{} · impact {}</p>",
-            escape(&incident.id),
+    // Current incidents are headings of the page, past ones of their section.
+    let incident_head = |incident: &Incident, level: u8| {
+        format!(
+            "<h{level}>{}</h{level}><p class=\"meta\">{} · {}</p>",
             escape(&incident.name),
-            escape(&words(incident.status.as_str())),
-            escape(incident.impact.as_str())
+            t(
+                lang,
+                &format!("incident-status-{}", incident.status.as_str()),
+                &[]
+            ),
+            t(lang, &format!("impact-{}", incident.impact.as_str()), &[])
+        )
+    };
+    for incident in view.incidents.iter().filter(|i| !i.status.is_resolved()) {
+        out.push_str(&format!(
+            "<section class=\"incident\" id=\"incident-{}\">",
+            escape(&incident.id)
         ));
-        for p in progress.iter().filter(|p| p.incident == incident.id) {
-            out.push_str(&progress_html(p));
+        out.push_str(&incident_head(incident, 2));
+        for p in view.progress.iter().filter(|p| p.incident == incident.id) {
+            out.push_str(&progress_html(lang, p, now));
         }
-        for update in &incident.updates {
-            out.push_str(&format!(
-                "<div class=\"update\"><strong>{}</strong> — {}<div class=\"meta\">{}</div></div>",
-                escape(&words(update.status.as_str())),
-                escape(&update.body),
-                escape(&update.created_at)
-            ));
-        }
+        out.push_str(&updates_html(lang, incident, now));
         out.push_str("</section>");
     }
-    out.push_str(&maintenance_html(active, upcoming));
-    out.push_str("<h2>Components</h2><table>");
-    for c in components {
+    out.push_str(&maintenance_html(view.maintenance.0, view.maintenance.1));
+    out.push_str(&format!("<h2>{}</h2><table>", t(lang, "components", &[])));
+    for c in view.components {
         out.push_str(&format!(
             "<tr><td>{}</td><td class=\"s\">{}</td></tr>",
             escape(&c.name),
-            escape(&words(c.status.as_str()))
+            t(
+                lang,
+                &format!("component-status-{}", c.status.as_str()),
+                &[]
+            )
         ));
+        if let Some(uptime) = view.uptime.iter().find(|u| u.component == c.id) {
+            out.push_str(&format!(
+                "<tr><td colspan=\"2\">{}</td></tr>",
+                uptime_html(lang, uptime, now)
+            ));
+        }
     }
     out.push_str("</table>");
-    let past: Vec<&Incident> = incidents
+    let past: Vec<&Incident> = view
+        .incidents
         .iter()
         .filter(|i| i.status.is_resolved())
         .take(10)
         .collect();
     if !past.is_empty() {
-        out.push_str("<h2>Past incidents</h2>");
+        out.push_str(&format!("<h2>{}</h2>", t(lang, "past-incidents", &[])));
         for incident in past {
             out.push_str(&format!(
-                "<p id=\"incident-{}\"><strong>{}</strong> \
-                 <span class=\"meta\">resolved {}</span></p>",
-                escape(&incident.id),
-                escape(&incident.name),
-                escape(incident.resolved_at.as_deref().unwrap_or(""))
+                "<section class=\"incident past\" id=\"incident-{}\">",
+                escape(&incident.id)
             ));
-            for p in progress.iter().filter(|p| p.incident == incident.id) {
-                out.push_str(&progress_html(p));
+            out.push_str(&incident_head(incident, 3));
+            if let Some(resolved) = &incident.resolved_at {
+                out.push_str(&format!(
+                    "<p class=\"meta\">{}</p>",
+                    t_html(lang, "resolved-at", "time", &when(lang, resolved, now))
+                ));
             }
+            for p in view.progress.iter().filter(|p| p.incident == incident.id) {
+                out.push_str(&progress_html(lang, p, now));
+            }
+            out.push_str(&updates_html(lang, incident, now));
             if let Some(body) = &incident.postmortem_body {
                 out.push_str(&format!(
                     "<section class=\"postmortem\" id=\"postmortem-{}\">{}</section>",
@@ -162,17 +274,21 @@ pub fn public_page(
                     crate::markdown::to_html(body)
                 ));
             }
+            out.push_str("</section>");
         }
     }
     out.push_str(&format!(
         "<h2>Get updates</h2>{}",
-        crate::forms::subscribe_form(components)
+        crate::forms::subscribe_form(view.components)
     ));
-    out.push_str(
-        "<p class=\"meta\"><a href=\"/history.atom\">Atom feed</a> · \
-                  <a href=\"/api/v2/summary.json\">JSON</a> · \
-                  <a href=\"/support\">Contact support</a></p></body></html>\n",
-    );
+    out.push_str(&format!(
+        "<p class=\"meta\"><a href=\"/history.atom?lang={}\">{}</a> · \
+         <a href=\"/api/v2/summary.json\">{}</a> · \
+         <a href=\"/support\">Contact support</a></p></body></html>\n",
+        lang.code(),
+        t(lang, "atom-feed", &[]),
+        t(lang, "json-feed", &[])
+    ));
     out
 }
 
@@ -193,7 +309,7 @@ fn maintenance_html(active: &[&Maintenance], upcoming: &[&Maintenance]) -> Strin
                  <p class=\"meta\">{} · {} to {}</p>",
                 escape(&m.id),
                 escape(&m.name),
-                escape(&words(m.status.as_str())),
+                escape(&m.status.as_str().replace('_', " ")),
                 escape(&m.scheduled_for),
                 escape(&m.scheduled_until)
             ));
@@ -206,77 +322,156 @@ fn maintenance_html(active: &[&Maintenance], upcoming: &[&Maintenance]) -> Strin
     out
 }
 
-fn progress_html(p: &Progress) -> String {
+/// A component's last days as bars (each titled with its day and outage), then its uptime.
+fn uptime_html(lang: Lang, uptime: &Uptime, now: i64) -> String {
+    let mut out = String::from("<div class=\"bars\">");
+    for day in &uptime.days {
+        let name = lang.day(day.start_us, now);
+        let minutes = (day.down_us + 59_999_999) / 60_000_000;
+        let title = if minutes == 0 {
+            t(lang, "uptime-day-up", &[("day", name.into())])
+        } else {
+            t(
+                lang,
+                "uptime-day-down",
+                &[("day", name.into()), ("minutes", minutes.into())],
+            )
+        };
+        out.push_str(&format!(
+            "<span class=\"bar {}\" title=\"{title}\"></span>",
+            day.worst.as_str()
+        ));
+    }
+    // Two decimals, never rounded up to a perfect record.
+    let percent = (uptime.percent * 100.0).floor() / 100.0;
+    out.push_str(&format!(
+        "</div><div class=\"axis\"><span>{}</span><span class=\"uptime\">{}</span><span>{}</span></div>",
+        t(lang, "uptime-days", &[("days", DAYS.into())]),
+        t(lang, "uptime-percent", &[("percent", format!("{percent:.2}").into())]),
+        t(lang, "uptime-today", &[])
+    ));
+    out
+}
+
+fn progress_html(lang: Lang, p: &Progress, now: i64) -> String {
+    let eta = match (&p.eta, p.tenants_restored + p.tenants_failed == p.tenants) {
+        (_, true) => t(lang, "complete", &[]),
+        (Some(eta), _) => t_html(lang, "estimated-completion", "time", &when(lang, eta, now)),
+        (None, _) => t(lang, "estimating-completion", &[]),
+    };
+    let failed = if p.tenants_failed > 0 {
+        format!(
+            " {}",
+            t(
+                lang,
+                "need-attention",
+                &[("count", p.tenants_failed.into())]
+            )
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "<div class=\"campaign\" id=\"campaign-{id}\"><p>Recovery: \
-         <span class=\"tenants\">{tr} of {t} customers restored ({tp})</span>, \
-         <span class=\"users\">{ur} of {u} users ({up})</span>.</p>\
+        "<div class=\"campaign\" id=\"campaign-{id}\"><p>{label} \
+         <span class=\"tenants\">{customers}</span> · <span class=\"users\">{users}</span></p>\
          <progress max=\"{t}\" value=\"{tr}\">{tp}</progress>\
-         <p class=\"meta\">Data restored to {target}. Started {start}. {eta}{failed}</p></div>",
+         <p class=\"meta\">{target} {start} {eta}{failed}</p></div>",
         id = escape(&p.campaign),
+        label = t(lang, "recovery", &[]),
+        customers = t(
+            lang,
+            "progress-customers",
+            &[
+                ("restored", p.tenants_restored.into()),
+                ("total", p.tenants.into()),
+                ("percent", percent(p.tenants_restored, p.tenants).into()),
+            ]
+        ),
+        users = t(
+            lang,
+            "progress-users",
+            &[
+                ("restored", p.users_restored.into()),
+                ("total", p.users.into()),
+                ("percent", percent(p.users_restored, p.users).into()),
+            ]
+        ),
         tr = p.tenants_restored,
         t = p.tenants,
         tp = percent(p.tenants_restored, p.tenants),
-        ur = p.users_restored,
-        u = p.users,
-        up = percent(p.users_restored, p.users),
-        target = escape(&p.target_time),
-        start = escape(&p.started_at),
-        eta = match (&p.eta, p.tenants_restored + p.tenants_failed == p.tenants) {
-            (_, true) => "Complete.".to_string(),
-            (Some(eta), _) => format!("Estimated completion {}.", escape(eta)),
-            (None, _) => "Estimating completion time.".to_string(),
-        },
-        failed = if p.tenants_failed > 0 {
-            format!(" {} need attention from our team.", p.tenants_failed)
-        } else {
-            String::new()
-        },
+        target = t_html(
+            lang,
+            "restored-to",
+            "time",
+            &when(lang, &p.target_time, now)
+        ),
+        start = t_html(lang, "started", "time", &when(lang, &p.started_at, now)),
     )
 }
 
-/// A tenant's private page: its own stage, place in the queue, ETA, restore point, and
-/// the accept button when its acceptance is awaited.
-pub fn tenant_page(page: &PageInfo, token: &str, view: &TenantView, offer_export: bool) -> String {
-    let mut out = head(&format!("{} — your recovery", page.name), 20);
+/// A tenant's private page in `lang`: its own stage, place in the queue, ETA, restore
+/// point, and the accept button when its acceptance is awaited.
+pub fn tenant_page(
+    lang: Lang,
+    page: &PageInfo,
+    token: &str,
+    view: &TenantView,
+    now: i64,
+    offer_export: bool,
+) -> String {
+    let mut out = head(
+        lang,
+        &lang.text("tenant-title", &[("page", page.name.as_str().into())]),
+        20,
+    );
+    out.push_str(&language_links(lang));
     out.push_str(&format!(
-        "<h1>Your data recovery</h1><p class=\"meta\">{}</p>\
-         <p class=\"stage\" id=\"stage\">{}</p>",
+        "<h1>{}</h1><p class=\"meta\">{}</p><p class=\"stage\" id=\"stage\">{}</p>",
+        t(lang, "tenant-heading", &[]),
         escape(&view.incident_name),
-        escape(&stage_words(view.stage))
+        stage_words(lang, view.stage)
     ));
     if let Some(position) = view.position {
         out.push_str(&format!(
-            "<p id=\"position\">Place in the recovery queue: {position}</p>"
+            "<p id=\"position\">{}</p>",
+            t(lang, "queue-place", &[("place", position.into())])
         ));
     }
     match &view.eta {
         Some(eta) => out.push_str(&format!(
-            "<p id=\"eta\">Estimated time of restoration: {}</p>",
-            escape(eta)
+            "<p id=\"eta\">{}</p>",
+            t_html(lang, "eta", "time", &when(lang, eta, now))
         )),
-        None if view.position.is_some() => {
-            out.push_str("<p id=\"eta\">Estimating the time of restoration.</p>")
-        }
+        None if view.position.is_some() => out.push_str(&format!(
+            "<p id=\"eta\">{}</p>",
+            t(lang, "eta-estimating", &[])
+        )),
         None => {}
     }
     out.push_str(&format!(
-        "<p id=\"target\">Your data is restored as it was at {}.</p>",
-        escape(&view.target_time)
+        "<p id=\"target\">{}</p>",
+        t_html(
+            lang,
+            "tenant-target",
+            "time",
+            &when(lang, &view.target_time, now)
+        )
     ));
     if let Some(sla) = &view.sla {
         out.push_str(&sla_html(sla));
     }
     if view.stage == Stage::AwaitingAcceptance {
         out.push_str(&format!(
-            "<form method=\"post\" action=\"/t/{}/accept\"><p>Please check your data and \
-             confirm that it is complete.</p><button type=\"submit\" id=\"accept\">\
-             Accept the restored data</button></form>",
-            escape(token)
+            "<form method=\"post\" action=\"/t/{}/accept?lang={}\"><p>{}</p>\
+             <button type=\"submit\" id=\"accept\">{}</button></form>",
+            escape(token),
+            lang.code(),
+            t(lang, "accept-prompt", &[]),
+            t(lang, "accept-button", &[])
         ));
     }
     if view.stage == Stage::Failed {
-        out.push_str("<p>Our team has been alerted and is working on your recovery.</p>");
+        out.push_str(&format!("<p>{}</p>", t(lang, "team-alerted", &[])));
     }
     if offer_export {
         out.push_str(&export_block(token, view, lifeboat_core::time::now_us()));
@@ -346,20 +541,13 @@ fn sla_html(sla: &TenantSla) -> String {
     )
 }
 
-pub fn stage_words(stage: Stage) -> String {
-    match stage {
-        Stage::Queued => "Queued for recovery",
-        Stage::Restoring => "Restoring your data",
-        Stage::Verifying => "Verifying your restored data",
-        Stage::AwaitingAcceptance => "Restored: awaiting your acceptance",
-        Stage::Restored => "Restored",
-        Stage::Failed => "Recovery needs attention",
-    }
-    .to_string()
+/// A stage in words for the tenant, escaped.
+pub fn stage_words(lang: Lang, stage: Stage) -> String {
+    t(lang, &format!("stage-{}", stage.as_str()), &[])
 }
 
-/// The Atom feed: one entry per incident update, newest first.
-pub fn atom_feed(page: &PageInfo, incidents: &[Incident], updated: &str) -> String {
+/// The Atom feed in `lang`: one entry per incident update, newest first.
+pub fn atom_feed(lang: Lang, page: &PageInfo, incidents: &[Incident], updated: &str) -> String {
     let mut entries: Vec<(&Incident, &IncidentUpdate)> = incidents
         .iter()
         .flat_map(|i| i.updates.iter().map(move |u| (i, u)))
@@ -367,29 +555,39 @@ pub fn atom_feed(page: &PageInfo, incidents: &[Incident], updated: &str) -> Stri
     entries.sort_by(|a, b| b.1.created_at.cmp(&a.1.created_at));
     let mut out = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
-         <feed xmlns=\"http://www.w3.org/2005/Atom\" xml:lang=\"en\">\
-         <id>tag:lifeboat,{id}:history</id><title>{name} status history</title>\
-         <updated>{updated}</updated><link rel=\"alternate\" type=\"text/html\" href=\"{url}/\"/>\
-         <link rel=\"self\" type=\"application/atom+xml\" href=\"{url}/history.atom\"/>",
+         <feed xmlns=\"http://www.w3.org/2005/Atom\" xml:lang=\"{lang}\">\
+         <id>tag:lifeboat,{id}:history</id><title>{title}</title>\
+         <updated>{updated}</updated><link rel=\"alternate\" type=\"text/html\" href=\"{url}/?lang={lang}\"/>\
+         <link rel=\"self\" type=\"application/atom+xml\" href=\"{url}/history.atom?lang={lang}\"/>",
+        lang = lang.code(),
         id = escape(&page.id),
-        name = escape(&page.name),
+        title = t(lang, "feed-title", &[("page", page.name.as_str().into())]),
         updated = escape(updated),
         url = escape(&page.url),
     );
     for (incident, update) in entries.into_iter().take(100) {
+        let body = match update.translations.get(lang.code()) {
+            Some(text) if lang != Lang::DEFAULT => text.clone(),
+            _ => update.body.clone(),
+        };
         out.push_str(&format!(
             "<entry><id>tag:lifeboat,{pid}:update:{uid}</id><title>{name}</title>\
              <updated>{at}</updated><published>{at}</published>\
-             <link rel=\"alternate\" type=\"text/html\" href=\"{url}/#incident-{iid}\"/>\
+             <link rel=\"alternate\" type=\"text/html\" href=\"{url}/?lang={lang}#incident-{iid}\"/>\
              <content type=\"text\">{status} — {body}</content></entry>",
             pid = escape(&page.id),
             uid = escape(&update.id),
             name = escape(&incident.name),
             at = escape(&update.created_at),
             url = escape(&page.url),
+            lang = lang.code(),
             iid = escape(&incident.id),
-            status = escape(&words(update.status.as_str())),
-            body = escape(&update.body),
+            status = t(
+                lang,
+                &format!("incident-status-{}", update.status.as_str()),
+                &[]
+            ),
+            body = escape(&body),
         ));
     }
     out.push_str("</feed>\n");

@@ -6,10 +6,12 @@ pub mod embed;
 mod export;
 pub mod forms;
 pub mod html;
+pub mod i18n;
 pub mod markdown;
 pub mod observe;
 mod server;
 pub mod snapshot;
+pub mod uptime;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -17,7 +19,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -32,6 +34,8 @@ use tower_http::timeout::TimeoutLayer;
 use lifeboat_control::{ControlStore, IncidentChange, Stage};
 use lifeboat_core::time::now_us;
 use lifeboat_core::{Error, ErrorKind};
+
+use crate::i18n::Lang;
 
 pub use server::{serve, Limits};
 pub use snapshot::{PageInfo, Snapshot};
@@ -288,8 +292,10 @@ pub fn router(state: AppState) -> Router {
         public = public.route(
             path,
             get(
-                move |State(state): State<AppState>, headers: HeaderMap| async move {
-                    public_response(&state, path, &headers)
+                move |State(state): State<AppState>,
+                      RawQuery(query): RawQuery,
+                      headers: HeaderMap| async move {
+                    public_response(&state, path, query.as_deref(), &headers)
                 },
             ),
         );
@@ -379,15 +385,35 @@ async fn readyz(State(state): State<AppState>) -> Response {
     .await
 }
 
-fn public_response(state: &AppState, path: &'static str, headers: &HeaderMap) -> Response {
+/// The language of a request for a page: `?lang=`, then `Accept-Language`, then English.
+pub fn request_lang(query: Option<&str>, headers: &HeaderMap) -> Lang {
+    let asked = query.and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("lang=")));
+    let accepted = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok());
+    Lang::negotiate(asked, accepted)
+}
+
+fn public_response(
+    state: &AppState,
+    path: &'static str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Response {
     let snapshot = state.snapshot();
-    let Some(body) = snapshot.bodies.get(path) else {
+    let localized = snapshot::PAGE_PATHS.contains(&path);
+    let lang = if localized {
+        request_lang(query, headers)
+    } else {
+        Lang::DEFAULT
+    };
+    let Some(body) = snapshot.body(path, lang) else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let age = state.snapshot_age();
     // The control store does not answer: the page says since when it is not updated.
     let notice = (body.content_type.starts_with("text/html") && !state.control_answering())
-        .then(|| html::stale_notice(&body.bytes, age));
+        .then(|| html::stale_notice(lang, &body.bytes, age));
     let with_type = |bytes: Body| {
         let mut r = Response::new(bytes);
         r.headers_mut().insert(
@@ -421,6 +447,9 @@ fn public_response(state: &AppState, path: &'static str, headers: &HeaderMap) ->
         HeaderValue::from_static("public, max-age=5"),
     );
     h.insert(SNAPSHOT_AGE, HeaderValue::from(age.as_secs()));
+    if localized {
+        h.insert(header::VARY, HeaderValue::from_static("accept-language"));
+    }
     response
 }
 
@@ -431,28 +460,33 @@ fn private_headers(mut response: Response) -> Response {
     response
 }
 
-fn not_found() -> Response {
+fn not_found(lang: Lang) -> Response {
     private_headers(
         (
             StatusCode::NOT_FOUND,
-            "This recovery link is not valid. Please check the link in your message.\n",
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{}\n", lang.text("link-invalid", &[])),
         )
             .into_response(),
     )
 }
 
 /// A private page while the control store does not answer: its stage may be out of date.
-fn private_unavailable(json: bool) -> Response {
-    const MESSAGE: &str = "Your recovery status is briefly unavailable. Please try again in a \
-                           minute.";
+fn private_unavailable(lang: Lang, json: bool) -> Response {
+    let message = lang.text("private-unavailable", &[]);
     let mut response = if json {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"error": MESSAGE})),
+            Json(json!({"error": message})),
         )
             .into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("{MESSAGE}\n")).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{message}\n"),
+        )
+            .into_response()
     };
     response
         .headers_mut()
@@ -460,25 +494,47 @@ fn private_unavailable(json: bool) -> Response {
     private_headers(response)
 }
 
-async fn tenant_page(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+async fn tenant_page(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let lang = request_lang(query.as_deref(), &headers);
     let snapshot = state.snapshot();
     match snapshot.tenants.get(&token) {
-        Some(_) if !state.control_answering() => private_unavailable(false),
+        Some(_) if !state.control_answering() => private_unavailable(lang, false),
         Some(view) => private_headers(
             (
-                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-                html::tenant_page(&snapshot.page, &token, view, state.inner.exports.is_some()),
+                [
+                    (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                    (header::VARY, "accept-language"),
+                ],
+                html::tenant_page(
+                    lang,
+                    &snapshot.page,
+                    &token,
+                    view,
+                    now_us(),
+                    state.inner.exports.is_some(),
+                ),
             )
                 .into_response(),
         ),
-        None => not_found(),
+        None => not_found(lang),
     }
 }
 
-async fn tenant_json(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+async fn tenant_json(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let lang = request_lang(query.as_deref(), &headers);
     let snapshot = state.snapshot();
     match snapshot.tenants.get(&token) {
-        Some(_) if !state.control_answering() => private_unavailable(true),
+        Some(_) if !state.control_answering() => private_unavailable(lang, true),
         Some(view) => private_headers(
             Json(json!({
                 "tenant": view.tenant,
@@ -491,28 +547,35 @@ async fn tenant_json(State(state): State<AppState>, Path(token): Path<String>) -
             }))
             .into_response(),
         ),
-        None => not_found(),
+        None => not_found(lang),
     }
 }
 
 /// Accept the restored data. Only a tenant awaiting acceptance reaches the control store;
 /// nothing is written or rebuilt for any other.
-async fn tenant_accept(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+async fn tenant_accept(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let lang = request_lang(query.as_deref(), &headers);
+    // Back to the page, in the language the form asked for.
+    let asked = query.as_deref().is_some_and(|q| q.contains("lang="));
     let back = |token: &str| {
-        private_headers(
-            (
-                StatusCode::SEE_OTHER,
-                [(header::LOCATION, format!("/t/{token}"))],
-            )
-                .into_response(),
-        )
+        let location = if asked {
+            format!("/t/{token}?lang={lang}")
+        } else {
+            format!("/t/{token}")
+        };
+        private_headers((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response())
     };
     let awaiting = match state.snapshot().tenants.get(&token) {
-        None => return not_found(),
+        None => return not_found(lang),
         Some(view) => view.stage == Stage::AwaitingAcceptance,
     };
     if !state.control_answering() {
-        return private_unavailable(false);
+        return private_unavailable(lang, false);
     }
     if !awaiting {
         return back(&token);
@@ -585,6 +648,9 @@ struct IncidentBody {
     #[serde(default)]
     impact: Option<String>,
     message: String,
+    /// The message in other languages: language code -> text.
+    #[serde(default)]
+    messages: BTreeMap<String, String>,
     /// Who is making the change, for the audit log (default `operator-api`).
     #[serde(default)]
     by: Option<String>,
@@ -657,6 +723,7 @@ async fn operator_create(
         body.status.as_deref().unwrap_or("investigating"),
         body.impact.as_deref(),
         body.message,
+        body.messages,
         &body.components,
     );
     match change {
@@ -672,6 +739,7 @@ fn incident_change(
     status: &str,
     impact: Option<&str>,
     message: String,
+    messages: BTreeMap<String, String>,
     components: &BTreeMap<String, String>,
 ) -> lifeboat_core::Result<IncidentChange> {
     Ok(IncidentChange {
@@ -679,6 +747,7 @@ fn incident_change(
         status: status.parse()?,
         impact: impact.map(str::parse).transpose()?,
         message,
+        translations: i18n::check_translations(messages)?,
         components: components
             .iter()
             .map(|(source, status)| Ok((source.clone(), status.parse()?)))
@@ -755,6 +824,7 @@ async fn post_update(
             body.impact.as_deref()
         },
         body.message,
+        body.messages,
         &body.components,
     );
     match change {

@@ -1,6 +1,7 @@
-//! The snapshot: every public body (Statuspage v2 JSON, the HTML page, the Atom feed)
-//! rendered once from the control store, with its ETag, and every private tenant view by
-//! link token. Requests read the current snapshot; nothing queries per request.
+//! The snapshot: every public body (Statuspage v2 JSON; the HTML page and the Atom feed in
+//! every language) rendered once from the control store, with its ETag, and every private
+//! tenant view by link token. Requests read the current snapshot; nothing queries or
+//! renders per request except a tenant's own page.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -17,6 +18,7 @@ use lifeboat_core::vault::sha256_hex;
 use lifeboat_core::Result;
 
 use crate::html;
+use crate::i18n::Lang;
 
 /// What the page is called and where it lives.
 #[derive(Debug, Clone)]
@@ -129,11 +131,17 @@ pub struct Snapshot {
     pub version: i64,
     pub built_at_us: i64,
     pub page: PageInfo,
+    /// The JSON bodies, by path.
     pub bodies: HashMap<&'static str, Rendered>,
+    /// The pages for people, by path and language.
+    pub pages: HashMap<(&'static str, Lang), Rendered>,
     pub tenants: HashMap<String, TenantView>,
     /// Tenants of each campaign by stage: (campaign, stage) → count (for `/metrics`).
     pub stages: BTreeMap<(String, String), u64>,
 }
+
+/// The public paths rendered in every language.
+pub const PAGE_PATHS: [&str; 2] = ["/", "/history.atom"];
 
 /// The public paths and what they serve.
 pub const JSON_PATHS: [&str; 8] = [
@@ -421,6 +429,15 @@ fn add_sla(
 }
 
 impl Snapshot {
+    /// The body of public `path` for a reader of `lang` (the JSON is the same for all).
+    pub fn body(&self, path: &str, lang: Lang) -> Option<&Rendered> {
+        PAGE_PATHS
+            .iter()
+            .find(|p| **p == path)
+            .and_then(|p| self.pages.get(&(*p, lang)))
+            .or_else(|| self.bodies.get(path))
+    }
+
     /// Read everything the pages show from the control store and render it.
     pub fn build(control: &mut ControlStore, page: &PageInfo) -> Result<Snapshot> {
         let version = control.status_version()?;
@@ -442,6 +459,9 @@ impl Snapshot {
         if let Some(sla) = &page.sla {
             add_sla(control, sla, &campaigns, &mut views)?;
         }
+        let changes = control.component_changes()?;
+        let component_ids: Vec<String> = components.iter().map(|c| c.id.clone()).collect();
+        let uptime = crate::uptime::uptime(&component_ids, &changes, &incidents, now);
         let mut stages = BTreeMap::new();
         for t in &tenants {
             *stages
@@ -564,21 +584,6 @@ impl Snapshot {
             })),
         );
         bodies.insert(
-            "/",
-            Rendered::new(
-                html::public_page(
-                    page,
-                    &components,
-                    &incidents,
-                    (&active, &upcoming),
-                    &progress,
-                    (indicator, description),
-                )
-                .into_bytes(),
-                "text/html; charset=utf-8",
-            ),
-        );
-        bodies.insert(
             "/subscribe",
             Rendered::new(
                 crate::forms::subscribe_page(page, &components).into_bytes(),
@@ -592,18 +597,39 @@ impl Snapshot {
                 "text/html; charset=utf-8",
             ),
         );
-        bodies.insert(
-            "/history.atom",
-            Rendered::new(
-                html::atom_feed(page, &incidents, &updated_at).into_bytes(),
-                "application/atom+xml",
-            ),
-        );
+        let view = html::PublicView {
+            page,
+            components: &components,
+            incidents: &incidents,
+            progress: &progress,
+            uptime: &uptime,
+            maintenance: (&active, &upcoming),
+            indicator,
+            now_us: now,
+        };
+        let mut pages = HashMap::new();
+        for lang in Lang::ALL {
+            pages.insert(
+                ("/", lang),
+                Rendered::new(
+                    html::public_page(lang, &view).into_bytes(),
+                    "text/html; charset=utf-8",
+                ),
+            );
+            pages.insert(
+                ("/history.atom", lang),
+                Rendered::new(
+                    html::atom_feed(lang, page, &incidents, &updated_at).into_bytes(),
+                    "application/atom+xml",
+                ),
+            );
+        }
         Ok(Snapshot {
             version,
             built_at_us: now,
             page: page.clone(),
             bodies,
+            pages,
             tenants: views,
             stages,
         })

@@ -115,6 +115,7 @@ fn fixture_with(limits: Limits) -> Fixture {
                 status: IncidentStatus::Investigating,
                 impact: Some(Impact::Minor),
                 message: "Searches are slow.".into(),
+                translations: Default::default(),
                 components: BTreeMap::from([("wiki".into(), ComponentStatus::DegradedPerformance)]),
             },
             "ops",
@@ -139,6 +140,10 @@ fn fixture_with(limits: Limits) -> Fixture {
                 status: IncidentStatus::Identified,
                 impact: Some(Impact::Critical),
                 message: "We are restoring the <affected> sites & their data.".into(),
+                translations: BTreeMap::from([(
+                    "de".into(),
+                    "Wir stellen die <betroffenen> Sites & ihre Daten wieder her.".into(),
+                )]),
                 components: BTreeMap::from([("tracker".into(), ComponentStatus::PartialOutage)]),
             },
             "ops",
@@ -404,6 +409,138 @@ async fn caching_head_and_the_feed() {
     );
 }
 
+async fn get_with(
+    state: &AppState,
+    path: &str,
+    accept_language: &str,
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    let (status, headers, body) = call(
+        state,
+        Request::get(path)
+            .header(header::ACCEPT_LANGUAGE, accept_language)
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    (status, headers, String::from_utf8(body).expect("utf8"))
+}
+
+/// RFC 3339 with microseconds, as stored: never on a page for people.
+fn has_raw_time(text: &str) -> bool {
+    text.as_bytes()
+        .windows(8)
+        .any(|w| w[0] == b'.' && w[1..7].iter().all(u8::is_ascii_digit) && w[7] == b'Z')
+}
+
+#[tokio::test]
+async fn the_public_page_speaks_the_readers_language_by_query_then_header() {
+    let f = fixture_store();
+    let (_, en_headers, en) = get_with(&f.state, "/", "").await;
+    let (_, de_headers, de) = get_with(&f.state, "/?lang=de", "ja").await;
+    let (_, _, de_by_header) = get_with(&f.state, "/", "fr, de-DE;q=0.8, en;q=0.5").await;
+    let (_, ja_headers, ja) = get_with(&f.state, "/", "en;q=0.3, ja;q=0.9").await;
+    let (_, _, ja_by_query) = get_with(&f.state, "/?lang=ja", "de").await;
+    assert_eq!(de, de_by_header);
+    assert_eq!(ja, ja_by_query);
+    for (headers, page) in [(&en_headers, &en), (&de_headers, &de), (&ja_headers, &ja)] {
+        assert_eq!(headers[header::VARY], "accept-language");
+        assert!(!has_raw_time(page), "a raw time on the page: {page}");
+        assert!(page.contains(" UTC</time>"), "{page}");
+    }
+    assert_ne!(en_headers[header::ETAG], de_headers[header::ETAG]);
+
+    assert!(en.contains("<html lang=\"en\">"), "{en}");
+    assert!(en.contains("Major Service Outage"), "{en}");
+    assert!(en.contains("We are restoring the &lt;affected&gt; sites &amp; their data."));
+    assert!(!en.contains("shown in English"), "{en}");
+
+    assert!(de.contains("<html lang=\"de\">"), "{de}");
+    assert!(de.contains("Schwerer Dienstausfall"), "{de}");
+    assert!(de.contains("Teilausfall"), "{de}");
+    assert!(
+        de.contains("2 von 5 Kunden wiederhergestellt (40%)"),
+        "{de}"
+    );
+    assert!(de.contains("30 von 150 Benutzern (20%)"), "{de}");
+    // The translated update in German; the untranslated ones in English, marked.
+    assert!(
+        de.contains("Wir stellen die &lt;betroffenen&gt; Sites &amp; ihre Daten wieder her."),
+        "{de}"
+    );
+    assert!(!de.contains("We are restoring"), "{de}");
+    assert!(
+        de.contains(
+            "<span lang=\"en\">Fixed.</span> <span class=\"fallback\">(auf Englisch angezeigt)</span>"
+        ),
+        "{de}"
+    );
+    assert!(de.contains("Frühere Vorfälle"), "{de}");
+
+    assert!(ja.contains("<html lang=\"ja\">"), "{ja}");
+    assert!(ja.contains("重大なサービス障害"), "{ja}");
+    assert!(ja.contains("一部停止"), "{ja}");
+    assert!(ja.contains("5 件中 2 件のお客様を復元済み (40%)"), "{ja}");
+    assert!(
+        ja.contains(
+            "<span lang=\"en\">We are restoring the &lt;affected&gt; sites &amp; their data.</span> \
+             <span class=\"fallback\">（英語で表示）</span>"
+        ),
+        "{ja}"
+    );
+
+    // The JSON keeps the default text and RFC 3339 times, whatever the language.
+    let (_, _, json) = get_with(&f.state, "/api/v2/incidents.json?lang=de", "de").await;
+    let json: Value = serde_json::from_str(&json).expect("json");
+    let update = &json["incidents"][0]["incident_updates"][0];
+    assert_eq!(
+        update["body"],
+        "We are restoring the <affected> sites & their data."
+    );
+    assert!(update.get("translations").is_none());
+    assert!(has_raw_time(update["created_at"].as_str().expect("time")));
+
+    // The feed follows ?lang= too.
+    let (_, _, feed) = get_with(&f.state, "/history.atom?lang=de", "").await;
+    assert!(feed.contains("xml:lang=\"de\""), "{feed}");
+    assert!(
+        feed.contains("Ursache gefunden — Wir stellen die"),
+        "{feed}"
+    );
+}
+
+#[tokio::test]
+async fn past_incidents_show_their_updates_and_components_their_uptime_bars() {
+    let f = fixture_store();
+    let (_, _, page) = get_with(&f.state, "/", "").await;
+    let past = &page[page.find("Past incidents").expect("past incidents")..];
+    assert!(past.contains("Slow searches"), "{past}");
+    assert!(past.contains("Resolved</strong> — Fixed."), "{past}");
+    assert!(
+        past.contains("Investigating</strong> — Searches are slow."),
+        "{past}"
+    );
+    assert!(past.contains("Resolved <time"), "{past}");
+    // Two components, 90 days each; today is the last bar of each.
+    assert_eq!(page.matches("<span class=\"bar ").count(), 180, "{page}");
+    let tracker = &page[page.find("Issue tracker").expect("tracker")..];
+    let bars: Vec<&str> = tracker
+        .split("<span class=\"bar ")
+        .skip(1)
+        .take(90)
+        .map(|b| b.split('"').next().expect("class"))
+        .collect();
+    assert_eq!(bars[89], "partial_outage", "{tracker}");
+    assert!(bars[..89].iter().all(|b| *b == "operational"), "{bars:?}");
+    assert!(tracker.contains("% uptime"), "{tracker}");
+    // The wiki was degraded (not an outage): its uptime stays whole.
+    let wiki = &page[page.find("<td>Wiki</td>").expect("wiki")..];
+    assert!(wiki.contains("100.00 % uptime"), "{wiki}");
+    assert!(
+        wiki.contains("<span class=\"bar degraded_performance\""),
+        "{wiki}"
+    );
+}
+
 #[tokio::test]
 async fn private_pages_show_one_tenant_and_public_outputs_nothing_private() {
     let mut f = fixture_store();
@@ -458,7 +595,16 @@ async fn private_pages_show_one_tenant_and_public_outputs_nothing_private() {
     ]) {
         let (status, _, body) = get(&f.state, path).await;
         assert_eq!(status, StatusCode::OK, "{path}");
-        public.push((path, String::from_utf8(body).expect("utf8")));
+        public.push((path.to_string(), String::from_utf8(body).expect("utf8")));
+    }
+    // The pages in every language.
+    for lang in lifeboat_web::i18n::Lang::ALL {
+        for path in lifeboat_web::snapshot::PAGE_PATHS {
+            let path = format!("{path}?lang={lang}");
+            let (status, _, body) = get(&f.state, &path).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            public.push((path, String::from_utf8(body).expect("utf8")));
+        }
     }
     for (path, body) in &public {
         for (tenant, token) in &f.tokens {
@@ -593,6 +739,48 @@ async fn the_operator_api_needs_its_token_and_drives_the_page() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8_lossy(&body).contains("not one of"));
+    let version = f.state.snapshot().version;
+    let (status, _, body) = call(
+        &f.state,
+        post(
+            &format!("/api/operator/incidents/{id}/updates"),
+            Some(TOKEN),
+            serde_json::json!({"status": "identified", "message": "x",
+                "messages": {"fr": "Trouvé."}}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&body).contains("translations may be in de, ja"));
+    // Translations through the API: on the page in its language.
+    let (status, _, _) = call(
+        &f.state,
+        post(
+            &format!("/api/operator/incidents/{id}/updates"),
+            Some(TOKEN),
+            serde_json::json!({"status": "identified", "message": "Found the cause.",
+                "messages": {"ja": "原因を特定しました。"}}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(f.state.snapshot().version > version);
+    let (_, _, ja) = get_with(&f.state, "/?lang=ja", "").await;
+    assert!(ja.contains("原因を特定しました。"), "{ja}");
+    let listed = ControlStore::open(f.path.to_str().expect("path"))
+        .expect("control")
+        .incidents()
+        .expect("incidents");
+    let updates = &listed
+        .iter()
+        .find(|i| i.id == id)
+        .expect("incident")
+        .updates;
+    assert_eq!(updates[0].body, "Found the cause.");
+    assert!(
+        updates.iter().all(|u| u.body != "x"),
+        "a refused update was written"
+    );
     let (status, _, _) = call(
         &f.state,
         post(&format!("/api/operator/incidents/{id}/updates"), Some(TOKEN),
@@ -626,6 +814,7 @@ async fn the_operator_api_needs_its_token_and_drives_the_page() {
         audited,
         [
             ("operator-api".to_string(), "incident-create".to_string()),
+            ("operator-api".to_string(), "incident-update".to_string()),
             ("olga".to_string(), "incident-resolve".to_string()),
         ]
     );

@@ -94,6 +94,13 @@ fn drill_serve_runs_the_recovery_as_a_campaign_behind_a_status_page() {
     let deleted = report["tenants_deleted"].clone();
     assert_eq!(status[0]["stages"]["restored"], deleted, "{status}");
     assert_eq!(status[0]["tenants_restored"], deleted, "{status}");
+    // Its users are counted: the drill's site s has 5 + s % 11 users.
+    let users: u64 = (1..=40u64)
+        .filter(|s| (s * 7919) % 100 < 40)
+        .map(|s| 5 + s % 11)
+        .sum();
+    assert_eq!(status[0]["users"], users, "{status}");
+    assert_eq!(status[0]["users_restored"], users, "{status}");
     let incidents: serde_json::Value =
         serde_json::from_str(&lifeboat_ok(&config, &["incident", "list", "--json"])).expect("json");
     assert_eq!(incidents[0]["status"], "resolved", "{incidents}");

@@ -15,6 +15,7 @@ mod export;
 mod faults;
 mod fixtures;
 mod guard;
+mod languages;
 mod leader;
 mod notify;
 mod observe;

@@ -394,6 +394,7 @@ async fn recover_as_campaign(
                  every one of them to just before the deletion.",
                 tenants.len()
             ),
+            translations: Default::default(),
             components: config
                 .sources
                 .keys()
