@@ -179,7 +179,7 @@ fn component_json(page: &PageInfo, c: &Component) -> Json {
 
 /// An incident as Statuspage's API shows it (also the `incident` of a webhook's payload).
 pub fn incident_json(page: &PageInfo, components: &[Component], i: &Incident) -> Json {
-    json!({
+    let mut json = json!({
         "id": i.id,
         "name": i.name,
         "status": i.status,
@@ -191,8 +191,6 @@ pub fn incident_json(page: &PageInfo, components: &[Component], i: &Incident) ->
         "shortlink": format!("{}/#incident-{}", page.url, i.id),
         "started_at": i.started_at,
         "page_id": page.id,
-        "postmortem_body": i.postmortem_body,
-        "postmortem_published_at": i.postmortem_published_at,
         "incident_updates": i.updates.iter().map(|u| json!({
             "id": u.id,
             "status": u.status,
@@ -211,7 +209,16 @@ pub fn incident_json(page: &PageInfo, components: &[Component], i: &Incident) ->
             .filter(|c| i.components.contains(&c.id))
             .map(|c| component_json(page, c))
             .collect::<Vec<_>>(),
-    })
+    });
+    // A published postmortem only: other incidents keep Statuspage's exact shape.
+    if let (Some(body), Some(object)) = (&i.postmortem_body, json.as_object_mut()) {
+        object.insert("postmortem_body".into(), body.clone().into());
+        object.insert(
+            "postmortem_published_at".into(),
+            i.postmortem_published_at.clone().into(),
+        );
+    }
+    json
 }
 
 fn maintenance_json(page: &PageInfo, components: &[Component], m: &Maintenance) -> Json {
