@@ -1239,11 +1239,14 @@ fn a_locked_postgresql_control_store_leaves_the_public_page_answering() {
     let locked = std::time::Instant::now();
     std::thread::sleep(Duration::from_secs(1));
     let mut rounds = 0;
+    // A request that waited for the lock would take the rest of its 30 s: anything well
+    // under that answered without it (how fast is bench-status's business, not a test's).
+    let unblocked = Duration::from_secs(5);
     while locked.elapsed() < Duration::from_secs(30) {
         for path in ["/", "/api/v2/summary.json"] {
             let (status, head, body, took) = timed_get(&base, path, None);
             assert_eq!(status, 200, "{path}");
-            assert!(took < Duration::from_millis(100), "{path}: {took:?}");
+            assert!(took < unblocked, "{path}: {took:?}");
             assert!(
                 head.to_ascii_lowercase().contains("lifeboat-snapshot-age:"),
                 "{head}"
@@ -1259,7 +1262,7 @@ fn a_locked_postgresql_control_store_leaves_the_public_page_answering() {
         ] {
             let (status, _, body, took) = timed_get(&base, path, token);
             assert_eq!(status, 503, "{path}: {body}");
-            assert!(took < Duration::from_secs(1), "{path}: {took:?}");
+            assert!(took < unblocked, "{path}: {took:?}");
         }
         rounds += 1;
         std::thread::sleep(Duration::from_millis(500));
