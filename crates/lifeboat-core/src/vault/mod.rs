@@ -473,6 +473,22 @@ impl Vault {
         self.read_chunks(name, header, start, tenants).await
     }
 
+    /// Like `read_segment_for`, with how many changes each transaction has in all (of
+    /// every tenant), as the segment's head counts them: the scale of a transaction
+    /// without reading the other tenants' chunks.
+    pub async fn read_segment_for_counted(
+        &self,
+        name: &str,
+        tenants: &BTreeSet<TenantKey>,
+    ) -> Result<(Segment, Vec<u32>)> {
+        let (header, start) = self.read_segment_head(name).await?;
+        let counts = header.transactions.iter().map(|tx| tx.changes).collect();
+        Ok((
+            self.read_chunks(name, header, start, tenants).await?,
+            counts,
+        ))
+    }
+
     /// The segment of `header` with the chunks of `tenants` and the nil chunk, each read by
     /// byte range from `start` and checked against its hash.
     async fn read_chunks(
