@@ -103,7 +103,6 @@ pub async fn history(config_path: Option<PathBuf>, args: HistoryArgs) -> Result<
                     "rows": e.rows.iter().map(|((table, op), n)| serde_json::json!({"table": table, "op": op, "rows": n})).collect::<Vec<_>>(),
                     "rows_total": e.rows.values().sum::<u64>(),
                     "rows_all_tenants": e.rows_all_tenants,
-                    "tenants_touched": e.tenants_touched,
                 })
             })
             .collect();
@@ -126,10 +125,9 @@ pub async fn history(config_path: Option<PathBuf>, args: HistoryArgs) -> Result<
             position,
             thousands(total),
             tables.len(),
-            if e.tenants_touched > 1 {
+            if e.rows_all_tenants > total {
                 format!(
-                    " (transaction touched {} tenants, {} rows)",
-                    e.tenants_touched,
+                    " (of {} rows the transaction changed in all)",
                     thousands(e.rows_all_tenants)
                 )
             } else {

@@ -1,20 +1,24 @@
 //! The engines called as a library, on real SQLite files and a local vault: capture,
 //! verify, restore (with its progress events), the comparison, the guard's plan → approve
-//! → apply → undo, and the typed plan file refusing a hand-edited plan.
+//! → apply → undo, the typed plan file refusing a hand-edited plan, and a tenant's
+//! history reading only its share of the vault.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use lifeboat_core::config::Config;
 use lifeboat_core::metrics::Metrics;
 use lifeboat_core::model::TenantKey;
 use lifeboat_core::people::Role;
 use lifeboat_core::target::Target;
+use lifeboat_core::vault::{Store, Vault};
 use lifeboat_engine::compare::{compare_tenant, Expected};
 use lifeboat_engine::guard::{self, Applied};
 use lifeboat_engine::progress::{Event, Recorded, Silent};
-use lifeboat_engine::{capture, restore, verify};
+use lifeboat_engine::{capture, history, restore, verify};
 use lifeboat_source::live::LiveSource;
 use lifeboat_source::Stop;
 
@@ -642,4 +646,109 @@ async fn the_capture_lease_names_its_leader_and_fences_its_writes() {
         .await
         .expect("unfenced");
     leader.release().await;
+}
+
+/// A vault store that counts the bytes read through it.
+#[derive(Debug)]
+struct CountingStore {
+    inner: Arc<dyn Store>,
+    read: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl Store for CountingStore {
+    async fn put(&self, name: &str, bytes: Bytes) -> lifeboat_core::Result<()> {
+        self.inner.put(name, bytes).await
+    }
+
+    async fn get(&self, name: &str) -> lifeboat_core::Result<Option<Bytes>> {
+        let got = self.inner.get(name).await?;
+        let n = got.as_ref().map_or(0, |b| b.len() as u64);
+        self.read.fetch_add(n, Ordering::Relaxed);
+        Ok(got)
+    }
+
+    async fn get_range(
+        &self,
+        name: &str,
+        range: std::ops::Range<u64>,
+    ) -> lifeboat_core::Result<Option<Bytes>> {
+        let got = self.inner.get_range(name, range).await?;
+        let n = got.as_ref().map_or(0, |b| b.len() as u64);
+        self.read.fetch_add(n, Ordering::Relaxed);
+        Ok(got)
+    }
+
+    async fn list_sized(&self, prefix: &str) -> lifeboat_core::Result<Vec<(String, u64)>> {
+        self.inner.list_sized(prefix).await
+    }
+
+    async fn delete(&self, name: &str) -> lifeboat_core::Result<()> {
+        self.inner.delete(name).await
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_history_reads_its_share_of_the_vault_not_the_others() {
+    let s = setup().await;
+    catch_up(&s.config, &s.config_path).await;
+    // Tenant 2 writes a lot (random text, so that it does not compress away); tenant 1
+    // changes one title, then one transaction changes the issues of tenants 1 and 3.
+    execute(
+        &s.db,
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400)
+         INSERT INTO issues SELECT 1000 + i, 2, hex(randomblob(1000)) FROM n;",
+    );
+    catch_up(&s.config, &s.config_path).await;
+    execute(&s.db, "UPDATE issues SET title = 'renamed' WHERE id = 10;");
+    catch_up(&s.config, &s.config_path).await;
+    execute(
+        &s.db,
+        "UPDATE issues SET title = title || '!' WHERE site_id IN (1, 3);",
+    );
+    catch_up(&s.config, &s.config_path).await;
+
+    let store = Arc::new(CountingStore {
+        inner: Vault::store_for(&s.config.vault).expect("store"),
+        read: AtomicU64::new(0),
+    });
+    let vault = Vault::open(store.clone()).await.expect("vault");
+    let mut read = BTreeMap::new();
+    let mut entries = BTreeMap::new();
+    for tenant in ["1", "2"] {
+        store.read.store(0, Ordering::Relaxed);
+        let found = history::history_in(&vault, &s.config, tenant, &[], 50)
+            .await
+            .expect("history");
+        read.insert(tenant, store.read.load(Ordering::Relaxed));
+        entries.insert(tenant, found);
+    }
+
+    // Tenant 1: newest first, its own rows, and the scale of the shared transaction.
+    type Rows = Vec<((String, &'static str), u64)>;
+    let one: Vec<(Rows, u64)> = entries["1"]
+        .iter()
+        .map(|e| (e.rows.clone().into_iter().collect(), e.rows_all_tenants))
+        .collect();
+    let updates = |n| vec![(("issues".to_string(), "update"), n)];
+    assert_eq!(one, vec![(updates(3), 6), (updates(1), 1)]);
+    assert_eq!(entries["2"].len(), 1);
+    assert_eq!(entries["2"][0].rows_all_tenants, 400);
+
+    // Tenant 2's 400 KB of new rows are read for tenant 2 only.
+    assert!(
+        read["2"] > 400_000,
+        "tenant 2's history read {} bytes",
+        read["2"]
+    );
+    assert!(
+        read["1"] < 40_000,
+        "tenant 1's history read {} bytes, tenant 2's {}",
+        read["1"],
+        read["2"]
+    );
 }

@@ -126,3 +126,34 @@ accept-button = Wiederhergestellte Daten bestätigen
 team-alerted = Unser Team ist informiert und arbeitet an Ihrer Wiederherstellung.
 link-invalid = Dieser Link ist nicht gültig. Bitte prüfen Sie den Link in Ihrer Nachricht.
 private-unavailable = Ihr Wiederherstellungsstatus ist kurz nicht verfügbar. Bitte versuchen Sie es in einer Minute erneut.
+
+## The tenant's data while it waits (private page). $time: a time, as markup.
+export-offer = Während Sie warten, können Sie Ihre Daten mit dem Stand vom { $time } herunterladen.
+export-ask = Download meiner Daten vorbereiten
+export-ready = Ihre Daten mit dem Stand vom { $time } herunterladen
+export-size = ZIP, { $bytes } Bytes
+export-until = Dieser Link ist gültig bis { $time }.
+export-expired = Ihr Download-Link ist abgelaufen.
+export-new-link = Neuen Download-Link anfordern
+export-failed = Wir konnten Ihren Download nicht vorbereiten.
+export-retry = Erneut versuchen
+export-preparing = Ihr Download wird vorbereitet. Diese Seite aktualisiert sich von selbst.
+
+## A restored tenant's downtime and credit (private page). $minutes: one decimal.
+sla-downtime = Ihre Daten waren { $minutes } Minuten lang nicht verfügbar. Verfügbarkeit im { $month }: { $percent } %.
+sla-tier = Service-Level: { $tier }.
+sla-credit = Ihnen steht eine Gutschrift von { $credit } % zu.
+sla-no-credit = Ihre monatliche Verfügbarkeit liegt innerhalb Ihres Service-Levels: Es ist keine Gutschrift fällig.
+
+## Scheduled maintenance (public page). $from, $until: times, as markup.
+maintenance-active = Laufende Wartung
+maintenance-upcoming = Geplante Wartung
+maintenance-window = { $from } bis { $until }
+maintenance-status-scheduled = Geplant
+maintenance-status-in_progress = Läuft
+maintenance-status-verifying = Wird überprüft
+maintenance-status-completed = Abgeschlossen
+
+## Public page footer.
+get-updates = Benachrichtigungen erhalten
+contact-support = Support kontaktieren

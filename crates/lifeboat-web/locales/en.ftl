@@ -131,3 +131,34 @@ accept-button = Accept the restored data
 team-alerted = Our team has been alerted and is working on your recovery.
 link-invalid = This recovery link is not valid. Please check the link in your message.
 private-unavailable = Your recovery status is briefly unavailable. Please try again in a minute.
+
+## The tenant's data while it waits (private page). $time: a time, as markup.
+export-offer = You can download your data as it was at { $time }, while you wait.
+export-ask = Prepare a download of my data
+export-ready = Download your data as it was at { $time }
+export-size = zip, { $bytes } bytes
+export-until = This link works until { $time }.
+export-expired = Your download link has expired.
+export-new-link = Get a new download link
+export-failed = We could not prepare your download.
+export-retry = Try again
+export-preparing = Your download is being prepared. This page refreshes by itself.
+
+## A restored tenant's downtime and credit (private page). $minutes: one decimal.
+sla-downtime = Your data was unavailable for { $minutes } minutes. Uptime in { $month }: { $percent }%.
+sla-tier = Service level: { $tier }.
+sla-credit = A service credit of { $credit }% is owed to you.
+sla-no-credit = Your monthly uptime stays within your service level: no credit is due.
+
+## Scheduled maintenance (public page). $from, $until: times, as markup.
+maintenance-active = Maintenance in progress
+maintenance-upcoming = Scheduled maintenance
+maintenance-window = { $from } to { $until }
+maintenance-status-scheduled = Scheduled
+maintenance-status-in_progress = In progress
+maintenance-status-verifying = Verifying
+maintenance-status-completed = Completed
+
+## Public page footer.
+get-updates = Get updates
+contact-support = Contact support

@@ -102,3 +102,34 @@ accept-button = 復元したデータを承認する
 team-alerted = 担当チームに通知済みで、復旧に取り組んでいます。
 link-invalid = この復旧リンクは無効です。メッセージ内のリンクをご確認ください。
 private-unavailable = 復旧状況を一時的に表示できません。1 分後にもう一度お試しください。
+
+## The tenant's data while it waits (private page). $time: a time, as markup.
+export-offer = 復旧をお待ちのあいだ、{ $time } 時点のデータをダウンロードできます。
+export-ask = データのダウンロードを準備する
+export-ready = { $time } 時点のデータをダウンロード
+export-size = ZIP、{ $bytes } バイト
+export-until = このリンクの有効期限: { $time }
+export-expired = ダウンロードリンクの有効期限が切れました。
+export-new-link = 新しいダウンロードリンクを取得する
+export-failed = ダウンロードを準備できませんでした。
+export-retry = もう一度試す
+export-preparing = ダウンロードを準備しています。このページは自動で更新されます。
+
+## A restored tenant's downtime and credit (private page). $minutes: one decimal.
+sla-downtime = データを利用できなかった時間: { $minutes } 分。{ $month } の稼働率: { $percent }%。
+sla-tier = サービスレベル: { $tier }
+sla-credit = { $credit }% のサービスクレジットをお支払いします。
+sla-no-credit = 今月の稼働率はサービスレベルの範囲内のため、クレジットの対象外です。
+
+## Scheduled maintenance (public page). $from, $until: times, as markup.
+maintenance-active = 実施中のメンテナンス
+maintenance-upcoming = 予定されているメンテナンス
+maintenance-window = { $from } 〜 { $until }
+maintenance-status-scheduled = 予定
+maintenance-status-in_progress = 実施中
+maintenance-status-verifying = 確認中
+maintenance-status-completed = 完了
+
+## Public page footer.
+get-updates = 更新情報を受け取る
+contact-support = サポートに問い合わせる

@@ -223,7 +223,12 @@ pub fn public_page(lang: Lang, view: &PublicView) -> String {
         out.push_str(&updates_html(lang, incident, now));
         out.push_str("</section>");
     }
-    out.push_str(&maintenance_html(view.maintenance.0, view.maintenance.1));
+    out.push_str(&maintenance_html(
+        lang,
+        view.maintenance.0,
+        view.maintenance.1,
+        now,
+    ));
     out.push_str(&format!("<h2>{}</h2><table>", t(lang, "components", &[])));
     for c in view.components {
         out.push_str(&format!(
@@ -278,40 +283,61 @@ pub fn public_page(lang: Lang, view: &PublicView) -> String {
         }
     }
     out.push_str(&format!(
-        "<h2>Get updates</h2>{}",
+        "<h2>{}</h2>{}",
+        t(lang, "get-updates", &[]),
         crate::forms::subscribe_form(view.components)
     ));
     out.push_str(&format!(
         "<p class=\"meta\"><a href=\"/history.atom?lang={}\">{}</a> · \
          <a href=\"/api/v2/summary.json\">{}</a> · \
-         <a href=\"/support\">Contact support</a></p></body></html>\n",
+         <a href=\"/support\">{}</a></p></body></html>\n",
         lang.code(),
         t(lang, "atom-feed", &[]),
-        t(lang, "json-feed", &[])
+        t(lang, "json-feed", &[]),
+        t(lang, "contact-support", &[])
     ));
     out
 }
 
 /// Maintenance going on, then scheduled: one section each, when there is any.
-fn maintenance_html(active: &[&Maintenance], upcoming: &[&Maintenance]) -> String {
+fn maintenance_html(
+    lang: Lang,
+    active: &[&Maintenance],
+    upcoming: &[&Maintenance],
+    now: i64,
+) -> String {
+    let plain = |time: &str| match lifeboat_core::time::parse(time) {
+        Ok(us) => lang.time(us, now),
+        Err(_) => time.to_string(),
+    };
     let mut out = String::new();
     for (title, list) in [
-        ("Maintenance in progress", active),
-        ("Scheduled maintenance", upcoming),
+        ("maintenance-active", active),
+        ("maintenance-upcoming", upcoming),
     ] {
         if list.is_empty() {
             continue;
         }
-        out.push_str(&format!("<h2>{title}</h2>"));
+        out.push_str(&format!("<h2>{}</h2>", t(lang, title, &[])));
         for m in list {
             out.push_str(&format!(
                 "<section class=\"maintenance\" id=\"maintenance-{}\"><h3>{}</h3>\
-                 <p class=\"meta\">{} · {} to {}</p>",
+                 <p class=\"meta\">{} · {}</p>",
                 escape(&m.id),
                 escape(&m.name),
-                escape(&m.status.as_str().replace('_', " ")),
-                escape(&m.scheduled_for),
-                escape(&m.scheduled_until)
+                t(
+                    lang,
+                    &format!("maintenance-status-{}", m.status.as_str()),
+                    &[]
+                ),
+                t(
+                    lang,
+                    "maintenance-window",
+                    &[
+                        ("from", plain(&m.scheduled_for).into()),
+                        ("until", plain(&m.scheduled_until).into())
+                    ]
+                )
             ));
             if let Some(update) = m.updates.first() {
                 out.push_str(&format!("<p>{}</p>", escape(&update.body)));
@@ -458,7 +484,7 @@ pub fn tenant_page(
         )
     ));
     if let Some(sla) = &view.sla {
-        out.push_str(&sla_html(sla));
+        out.push_str(&sla_html(lang, sla));
     }
     if view.stage == Stage::AwaitingAcceptance {
         out.push_str(&format!(
@@ -474,7 +500,7 @@ pub fn tenant_page(
         out.push_str(&format!("<p>{}</p>", t(lang, "team-alerted", &[])));
     }
     if offer_export {
-        out.push_str(&export_block(token, view, lifeboat_core::time::now_us()));
+        out.push_str(&export_block(lang, token, view, now));
     }
     out.push_str("</body></html>\n");
     out
@@ -482,62 +508,78 @@ pub fn tenant_page(
 
 /// The private page's offer of the tenant's data as of the restore point: ask for it,
 /// wait for it, or download it through a short-lived link.
-fn export_block(token: &str, view: &TenantView, now_us: i64) -> String {
+fn export_block(lang: Lang, token: &str, view: &TenantView, now: i64) -> String {
     let token = escape(token);
-    let ask = |button: &str, note: &str| {
+    let target = when(lang, &view.target_time, now);
+    let ask = |button: &str, note: Option<&str>| {
         format!(
-            "<form method=\"post\" action=\"/t/{token}/export\" id=\"export\"><p>{note}\
-             You can download your data as it was at {}, while you wait.</p>\
-             <button type=\"submit\" id=\"export-request\">{button}</button></form>",
-            escape(&view.target_time)
+            "<form method=\"post\" action=\"/t/{token}/export?lang={}\" id=\"export\"><p>{}{}</p>\
+             <button type=\"submit\" id=\"export-request\">{}</button></form>",
+            lang.code(),
+            note.map(|n| format!("{} ", t(lang, n, &[])))
+                .unwrap_or_default(),
+            t_html(lang, "export-offer", "time", &target),
+            t(lang, button, &[])
         )
     };
     let Some(export) = &view.export else {
-        return ask("Prepare a download of my data", "");
+        return ask("export-ask", None);
     };
     match export.state.as_str() {
         "ready" => match (&export.link, export.link_until_us) {
-            (Some(link), Some(until)) if until > now_us => format!(
-                "<p id=\"export\"><a id=\"export-link\" href=\"/t/{token}/export/{}\">\
-                 Download your data as it was at {} (zip, {} bytes)</a>. This link works \
-                 until {}.</p>",
+            (Some(link), Some(until)) if until > now => format!(
+                "<p id=\"export\"><a id=\"export-link\" href=\"/t/{token}/export/{}\">{}</a> \
+                 ({}). {}</p>",
                 escape(link),
-                escape(&view.target_time),
-                export.bytes.unwrap_or(0),
-                escape(&lifeboat_core::time::format_us(until))
+                t_html(lang, "export-ready", "time", &target),
+                t(
+                    lang,
+                    "export-size",
+                    &[("bytes", export.bytes.unwrap_or(0).to_string().into())]
+                ),
+                t_html(
+                    lang,
+                    "export-until",
+                    "time",
+                    &when(lang, &lifeboat_core::time::format_us(until), now)
+                )
             ),
-            _ => ask(
-                "Get a new download link",
-                "Your download link has expired. ",
-            ),
+            _ => ask("export-new-link", Some("export-expired")),
         },
-        "failed" => ask("Try again", "We could not prepare your download. "),
-        _ => "<p id=\"export\">Your download is being prepared. This page refreshes by \
-              itself.</p>"
-            .to_string(),
+        "failed" => ask("export-retry", Some("export-failed")),
+        _ => format!("<p id=\"export\">{}</p>", t(lang, "export-preparing", &[])),
     }
 }
 
 /// A restored tenant's downtime and the credit it earns.
-fn sla_html(sla: &TenantSla) -> String {
+fn sla_html(lang: Lang, sla: &TenantSla) -> String {
     let credit = if sla.credit_percent > 0.0 {
-        format!(
-            "A service credit of {}% is owed to you.",
-            escape(&sla.credit_percent.to_string())
+        t(
+            lang,
+            "sla-credit",
+            &[("credit", sla.credit_percent.to_string().into())],
         )
     } else {
-        "Your monthly uptime stays within your service level: no credit is due.".to_string()
+        t(lang, "sla-no-credit", &[])
+    };
+    let tier = match &sla.tier {
+        Some(tier) => format!(
+            " {}",
+            t(lang, "sla-tier", &[("tier", tier.as_str().into())])
+        ),
+        None => String::new(),
     };
     format!(
-        "<div id=\"sla\"><p id=\"downtime\">Your data was unavailable for {:.1} minutes. \
-         Uptime in {}: {:.3}%{}.</p><p id=\"credit\">{credit}</p></div>",
-        sla.downtime_minutes,
-        escape(&sla.month),
-        sla.uptime_percent,
-        match &sla.tier {
-            Some(tier) => format!(" (service level {})", escape(tier)),
-            None => String::new(),
-        }
+        "<div id=\"sla\"><p id=\"downtime\">{}{tier}</p><p id=\"credit\">{credit}</p></div>",
+        t(
+            lang,
+            "sla-downtime",
+            &[
+                ("minutes", format!("{:.1}", sla.downtime_minutes).into()),
+                ("month", sla.month.as_str().into()),
+                ("percent", format!("{:.3}", sla.uptime_percent).into()),
+            ]
+        )
     )
 }
 

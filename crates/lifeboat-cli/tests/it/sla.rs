@@ -572,8 +572,13 @@ fn the_report_of_a_drill_incident_has_every_timeline_entry_with_measured_figures
     };
     let missing = position("Tenants' data went missing (from the deleting transaction)");
     let opened = position("Public update (identified): \"A maintenance script deleted the data of");
+    let users = campaign["users"].as_u64().expect("users");
+    assert!(
+        users > 0,
+        "the drill's campaign counts its users: {campaign}"
+    );
     let started = position(&format!(
-        "started by drill: {deleted} tenants (0 users) to restore as they were at {}",
+        "started by drill: {deleted} tenants ({users} users) to restore as they were at {}",
         campaign["restored_to"].as_str().expect("restored to")
     ));
     let batch = position("Batch 1 of campaign");

@@ -473,6 +473,22 @@ impl Vault {
         self.read_chunks(name, header, start, tenants).await
     }
 
+    /// Like `read_segment_for`, with how many changes each transaction has in all (of
+    /// every tenant), as the segment's head counts them: the scale of a transaction
+    /// without reading the other tenants' chunks.
+    pub async fn read_segment_for_counted(
+        &self,
+        name: &str,
+        tenants: &BTreeSet<TenantKey>,
+    ) -> Result<(Segment, Vec<u32>)> {
+        let (header, start) = self.read_segment_head(name).await?;
+        let counts = header.transactions.iter().map(|tx| tx.changes).collect();
+        Ok((
+            self.read_chunks(name, header, start, tenants).await?,
+            counts,
+        ))
+    }
+
     /// The segment of `header` with the chunks of `tenants` and the nil chunk, each read by
     /// byte range from `start` and checked against its hash.
     async fn read_chunks(
@@ -714,20 +730,28 @@ const ENVELOPE_LEN: usize = 11;
 /// (64 MiB).
 const BASE_KEPT_DECOMPRESSED: usize = 64 << 20;
 
-/// The largest decompressed base kept from the moment it is opened (1 MiB): most tenants'
-/// bases, decompressed once only.
-const BASE_KEPT_AT_OPEN: usize = 1 << 20;
-
-/// `packed` decompressed, if that is at most `limit` bytes.
+/// `packed` decompressed, if that is at most `limit` bytes, holding no more memory than
+/// its length: allocated at its size once where the frame tells it, else shrunk to fit
+/// once read (grown, it would hold up to twice its length while kept).
 fn decompress_up_to(name: &str, packed: &[u8], limit: usize) -> Result<Option<Vec<u8>>> {
     let zstd_error = |e: std::io::Error| corrupt(name, format!("zstd: {e}"));
-    let mut body = Vec::new();
+    let size = zstd::zstd_safe::get_frame_content_size(packed)
+        .ok()
+        .flatten();
+    if size.is_some_and(|n| n > limit as u64) {
+        return Ok(None);
+    }
+    let mut body = Vec::with_capacity(size.map_or(0, |n| n as usize));
     zstd::stream::read::Decoder::new(packed)
         .map_err(zstd_error)?
         .take(limit as u64 + 1)
         .read_to_end(&mut body)
         .map_err(zstd_error)?;
-    Ok((body.len() <= limit).then_some(body))
+    if body.len() > limit {
+        return Ok(None);
+    }
+    body.shrink_to_fit();
+    Ok(Some(body))
 }
 
 /// `bytes` hash to the checksum in the object's name.
@@ -827,33 +851,24 @@ pub struct BaseReader {
 }
 
 impl BaseReader {
-    /// Check `bytes` against `name` and read the base's head. A base whose body is at
-    /// most `keep` bytes decompressed is decompressed once when its rows are first read
-    /// and kept while the reader lives, so that reading it a table at a time does not
-    /// decompress it again for every table; a larger one is decompressed as it is read,
-    /// every time. Bases waiting to be read keep only their compressed bytes (and a small
-    /// body, `BASE_KEPT_AT_OPEN`, decompressed already for the head).
+    /// Check `bytes` against `name` and read the base's head, decompressing no more of
+    /// the body than the head takes. A base whose body is at most `keep` bytes
+    /// decompressed is decompressed once when its rows are first read and kept while the
+    /// reader lives, so that reading it a table at a time does not decompress it again
+    /// for every table; a larger one is decompressed as it is read, every time. Bases
+    /// waiting to be read keep only their compressed bytes.
     fn open(name: &str, bytes: Bytes, keep: usize) -> Result<BaseReader> {
         let packed = open_envelope(name, Kind::Base, &bytes)?;
-        let cannot = |e: rmp_serde::decode::Error| corrupt(name, format!("cannot decode: {e}"));
-        let body = decompress_up_to(name, packed, keep)?;
-        let head: BaseHead = match &body {
-            Some(body) => rmp_serde::from_slice(body).map_err(cannot)?,
-            None => rmp_serde::from_read(std::io::BufReader::with_capacity(
-                64 * 1024,
-                zstd::stream::read::Decoder::new(packed)
-                    .map_err(|e| corrupt(name, format!("zstd: {e}")))?,
-            ))
-            .map_err(cannot)?,
-        };
-        let kept = std::sync::OnceLock::new();
-        if let Some(body) = body.filter(|b| b.len() <= BASE_KEPT_AT_OPEN) {
-            let _ = kept.set(Some(body));
-        }
+        let head: BaseHead = rmp_serde::from_read(std::io::BufReader::with_capacity(
+            8 * 1024,
+            zstd::stream::read::Decoder::new(packed)
+                .map_err(|e| corrupt(name, format!("zstd: {e}")))?,
+        ))
+        .map_err(|e| corrupt(name, format!("cannot decode: {e}")))?;
         Ok(BaseReader {
             name: name.to_string(),
             bytes,
-            body: kept,
+            body: std::sync::OnceLock::new(),
             keep,
             position: head.position,
             commit_time_us: head.commit_time_us,
@@ -869,7 +884,7 @@ impl BaseReader {
             visit: std::cell::RefCell::new(visit),
         };
         let body = self.body.get_or_init(|| {
-            // Decompressed and checked at open already: no error left but memory.
+            // A body that cannot be decompressed is read as a stream below, which tells.
             decompress_up_to(&self.name, &self.bytes[ENVELOPE_LEN..], self.keep)
                 .ok()
                 .flatten()
@@ -1403,8 +1418,8 @@ mod tests {
             columns: vec!["id".into(), "x".into()],
             key: vec![0],
         };
-        // A small base (kept from the open), and one over `BASE_KEPT_AT_OPEN` (kept from
-        // the first read).
+        // Two bases: neither is decompressed at open; both are kept from their first
+        // read by a reader that may keep them, neither by one that may keep 100 bytes.
         for (count, width) in [(500i64, 40), (12_000, 120)] {
             let rows = (0..count)
                 .map(|i| BaseRow {
@@ -1432,8 +1447,7 @@ mod tests {
             let kept =
                 BaseReader::open(&name, bytes.clone(), BASE_KEPT_DECOMPRESSED).expect("kept");
             let streamed = BaseReader::open(&name, bytes.clone(), 100).expect("streamed");
-            let small = count == 500;
-            assert_eq!(kept.body.get().is_some(), small, "kept at open when small");
+            assert!(kept.body.get().is_none(), "nothing decompressed at open");
             assert!(streamed.body.get().is_none());
             for reader in [&kept, &streamed] {
                 assert_eq!((reader.position, reader.commit_time_us), (12, 34));
