@@ -609,7 +609,7 @@ fn the_report_of_a_drill_incident_has_every_timeline_entry_with_measured_figures
         "{md}"
     );
     assert!(
-        md.contains(&format!("- Affected: {deleted} tenants and 0 users")),
+        md.contains(&format!("- Affected: {deleted} tenants and {users} users")),
         "{md}"
     );
     assert!(
