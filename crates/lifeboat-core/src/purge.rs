@@ -4,9 +4,11 @@
 //! tenant's bases are deleted. Every step can be repeated: a purge interrupted half way is
 //! finished by running it again.
 
+use std::collections::{BTreeSet, HashMap};
+
 use crate::error::Result;
-use crate::model::TenantKey;
-use crate::vault::Vault;
+use crate::model::{KeymapChunk, KeymapChunkRef, TenantKey};
+use crate::vault::{keymap_chunk_name, Vault};
 
 /// What a purge removed from one source.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -51,15 +53,46 @@ pub async fn purge_tenant(vault: &Vault, source: &str, tenant: &TenantKey) -> Re
         }
         report.segments += 1;
     }
+    // Key-map chunks are shared by checkpoints: each one naming the tenant is written
+    // again once (same position, new hash), and the old ones are deleted only after every
+    // checkpoint that referred to them was written again.
+    let mut rewritten: HashMap<String, Option<KeymapChunkRef>> = HashMap::new();
+    let mut replaced = BTreeSet::new();
     for checkpoint_ref in vault.list_checkpoints(source).await? {
         let mut checkpoint = vault.read_checkpoint(&checkpoint_ref.name).await?;
-        let mut removed = 0;
-        for keymap in &mut checkpoint.keymaps {
-            let before = keymap.entries.len();
-            keymap.entries.retain(|(_, t)| t != tenant);
-            removed += before - keymap.entries.len();
+        let mut changed = false;
+        for map in &mut checkpoint.keymaps {
+            let mut chunks = Vec::with_capacity(map.chunks.len());
+            for chunk in &map.chunks {
+                let old = keymap_chunk_name(source, chunk.position, &chunk.hash);
+                let new = match rewritten.get(&old) {
+                    Some(new) => new.clone(),
+                    None => {
+                        let read = vault.read_keymap_chunk(source, map, chunk).await?;
+                        let mut entries = read.entries.clone();
+                        entries.retain(|(_, t)| t != tenant);
+                        let new = if entries.len() == read.entries.len() {
+                            Some(chunk.clone())
+                        } else if entries.is_empty() {
+                            None
+                        } else {
+                            let rewritten = KeymapChunk { entries, ..read };
+                            Some(vault.put_keymap_chunk(&rewritten, chunk.position).await?)
+                        };
+                        rewritten.insert(old.clone(), new.clone());
+                        new
+                    }
+                };
+                if new.as_ref() != Some(chunk) {
+                    changed = true;
+                    replaced.insert(old);
+                }
+                chunks.extend(new);
+            }
+            map.keys = chunks.iter().map(|c| c.keys).sum();
+            map.chunks = chunks;
         }
-        if removed == 0 {
+        if !changed {
             continue;
         }
         let name = vault.put_checkpoint(&checkpoint).await?;
@@ -67,6 +100,17 @@ pub async fn purge_tenant(vault: &Vault, source: &str, tenant: &TenantKey) -> Re
             vault.delete(&checkpoint_ref.name).await?;
         }
         report.checkpoints += 1;
+    }
+    for old in replaced {
+        vault.delete(&old).await?;
+    }
+    // Chunks an interrupted purge left without any checkpoint referring to them.
+    if let Some(latest) = vault.list_checkpoints(source).await?.last() {
+        for chunk in
+            crate::prune::unreferenced_keymap_chunks(vault, source, latest.position + 1).await?
+        {
+            vault.delete(&chunk.name).await?;
+        }
     }
     for base in vault.list_bases(source, tenant).await? {
         vault.delete(&base.name).await?;
