@@ -261,6 +261,9 @@ fn add(total: &mut CaptureStats, term: CaptureStats) {
     total.segments += term.segments;
     total.skipped_duplicates += term.skipped_duplicates;
     total.unattributed += term.unattributed;
+    // The key-map index as the latest term found it.
+    total.keymap_index = term.keymap_index;
+    total.keymap_keys = term.keymap_keys;
     if total.lags.count() == 0 {
         total.lags = term.lags;
     }

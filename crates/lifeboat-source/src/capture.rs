@@ -33,6 +33,11 @@ pub struct CaptureStats {
     pub segments: u64,
     pub skipped_duplicates: u64,
     pub unattributed: u64,
+    /// How capture found its local key-map index: `new` (first snapshot), `resumed` (it
+    /// matched the vault) or `rebuilt` (from the vault's latest checkpoint).
+    pub keymap_index: &'static str,
+    /// Keys in the key maps when capture started.
+    pub keymap_keys: u64,
     /// Commit-to-durable delays of the transactions captured.
     #[serde(skip)]
     pub lags: Lags,
@@ -161,6 +166,7 @@ impl CaptureCore {
         core.reset_tables();
         let Some(checkpoint_ref) = history.checkpoints.last() else {
             core.index.reset(vault.id(), source)?;
+            core.stats.keymap_index = "new";
             return Ok((core, Start::Fresh));
         };
         let checkpoint = vault.read_checkpoint(&checkpoint_ref.name).await?;
@@ -173,10 +179,12 @@ impl CaptureCore {
             && state.checkpoint.as_deref() == Some(checkpoint_ref.name.as_str())
             && (checkpoint.position..=vault_head).contains(&state.head)
         {
+            core.stats.keymap_index = "resumed";
             state.head
         } else {
             core.rebuild_index(vault, &checkpoint_ref.name, &checkpoint, &state)
                 .await?;
+            core.stats.keymap_index = "rebuilt";
             checkpoint.position
         };
         core.checkpoint = Some(checkpoint_ref.name.clone());
@@ -230,6 +238,7 @@ impl CaptureCore {
             return Err(e);
         }
         core.index.apply(core.keymaps.drain(), head, true)?;
+        core.stats.keymap_keys = core.index.keys()?;
         let unknown: Vec<String> = core
             .tables
             .iter()

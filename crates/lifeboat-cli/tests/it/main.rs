@@ -13,6 +13,7 @@ mod drill;
 mod faults;
 mod fixtures;
 mod guard;
+mod keymaps;
 mod leader;
 mod observe;
 mod operations;
