@@ -301,8 +301,8 @@ impl CaptureCore {
             if !pairs.contains(&pair) {
                 continue;
             }
-            // A few chunks fetched at once.
-            for batch in map.chunks.chunks(8) {
+            // A few chunks fetched at once, taken in one transaction.
+            for batch in map.chunks.chunks(16) {
                 let reads = futures::future::try_join_all(
                     batch
                         .iter()
@@ -315,9 +315,11 @@ impl CaptureCore {
                         self.source
                     ))
                 })?;
-                for (chunk, read) in batch.iter().zip(reads) {
-                    self.index.import_chunk(&pair, chunk, &read.entries)?;
-                }
+                let chunks: Vec<_> = batch
+                    .iter()
+                    .zip(reads.into_iter().map(|r| r.entries))
+                    .collect();
+                self.index.import_chunks(&pair, &chunks)?;
             }
             maps.push((pair, map.bits, map.keys));
         }

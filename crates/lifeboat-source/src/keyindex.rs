@@ -202,12 +202,12 @@ impl KeyIndex {
         txn.commit().map_err(|e| self.error(e))
     }
 
-    /// Take one chunk of a checkpoint being rebuilt from (not durable until `rebuilt`).
-    pub fn import_chunk(
+    /// Take chunks of a checkpoint being rebuilt from, in one transaction (not durable
+    /// until `rebuilt`).
+    pub fn import_chunks(
         &self,
         pair: &KeymapPair,
-        chunk: &KeymapChunkRef,
-        entries: &[(Value, TenantKey)],
+        chunks: &[(&KeymapChunkRef, Vec<(Value, TenantKey)>)],
     ) -> Result<()> {
         let mut txn = self.db.begin_write().map_err(|e| self.error(e))?;
         txn.set_durability(Durability::None)
@@ -217,18 +217,19 @@ impl KeyIndex {
             let mut keys = txn
                 .open_table(TableDefinition::<&[u8], &str>::new(&name))
                 .map_err(|e| self.error(e))?;
-            for (key, tenant) in entries {
-                let (place, _) = entry_key(key);
-                keys.insert(place.as_slice(), tenant.as_str())
-                    .map_err(|e| self.error(e))?;
-            }
-            let mut chunks = txn.open_table(CHUNKS).map_err(|e| self.error(e))?;
-            chunks
-                .insert(
+            let mut refs = txn.open_table(CHUNKS).map_err(|e| self.error(e))?;
+            for (chunk, entries) in chunks {
+                for (key, tenant) in entries {
+                    let (place, _) = entry_key(key);
+                    keys.insert(place.as_slice(), tenant.as_str())
+                        .map_err(|e| self.error(e))?;
+                }
+                refs.insert(
                     bucket_key(pair, chunk.bucket).as_slice(),
-                    pack(chunk)?.as_slice(),
+                    pack(*chunk)?.as_slice(),
                 )
                 .map_err(|e| self.error(e))?;
+            }
         }
         txn.commit().map_err(|e| self.error(e))
     }
