@@ -149,7 +149,7 @@ pub async fn plan(
         .filter(|b| b.position < h)
         .cloned()
         .collect();
-    let keymaps = unreferenced_keymap_chunks(vault, &history.source, h).await?;
+    let keymaps = unreferenced_keymap_chunks(vault, &history.source, h, h).await?;
     Ok(Plan {
         source: history.source.clone(),
         horizon,
@@ -162,14 +162,16 @@ pub async fn plan(
     })
 }
 
-/// The source's key-map chunks below `below` that no checkpoint at or above `below`
-/// refers to. Chunks are listed before checkpoints: a chunk written after the listing is
-/// not looked at, and a checkpoint written after it refers only to new chunks or to those
-/// of a checkpoint listed here (docs/vault-format.md, "Retention and garbage collection").
+/// The source's key-map chunks below `below` that no checkpoint at or above `kept_from`
+/// refers to (a prune: both the horizon). Chunks are listed before checkpoints: a chunk
+/// written after the listing is not looked at, and a checkpoint written after it refers
+/// only to new chunks or to those of a checkpoint listed here (docs/vault-format.md,
+/// "Retention and garbage collection").
 pub async fn unreferenced_keymap_chunks(
     vault: &Vault,
     source: &str,
     below: u64,
+    kept_from: u64,
 ) -> Result<Vec<PositionRef>> {
     let chunks: Vec<PositionRef> = vault
         .list_keymap_chunks(source)
@@ -182,7 +184,7 @@ pub async fn unreferenced_keymap_chunks(
     }
     let mut referenced = BTreeSet::new();
     for checkpoint in vault.list_checkpoints(source).await? {
-        if checkpoint.position < below {
+        if checkpoint.position < kept_from {
             continue;
         }
         for map in vault.read_checkpoint(&checkpoint.name).await?.keymaps {
