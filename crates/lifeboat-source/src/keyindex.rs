@@ -128,7 +128,7 @@ impl KeyIndex {
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(Error::source(format!(
                     "capture's key-map index {} is in use by another capture of source \
-                     {source} in this process",
+                     {source} on this machine; give each capture its own [capture] state_dir",
                     path.display()
                 ))
                 .transient())
