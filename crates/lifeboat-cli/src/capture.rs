@@ -68,6 +68,8 @@ pub async fn run(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
                     "segments": s.segments,
                     "skipped_duplicates": s.skipped_duplicates,
                     "unattributed": s.unattributed,
+                    "keymap_index": s.keymap_index,
+                    "keymap_keys": s.keymap_keys,
                     "lag_ms_p50": lag.map(|l| l.0),
                     "lag_ms_p99": lag.map(|l| l.1),
                     "faults": s

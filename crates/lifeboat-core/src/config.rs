@@ -811,6 +811,11 @@ pub struct CaptureConfig {
     /// The longest wait between two attempts during a fault (before jitter).
     #[serde(default = "default_retry_max_delay_ms")]
     pub retry_max_delay_ms: u64,
+    /// Where capture keeps its local index of the `tenant_via` key maps (one file per
+    /// vault and source, rebuilt from the vault when missing). Default: `lifeboat-state`
+    /// beside the configuration file.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for CaptureConfig {
@@ -824,6 +829,7 @@ impl Default for CaptureConfig {
             wait_seconds: default_capture_wait_seconds(),
             retry_initial_delay_ms: default_retry_initial_delay_ms(),
             retry_max_delay_ms: default_retry_max_delay_ms(),
+            state_dir: None,
         }
     }
 }

@@ -240,14 +240,71 @@ pub struct KeymapRecord {
     pub entries: Vec<(Value, TenantKey)>,
 }
 
-/// What capture needs to resume a source without re-reading its whole history.
+/// What capture needs to resume a source without re-reading its whole history. Its key
+/// maps are an index of key-map chunks (docs/vault-format.md, "Key maps").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub source: String,
     pub position: u64,
     pub commit_time_us: i64,
     pub tables: Vec<TableSchema>,
-    pub keymaps: Vec<KeymapRecord>,
+    pub keymaps: Vec<KeymapIndex>,
+}
+
+/// One key map of a checkpoint: its buckets' chunks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeymapIndex {
+    pub table: String,
+    pub column: String,
+    /// Bucket bits: a key's bucket is the top `bits` bits of its hash (`keymap_bucket`).
+    pub bits: u8,
+    /// Keys in the map.
+    pub keys: u64,
+    /// One per non-empty bucket, in bucket order.
+    pub chunks: Vec<KeymapChunkRef>,
+}
+
+/// Where a bucket's entries are: the key-map chunk `{position:016x}-{hash}.kmap`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeymapChunkRef {
+    pub bucket: u32,
+    pub position: u64,
+    pub hash: String,
+    pub keys: u64,
+}
+
+/// The entries of one bucket of one key map (a `.kmap` object).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeymapChunk {
+    pub source: String,
+    pub table: String,
+    pub column: String,
+    pub bits: u8,
+    pub bucket: u32,
+    /// Sorted by the key's encoding (`keymap_key_bytes`).
+    pub entries: Vec<(Value, TenantKey)>,
+}
+
+/// Bucket bits never go above this (a million buckets a map).
+pub const KEYMAP_MAX_BITS: u8 = 20;
+
+/// A key's encoding in key maps: its MessagePack encoding as a tagged value.
+pub fn keymap_key_bytes(key: &Value) -> Vec<u8> {
+    rmp_serde::to_vec(key).expect("a value always encodes")
+}
+
+/// The 64-bit hash that places a key in its bucket: XXH3-64, seed 0, of its encoding.
+pub fn keymap_key_hash(encoded: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(encoded)
+}
+
+/// The bucket of a key hash under `bits` bucket bits.
+pub fn keymap_bucket(hash: u64, bits: u8) -> u32 {
+    if bits == 0 {
+        0
+    } else {
+        (hash >> (64 - u32::from(bits))) as u32
+    }
 }
 
 /// The SQL dialect of a source database: what its queries are written in and how its

@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::failpoint;
 use crate::model::TenantKey;
 use crate::state::{SourceHistory, TenantState};
-use crate::vault::{PositionRef, SegmentRef, Vault};
+use crate::vault::{keymap_chunk_name, PositionRef, SegmentRef, Vault};
 
 /// Tenants opened from the vault at once while bases are written at the horizon.
 const BASE_BATCH: usize = 64;
@@ -37,6 +37,9 @@ pub struct Plan {
     pub segments: Vec<SegmentRef>,
     /// Bases below the horizon.
     pub bases: Vec<PositionRef>,
+    /// Key-map chunks below the horizon that no checkpoint at or above it refers to
+    /// (found when the plan is made; looked for again after the checkpoints are deleted).
+    pub keymaps: Vec<PositionRef>,
 }
 
 impl Plan {
@@ -44,10 +47,11 @@ impl Plan {
         self.checkpoints.iter().map(|c| c.size).sum::<u64>()
             + self.segments.iter().map(|s| s.size).sum::<u64>()
             + self.bases.iter().map(|b| b.size).sum::<u64>()
+            + self.keymaps.iter().map(|k| k.size).sum::<u64>()
     }
 
     pub fn objects_deleted(&self) -> usize {
-        self.checkpoints.len() + self.segments.len() + self.bases.len()
+        self.checkpoints.len() + self.segments.len() + self.bases.len() + self.keymaps.len()
     }
 
     /// Nothing to write or delete.
@@ -145,6 +149,7 @@ pub async fn plan(
         .filter(|b| b.position < h)
         .cloned()
         .collect();
+    let keymaps = unreferenced_keymap_chunks(vault, &history.source, h, h).await?;
     Ok(Plan {
         source: history.source.clone(),
         horizon,
@@ -153,7 +158,45 @@ pub async fn plan(
         checkpoints,
         segments,
         bases,
+        keymaps,
     })
+}
+
+/// The source's key-map chunks below `below` that no checkpoint at or above `kept_from`
+/// refers to (a prune: both the horizon). Chunks are listed before checkpoints: a chunk
+/// written after the listing is not looked at, and a checkpoint written after it refers
+/// only to new chunks or to those of a checkpoint listed here (docs/vault-format.md,
+/// "Retention and garbage collection").
+pub async fn unreferenced_keymap_chunks(
+    vault: &Vault,
+    source: &str,
+    below: u64,
+    kept_from: u64,
+) -> Result<Vec<PositionRef>> {
+    let chunks: Vec<PositionRef> = vault
+        .list_keymap_chunks(source)
+        .await?
+        .into_iter()
+        .filter(|c| c.position < below)
+        .collect();
+    if chunks.is_empty() {
+        return Ok(chunks);
+    }
+    let mut referenced = BTreeSet::new();
+    for checkpoint in vault.list_checkpoints(source).await? {
+        if checkpoint.position < kept_from {
+            continue;
+        }
+        for map in vault.read_checkpoint(&checkpoint.name).await?.keymaps {
+            for chunk in map.chunks {
+                referenced.insert(keymap_chunk_name(source, chunk.position, &chunk.hash));
+            }
+        }
+    }
+    Ok(chunks
+        .into_iter()
+        .filter(|c| !referenced.contains(&c.name))
+        .collect())
 }
 
 /// What `execute` did.
@@ -205,6 +248,12 @@ pub async fn execute(vault: &Vault, history: &SourceHistory, plan: &Plan) -> Res
         done.objects_deleted += 1;
         done.bytes_freed += base.size;
         failpoint::hit("prune.after-base-deleted");
+    }
+    // Last: the chunks that only checkpoints below the horizon referred to.
+    for chunk in &plan.keymaps {
+        vault.delete(&chunk.name).await?;
+        done.objects_deleted += 1;
+        done.bytes_freed += chunk.size;
     }
     Ok(done)
 }

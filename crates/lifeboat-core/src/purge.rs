@@ -4,9 +4,11 @@
 //! tenant's bases are deleted. Every step can be repeated: a purge interrupted half way is
 //! finished by running it again.
 
+use std::collections::{BTreeSet, HashMap};
+
 use crate::error::Result;
-use crate::model::TenantKey;
-use crate::vault::Vault;
+use crate::model::{KeymapChunk, KeymapChunkRef, TenantKey};
+use crate::vault::{keymap_chunk_name, Vault};
 
 /// What a purge removed from one source.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -51,15 +53,46 @@ pub async fn purge_tenant(vault: &Vault, source: &str, tenant: &TenantKey) -> Re
         }
         report.segments += 1;
     }
+    // Key-map chunks are shared by checkpoints: each one naming the tenant is written
+    // again once (same position, new hash), and the old ones are deleted only after every
+    // checkpoint that referred to them was written again.
+    let mut rewritten: HashMap<String, Option<KeymapChunkRef>> = HashMap::new();
+    let mut replaced = BTreeSet::new();
     for checkpoint_ref in vault.list_checkpoints(source).await? {
         let mut checkpoint = vault.read_checkpoint(&checkpoint_ref.name).await?;
-        let mut removed = 0;
-        for keymap in &mut checkpoint.keymaps {
-            let before = keymap.entries.len();
-            keymap.entries.retain(|(_, t)| t != tenant);
-            removed += before - keymap.entries.len();
+        let mut changed = false;
+        for map in &mut checkpoint.keymaps {
+            let mut chunks = Vec::with_capacity(map.chunks.len());
+            for chunk in &map.chunks {
+                let old = keymap_chunk_name(source, chunk.position, &chunk.hash);
+                let new = match rewritten.get(&old) {
+                    Some(new) => new.clone(),
+                    None => {
+                        let read = vault.read_keymap_chunk(source, map, chunk).await?;
+                        let mut entries = read.entries.clone();
+                        entries.retain(|(_, t)| t != tenant);
+                        let new = if entries.len() == read.entries.len() {
+                            Some(chunk.clone())
+                        } else if entries.is_empty() {
+                            None
+                        } else {
+                            let rewritten = KeymapChunk { entries, ..read };
+                            Some(vault.put_keymap_chunk(&rewritten, chunk.position).await?)
+                        };
+                        rewritten.insert(old.clone(), new.clone());
+                        new
+                    }
+                };
+                if new.as_ref() != Some(chunk) {
+                    changed = true;
+                    replaced.insert(old);
+                }
+                chunks.extend(new);
+            }
+            map.keys = chunks.iter().map(|c| c.keys).sum();
+            map.chunks = chunks;
         }
-        if removed == 0 {
+        if !changed {
             continue;
         }
         let name = vault.put_checkpoint(&checkpoint).await?;
@@ -68,9 +101,124 @@ pub async fn purge_tenant(vault: &Vault, source: &str, tenant: &TenantKey) -> Re
         }
         report.checkpoints += 1;
     }
+    for old in replaced {
+        vault.delete(&old).await?;
+    }
+    // Chunks an interrupted purge left without any checkpoint referring to them.
+    if let Some(latest) = vault.list_checkpoints(source).await?.last() {
+        for chunk in
+            crate::prune::unreferenced_keymap_chunks(vault, source, latest.position + 1, 0).await?
+        {
+            vault.delete(&chunk.name).await?;
+        }
+    }
     for base in vault.list_bases(source, tenant).await? {
         vault.delete(&base.name).await?;
         report.bases += 1;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::model::{Checkpoint, KeymapIndex, Value};
+    use crate::vault::LocalStore;
+
+    fn chunk(column: &str, entries: &[(i64, &str)]) -> KeymapChunk {
+        KeymapChunk {
+            source: "s".into(),
+            table: "issues".into(),
+            column: column.into(),
+            bits: 0,
+            bucket: 0,
+            entries: entries
+                .iter()
+                .map(|(k, t)| (Value::Int(*k), TenantKey::new(*t)))
+                .collect(),
+        }
+    }
+
+    fn checkpoint(position: u64, maps: &[(&str, &KeymapChunkRef)]) -> Checkpoint {
+        Checkpoint {
+            source: "s".into(),
+            position,
+            commit_time_us: position as i64,
+            tables: Vec::new(),
+            keymaps: maps
+                .iter()
+                .map(|(column, chunk)| KeymapIndex {
+                    table: "issues".into(),
+                    column: column.to_string(),
+                    bits: 0,
+                    keys: chunk.keys,
+                    chunks: vec![(*chunk).clone()],
+                })
+                .collect(),
+        }
+    }
+
+    /// A purged tenant's key-map entries are gone from every checkpoint; a chunk shared by
+    /// two checkpoints is written again once, and the old one deleted; a chunk without the
+    /// tenant stays as it is; a chunk no checkpoint refers to goes.
+    #[tokio::test]
+    async fn a_purge_rewrites_shared_key_map_chunks_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vault = Vault::init(Arc::new(LocalStore::new(dir.path())))
+            .await
+            .expect("vault");
+        let both = vault
+            .put_keymap_chunk(&chunk("id", &[(1, "a"), (2, "b"), (3, "b")]), 10)
+            .await
+            .expect("chunk");
+        let only_a = vault
+            .put_keymap_chunk(&chunk("code", &[(1, "a")]), 10)
+            .await
+            .expect("chunk");
+        for position in [10, 20] {
+            vault
+                .put_checkpoint(&checkpoint(position, &[("id", &both), ("code", &only_a)]))
+                .await
+                .expect("checkpoint");
+        }
+        // What an interrupted purge leaves: a chunk no checkpoint refers to.
+        vault
+            .put_keymap_chunk(&chunk("id", &[(2, "b")]), 20)
+            .await
+            .expect("leftover");
+        let report = purge_tenant(&vault, "s", &TenantKey::new("b"))
+            .await
+            .expect("purge");
+        assert_eq!(report.checkpoints, 2);
+        let mut names = BTreeSet::new();
+        for checkpoint in vault.list_checkpoints("s").await.expect("list") {
+            let read = vault.read_checkpoint(&checkpoint.name).await.expect("read");
+            for map in &read.keymaps {
+                for reference in &map.chunks {
+                    let chunk = vault
+                        .read_keymap_chunk("s", map, reference)
+                        .await
+                        .expect("chunk");
+                    assert!(chunk.entries.iter().all(|(_, t)| t.as_str() != "b"));
+                    assert_eq!(map.keys, chunk.entries.len() as u64);
+                    names.insert(keymap_chunk_name("s", reference.position, &reference.hash));
+                }
+            }
+        }
+        let listed: BTreeSet<String> = vault
+            .list_keymap_chunks("s")
+            .await
+            .expect("chunks")
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(
+            listed, names,
+            "the old chunk is gone, the shared new one kept"
+        );
+        assert_eq!(listed.len(), 2);
+        assert!(listed.contains(&keymap_chunk_name("s", 10, &only_a.hash)));
+    }
 }

@@ -3,7 +3,7 @@
 //! checks the configuration against the live schema; attribution then tags every captured
 //! row with its tenant, keeping a map from referenced keys to tenants for `tenant_via`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::config::{SourceConfig, TableRule};
 use crate::error::{Error, Result};
@@ -227,73 +227,124 @@ impl SourceTenancy {
     }
 }
 
-/// Referenced key → tenant, for every `(table, column)` a `tenant_via` points to.
+/// A referenced `(table, column)`: one key map.
+pub type KeymapPair = (String, String);
+
+/// Where the key maps' committed entries live when `Keymaps` does not hold them all
+/// itself: capture's local index on disk.
+pub trait KeyStore: Send + Sync {
+    fn get(&self, table: &str, column: &str, key: &Value) -> Result<Option<TenantKey>>;
+}
+
+/// Changes to one key map since it was last drained (or, without a store, all of it).
 #[derive(Debug, Clone, Default)]
+pub struct KeymapLayer {
+    /// Every key of the map before these changes is gone (a truncate).
+    pub cleared: bool,
+    /// Key → its tenant, or `None`: removed.
+    pub entries: HashMap<Value, Option<TenantKey>>,
+}
+
+/// One deferred removal: a key, or every key but those inserted after it (a truncate).
+#[derive(Debug, Clone)]
+enum Removal {
+    Key(KeymapPair, Value),
+    All(KeymapPair, HashSet<Value>),
+}
+
+/// Referenced key → tenant, for every `(table, column)` a `tenant_via` points to. The
+/// open transaction's inserts and the committed changes not yet drained are held here;
+/// the rest, with a store, is looked up there (capture), or, without one, is all here.
+#[derive(Clone, Default)]
 pub struct Keymaps {
-    maps: HashMap<(String, String), HashMap<Value, TenantKey>>,
+    pairs: BTreeSet<KeymapPair>,
+    committed: HashMap<KeymapPair, KeymapLayer>,
+    /// Inserts of the open transaction.
+    open: HashMap<KeymapPair, HashMap<Value, TenantKey>>,
     /// Keys deleted by the open transaction: removed at its end, so that rows deleted in
     /// the same transaction after their parent (cascades) still find their tenant.
-    pending_removals: Vec<((String, String), Value)>,
+    removals: Vec<Removal>,
+    store: Option<std::sync::Arc<dyn KeyStore>>,
+}
+
+impl std::fmt::Debug for Keymaps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keymaps")
+            .field("pairs", &self.pairs)
+            .field("held", &self.held())
+            .field("store", &self.store.is_some())
+            .finish()
+    }
 }
 
 impl Keymaps {
     pub fn new(tenancy: &SourceTenancy) -> Self {
-        let mut maps = HashMap::new();
-        for pair in &tenancy.referenced {
-            maps.insert(pair.clone(), HashMap::new());
-        }
         Keymaps {
-            maps,
-            pending_removals: Vec::new(),
+            pairs: tenancy.referenced.iter().cloned().collect(),
+            ..Keymaps::default()
+        }
+    }
+
+    /// Key maps whose committed entries are in `store`; only changes are held here, until
+    /// `drain`.
+    pub fn with_store(tenancy: &SourceTenancy, store: std::sync::Arc<dyn KeyStore>) -> Self {
+        Keymaps {
+            store: Some(store),
+            ..Keymaps::new(tenancy)
         }
     }
 
     pub fn from_records(tenancy: &SourceTenancy, records: &[KeymapRecord]) -> Self {
         let mut keymaps = Keymaps::new(tenancy);
         for record in records {
-            if let Some(map) = keymaps
-                .maps
-                .get_mut(&(record.table.clone(), record.column.clone()))
-            {
-                map.extend(record.entries.iter().cloned());
+            let pair = (record.table.clone(), record.column.clone());
+            if keymaps.pairs.contains(&pair) {
+                let layer = keymaps.committed.entry(pair).or_default();
+                for (key, tenant) in &record.entries {
+                    layer.entries.insert(key.clone(), Some(tenant.clone()));
+                }
             }
         }
         keymaps
     }
 
-    pub fn to_records(&self) -> Vec<KeymapRecord> {
-        let mut records: Vec<KeymapRecord> = self
-            .maps
-            .iter()
-            .map(|((table, column), map)| KeymapRecord {
-                table: table.clone(),
-                column: column.clone(),
-                entries: map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            })
-            .collect();
-        records.sort_by(|a, b| (&a.table, &a.column).cmp(&(&b.table, &b.column)));
-        records
+    /// The referenced `(table, column)` pairs.
+    pub fn pairs(&self) -> impl Iterator<Item = &KeymapPair> {
+        self.pairs.iter()
     }
 
-    pub fn lookup(&self, table: &str, column: &str, key: &Value) -> Option<&TenantKey> {
-        self.maps
-            .get(&(table.to_string(), column.to_string()))
-            .and_then(|m| m.get(key))
+    pub fn lookup(&self, table: &str, column: &str, key: &Value) -> Result<Option<TenantKey>> {
+        let pair = (table.to_string(), column.to_string());
+        if let Some(tenant) = self.open.get(&pair).and_then(|m| m.get(key)) {
+            return Ok(Some(tenant.clone()));
+        }
+        if let Some(layer) = self.committed.get(&pair) {
+            if let Some(entry) = layer.entries.get(key) {
+                return Ok(entry.clone());
+            }
+            if layer.cleared {
+                return Ok(None);
+            }
+        }
+        match &self.store {
+            Some(store) if self.pairs.contains(&pair) => store.get(table, column, key),
+            _ => Ok(None),
+        }
     }
 
     /// The tenant of `row` in `table`.
-    pub fn tenant_of(&self, table: &ResolvedTable, row: &[Value]) -> Option<TenantKey> {
+    pub fn tenant_of(&self, table: &ResolvedTable, row: &[Value]) -> Result<Option<TenantKey>> {
         match &table.tenancy {
-            Tenancy::Global => None,
-            Tenancy::Column(index) => row.get(*index).and_then(Value::tenant_key),
+            Tenancy::Global => Ok(None),
+            Tenancy::Column(index) => Ok(row.get(*index).and_then(Value::tenant_key)),
             Tenancy::Via {
                 column,
                 parent,
                 parent_column,
-            } => {
-                let key = row.get(*column)?;
-                self.lookup(parent, parent_column, key).cloned()
-            }
+            } => match row.get(*column) {
+                Some(key) => self.lookup(parent, parent_column, key),
+                None => Ok(None),
+            },
         }
     }
 
@@ -302,56 +353,106 @@ impl Keymaps {
         let name = &table.schema.name;
         for (index, column) in table.schema.columns.iter().enumerate() {
             let pair = (name.clone(), column.clone());
-            if !self.maps.contains_key(&pair) {
-                continue;
-            }
-            if change.op == Op::Alter {
+            if !self.pairs.contains(&pair) || change.op == Op::Alter {
                 continue;
             }
             if change.op == Op::Truncate {
-                let keys: Vec<Value> = self.maps[&pair].keys().cloned().collect();
-                for key in keys {
-                    self.pending_removals.push((pair.clone(), key));
-                }
+                self.removals.push(Removal::All(pair, HashSet::new()));
                 continue;
             }
             let old = change.old.as_ref().and_then(|r| r.get(index));
             let new = change.new.as_ref().and_then(|r| r.get(index));
             if let Some(old) = old {
                 if Some(old) != new || change.op == Op::Delete {
-                    self.pending_removals.push((pair.clone(), old.clone()));
+                    self.removals.push(Removal::Key(pair.clone(), old.clone()));
                 }
             }
             if let (Some(new), Some(tenant)) = (new, &change.tenant) {
                 if change.op != Op::Delete {
-                    self.pending_removals
-                        .retain(|(p, key)| !(p == &pair && key == new));
-                    if let Some(map) = self.maps.get_mut(&pair) {
-                        map.insert(new.clone(), tenant.clone());
-                    }
+                    self.removals.retain_mut(|removal| match removal {
+                        Removal::Key(p, key) => !(p == &pair && key == new),
+                        Removal::All(p, exempt) => {
+                            if p == &pair {
+                                exempt.insert(new.clone());
+                            }
+                            true
+                        }
+                    });
+                    self.open
+                        .entry(pair)
+                        .or_default()
+                        .insert(new.clone(), tenant.clone());
                 }
             }
         }
     }
 
-    /// The transaction ended: apply the removals it deferred.
     /// Forget the removals of a transaction that was not read to its end (the connection
     /// broke): it is read again whole, and a key it removes must still be found by the
     /// changes before that removal.
     pub fn abandon_transaction(&mut self) {
-        self.pending_removals.clear();
+        self.removals.clear();
+        self.open.clear();
     }
 
+    /// The transaction ended: its inserts are committed and the removals it deferred
+    /// applied.
     pub fn end_transaction(&mut self) {
-        for (pair, key) in self.pending_removals.drain(..) {
-            if let Some(map) = self.maps.get_mut(&pair) {
-                map.remove(&key);
+        for (pair, inserts) in self.open.drain() {
+            let layer = self.committed.entry(pair).or_default();
+            for (key, tenant) in inserts {
+                layer.entries.insert(key, Some(tenant));
+            }
+        }
+        let held_all = self.store.is_none();
+        for removal in std::mem::take(&mut self.removals) {
+            match removal {
+                Removal::Key(pair, key) => {
+                    let layer = self.committed.entry(pair).or_default();
+                    if held_all {
+                        layer.entries.remove(&key);
+                    } else {
+                        layer.entries.insert(key, None);
+                    }
+                }
+                Removal::All(pair, exempt) => {
+                    let layer = self.committed.entry(pair).or_default();
+                    let kept: Vec<(Value, Option<TenantKey>)> = exempt
+                        .into_iter()
+                        .filter_map(|key| layer.entries.get(&key).cloned().map(|t| (key, t)))
+                        .collect();
+                    layer.entries.clear();
+                    layer.cleared = true;
+                    layer.entries.extend(kept);
+                }
             }
         }
     }
 
+    /// The committed changes held here, taken out (with a store: the caller writes them
+    /// there). The open transaction's are kept.
+    pub fn drain(&mut self) -> Vec<(KeymapPair, KeymapLayer)> {
+        let mut drained: Vec<(KeymapPair, KeymapLayer)> = self.committed.drain().collect();
+        drained.sort_by(|a, b| a.0.cmp(&b.0));
+        drained
+    }
+
+    /// Entries held in memory: committed changes not yet drained and the open
+    /// transaction's inserts.
+    pub fn held(&self) -> usize {
+        self.committed
+            .values()
+            .map(|l| l.entries.len())
+            .chain(self.open.values().map(HashMap::len))
+            .sum()
+    }
+
+    /// Keys held, without a store: every key of every map.
     pub fn len(&self) -> usize {
-        self.maps.values().map(HashMap::len).sum()
+        self.committed
+            .values()
+            .map(|l| l.entries.values().filter(|t| t.is_some()).count())
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -377,7 +478,7 @@ pub fn attribute(
     table: &ResolvedTable,
     raw: RawChange,
     out: &mut Vec<Change>,
-) {
+) -> Result<()> {
     let RawChange {
         op,
         old,
@@ -385,7 +486,7 @@ pub fn attribute(
         position,
     } = raw;
     if matches!(table.tenancy, Tenancy::Global) {
-        return;
+        return Ok(());
     }
     let mut push = |keymaps: &mut Keymaps, change: Change| {
         keymaps.observe(table, &change);
@@ -405,7 +506,10 @@ pub fn attribute(
             },
         ),
         Op::Insert => {
-            let tenant = new.as_deref().and_then(|r| keymaps.tenant_of(table, r));
+            let tenant = match new.as_deref() {
+                Some(r) => keymaps.tenant_of(table, r)?,
+                None => None,
+            };
             push(
                 keymaps,
                 Change {
@@ -420,7 +524,10 @@ pub fn attribute(
             )
         }
         Op::Delete => {
-            let tenant = old.as_deref().and_then(|r| keymaps.tenant_of(table, r));
+            let tenant = match old.as_deref() {
+                Some(r) => keymaps.tenant_of(table, r)?,
+                None => None,
+            };
             push(
                 keymaps,
                 Change {
@@ -435,8 +542,14 @@ pub fn attribute(
             )
         }
         Op::Update => {
-            let before = old.as_deref().and_then(|r| keymaps.tenant_of(table, r));
-            let after = new.as_deref().and_then(|r| keymaps.tenant_of(table, r));
+            let before = match old.as_deref() {
+                Some(r) => keymaps.tenant_of(table, r)?,
+                None => None,
+            };
+            let after = match new.as_deref() {
+                Some(r) => keymaps.tenant_of(table, r)?,
+                None => None,
+            };
             if before == after || old.is_none() {
                 push(
                     keymaps,
@@ -478,6 +591,7 @@ pub fn attribute(
             }
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -570,7 +684,8 @@ mod tests {
                 position: 1,
             },
             &mut out,
-        );
+        )
+        .expect("attributed");
         keymaps.end_transaction();
         // Parent deleted first, then its comment, in one transaction.
         attribute(
@@ -584,7 +699,8 @@ mod tests {
                 position: 2,
             },
             &mut out,
-        );
+        )
+        .expect("attributed");
         let comment = vec![Value::Int(1), Value::Int(7), Value::Text("b".into())];
         attribute(
             &mut keymaps,
@@ -597,7 +713,8 @@ mod tests {
                 position: 2,
             },
             &mut out,
-        );
+        )
+        .expect("attributed");
         keymaps.end_transaction();
         assert_eq!(out[2].tenant, Some(TenantKey::new("42")));
         assert!(keymaps.is_empty());

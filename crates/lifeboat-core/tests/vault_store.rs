@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use lifeboat_core::config::VaultConfig;
 use lifeboat_core::model::{
-    Base, BaseRow, Change, Checkpoint, KeymapRecord, Op, Segment, TableSchema, TenantKey,
-    Transaction, Value,
+    Base, BaseRow, Change, Checkpoint, KeymapChunk, KeymapChunkRef, KeymapIndex, Op, Segment,
+    TableSchema, TenantKey, Transaction, Value,
 };
 use lifeboat_core::vault::{LocalStore, S3Retries, S3Store, SegmentRef, Store, Vault};
 use lifeboat_core::ErrorKind;
@@ -446,6 +446,56 @@ mod contract {
         );
         assert_eq!(vault.list_sources().await.expect("sources"), ["s"]);
 
+        // A key-map chunk: read back through the reference a checkpoint keeps, and refused
+        // through a reference to another bucket or another map.
+        let chunk = KeymapChunk {
+            source: "s".into(),
+            table: "customers".into(),
+            column: "id".into(),
+            bits: 0,
+            bucket: 0,
+            entries: vec![
+                (Value::Int(3), TenantKey::new("acme.io")),
+                (Value::Int(4), TenantKey::new("acme")),
+            ],
+        };
+        let reference = vault.put_keymap_chunk(&chunk, 9).await.expect("put chunk");
+        assert_eq!((reference.position, reference.keys), (9, 2));
+        let listed = vault.list_keymap_chunks("s").await.expect("list chunks");
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0]
+            .name
+            .ends_with(&format!("{}.kmap", reference.hash)));
+        let mut map = checkpoint("s", 9).keymaps.remove(0);
+        map.keys = 2;
+        map.chunks = vec![reference.clone()];
+        assert_eq!(
+            vault
+                .read_keymap_chunk("s", &map, &reference)
+                .await
+                .expect("read chunk"),
+            chunk
+        );
+        let other_map = KeymapIndex {
+            column: "code".into(),
+            ..map.clone()
+        };
+        let err = vault
+            .read_keymap_chunk("s", &other_map, &reference)
+            .await
+            .expect_err("another map");
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains(&listed[0].name), "{err}");
+        let miscounted = KeymapChunkRef {
+            keys: 3,
+            ..reference.clone()
+        };
+        let err = vault
+            .read_keymap_chunk("s", &map, &miscounted)
+            .await
+            .expect_err("miscounted");
+        assert!(err.to_string().contains("3"), "{err}");
+
         // Reading an object as the wrong kind is refused.
         let err = vault
             .read_base(&ckpt)
@@ -523,16 +573,16 @@ mod contract {
     /// written into it.
     pub async fn an_older_format_is_refused(store: Arc<dyn Store>) {
         let header =
-            br#"{"format": "lifeboat-vault", "version": 2, "created": "2026-01-01T00:00:00Z"}"#;
+            br#"{"format": "lifeboat-vault", "version": 3, "created": "2026-01-01T00:00:00Z"}"#;
         put(&store, "lifeboat-vault.json", header).await;
         for err in [
-            Vault::open(store.clone()).await.expect_err("version 2"),
-            Vault::init(store.clone()).await.expect_err("version 2"),
+            Vault::open(store.clone()).await.expect_err("version 3"),
+            Vault::init(store.clone()).await.expect_err("version 3"),
         ] {
             assert_eq!(err.kind(), ErrorKind::Vault, "{err}");
             let text = err.to_string();
             assert!(
-                text.contains("format version 2") && text.contains("version 3"),
+                text.contains("format version 3") && text.contains("version 4"),
                 "{text}"
             );
         }
@@ -663,10 +713,17 @@ mod contract {
             position,
             commit_time_us: 1_700_000_000_000_000,
             tables: tables(),
-            keymaps: vec![KeymapRecord {
+            keymaps: vec![KeymapIndex {
                 table: "customers".into(),
                 column: "id".into(),
-                entries: vec![(Value::Int(3), TenantKey::new("acme.io"))],
+                bits: 0,
+                keys: 1,
+                chunks: vec![KeymapChunkRef {
+                    bucket: 0,
+                    position: 9,
+                    hash: "0123456789abcdef0123456789abcdef".into(),
+                    keys: 1,
+                }],
             }],
         }
     }

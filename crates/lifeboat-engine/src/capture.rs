@@ -58,6 +58,7 @@ pub async fn run(
     // gives up on a failing request soon and lets capture report the episode.
     let vault = Vault::open(Vault::store_for_retrying_caller(&config.vault)?).await?;
     let control = control_url(config, config_path)?;
+    let config = &with_state_dir(config, config_path);
 
     let (events, mut reports) = tokio::sync::mpsc::unbounded_channel::<Event>();
     let mut tasks = tokio::task::JoinSet::new();
@@ -112,6 +113,19 @@ pub async fn run(
     }
     run.reports.sort_by(|a, b| a.source.cmp(&b.source));
     Ok(run)
+}
+
+/// `config` with `[capture] state_dir` defaulting to `lifeboat-state` beside the
+/// configuration file (capture's local index of the key maps).
+fn with_state_dir(config: &Config, config_path: &Option<PathBuf>) -> Config {
+    let mut config = config.clone();
+    if config.capture.state_dir.is_none() {
+        config.capture.state_dir = config_path
+            .as_ref()
+            .and_then(|p| p.parent())
+            .map(|d| d.join("lifeboat-state"));
+    }
+    config
 }
 
 /// One source's capture within a run: standing by, leading, standing by again.
@@ -383,6 +397,9 @@ fn add(total: &mut CaptureStats, term: CaptureStats) {
     total.segments += term.segments;
     total.skipped_duplicates += term.skipped_duplicates;
     total.unattributed += term.unattributed;
+    // The key-map index as the latest term found it.
+    total.keymap_index = term.keymap_index;
+    total.keymap_keys = term.keymap_keys;
     if total.lags.count() == 0 {
         total.lags = term.lags;
     }

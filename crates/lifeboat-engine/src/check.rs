@@ -18,7 +18,7 @@ use serde::Serialize;
 use lifeboat_core::config::Config;
 use lifeboat_core::model::TenantKey;
 use lifeboat_core::state::SourceHistory;
-use lifeboat_core::vault::{PositionRef, SegmentRef, Vault};
+use lifeboat_core::vault::{keymap_chunk_name, PositionRef, SegmentRef, Vault};
 use lifeboat_core::Result;
 
 use crate::context::{control_url, open_vault, source_names};
@@ -70,6 +70,8 @@ pub struct Kinds {
     pub segments: Objects,
     pub checkpoints: Objects,
     pub bases: Objects,
+    /// Key-map chunks (docs/vault-format.md, "Key maps").
+    pub keymaps: Objects,
     pub total: Objects,
 }
 
@@ -78,6 +80,7 @@ impl Kinds {
         self.segments = self.segments.plus(other.segments);
         self.checkpoints = self.checkpoints.plus(other.checkpoints);
         self.bases = self.bases.plus(other.bases);
+        self.keymaps = self.keymaps.plus(other.keymaps);
         self.total = self.total.plus(other.total);
     }
 }
@@ -275,6 +278,57 @@ async fn check_source(
             Err(e) => problem(&checkpoint.name, e.message().to_string()),
         }
         progress.event(Event::ObjectChecked);
+    }
+
+    // Key maps: every chunk a checkpoint refers to is there; reading data, each one once,
+    // whole, against its name and the reference.
+    let mut verified: BTreeSet<String> = BTreeSet::new();
+    match vault.list_keymap_chunks(source).await {
+        Err(e) => problem(
+            &format!("sources/{source}/keymaps/"),
+            e.message().to_string(),
+        ),
+        Ok(chunks) => {
+            let listed: BTreeMap<String, u64> =
+                chunks.iter().map(|c| (c.name.clone(), c.size)).collect();
+            let listed_objects = Objects::of(chunks.iter().map(|c| c.size));
+            summary.kinds.keymaps = listed_objects;
+            summary.kinds.total = summary.kinds.total.plus(listed_objects);
+            for checkpoint in &history.checkpoints {
+                let index = match vault.read_checkpoint(&checkpoint.name).await {
+                    Ok(read) => read.keymaps,
+                    Err(e) => {
+                        problem(&checkpoint.name, e.message().to_string());
+                        continue;
+                    }
+                };
+                for map in &index {
+                    for chunk in &map.chunks {
+                        let name = keymap_chunk_name(source, chunk.position, &chunk.hash);
+                        if !listed.contains_key(&name) {
+                            problem(
+                                &name,
+                                format!(
+                                    "missing: checkpoint {} refers to it for bucket {} of \
+                                     the key map of {}.{}",
+                                    checkpoint.name, chunk.bucket, map.table, map.column
+                                ),
+                            );
+                            continue;
+                        }
+                        if !read_data || verified.contains(&name) {
+                            continue;
+                        }
+                        match vault.read_keymap_chunk(source, map, chunk).await {
+                            Ok(_) => bytes += listed[&name],
+                            Err(e) => problem(&name, e.message().to_string()),
+                        }
+                        verified.insert(name);
+                        progress.event(Event::ObjectChecked);
+                    }
+                }
+            }
+        }
     }
 
     // Segments, in name order: each read (its head, or whole), then linked to the one

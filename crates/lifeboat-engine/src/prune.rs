@@ -49,6 +49,8 @@ pub struct SourcePrune {
     pub segments_deleted: Objects,
     pub checkpoints_deleted: Objects,
     pub bases_deleted: Objects,
+    /// Key-map chunks no checkpoint kept refers to any more.
+    pub keymaps_deleted: Objects,
     pub bytes_freed: u64,
 }
 
@@ -162,6 +164,7 @@ pub async fn prune(
                 segments_deleted: Objects::default(),
                 checkpoints_deleted: Objects::default(),
                 bases_deleted: Objects::default(),
+                keymaps_deleted: Objects::default(),
                 bytes_freed: 0,
             });
             continue;
@@ -188,6 +191,7 @@ pub async fn prune(
             segments_deleted: Objects::of(plan.segments.iter().map(|s| s.size)),
             checkpoints_deleted: Objects::of(plan.checkpoints.iter().map(|c| c.size)),
             bases_deleted: Objects::of(plan.bases.iter().map(|b| b.size)),
+            keymaps_deleted: Objects::of(plan.keymaps.iter().map(|k| k.size)),
             bytes_freed: plan.bytes_freed(),
         };
         report.objects_deleted += plan.objects_deleted();
@@ -202,7 +206,8 @@ pub async fn prune(
                 (
                     s.source.as_str(),
                     json!({"horizon": s.horizon, "objects_deleted": s.segments_deleted.objects
-                        + s.checkpoints_deleted.objects + s.bases_deleted.objects,
+                        + s.checkpoints_deleted.objects + s.bases_deleted.objects
+                        + s.keymaps_deleted.objects,
                         "bytes_freed": s.bytes_freed}),
                 )
             })

@@ -15,12 +15,13 @@ use lifeboat_core::model::{
 };
 use lifeboat_core::state::SourceHistory;
 use lifeboat_core::tenancy::{
-    attribute, Keymaps, RawChange, ResolvedTable, SourceTenancy, Tenancy,
+    attribute, KeymapPair, Keymaps, RawChange, ResolvedTable, SourceTenancy, Tenancy,
 };
 use lifeboat_core::vault::Vault;
 use lifeboat_core::{Error, Result};
 
 use crate::faults::{FaultKind, FaultStats, Retry};
+use crate::keyindex::KeyIndex;
 use crate::Stop;
 
 /// Capture statistics, reported at the end of a run.
@@ -32,6 +33,11 @@ pub struct CaptureStats {
     pub segments: u64,
     pub skipped_duplicates: u64,
     pub unattributed: u64,
+    /// How capture found its local key-map index: `new` (first snapshot), `resumed` (it
+    /// matched the vault) or `rebuilt` (from the vault's latest checkpoint).
+    pub keymap_index: &'static str,
+    /// Keys in the key maps when capture started.
+    pub keymap_keys: u64,
     /// Commit-to-durable delays of the transactions captured.
     #[serde(skip)]
     pub lags: Lags,
@@ -76,7 +82,12 @@ pub struct CaptureCore {
     pub source: String,
     config: CaptureConfig,
     tenancy: SourceTenancy,
+    /// The key maps: changes since the last segment here, the rest in `index`.
     keymaps: Keymaps,
+    index: KeyIndex,
+    /// The latest checkpoint of the source as this capture knows it (resumed from, or
+    /// written): a checkpoint's unchanged buckets refer to its chunks.
+    checkpoint: Option<String>,
     /// Current schemas; a schema change appends a new entry.
     tables: Vec<TableSchema>,
     slots: HashMap<String, u32>,
@@ -123,10 +134,14 @@ impl CaptureCore {
     ) -> Result<(CaptureCore, Start)> {
         let history = SourceHistory::load(vault, source).await?;
         let retry = Retry::new(source, &config, faults.clone(), metrics.clone());
+        let dir = config.state_dir.clone().unwrap_or_else(default_state_dir);
+        let index = KeyIndex::open(&dir, vault.id(), source)?;
         let mut core = CaptureCore {
             source: source.to_string(),
             config,
-            keymaps: Keymaps::new(&tenancy),
+            keymaps: Keymaps::with_store(&tenancy, Arc::new(index.clone())),
+            index,
+            checkpoint: None,
             tables: Vec::new(),
             slots: HashMap::new(),
             tenancy,
@@ -150,10 +165,29 @@ impl CaptureCore {
         };
         core.reset_tables();
         let Some(checkpoint_ref) = history.checkpoints.last() else {
+            core.index.reset(vault.id(), source)?;
+            core.stats.keymap_index = "new";
             return Ok((core, Start::Fresh));
         };
         let checkpoint = vault.read_checkpoint(&checkpoint_ref.name).await?;
-        core.keymaps = Keymaps::from_records(&core.tenancy, &checkpoint.keymaps);
+        // The local index is used as it is only when it describes this vault's history
+        // from its latest checkpoint on; otherwise it is rebuilt from that checkpoint.
+        let state = core.index.state()?;
+        let vault_head = history.latest_position().unwrap_or(checkpoint.position);
+        let index_head = if state.vault.as_deref() == Some(vault.id())
+            && state.source.as_deref() == Some(source)
+            && state.checkpoint.as_deref() == Some(checkpoint_ref.name.as_str())
+            && (checkpoint.position..=vault_head).contains(&state.head)
+        {
+            core.stats.keymap_index = "resumed";
+            state.head
+        } else {
+            core.rebuild_index(vault, &checkpoint_ref.name, &checkpoint, &state)
+                .await?;
+            core.stats.keymap_index = "rebuilt";
+            checkpoint.position
+        };
+        core.checkpoint = Some(checkpoint_ref.name.clone());
         core.head = checkpoint.position;
         core.head_time_us = checkpoint.commit_time_us;
         let tenancy = core.tenancy.clone();
@@ -168,10 +202,19 @@ impl CaptureCore {
             .map(|t| (t.name.clone(), t.clone()))
             .collect();
         let keymaps = &mut core.keymaps;
+        let index = &core.index;
+        let mut failed: Option<Error> = None;
         history
             .for_each_transaction(vault, checkpoint.position, u64::MAX, |tables, tx| {
                 for schema in tables {
                     known.insert(schema.name.clone(), schema.clone());
+                }
+                head = head.max(tx.position);
+                head_time = tx.commit_time_us;
+                replayed += 1;
+                // The index already holds what is at or below its head.
+                if tx.position <= index_head || failed.is_some() {
+                    return;
                 }
                 for change in &tx.changes {
                     let Some(schema) = tables.get(change.table as usize) else {
@@ -184,11 +227,18 @@ impl CaptureCore {
                     }
                 }
                 keymaps.end_transaction();
-                head = head.max(tx.position);
-                head_time = tx.commit_time_us;
-                replayed += 1;
+                if keymaps.held() >= HELD_AT_MOST {
+                    if let Err(e) = index.apply(keymaps.drain(), tx.position, false) {
+                        failed = Some(e);
+                    }
+                }
             })
             .await?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        core.index.apply(core.keymaps.drain(), head, true)?;
+        core.stats.keymap_keys = core.index.keys()?;
         let unknown: Vec<String> = core
             .tables
             .iter()
@@ -225,6 +275,56 @@ impl CaptureCore {
         );
         let position = core.head;
         Ok((core, Start::Resume { position }))
+    }
+
+    /// Fill the local index from checkpoint `name` of the vault: its key-map chunks, each
+    /// checked against its name and its reference.
+    async fn rebuild_index(
+        &mut self,
+        vault: &Vault,
+        name: &str,
+        checkpoint: &Checkpoint,
+        was: &crate::keyindex::IndexState,
+    ) -> Result<()> {
+        tracing::info!(
+            source = %self.source,
+            checkpoint = name,
+            index = %self.index.path().display(),
+            found = ?was.checkpoint,
+            "rebuilding capture's key-map index from the vault"
+        );
+        self.index.reset(vault.id(), &self.source)?;
+        let pairs: BTreeSet<KeymapPair> = self.keymaps.pairs().cloned().collect();
+        let mut maps = Vec::new();
+        for map in &checkpoint.keymaps {
+            let pair = (map.table.clone(), map.column.clone());
+            if !pairs.contains(&pair) {
+                continue;
+            }
+            // A few chunks fetched at once, taken in one transaction.
+            for batch in map.chunks.chunks(16) {
+                let reads = futures::future::try_join_all(
+                    batch
+                        .iter()
+                        .map(|chunk| vault.read_keymap_chunk(&self.source, map, chunk)),
+                )
+                .await
+                .map_err(|e| {
+                    e.context(format!(
+                        "source {}: capture cannot rebuild its key maps from checkpoint {name}",
+                        self.source
+                    ))
+                })?;
+                let chunks: Vec<_> = batch
+                    .iter()
+                    .zip(reads.into_iter().map(|r| r.entries))
+                    .collect();
+                self.index.import_chunks(&pair, &chunks)?;
+            }
+            maps.push((pair, map.bits, map.keys));
+        }
+        self.index.rebuilt(&maps, name, checkpoint.position)?;
+        Ok(())
     }
 
     fn reset_tables(&mut self) {
@@ -387,7 +487,13 @@ impl CaptureCore {
                 position: 0,
             },
             &mut out,
-        );
+        )?;
+        // The snapshot only inserts: each row may end its own transaction, and the key
+        // maps go to the index (not yet durable, matching no checkpoint) as they grow.
+        self.keymaps.end_transaction();
+        if self.keymaps.held() >= HELD_AT_MOST {
+            self.index.apply(self.keymaps.drain(), 0, false)?;
+        }
         for change in out {
             match (change.tenant, change.new) {
                 (Some(tenant), Some(values)) => {
@@ -411,6 +517,7 @@ impl CaptureCore {
         commit_time_us: i64,
     ) -> Result<usize> {
         self.keymaps.end_transaction();
+        self.index.apply(self.keymaps.drain(), position, true)?;
         if snapshot.unattributed > 0 {
             tracing::warn!(
                 source = %self.source,
@@ -458,19 +565,51 @@ impl CaptureCore {
         Ok(tenants)
     }
 
+    /// Write a checkpoint at the head: the key-map chunks of the buckets changed since
+    /// the previous one, then the checkpoint. Every bucket is written again when the
+    /// vault's latest checkpoint is not the one this capture knows (a purge rewrote it):
+    /// the chunks it referred to may be gone.
     pub async fn write_checkpoint(&mut self, vault: &Vault) -> Result<()> {
+        let source = self.source.clone();
+        let latest = self
+            .retry
+            .run(FaultKind::Vault, &self.stop, || {
+                vault.list_checkpoints(&source)
+            })
+            .await?
+            .pop()
+            .map(|c| c.name);
+        let full = latest != self.checkpoint;
+        if full && self.checkpoint.is_some() {
+            tracing::info!(source = %self.source, "the vault's latest checkpoint changed under capture; writing every key-map bucket again");
+        }
+        let pairs: Vec<KeymapPair> = self.keymaps.pairs().cloned().collect();
+        let (index, head) = (self.index.clone(), self.head);
+        let prepared = self
+            .retry
+            .run(FaultKind::Vault, &self.stop, || {
+                index.prepare_checkpoint(vault, &source, &pairs, head, full)
+            })
+            .await?;
         let checkpoint = Checkpoint {
             source: self.source.clone(),
             position: self.head,
             commit_time_us: self.head_time_us,
             tables: self.tables.clone(),
-            keymaps: self.keymaps.to_records(),
+            keymaps: prepared.keymaps.clone(),
         };
-        self.retry
+        let name = self
+            .retry
             .run(FaultKind::Vault, &self.stop, || {
                 vault.put_checkpoint(&checkpoint)
             })
             .await?;
+        let index = self.index.clone();
+        let committed = name.clone();
+        tokio::task::spawn_blocking(move || index.committed(prepared, &committed, head))
+            .await
+            .map_err(|e| Error::source(format!("capture's key-map index: {e}")))??;
+        self.checkpoint = Some(name);
         self.segments_since_checkpoint = 0;
         failpoint::hit("capture.after-checkpoint");
         Ok(())
@@ -529,7 +668,7 @@ impl CaptureCore {
                 position,
             },
             &mut out,
-        );
+        )?;
         let tx = self.open.as_mut().expect("checked above");
         for mut change in out {
             change.time_us = time_us;
@@ -641,6 +780,13 @@ impl CaptureCore {
             .run(FaultKind::Vault, &self.stop, || vault.put_segment(&segment))
             .await?;
         failpoint::hit("capture.after-segment");
+        // The key maps as of the segment's end go to the index only now that it is
+        // durable: after a crash the index describes a position the vault has.
+        let changes = self.keymaps.drain();
+        let index = self.index.clone();
+        tokio::task::spawn_blocking(move || index.apply(changes, last, true))
+            .await
+            .map_err(|e| Error::source(format!("capture's key-map index: {e}")))??;
         let now = lifeboat_core::time::now_us();
         for tx in &segment.transactions {
             self.stats.lags.record(now - tx.commit_time_us);
@@ -695,6 +841,23 @@ impl CaptureCore {
         }
         Ok(head)
     }
+}
+
+/// Key-map entries held in memory before they go to the local index (a long replay, the
+/// initial snapshot).
+const HELD_AT_MOST: usize = 100_000;
+
+/// Where capture keeps its local index without `[capture] state_dir`:
+/// `$XDG_STATE_HOME/lifeboat`, or `~/.local/state/lifeboat`.
+pub fn default_state_dir() -> std::path::PathBuf {
+    std::env::var_os("XDG_STATE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state"))
+        })
+        .unwrap_or_else(std::env::temp_dir)
+        .join("lifeboat")
 }
 
 /// Rows of the initial snapshot, by tenant.

@@ -189,7 +189,11 @@ pub fn keymap_queries(tenancy: &SourceTenancy) -> Result<Vec<(String, String, St
 
 /// Attribute recorded changes (in the order they were made) to tenants and count them.
 /// A table outside the tenant map counts under no tenant.
-pub fn count_effect(tenancy: &SourceTenancy, keymaps: &mut Keymaps, log: Vec<Recorded>) -> Effect {
+pub fn count_effect(
+    tenancy: &SourceTenancy,
+    keymaps: &mut Keymaps,
+    log: Vec<Recorded>,
+) -> Result<Effect> {
     let mut effect = Effect::new();
     let mut out: Vec<Change> = Vec::new();
     for (position, recorded) in log.into_iter().enumerate() {
@@ -221,7 +225,7 @@ pub fn count_effect(tenancy: &SourceTenancy, keymaps: &mut Keymaps, log: Vec<Rec
                 position: position as u64,
             },
             &mut out,
-        );
+        )?;
         for change in &out {
             let tenant = change
                 .tenant
@@ -236,7 +240,7 @@ pub fn count_effect(tenancy: &SourceTenancy, keymaps: &mut Keymaps, log: Vec<Rec
         }
     }
     keymaps.end_transaction();
-    effect
+    Ok(effect)
 }
 
 /// A JSON object of a row (PostgreSQL's `to_jsonb`) as a row of `columns`, values in their

@@ -10,6 +10,7 @@ pub mod drill;
 pub mod faults;
 pub mod guard;
 pub mod installed;
+pub mod keyindex;
 pub mod live;
 pub mod postgres;
 pub mod restore;

@@ -1361,7 +1361,7 @@ fn run_steps(
             new: row.new,
         })
         .collect();
-    let effect = crate::guard::count_effect(tenancy, &mut keymaps, log);
+    let effect = crate::guard::count_effect(tenancy, &mut keymaps, log)?;
     let commit = decide(&effect);
     if commit {
         tx.commit().map_err(err)?;

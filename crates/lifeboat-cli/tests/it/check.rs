@@ -1,6 +1,7 @@
 //! `lifeboat check`: a clean vault passes; a segment missing from the middle of a history
-//! fails; with `--read-data`, a flipped byte in a base, a segment chunk or a checkpoint's key
-//! maps fails, each naming its object. Exit 0 only when clean.
+//! fails; a missing key-map chunk or a flipped byte in a checkpoint's key-map index fails;
+//! with `--read-data`, a flipped byte in a base, a segment chunk or a key-map chunk fails,
+//! each naming its object. Exit 0 only when clean.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -114,7 +115,7 @@ async fn check_finds_gaps_and_with_read_data_every_flipped_byte() {
         },
         "{report}"
     );
-    for kind in ["segments", "checkpoints", "bases"] {
+    for kind in ["segments", "checkpoints", "bases", "keymaps"] {
         let listed = &tracker_summary["kinds"][kind];
         let (files, bytes) = on_disk(&format!("sources/tracker/{kind}"));
         assert_eq!(listed["objects"].as_u64(), Some(files), "{kind}: {report}");
@@ -131,14 +132,20 @@ async fn check_finds_gaps_and_with_read_data_every_flipped_byte() {
     let path = |name: &str| -> PathBuf { work.path("vault").join(name) };
 
     // A flipped byte in a base, in a segment's last chunk (a tenant's changes, not read by a
-    // check of heads) and in a checkpoint's key maps: only `--read-data` sees them, and it
-    // names the object.
+    // check of heads) and in a key-map chunk: only `--read-data` sees them, and it names the
+    // object.
     let base = history.bases.values().next().expect("bases")[0]
         .name
         .clone();
     let segment = history.segments[1].name.clone();
     let checkpoint = history.checkpoints[0].name.clone();
-    for object in [&base, &segment, &checkpoint] {
+    let chunks = vault.list_keymap_chunks("tracker").await.expect("chunks");
+    assert!(
+        !chunks.is_empty(),
+        "the tracker's comments go through issues"
+    );
+    let chunk = chunks[0].name.clone();
+    for object in [&base, &segment, &chunk] {
         let good = flip_last_byte(&path(object));
         let output = run(&config, &["check"]).await;
         assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
@@ -149,6 +156,15 @@ async fn check_finds_gaps_and_with_read_data_every_flipped_byte() {
         );
         std::fs::write(path(object), good).expect("put back");
     }
+    // A checkpoint's key-map index is read by every check.
+    let good = flip_last_byte(&path(&checkpoint));
+    assert_problem(&run(&config, &["check"]).await, &checkpoint, "checksum");
+    std::fs::write(path(&checkpoint), good).expect("put back");
+    // A key-map chunk a checkpoint refers to, gone: every check names it.
+    let aside = work.path("aside.kmap");
+    std::fs::rename(path(&chunk), &aside).expect("move aside");
+    assert_problem(&run(&config, &["check"]).await, &chunk, "missing");
+    std::fs::rename(&aside, path(&chunk)).expect("move back");
 
     // A segment missing from the middle: a gap naming the objects on either side, found
     // without reading data; `--source` leaves the other source out.

@@ -16,6 +16,7 @@ mod faults;
 mod fixtures;
 mod guard;
 mod languages;
+mod keymaps;
 mod leader;
 mod notify;
 mod observe;

@@ -22,9 +22,12 @@ pub use store::{
 
 use crate::config::VaultConfig;
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{Base, Checkpoint, Row, Segment, TableSchema, TenantKey};
+use crate::model::{
+    keymap_bucket, keymap_key_bytes, keymap_key_hash, Base, Checkpoint, KeymapChunk,
+    KeymapChunkRef, KeymapIndex, Row, Segment, TableSchema, TenantKey,
+};
 
-pub const FORMAT_VERSION: u16 = 3;
+pub const FORMAT_VERSION: u16 = 4;
 /// How much of a segment a head read fetches at first: most heads fit.
 const HEAD_PROBE: u64 = 16 * 1024;
 /// More chunks than this wanted from one segment: read it whole instead.
@@ -72,6 +75,7 @@ enum Kind {
     Segment = 1,
     Base = 2,
     Checkpoint = 3,
+    Keymap = 4,
 }
 
 /// A segment as listed: its source and position range, without reading it.
@@ -286,6 +290,25 @@ impl Vault {
         Ok(name)
     }
 
+    /// Write one bucket's key-map chunk, first written by the checkpoint at `position`;
+    /// its reference in a checkpoint's index.
+    pub async fn put_keymap_chunk(
+        &self,
+        chunk: &KeymapChunk,
+        position: u64,
+    ) -> Result<KeymapChunkRef> {
+        let bytes = encode(Kind::Keymap, chunk)?;
+        let hash = content_hash(&bytes);
+        let name = keymap_chunk_name(&chunk.source, position, &hash);
+        self.put_history(&name, bytes).await?;
+        Ok(KeymapChunkRef {
+            bucket: chunk.bucket,
+            position,
+            hash,
+            keys: chunk.entries.len() as u64,
+        })
+    }
+
     /// Anchor audit log entry `seq` (docs/vault-format.md, "Audit anchors").
     pub async fn put_audit_anchor(&self, seq: u64, hash: &str) -> Result<()> {
         self.store
@@ -358,6 +381,12 @@ impl Vault {
             ".base",
         )
         .await
+    }
+
+    /// The source's key-map chunks, in position order.
+    pub async fn list_keymap_chunks(&self, source: &str) -> Result<Vec<PositionRef>> {
+        self.list_positions(&format!("sources/{source}/keymaps/"), ".kmap")
+            .await
     }
 
     /// Every tenant with a base in `source`, with its bases.
@@ -564,7 +593,59 @@ impl Vault {
         self.read(name, Kind::Base).await
     }
 
-    /// A whole checkpoint, key maps included (what capture resumes from).
+    /// A key-map chunk that `map` of a checkpoint of `source` refers to by `chunk`, checked
+    /// against its name and against the reference: its fields, its key count, and every
+    /// key in its bucket.
+    pub async fn read_keymap_chunk(
+        &self,
+        source: &str,
+        map: &KeymapIndex,
+        chunk: &KeymapChunkRef,
+    ) -> Result<KeymapChunk> {
+        let name = keymap_chunk_name(source, chunk.position, &chunk.hash);
+        let read: KeymapChunk = self.read(&name, Kind::Keymap).await?;
+        let wrong = |why: String| corrupt(&name, why);
+        if read.source != source
+            || read.table != map.table
+            || read.column != map.column
+            || read.bits != map.bits
+            || read.bucket != chunk.bucket
+        {
+            return Err(wrong(format!(
+                "it holds bucket {} ({} bits) of {}.{} of source {}, where the checkpoint \
+                 refers to bucket {} ({} bits) of {}.{} of source {source}",
+                read.bucket,
+                read.bits,
+                read.table,
+                read.column,
+                read.source,
+                chunk.bucket,
+                map.bits,
+                map.table,
+                map.column
+            )));
+        }
+        if read.entries.len() as u64 != chunk.keys {
+            return Err(wrong(format!(
+                "it holds {} keys where the checkpoint counts {}",
+                read.entries.len(),
+                chunk.keys
+            )));
+        }
+        for (key, _) in &read.entries {
+            let bucket = keymap_bucket(keymap_key_hash(&keymap_key_bytes(key)), read.bits);
+            if bucket != read.bucket {
+                return Err(wrong(format!(
+                    "key {key:?} belongs in bucket {bucket}, not {}",
+                    read.bucket
+                )));
+            }
+        }
+        Ok(read)
+    }
+
+    /// A whole checkpoint with its key-map index (what capture resumes from; the chunks
+    /// the index names are read with `read_keymap_chunk`).
     pub async fn read_checkpoint(&self, name: &str) -> Result<Checkpoint> {
         let bytes = self.get_object(name).await?;
         let header: CheckpointHeader = open_head(name, Kind::Checkpoint, &bytes)?;
@@ -594,7 +675,7 @@ impl Vault {
         BaseReader::open(name, bytes, BASE_KEPT_DECOMPRESSED)
     }
 
-    /// Read a segment, base or checkpoint whole and check every hash it carries (a
+    /// Read a segment, base, checkpoint or key-map chunk whole and check every hash it carries (a
     /// segment's head and chunks, a base's bytes, a checkpoint's head and key maps), and
     /// that it decodes; its size in bytes.
     pub async fn verify_object(&self, name: &str) -> Result<u64> {
@@ -612,9 +693,14 @@ impl Vault {
             let area = &bytes[head_length(name, Kind::Checkpoint, &bytes)?..];
             let keymaps = chunk_bytes(name, area, &header.keymaps)?;
             check_chunk(name, &header.keymaps, keymaps)?;
-            unpack::<Vec<crate::model::KeymapRecord>>(name, keymaps)?;
+            unpack::<Vec<KeymapIndex>>(name, keymaps)?;
+        } else if name.ends_with(".kmap") {
+            decode::<KeymapChunk>(name, Kind::Keymap, &bytes)?;
         } else {
-            return Err(corrupt(name, "not a segment, base or checkpoint"));
+            return Err(corrupt(
+                name,
+                "not a segment, base, checkpoint or key-map chunk",
+            ));
         }
         Ok(bytes.len() as u64)
     }
@@ -679,6 +765,11 @@ async fn read_header(store: &Arc<dyn Store>) -> Result<Option<String>> {
             store.describe()
         ))),
     }
+}
+
+/// The name of a source's key-map chunk.
+pub fn keymap_chunk_name(source: &str, position: u64, hash: &str) -> String {
+    format!("sources/{source}/keymaps/{position:016x}-{hash}.kmap")
 }
 
 fn parse_position_name(file: &str, suffix: &str) -> Option<u64> {

@@ -1609,7 +1609,7 @@ async fn run_steps(
             new: parse(row.get(3))?,
         });
     }
-    let effect = crate::guard::count_effect(tenancy, &mut keymaps, log);
+    let effect = crate::guard::count_effect(tenancy, &mut keymaps, log)?;
     tx.batch_execute(&teardown)
         .await
         .map_err(|e| pg_error("cannot remove the measurement triggers", e))?;

@@ -1,0 +1,309 @@
+//! The `tenant_via` key maps in vault format 4: checkpoints refer to key-map chunks, capture
+//! keeps the maps in its local index and rebuilds it from the vault when it is missing,
+//! names another vault, is behind the vault's latest checkpoint, or belongs to a capture
+//! that lost the source to another machine. Every case ends with the vault's tenants equal
+//! to the live ones (`verify`) and a clean `check --read-data`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use crate::common::*;
+use crate::fixtures::*;
+
+const TENANTS: i64 = 4;
+
+/// `capture --until-caught-up --json` for the identity source: its statistics.
+fn capture(config: &Path) -> serde_json::Value {
+    let out = lifeboat_ok(config, &["capture", "--until-caught-up", "--json"]);
+    let report: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+    report
+        .as_array()
+        .and_then(|r| r.iter().find(|s| s["source"] == "identity").cloned())
+        .unwrap_or_else(|| panic!("no identity: {out}"))
+}
+
+fn assert_clean(config: &Path) {
+    let out = lifeboat_ok(config, &as_strs(&verify_args(1..=TENANTS)));
+    assert!(out.starts_with("ok: 4 tenants"), "{out}");
+    lifeboat_ok(config, &["check", "--read-data"]);
+}
+
+/// One round of changes to the identity source: a user moves to another tenant (its old
+/// sessions gone first, a new one after), a user is deleted with its sessions, and a new
+/// user arrives with a session.
+fn change_round(identity: &Path, round: i64) {
+    let conn = rusqlite::Connection::open(identity).expect("open identity");
+    let moved = 100 + round % TENANTS * 100; // a user of tenant 1 + round % 4
+    let to = 1 + (round + 1) % TENANTS;
+    let gone = 101 + (round + 2) % TENANTS * 100;
+    let fresh = 1000 + round;
+    conn.execute_batch(&format!(
+        "BEGIN;
+         DELETE FROM sessions WHERE user_id = {moved};
+         UPDATE users SET site_id = {to} WHERE id = {moved};
+         INSERT INTO sessions (user_id, token) VALUES ({moved}, 'after move {round}');
+         COMMIT;
+         BEGIN;
+         DELETE FROM sessions WHERE user_id = {gone};
+         DELETE FROM memberships WHERE user_id = {gone};
+         DELETE FROM users WHERE id = {gone};
+         COMMIT;
+         INSERT INTO users VALUES ({fresh}, {to}, 'new{round}@example.net', NULL, 0.5, NULL);
+         INSERT INTO sessions (user_id, token) VALUES ({fresh}, 'first');"
+    ))
+    .expect("round");
+}
+
+/// A session for every user there is: attributed through the key maps as capture holds
+/// them now.
+fn session_for_everyone(identity: &Path, token: &str) {
+    let conn = rusqlite::Connection::open(identity).expect("open identity");
+    conn.execute(
+        "INSERT INTO sessions (user_id, token) SELECT id, ?1 FROM users",
+        [token],
+    )
+    .expect("sessions");
+}
+
+fn users(identity: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(identity).expect("open identity");
+    conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+        .expect("count users")
+}
+
+fn keymap_chunks(work: &Workdir) -> BTreeSet<PathBuf> {
+    let dir = work.path("vault/sources/identity/keymaps");
+    std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.expect("entry").path()).collect())
+        .unwrap_or_default()
+}
+
+fn checkpoints(work: &Workdir) -> usize {
+    std::fs::read_dir(work.path("vault/sources/identity/checkpoints"))
+        .expect("checkpoints")
+        .count()
+}
+
+fn index_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.expect("entry").path())
+                .filter(|p| p.extension().is_some_and(|e| e == "redb"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn key_maps_follow_moves_and_deletes_across_checkpoints_and_a_prune() {
+    let work = Workdir::new();
+    let identity = work.path("identity.db");
+    setup_identity(&identity, TENANTS);
+    let config = work.init_config(&config_text(&work.vault_url(), None, None, Some(&identity)));
+    let first = capture(&config);
+    assert_eq!(first["keymap_index"], "new", "{first}");
+    let index = index_files(&work.path("lifeboat-state"));
+    assert_eq!(index.len(), 1, "one index beside the configuration");
+
+    let mut keep_since = String::new();
+    for round in 0..6 {
+        change_round(&identity, round);
+        let stats = capture(&config);
+        assert_eq!(stats["keymap_index"], "resumed", "{stats}");
+        if round == 2 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            keep_since = lifeboat_core::time::format_us(lifeboat_core::time::now_us());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    // The index holds one key per user there is.
+    let stats = capture(&config);
+    assert_eq!(stats["keymap_keys"], users(&identity), "{stats}");
+    assert!(checkpoints(&work) >= 7);
+    session_for_everyone(&identity, "late");
+    capture(&config);
+    assert_clean(&config);
+
+    // A prune drops the checkpoints before keep-since and the chunks only they used; what
+    // stays is exactly what the kept checkpoints refer to, and history still reads.
+    let before = keymap_chunks(&work);
+    let out = lifeboat_ok(&config, &["prune", "--keep-since", &keep_since, "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&out).expect("prune JSON");
+    let source = report["sources"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["source"] == "identity").cloned())
+        .expect("identity pruned");
+    let deleted = source["keymaps_deleted"]["objects"]
+        .as_u64()
+        .expect("count");
+    assert!(deleted > 0, "{report}");
+    let after = keymap_chunks(&work);
+    assert_eq!(after.len() as u64 + deleted, before.len() as u64);
+    assert!(after.is_subset(&before));
+    assert_clean(&config);
+    // Capture resumes after the prune from its index, and the moved users' new sessions
+    // still find their tenants.
+    change_round(&identity, 6);
+    session_for_everyone(&identity, "after prune");
+    let stats = capture(&config);
+    assert_eq!(stats["keymap_index"], "resumed", "{stats}");
+    assert_clean(&config);
+}
+
+#[test]
+fn a_missing_stale_or_foreign_index_is_rebuilt_from_the_vault() {
+    let work = Workdir::new();
+    let identity = work.path("identity.db");
+    setup_identity(&identity, TENANTS);
+    let config = work.init_config(&config_text(&work.vault_url(), None, None, Some(&identity)));
+    capture(&config);
+    change_round(&identity, 0);
+    capture(&config);
+    let state = work.path("lifeboat-state");
+    let index = index_files(&state).pop().expect("index");
+
+    // Deleted between runs: rebuilt, and what it says is right.
+    std::fs::remove_dir_all(&state).expect("remove index");
+    change_round(&identity, 1);
+    session_for_everyone(&identity, "after removal");
+    let stats = capture(&config);
+    assert_eq!(stats["keymap_index"], "rebuilt", "{stats}");
+    assert_eq!(stats["keymap_keys"], users(&identity), "{stats}");
+    assert_clean(&config);
+
+    // Behind the vault's latest checkpoint (an older copy put back): rebuilt.
+    let older = std::fs::read(&index).expect("read index");
+    change_round(&identity, 2);
+    capture(&config);
+    std::fs::write(&index, older).expect("put the older index back");
+    change_round(&identity, 3);
+    session_for_everyone(&identity, "after a stale index");
+    let stats = capture(&config);
+    assert_eq!(stats["keymap_index"], "rebuilt", "{stats}");
+    assert_clean(&config);
+
+    // Another vault's index under this one's name: rebuilt.
+    let other = Workdir::new();
+    let other_identity = other.path("identity.db");
+    setup_identity(&other_identity, 2);
+    let other_config = other.init_config(&config_text(
+        &other.vault_url(),
+        None,
+        None,
+        Some(&other_identity),
+    ));
+    capture(&other_config);
+    let foreign = index_files(&other.path("lifeboat-state"))
+        .pop()
+        .expect("index");
+    std::fs::copy(&foreign, &index).expect("foreign index");
+    session_for_everyone(&identity, "after a foreign index");
+    let stats = capture(&config);
+    assert_eq!(stats["keymap_index"], "rebuilt", "{stats}");
+    assert_clean(&config);
+    // And it is used from then on.
+    assert_eq!(capture(&config)["keymap_index"], "resumed");
+}
+
+#[test]
+fn a_standby_with_an_empty_index_takes_over_and_the_old_leader_rebuilds() {
+    let work = Workdir::new();
+    let identity = work.path("identity.db");
+    setup_identity(&identity, TENANTS);
+    let text = config_text(&work.vault_url(), None, None, Some(&identity));
+    let config = work.init_config(&text);
+    capture(&config);
+    change_round(&identity, 0);
+    capture(&config);
+
+    // Another machine: the same vault and control store, its own state directory.
+    let machine_b = work.path("machine-b.toml");
+    let state_b = work.path("state-b");
+    std::fs::write(
+        &machine_b,
+        text.replacen(
+            "[capture]\n",
+            &format!("[capture]\nstate_dir = \"{}\"\n", state_b.display()),
+            1,
+        ),
+    )
+    .expect("config b");
+    change_round(&identity, 1);
+    session_for_everyone(&identity, "on b");
+    let stats = capture(&machine_b);
+    assert_eq!(stats["keymap_index"], "rebuilt", "{stats}");
+    assert_eq!(index_files(&state_b).len(), 1);
+    change_round(&identity, 2);
+    assert_eq!(capture(&machine_b)["keymap_index"], "resumed");
+    assert_clean(&config);
+
+    // The first machine again: its index names a checkpoint the vault has moved past.
+    change_round(&identity, 3);
+    session_for_everyone(&identity, "back on a");
+    let stats = capture(&config);
+    assert_eq!(stats["keymap_index"], "rebuilt", "{stats}");
+    assert_clean(&config);
+}
+
+#[test]
+fn a_missing_or_damaged_key_map_chunk_is_named_by_check_and_refused_by_capture() {
+    let work = Workdir::new();
+    let identity = work.path("identity.db");
+    setup_identity(&identity, TENANTS);
+    let config = work.init_config(&config_text(&work.vault_url(), None, None, Some(&identity)));
+    capture(&config);
+    change_round(&identity, 0);
+    capture(&config);
+    let chunk = keymap_chunks(&work)
+        .into_iter()
+        .max()
+        .expect("a key-map chunk");
+    let name = chunk
+        .strip_prefix(work.path("vault"))
+        .expect("in the vault")
+        .display()
+        .to_string();
+    let state = work.path("lifeboat-state");
+
+    // Damaged: `check --read-data` names it; capture, rebuilding its index, refuses to
+    // go on and names it; readers of history do not need it.
+    let good = std::fs::read(&chunk).expect("chunk");
+    let mut bad = good.clone();
+    *bad.last_mut().expect("bytes") ^= 0x20;
+    std::fs::write(&chunk, &bad).expect("damage");
+    let output = lifeboat(&config, &["check", "--read-data"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(
+        stdout(&output)
+            .lines()
+            .any(|l| l.starts_with("problem: ") && l.contains(&name) && l.contains("checksum")),
+        "{}",
+        stdout(&output)
+    );
+    std::fs::remove_dir_all(&state).expect("remove index");
+    let output = lifeboat(&config, &["capture", "--until-caught-up"]);
+    assert_ne!(output.status.code(), Some(0));
+    assert!(stderr(&output).contains(&name), "{}", stderr(&output));
+    let out = lifeboat_ok(&config, &as_strs(&verify_args(1..=TENANTS)));
+    assert!(out.starts_with("ok: 4 tenants"), "{out}");
+
+    // Missing: every `check` names it, and capture refuses again.
+    std::fs::remove_file(&chunk).expect("remove chunk");
+    let output = lifeboat(&config, &["check"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(stdout(&output).contains(&name), "{}", stdout(&output));
+    let output = lifeboat(&config, &["capture", "--until-caught-up"]);
+    assert_ne!(output.status.code(), Some(0));
+    assert!(
+        stderr(&output).contains(&name) && stderr(&output).contains("missing"),
+        "{}",
+        stderr(&output)
+    );
+
+    // Put back: capture rebuilds and goes on.
+    std::fs::write(&chunk, good).expect("put back");
+    let stats = capture(&config);
+    assert_eq!(stats["keymap_index"], "rebuilt", "{stats}");
+    assert_clean(&config);
+}
