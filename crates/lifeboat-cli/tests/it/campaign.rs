@@ -266,8 +266,18 @@ fn two_workers_restore_in_priority_order(running: bool) {
 
 #[test]
 fn a_worker_killed_mid_tenant_leaves_it_to_another() {
+    a_worker_killed_mid_tenant_leaves_it_to_another_in(Mode::Stopped);
+}
+
+#[test]
+fn a_worker_killed_mid_tenant_leaves_it_to_another_while_capture_runs() {
+    a_worker_killed_mid_tenant_leaves_it_to_another_in(Mode::Running);
+}
+
+fn a_worker_killed_mid_tenant_leaves_it_to_another_in(mode: Mode) {
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let db = work.path("tracker.db");
     let deleted = [2, 4, 7, 9];
     let before: Vec<Vec<String>> = deleted.iter().map(|s| site_rows(&db, *s)).collect();
@@ -321,6 +331,7 @@ fn a_worker_killed_mid_tenant_leaves_it_to_another() {
     };
     assert_eq!(tenants, serde_json::json!([2, 2, 2, 2]));
     assert_eq!(status(&config, &id)["stages"]["awaiting_acceptance"], 4);
+    background.finish();
 }
 
 #[test]
@@ -599,8 +610,18 @@ fn the_status_pages_load_in_a_real_browser_during_a_campaign() {
 
 #[test]
 fn acceptance_becomes_automatic_after_the_configured_time() {
+    acceptance_becomes_automatic_after_the_configured_time_in(Mode::Stopped);
+}
+
+#[test]
+fn acceptance_becomes_automatic_after_the_configured_time_while_capture_runs() {
+    acceptance_becomes_automatic_after_the_configured_time_in(Mode::Running);
+}
+
+fn acceptance_becomes_automatic_after_the_configured_time_in(mode: Mode) {
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let text = std::fs::read_to_string(&config).expect("config");
     std::fs::write(
         &config,
@@ -635,10 +656,20 @@ fn acceptance_becomes_automatic_after_the_configured_time() {
     assert_eq!(accepted.3["campaign"], id.as_str());
     let out = lifeboat_ok(&config, &["audit", "verify", "--grace-seconds", "0"]);
     assert!(out.contains("every entry is anchored"), "{out}");
+    background.finish();
 }
 
 #[test]
 fn workers_share_a_postgresql_control_store() {
+    workers_share_a_postgresql_control_store_in(Mode::Stopped);
+}
+
+#[test]
+fn workers_share_a_postgresql_control_store_while_capture_runs() {
+    workers_share_a_postgresql_control_store_in(Mode::Running);
+}
+
+fn workers_share_a_postgresql_control_store_in(mode: Mode) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let control_url = runtime.block_on(create_database("control"));
     let work = Workdir::new();
@@ -649,6 +680,7 @@ fn workers_share_a_postgresql_control_store() {
         format!("[control]\nurl = \"{control_url}\"\n{text}"),
     )
     .expect("config");
+    let background = Background::start(mode, &config, &work, "tracker");
     let db = work.path("tracker.db");
     let deleted: Vec<i64> = (1..=SITES).filter(|s| s % 3 != 0).collect();
     let before: Vec<Vec<String>> = deleted.iter().map(|s| site_rows(&db, *s)).collect();
@@ -698,12 +730,28 @@ fn workers_share_a_postgresql_control_store() {
     // The audit log lives there too, chained and anchored.
     let out = lifeboat_ok(&config, &["audit", "verify"]);
     assert!(out.contains("audit log intact"), "{out}");
+    background.finish();
 }
 
 #[test]
 fn a_tenant_that_keeps_failing_is_marked_failed_with_its_reason_and_can_be_retried() {
+    a_tenant_that_keeps_failing_is_marked_failed_with_its_reason_and_can_be_retried_in(
+        Mode::Stopped,
+    );
+}
+
+#[test]
+fn a_tenant_that_keeps_failing_is_marked_failed_with_its_reason_and_can_be_retried_while_capture_runs(
+) {
+    a_tenant_that_keeps_failing_is_marked_failed_with_its_reason_and_can_be_retried_in(
+        Mode::Running,
+    );
+}
+
+fn a_tenant_that_keeps_failing_is_marked_failed_with_its_reason_and_can_be_retried_in(mode: Mode) {
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let text = std::fs::read_to_string(&config).expect("config");
     std::fs::write(
         &config,
@@ -752,6 +800,7 @@ fn a_tenant_that_keeps_failing_is_marked_failed_with_its_reason_and_can_be_retri
     lifeboat_ok(&config, &["worker", "--campaign", &id, "--until-done"]);
     assert_eq!(site_rows(&db, 4), before);
     assert_eq!(status(&config, &id)["stages"]["awaiting_acceptance"], 1);
+    background.finish();
 }
 
 /// A minimal HTTP/1.1 POST over a real socket: the response's status code and body.
@@ -804,8 +853,19 @@ pub(crate) fn audit_entries(config: &Path) -> Vec<(String, String, String, serde
 
 #[test]
 fn every_campaign_change_is_audited_with_its_actor_and_anchored_also_from_serve() {
+    every_campaign_change_is_audited_with_its_actor_and_anchored_also_from_serve_in(Mode::Stopped);
+}
+
+#[test]
+fn every_campaign_change_is_audited_with_its_actor_and_anchored_also_from_serve_while_capture_runs()
+{
+    every_campaign_change_is_audited_with_its_actor_and_anchored_also_from_serve_in(Mode::Running);
+}
+
+fn every_campaign_change_is_audited_with_its_actor_and_anchored_also_from_serve_in(mode: Mode) {
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let text = std::fs::read_to_string(&config).expect("config");
     std::fs::write(
         &config,
@@ -978,6 +1038,7 @@ fn every_campaign_change_is_audited_with_its_actor_and_anchored_also_from_serve(
     );
     let out = lifeboat_ok(&config, &["audit", "verify", "--grace-seconds", "0"]);
     assert!(out.contains("every entry is anchored"), "{out}");
+    background.finish();
 }
 
 /// Tenants of campaign `id` in `stage`, as `serve`'s `/metrics` counts them (0: no series).
