@@ -336,8 +336,18 @@ fn a_worker_killed_mid_tenant_leaves_it_to_another_in(mode: Mode) {
 
 #[test]
 fn campaigns_refuse_bad_input() {
+    campaigns_refuse_bad_input_in(Mode::Stopped);
+}
+
+#[test]
+fn campaigns_refuse_bad_input_while_capture_runs() {
+    campaigns_refuse_bad_input_in(Mode::Running);
+}
+
+fn campaigns_refuse_bad_input_in(mode: Mode) {
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let db = work.path("tracker.db");
     let t = now(&db);
     delete_sites(&db, &[2]);
@@ -440,6 +450,7 @@ fn campaigns_refuse_bad_input() {
     );
     let campaigns = lifeboat_ok(&config, &["campaign", "status", "--json"]);
     assert_eq!(campaigns.trim(), "[]", "nothing was queued");
+    background.finish();
 }
 
 /// The page at `url` as headless Chromium renders it (its DOM).
@@ -488,9 +499,19 @@ pub(crate) fn browse_until(url: &str, profile: &Path, needle: &str) -> String {
 
 #[test]
 fn the_status_pages_load_in_a_real_browser_during_a_campaign() {
+    the_status_pages_load_in_a_real_browser_during_a_campaign_in(Mode::Stopped);
+}
+
+#[test]
+fn the_status_pages_load_in_a_real_browser_during_a_campaign_while_capture_runs() {
+    the_status_pages_load_in_a_real_browser_during_a_campaign_in(Mode::Running);
+}
+
+fn the_status_pages_load_in_a_real_browser_during_a_campaign_in(mode: Mode) {
     use std::io::BufRead;
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let db = work.path("tracker.db");
     let t = now(&db);
     delete_sites(&db, &[2, 4, 6, 8]);
@@ -606,6 +627,7 @@ fn the_status_pages_load_in_a_real_browser_during_a_campaign() {
     assert!(status.success(), "serve exited with {status}");
     let rest: Vec<String> = lines.map_while(|l| l.ok()).collect();
     assert!(rest.iter().any(|l| l == "stopped"), "{rest:?}");
+    background.finish();
 }
 
 #[test]
@@ -1069,9 +1091,19 @@ fn metrics_until(base: &str, what: &str, done: impl Fn(&str) -> bool) -> String 
 
 #[test]
 fn serve_metrics_follow_the_campaign_tenants_between_stages() {
+    serve_metrics_follow_the_campaign_tenants_between_stages_in(Mode::Stopped);
+}
+
+#[test]
+fn serve_metrics_follow_the_campaign_tenants_between_stages_while_capture_runs() {
+    serve_metrics_follow_the_campaign_tenants_between_stages_in(Mode::Running);
+}
+
+fn serve_metrics_follow_the_campaign_tenants_between_stages_in(mode: Mode) {
     use std::io::BufRead;
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let db = work.path("tracker.db");
     let t = now(&db);
     delete_sites(&db, &[2, 4, 6, 8]);
@@ -1162,6 +1194,7 @@ fn serve_metrics_follow_the_campaign_tenants_between_stages() {
         .arg(server.id().to_string())
         .status();
     assert!(server.wait().expect("server").success());
+    background.finish();
 }
 
 #[test]
