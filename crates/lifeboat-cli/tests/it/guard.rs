@@ -1182,10 +1182,20 @@ fn apply_crashing(config: &Path, plan: &Path, name: &str) {
 
 #[test]
 fn a_crash_on_either_side_of_a_wave_commit_is_found_and_never_applied_twice() {
+    a_crash_on_either_side_of_a_wave_commit_is_found_and_never_applied_twice_in(Mode::Stopped);
+}
+
+#[test]
+fn a_crash_on_either_side_of_a_wave_commit_is_found_and_never_applied_twice_while_capture_runs() {
+    a_crash_on_either_side_of_a_wave_commit_is_found_and_never_applied_twice_in(Mode::Running);
+}
+
+fn a_crash_on_either_side_of_a_wave_commit_is_found_and_never_applied_twice_in(mode: Mode) {
     // After the commit, before its record: the next apply finds the wave's effect present,
     // records the wave and goes on; the rows are what one apply leaves, undo restores all.
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let db = work.path("tracker.db");
     let before = dump(&db);
     let plan = work.path("plan.json");
@@ -1221,11 +1231,13 @@ fn a_crash_on_either_side_of_a_wave_commit_is_found_and_never_applied_twice() {
         "the recovered wave's tenant is undone too"
     );
     lifeboat_ok(&config, &["audit", "verify"]);
+    background.finish();
 
     // Before the commit: nothing of the wave is there; the next apply forgets the pending
     // wave and runs it.
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let db = work.path("tracker.db");
     let before = dump(&db);
     let plan = work.path("plan.json");
@@ -1246,6 +1258,7 @@ fn a_crash_on_either_side_of_a_wave_commit_is_found_and_never_applied_twice() {
         "{actions:?}"
     );
     lifeboat_ok(&config, &["audit", "verify"]);
+    background.finish();
 }
 
 /// The plan's hash, as written in its file.
