@@ -1692,8 +1692,20 @@ fn verify_audit(config: &Path, grace: &str) -> (Option<i32>, String) {
 
 #[test]
 fn audit_verify_checks_entries_against_anchors_both_ways() {
+    audit_verify_checks_entries_against_anchors_both_ways_in(Mode::Stopped);
+}
+
+#[test]
+fn audit_verify_checks_entries_against_anchors_both_ways_while_capture_runs() {
+    audit_verify_checks_entries_against_anchors_both_ways_in(Mode::Running);
+}
+
+/// The entries are written with capture stopped or running; the log is then tampered
+/// with capture stopped, so that no command anchors entries meanwhile.
+fn audit_verify_checks_entries_against_anchors_both_ways_in(mode: Mode) {
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let plan = work.path("plan.json");
     approved_plan(&config, &plan);
     let plan_arg = plan.to_str().expect("path");
@@ -1704,6 +1716,7 @@ fn audit_verify_checks_entries_against_anchors_both_ways() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("4 entries"), "{out}");
     assert!(out.contains("every entry is anchored"), "{out}");
+    background.finish();
 
     let control = work.path("lifeboat-control.db");
     let saved = work.path("control-saved.db");
