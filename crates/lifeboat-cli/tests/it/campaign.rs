@@ -1,6 +1,7 @@
-//! Recovery campaigns on a real SQLite source: tenants queued in priority order, two
-//! workers restoring them at once, a worker killed mid-tenant whose tenants another worker
-//! finishes, and the refusals.
+//! Recovery campaigns on a real SQLite source (and PostgreSQL for the priority order):
+//! tenants queued in priority order, two workers restoring them at once, a worker killed
+//! mid-tenant whose tenants another worker finishes, and the refusals; each with capture
+//! stopped and beside a continuous `lifeboat capture`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -10,18 +11,19 @@ use crate::common::*;
 
 const SITES: i64 = 12;
 
+/// The tracker's tables, valid for SQLite and PostgreSQL.
+const SCHEMA: &str =
+    "CREATE TABLE sites (id INTEGER PRIMARY KEY, url TEXT NOT NULL, edition TEXT NOT NULL);
+         CREATE TABLE issues (id INTEGER PRIMARY KEY,
+             site_id INTEGER NOT NULL REFERENCES sites(id) ON DELETE CASCADE, title TEXT);
+         CREATE TABLE comments (id INTEGER PRIMARY KEY,
+             issue_id INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE, body TEXT);";
+
 /// sites 1..=12; site s has s issues (its "users") and one comment per issue.
 pub(crate) fn setup(work: &Workdir) -> PathBuf {
     let db = work.path("tracker.db");
     let conn = rusqlite::Connection::open(&db).expect("open");
-    conn.execute_batch(
-        "CREATE TABLE sites (id INTEGER PRIMARY KEY, url TEXT NOT NULL, edition TEXT NOT NULL);
-         CREATE TABLE issues (id INTEGER PRIMARY KEY,
-             site_id INTEGER NOT NULL REFERENCES sites(id) ON DELETE CASCADE, title TEXT);
-         CREATE TABLE comments (id INTEGER PRIMARY KEY,
-             issue_id INTEGER NOT NULL REFERENCES issues(id) ON DELETE CASCADE, body TEXT);",
-    )
-    .expect("schema");
+    conn.execute_batch(SCHEMA).expect("schema");
     for s in 1..=SITES {
         let edition = if s % 3 == 0 { "enterprise" } else { "standard" };
         conn.execute(
@@ -43,12 +45,42 @@ pub(crate) fn setup(work: &Workdir) -> PathBuf {
             .expect("comment");
         }
     }
+    configure(work, &format!("sqlite://{}", db.display()))
+}
+
+/// The same sites, issues and comments in a fresh PostgreSQL database; its URL.
+async fn seed_postgres() -> String {
+    let url = create_database("campaign").await;
+    let mut sql = format!("{SCHEMA}\n");
+    for s in 1..=SITES {
+        let edition = if s % 3 == 0 { "enterprise" } else { "standard" };
+        sql.push_str(&format!(
+            "INSERT INTO sites VALUES ({s}, 'https://site{s}.example.net', '{edition}');\n"
+        ));
+        for i in 0..s {
+            let issue = s * 100 + i;
+            sql.push_str(&format!(
+                "INSERT INTO issues VALUES ({issue}, {s}, 'issue {i} of {s}');
+                 INSERT INTO comments VALUES ({issue}, {issue}, 'a comment');\n"
+            ));
+        }
+    }
+    pg_connect(&url)
+        .await
+        .batch_execute(&sql)
+        .await
+        .expect("seed");
+    url
+}
+
+/// Write the configuration for a tracker at `url` and capture it.
+fn configure(work: &Workdir, url: &str) -> PathBuf {
     let config = work.init_config(&format!(
         r#"
 [vault]
 url = "{vault}"
 [sources.tracker]
-url = "sqlite://{db}"
+url = "{url}"
 tenant_column = "site_id"
 [sources.tracker.tables.sites]
 tenant_column = "id"
@@ -64,7 +96,6 @@ lease_seconds = 1
 edition = "tracker.sites.edition"
 "#,
         vault = work.vault_url(),
-        db = db.display()
     ));
     lifeboat_ok(&config, &["capture", "--until-caught-up"]);
     config
@@ -109,6 +140,82 @@ pub(crate) fn delete_sites(db: &Path, sites: &[i64]) {
     for s in sites {
         conn.execute("DELETE FROM sites WHERE id = ?1", [s])
             .expect("delete");
+    }
+}
+
+/// Where a campaign's tracker lives, and its rows, clock and deletions there.
+enum Tracker {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl Tracker {
+    fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(future)
+    }
+
+    fn site_rows(&self, site: i64) -> Vec<String> {
+        let url = match self {
+            Tracker::Sqlite(db) => return site_rows(db, site),
+            Tracker::Postgres(url) => url,
+        };
+        Tracker::block_on(async {
+            let client = pg_connect(url).await;
+            let mut out = Vec::new();
+            for sql in [
+                "SELECT 'site|' || id || '|' || url || '|' || edition FROM sites WHERE id = $1",
+                "SELECT 'issue|' || id || '|' || title FROM issues WHERE site_id = $1",
+                "SELECT 'comment|' || c.id || '|' || c.body FROM comments c
+                 JOIN issues i ON i.id = c.issue_id WHERE i.site_id = $1",
+            ] {
+                let rows = client.query(sql, &[&(site as i32)]).await.expect("query");
+                out.extend(rows.iter().map(|r| r.get::<_, String>(0)));
+            }
+            out.sort();
+            out
+        })
+    }
+
+    /// The time now by the database's clock, then a short pause.
+    fn now(&self) -> String {
+        let url = match self {
+            Tracker::Sqlite(db) => return now(db),
+            Tracker::Postgres(url) => url,
+        };
+        let t = Tracker::block_on(async {
+            pg_connect(url)
+                .await
+                .query_one(
+                    "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', \
+                     'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+                    &[],
+                )
+                .await
+                .expect("now")
+                .get::<_, String>(0)
+        });
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        t
+    }
+
+    fn delete_sites(&self, sites: &[i64]) {
+        let url = match self {
+            Tracker::Sqlite(db) => return delete_sites(db, sites),
+            Tracker::Postgres(url) => url,
+        };
+        Tracker::block_on(async {
+            let client = pg_connect(url).await;
+            for s in sites {
+                client
+                    .execute("DELETE FROM sites WHERE id = $1", &[&(*s as i32)])
+                    .await
+                    .expect("delete");
+            }
+        })
     }
 }
 
@@ -162,31 +269,40 @@ pub(crate) fn start(
 
 #[test]
 fn two_workers_restore_a_campaign_in_priority_order() {
-    two_workers_restore_in_priority_order(false);
+    two_workers_restore_in_priority_order(false, Mode::Stopped);
 }
 
 #[test]
 fn two_workers_restore_a_campaign_in_priority_order_while_capture_runs() {
-    two_workers_restore_in_priority_order(true);
+    two_workers_restore_in_priority_order(false, Mode::Running);
 }
 
-/// `lifeboat capture` leading the source in the background (`running`) or stopped: the
-/// campaign restores the same rows either way, and capture leads alone all along.
-fn two_workers_restore_in_priority_order(running: bool) {
+#[test]
+fn two_workers_restore_a_postgresql_campaign_in_priority_order() {
+    two_workers_restore_in_priority_order(true, Mode::Stopped);
+}
+
+#[test]
+fn two_workers_restore_a_postgresql_campaign_in_priority_order_while_capture_runs() {
+    two_workers_restore_in_priority_order(true, Mode::Running);
+}
+
+/// A tracker on SQLite or PostgreSQL, with `lifeboat capture` leading it in the background
+/// or stopped: the campaign restores the same rows either way.
+fn two_workers_restore_in_priority_order(postgres: bool, mode: Mode) {
     let work = Workdir::new();
-    let config = setup(&work);
-    let db = work.path("tracker.db");
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let mut capture = running.then(|| {
-        let capture = crate::leader::Capture::spawn(&config, work.path("capture.log"), None);
-        runtime.block_on(capture.wait_for("source tracker: leading capture (epoch 2"));
-        capture
-    });
+    let (config, tracker) = if postgres {
+        let url = Tracker::block_on(seed_postgres());
+        (configure(&work, &url), Tracker::Postgres(url))
+    } else {
+        (setup(&work), Tracker::Sqlite(work.path("tracker.db")))
+    };
+    let background = Background::start(mode, &config, &work, "tracker");
     let deleted: Vec<i64> = (1..=SITES).filter(|s| s % 2 == 0 || *s == 3).collect();
-    let before: Vec<Vec<String>> = deleted.iter().map(|s| site_rows(&db, *s)).collect();
-    let untouched_before = site_rows(&db, 5);
-    let t = now(&db);
-    delete_sites(&db, &deleted);
+    let before: Vec<Vec<String>> = deleted.iter().map(|s| tracker.site_rows(*s)).collect();
+    let untouched_before = tracker.site_rows(5);
+    let t = tracker.now();
+    tracker.delete_sites(&deleted);
     lifeboat_ok(&config, &["capture", "--until-caught-up"]);
 
     let id = start(
@@ -245,29 +361,33 @@ fn two_workers_restore_in_priority_order(running: bool) {
     assert_eq!(s["tenants_restored"], 7);
     assert_eq!(s["users_restored"], 45);
     for (site, rows) in deleted.iter().zip(&before) {
-        assert_eq!(&site_rows(&db, *site), rows, "site {site}");
+        assert_eq!(&tracker.site_rows(*site), rows, "site {site}");
     }
-    assert_eq!(site_rows(&db, 5), untouched_before);
+    assert_eq!(tracker.site_rows(5), untouched_before);
     let human = lifeboat_ok(&config, &["campaign", "status", &id]);
     assert!(human.contains("7 of 7 tenants restored"), "{human}");
     let audit = lifeboat_ok(&config, &["audit", "--json"]);
     assert!(audit.contains("\"campaign\""), "{audit}");
-    if let Some(capture) = &mut capture {
-        lifeboat_ok(&config, &["capture", "--until-caught-up"]);
-        terminate(&mut capture.child);
-        let log = capture.log();
-        assert_eq!(log.matches("leading capture").count(), 1, "{log}");
-        lifeboat_ok(&config, &["check"]);
-        runtime.block_on(crate::vault_checks::assert_no_duplicates(
-            &config, "tracker",
-        ));
+    background.finish();
+    if let Tracker::Postgres(url) = &tracker {
+        Tracker::block_on(drop_slots(url));
     }
 }
 
 #[test]
 fn a_worker_killed_mid_tenant_leaves_it_to_another() {
+    a_worker_killed_mid_tenant_leaves_it_to_another_in(Mode::Stopped);
+}
+
+#[test]
+fn a_worker_killed_mid_tenant_leaves_it_to_another_while_capture_runs() {
+    a_worker_killed_mid_tenant_leaves_it_to_another_in(Mode::Running);
+}
+
+fn a_worker_killed_mid_tenant_leaves_it_to_another_in(mode: Mode) {
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let db = work.path("tracker.db");
     let deleted = [2, 4, 7, 9];
     let before: Vec<Vec<String>> = deleted.iter().map(|s| site_rows(&db, *s)).collect();
@@ -321,12 +441,23 @@ fn a_worker_killed_mid_tenant_leaves_it_to_another() {
     };
     assert_eq!(tenants, serde_json::json!([2, 2, 2, 2]));
     assert_eq!(status(&config, &id)["stages"]["awaiting_acceptance"], 4);
+    background.finish();
 }
 
 #[test]
 fn campaigns_refuse_bad_input() {
+    campaigns_refuse_bad_input_in(Mode::Stopped);
+}
+
+#[test]
+fn campaigns_refuse_bad_input_while_capture_runs() {
+    campaigns_refuse_bad_input_in(Mode::Running);
+}
+
+fn campaigns_refuse_bad_input_in(mode: Mode) {
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let db = work.path("tracker.db");
     let t = now(&db);
     delete_sites(&db, &[2]);
@@ -429,6 +560,7 @@ fn campaigns_refuse_bad_input() {
     );
     let campaigns = lifeboat_ok(&config, &["campaign", "status", "--json"]);
     assert_eq!(campaigns.trim(), "[]", "nothing was queued");
+    background.finish();
 }
 
 /// The page at `url` as headless Chromium renders it (its DOM).
@@ -477,9 +609,19 @@ pub(crate) fn browse_until(url: &str, profile: &Path, needle: &str) -> String {
 
 #[test]
 fn the_status_pages_load_in_a_real_browser_during_a_campaign() {
+    the_status_pages_load_in_a_real_browser_during_a_campaign_in(Mode::Stopped);
+}
+
+#[test]
+fn the_status_pages_load_in_a_real_browser_during_a_campaign_while_capture_runs() {
+    the_status_pages_load_in_a_real_browser_during_a_campaign_in(Mode::Running);
+}
+
+fn the_status_pages_load_in_a_real_browser_during_a_campaign_in(mode: Mode) {
     use std::io::BufRead;
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let db = work.path("tracker.db");
     let t = now(&db);
     delete_sites(&db, &[2, 4, 6, 8]);
@@ -595,12 +737,23 @@ fn the_status_pages_load_in_a_real_browser_during_a_campaign() {
     assert!(status.success(), "serve exited with {status}");
     let rest: Vec<String> = lines.map_while(|l| l.ok()).collect();
     assert!(rest.iter().any(|l| l == "stopped"), "{rest:?}");
+    background.finish();
 }
 
 #[test]
 fn acceptance_becomes_automatic_after_the_configured_time() {
+    acceptance_becomes_automatic_after_the_configured_time_in(Mode::Stopped);
+}
+
+#[test]
+fn acceptance_becomes_automatic_after_the_configured_time_while_capture_runs() {
+    acceptance_becomes_automatic_after_the_configured_time_in(Mode::Running);
+}
+
+fn acceptance_becomes_automatic_after_the_configured_time_in(mode: Mode) {
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let text = std::fs::read_to_string(&config).expect("config");
     std::fs::write(
         &config,
@@ -635,10 +788,20 @@ fn acceptance_becomes_automatic_after_the_configured_time() {
     assert_eq!(accepted.3["campaign"], id.as_str());
     let out = lifeboat_ok(&config, &["audit", "verify", "--grace-seconds", "0"]);
     assert!(out.contains("every entry is anchored"), "{out}");
+    background.finish();
 }
 
 #[test]
 fn workers_share_a_postgresql_control_store() {
+    workers_share_a_postgresql_control_store_in(Mode::Stopped);
+}
+
+#[test]
+fn workers_share_a_postgresql_control_store_while_capture_runs() {
+    workers_share_a_postgresql_control_store_in(Mode::Running);
+}
+
+fn workers_share_a_postgresql_control_store_in(mode: Mode) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let control_url = runtime.block_on(create_database("control"));
     let work = Workdir::new();
@@ -649,6 +812,7 @@ fn workers_share_a_postgresql_control_store() {
         format!("[control]\nurl = \"{control_url}\"\n{text}"),
     )
     .expect("config");
+    let background = Background::start(mode, &config, &work, "tracker");
     let db = work.path("tracker.db");
     let deleted: Vec<i64> = (1..=SITES).filter(|s| s % 3 != 0).collect();
     let before: Vec<Vec<String>> = deleted.iter().map(|s| site_rows(&db, *s)).collect();
@@ -698,12 +862,28 @@ fn workers_share_a_postgresql_control_store() {
     // The audit log lives there too, chained and anchored.
     let out = lifeboat_ok(&config, &["audit", "verify"]);
     assert!(out.contains("audit log intact"), "{out}");
+    background.finish();
 }
 
 #[test]
 fn a_tenant_that_keeps_failing_is_marked_failed_with_its_reason_and_can_be_retried() {
+    a_tenant_that_keeps_failing_is_marked_failed_with_its_reason_and_can_be_retried_in(
+        Mode::Stopped,
+    );
+}
+
+#[test]
+fn a_tenant_that_keeps_failing_is_marked_failed_with_its_reason_and_can_be_retried_while_capture_runs(
+) {
+    a_tenant_that_keeps_failing_is_marked_failed_with_its_reason_and_can_be_retried_in(
+        Mode::Running,
+    );
+}
+
+fn a_tenant_that_keeps_failing_is_marked_failed_with_its_reason_and_can_be_retried_in(mode: Mode) {
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let text = std::fs::read_to_string(&config).expect("config");
     std::fs::write(
         &config,
@@ -752,6 +932,7 @@ fn a_tenant_that_keeps_failing_is_marked_failed_with_its_reason_and_can_be_retri
     lifeboat_ok(&config, &["worker", "--campaign", &id, "--until-done"]);
     assert_eq!(site_rows(&db, 4), before);
     assert_eq!(status(&config, &id)["stages"]["awaiting_acceptance"], 1);
+    background.finish();
 }
 
 /// A minimal HTTP/1.1 POST over a real socket: the response's status code and body.
@@ -804,8 +985,19 @@ pub(crate) fn audit_entries(config: &Path) -> Vec<(String, String, String, serde
 
 #[test]
 fn every_campaign_change_is_audited_with_its_actor_and_anchored_also_from_serve() {
+    every_campaign_change_is_audited_with_its_actor_and_anchored_also_from_serve_in(Mode::Stopped);
+}
+
+#[test]
+fn every_campaign_change_is_audited_with_its_actor_and_anchored_also_from_serve_while_capture_runs()
+{
+    every_campaign_change_is_audited_with_its_actor_and_anchored_also_from_serve_in(Mode::Running);
+}
+
+fn every_campaign_change_is_audited_with_its_actor_and_anchored_also_from_serve_in(mode: Mode) {
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let text = std::fs::read_to_string(&config).expect("config");
     std::fs::write(
         &config,
@@ -978,6 +1170,7 @@ fn every_campaign_change_is_audited_with_its_actor_and_anchored_also_from_serve(
     );
     let out = lifeboat_ok(&config, &["audit", "verify", "--grace-seconds", "0"]);
     assert!(out.contains("every entry is anchored"), "{out}");
+    background.finish();
 }
 
 /// Tenants of campaign `id` in `stage`, as `serve`'s `/metrics` counts them (0: no series).
@@ -1008,9 +1201,19 @@ fn metrics_until(base: &str, what: &str, done: impl Fn(&str) -> bool) -> String 
 
 #[test]
 fn serve_metrics_follow_the_campaign_tenants_between_stages() {
+    serve_metrics_follow_the_campaign_tenants_between_stages_in(Mode::Stopped);
+}
+
+#[test]
+fn serve_metrics_follow_the_campaign_tenants_between_stages_while_capture_runs() {
+    serve_metrics_follow_the_campaign_tenants_between_stages_in(Mode::Running);
+}
+
+fn serve_metrics_follow_the_campaign_tenants_between_stages_in(mode: Mode) {
     use std::io::BufRead;
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let db = work.path("tracker.db");
     let t = now(&db);
     delete_sites(&db, &[2, 4, 6, 8]);
@@ -1101,6 +1304,7 @@ fn serve_metrics_follow_the_campaign_tenants_between_stages() {
         .arg(server.id().to_string())
         .status();
     assert!(server.wait().expect("server").success());
+    background.finish();
 }
 
 #[test]

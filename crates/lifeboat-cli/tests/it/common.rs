@@ -334,3 +334,74 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
             .and_then(|v| v.trim().parse().ok())
     })
 }
+
+/// Whether `lifeboat capture` leads the sources in the background while a test runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Stopped,
+    Running,
+}
+
+/// A continuous `lifeboat capture` for the length of a test (`Mode::Running`), or none.
+pub struct Background {
+    capture: Option<crate::leader::Capture>,
+    config: PathBuf,
+    source: String,
+}
+
+impl Background {
+    /// Start capture in `mode` and, running, wait until it leads `source`.
+    pub fn start(mode: Mode, config: &Path, work: &Workdir, source: &str) -> Background {
+        let capture = (mode == Mode::Running).then(|| {
+            let capture =
+                crate::leader::Capture::spawn(config, work.path("background-capture.log"), None);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(capture.wait_for(&format!("source {source}: leading capture")));
+            capture
+        });
+        Background {
+            capture,
+            config: config.to_path_buf(),
+            source: source.to_string(),
+        }
+    }
+
+    /// Running: store the source up to now, stop capture with SIGTERM, and check that it
+    /// led alone all along, that `lifeboat check` passes and that the vault holds no
+    /// position twice. Stopped: nothing.
+    pub fn finish(mut self) {
+        let Some(mut capture) = self.capture.take() else {
+            return;
+        };
+        lifeboat_ok(&self.config, &["capture", "--until-caught-up"]);
+        terminate(&mut capture.child);
+        let log = capture.log();
+        assert_eq!(
+            log.matches("leading capture").count(),
+            1,
+            "one capture led all along:\n{log}"
+        );
+        assert!(!log.contains("lost the capture lease"), "{log}");
+        lifeboat_ok(&self.config, &["check"]);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(crate::vault_checks::assert_no_duplicates(
+            &self.config,
+            &self.source,
+        ));
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(capture) = &mut self.capture {
+            let _ = capture.child.kill();
+            let _ = capture.child.wait();
+        }
+    }
+}

@@ -633,12 +633,22 @@ fn archive_site_rows(tables: &Tables) -> Vec<String> {
 
 #[test]
 fn a_deleted_tenant_downloads_its_data_from_its_private_page() {
+    a_deleted_tenant_downloads_its_data_from_its_private_page_in(Mode::Stopped);
+}
+
+#[test]
+fn a_deleted_tenant_downloads_its_data_from_its_private_page_while_capture_runs() {
+    a_deleted_tenant_downloads_its_data_from_its_private_page_in(Mode::Running);
+}
+
+fn a_deleted_tenant_downloads_its_data_from_its_private_page_in(mode: Mode) {
     use crate::campaign::{
         audit_entries, browse_until, delete_sites, http_post, now, setup, site_rows, start,
     };
     use std::io::BufRead;
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let text = std::fs::read_to_string(&config).expect("config");
     std::fs::write(
         &config,
@@ -765,4 +775,5 @@ fn a_deleted_tenant_downloads_its_data_from_its_private_page() {
     assert_eq!(of_two("export-download"), 1);
     let _ = server.kill();
     let _ = server.wait();
+    background.finish();
 }

@@ -170,8 +170,18 @@ fn refused(output: &std::process::Output, code: i32, needle: &str) {
 
 #[test]
 fn april_2022_replayed_site_ids_refused_app_ids_applied_in_waves_and_undone() {
+    april_2022_replayed_site_ids_refused_app_ids_applied_in_waves_and_undone_in(Mode::Stopped);
+}
+
+#[test]
+fn april_2022_replayed_site_ids_refused_app_ids_applied_in_waves_and_undone_while_capture_runs() {
+    april_2022_replayed_site_ids_refused_app_ids_applied_in_waves_and_undone_in(Mode::Running);
+}
+
+fn april_2022_replayed_site_ids_refused_app_ids_applied_in_waves_and_undone_in(mode: Mode) {
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let db = work.path("tracker.db");
     let before = dump(&db);
     let plan = work.path("plan.json");
@@ -358,6 +368,7 @@ fn april_2022_replayed_site_ids_refused_app_ids_applied_in_waves_and_undone() {
         "approving twice is one approval, one entry"
     );
     lifeboat_ok(&config, &["audit", "verify"]);
+    background.finish();
     let control = work.path("lifeboat-control.db");
     let conn = rusqlite::Connection::open(&control).expect("control");
     conn.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 2", [])
@@ -369,8 +380,18 @@ fn april_2022_replayed_site_ids_refused_app_ids_applied_in_waves_and_undone() {
 
 #[test]
 fn altered_and_stale_plans_are_refused() {
+    altered_and_stale_plans_are_refused_in(Mode::Stopped);
+}
+
+#[test]
+fn altered_and_stale_plans_are_refused_while_capture_runs() {
+    altered_and_stale_plans_are_refused_in(Mode::Running);
+}
+
+fn altered_and_stale_plans_are_refused_in(mode: Mode) {
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let db = work.path("tracker.db");
     let plan = work.path("plan.json");
     let plan_arg = plan.to_str().expect("path");
@@ -418,6 +439,7 @@ fn altered_and_stale_plans_are_refused() {
         stderr(&output)
     );
     assert_eq!(dump(&db), before, "a refused apply changes nothing");
+    background.finish();
 
     // A control store put back to an earlier copy is a consistent chain, head included;
     // the entries anchored in the vault since then show it.
@@ -512,8 +534,18 @@ fn legacy_apps(db: &Path) -> Vec<i64> {
 
 #[test]
 fn a_halt_between_waves_and_a_divergence_stop_the_apply() {
+    a_halt_between_waves_and_a_divergence_stop_the_apply_in(Mode::Stopped);
+}
+
+#[test]
+fn a_halt_between_waves_and_a_divergence_stop_the_apply_while_capture_runs() {
+    a_halt_between_waves_and_a_divergence_stop_the_apply_in(Mode::Running);
+}
+
+fn a_halt_between_waves_and_a_divergence_stop_the_apply_in(mode: Mode) {
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let db = work.path("tracker.db");
     let before = dump(&db);
     let plan = work.path("plan.json");
@@ -580,6 +612,7 @@ fn a_halt_between_waves_and_a_divergence_stop_the_apply() {
         );
     }
     lifeboat_ok(&config, &["audit", "verify"]);
+    background.finish();
 }
 
 /// The rows of `site` in a dump.
@@ -610,8 +643,18 @@ fn rows_of(dump: &[String], site: i64) -> Vec<String> {
 
 #[test]
 fn tenants_are_deleted_softly_brought_back_and_purged_only_after_retention() {
+    tenants_are_deleted_softly_brought_back_and_purged_only_after_retention_in(Mode::Stopped);
+}
+
+#[test]
+fn tenants_are_deleted_softly_brought_back_and_purged_only_after_retention_while_capture_runs() {
+    tenants_are_deleted_softly_brought_back_and_purged_only_after_retention_in(Mode::Running);
+}
+
+fn tenants_are_deleted_softly_brought_back_and_purged_only_after_retention_in(mode: Mode) {
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let db = work.path("tracker.db");
     let before = dump(&db);
     let plan = work.path("delete.json");
@@ -809,10 +852,21 @@ fn tenants_are_deleted_softly_brought_back_and_purged_only_after_retention() {
     }
     let out = lifeboat_ok(&config, &["audit", "verify", "--grace-seconds", "0"]);
     assert!(out.contains("every entry is anchored"), "{out}");
+    background.finish();
 }
 
 #[test]
 fn operations_and_tenant_deletes_on_postgresql_are_measured_applied_and_undone() {
+    operations_and_tenant_deletes_on_postgresql_are_measured_applied_and_undone_in(Mode::Stopped);
+}
+
+#[test]
+fn operations_and_tenant_deletes_on_postgresql_are_measured_applied_and_undone_while_capture_runs()
+{
+    operations_and_tenant_deletes_on_postgresql_are_measured_applied_and_undone_in(Mode::Running);
+}
+
+fn operations_and_tenant_deletes_on_postgresql_are_measured_applied_and_undone_in(mode: Mode) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let url = runtime.block_on(async {
         let url = create_database("guard").await;
@@ -825,6 +879,7 @@ fn operations_and_tenant_deletes_on_postgresql_are_measured_applied_and_undone()
     });
     let work = Workdir::new();
     let config = configure(&work, &url);
+    let background = Background::start(mode, &config, &work, "tracker");
     let dump = || runtime.block_on(pg_dump(&url));
     let before = dump();
     let plan = work.path("plan.json");
@@ -907,6 +962,7 @@ fn operations_and_tenant_deletes_on_postgresql_are_measured_applied_and_undone()
     lifeboat_ok(&config, &["tenant", "undelete", "4407", "--by", "carol"]);
     assert_eq!(dump(), before, "undelete restores row for row");
     lifeboat_ok(&config, &["audit", "verify"]);
+    background.finish();
     runtime.block_on(drop_slots(&url));
 }
 
@@ -927,8 +983,18 @@ fn hand_made(plan: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> String {
 
 #[test]
 fn plans_are_the_configurations_operations_and_their_steps_are_checked() {
+    plans_are_the_configurations_operations_and_their_steps_are_checked_in(Mode::Stopped);
+}
+
+#[test]
+fn plans_are_the_configurations_operations_and_their_steps_are_checked_while_capture_runs() {
+    plans_are_the_configurations_operations_and_their_steps_are_checked_in(Mode::Running);
+}
+
+fn plans_are_the_configurations_operations_and_their_steps_are_checked_in(mode: Mode) {
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let db = work.path("tracker.db");
     let before = dump(&db);
     let plan = work.path("plan.json");
@@ -1087,6 +1153,7 @@ fn plans_are_the_configurations_operations_and_their_steps_are_checked() {
     );
     assert!(audit_actions(&config).iter().any(|a| a == "diverged"));
     lifeboat_ok(&config, &["audit", "verify"]);
+    background.finish();
 }
 
 /// Apply `plan` in waves `1,50%` with the failpoint `name` armed: the process aborts.
@@ -1115,10 +1182,20 @@ fn apply_crashing(config: &Path, plan: &Path, name: &str) {
 
 #[test]
 fn a_crash_on_either_side_of_a_wave_commit_is_found_and_never_applied_twice() {
+    a_crash_on_either_side_of_a_wave_commit_is_found_and_never_applied_twice_in(Mode::Stopped);
+}
+
+#[test]
+fn a_crash_on_either_side_of_a_wave_commit_is_found_and_never_applied_twice_while_capture_runs() {
+    a_crash_on_either_side_of_a_wave_commit_is_found_and_never_applied_twice_in(Mode::Running);
+}
+
+fn a_crash_on_either_side_of_a_wave_commit_is_found_and_never_applied_twice_in(mode: Mode) {
     // After the commit, before its record: the next apply finds the wave's effect present,
     // records the wave and goes on; the rows are what one apply leaves, undo restores all.
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let db = work.path("tracker.db");
     let before = dump(&db);
     let plan = work.path("plan.json");
@@ -1154,11 +1231,13 @@ fn a_crash_on_either_side_of_a_wave_commit_is_found_and_never_applied_twice() {
         "the recovered wave's tenant is undone too"
     );
     lifeboat_ok(&config, &["audit", "verify"]);
+    background.finish();
 
     // Before the commit: nothing of the wave is there; the next apply forgets the pending
     // wave and runs it.
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let db = work.path("tracker.db");
     let before = dump(&db);
     let plan = work.path("plan.json");
@@ -1179,6 +1258,7 @@ fn a_crash_on_either_side_of_a_wave_commit_is_found_and_never_applied_twice() {
         "{actions:?}"
     );
     lifeboat_ok(&config, &["audit", "verify"]);
+    background.finish();
 }
 
 /// The plan's hash, as written in its file.
@@ -1203,8 +1283,18 @@ const NAMESPACE: &str = "lifeboat-plan@lifeboat";
 
 #[test]
 fn approvals_are_ssh_signatures_by_declared_approvers_other_than_the_author() {
+    approvals_are_ssh_signatures_by_declared_approvers_other_than_the_author_in(Mode::Stopped);
+}
+
+#[test]
+fn approvals_are_ssh_signatures_by_declared_approvers_other_than_the_author_while_capture_runs() {
+    approvals_are_ssh_signatures_by_declared_approvers_other_than_the_author_in(Mode::Running);
+}
+
+fn approvals_are_ssh_signatures_by_declared_approvers_other_than_the_author_in(mode: Mode) {
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let people = People::new(&work);
     // Two approvals needed.
     let text = std::fs::read_to_string(&config).expect("config");
@@ -1497,6 +1587,7 @@ fn approvals_are_ssh_signatures_by_declared_approvers_other_than_the_author() {
         )
         .expect("count");
     assert_eq!(stored, 3, "alice's, bob's and carol's");
+    background.finish();
 }
 
 #[test]
@@ -1524,8 +1615,18 @@ fn an_approver_key_that_does_not_parse_is_a_config_error_naming_the_person() {
 /// counts only while the configuration still declares the key that made it.
 #[test]
 fn recorded_signatures_are_verified_again_against_the_configuration_at_apply() {
+    recorded_signatures_are_verified_again_against_the_configuration_at_apply_in(Mode::Stopped);
+}
+
+#[test]
+fn recorded_signatures_are_verified_again_against_the_configuration_at_apply_while_capture_runs() {
+    recorded_signatures_are_verified_again_against_the_configuration_at_apply_in(Mode::Running);
+}
+
+fn recorded_signatures_are_verified_again_against_the_configuration_at_apply_in(mode: Mode) {
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let db = work.path("tracker.db");
     let before = dump(&db);
     let plan = work.path("plan.json");
@@ -1580,6 +1681,7 @@ fn recorded_signatures_are_verified_again_against_the_configuration_at_apply() {
     std::fs::write(&config, original).expect("config");
     lifeboat_ok(&config, &["apply", plan_arg]);
     assert_eq!(dump(&db).len(), before.len() - 1);
+    background.finish();
 }
 
 /// `audit verify` on the current state: its exit code and what it said.
@@ -1590,8 +1692,20 @@ fn verify_audit(config: &Path, grace: &str) -> (Option<i32>, String) {
 
 #[test]
 fn audit_verify_checks_entries_against_anchors_both_ways() {
+    audit_verify_checks_entries_against_anchors_both_ways_in(Mode::Stopped);
+}
+
+#[test]
+fn audit_verify_checks_entries_against_anchors_both_ways_while_capture_runs() {
+    audit_verify_checks_entries_against_anchors_both_ways_in(Mode::Running);
+}
+
+/// The entries are written with capture stopped or running; the log is then tampered
+/// with capture stopped, so that no command anchors entries meanwhile.
+fn audit_verify_checks_entries_against_anchors_both_ways_in(mode: Mode) {
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let plan = work.path("plan.json");
     approved_plan(&config, &plan);
     let plan_arg = plan.to_str().expect("path");
@@ -1602,6 +1716,7 @@ fn audit_verify_checks_entries_against_anchors_both_ways() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("4 entries"), "{out}");
     assert!(out.contains("every entry is anchored"), "{out}");
+    background.finish();
 
     let control = work.path("lifeboat-control.db");
     let saved = work.path("control-saved.db");

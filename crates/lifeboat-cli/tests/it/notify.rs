@@ -325,12 +325,22 @@ fn shape_differences(fixture: &Json, ours: &Json, path: &str, out: &mut Vec<Stri
 
 #[test]
 fn deleted_tenants_admins_hear_of_every_stage_with_their_own_link() {
+    deleted_tenants_admins_hear_of_every_stage_with_their_own_link_in(Mode::Stopped);
+}
+
+#[test]
+fn deleted_tenants_admins_hear_of_every_stage_with_their_own_link_while_capture_runs() {
+    deleted_tenants_admins_hear_of_every_stage_with_their_own_link_in(Mode::Running);
+}
+
+fn deleted_tenants_admins_hear_of_every_stage_with_their_own_link_in(mode: Mode) {
     let work = Workdir::new();
     let mut smtp = Sink::new("smtp_sink.py", work.path("mail"));
     let mut hook = Sink::new("webhook_sink.py", work.path("hooks"));
     smtp.start();
     hook.start();
     let (config, campaign) = setup(&work, smtp.port, hook.port, "");
+    let background = Background::start(mode, &config, &work, "identity");
     lifeboat_ok(&config, &["notifier", "--until-idle"]);
 
     // The queue: each admin of each deleted tenant, found in the vault, and nobody else.
@@ -481,6 +491,7 @@ fn deleted_tenants_admins_hear_of_every_stage_with_their_own_link() {
         .all(|m| m.to != "cid@three.example" && m.to != "joe@one.example"));
     smtp.stop();
     hook.stop();
+    background.finish();
 }
 
 #[test]

@@ -624,8 +624,18 @@ fn the_report_of_a_drill_incident_has_every_timeline_entry_with_measured_figures
 
 #[test]
 fn a_guarded_tenant_delete_starts_the_downtime_and_its_plan_is_in_the_report() {
+    a_guarded_tenant_delete_starts_the_downtime_and_its_plan_is_in_the_report_in(Mode::Stopped);
+}
+
+#[test]
+fn a_guarded_tenant_delete_starts_the_downtime_and_its_plan_is_in_the_report_while_capture_runs() {
+    a_guarded_tenant_delete_starts_the_downtime_and_its_plan_is_in_the_report_in(Mode::Running);
+}
+
+fn a_guarded_tenant_delete_starts_the_downtime_and_its_plan_is_in_the_report_in(mode: Mode) {
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let db = work.path("tracker.db");
     let t = sqlite_now(&db);
     let plan = work.path("delete.json");
@@ -749,12 +759,23 @@ fn a_guarded_tenant_delete_starts_the_downtime_and_its_plan_is_in_the_report() {
         md.contains("First public word after the data went missing: 10 min 00 s."),
         "{md}"
     );
+    background.finish();
 }
 
 #[test]
 fn with_accept_ends_downtime_the_downtime_runs_until_the_admin_accepts() {
+    with_accept_ends_downtime_the_downtime_runs_until_the_admin_accepts_in(Mode::Stopped);
+}
+
+#[test]
+fn with_accept_ends_downtime_the_downtime_runs_until_the_admin_accepts_while_capture_runs() {
+    with_accept_ends_downtime_the_downtime_runs_until_the_admin_accepts_in(Mode::Running);
+}
+
+fn with_accept_ends_downtime_the_downtime_runs_until_the_admin_accepts_in(mode: Mode) {
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let text = std::fs::read_to_string(&config).expect("config");
     let accepting = text
         .replace("acceptance = \"skip\"", "acceptance = \"customer\"")
@@ -821,12 +842,23 @@ fn with_accept_ends_downtime_the_downtime_runs_until_the_admin_accepts() {
     let l = sla_json(&config, &incident, &[])["tenants"][0].clone();
     assert_eq!(l["down_until"], "2099-01-10T00:10:00.000000Z", "{l}");
     assert_eq!(l["downtime_minutes"], 10.0, "{l}");
+    background.finish();
 }
 
 #[test]
 fn template_updates_are_filled_with_the_campaigns_measured_numbers() {
+    template_updates_are_filled_with_the_campaigns_measured_numbers_in(Mode::Stopped);
+}
+
+#[test]
+fn template_updates_are_filled_with_the_campaigns_measured_numbers_while_capture_runs() {
+    template_updates_are_filled_with_the_campaigns_measured_numbers_in(Mode::Running);
+}
+
+fn template_updates_are_filled_with_the_campaigns_measured_numbers_in(mode: Mode) {
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let text = std::fs::read_to_string(&config).expect("config");
     let templates = r#"
 [templates.progress]
@@ -952,6 +984,7 @@ message = "{incident}: {tenants_restored} of {tenants} customers restored ({tena
         ),
         "{update}"
     );
+    background.finish();
 
     // A template naming an unknown field refuses the configuration.
     std::fs::write(
@@ -972,8 +1005,18 @@ fn status_of(config: &Path, id: &str) -> serde_json::Value {
 
 #[test]
 fn a_campaign_with_auto_progress_posts_its_numbers_at_each_quarter() {
+    a_campaign_with_auto_progress_posts_its_numbers_at_each_quarter_in(Mode::Stopped);
+}
+
+#[test]
+fn a_campaign_with_auto_progress_posts_its_numbers_at_each_quarter_while_capture_runs() {
+    a_campaign_with_auto_progress_posts_its_numbers_at_each_quarter_in(Mode::Running);
+}
+
+fn a_campaign_with_auto_progress_posts_its_numbers_at_each_quarter_in(mode: Mode) {
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let text = std::fs::read_to_string(&config).expect("config");
     let templates = r#"
 [templates.quarterly]
@@ -1061,12 +1104,23 @@ message = "{tenants_restored} of {tenants} customers restored ({tenants_percent}
         .filter(|e| e["action"] == "incident-update" && e["actor"] == "lifeboat")
         .count();
     assert_eq!(by_lifeboat, 4);
+    background.finish();
 }
 
 #[test]
 fn auto_progress_also_posts_when_its_cadence_is_due() {
+    auto_progress_also_posts_when_its_cadence_is_due_in(Mode::Stopped);
+}
+
+#[test]
+fn auto_progress_also_posts_when_its_cadence_is_due_while_capture_runs() {
+    auto_progress_also_posts_when_its_cadence_is_due_in(Mode::Running);
+}
+
+fn auto_progress_also_posts_when_its_cadence_is_due_in(mode: Mode) {
     let work = Workdir::new();
     let config = setup(&work);
+    let background = Background::start(mode, &config, &work, "tracker");
     let text = std::fs::read_to_string(&config).expect("config");
     std::fs::write(
         &config,
@@ -1121,4 +1175,5 @@ fn auto_progress_also_posts_when_its_cadence_is_due() {
         .collect();
     bodies.sort();
     assert_eq!(bodies, ["1 of 8", "2 of 8", "4 of 8", "6 of 8", "8 of 8"]);
+    background.finish();
 }
