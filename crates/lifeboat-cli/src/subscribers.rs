@@ -112,6 +112,10 @@ pub async fn subscribers(config_path: Option<PathBuf>, args: Args) -> Result<u8>
             let id = control.add_subscriber(kind, &address, &ids, &page_url, &login(by))?;
             control.anchor().await?;
             crate::say!("{id}");
+            if let Some(secret) = control.subscriber_secret(&id)? {
+                // Shown this once: the receiver checks X-Lifeboat-Signature with it.
+                crate::say!("secret {secret}");
+            }
         }
         Command::Remove { id, by } => {
             let mut control = open_audited(&config, &config_path).await?;

@@ -17,7 +17,7 @@ CREATE TABLE IF NOT EXISTS subscribers (id TEXT PRIMARY KEY, kind TEXT NOT NULL,
     address TEXT NOT NULL, components TEXT NOT NULL, state TEXT NOT NULL,
     confirm_token TEXT UNIQUE, unsubscribe_token TEXT NOT NULL UNIQUE, page_url TEXT NOT NULL,
     created_at TEXT NOT NULL, confirmed_at TEXT, unsubscribed_at TEXT, added_by TEXT,
-    UNIQUE (kind, address));
+    secret TEXT, UNIQUE (kind, address));
 ";
 
 vocabulary! {
@@ -273,8 +273,9 @@ impl ControlStore {
 
     /// Add a confirmed subscriber as an operator (`actor`): a webhook URL or an email
     /// address, hearing of `components` (component ids; empty: all), its unsubscribe link
-    /// under `page_url`. Audited (`subscriber-add` of `subscriber:ID`). An address or URL
-    /// already subscribed is a usage error naming its id.
+    /// under `page_url`. A webhook gets a random secret its deliveries are signed with
+    /// (`subscriber_secret`). Audited (`subscriber-add` of `subscriber:ID`, never the
+    /// secret). An address or URL already subscribed is a usage error naming its id.
     pub fn add_subscriber(
         &mut self,
         kind: SubscriberKind,
@@ -306,6 +307,10 @@ impl ControlStore {
         };
         let (_, at) = now();
         let id = new_id()?;
+        let secret = match kind {
+            SubscriberKind::Webhook => Some(new_token()?),
+            SubscriberKind::Email => None,
+        };
         self.db.transaction(|db| {
             let components = known_components(db, components)?;
             if let Some(r) = db.query_one(
@@ -325,8 +330,8 @@ impl ControlStore {
             }
             db.execute(
                 "INSERT INTO subscribers (id, kind, address, components, state,
-                     unsubscribe_token, page_url, created_at, confirmed_at, added_by)
-                 VALUES (?1, ?2, ?3, ?4, 'confirmed', ?5, ?6, ?7, ?7, ?8)",
+                     unsubscribe_token, page_url, created_at, confirmed_at, added_by, secret)
+                 VALUES (?1, ?2, ?3, ?4, 'confirmed', ?5, ?6, ?7, ?7, ?8, ?9)",
                 &[
                     id.as_str().into(),
                     kind.as_str().into(),
@@ -336,6 +341,7 @@ impl ControlStore {
                     page_url.into(),
                     at.as_str().into(),
                     actor.into(),
+                    secret.clone().into(),
                 ],
             )?;
             let entry = Entry::new(
@@ -348,6 +354,31 @@ impl ControlStore {
             Ok(())
         })?;
         Ok(id)
+    }
+
+    /// The secret a webhook subscriber's deliveries are signed with (an operator is shown
+    /// it once, when adding it); none for an email subscriber or an unknown id.
+    pub fn subscriber_secret(&mut self, id: &str) -> Result<Option<String>> {
+        Ok(self
+            .db
+            .query_one("SELECT secret FROM subscribers WHERE id = ?1", &[id.into()])?
+            .map(|r| r.opt_text(0))
+            .transpose()?
+            .flatten())
+    }
+
+    /// The secret of the confirmed webhook subscriber at `url`, if there is one.
+    pub fn webhook_subscriber_secret(&mut self, url: &str) -> Result<Option<String>> {
+        Ok(self
+            .db
+            .query_one(
+                "SELECT secret FROM subscribers
+                 WHERE kind = 'webhook' AND address = ?1 AND state = 'confirmed'",
+                &[url.into()],
+            )?
+            .map(|r| r.opt_text(0))
+            .transpose()?
+            .flatten())
     }
 
     /// Remove subscriber `id` as `actor`, audited (`subscriber-remove`). An unknown id is a

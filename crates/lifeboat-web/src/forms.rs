@@ -505,10 +505,18 @@ async fn operator_add_subscriber(
     let page_url = state.inner.page.url.clone();
     let components = body.components;
     match state
-        .read_control(move |c| c.add_subscriber(kind, &address, &components, &page_url, &actor))
+        .read_control(move |c| {
+            let id = c.add_subscriber(kind, &address, &components, &page_url, &actor)?;
+            let secret = c.subscriber_secret(&id)?;
+            Ok((id, secret))
+        })
         .await
     {
-        Ok(id) => (StatusCode::CREATED, Json(json!({"id": id}))).into_response(),
+        Ok((id, secret)) => (
+            StatusCode::CREATED,
+            Json(json!({"id": id, "secret": secret})),
+        )
+            .into_response(),
         Err(e) => error_response(&e),
     }
 }

@@ -694,3 +694,196 @@ fn serve_delivers_the_outbox_unless_told_not_to_and_shows_none_of_it() {
     smtp.stop();
     hook.stop();
 }
+
+/// What a subscriber and a customer writing to support receive, through the real mail
+/// server: the confirmation with its link, incident mail with a working one-click
+/// unsubscribe, and the reply that goes to the matched contact with that tenant's own link
+/// while the request itself goes to the operators' signed webhook.
+#[test]
+fn subscribers_and_support_requests_are_answered_by_mail() {
+    let work = Workdir::new();
+    let mut smtp = Sink::new("smtp_sink.py", work.path("mail"));
+    let mut hook = Sink::new("webhook_sink.py", work.path("hooks"));
+    smtp.start();
+    hook.start();
+    let (config, campaign) = setup(&work, smtp.port, hook.port, "");
+    let (mut server, base) = spawn_serve(&config, &[]);
+    let to = |address: &str, event: &str| {
+        mails(&smtp.dir)
+            .into_iter()
+            .filter(|m| m.to == address && m.header("X-Lifeboat-Event") == event)
+            .collect::<Vec<_>>()
+    };
+    // A link of the status page in a mail, as a path the test server answers.
+    let path_of = |mail: &Mail, prefix: &str| {
+        let body = mail.raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let at = body
+            .find(&format!("https://status.example.com{prefix}"))
+            .unwrap_or_else(|| panic!("no {prefix} link in {}", mail.raw));
+        body[at + "https://status.example.com".len()..]
+            .split(|c: char| c.is_whitespace() || "\"<>".contains(c))
+            .next()
+            .expect("link")
+            .to_string()
+    };
+
+    // Subscribing sends a confirmation, and only that, to the address.
+    let (status, _, _) =
+        crate::subscribers::post_form(&base, "/subscribe", &[("email", "sam@reader.example")]);
+    assert_eq!(status, 200);
+    wait_for("the confirmation", Duration::from_secs(30), || {
+        !to("sam@reader.example", "subscription_confirmation").is_empty()
+    });
+    let confirmation = &to("sam@reader.example", "subscription_confirmation")[0];
+    let confirm = path_of(confirmation, "/subscribe/confirm?token=");
+    assert_eq!(http_get(&base, &confirm).0, 200);
+
+    // An operator adds a webhook subscriber: its secret is shown once.
+    let added = lifeboat_ok(
+        &config,
+        &[
+            "subscribers",
+            "add",
+            "--webhook",
+            &format!("http://127.0.0.1:{}/hooks/subscriber", hook.port),
+        ],
+    );
+    let subscriber_secret = added
+        .lines()
+        .find_map(|l| l.strip_prefix("secret "))
+        .unwrap_or_else(|| panic!("no secret in {added}"))
+        .to_string();
+    assert!(!lifeboat_ok(&config, &["subscribers", "list", "--json"]).contains(&subscriber_secret));
+
+    // Confirmed, the next update reaches the subscriber with its unsubscribe link.
+    let incident: Json =
+        serde_json::from_str(&lifeboat_ok(&config, &["incident", "list", "--json"])).expect("json");
+    let id = incident[0]["id"].as_str().expect("id").to_string();
+    lifeboat_ok(
+        &config,
+        &[
+            "incident",
+            "update",
+            &id,
+            "--status",
+            "monitoring",
+            "--message",
+            "Half of the sites are back.",
+        ],
+    );
+    wait_for("the subscriber's update", Duration::from_secs(30), || {
+        !to("sam@reader.example", "incident_updated").is_empty()
+    });
+    let update = &to("sam@reader.example", "incident_updated")[0];
+    assert!(
+        update.raw.contains("Half of the sites are back."),
+        "{}",
+        update.raw
+    );
+    let unsubscribe = update.header("List-Unsubscribe");
+    assert!(
+        unsubscribe.contains("https://status.example.com/unsubscribe?token="),
+        "{unsubscribe}"
+    );
+    assert_eq!(
+        update.header("List-Unsubscribe-Post"),
+        "List-Unsubscribe=One-Click"
+    );
+    // The webhook subscriber's copy is signed with its own secret.
+    wait_for(
+        "the webhook subscriber's update",
+        Duration::from_secs(30),
+        || {
+            hooks(&hook.dir)
+                .iter()
+                .any(|h| h["path"] == "/hooks/subscriber")
+        },
+    );
+    let delivered = hooks(&hook.dir)
+        .into_iter()
+        .find(|h| h["path"] == "/hooks/subscriber")
+        .expect("subscriber webhook");
+    let body = delivered["body"].as_str().expect("body");
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(subscriber_secret.as_bytes())
+            .expect("key");
+    mac.update(body.as_bytes());
+    assert_eq!(
+        delivered["headers"]["x-lifeboat-signature"],
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    );
+    let payload: Json = serde_json::from_str(body).expect("json");
+    assert!(
+        payload["meta"]["unsubscribe"]
+            .as_str()
+            .is_some_and(|u| u.contains("/unsubscribe?token=")),
+        "{payload}"
+    );
+    assert_eq!(payload["incident"]["id"], id.as_str());
+    let leave = path_of(update, "/unsubscribe?token=");
+    assert!(unsubscribe.contains(&leave), "{unsubscribe} vs {leave}");
+    let (status, _, _) =
+        crate::subscribers::post_form(&base, &leave, &[("List-Unsubscribe", "One-Click")]);
+    assert_eq!(status, 200);
+    lifeboat_ok(
+        &config,
+        &[
+            "incident",
+            "update",
+            &id,
+            "--status",
+            "monitoring",
+            "--message",
+            "Most sites are back.",
+        ],
+    );
+
+    // Support: the contact of site 1 writes without a URL. The reply goes to that contact
+    // with site 1's own link; the request goes to the operators' webhook, signed.
+    let (status, _, _) = crate::subscribers::post_form(
+        &base,
+        "/support",
+        &[
+            ("email", "ann@one.example"),
+            ("message", "Where is our wiki?"),
+        ],
+    );
+    assert_eq!(status, 200);
+    wait_for("the support reply", Duration::from_secs(30), || {
+        !to("ann@one.example", "support_reply").is_empty()
+    });
+    let reply = &to("ann@one.example", "support_reply")[0];
+    let links = links(&config, &campaign);
+    let own = links["1"].rsplit('/').next().expect("token");
+    let other = links["2"].rsplit('/').next().expect("token");
+    assert!(reply.raw.contains(own), "{}", reply.raw);
+    assert!(!reply.raw.contains(other), "{}", reply.raw);
+    wait_for("the operators' webhook", Duration::from_secs(30), || {
+        hooks(&hook.dir)
+            .iter()
+            .any(|h| h["headers"]["x-lifeboat-event"] == "support_request")
+    });
+    let request = hooks(&hook.dir)
+        .into_iter()
+        .find(|h| h["headers"]["x-lifeboat-event"] == "support_request")
+        .expect("support request");
+    let body = request["body"].as_str().expect("body");
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(SECRET.as_bytes()).expect("key");
+    mac.update(body.as_bytes());
+    assert_eq!(
+        request["headers"]["x-lifeboat-signature"],
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    );
+    let payload: Json = serde_json::from_str(body).expect("json");
+    assert_eq!(payload["support_request"]["message"], "Where is our wiki?");
+
+    // Nothing more went to the subscriber after it left.
+    wait_for("every delivery", Duration::from_secs(30), || {
+        notifications(&config).iter().all(|n| n["state"] == "sent")
+    });
+    assert_eq!(to("sam@reader.example", "incident_updated").len(), 1);
+    terminate(&mut server);
+    smtp.stop();
+    hook.stop();
+}

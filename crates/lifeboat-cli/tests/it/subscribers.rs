@@ -114,7 +114,7 @@ fn encode(fields: &[(&str, &str)]) -> String {
         .join("&")
 }
 
-fn post_form(base: &str, path: &str, fields: &[(&str, &str)]) -> (u16, String, String) {
+pub(crate) fn post_form(base: &str, path: &str, fields: &[(&str, &str)]) -> (u16, String, String) {
     request(
         base,
         "POST",
@@ -319,8 +319,9 @@ fn subscribers_opt_in_unsubscribe_by_button_and_are_rate_limited() {
     );
     assert_eq!(status, 200, "POST confirms too");
 
-    // Operators add a webhook, by the CLI and by the API; both audited.
-    let hook = incident(
+    // Operators add a webhook, by the CLI and by the API; both audited. The CLI prints the
+    // id, then the webhook's signing secret.
+    let added = incident(
         &config,
         &[
             "subscribers",
@@ -331,6 +332,12 @@ fn subscribers_opt_in_unsubscribe_by_button_and_are_rate_limited() {
             "ops",
         ],
     );
+    let (hook, secret) = added.split_once('\n').expect("id and secret");
+    let hook = hook.to_string();
+    let secret = secret.strip_prefix("secret ").expect("secret");
+    assert_eq!(secret.len(), 64, "{added}");
+    let audit = lifeboat_ok(&config, &["audit", "--json"]);
+    assert!(!audit.contains(secret), "the secret is never audited");
     // Bad input is refused with exit 2 and adds nothing.
     for bad in [
         &["subscribers", "add", "--email", "not-an-address"][..],

@@ -218,18 +218,36 @@ impl Notifier {
                 let body = webhook::payload(delivery, &self.page, incidents, components)
                     .map_err(|e| e.to_string())?;
                 let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
-                let secret = self
-                    .webhooks
-                    .iter()
-                    .find(|(url, _)| url == &delivery.address)
-                    .map(|(_, secret)| secret.as_slice());
-                if delivery.recipient == RecipientKind::Operator && secret.is_none() {
-                    return Err(format!(
-                        "{} is no longer a configured [[notify.webhooks]] url",
-                        delivery.address
-                    ));
-                }
-                webhook::post(&self.client, &delivery.address, delivery, bytes, secret).await
+                let secret: Option<Vec<u8>> = if delivery.recipient == RecipientKind::Operator {
+                    let configured = self
+                        .webhooks
+                        .iter()
+                        .find(|(url, _)| url == &delivery.address)
+                        .map(|(_, secret)| secret.clone());
+                    Some(configured.ok_or_else(|| {
+                        format!(
+                            "{} is no longer a configured [[notify.webhooks]] url",
+                            delivery.address
+                        )
+                    })?)
+                } else {
+                    // A subscriber's deliveries are signed with its own secret.
+                    let secret = control
+                        .webhook_subscriber_secret(&delivery.address)
+                        .map_err(|e| e.to_string())?
+                        .ok_or_else(|| {
+                            format!("{} is no longer a webhook subscriber", delivery.address)
+                        })?;
+                    Some(secret.into_bytes())
+                };
+                webhook::post(
+                    &self.client,
+                    &delivery.address,
+                    delivery,
+                    bytes,
+                    secret.as_deref(),
+                )
+                .await
             }
             RecipientKind::Operators => Err("an operators notice is copied, not sent".into()),
         }
