@@ -413,13 +413,14 @@ async fn postgres_replication_faults_are_said_in_one_line_each() {
     let err = stderr(&output);
     assert!(output.status.success(), "it reconnects and finishes: {err}");
     // The server's notice of the termination, or (when it did not arrive first) the
-    // connection found closed.
-    assert!(
-        (err.contains("the server postgres://")
-            && err.contains(&format!("ended the replication connection of slot {slot}")))
-            || err.contains("the replication connection to postgres://"),
-        "{err}"
-    );
+    // connection found closed; or nothing, when the client had already received the
+    // stream up to the catch-up marker before the walsender ended, so that the run ends
+    // without reading from it again. Whatever is said is said in one line.
+    let said = err.contains("the server postgres://")
+        && err.contains(&format!("ended the replication connection of slot {slot}"))
+        || err.contains("the replication connection to postgres://");
+    let clean = err.lines().all(|l| !l.contains("error"));
+    assert!(said || clean, "{err}");
     assert!(
         !err.contains("server error:"),
         "a raw replication error: {err}"
