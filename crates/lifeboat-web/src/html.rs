@@ -82,9 +82,14 @@ fn t_html(lang: Lang, id: &str, name: &str, html: &str) -> String {
 /// A stored RFC 3339 time for people: `Apr 12, 14:32 UTC (3 hours ago)`, in a `<time>`
 /// element whose machine-readable value is to the second.
 fn when(lang: Lang, time: &str, now: i64) -> String {
-    let Ok(us) = lifeboat_core::time::parse(time) else {
-        return String::new();
-    };
+    match lifeboat_core::time::parse(time) {
+        Ok(us) => when_us(lang, us, now),
+        Err(_) => String::new(),
+    }
+}
+
+/// `when` of a time in µs since the epoch.
+fn when_us(lang: Lang, us: i64, now: i64) -> String {
     let machine = chrono::DateTime::from_timestamp_micros(us)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_default();
@@ -537,12 +542,7 @@ fn export_block(lang: Lang, token: &str, view: &TenantView, now: i64) -> String 
                     "export-size",
                     &[("bytes", export.bytes.unwrap_or(0).to_string().into())]
                 ),
-                t_html(
-                    lang,
-                    "export-until",
-                    "time",
-                    &when(lang, &lifeboat_core::time::format_us(until), now)
-                )
+                t_html(lang, "export-until", "time", &when_us(lang, until, now))
             ),
             _ => ask("export-new-link", Some("export-expired")),
         },

@@ -152,6 +152,16 @@ impl Lang {
     /// A time for people, in UTC, to the minute: `Apr 12, 14:32 UTC`, with the year when
     /// it is not the year of `now_us`.
     pub fn time(self, us: i64, now_us: i64) -> String {
+        self.calendar(us, now_us, true)
+    }
+
+    /// A day for people: `Apr 12`, with the year when it is not the year of `now_us`.
+    pub fn day(self, us: i64, now_us: i64) -> String {
+        self.calendar(us, now_us, false)
+    }
+
+    /// `time` (`with_time`) or `day`: the catalog's pattern for this year or another.
+    fn calendar(self, us: i64, now_us: i64, with_time: bool) -> String {
         let (Some(t), Some(now)) = (
             chrono::DateTime::from_timestamp_micros(us),
             chrono::DateTime::from_timestamp_micros(now_us),
@@ -159,46 +169,22 @@ impl Lang {
             return String::new();
         };
         use chrono::{Datelike, Timelike};
-        let id = if t.year() == now.year() {
-            "time-this-year"
-        } else {
-            "time-other-year"
+        let id = match (with_time, t.year() == now.year()) {
+            (true, true) => "time-this-year",
+            (true, false) => "time-other-year",
+            (false, true) => "day-this-year",
+            (false, false) => "day-other-year",
         };
         let month = self.text(&format!("month-{}", t.month()), &[]);
-        self.text(
-            id,
-            &[
-                ("month", month.into()),
-                ("day", t.day().to_string().into()),
-                ("year", t.year().to_string().into()),
-                ("time", format!("{:02}:{:02}", t.hour(), t.minute()).into()),
-            ],
-        )
-    }
-
-    /// A day for people: `Apr 12`, with the year when it is not the year of `now_us`.
-    pub fn day(self, us: i64, now_us: i64) -> String {
-        let (Some(t), Some(now)) = (
-            chrono::DateTime::from_timestamp_micros(us),
-            chrono::DateTime::from_timestamp_micros(now_us),
-        ) else {
-            return String::new();
-        };
-        use chrono::Datelike;
-        let id = if t.year() == now.year() {
-            "day-this-year"
-        } else {
-            "day-other-year"
-        };
-        let month = self.text(&format!("month-{}", t.month()), &[]);
-        self.text(
-            id,
-            &[
-                ("month", month.into()),
-                ("day", t.day().to_string().into()),
-                ("year", t.year().to_string().into()),
-            ],
-        )
+        let mut args = vec![
+            ("month", month.into()),
+            ("day", t.day().to_string().into()),
+            ("year", t.year().to_string().into()),
+        ];
+        if with_time {
+            args.push(("time", format!("{:02}:{:02}", t.hour(), t.minute()).into()));
+        }
+        self.text(id, &args)
     }
 
     /// How long ago (or, for a time after `now_us`, how soon) `us` is, in whole minutes,
