@@ -285,6 +285,10 @@ impl TenantStream {
     fn spill_largest(&mut self) -> Result<()> {
         if self.spill.is_none() {
             self.spill = Some(SpillFile::create()?);
+            tracing::debug!(
+                budget = self.budget,
+                "changes since the base past the memory budget: spilling to a temporary file"
+            );
         }
         let Some(spill) = &self.spill else {
             return Ok(());

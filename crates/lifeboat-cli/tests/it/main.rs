@@ -23,6 +23,7 @@ mod observe;
 mod operations;
 mod prune;
 mod restore;
+mod restore_tail;
 mod sla;
 mod source;
 mod subscribers;
