@@ -204,22 +204,54 @@ pub struct TenantStream {
     /// Roughly how much memory the changes held in memory take.
     held: usize,
     budget: usize,
-    /// Created at the first spill; removed by the system when the stream is dropped.
-    spill: Option<SpillFile>,
+    /// The temporary file of the streams opened together, made at the first spill; the
+    /// system removes it when the last of them is dropped.
+    shared: SharedSpill,
+    spill: Option<Arc<SpillFile>>,
     /// The rank of the last run written.
     rank: u64,
 }
 
+/// One temporary file for the streams opened together, made when first needed.
+type SharedSpill = Arc<Mutex<Option<Arc<SpillFile>>>>;
+
 impl TenantStream {
-    fn new(base: Option<BaseReader>, budget: usize) -> TenantStream {
+    fn new(base: Option<BaseReader>, budget: usize, shared: SharedSpill) -> TenantStream {
         TenantStream {
             base,
             changes: BTreeMap::new(),
             held: 0,
             budget,
+            shared,
             spill: None,
             rank: 0,
         }
+    }
+
+    /// The shared temporary file, made if it is not yet.
+    fn spill_file(&mut self) -> Result<Arc<SpillFile>> {
+        if let Some(spill) = &self.spill {
+            return Ok(spill.clone());
+        }
+        let mut shared = self
+            .shared
+            .lock()
+            .map_err(|_| Error::new(ErrorKind::Vault, "a reader of changes panicked"))?;
+        let spill = match &*shared {
+            Some(spill) => spill.clone(),
+            None => {
+                let spill = Arc::new(SpillFile::create()?);
+                tracing::debug!(
+                    budget = self.budget,
+                    "changes since the bases past the memory budget: spilling to a \
+                     temporary file"
+                );
+                *shared = Some(spill.clone());
+                spill
+            }
+        };
+        self.spill = Some(spill.clone());
+        Ok(spill)
     }
 
     /// Every table the tenant's history knows, in its latest shape (tables it has no rows
@@ -255,7 +287,7 @@ impl TenantStream {
                 runs: Vec::new(),
             });
         let before = table.held;
-        table.reshape(schema, self.spill.as_ref(), self.budget, &mut self.rank)?;
+        table.reshape(schema, self.spill.as_deref(), self.budget, &mut self.rank)?;
         match change.op {
             Op::Truncate => {
                 table.truncated = true;
@@ -275,24 +307,15 @@ impl TenantStream {
         }
         self.held = self.held - before + table.held;
         if self.held > self.budget {
-            self.spill_largest()?;
+            self.spill_until(self.held / 2)?;
         }
         Ok(())
     }
 
-    /// Write the largest tables' changes to the temporary file until at most half of what
-    /// was held is left.
-    fn spill_largest(&mut self) -> Result<()> {
-        if self.spill.is_none() {
-            self.spill = Some(SpillFile::create()?);
-            tracing::debug!(
-                budget = self.budget,
-                "changes since the base past the memory budget: spilling to a temporary file"
-            );
-        }
-        let Some(spill) = &self.spill else {
-            return Ok(());
-        };
+    /// Write the largest tables' changes to the temporary file until at most `until`
+    /// bytes are held.
+    fn spill_until(&mut self, until: usize) -> Result<()> {
+        let spill = self.spill_file()?;
         let mut tables: Vec<(usize, &mut TableChanges)> = self
             .changes
             .values_mut()
@@ -300,14 +323,13 @@ impl TenantStream {
             .map(|t| (t.held, t))
             .collect();
         tables.sort_by_key(|(held, _)| Reverse(*held));
-        let target = self.held / 2;
         for (_, table) in tables {
-            if self.held <= target {
+            if self.held <= until {
                 break;
             }
             self.held -= table.held;
             self.rank += 1;
-            table.spill(spill, self.rank)?;
+            table.spill(&spill, self.rank)?;
         }
         Ok(())
     }
@@ -331,7 +353,7 @@ impl TenantStream {
                 .map(|i| (base, i))
         });
         if !runs.is_empty() {
-            let Some(spill) = &self.spill else {
+            let Some(spill) = self.spill.clone() else {
                 return Err(Error::new(
                     ErrorKind::Vault,
                     "spilled changes without their file",
@@ -343,7 +365,7 @@ impl TenantStream {
                 return Ok(());
             };
             return merge_spilled(
-                spill,
+                &spill,
                 &mut self.rank,
                 self.budget,
                 schema,
@@ -1016,6 +1038,7 @@ impl SourceHistory {
         self.check_position(position)?;
         let earliest = self.earliest_position().unwrap_or(0);
         let budget = spill::budget()?;
+        let shared = SharedSpill::default();
         let mut streams: BTreeMap<TenantKey, TenantStream> = BTreeMap::new();
         let mut starts: HashMap<TenantKey, u64> = HashMap::new();
         for tenant in tenants {
@@ -1031,7 +1054,10 @@ impl SourceHistory {
                 tenant.clone(),
                 base.as_ref().map_or(earliest, |b| b.position),
             );
-            streams.insert(tenant.clone(), TenantStream::new(base, budget));
+            streams.insert(
+                tenant.clone(),
+                TenantStream::new(base, budget, shared.clone()),
+            );
         }
         let Some(&from) = starts.values().min() else {
             return Ok(streams);
@@ -1085,9 +1111,21 @@ impl SourceHistory {
                     None => {}
                 }
                 if held > budget && failed.is_none() {
-                    if let Some(stream) = streams.values_mut().max_by_key(|s| s.held) {
-                        if let Err(e) = counted(stream, &mut held, |s| s.spill_largest()) {
+                    // The largest streams spill all they hold, until a quarter of the
+                    // budget is free again.
+                    let mut sizes: Vec<(usize, TenantKey)> =
+                        streams.iter().map(|(t, s)| (s.held, t.clone())).collect();
+                    sizes.sort_by_key(|(size, _)| Reverse(*size));
+                    for (_, tenant) in sizes {
+                        if held <= budget / 4 * 3 {
+                            break;
+                        }
+                        let Some(stream) = streams.get_mut(&tenant) else {
+                            continue;
+                        };
+                        if let Err(e) = counted(stream, &mut held, |s| s.spill_until(0)) {
                             failed = Some(e);
+                            break;
                         }
                     }
                 }
@@ -1176,7 +1214,7 @@ mod tests {
             base.for_each_row(1, |r| u_rows.push(r)).expect("rows of u");
             assert_eq!(u_rows, vec![vec![text("u1")], vec![text("u2")]]);
 
-            let mut stream = TenantStream::new(Some(base), budget);
+            let mut stream = TenantStream::new(Some(base), budget, SharedSpill::default());
             let row = |id: i64, x: &str| vec![Value::Int(id), text(x)];
             let mut apply = |schema: &TableSchema, op, old, new| {
                 stream.apply(schema, &change(op, old, new)).expect("apply");
@@ -1344,7 +1382,7 @@ mod tests {
         let mut results = Vec::new();
         for budget in [usize::MAX, 1, 700, 5_000] {
             let base = vault.open_base(&name).await.expect("open base");
-            let mut stream = TenantStream::new(Some(base), budget);
+            let mut stream = TenantStream::new(Some(base), budget, SharedSpill::default());
             for (schema, change) in &changes {
                 stream.apply(schema, change).expect("apply");
             }

@@ -6,14 +6,17 @@
 //! A run is a sequence of entries sorted by their key's encoding (`Value::feed` of each key
 //! column): `u32` key length, key, kind byte, `u32` row length, the row in MessagePack.
 //! Runs carry a rank: a later run's change to a key replaces an earlier one's; base rows
-//! (rank 0) are below every change. The file has no name, so the system frees it when it
-//! is closed, however the process ends.
+//! (rank 0) are below every change. The streams opened together share one file: a run is
+//! written in chunks, each at a place reserved for it, so runs written at once (tenants
+//! read on several threads) interleave without locking. The file has no name, so the
+//! system frees it when it is closed, however the process ends.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Row, TableSchema, Value};
@@ -30,6 +33,9 @@ const FAN_IN: usize = 32;
 
 /// Each run being merged reads through a buffer of this size.
 const READ_BUFFER: usize = 32 * 1024;
+
+/// A run is written in chunks of about this size.
+const WRITE_CHUNK: usize = 256 * 1024;
 
 /// The memory budget: `LIFEBOAT_RESTORE_MEMORY_BYTES` when set, else 64 MiB.
 pub fn budget() -> Result<usize> {
@@ -134,18 +140,18 @@ fn bad_run() -> Error {
     )
 }
 
-/// One sorted run: where it is in the spill file, and its rank.
+/// One sorted run: where its chunks are in the spill file, in order, and its rank.
 #[derive(Debug, Clone)]
 pub struct Run {
-    offset: u64,
-    len: u64,
+    chunks: Vec<(u64, u64)>,
     pub rank: u64,
 }
 
-/// The unnamed temporary file a stream's runs are appended to.
+/// The unnamed temporary file runs are written to.
 pub struct SpillFile {
     file: File,
-    end: std::cell::Cell<u64>,
+    /// Where the next chunk goes.
+    end: AtomicU64,
 }
 
 impl SpillFile {
@@ -153,21 +159,18 @@ impl SpillFile {
         let file = tempfile::tempfile().map_err(temp_error)?;
         Ok(SpillFile {
             file,
-            end: std::cell::Cell::new(0),
+            end: AtomicU64::new(0),
         })
     }
 
-    /// Append `entries` (sorted by key) as one run of rank `rank`.
+    /// Write `entries` (sorted by key) as one run of rank `rank`.
     pub fn write_run(
         &self,
         rank: u64,
         entries: impl IntoIterator<Item = Result<Entry>>,
     ) -> Result<Run> {
-        let offset = self.end.get();
-        let mut file = &self.file;
-        file.seek(SeekFrom::Start(offset)).map_err(temp_error)?;
-        let mut out = BufWriter::with_capacity(64 * 1024, file);
-        let mut len = 0u64;
+        let mut chunks = Vec::new();
+        let mut out: Vec<u8> = Vec::with_capacity(WRITE_CHUNK + 1024);
         let mut packed = Vec::new();
         for entry in entries {
             let entry = entry?;
@@ -176,26 +179,39 @@ impl SpillFile {
                 .map_err(|e| Error::new(ErrorKind::Vault, format!("cannot encode a row: {e}")))?;
             let key_len = u32::try_from(entry.key.len()).map_err(|_| bad_run())?;
             let row_len = u32::try_from(packed.len()).map_err(|_| bad_run())?;
-            out.write_all(&key_len.to_le_bytes()).map_err(temp_error)?;
-            out.write_all(&entry.key).map_err(temp_error)?;
-            out.write_all(&[entry.kind as u8]).map_err(temp_error)?;
-            out.write_all(&row_len.to_le_bytes()).map_err(temp_error)?;
-            out.write_all(&packed).map_err(temp_error)?;
-            len += 9 + entry.key.len() as u64 + packed.len() as u64;
+            out.extend_from_slice(&key_len.to_le_bytes());
+            out.extend_from_slice(&entry.key);
+            out.push(entry.kind as u8);
+            out.extend_from_slice(&row_len.to_le_bytes());
+            out.extend_from_slice(&packed);
+            if out.len() >= WRITE_CHUNK {
+                chunks.push(self.write_chunk(&out)?);
+                out.clear();
+            }
         }
-        out.flush().map_err(temp_error)?;
-        self.end.set(offset + len);
-        Ok(Run { offset, len, rank })
+        if !out.is_empty() {
+            chunks.push(self.write_chunk(&out)?);
+        }
+        Ok(Run { chunks, rank })
+    }
+
+    /// Write `bytes` at a place reserved for them; where they are.
+    fn write_chunk(&self, bytes: &[u8]) -> Result<(u64, u64)> {
+        let len = bytes.len() as u64;
+        let at = self.end.fetch_add(len, Ordering::Relaxed);
+        self.file.write_all_at(bytes, at).map_err(temp_error)?;
+        Ok((at, len))
     }
 
     fn reader(&self, run: &Run) -> RunReader<'_> {
         RunReader {
             inner: BufReader::with_capacity(
                 READ_BUFFER,
-                Slice {
+                Chunks {
                     file: &self.file,
-                    pos: run.offset,
-                    end: run.offset + run.len,
+                    chunks: run.chunks.clone(),
+                    next: 0,
+                    pos: 0,
                 },
             ),
             packed: Vec::new(),
@@ -242,27 +258,42 @@ impl SpillFile {
     }
 }
 
-/// A run's bytes, read by position (the file's own offset is the writer's).
-struct Slice<'a> {
+/// A run's bytes, chunk after chunk, read by position.
+struct Chunks<'a> {
     file: &'a File,
+    chunks: Vec<(u64, u64)>,
+    /// The chunk being read, and how far into it.
+    next: usize,
     pos: u64,
-    end: u64,
 }
 
-impl Read for Slice<'_> {
+impl Read for Chunks<'_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        let want = (self.end - self.pos).min(out.len() as u64) as usize;
-        if want == 0 {
-            return Ok(0);
+        loop {
+            let Some(&(at, len)) = self.chunks.get(self.next) else {
+                return Ok(0);
+            };
+            if self.pos == len {
+                self.next += 1;
+                self.pos = 0;
+                continue;
+            }
+            let want = (len - self.pos).min(out.len() as u64) as usize;
+            if want == 0 {
+                return Ok(0);
+            }
+            let got = self.file.read_at(&mut out[..want], at + self.pos)?;
+            if got == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.pos += got as u64;
+            return Ok(got);
         }
-        let got = self.file.read_at(&mut out[..want], self.pos)?;
-        self.pos += got as u64;
-        Ok(got)
     }
 }
 
 struct RunReader<'a> {
-    inner: BufReader<Slice<'a>>,
+    inner: BufReader<Chunks<'a>>,
     packed: Vec<u8>,
 }
 
@@ -485,6 +516,48 @@ mod tests {
             want
         };
         assert_eq!(seen, want);
+    }
+
+    /// Runs written at once on several threads into one file (in interleaved chunks) read
+    /// back whole and in order.
+    #[test]
+    fn runs_written_at_once_read_back_apart() {
+        let spill = SpillFile::create().expect("spill file");
+        let runs: Vec<Run> = std::thread::scope(|scope| {
+            let writers: Vec<_> = (0..4u64)
+                .map(|w| {
+                    let spill = &spill;
+                    scope.spawn(move || {
+                        let entries = (0..20_000i64).map(|k| {
+                            Ok(entry(
+                                k,
+                                Kind::Present,
+                                &format!("writer {w} {}", "x".repeat(20)),
+                            ))
+                        });
+                        spill.write_run(w + 1, entries).expect("write run")
+                    })
+                })
+                .collect();
+            writers
+                .into_iter()
+                .map(|h| h.join().expect("join"))
+                .collect()
+        });
+        assert!(runs.iter().all(|r| r.chunks.len() > 1), "{runs:?}");
+        for (w, run) in runs.iter().enumerate() {
+            let mut reader = spill.reader(run);
+            let mut count = 0i64;
+            while let Some(e) = reader.next().expect("read") {
+                assert_eq!(e.row[0], Value::Int(count));
+                assert_eq!(
+                    e.row[1],
+                    Value::Text(format!("writer {w} {}", "x".repeat(20)))
+                );
+                count += 1;
+            }
+            assert_eq!(count, 20_000);
+        }
     }
 
     #[test]
