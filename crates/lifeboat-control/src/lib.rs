@@ -61,5 +61,6 @@ pub use sla::{Downtime, DowntimeStart, SlaLine, SlaReport};
 pub use store::ControlStore;
 pub use subscribers::{valid_email, Subscribed, Subscriber, SubscriberKind, SubscriberState};
 pub use support::{
-    SupportInput, SupportMatch, SupportRequest, FREE_MAIL_DOMAINS, MAX_MESSAGE_BYTES,
+    SupportInput, SupportMatch, SupportRequest, FREE_MAIL_DOMAINS, MAX_FIELD_BYTES,
+    MAX_MESSAGE_BYTES,
 };

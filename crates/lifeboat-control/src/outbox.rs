@@ -109,16 +109,25 @@ vocabulary! {
 pub enum Recipient {
     /// A contact of a campaign tenant: the email carries the tenant's private link
     /// (`token`), and only that tenant's.
+    /// `lang`: the contact's locale as kept (`de-AT`), the language its emails are in.
     Contact {
         campaign: String,
         tenant: String,
         email: String,
         name: Option<String>,
         token: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lang: Option<String>,
     },
     /// An email address (`List-Unsubscribe` or a reply-to may be added by the message's
-    /// body, see [`Notice::body`]).
-    Address { email: String, name: Option<String> },
+    /// body, see [`Notice::body`]); `lang`: the language its emails are in (a subscriber's,
+    /// the page's when it subscribed).
+    Address {
+        email: String,
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lang: Option<String>,
+    },
     /// Every configured operator webhook.
     Operators,
     /// One subscriber webhook.
@@ -157,6 +166,7 @@ pub struct Notice {
     /// The facts the message is written from, as of the change (JSON object). Optional
     /// keys the notifier honours: `list_unsubscribe` (a URL, added as
     /// `List-Unsubscribe` with `List-Unsubscribe-Post: List-Unsubscribe=One-Click`).
+    /// The recipient's `token` and `lang` are added to it when enqueued.
     pub body: serde_json::Value,
 }
 
@@ -227,9 +237,20 @@ pub(crate) fn enqueue(db: &mut Db, notices: &[Notice]) -> Result<usize> {
             _ => (None, None, None),
         };
         let mut body = notice.body.clone();
-        if let (Recipient::Contact { token, .. }, Some(object)) = (&notice.to, body.as_object_mut())
-        {
-            object.insert("token".into(), token.as_str().into());
+        if let Some(object) = body.as_object_mut() {
+            if let Recipient::Contact { token, .. } = &notice.to {
+                object.insert("token".into(), token.as_str().into());
+            }
+            // The language the email is written in, as the recipient's locale says.
+            if let Recipient::Contact {
+                lang: Some(lang), ..
+            }
+            | Recipient::Address {
+                lang: Some(lang), ..
+            } = &notice.to
+            {
+                object.insert("lang".into(), lang.as_str().into());
+            }
         }
         added += db.execute(
             "INSERT INTO outbox (id, key, event, recipient, address, name, tenant, campaign,
@@ -263,17 +284,20 @@ pub(crate) struct TenantContact {
     pub email: String,
     pub name: Option<String>,
     pub token: String,
+    /// The contact's locale as kept (`de-AT`), if any.
+    pub locale: Option<String>,
 }
 
 /// The contacts kept with `campaign` (all its tenants, or only `tenant`) and each tenant's
-/// token, read inside the caller's transaction; one address per tenant once.
+/// token, read inside the caller's transaction; one address per tenant once (with a locale
+/// it was given, if any).
 pub(crate) fn tenant_contacts(
     db: &mut Db,
     campaign: &str,
     tenant: Option<&str>,
 ) -> Result<Vec<TenantContact>> {
     let rows = db.query(
-        "SELECT c.campaign, c.tenant, c.email, MIN(c.name), t.token
+        "SELECT c.campaign, c.tenant, c.email, MIN(c.name), t.token, MIN(c.locale)
          FROM campaign_contacts c
          JOIN campaign_tenants t ON t.campaign = c.campaign AND t.tenant = c.tenant
          WHERE c.campaign = ?1 AND (CAST(?2 AS TEXT) IS NULL OR c.tenant = ?2)
@@ -289,6 +313,7 @@ pub(crate) fn tenant_contacts(
                 email: r.text(2)?,
                 name: r.opt_text(3)?,
                 token: r.text(4)?,
+                locale: r.opt_text(5)?.filter(|l| !l.trim().is_empty()),
             })
         })
         .collect()
@@ -302,6 +327,7 @@ impl TenantContact {
             email: self.email.clone(),
             name: self.name.clone(),
             token: self.token.clone(),
+            lang: self.locale.clone(),
         }
     }
 }

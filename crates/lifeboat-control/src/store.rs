@@ -165,6 +165,7 @@ impl ControlStore {
             db.batch(CONTACTS_SCHEMA)?;
             db.batch(crate::outbox::SCHEMA)?;
             db.batch(crate::subscribers::SCHEMA)?;
+            crate::subscribers::add_columns(&mut db)?;
             db.batch(crate::support::SCHEMA)?;
             db.batch(crate::exports::SCHEMA)?;
             if let Ok(mut made) = MADE.lock() {

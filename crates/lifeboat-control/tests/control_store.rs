@@ -151,6 +151,7 @@ contract!(on_sqlite, sqlite_store:
     contacts_by_origin_and_campaign_copies,
     notices_commit_with_their_change,
     subscribers_hear_incidents_once_confirmed,
+    subscribers_keep_their_language_also_in_an_older_store,
     concurrent_subscriptions_of_one_address_make_one_subscriber,
     support_requests_match_by_address_and_domain,
     deliveries_are_claimed_retried_and_dead,
@@ -192,6 +193,7 @@ contract!(on_postgres, postgres_store:
     contacts_by_origin_and_campaign_copies,
     notices_commit_with_their_change,
     subscribers_hear_incidents_once_confirmed,
+    subscribers_keep_their_language_also_in_an_older_store,
     concurrent_subscriptions_of_one_address_make_one_subscriber,
     support_requests_match_by_address_and_domain,
     deliveries_are_claimed_retried_and_dead,
@@ -2562,6 +2564,88 @@ mod contract {
         assert!(store
             .has_entry("subscriber-remove", &format!("subscriber:{hook}"))
             .expect("audit"));
+    }
+
+    pub fn subscribers_keep_their_language_also_in_an_older_store(new: New) {
+        let f = new();
+        // A store made before subscribers kept a secret or a language, with one confirmed
+        // subscriber.
+        f.raw(
+            "CREATE TABLE subscribers (id TEXT PRIMARY KEY, kind TEXT NOT NULL,
+                 address TEXT NOT NULL, components TEXT NOT NULL, state TEXT NOT NULL,
+                 confirm_token TEXT UNIQUE, unsubscribe_token TEXT NOT NULL UNIQUE,
+                 page_url TEXT NOT NULL, created_at TEXT NOT NULL, confirmed_at TEXT,
+                 unsubscribed_at TEXT, added_by TEXT, UNIQUE (kind, address));
+             INSERT INTO subscribers VALUES ('old000000001', 'email', 'old@x.example', '[]',
+                 'confirmed', NULL, 'oldtoken', 'https://status.example',
+                 '2026-04-01T00:00:00.000000Z', '2026-04-01T00:00:00.000000Z', NULL, NULL);",
+        );
+        let mut store = f.open();
+        let page = "https://status.example";
+        store
+            .subscribe_in("kei@x.example", &[], page, Some("ja"))
+            .expect("subscribe");
+        // A language that is no tag is not kept (it would end up in a link).
+        store
+            .subscribe_in("eve@x.example", &[], page, Some("ja\"><script>"))
+            .expect("subscribe");
+        let confirmations: Vec<(String, Json)> = store
+            .deliveries(false)
+            .expect("deliveries")
+            .into_iter()
+            .filter(|d| d.event == NoticeEvent::SubscriptionConfirmation)
+            .map(|d| (d.address, d.body))
+            .collect();
+        let kei = &confirmations
+            .iter()
+            .find(|(a, _)| a == "kei@x.example")
+            .expect("kei's confirmation")
+            .1;
+        assert_eq!(kei["lang"], "ja");
+        let confirm = kei["confirm_url"].as_str().expect("url");
+        assert!(confirm.ends_with("&lang=ja"), "{confirm}");
+        assert!(kei["list_unsubscribe"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("&lang=ja")));
+        let eve = &confirmations
+            .iter()
+            .find(|(a, _)| a == "eve@x.example")
+            .expect("eve's confirmation")
+            .1;
+        assert!(eve.get("lang").is_none(), "{eve}");
+        assert!(!eve.to_string().contains("script"), "{eve}");
+        let token = confirm
+            .split_once("token=")
+            .and_then(|(_, t)| t.split('&').next())
+            .expect("token");
+        assert!(store.confirm_subscription(token).expect("confirm"));
+
+        // An incident reaches the old subscriber in English, the new one in Japanese.
+        incident(&mut store);
+        let updates: BTreeMap<String, Json> = store
+            .deliveries(false)
+            .expect("deliveries")
+            .into_iter()
+            .filter(|d| d.event == NoticeEvent::IncidentCreated && d.recipient.is_email())
+            .map(|d| (d.address, d.body))
+            .collect();
+        assert_eq!(
+            updates.keys().collect::<Vec<_>>(),
+            ["kei@x.example", "old@x.example"]
+        );
+        assert_eq!(updates["kei@x.example"]["lang"], "ja");
+        assert!(updates["old@x.example"].get("lang").is_none());
+        assert!(updates["old@x.example"]["list_unsubscribe"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("token=oldtoken")));
+        let listed: BTreeMap<String, Option<String>> = store
+            .subscribers()
+            .expect("list")
+            .into_iter()
+            .map(|s| (s.address, s.lang))
+            .collect();
+        assert_eq!(listed["kei@x.example"].as_deref(), Some("ja"));
+        assert_eq!(listed["old@x.example"], None);
     }
 
     pub fn concurrent_subscriptions_of_one_address_make_one_subscriber(new: New) {

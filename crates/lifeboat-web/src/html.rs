@@ -290,12 +290,12 @@ pub fn public_page(lang: Lang, view: &PublicView) -> String {
     out.push_str(&format!(
         "<h2>{}</h2>{}",
         t(lang, "get-updates", &[]),
-        crate::forms::subscribe_form(view.components)
+        crate::forms::subscribe_form(lang, view.components)
     ));
     out.push_str(&format!(
-        "<p class=\"meta\"><a href=\"/history.atom?lang={}\">{}</a> · \
-         <a href=\"/api/v2/summary.json\">{}</a> · \
-         <a href=\"/support\">{}</a></p></body></html>\n",
+        "<p class=\"meta\"><a href=\"/history.atom?lang={0}\">{1}</a> · \
+         <a href=\"/api/v2/summary.json\">{2}</a> · \
+         <a href=\"/support?lang={0}\">{3}</a></p></body></html>\n",
         lang.code(),
         t(lang, "atom-feed", &[]),
         t(lang, "json-feed", &[]),

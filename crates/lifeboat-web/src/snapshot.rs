@@ -141,7 +141,7 @@ pub struct Snapshot {
 }
 
 /// The public paths rendered in every language.
-pub const PAGE_PATHS: [&str; 2] = ["/", "/history.atom"];
+pub const PAGE_PATHS: [&str; 4] = ["/", "/history.atom", "/subscribe", "/support"];
 
 /// The public paths and what they serve.
 pub const JSON_PATHS: [&str; 8] = [
@@ -590,20 +590,6 @@ impl Snapshot {
                 })).collect::<Vec<_>>(),
             })),
         );
-        bodies.insert(
-            "/subscribe",
-            Rendered::new(
-                crate::forms::subscribe_page(page, &components).into_bytes(),
-                "text/html; charset=utf-8",
-            ),
-        );
-        bodies.insert(
-            "/support",
-            Rendered::new(
-                crate::forms::support_page(page).into_bytes(),
-                "text/html; charset=utf-8",
-            ),
-        );
         let view = html::PublicView {
             page,
             components: &components,
@@ -620,6 +606,20 @@ impl Snapshot {
                 ("/", lang),
                 Rendered::new(
                     html::public_page(lang, &view).into_bytes(),
+                    "text/html; charset=utf-8",
+                ),
+            );
+            pages.insert(
+                ("/subscribe", lang),
+                Rendered::new(
+                    crate::forms::subscribe_page(lang, page, &components).into_bytes(),
+                    "text/html; charset=utf-8",
+                ),
+            );
+            pages.insert(
+                ("/support", lang),
+                Rendered::new(
+                    crate::forms::support_page(lang, page).into_bytes(),
                     "text/html; charset=utf-8",
                 ),
             );

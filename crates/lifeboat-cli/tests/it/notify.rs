@@ -78,12 +78,15 @@ impl Drop for Sink {
     }
 }
 
-/// An email as the SMTP server received it.
+/// An email as the SMTP server received it, and as a reader sees it (decoded by the sink).
 #[derive(Debug, Clone)]
 struct Mail {
     to: String,
     headers: BTreeMap<String, String>,
     raw: String,
+    subject: String,
+    text: String,
+    html: String,
 }
 
 impl Mail {
@@ -127,10 +130,18 @@ fn mails(dir: &Path) -> Vec<Mail> {
                     headers.insert(last.clone(), value.trim().to_string());
                 }
             }
+            let decoded: Json = serde_json::from_str(
+                &std::fs::read_to_string(path.with_extension("json")).expect("decoded mail"),
+            )
+            .expect("json");
+            let part = |name: &str| decoded[name].as_str().unwrap_or("").replace("\r\n", "\n");
             Mail {
                 to: headers.get("x-envelope-to").cloned().unwrap_or_default(),
                 headers,
                 raw,
+                subject: part("subject"),
+                text: part("plain"),
+                html: part("html"),
             }
         })
         .collect()
@@ -886,4 +897,276 @@ fn subscribers_and_support_requests_are_answered_by_mail() {
     terminate(&mut server);
     smtp.stop();
     hook.stop();
+}
+
+/// Sites 1 to 3, each with one admin whose locale is German (Austria), Japanese (Japan) and
+/// French (no catalog), all deleted after the restore point; a campaign over the three.
+fn setup_with_locales(work: &Workdir, smtp: u16) -> PathBuf {
+    let db = work.path("identity.db");
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    conn.execute_batch(
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, site_id INTEGER NOT NULL,
+             email TEXT, display_name TEXT, role TEXT, locale TEXT);
+         INSERT INTO users VALUES (1, 1, 'ann@one.example', 'Ann', 'admin', 'de-AT'),
+             (2, 2, 'kei@two.example', 'Kei', 'admin', 'ja-JP'),
+             (3, 3, 'cid@three.example', 'Cid', 'admin', 'fr');",
+    )
+    .expect("schema");
+    let config = work.init_config(&format!(
+        r#"
+[vault]
+url = "{vault}"
+[sources.identity]
+url = "sqlite://{db}"
+tenant_column = "site_id"
+[contacts]
+source = "identity"
+table = "users"
+email_column = "email"
+name_column = "display_name"
+locale_column = "locale"
+where = "role = 'admin'"
+[server]
+page_name = "Example Status"
+public_url = "https://status.example.com"
+[notify.smtp]
+url = "smtp://127.0.0.1:{smtp}?tls=none"
+from = "Example Status <status@example.com>"
+"#,
+        vault = work.vault_url(),
+        db = db.display(),
+    ));
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let point: String = conn
+        .query_row("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')", [], |r| {
+            r.get(0)
+        })
+        .expect("now");
+    std::thread::sleep(Duration::from_millis(20));
+    conn.execute_batch("DELETE FROM users;").expect("delete");
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let incident = lifeboat_ok(
+        &config,
+        &[
+            "incident",
+            "create",
+            "--name",
+            "Sites deleted",
+            "--status",
+            "identified",
+            "--impact",
+            "critical",
+            "--message",
+            "We are restoring the deleted sites.",
+        ],
+    )
+    .trim()
+    .to_string();
+    let file = work.path("tenants.txt");
+    std::fs::write(&file, "1\n2\n3\n").expect("tenants");
+    lifeboat_ok(
+        &config,
+        &[
+            "campaign",
+            "start",
+            "--incident",
+            &incident,
+            "--tenants-from",
+            file.to_str().expect("path"),
+            "--at",
+            &point,
+        ],
+    );
+    config
+}
+
+/// Each contact hears in its locale's language (German for `de-AT`, Japanese for `ja-JP`,
+/// English for a locale no catalog has), a subscriber in the language of the page it
+/// subscribed on, and an update with a German translation reaches the German contact in
+/// German, the others in English (marked as such in Japanese).
+#[test]
+fn contacts_and_subscribers_are_written_to_in_their_language() {
+    let work = Workdir::new();
+    let mut smtp = Sink::new("smtp_sink.py", work.path("mail"));
+    smtp.start();
+    let config = setup_with_locales(&work, smtp.port);
+    let (mut server, base) = spawn_serve(&config, &[]);
+    let to = |address: &str, event: &str| {
+        let found: Vec<Mail> = mails(&smtp.dir)
+            .into_iter()
+            .filter(|m| m.to == address && m.header("X-Lifeboat-Event") == event)
+            .collect();
+        found
+    };
+    let one = |address: &str, event: &str| {
+        wait_for(
+            &format!("{event} to {address}"),
+            Duration::from_secs(30),
+            || !to(address, event).is_empty(),
+        );
+        to(address, event).remove(0)
+    };
+
+    // The queue, to each contact in its language: subject, both parts, the time.
+    let ann = one("ann@one.example", "stage_queued");
+    assert_eq!(
+        ann.subject,
+        "Example Status: Ihre Daten stehen zur Wiederherstellung an"
+    );
+    assert!(
+        ann.text
+            .contains("Ihre Daten stehen nach Sites deleted zur Wiederherstellung an."),
+        "{}",
+        ann.text
+    );
+    assert!(ann.text.contains(" von 3."), "{}", ann.text);
+    assert!(ann
+        .text
+        .contains("Wiederherstellungspunkt: Ihre Daten mit dem Stand von "));
+    assert!(ann.text.contains(" UTC."), "{}", ann.text);
+    assert!(ann.text.contains("?lang=de"), "{}", ann.text);
+    assert!(ann.html.contains("<html lang=\"de\">"), "{}", ann.html);
+    assert!(
+        ann.html.contains("Ihre private Statusseite"),
+        "{}",
+        ann.html
+    );
+    assert!(!ann.text.contains("Your data"), "{}", ann.text);
+    let kei = one("kei@two.example", "stage_queued");
+    assert_eq!(
+        kei.subject,
+        "Example Status: データの復元を順番待ちしています"
+    );
+    assert!(kei.text.contains("復旧の順番: 3 件中 "), "{}", kei.text);
+    assert!(kei.text.contains("時点のデータ。"), "{}", kei.text);
+    assert!(kei.text.contains("日 "), "{}", kei.text);
+    assert!(kei.html.contains("<html lang=\"ja\">"), "{}", kei.html);
+    assert!(kei.html.contains("お客様専用のステータスページ"));
+    let cid = one("cid@three.example", "stage_queued");
+    assert_eq!(
+        cid.subject,
+        "Example Status: your data is queued to be restored"
+    );
+    assert!(cid.text.contains("Place in the queue: "), "{}", cid.text);
+    assert!(!cid.text.contains("?lang="), "{}", cid.text);
+    assert!(cid.html.contains("<html lang=\"en\">"), "{}", cid.html);
+
+    // A reader subscribes from the Japanese page: the form carries the language through
+    // its POST, and the confirmation and what follows are in Japanese.
+    let (status, page) = http_get(&base, "/subscribe?lang=ja");
+    assert_eq!(status, 200);
+    assert!(page.contains("name=\"lang\" value=\"ja\""), "{page}");
+    let (status, _, answer) = crate::subscribers::post_form(
+        &base,
+        "/subscribe",
+        &[("email", "sora@reader.example"), ("lang", "ja")],
+    );
+    assert_eq!(status, 200);
+    assert!(answer.contains("メールをご確認ください"), "{answer}");
+    let confirmation = one("sora@reader.example", "subscription_confirmation");
+    assert_eq!(confirmation.subject, "Example Status: 購読の確認");
+    assert!(
+        confirmation
+            .text
+            .contains("確認するには、次のリンクを開いてください: "),
+        "{}",
+        confirmation.text
+    );
+    let link = confirmation
+        .text
+        .split_whitespace()
+        .find(|w| w.contains("/subscribe/confirm?token="))
+        .expect("confirmation link");
+    assert!(link.ends_with("&lang=ja"), "{link}");
+    let (status, confirmed) = http_get(&base, &link["https://status.example.com".len()..]);
+    assert_eq!(status, 200);
+    assert!(confirmed.contains("購読が確認されました"), "{confirmed}");
+    assert!(confirmed.contains("<html lang=\"ja\">"), "{confirmed}");
+
+    // An update with a German translation.
+    let incident: Json =
+        serde_json::from_str(&lifeboat_ok(&config, &["incident", "list", "--json"])).expect("json");
+    let id = incident[0]["id"].as_str().expect("id").to_string();
+    lifeboat_ok(
+        &config,
+        &[
+            "incident",
+            "update",
+            &id,
+            "--status",
+            "monitoring",
+            "--message",
+            "Half of the sites are back.",
+            "--message-de",
+            "Die Hälfte der Sites ist zurück.",
+        ],
+    );
+    let ann = one("ann@one.example", "incident_updated");
+    assert_eq!(
+        ann.subject,
+        "Example Status: Sites deleted (Wird beobachtet)"
+    );
+    assert!(
+        ann.text.starts_with("Die Hälfte der Sites ist zurück."),
+        "{}",
+        ann.text
+    );
+    assert!(!ann.text.contains("Half of the sites"), "{}", ann.text);
+    let kei = one("kei@two.example", "incident_updated");
+    assert_eq!(kei.subject, "Example Status: Sites deleted（経過観察中）");
+    assert!(
+        kei.text
+            .starts_with("Half of the sites are back. （英語で表示）"),
+        "{}",
+        kei.text
+    );
+    let sora = one("sora@reader.example", "incident_updated");
+    assert_eq!(sora.subject, "Example Status: Sites deleted（経過観察中）");
+    assert!(sora.text.contains("（英語で表示）"), "{}", sora.text);
+    assert!(sora.text.contains("配信を停止するには: "), "{}", sora.text);
+    assert!(
+        sora.header("List-Unsubscribe").contains("&lang=ja"),
+        "{:?}",
+        sora.headers
+    );
+    let cid = one("cid@three.example", "incident_updated");
+    assert_eq!(cid.subject, "Example Status: Sites deleted (Monitoring)");
+    assert!(
+        cid.text.starts_with("Half of the sites are back.\n"),
+        "{}",
+        cid.text
+    );
+    assert!(!cid.text.contains("shown in English"), "{}", cid.text);
+
+    // The unsubscribe link opens the page in the subscriber's language.
+    let leave = sora
+        .text
+        .split_whitespace()
+        .find(|w| w.contains("/unsubscribe?token="))
+        .expect("unsubscribe link");
+    let (status, page) = http_get(&base, &leave["https://status.example.com".len()..]);
+    assert_eq!(status, 200);
+    assert!(page.contains("購読を解除する"), "{page}");
+
+    // A contact who writes to support from the German form is answered in the language
+    // of its own locale, Japanese.
+    let (status, _, answer) = crate::subscribers::post_form(
+        &base,
+        "/support",
+        &[
+            ("email", "kei@two.example"),
+            ("message", "Wo sind unsere Daten?"),
+            ("lang", "de"),
+        ],
+    );
+    assert_eq!(status, 200);
+    assert!(answer.contains("Nachricht erhalten"), "{answer}");
+    let reply = one("kei@two.example", "support_reply");
+    assert_eq!(
+        reply.subject,
+        "Example Status: サポートへのお問い合わせについて"
+    );
+    assert!(reply.text.contains("復元の順番待ちです"), "{}", reply.text);
+    terminate(&mut server);
+    smtp.stop();
 }
