@@ -616,3 +616,118 @@ fn drilling_every_two_seconds_serves_the_drill_metrics() {
         .count();
     assert_eq!(audited, 3);
 }
+
+/// The identity service alone, with `tenants` tenants, captured, and an empty scratch copy.
+fn identity_only(work: &Workdir, tenants: i64) -> (PathBuf, PathBuf, String) {
+    let identity = work.path("identity.db");
+    setup_identity(&identity, tenants);
+    let scratch = work.path("scratch.db");
+    rusqlite::Connection::open(&scratch)
+        .expect("scratch")
+        .execute_batch(IDENTITY_SCHEMA)
+        .expect("schema");
+    let config = work.init_config(&config_text(&work.vault_url(), None, None, Some(&identity)));
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    (config, identity, format!("sqlite://{}", scratch.display()))
+}
+
+#[test]
+fn tenants_written_while_their_rows_are_read_are_read_again_and_pass() {
+    let work = Workdir::new();
+    let (config, identity, into) = identity_only(&work, 3);
+    let go = work.path("go");
+    let mut reached = go.clone().into_os_string();
+    reached.push(".reached");
+    let child = lifeboat_command(
+        &config,
+        &[
+            "drill",
+            "--live",
+            "--json",
+            "--sample",
+            "3",
+            "--into-url",
+            &into,
+        ],
+    )
+    .env(
+        "LIFEBOAT_PAUSE",
+        format!("drill.live-read:{}", go.display()),
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("drill");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !Path::new(&reached).exists() {
+        assert!(Instant::now() < deadline, "the drill never read live rows");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Between the first mark and the read: every tenant changes.
+    let conn = rusqlite::Connection::open(&identity).expect("identity");
+    conn.execute("UPDATE users SET email = 'moved-' || email", [])
+        .expect("write");
+    std::fs::write(&go, "").expect("go");
+    let output = child.wait_with_output().expect("drill");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: Json = serde_json::from_str(stdout(&output).trim()).expect("report");
+    for t in report["tenants"].as_array().expect("tenants") {
+        assert_eq!(t["result"], "passed", "{t}");
+        assert_eq!(
+            t["live_rounds"], 2,
+            "busy in the first round, quiet in the second: {t}"
+        );
+    }
+}
+
+#[test]
+fn a_change_the_vault_never_got_fails_its_tenant_against_the_live_rows() {
+    let work = Workdir::new();
+    let (config, identity, into) = identity_only(&work, 3);
+    // Tenant 2's emails change with capture's triggers dropped: the vault never hears of it.
+    let conn = rusqlite::Connection::open(&identity).expect("identity");
+    let triggers: Vec<(String, String)> = conn
+        .prepare(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'users'",
+        )
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .map(|r| r.expect("row"))
+        .collect();
+    assert!(!triggers.is_empty(), "capture's triggers on users");
+    for (name, _) in &triggers {
+        conn.execute_batch(&format!("DROP TRIGGER \"{name}\""))
+            .expect("drop");
+    }
+    conn.execute(
+        "UPDATE users SET email = 'lost@example.net' WHERE site_id = 2",
+        [],
+    )
+    .expect("write");
+    for (_, sql) in &triggers {
+        conn.execute_batch(sql).expect("recreate");
+    }
+    let (code, reports, err) = drill(
+        &config,
+        &["--sample".into(), "3".into(), "--into-url".into(), into],
+    );
+    assert_eq!(code, Some(1), "{reports:?}\n{err}");
+    let report = &reports[0];
+    for t in report["tenants"].as_array().expect("tenants") {
+        if t["tenant"] == "2" {
+            assert_eq!(t["result"], "failed");
+            assert_eq!(t["live_rounds"], 3, "{t}");
+            let reason = t["reason"].as_str().expect("reason");
+            assert!(
+                reason.starts_with("identity: the live rows differ from the vault at ")
+                    && reason.contains(
+                        "table users: 3 rows live and in the vault, their values differ (checksum)"
+                    ),
+                "{reason}"
+            );
+        } else {
+            assert_eq!(t["result"], "passed", "{t}");
+        }
+    }
+}

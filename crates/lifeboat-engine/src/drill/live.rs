@@ -98,6 +98,8 @@ pub struct TenantResult {
     pub sources: Vec<String>,
     /// Why it failed, or why it was not compared with live rows.
     pub reason: Option<String>,
+    /// How many times its live rows were read (0: not compared, its restore failed).
+    pub live_rounds: usize,
 }
 
 /// One run of the live drill.
@@ -371,6 +373,7 @@ pub async fn run(
             rows: 0,
             sources: Vec::new(),
             reason: None,
+            live_rounds: 0,
         };
         let mut reasons = Vec::new();
         match &sample.expected {
@@ -444,6 +447,11 @@ pub async fn run(
         }
         if round > 0 {
             tokio::time::sleep(Duration::from_millis(250 * round as u64)).await;
+        }
+        for result in &mut results {
+            if pending.contains_key(&TenantKey::new(result.tenant.clone())) {
+                result.live_rounds += 1;
+            }
         }
         let checks = compare_live(config, control_url, &live, &pending, progress).await?;
         for (tenant, found) in checks {
@@ -627,6 +635,8 @@ async fn compare_live(
     for (name, source) in live {
         before.insert(name.clone(), source.position_to_capture().await?.get());
     }
+    // Tests write here, between the first mark and the read.
+    lifeboat_core::failpoint::pause("drill.live-read");
     // Each tenant's live digests over the columns the vault's rows carry.
     let mut read: BTreeMap<(TenantKey, String), BTreeMap<String, TableDigest>> = BTreeMap::new();
     for (tenant, sources) in pending {
