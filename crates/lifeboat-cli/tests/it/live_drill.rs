@@ -731,3 +731,38 @@ fn a_change_the_vault_never_got_fails_its_tenant_against_the_live_rows() {
         }
     }
 }
+
+#[test]
+fn a_scheduled_drill_stops_cleanly_on_sigterm_after_its_run() {
+    let work = Workdir::new();
+    let (config, _, into) = identity_only(&work, 2);
+    let mut child = lifeboat_command(
+        &config,
+        &[
+            "drill",
+            "--live",
+            "--json",
+            "--sample",
+            "1",
+            "--into-url",
+            &into,
+            "--every",
+            "1h",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("drill");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the first run's report");
+    let report: Json = serde_json::from_str(&line).expect("json");
+    assert_eq!(report["ok"], true, "{report}");
+    // Waiting for the next run: SIGTERM ends it at once, exit 0.
+    let asked = Instant::now();
+    terminate(&mut child);
+    assert!(asked.elapsed() < Duration::from_secs(10));
+    assert_eq!(child.wait().expect("status").code(), Some(0));
+}
