@@ -766,3 +766,36 @@ fn a_scheduled_drill_stops_cleanly_on_sigterm_after_its_run() {
     assert!(asked.elapsed() < Duration::from_secs(10));
     assert_eq!(child.wait().expect("status").code(), Some(0));
 }
+
+#[test]
+fn only_tenants_with_rows_are_sampled() {
+    let work = Workdir::new();
+    let (config, identity, into) = identity_only(&work, 4);
+    // Tenant 3 leaves: the vault knows it, without rows now.
+    let conn = rusqlite::Connection::open(&identity).expect("identity");
+    conn.execute_batch(
+        "DELETE FROM sessions WHERE user_id IN (SELECT id FROM users WHERE site_id = 3);
+         DELETE FROM memberships WHERE site_id = 3; DELETE FROM users WHERE site_id = 3;",
+    )
+    .expect("delete");
+    for seed in ["1", "2", "3"] {
+        let (code, reports, err) = drill(
+            &config,
+            &[
+                "--sample".into(),
+                "10".into(),
+                "--seed".into(),
+                seed.into(),
+                "--into-url".into(),
+                into.clone(),
+            ],
+        );
+        assert_eq!(code, Some(0), "{err}");
+        let mut drilled: Vec<String> = results(&reports[0])
+            .into_iter()
+            .map(|(t, _, _)| t)
+            .collect();
+        drilled.sort();
+        assert_eq!(drilled, ["1", "2", "4"]);
+    }
+}
