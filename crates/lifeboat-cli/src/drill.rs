@@ -42,8 +42,8 @@ pub struct Args {
     /// `--live`: serve /metrics, /healthz and /readyz on this address.
     #[arg(long, value_name = "ADDR", requires = "live")]
     metrics_listen: Option<String>,
-    /// `--live`: pick the tenants with this seed (the report shows each run's seed; with
-    /// --every, run K uses SEED+K).
+    /// `--live`: pick the tenants with this seed (the report shows each run's seed; the
+    /// runs that follow under --every use SEED+1, SEED+2, ...).
     #[arg(long, value_name = "S", requires = "live")]
     seed: Option<u64>,
     /// `--live`: who runs it, for the audit log (default: the login name).
