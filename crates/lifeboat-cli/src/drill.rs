@@ -159,6 +159,7 @@ async fn run_live(config_path: Option<PathBuf>, args: Args) -> Result<u8> {
         },
     )
     .await?;
+    live::check_scratch(&config, &plan).await?;
     let every = args.every.as_deref().map(live::parse_every).transpose()?;
     let control = control_url(&config, &config_path)?;
     let names: Vec<String> = plan.scratch.keys().cloned().collect();

@@ -510,6 +510,28 @@ fn a_live_database_as_the_scratch_one_is_refused_and_nothing_changes() {
         );
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
+    // A scratch database without the source's tables: refused before anything happens.
+    let empty = work.path("empty.db");
+    rusqlite::Connection::open(&empty)
+        .expect("empty")
+        .execute_batch("CREATE TABLE other (x)")
+        .expect("other");
+    let (code, reports, err) = drill(
+        &config,
+        &[
+            "--sample".into(),
+            "2".into(),
+            "--into-url".into(),
+            format!("identity=sqlite://{}", empty.display()),
+        ],
+    );
+    assert_eq!(code, Some(2), "{reports:?} {err}");
+    assert!(
+        err.contains("(scratch database of source identity): ")
+            && err.contains("names a table that identity does not have"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert_eq!(vault_files(), before, "the vault unchanged");
     assert_eq!(tracker_rows(), rows_before);
     assert!(audit_entries(&config)

@@ -209,6 +209,30 @@ pub async fn plan(config: &Config, args: &Args) -> Result<Plan> {
     })
 }
 
+/// Connect to every scratch database and check that it has the tables and columns of its
+/// source (what a restore into it checks first), so that a wrong one is refused before
+/// the drill starts rather than failing every tenant.
+pub async fn check_scratch(config: &Config, plan: &Plan) -> Result<()> {
+    for (name, url) in &plan.scratch {
+        let source = LiveSource::open(name, config.source(name)?, false).await?;
+        let scratch_config = SourceConfig {
+            url: url.clone(),
+            ..config.source(name)?.clone()
+        };
+        let refused = |e: Error| {
+            Error::usage(format!(
+                "--into-url {} (scratch database of source {name}): {e}",
+                shown(url)
+            ))
+        };
+        let scratch = LiveSource::open(name, &scratch_config, false)
+            .await
+            .map_err(refused)?;
+        crate::restore::check_same_schema(&source, &scratch).map_err(refused)?;
+    }
+    Ok(())
+}
+
 fn shown(url: &str) -> String {
     lifeboat_source::postgres::redact(url)
 }
