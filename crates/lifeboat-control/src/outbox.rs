@@ -59,6 +59,8 @@ vocabulary! {
         SupportRequest = "support_request",
         /// A support request matched a campaign tenant's contact: its stage and link.
         SupportReply = "support_reply",
+        /// A live drill failed (to the operator webhooks): which tenants and why.
+        DrillFailed = "drill_failed",
     }
 }
 
@@ -348,6 +350,19 @@ impl ControlStore {
     /// change (a reply, a confirmation). Returns how many were added.
     pub fn enqueue(&mut self, notices: &[Notice]) -> Result<usize> {
         self.db.transaction(|db| enqueue(db, notices))
+    }
+
+    /// Append an audit entry and enqueue `notices` in one transaction: a change that is
+    /// only recorded (a live drill's run) and the messages it sends commit together.
+    pub fn append_with_notices(
+        &mut self,
+        entry: crate::Entry,
+        notices: &[Notice],
+    ) -> Result<usize> {
+        self.db.transaction(|db| {
+            crate::audit::write_audited(db, std::slice::from_ref(&entry))?;
+            enqueue(db, notices)
+        })
     }
 
     /// Copy every pending `operators` notice into one `operator` delivery per URL in

@@ -118,6 +118,12 @@ impl TenantStream {
         }
     }
 
+    /// A tenant with no rows and no tables: what writing nothing looks like (a restore of
+    /// it removes the tenant's rows and writes none).
+    pub fn empty() -> TenantStream {
+        TenantStream::new(None)
+    }
+
     /// Every table the tenant's history knows, in its latest shape (tables it has no rows
     /// in included).
     pub fn schemas(&self) -> BTreeMap<String, TableSchema> {

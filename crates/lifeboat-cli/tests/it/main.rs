@@ -18,6 +18,7 @@ mod guard;
 mod keymaps;
 mod languages;
 mod leader;
+mod live_drill;
 mod notify;
 mod observe;
 mod operations;

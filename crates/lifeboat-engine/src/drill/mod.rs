@@ -4,6 +4,8 @@
 //! tenant to just before the mistaken transaction, checked against checksums taken before
 //! the deletion, with the other tenants' later writes left intact.
 
+pub mod live;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

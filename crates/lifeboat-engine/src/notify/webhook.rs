@@ -47,6 +47,14 @@ pub fn payload(
             "support_request": delivery.body["support_request"].clone(),
         }));
     }
+    if delivery.event == NoticeEvent::DrillFailed {
+        // Not a Statuspage event either: the drill's run, its failed tenants and why.
+        return Ok(json!({
+            "meta": meta,
+            "page": page_json,
+            "drill": delivery.body["drill"].clone(),
+        }));
+    }
     let incident: Incident =
         serde_json::from_value(delivery.body["incident"].clone()).map_err(|e| {
             Error::source(format!(
