@@ -191,11 +191,11 @@ pub fn email_at(delivery: &Delivery, page: &str, page_url: &str, now_us: i64) ->
         NoticeEvent::DrillFailed => (
             format!("{page}: a live restore drill failed"),
             vec![
-                format!(
+                Paragraph::plain(format!(
                     "The live restore drill {} failed.",
                     field(body, &["drill", "run"]).unwrap_or("")
-                ),
-                field(body, &["drill", "summary"]).unwrap_or("").to_string(),
+                )),
+                Paragraph::plain(field(body, &["drill", "summary"]).unwrap_or("").to_string()),
             ],
         ),
         NoticeEvent::IncidentCreated
