@@ -487,7 +487,8 @@ enum CampaignCommand {
         /// 100% of the tenants finished.
         #[arg(long, value_name = "TEMPLATE")]
         auto_progress: Option<String>,
-        /// Also post one every so many minutes.
+        /// Also post one every so many minutes (default: the cadence `[status]
+        /// update_every` promises for the incident's impact, if any).
         #[arg(long, value_name = "MINUTES", requires = "auto_progress")]
         progress_every: Option<u64>,
         #[arg(long)]
@@ -731,7 +732,8 @@ pub async fn serve(config_path: Option<PathBuf>, args: ServeArgs) -> Result<u8> 
     let state = lifeboat_web::AppState::new(
         &control_url(&config, &config_path)?,
         lifeboat_web::PageInfo::new(&config.server.page_name, &public_url)
-            .with_sla(config.sla.clone()),
+            .with_sla(config.sla.clone())
+            .with_update_every(config.status.clone()),
         token,
         policy.auto_after_us.filter(|_| policy.customer),
         lifeboat_web::Limits::from_config(&config.server),

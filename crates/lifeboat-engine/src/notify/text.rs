@@ -125,6 +125,19 @@ pub fn email(delivery: &Delivery, page: &str, page_url: &str) -> Written {
                     .to_string(),
             ],
         ),
+        NoticeEvent::UpdateOverdue => (
+            format!("{page}: the public update of {incident_name} is overdue"),
+            vec![
+                format!(
+                    "No public update of {incident_name} has been posted since {}; the next \
+                     one was promised by {} (every {} minutes).",
+                    field(body, &["update_overdue", "silent_since"]).unwrap_or("its start"),
+                    field(body, &["update_overdue", "due_at"]).unwrap_or("now"),
+                    body["update_overdue"]["update_every_minutes"]
+                ),
+                "Post an update (`lifeboat incident update`) to stop this alarm.".into(),
+            ],
+        ),
         NoticeEvent::IncidentCreated
         | NoticeEvent::IncidentUpdated
         | NoticeEvent::IncidentResolved => {
