@@ -1677,6 +1677,18 @@ mod tests {
     }
 
     #[test]
+    fn operator_emails_are_addresses() {
+        let good = format!("{GOOD}\n[notify]\noperator_emails = [\"oncall@example.com\"]\n");
+        let config = Config::parse(&good).expect("valid");
+        assert_eq!(config.notify.operator_emails, ["oncall@example.com"]);
+        for bad in ["oncall", "Ops <ops@example.com>", "a@b"] {
+            let text = format!("{GOOD}\n[notify]\noperator_emails = [\"{bad}\"]\n");
+            let err = Config::parse(&text).expect_err(bad).to_string();
+            assert!(err.contains("[notify] operator_emails"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn sla_tiers_are_checked() {
         let sla = r#"
             [sla]

@@ -912,8 +912,8 @@ fn at_minute(config: &Path, minutes: i64, args: &[&str]) -> String {
 }
 
 /// A configuration promising an update every 30 minutes for critical incidents and every
-/// 2 hours for the others, with one operator webhook.
-fn cadence_config(work: &Workdir, hook: u16) -> PathBuf {
+/// 2 hours for the others, with one operator webhook and one operator address.
+fn cadence_config(work: &Workdir, hook: u16, smtp: u16) -> PathBuf {
     let db = work.path("identity.db");
     rusqlite::Connection::open(&db)
         .expect("open")
@@ -934,6 +934,11 @@ public_url = "https://status.example.com"
 [status.update_every]
 critical = "30m"
 default = "2h"
+[notify]
+operator_emails = ["oncall@example.com"]
+[notify.smtp]
+url = "smtp://127.0.0.1:{smtp}?tls=none"
+from = "Example Status <status@example.com>"
 [[notify.webhooks]]
 url = "http://127.0.0.1:{hook}/hooks/lifeboat"
 secret_file = "{secret}"
@@ -968,9 +973,18 @@ fn alarms(dir: &Path) -> Vec<(i64, String)> {
 fn a_silent_incident_rings_the_operators_until_an_update_is_posted() {
     let work = Workdir::new();
     let mut hook = Sink::new("webhook_sink.py", work.path("hooks"));
+    let mut smtp = Sink::new("smtp_sink.py", work.path("mail"));
     hook.start();
-    let config = cadence_config(&work, hook.port);
+    smtp.start();
+    let config = cadence_config(&work, hook.port, smtp.port);
     let notifier = |minute: i64| at_minute(&config, minute, &["notifier", "--until-idle"]);
+    let alarm_mails = |dir: &Path| {
+        mails(dir)
+            .iter()
+            .filter(|m| m.header("X-Lifeboat-Event") == "update_overdue")
+            .map(|m| m.to.clone())
+            .collect::<Vec<_>>()
+    };
     let incident = at_minute(
         &config,
         0,
@@ -992,9 +1006,30 @@ fn a_silent_incident_rings_the_operators_until_an_update_is_posted() {
     // Due by minute 30: nothing at 30, the alarm just after, once per period.
     notifier(30);
     assert!(alarms(&hook.dir).is_empty());
-    notifier(31);
+    // Two notifiers looking at once send it once.
+    let both: Vec<Child> = (0..2)
+        .map(|_| {
+            lifeboat_command(&config, &["notifier", "--until-idle"])
+                .env("LIFEBOAT_TEST_CLOCK", cadence_clock(31))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("notifier")
+        })
+        .collect();
+    for mut child in both {
+        assert!(child.wait().expect("wait").success());
+    }
     let since = cadence_clock(0);
     assert_eq!(alarms(&hook.dir), [(1, since.clone())]);
+    assert_eq!(alarm_mails(&smtp.dir), ["oncall@example.com"]);
+    let mail = mails(&smtp.dir).pop().expect("the alarm");
+    assert!(
+        mail.raw
+            .contains("No public update of Sign-in down has been posted since"),
+        "{}",
+        mail.raw
+    );
     notifier(45);
     notifier(59);
     assert_eq!(alarms(&hook.dir).len(), 1, "one alarm per period");
@@ -1044,8 +1079,9 @@ fn a_silent_incident_rings_the_operators_until_an_update_is_posted() {
         1
     );
 
-    // Overdue again at 93 while the receiver is down: the alarm waits for its retry; the
-    // update posted meanwhile withdraws it and it is never sent.
+    assert_eq!(alarm_mails(&smtp.dir).len(), 2);
+    // Overdue again at 93 while the receiver is down: the webhook alarm waits for its
+    // retry (the email goes); the update posted meanwhile withdraws it, never sent.
     hook.stop();
     notifier(93);
     at_minute(
@@ -1062,7 +1098,7 @@ fn a_silent_incident_rings_the_operators_until_an_update_is_posted() {
     hook.start();
     notifier(96);
     let listed = notifications(&config);
-    let states: Vec<(&str, &str)> = listed
+    let mut states: Vec<(&str, &str)> = listed
         .iter()
         .filter(|n| n["event"] == "update_overdue")
         .map(|n| {
@@ -1072,16 +1108,21 @@ fn a_silent_incident_rings_the_operators_until_an_update_is_posted() {
             )
         })
         .collect();
+    states.sort();
     assert_eq!(
         states,
         [
+            ("sent", "address"),
+            ("sent", "address"),
+            ("sent", "address"),
             ("sent", "operator"),
             ("sent", "operator"),
-            ("withdrawn", "operator")
+            ("withdrawn", "operator"),
         ],
         "{listed:#?}"
     );
     assert_eq!(alarms(&hook.dir).len(), 2);
+    assert_eq!(alarm_mails(&smtp.dir).len(), 3);
 
     // The report: the silences of 62 and 33 minutes each missed promised updates (2 and
     // 1), the longest 1 h 02 min; two alarms; the notifications by channel.
@@ -1102,10 +1143,15 @@ fn a_silent_incident_rings_the_operators_until_an_update_is_posted() {
         "{report}"
     );
     assert!(
+        report.contains("| Email to subscribers and operators | 3 | 0 | 0 | 0 |"),
+        "{report}"
+    );
+    assert!(
         report.contains("Alarm to the operators: no public update since 2026-04-05T10:00:00"),
         "{report}"
     );
     hook.stop();
+    smtp.stop();
 }
 
 /// The page says by when the next update comes, in the reader's language, and the JSON
@@ -1114,7 +1160,7 @@ fn a_silent_incident_rings_the_operators_until_an_update_is_posted() {
 #[test]
 fn the_page_and_its_json_show_when_the_next_update_is_due() {
     let work = Workdir::new();
-    let config = cadence_config(&work, free_port());
+    let config = cadence_config(&work, free_port(), free_port());
     let old = at_minute(
         &config,
         0,
