@@ -68,39 +68,84 @@ pub struct Overdue {
     pub period: i64,
 }
 
+/// An unresolved incident and when the public last heard of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Silence {
+    pub incident: String,
+    pub impact: Impact,
+    /// Its last public update, or its opening (µs).
+    pub since_us: i64,
+}
+
+impl Silence {
+    /// The silence of `incident`, unless it is resolved.
+    pub fn of(incident: &Incident) -> Result<Option<Silence>> {
+        if incident.status.is_resolved() {
+            return Ok(None);
+        }
+        Ok(Some(Silence {
+            incident: incident.id.clone(),
+            impact: incident.impact,
+            since_us: incident.last_public_update_us()?,
+        }))
+    }
+}
+
+/// Every unresolved incident's silence, read with one query (the notifier asks on every
+/// pass: no update bodies are read).
+fn silences(db: &mut Db) -> Result<Vec<Silence>> {
+    // Stored times are RFC 3339 in one width and zone: their text order is their order.
+    let rows = db.query(
+        "SELECT i.id, i.impact, i.created_at, MAX(u.created_at) FROM incidents i
+         LEFT JOIN incident_updates u ON u.incident = i.id
+         WHERE i.status NOT IN ('resolved', 'postmortem')
+         GROUP BY i.id, i.impact, i.created_at ORDER BY i.id",
+        &[],
+    )?;
+    rows.iter()
+        .map(|r| {
+            let opened = stored_time(&r.text(2)?)?;
+            let updated = r.opt_text(3)?.map(|t| stored_time(&t)).transpose()?;
+            Ok(Silence {
+                incident: r.text(0)?,
+                impact: r.word(1)?,
+                since_us: updated.map_or(opened, |u| u.max(opened)),
+            })
+        })
+        .collect()
+}
+
 /// The incidents overdue at `now_us`, each with its current overdue period. `every_us`:
 /// an impact's promised cadence, if any.
 pub fn overdue(
-    incidents: &[Incident],
+    silences: &[Silence],
     every_us: &dyn Fn(Impact) -> Option<i64>,
     now_us: i64,
-) -> Result<Vec<Overdue>> {
+) -> Vec<Overdue> {
     let mut out = Vec::new();
-    for incident in incidents {
-        let Some(every) = every_us(incident.impact).filter(|e| *e > 0) else {
+    for silence in silences {
+        let Some(every) = every_us(silence.impact).filter(|e| *e > 0) else {
             continue;
         };
-        let Some(due) = incident.next_update_due_us(every)? else {
-            continue;
-        };
+        let due = silence.since_us.saturating_add(every);
         // Due "by" its time: overdue only after it.
         if now_us <= due {
             continue;
         }
         out.push(Overdue {
-            incident: incident.id.clone(),
-            since_us: due - every,
+            incident: silence.incident.clone(),
+            since_us: silence.since_us,
             due_us: due,
             every_us: every,
-            period: missed_periods(now_us - (due - every), every),
+            period: missed_periods(now_us - silence.since_us, every),
         });
     }
-    Ok(out)
+    out
 }
 
 /// Withdraw the alarms still waiting to be sent whose incident has had a public update
 /// since (or was resolved): `state = 'withdrawn'`.
-fn withdraw_stale(db: &mut Db, incidents: &[Incident]) -> Result<usize> {
+fn withdraw_stale(db: &mut Db, silences: &[Silence]) -> Result<usize> {
     let waiting = db.query(
         "SELECT id, body FROM outbox WHERE event = 'update_overdue' AND state = 'pending'",
         &[],
@@ -113,15 +158,10 @@ fn withdraw_stale(db: &mut Db, incidents: &[Incident]) -> Result<usize> {
         })?;
         let incident_id = body["update_overdue"]["incident_id"].as_str();
         let since = body["update_overdue"]["silent_since_us"].as_i64();
-        let stale = match incidents
+        // Resolved incidents have no silence.
+        let stale = !silences
             .iter()
-            .find(|i| Some(i.id.as_str()) == incident_id)
-        {
-            None => true,
-            Some(incident) => {
-                incident.status.is_resolved() || Some(incident.last_public_update_us()?) != since
-            }
-        };
+            .any(|s| Some(s.incident.as_str()) == incident_id && Some(s.since_us) == since);
         if stale {
             withdrawn += db.execute(
                 "UPDATE outbox SET state = 'withdrawn', last_error = ?2
@@ -148,11 +188,7 @@ impl ControlStore {
         emails: &[String],
     ) -> Result<usize> {
         let (now_us, _) = now();
-        let incidents: Vec<Incident> = load_incidents(&mut self.db, None)?
-            .into_iter()
-            .filter(|i| !i.status.is_resolved())
-            .collect();
-        let due = overdue(&incidents, every_us, now_us)?;
+        let due = overdue(&silences(&mut self.db)?, every_us, now_us);
         let waiting = self.db.query_one(
             "SELECT 1 FROM outbox WHERE event = 'update_overdue' AND state = 'pending' LIMIT 1",
             &[],
@@ -162,15 +198,11 @@ impl ControlStore {
         }
         self.db.transaction(|db| {
             // Read again inside the transaction: an update posted meanwhile is seen.
-            let incidents = load_incidents(db, None)?;
-            withdraw_stale(db, &incidents)?;
-            let open: Vec<Incident> = incidents
-                .into_iter()
-                .filter(|i| !i.status.is_resolved())
-                .collect();
+            let open = silences(db)?;
+            withdraw_stale(db, &open)?;
             let mut added = 0;
-            for o in overdue(&open, every_us, now_us)? {
-                let Some(incident) = open.iter().find(|i| i.id == o.incident) else {
+            for o in overdue(&open, every_us, now_us) {
+                let Some(incident) = load_incidents(db, Some(&o.incident))?.pop() else {
                     continue;
                 };
                 let facts = json!({
@@ -265,25 +297,23 @@ mod tests {
             i.next_update_due_us(hour).expect("due"),
             Some(at("2026-04-05T11:20:00Z"))
         );
-        let list = std::slice::from_ref(&i);
-        assert!(overdue(list, &every, at("2026-04-05T11:20:00Z"))
-            .expect("overdue")
-            .is_empty());
-        let first = overdue(list, &every, at("2026-04-05T11:20:01Z")).expect("overdue");
+        let list = [Silence::of(&i).expect("times").expect("unresolved")];
+        assert!(overdue(&list, &every, at("2026-04-05T11:20:00Z")).is_empty());
+        let first = overdue(&list, &every, at("2026-04-05T11:20:01Z"));
         assert_eq!(first[0].period, 1);
         assert_eq!(first[0].since_us, at("2026-04-05T10:20:00Z"));
-        let third = overdue(list, &every, at("2026-04-05T13:30:00Z")).expect("overdue");
+        let third = overdue(&list, &every, at("2026-04-05T13:30:00Z"));
         assert_eq!(third[0].period, 3);
         assert_eq!(missed_periods(hour, hour), 0);
         assert_eq!(missed_periods(hour + 1, hour), 1);
         assert_eq!(missed_periods(2 * hour, hour), 1);
         // No promise for this impact, and none once resolved.
         let minor = incident(Impact::Minor, "2026-04-05T10:00:00Z", &[]);
-        assert!(overdue(&[minor], &every, at("2026-04-06T10:00:00Z"))
-            .expect("overdue")
-            .is_empty());
+        let minor = [Silence::of(&minor).expect("times").expect("unresolved")];
+        assert!(overdue(&minor, &every, at("2026-04-06T10:00:00Z")).is_empty());
         let mut resolved = i.clone();
         resolved.status = IncidentStatus::Resolved;
         assert_eq!(resolved.next_update_due_us(hour).expect("due"), None);
+        assert_eq!(Silence::of(&resolved).expect("times"), None);
     }
 }

@@ -46,7 +46,7 @@ mod words;
 
 pub use applies::{Applied, ApplyState, ApplyStatus, PendingWave, StoredSignature};
 pub use audit::{canonical_json, AuditEntry, Entry, StoredEntry, GENESIS};
-pub use cadence::{missed_periods, overdue, Overdue};
+pub use cadence::{missed_periods, overdue, Overdue, Silence};
 pub use campaigns::{Acceptance, Campaign, CampaignTenant, Stage};
 pub use contacts::{Contact, ContactOrigin};
 pub use exports::Export;
