@@ -159,17 +159,41 @@ pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Resul
     }
     if let IncidentCommand::List { json } = args.command {
         let incidents = open_control(&config, &config_path)?.incidents()?;
+        // When each unresolved incident's next public update is due (`[status]
+        // update_every`), as the page and its JSON show it.
+        let mut due = Vec::new();
+        for i in &incidents {
+            let every = config.status.update_every(i.impact.as_str());
+            due.push(match every {
+                Some(every) => i
+                    .next_update_due_us(i64::try_from(every.as_micros()).unwrap_or(i64::MAX))?
+                    .map(lifeboat_core::time::format_us),
+                None => None,
+            });
+        }
         if json {
-            print_json(&json!(incidents));
+            let mut listed = json!(incidents);
+            if config.status.update_every.is_some() {
+                if let Some(list) = listed.as_array_mut() {
+                    for (object, due) in list.iter_mut().zip(&due) {
+                        object["next_update_at"] = json!(due);
+                    }
+                }
+            }
+            print_json(&listed);
         } else {
-            for i in &incidents {
+            for (i, due) in incidents.iter().zip(&due) {
                 crate::say!(
-                    "{}  {:<13} {:<8} {}  {}",
+                    "{}  {:<13} {:<8} {}  {}{}",
                     i.id,
                     i.status,
                     i.impact,
                     i.created_at,
-                    i.name
+                    i.name,
+                    match due {
+                        Some(at) => format!("  (next update due by {at})"),
+                        None => String::new(),
+                    }
                 );
             }
         }

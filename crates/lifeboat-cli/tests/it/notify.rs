@@ -1212,6 +1212,21 @@ fn the_page_and_its_json_show_when_the_next_update_is_due() {
     let due =
         chrono::DateTime::parse_from_rfc3339(&created).expect("time") + chrono::Duration::hours(2);
     let due_text = due.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    // `incident list` says it too, and nothing for the resolved one.
+    for i in listed.as_array().expect("array") {
+        let wanted = if i["id"] == open.as_str() {
+            Json::from(due_text.as_str())
+        } else {
+            Json::Null
+        };
+        assert_eq!(i["next_update_at"], wanted, "{i}");
+    }
+    let text = lifeboat_ok(&config, &["incident", "list"]);
+    assert!(
+        text.contains(&format!("Slow search  (next update due by {due_text})")),
+        "{text}"
+    );
+    assert_eq!(text.matches("next update due").count(), 1, "{text}");
 
     let (mut server, base) = spawn_serve(&config, &["--no-notifier"]);
     let summary: Json =
