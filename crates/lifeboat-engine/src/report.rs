@@ -460,7 +460,7 @@ pub fn draft(config: &Config, control: &mut ControlStore, id: &str) -> Result<St
         channels.entry(channel).or_default()[column] += 1;
     }
     if channels.is_empty() {
-        let _ = writeln!(md, "- Notifications: none were sent.");
+        let _ = writeln!(md, "- Notifications about the incident: none were written.");
     } else {
         let _ = writeln!(
             md,
