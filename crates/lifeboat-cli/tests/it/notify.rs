@@ -1285,6 +1285,45 @@ fn the_page_and_its_json_show_when_the_next_update_is_due() {
     }
     terminate(&mut server);
 
+    // An incident silent past its due time says so.
+    at_minute(
+        &config,
+        0,
+        &[
+            "incident",
+            "create",
+            "--name",
+            "Stale",
+            "--impact",
+            "minor",
+            "--message",
+            "Hm.",
+        ],
+    );
+    let (mut server, base) = spawn_serve(&config, &["--no-notifier"]);
+    let late = chrono::DateTime::parse_from_rfc3339(&cadence_clock(120))
+        .expect("time")
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for (lang, words) in [
+        ("en", "The next update was due by"),
+        ("de", "Das nächste Update war fällig bis"),
+        ("ja", "更新予定時刻を過ぎています"),
+    ] {
+        let page = http_get(&base, &format!("/?lang={lang}")).1;
+        let lines: Vec<&str> = page
+            .split("<p class=\"next-update\">")
+            .skip(1)
+            .filter_map(|rest| rest.split("</p>").next())
+            .collect();
+        assert_eq!(lines.len(), 2, "{lang}: {lines:?}");
+        assert!(
+            lines[1].contains(words) && lines[1].contains(&format!("datetime=\"{late}\"")),
+            "{lang}: {}",
+            lines[1]
+        );
+    }
+    terminate(&mut server);
+
     // A malformed cadence: refused, one line, naming the key; nothing else said.
     let text = std::fs::read_to_string(&config).expect("config");
     std::fs::write(
