@@ -159,17 +159,41 @@ pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Resul
     }
     if let IncidentCommand::List { json } = args.command {
         let incidents = open_control(&config, &config_path)?.incidents()?;
+        // When each unresolved incident's next public update is due (`[status]
+        // update_every`), as the page and its JSON show it.
+        let mut due = Vec::new();
+        for i in &incidents {
+            let every = config.status.update_every(i.impact.as_str());
+            due.push(match every {
+                Some(every) => i
+                    .next_update_due_us(i64::try_from(every.as_micros()).unwrap_or(i64::MAX))?
+                    .map(lifeboat_core::time::format_us),
+                None => None,
+            });
+        }
         if json {
-            print_json(&json!(incidents));
+            let mut listed = json!(incidents);
+            if config.status.update_every.is_some() {
+                if let Some(list) = listed.as_array_mut() {
+                    for (object, due) in list.iter_mut().zip(&due) {
+                        object["next_update_at"] = json!(due);
+                    }
+                }
+            }
+            print_json(&listed);
         } else {
-            for i in &incidents {
+            for (i, due) in incidents.iter().zip(&due) {
                 crate::say!(
-                    "{}  {:<13} {:<8} {}  {}",
+                    "{}  {:<13} {:<8} {}  {}{}",
                     i.id,
                     i.status,
                     i.impact,
                     i.created_at,
-                    i.name
+                    i.name,
+                    match due {
+                        Some(at) => format!("  (next update due by {at})"),
+                        None => String::new(),
+                    }
                 );
             }
         }
@@ -487,7 +511,8 @@ enum CampaignCommand {
         /// 100% of the tenants finished.
         #[arg(long, value_name = "TEMPLATE")]
         auto_progress: Option<String>,
-        /// Also post one every so many minutes.
+        /// Also post one every so many minutes (default: the cadence `[status]
+        /// update_every` promises for the incident's impact, if any).
         #[arg(long, value_name = "MINUTES", requires = "auto_progress")]
         progress_every: Option<u64>,
         #[arg(long)]
@@ -731,7 +756,8 @@ pub async fn serve(config_path: Option<PathBuf>, args: ServeArgs) -> Result<u8> 
     let state = lifeboat_web::AppState::new(
         &control_url(&config, &config_path)?,
         lifeboat_web::PageInfo::new(&config.server.page_name, &public_url)
-            .with_sla(config.sla.clone()),
+            .with_sla(config.sla.clone())
+            .with_update_every(config.status.clone()),
         token,
         policy.auto_after_us.filter(|_| policy.customer),
         lifeboat_web::Limits::from_config(&config.server),

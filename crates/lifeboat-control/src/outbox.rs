@@ -61,6 +61,9 @@ vocabulary! {
         SupportReply = "support_reply",
         /// A live drill failed (to the operator webhooks): which tenants and why.
         DrillFailed = "drill_failed",
+        /// An unresolved incident's public update is overdue under `[status]
+        /// update_every` (to the operators, once per overdue period).
+        UpdateOverdue = "update_overdue",
     }
 }
 
@@ -102,6 +105,9 @@ vocabulary! {
         Dead = "dead",
         /// An `operators` notice copied into one delivery per configured endpoint.
         Expanded = "expanded",
+        /// An alarm that was no longer true before it was sent (its incident got the
+        /// overdue update, or was resolved): never sent.
+        Withdrawn = "withdrawn",
     }
 }
 
@@ -556,6 +562,37 @@ impl ControlStore {
             .iter()
             .map(delivery)
             .collect()
+    }
+
+    /// Every delivery about incident `id`, oldest first, `operators` notices included:
+    /// its updates (to operators, contacts and subscribers), its overdue-update alarms, and
+    /// the stage messages of its campaigns' tenants.
+    pub fn incident_deliveries(&mut self, id: &str) -> Result<Vec<Delivery>> {
+        let campaigns: Vec<String> = self
+            .db
+            .query("SELECT id FROM campaigns WHERE incident = ?1", &[id.into()])?
+            .iter()
+            .map(|r| r.text(0))
+            .collect::<Result<_>>()?;
+        let all: Vec<Delivery> = self
+            .db
+            .query(
+                &format!("SELECT {COLUMNS} FROM outbox ORDER BY created_at_us, position, id"),
+                &[],
+            )?
+            .iter()
+            .map(delivery)
+            .collect::<Result<_>>()?;
+        Ok(all
+            .into_iter()
+            .filter(|d| {
+                let b = &d.body;
+                b["incident"]["id"].as_str() == Some(id)
+                    || b["incident"].as_str() == Some(id)
+                    || b["update_overdue"]["incident_id"].as_str() == Some(id)
+                    || d.campaign.as_ref().is_some_and(|c| campaigns.contains(c))
+            })
+            .collect())
     }
 
     /// One delivery by id.

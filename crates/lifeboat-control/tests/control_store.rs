@@ -156,6 +156,7 @@ contract!(on_sqlite, sqlite_store:
     support_requests_match_by_address_and_domain,
     deliveries_are_claimed_retried_and_dead,
     concurrent_notifiers_never_share_a_delivery,
+    overdue_updates_ring_once_per_period_until_an_update,
     status_version_moves_on_every_status_write,
     unknown_words_in_the_database_are_errors,
 );
@@ -198,6 +199,7 @@ contract!(on_postgres, postgres_store:
     support_requests_match_by_address_and_domain,
     deliveries_are_claimed_retried_and_dead,
     concurrent_notifiers_never_share_a_delivery,
+    overdue_updates_ring_once_per_period_until_an_update,
     status_version_moves_on_every_status_write,
     unknown_words_in_the_database_are_errors,
 );
@@ -3018,6 +3020,93 @@ mod contract {
             .claim_deliveries("n1", policy)
             .expect("nothing")
             .is_empty());
+    }
+
+    /// Several notifiers checking the cadence at once add one alarm per incident and
+    /// period; an update withdraws the alarm still waiting and ends the silence.
+    pub fn overdue_updates_ring_once_per_period_until_an_update(new: New) {
+        let f = new();
+        let mut store = f.open();
+        let id = incident(&mut store);
+        std::thread::sleep(Duration::from_millis(600));
+        let opened = lifeboat_core::time::parse(
+            &store
+                .incident(&id)
+                .expect("read")
+                .expect("there")
+                .created_at,
+        )
+        .expect("time");
+        // Half a cadence into the first overdue period: stable while the test runs.
+        let every = (lifeboat_core::time::now_us() - opened) * 2 / 3;
+        let every_us = move |impact: Impact| (impact == Impact::Major).then_some(every);
+        let added: usize = std::thread::scope(|scope| {
+            let notifiers: Vec<_> = (0..3)
+                .map(|_| {
+                    let f = &f;
+                    scope.spawn(move || {
+                        f.open()
+                            .enqueue_silence_alarms(&every_us, &strings(&["ops@example.com"]))
+                            .expect("check")
+                    })
+                })
+                .collect();
+            notifiers
+                .into_iter()
+                .map(|n| n.join().expect("thread"))
+                .sum()
+        });
+        assert_eq!(added, 1);
+        let alarms = |store: &mut ControlStore| -> Vec<(String, RecipientKind, DeliveryState)> {
+            store
+                .incident_deliveries(&id)
+                .expect("deliveries")
+                .into_iter()
+                .filter(|d| d.event == NoticeEvent::UpdateOverdue)
+                .map(|d| (d.key, d.recipient, d.state))
+                .collect()
+        };
+        let key = format!("silence:{id}:{opened}:1");
+        assert_eq!(
+            alarms(&mut store),
+            [
+                (
+                    format!("{key}:operators"),
+                    RecipientKind::Operators,
+                    DeliveryState::Pending
+                ),
+                (
+                    format!("{key}:email:ops@example.com"),
+                    RecipientKind::Address,
+                    DeliveryState::Pending
+                ),
+            ]
+        );
+        let none = |_: Impact| None;
+        assert_eq!(
+            store
+                .enqueue_silence_alarms(&none, &[])
+                .expect("no promise"),
+            0
+        );
+        store
+            .change_incident(
+                Some(&id),
+                &IncidentChange {
+                    message: "Still on it.".into(),
+                    ..Default::default()
+                },
+                "ops",
+            )
+            .expect("update");
+        assert_eq!(
+            store
+                .enqueue_silence_alarms(&every_us, &[])
+                .expect("after the update"),
+            0
+        );
+        let states: Vec<DeliveryState> = alarms(&mut store).into_iter().map(|a| a.2).collect();
+        assert_eq!(states, [DeliveryState::Withdrawn, DeliveryState::Withdrawn]);
     }
 
     pub fn concurrent_notifiers_never_share_a_delivery(new: New) {

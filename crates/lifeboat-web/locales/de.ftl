@@ -102,6 +102,10 @@ started = Begonnen { $time }.
 complete = Abgeschlossen.
 estimated-completion = Voraussichtlich abgeschlossen { $time }.
 estimating-completion = Die Dauer wird noch geschätzt.
+# The promised cadence ([status] update_every): when an unresolved incident's next
+# update is due. $time: the time with "(in 40 minutes)" or "(5 minutes ago)".
+next-update = Nächstes Update bis { $time }
+next-update-overdue = Das nächste Update war fällig bis { $time }
 need-attention = { $count ->
     [one] { $count } Kunde wird von unserem Team betreut.
    *[other] { $count } Kunden werden von unserem Team betreut.

@@ -107,6 +107,10 @@ started = Started { $time }.
 complete = Complete.
 estimated-completion = Estimated completion { $time }.
 estimating-completion = Estimating completion time.
+# The promised cadence ([status] update_every): when an unresolved incident's next
+# update is due. $time: the time with "(in 40 minutes)" or "(5 minutes ago)".
+next-update = Next update by { $time }
+next-update-overdue = The next update was due by { $time }
 need-attention = { $count ->
     [one] { $count } needs attention from our team.
    *[other] { $count } need attention from our team.

@@ -81,6 +81,10 @@ started = 開始: { $time }。
 complete = 完了しました。
 estimated-completion = 完了予定: { $time }。
 estimating-completion = 完了時刻を見積もっています。
+# The promised cadence ([status] update_every): when an unresolved incident's next
+# update is due. $time: the time with "(in 40 minutes)" or "(5 minutes ago)".
+next-update = 次回の更新予定: { $time }
+next-update-overdue = 更新予定時刻を過ぎています: { $time }
 need-attention = { $count } 件は担当チームが対応しています。
 
 ## A tenant's private page

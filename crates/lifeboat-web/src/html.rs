@@ -225,6 +225,17 @@ pub fn public_page(lang: Lang, view: &PublicView) -> String {
         for p in view.progress.iter().filter(|p| p.incident == incident.id) {
             out.push_str(&progress_html(lang, p, now));
         }
+        if let Some(due) = view.page.next_update_due_us(incident) {
+            let id = if due >= now {
+                "next-update"
+            } else {
+                "next-update-overdue"
+            };
+            out.push_str(&format!(
+                "<p class=\"next-update\">{}</p>",
+                t_html(lang, id, "time", &when_us(lang, due, now))
+            ));
+        }
         out.push_str(&updates_html(lang, incident, now));
         out.push_str("</section>");
     }

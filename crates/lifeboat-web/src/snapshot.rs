@@ -12,7 +12,7 @@ use lifeboat_control::{
     Campaign, CampaignTenant, Component, ComponentStatus, ControlStore, Impact, Incident,
     Maintenance, MaintenanceStatus, Stage,
 };
-use lifeboat_core::config::SlaConfig;
+use lifeboat_core::config::{SlaConfig, StatusConfig};
 use lifeboat_core::time::{format_us, now_us};
 use lifeboat_core::vault::sha256_hex;
 use lifeboat_core::Result;
@@ -28,6 +28,9 @@ pub struct PageInfo {
     pub url: String,
     /// `[sla]`: private pages show a restored tenant's downtime and credit.
     pub sla: Option<SlaConfig>,
+    /// `[status]`: the promised update cadence; each unresolved incident shows when its
+    /// next update is due.
+    pub status: StatusConfig,
 }
 
 impl PageInfo {
@@ -50,7 +53,22 @@ impl PageInfo {
             name: name.to_string(),
             url: url.trim_end_matches('/').to_string(),
             sla: None,
+            status: StatusConfig::default(),
         }
+    }
+
+    /// Show when each unresolved incident's next update is due under `status`.
+    pub fn with_update_every(mut self, status: StatusConfig) -> PageInfo {
+        self.status = status;
+        self
+    }
+
+    /// When `incident`'s next public update is due (µs): none without a promised cadence
+    /// for its impact, or once it is resolved (or its stored times do not read).
+    pub fn next_update_due_us(&self, incident: &Incident) -> Option<i64> {
+        let every = self.status.update_every(incident.impact.as_str())?;
+        let every_us = i64::try_from(every.as_micros()).ok()?;
+        incident.next_update_due_us(every_us).ok().flatten()
     }
 
     /// Show restored tenants their downtime and credit under these tiers.
@@ -210,6 +228,12 @@ pub fn incident_json(page: &PageInfo, components: &[Component], i: &Incident) ->
             .map(|c| component_json(page, c))
             .collect::<Vec<_>>(),
     });
+    // With a promised cadence (`[status] update_every`), when the next update is due: an
+    // extra field, null once resolved. Without one, Statuspage's exact shape.
+    if let (Some(_), Some(object)) = (&page.status.update_every, json.as_object_mut()) {
+        let due = page.next_update_due_us(i).map(format_us);
+        object.insert("next_update_at".into(), due.into());
+    }
     // A published postmortem only: other incidents keep Statuspage's exact shape.
     if let (Some(body), Some(object)) = (&i.postmortem_body, json.as_object_mut()) {
         object.insert("postmortem_body".into(), body.clone().into());

@@ -144,7 +144,8 @@ pub struct StartRequest {
     pub priority: String,
     pub by: String,
     /// Post progress updates from this `[templates.NAME]` by itself, and every so many
-    /// minutes besides the 25/50/75/100% milestones.
+    /// minutes besides the 25/50/75/100% milestones (none: the cadence `[status]
+    /// update_every` promises for the incident's impact, if any).
     pub auto_progress: Option<(String, Option<u64>)>,
 }
 
@@ -199,12 +200,12 @@ pub async fn start_campaign(
     control: &mut Control,
     request: StartRequest,
 ) -> Result<(String, usize)> {
-    if control.incident(&request.incident)?.is_none() {
+    let Some(incident) = control.incident(&request.incident)? else {
         return Err(Error::usage(format!(
             "unknown incident {}: `lifeboat incident list`",
             request.incident
         )));
-    }
+    };
     if let Some((template, every)) = &request.auto_progress {
         if !config.templates.contains_key(template) {
             return Err(Error::usage(format!(
@@ -304,12 +305,15 @@ pub async fn start_campaign(
     }
     control.create_campaign(&campaign, &with_users, &contacts)?;
     if let Some((template, every)) = &request.auto_progress {
-        control.set_auto_progress(
-            &campaign.id,
-            template,
-            every.map(|m| m.min(525_600) as i64 * 60_000_000),
-            &request.by,
-        )?;
+        // Without --progress-every, the cadence promised for the incident's impact.
+        let every_us = match every {
+            Some(minutes) => Some((*minutes).min(525_600) as i64 * 60_000_000),
+            None => config
+                .status
+                .update_every(incident.impact.as_str())
+                .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+        };
+        control.set_auto_progress(&campaign.id, template, every_us, &request.by)?;
     }
     control.anchor().await?;
     Ok((campaign.id, with_users.len()))

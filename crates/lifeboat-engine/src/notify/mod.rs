@@ -1,5 +1,6 @@
 //! The notifier: delivers the control store's outbox (docs/status.md, "Notifications").
-//! Each pass writes the acceptance reminders that are due, copies operator notices to
+//! Each pass writes the acceptance reminders that are due and the alarms of incidents
+//! whose promised public update is overdue (`[status] update_every`), copies operator notices to
 //! each configured webhook, claims a batch of due deliveries under a lease, sends each
 //! one and records the outcome: sent, or a failed attempt retried after a jittered,
 //! capped, growing delay, or dead after `[notify] max_attempts`. A delivery is recorded
@@ -18,7 +19,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use serde::Serialize;
 
 use lifeboat_control::{ClaimPolicy, ControlStore, Delivery, RecipientKind};
-use lifeboat_core::config::Config;
+use lifeboat_core::config::{Config, StatusConfig};
 use lifeboat_core::{Error, Result};
 use lifeboat_source::Stop;
 use lifeboat_web::PageInfo;
@@ -51,6 +52,9 @@ pub struct Notifier {
     claim_us: i64,
     max_delay: Duration,
     remind_after_us: Option<i64>,
+    /// `[status]`: the promised update cadence, watched for the overdue-update alarm.
+    status: StatusConfig,
+    operator_emails: Vec<String>,
 }
 
 /// A notifier's default name: host and process id (a restarted notifier is a new one).
@@ -105,13 +109,16 @@ impl Notifier {
             mailer,
             webhooks,
             client: webhook::client()?,
-            page: PageInfo::new(&config.server.page_name, &page_url(config)),
+            page: PageInfo::new(&config.server.page_name, &page_url(config))
+                .with_update_every(config.status.clone()),
             max_attempts: notify.max_attempts,
             claim_us: (notify.claim_seconds as i64).saturating_mul(1_000_000),
             max_delay: Duration::from_secs(notify.max_delay_seconds),
             remind_after_us: notify
                 .remind_after_minutes
                 .map(|m| (m as i64).saturating_mul(60_000_000)),
+            status: config.status.clone(),
+            operator_emails: notify.operator_emails.clone(),
         })
     }
 
@@ -131,11 +138,19 @@ impl Notifier {
         delays.nth(n).unwrap_or(self.max_delay).min(self.max_delay)
     }
 
-    /// One pass over the outbox: reminders, operator copies, then one claimed batch sent.
-    /// Returns what it did and whether it found work.
+    /// One pass over the outbox: reminders, overdue-update alarms, operator copies, then
+    /// one claimed batch sent. Returns what it did and whether it found work.
     pub async fn pass(&self, control: &mut ControlStore, stop: &Stop) -> Result<(Delivered, bool)> {
         if let Some(after) = self.remind_after_us {
             control.enqueue_reminders(after)?;
+        }
+        if self.status.update_every.is_some() {
+            let every_us = |impact: lifeboat_control::Impact| {
+                self.status
+                    .update_every(impact.as_str())
+                    .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+            };
+            control.enqueue_silence_alarms(&every_us, &self.operator_emails)?;
         }
         let urls: Vec<String> = self.webhooks.iter().map(|(u, _)| u.clone()).collect();
         control.expand_operator_notices(&urls)?;

@@ -198,6 +198,21 @@ pub fn email_at(delivery: &Delivery, page: &str, page_url: &str, now_us: i64) ->
                 Paragraph::plain(field(body, &["drill", "summary"]).unwrap_or("").to_string()),
             ],
         ),
+        NoticeEvent::UpdateOverdue => (
+            format!("{page}: the public update of {incident_name} is overdue"),
+            vec![
+                Paragraph::plain(format!(
+                    "No public update of {incident_name} has been posted since {}; the next \
+                     one was promised by {} (every {} minutes).",
+                    field(body, &["update_overdue", "silent_since"]).unwrap_or("its start"),
+                    field(body, &["update_overdue", "due_at"]).unwrap_or("now"),
+                    body["update_overdue"]["update_every_minutes"]
+                )),
+                Paragraph::plain(
+                    "Post an update (`lifeboat incident update`) to stop this alarm.".to_string(),
+                ),
+            ],
+        ),
         NoticeEvent::IncidentCreated
         | NoticeEvent::IncidentUpdated
         | NoticeEvent::IncidentResolved => {

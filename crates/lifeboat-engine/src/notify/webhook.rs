@@ -62,11 +62,16 @@ pub fn payload(
                 delivery.id
             ))
         })?;
-    Ok(json!({
+    let mut body = json!({
         "meta": meta,
         "page": page_json,
         "incident": incident_json(page, components, &incident),
-    }))
+    });
+    if delivery.event == NoticeEvent::UpdateOverdue {
+        // Not a Statuspage event: the incident as it stands, and why the alarm rings.
+        body["update_overdue"] = delivery.body["update_overdue"].clone();
+    }
+    Ok(body)
 }
 
 /// `sha256=HEX`: the HMAC-SHA256 of `body` under `secret`.
