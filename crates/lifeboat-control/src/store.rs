@@ -167,6 +167,7 @@ impl ControlStore {
             db.batch(crate::subscribers::SCHEMA)?;
             db.batch(crate::support::SCHEMA)?;
             db.batch(crate::exports::SCHEMA)?;
+            db.batch(crate::campaigns::SCHEMA)?;
             if let Ok(mut made) = MADE.lock() {
                 made.insert(url.to_string());
             }

@@ -281,6 +281,7 @@ mod contract {
             created_at: lifeboat_core::time::format_us(created_at_us),
             created_at_us,
             created_by: "ops".into(),
+            phases: Vec::new(),
         }
     }
 

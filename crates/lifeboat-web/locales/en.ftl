@@ -102,6 +102,10 @@ feed-title = { $page } status history
 recovery = Recovery:
 progress-customers = { $restored } of { $total } customers restored ({ $percent })
 progress-users = { $restored } of { $total } users ({ $percent })
+# A phased campaign: each phase's share of the customers restored. $product: the names
+# of the phase's components; $percent: e.g. 40%.
+phases = By product:
+phase-progress = { $product }: { $percent }
 restored-to = Data restored to { $time }.
 started = Started { $time }.
 complete = Complete.
@@ -122,6 +126,14 @@ stage-verifying = Verifying your restored data
 stage-awaiting_acceptance = Restored: awaiting your acceptance
 stage-restored = Restored
 stage-failed = Recovery needs attention
+# A tenant's stage in one phase of a phased campaign: "Wiki: restored".
+phase-stage = { $product }: { $stage }
+phase-stage-queued = queued
+phase-stage-restoring = restoring
+phase-stage-verifying = verifying
+phase-stage-awaiting_acceptance = restored, awaiting your acceptance
+phase-stage-restored = restored
+phase-stage-failed = needs attention
 queue-place = Place in the recovery queue: { $place }
 eta = Estimated time of restoration: { $time }
 eta-estimating = Estimating the time of restoration.

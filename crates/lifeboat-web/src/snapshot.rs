@@ -97,6 +97,21 @@ pub struct Progress {
     /// Estimated completion, from the measured throughput; `None` until measured.
     pub eta: Option<String>,
     pub target_time: String,
+    /// Each phase's progress, in order (empty: a campaign of one phase).
+    pub phases: Vec<PhaseProgress>,
+}
+
+/// One phase of a phased campaign: how many of its tenants it has restored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PhaseProgress {
+    pub sources: Vec<String>,
+    /// For people: its components' names (its sources' until named).
+    pub label: String,
+    pub tenants: u64,
+    /// Tenants restored and verified in this phase.
+    pub tenants_restored: u64,
+    /// Open for workers' claims (every tenant still to be worked on reached it).
+    pub open: bool,
 }
 
 /// What one tenant's private page shows.
@@ -115,6 +130,9 @@ pub struct TenantView {
     pub export: Option<lifeboat_control::Export>,
     /// Its downtime and credit, once it ended (with `[sla]`).
     pub sla: Option<TenantSla>,
+    /// In a phased campaign: each phase's label (as `PhaseProgress::label`) and the
+    /// tenant's stage in it.
+    pub phases: Vec<(String, Stage)>,
 }
 
 /// A restored tenant's downtime in the incident, and what it earns.
@@ -312,10 +330,6 @@ pub fn indicator(incidents: &[Incident], components: &[Component]) -> (&'static 
     }
 }
 
-fn is_restored(stage: Stage) -> bool {
-    matches!(stage, Stage::AwaitingAcceptance | Stage::Restored)
-}
-
 /// Tenants finished per microsecond since the campaign's first start, if measurable.
 fn throughput(tenants: &[&CampaignTenant]) -> Option<f64> {
     let start = tenants.iter().filter_map(|t| t.started_at_us).min()?;
@@ -358,12 +372,12 @@ pub fn campaign_views(
             campaign: campaign.id.clone(),
             incident: campaign.incident.clone(),
             tenants: mine.len() as u64,
-            tenants_restored: mine.iter().filter(|t| is_restored(t.stage)).count() as u64,
+            tenants_restored: mine.iter().filter(|t| t.is_restored(campaign)).count() as u64,
             tenants_failed: mine.iter().filter(|t| t.stage == Stage::Failed).count() as u64,
             users: mine.iter().map(|t| t.users.max(0) as u64).sum(),
             users_restored: mine
                 .iter()
-                .filter(|t| is_restored(t.stage))
+                .filter(|t| t.is_restored(campaign))
                 .map(|t| t.users.max(0) as u64)
                 .sum(),
             started_at: campaign.created_at.clone(),
@@ -373,6 +387,19 @@ pub fn campaign_views(
                 eta_after(unfinished)
             },
             target_time: campaign.target_time.clone(),
+            phases: campaign
+                .phases
+                .iter()
+                .enumerate()
+                .map(|(j, phase)| PhaseProgress {
+                    sources: phase.sources.clone(),
+                    label: phase.sources.join(", "),
+                    tenants: mine.len() as u64,
+                    tenants_restored: mine.iter().filter(|t| t.phase_restored(j as i64)).count()
+                        as u64,
+                    open: phase.opened_at_us.is_some(),
+                })
+                .collect(),
         });
         let mut ahead = 0u64;
         for t in &mine {
@@ -394,11 +421,51 @@ pub fn campaign_views(
                     reason: t.reason.clone(),
                     export: None,
                     sla: None,
+                    phases: campaign
+                        .phases
+                        .iter()
+                        .enumerate()
+                        .map(|(j, phase)| (phase.sources.join(", "), t.phase_stage(j as i64)))
+                        .collect(),
                 },
             );
         }
     }
     (progress, views)
+}
+
+/// Phases labelled with their sources' component names, as the page calls them.
+fn name_phases(
+    components: &[Component],
+    progress: &mut [Progress],
+    views: &mut HashMap<String, TenantView>,
+) {
+    let label = |sources: &[String]| -> String {
+        sources
+            .iter()
+            .map(|s| {
+                components
+                    .iter()
+                    .find(|c| &c.source == s)
+                    .map(|c| c.name.clone())
+                    .unwrap_or_else(|| s.clone())
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for p in progress.iter_mut() {
+        for phase in &mut p.phases {
+            phase.label = label(&phase.sources);
+        }
+    }
+    for view in views.values_mut() {
+        let Some(p) = progress.iter().find(|p| p.campaign == view.campaign) else {
+            continue;
+        };
+        for ((name, _), phase) in view.phases.iter_mut().zip(&p.phases) {
+            name.clone_from(&phase.label);
+        }
+    }
 }
 
 /// Each tenant whose downtime ended: its downtime in the month its incident started, and
@@ -454,7 +521,8 @@ impl Snapshot {
         let incidents = control.incidents()?;
         let campaigns = control.campaigns()?;
         let tenants = control.campaign_tenants(None)?;
-        let (progress, mut views) = campaign_views(&campaigns, &incidents, &tenants, now);
+        let (mut progress, mut views) = campaign_views(&campaigns, &incidents, &tenants, now);
+        name_phases(&components, &mut progress, &mut views);
         let mut exports: HashMap<(String, String), lifeboat_control::Export> = control
             .exports()?
             .into_iter()
@@ -587,6 +655,11 @@ impl Snapshot {
                     "started_at": p.started_at,
                     "estimated_completion": p.eta,
                     "restored_to": p.target_time,
+                    "phases": p.phases.iter().map(|ph| json!({
+                        "name": ph.label,
+                        "tenants": ph.tenants,
+                        "tenants_restored": ph.tenants_restored,
+                    })).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
             })),
         );

@@ -21,6 +21,7 @@ mod leader;
 mod notify;
 mod observe;
 mod operations;
+mod phases;
 mod prune;
 mod restore;
 mod sla;

@@ -21,6 +21,12 @@ fn field<'a>(body: &'a Json, path: &[&str]) -> Option<&'a str> {
     value.as_str()
 }
 
+/// A phased campaign's notice: the phase (1-based) and how many there are.
+fn phase_of(body: &Json) -> Option<(i64, i64)> {
+    let phase = body.get("phase")?;
+    Some((phase.get("number")?.as_i64()?, phase.get("of")?.as_i64()?))
+}
+
 /// The email for `delivery`: `page` is the status page's name, `page_url` its public
 /// address (private links are `page_url/t/TOKEN`).
 pub fn email(delivery: &Delivery, page: &str, page_url: &str) -> Written {
@@ -52,6 +58,21 @@ pub fn email(delivery: &Delivery, page: &str, page_url: &str) -> Written {
                 "We have started restoring your data after {incident_name}."
             )],
         ),
+        NoticeEvent::StageAwaitingAcceptance if phase_of(body).is_some_and(|(n, of)| n < of) => {
+            let (n, of) = phase_of(body).unwrap_or_default();
+            (
+                format!("{page}: part of your data is restored, please check it"),
+                vec![
+                    format!(
+                        "Part of your data (step {n} of {of}) is restored and checked against \
+                         our backup."
+                    ),
+                    "Please look at it and accept it on your page; the rest is restored \
+                     after that."
+                        .into(),
+                ],
+            )
+        }
         NoticeEvent::StageAwaitingAcceptance => (
             format!("{page}: your data is restored, please check it"),
             vec![
