@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::campaign::{json_until, spawn_serve};
+use crate::campaign::{http_post, json_until, spawn_serve};
 use crate::common::*;
 
 const SITES: i64 = 6;
@@ -32,10 +32,17 @@ fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
 fn seed_wiki(db: &Path) {
     let conn = rusqlite::Connection::open(db).expect("open");
     conn.execute_batch(
-        "CREATE TABLE pages (id INTEGER PRIMARY KEY, site_id INTEGER NOT NULL, title TEXT);",
+        "CREATE TABLE pages (id INTEGER PRIMARY KEY, site_id INTEGER NOT NULL, title TEXT);
+         CREATE TABLE editors (id INTEGER PRIMARY KEY, site_id INTEGER NOT NULL,
+             email TEXT NOT NULL);",
     )
     .expect("schema");
     for s in 1..=SITES {
+        conn.execute(
+            "INSERT INTO editors VALUES (?1, ?1, ?2)",
+            rusqlite::params![s, format!("editor@site{s}.example")],
+        )
+        .expect("editor");
         for p in 0..=s {
             conn.execute(
                 "INSERT INTO pages VALUES (?1, ?2, ?3)",
@@ -252,7 +259,10 @@ fn delete(work: &Workdir, tracker: &Tracker, config: &Path, sites: &[i64]) -> St
     let list = list.join(", ");
     rusqlite::Connection::open(work.path("wiki.db"))
         .expect("open")
-        .execute_batch(&format!("DELETE FROM pages WHERE site_id IN ({list})"))
+        .execute_batch(&format!(
+            "DELETE FROM pages WHERE site_id IN ({list});
+             DELETE FROM editors WHERE site_id IN ({list});"
+        ))
         .expect("delete");
     tracker.execute(&format!(
         "DELETE FROM sites WHERE id IN ({list}); DELETE FROM tracker_writes;"
@@ -558,7 +568,8 @@ fn every_wiki_before_any_tracker(postgres: bool, mode: Mode) {
             r.get(0)
         })
         .expect("rows");
-    let wiki_rows_deleted: usize = wiki_before.iter().map(Vec::len).sum();
+    // Each site's pages and its one editor, then its tracker rows.
+    let wiki_rows_deleted: usize = wiki_before.iter().map(Vec::len).sum::<usize>() + deleted.len();
     assert_eq!(rows as usize, wiki_rows_deleted + expected);
     let _ = server.kill();
     let _ = server.wait();
@@ -733,6 +744,165 @@ fn a_worker_killed_mid_phase_leaves_it_to_another_in(mode: Mode) {
     // Every tracker row once: the rescue rewrote the killed worker's tenant.
     let expected: usize = tracker_before.iter().map(Vec::len).sum();
     assert!(tracker.writes().len() >= expected);
+    background.finish();
+    tracker.finish();
+}
+
+#[test]
+fn acceptance_per_phase_and_notices_follow_the_phases() {
+    acceptance_per_phase_and_notices_follow_the_phases_in(Mode::Stopped);
+}
+
+#[test]
+fn acceptance_per_phase_and_notices_follow_the_phases_while_capture_runs() {
+    acceptance_per_phase_and_notices_follow_the_phases_in(Mode::Running);
+}
+
+/// The stage notices queued for tenants' contacts: (tenant, event, the body's phase).
+fn notices(work: &Workdir) -> Vec<(String, String, serde_json::Value)> {
+    let control = rusqlite::Connection::open(work.path("lifeboat-control.db")).expect("c");
+    let mut stmt = control
+        .prepare(
+            "SELECT tenant, event, body FROM outbox WHERE recipient = 'contact'
+             AND event LIKE 'stage_%' ORDER BY created_at_us, position, tenant",
+        )
+        .expect("prepare");
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .expect("query")
+        .map(|r| {
+            let (tenant, event, body) = r.expect("row");
+            let body: serde_json::Value = serde_json::from_str(&body).expect("body");
+            (tenant, event, body["phase"].clone())
+        })
+        .collect();
+    rows
+}
+
+/// With `accept_per_phase`, each tenant awaits acceptance after its wiki, and its tracker
+/// is restored only once accepted; its contacts hear "restored" only after the last
+/// acceptance, and the awaiting notices name the phase.
+fn acceptance_per_phase_and_notices_follow_the_phases_in(mode: Mode) {
+    let work = Workdir::new();
+    let (config, tracker) = setup(
+        &work,
+        false,
+        "accept_per_phase = true\n[contacts]\nsource = \"wiki\"\ntable = \"editors\"\n\
+         email_column = \"email\"",
+    );
+    let background = Background::start(mode, &config, &work, "tracker");
+    let deleted = [2, 5];
+    let tracker_before: Vec<Vec<String>> = deleted.iter().map(|s| tracker.site_rows(*s)).collect();
+    let t = delete(&work, &tracker, &config, &deleted);
+    let id = start(
+        &config,
+        &work,
+        &deleted,
+        &t,
+        &["--batch-size", "2", "--phases", "wiki; tracker"],
+    );
+    lifeboat_ok(&config, &["worker", "--campaign", &id, "--until-done"]);
+    let s = status(&config, &id);
+    assert_eq!(s["stages"]["awaiting_acceptance"], 2, "{s}");
+    assert_eq!(s["tenants_restored"], 0, "{s}");
+    assert_eq!(phases(&s), [(2, true), (0, false)], "{s}");
+    assert!(deleted.iter().all(|s| tracker.site_rows(*s).is_empty()));
+    let first = serde_json::json!({"number": 1, "of": 2});
+    let events = |from: usize| -> Vec<(String, String, serde_json::Value)> {
+        notices(&work)[from..].to_vec()
+    };
+    let pair = |tenant: &str, event: &str, phase: &serde_json::Value| {
+        (tenant.to_string(), event.to_string(), phase.clone())
+    };
+    let null = serde_json::Value::Null;
+    assert_eq!(
+        events(0),
+        [
+            pair("2", "stage_queued", &null),
+            pair("5", "stage_queued", &null),
+            pair("2", "stage_restoring", &null),
+            pair("5", "stage_restoring", &null),
+            pair("2", "stage_awaiting_acceptance", &first),
+            pair("5", "stage_awaiting_acceptance", &first),
+        ]
+    );
+
+    // Accepting the wiki on the private page moves the tenant on to its tracker, queued.
+    let (mut server, base) = spawn_serve(&config);
+    let links: serde_json::Value =
+        serde_json::from_str(&lifeboat_ok(&config, &["campaign", "links", &id, "--json"]))
+            .expect("links");
+    let paths: Vec<String> = links
+        .as_array()
+        .expect("links")
+        .iter()
+        .map(|l| {
+            let link = l["link"].as_str().expect("link");
+            format!("/t/{}", link.rsplit('/').next().expect("token"))
+        })
+        .collect();
+    for path in &paths {
+        let page = page_until(
+            &base,
+            path,
+            &[
+                "Wiki: restored, awaiting your acceptance",
+                "Issue tracker: queued",
+            ],
+        );
+        assert!(page.contains("id=\"accept\""), "{page}");
+        let (code, body) = http_post(&base, &format!("{path}/accept"), None, "");
+        assert_eq!(code, 303, "{body}");
+        page_until(&base, path, &["Wiki: restored", "Issue tracker: queued"]);
+    }
+    let s = status(&config, &id);
+    assert_eq!(s["stages"]["queued"], 2, "{s}");
+    let seen = notices(&work).len();
+    assert_eq!(seen, 6, "accepting a phase sends nothing");
+
+    lifeboat_ok(&config, &["worker", "--campaign", &id, "--until-done"]);
+    for (i, site) in deleted.iter().enumerate() {
+        assert_eq!(tracker.site_rows(*site), tracker_before[i], "site {site}");
+    }
+    let last = serde_json::json!({"number": 2, "of": 2});
+    assert_eq!(
+        events(seen),
+        [
+            pair("2", "stage_awaiting_acceptance", &last),
+            pair("5", "stage_awaiting_acceptance", &last),
+        ],
+        "no second restoring notice, no restored yet"
+    );
+    for path in &paths {
+        page_until(
+            &base,
+            path,
+            &[
+                "Wiki: restored",
+                "Issue tracker: restored, awaiting your acceptance",
+            ],
+        );
+        let (code, _) = http_post(&base, &format!("{path}/accept"), None, "");
+        assert_eq!(code, 303);
+    }
+    let s = status(&config, &id);
+    assert_eq!(s["stages"]["restored"], 2, "{s}");
+    assert_eq!(s["tenants_restored"], 2, "{s}");
+    assert_eq!(
+        events(seen + 2),
+        [
+            pair("2", "stage_restored", &null),
+            pair("5", "stage_restored", &null),
+        ]
+    );
+    let _ = server.kill();
+    let _ = server.wait();
     background.finish();
     tracker.finish();
 }

@@ -204,3 +204,57 @@ pub fn email(delivery: &Delivery, page: &str, page_url: &str) -> Written {
         html,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use lifeboat_control::{Delivery, DeliveryState, NoticeEvent, RecipientKind};
+    use serde_json::json;
+
+    fn awaiting(body: serde_json::Value) -> super::Written {
+        let delivery = Delivery {
+            id: "d1".into(),
+            key: "k1".into(),
+            event: NoticeEvent::StageAwaitingAcceptance,
+            recipient: RecipientKind::Contact,
+            address: "ann@one.example".into(),
+            name: None,
+            tenant: Some("1".into()),
+            campaign: Some("c1".into()),
+            body,
+            state: DeliveryState::Pending,
+            attempts: 0,
+            last_error: None,
+            next_at_us: 0,
+            created_at: String::new(),
+            sent_at: None,
+            parent: None,
+        };
+        super::email(&delivery, "Example Status", "https://status.example.com")
+    }
+
+    #[test]
+    fn a_phase_awaiting_acceptance_says_only_part_is_restored() {
+        let part = awaiting(json!({"stage": "awaiting_acceptance", "token": "t",
+            "phase": {"number": 1, "of": 2}}));
+        assert_eq!(
+            part.subject,
+            "Example Status: part of your data is restored, please check it"
+        );
+        assert!(part.text.contains("step 1 of 2"), "{}", part.text);
+        assert!(
+            !part.text.contains("Your data is restored"),
+            "{}",
+            part.text
+        );
+        for body in [
+            json!({"stage": "awaiting_acceptance", "phase": {"number": 2, "of": 2}}),
+            json!({"stage": "awaiting_acceptance"}),
+        ] {
+            let whole = awaiting(body);
+            assert_eq!(
+                whole.subject,
+                "Example Status: your data is restored, please check it"
+            );
+        }
+    }
+}
