@@ -906,3 +906,84 @@ fn acceptance_per_phase_and_notices_follow_the_phases_in(mode: Mode) {
     background.finish();
     tracker.finish();
 }
+
+#[test]
+fn a_tenant_that_fails_a_phase_holds_no_one_back_and_catches_up_when_retried() {
+    a_tenant_that_fails_a_phase_holds_no_one_back_in(Mode::Stopped);
+}
+
+#[test]
+fn a_tenant_that_fails_a_phase_holds_no_one_back_and_catches_up_when_retried_while_capture_runs() {
+    a_tenant_that_fails_a_phase_holds_no_one_back_in(Mode::Running);
+}
+
+/// The wiki refuses one site's pages: that tenant fails its wiki phase, the others go on
+/// to their trackers; its tracker is not touched. Lock lifted and retried, it restores its
+/// wiki and then its tracker alone.
+fn a_tenant_that_fails_a_phase_holds_no_one_back_in(mode: Mode) {
+    let work = Workdir::new();
+    let (config, tracker) = setup(&work, false, "max_attempts = 1");
+    let background = Background::start(mode, &config, &work, "tracker");
+    let wiki = work.path("wiki.db");
+    let deleted = [1, 3, 4];
+    let wiki_before: Vec<Vec<String>> = deleted.iter().map(|s| wiki_rows(&wiki, *s)).collect();
+    let tracker_before: Vec<Vec<String>> = deleted.iter().map(|s| tracker.site_rows(*s)).collect();
+    let t = delete(&work, &tracker, &config, &deleted);
+    let id = start(
+        &config,
+        &work,
+        &deleted,
+        &t,
+        &["--batch-size", "3", "--phases", "wiki; tracker"],
+    );
+    let conn = rusqlite::Connection::open(&wiki).expect("open");
+    conn.execute_batch(
+        "CREATE TRIGGER wiki_lock BEFORE INSERT ON pages WHEN NEW.site_id = 3
+         BEGIN SELECT RAISE(ABORT, 'wiki locked for site 3'); END;",
+    )
+    .expect("trigger");
+    let output = lifeboat(&config, &["worker", "--campaign", &id, "--until-done"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let s = status(&config, &id);
+    assert_eq!(s["stages"]["failed"], 1, "{s}");
+    assert_eq!(s["stages"]["awaiting_acceptance"], 2, "{s}");
+    assert_eq!(s["failed"][0]["tenant"], "3", "{s}");
+    assert_eq!(s["failed"][0]["phase"], 1, "{s}");
+    assert!(
+        s["failed"][0]["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("wiki locked for site 3"),
+        "{s}"
+    );
+    assert_eq!(phases(&s), [(2, true), (2, true)], "{s}");
+    let human = lifeboat_ok(&config, &["campaign", "status", &id]);
+    assert!(human.contains("FAILED 3: "), "{human}");
+    for (i, site) in deleted.iter().enumerate() {
+        if *site == 3 {
+            assert!(wiki_rows(&wiki, 3).is_empty(), "nothing half written");
+            assert!(tracker.site_rows(3).is_empty(), "its tracker waits");
+        } else {
+            assert_eq!(tracker.site_rows(*site), tracker_before[i], "site {site}");
+        }
+    }
+
+    conn.execute_batch("DROP TRIGGER wiki_lock").expect("drop");
+    let out = lifeboat_ok(&config, &["campaign", "retry", &id]);
+    assert!(out.contains("1 failed tenants queued again"), "{out}");
+    let out = lifeboat_ok(&config, &["worker", "--campaign", &id, "--until-done"]);
+    assert!(out.contains("1 tenants restored"), "{out}");
+    for (i, site) in deleted.iter().enumerate() {
+        assert_eq!(
+            wiki_rows(&wiki, *site),
+            wiki_before[i],
+            "wiki of site {site}"
+        );
+        assert_eq!(tracker.site_rows(*site), tracker_before[i], "site {site}");
+    }
+    let s = status(&config, &id);
+    assert_eq!(s["stages"]["awaiting_acceptance"], 3, "{s}");
+    assert_eq!(phases(&s), [(3, true), (3, true)], "{s}");
+    background.finish();
+    tracker.finish();
+}

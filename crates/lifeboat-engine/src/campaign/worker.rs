@@ -38,7 +38,8 @@ pub fn default_name() -> String {
     )
 }
 
-/// What a worker did: tenants restored and verified, failed attempts.
+/// What a worker did: tenants restored and verified (in a phased campaign: in their last
+/// phase), failed attempts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Worked {
     pub restored: usize,
@@ -383,7 +384,10 @@ async fn work_once(
                                 control.set_stage(worker, &campaign.id, tenant, stage, None, n)?
                             };
                             if handed {
-                                ok += 1;
+                                // Restored counts a tenant once, in its last phase.
+                                if last_phase {
+                                    ok += 1;
+                                }
                             } else {
                                 tracing::warn!(
                                     "worker {worker}: tenant {tenant} is another worker's now"
