@@ -279,6 +279,17 @@ fn phase_facts(db: &mut Db, campaign: &str, tenant: &str) -> Result<(i64, i64)> 
     Ok((count, phase))
 }
 
+/// A phased campaign's tenant's phase, as notices carry it: `{"number": N, "of": M}`
+/// (1-based); `None` for a campaign of one phase.
+pub(crate) fn phase_notice(
+    db: &mut Db,
+    campaign: &str,
+    tenant: &str,
+) -> Result<Option<serde_json::Value>> {
+    let (count, phase) = phase_facts(db, campaign, tenant)?;
+    Ok((count > 1).then(|| serde_json::json!({"number": phase + 1, "of": count})))
+}
+
 /// Hand an accepted tenant over: restored after its last phase; otherwise on to its next
 /// phase, queued. Returns the next phase (0-based) when there is one.
 fn accept_phase(db: &mut Db, campaign: &str, tenant: &str) -> Result<Option<i64>> {

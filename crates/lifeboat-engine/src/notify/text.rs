@@ -27,6 +27,11 @@ fn phase_of(body: &Json) -> Option<(i64, i64)> {
     Some((phase.get("number")?.as_i64()?, phase.get("of")?.as_i64()?))
 }
 
+/// A phased campaign's notice of a phase before the last: only part of the data is back.
+fn partly(body: &Json) -> bool {
+    phase_of(body).is_some_and(|(n, of)| n < of)
+}
+
 /// The email for `delivery`: `page` is the status page's name, `page_url` its public
 /// address (private links are `page_url/t/TOKEN`).
 pub fn email(delivery: &Delivery, page: &str, page_url: &str) -> Written {
@@ -58,7 +63,7 @@ pub fn email(delivery: &Delivery, page: &str, page_url: &str) -> Written {
                 "We have started restoring your data after {incident_name}."
             )],
         ),
-        NoticeEvent::StageAwaitingAcceptance if phase_of(body).is_some_and(|(n, of)| n < of) => {
+        NoticeEvent::StageAwaitingAcceptance if partly(body) => {
             let (n, of) = phase_of(body).unwrap_or_default();
             (
                 format!("{page}: part of your data is restored, please check it"),
@@ -92,6 +97,14 @@ pub fn email(delivery: &Delivery, page: &str, page_url: &str) -> Written {
                     .into(),
             ],
         ),
+        NoticeEvent::AcceptanceReminder if partly(body) => (
+            format!("{page}: reminder, please check your partly restored data"),
+            vec![
+                "Part of your data was restored and waits for you to check and accept it; \
+                 the rest is restored after that."
+                    .into(),
+            ],
+        ),
         NoticeEvent::AcceptanceReminder => (
             format!("{page}: reminder, please check your restored data"),
             vec!["Your data was restored and waits for you to check and accept it.".into()],
@@ -122,6 +135,11 @@ pub fn email(delivery: &Delivery, page: &str, page_url: &str) -> Written {
                     },
                     Some("restoring") | Some("verifying") => {
                         "Your data is being restored right now.".into()
+                    }
+                    Some("awaiting_acceptance") if partly(body) => {
+                        "Part of your data is restored; please check it and accept it on your \
+                         page, the rest is restored after that."
+                            .into()
                     }
                     Some("awaiting_acceptance") => {
                         "Your data is restored; please check it and accept it on your page.".into()
@@ -211,10 +229,14 @@ mod tests {
     use serde_json::json;
 
     fn awaiting(body: serde_json::Value) -> super::Written {
+        written(NoticeEvent::StageAwaitingAcceptance, body)
+    }
+
+    fn written(event: NoticeEvent, body: serde_json::Value) -> super::Written {
         let delivery = Delivery {
             id: "d1".into(),
             key: "k1".into(),
-            event: NoticeEvent::StageAwaitingAcceptance,
+            event,
             recipient: RecipientKind::Contact,
             address: "ann@one.example".into(),
             name: None,
@@ -256,5 +278,21 @@ mod tests {
                 "Example Status: your data is restored, please check it"
             );
         }
+        let part = json!({"stage": "awaiting_acceptance", "phase": {"number": 1, "of": 3}});
+        let reminder = written(NoticeEvent::AcceptanceReminder, part.clone());
+        assert!(
+            reminder.text.contains("Part of your data"),
+            "{}",
+            reminder.text
+        );
+        let reply = written(NoticeEvent::SupportReply, part);
+        assert!(reply.text.contains("Part of your data"), "{}", reply.text);
+        let whole = json!({"stage": "awaiting_acceptance", "phase": {"number": 3, "of": 3}});
+        let reply = written(NoticeEvent::SupportReply, whole);
+        assert!(
+            reply.text.contains("Your data is restored;"),
+            "{}",
+            reply.text
+        );
     }
 }
