@@ -110,7 +110,7 @@ pub struct PhaseProgress {
     pub tenants: u64,
     /// Tenants restored and verified in this phase.
     pub tenants_restored: u64,
-    /// Open for workers' claims (every tenant still to be worked on reached it).
+    /// Open for workers' claims: every tenant still to be worked on has reached it.
     pub open: bool,
 }
 
@@ -430,7 +430,13 @@ pub fn campaign_views(
                     tenants: mine.len() as u64,
                     tenants_restored: mine.iter().filter(|t| t.phase_restored(j as i64)).count()
                         as u64,
-                    open: phase.opened_at_us.is_some(),
+                    // Opened by a claim, or as good as: no tenant still to be worked on
+                    // is in an earlier phase.
+                    open: phase.opened_at_us.is_some()
+                        || !mine.iter().any(|t| {
+                            matches!(t.stage, Stage::Queued | Stage::Restoring | Stage::Verifying)
+                                && t.phase < j as i64
+                        }),
                 })
                 .collect(),
         });
