@@ -515,6 +515,11 @@ enum CampaignCommand {
         /// update_every` promises for the incident's impact, if any).
         #[arg(long, value_name = "MINUTES", requires = "auto_progress")]
         progress_every: Option<u64>,
+        /// Restore the sources in phases, e.g. "wiki; tracker, identity": every tenant's
+        /// first phase is restored and verified before any tenant's second begins. Every
+        /// source in exactly one phase (default: one phase of every source).
+        #[arg(long, value_name = "PHASES")]
+        phases: Option<String>,
         #[arg(long)]
         by: Option<String>,
     },
@@ -563,6 +568,7 @@ pub async fn campaign(config_path: Option<PathBuf>, args: CampaignArgs) -> Resul
             priority,
             auto_progress,
             progress_every,
+            phases,
             by,
         } => {
             let target = Target::parse(at.as_deref(), before_tx.as_deref())?;
@@ -582,6 +588,7 @@ pub async fn campaign(config_path: Option<PathBuf>, args: CampaignArgs) -> Resul
                 priority,
                 by: login(by),
                 auto_progress: auto_progress.map(|t| (t, progress_every)),
+                phases,
             };
             let (id, count) = start_campaign(&config, &mut control, start).await?;
             crate::say!("{id}");
@@ -650,6 +657,26 @@ fn print_status(report: &[serde_json::Value], as_json: bool) {
                     .map(|(s, n)| format!("{s} {n}"))
                     .collect();
                 crate::say!("  {}", line.join(", "));
+            }
+            for p in r["phases"].as_array().into_iter().flatten() {
+                crate::say!(
+                    "  phase {} ({}): {} of {} tenants restored{}",
+                    p["phase"],
+                    p["sources"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    p["tenants_restored"],
+                    p["tenants"],
+                    if p["open"].as_bool() == Some(true) {
+                        ""
+                    } else {
+                        ", waiting for the phase before"
+                    }
+                );
             }
             if let Some(eta) = r["estimated_completion"].as_str() {
                 crate::say!("  estimated completion {eta}");

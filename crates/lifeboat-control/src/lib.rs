@@ -47,7 +47,7 @@ mod words;
 pub use applies::{Applied, ApplyState, ApplyStatus, PendingWave, StoredSignature};
 pub use audit::{canonical_json, AuditEntry, Entry, StoredEntry, GENESIS};
 pub use cadence::{missed_periods, overdue, Overdue, Silence};
-pub use campaigns::{Acceptance, Campaign, CampaignTenant, Stage};
+pub use campaigns::{Acceptance, Campaign, CampaignTenant, Phase, Stage};
 pub use contacts::{Contact, ContactOrigin};
 pub use exports::Export;
 pub use ids::{new_id, new_token};

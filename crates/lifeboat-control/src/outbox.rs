@@ -724,10 +724,13 @@ impl ControlStore {
                 .collect::<Result<_>>()?;
             let mut added = 0;
             for (campaign, tenant, since) in &due {
-                let body = serde_json::json!({
+                let mut body = serde_json::json!({
                     "stage": "awaiting_acceptance",
                     "awaiting_since": lifeboat_core::time::format_us(*since),
                 });
+                if let Some(phase) = crate::campaigns::phase_notice(db, campaign, tenant)? {
+                    body["phase"] = phase;
+                }
                 added += tenant_notices(
                     db,
                     campaign,

@@ -168,6 +168,7 @@ impl ControlStore {
             crate::subscribers::add_columns(&mut db)?;
             db.batch(crate::support::SCHEMA)?;
             db.batch(crate::exports::SCHEMA)?;
+            db.batch(crate::campaigns::SCHEMA)?;
             if let Ok(mut made) = MADE.lock() {
                 made.insert(url.to_string());
             }

@@ -258,13 +258,21 @@ impl ControlStore {
                         token: stage.text(1)?,
                         lang,
                     },
-                    body: serde_json::json!({
-                        "support_request": id,
-                        "stage": stage.text(2)?,
-                        "reason": stage.opt_text(3)?,
-                        "restored_to": stage.text(4)?,
-                        "place": place,
-                    }),
+                    body: {
+                        let mut body = serde_json::json!({
+                            "support_request": id,
+                            "stage": stage.text(2)?,
+                            "reason": stage.opt_text(3)?,
+                            "restored_to": stage.text(4)?,
+                            "place": place,
+                        });
+                        if let Some(phase) =
+                            crate::campaigns::phase_notice(db, &campaign, &m.tenant)?
+                        {
+                            body["phase"] = phase;
+                        }
+                        body
+                    },
                 });
             }
             enqueue(db, &notices)?;

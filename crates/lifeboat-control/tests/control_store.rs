@@ -144,6 +144,9 @@ contract!(on_sqlite, sqlite_store:
     concurrent_capture_lease_requests_grant_one,
     capture_standbys_until_stale_gone_or_leading,
     the_last_capture_error_replaces_the_one_before_without_passwords,
+    phases_open_once_every_tenant_is_through_the_one_before,
+    acceptance_per_phase_moves_on_to_the_next_phase,
+    phases_also_in_an_older_store,
     retry_failed_queues_failed_tenants_again,
     acceptance_by_token_and_automatic,
     exports_are_requested_built_and_downloaded_through_a_current_link,
@@ -187,6 +190,9 @@ contract!(on_postgres, postgres_store:
     concurrent_capture_lease_requests_grant_one,
     capture_standbys_until_stale_gone_or_leading,
     the_last_capture_error_replaces_the_one_before_without_passwords,
+    phases_open_once_every_tenant_is_through_the_one_before,
+    acceptance_per_phase_moves_on_to_the_next_phase,
+    phases_also_in_an_older_store,
     retry_failed_queues_failed_tenants_again,
     acceptance_by_token_and_automatic,
     exports_are_requested_built_and_downloaded_through_a_current_link,
@@ -216,7 +222,7 @@ mod contract {
         Applied, ApplyState, ApplyStatus, Campaign, CampaignTenant, CaptureError, ClaimPolicy,
         ComponentStatus, Contact, ContactOrigin, ControlStore, DeliveryState, Entry, Impact,
         IncidentChange, IncidentStatus, LeaseGrant, MaintenanceStatus, NewMaintenance, NoticeEvent,
-        PendingWave, RecipientKind, Stage, StoredSignature,
+        PendingWave, Phase, RecipientKind, Stage, StoredSignature,
     };
     use lifeboat_core::{ErrorKind, Result};
 
@@ -285,6 +291,7 @@ mod contract {
             created_at: lifeboat_core::time::format_us(created_at_us),
             created_at_us,
             created_by: "ops".into(),
+            phases: Vec::new(),
         }
     }
 
@@ -2113,6 +2120,236 @@ mod contract {
             .map(|t| (t.tenant.as_str(), t.attempts, t.reason.as_deref()))
             .collect();
         assert_eq!(again, [("t1", 1, None), ("t2", 1, None)]);
+    }
+
+    /// A campaign "wiki; tracker" over `tenants`, batches of `batch_size`.
+    fn start_phased(store: &mut ControlStore, id: &str, batch_size: u32, tenants: &[&str]) {
+        let incident = incident(store);
+        let mut campaign = campaign(id, &incident, batch_size, lifeboat_core::time::now_us());
+        campaign.phases = vec![
+            Phase::new(strings(&["wiki"])),
+            Phase::new(strings(&["tracker"])),
+        ];
+        let tenants: Vec<(String, i64)> = tenants.iter().map(|t| (t.to_string(), 1)).collect();
+        store
+            .create_campaign(&campaign, &tenants, &[])
+            .expect("create campaign");
+    }
+
+    /// The claimed batch's phase and tenants.
+    fn claimed_phase(claim: Option<(Campaign, Vec<CampaignTenant>)>) -> (i64, Vec<String>) {
+        let (_, tenants) = claim.expect("a batch");
+        let phase = tenants[0].phase;
+        assert!(
+            tenants.iter().all(|t| t.phase == phase),
+            "one phase a batch"
+        );
+        (phase, tenants.into_iter().map(|t| t.tenant).collect())
+    }
+
+    pub fn phases_open_once_every_tenant_is_through_the_one_before(new: New) {
+        let f = new();
+        let mut store = f.open();
+        start_phased(&mut store, "c1", 2, &["t1", "t2", "t3"]);
+        let c1 = store.campaigns().expect("campaigns").remove(0);
+        assert_eq!(c1.phase_count(), 2);
+        assert_eq!(c1.phase_sources(1), strings(&["tracker"]));
+        assert!(c1.phases[0].opened_at_us.is_some());
+        assert!(c1.phases[1].opened_at_us.is_none());
+
+        let claim = |store: &mut ControlStore, worker: &str| {
+            store.claim(worker, Some("c1"), MINUTE_US).expect("claim")
+        };
+        assert_eq!(
+            claimed_phase(claim(&mut store, "w1")),
+            (0, strings(&["t1", "t2"]))
+        );
+        assert_eq!(
+            claimed_phase(claim(&mut store, "w2")),
+            (0, strings(&["t3"]))
+        );
+        assert!(claim(&mut store, "w3").is_none());
+
+        // Through its first phase, t1 waits, queued, until t2 and t3 are through theirs.
+        assert!(!store
+            .finish_phase("w2", "c1", "t1", Some(5))
+            .expect("not w2's"));
+        assert!(store
+            .finish_phase("w1", "c1", "t1", Some(5))
+            .expect("phase"));
+        let t1 = tenant(&mut store, "c1", "t1");
+        assert_eq!(
+            (t1.stage, t1.phase, t1.attempts, t1.worker.clone(), t1.rows),
+            (Stage::Queued, 1, 0, None, Some(5))
+        );
+        assert_eq!(t1.phase_stage(0), Stage::Restored);
+        assert_eq!(t1.phase_stage(1), Stage::Queued);
+        assert!(t1.phase_restored(0) && !t1.phase_restored(1));
+        assert!(!t1.is_restored(&c1));
+        assert!(claim(&mut store, "w3").is_none(), "t2 and t3 hold phase 2");
+        assert!(store
+            .finish_phase("w1", "c1", "t2", Some(3))
+            .expect("phase"));
+        assert!(claim(&mut store, "w3").is_none(), "t3 holds phase 2");
+
+        // A failed tenant does not hold the others back.
+        assert!(store
+            .set_stage("w2", "c1", "t3", Stage::Failed, Some("boom"), None)
+            .expect("failed"));
+        assert_eq!(
+            claimed_phase(claim(&mut store, "w3")),
+            (1, strings(&["t1", "t2"]))
+        );
+        let opened = store.campaigns().expect("campaigns").remove(0).phases[1].opened_at_us;
+        assert!(opened.is_some());
+
+        // Retried, it goes first, alone (a batch is of one phase), and the open phase stays
+        // open for the others.
+        assert!(store
+            .set_stage("w3", "c1", "t1", Stage::Queued, Some("again"), None)
+            .expect("back to the queue"));
+        assert_eq!(store.retry_failed("c1", &[], "ops").expect("retry"), ["t3"]);
+        assert_eq!(tenant(&mut store, "c1", "t3").phase, 0);
+        assert_eq!(
+            claimed_phase(claim(&mut store, "w4")),
+            (0, strings(&["t3"]))
+        );
+        assert_eq!(
+            claimed_phase(claim(&mut store, "w5")),
+            (1, strings(&["t1"]))
+        );
+        assert!(store.finish_phase("w4", "c1", "t3", None).expect("phase"));
+        assert_eq!(
+            claimed_phase(claim(&mut store, "w6")),
+            (1, strings(&["t3"]))
+        );
+        assert_eq!(
+            store.campaigns().expect("campaigns").remove(0).phases[1].opened_at_us,
+            opened,
+            "opened once"
+        );
+
+        // The last phase ends as a campaign of one phase does; rows add up over phases.
+        assert!(store
+            .set_stage("w3", "c1", "t2", Stage::AwaitingAcceptance, None, Some(7))
+            .expect("awaiting"));
+        let t2 = tenant(&mut store, "c1", "t2");
+        assert_eq!(
+            (t2.stage, t2.phase, t2.rows),
+            (Stage::AwaitingAcceptance, 1, Some(10))
+        );
+        assert!(t2.is_restored(&c1));
+        assert!(store.accept(&t2.token).expect("accept"));
+        assert_eq!(tenant(&mut store, "c1", "t2").stage, Stage::Restored);
+
+        let phases: Vec<Json> = store
+            .entries()
+            .expect("audit")
+            .into_iter()
+            .filter(|e| e.action == "tenant-phase-restored")
+            .map(|e| json!([e.actor, e.subject, e.details["phase"], e.details["rows"]]))
+            .collect();
+        assert_eq!(
+            phases,
+            [
+                json!(["w1", "tenant:t1", 1, 5]),
+                json!(["w1", "tenant:t2", 1, 3]),
+                json!(["w4", "tenant:t3", 1, null]),
+            ]
+        );
+    }
+
+    pub fn acceptance_per_phase_moves_on_to_the_next_phase(new: New) {
+        let f = new();
+        let mut store = f.open();
+        start_phased(&mut store, "c1", 2, &["t1", "t2"]);
+        let claim = |store: &mut ControlStore, worker: &str| {
+            store.claim(worker, Some("c1"), MINUTE_US).expect("claim")
+        };
+        assert_eq!(
+            claimed_phase(claim(&mut store, "w1")),
+            (0, strings(&["t1", "t2"]))
+        );
+        for t in ["t1", "t2"] {
+            assert!(store
+                .set_stage("w1", "c1", t, Stage::AwaitingAcceptance, None, Some(2))
+                .expect("awaiting"));
+        }
+        // Awaiting acceptance of its first phase, a tenant does not hold the second phase
+        // of the others, and it is not restored.
+        let c1 = store.campaigns().expect("campaigns").remove(0);
+        let t1 = tenant(&mut store, "c1", "t1");
+        assert!(!t1.is_restored(&c1));
+        assert!(store.accept(&t1.token).expect("accept"));
+        let t1 = tenant(&mut store, "c1", "t1");
+        assert_eq!(
+            (t1.stage, t1.phase, t1.awaiting_since_us),
+            (Stage::Queued, 1, None)
+        );
+        assert!(!store.accept(&t1.token).expect("accept"), "once");
+        assert_eq!(
+            claimed_phase(claim(&mut store, "w2")),
+            (1, strings(&["t1"]))
+        );
+        // The automatic acceptance moves t2 on likewise.
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(store.auto_accept(1).expect("auto accept"), 1);
+        let t2 = tenant(&mut store, "c1", "t2");
+        assert_eq!((t2.stage, t2.phase), (Stage::Queued, 1));
+        // Only the last phase's acceptance restores.
+        assert!(store
+            .set_stage("w2", "c1", "t1", Stage::AwaitingAcceptance, None, Some(4))
+            .expect("awaiting"));
+        assert!(store.accept(&t1.token).expect("accept"));
+        let t1 = tenant(&mut store, "c1", "t1");
+        assert_eq!((t1.stage, t1.phase, t1.rows), (Stage::Restored, 1, Some(6)));
+        let accepts: Vec<Json> = store
+            .entries()
+            .expect("audit")
+            .into_iter()
+            .filter(|e| e.action == "accept")
+            .map(|e| json!([e.subject, e.details["phase"], e.details["automatic"]]))
+            .collect();
+        assert_eq!(
+            accepts,
+            [
+                json!(["tenant:t1", 1, false]),
+                json!(["tenant:t2", 1, true]),
+                json!(["tenant:t1", null, false]),
+            ]
+        );
+    }
+
+    pub fn phases_also_in_an_older_store(new: New) {
+        let f = new();
+        // A store made before phases: its campaign tables as they were, with a campaign.
+        f.raw(
+            "CREATE TABLE campaigns (id TEXT PRIMARY KEY, incident TEXT NOT NULL,
+                 target TEXT NOT NULL, target_time TEXT NOT NULL, batch_size BIGINT NOT NULL,
+                 priority TEXT NOT NULL, created_at TEXT NOT NULL, created_at_us BIGINT NOT NULL,
+                 created_by TEXT NOT NULL);
+             CREATE TABLE campaign_tenants (campaign TEXT NOT NULL, tenant TEXT NOT NULL,
+                 rank BIGINT NOT NULL, token TEXT NOT NULL UNIQUE, users BIGINT NOT NULL,
+                 stage TEXT NOT NULL, attempts BIGINT NOT NULL DEFAULT 0, reason TEXT,
+                 worker TEXT, lease_until_us BIGINT, started_at_us BIGINT, done_at_us BIGINT,
+                 awaiting_since_us BIGINT, rows_written BIGINT, PRIMARY KEY (campaign, tenant));
+             INSERT INTO campaigns VALUES ('old', 'i1', '{}', '2026-04-01T00:00:00.000000Z', 5,
+                 '', '2026-04-01T00:00:00.000000Z', 1775001600000000, 'ops');
+             INSERT INTO campaign_tenants (campaign, tenant, rank, token, users, stage)
+                 VALUES ('old', 't1', 0, 'tok1', 3, 'queued');",
+        );
+        let mut store = f.open();
+        let old = store.campaigns().expect("campaigns").remove(0);
+        assert!(old.phases.is_empty());
+        assert_eq!((old.phase_count(), old.phase_sources(0)), (1, &[][..]));
+        let (phase, keys) = claimed_phase(store.claim("w1", None, MINUTE_US).expect("claim"));
+        assert_eq!((phase, keys), (0, strings(&["t1"])));
+        assert!(store
+            .set_stage("w1", "old", "t1", Stage::Restored, None, Some(4))
+            .expect("restored"));
+        let t1 = tenant(&mut store, "old", "t1");
+        assert!(t1.is_restored(&old));
+        assert_eq!(t1.rows, Some(4));
     }
 
     pub fn exports_are_requested_built_and_downloaded_through_a_current_link(new: New) {

@@ -720,6 +720,11 @@ pub struct CampaignConfig {
     /// wait for the admin).
     #[serde(default)]
     pub auto_accept_minutes: Option<u64>,
+    /// With `customer` acceptance and a phased campaign (`--phases`): the tenant's admin
+    /// accepts after each phase, and its next phase waits for that acceptance; false
+    /// (the default): once, after its last phase.
+    #[serde(default)]
+    pub accept_per_phase: bool,
     /// A worker's claim on its tenants lasts this long unless renewed; a worker that
     /// stops renewing (killed) loses its tenants to another worker after it.
     #[serde(default = "default_lease_seconds")]
@@ -752,6 +757,7 @@ impl Default for CampaignConfig {
         CampaignConfig {
             acceptance: default_acceptance(),
             auto_accept_minutes: None,
+            accept_per_phase: false,
             lease_seconds: default_lease_seconds(),
             max_attempts: default_max_attempts(),
             attributes: BTreeMap::new(),

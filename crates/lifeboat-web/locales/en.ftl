@@ -102,6 +102,10 @@ feed-title = { $page } status history
 recovery = Recovery:
 progress-customers = { $restored } of { $total } customers restored ({ $percent })
 progress-users = { $restored } of { $total } users ({ $percent })
+# A phased campaign: each phase's share of the customers restored. $product: the names
+# of the phase's components; $percent: e.g. 40%.
+phases = By product:
+phase-progress = { $product }: { $percent }
 restored-to = Data restored to { $time }.
 started = Started { $time }.
 complete = Complete.
@@ -126,6 +130,14 @@ stage-verifying = Verifying your restored data
 stage-awaiting_acceptance = Restored: awaiting your acceptance
 stage-restored = Restored
 stage-failed = Recovery needs attention
+# A tenant's stage in one phase of a phased campaign: "Wiki: restored".
+phase-stage = { $product }: { $stage }
+phase-stage-queued = queued
+phase-stage-restoring = restoring
+phase-stage-verifying = verifying
+phase-stage-awaiting_acceptance = restored, awaiting your acceptance
+phase-stage-restored = restored
+phase-stage-failed = needs attention
 queue-place = Place in the recovery queue: { $place }
 eta = Estimated time of restoration: { $time }
 eta-estimating = Estimating the time of restoration.
@@ -240,6 +252,11 @@ mail-support-queued-place = Your data is queued to be restored (place { $place }
 mail-support-queued = Your data is queued to be restored.
 mail-support-restoring = Your data is being restored right now.
 mail-support-awaiting = Your data is restored; please check it and accept it on your page.
+mail-awaiting-part-subject = { $page }: part of your data is restored, please check it
+mail-awaiting-part = Part of your data (step { $step } of { $steps }) is restored and checked against our backup.
+mail-awaiting-part-accept = Please look at it and accept it on your page; the rest is restored after that.
+mail-reminder-part = Part of your data was restored and waits for you to check and accept it; the rest is restored after that.
+mail-support-awaiting-part = Part of your data is restored; please check it and accept it on your page, the rest is restored after that.
 mail-support-restored = Your data is restored.
 mail-support-failed = Restoring your data did not succeed yet. Our operators are on it.
 mail-restore-point = Restore point: your data as it was at { $time }.

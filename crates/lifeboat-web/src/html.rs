@@ -413,10 +413,36 @@ fn progress_html(lang: Lang, p: &Progress, now: i64) -> String {
     } else {
         String::new()
     };
+    let phases = if p.phases.is_empty() {
+        String::new()
+    } else {
+        let each: Vec<String> = p
+            .phases
+            .iter()
+            .map(|ph| {
+                format!(
+                    "<span class=\"phase\">{}</span>",
+                    t(
+                        lang,
+                        "phase-progress",
+                        &[
+                            ("product", ph.label.as_str().into()),
+                            ("percent", percent(ph.tenants_restored, ph.tenants).into()),
+                        ]
+                    )
+                )
+            })
+            .collect();
+        format!(
+            "<p class=\"phases\">{} {}</p>",
+            t(lang, "phases", &[]),
+            each.join(" · ")
+        )
+    };
     format!(
         "<div class=\"campaign\" id=\"campaign-{id}\"><p>{label} \
          <span class=\"tenants\">{customers}</span> · <span class=\"users\">{users}</span></p>\
-         <progress max=\"{t}\" value=\"{tr}\">{tp}</progress>\
+         <progress max=\"{t}\" value=\"{tr}\">{tp}</progress>{phases}\
          <p class=\"meta\">{target} {start} {eta}{failed}</p></div>",
         id = escape(&p.campaign),
         label = t(lang, "recovery", &[]),
@@ -473,6 +499,34 @@ pub fn tenant_page(
         escape(&view.incident_name),
         stage_words(lang, view.stage)
     ));
+    if !view.phases.is_empty() {
+        let each: Vec<String> = view
+            .phases
+            .iter()
+            .map(|(product, stage)| {
+                format!(
+                    "<li>{}</li>",
+                    t(
+                        lang,
+                        "phase-stage",
+                        &[
+                            ("product", product.as_str().into()),
+                            (
+                                "stage",
+                                lang.text(&format!("phase-stage-{}", stage.as_str()), &[])
+                                    .into()
+                            ),
+                        ]
+                    )
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "<p>{}</p><ul id=\"phases\">{}</ul>",
+            t(lang, "phases", &[]),
+            each.concat()
+        ));
+    }
     if let Some(position) = view.position {
         out.push_str(&format!(
             "<p id=\"position\">{}</p>",

@@ -1496,7 +1496,7 @@ fn a_locked_postgresql_control_store_leaves_the_public_page_answering() {
 }
 
 /// `serve` on a free port, and its base URL.
-fn spawn_serve(config: &Path) -> (std::process::Child, String) {
+pub(crate) fn spawn_serve(config: &Path) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut server = lifeboat_command(config, &["serve", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
@@ -1521,7 +1521,7 @@ fn get_json(base: &str, path: &str) -> serde_json::Value {
 
 /// `get_json` once `done` holds of it (the server rebuilds its snapshot when the control
 /// store changes).
-fn json_until(
+pub(crate) fn json_until(
     base: &str,
     path: &str,
     done: impl Fn(&serde_json::Value) -> bool,

@@ -22,6 +22,7 @@ mod live_drill;
 mod notify;
 mod observe;
 mod operations;
+mod phases;
 mod prune;
 mod restore;
 mod sla;

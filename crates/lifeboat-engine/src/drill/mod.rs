@@ -436,6 +436,7 @@ async fn recover_as_campaign(
         priority: String::new(),
         by: "drill".to_string(),
         auto_progress: None,
+        phases: None,
     };
     let contacts: Vec<lifeboat_control::Contact> = tenants
         .iter()

@@ -61,6 +61,17 @@ pub fn language(delivery: &Delivery) -> Lang {
         .unwrap_or(Lang::DEFAULT)
 }
 
+/// A phased campaign's notice: the phase (1-based) and how many there are.
+fn phase_of(body: &Json) -> Option<(i64, i64)> {
+    let phase = body.get("phase")?;
+    Some((phase.get("number")?.as_i64()?, phase.get("of")?.as_i64()?))
+}
+
+/// A phased campaign's notice of a phase before the last: only part of the data is back.
+fn partly(body: &Json) -> bool {
+    phase_of(body).is_some_and(|(n, of)| n < of)
+}
+
 /// The email for `delivery`: `page` is the status page's name, `page_url` its public
 /// address (private links are `page_url/t/TOKEN`).
 pub fn email(delivery: &Delivery, page: &str, page_url: &str) -> Written {
@@ -117,6 +128,19 @@ pub fn email_at(delivery: &Delivery, page: &str, page_url: &str, now_us: i64) ->
             subject("mail-restoring-subject"),
             vec![line("mail-restoring", incident)],
         ),
+        NoticeEvent::StageAwaitingAcceptance if partly(body) => {
+            let (step, steps) = phase_of(body).unwrap_or_default();
+            (
+                subject("mail-awaiting-part-subject"),
+                vec![
+                    line(
+                        "mail-awaiting-part",
+                        &[("step", step.into()), ("steps", steps.into())],
+                    ),
+                    line("mail-awaiting-part-accept", &[]),
+                ],
+            )
+        }
         NoticeEvent::StageAwaitingAcceptance => (
             subject("mail-awaiting-subject"),
             vec![
@@ -131,6 +155,16 @@ pub fn email_at(delivery: &Delivery, page: &str, page_url: &str, now_us: i64) ->
         NoticeEvent::StageFailed => (
             subject("mail-failed-subject"),
             vec![line("mail-failed", &[])],
+        ),
+        NoticeEvent::AcceptanceReminder if partly(body) => (
+            subject("mail-reminder-subject"),
+            vec![
+                line("mail-reminder-part", &[]),
+                match field(body, &["awaiting_since"]) {
+                    Some(since) => line("mail-reminder-since", &[("time", readable(since).into())]),
+                    None => none(),
+                },
+            ],
         ),
         NoticeEvent::AcceptanceReminder => (
             subject("mail-reminder-subject"),
@@ -166,6 +200,9 @@ pub fn email_at(delivery: &Delivery, page: &str, page_url: &str, now_us: i64) ->
                         None => line("mail-support-queued", &[]),
                     },
                     Some("restoring") | Some("verifying") => line("mail-support-restoring", &[]),
+                    Some("awaiting_acceptance") if partly(body) => {
+                        line("mail-support-awaiting-part", &[])
+                    }
                     Some("awaiting_acceptance") => line("mail-support-awaiting", &[]),
                     Some("restored") => line("mail-support-restored", &[]),
                     Some("failed") => line("mail-support-failed", &[]),
@@ -430,5 +467,54 @@ mod tests {
         assert_eq!(language(&d), Lang::En);
         let w = email_at(&d, "Example Status", "https://status.example.com", 0);
         assert_eq!(w.subject, "Example Status: a support request");
+    }
+
+    #[test]
+    fn a_phase_awaiting_acceptance_says_only_part_is_restored() {
+        let written = |event: NoticeEvent, body: Json| {
+            let d = delivery(event, RecipientKind::Contact, body);
+            email_at(&d, "Example Status", "https://status.example.com", 0)
+        };
+        let part = serde_json::json!({"stage": "awaiting_acceptance", "token": "t",
+            "phase": {"number": 1, "of": 2}});
+        let w = written(NoticeEvent::StageAwaitingAcceptance, part);
+        assert_eq!(
+            w.subject,
+            "Example Status: part of your data is restored, please check it"
+        );
+        assert!(w.text.contains("step 1 of 2"), "{}", w.text);
+        assert!(!w.text.contains("Your data is restored"), "{}", w.text);
+        for body in [
+            serde_json::json!({"stage": "awaiting_acceptance", "phase": {"number": 2, "of": 2}}),
+            serde_json::json!({"stage": "awaiting_acceptance"}),
+        ] {
+            let whole = written(NoticeEvent::StageAwaitingAcceptance, body);
+            assert_eq!(
+                whole.subject,
+                "Example Status: your data is restored, please check it"
+            );
+        }
+        let part = serde_json::json!({"stage": "awaiting_acceptance", "lang": "de",
+            "phase": {"number": 1, "of": 3}});
+        let reminder = written(NoticeEvent::AcceptanceReminder, part.clone());
+        assert!(
+            reminder.text.contains("Ein Teil Ihrer Daten"),
+            "{}",
+            reminder.text
+        );
+        let reply = written(NoticeEvent::SupportReply, part);
+        assert!(
+            reply.text.contains("Ein Teil Ihrer Daten"),
+            "{}",
+            reply.text
+        );
+        let whole = serde_json::json!({"stage": "awaiting_acceptance",
+            "phase": {"number": 3, "of": 3}});
+        let reply = written(NoticeEvent::SupportReply, whole);
+        assert!(
+            reply.text.contains("Your data is restored;"),
+            "{}",
+            reply.text
+        );
     }
 }
