@@ -324,7 +324,14 @@ fn a_row_tampered_in_the_scratch_database_fails_and_the_alert_reaches_the_webhoo
     let work = Workdir::new();
     let db = databases(&work, "ld_tamper", 4);
     let hooks = Hooks::start(work.path("hooks"));
+    let mut smtp = crate::notify::Sink::new("smtp_sink.py", work.path("mail"));
+    smtp.start();
     let mut text = config_text(&work.vault_url(), Some(&db.tracker), None, None);
+    text.push_str(&format!(
+        "\n[notify]\noperator_emails = [\"oncall@example.com\"]\n[notify.smtp]\n\
+         url = \"smtp://127.0.0.1:{}?tls=none\"\nfrom = \"Example Status <status@example.com>\"\n",
+        smtp.port
+    ));
     text.push_str(&notify_section(&work, hooks.port));
     let config = work.init_config(&text);
     lifeboat_ok(&config, &["capture", "--until-caught-up"]);
@@ -381,12 +388,31 @@ fn a_row_tampered_in_the_scratch_database_fails_and_the_alert_reaches_the_webhoo
             .is_some_and(|s| s.starts_with("tenant 3: ") && s.contains("the restored rows differ")),
         "{alert}"
     );
+    // And once to the operators' address.
+    let mails = crate::notify::mails(&smtp.dir);
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert!(mails[0].to.contains("oncall@example.com"), "{:?}", mails[0]);
+    assert_eq!(
+        mails[0].subject,
+        "Example Status: a live restore drill failed"
+    );
+    assert!(
+        mails[0]
+            .text
+            .contains(&format!("The live restore drill {run} failed."))
+            && mails[0].text.contains("tenant 3: "),
+        "{}",
+        mails[0].text
+    );
+    smtp.stop();
     let audited: Vec<_> = audit_entries(&config)
         .into_iter()
         .filter(|(_, action, _, _)| action == "drill")
         .collect();
     assert_eq!(audited.len(), 1);
     assert_eq!(audited[0].3["failed"], 1);
+    // Times are whole milliseconds: audit entries hold integers only.
+    assert!(audited[0].3["ms"].is_u64(), "{}", audited[0].3);
     block_on(drop_slots(&db.tracker));
 }
 

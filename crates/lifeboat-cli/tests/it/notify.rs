@@ -26,15 +26,15 @@ fn free_port() -> u16 {
 }
 
 /// One of the python receivers, on its port, saving what it receives in `dir`.
-struct Sink {
+pub(crate) struct Sink {
     child: Option<Child>,
     script: &'static str,
-    port: u16,
-    dir: PathBuf,
+    pub(crate) port: u16,
+    pub(crate) dir: PathBuf,
 }
 
 impl Sink {
-    fn new(script: &'static str, dir: PathBuf) -> Sink {
+    pub(crate) fn new(script: &'static str, dir: PathBuf) -> Sink {
         Sink {
             child: None,
             script,
@@ -43,7 +43,7 @@ impl Sink {
         }
     }
 
-    fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         let script = format!("{}/tests/it/{}", env!("CARGO_MANIFEST_DIR"), self.script);
         let mut child = std::process::Command::new("python3")
             .arg(&script)
@@ -62,7 +62,7 @@ impl Sink {
         self.child = Some(child);
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             terminate(&mut child);
         }
@@ -80,12 +80,12 @@ impl Drop for Sink {
 
 /// An email as the SMTP server received it, and as a reader sees it (decoded by the sink).
 #[derive(Debug, Clone)]
-struct Mail {
-    to: String,
+pub(crate) struct Mail {
+    pub(crate) to: String,
     headers: BTreeMap<String, String>,
     raw: String,
-    subject: String,
-    text: String,
+    pub(crate) subject: String,
+    pub(crate) text: String,
     html: String,
 }
 
@@ -98,7 +98,7 @@ impl Mail {
     }
 }
 
-fn mails(dir: &Path) -> Vec<Mail> {
+pub(crate) fn mails(dir: &Path) -> Vec<Mail> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|d| d.map(|e| e.expect("entry").path()).collect())
         .unwrap_or_default();

@@ -861,19 +861,33 @@ pub async fn record(
                 .collect(),
             Err(_) => Vec::new(),
         };
+        let body = json!({"drill": {
+            "run": run,
+            "seed": seed,
+            "summary": summary,
+            "failed": failed,
+            "positions": outcome.ok().map(|r| json!(r.positions)),
+            "finished_at": lifeboat_core::time::format_us(lifeboat_core::time::now_us()),
+        }});
         notices.push(Notice {
             key: format!("drill:{run}"),
             event: NoticeEvent::DrillFailed,
             to: Recipient::Operators,
-            body: json!({"drill": {
-                "run": run,
-                "seed": seed,
-                "summary": summary,
-                "failed": failed,
-                "positions": outcome.ok().map(|r| json!(r.positions)),
-                "finished_at": lifeboat_core::time::format_us(lifeboat_core::time::now_us()),
-            }}),
+            body: body.clone(),
         });
+        // And to the operators' addresses, in English like every operator message.
+        for email in &config.notify.operator_emails {
+            notices.push(Notice {
+                key: format!("drill:{run}:email:{email}"),
+                event: NoticeEvent::DrillFailed,
+                to: Recipient::Address {
+                    email: email.clone(),
+                    name: None,
+                    lang: None,
+                },
+                body: body.clone(),
+            });
+        }
     }
     let mut control = crate::guard::control::control_store(config, config_path).await?;
     control.append_with_notices(
