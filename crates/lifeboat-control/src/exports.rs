@@ -1,6 +1,7 @@
 //! Tenant data exports asked for from private pages (docs/status.md): requested by the
 //! customer, built by a worker from the vault as of the campaign's restore point, offered
-//! behind a short-lived download link. Every request, build and download is audited.
+//! behind a short-lived download link. Every request, build and download is audited, and
+//! so is the removal of an archive whose link expired long enough ago.
 
 use serde::Serialize;
 
@@ -16,14 +17,20 @@ CREATE TABLE IF NOT EXISTS exports (campaign TEXT NOT NULL, tenant TEXT NOT NULL
     link_until_us BIGINT, PRIMARY KEY (campaign, tenant));
 ";
 
+/// How long after its link expired an archive is kept (a download begun just before the
+/// expiry finishes; the customer can still ask for a new link to the same archive).
+pub const ARCHIVE_GRACE_US: i64 = 3_600_000_000;
+
 /// One tenant's export of one campaign.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Export {
     pub campaign: String,
     pub tenant: String,
-    /// `requested`, `building`, `ready` or `failed`.
+    /// `requested`, `building`, `ready`, `failed`, or `removed` (its archive deleted after
+    /// its link expired; the customer may ask again).
     pub state: String,
-    /// The archive's file name in the export directory, once built.
+    /// The archive's file name in the export directory, once built; for a `removed`
+    /// export, until the file is deleted.
     pub file: Option<String>,
     pub bytes: Option<i64>,
     pub error: Option<String>,
@@ -82,7 +89,7 @@ impl ControlStore {
                 .transpose()?;
             let subject = format!("tenant:{tenant}");
             match state.as_deref() {
-                None | Some("failed") => {
+                None | Some("failed") | Some("removed") => {
                     db.execute(
                         "DELETE FROM exports WHERE campaign = ?1 AND tenant = ?2",
                         &[campaign.as_str().into(), tenant.as_str().into()],
@@ -244,6 +251,74 @@ impl ControlStore {
             }
             Ok(())
         })
+    }
+
+    /// Mark `removed` every ready export whose link expired more than `grace_us` ago,
+    /// each with its audit entry (`export-remove` of `tenant:KEY`, by `actor`), in one
+    /// conditional update per export: an export whose link was renewed meanwhile is kept,
+    /// and several removers mark each once. Returns how many were marked; their files are
+    /// then listed by `archives_to_delete`.
+    pub fn expire_exports(&mut self, grace_us: i64, actor: &str) -> Result<usize> {
+        let (now_us, _) = now();
+        let cutoff = now_us.saturating_sub(grace_us);
+        let due = self.db.query(
+            "SELECT campaign, tenant, file FROM exports WHERE state = 'ready'
+             AND link_until_us < ?1 ORDER BY link_until_us",
+            &[cutoff.into()],
+        )?;
+        let mut marked = 0;
+        for r in &due {
+            let (campaign, tenant, file) = (r.text(0)?, r.text(1)?, r.opt_text(2)?);
+            let removed = self.write(|db| {
+                let n = db.execute(
+                    "UPDATE exports SET state = 'removed'
+                     WHERE campaign = ?1 AND tenant = ?2 AND state = 'ready'
+                     AND link_until_us < ?3",
+                    &[
+                        campaign.as_str().into(),
+                        tenant.as_str().into(),
+                        cutoff.into(),
+                    ],
+                )?;
+                if n == 1 {
+                    write_audited(
+                        db,
+                        &[Entry::new(
+                            actor,
+                            "export-remove",
+                            &format!("tenant:{tenant}"),
+                            serde_json::json!({"campaign": campaign, "file": file}),
+                        )],
+                    )?;
+                }
+                Ok(n == 1)
+            })?;
+            marked += usize::from(removed);
+        }
+        Ok(marked)
+    }
+
+    /// Removed exports whose archive file is still to be deleted: (campaign, tenant, file).
+    pub fn archives_to_delete(&mut self) -> Result<Vec<(String, String, String)>> {
+        self.db
+            .query(
+                "SELECT campaign, tenant, file FROM exports
+                 WHERE state = 'removed' AND file IS NOT NULL ORDER BY campaign, tenant",
+                &[],
+            )?
+            .iter()
+            .map(|r| Ok((r.text(0)?, r.text(1)?, r.text(2)?)))
+            .collect()
+    }
+
+    /// The archive `file` of a removed export is deleted: forget its name.
+    pub fn archive_deleted(&mut self, campaign: &str, tenant: &str, file: &str) -> Result<()> {
+        self.db.execute(
+            "UPDATE exports SET file = NULL
+             WHERE campaign = ?1 AND tenant = ?2 AND state = 'removed' AND file = ?3",
+            &[campaign.into(), tenant.into(), file.into()],
+        )?;
+        Ok(())
     }
 
     /// A download through `link` started: audited. Refused unless the link is the

@@ -149,6 +149,7 @@ contract!(on_sqlite, sqlite_store:
     retry_failed_queues_failed_tenants_again,
     acceptance_by_token_and_automatic,
     exports_are_requested_built_and_downloaded_through_a_current_link,
+    expired_archives_are_removed_once_and_asked_for_again,
     attributes_are_stored_and_replaced,
     contacts_by_origin_and_campaign_copies,
     notices_commit_with_their_change,
@@ -192,6 +193,7 @@ contract!(on_postgres, postgres_store:
     retry_failed_queues_failed_tenants_again,
     acceptance_by_token_and_automatic,
     exports_are_requested_built_and_downloaded_through_a_current_link,
+    expired_archives_are_removed_once_and_asked_for_again,
     attributes_are_stored_and_replaced,
     contacts_by_origin_and_campaign_copies,
     notices_commit_with_their_change,
@@ -3455,6 +3457,106 @@ mod contract {
                 .expect("read")
                 .expect("old"),
             old
+        );
+    }
+
+    pub fn expired_archives_are_removed_once_and_asked_for_again(new: New) {
+        let f = new();
+        let mut store = f.open();
+        start(
+            &mut store,
+            "c1",
+            2,
+            lifeboat_core::time::now_us(),
+            &["t1", "t2"],
+        );
+        let tenants = tenants_of(&mut store, "c1");
+        let (one, two) = (tenants["t1"].token.clone(), tenants["t2"].token.clone());
+        // t1's link lasts 1 µs, t2's a minute.
+        for (token, tenant, link_us) in [(&one, "t1", 1), (&two, "t2", MINUTE_US)] {
+            assert!(store.request_export(token, link_us).expect("request"));
+            assert_eq!(
+                store
+                    .claim_export("w1", MINUTE_US)
+                    .expect("claim")
+                    .map(|c| c.1),
+                Some(tenant.to_string())
+            );
+            assert!(store
+                .finish_export(
+                    "w1",
+                    "c1",
+                    tenant,
+                    &format!("c1-{tenant}.zip"),
+                    10,
+                    link_us,
+                    json!({})
+                )
+                .expect("finish"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        let before = store.entries().expect("entries").len();
+
+        // Within the grace nothing is removed.
+        assert_eq!(store.expire_exports(MINUTE_US, "w1").expect("expire"), 0);
+        assert_eq!(store.archives_to_delete().expect("list"), vec![]);
+
+        // Several removers at once: t1's archive is marked once; t2's link is current.
+        let marked: usize = std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..3)
+                .map(|n| {
+                    let f = &f;
+                    scope.spawn(move || {
+                        f.open()
+                            .expire_exports(0, &format!("w{n}"))
+                            .expect("expire")
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().expect("thread")).sum()
+        });
+        assert_eq!(marked, 1);
+        let entries = store.entries().expect("entries");
+        let removals: Vec<_> = entries[before..]
+            .iter()
+            .map(|e| (e.action.as_str(), e.subject.as_str(), e.details.clone()))
+            .collect();
+        assert_eq!(
+            removals,
+            [(
+                "export-remove",
+                "tenant:t1",
+                json!({"campaign": "c1", "file": "c1-t1.zip"})
+            )]
+        );
+        let exports = store.exports().expect("exports");
+        assert_eq!(exports[0].state, "removed");
+        assert_eq!(exports[1].state, "ready");
+        let link = exports[0].link.clone().expect("link kept");
+        store
+            .record_download("c1", "t1", &link)
+            .expect_err("a removed archive is not downloaded");
+
+        // The file is deleted, then forgotten.
+        assert_eq!(
+            store.archives_to_delete().expect("list"),
+            vec![("c1".to_string(), "t1".to_string(), "c1-t1.zip".to_string())]
+        );
+        store
+            .archive_deleted("c1", "t1", "c1-t1.zip")
+            .expect("deleted");
+        assert_eq!(store.archives_to_delete().expect("list"), vec![]);
+        assert_eq!(store.exports().expect("exports")[0].file, None);
+
+        // Asked for again: a new request, built again.
+        assert!(store.request_export(&one, MINUTE_US).expect("request"));
+        assert_eq!(store.exports().expect("exports")[0].state, "requested");
+        assert_eq!(
+            store
+                .claim_export("w1", MINUTE_US)
+                .expect("claim")
+                .map(|c| c.1),
+            Some("t1".to_string())
         );
     }
 }

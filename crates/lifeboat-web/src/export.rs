@@ -58,7 +58,12 @@ pub(crate) async fn download(
     let Some(view) = snapshot.tenants.get(&token) else {
         return not_found(Lang::DEFAULT);
     };
-    let Some(export) = view.export.as_ref().filter(|e| e.state == "ready") else {
+    // A removed export's link answers like an expired one (its archive is gone).
+    let Some(export) = view
+        .export
+        .as_ref()
+        .filter(|e| e.state == "ready" || e.state == "removed")
+    else {
         return refused(StatusCode::NOT_FOUND, "There is no download for this page.");
     };
     let current = export.link.as_deref().is_some_and(|l| {
@@ -74,7 +79,7 @@ pub(crate) async fn download(
             "This download link is not valid. Please ask for a new one on your recovery page.",
         );
     }
-    if export.link_until_us.is_none_or(|until| until <= now_us()) {
+    if export.state == "removed" || export.link_until_us.is_none_or(|until| until <= now_us()) {
         return refused(
             StatusCode::GONE,
             "This download link has expired. Please ask for a new one on your recovery page.",

@@ -547,6 +547,8 @@ fn export_block(lang: Lang, token: &str, view: &TenantView, now: i64) -> String 
             _ => ask("export-new-link", Some("export-expired")),
         },
         "failed" => ask("export-retry", Some("export-failed")),
+        // The archive was deleted after its link expired: it is built again if asked.
+        "removed" => ask("export-ask", None),
         _ => format!("<p id=\"export\">{}</p>", t(lang, "export-preparing", &[])),
     }
 }
