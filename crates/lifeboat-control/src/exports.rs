@@ -17,6 +17,15 @@ CREATE TABLE IF NOT EXISTS exports (campaign TEXT NOT NULL, tenant TEXT NOT NULL
     link_until_us BIGINT, PRIMARY KEY (campaign, tenant));
 ";
 
+/// Add the columns later versions keep, on the first open of an older store.
+pub(crate) fn add_columns(db: &mut crate::db::Db) -> Result<()> {
+    db.add_column("exports", "format", "TEXT NOT NULL DEFAULT 'csv'")
+}
+
+/// The archive formats a private page offers (docs/export.md): `csv`, a zip of CSV files,
+/// and `sqlite`, one SQLite database.
+pub const EXPORT_FORMATS: [&str; 2] = ["csv", "sqlite"];
+
 /// How long after its link expired an archive is kept (a download begun just before the
 /// expiry finishes; the customer can still ask for a new link to the same archive).
 pub const ARCHIVE_GRACE_US: i64 = 3_600_000_000;
@@ -37,10 +46,12 @@ pub struct Export {
     /// The current download link's token and when it stops working (µs).
     pub link: Option<String>,
     pub link_until_us: Option<i64>,
+    /// `csv` or `sqlite` (`EXPORT_FORMATS`), as the customer asked.
+    pub format: String,
 }
 
 const COLUMNS: &str =
-    "campaign, tenant, state, file, bytes, error, link, link_until_us FROM exports";
+    "campaign, tenant, state, file, bytes, error, link, link_until_us, format FROM exports";
 
 fn export_of(r: &crate::db::Row) -> Result<Export> {
     Ok(Export {
@@ -52,6 +63,7 @@ fn export_of(r: &crate::db::Row) -> Result<Export> {
         error: r.opt_text(5)?,
         link: r.opt_text(6)?,
         link_until_us: r.opt_int(7)?,
+        format: r.text(8)?,
     })
 }
 
@@ -69,6 +81,17 @@ impl ControlStore {
     /// failure), or a new download link (valid `link_us`) for an archive already built.
     /// `false`: no such page.
     pub fn request_export(&mut self, token: &str, link_us: i64) -> Result<bool> {
+        self.request_export_as(token, link_us, "csv")
+    }
+
+    /// `request_export` in `format` (`EXPORT_FORMATS`; another word is refused, changing
+    /// nothing). The format counts for a new request; a new link is to the archive built.
+    pub fn request_export_as(&mut self, token: &str, link_us: i64, format: &str) -> Result<bool> {
+        if !EXPORT_FORMATS.contains(&format) {
+            return Err(Error::usage(format!(
+                "unknown export format {format:?}: use csv or sqlite"
+            )));
+        }
         self.write(|db| {
             let Some(row) = db.query_one(
                 "SELECT campaign, tenant FROM campaign_tenants WHERE token = ?1",
@@ -95,12 +118,13 @@ impl ControlStore {
                         &[campaign.as_str().into(), tenant.as_str().into()],
                     )?;
                     db.execute(
-                        "INSERT INTO exports (campaign, tenant, state, requested_at_us)
-                         VALUES (?1, ?2, 'requested', ?3)",
+                        "INSERT INTO exports (campaign, tenant, state, requested_at_us, format)
+                         VALUES (?1, ?2, 'requested', ?3, ?4)",
                         &[
                             campaign.as_str().into(),
                             tenant.as_str().into(),
                             now_us.into(),
+                            format.into(),
                         ],
                     )?;
                     write_audited(
@@ -109,7 +133,7 @@ impl ControlStore {
                             "customer",
                             "export-request",
                             &subject,
-                            serde_json::json!({"campaign": campaign}),
+                            serde_json::json!({"campaign": campaign, "format": format}),
                         )],
                     )?;
                 }

@@ -45,7 +45,7 @@ pub use applies::{Applied, ApplyState, ApplyStatus, PendingWave, StoredSignature
 pub use audit::{canonical_json, AuditEntry, Entry, StoredEntry, GENESIS};
 pub use campaigns::{Acceptance, Campaign, CampaignTenant, Stage};
 pub use contacts::{Contact, ContactOrigin};
-pub use exports::{Export, ARCHIVE_GRACE_US};
+pub use exports::{Export, ARCHIVE_GRACE_US, EXPORT_FORMATS};
 pub use ids::{new_id, new_token};
 pub use incidents::{
     AffectedComponent, Component, ComponentChange, ComponentStatus, Impact, Incident,

@@ -178,6 +178,7 @@ impl ControlStore {
             db.batch(crate::subscribers::SCHEMA)?;
             db.batch(crate::support::SCHEMA)?;
             db.batch(crate::exports::SCHEMA)?;
+            crate::exports::add_columns(&mut db)?;
             if let Ok(mut made) = MADE.lock() {
                 made.insert(url.to_string());
             }

@@ -778,14 +778,14 @@ fn a_deleted_tenant_downloads_its_data_from_its_private_page_in(mode: Mode) {
     background.finish();
 }
 
-/// The zip archives in the export directory (beside the configuration file).
+/// The archives (zip or SQLite) in the export directory (beside the configuration file).
 fn archives(config: &Path) -> Vec<String> {
     let dir = config.parent().expect("dir").join("exports");
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .map(|entries| {
             entries
                 .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".zip"))
+                .filter(|n| n.ends_with(".zip") || n.ends_with(".sqlite"))
                 .collect()
         })
         .unwrap_or_default();
@@ -793,25 +793,45 @@ fn archives(config: &Path) -> Vec<String> {
     names
 }
 
-/// The private page's current download link, once the page shows one.
-fn page_link(base: &str, token: &str) -> String {
+/// The private page's current download link and the page, once the page shows a link
+/// other than `not` (the server's snapshot follows the store within moments).
+fn page_link(base: &str, token: &str, not: Option<&str>) -> (String, String) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let marker = format!("id=\"export-link\" href=\"/t/{token}/export/");
+    let marker = "id=\"export-link\" href=\"";
     loop {
         let (_, page) = http_get(base, &format!("/t/{token}"));
-        if let Some(at) = page.find(&marker) {
-            let rest = &page[at + marker.len() - format!("/t/{token}/export/").len()..];
-            return rest.chars().take_while(|&c| c != '"').collect();
+        if let Some(at) = page.find(marker) {
+            let link: String = page[at + marker.len()..]
+                .chars()
+                .take_while(|&c| c != '"')
+                .collect();
+            if Some(link.as_str()) != not {
+                return (link, page);
+            }
         }
-        assert!(std::time::Instant::now() < deadline, "no link: {page}");
+        assert!(std::time::Instant::now() < deadline, "no new link: {page}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The private page once it offers to prepare the download.
+fn page_offering_export(base: &str, token: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, page) = http_get(base, &format!("/t/{token}"));
+        if page.contains("id=\"export-request\"") {
+            return page;
+        }
+        assert!(std::time::Instant::now() < deadline, "no offer: {page}");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 
 /// An archive whose link expired more than the grace (an hour) ago is deleted by the next
 /// worker (here with the test clock two hours on), its export marked removed and audited;
-/// the old link then answers 410, the page offers the download again, and a new request
-/// builds a new archive.
+/// the old link then answers 410, the page offers the download again (as a zip of CSV
+/// files or an SQLite database), and a new request builds a new archive in the format
+/// asked for.
 #[test]
 fn an_archive_is_removed_after_its_link_expired_and_built_again_when_asked() {
     use crate::campaign::{audit_entries, delete_sites, http_post, now, setup, start};
@@ -863,7 +883,7 @@ fn an_archive_is_removed_after_its_link_expired_and_built_again_when_asked() {
     lifeboat_ok(&config, &["worker", "--campaign", &id, "--until-done"]);
     let first = archives(&config);
     assert_eq!(first.len(), 1, "{first:?}");
-    let href = page_link(&base, &two);
+    let (href, _) = page_link(&base, &two, None);
     let (status, _) = http_get_bytes(&base, &href);
     assert_eq!(status, 200);
 
@@ -902,25 +922,32 @@ fn an_archive_is_removed_after_its_link_expired_and_built_again_when_asked() {
         assert!(std::time::Instant::now() < deadline, "still {status}");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let (_, page) = http_get(&base, &format!("/t/{two}"));
-    assert!(page.contains("id=\"export-request\""), "{page}");
+    let page = page_offering_export(&base, &two);
+    assert!(page.contains("id=\"export-request-sqlite\""), "{page}");
     assert!(!page.contains("id=\"export-link\""), "{page}");
 
-    // Asked again: built again, a new archive behind a new link.
-    let (status, _) = http_post(&base, &format!("/t/{two}/export"), None, "");
+    // An unknown format is refused and asks for nothing.
+    let audited = audit_entries(&config).len();
+    let (status, _) = http_post(&base, &format!("/t/{two}/export"), None, "format=pdf");
+    assert_eq!(status, 400);
+    assert_eq!(audit_entries(&config).len(), audited);
+
+    // Asked again, as an SQLite database: built again, a new archive behind a new link.
+    let (status, _) = http_post(&base, &format!("/t/{two}/export"), None, "format=sqlite");
     assert_eq!(status, 303);
     lifeboat_ok(&config, &["worker", "--campaign", &id, "--until-done"]);
     let second = archives(&config);
     assert_eq!(second.len(), 1, "{second:?}");
-    assert_ne!(second, first);
-    let fresh = page_link(&base, &two);
-    assert_ne!(fresh, href);
+    assert!(second[0].ends_with(".sqlite"), "{second:?}");
+    let (fresh, page) = page_link(&base, &two, Some(&href));
+    assert!(page.contains("SQLite database,"), "{page}");
     let (status, bytes) = http_get_bytes(&base, &fresh);
     assert_eq!(status, 200);
-    let archive = work.path("again.zip");
+    let archive = work.path("again.sqlite");
     std::fs::write(&archive, &bytes).expect("save");
-    let (manifest, _) = read_zip(&archive);
+    let (manifest, tables) = read_sqlite(&archive);
     assert_eq!(manifest["tenant"], "2");
+    assert_eq!(archive_digests(&tables), manifest_digests(&manifest));
     let entries = audit_entries(&config);
     let count = |action: &str| entries.iter().filter(|(_, a, _, _)| a == action).count();
     assert_eq!(count("export-request"), 2);

@@ -229,7 +229,13 @@ async fn build_export(
     let names: Vec<String> = config.sources.keys().cloned().collect();
     let histories = crate::context::histories_for(&vault, &names, &[tenant.to_string()]).await?;
     let resolved = super::resolve_target(config, &vault, &histories, &target).await?;
-    let format = crate::export::Format::Csv;
+    // The format the customer asked for (csv for a request made before there was a choice).
+    let format: crate::export::Format = control
+        .exports()?
+        .into_iter()
+        .find(|e| e.campaign == campaign_id && e.tenant == tenant)
+        .map_or_else(|| "csv".to_string(), |e| e.format)
+        .parse()?;
     let (file, manifest) =
         crate::export::build(config, &vault, tenant, &resolved, &names, format, &dir).await?;
     let bytes = file.as_file().metadata().map(|m| m.len()).unwrap_or(0);
