@@ -367,7 +367,8 @@ pub struct MaintenanceArgs {
 
 #[derive(clap::Subcommand)]
 enum MaintenanceCommand {
-    /// Announce a maintenance window; prints its id.
+    /// Announce a maintenance window; prints its id. It starts and completes by itself at
+    /// --starts and --ends unless told not to.
     Schedule {
         #[arg(long)]
         name: String,
@@ -382,6 +383,12 @@ enum MaintenanceCommand {
         components: Vec<String>,
         #[arg(long)]
         message: Option<String>,
+        /// Do not start it by itself at --starts (`maintenance start` starts it).
+        #[arg(long)]
+        no_auto_start: bool,
+        /// Do not complete it by itself at --ends (`maintenance complete` completes it).
+        #[arg(long)]
+        no_auto_complete: bool,
         /// Who schedules it, for the audit log (default: the login name).
         #[arg(long)]
         by: Option<String>,
@@ -445,6 +452,8 @@ pub async fn maintenance(config_path: Option<PathBuf>, args: MaintenanceArgs) ->
             ends,
             components,
             message,
+            no_auto_start,
+            no_auto_complete,
             by,
         } => {
             let id = control.schedule_maintenance(
@@ -454,6 +463,8 @@ pub async fn maintenance(config_path: Option<PathBuf>, args: MaintenanceArgs) ->
                     scheduled_until: ends,
                     components,
                     message: message.unwrap_or_default(),
+                    auto_start: !no_auto_start,
+                    auto_complete: !no_auto_complete,
                 },
                 &login(by),
             )?;

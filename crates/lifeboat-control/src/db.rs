@@ -200,38 +200,47 @@ impl Db {
         result.map_err(|e| self.err(e))
     }
 
-    /// Add `column` (declared as `decl`, e.g. `TEXT`) to `table` unless it has it: for a
-    /// store made before the column was. Safe when two processes open the store at once.
-    pub(crate) fn add_column(&mut self, table: &str, column: &str, decl: &str) -> Result<()> {
+    /// Add `column` (declared as `declaration`) to `table` unless it is there: how a store
+    /// made by an earlier version gets a newer column on its first open. Safe when several
+    /// processes open the store at once (PostgreSQL's `IF NOT EXISTS`; on SQLite the check
+    /// and the change share one write transaction).
+    pub(crate) fn add_column(
+        &mut self,
+        table: &str,
+        column: &str,
+        declaration: &str,
+    ) -> Result<()> {
         if self.is_postgres() {
-            let known = self.query_one(
-                "SELECT 1 FROM information_schema.columns
-                 WHERE table_schema = current_schema() AND table_name = ?1 AND column_name = ?2",
-                &[table.into(), column.into()],
-            )?;
-            if known.is_none() {
-                self.batch(&format!(
-                    "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {decl}"
-                ))?;
+            // Looked up first: the ALTER takes the table's strongest lock even when the
+            // column is there.
+            let present = self
+                .query_one(
+                    "SELECT 1 FROM information_schema.columns WHERE table_schema =
+                     current_schema() AND table_name = ?1 AND column_name = ?2",
+                    &[table.into(), column.into()],
+                )?
+                .is_some();
+            if present {
+                return Ok(());
             }
-            return Ok(());
+            return self.batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {declaration}"
+            ));
         }
-        let has = |db: &mut Db| -> Result<bool> {
-            Ok(db
+        self.transaction(|db| {
+            let present = db
                 .query_one(
                     "SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2",
                     &[table.into(), column.into()],
                 )?
-                .is_some())
-        };
-        if has(self)? {
-            return Ok(());
-        }
-        match self.batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}")) {
-            // Another process added it between the look and the change.
-            Err(_) if has(self)? => Ok(()),
-            other => other,
-        }
+                .is_some();
+            if !present {
+                db.batch(&format!(
+                    "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
+                ))?;
+            }
+            Ok(())
+        })
     }
 
     pub(crate) fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Row>> {

@@ -49,7 +49,7 @@ pub use audit::{canonical_json, AuditEntry, Entry, StoredEntry, GENESIS};
 pub use cadence::{missed_periods, overdue, Overdue, Silence};
 pub use campaigns::{Acceptance, Campaign, CampaignTenant, Phase, Stage};
 pub use contacts::{Contact, ContactOrigin};
-pub use exports::Export;
+pub use exports::{Export, ARCHIVE_GRACE_US, EXPORT_FORMATS};
 pub use ids::{new_id, new_token};
 pub use incidents::{
     AffectedComponent, Component, ComponentChange, ComponentStatus, Impact, Incident,

@@ -136,6 +136,8 @@ contract!(on_sqlite, sqlite_store:
     translations_and_component_changes_also_in_an_older_store,
     refused_incident_changes_change_nothing,
     maintenances_go_forward_only_and_refusals_change_nothing,
+    maintenances_start_and_complete_by_themselves_once,
+    maintenance_auto_columns_also_in_an_older_store,
     claims_take_batches_in_priority_order,
     claims_take_the_oldest_campaign_first,
     concurrent_claimers_never_share_a_tenant,
@@ -150,6 +152,7 @@ contract!(on_sqlite, sqlite_store:
     retry_failed_queues_failed_tenants_again,
     acceptance_by_token_and_automatic,
     exports_are_requested_built_and_downloaded_through_a_current_link,
+    expired_archives_are_removed_once_and_asked_for_again,
     attributes_are_stored_and_replaced,
     contacts_by_origin_and_campaign_copies,
     notices_commit_with_their_change,
@@ -182,6 +185,8 @@ contract!(on_postgres, postgres_store:
     translations_and_component_changes_also_in_an_older_store,
     refused_incident_changes_change_nothing,
     maintenances_go_forward_only_and_refusals_change_nothing,
+    maintenances_start_and_complete_by_themselves_once,
+    maintenance_auto_columns_also_in_an_older_store,
     claims_take_batches_in_priority_order,
     claims_take_the_oldest_campaign_first,
     concurrent_claimers_never_share_a_tenant,
@@ -196,6 +201,7 @@ contract!(on_postgres, postgres_store:
     retry_failed_queues_failed_tenants_again,
     acceptance_by_token_and_automatic,
     exports_are_requested_built_and_downloaded_through_a_current_link,
+    expired_archives_are_removed_once_and_asked_for_again,
     attributes_are_stored_and_replaced,
     contacts_by_origin_and_campaign_copies,
     notices_commit_with_their_change,
@@ -3617,6 +3623,8 @@ mod contract {
                     scheduled_until: ends.into(),
                     components: vec![component.into()],
                     message: String::new(),
+                    auto_start: false,
+                    auto_complete: false,
                 },
                 "ops",
             )
@@ -3712,6 +3720,253 @@ mod contract {
                 "maintenance-verify",
                 "maintenance-complete"
             ]
+        );
+    }
+
+    /// `schedule` with these times (relative to now, hours) and automatic moves.
+    fn scheduled(store: &mut ControlStore, name: &str, hours: (i64, i64), auto: bool) -> String {
+        let at = |h: i64| {
+            lifeboat_core::time::format_us(lifeboat_core::time::now_us() + h * 3_600_000_000)
+        };
+        store
+            .schedule_maintenance(
+                &NewMaintenance {
+                    name: name.into(),
+                    scheduled_for: at(hours.0),
+                    scheduled_until: at(hours.1),
+                    components: vec!["tracker".into()],
+                    message: String::new(),
+                    auto_start: auto,
+                    auto_complete: auto,
+                },
+                "ops",
+            )
+            .expect("schedule")
+    }
+
+    pub fn maintenances_start_and_complete_by_themselves_once(new: New) {
+        let f = new();
+        let mut store = f.open();
+        incident(&mut store);
+        let going = scheduled(&mut store, "Going on", (-2, 1), true);
+        let over = scheduled(&mut store, "Over", (-2, -1), true);
+        let later = scheduled(&mut store, "Later", (1, 2), true);
+        let by_hand = scheduled(&mut store, "By hand only", (-2, -1), false);
+        let done_early = scheduled(&mut store, "Completed early", (-2, 1), true);
+        store
+            .advance_maintenance(&done_early, MaintenanceStatus::Completed, None, "ops")
+            .expect("complete by hand");
+        let stored = store.maintenance(&going).expect("read").expect("there");
+        assert!(stored.auto_start && stored.auto_complete);
+        let stored = store.maintenance(&by_hand).expect("read").expect("there");
+        assert!(!stored.auto_start && !stored.auto_complete);
+        let audited = store.entries().expect("log").len();
+        let before = |store: &mut ControlStore, id: &str| store.maintenance(id).expect("read");
+        let untouched: Vec<_> = [&later, &by_hand, &done_early]
+            .iter()
+            .map(|id| before(&mut store, id))
+            .collect();
+
+        // Several notifiers at once: each move is made once.
+        let moves: Vec<(String, MaintenanceStatus)> = std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..4)
+                .map(|_| {
+                    let f = &f;
+                    scope.spawn(move || f.open().run_scheduled_maintenances().expect("run"))
+                })
+                .collect();
+            runs.into_iter()
+                .flat_map(|r| r.join().expect("thread"))
+                .collect()
+        });
+        let mut moves = moves;
+        moves.sort();
+        let mut expected = vec![
+            (going.clone(), MaintenanceStatus::InProgress),
+            (over.clone(), MaintenanceStatus::InProgress),
+            (over.clone(), MaintenanceStatus::Completed),
+        ];
+        expected.sort();
+        assert_eq!(moves, expected);
+        let m = store.maintenance(&going).expect("read").expect("there");
+        assert_eq!(m.status, MaintenanceStatus::InProgress);
+        assert!(m.started_at.is_some() && m.resolved_at.is_none());
+        assert_eq!(
+            m.updates[0].body,
+            "The scheduled maintenance is in progress."
+        );
+        let m = store.maintenance(&over).expect("read").expect("there");
+        assert_eq!(m.status, MaintenanceStatus::Completed);
+        assert!(m.started_at.is_some() && m.resolved_at.is_some());
+        assert_eq!(
+            m.updates.iter().map(|u| u.status).collect::<Vec<_>>(),
+            [
+                MaintenanceStatus::Completed,
+                MaintenanceStatus::InProgress,
+                MaintenanceStatus::Scheduled
+            ]
+        );
+        for (id, was) in [&later, &by_hand, &done_early].iter().zip(&untouched) {
+            assert_eq!(&before(&mut store, id), was, "{id} is left alone");
+        }
+        let entries = store.entries().expect("log");
+        let automatic: Vec<(String, String)> = entries[audited..]
+            .iter()
+            .map(|e| {
+                assert_eq!(e.actor, "lifeboat");
+                (e.action.clone(), e.subject.clone())
+            })
+            .collect();
+        assert_eq!(automatic.len(), 3, "{automatic:?}");
+        assert!(automatic.contains(&("maintenance-start".into(), format!("maintenance:{going}"))));
+        assert!(automatic.contains(&("maintenance-complete".into(), format!("maintenance:{over}"))));
+
+        // Nothing more to do; a move by hand still works after an automatic one.
+        let version = store.status_version().expect("version");
+        assert_eq!(store.run_scheduled_maintenances().expect("run"), vec![]);
+        assert_eq!(store.status_version().expect("version"), version);
+        store
+            .advance_maintenance(&going, MaintenanceStatus::Verifying, None, "ops")
+            .expect("verify by hand");
+        assert_eq!(store.run_scheduled_maintenances().expect("run"), vec![]);
+    }
+
+    pub fn maintenance_auto_columns_also_in_an_older_store(new: New) {
+        let f = new();
+        // A store made before maintenances could move by themselves, with one whose
+        // window has passed: it is not moved after the upgrade.
+        f.raw(
+            "CREATE TABLE maintenances (id TEXT PRIMARY KEY, name TEXT NOT NULL,
+                 status TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+                 scheduled_for TEXT NOT NULL, scheduled_until TEXT NOT NULL, started_at TEXT,
+                 monitoring_at TEXT, resolved_at TEXT);
+             INSERT INTO maintenances VALUES ('old000000001', 'Old', 'scheduled',
+                 '2026-04-01T00:00:00.000000Z', '2026-04-01T00:00:00.000000Z',
+                 '2026-04-02T00:00:00.000000Z', '2026-04-02T01:00:00.000000Z', NULL, NULL,
+                 NULL);",
+        );
+        let mut store = f.open();
+        let old = store
+            .maintenance("old000000001")
+            .expect("read")
+            .expect("old");
+        assert_eq!(old.status, MaintenanceStatus::Scheduled);
+        assert!(!old.auto_start && !old.auto_complete);
+        assert_eq!(store.run_scheduled_maintenances().expect("run"), vec![]);
+        // Opened again (another process): the columns are there once.
+        let mut again = f.open();
+        incident(&mut again);
+        let id = scheduled(&mut again, "New", (-1, 1), true);
+        assert_eq!(
+            again.run_scheduled_maintenances().expect("run"),
+            vec![(id, MaintenanceStatus::InProgress)]
+        );
+        assert_eq!(
+            store
+                .maintenance("old000000001")
+                .expect("read")
+                .expect("old"),
+            old
+        );
+    }
+
+    pub fn expired_archives_are_removed_once_and_asked_for_again(new: New) {
+        let f = new();
+        let mut store = f.open();
+        start(
+            &mut store,
+            "c1",
+            2,
+            lifeboat_core::time::now_us(),
+            &["t1", "t2"],
+        );
+        let tenants = tenants_of(&mut store, "c1");
+        let (one, two) = (tenants["t1"].token.clone(), tenants["t2"].token.clone());
+        // t1's link lasts 1 µs, t2's a minute.
+        for (token, tenant, link_us) in [(&one, "t1", 1), (&two, "t2", MINUTE_US)] {
+            assert!(store.request_export(token, link_us).expect("request"));
+            assert_eq!(
+                store
+                    .claim_export("w1", MINUTE_US)
+                    .expect("claim")
+                    .map(|c| c.1),
+                Some(tenant.to_string())
+            );
+            assert!(store
+                .finish_export(
+                    "w1",
+                    "c1",
+                    tenant,
+                    &format!("c1-{tenant}.zip"),
+                    10,
+                    link_us,
+                    json!({})
+                )
+                .expect("finish"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        let before = store.entries().expect("entries").len();
+
+        // Within the grace nothing is removed.
+        assert_eq!(store.expire_exports(MINUTE_US, "w1").expect("expire"), 0);
+        assert_eq!(store.archives_to_delete().expect("list"), vec![]);
+
+        // Several removers at once: t1's archive is marked once; t2's link is current.
+        let marked: usize = std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..3)
+                .map(|n| {
+                    let f = &f;
+                    scope.spawn(move || {
+                        f.open()
+                            .expire_exports(0, &format!("w{n}"))
+                            .expect("expire")
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().expect("thread")).sum()
+        });
+        assert_eq!(marked, 1);
+        let entries = store.entries().expect("entries");
+        let removals: Vec<_> = entries[before..]
+            .iter()
+            .map(|e| (e.action.as_str(), e.subject.as_str(), e.details.clone()))
+            .collect();
+        assert_eq!(
+            removals,
+            [(
+                "export-remove",
+                "tenant:t1",
+                json!({"campaign": "c1", "file": "c1-t1.zip"})
+            )]
+        );
+        let exports = store.exports().expect("exports");
+        assert_eq!(exports[0].state, "removed");
+        assert_eq!(exports[1].state, "ready");
+        let link = exports[0].link.clone().expect("link kept");
+        store
+            .record_download("c1", "t1", &link)
+            .expect_err("a removed archive is not downloaded");
+
+        // The file is deleted, then forgotten.
+        assert_eq!(
+            store.archives_to_delete().expect("list"),
+            vec![("c1".to_string(), "t1".to_string(), "c1-t1.zip".to_string())]
+        );
+        store
+            .archive_deleted("c1", "t1", "c1-t1.zip")
+            .expect("deleted");
+        assert_eq!(store.archives_to_delete().expect("list"), vec![]);
+        assert_eq!(store.exports().expect("exports")[0].file, None);
+
+        // Asked for again: a new request, built again.
+        assert!(store.request_export(&one, MINUTE_US).expect("request"));
+        assert_eq!(store.exports().expect("exports")[0].state, "requested");
+        assert_eq!(
+            store
+                .claim_export("w1", MINUTE_US)
+                .expect("claim")
+                .map(|c| c.1),
+            Some("t1".to_string())
         );
     }
 }

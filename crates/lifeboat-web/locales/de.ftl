@@ -143,8 +143,10 @@ private-unavailable = Ihr Wiederherstellungsstatus ist kurz nicht verfügbar. Bi
 ## The tenant's data while it waits (private page). $time: a time, as markup.
 export-offer = Während Sie warten, können Sie Ihre Daten mit dem Stand vom { $time } herunterladen.
 export-ask = Download meiner Daten vorbereiten
+export-ask-sqlite = Als SQLite-Datenbank vorbereiten
 export-ready = Ihre Daten mit dem Stand vom { $time } herunterladen
 export-size = ZIP, { $bytes } Bytes
+export-size-sqlite = SQLite-Datenbank, { $bytes } Bytes
 export-until = Dieser Link ist gültig bis { $time }.
 export-expired = Ihr Download-Link ist abgelaufen.
 export-new-link = Neuen Download-Link anfordern

@@ -151,8 +151,10 @@ private-unavailable = Your recovery status is briefly unavailable. Please try ag
 ## The tenant's data while it waits (private page). $time: a time, as markup.
 export-offer = You can download your data as it was at { $time }, while you wait.
 export-ask = Prepare a download of my data
+export-ask-sqlite = Prepare it as an SQLite database
 export-ready = Download your data as it was at { $time }
 export-size = zip, { $bytes } bytes
+export-size-sqlite = SQLite database, { $bytes } bytes
 export-until = This link works until { $time }.
 export-expired = Your download link has expired.
 export-new-link = Get a new download link

@@ -119,8 +119,10 @@ private-unavailable = 復旧状況を一時的に表示できません。1 分�
 ## The tenant's data while it waits (private page). $time: a time, as markup.
 export-offer = 復旧をお待ちのあいだ、{ $time } 時点のデータをダウンロードできます。
 export-ask = データのダウンロードを準備する
+export-ask-sqlite = SQLite データベースとして準備する
 export-ready = { $time } 時点のデータをダウンロード
 export-size = ZIP、{ $bytes } バイト
+export-size-sqlite = SQLite データベース、{ $bytes } バイト
 export-until = このリンクの有効期限: { $time }
 export-expired = ダウンロードリンクの有効期限が切れました。
 export-new-link = 新しいダウンロードリンクを取得する

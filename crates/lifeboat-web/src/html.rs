@@ -581,10 +581,22 @@ pub fn tenant_page(
 fn export_block(lang: Lang, token: &str, view: &TenantView, now: i64) -> String {
     let token = escape(token);
     let target = when(lang, &view.target_time, now);
+    // A new archive may be asked for as a zip of CSV files or as an SQLite database; a new
+    // link is to the archive already built.
     let ask = |button: &str, note: Option<&str>| {
+        let sqlite = if button == "export-new-link" {
+            String::new()
+        } else {
+            format!(
+                " <button type=\"submit\" name=\"format\" value=\"sqlite\" \
+                 id=\"export-request-sqlite\">{}</button>",
+                t(lang, "export-ask-sqlite", &[])
+            )
+        };
         format!(
             "<form method=\"post\" action=\"/t/{token}/export?lang={}\" id=\"export\"><p>{}{}</p>\
-             <button type=\"submit\" id=\"export-request\">{}</button></form>",
+             <button type=\"submit\" name=\"format\" value=\"csv\" id=\"export-request\">{}</button>\
+             {sqlite}</form>",
             lang.code(),
             note.map(|n| format!("{} ", t(lang, n, &[])))
                 .unwrap_or_default(),
@@ -604,7 +616,11 @@ fn export_block(lang: Lang, token: &str, view: &TenantView, now: i64) -> String 
                 t_html(lang, "export-ready", "time", &target),
                 t(
                     lang,
-                    "export-size",
+                    if export.format == "sqlite" {
+                        "export-size-sqlite"
+                    } else {
+                        "export-size"
+                    },
                     &[("bytes", export.bytes.unwrap_or(0).to_string().into())]
                 ),
                 t_html(lang, "export-until", "time", &when_us(lang, until, now))
@@ -612,6 +628,8 @@ fn export_block(lang: Lang, token: &str, view: &TenantView, now: i64) -> String 
             _ => ask("export-new-link", Some("export-expired")),
         },
         "failed" => ask("export-retry", Some("export-failed")),
+        // The archive was deleted after its link expired: it is built again if asked.
+        "removed" => ask("export-ask", None),
         _ => format!("<p id=\"export\">{}</p>", t(lang, "export-preparing", &[])),
     }
 }

@@ -61,6 +61,7 @@ pub async fn run(
     open_control(config, config_path)?;
     let mut worked = Worked::default();
     while !stop.is_set() {
+        remove_expired_exports(config, config_path, &url, name).await?;
         build_exports(config, config_path, &url, name).await?;
         match work_once(config, &url, name, campaign, jobs).await? {
             Some((ok, bad)) => {
@@ -117,6 +118,50 @@ pub async fn run_workers(
         bad += b;
     }
     Ok((ok, bad))
+}
+
+/// Delete the archives whose download link expired more than
+/// [`lifeboat_control::ARCHIVE_GRACE_US`] ago (docs/status.md): each export is first marked
+/// `removed` (audited `export-remove`, by the worker), then its file deleted and
+/// forgotten. A file that cannot be deleted is logged and tried again next time; one
+/// already gone counts as deleted. Returns how many archives were deleted.
+pub async fn remove_expired_exports(
+    config: &Config,
+    config_path: &Option<PathBuf>,
+    url: &str,
+    worker: &str,
+) -> Result<usize> {
+    let mut control = ControlStore::open(url)?;
+    let marked = control.expire_exports(lifeboat_control::ARCHIVE_GRACE_US, worker)?;
+    let files = control.archives_to_delete()?;
+    if files.is_empty() {
+        return Ok(0);
+    }
+    let dir = super::export_dir(config, config_path)?;
+    let mut deleted = 0;
+    for (campaign, tenant, file) in files {
+        // A name from the store, not a path: never leave the export directory.
+        if file.contains(['/', '\\']) || file.starts_with('.') {
+            tracing::warn!("worker {worker}: export of tenant {tenant}: odd file name {file:?}");
+            continue;
+        }
+        match std::fs::remove_file(dir.join(&file)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!("worker {worker}: removing export {file}: {e}");
+                continue;
+            }
+        }
+        control.archive_deleted(&campaign, &tenant, &file)?;
+        deleted += 1;
+    }
+    if marked > 0 {
+        if let Err(e) = anchor(config, url).await {
+            tracing::warn!("worker {worker}: anchoring audit entries: {e}");
+        }
+    }
+    Ok(deleted)
 }
 
 /// Build every export tenants asked for on their private pages, one at a time, from the
@@ -187,7 +232,13 @@ async fn build_export(
     let names: Vec<String> = config.sources.keys().cloned().collect();
     let histories = crate::context::histories_for(&vault, &names, &[tenant.to_string()]).await?;
     let resolved = super::resolve_target(config, &vault, &histories, &target).await?;
-    let format = crate::export::Format::Csv;
+    // The format the customer asked for (csv for a request made before there was a choice).
+    let format: crate::export::Format = control
+        .exports()?
+        .into_iter()
+        .find(|e| e.campaign == campaign_id && e.tenant == tenant)
+        .map_or_else(|| "csv".to_string(), |e| e.format)
+        .parse()?;
     let (file, manifest) =
         crate::export::build(config, &vault, tenant, &resolved, &names, format, &dir).await?;
     let bytes = file.as_file().metadata().map(|m| m.len()).unwrap_or(0);

@@ -1,6 +1,8 @@
 //! The notifier: delivers the control store's outbox (docs/status.md, "Notifications").
-//! Each pass writes the acceptance reminders that are due and the alarms of incidents
-//! whose promised public update is overdue (`[status] update_every`), copies operator notices to
+//! Each pass first moves scheduled maintenances whose start or end has come (those that
+//! start and complete by themselves), writes the acceptance reminders that are due and the
+//! alarms of incidents whose promised public update is overdue (`[status] update_every`),
+//! copies operator notices to
 //! each configured webhook, claims a batch of due deliveries under a lease, sends each
 //! one and records the outcome: sent, or a failed attempt retried after a jittered,
 //! capped, growing delay, or dead after `[notify] max_attempts`. A delivery is recorded
@@ -55,6 +57,8 @@ pub struct Notifier {
     /// `[status]`: the promised update cadence, watched for the overdue-update alarm.
     status: StatusConfig,
     operator_emails: Vec<String>,
+    /// For anchoring the audit entries of automatic maintenance moves.
+    config: Config,
 }
 
 /// A notifier's default name: host and process id (a restarted notifier is a new one).
@@ -119,6 +123,7 @@ impl Notifier {
                 .map(|m| (m as i64).saturating_mul(60_000_000)),
             status: config.status.clone(),
             operator_emails: notify.operator_emails.clone(),
+            config: config.clone(),
         })
     }
 
@@ -138,9 +143,11 @@ impl Notifier {
         delays.nth(n).unwrap_or(self.max_delay).min(self.max_delay)
     }
 
-    /// One pass over the outbox: reminders, overdue-update alarms, operator copies, then
+    /// One pass over the outbox: due maintenance moves, reminders, overdue-update alarms,
+    /// operator copies, then
     /// one claimed batch sent. Returns what it did and whether it found work.
     pub async fn pass(&self, control: &mut ControlStore, stop: &Stop) -> Result<(Delivered, bool)> {
+        self.move_maintenances(control).await?;
         if let Some(after) = self.remind_after_us {
             control.enqueue_reminders(after)?;
         }
@@ -199,6 +206,27 @@ impl Notifier {
             }
         }
         Ok((done, true))
+    }
+
+    /// Start and complete the scheduled maintenances whose times have come (docs/status.md,
+    /// "Scheduled maintenance"), then anchor their audit entries in the vault (a failure
+    /// to anchor is logged: the next anchoring takes them).
+    async fn move_maintenances(&self, control: &mut ControlStore) -> Result<()> {
+        let moved = control.run_scheduled_maintenances()?;
+        if moved.is_empty() {
+            return Ok(());
+        }
+        for (id, status) in &moved {
+            tracing::info!("maintenance {id}: {status} at its scheduled time");
+        }
+        let anchored = async {
+            let vault = crate::context::open_vault(&self.config).await?;
+            crate::guard::anchor_pending(control, &vault).await
+        };
+        if let Err(e) = anchored.await {
+            tracing::warn!("notifier: anchoring audit entries: {e}");
+        }
+        Ok(())
     }
 
     /// Send one delivery. `context`: the page's incidents and components, read once per
