@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use lifeboat_core::checksum::TableDigest;
@@ -643,7 +643,7 @@ fn a_deleted_tenant_downloads_its_data_from_its_private_page_while_capture_runs(
 
 fn a_deleted_tenant_downloads_its_data_from_its_private_page_in(mode: Mode) {
     use crate::campaign::{
-        audit_entries, browse_until, delete_sites, http_post, now, setup, site_rows, start,
+        audit_entries, browse_until, delete_sites, now, setup, site_rows, start,
     };
     use std::io::BufRead;
     let work = Workdir::new();
@@ -707,20 +707,34 @@ fn a_deleted_tenant_downloads_its_data_from_its_private_page_in(mode: Mode) {
     let page = format!("{base}/t/{two}");
     browse_until(&page, &profile, "Prepare a download of my data");
 
-    // The page's form asks for it; a worker builds it from the vault.
-    let (status, _) = http_post(&base, &format!("/t/{two}/export"), None, "");
-    assert_eq!(status, 303);
-    browse_until(&page, &profile, "Your download is being prepared");
+    // The person clicks the page's button; a worker builds the archive from the vault.
+    let after_click = browser(&["click", &page, "#export-request"]);
+    assert!(
+        after_click.contains("Your download is being prepared"),
+        "{after_click}"
+    );
     lifeboat(&config, &["worker", "--campaign", &id, "--until-done"]);
     assert!(site_rows(&db, 2).is_empty(), "site 2 is still deleted");
     let dom = browse_until(&page, &profile, "id=\"export-link\"");
     let start_at = dom.find(&format!("/t/{two}/export/")).expect("the link");
     let href: String = dom[start_at..].chars().take_while(|&c| c != '"').collect();
 
-    let (status, bytes) = http_get_bytes(&base, &href);
-    assert_eq!(status, 200);
-    let archive = work.path("downloaded.zip");
-    std::fs::write(&archive, &bytes).expect("save");
+    // ... then clicks the link, and Chromium saves the archive.
+    let downloads = work.path("downloads");
+    let archive = PathBuf::from(
+        browser(&[
+            "download",
+            &page,
+            "#export-link",
+            downloads.to_str().expect("utf8"),
+        ])
+        .trim(),
+    );
+    assert_eq!(
+        archive.extension().and_then(|e| e.to_str()),
+        Some("zip"),
+        "{archive:?}"
+    );
     let (manifest, tables) = read_zip(&archive);
     assert_eq!(manifest["tenant"], "2");
     assert_eq!(archive_site_rows(&tables), before);
@@ -955,4 +969,22 @@ fn an_archive_is_removed_after_its_link_expired_and_built_again_when_asked() {
     assert_eq!(count("export-remove"), 1);
     let _ = server.kill();
     let _ = server.wait();
+}
+
+/// `python3 tests/it/browser.py ARGS` (headless Chromium driven through its DevTools
+/// protocol): what it printed; exit code 0 required.
+fn browser(args: &[&str]) -> String {
+    let script = format!("{}/tests/it/browser.py", env!("CARGO_MANIFEST_DIR"));
+    let output = std::process::Command::new("python3")
+        .arg(script)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run python3");
+    assert!(
+        output.status.success(),
+        "browser.py {args:?}: {}",
+        stderr(&output)
+    );
+    stdout(&output)
 }
