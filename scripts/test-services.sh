@@ -272,6 +272,12 @@ if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
         --root-user-action=ignore aiosmtpd
 fi
 command -v chromium >/dev/null || apt_install chromium
+# tests/it/browser.py clicks and downloads in Chromium through its DevTools protocol.
+if ! python3 -c 'import websocket' 2>/dev/null; then
+    log "pip install websocket-client"
+    PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check \
+        --root-user-action=ignore websocket-client
+fi
 # Pages in Japanese are screenshotted: a font with its characters.
 [[ -e /usr/share/fonts/opentype/ipafont-gothic/ipag.ttf ]] || apt_install fonts-ipafont-gothic
 # The guard's tests make SSH keys and signatures with ssh-keygen.

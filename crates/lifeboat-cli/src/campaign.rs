@@ -159,17 +159,41 @@ pub async fn incident(config_path: Option<PathBuf>, args: IncidentArgs) -> Resul
     }
     if let IncidentCommand::List { json } = args.command {
         let incidents = open_control(&config, &config_path)?.incidents()?;
+        // When each unresolved incident's next public update is due (`[status]
+        // update_every`), as the page and its JSON show it.
+        let mut due = Vec::new();
+        for i in &incidents {
+            let every = config.status.update_every(i.impact.as_str());
+            due.push(match every {
+                Some(every) => i
+                    .next_update_due_us(i64::try_from(every.as_micros()).unwrap_or(i64::MAX))?
+                    .map(lifeboat_core::time::format_us),
+                None => None,
+            });
+        }
         if json {
-            print_json(&json!(incidents));
+            let mut listed = json!(incidents);
+            if config.status.update_every.is_some() {
+                if let Some(list) = listed.as_array_mut() {
+                    for (object, due) in list.iter_mut().zip(&due) {
+                        object["next_update_at"] = json!(due);
+                    }
+                }
+            }
+            print_json(&listed);
         } else {
-            for i in &incidents {
+            for (i, due) in incidents.iter().zip(&due) {
                 crate::say!(
-                    "{}  {:<13} {:<8} {}  {}",
+                    "{}  {:<13} {:<8} {}  {}{}",
                     i.id,
                     i.status,
                     i.impact,
                     i.created_at,
-                    i.name
+                    i.name,
+                    match due {
+                        Some(at) => format!("  (next update due by {at})"),
+                        None => String::new(),
+                    }
                 );
             }
         }
@@ -343,7 +367,8 @@ pub struct MaintenanceArgs {
 
 #[derive(clap::Subcommand)]
 enum MaintenanceCommand {
-    /// Announce a maintenance window; prints its id.
+    /// Announce a maintenance window; prints its id. It starts and completes by itself at
+    /// --starts and --ends unless told not to.
     Schedule {
         #[arg(long)]
         name: String,
@@ -358,6 +383,12 @@ enum MaintenanceCommand {
         components: Vec<String>,
         #[arg(long)]
         message: Option<String>,
+        /// Do not start it by itself at --starts (`maintenance start` starts it).
+        #[arg(long)]
+        no_auto_start: bool,
+        /// Do not complete it by itself at --ends (`maintenance complete` completes it).
+        #[arg(long)]
+        no_auto_complete: bool,
         /// Who schedules it, for the audit log (default: the login name).
         #[arg(long)]
         by: Option<String>,
@@ -421,6 +452,8 @@ pub async fn maintenance(config_path: Option<PathBuf>, args: MaintenanceArgs) ->
             ends,
             components,
             message,
+            no_auto_start,
+            no_auto_complete,
             by,
         } => {
             let id = control.schedule_maintenance(
@@ -430,6 +463,8 @@ pub async fn maintenance(config_path: Option<PathBuf>, args: MaintenanceArgs) ->
                     scheduled_until: ends,
                     components,
                     message: message.unwrap_or_default(),
+                    auto_start: !no_auto_start,
+                    auto_complete: !no_auto_complete,
                 },
                 &login(by),
             )?;
@@ -487,9 +522,15 @@ enum CampaignCommand {
         /// 100% of the tenants finished.
         #[arg(long, value_name = "TEMPLATE")]
         auto_progress: Option<String>,
-        /// Also post one every so many minutes.
+        /// Also post one every so many minutes (default: the cadence `[status]
+        /// update_every` promises for the incident's impact, if any).
         #[arg(long, value_name = "MINUTES", requires = "auto_progress")]
         progress_every: Option<u64>,
+        /// Restore the sources in phases, e.g. "wiki; tracker, identity": every tenant's
+        /// first phase is restored and verified before any tenant's second begins. Every
+        /// source in exactly one phase (default: one phase of every source).
+        #[arg(long, value_name = "PHASES")]
+        phases: Option<String>,
         #[arg(long)]
         by: Option<String>,
     },
@@ -538,6 +579,7 @@ pub async fn campaign(config_path: Option<PathBuf>, args: CampaignArgs) -> Resul
             priority,
             auto_progress,
             progress_every,
+            phases,
             by,
         } => {
             let target = Target::parse(at.as_deref(), before_tx.as_deref())?;
@@ -557,6 +599,7 @@ pub async fn campaign(config_path: Option<PathBuf>, args: CampaignArgs) -> Resul
                 priority,
                 by: login(by),
                 auto_progress: auto_progress.map(|t| (t, progress_every)),
+                phases,
             };
             let (id, count) = start_campaign(&config, &mut control, start).await?;
             crate::say!("{id}");
@@ -625,6 +668,26 @@ fn print_status(report: &[serde_json::Value], as_json: bool) {
                     .map(|(s, n)| format!("{s} {n}"))
                     .collect();
                 crate::say!("  {}", line.join(", "));
+            }
+            for p in r["phases"].as_array().into_iter().flatten() {
+                crate::say!(
+                    "  phase {} ({}): {} of {} tenants restored{}",
+                    p["phase"],
+                    p["sources"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    p["tenants_restored"],
+                    p["tenants"],
+                    if p["open"].as_bool() == Some(true) {
+                        ""
+                    } else {
+                        ", waiting for the phase before"
+                    }
+                );
             }
             if let Some(eta) = r["estimated_completion"].as_str() {
                 crate::say!("  estimated completion {eta}");
@@ -731,7 +794,8 @@ pub async fn serve(config_path: Option<PathBuf>, args: ServeArgs) -> Result<u8> 
     let state = lifeboat_web::AppState::new(
         &control_url(&config, &config_path)?,
         lifeboat_web::PageInfo::new(&config.server.page_name, &public_url)
-            .with_sla(config.sla.clone()),
+            .with_sla(config.sla.clone())
+            .with_update_every(config.status.clone()),
         token,
         policy.auto_after_us.filter(|_| policy.customer),
         lifeboat_web::Limits::from_config(&config.server),

@@ -60,7 +60,8 @@ enum Command {
     History(vault::HistoryArgs),
     /// Compare tenants' live rows with the vault, table by table.
     Verify(vault::VerifyArgs),
-    /// Rehearse the disaster end to end and report recovery time and recovery point.
+    /// Rehearse the disaster end to end and report recovery time and recovery point; with
+    /// --live, prove restores of sampled tenants on production data.
     Drill(drill::Args),
     /// Restore tenants to a point in time, in place, as a new tenant or elsewhere.
     Restore(restore::Args),

@@ -45,12 +45,28 @@ pub struct Entry {
 
 impl Entry {
     pub fn new(actor: &str, action: &str, subject: &str, details: Json) -> Entry {
+        // Entries hold integers only: a fraction would not be read back to the same
+        // digits by every JSON reader, and the entry's hash would no longer match.
+        debug_assert!(
+            integers_only(&details),
+            "audit entry {action} {subject}: a number with a fraction in {details}"
+        );
         Entry {
             actor: actor.to_string(),
             action: action.to_string(),
             subject: subject.to_string(),
             details,
         }
+    }
+}
+
+/// Whether every number in `value` is an integer.
+fn integers_only(value: &Json) -> bool {
+    match value {
+        Json::Number(n) => n.is_i64() || n.is_u64(),
+        Json::Array(items) => items.iter().all(integers_only),
+        Json::Object(map) => map.values().all(integers_only),
+        _ => true,
     }
 }
 

@@ -200,6 +200,49 @@ impl Db {
         result.map_err(|e| self.err(e))
     }
 
+    /// Add `column` (declared as `declaration`) to `table` unless it is there: how a store
+    /// made by an earlier version gets a newer column on its first open. Safe when several
+    /// processes open the store at once (PostgreSQL's `IF NOT EXISTS`; on SQLite the check
+    /// and the change share one write transaction).
+    pub(crate) fn add_column(
+        &mut self,
+        table: &str,
+        column: &str,
+        declaration: &str,
+    ) -> Result<()> {
+        if self.is_postgres() {
+            // Looked up first: the ALTER takes the table's strongest lock even when the
+            // column is there.
+            let present = self
+                .query_one(
+                    "SELECT 1 FROM information_schema.columns WHERE table_schema =
+                     current_schema() AND table_name = ?1 AND column_name = ?2",
+                    &[table.into(), column.into()],
+                )?
+                .is_some();
+            if present {
+                return Ok(());
+            }
+            return self.batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {declaration}"
+            ));
+        }
+        self.transaction(|db| {
+            let present = db
+                .query_one(
+                    "SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2",
+                    &[table.into(), column.into()],
+                )?
+                .is_some();
+            if !present {
+                db.batch(&format!(
+                    "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
+                ))?;
+            }
+            Ok(())
+        })
+    }
+
     pub(crate) fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Row>> {
         let result = match self {
             Db::Sqlite { conn, .. } => sqlite_query(conn, sql, params).map_err(|e| e.to_string()),

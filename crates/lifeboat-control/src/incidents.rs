@@ -550,7 +550,7 @@ fn incident_notices(db: &mut Db, id: &str, update: &str, event: NoticeEvent) -> 
 }
 
 /// The incidents (all, or the one with id `only`), as `incidents` describes them.
-fn load_incidents(db: &mut Db, only: Option<&str>) -> Result<Vec<Incident>> {
+pub(crate) fn load_incidents(db: &mut Db, only: Option<&str>) -> Result<Vec<Incident>> {
     let (filter, by_id, params): (&str, &str, Vec<Val>) = match only {
         Some(id) => ("WHERE incident = ?1", "WHERE id = ?1", vec![id.into()]),
         None => ("", "", Vec::new()),

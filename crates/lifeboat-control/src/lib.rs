@@ -18,6 +18,8 @@
 //!   tenants' contacts (`contacts`);
 //! - the notification outbox: every message a change sends, written in the change's
 //!   transaction, with each delivery's state (`outbox`);
+//! - the promised update cadence: when each incident's next public update is due, and
+//!   the alarm to the operators while it is overdue (`cadence`);
 //! - subscribers to incident messages, with double opt-in (`subscribers`), and support
 //!   requests matched to tenants by their contacts (`support`).
 //!
@@ -25,6 +27,7 @@
 
 mod applies;
 mod audit;
+mod cadence;
 mod campaigns;
 mod contacts;
 mod db;
@@ -43,9 +46,10 @@ mod words;
 
 pub use applies::{Applied, ApplyState, ApplyStatus, PendingWave, StoredSignature};
 pub use audit::{canonical_json, AuditEntry, Entry, StoredEntry, GENESIS};
-pub use campaigns::{Acceptance, Campaign, CampaignTenant, Stage};
+pub use cadence::{missed_periods, overdue, Overdue, Silence};
+pub use campaigns::{Acceptance, Campaign, CampaignTenant, Phase, Stage};
 pub use contacts::{Contact, ContactOrigin};
-pub use exports::Export;
+pub use exports::{Export, ARCHIVE_GRACE_US, EXPORT_FORMATS};
 pub use ids::{new_id, new_token};
 pub use incidents::{
     AffectedComponent, Component, ComponentChange, ComponentStatus, Impact, Incident,
@@ -61,5 +65,6 @@ pub use sla::{Downtime, DowntimeStart, SlaLine, SlaReport};
 pub use store::ControlStore;
 pub use subscribers::{valid_email, Subscribed, Subscriber, SubscriberKind, SubscriberState};
 pub use support::{
-    SupportInput, SupportMatch, SupportRequest, FREE_MAIL_DOMAINS, MAX_MESSAGE_BYTES,
+    SupportInput, SupportMatch, SupportRequest, FREE_MAIL_DOMAINS, MAX_FIELD_BYTES,
+    MAX_MESSAGE_BYTES,
 };

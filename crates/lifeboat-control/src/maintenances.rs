@@ -1,6 +1,8 @@
 //! Scheduled maintenance in the control store, in Statuspage's vocabulary (docs/status.md):
 //! a maintenance window with its components, its status (scheduled, in progress,
-//! verifying, completed) and an update for every change, each change audited.
+//! verifying, completed) and an update for every change, each change audited. A
+//! maintenance may also start and complete by itself at the times it announced
+//! ([`ControlStore::run_scheduled_maintenances`]).
 
 use std::collections::BTreeMap;
 
@@ -11,7 +13,7 @@ use lifeboat_core::{Error, Result};
 use crate::audit::{write_audited, Entry};
 use crate::db::Val;
 use crate::ids::new_id;
-use crate::store::{now, ControlStore};
+use crate::store::{now, status_changed, ControlStore};
 use crate::words::vocabulary;
 
 pub(crate) const SCHEMA: &str = "
@@ -25,6 +27,16 @@ CREATE TABLE IF NOT EXISTS maintenance_updates (id TEXT PRIMARY KEY,
 CREATE TABLE IF NOT EXISTS maintenance_components (maintenance TEXT NOT NULL,
     component TEXT NOT NULL, PRIMARY KEY (maintenance, component));
 ";
+
+/// Columns added after the first version of the table, on the first open of a store made
+/// before them. A maintenance scheduled before they existed moves only by hand (0).
+pub(crate) fn add_columns(db: &mut crate::db::Db) -> Result<()> {
+    db.add_column("maintenances", "auto_start", "BIGINT NOT NULL DEFAULT 0")?;
+    db.add_column("maintenances", "auto_complete", "BIGINT NOT NULL DEFAULT 0")
+}
+
+/// Who the automatic transitions are by, in the audit log.
+pub const AUTOMATIC_ACTOR: &str = "lifeboat";
 
 vocabulary! {
     /// A scheduled maintenance's status (Statuspage's words), in the order it goes.
@@ -69,6 +81,10 @@ pub struct Maintenance {
     pub started_at: Option<String>,
     pub monitoring_at: Option<String>,
     pub resolved_at: Option<String>,
+    /// Started by itself at `scheduled_for` (if still scheduled then), and completed by
+    /// itself at `scheduled_until` (if not completed by then).
+    pub auto_start: bool,
+    pub auto_complete: bool,
     /// Newest first.
     pub updates: Vec<MaintenanceUpdate>,
     /// Component ids.
@@ -85,6 +101,9 @@ pub struct NewMaintenance {
     /// Sources or component names.
     pub components: Vec<String>,
     pub message: String,
+    /// Start it at `scheduled_for` and complete it at `scheduled_until` without a command.
+    pub auto_start: bool,
+    pub auto_complete: bool,
 }
 
 impl ControlStore {
@@ -147,19 +166,23 @@ impl ControlStore {
                 "components": components.values().collect::<Vec<_>>(),
                 "message": message,
                 "update": update,
+                "auto_start": new.auto_start,
+                "auto_complete": new.auto_complete,
             }),
         );
         self.write(|db| {
             db.execute(
                 "INSERT INTO maintenances (id, name, status, created_at, updated_at,
-                     scheduled_for, scheduled_until)
-                 VALUES (?1, ?2, 'scheduled', ?3, ?3, ?4, ?5)",
+                     scheduled_for, scheduled_until, auto_start, auto_complete)
+                 VALUES (?1, ?2, 'scheduled', ?3, ?3, ?4, ?5, ?6, ?7)",
                 &[
                     id.as_str().into(),
                     new.name.as_str().into(),
                     at.as_str().into(),
                     for_text.as_str().into(),
                     until_text.as_str().into(),
+                    i64::from(new.auto_start).into(),
+                    i64::from(new.auto_complete).into(),
                 ],
             )?;
             db.execute(
@@ -214,7 +237,69 @@ impl ControlStore {
                 current.status, status
             )));
         }
-        let (action, default, column) = match status {
+        let moved = self.transition(id, current.status, status, message, actor)?;
+        if !moved {
+            return Err(Error::usage(format!(
+                "maintenance {id} changed meanwhile (nothing changed): try again"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Start every maintenance whose window has begun and that starts by itself, and
+    /// complete every one whose window has ended and that completes by itself (a
+    /// maintenance already completed, by hand or otherwise, is left alone). Each move is
+    /// the same as the command's, with its default update, audited by `lifeboat`. Safe to
+    /// run from several processes at once: each move is a conditional update, made once.
+    /// Returns the moves made, in order.
+    pub fn run_scheduled_maintenances(&mut self) -> Result<Vec<(String, MaintenanceStatus)>> {
+        let (_, at) = now();
+        let mut moved = Vec::new();
+        let due = self.db.query(
+            "SELECT id FROM maintenances WHERE status = 'scheduled' AND auto_start <> 0
+             AND scheduled_for <= ?1 ORDER BY scheduled_for, id",
+            &[at.as_str().into()],
+        )?;
+        for r in &due {
+            let id = r.text(0)?;
+            let status = MaintenanceStatus::InProgress;
+            if self.transition(
+                &id,
+                MaintenanceStatus::Scheduled,
+                status,
+                None,
+                AUTOMATIC_ACTOR,
+            )? {
+                moved.push((id, status));
+            }
+        }
+        let over = self.db.query(
+            "SELECT id, status FROM maintenances WHERE status <> 'completed'
+             AND auto_complete <> 0 AND scheduled_until <= ?1 ORDER BY scheduled_until, id",
+            &[at.as_str().into()],
+        )?;
+        for r in &over {
+            let id = r.text(0)?;
+            let from: MaintenanceStatus = r.word(1)?;
+            let status = MaintenanceStatus::Completed;
+            if self.transition(&id, from, status, None, AUTOMATIC_ACTOR)? {
+                moved.push((id, status));
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Move maintenance `id` from `from` to `to` with an update, audited, in one
+    /// transaction; `false` (nothing written) when it is no longer `from`.
+    fn transition(
+        &mut self,
+        id: &str,
+        from: MaintenanceStatus,
+        to: MaintenanceStatus,
+        message: Option<&str>,
+        actor: &str,
+    ) -> Result<bool> {
+        let (action, default, column) = match to {
             MaintenanceStatus::InProgress => (
                 "maintenance-start",
                 "The scheduled maintenance is in progress.",
@@ -242,12 +327,12 @@ impl ControlStore {
             action,
             &format!("maintenance:{id}"),
             serde_json::json!({
-                "status": status.as_str(),
+                "status": to.as_str(),
                 "message": message,
                 "update": update,
             }),
         );
-        self.write(|db| {
+        self.db.transaction(|db| {
             // The status is checked again under the write: a concurrent change wins once.
             let n = db.execute(
                 &format!(
@@ -256,15 +341,13 @@ impl ControlStore {
                 ),
                 &[
                     id.into(),
-                    status.as_str().into(),
+                    to.as_str().into(),
                     at.as_str().into(),
-                    current.status.as_str().into(),
+                    from.as_str().into(),
                 ],
             )?;
             if n != 1 {
-                return Err(Error::usage(format!(
-                    "maintenance {id} changed meanwhile (nothing changed): try again"
-                )));
+                return Ok(false);
             }
             db.execute(
                 "INSERT INTO maintenance_updates (id, maintenance, status, body, created_at)
@@ -272,13 +355,14 @@ impl ControlStore {
                 &[
                     update.as_str().into(),
                     id.into(),
-                    status.as_str().into(),
+                    to.as_str().into(),
                     message.as_str().into(),
                     at.as_str().into(),
                 ],
             )?;
             write_audited(db, std::slice::from_ref(&entry))?;
-            Ok(())
+            status_changed(db)?;
+            Ok(true)
         })
     }
 
@@ -331,7 +415,8 @@ impl ControlStore {
         for r in self.db.query(
             &format!(
                 "SELECT id, name, status, created_at, updated_at, scheduled_for,
-                     scheduled_until, started_at, monitoring_at, resolved_at
+                     scheduled_until, started_at, monitoring_at, resolved_at, auto_start,
+                     auto_complete
                  FROM maintenances {by_id} ORDER BY scheduled_for DESC, id"
             ),
             &params,
@@ -350,6 +435,8 @@ impl ControlStore {
                 started_at: r.opt_text(7)?,
                 monitoring_at: r.opt_text(8)?,
                 resolved_at: r.opt_text(9)?,
+                auto_start: r.int(10)? != 0,
+                auto_complete: r.int(11)? != 0,
             });
         }
         Ok(out)

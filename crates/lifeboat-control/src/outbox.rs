@@ -59,6 +59,11 @@ vocabulary! {
         SupportRequest = "support_request",
         /// A support request matched a campaign tenant's contact: its stage and link.
         SupportReply = "support_reply",
+        /// A live drill failed (to the operator webhooks): which tenants and why.
+        DrillFailed = "drill_failed",
+        /// An unresolved incident's public update is overdue under `[status]
+        /// update_every` (to the operators, once per overdue period).
+        UpdateOverdue = "update_overdue",
     }
 }
 
@@ -100,6 +105,9 @@ vocabulary! {
         Dead = "dead",
         /// An `operators` notice copied into one delivery per configured endpoint.
         Expanded = "expanded",
+        /// An alarm that was no longer true before it was sent (its incident got the
+        /// overdue update, or was resolved): never sent.
+        Withdrawn = "withdrawn",
     }
 }
 
@@ -109,16 +117,25 @@ vocabulary! {
 pub enum Recipient {
     /// A contact of a campaign tenant: the email carries the tenant's private link
     /// (`token`), and only that tenant's.
+    /// `lang`: the contact's locale as kept (`de-AT`), the language its emails are in.
     Contact {
         campaign: String,
         tenant: String,
         email: String,
         name: Option<String>,
         token: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lang: Option<String>,
     },
     /// An email address (`List-Unsubscribe` or a reply-to may be added by the message's
-    /// body, see [`Notice::body`]).
-    Address { email: String, name: Option<String> },
+    /// body, see [`Notice::body`]); `lang`: the language its emails are in (a subscriber's,
+    /// the page's when it subscribed).
+    Address {
+        email: String,
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lang: Option<String>,
+    },
     /// Every configured operator webhook.
     Operators,
     /// One subscriber webhook.
@@ -157,6 +174,7 @@ pub struct Notice {
     /// The facts the message is written from, as of the change (JSON object). Optional
     /// keys the notifier honours: `list_unsubscribe` (a URL, added as
     /// `List-Unsubscribe` with `List-Unsubscribe-Post: List-Unsubscribe=One-Click`).
+    /// The recipient's `token` and `lang` are added to it when enqueued.
     pub body: serde_json::Value,
 }
 
@@ -227,9 +245,20 @@ pub(crate) fn enqueue(db: &mut Db, notices: &[Notice]) -> Result<usize> {
             _ => (None, None, None),
         };
         let mut body = notice.body.clone();
-        if let (Recipient::Contact { token, .. }, Some(object)) = (&notice.to, body.as_object_mut())
-        {
-            object.insert("token".into(), token.as_str().into());
+        if let Some(object) = body.as_object_mut() {
+            if let Recipient::Contact { token, .. } = &notice.to {
+                object.insert("token".into(), token.as_str().into());
+            }
+            // The language the email is written in, as the recipient's locale says.
+            if let Recipient::Contact {
+                lang: Some(lang), ..
+            }
+            | Recipient::Address {
+                lang: Some(lang), ..
+            } = &notice.to
+            {
+                object.insert("lang".into(), lang.as_str().into());
+            }
         }
         added += db.execute(
             "INSERT INTO outbox (id, key, event, recipient, address, name, tenant, campaign,
@@ -263,17 +292,20 @@ pub(crate) struct TenantContact {
     pub email: String,
     pub name: Option<String>,
     pub token: String,
+    /// The contact's locale as kept (`de-AT`), if any.
+    pub locale: Option<String>,
 }
 
 /// The contacts kept with `campaign` (all its tenants, or only `tenant`) and each tenant's
-/// token, read inside the caller's transaction; one address per tenant once.
+/// token, read inside the caller's transaction; one address per tenant once (with a locale
+/// it was given, if any).
 pub(crate) fn tenant_contacts(
     db: &mut Db,
     campaign: &str,
     tenant: Option<&str>,
 ) -> Result<Vec<TenantContact>> {
     let rows = db.query(
-        "SELECT c.campaign, c.tenant, c.email, MIN(c.name), t.token
+        "SELECT c.campaign, c.tenant, c.email, MIN(c.name), t.token, MIN(c.locale)
          FROM campaign_contacts c
          JOIN campaign_tenants t ON t.campaign = c.campaign AND t.tenant = c.tenant
          WHERE c.campaign = ?1 AND (CAST(?2 AS TEXT) IS NULL OR c.tenant = ?2)
@@ -289,6 +321,7 @@ pub(crate) fn tenant_contacts(
                 email: r.text(2)?,
                 name: r.opt_text(3)?,
                 token: r.text(4)?,
+                locale: r.opt_text(5)?.filter(|l| !l.trim().is_empty()),
             })
         })
         .collect()
@@ -302,6 +335,7 @@ impl TenantContact {
             email: self.email.clone(),
             name: self.name.clone(),
             token: self.token.clone(),
+            lang: self.locale.clone(),
         }
     }
 }
@@ -322,6 +356,19 @@ impl ControlStore {
     /// change (a reply, a confirmation). Returns how many were added.
     pub fn enqueue(&mut self, notices: &[Notice]) -> Result<usize> {
         self.db.transaction(|db| enqueue(db, notices))
+    }
+
+    /// Append an audit entry and enqueue `notices` in one transaction: a change that is
+    /// only recorded (a live drill's run) and the messages it sends commit together.
+    pub fn append_with_notices(
+        &mut self,
+        entry: crate::Entry,
+        notices: &[Notice],
+    ) -> Result<usize> {
+        self.db.transaction(|db| {
+            crate::audit::write_audited(db, std::slice::from_ref(&entry))?;
+            enqueue(db, notices)
+        })
     }
 
     /// Copy every pending `operators` notice into one `operator` delivery per URL in
@@ -517,6 +564,37 @@ impl ControlStore {
             .collect()
     }
 
+    /// Every delivery about incident `id`, oldest first, `operators` notices included:
+    /// its updates (to operators, contacts and subscribers), its overdue-update alarms, and
+    /// the stage messages of its campaigns' tenants.
+    pub fn incident_deliveries(&mut self, id: &str) -> Result<Vec<Delivery>> {
+        let campaigns: Vec<String> = self
+            .db
+            .query("SELECT id FROM campaigns WHERE incident = ?1", &[id.into()])?
+            .iter()
+            .map(|r| r.text(0))
+            .collect::<Result<_>>()?;
+        let all: Vec<Delivery> = self
+            .db
+            .query(
+                &format!("SELECT {COLUMNS} FROM outbox ORDER BY created_at_us, position, id"),
+                &[],
+            )?
+            .iter()
+            .map(delivery)
+            .collect::<Result<_>>()?;
+        Ok(all
+            .into_iter()
+            .filter(|d| {
+                let b = &d.body;
+                b["incident"]["id"].as_str() == Some(id)
+                    || b["incident"].as_str() == Some(id)
+                    || b["update_overdue"]["incident_id"].as_str() == Some(id)
+                    || d.campaign.as_ref().is_some_and(|c| campaigns.contains(c))
+            })
+            .collect())
+    }
+
     /// One delivery by id.
     pub fn delivery(&mut self, id: &str) -> Result<Option<Delivery>> {
         self.db
@@ -646,10 +724,13 @@ impl ControlStore {
                 .collect::<Result<_>>()?;
             let mut added = 0;
             for (campaign, tenant, since) in &due {
-                let body = serde_json::json!({
+                let mut body = serde_json::json!({
                     "stage": "awaiting_acceptance",
                     "awaiting_since": lifeboat_core::time::format_us(*since),
                 });
+                if let Some(phase) = crate::campaigns::phase_notice(db, campaign, tenant)? {
+                    body["phase"] = phase;
+                }
                 added += tenant_notices(
                     db,
                     campaign,

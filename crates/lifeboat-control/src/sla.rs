@@ -178,9 +178,9 @@ impl ControlStore {
                         DowntimeStart::IncidentStart,
                     ),
                 };
-                let restored_us = matches!(t.stage, Stage::AwaitingAcceptance | Stage::Restored)
-                    .then_some(t.done_at_us)
-                    .flatten();
+                // Restored in its last phase (a phased campaign's earlier phases do not
+                // end the downtime).
+                let restored_us = t.is_restored(campaign).then_some(t.done_at_us).flatten();
                 let accepted_us = entries
                     .iter()
                     .filter(|(at, action, s, details)| {

@@ -142,6 +142,16 @@ pub(crate) fn now() -> (i64, String) {
     (us, lifeboat_core::time::format_us(us))
 }
 
+/// Move the change counter (`status_version`) inside the caller's transaction: for a
+/// write that decides inside its transaction whether it changed anything.
+pub(crate) fn status_changed(db: &mut Db) -> Result<()> {
+    db.execute(
+        "UPDATE status_version SET version = version + 1 WHERE one = 1",
+        &[],
+    )?;
+    Ok(())
+}
+
 /// Now, as RFC 3339 text.
 pub(crate) fn now_text() -> String {
     now().1
@@ -162,11 +172,15 @@ impl ControlStore {
             db.batch(STATUS_SCHEMA)?;
             db.batch(crate::leases::SCHEMA)?;
             db.batch(crate::maintenances::SCHEMA)?;
+            crate::maintenances::add_columns(&mut db)?;
             db.batch(CONTACTS_SCHEMA)?;
             db.batch(crate::outbox::SCHEMA)?;
             db.batch(crate::subscribers::SCHEMA)?;
+            crate::subscribers::add_columns(&mut db)?;
             db.batch(crate::support::SCHEMA)?;
             db.batch(crate::exports::SCHEMA)?;
+            db.batch(crate::campaigns::SCHEMA)?;
+            crate::exports::add_columns(&mut db)?;
             if let Ok(mut made) = MADE.lock() {
                 made.insert(url.to_string());
             }
@@ -190,10 +204,7 @@ impl ControlStore {
     pub(crate) fn write<T>(&mut self, work: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
         self.db.transaction(|db| {
             let out = work(db)?;
-            db.execute(
-                "UPDATE status_version SET version = version + 1 WHERE one = 1",
-                &[],
-            )?;
+            status_changed(db)?;
             Ok(out)
         })
     }

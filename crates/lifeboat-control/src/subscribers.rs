@@ -17,8 +17,15 @@ CREATE TABLE IF NOT EXISTS subscribers (id TEXT PRIMARY KEY, kind TEXT NOT NULL,
     address TEXT NOT NULL, components TEXT NOT NULL, state TEXT NOT NULL,
     confirm_token TEXT UNIQUE, unsubscribe_token TEXT NOT NULL UNIQUE, page_url TEXT NOT NULL,
     created_at TEXT NOT NULL, confirmed_at TEXT, unsubscribed_at TEXT, added_by TEXT,
-    secret TEXT, UNIQUE (kind, address));
+    secret TEXT, lang TEXT, UNIQUE (kind, address));
 ";
+
+/// Columns added after the table was first made, each created on the first open of a
+/// store made before it (`lang`: the language of the page an address subscribed on).
+pub(crate) fn add_columns(db: &mut Db) -> Result<()> {
+    db.add_column("subscribers", "secret", "TEXT")?;
+    db.add_column("subscribers", "lang", "TEXT")
+}
 
 vocabulary! {
     /// How a subscriber is reached.
@@ -58,10 +65,12 @@ pub struct Subscriber {
     pub unsubscribed_at: Option<String>,
     /// The operator who added it; none when it subscribed on the public page.
     pub added_by: Option<String>,
+    /// The language of the page it subscribed on (its emails are in it); none: English.
+    pub lang: Option<String>,
 }
 
 const COLUMNS: &str = "id, kind, address, components, state, created_at, confirmed_at, \
-     unsubscribed_at, added_by";
+     unsubscribed_at, added_by, lang";
 
 fn subscriber(r: &Row) -> Result<Subscriber> {
     let components = serde_json::from_str(&r.text(3)?)
@@ -76,6 +85,7 @@ fn subscriber(r: &Row) -> Result<Subscriber> {
         confirmed_at: r.opt_text(6)?,
         unsubscribed_at: r.opt_text(7)?,
         added_by: r.opt_text(8)?,
+        lang: r.opt_text(9)?,
     })
 }
 
@@ -95,12 +105,30 @@ pub fn valid_email(email: &str) -> bool {
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
-/// The unsubscribe link of a subscriber.
-fn unsubscribe_url(page_url: &str, token: &str) -> String {
+/// The unsubscribe link of a subscriber, in its language if it has one.
+fn unsubscribe_url(page_url: &str, token: &str, lang: Option<&str>) -> String {
     format!(
-        "{}/unsubscribe?token={token}",
-        page_url.trim_end_matches('/')
+        "{}/unsubscribe?token={token}{}",
+        page_url.trim_end_matches('/'),
+        lang_query(lang)
     )
+}
+
+/// `&lang=CODE` for a link, or nothing.
+fn lang_query(lang: Option<&str>) -> String {
+    lang.map(|l| format!("&lang={l}")).unwrap_or_default()
+}
+
+/// A language tag as a subscriber's language: letters, digits and `-` only, at most 35
+/// characters (BCP 47's longest common form); anything else is no language.
+fn language_tag(lang: Option<&str>) -> Option<String> {
+    lang.map(str::trim)
+        .filter(|l| {
+            !l.is_empty()
+                && l.len() <= 35
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+        .map(str::to_string)
 }
 
 /// Check `components` against the store's component ids; sorted, without repeats.
@@ -142,16 +170,30 @@ pub enum Subscribed {
 
 impl ControlStore {
     /// Subscribe `email` to incidents (of `components`, component ids, or all) from the
-    /// public page at `page_url`: a pending subscriber and, in the same transaction, a
-    /// confirmation email with its confirmation and unsubscribe links. A pending or
-    /// unsubscribed address gets a fresh confirmation (new tokens); a confirmed one is
-    /// left as it is.
+    /// public page at `page_url`, in English: `subscribe_in` without a language.
     pub fn subscribe(
         &mut self,
         email: &str,
         components: &[String],
         page_url: &str,
     ) -> Result<Subscribed> {
+        self.subscribe_in(email, components, page_url, None)
+    }
+
+    /// Subscribe `email` to incidents (of `components`, component ids, or all) from the
+    /// public page at `page_url` read in `lang` (a language code, kept: the subscriber's
+    /// emails and links are in it): a pending subscriber and, in the same transaction, a
+    /// confirmation email with its confirmation and unsubscribe links. A pending or
+    /// unsubscribed address gets a fresh confirmation (new tokens, the new language); a
+    /// confirmed one is left as it is.
+    pub fn subscribe_in(
+        &mut self,
+        email: &str,
+        components: &[String],
+        page_url: &str,
+        lang: Option<&str>,
+    ) -> Result<Subscribed> {
+        let lang = language_tag(lang);
         let email = email.trim().to_lowercase();
         if !valid_email(&email) {
             return Err(Error::usage(format!("{email:?} is not an email address")));
@@ -166,8 +208,8 @@ impl ControlStore {
             let fresh = new_id()?;
             let inserted = db.execute(
                 "INSERT INTO subscribers (id, kind, address, components, state,
-                     confirm_token, unsubscribe_token, page_url, created_at)
-                 VALUES (?1, 'email', ?2, ?3, 'pending', ?4, ?5, ?6, ?7)
+                     confirm_token, unsubscribe_token, page_url, created_at, lang)
+                 VALUES (?1, 'email', ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (kind, address) DO NOTHING",
                 &[
                     fresh.as_str().into(),
@@ -177,6 +219,7 @@ impl ControlStore {
                     unsubscribe.as_str().into(),
                     page_url.into(),
                     at.as_str().into(),
+                    lang.clone().into(),
                 ],
             )?;
             let id = if inserted == 1 {
@@ -199,7 +242,7 @@ impl ControlStore {
                 db.execute(
                     "UPDATE subscribers SET state = 'pending', components = ?2,
                          confirm_token = ?3, unsubscribe_token = ?4, page_url = ?5,
-                         unsubscribed_at = NULL
+                         unsubscribed_at = NULL, lang = ?6
                      WHERE id = ?1",
                     &[
                         id.as_str().into(),
@@ -207,6 +250,7 @@ impl ControlStore {
                         confirm.as_str().into(),
                         unsubscribe.as_str().into(),
                         page_url.into(),
+                        lang.clone().into(),
                     ],
                 )?;
                 id
@@ -220,10 +264,14 @@ impl ControlStore {
                     to: Recipient::Address {
                         email: email.clone(),
                         name: None,
+                        lang: lang.clone(),
                     },
                     body: serde_json::json!({
-                        "confirm_url": format!("{page}/subscribe/confirm?token={confirm}"),
-                        "list_unsubscribe": unsubscribe_url(page, &unsubscribe),
+                        "confirm_url": format!(
+                            "{page}/subscribe/confirm?token={confirm}{}",
+                            lang_query(lang.as_deref())
+                        ),
+                        "list_unsubscribe": unsubscribe_url(page, &unsubscribe, lang.as_deref()),
                         "components": components,
                     }),
                 }],
@@ -440,7 +488,7 @@ pub(crate) fn subscriber_notices(
         .map(|r| r.text(0))
         .collect::<Result<_>>()?;
     let rows = db.query(
-        "SELECT id, kind, address, components, unsubscribe_token, page_url FROM subscribers
+        "SELECT id, kind, address, components, unsubscribe_token, page_url, lang FROM subscribers
          WHERE state = 'confirmed' ORDER BY created_at, id",
         &[],
     )?;
@@ -452,7 +500,8 @@ pub(crate) fn subscriber_notices(
         if !chosen.is_empty() && !chosen.iter().any(|c| components.contains(c)) {
             continue;
         }
-        let unsubscribe = unsubscribe_url(&r.text(5)?, &r.text(4)?);
+        let lang = language_tag(r.opt_text(6)?.as_deref());
+        let unsubscribe = unsubscribe_url(&r.text(5)?, &r.text(4)?, lang.as_deref());
         let (to, body) = match r.word::<SubscriberKind>(1)? {
             SubscriberKind::Email => {
                 let mut body = summary.clone();
@@ -461,6 +510,7 @@ pub(crate) fn subscriber_notices(
                     Recipient::Address {
                         email: r.text(2)?,
                         name: None,
+                        lang,
                     },
                     body,
                 )

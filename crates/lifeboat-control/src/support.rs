@@ -59,6 +59,9 @@ pub struct SupportInput {
     pub site_url: Option<String>,
     pub company: Option<String>,
     pub tenant: Option<String>,
+    /// The language the form was read in (`de`): a reply to the writer's own address is in
+    /// it when the contact has no locale of its own.
+    pub lang: Option<String>,
 }
 
 /// How a request matched a tenant: the contact it matched and whether by the whole
@@ -231,14 +234,19 @@ impl ControlStore {
                 } else {
                     None
                 };
-                let name = db
-                    .query_one(
-                        "SELECT name FROM contacts WHERE tenant = ?1 AND lower(email) = ?2
-                         AND name IS NOT NULL LIMIT 1",
-                        &[m.tenant.as_str().into(), m.contact.as_str().into()],
-                    )?
-                    .map(|r| r.text(0))
-                    .transpose()?;
+                let known = db.query_one(
+                    "SELECT MIN(name), MIN(NULLIF(trim(locale), '')) FROM contacts
+                     WHERE tenant = ?1 AND lower(email) = ?2",
+                    &[m.tenant.as_str().into(), m.contact.as_str().into()],
+                )?;
+                let (name, locale) = match known {
+                    Some(r) => (r.opt_text(0)?, r.opt_text(1)?),
+                    None => (None, None),
+                };
+                // The contact's own locale; else, when the contact is the writer, the
+                // language the writer read the form in.
+                let lang =
+                    locale.or_else(|| (m.by == "email").then(|| input.lang.clone()).flatten());
                 notices.push(Notice {
                     key: format!("support:{id}:contact:{}:{}", m.tenant, m.contact),
                     event: NoticeEvent::SupportReply,
@@ -248,14 +256,23 @@ impl ControlStore {
                         email: m.contact.clone(),
                         name,
                         token: stage.text(1)?,
+                        lang,
                     },
-                    body: serde_json::json!({
-                        "support_request": id,
-                        "stage": stage.text(2)?,
-                        "reason": stage.opt_text(3)?,
-                        "restored_to": stage.text(4)?,
-                        "place": place,
-                    }),
+                    body: {
+                        let mut body = serde_json::json!({
+                            "support_request": id,
+                            "stage": stage.text(2)?,
+                            "reason": stage.opt_text(3)?,
+                            "restored_to": stage.text(4)?,
+                            "place": place,
+                        });
+                        if let Some(phase) =
+                            crate::campaigns::phase_notice(db, &campaign, &m.tenant)?
+                        {
+                            body["phase"] = phase;
+                        }
+                        body
+                    },
                 });
             }
             enqueue(db, &notices)?;

@@ -136,6 +136,8 @@ contract!(on_sqlite, sqlite_store:
     translations_and_component_changes_also_in_an_older_store,
     refused_incident_changes_change_nothing,
     maintenances_go_forward_only_and_refusals_change_nothing,
+    maintenances_start_and_complete_by_themselves_once,
+    maintenance_auto_columns_also_in_an_older_store,
     claims_take_batches_in_priority_order,
     claims_take_the_oldest_campaign_first,
     concurrent_claimers_never_share_a_tenant,
@@ -144,17 +146,23 @@ contract!(on_sqlite, sqlite_store:
     concurrent_capture_lease_requests_grant_one,
     capture_standbys_until_stale_gone_or_leading,
     the_last_capture_error_replaces_the_one_before_without_passwords,
+    phases_open_once_every_tenant_is_through_the_one_before,
+    acceptance_per_phase_moves_on_to_the_next_phase,
+    phases_also_in_an_older_store,
     retry_failed_queues_failed_tenants_again,
     acceptance_by_token_and_automatic,
     exports_are_requested_built_and_downloaded_through_a_current_link,
+    expired_archives_are_removed_once_and_asked_for_again,
     attributes_are_stored_and_replaced,
     contacts_by_origin_and_campaign_copies,
     notices_commit_with_their_change,
     subscribers_hear_incidents_once_confirmed,
+    subscribers_keep_their_language_also_in_an_older_store,
     concurrent_subscriptions_of_one_address_make_one_subscriber,
     support_requests_match_by_address_and_domain,
     deliveries_are_claimed_retried_and_dead,
     concurrent_notifiers_never_share_a_delivery,
+    overdue_updates_ring_once_per_period_until_an_update,
     status_version_moves_on_every_status_write,
     unknown_words_in_the_database_are_errors,
 );
@@ -177,6 +185,8 @@ contract!(on_postgres, postgres_store:
     translations_and_component_changes_also_in_an_older_store,
     refused_incident_changes_change_nothing,
     maintenances_go_forward_only_and_refusals_change_nothing,
+    maintenances_start_and_complete_by_themselves_once,
+    maintenance_auto_columns_also_in_an_older_store,
     claims_take_batches_in_priority_order,
     claims_take_the_oldest_campaign_first,
     concurrent_claimers_never_share_a_tenant,
@@ -185,17 +195,23 @@ contract!(on_postgres, postgres_store:
     concurrent_capture_lease_requests_grant_one,
     capture_standbys_until_stale_gone_or_leading,
     the_last_capture_error_replaces_the_one_before_without_passwords,
+    phases_open_once_every_tenant_is_through_the_one_before,
+    acceptance_per_phase_moves_on_to_the_next_phase,
+    phases_also_in_an_older_store,
     retry_failed_queues_failed_tenants_again,
     acceptance_by_token_and_automatic,
     exports_are_requested_built_and_downloaded_through_a_current_link,
+    expired_archives_are_removed_once_and_asked_for_again,
     attributes_are_stored_and_replaced,
     contacts_by_origin_and_campaign_copies,
     notices_commit_with_their_change,
     subscribers_hear_incidents_once_confirmed,
+    subscribers_keep_their_language_also_in_an_older_store,
     concurrent_subscriptions_of_one_address_make_one_subscriber,
     support_requests_match_by_address_and_domain,
     deliveries_are_claimed_retried_and_dead,
     concurrent_notifiers_never_share_a_delivery,
+    overdue_updates_ring_once_per_period_until_an_update,
     status_version_moves_on_every_status_write,
     unknown_words_in_the_database_are_errors,
 );
@@ -212,7 +228,7 @@ mod contract {
         Applied, ApplyState, ApplyStatus, Campaign, CampaignTenant, CaptureError, ClaimPolicy,
         ComponentStatus, Contact, ContactOrigin, ControlStore, DeliveryState, Entry, Impact,
         IncidentChange, IncidentStatus, LeaseGrant, MaintenanceStatus, NewMaintenance, NoticeEvent,
-        PendingWave, RecipientKind, Stage, StoredSignature,
+        PendingWave, Phase, RecipientKind, Stage, StoredSignature,
     };
     use lifeboat_core::{ErrorKind, Result};
 
@@ -281,6 +297,7 @@ mod contract {
             created_at: lifeboat_core::time::format_us(created_at_us),
             created_at_us,
             created_by: "ops".into(),
+            phases: Vec::new(),
         }
     }
 
@@ -2111,6 +2128,236 @@ mod contract {
         assert_eq!(again, [("t1", 1, None), ("t2", 1, None)]);
     }
 
+    /// A campaign "wiki; tracker" over `tenants`, batches of `batch_size`.
+    fn start_phased(store: &mut ControlStore, id: &str, batch_size: u32, tenants: &[&str]) {
+        let incident = incident(store);
+        let mut campaign = campaign(id, &incident, batch_size, lifeboat_core::time::now_us());
+        campaign.phases = vec![
+            Phase::new(strings(&["wiki"])),
+            Phase::new(strings(&["tracker"])),
+        ];
+        let tenants: Vec<(String, i64)> = tenants.iter().map(|t| (t.to_string(), 1)).collect();
+        store
+            .create_campaign(&campaign, &tenants, &[])
+            .expect("create campaign");
+    }
+
+    /// The claimed batch's phase and tenants.
+    fn claimed_phase(claim: Option<(Campaign, Vec<CampaignTenant>)>) -> (i64, Vec<String>) {
+        let (_, tenants) = claim.expect("a batch");
+        let phase = tenants[0].phase;
+        assert!(
+            tenants.iter().all(|t| t.phase == phase),
+            "one phase a batch"
+        );
+        (phase, tenants.into_iter().map(|t| t.tenant).collect())
+    }
+
+    pub fn phases_open_once_every_tenant_is_through_the_one_before(new: New) {
+        let f = new();
+        let mut store = f.open();
+        start_phased(&mut store, "c1", 2, &["t1", "t2", "t3"]);
+        let c1 = store.campaigns().expect("campaigns").remove(0);
+        assert_eq!(c1.phase_count(), 2);
+        assert_eq!(c1.phase_sources(1), strings(&["tracker"]));
+        assert!(c1.phases[0].opened_at_us.is_some());
+        assert!(c1.phases[1].opened_at_us.is_none());
+
+        let claim = |store: &mut ControlStore, worker: &str| {
+            store.claim(worker, Some("c1"), MINUTE_US).expect("claim")
+        };
+        assert_eq!(
+            claimed_phase(claim(&mut store, "w1")),
+            (0, strings(&["t1", "t2"]))
+        );
+        assert_eq!(
+            claimed_phase(claim(&mut store, "w2")),
+            (0, strings(&["t3"]))
+        );
+        assert!(claim(&mut store, "w3").is_none());
+
+        // Through its first phase, t1 waits, queued, until t2 and t3 are through theirs.
+        assert!(!store
+            .finish_phase("w2", "c1", "t1", Some(5))
+            .expect("not w2's"));
+        assert!(store
+            .finish_phase("w1", "c1", "t1", Some(5))
+            .expect("phase"));
+        let t1 = tenant(&mut store, "c1", "t1");
+        assert_eq!(
+            (t1.stage, t1.phase, t1.attempts, t1.worker.clone(), t1.rows),
+            (Stage::Queued, 1, 0, None, Some(5))
+        );
+        assert_eq!(t1.phase_stage(0), Stage::Restored);
+        assert_eq!(t1.phase_stage(1), Stage::Queued);
+        assert!(t1.phase_restored(0) && !t1.phase_restored(1));
+        assert!(!t1.is_restored(&c1));
+        assert!(claim(&mut store, "w3").is_none(), "t2 and t3 hold phase 2");
+        assert!(store
+            .finish_phase("w1", "c1", "t2", Some(3))
+            .expect("phase"));
+        assert!(claim(&mut store, "w3").is_none(), "t3 holds phase 2");
+
+        // A failed tenant does not hold the others back.
+        assert!(store
+            .set_stage("w2", "c1", "t3", Stage::Failed, Some("boom"), None)
+            .expect("failed"));
+        assert_eq!(
+            claimed_phase(claim(&mut store, "w3")),
+            (1, strings(&["t1", "t2"]))
+        );
+        let opened = store.campaigns().expect("campaigns").remove(0).phases[1].opened_at_us;
+        assert!(opened.is_some());
+
+        // Retried, it goes first, alone (a batch is of one phase), and the open phase stays
+        // open for the others.
+        assert!(store
+            .set_stage("w3", "c1", "t1", Stage::Queued, Some("again"), None)
+            .expect("back to the queue"));
+        assert_eq!(store.retry_failed("c1", &[], "ops").expect("retry"), ["t3"]);
+        assert_eq!(tenant(&mut store, "c1", "t3").phase, 0);
+        assert_eq!(
+            claimed_phase(claim(&mut store, "w4")),
+            (0, strings(&["t3"]))
+        );
+        assert_eq!(
+            claimed_phase(claim(&mut store, "w5")),
+            (1, strings(&["t1"]))
+        );
+        assert!(store.finish_phase("w4", "c1", "t3", None).expect("phase"));
+        assert_eq!(
+            claimed_phase(claim(&mut store, "w6")),
+            (1, strings(&["t3"]))
+        );
+        assert_eq!(
+            store.campaigns().expect("campaigns").remove(0).phases[1].opened_at_us,
+            opened,
+            "opened once"
+        );
+
+        // The last phase ends as a campaign of one phase does; rows add up over phases.
+        assert!(store
+            .set_stage("w3", "c1", "t2", Stage::AwaitingAcceptance, None, Some(7))
+            .expect("awaiting"));
+        let t2 = tenant(&mut store, "c1", "t2");
+        assert_eq!(
+            (t2.stage, t2.phase, t2.rows),
+            (Stage::AwaitingAcceptance, 1, Some(10))
+        );
+        assert!(t2.is_restored(&c1));
+        assert!(store.accept(&t2.token).expect("accept"));
+        assert_eq!(tenant(&mut store, "c1", "t2").stage, Stage::Restored);
+
+        let phases: Vec<Json> = store
+            .entries()
+            .expect("audit")
+            .into_iter()
+            .filter(|e| e.action == "tenant-phase-restored")
+            .map(|e| json!([e.actor, e.subject, e.details["phase"], e.details["rows"]]))
+            .collect();
+        assert_eq!(
+            phases,
+            [
+                json!(["w1", "tenant:t1", 1, 5]),
+                json!(["w1", "tenant:t2", 1, 3]),
+                json!(["w4", "tenant:t3", 1, null]),
+            ]
+        );
+    }
+
+    pub fn acceptance_per_phase_moves_on_to_the_next_phase(new: New) {
+        let f = new();
+        let mut store = f.open();
+        start_phased(&mut store, "c1", 2, &["t1", "t2"]);
+        let claim = |store: &mut ControlStore, worker: &str| {
+            store.claim(worker, Some("c1"), MINUTE_US).expect("claim")
+        };
+        assert_eq!(
+            claimed_phase(claim(&mut store, "w1")),
+            (0, strings(&["t1", "t2"]))
+        );
+        for t in ["t1", "t2"] {
+            assert!(store
+                .set_stage("w1", "c1", t, Stage::AwaitingAcceptance, None, Some(2))
+                .expect("awaiting"));
+        }
+        // Awaiting acceptance of its first phase, a tenant does not hold the second phase
+        // of the others, and it is not restored.
+        let c1 = store.campaigns().expect("campaigns").remove(0);
+        let t1 = tenant(&mut store, "c1", "t1");
+        assert!(!t1.is_restored(&c1));
+        assert!(store.accept(&t1.token).expect("accept"));
+        let t1 = tenant(&mut store, "c1", "t1");
+        assert_eq!(
+            (t1.stage, t1.phase, t1.awaiting_since_us),
+            (Stage::Queued, 1, None)
+        );
+        assert!(!store.accept(&t1.token).expect("accept"), "once");
+        assert_eq!(
+            claimed_phase(claim(&mut store, "w2")),
+            (1, strings(&["t1"]))
+        );
+        // The automatic acceptance moves t2 on likewise.
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(store.auto_accept(1).expect("auto accept"), 1);
+        let t2 = tenant(&mut store, "c1", "t2");
+        assert_eq!((t2.stage, t2.phase), (Stage::Queued, 1));
+        // Only the last phase's acceptance restores.
+        assert!(store
+            .set_stage("w2", "c1", "t1", Stage::AwaitingAcceptance, None, Some(4))
+            .expect("awaiting"));
+        assert!(store.accept(&t1.token).expect("accept"));
+        let t1 = tenant(&mut store, "c1", "t1");
+        assert_eq!((t1.stage, t1.phase, t1.rows), (Stage::Restored, 1, Some(6)));
+        let accepts: Vec<Json> = store
+            .entries()
+            .expect("audit")
+            .into_iter()
+            .filter(|e| e.action == "accept")
+            .map(|e| json!([e.subject, e.details["phase"], e.details["automatic"]]))
+            .collect();
+        assert_eq!(
+            accepts,
+            [
+                json!(["tenant:t1", 1, false]),
+                json!(["tenant:t2", 1, true]),
+                json!(["tenant:t1", null, false]),
+            ]
+        );
+    }
+
+    pub fn phases_also_in_an_older_store(new: New) {
+        let f = new();
+        // A store made before phases: its campaign tables as they were, with a campaign.
+        f.raw(
+            "CREATE TABLE campaigns (id TEXT PRIMARY KEY, incident TEXT NOT NULL,
+                 target TEXT NOT NULL, target_time TEXT NOT NULL, batch_size BIGINT NOT NULL,
+                 priority TEXT NOT NULL, created_at TEXT NOT NULL, created_at_us BIGINT NOT NULL,
+                 created_by TEXT NOT NULL);
+             CREATE TABLE campaign_tenants (campaign TEXT NOT NULL, tenant TEXT NOT NULL,
+                 rank BIGINT NOT NULL, token TEXT NOT NULL UNIQUE, users BIGINT NOT NULL,
+                 stage TEXT NOT NULL, attempts BIGINT NOT NULL DEFAULT 0, reason TEXT,
+                 worker TEXT, lease_until_us BIGINT, started_at_us BIGINT, done_at_us BIGINT,
+                 awaiting_since_us BIGINT, rows_written BIGINT, PRIMARY KEY (campaign, tenant));
+             INSERT INTO campaigns VALUES ('old', 'i1', '{}', '2026-04-01T00:00:00.000000Z', 5,
+                 '', '2026-04-01T00:00:00.000000Z', 1775001600000000, 'ops');
+             INSERT INTO campaign_tenants (campaign, tenant, rank, token, users, stage)
+                 VALUES ('old', 't1', 0, 'tok1', 3, 'queued');",
+        );
+        let mut store = f.open();
+        let old = store.campaigns().expect("campaigns").remove(0);
+        assert!(old.phases.is_empty());
+        assert_eq!((old.phase_count(), old.phase_sources(0)), (1, &[][..]));
+        let (phase, keys) = claimed_phase(store.claim("w1", None, MINUTE_US).expect("claim"));
+        assert_eq!((phase, keys), (0, strings(&["t1"])));
+        assert!(store
+            .set_stage("w1", "old", "t1", Stage::Restored, None, Some(4))
+            .expect("restored"));
+        let t1 = tenant(&mut store, "old", "t1");
+        assert!(t1.is_restored(&old));
+        assert_eq!(t1.rows, Some(4));
+    }
+
     pub fn exports_are_requested_built_and_downloaded_through_a_current_link(new: New) {
         let f = new();
         let mut store = f.open();
@@ -2564,6 +2811,88 @@ mod contract {
             .expect("audit"));
     }
 
+    pub fn subscribers_keep_their_language_also_in_an_older_store(new: New) {
+        let f = new();
+        // A store made before subscribers kept a secret or a language, with one confirmed
+        // subscriber.
+        f.raw(
+            "CREATE TABLE subscribers (id TEXT PRIMARY KEY, kind TEXT NOT NULL,
+                 address TEXT NOT NULL, components TEXT NOT NULL, state TEXT NOT NULL,
+                 confirm_token TEXT UNIQUE, unsubscribe_token TEXT NOT NULL UNIQUE,
+                 page_url TEXT NOT NULL, created_at TEXT NOT NULL, confirmed_at TEXT,
+                 unsubscribed_at TEXT, added_by TEXT, UNIQUE (kind, address));
+             INSERT INTO subscribers VALUES ('old000000001', 'email', 'old@x.example', '[]',
+                 'confirmed', NULL, 'oldtoken', 'https://status.example',
+                 '2026-04-01T00:00:00.000000Z', '2026-04-01T00:00:00.000000Z', NULL, NULL);",
+        );
+        let mut store = f.open();
+        let page = "https://status.example";
+        store
+            .subscribe_in("kei@x.example", &[], page, Some("ja"))
+            .expect("subscribe");
+        // A language that is no tag is not kept (it would end up in a link).
+        store
+            .subscribe_in("eve@x.example", &[], page, Some("ja\"><script>"))
+            .expect("subscribe");
+        let confirmations: Vec<(String, Json)> = store
+            .deliveries(false)
+            .expect("deliveries")
+            .into_iter()
+            .filter(|d| d.event == NoticeEvent::SubscriptionConfirmation)
+            .map(|d| (d.address, d.body))
+            .collect();
+        let kei = &confirmations
+            .iter()
+            .find(|(a, _)| a == "kei@x.example")
+            .expect("kei's confirmation")
+            .1;
+        assert_eq!(kei["lang"], "ja");
+        let confirm = kei["confirm_url"].as_str().expect("url");
+        assert!(confirm.ends_with("&lang=ja"), "{confirm}");
+        assert!(kei["list_unsubscribe"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("&lang=ja")));
+        let eve = &confirmations
+            .iter()
+            .find(|(a, _)| a == "eve@x.example")
+            .expect("eve's confirmation")
+            .1;
+        assert!(eve.get("lang").is_none(), "{eve}");
+        assert!(!eve.to_string().contains("script"), "{eve}");
+        let token = confirm
+            .split_once("token=")
+            .and_then(|(_, t)| t.split('&').next())
+            .expect("token");
+        assert!(store.confirm_subscription(token).expect("confirm"));
+
+        // An incident reaches the old subscriber in English, the new one in Japanese.
+        incident(&mut store);
+        let updates: BTreeMap<String, Json> = store
+            .deliveries(false)
+            .expect("deliveries")
+            .into_iter()
+            .filter(|d| d.event == NoticeEvent::IncidentCreated && d.recipient.is_email())
+            .map(|d| (d.address, d.body))
+            .collect();
+        assert_eq!(
+            updates.keys().collect::<Vec<_>>(),
+            ["kei@x.example", "old@x.example"]
+        );
+        assert_eq!(updates["kei@x.example"]["lang"], "ja");
+        assert!(updates["old@x.example"].get("lang").is_none());
+        assert!(updates["old@x.example"]["list_unsubscribe"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("token=oldtoken")));
+        let listed: BTreeMap<String, Option<String>> = store
+            .subscribers()
+            .expect("list")
+            .into_iter()
+            .map(|s| (s.address, s.lang))
+            .collect();
+        assert_eq!(listed["kei@x.example"].as_deref(), Some("ja"));
+        assert_eq!(listed["old@x.example"], None);
+    }
+
     pub fn concurrent_subscriptions_of_one_address_make_one_subscriber(new: New) {
         let f = new();
         f.open();
@@ -2936,6 +3265,93 @@ mod contract {
             .is_empty());
     }
 
+    /// Several notifiers checking the cadence at once add one alarm per incident and
+    /// period; an update withdraws the alarm still waiting and ends the silence.
+    pub fn overdue_updates_ring_once_per_period_until_an_update(new: New) {
+        let f = new();
+        let mut store = f.open();
+        let id = incident(&mut store);
+        std::thread::sleep(Duration::from_millis(600));
+        let opened = lifeboat_core::time::parse(
+            &store
+                .incident(&id)
+                .expect("read")
+                .expect("there")
+                .created_at,
+        )
+        .expect("time");
+        // Half a cadence into the first overdue period: stable while the test runs.
+        let every = (lifeboat_core::time::now_us() - opened) * 2 / 3;
+        let every_us = move |impact: Impact| (impact == Impact::Major).then_some(every);
+        let added: usize = std::thread::scope(|scope| {
+            let notifiers: Vec<_> = (0..3)
+                .map(|_| {
+                    let f = &f;
+                    scope.spawn(move || {
+                        f.open()
+                            .enqueue_silence_alarms(&every_us, &strings(&["ops@example.com"]))
+                            .expect("check")
+                    })
+                })
+                .collect();
+            notifiers
+                .into_iter()
+                .map(|n| n.join().expect("thread"))
+                .sum()
+        });
+        assert_eq!(added, 1);
+        let alarms = |store: &mut ControlStore| -> Vec<(String, RecipientKind, DeliveryState)> {
+            store
+                .incident_deliveries(&id)
+                .expect("deliveries")
+                .into_iter()
+                .filter(|d| d.event == NoticeEvent::UpdateOverdue)
+                .map(|d| (d.key, d.recipient, d.state))
+                .collect()
+        };
+        let key = format!("silence:{id}:{opened}:1");
+        assert_eq!(
+            alarms(&mut store),
+            [
+                (
+                    format!("{key}:operators"),
+                    RecipientKind::Operators,
+                    DeliveryState::Pending
+                ),
+                (
+                    format!("{key}:email:ops@example.com"),
+                    RecipientKind::Address,
+                    DeliveryState::Pending
+                ),
+            ]
+        );
+        let none = |_: Impact| None;
+        assert_eq!(
+            store
+                .enqueue_silence_alarms(&none, &[])
+                .expect("no promise"),
+            0
+        );
+        store
+            .change_incident(
+                Some(&id),
+                &IncidentChange {
+                    message: "Still on it.".into(),
+                    ..Default::default()
+                },
+                "ops",
+            )
+            .expect("update");
+        assert_eq!(
+            store
+                .enqueue_silence_alarms(&every_us, &[])
+                .expect("after the update"),
+            0
+        );
+        let states: Vec<DeliveryState> = alarms(&mut store).into_iter().map(|a| a.2).collect();
+        assert_eq!(states, [DeliveryState::Withdrawn, DeliveryState::Withdrawn]);
+    }
+
     pub fn concurrent_notifiers_never_share_a_delivery(new: New) {
         let f = new();
         let mut store = f.open();
@@ -3207,6 +3623,8 @@ mod contract {
                     scheduled_until: ends.into(),
                     components: vec![component.into()],
                     message: String::new(),
+                    auto_start: false,
+                    auto_complete: false,
                 },
                 "ops",
             )
@@ -3302,6 +3720,253 @@ mod contract {
                 "maintenance-verify",
                 "maintenance-complete"
             ]
+        );
+    }
+
+    /// `schedule` with these times (relative to now, hours) and automatic moves.
+    fn scheduled(store: &mut ControlStore, name: &str, hours: (i64, i64), auto: bool) -> String {
+        let at = |h: i64| {
+            lifeboat_core::time::format_us(lifeboat_core::time::now_us() + h * 3_600_000_000)
+        };
+        store
+            .schedule_maintenance(
+                &NewMaintenance {
+                    name: name.into(),
+                    scheduled_for: at(hours.0),
+                    scheduled_until: at(hours.1),
+                    components: vec!["tracker".into()],
+                    message: String::new(),
+                    auto_start: auto,
+                    auto_complete: auto,
+                },
+                "ops",
+            )
+            .expect("schedule")
+    }
+
+    pub fn maintenances_start_and_complete_by_themselves_once(new: New) {
+        let f = new();
+        let mut store = f.open();
+        incident(&mut store);
+        let going = scheduled(&mut store, "Going on", (-2, 1), true);
+        let over = scheduled(&mut store, "Over", (-2, -1), true);
+        let later = scheduled(&mut store, "Later", (1, 2), true);
+        let by_hand = scheduled(&mut store, "By hand only", (-2, -1), false);
+        let done_early = scheduled(&mut store, "Completed early", (-2, 1), true);
+        store
+            .advance_maintenance(&done_early, MaintenanceStatus::Completed, None, "ops")
+            .expect("complete by hand");
+        let stored = store.maintenance(&going).expect("read").expect("there");
+        assert!(stored.auto_start && stored.auto_complete);
+        let stored = store.maintenance(&by_hand).expect("read").expect("there");
+        assert!(!stored.auto_start && !stored.auto_complete);
+        let audited = store.entries().expect("log").len();
+        let before = |store: &mut ControlStore, id: &str| store.maintenance(id).expect("read");
+        let untouched: Vec<_> = [&later, &by_hand, &done_early]
+            .iter()
+            .map(|id| before(&mut store, id))
+            .collect();
+
+        // Several notifiers at once: each move is made once.
+        let moves: Vec<(String, MaintenanceStatus)> = std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..4)
+                .map(|_| {
+                    let f = &f;
+                    scope.spawn(move || f.open().run_scheduled_maintenances().expect("run"))
+                })
+                .collect();
+            runs.into_iter()
+                .flat_map(|r| r.join().expect("thread"))
+                .collect()
+        });
+        let mut moves = moves;
+        moves.sort();
+        let mut expected = vec![
+            (going.clone(), MaintenanceStatus::InProgress),
+            (over.clone(), MaintenanceStatus::InProgress),
+            (over.clone(), MaintenanceStatus::Completed),
+        ];
+        expected.sort();
+        assert_eq!(moves, expected);
+        let m = store.maintenance(&going).expect("read").expect("there");
+        assert_eq!(m.status, MaintenanceStatus::InProgress);
+        assert!(m.started_at.is_some() && m.resolved_at.is_none());
+        assert_eq!(
+            m.updates[0].body,
+            "The scheduled maintenance is in progress."
+        );
+        let m = store.maintenance(&over).expect("read").expect("there");
+        assert_eq!(m.status, MaintenanceStatus::Completed);
+        assert!(m.started_at.is_some() && m.resolved_at.is_some());
+        assert_eq!(
+            m.updates.iter().map(|u| u.status).collect::<Vec<_>>(),
+            [
+                MaintenanceStatus::Completed,
+                MaintenanceStatus::InProgress,
+                MaintenanceStatus::Scheduled
+            ]
+        );
+        for (id, was) in [&later, &by_hand, &done_early].iter().zip(&untouched) {
+            assert_eq!(&before(&mut store, id), was, "{id} is left alone");
+        }
+        let entries = store.entries().expect("log");
+        let automatic: Vec<(String, String)> = entries[audited..]
+            .iter()
+            .map(|e| {
+                assert_eq!(e.actor, "lifeboat");
+                (e.action.clone(), e.subject.clone())
+            })
+            .collect();
+        assert_eq!(automatic.len(), 3, "{automatic:?}");
+        assert!(automatic.contains(&("maintenance-start".into(), format!("maintenance:{going}"))));
+        assert!(automatic.contains(&("maintenance-complete".into(), format!("maintenance:{over}"))));
+
+        // Nothing more to do; a move by hand still works after an automatic one.
+        let version = store.status_version().expect("version");
+        assert_eq!(store.run_scheduled_maintenances().expect("run"), vec![]);
+        assert_eq!(store.status_version().expect("version"), version);
+        store
+            .advance_maintenance(&going, MaintenanceStatus::Verifying, None, "ops")
+            .expect("verify by hand");
+        assert_eq!(store.run_scheduled_maintenances().expect("run"), vec![]);
+    }
+
+    pub fn maintenance_auto_columns_also_in_an_older_store(new: New) {
+        let f = new();
+        // A store made before maintenances could move by themselves, with one whose
+        // window has passed: it is not moved after the upgrade.
+        f.raw(
+            "CREATE TABLE maintenances (id TEXT PRIMARY KEY, name TEXT NOT NULL,
+                 status TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+                 scheduled_for TEXT NOT NULL, scheduled_until TEXT NOT NULL, started_at TEXT,
+                 monitoring_at TEXT, resolved_at TEXT);
+             INSERT INTO maintenances VALUES ('old000000001', 'Old', 'scheduled',
+                 '2026-04-01T00:00:00.000000Z', '2026-04-01T00:00:00.000000Z',
+                 '2026-04-02T00:00:00.000000Z', '2026-04-02T01:00:00.000000Z', NULL, NULL,
+                 NULL);",
+        );
+        let mut store = f.open();
+        let old = store
+            .maintenance("old000000001")
+            .expect("read")
+            .expect("old");
+        assert_eq!(old.status, MaintenanceStatus::Scheduled);
+        assert!(!old.auto_start && !old.auto_complete);
+        assert_eq!(store.run_scheduled_maintenances().expect("run"), vec![]);
+        // Opened again (another process): the columns are there once.
+        let mut again = f.open();
+        incident(&mut again);
+        let id = scheduled(&mut again, "New", (-1, 1), true);
+        assert_eq!(
+            again.run_scheduled_maintenances().expect("run"),
+            vec![(id, MaintenanceStatus::InProgress)]
+        );
+        assert_eq!(
+            store
+                .maintenance("old000000001")
+                .expect("read")
+                .expect("old"),
+            old
+        );
+    }
+
+    pub fn expired_archives_are_removed_once_and_asked_for_again(new: New) {
+        let f = new();
+        let mut store = f.open();
+        start(
+            &mut store,
+            "c1",
+            2,
+            lifeboat_core::time::now_us(),
+            &["t1", "t2"],
+        );
+        let tenants = tenants_of(&mut store, "c1");
+        let (one, two) = (tenants["t1"].token.clone(), tenants["t2"].token.clone());
+        // t1's link lasts 1 µs, t2's a minute.
+        for (token, tenant, link_us) in [(&one, "t1", 1), (&two, "t2", MINUTE_US)] {
+            assert!(store.request_export(token, link_us).expect("request"));
+            assert_eq!(
+                store
+                    .claim_export("w1", MINUTE_US)
+                    .expect("claim")
+                    .map(|c| c.1),
+                Some(tenant.to_string())
+            );
+            assert!(store
+                .finish_export(
+                    "w1",
+                    "c1",
+                    tenant,
+                    &format!("c1-{tenant}.zip"),
+                    10,
+                    link_us,
+                    json!({})
+                )
+                .expect("finish"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        let before = store.entries().expect("entries").len();
+
+        // Within the grace nothing is removed.
+        assert_eq!(store.expire_exports(MINUTE_US, "w1").expect("expire"), 0);
+        assert_eq!(store.archives_to_delete().expect("list"), vec![]);
+
+        // Several removers at once: t1's archive is marked once; t2's link is current.
+        let marked: usize = std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..3)
+                .map(|n| {
+                    let f = &f;
+                    scope.spawn(move || {
+                        f.open()
+                            .expire_exports(0, &format!("w{n}"))
+                            .expect("expire")
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().expect("thread")).sum()
+        });
+        assert_eq!(marked, 1);
+        let entries = store.entries().expect("entries");
+        let removals: Vec<_> = entries[before..]
+            .iter()
+            .map(|e| (e.action.as_str(), e.subject.as_str(), e.details.clone()))
+            .collect();
+        assert_eq!(
+            removals,
+            [(
+                "export-remove",
+                "tenant:t1",
+                json!({"campaign": "c1", "file": "c1-t1.zip"})
+            )]
+        );
+        let exports = store.exports().expect("exports");
+        assert_eq!(exports[0].state, "removed");
+        assert_eq!(exports[1].state, "ready");
+        let link = exports[0].link.clone().expect("link kept");
+        store
+            .record_download("c1", "t1", &link)
+            .expect_err("a removed archive is not downloaded");
+
+        // The file is deleted, then forgotten.
+        assert_eq!(
+            store.archives_to_delete().expect("list"),
+            vec![("c1".to_string(), "t1".to_string(), "c1-t1.zip".to_string())]
+        );
+        store
+            .archive_deleted("c1", "t1", "c1-t1.zip")
+            .expect("deleted");
+        assert_eq!(store.archives_to_delete().expect("list"), vec![]);
+        assert_eq!(store.exports().expect("exports")[0].file, None);
+
+        // Asked for again: a new request, built again.
+        assert!(store.request_export(&one, MINUTE_US).expect("request"));
+        assert_eq!(store.exports().expect("exports")[0].state, "requested");
+        assert_eq!(
+            store
+                .claim_export("w1", MINUTE_US)
+                .expect("claim")
+                .map(|c| c.1),
+            Some("t1".to_string())
         );
     }
 }

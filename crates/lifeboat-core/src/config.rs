@@ -53,6 +53,115 @@ pub struct Config {
     /// (`lifeboat incident update ID --template NAME`).
     #[serde(default)]
     pub templates: BTreeMap<String, TemplateConfig>,
+    /// `[status]`: what the status page promises its readers (docs/status.md, "The
+    /// update cadence").
+    #[serde(default)]
+    pub status: StatusConfig,
+}
+
+/// `[status]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusConfig {
+    /// The promised time between two public updates of an unresolved incident: one
+    /// duration for every incident, or one per impact (none: no promise, no alarm).
+    #[serde(default)]
+    pub update_every: Option<UpdateEvery>,
+}
+
+impl StatusConfig {
+    /// The promised cadence of an incident of `impact` (`none`, `minor`, `major`,
+    /// `critical`), if one is promised.
+    pub fn update_every(&self, impact: &str) -> Option<std::time::Duration> {
+        self.update_every
+            .as_ref()
+            .and_then(|u| u.for_impact(impact))
+    }
+}
+
+/// The impacts `[status.update_every]` may name, and `default` for the others.
+pub const UPDATE_EVERY_KEYS: [&str; 5] = ["critical", "major", "minor", "none", "default"];
+/// The shortest promised cadence.
+pub const MIN_UPDATE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// The longest promised cadence (a week).
+pub const MAX_UPDATE_EVERY: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
+/// `update_every = "60m"`, or `[status.update_every]` with a duration per impact and
+/// `default` for the impacts not named. Durations as people write them: `30m`, `2h`,
+/// `1h 30m`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateEvery {
+    /// Impact (or `default`) -> cadence.
+    pub by_impact: BTreeMap<String, std::time::Duration>,
+}
+
+impl UpdateEvery {
+    /// The cadence of `impact`: its own, else `default`, else none.
+    pub fn for_impact(&self, impact: &str) -> Option<std::time::Duration> {
+        self.by_impact
+            .get(impact)
+            .or_else(|| self.by_impact.get("default"))
+            .copied()
+    }
+}
+
+/// A promised cadence as written at `key`: a duration from 1 minute to 7 days.
+pub fn parse_update_every(key: &str, text: &str) -> Result<std::time::Duration> {
+    let refuse = |why: String| {
+        Error::config(format!(
+            "{key} = {text:?}: {why} (write a duration such as \"30m\", \"2h\" or \"1h 30m\", \
+             from 1m to 7d)"
+        ))
+    };
+    let every = humantime::parse_duration(text.trim()).map_err(|e| refuse(e.to_string()))?;
+    if every < MIN_UPDATE_EVERY {
+        return Err(refuse("shorter than a minute".into()));
+    }
+    if every > MAX_UPDATE_EVERY {
+        return Err(refuse("longer than a week".into()));
+    }
+    Ok(every)
+}
+
+impl<'de> Deserialize<'de> for UpdateEvery {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let value = toml::Value::deserialize(d)?;
+        let mut by_impact = BTreeMap::new();
+        match value {
+            toml::Value::String(text) => {
+                let every = parse_update_every("[status] update_every", &text)
+                    .map_err(|e| D::Error::custom(e.message()))?;
+                by_impact.insert("default".to_string(), every);
+            }
+            toml::Value::Table(table) => {
+                for (impact, text) in table {
+                    let key = format!("[status.update_every] {impact}");
+                    if !UPDATE_EVERY_KEYS.contains(&impact.as_str()) {
+                        return Err(D::Error::custom(format!(
+                            "{key}: unknown impact; use {}",
+                            UPDATE_EVERY_KEYS.join(", ")
+                        )));
+                    }
+                    let toml::Value::String(text) = text else {
+                        return Err(D::Error::custom(format!(
+                            "{key} = {text}: write the duration as a string, e.g. \"30m\""
+                        )));
+                    };
+                    let every = parse_update_every(&key, &text)
+                        .map_err(|e| D::Error::custom(e.message()))?;
+                    by_impact.insert(impact, every);
+                }
+            }
+            other => {
+                return Err(D::Error::custom(format!(
+                    "[status] update_every = {other}: write a duration such as \"60m\", or a \
+                     table [status.update_every] with one per impact"
+                )))
+            }
+        }
+        Ok(UpdateEvery { by_impact })
+    }
 }
 
 /// `[templates.NAME]`: an incident update's text with `{field}` placeholders (`{{` and `}}`
@@ -475,6 +584,9 @@ pub struct NotifyConfig {
     /// Operator webhooks.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// The operators' addresses: the overdue-update alarm is also emailed to each.
+    #[serde(default)]
+    pub operator_emails: Vec<String>,
 }
 
 impl Default for NotifyConfig {
@@ -486,6 +598,7 @@ impl Default for NotifyConfig {
             remind_after_minutes: None,
             smtp: None,
             webhooks: Vec::new(),
+            operator_emails: Vec::new(),
         }
     }
 }
@@ -607,6 +720,11 @@ pub struct CampaignConfig {
     /// wait for the admin).
     #[serde(default)]
     pub auto_accept_minutes: Option<u64>,
+    /// With `customer` acceptance and a phased campaign (`--phases`): the tenant's admin
+    /// accepts after each phase, and its next phase waits for that acceptance; false
+    /// (the default): once, after its last phase.
+    #[serde(default)]
+    pub accept_per_phase: bool,
     /// A worker's claim on its tenants lasts this long unless renewed; a worker that
     /// stops renewing (killed) loses its tenants to another worker after it.
     #[serde(default = "default_lease_seconds")]
@@ -639,6 +757,7 @@ impl Default for CampaignConfig {
         CampaignConfig {
             acceptance: default_acceptance(),
             auto_accept_minutes: None,
+            accept_per_phase: false,
             lease_seconds: default_lease_seconds(),
             max_attempts: default_max_attempts(),
             attributes: BTreeMap::new(),
@@ -1066,6 +1185,17 @@ impl Config {
                 "[notify] max_delay_seconds = {}: use 10 to 86400",
                 n.max_delay_seconds
             )));
+        }
+        for email in &n.operator_emails {
+            let plain = email.split_once('@').is_some_and(|(user, domain)| {
+                !user.is_empty() && domain.contains('.') && !domain.contains('@')
+            }) && !email.contains(|c: char| c.is_whitespace() || c == '<' || c == '>');
+            if !plain {
+                return Err(Error::config(format!(
+                    "[notify] operator_emails: {email:?} is not an email address \
+                     (write name@example.com)"
+                )));
+            }
         }
         if let Some(minutes) = n.remind_after_minutes {
             if !(1..=MAX_AUTO_ACCEPT_MINUTES).contains(&minutes) {
@@ -1500,6 +1630,68 @@ mod tests {
             err.to_string().contains("[templates.p] status = \"done\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_update_cadence_is_one_duration_or_one_per_impact() {
+        let config = Config::parse(GOOD).expect("valid");
+        assert_eq!(config.status.update_every("critical"), None);
+        let one = format!("{GOOD}\n[status]\nupdate_every = \"1h 30m\"\n");
+        let config = Config::parse(&one).expect("one cadence");
+        assert_eq!(
+            config.status.update_every("minor"),
+            Some(std::time::Duration::from_secs(5400))
+        );
+        let per = format!("{GOOD}\n[status.update_every]\ncritical = \"30m\"\nmajor = \"2h\"\n");
+        let config = Config::parse(&per).expect("per impact");
+        assert_eq!(
+            config.status.update_every("critical"),
+            Some(std::time::Duration::from_secs(1800))
+        );
+        assert_eq!(
+            config.status.update_every("major"),
+            Some(std::time::Duration::from_secs(7200))
+        );
+        assert_eq!(config.status.update_every("minor"), None);
+        let with_default = format!("{per}default = \"4h\"\n");
+        let config = Config::parse(&with_default).expect("with default");
+        assert_eq!(
+            config.status.update_every("none"),
+            Some(std::time::Duration::from_secs(14_400))
+        );
+        for (bad, wanted) in [
+            ("update_every = \"90x\"", "[status] update_every = \"90x\""),
+            ("update_every = \"30s\"", "shorter than a minute"),
+            ("update_every = \"9d\"", "longer than a week"),
+            ("update_every = 30", "[status] update_every = 30"),
+            (
+                "[status.update_every]\nmajor = \"soon\"",
+                "[status.update_every] major = \"soon\"",
+            ),
+            ("[status.update_every]\nhuge = \"1h\"", "unknown impact"),
+            ("[status.update_every]\nmajor = 60", "as a string"),
+        ] {
+            let text = if bad.starts_with('[') {
+                format!("{GOOD}\n{bad}\n")
+            } else {
+                format!("{GOOD}\n[status]\n{bad}\n")
+            };
+            let err = Config::parse(&text).expect_err(bad).to_string();
+            assert!(err.contains(wanted), "{bad}: {err}");
+            assert!(!err.contains('\n'), "{bad}: one line: {err}");
+        }
+    }
+
+    #[test]
+    fn operator_emails_are_addresses() {
+        let good = format!("{GOOD}\n[notify]\noperator_emails = [\"oncall@example.com\"]\n");
+        let config = Config::parse(&good).expect("valid");
+        assert_eq!(config.notify.operator_emails, ["oncall@example.com"]);
+        for bad in ["oncall", "Ops <ops@example.com>", "a@b"] {
+            let text = format!("{GOOD}\n[notify]\noperator_emails = [\"{bad}\"]\n");
+            let err = Config::parse(&text).expect_err(bad).to_string();
+            assert!(err.contains("[notify] operator_emails"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -88,6 +88,27 @@ struct Inner {
     head_times: Mutex<BTreeMap<String, i64>>,
     restore_rows: Counter,
     campaign_tenants: Family<CampaignLabels, Gauge>,
+    drill_runs: Counter,
+    drill_failures: Counter,
+    drill_tenants: Family<ResultLabel, Counter>,
+    drill_tenant_seconds: Histogram,
+    drill_last_success: Gauge<f64, AtomicU64>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+/// What a live drill's tenant came to: `passed`, `failed`, or `busy` (restored and
+/// checked against the vault, not compared with live rows that kept changing).
+pub const DRILL_RESULTS: [&str; 3] = ["passed", "failed", "busy"];
+
+/// Recovery time of one tenant in a live drill, in seconds: 50 ms to an hour.
+fn drill_histogram() -> Histogram {
+    Histogram::new([
+        0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+    ])
 }
 
 /// A handle on one registry of Lifeboat's metrics.
@@ -119,6 +140,11 @@ impl Metrics {
         let head_age = Family::<SourceLabel, Gauge<f64, AtomicU64>>::default();
         let restore_rows = Counter::default();
         let campaign_tenants = Family::<CampaignLabels, Gauge>::default();
+        let drill_runs = Counter::default();
+        let drill_failures = Counter::default();
+        let drill_tenants = Family::<ResultLabel, Counter>::default();
+        let drill_tenant_seconds = drill_histogram();
+        let drill_last_success = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "capture_lag_seconds",
             "Delay from a transaction's commit in its source to its segment being durable \
@@ -155,6 +181,32 @@ impl Metrics {
             "Tenants of each recovery campaign, by stage",
             campaign_tenants.clone(),
         );
+        registry.register(
+            "drill_runs",
+            "Live drills run (`drill --live`), passed or not",
+            drill_runs.clone(),
+        );
+        registry.register(
+            "drill_failures",
+            "Live drills that failed: a tenant failed, or the drill could not finish",
+            drill_failures.clone(),
+        );
+        registry.register(
+            "drill_tenants",
+            "Tenants drilled live, by result (passed, failed, busy)",
+            drill_tenants.clone(),
+        );
+        registry.register(
+            "drill_tenant_seconds",
+            "Recovery time of one tenant in a live drill: its restore into the scratch \
+             database and the read-back",
+            drill_tenant_seconds.clone(),
+        );
+        registry.register(
+            "drill_last_success_timestamp_seconds",
+            "When the last live drill that passed finished (Unix time)",
+            drill_last_success.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -166,6 +218,11 @@ impl Metrics {
                 head_times: Mutex::new(BTreeMap::new()),
                 restore_rows,
                 campaign_tenants,
+                drill_runs,
+                drill_failures,
+                drill_tenants,
+                drill_tenant_seconds,
+                drill_last_success,
             }),
         }
     }
@@ -225,6 +282,38 @@ impl Metrics {
                     stage: stage.clone(),
                 })
                 .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Show the live drill's series at 0 before its first run ends, so that an alert on
+    /// their rate works from the start.
+    pub fn drill_started(&self) {
+        for result in DRILL_RESULTS {
+            let _ = self.inner.drill_tenants.get_or_create(&ResultLabel {
+                result: result.to_string(),
+            });
+        }
+    }
+
+    /// One tenant of a live drill came to `result` (one of `DRILL_RESULTS`) after
+    /// `seconds` of recovery.
+    pub fn drill_tenant(&self, result: &str, seconds: f64) {
+        self.inner
+            .drill_tenants
+            .get_or_create(&ResultLabel {
+                result: result.to_string(),
+            })
+            .inc();
+        self.inner.drill_tenant_seconds.observe(seconds.max(0.0));
+    }
+
+    /// A live drill ended: passed (at `finished_us`) or failed.
+    pub fn drill_run(&self, passed: bool, finished_us: i64) {
+        self.inner.drill_runs.inc();
+        if passed {
+            self.inner.drill_last_success.set(finished_us as f64 / 1e6);
+        } else {
+            self.inner.drill_failures.inc();
         }
     }
 
@@ -355,5 +444,32 @@ mod tests {
         // A campaign gone from the store is gone from the counts.
         metrics.set_campaign_tenants(&BTreeMap::new());
         assert!(!metrics.encode().contains("campaign=\"c1\""));
+    }
+
+    #[test]
+    fn a_live_drill_feeds_runs_failures_tenants_and_the_last_success() {
+        let metrics = Metrics::new();
+        metrics.drill_started();
+        let text = metrics.encode();
+        assert!(text.contains("lifeboat_drill_runs_total 0"), "{text}");
+        assert!(text.contains("lifeboat_drill_failures_total 0"), "{text}");
+        assert!(text.contains("lifeboat_drill_tenants_total{result=\"busy\"} 0"));
+        assert!(text.contains("lifeboat_drill_last_success_timestamp_seconds 0"));
+        metrics.drill_tenant("passed", 0.3);
+        metrics.drill_tenant("failed", 2.0);
+        metrics.drill_run(false, 1_000_000);
+        metrics.drill_run(true, 1_700_000_000_500_000);
+        let text = metrics.encode();
+        assert!(text.contains("lifeboat_drill_runs_total 2"), "{text}");
+        assert!(text.contains("lifeboat_drill_failures_total 1"), "{text}");
+        assert!(text.contains("lifeboat_drill_tenants_total{result=\"passed\"} 1"));
+        assert!(
+            text.contains("lifeboat_drill_tenant_seconds_count 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lifeboat_drill_last_success_timestamp_seconds 1700000000.5"),
+            "{text}"
+        );
     }
 }

@@ -228,6 +228,12 @@ impl TenantStream {
         }
     }
 
+    /// A tenant with no rows and no tables: what writing nothing looks like (a restore of
+    /// it removes the tenant's rows and writes none).
+    pub fn empty() -> TenantStream {
+        TenantStream::new(None, usize::MAX, SharedSpill::default())
+    }
+
     /// The shared temporary file, made if it is not yet.
     fn spill_file(&mut self) -> Result<Arc<SpillFile>> {
         if let Some(spill) = &self.spill {

@@ -129,8 +129,13 @@ pub async fn compare_tenant(
         .map(|(table, (columns, _))| (table.clone(), columns.clone()))
         .collect();
     let live = live_digests(source, tenant, &columns).await?;
+    Ok(check(expected, &live))
+}
+
+/// Live digests (`live_digests`, read over `expected`'s columns) against `expected`.
+pub fn check(expected: &Expected, live: &BTreeMap<String, TableDigest>) -> TenantCheck {
     let names: BTreeSet<&String> = expected.keys().chain(live.keys()).collect();
-    Ok(TenantCheck {
+    TenantCheck {
         tables: names
             .into_iter()
             .map(|table| TableCheck {
@@ -142,5 +147,5 @@ pub async fn compare_tenant(
                     .unwrap_or_default(),
             })
             .collect(),
-    })
+    }
 }

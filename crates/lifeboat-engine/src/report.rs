@@ -1,13 +1,16 @@
 //! The post-incident report (docs/status.md, "The post-incident report"), drafted from
 //! what the control store recorded: the guarded plans whose waves touched the incident's
 //! tenants, the public updates, the campaigns and their batches; the numbers (tenants and
-//! users affected, recovery time per tenant, recovery point); the communication record;
+//! users affected, recovery time per tenant, recovery point); the communication record
+//! (updates against the promised cadence, alarms, notifications by channel);
 //! and the SLA credits owed. Markdown, for the operator to edit, or HTML.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use lifeboat_control::{ControlStore, Downtime, Incident, Stage};
+use lifeboat_control::{
+    ControlStore, DeliveryState, Downtime, Incident, NoticeEvent, RecipientKind, Stage,
+};
 use lifeboat_core::config::Config;
 use lifeboat_core::time::{format_us, parse};
 use lifeboat_core::{Error, Result};
@@ -159,6 +162,24 @@ pub fn draft(config: &Config, control: &mut ControlStore, id: &str) -> Result<St
                 text: format!("Alarm: {}", inline(&e.details.to_string())),
             });
         }
+    }
+    let deliveries = control.incident_deliveries(&incident.id)?;
+    let alarms: Vec<&lifeboat_control::Delivery> = deliveries
+        .iter()
+        .filter(|d| {
+            d.event == NoticeEvent::UpdateOverdue && d.recipient == RecipientKind::Operators
+        })
+        .collect();
+    for alarm in &alarms {
+        let facts = &alarm.body["update_overdue"];
+        moments.push(Moment {
+            at_us: stored_time(&alarm.created_at)?,
+            text: format!(
+                "Alarm to the operators: no public update since {}, one was due by {}",
+                inline(facts["silent_since"].as_str().unwrap_or("?")),
+                inline(facts["due_at"].as_str().unwrap_or("?"))
+            ),
+        });
     }
     if let Some(first) = downtimes.iter().map(|d| d.start_us).min() {
         let how = downtimes
@@ -384,6 +405,74 @@ pub fn draft(config: &Config, control: &mut ControlStore, id: &str) -> Result<St
             "- First public word after the data went missing: {}.",
             duration((first_post - first_loss).max(0))
         );
+    }
+    match config.status.update_every(incident.impact.as_str()) {
+        None => {
+            let _ = writeln!(
+                md,
+                "- Promised update cadence: none for impact {} (`[status] update_every`).",
+                incident.impact
+            );
+        }
+        Some(every) => {
+            let every_us = i64::try_from(every.as_micros()).unwrap_or(i64::MAX);
+            let missed: i64 = gaps
+                .iter()
+                .map(|g| lifeboat_control::missed_periods(*g, every_us))
+                .sum();
+            let _ = writeln!(
+                md,
+                "- Promised update cadence (impact {}): every {}. Promised updates missed: {}{}.",
+                incident.impact,
+                duration(every_us),
+                missed,
+                match gaps.iter().max() {
+                    Some(longest) if missed > 0 => {
+                        format!(" (longest silence {})", duration(*longest))
+                    }
+                    _ => String::new(),
+                }
+            );
+        }
+    }
+    let _ = writeln!(
+        md,
+        "- Overdue-update alarms to the operators: {}.",
+        alarms.len()
+    );
+    // Notifications by channel, from the outbox.
+    let mut channels: BTreeMap<&str, [u64; 4]> = BTreeMap::new();
+    for d in &deliveries {
+        let channel = match d.recipient {
+            RecipientKind::Contact => "Email to tenant contacts",
+            RecipientKind::Address => "Email to subscribers and operators",
+            RecipientKind::Operator => "Operator webhooks",
+            RecipientKind::Webhook => "Subscriber webhooks",
+            RecipientKind::Operators => continue,
+        };
+        let column = match d.state {
+            DeliveryState::Sent => 0,
+            DeliveryState::Dead => 1,
+            DeliveryState::Pending | DeliveryState::Sending => 2,
+            DeliveryState::Withdrawn => 3,
+            DeliveryState::Expanded => continue,
+        };
+        channels.entry(channel).or_default()[column] += 1;
+    }
+    if channels.is_empty() {
+        let _ = writeln!(md, "- Notifications about the incident: none were written.");
+    } else {
+        let _ = writeln!(
+            md,
+            "\n| Notifications | Delivered | Failed | Pending | Withdrawn |\n\
+             |---|---:|---:|---:|---:|"
+        );
+        for (channel, [sent, dead, pending, withdrawn]) in &channels {
+            let _ = writeln!(
+                md,
+                "| {channel} | {sent} | {dead} | {pending} | {withdrawn} |"
+            );
+        }
     }
 
     // Credits.

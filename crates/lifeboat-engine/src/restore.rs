@@ -313,7 +313,7 @@ pub async fn execute(config: &Config, request: &Request, progress: Reporter) -> 
 }
 
 /// `--into-url`: the target must have every tenant table and column of the source.
-fn check_same_schema(source: &LiveSource, target: &LiveSource) -> Result<()> {
+pub(crate) fn check_same_schema(source: &LiveSource, target: &LiveSource) -> Result<()> {
     let wanted = source.live_columns();
     let have = target.live_columns();
     for (table, columns) in &wanted {

@@ -491,6 +491,7 @@ async fn a_campaign_restores_its_tenants_through_two_workers() {
         priority: "users desc".into(),
         by: "oncall".into(),
         auto_progress: None,
+        phases: None,
     };
     let err = lifeboat_engine::campaign::start_campaign(
         &config,

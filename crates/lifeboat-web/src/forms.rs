@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
@@ -22,6 +22,7 @@ use lifeboat_control::{Component, SubscriberKind, SupportInput};
 use lifeboat_core::Error;
 
 use crate::html::escape;
+use crate::i18n::{Arg, Lang};
 use crate::snapshot::PageInfo;
 use crate::{error_response, private_headers, public_response, unauthorised, AppState};
 
@@ -115,8 +116,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route(
             "/subscribe",
             get(
-                |State(state): State<AppState>, headers: HeaderMap| async move {
-                    public_response(&state, "/subscribe", None, &headers)
+                |State(state): State<AppState>,
+                 RawQuery(query): RawQuery,
+                 headers: HeaderMap| async move {
+                    public_response(&state, "/subscribe", query.as_deref(), &headers)
                 },
             )
             .post(subscribe),
@@ -126,8 +129,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route(
             "/support",
             get(
-                |State(state): State<AppState>, headers: HeaderMap| async move {
-                    public_response(&state, "/support", None, &headers)
+                |State(state): State<AppState>,
+                 RawQuery(query): RawQuery,
+                 headers: HeaderMap| async move {
+                    public_response(&state, "/support", query.as_deref(), &headers)
                 },
             )
             .post(support),
@@ -142,36 +147,59 @@ pub(crate) fn routes() -> Router<AppState> {
         )
 }
 
-fn head(title: &str) -> String {
+/// Message `id` in `lang`, escaped for HTML.
+fn t(lang: Lang, id: &str, args: &[(&str, Arg)]) -> String {
+    escape(&lang.text(id, args))
+}
+
+fn head(lang: Lang, title: &str) -> String {
     format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+        "<!DOCTYPE html>\n<html lang=\"{}\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{}</title><style>{}</style></head><body>",
+        lang.code(),
         escape(title),
         crate::html::STYLE
     )
 }
 
-/// A whole page: the page's name, `body` (HTML), a link back to the status page.
-fn page(info: &PageInfo, title: &str, body: &str) -> String {
+/// A whole page in `lang`: the page's name, `body` (HTML), a link back to the status page
+/// in the same language.
+fn page(lang: Lang, info: &PageInfo, title: &str, body: &str) -> String {
     format!(
-        "{}<h1>{}</h1>{body}<p class=\"meta\"><a href=\"/\">Back to the status page</a></p>\
+        "{}<h1>{}</h1>{body}<p class=\"meta\"><a href=\"/?lang={}\">{}</a></p>\
          </body></html>\n",
-        head(&format!("{} — {title}", info.name)),
-        escape(title)
+        head(lang, &format!("{} — {title}", info.name)),
+        escape(title),
+        lang.code(),
+        t(lang, "form-back", &[])
     )
 }
 
-/// The subscribe form, on the public page and on `/subscribe`: an email address and, if
-/// the page has components, a box for each (none ticked: every incident).
-pub fn subscribe_form(components: &[Component]) -> String {
-    let mut out = String::from(
-        "<form method=\"post\" action=\"/subscribe\" id=\"subscribe\">\
-         <p><label>Email <input type=\"email\" name=\"email\" required maxlength=\"254\">\
-         </label> <button type=\"submit\">Subscribe</button></p>",
+/// The hidden field that carries the reader's language through a form's POST.
+fn lang_field(lang: Lang) -> String {
+    format!(
+        "<input type=\"hidden\" name=\"lang\" value=\"{}\">",
+        lang.code()
+    )
+}
+
+/// The subscribe form in `lang`, on the public page and on `/subscribe`: an email address
+/// and, if the page has components, a box for each (none ticked: every incident).
+pub fn subscribe_form(lang: Lang, components: &[Component]) -> String {
+    let mut out = format!(
+        "<form method=\"post\" action=\"/subscribe\" id=\"subscribe\">{}\
+         <p><label>{} <input type=\"email\" name=\"email\" required maxlength=\"254\">\
+         </label> <button type=\"submit\">{}</button></p>",
+        lang_field(lang),
+        t(lang, "form-email", &[]),
+        t(lang, "subscribe-button", &[])
     );
     if !components.is_empty() {
-        out.push_str("<p class=\"meta\">Only about (none: everything):");
+        out.push_str(&format!(
+            "<p class=\"meta\">{}",
+            t(lang, "subscribe-only-about", &[])
+        ));
         for c in components {
             out.push_str(&format!(
                 " <label><input type=\"checkbox\" name=\"component\" value=\"{}\"> {}</label>",
@@ -185,60 +213,86 @@ pub fn subscribe_form(components: &[Component]) -> String {
     out
 }
 
-/// `/subscribe`: the form on a page of its own (the status page refreshes itself).
-pub fn subscribe_page(info: &PageInfo, components: &[Component]) -> String {
+/// `/subscribe` in `lang`: the form on a page of its own (the status page refreshes
+/// itself).
+pub fn subscribe_page(lang: Lang, info: &PageInfo, components: &[Component]) -> String {
     page(
+        lang,
         info,
-        "Subscribe to updates",
+        &lang.text("subscribe-title", &[]),
         &format!(
-            "<p>We email you when an incident opens, changes or is resolved. You confirm \
-             your address first; every email has a link to unsubscribe.</p>{}",
-            subscribe_form(components)
+            "<p>{}</p>{}",
+            t(lang, "subscribe-intro", &[]),
+            subscribe_form(lang, components)
         ),
     )
 }
 
-/// `/support`: the support form. Only the address and the message are required.
-pub fn support_page(info: &PageInfo) -> String {
+/// `/support` in `lang`: the support form. Only the address and the message are required.
+pub fn support_page(lang: Lang, info: &PageInfo) -> String {
     page(
+        lang,
         info,
-        "Contact support",
-        "<p>Write to us from any email address. You do not need your site's address or \
-         your account details: we find your account from your email if we can.</p>\
-         <form method=\"post\" action=\"/support\" id=\"support\">\
-         <p><label>Email <input type=\"email\" name=\"email\" required maxlength=\"254\">\
-         </label></p>\
-         <p><label>Message<br><textarea name=\"message\" required rows=\"8\" cols=\"60\" \
-         maxlength=\"8192\"></textarea></label></p>\
-         <p><label>Site address (optional) <input type=\"text\" name=\"site_url\" \
-         maxlength=\"512\"></label></p>\
-         <p><label>Company (optional) <input type=\"text\" name=\"company\" \
-         maxlength=\"512\"></label></p>\
-         <p><label>Account or tenant (optional) <input type=\"text\" name=\"tenant\" \
-         maxlength=\"512\"></label></p>\
-         <p><button type=\"submit\">Send</button></p></form>",
+        &lang.text("support-title", &[]),
+        &format!(
+            "<p>{intro}</p>\
+             <form method=\"post\" action=\"/support\" id=\"support\">{hidden}\
+             <p><label>{email} <input type=\"email\" name=\"email\" required \
+             maxlength=\"254\"></label></p>\
+             <p><label>{message}<br><textarea name=\"message\" required rows=\"8\" \
+             cols=\"60\" maxlength=\"{max}\"></textarea></label></p>\
+             <p><label>{site} <input type=\"text\" name=\"site_url\" \
+             maxlength=\"{field}\"></label></p>\
+             <p><label>{company} <input type=\"text\" name=\"company\" \
+             maxlength=\"{field}\"></label></p>\
+             <p><label>{tenant} <input type=\"text\" name=\"tenant\" \
+             maxlength=\"{field}\"></label></p>\
+             <p><button type=\"submit\">{send}</button></p></form>",
+            intro = t(lang, "support-intro", &[]),
+            hidden = lang_field(lang),
+            email = t(lang, "form-email", &[]),
+            message = t(lang, "support-message", &[]),
+            site = t(lang, "support-site", &[]),
+            company = t(lang, "support-company", &[]),
+            tenant = t(lang, "support-tenant", &[]),
+            send = t(lang, "support-send", &[]),
+            max = lifeboat_control::MAX_MESSAGE_BYTES,
+            field = lifeboat_control::MAX_FIELD_BYTES,
+        ),
     )
 }
 
-/// An HTML answer, never cached.
-fn answer(state: &AppState, status: StatusCode, title: &str, body: &str) -> Response {
-    private_headers(
+/// An HTML answer in `lang` with message `title` and `body` (HTML), never cached.
+fn answer(state: &AppState, lang: Lang, status: StatusCode, title: &str, body: &str) -> Response {
+    let mut response = private_headers(
         (
             status,
             [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            page(&state.inner.page, title, body),
+            page(lang, &state.inner.page, &lang.text(title, &[]), body),
         )
             .into_response(),
-    )
+    );
+    response
+        .headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("accept-language"));
+    response
 }
 
-fn too_many(state: &AppState, wait: Duration) -> Response {
+/// An answer whose body is one paragraph, message `id` (with `html_id` as its id).
+fn said(lang: Lang, id: &str, html_id: Option<&str>) -> String {
+    match html_id {
+        Some(html_id) => format!("<p id=\"{html_id}\">{}</p>", t(lang, id, &[])),
+        None => format!("<p>{}</p>", t(lang, id, &[])),
+    }
+}
+
+fn too_many(state: &AppState, lang: Lang, wait: Duration) -> Response {
     let mut r = answer(
         state,
+        lang,
         StatusCode::TOO_MANY_REQUESTS,
-        "Too many requests",
-        "<p>We received too many requests from this address or network. Please try again \
-         later.</p>",
+        "answer-too-many-title",
+        &said(lang, "answer-too-many", None),
     );
     if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
         r.headers_mut().insert(header::RETRY_AFTER, v);
@@ -246,24 +300,28 @@ fn too_many(state: &AppState, wait: Duration) -> Response {
     r
 }
 
-fn bad_input(state: &AppState, e: &Error) -> Response {
+/// The form refused: `why` (a message in `lang`, already written).
+fn bad_input(state: &AppState, lang: Lang, why: &str) -> Response {
     answer(
         state,
+        lang,
         StatusCode::BAD_REQUEST,
-        "Please check the form",
+        "answer-check-title",
         &format!(
-            "<p>{}.</p><p>Please go back and try again.</p>",
-            escape(e.message())
+            "<p>{}</p><p>{}</p>",
+            escape(why),
+            t(lang, "answer-try-again", &[])
         ),
     )
 }
 
-fn unavailable(state: &AppState) -> Response {
+fn unavailable(state: &AppState, lang: Lang) -> Response {
     let mut r = answer(
         state,
+        lang,
         StatusCode::SERVICE_UNAVAILABLE,
-        "Please try again",
-        "<p>We could not take your request just now. Please try again in a minute.</p>",
+        "answer-unavailable-title",
+        &said(lang, "answer-unavailable", None),
     );
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
@@ -276,16 +334,29 @@ fn client_key(client: Option<Extension<ClientAddr>>) -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-/// The form's fields, or the answer that refuses it (413 for a body too long).
-async fn form_fields(state: &AppState, body: Body) -> Result<Vec<(String, String)>, Box<Response>> {
+/// The form's fields, or the answer that refuses it (413 for a body too long, in the
+/// language of the request without its form).
+async fn form_fields(
+    state: &AppState,
+    lang: Lang,
+    body: Body,
+) -> Result<Vec<(String, String)>, Box<Response>> {
     let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
         .await
         .map_err(|_| {
             Box::new(answer(
                 state,
+                lang,
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "Too long",
-                &format!("<p>The form is longer than {MAX_FORM_BYTES} bytes.</p>"),
+                "answer-too-long-title",
+                &format!(
+                    "<p>{}</p>",
+                    t(
+                        lang,
+                        "answer-too-long",
+                        &[("bytes", (MAX_FORM_BYTES as u64).into())]
+                    )
+                ),
             ))
         })?;
     Ok(form_urlencoded::parse(&bytes).into_owned().collect())
@@ -298,28 +369,52 @@ fn field(fields: &[(String, String)], name: &str) -> Option<String> {
         .map(|(_, v)| v.clone())
 }
 
+/// The language of a form's answer: the form's own `lang` field (the page it was read
+/// on), else the request's (`?lang=`, then `Accept-Language`).
+fn form_lang(fields: &[(String, String)], request: Lang) -> Lang {
+    field(fields, "lang")
+        .as_deref()
+        .and_then(Lang::from_tag)
+        .unwrap_or(request)
+}
+
+/// A field that is longer than it may be, named in `lang`.
+fn too_long(lang: Lang, label: &str, bytes: usize) -> String {
+    lang.text(
+        "form-field-too-long",
+        &[
+            ("field", lang.text(label, &[]).into()),
+            ("bytes", (bytes as u64).into()),
+        ],
+    )
+}
+
 async fn subscribe(
     State(state): State<AppState>,
     client: Option<Extension<ClientAddr>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let lang = crate::request_lang(query.as_deref(), &headers);
     let limits = &state.inner.rate_limits;
     if let Some(wait) = limits.subscribe_ip.take(&client_key(client)) {
-        return too_many(&state, wait);
+        return too_many(&state, lang, wait);
     }
-    let fields = match form_fields(&state, body).await {
+    let fields = match form_fields(&state, lang, body).await {
         Ok(f) => f,
         Err(r) => return *r,
     };
+    let lang = form_lang(&fields, lang);
     let email = field(&fields, "email")
         .unwrap_or_default()
         .trim()
         .to_lowercase();
     if !lifeboat_control::valid_email(&email) {
-        return bad_input(&state, &Error::usage("please give a valid email address"));
+        return bad_input(&state, lang, &lang.text("form-invalid-email", &[]));
     }
     if let Some(wait) = limits.subscribe_address.take(&email) {
-        return too_many(&state, wait);
+        return too_many(&state, lang, wait);
     }
     let components: Vec<String> = fields
         .iter()
@@ -327,20 +422,26 @@ async fn subscribe(
         .map(|(_, v)| v.clone())
         .collect();
     let page_url = state.inner.page.url.clone();
+    // Kept for other languages than the default only: an English subscriber's links stay
+    // as they were.
+    let kept = (lang != Lang::DEFAULT).then_some(lang.code());
     let done = state
-        .read_control(move |c| c.subscribe(&email, &components, &page_url))
+        .read_control(move |c| c.subscribe_in(&email, &components, &page_url, kept))
         .await;
     match done {
         // Whether the address was new, pending or confirmed is not told.
         Ok(_) => answer(
             &state,
+            lang,
             StatusCode::OK,
-            "Check your email",
-            "<p id=\"acknowledged\">Thank you. If this address can receive email, a message \
-             with a confirmation link is on its way: follow it to start receiving updates.</p>",
+            "answer-subscribed-title",
+            &said(lang, "answer-subscribed", Some("acknowledged")),
         ),
-        Err(e) if e.kind() == lifeboat_core::ErrorKind::Usage => bad_input(&state, &e),
-        Err(_) => unavailable(&state),
+        // The address is checked above: what is left to refuse is a component.
+        Err(e) if e.kind() == lifeboat_core::ErrorKind::Usage => {
+            bad_input(&state, lang, &lang.text("form-unknown-component", &[]))
+        }
+        Err(_) => unavailable(&state, lang),
     }
 }
 
@@ -350,16 +451,23 @@ struct TokenQuery {
     token: String,
 }
 
-fn invalid_link(state: &AppState) -> Response {
+fn invalid_link(state: &AppState, lang: Lang) -> Response {
     answer(
         state,
+        lang,
         StatusCode::NOT_FOUND,
-        "Link not valid",
-        "<p>This link is not valid, or it was already used.</p>",
+        "answer-invalid-title",
+        &said(lang, "answer-invalid", None),
     )
 }
 
-async fn confirm(State(state): State<AppState>, Query(q): Query<TokenQuery>) -> Response {
+async fn confirm(
+    State(state): State<AppState>,
+    Query(q): Query<TokenQuery>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let lang = crate::request_lang(query.as_deref(), &headers);
     let token = q.token;
     match state
         .read_control(move |c| c.confirm_subscription(&token))
@@ -367,18 +475,24 @@ async fn confirm(State(state): State<AppState>, Query(q): Query<TokenQuery>) -> 
     {
         Ok(true) => answer(
             &state,
+            lang,
             StatusCode::OK,
-            "Subscribed",
-            "<p id=\"confirmed\">Your subscription is confirmed: we will email you about \
-             incidents. Every email has a link to unsubscribe.</p>",
+            "answer-confirmed-title",
+            &said(lang, "answer-confirmed", Some("confirmed")),
         ),
-        Ok(false) => invalid_link(&state),
-        Err(_) => unavailable(&state),
+        Ok(false) => invalid_link(&state, lang),
+        Err(_) => unavailable(&state, lang),
     }
 }
 
 /// GET: a button that unsubscribes; following the link changes nothing.
-async fn unsubscribe_page(State(state): State<AppState>, Query(q): Query<TokenQuery>) -> Response {
+async fn unsubscribe_page(
+    State(state): State<AppState>,
+    Query(q): Query<TokenQuery>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let lang = crate::request_lang(query.as_deref(), &headers);
     let token = q.token.clone();
     match state
         .read_control(move |c| c.unsubscribe_token_known(&token))
@@ -386,62 +500,102 @@ async fn unsubscribe_page(State(state): State<AppState>, Query(q): Query<TokenQu
     {
         Ok(true) => answer(
             &state,
+            lang,
             StatusCode::OK,
-            "Unsubscribe",
+            "unsubscribe-title",
             &format!(
-                "<form method=\"post\" action=\"/unsubscribe?token={}\" id=\"unsubscribe\">\
-                 <p>Stop receiving incident emails?</p>\
-                 <p><button type=\"submit\">Unsubscribe</button></p></form>",
-                escape(&q.token)
+                "<form method=\"post\" action=\"/unsubscribe?token={}&amp;lang={}\" \
+                 id=\"unsubscribe\"><p>{}</p>\
+                 <p><button type=\"submit\">{}</button></p></form>",
+                escape(&form_urlencoded::byte_serialize(q.token.as_bytes()).collect::<String>()),
+                lang.code(),
+                t(lang, "unsubscribe-ask", &[]),
+                t(lang, "unsubscribe-button", &[])
             ),
         ),
-        Ok(false) => invalid_link(&state),
-        Err(_) => unavailable(&state),
+        Ok(false) => invalid_link(&state, lang),
+        Err(_) => unavailable(&state, lang),
     }
 }
 
 /// POST (the button, or a mail client's one-click `List-Unsubscribe-Post`).
-async fn unsubscribe(State(state): State<AppState>, Query(q): Query<TokenQuery>) -> Response {
+async fn unsubscribe(
+    State(state): State<AppState>,
+    Query(q): Query<TokenQuery>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let lang = crate::request_lang(query.as_deref(), &headers);
     let token = q.token;
     match state.read_control(move |c| c.unsubscribe(&token)).await {
         Ok(true) => answer(
             &state,
+            lang,
             StatusCode::OK,
-            "Unsubscribed",
-            "<p id=\"unsubscribed\">You are unsubscribed: we will not email you about \
-             incidents any more.</p>",
+            "answer-unsubscribed-title",
+            &said(lang, "answer-unsubscribed", Some("unsubscribed")),
         ),
-        Ok(false) => invalid_link(&state),
-        Err(_) => unavailable(&state),
+        Ok(false) => invalid_link(&state, lang),
+        Err(_) => unavailable(&state, lang),
     }
 }
 
 async fn support(
     State(state): State<AppState>,
     client: Option<Extension<ClientAddr>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let lang = crate::request_lang(query.as_deref(), &headers);
     let limits = &state.inner.rate_limits;
     if let Some(wait) = limits.support_ip.take(&client_key(client)) {
-        return too_many(&state, wait);
+        return too_many(&state, lang, wait);
     }
-    let fields = match form_fields(&state, body).await {
+    let fields = match form_fields(&state, lang, body).await {
         Ok(f) => f,
         Err(r) => return *r,
     };
+    let lang = form_lang(&fields, lang);
     let input = SupportInput {
         email: field(&fields, "email").unwrap_or_default(),
         message: field(&fields, "message").unwrap_or_default(),
         site_url: field(&fields, "site_url"),
         company: field(&fields, "company"),
         tenant: field(&fields, "tenant"),
+        lang: (lang != Lang::DEFAULT).then(|| lang.code().to_string()),
     };
     let email = input.email.trim().to_lowercase();
     if !lifeboat_control::valid_email(&email) {
-        return bad_input(&state, &Error::usage("please give a valid email address"));
+        return bad_input(&state, lang, &lang.text("form-invalid-email", &[]));
     }
     if let Some(wait) = limits.support_address.take(&email) {
-        return too_many(&state, wait);
+        return too_many(&state, lang, wait);
+    }
+    // What the control store would refuse, said in the reader's language.
+    let message = input.message.trim();
+    if message.is_empty() {
+        return bad_input(&state, lang, &lang.text("form-no-message", &[]));
+    }
+    if message.len() > lifeboat_control::MAX_MESSAGE_BYTES {
+        let why = lang.text(
+            "form-message-too-long",
+            &[("bytes", (lifeboat_control::MAX_MESSAGE_BYTES as u64).into())],
+        );
+        return bad_input(&state, lang, &why);
+    }
+    for (value, label) in [
+        (&input.site_url, "support-site"),
+        (&input.company, "support-company"),
+        (&input.tenant, "support-tenant"),
+    ] {
+        if value
+            .as_deref()
+            .is_some_and(|v| v.trim().len() > lifeboat_control::MAX_FIELD_BYTES)
+        {
+            let why = too_long(lang, label, lifeboat_control::MAX_FIELD_BYTES);
+            return bad_input(&state, lang, &why);
+        }
     }
     match state
         .read_control(move |c| c.file_support_request(&input))
@@ -450,13 +604,15 @@ async fn support(
         // The same words whether it matched a tenant or not.
         Ok(_) => answer(
             &state,
+            lang,
             StatusCode::OK,
-            "Message received",
-            "<p id=\"acknowledged\">Thank you, we received your message. We will answer by \
-             email.</p>",
+            "answer-support-title",
+            &said(lang, "answer-support", Some("acknowledged")),
         ),
-        Err(e) if e.kind() == lifeboat_core::ErrorKind::Usage => bad_input(&state, &e),
-        Err(_) => unavailable(&state),
+        Err(e) if e.kind() == lifeboat_core::ErrorKind::Usage => {
+            bad_input(&state, lang, &format!("{}.", e.message()))
+        }
+        Err(_) => unavailable(&state, lang),
     }
 }
 

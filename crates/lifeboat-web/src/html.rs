@@ -225,6 +225,17 @@ pub fn public_page(lang: Lang, view: &PublicView) -> String {
         for p in view.progress.iter().filter(|p| p.incident == incident.id) {
             out.push_str(&progress_html(lang, p, now));
         }
+        if let Some(due) = view.page.next_update_due_us(incident) {
+            let id = if due >= now {
+                "next-update"
+            } else {
+                "next-update-overdue"
+            };
+            out.push_str(&format!(
+                "<p class=\"next-update\">{}</p>",
+                t_html(lang, id, "time", &when_us(lang, due, now))
+            ));
+        }
         out.push_str(&updates_html(lang, incident, now));
         out.push_str("</section>");
     }
@@ -290,12 +301,12 @@ pub fn public_page(lang: Lang, view: &PublicView) -> String {
     out.push_str(&format!(
         "<h2>{}</h2>{}",
         t(lang, "get-updates", &[]),
-        crate::forms::subscribe_form(view.components)
+        crate::forms::subscribe_form(lang, view.components)
     ));
     out.push_str(&format!(
-        "<p class=\"meta\"><a href=\"/history.atom?lang={}\">{}</a> · \
-         <a href=\"/api/v2/summary.json\">{}</a> · \
-         <a href=\"/support\">{}</a></p></body></html>\n",
+        "<p class=\"meta\"><a href=\"/history.atom?lang={0}\">{1}</a> · \
+         <a href=\"/api/v2/summary.json\">{2}</a> · \
+         <a href=\"/support?lang={0}\">{3}</a></p></body></html>\n",
         lang.code(),
         t(lang, "atom-feed", &[]),
         t(lang, "json-feed", &[]),
@@ -402,10 +413,36 @@ fn progress_html(lang: Lang, p: &Progress, now: i64) -> String {
     } else {
         String::new()
     };
+    let phases = if p.phases.is_empty() {
+        String::new()
+    } else {
+        let each: Vec<String> = p
+            .phases
+            .iter()
+            .map(|ph| {
+                format!(
+                    "<span class=\"phase\">{}</span>",
+                    t(
+                        lang,
+                        "phase-progress",
+                        &[
+                            ("product", ph.label.as_str().into()),
+                            ("percent", percent(ph.tenants_restored, ph.tenants).into()),
+                        ]
+                    )
+                )
+            })
+            .collect();
+        format!(
+            "<p class=\"phases\">{} {}</p>",
+            t(lang, "phases", &[]),
+            each.join(" · ")
+        )
+    };
     format!(
         "<div class=\"campaign\" id=\"campaign-{id}\"><p>{label} \
          <span class=\"tenants\">{customers}</span> · <span class=\"users\">{users}</span></p>\
-         <progress max=\"{t}\" value=\"{tr}\">{tp}</progress>\
+         <progress max=\"{t}\" value=\"{tr}\">{tp}</progress>{phases}\
          <p class=\"meta\">{target} {start} {eta}{failed}</p></div>",
         id = escape(&p.campaign),
         label = t(lang, "recovery", &[]),
@@ -462,6 +499,34 @@ pub fn tenant_page(
         escape(&view.incident_name),
         stage_words(lang, view.stage)
     ));
+    if !view.phases.is_empty() {
+        let each: Vec<String> = view
+            .phases
+            .iter()
+            .map(|(product, stage)| {
+                format!(
+                    "<li>{}</li>",
+                    t(
+                        lang,
+                        "phase-stage",
+                        &[
+                            ("product", product.as_str().into()),
+                            (
+                                "stage",
+                                lang.text(&format!("phase-stage-{}", stage.as_str()), &[])
+                                    .into()
+                            ),
+                        ]
+                    )
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "<p>{}</p><ul id=\"phases\">{}</ul>",
+            t(lang, "phases", &[]),
+            each.concat()
+        ));
+    }
     if let Some(position) = view.position {
         out.push_str(&format!(
             "<p id=\"position\">{}</p>",
@@ -516,10 +581,22 @@ pub fn tenant_page(
 fn export_block(lang: Lang, token: &str, view: &TenantView, now: i64) -> String {
     let token = escape(token);
     let target = when(lang, &view.target_time, now);
+    // A new archive may be asked for as a zip of CSV files or as an SQLite database; a new
+    // link is to the archive already built.
     let ask = |button: &str, note: Option<&str>| {
+        let sqlite = if button == "export-new-link" {
+            String::new()
+        } else {
+            format!(
+                " <button type=\"submit\" name=\"format\" value=\"sqlite\" \
+                 id=\"export-request-sqlite\">{}</button>",
+                t(lang, "export-ask-sqlite", &[])
+            )
+        };
         format!(
             "<form method=\"post\" action=\"/t/{token}/export?lang={}\" id=\"export\"><p>{}{}</p>\
-             <button type=\"submit\" id=\"export-request\">{}</button></form>",
+             <button type=\"submit\" name=\"format\" value=\"csv\" id=\"export-request\">{}</button>\
+             {sqlite}</form>",
             lang.code(),
             note.map(|n| format!("{} ", t(lang, n, &[])))
                 .unwrap_or_default(),
@@ -539,7 +616,11 @@ fn export_block(lang: Lang, token: &str, view: &TenantView, now: i64) -> String 
                 t_html(lang, "export-ready", "time", &target),
                 t(
                     lang,
-                    "export-size",
+                    if export.format == "sqlite" {
+                        "export-size-sqlite"
+                    } else {
+                        "export-size"
+                    },
                     &[("bytes", export.bytes.unwrap_or(0).to_string().into())]
                 ),
                 t_html(lang, "export-until", "time", &when_us(lang, until, now))
@@ -547,6 +628,8 @@ fn export_block(lang: Lang, token: &str, view: &TenantView, now: i64) -> String 
             _ => ask("export-new-link", Some("export-expired")),
         },
         "failed" => ask("export-retry", Some("export-failed")),
+        // The archive was deleted after its link expired: it is built again if asked.
+        "removed" => ask("export-ask", None),
         _ => format!("<p id=\"export\">{}</p>", t(lang, "export-preparing", &[])),
     }
 }

@@ -544,6 +544,9 @@ async fn tenant_json(
                 "restored_to": view.target_time,
                 "incident": view.incident_name,
                 "sla": view.sla,
+                "phases": view.phases.iter().map(|(name, stage)| json!({
+                    "name": name, "stage": stage,
+                })).collect::<Vec<_>>(),
             }))
             .into_response(),
         ),

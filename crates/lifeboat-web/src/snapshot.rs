@@ -12,7 +12,7 @@ use lifeboat_control::{
     Campaign, CampaignTenant, Component, ComponentStatus, ControlStore, Impact, Incident,
     Maintenance, MaintenanceStatus, Stage,
 };
-use lifeboat_core::config::SlaConfig;
+use lifeboat_core::config::{SlaConfig, StatusConfig};
 use lifeboat_core::time::{format_us, now_us};
 use lifeboat_core::vault::sha256_hex;
 use lifeboat_core::Result;
@@ -28,6 +28,9 @@ pub struct PageInfo {
     pub url: String,
     /// `[sla]`: private pages show a restored tenant's downtime and credit.
     pub sla: Option<SlaConfig>,
+    /// `[status]`: the promised update cadence; each unresolved incident shows when its
+    /// next update is due.
+    pub status: StatusConfig,
 }
 
 impl PageInfo {
@@ -50,7 +53,22 @@ impl PageInfo {
             name: name.to_string(),
             url: url.trim_end_matches('/').to_string(),
             sla: None,
+            status: StatusConfig::default(),
         }
+    }
+
+    /// Show when each unresolved incident's next update is due under `status`.
+    pub fn with_update_every(mut self, status: StatusConfig) -> PageInfo {
+        self.status = status;
+        self
+    }
+
+    /// When `incident`'s next public update is due (µs): none without a promised cadence
+    /// for its impact, or once it is resolved (or its stored times do not read).
+    pub fn next_update_due_us(&self, incident: &Incident) -> Option<i64> {
+        let every = self.status.update_every(incident.impact.as_str())?;
+        let every_us = i64::try_from(every.as_micros()).ok()?;
+        incident.next_update_due_us(every_us).ok().flatten()
     }
 
     /// Show restored tenants their downtime and credit under these tiers.
@@ -97,6 +115,21 @@ pub struct Progress {
     /// Estimated completion, from the measured throughput; `None` until measured.
     pub eta: Option<String>,
     pub target_time: String,
+    /// Each phase's progress, in order (empty: a campaign of one phase).
+    pub phases: Vec<PhaseProgress>,
+}
+
+/// One phase of a phased campaign: how many of its tenants it has restored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PhaseProgress {
+    pub sources: Vec<String>,
+    /// For people: its components' names (its sources' until named).
+    pub label: String,
+    pub tenants: u64,
+    /// Tenants restored and verified in this phase.
+    pub tenants_restored: u64,
+    /// Open for workers' claims: every tenant still to be worked on has reached it.
+    pub open: bool,
 }
 
 /// What one tenant's private page shows.
@@ -115,6 +148,9 @@ pub struct TenantView {
     pub export: Option<lifeboat_control::Export>,
     /// Its downtime and credit, once it ended (with `[sla]`).
     pub sla: Option<TenantSla>,
+    /// In a phased campaign: each phase's label (as `PhaseProgress::label`) and the
+    /// tenant's stage in it.
+    pub phases: Vec<(String, Stage)>,
 }
 
 /// A restored tenant's downtime in the incident, and what it earns.
@@ -141,7 +177,7 @@ pub struct Snapshot {
 }
 
 /// The public paths rendered in every language.
-pub const PAGE_PATHS: [&str; 2] = ["/", "/history.atom"];
+pub const PAGE_PATHS: [&str; 4] = ["/", "/history.atom", "/subscribe", "/support"];
 
 /// The public paths and what they serve.
 pub const JSON_PATHS: [&str; 8] = [
@@ -210,6 +246,12 @@ pub fn incident_json(page: &PageInfo, components: &[Component], i: &Incident) ->
             .map(|c| component_json(page, c))
             .collect::<Vec<_>>(),
     });
+    // With a promised cadence (`[status] update_every`), when the next update is due: an
+    // extra field, null once resolved. Without one, Statuspage's exact shape.
+    if let (Some(_), Some(object)) = (&page.status.update_every, json.as_object_mut()) {
+        let due = page.next_update_due_us(i).map(format_us);
+        object.insert("next_update_at".into(), due.into());
+    }
     // A published postmortem only: other incidents keep Statuspage's exact shape.
     if let (Some(body), Some(object)) = (&i.postmortem_body, json.as_object_mut()) {
         object.insert("postmortem_body".into(), body.clone().into());
@@ -312,10 +354,6 @@ pub fn indicator(incidents: &[Incident], components: &[Component]) -> (&'static 
     }
 }
 
-fn is_restored(stage: Stage) -> bool {
-    matches!(stage, Stage::AwaitingAcceptance | Stage::Restored)
-}
-
 /// Tenants finished per microsecond since the campaign's first start, if measurable.
 fn throughput(tenants: &[&CampaignTenant]) -> Option<f64> {
     let start = tenants.iter().filter_map(|t| t.started_at_us).min()?;
@@ -349,6 +387,37 @@ pub fn campaign_views(
             rate.filter(|r| *r > 0.0)
                 .map(|r| format_us(now + (count as f64 / r) as i64))
         };
+        // A phased campaign counts its work in phases: each tenant's phases restored (all
+        // of them once it is restored or failed), at the rate measured since its first
+        // claim; a tenant's time is every tenant's earlier phases still to do, plus the
+        // last phases of the tenants up to its place.
+        let phased = !campaign.phases.is_empty();
+        let count = campaign.phase_count() as i64;
+        let done_phases = |t: &CampaignTenant| -> i64 {
+            if t.stage == Stage::Failed || t.is_restored(campaign) {
+                count
+            } else {
+                (0..count).filter(|j| t.phase_restored(*j)).count() as i64
+            }
+        };
+        let phase_rate = {
+            let start = mine.iter().filter_map(|t| t.started_at_us).min();
+            let done: i64 = mine.iter().map(|t| done_phases(t)).sum();
+            start
+                .filter(|_| phased && done > 0)
+                .map(|s| done as f64 / (now - s).max(1) as f64)
+        };
+        let eta_phases = |phases: i64| {
+            phase_rate
+                .filter(|r| *r > 0.0)
+                .map(|r| format_us(now + (phases as f64 / r) as i64))
+        };
+        let earlier_left: i64 = mine
+            .iter()
+            .filter(|t| t.stage != Stage::Failed && !t.is_restored(campaign))
+            .map(|t| (0..count - 1).filter(|j| !t.phase_restored(*j)).count() as i64)
+            .sum();
+        let phases_left: i64 = mine.iter().map(|t| count - done_phases(t)).sum();
         let incident_name = incidents
             .iter()
             .find(|i| i.id == campaign.incident)
@@ -358,21 +427,42 @@ pub fn campaign_views(
             campaign: campaign.id.clone(),
             incident: campaign.incident.clone(),
             tenants: mine.len() as u64,
-            tenants_restored: mine.iter().filter(|t| is_restored(t.stage)).count() as u64,
+            tenants_restored: mine.iter().filter(|t| t.is_restored(campaign)).count() as u64,
             tenants_failed: mine.iter().filter(|t| t.stage == Stage::Failed).count() as u64,
             users: mine.iter().map(|t| t.users.max(0) as u64).sum(),
             users_restored: mine
                 .iter()
-                .filter(|t| is_restored(t.stage))
+                .filter(|t| t.is_restored(campaign))
                 .map(|t| t.users.max(0) as u64)
                 .sum(),
             started_at: campaign.created_at.clone(),
             eta: if unfinished == 0 {
                 None
+            } else if phased {
+                eta_phases(phases_left)
             } else {
                 eta_after(unfinished)
             },
             target_time: campaign.target_time.clone(),
+            phases: campaign
+                .phases
+                .iter()
+                .enumerate()
+                .map(|(j, phase)| PhaseProgress {
+                    sources: phase.sources.clone(),
+                    label: phase.sources.join(", "),
+                    tenants: mine.len() as u64,
+                    tenants_restored: mine.iter().filter(|t| t.phase_restored(j as i64)).count()
+                        as u64,
+                    // Opened by a claim, or as good as: no tenant still to be worked on
+                    // is in an earlier phase.
+                    open: phase.opened_at_us.is_some()
+                        || !mine.iter().any(|t| {
+                            matches!(t.stage, Stage::Queued | Stage::Restoring | Stage::Verifying)
+                                && t.phase < j as i64
+                        }),
+                })
+                .collect(),
         });
         let mut ahead = 0u64;
         for t in &mine {
@@ -389,16 +479,60 @@ pub fn campaign_views(
                     incident_name: incident_name.clone(),
                     stage: t.stage,
                     position,
-                    eta: position.and_then(eta_after),
+                    eta: if phased {
+                        position.and_then(|p| eta_phases(earlier_left + p as i64))
+                    } else {
+                        position.and_then(eta_after)
+                    },
                     target_time: campaign.target_time.clone(),
                     reason: t.reason.clone(),
                     export: None,
                     sla: None,
+                    phases: campaign
+                        .phases
+                        .iter()
+                        .enumerate()
+                        .map(|(j, phase)| (phase.sources.join(", "), t.phase_stage(j as i64)))
+                        .collect(),
                 },
             );
         }
     }
     (progress, views)
+}
+
+/// Phases labelled with their sources' component names, as the page calls them.
+fn name_phases(
+    components: &[Component],
+    progress: &mut [Progress],
+    views: &mut HashMap<String, TenantView>,
+) {
+    let label = |sources: &[String]| -> String {
+        sources
+            .iter()
+            .map(|s| {
+                components
+                    .iter()
+                    .find(|c| &c.source == s)
+                    .map(|c| c.name.clone())
+                    .unwrap_or_else(|| s.clone())
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for p in progress.iter_mut() {
+        for phase in &mut p.phases {
+            phase.label = label(&phase.sources);
+        }
+    }
+    for view in views.values_mut() {
+        let Some(p) = progress.iter().find(|p| p.campaign == view.campaign) else {
+            continue;
+        };
+        for ((name, _), phase) in view.phases.iter_mut().zip(&p.phases) {
+            name.clone_from(&phase.label);
+        }
+    }
 }
 
 /// Each tenant whose downtime ended: its downtime in the month its incident started, and
@@ -454,7 +588,8 @@ impl Snapshot {
         let incidents = control.incidents()?;
         let campaigns = control.campaigns()?;
         let tenants = control.campaign_tenants(None)?;
-        let (progress, mut views) = campaign_views(&campaigns, &incidents, &tenants, now);
+        let (mut progress, mut views) = campaign_views(&campaigns, &incidents, &tenants, now);
+        name_phases(&components, &mut progress, &mut views);
         let mut exports: HashMap<(String, String), lifeboat_control::Export> = control
             .exports()?
             .into_iter()
@@ -587,22 +722,13 @@ impl Snapshot {
                     "started_at": p.started_at,
                     "estimated_completion": p.eta,
                     "restored_to": p.target_time,
+                    "phases": p.phases.iter().map(|ph| json!({
+                        "name": ph.label,
+                        "tenants": ph.tenants,
+                        "tenants_restored": ph.tenants_restored,
+                    })).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
             })),
-        );
-        bodies.insert(
-            "/subscribe",
-            Rendered::new(
-                crate::forms::subscribe_page(page, &components).into_bytes(),
-                "text/html; charset=utf-8",
-            ),
-        );
-        bodies.insert(
-            "/support",
-            Rendered::new(
-                crate::forms::support_page(page).into_bytes(),
-                "text/html; charset=utf-8",
-            ),
         );
         let view = html::PublicView {
             page,
@@ -624,6 +750,20 @@ impl Snapshot {
                 ),
             );
             pages.insert(
+                ("/subscribe", lang),
+                Rendered::new(
+                    crate::forms::subscribe_page(lang, page, &components).into_bytes(),
+                    "text/html; charset=utf-8",
+                ),
+            );
+            pages.insert(
+                ("/support", lang),
+                Rendered::new(
+                    crate::forms::support_page(lang, page).into_bytes(),
+                    "text/html; charset=utf-8",
+                ),
+            );
+            pages.insert(
                 ("/history.atom", lang),
                 Rendered::new(
                     html::atom_feed(lang, page, &incidents, &updated_at).into_bytes(),
@@ -640,5 +780,84 @@ impl Snapshot {
             tenants: views,
             stages,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lifeboat_control::{Campaign, CampaignTenant, Phase, Stage};
+    use lifeboat_core::time::{format_us, parse};
+
+    const SECOND: i64 = 1_000_000;
+
+    fn tenant(key: &str, rank: i64, phase: i64, stage: Stage, started: i64) -> CampaignTenant {
+        CampaignTenant {
+            campaign: "c1".into(),
+            tenant: key.into(),
+            rank,
+            token: format!("tok-{key}"),
+            users: 1,
+            stage,
+            attempts: 0,
+            reason: None,
+            worker: None,
+            lease_until_us: None,
+            started_at_us: Some(started),
+            done_at_us: None,
+            awaiting_since_us: None,
+            rows: None,
+            phase,
+        }
+    }
+
+    /// "wiki; tracker": t1's wiki is back, t2's not yet; one phase in ten seconds.
+    #[test]
+    fn a_phased_campaign_shows_each_phase_and_counts_its_time_in_phases() {
+        let now = 1_800_000_000 * SECOND;
+        let start = now - 10 * SECOND;
+        let campaign = Campaign {
+            id: "c1".into(),
+            incident: "i1".into(),
+            target: serde_json::Value::Null,
+            target_time: format_us(start),
+            batch_size: 1,
+            priority: String::new(),
+            created_at: format_us(start),
+            created_at_us: start,
+            created_by: "ops".into(),
+            phases: vec![
+                Phase::new(vec!["wiki".into()]),
+                Phase::new(vec!["tracker".into()]),
+            ],
+        };
+        let tenants = [
+            tenant("t1", 0, 1, Stage::Queued, start),
+            tenant("t2", 1, 0, Stage::Restoring, start),
+        ];
+        let (progress, views) = super::campaign_views(&[campaign], &[], &tenants, now);
+        let p = &progress[0];
+        assert_eq!(p.tenants_restored, 0);
+        let phases: Vec<(&str, u64, u64)> = p
+            .phases
+            .iter()
+            .map(|ph| (ph.label.as_str(), ph.tenants_restored, ph.tenants))
+            .collect();
+        assert_eq!(phases, [("wiki", 1, 2), ("tracker", 0, 2)]);
+        // Three phases left at one per ten seconds.
+        let eta = |e: &Option<String>| parse(e.as_deref().expect("an estimate")).expect("time");
+        assert_eq!(eta(&p.eta), now + 30 * SECOND);
+        let t1 = &views["tok-t1"];
+        assert_eq!(
+            t1.phases,
+            [
+                ("wiki".to_string(), Stage::Restored),
+                ("tracker".to_string(), Stage::Queued)
+            ]
+        );
+        // t1 waits for t2's wiki, then its own tracker; t2 for its wiki and both trackers.
+        assert_eq!(eta(&t1.eta), now + 20 * SECOND);
+        let t2 = &views["tok-t2"];
+        assert_eq!(t2.phases[0].1, Stage::Restoring);
+        assert_eq!(eta(&t2.eta), now + 30 * SECOND);
     }
 }

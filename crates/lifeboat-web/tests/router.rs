@@ -159,6 +159,7 @@ fn fixture_with(limits: Limits) -> Fixture {
         created_at: "2026-04-05T07:45:00.000000Z".into(),
         created_at_us: 0,
         created_by: "ops".into(),
+        phases: Vec::new(),
     };
     let tenants: Vec<(String, i64)> = (1..=5)
         .map(|i| (format!("secret-tenant-{i}"), 10 * i))

@@ -1496,7 +1496,7 @@ fn a_locked_postgresql_control_store_leaves_the_public_page_answering() {
 }
 
 /// `serve` on a free port, and its base URL.
-fn spawn_serve(config: &Path) -> (std::process::Child, String) {
+pub(crate) fn spawn_serve(config: &Path) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut server = lifeboat_command(config, &["serve", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
@@ -1521,7 +1521,7 @@ fn get_json(base: &str, path: &str) -> serde_json::Value {
 
 /// `get_json` once `done` holds of it (the server rebuilds its snapshot when the control
 /// store changes).
-fn json_until(
+pub(crate) fn json_until(
     base: &str,
     path: &str,
     done: impl Fn(&serde_json::Value) -> bool,
@@ -1865,4 +1865,202 @@ fn scheduled_maintenance_from_the_command_line_to_the_statuspage_endpoints() {
     let out = lifeboat_ok(&config, &["audit", "verify", "--grace-seconds", "0"]);
     assert!(out.contains("every entry is anchored"), "{out}");
     terminate(&mut server);
+}
+
+/// Maintenances start and complete by themselves at their announced times, moved by the
+/// notifier (here at times set by the test clock), unless scheduled with
+/// `--no-auto-start` / `--no-auto-complete`; one completed by hand before its end is not
+/// touched again; the notifier inside `serve` moves one whose times come while it runs.
+/// The Statuspage endpoints show each move.
+#[test]
+fn scheduled_maintenance_starts_and_completes_by_itself_at_its_times() {
+    let work = Workdir::new();
+    let config = setup(&work);
+    let (mut server, base) = spawn_serve(&config);
+    let schedule = |name: &str, starts: &str, ends: &str, extra: &[&str]| -> String {
+        let mut args = vec![
+            "maintenance",
+            "schedule",
+            "--name",
+            name,
+            "--starts",
+            starts,
+            "--ends",
+            ends,
+            "--component",
+            "tracker",
+        ];
+        args.extend(extra);
+        lifeboat_ok(&config, &args).trim().to_string()
+    };
+    let (starts, ends) = ("2030-01-02T03:00:00Z", "2030-01-02T05:00:00Z");
+    let auto = schedule("Database upgrade", starts, ends, &[]);
+    let manual = schedule(
+        "Manual",
+        starts,
+        ends,
+        &["--no-auto-start", "--no-auto-complete"],
+    );
+    let early = schedule("Done early", starts, ends, &[]);
+    let notifier_at = |clock: &str| {
+        let output = lifeboat_command(&config, &["notifier", "--until-idle"])
+            .env("LIFEBOAT_TEST_CLOCK", clock)
+            .output()
+            .expect("notifier");
+        assert!(output.status.success(), "{}", stderr(&output));
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+
+    // Before the window: nothing moves.
+    notifier_at("2030-01-02T02:59:59Z");
+    let upcoming = json_until(&base, "/api/v2/scheduled-maintenances/upcoming.json", |v| {
+        ids(v).len() == 3
+    });
+    assert_eq!(
+        sorted(ids(&upcoming)),
+        sorted(vec![auto.clone(), manual.clone(), early.clone()])
+    );
+
+    // At its start: the automatic ones are in progress, their component under maintenance.
+    notifier_at(starts);
+    let active = json_until(&base, "/api/v2/scheduled-maintenances/active.json", |v| {
+        ids(v).len() == 2
+    });
+    assert_eq!(
+        sorted(ids(&active)),
+        sorted(vec![auto.clone(), early.clone()])
+    );
+    for m in active["scheduled_maintenances"].as_array().expect("list") {
+        assert_eq!(m["status"], "in_progress", "{m}");
+        assert!(is_rfc3339(&m["started_at"]), "{m}");
+        assert_eq!(m["components"][0]["status"], "under_maintenance", "{m}");
+        assert_eq!(
+            m["incident_updates"][0]["body"],
+            "The scheduled maintenance is in progress."
+        );
+    }
+    assert_eq!(
+        ids(&get_json(
+            &base,
+            "/api/v2/scheduled-maintenances/upcoming.json"
+        )),
+        std::slice::from_ref(&manual)
+    );
+    let summary = get_json(&base, "/api/v2/summary.json");
+    assert_eq!(summary["components"][0]["status"], "under_maintenance");
+    assert_eq!(ids(&summary).len(), 3, "active then upcoming: {summary}");
+    assert_eq!(ids(&summary)[2], manual);
+
+    // One is completed by hand before its end.
+    lifeboat_ok(&config, &["maintenance", "complete", &early, "--by", "bob"]);
+    let listed = json_until(&base, "/api/v2/scheduled-maintenances.json", |v| {
+        v["scheduled_maintenances"].as_array().is_some_and(|l| {
+            l.iter()
+                .any(|m| m["id"] == early.as_str() && m["status"] == "completed")
+        })
+    });
+    let early_before = listed["scheduled_maintenances"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|m| m["id"] == early.as_str())
+        .cloned();
+
+    // At its end: the automatic one is completed; the manual one is still announced.
+    notifier_at(ends);
+    let active = json_until(&base, "/api/v2/scheduled-maintenances/active.json", |v| {
+        ids(v).is_empty()
+    });
+    assert_eq!(ids(&active), Vec::<String>::new());
+    let all = get_json(&base, "/api/v2/scheduled-maintenances.json");
+    let of = |id: &str| {
+        all["scheduled_maintenances"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|m| m["id"] == id)
+            .cloned()
+            .expect("listed")
+    };
+    let m = of(&auto);
+    assert_eq!(m["status"], "completed", "{m}");
+    assert!(is_rfc3339(&m["resolved_at"]), "{m}");
+    assert_eq!(m["components"][0]["status"], "operational");
+    assert_eq!(
+        m["incident_updates"][0]["body"],
+        "The scheduled maintenance has been completed."
+    );
+    // Untouched (its component's status is the component's current one, so not compared).
+    let mut early_after = of(&early);
+    early_after["components"] = serde_json::Value::Null;
+    let mut early_before = early_before.expect("listed");
+    early_before["components"] = serde_json::Value::Null;
+    assert_eq!(early_after, early_before, "completed by hand: untouched");
+    assert_eq!(of(&manual)["status"], "scheduled");
+    assert_eq!(
+        ids(&get_json(
+            &base,
+            "/api/v2/scheduled-maintenances/upcoming.json"
+        )),
+        std::slice::from_ref(&manual)
+    );
+    let summary = get_json(&base, "/api/v2/summary.json");
+    assert_eq!(summary["components"][0]["status"], "operational");
+    assert_eq!(ids(&summary), std::slice::from_ref(&manual));
+
+    // Long after: nothing more moves.
+    let audited = audit_entries(&config);
+    notifier_at("2031-01-01T00:00:00Z");
+    assert_eq!(audit_entries(&config), audited);
+    let moves: Vec<(String, String, String)> = audited
+        .iter()
+        .filter(|(_, action, _, _)| action != "maintenance-schedule")
+        .filter(|(_, action, _, _)| action.starts_with("maintenance-"))
+        .map(|(actor, action, subject, _)| (actor.clone(), action.clone(), subject.clone()))
+        .collect();
+    let by = |actor: &str, action: &str, id: &str| {
+        (
+            actor.to_string(),
+            action.to_string(),
+            format!("maintenance:{id}"),
+        )
+    };
+    assert_eq!(
+        sorted_moves(moves),
+        sorted_moves(vec![
+            by("lifeboat", "maintenance-start", &auto),
+            by("lifeboat", "maintenance-start", &early),
+            by("bob", "maintenance-complete", &early),
+            by("lifeboat", "maintenance-complete", &auto),
+        ])
+    );
+
+    // `serve`'s own notifier moves one whose times come while it runs (real time).
+    let now = lifeboat_core::time::now_us();
+    let quick = schedule(
+        "Quick restart",
+        &lifeboat_core::time::format_us(now + 2_000_000),
+        &lifeboat_core::time::format_us(now + 4_000_000),
+        &[],
+    );
+    json_until(&base, "/api/v2/scheduled-maintenances/active.json", |v| {
+        ids(v) == [quick.clone()]
+    });
+    json_until(&base, "/api/v2/scheduled-maintenances.json", |v| {
+        v["scheduled_maintenances"].as_array().is_some_and(|l| {
+            l.iter()
+                .any(|m| m["id"] == quick.as_str() && m["status"] == "completed")
+        })
+    });
+    let out = lifeboat_ok(&config, &["audit", "verify", "--grace-seconds", "0"]);
+    assert!(out.contains("every entry is anchored"), "{out}");
+    terminate(&mut server);
+}
+
+fn sorted_moves(mut moves: Vec<(String, String, String)>) -> Vec<(String, String, String)> {
+    moves.sort();
+    moves
 }

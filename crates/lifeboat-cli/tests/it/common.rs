@@ -380,7 +380,8 @@ impl Background {
         terminate(&mut capture.child);
         let log = capture.log();
         assert_eq!(
-            log.matches("leading capture").count(),
+            log.matches(&format!("source {}: leading capture", self.source))
+                .count(),
             1,
             "one capture led all along:\n{log}"
         );

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use lifeboat_core::checksum::TableDigest;
@@ -643,7 +643,7 @@ fn a_deleted_tenant_downloads_its_data_from_its_private_page_while_capture_runs(
 
 fn a_deleted_tenant_downloads_its_data_from_its_private_page_in(mode: Mode) {
     use crate::campaign::{
-        audit_entries, browse_until, delete_sites, http_post, now, setup, site_rows, start,
+        audit_entries, browse_until, delete_sites, now, setup, site_rows, start,
     };
     use std::io::BufRead;
     let work = Workdir::new();
@@ -707,20 +707,34 @@ fn a_deleted_tenant_downloads_its_data_from_its_private_page_in(mode: Mode) {
     let page = format!("{base}/t/{two}");
     browse_until(&page, &profile, "Prepare a download of my data");
 
-    // The page's form asks for it; a worker builds it from the vault.
-    let (status, _) = http_post(&base, &format!("/t/{two}/export"), None, "");
-    assert_eq!(status, 303);
-    browse_until(&page, &profile, "Your download is being prepared");
+    // The person clicks the page's button; a worker builds the archive from the vault.
+    let after_click = browser(&["click", &page, "#export-request"]);
+    assert!(
+        after_click.contains("Your download is being prepared"),
+        "{after_click}"
+    );
     lifeboat(&config, &["worker", "--campaign", &id, "--until-done"]);
     assert!(site_rows(&db, 2).is_empty(), "site 2 is still deleted");
     let dom = browse_until(&page, &profile, "id=\"export-link\"");
     let start_at = dom.find(&format!("/t/{two}/export/")).expect("the link");
     let href: String = dom[start_at..].chars().take_while(|&c| c != '"').collect();
 
-    let (status, bytes) = http_get_bytes(&base, &href);
-    assert_eq!(status, 200);
-    let archive = work.path("downloaded.zip");
-    std::fs::write(&archive, &bytes).expect("save");
+    // ... then clicks the link, and Chromium saves the archive.
+    let downloads = work.path("downloads");
+    let archive = PathBuf::from(
+        browser(&[
+            "download",
+            &page,
+            "#export-link",
+            downloads.to_str().expect("utf8"),
+        ])
+        .trim(),
+    );
+    assert_eq!(
+        archive.extension().and_then(|e| e.to_str()),
+        Some("zip"),
+        "{archive:?}"
+    );
     let (manifest, tables) = read_zip(&archive);
     assert_eq!(manifest["tenant"], "2");
     assert_eq!(archive_site_rows(&tables), before);
@@ -776,4 +790,201 @@ fn a_deleted_tenant_downloads_its_data_from_its_private_page_in(mode: Mode) {
     let _ = server.kill();
     let _ = server.wait();
     background.finish();
+}
+
+/// The archives (zip or SQLite) in the export directory (beside the configuration file).
+fn archives(config: &Path) -> Vec<String> {
+    let dir = config.parent().expect("dir").join("exports");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".zip") || n.ends_with(".sqlite"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The private page's current download link and the page, once the page shows a link
+/// other than `not` (the server's snapshot follows the store within moments).
+fn page_link(base: &str, token: &str, not: Option<&str>) -> (String, String) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let marker = "id=\"export-link\" href=\"";
+    loop {
+        let (_, page) = http_get(base, &format!("/t/{token}"));
+        if let Some(at) = page.find(marker) {
+            let link: String = page[at + marker.len()..]
+                .chars()
+                .take_while(|&c| c != '"')
+                .collect();
+            if Some(link.as_str()) != not {
+                return (link, page);
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no new link: {page}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The private page once it offers to prepare the download.
+fn page_offering_export(base: &str, token: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, page) = http_get(base, &format!("/t/{token}"));
+        if page.contains("id=\"export-request\"") {
+            return page;
+        }
+        assert!(std::time::Instant::now() < deadline, "no offer: {page}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// An archive whose link expired more than the grace (an hour) ago is deleted by the next
+/// worker (here with the test clock two hours on), its export marked removed and audited;
+/// the old link then answers 410, the page offers the download again (as a zip of CSV
+/// files or an SQLite database), and a new request builds a new archive in the format
+/// asked for.
+#[test]
+fn an_archive_is_removed_after_its_link_expired_and_built_again_when_asked() {
+    use crate::campaign::{audit_entries, delete_sites, http_post, now, setup, start};
+    let work = Workdir::new();
+    let config = setup(&work);
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace(
+            "lease_seconds = 1",
+            "lease_seconds = 1\nexport_link_seconds = 60",
+        ),
+    )
+    .expect("config");
+    let db = work.path("tracker.db");
+    let t = now(&db);
+    delete_sites(&db, &[2]);
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let id = start(&config, &work, &[2], &t, &[]);
+    let mut server = lifeboat_command(&config, &["serve", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("serve");
+    let base = {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(server.stdout.take().expect("stdout")).lines();
+        let first = lines.next().expect("a line").expect("utf8");
+        first
+            .strip_prefix("serving the status page on ")
+            .expect(&first)
+            .trim_end_matches('/')
+            .to_string()
+    };
+    let links = json(&lifeboat_ok(
+        &config,
+        &["campaign", "links", &id, "--base-url", &base, "--json"],
+    ));
+    let two = links[0]["link"]
+        .as_str()
+        .expect("link")
+        .rsplit('/')
+        .next()
+        .expect("token")
+        .to_string();
+
+    let (status, _) = http_post(&base, &format!("/t/{two}/export"), None, "");
+    assert_eq!(status, 303);
+    lifeboat_ok(&config, &["worker", "--campaign", &id, "--until-done"]);
+    let first = archives(&config);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let (href, _) = page_link(&base, &two, None);
+    let (status, _) = http_get_bytes(&base, &href);
+    assert_eq!(status, 200);
+
+    // While the link is valid the archive stays; two hours on, the worker removes it.
+    lifeboat_ok(&config, &["worker", "--campaign", &id, "--until-done"]);
+    assert_eq!(archives(&config), first);
+    let later = lifeboat_core::time::format_us(lifeboat_core::time::now_us() + 7_200_000_000);
+    let output = lifeboat_command(&config, &["worker", "--campaign", &id, "--until-done"])
+        .env("LIFEBOAT_TEST_CLOCK", &later)
+        .output()
+        .expect("worker");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(archives(&config), Vec::<String>::new(), "the file is gone");
+    let removals: Vec<_> = audit_entries(&config)
+        .into_iter()
+        .filter(|(_, action, _, _)| action == "export-remove")
+        .collect();
+    assert_eq!(removals.len(), 1, "{removals:?}");
+    assert_eq!(removals[0].2, "tenant:2");
+    assert_eq!(removals[0].3["file"], first[0].as_str());
+    // Once more: nothing more to remove.
+    let output = lifeboat_command(&config, &["worker", "--campaign", &id, "--until-done"])
+        .env("LIFEBOAT_TEST_CLOCK", &later)
+        .output()
+        .expect("worker");
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    // The old link is gone for good; the page offers to prepare the download again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, _) = http_get_bytes(&base, &href);
+        if status == 410 {
+            break;
+        }
+        assert_eq!(status, 200, "before the snapshot moves on");
+        assert!(std::time::Instant::now() < deadline, "still {status}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let page = page_offering_export(&base, &two);
+    assert!(page.contains("id=\"export-request-sqlite\""), "{page}");
+    assert!(!page.contains("id=\"export-link\""), "{page}");
+
+    // An unknown format is refused and asks for nothing.
+    let audited = audit_entries(&config).len();
+    let (status, _) = http_post(&base, &format!("/t/{two}/export"), None, "format=pdf");
+    assert_eq!(status, 400);
+    assert_eq!(audit_entries(&config).len(), audited);
+
+    // Asked again, as an SQLite database: built again, a new archive behind a new link.
+    let (status, _) = http_post(&base, &format!("/t/{two}/export"), None, "format=sqlite");
+    assert_eq!(status, 303);
+    lifeboat_ok(&config, &["worker", "--campaign", &id, "--until-done"]);
+    let second = archives(&config);
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert!(second[0].ends_with(".sqlite"), "{second:?}");
+    let (fresh, page) = page_link(&base, &two, Some(&href));
+    assert!(page.contains("SQLite database,"), "{page}");
+    let (status, bytes) = http_get_bytes(&base, &fresh);
+    assert_eq!(status, 200);
+    let archive = work.path("again.sqlite");
+    std::fs::write(&archive, &bytes).expect("save");
+    let (manifest, tables) = read_sqlite(&archive);
+    assert_eq!(manifest["tenant"], "2");
+    assert_eq!(archive_digests(&tables), manifest_digests(&manifest));
+    let entries = audit_entries(&config);
+    let count = |action: &str| entries.iter().filter(|(_, a, _, _)| a == action).count();
+    assert_eq!(count("export-request"), 2);
+    assert_eq!(count("export-build"), 2);
+    assert_eq!(count("export-remove"), 1);
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+/// `python3 tests/it/browser.py ARGS` (headless Chromium driven through its DevTools
+/// protocol): what it printed; exit code 0 required.
+fn browser(args: &[&str]) -> String {
+    let script = format!("{}/tests/it/browser.py", env!("CARGO_MANIFEST_DIR"));
+    let output = std::process::Command::new("python3")
+        .arg(script)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run python3");
+    assert!(
+        output.status.success(),
+        "browser.py {args:?}: {}",
+        stderr(&output)
+    );
+    stdout(&output)
 }

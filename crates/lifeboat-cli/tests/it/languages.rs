@@ -203,6 +203,26 @@ fn pages_in_german_and_japanese_by_query_and_by_the_browsers_language() {
     assert!(private.contains("復元したデータを承認する"), "{private}");
     assert!(!has_raw_time(&private), "{private}");
 
+    // The subscribe and support forms, by the browser's language and by query.
+    let subscribe = read_page(
+        &format!("{base}/subscribe"),
+        "ja",
+        &work,
+        "subscribe-ja.png",
+    );
+    assert!(subscribe.contains("<html lang=\"ja\">"), "{subscribe}");
+    assert!(subscribe.contains("更新情報を購読する"), "{subscribe}");
+    assert!(subscribe.contains("購読する</button>"), "{subscribe}");
+    let support = read_page(
+        &format!("{base}/support?lang=de"),
+        "en-US,en",
+        &work,
+        "support-de.png",
+    );
+    assert!(support.contains("<html lang=\"de\">"), "{support}");
+    assert!(support.contains("Support kontaktieren"), "{support}");
+    assert!(support.contains("Firma (optional)"), "{support}");
+
     // The JSON keeps the English text and RFC 3339.
     let (code, summary) = http_get(&base, "/api/v2/incidents.json?lang=de");
     assert_eq!(code, 200);

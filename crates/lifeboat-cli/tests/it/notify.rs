@@ -26,15 +26,15 @@ fn free_port() -> u16 {
 }
 
 /// One of the python receivers, on its port, saving what it receives in `dir`.
-struct Sink {
+pub(crate) struct Sink {
     child: Option<Child>,
     script: &'static str,
-    port: u16,
-    dir: PathBuf,
+    pub(crate) port: u16,
+    pub(crate) dir: PathBuf,
 }
 
 impl Sink {
-    fn new(script: &'static str, dir: PathBuf) -> Sink {
+    pub(crate) fn new(script: &'static str, dir: PathBuf) -> Sink {
         Sink {
             child: None,
             script,
@@ -43,7 +43,7 @@ impl Sink {
         }
     }
 
-    fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         let script = format!("{}/tests/it/{}", env!("CARGO_MANIFEST_DIR"), self.script);
         let mut child = std::process::Command::new("python3")
             .arg(&script)
@@ -62,7 +62,7 @@ impl Sink {
         self.child = Some(child);
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             terminate(&mut child);
         }
@@ -78,12 +78,15 @@ impl Drop for Sink {
     }
 }
 
-/// An email as the SMTP server received it.
+/// An email as the SMTP server received it, and as a reader sees it (decoded by the sink).
 #[derive(Debug, Clone)]
-struct Mail {
-    to: String,
+pub(crate) struct Mail {
+    pub(crate) to: String,
     headers: BTreeMap<String, String>,
     raw: String,
+    pub(crate) subject: String,
+    pub(crate) text: String,
+    html: String,
 }
 
 impl Mail {
@@ -95,7 +98,7 @@ impl Mail {
     }
 }
 
-fn mails(dir: &Path) -> Vec<Mail> {
+pub(crate) fn mails(dir: &Path) -> Vec<Mail> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|d| d.map(|e| e.expect("entry").path()).collect())
         .unwrap_or_default();
@@ -127,10 +130,18 @@ fn mails(dir: &Path) -> Vec<Mail> {
                     headers.insert(last.clone(), value.trim().to_string());
                 }
             }
+            let decoded: Json = serde_json::from_str(
+                &std::fs::read_to_string(path.with_extension("json")).expect("decoded mail"),
+            )
+            .expect("json");
+            let part = |name: &str| decoded[name].as_str().unwrap_or("").replace("\r\n", "\n");
             Mail {
                 to: headers.get("x-envelope-to").cloned().unwrap_or_default(),
                 headers,
                 raw,
+                subject: part("subject"),
+                text: part("plain"),
+                html: part("html"),
             }
         })
         .collect()
@@ -886,4 +897,729 @@ fn subscribers_and_support_requests_are_answered_by_mail() {
     terminate(&mut server);
     smtp.stop();
     hook.stop();
+}
+
+/// Sites 1 to 3, each with one admin whose locale is German (Austria), Japanese (Japan) and
+/// French (no catalog), all deleted after the restore point; a campaign over the three.
+fn setup_with_locales(work: &Workdir, smtp: u16) -> PathBuf {
+    let db = work.path("identity.db");
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    conn.execute_batch(
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, site_id INTEGER NOT NULL,
+             email TEXT, display_name TEXT, role TEXT, locale TEXT);
+         INSERT INTO users VALUES (1, 1, 'ann@one.example', 'Ann', 'admin', 'de-AT'),
+             (2, 2, 'kei@two.example', 'Kei', 'admin', 'ja-JP'),
+             (3, 3, 'cid@three.example', 'Cid', 'admin', 'fr');",
+    )
+    .expect("schema");
+    let config = work.init_config(&format!(
+        r#"
+[vault]
+url = "{vault}"
+[sources.identity]
+url = "sqlite://{db}"
+tenant_column = "site_id"
+[contacts]
+source = "identity"
+table = "users"
+email_column = "email"
+name_column = "display_name"
+locale_column = "locale"
+where = "role = 'admin'"
+[server]
+page_name = "Example Status"
+public_url = "https://status.example.com"
+[notify.smtp]
+url = "smtp://127.0.0.1:{smtp}?tls=none"
+from = "Example Status <status@example.com>"
+"#,
+        vault = work.vault_url(),
+        db = db.display(),
+    ));
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let point: String = conn
+        .query_row("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')", [], |r| {
+            r.get(0)
+        })
+        .expect("now");
+    std::thread::sleep(Duration::from_millis(20));
+    conn.execute_batch("DELETE FROM users;").expect("delete");
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let incident = lifeboat_ok(
+        &config,
+        &[
+            "incident",
+            "create",
+            "--name",
+            "Sites deleted",
+            "--status",
+            "identified",
+            "--impact",
+            "critical",
+            "--message",
+            "We are restoring the deleted sites.",
+        ],
+    )
+    .trim()
+    .to_string();
+    let file = work.path("tenants.txt");
+    std::fs::write(&file, "1\n2\n3\n").expect("tenants");
+    lifeboat_ok(
+        &config,
+        &[
+            "campaign",
+            "start",
+            "--incident",
+            &incident,
+            "--tenants-from",
+            file.to_str().expect("path"),
+            "--at",
+            &point,
+        ],
+    );
+    config
+}
+
+/// Each contact hears in its locale's language (German for `de-AT`, Japanese for `ja-JP`,
+/// English for a locale no catalog has), a subscriber in the language of the page it
+/// subscribed on, and an update with a German translation reaches the German contact in
+/// German, the others in English (marked as such in Japanese).
+#[test]
+fn contacts_and_subscribers_are_written_to_in_their_language() {
+    let work = Workdir::new();
+    let mut smtp = Sink::new("smtp_sink.py", work.path("mail"));
+    smtp.start();
+    let config = setup_with_locales(&work, smtp.port);
+    let (mut server, base) = spawn_serve(&config, &[]);
+    let to = |address: &str, event: &str| {
+        let found: Vec<Mail> = mails(&smtp.dir)
+            .into_iter()
+            .filter(|m| m.to == address && m.header("X-Lifeboat-Event") == event)
+            .collect();
+        found
+    };
+    let one = |address: &str, event: &str| {
+        wait_for(
+            &format!("{event} to {address}"),
+            Duration::from_secs(30),
+            || !to(address, event).is_empty(),
+        );
+        to(address, event).remove(0)
+    };
+
+    // The queue, to each contact in its language: subject, both parts, the time.
+    let ann = one("ann@one.example", "stage_queued");
+    assert_eq!(
+        ann.subject,
+        "Example Status: Ihre Daten stehen zur Wiederherstellung an"
+    );
+    assert!(
+        ann.text
+            .contains("Ihre Daten stehen nach Sites deleted zur Wiederherstellung an."),
+        "{}",
+        ann.text
+    );
+    assert!(ann.text.contains(" von 3."), "{}", ann.text);
+    assert!(ann
+        .text
+        .contains("Wiederherstellungspunkt: Ihre Daten mit dem Stand von "));
+    assert!(ann.text.contains(" UTC."), "{}", ann.text);
+    assert!(ann.text.contains("?lang=de"), "{}", ann.text);
+    assert!(ann.html.contains("<html lang=\"de\">"), "{}", ann.html);
+    assert!(
+        ann.html.contains("Ihre private Statusseite"),
+        "{}",
+        ann.html
+    );
+    assert!(!ann.text.contains("Your data"), "{}", ann.text);
+    let kei = one("kei@two.example", "stage_queued");
+    assert_eq!(
+        kei.subject,
+        "Example Status: データの復元を順番待ちしています"
+    );
+    assert!(kei.text.contains("復旧の順番: 3 件中 "), "{}", kei.text);
+    assert!(kei.text.contains("時点のデータ。"), "{}", kei.text);
+    assert!(kei.text.contains("日 "), "{}", kei.text);
+    assert!(kei.html.contains("<html lang=\"ja\">"), "{}", kei.html);
+    assert!(kei.html.contains("お客様専用のステータスページ"));
+    let cid = one("cid@three.example", "stage_queued");
+    assert_eq!(
+        cid.subject,
+        "Example Status: your data is queued to be restored"
+    );
+    assert!(cid.text.contains("Place in the queue: "), "{}", cid.text);
+    assert!(!cid.text.contains("?lang="), "{}", cid.text);
+    assert!(cid.html.contains("<html lang=\"en\">"), "{}", cid.html);
+
+    // A reader subscribes from the Japanese page: the form carries the language through
+    // its POST, and the confirmation and what follows are in Japanese.
+    let (status, page) = http_get(&base, "/subscribe?lang=ja");
+    assert_eq!(status, 200);
+    assert!(page.contains("name=\"lang\" value=\"ja\""), "{page}");
+    let (status, _, answer) = crate::subscribers::post_form(
+        &base,
+        "/subscribe",
+        &[("email", "sora@reader.example"), ("lang", "ja")],
+    );
+    assert_eq!(status, 200);
+    assert!(answer.contains("メールをご確認ください"), "{answer}");
+    let confirmation = one("sora@reader.example", "subscription_confirmation");
+    assert_eq!(confirmation.subject, "Example Status: 購読の確認");
+    assert!(
+        confirmation
+            .text
+            .contains("確認するには、次のリンクを開いてください: "),
+        "{}",
+        confirmation.text
+    );
+    let link = confirmation
+        .text
+        .split_whitespace()
+        .find(|w| w.contains("/subscribe/confirm?token="))
+        .expect("confirmation link");
+    assert!(link.ends_with("&lang=ja"), "{link}");
+    let (status, confirmed) = http_get(&base, &link["https://status.example.com".len()..]);
+    assert_eq!(status, 200);
+    assert!(confirmed.contains("購読が確認されました"), "{confirmed}");
+    assert!(confirmed.contains("<html lang=\"ja\">"), "{confirmed}");
+
+    // An update with a German translation.
+    let incident: Json =
+        serde_json::from_str(&lifeboat_ok(&config, &["incident", "list", "--json"])).expect("json");
+    let id = incident[0]["id"].as_str().expect("id").to_string();
+    lifeboat_ok(
+        &config,
+        &[
+            "incident",
+            "update",
+            &id,
+            "--status",
+            "monitoring",
+            "--message",
+            "Half of the sites are back.",
+            "--message-de",
+            "Die Hälfte der Sites ist zurück.",
+        ],
+    );
+    let ann = one("ann@one.example", "incident_updated");
+    assert_eq!(
+        ann.subject,
+        "Example Status: Sites deleted (Wird beobachtet)"
+    );
+    assert!(
+        ann.text.starts_with("Die Hälfte der Sites ist zurück."),
+        "{}",
+        ann.text
+    );
+    assert!(!ann.text.contains("Half of the sites"), "{}", ann.text);
+    let kei = one("kei@two.example", "incident_updated");
+    assert_eq!(kei.subject, "Example Status: Sites deleted（経過観察中）");
+    assert!(
+        kei.text
+            .starts_with("Half of the sites are back. （英語で表示）"),
+        "{}",
+        kei.text
+    );
+    let sora = one("sora@reader.example", "incident_updated");
+    assert_eq!(sora.subject, "Example Status: Sites deleted（経過観察中）");
+    assert!(sora.text.contains("（英語で表示）"), "{}", sora.text);
+    assert!(sora.text.contains("配信を停止するには: "), "{}", sora.text);
+    assert!(
+        sora.header("List-Unsubscribe").contains("&lang=ja"),
+        "{:?}",
+        sora.headers
+    );
+    let cid = one("cid@three.example", "incident_updated");
+    assert_eq!(cid.subject, "Example Status: Sites deleted (Monitoring)");
+    assert!(
+        cid.text.starts_with("Half of the sites are back.\n"),
+        "{}",
+        cid.text
+    );
+    assert!(!cid.text.contains("shown in English"), "{}", cid.text);
+
+    // The unsubscribe link opens the page in the subscriber's language.
+    let leave = sora
+        .text
+        .split_whitespace()
+        .find(|w| w.contains("/unsubscribe?token="))
+        .expect("unsubscribe link");
+    let (status, page) = http_get(&base, &leave["https://status.example.com".len()..]);
+    assert_eq!(status, 200);
+    assert!(page.contains("購読を解除する"), "{page}");
+
+    // A contact who writes to support from the German form is answered in the language
+    // of its own locale, Japanese.
+    let (status, _, answer) = crate::subscribers::post_form(
+        &base,
+        "/support",
+        &[
+            ("email", "kei@two.example"),
+            ("message", "Wo sind unsere Daten?"),
+            ("lang", "de"),
+        ],
+    );
+    assert_eq!(status, 200);
+    assert!(answer.contains("Nachricht erhalten"), "{answer}");
+    let reply = one("kei@two.example", "support_reply");
+    assert_eq!(
+        reply.subject,
+        "Example Status: サポートへのお問い合わせについて"
+    );
+    assert!(reply.text.contains("復元の順番待ちです"), "{}", reply.text);
+    terminate(&mut server);
+    smtp.stop();
+}
+
+/// The control store's clock for the cadence tests: a fixed moment plus `minutes`.
+fn cadence_clock(minutes: i64) -> String {
+    let start = chrono::DateTime::parse_from_rfc3339("2026-04-05T10:00:00Z").expect("start");
+    (start + chrono::Duration::minutes(minutes))
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// `lifeboat ARGS` with the control store's clock `minutes` after the cadence tests'
+/// start; exit code 0 required.
+fn at_minute(config: &Path, minutes: i64, args: &[&str]) -> String {
+    let output = lifeboat_command(config, args)
+        .env("LIFEBOAT_TEST_CLOCK", cadence_clock(minutes))
+        .output()
+        .expect("run lifeboat");
+    assert!(
+        output.status.success(),
+        "lifeboat {args:?} at minute {minutes}: {}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    stdout(&output)
+}
+
+/// A configuration promising an update every 30 minutes for critical incidents and every
+/// 2 hours for the others, with one operator webhook and one operator address.
+fn cadence_config(work: &Workdir, hook: u16, smtp: u16) -> PathBuf {
+    let db = work.path("identity.db");
+    rusqlite::Connection::open(&db)
+        .expect("open")
+        .execute_batch("CREATE TABLE users (id INTEGER PRIMARY KEY, site_id INTEGER NOT NULL);")
+        .expect("schema");
+    let secret = work.path("hook-secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).expect("secret");
+    work.init_config(&format!(
+        r#"
+[vault]
+url = "{vault}"
+[sources.identity]
+url = "sqlite://{db}"
+tenant_column = "site_id"
+[server]
+page_name = "Example Status"
+public_url = "https://status.example.com"
+[status.update_every]
+critical = "30m"
+default = "2h"
+[notify]
+operator_emails = ["oncall@example.com"]
+[notify.smtp]
+url = "smtp://127.0.0.1:{smtp}?tls=none"
+from = "Example Status <status@example.com>"
+[[notify.webhooks]]
+url = "http://127.0.0.1:{hook}/hooks/lifeboat"
+secret_file = "{secret}"
+"#,
+        vault = work.vault_url(),
+        db = db.display(),
+        secret = secret.display(),
+    ))
+}
+
+/// The overdue-update alarms the webhook receiver got: (period, silent since).
+fn alarms(dir: &Path) -> Vec<(i64, String)> {
+    hooks(dir)
+        .iter()
+        .filter(|h| h["headers"]["x-lifeboat-event"] == "update_overdue")
+        .map(|h| {
+            let body: Json = serde_json::from_str(h["body"].as_str().expect("body")).expect("json");
+            let facts = &body["update_overdue"];
+            (
+                facts["period"].as_i64().expect("period"),
+                facts["silent_since"].as_str().expect("since").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A critical incident left without a public update past its promised 30 minutes rings
+/// the operators' webhook once per overdue period, however often the notifier looks; an
+/// update stops it, and an alarm still waiting for its webhook is withdrawn by it; the
+/// post-incident report counts the missed updates, the alarms and the notifications.
+#[test]
+fn a_silent_incident_rings_the_operators_until_an_update_is_posted() {
+    let work = Workdir::new();
+    let mut hook = Sink::new("webhook_sink.py", work.path("hooks"));
+    let mut smtp = Sink::new("smtp_sink.py", work.path("mail"));
+    hook.start();
+    smtp.start();
+    let config = cadence_config(&work, hook.port, smtp.port);
+    let notifier = |minute: i64| at_minute(&config, minute, &["notifier", "--until-idle"]);
+    let alarm_mails = |dir: &Path| {
+        mails(dir)
+            .iter()
+            .filter(|m| m.header("X-Lifeboat-Event") == "update_overdue")
+            .map(|m| m.to.clone())
+            .collect::<Vec<_>>()
+    };
+    let incident = at_minute(
+        &config,
+        0,
+        &[
+            "incident",
+            "create",
+            "--name",
+            "Sign-in down",
+            "--impact",
+            "critical",
+            "--message",
+            "We are looking into failed sign-ins.",
+        ],
+    )
+    .trim()
+    .to_string();
+    notifier(1);
+    assert_eq!(hooks(&hook.dir).len(), 1, "the incident itself");
+    // Due by minute 30: nothing at 30, the alarm just after, once per period.
+    notifier(30);
+    assert!(alarms(&hook.dir).is_empty());
+    // Two notifiers looking at once send it once.
+    let both: Vec<Child> = (0..2)
+        .map(|_| {
+            lifeboat_command(&config, &["notifier", "--until-idle"])
+                .env("LIFEBOAT_TEST_CLOCK", cadence_clock(31))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("notifier")
+        })
+        .collect();
+    for mut child in both {
+        assert!(child.wait().expect("wait").success());
+    }
+    let since = cadence_clock(0);
+    assert_eq!(alarms(&hook.dir), [(1, since.clone())]);
+    assert_eq!(alarm_mails(&smtp.dir), ["oncall@example.com"]);
+    let mail = mails(&smtp.dir).pop().expect("the alarm");
+    assert!(
+        mail.raw
+            .contains("No public update of Sign-in down has been posted since"),
+        "{}",
+        mail.raw
+    );
+    notifier(45);
+    notifier(59);
+    assert_eq!(alarms(&hook.dir).len(), 1, "one alarm per period");
+    notifier(61);
+    assert_eq!(alarms(&hook.dir), [(1, since.clone()), (2, since.clone())]);
+    let last = hooks(&hook.dir).pop().expect("a request");
+    let body: Json = serde_json::from_str(last["body"].as_str().expect("body")).expect("json");
+    assert_eq!(body["incident"]["id"], incident.as_str());
+    assert_eq!(
+        body["incident"]["next_update_at"],
+        cadence_clock(30).as_str()
+    );
+    assert_eq!(body["update_overdue"]["due_at"], cadence_clock(30).as_str());
+    assert_eq!(body["update_overdue"]["update_every_minutes"], 30);
+    let signature = last["headers"]["x-lifeboat-signature"]
+        .as_str()
+        .expect("signed")
+        .to_string();
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(SECRET.as_bytes()).expect("key");
+    mac.update(last["body"].as_str().expect("body").as_bytes());
+    assert_eq!(
+        signature,
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    );
+
+    // An update at minute 62 stops it: the next is due by 92.
+    at_minute(
+        &config,
+        62,
+        &[
+            "incident",
+            "update",
+            &incident,
+            "--message",
+            "Sign-ins fail for some tenants.",
+        ],
+    );
+    notifier(80);
+    notifier(92);
+    assert_eq!(alarms(&hook.dir).len(), 2, "no alarm after the update");
+    assert_eq!(
+        hooks(&hook.dir)
+            .iter()
+            .filter(|h| h["headers"]["x-lifeboat-event"] == "incident_updated")
+            .count(),
+        1
+    );
+
+    assert_eq!(alarm_mails(&smtp.dir).len(), 2);
+    // Overdue again at 93 while the receiver is down: the webhook alarm waits for its
+    // retry (the email goes); the update posted meanwhile withdraws it, never sent.
+    hook.stop();
+    notifier(93);
+    at_minute(
+        &config,
+        95,
+        &[
+            "incident",
+            "update",
+            &incident,
+            "--message",
+            "A fix is being deployed.",
+        ],
+    );
+    hook.start();
+    notifier(96);
+    let listed = notifications(&config);
+    let mut states: Vec<(&str, &str)> = listed
+        .iter()
+        .filter(|n| n["event"] == "update_overdue")
+        .map(|n| {
+            (
+                n["state"].as_str().expect("state"),
+                n["recipient"].as_str().expect("kind"),
+            )
+        })
+        .collect();
+    states.sort();
+    assert_eq!(
+        states,
+        [
+            ("sent", "address"),
+            ("sent", "address"),
+            ("sent", "address"),
+            ("sent", "operator"),
+            ("sent", "operator"),
+            ("withdrawn", "operator"),
+        ],
+        "{listed:#?}"
+    );
+    assert_eq!(alarms(&hook.dir).len(), 2);
+    assert_eq!(alarm_mails(&smtp.dir).len(), 3);
+
+    // The report: the silences of 62 and 33 minutes each missed promised updates (2 and
+    // 1), the longest 1 h 02 min; two alarms; the notifications by channel.
+    let report = at_minute(&config, 100, &["report", "--incident", &incident]);
+    assert!(
+        report.contains(
+            "- Promised update cadence (impact critical): every 30 min 00 s. Promised updates \
+             missed: 3 (longest silence 1 h 02 min)."
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains("- Overdue-update alarms to the operators: 3."),
+        "{report}"
+    );
+    assert!(
+        report.contains("| Operator webhooks | 5 | 0 | 0 | 1 |"),
+        "{report}"
+    );
+    assert!(
+        report.contains("| Email to subscribers and operators | 3 | 0 | 0 | 0 |"),
+        "{report}"
+    );
+    assert!(
+        report.contains("Alarm to the operators: no public update since 2026-04-05T10:00:00"),
+        "{report}"
+    );
+    hook.stop();
+    smtp.stop();
+}
+
+/// The page says by when the next update comes, in the reader's language, and the JSON
+/// carries it as `next_update_at` beside every Statuspage field (null once resolved); a
+/// malformed cadence is refused with a one-line error naming the key.
+#[test]
+fn the_page_and_its_json_show_when_the_next_update_is_due() {
+    let work = Workdir::new();
+    let config = cadence_config(&work, free_port(), free_port());
+    let old = at_minute(
+        &config,
+        0,
+        &[
+            "incident",
+            "create",
+            "--name",
+            "Old outage",
+            "--impact",
+            "critical",
+            "--message",
+            "Investigating.",
+        ],
+    )
+    .trim()
+    .to_string();
+    at_minute(
+        &config,
+        10,
+        &["incident", "resolve", &old, "--message", "Fixed."],
+    );
+    // Opened now (the real clock): a major incident's next update is due in two hours.
+    let open = lifeboat_ok(
+        &config,
+        &[
+            "incident",
+            "create",
+            "--name",
+            "Slow search",
+            "--impact",
+            "major",
+            "--message",
+            "Search is slow.",
+        ],
+    )
+    .trim()
+    .to_string();
+    let listed: Json =
+        serde_json::from_str(&lifeboat_ok(&config, &["incident", "list", "--json"])).expect("json");
+    let created = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|i| i["id"] == open.as_str())
+        .expect("the open incident")["created_at"]
+        .as_str()
+        .expect("created_at")
+        .to_string();
+    let due =
+        chrono::DateTime::parse_from_rfc3339(&created).expect("time") + chrono::Duration::hours(2);
+    let due_text = due.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    // `incident list` says it too, and nothing for the resolved one.
+    for i in listed.as_array().expect("array") {
+        let wanted = if i["id"] == open.as_str() {
+            Json::from(due_text.as_str())
+        } else {
+            Json::Null
+        };
+        assert_eq!(i["next_update_at"], wanted, "{i}");
+    }
+    let text = lifeboat_ok(&config, &["incident", "list"]);
+    assert!(
+        text.contains(&format!("Slow search  (next update due by {due_text})")),
+        "{text}"
+    );
+    assert_eq!(text.matches("next update due").count(), 1, "{text}");
+
+    let (mut server, base) = spawn_serve(&config, &["--no-notifier"]);
+    let summary: Json =
+        serde_json::from_str(&http_get(&base, "/api/v2/summary.json").1).expect("json");
+    let incidents = summary["incidents"].as_array().expect("incidents");
+    assert_eq!(incidents.len(), 1);
+    assert_eq!(incidents[0]["next_update_at"], due_text.as_str());
+    let fixture: Json =
+        serde_json::from_str(include_str!("statuspage_webhook.json")).expect("fixture");
+    let mut differences = Vec::new();
+    shape_differences(
+        &fixture["incident"],
+        &incidents[0],
+        "incident",
+        &mut differences,
+    );
+    assert!(differences.is_empty(), "{differences:?}");
+    let all: Json =
+        serde_json::from_str(&http_get(&base, "/api/v2/incidents.json").1).expect("json");
+    let by_id = |id: &str| {
+        all["incidents"]
+            .as_array()
+            .expect("incidents")
+            .iter()
+            .find(|i| i["id"] == id)
+            .cloned()
+            .expect("listed")
+    };
+    assert_eq!(by_id(&open)["next_update_at"], due_text.as_str());
+    let resolved = by_id(&old);
+    assert!(resolved["next_update_at"].is_null(), "{resolved}");
+    assert_eq!(resolved["status"], "resolved");
+
+    let machine = due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for (lang, words) in [
+        ("en", "Next update by"),
+        ("de", "Nächstes Update bis"),
+        ("ja", "次回の更新予定"),
+    ] {
+        let (status, page) = http_get(&base, &format!("/?lang={lang}"));
+        assert_eq!(status, 200);
+        let line = page
+            .split("<p class=\"next-update\">")
+            .nth(1)
+            .and_then(|rest| rest.split("</p>").next())
+            .unwrap_or_else(|| panic!("{lang}: no next update on the page"));
+        assert!(line.contains(words), "{lang}: {line}");
+        assert!(
+            line.contains(&format!("datetime=\"{machine}\"")),
+            "{lang}: {line}"
+        );
+        if lang == "en" {
+            assert!(line.contains("(in 1 hour)"), "{line}");
+        }
+        assert_eq!(page.matches("class=\"next-update\"").count(), 1, "{lang}");
+    }
+    terminate(&mut server);
+
+    // An incident silent past its due time says so.
+    at_minute(
+        &config,
+        0,
+        &[
+            "incident",
+            "create",
+            "--name",
+            "Stale",
+            "--impact",
+            "minor",
+            "--message",
+            "Hm.",
+        ],
+    );
+    let (mut server, base) = spawn_serve(&config, &["--no-notifier"]);
+    let late = chrono::DateTime::parse_from_rfc3339(&cadence_clock(120))
+        .expect("time")
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for (lang, words) in [
+        ("en", "The next update was due by"),
+        ("de", "Das nächste Update war fällig bis"),
+        ("ja", "更新予定時刻を過ぎています"),
+    ] {
+        let page = http_get(&base, &format!("/?lang={lang}")).1;
+        let lines: Vec<&str> = page
+            .split("<p class=\"next-update\">")
+            .skip(1)
+            .filter_map(|rest| rest.split("</p>").next())
+            .collect();
+        assert_eq!(lines.len(), 2, "{lang}: {lines:?}");
+        assert!(
+            lines[1].contains(words) && lines[1].contains(&format!("datetime=\"{late}\"")),
+            "{lang}: {}",
+            lines[1]
+        );
+    }
+    terminate(&mut server);
+
+    // A malformed cadence: refused, one line, naming the key; nothing else said.
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace("critical = \"30m\"", "critical = \"half an hour\""),
+    )
+    .expect("config");
+    let output = lifeboat(&config, &["incident", "list"]);
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert_eq!(error.trim().lines().count(), 1, "{error}");
+    assert!(
+        error.contains("[status.update_every] critical = \"half an hour\""),
+        "{error}"
+    );
 }

@@ -1177,3 +1177,74 @@ fn auto_progress_also_posts_when_its_cadence_is_due_in(mode: Mode) {
     assert_eq!(bodies, ["1 of 8", "2 of 8", "4 of 8", "6 of 8", "8 of 8"]);
     background.finish();
 }
+
+/// Without `--progress-every`, auto progress posts on the cadence `[status] update_every`
+/// promises for the incident's impact (here one minute for every impact): the same posts
+/// as with `--progress-every 1`.
+#[test]
+fn auto_progress_without_its_own_cadence_keeps_the_promised_one() {
+    let work = Workdir::new();
+    let config = setup(&work);
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        format!(
+            "{text}[templates.p]\nmessage = \"{{tenants_restored}} of {{tenants}}\"\n\
+             [status]\nupdate_every = \"1m\"\n"
+        ),
+    )
+    .expect("config");
+    let db = work.path("tracker.db");
+    let t = sqlite_now(&db);
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    conn.execute_batch("PRAGMA foreign_keys = ON; DELETE FROM sites")
+        .expect("delete");
+    drop(conn);
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let incident = open_incident(&config);
+    let file = work.path("tenants.txt");
+    std::fs::write(&file, "1\n2\n3\n4\n5\n6\n7\n8\n").expect("tenants");
+    let campaign = at_clock(
+        &config,
+        START,
+        &[
+            "campaign",
+            "start",
+            "--incident",
+            &incident,
+            "--tenants-from",
+            file.to_str().expect("path"),
+            "--at",
+            &t,
+            "--batch-size",
+            "1",
+            "--auto-progress",
+            "p",
+        ],
+    );
+    let audit: serde_json::Value =
+        serde_json::from_str(&lifeboat_ok(&config, &["audit", "--json"])).expect("json");
+    let entry = audit
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| e["action"] == "campaign-auto-progress")
+        .expect("audited");
+    assert_eq!(entry["details"]["every_minutes"], 1, "{entry}");
+    at_clock(
+        &config,
+        &after_start(120_000_000),
+        &["worker", "--campaign", campaign.trim(), "--until-done"],
+    );
+    let incidents: serde_json::Value =
+        serde_json::from_str(&lifeboat_ok(&config, &["incident", "list", "--json"])).expect("json");
+    let mut bodies: Vec<&str> = incidents[0]["updates"]
+        .as_array()
+        .expect("updates")
+        .iter()
+        .map(|u| u["body"].as_str().expect("body"))
+        .filter(|b| b.contains(" of 8"))
+        .collect();
+    bodies.sort();
+    assert_eq!(bodies, ["1 of 8", "2 of 8", "4 of 8", "6 of 8", "8 of 8"]);
+}

@@ -1,5 +1,6 @@
 """An SMTP server for the notification tests: every message it accepts is saved in a
-directory, one file per message (NNNNNN.eml, in the order received).
+directory, one file per message (NNNNNN.eml, in the order received), and beside it what
+a reader sees of it (NNNNNN.json: the subject and the plain and HTML parts, decoded).
 
     python3 smtp_sink.py PORT DIR
 
@@ -8,6 +9,9 @@ stops on SIGTERM. A message is saved before the server answers 250, so a client 
 250 finds it in DIR.
 """
 
+import email
+import email.policy
+import json
 import os
 import signal
 import sys
@@ -31,6 +35,13 @@ class Save:
                 file.write(envelope.original_content)
                 file.flush()
                 os.fsync(file.fileno())
+            message = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
+            parts = {"subject": str(message["Subject"] or "")}
+            for kind in ("plain", "html"):
+                part = message.get_body(preferencelist=(kind,))
+                parts[kind] = part.get_content() if part is not None else ""
+            with open(path[: -len(".eml")] + ".json", "w", encoding="utf-8") as file:
+                json.dump(parts, file, ensure_ascii=False)
             os.rename(temporary, path)
         return "250 OK"
 

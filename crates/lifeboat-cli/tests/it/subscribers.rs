@@ -763,7 +763,7 @@ fn support_requests_without_a_url_reach_only_the_matched_tenants_contacts() {
     let before = outbox(&config).len();
     let (status, _, body) = post_form(&base, "/support", &[("email", "x@y.example")]);
     assert_eq!(status, 400);
-    assert!(body.contains("please write a message"), "{body}");
+    assert!(body.contains("Please write a message."), "{body}");
     let (status, _, _) = post_form(
         &base,
         "/support",
@@ -830,5 +830,140 @@ fn support_requests_without_a_url_reach_only_the_matched_tenants_contacts() {
             assert!(!body.contains(secret), "{path} shows {secret}");
         }
     }
+    terminate(&mut server);
+}
+
+/// The subscribe, support and unsubscribe pages and their answers in German and Japanese,
+/// by `?lang=` and by `Accept-Language`; a form keeps the language it was read in through
+/// its POST; English without either.
+#[test]
+fn the_forms_and_their_answers_are_in_the_readers_language() {
+    let work = Workdir::new();
+    let config = setup(&work);
+    let (mut server, base) = serve(&config);
+    let get = |path: &str, accept: &str| {
+        let extra = if accept.is_empty() {
+            String::new()
+        } else {
+            format!("Accept-Language: {accept}\r\n")
+        };
+        request(&base, "GET", path, &extra, "")
+    };
+
+    // By the query.
+    let (status, head, page) = get("/subscribe?lang=de", "");
+    assert_eq!(status, 200);
+    assert!(head.contains("vary: accept-language"), "{head}");
+    assert!(page.contains("<html lang=\"de\">"), "{page}");
+    assert!(page.contains("Benachrichtigungen abonnieren"), "{page}");
+    assert!(page.contains("<button type=\"submit\">Abonnieren</button>"));
+    assert!(page.contains("name=\"lang\" value=\"de\""), "{page}");
+    assert!(
+        page.contains("href=\"/?lang=de\">Zurück zur Statusseite"),
+        "{page}"
+    );
+    let (_, _, page) = get("/support?lang=ja", "de");
+    assert!(page.contains("<html lang=\"ja\">"), "{page}");
+    assert!(page.contains("サポートに問い合わせる"), "{page}");
+    assert!(page.contains("サイトのアドレス（任意）"), "{page}");
+    assert!(page.contains("name=\"lang\" value=\"ja\""), "{page}");
+    // By the browser's language.
+    let (_, _, page) = get("/support", "ja-JP,ja;q=0.9,en;q=0.5");
+    assert!(page.contains("サポートに問い合わせる"), "{page}");
+    let (_, _, page) = get("/subscribe", "de-AT");
+    assert!(page.contains("Benachrichtigungen abonnieren"), "{page}");
+    // The public page's own form and its link to support.
+    let (_, _, page) = get("/?lang=ja", "");
+    assert!(
+        page.contains("<button type=\"submit\">購読する</button>"),
+        "{page}"
+    );
+    assert!(page.contains("href=\"/support?lang=ja\""), "{page}");
+    // Neither: English.
+    let (_, _, page) = get("/subscribe", "fr");
+    assert!(page.contains("<html lang=\"en\">"), "{page}");
+    assert!(page.contains("Subscribe to updates"), "{page}");
+
+    // The answers: the form's language, whatever the browser says.
+    let (status, _, body) = request(
+        &base,
+        "POST",
+        "/subscribe",
+        "Content-Type: application/x-www-form-urlencoded\r\nAccept-Language: ja\r\n",
+        &encode(&[("email", "uta@reader.example"), ("lang", "de")]),
+    );
+    assert_eq!(status, 200);
+    assert!(body.contains("<html lang=\"de\">"), "{body}");
+    assert!(body.contains("Bitte prüfen Sie Ihre E-Mails"), "{body}");
+    // Without a `lang` field, the browser's.
+    let (status, _, body) = request(
+        &base,
+        "POST",
+        "/subscribe",
+        "Content-Type: application/x-www-form-urlencoded\r\nAccept-Language: ja\r\n",
+        &encode(&[("email", "not an address")]),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("有効なメールアドレスを入力してください。"),
+        "{body}"
+    );
+    // A refused support request says why in the form's language and files nothing.
+    let before = outbox(&config).len();
+    let (status, _, body) = post_form(
+        &base,
+        "/support",
+        &[("email", "ann@acme.example"), ("lang", "ja")],
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("メッセージを入力してください。"), "{body}");
+    let long = "x".repeat(600);
+    let (status, _, body) = post_form(
+        &base,
+        "/support",
+        &[
+            ("email", "ann@acme.example"),
+            ("message", "Hilfe"),
+            ("company", &long),
+            ("lang", "de"),
+        ],
+    );
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("Firma (optional): höchstens 512 Bytes, bitte."),
+        "{body}"
+    );
+    assert_eq!(outbox(&config).len(), before);
+    let (status, _, body) = post_form(
+        &base,
+        "/support",
+        &[
+            ("email", "ann@acme.example"),
+            ("message", "Wo sind unsere Daten?"),
+            ("lang", "de"),
+        ],
+    );
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("Danke, wir haben Ihre Nachricht erhalten."),
+        "{body}"
+    );
+    // A link that is no subscriber's, in the language it names.
+    let (status, _, body) = get("/unsubscribe?token=nosuch&lang=ja", "de");
+    assert_eq!(status, 404);
+    assert!(
+        body.contains("このリンクは無効か、すでに使用されています。"),
+        "{body}"
+    );
+    let (status, _, body) = get("/subscribe/confirm?token=nosuch", "de");
+    assert_eq!(status, 404);
+    assert!(body.contains("Dieser Link ist ungültig"), "{body}");
+    // The subscriber's language is kept: the confirmation waits in German.
+    let confirmation = sent(&config, "subscription_confirmation");
+    let uta = confirmation
+        .iter()
+        .find(|m| m.1 == "uta@reader.example")
+        .expect("uta's confirmation");
+    assert_eq!(uta.3["lang"], "de");
     terminate(&mut server);
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use lifeboat_control::{new_id, Campaign, ComponentStatus, ControlStore, Stage};
+use lifeboat_control::{new_id, Campaign, ComponentStatus, ControlStore, Phase, Stage};
 use lifeboat_core::config::{split_table, Config, SourceKind};
 use lifeboat_core::model::TenantKey;
 use lifeboat_core::state::SourceHistory;
@@ -144,8 +144,57 @@ pub struct StartRequest {
     pub priority: String,
     pub by: String,
     /// Post progress updates from this `[templates.NAME]` by itself, and every so many
-    /// minutes besides the 25/50/75/100% milestones.
+    /// minutes besides the 25/50/75/100% milestones (none: the cadence `[status]
+    /// update_every` promises for the incident's impact, if any).
     pub auto_progress: Option<(String, Option<u64>)>,
+    /// `--phases`: the sources of each phase, `;` between phases and `,` between a
+    /// phase's sources (none: one phase of every source).
+    pub phases: Option<String>,
+}
+
+/// The phases of `--phases SPEC`: every one of `sources` exactly once, in phases separated
+/// by `;`, a phase's sources by `,`.
+pub fn parse_phases(spec: &str, sources: &[String]) -> Result<Vec<Vec<String>>> {
+    let mut phases = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (n, part) in spec.split(';').enumerate() {
+        let mut phase = Vec::new();
+        for name in part.split(',').map(str::trim) {
+            if name.is_empty() {
+                return Err(Error::usage(format!(
+                    "--phases {spec:?}: phase {} names an empty source; write \
+                     \"SOURCE, SOURCE; SOURCE\"",
+                    n + 1
+                )));
+            }
+            if !sources.iter().any(|s| s == name) {
+                return Err(Error::usage(format!(
+                    "--phases: unknown source {name:?}; the sources are {}",
+                    sources.join(", ")
+                )));
+            }
+            if !seen.insert(name.to_string()) {
+                return Err(Error::usage(format!(
+                    "--phases: source {name:?} is named twice; each source is in exactly \
+                     one phase"
+                )));
+            }
+            phase.push(name.to_string());
+        }
+        phases.push(phase);
+    }
+    let missing: Vec<&str> = sources
+        .iter()
+        .filter(|s| !seen.contains(*s))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::usage(format!(
+            "--phases: no phase has {}; each source is in exactly one phase",
+            missing.join(", ")
+        )));
+    }
+    Ok(phases)
 }
 
 /// A priority key: attribute name, descending?
@@ -199,12 +248,12 @@ pub async fn start_campaign(
     control: &mut Control,
     request: StartRequest,
 ) -> Result<(String, usize)> {
-    if control.incident(&request.incident)?.is_none() {
+    let Some(incident) = control.incident(&request.incident)? else {
         return Err(Error::usage(format!(
             "unknown incident {}: `lifeboat incident list`",
             request.incident
         )));
-    }
+    };
     if let Some((template, every)) = &request.auto_progress {
         if !config.templates.contains_key(template) {
             return Err(Error::usage(format!(
@@ -218,6 +267,14 @@ pub async fn start_campaign(
     if request.batch_size == 0 {
         return Err(Error::usage("--batch-size must be at least 1"));
     }
+    let source_names: Vec<String> = config.sources.keys().cloned().collect();
+    let phases = match &request.phases {
+        Some(spec) => parse_phases(spec, &source_names)?
+            .into_iter()
+            .map(Phase::new)
+            .collect(),
+        None => Vec::new(),
+    };
     let keys = priority_keys(&request.priority)?;
     let vault = open_vault(config).await?;
     let names: Vec<String> = config.sources.keys().cloned().collect();
@@ -292,6 +349,7 @@ pub async fn start_campaign(
         created_at: format_us(now),
         created_at_us: now,
         created_by: request.by.clone(),
+        phases,
     };
     // Contacts as the vault had them at the target, with the imported ones, kept with
     // the campaign, which tells each tenant's contacts it is queued.
@@ -304,12 +362,15 @@ pub async fn start_campaign(
     }
     control.create_campaign(&campaign, &with_users, &contacts)?;
     if let Some((template, every)) = &request.auto_progress {
-        control.set_auto_progress(
-            &campaign.id,
-            template,
-            every.map(|m| m.min(525_600) as i64 * 60_000_000),
-            &request.by,
-        )?;
+        // Without --progress-every, the cadence promised for the incident's impact.
+        let every_us = match every {
+            Some(minutes) => Some((*minutes).min(525_600) as i64 * 60_000_000),
+            None => config
+                .status
+                .update_every(incident.impact.as_str())
+                .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+        };
+        control.set_auto_progress(&campaign.id, template, every_us, &request.by)?;
     }
     control.anchor().await?;
     Ok((campaign.id, with_users.len()))
@@ -464,7 +525,13 @@ pub fn status(control: &mut ControlStore, id: Option<&str>) -> Result<Vec<serde_
         let failed: Vec<serde_json::Value> = mine
             .iter()
             .filter(|t| t.stage == Stage::Failed)
-            .map(|t| json!({"tenant": t.tenant, "reason": t.reason, "attempts": t.attempts}))
+            .map(|t| {
+                let mut f = json!({"tenant": t.tenant, "reason": t.reason, "attempts": t.attempts});
+                if !campaign.phases.is_empty() {
+                    f["phase"] = (t.phase + 1).into();
+                }
+                f
+            })
             .collect();
         report.push(json!({
             "id": campaign.id,
@@ -479,6 +546,13 @@ pub fn status(control: &mut ControlStore, id: Option<&str>) -> Result<Vec<serde_
             "stages": stages,
             "estimated_completion": p.eta,
             "failed": failed,
+            "phases": p.phases.iter().enumerate().map(|(j, phase)| json!({
+                "phase": j + 1,
+                "sources": phase.sources,
+                "tenants": phase.tenants,
+                "tenants_restored": phase.tenants_restored,
+                "open": phase.open,
+            })).collect::<Vec<_>>(),
         }));
     }
     Ok(report)

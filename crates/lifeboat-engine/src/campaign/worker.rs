@@ -1,5 +1,7 @@
 //! The campaign worker: claims a batch under a lease, restores it, verifies each tenant
-//! against the vault, then hands it over (awaiting acceptance, or restored). A worker whose
+//! against the vault, then hands it over (awaiting acceptance, or restored). In a phased
+//! campaign a batch is of one phase: only that phase's sources are restored and verified,
+//! and a tenant with a phase after it moves on to it, queued. A worker whose
 //! lease renewal fails abandons its batch; a failure goes back to the queue with its
 //! reason, `failed` after `max_attempts`.
 
@@ -36,7 +38,8 @@ pub fn default_name() -> String {
     )
 }
 
-/// What a worker did: tenants restored and verified, failed attempts.
+/// What a worker did: tenants restored and verified (in a phased campaign: in their last
+/// phase), failed attempts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Worked {
     pub restored: usize,
@@ -58,6 +61,7 @@ pub async fn run(
     open_control(config, config_path)?;
     let mut worked = Worked::default();
     while !stop.is_set() {
+        remove_expired_exports(config, config_path, &url, name).await?;
         build_exports(config, config_path, &url, name).await?;
         match work_once(config, &url, name, campaign, jobs).await? {
             Some((ok, bad)) => {
@@ -114,6 +118,50 @@ pub async fn run_workers(
         bad += b;
     }
     Ok((ok, bad))
+}
+
+/// Delete the archives whose download link expired more than
+/// [`lifeboat_control::ARCHIVE_GRACE_US`] ago (docs/status.md): each export is first marked
+/// `removed` (audited `export-remove`, by the worker), then its file deleted and
+/// forgotten. A file that cannot be deleted is logged and tried again next time; one
+/// already gone counts as deleted. Returns how many archives were deleted.
+pub async fn remove_expired_exports(
+    config: &Config,
+    config_path: &Option<PathBuf>,
+    url: &str,
+    worker: &str,
+) -> Result<usize> {
+    let mut control = ControlStore::open(url)?;
+    let marked = control.expire_exports(lifeboat_control::ARCHIVE_GRACE_US, worker)?;
+    let files = control.archives_to_delete()?;
+    if files.is_empty() {
+        return Ok(0);
+    }
+    let dir = super::export_dir(config, config_path)?;
+    let mut deleted = 0;
+    for (campaign, tenant, file) in files {
+        // A name from the store, not a path: never leave the export directory.
+        if file.contains(['/', '\\']) || file.starts_with('.') {
+            tracing::warn!("worker {worker}: export of tenant {tenant}: odd file name {file:?}");
+            continue;
+        }
+        match std::fs::remove_file(dir.join(&file)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!("worker {worker}: removing export {file}: {e}");
+                continue;
+            }
+        }
+        control.archive_deleted(&campaign, &tenant, &file)?;
+        deleted += 1;
+    }
+    if marked > 0 {
+        if let Err(e) = anchor(config, url).await {
+            tracing::warn!("worker {worker}: anchoring audit entries: {e}");
+        }
+    }
+    Ok(deleted)
 }
 
 /// Build every export tenants asked for on their private pages, one at a time, from the
@@ -184,7 +232,13 @@ async fn build_export(
     let names: Vec<String> = config.sources.keys().cloned().collect();
     let histories = crate::context::histories_for(&vault, &names, &[tenant.to_string()]).await?;
     let resolved = super::resolve_target(config, &vault, &histories, &target).await?;
-    let format = crate::export::Format::Csv;
+    // The format the customer asked for (csv for a request made before there was a choice).
+    let format: crate::export::Format = control
+        .exports()?
+        .into_iter()
+        .find(|e| e.campaign == campaign_id && e.tenant == tenant)
+        .map_or_else(|| "csv".to_string(), |e| e.format)
+        .parse()?;
     let (file, manifest) =
         crate::export::build(config, &vault, tenant, &resolved, &names, format, &dir).await?;
     let bytes = file.as_file().metadata().map(|m| m.len()).unwrap_or(0);
@@ -225,6 +279,7 @@ pub fn acceptance(config: &Config) -> Acceptance {
             .campaigns
             .auto_accept_minutes
             .map(|m| (m as i64).saturating_mul(60_000_000)),
+        per_phase: config.campaigns.accept_per_phase,
     }
 }
 
@@ -246,10 +301,22 @@ async fn work_once(
         return Ok(None);
     };
     let keys: Vec<String> = tenants.iter().map(|t| t.tenant.clone()).collect();
+    // A batch is of one phase.
+    let phase = tenants.first().map(|t| t.phase).unwrap_or(0);
+    let sources = campaign.phase_sources(phase).to_vec();
+    let last_phase = campaign.is_last_phase(phase);
+    // A tenant through this phase asks its admin now (the last phase, or acceptance per
+    // phase), or moves on to its next phase.
+    let hand_over = last_phase || (policy.customer && policy.per_phase);
     tracing::info!(
-        "worker {worker}: {} tenants of campaign {}",
+        "worker {worker}: {} tenants of campaign {}{}",
         keys.len(),
-        campaign.id
+        campaign.id,
+        if sources.is_empty() {
+            String::new()
+        } else {
+            format!(", phase {} ({})", phase + 1, sources.join(", "))
+        }
     );
 
     // Renew the lease while the batch runs (a killed worker stops renewing). When a
@@ -296,7 +363,7 @@ async fn work_once(
         })
     };
     let work = async {
-        let result = restore_batch(config, &campaign, &keys, jobs).await;
+        let result = restore_batch(config, &campaign, &keys, &sources, jobs).await;
         let mut control = ControlStore::open(url)?;
         let (mut ok, mut bad) = (0, 0);
         // Back to the queue with the reason, or failed once its attempts are used up
@@ -352,14 +419,26 @@ async fn work_once(
                     match problems.get(tenant) {
                         Some(reason) => give_back(&mut control, tenant, attempts, reason)?,
                         None => {
-                            let stage = if policy.customer {
-                                Stage::AwaitingAcceptance
-                            } else {
-                                Stage::Restored
-                            };
                             let n = rows.get(tenant).map(|n| *n as i64);
-                            if control.set_stage(worker, &campaign.id, tenant, stage, None, n)? {
-                                ok += 1;
+                            let handed = if !hand_over {
+                                // On to its next phase, which opens once every tenant
+                                // is through this one.
+                                control.finish_phase(worker, &campaign.id, tenant, n)?
+                            } else {
+                                // Without the customer's acceptance this is the last
+                                // phase.
+                                let stage = if policy.customer {
+                                    Stage::AwaitingAcceptance
+                                } else {
+                                    Stage::Restored
+                                };
+                                control.set_stage(worker, &campaign.id, tenant, stage, None, n)?
+                            };
+                            if handed {
+                                // Restored counts a tenant once, in its last phase.
+                                if last_phase {
+                                    ok += 1;
+                                }
                             } else {
                                 tracing::warn!(
                                     "worker {worker}: tenant {tenant} is another worker's now"
@@ -406,20 +485,47 @@ async fn anchor(config: &Config, url: &str) -> Result<usize> {
     crate::guard::anchor_pending(&mut ControlStore::open(url)?, &vault).await
 }
 
-/// Restore `tenants` to the campaign's target. Returns rows per tenant, failures by
-/// tenant, and the resolved target.
+/// Restore `tenants` to the campaign's target, in `sources` (empty: every source).
+/// Returns rows per tenant, failures by tenant, and the resolved target (of those sources).
 async fn restore_batch(
     config: &Config,
     campaign: &Campaign,
     tenants: &[String],
+    sources: &[String],
     jobs: usize,
 ) -> Result<(BTreeMap<String, u64>, BTreeMap<String, String>, Resolved)> {
     // The positions resolved when the campaign started.
     let target = campaign_target(campaign)?;
+    // In a phase, a tenant the vault has no rows of in the phase's sources has nothing to
+    // restore there: it is through the phase with no rows written.
+    let mut tenants = tenants.to_vec();
+    if !sources.is_empty() {
+        let vault = open_vault(config).await?;
+        let histories = crate::context::histories_for(&vault, sources, &tenants).await?;
+        let mut known: BTreeSet<TenantKey> = BTreeSet::new();
+        for history in &histories {
+            known.extend(history.bases.keys().cloned());
+            if tenants
+                .iter()
+                .any(|t| !known.contains(&TenantKey::new(t.clone())))
+            {
+                known.extend(history.tenants(&vault).await?);
+            }
+        }
+        tenants.retain(|t| known.contains(&TenantKey::new(t.clone())));
+        if tenants.is_empty() {
+            let nothing = Resolved {
+                positions: BTreeMap::new(),
+                time_us: 0,
+                description: String::new(),
+            };
+            return Ok((BTreeMap::new(), BTreeMap::new(), nothing));
+        }
+    }
     let request = crate::restore::Request {
-        tenants: tenants.to_vec(),
+        tenants,
         target,
-        sources: Vec::new(),
+        sources: sources.to_vec(),
         as_key: None,
         into_url: None,
         dry_run: false,

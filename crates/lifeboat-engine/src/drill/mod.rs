@@ -4,6 +4,8 @@
 //! tenant to just before the mistaken transaction, checked against checksums taken before
 //! the deletion, with the other tenants' later writes left intact.
 
+pub mod live;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -434,6 +436,7 @@ async fn recover_as_campaign(
         priority: String::new(),
         by: "drill".to_string(),
         auto_progress: None,
+        phases: None,
     };
     let contacts: Vec<lifeboat_control::Contact> = tenants
         .iter()

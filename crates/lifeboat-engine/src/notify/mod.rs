@@ -1,5 +1,8 @@
 //! The notifier: delivers the control store's outbox (docs/status.md, "Notifications").
-//! Each pass writes the acceptance reminders that are due, copies operator notices to
+//! Each pass first moves scheduled maintenances whose start or end has come (those that
+//! start and complete by themselves), writes the acceptance reminders that are due and the
+//! alarms of incidents whose promised public update is overdue (`[status] update_every`),
+//! copies operator notices to
 //! each configured webhook, claims a batch of due deliveries under a lease, sends each
 //! one and records the outcome: sent, or a failed attempt retried after a jittered,
 //! capped, growing delay, or dead after `[notify] max_attempts`. A delivery is recorded
@@ -18,7 +21,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use serde::Serialize;
 
 use lifeboat_control::{ClaimPolicy, ControlStore, Delivery, RecipientKind};
-use lifeboat_core::config::Config;
+use lifeboat_core::config::{Config, StatusConfig};
 use lifeboat_core::{Error, Result};
 use lifeboat_source::Stop;
 use lifeboat_web::PageInfo;
@@ -51,6 +54,11 @@ pub struct Notifier {
     claim_us: i64,
     max_delay: Duration,
     remind_after_us: Option<i64>,
+    /// `[status]`: the promised update cadence, watched for the overdue-update alarm.
+    status: StatusConfig,
+    operator_emails: Vec<String>,
+    /// For anchoring the audit entries of automatic maintenance moves.
+    config: Config,
 }
 
 /// A notifier's default name: host and process id (a restarted notifier is a new one).
@@ -105,13 +113,17 @@ impl Notifier {
             mailer,
             webhooks,
             client: webhook::client()?,
-            page: PageInfo::new(&config.server.page_name, &page_url(config)),
+            page: PageInfo::new(&config.server.page_name, &page_url(config))
+                .with_update_every(config.status.clone()),
             max_attempts: notify.max_attempts,
             claim_us: (notify.claim_seconds as i64).saturating_mul(1_000_000),
             max_delay: Duration::from_secs(notify.max_delay_seconds),
             remind_after_us: notify
                 .remind_after_minutes
                 .map(|m| (m as i64).saturating_mul(60_000_000)),
+            status: config.status.clone(),
+            operator_emails: notify.operator_emails.clone(),
+            config: config.clone(),
         })
     }
 
@@ -131,11 +143,21 @@ impl Notifier {
         delays.nth(n).unwrap_or(self.max_delay).min(self.max_delay)
     }
 
-    /// One pass over the outbox: reminders, operator copies, then one claimed batch sent.
-    /// Returns what it did and whether it found work.
+    /// One pass over the outbox: due maintenance moves, reminders, overdue-update alarms,
+    /// operator copies, then
+    /// one claimed batch sent. Returns what it did and whether it found work.
     pub async fn pass(&self, control: &mut ControlStore, stop: &Stop) -> Result<(Delivered, bool)> {
+        self.move_maintenances(control).await?;
         if let Some(after) = self.remind_after_us {
             control.enqueue_reminders(after)?;
+        }
+        if self.status.update_every.is_some() {
+            let every_us = |impact: lifeboat_control::Impact| {
+                self.status
+                    .update_every(impact.as_str())
+                    .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+            };
+            control.enqueue_silence_alarms(&every_us, &self.operator_emails)?;
         }
         let urls: Vec<String> = self.webhooks.iter().map(|(u, _)| u.clone()).collect();
         control.expand_operator_notices(&urls)?;
@@ -184,6 +206,27 @@ impl Notifier {
             }
         }
         Ok((done, true))
+    }
+
+    /// Start and complete the scheduled maintenances whose times have come (docs/status.md,
+    /// "Scheduled maintenance"), then anchor their audit entries in the vault (a failure
+    /// to anchor is logged: the next anchoring takes them).
+    async fn move_maintenances(&self, control: &mut ControlStore) -> Result<()> {
+        let moved = control.run_scheduled_maintenances()?;
+        if moved.is_empty() {
+            return Ok(());
+        }
+        for (id, status) in &moved {
+            tracing::info!("maintenance {id}: {status} at its scheduled time");
+        }
+        let anchored = async {
+            let vault = crate::context::open_vault(&self.config).await?;
+            crate::guard::anchor_pending(control, &vault).await
+        };
+        if let Err(e) = anchored.await {
+            tracing::warn!("notifier: anchoring audit entries: {e}");
+        }
+        Ok(())
     }
 
     /// Send one delivery. `context`: the page's incidents and components, read once per

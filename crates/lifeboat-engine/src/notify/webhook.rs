@@ -47,6 +47,14 @@ pub fn payload(
             "support_request": delivery.body["support_request"].clone(),
         }));
     }
+    if delivery.event == NoticeEvent::DrillFailed {
+        // Not a Statuspage event either: the drill's run, its failed tenants and why.
+        return Ok(json!({
+            "meta": meta,
+            "page": page_json,
+            "drill": delivery.body["drill"].clone(),
+        }));
+    }
     let incident: Incident =
         serde_json::from_value(delivery.body["incident"].clone()).map_err(|e| {
             Error::source(format!(
@@ -54,11 +62,16 @@ pub fn payload(
                 delivery.id
             ))
         })?;
-    Ok(json!({
+    let mut body = json!({
         "meta": meta,
         "page": page_json,
         "incident": incident_json(page, components, &incident),
-    }))
+    });
+    if delivery.event == NoticeEvent::UpdateOverdue {
+        // Not a Statuspage event: the incident as it stands, and why the alarm rings.
+        body["update_overdue"] = delivery.body["update_overdue"].clone();
+    }
+    Ok(body)
 }
 
 /// `sha256=HEX`: the HMAC-SHA256 of `body` under `secret`.
