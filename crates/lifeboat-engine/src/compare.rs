@@ -88,28 +88,41 @@ pub async fn live_digests(
     tenant: &TenantKey,
     columns: &BTreeMap<String, Vec<String>>,
 ) -> Result<BTreeMap<String, TableDigest>> {
-    // table -> (hasher over the wanted columns, where each wanted column is live, digest)
-    type Projection = (RowHasher, Vec<Option<usize>>, TableDigest);
+    // table -> (hasher over the wanted columns, where each wanted column is live (`None`
+    // when the live columns are the wanted ones, in order: the row is hashed as read),
+    // digest)
+    type Projection = (RowHasher, Option<Vec<Option<usize>>>, TableDigest);
     let mut tables: BTreeMap<String, Projection> = BTreeMap::new();
     source
         .for_each_tenant_row(tenant, |table, live_columns, row| {
-            let (hasher, positions, digest) =
-                tables.entry(table.to_string()).or_insert_with(|| {
-                    let onto = columns
-                        .get(table)
-                        .map(Vec::as_slice)
-                        .unwrap_or(live_columns);
-                    let positions = onto
-                        .iter()
+            if !tables.contains_key(table) {
+                let onto = columns
+                    .get(table)
+                    .map(Vec::as_slice)
+                    .unwrap_or(live_columns);
+                let positions = (onto != live_columns).then(|| {
+                    onto.iter()
                         .map(|c| live_columns.iter().position(|x| x == c))
-                        .collect();
-                    (RowHasher::new(onto), positions, TableDigest::default())
+                        .collect()
                 });
-            let projected: Row = positions
-                .iter()
-                .map(|p| p.and_then(|i| row.get(i).cloned()).unwrap_or(Value::Null))
-                .collect();
-            digest.add(hasher.hash(&projected));
+                tables.insert(
+                    table.to_string(),
+                    (RowHasher::new(onto), positions, TableDigest::default()),
+                );
+            }
+            let Some((hasher, positions, digest)) = tables.get_mut(table) else {
+                return;
+            };
+            match positions {
+                None => digest.add(hasher.hash(&row)),
+                Some(positions) => {
+                    let projected: Row = positions
+                        .iter()
+                        .map(|p| p.and_then(|i| row.get(i).cloned()).unwrap_or(Value::Null))
+                        .collect();
+                    digest.add(hasher.hash(&projected));
+                }
+            }
         })
         .await?;
     Ok(tables

@@ -229,12 +229,10 @@ impl WrittenKeys {
     pub fn row(&mut self, index: usize, row: &Row) {
         for key in self.keys.iter_mut().filter(|k| !k.given_up) {
             if key.parent.0 == index {
-                key.written
-                    .insert(key.parent.1.iter().map(|&c| row[c].clone()).collect());
+                note(&mut key.written, &key.parent.1, row);
             }
             if key.child.0 == index && key.child.1.iter().all(|&c| !row[c].is_null()) {
-                key.wanted
-                    .insert(key.child.1.iter().map(|&c| row[c].clone()).collect());
+                note(&mut key.wanted, &key.child.1, row);
             }
             if key.written.len() + key.wanted.len() > self.limit {
                 key.given_up = true;
@@ -250,6 +248,18 @@ impl WrittenKeys {
             .get(n)
             .is_some_and(|k| !k.given_up && k.wanted.is_subset(&k.written))
     }
+}
+
+/// Add the values of `columns` of `row` to `set`; a one-column key already there is
+/// looked up in place, without copying it.
+fn note(set: &mut HashSet<Vec<Value>>, columns: &[usize], row: &Row) {
+    if let [column] = columns {
+        let value = std::slice::from_ref(&row[*column]);
+        if set.contains(value) {
+            return;
+        }
+    }
+    set.insert(columns.iter().map(|&c| row[c].clone()).collect());
 }
 
 /// The new tenant key in the value's own kind.
@@ -397,15 +407,22 @@ pub fn copy_text(value: &Value, out: &mut Vec<u8>) {
         // bytea's hex input `\x…`; the backslash is escaped below like any other.
         Value::Blob(b) => std::borrow::Cow::Owned(format!("\\x{}", hex::encode(b))),
     };
-    for &byte in text.as_bytes() {
-        match byte {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            other => out.push(other),
-        }
+    // Runs of plain bytes are copied whole; only the four special bytes are escaped.
+    let bytes = text.as_bytes();
+    let mut plain = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match byte {
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[plain..at]);
+        out.extend_from_slice(escaped);
+        plain = at + 1;
     }
+    out.extend_from_slice(&bytes[plain..]);
 }
 
 #[cfg(test)]
@@ -481,5 +498,9 @@ mod tests {
         out.clear();
         copy_text(&Value::Blob(vec![0, 255]), &mut out);
         assert_eq!(out, b"\\\\x00ff");
+        out.clear();
+        copy_text(&Value::Text("plain é".into()), &mut out);
+        copy_text(&Value::Text("\r\rx\\".into()), &mut out);
+        assert_eq!(out, "plain é\\r\\rx\\\\".as_bytes());
     }
 }

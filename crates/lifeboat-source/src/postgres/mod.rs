@@ -802,6 +802,12 @@ fn parse_copy_line(line: &[u8], out: &mut Vec<Value>) -> Result<()> {
             out.push(Value::Null);
             continue;
         }
+        if !field.contains(&b'\\') {
+            let text = std::str::from_utf8(field)
+                .map_err(|e| Error::source(format!("COPY produced text that is not UTF-8: {e}")))?;
+            out.push(Value::Text(text.to_string()));
+            continue;
+        }
         let mut text = Vec::with_capacity(field.len());
         let mut i = 0;
         while i < field.len() {
@@ -912,7 +918,8 @@ async fn read_copy(
         let mut start = 0;
         while let Some(end) = carry[start..].iter().position(|&b| b == b'\n') {
             parse_copy_line(&carry[start..start + end], &mut values)?;
-            visit(std::mem::take(&mut values))?;
+            let width = values.len();
+            visit(std::mem::replace(&mut values, Vec::with_capacity(width)))?;
             start += end + 1;
         }
         carry.drain(..start);

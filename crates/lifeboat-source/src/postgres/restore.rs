@@ -219,30 +219,44 @@ pub(crate) async fn write_tenant(
         .transaction()
         .await
         .map_err(|e| pg_error("cannot begin the restore transaction", e))?;
-    for table in restore.tables.iter().rev() {
-        let schema = &tenancy
-            .table(&table.name)
-            .ok_or_else(|| vanished(&table.name))?
-            .schema;
-        let sql = tenant_delete(tenancy, schema, &key, Dialect::Postgres)?;
-        let removed = tx.execute(sql.as_str(), &[]).await.map_err(|e| {
-            pg_error(
-                &format!("cannot remove the current rows of {}", table.name),
-                e,
-            )
-        })?;
-        report.tables.insert(table.name.clone(), (0, removed));
-    }
     let key_checks = catalog.key_checks.as_ref().filter(|_| {
         restore
             .tables
             .iter()
             .all(|t| !catalog.needs_triggers.contains(&t.name))
     });
+    // The current rows go (children first) and the triggers are turned off in one round
+    // trip: one statement per table, then the switch.
+    let mut statements = Vec::new();
+    for table in restore.tables.iter().rev() {
+        let schema = &tenancy
+            .table(&table.name)
+            .ok_or_else(|| vanished(&table.name))?
+            .schema;
+        statements.push(tenant_delete(tenancy, schema, &key, Dialect::Postgres)?);
+    }
     if key_checks.is_some() {
-        tx.batch_execute("SET LOCAL session_replication_role = replica")
+        statements.push("SET LOCAL session_replication_role = replica".to_string());
+    }
+    if !statements.is_empty() {
+        let done = tx
+            .simple_query(&statements.join(";\n"))
             .await
-            .map_err(|e| pg_error("cannot turn the foreign-key triggers off", e))?;
+            .map_err(|e| {
+                pg_error(
+                    "cannot remove the tenant's current rows or turn the foreign-key triggers off",
+                    e,
+                )
+            })?;
+        let mut removed = done.iter().filter_map(|m| match m {
+            SimpleQueryMessage::CommandComplete(n) => Some(*n),
+            _ => None,
+        });
+        for table in restore.tables.iter().rev() {
+            report
+                .tables
+                .insert(table.name.clone(), (0, removed.next().unwrap_or(0)));
+        }
     }
     let mut written_keys = key_checks.map(|checks| {
         WrittenKeys::new(
@@ -363,13 +377,15 @@ pub(crate) async fn write_tenant(
     } else {
         &catalog.sequences[..]
     };
+    // Every sequence moved in one round trip.
+    let mut moves = Vec::new();
     for (table, column, sequence) in sequences {
         if report.tables.get(table).is_none_or(|t| t.0 == 0) {
             continue;
         }
         // The next value must come after m: a fresh sequence (is_called false) would
         // hand out last_value itself.
-        let sql = format!(
+        moves.push(format!(
             "SELECT setval({seq}, m, true) FROM (SELECT max({col}) AS m FROM {tbl}) x, \
              {sequence_ident} s WHERE m IS NOT NULL AND \
              m >= CASE WHEN s.is_called THEN s.last_value + 1 ELSE s.last_value END",
@@ -377,10 +393,12 @@ pub(crate) async fn write_tenant(
             col = quote_ident(column),
             tbl = quote_ident(table),
             sequence_ident = sequence,
-        );
-        tx.batch_execute(&sql)
+        ));
+    }
+    if !moves.is_empty() {
+        tx.batch_execute(&moves.join(";\n"))
             .await
-            .map_err(|e| pg_error(&format!("cannot move sequence {sequence}"), e))?;
+            .map_err(|e| pg_error("cannot move the sequences past the restored values", e))?;
     }
     if mode == WriteMode::Trial {
         tx.rollback()
