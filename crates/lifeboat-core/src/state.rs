@@ -2,12 +2,18 @@
 //! time, and a tenant's rows at a position (its latest base at or before the position,
 //! plus the changes after it). The read order is docs/vault-format.md's.
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Change, Op, Row, Segment, TableSchema, TenantKey, Transaction, Value};
 use crate::vault::{BaseReader, CheckpointHead, PositionRef, SegmentRef, Vault};
+
+mod spill;
+
+pub use spill::BUDGET_VARIABLE;
+use spill::{Entry, Kind, Merge, Run, Sorter, SpillFile};
 
 /// One table's rows of one tenant, by key.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -58,24 +64,64 @@ impl Net {
             Net::Present(row) | Net::Removed(row) => row,
         }
     }
+
+    fn into_entry(self, key: &[Value]) -> Entry {
+        let (kind, row) = match self {
+            Net::Present(row) => (Kind::Present, row),
+            Net::Removed(row) => (Kind::Removed, row),
+        };
+        Entry {
+            key: spill::encode_values(key),
+            kind,
+            row,
+        }
+    }
 }
 
-/// What changed in one table after the base, by key, in the table's latest shape.
+/// Roughly how much memory one key's change takes in `TableChanges::keys`.
+fn net_bytes(key_bytes: usize, net: &Net) -> usize {
+    // The map's slot and control byte, the key's values and the row's.
+    std::mem::size_of::<(Vec<Value>, Net)>() + 1 + key_bytes + spill::row_bytes(net.row())
+}
+
+/// What changed in one table after the base, by key, in the table's latest shape: the
+/// newest changes in memory, older ones (once the stream's budget was reached) in sorted
+/// runs on disk.
 #[derive(Debug, Clone)]
 struct TableChanges {
     schema: TableSchema,
     /// A truncate: the base's rows are gone.
     truncated: bool,
     keys: HashMap<Vec<Value>, Net>,
+    /// Roughly how much memory `keys` takes.
+    held: usize,
+    /// Changes spilled, older than those in `keys`, in this shape.
+    runs: Vec<Run>,
 }
 
 impl TableChanges {
-    /// Move to a new shape: rows carried over by column name, a new column NULL.
-    fn reshape(&mut self, schema: &TableSchema) {
+    fn set(&mut self, key: Vec<Value>, net: Net) {
+        let key_bytes = spill::row_bytes(&key);
+        self.held += net_bytes(key_bytes, &net);
+        if let Some(old) = self.keys.insert(key, net) {
+            self.held -= net_bytes(key_bytes, &old);
+        }
+    }
+
+    /// Move to a new shape: rows carried over by column name, a new column NULL. Spilled
+    /// changes are read back and sorted again by their keys in the new shape.
+    fn reshape(
+        &mut self,
+        schema: &TableSchema,
+        spill: Option<&SpillFile>,
+        budget: usize,
+        rank: &mut u64,
+    ) -> Result<()> {
         if &self.schema == schema {
-            return;
+            return Ok(());
         }
         let keys = std::mem::take(&mut self.keys);
+        self.held = 0;
         for (_, net) in keys {
             let row = reshape(&self.schema, schema, net.row());
             let key = schema.row_key(&row);
@@ -83,10 +129,53 @@ impl TableChanges {
                 Net::Present(_) => Net::Present(row),
                 Net::Removed(_) => Net::Removed(row),
             };
-            self.keys.insert(key, net);
+            self.set(key, net);
+        }
+        if let (false, Some(spill)) = (self.runs.is_empty(), spill) {
+            let runs = spill.merge_down(std::mem::take(&mut self.runs))?;
+            let mut merge = Merge::new(spill, &runs)?;
+            let mut sorter = Sorter::new(budget / 2, true);
+            while let Some(group) = merge.next_group()? {
+                // Only changes here, the newest first.
+                let Some(newest) = group.into_iter().next() else {
+                    continue;
+                };
+                let row = reshape(&self.schema, schema, &newest.row);
+                sorter.push(Entry {
+                    key: spill::encode_key(schema, &row),
+                    kind: newest.kind,
+                    row,
+                });
+                if sorter.is_full() {
+                    sorter.flush(spill, next(rank))?;
+                }
+            }
+            sorter.flush(spill, next(rank))?;
+            self.runs = sorter.runs;
         }
         self.schema = schema.clone();
+        Ok(())
     }
+
+    /// Write the changes held in memory as a run.
+    fn spill(&mut self, spill: &SpillFile, rank: u64) -> Result<()> {
+        let keys = std::mem::take(&mut self.keys);
+        self.held = 0;
+        let mut entries: Vec<Entry> = keys
+            .into_iter()
+            .map(|(key, net)| net.into_entry(&key))
+            .collect();
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        self.runs
+            .push(spill.write_run(rank, entries.into_iter().map(Ok))?);
+        Ok(())
+    }
+}
+
+/// The next rank, counting from 1.
+fn next(rank: &mut u64) -> u64 {
+    *rank += 1;
+    *rank
 }
 
 /// `row`, stored with `from`'s columns, in `to`'s columns (matched by name; NULL where
@@ -103,25 +192,72 @@ fn reshape(from: &TableSchema, to: &TableSchema, row: &[Value]) -> Row {
 }
 
 /// One tenant's rows in one source at a position, produced a table at a time: the base's
-/// rows are decoded as a stream and the changes after it (held by key, so memory follows
-/// how much changed since the base, not the tenant's size) are laid over them.
+/// rows are decoded as a stream and the changes after it are laid over them. Changes are
+/// held by key in memory up to a budget (`LIFEBOAT_RESTORE_MEMORY_BYTES`, shared by the
+/// streams opened together); past it, the largest tables' changes are written to a
+/// temporary file as sorted runs, and such a table is read by sorting its base rows the
+/// same way and merging, so memory stays within the budget however much changed since
+/// the base.
 pub struct TenantStream {
     base: Option<BaseReader>,
     changes: BTreeMap<String, TableChanges>,
+    /// Roughly how much memory the changes held in memory take.
+    held: usize,
+    budget: usize,
+    /// The temporary file of the streams opened together, made at the first spill; the
+    /// system removes it when the last of them is dropped.
+    shared: SharedSpill,
+    spill: Option<Arc<SpillFile>>,
+    /// The rank of the last run written.
+    rank: u64,
 }
 
+/// One temporary file for the streams opened together, made when first needed.
+type SharedSpill = Arc<Mutex<Option<Arc<SpillFile>>>>;
+
 impl TenantStream {
-    fn new(base: Option<BaseReader>) -> TenantStream {
+    fn new(base: Option<BaseReader>, budget: usize, shared: SharedSpill) -> TenantStream {
         TenantStream {
             base,
             changes: BTreeMap::new(),
+            held: 0,
+            budget,
+            shared,
+            spill: None,
+            rank: 0,
         }
     }
 
     /// A tenant with no rows and no tables: what writing nothing looks like (a restore of
     /// it removes the tenant's rows and writes none).
     pub fn empty() -> TenantStream {
-        TenantStream::new(None)
+        TenantStream::new(None, usize::MAX, SharedSpill::default())
+    }
+
+    /// The shared temporary file, made if it is not yet.
+    fn spill_file(&mut self) -> Result<Arc<SpillFile>> {
+        if let Some(spill) = &self.spill {
+            return Ok(spill.clone());
+        }
+        let mut shared = self
+            .shared
+            .lock()
+            .map_err(|_| Error::new(ErrorKind::Vault, "a reader of changes panicked"))?;
+        let spill = match &*shared {
+            Some(spill) => spill.clone(),
+            None => {
+                let spill = Arc::new(SpillFile::create()?);
+                tracing::debug!(
+                    budget = self.budget,
+                    "changes since the bases past the memory budget: spilling to a \
+                     temporary file"
+                );
+                *shared = Some(spill.clone());
+                spill
+            }
+        };
+        self.spill = Some(spill.clone());
+        Ok(spill)
     }
 
     /// Every table the tenant's history knows, in its latest shape (tables it has no rows
@@ -139,49 +275,82 @@ impl TenantStream {
         out
     }
 
-    fn table_mut(&mut self, schema: &TableSchema) -> &mut TableChanges {
-        let changes = self
+    /// Whether some of the changes were written to the temporary file.
+    pub fn spilled(&self) -> bool {
+        self.spill.is_some()
+    }
+
+    /// Apply one change (already known to be this tenant's, or one for every tenant).
+    pub fn apply(&mut self, schema: &TableSchema, change: &Change) -> Result<()> {
+        let table = self
             .changes
             .entry(schema.name.clone())
             .or_insert_with(|| TableChanges {
                 schema: schema.clone(),
                 truncated: false,
                 keys: HashMap::new(),
+                held: 0,
+                runs: Vec::new(),
             });
-        changes.reshape(schema);
-        changes
-    }
-
-    /// Apply one change (already known to be this tenant's, or one for every tenant).
-    pub fn apply(&mut self, schema: &TableSchema, change: &Change) {
-        let table = self.table_mut(schema);
+        let before = table.held;
+        table.reshape(schema, self.spill.as_deref(), self.budget, &mut self.rank)?;
         match change.op {
             Op::Truncate => {
                 table.truncated = true;
-                table.keys.clear();
+                table.keys = HashMap::new();
+                table.held = 0;
+                table.runs.clear();
             }
             Op::Alter => {}
             Op::Insert | Op::Update | Op::Delete => {
                 if let Some(old) = &change.old {
-                    table
-                        .keys
-                        .insert(schema.row_key(old), Net::Removed(old.clone()));
+                    table.set(schema.row_key(old), Net::Removed(old.clone()));
                 }
                 if let Some(new) = &change.new {
-                    table
-                        .keys
-                        .insert(schema.row_key(new), Net::Present(new.clone()));
+                    table.set(schema.row_key(new), Net::Present(new.clone()));
                 }
             }
         }
+        self.held = self.held - before + table.held;
+        if self.held > self.budget {
+            self.spill_until(self.held / 2)?;
+        }
+        Ok(())
+    }
+
+    /// Write the largest tables' changes to the temporary file until at most `until`
+    /// bytes are held.
+    fn spill_until(&mut self, until: usize) -> Result<()> {
+        let spill = self.spill_file()?;
+        let mut tables: Vec<(usize, &mut TableChanges)> = self
+            .changes
+            .values_mut()
+            .filter(|t| !t.keys.is_empty())
+            .map(|t| (t.held, t))
+            .collect();
+        tables.sort_by_key(|(held, _)| Reverse(*held));
+        for (_, table) in tables {
+            if self.held <= until {
+                break;
+            }
+            self.held -= table.held;
+            self.rank += 1;
+            table.spill(&spill, self.rank)?;
+        }
+        Ok(())
     }
 
     /// Call `visit` with every row of `table` in its latest shape (`schemas()`). Each table
-    /// can be read once: its changes are used up.
+    /// can be read once: its changes are used up. Rows come in the base's order, then the
+    /// rows inserted since; for a table whose changes were spilled, in the order of their
+    /// keys' encoding.
     pub fn for_each_row(&mut self, table: &str, mut visit: impl FnMut(Row)) -> Result<()> {
-        let (truncated, mut keys, changed_schema) = match self.changes.remove(table) {
-            Some(c) => (c.truncated, c.keys, Some(c.schema)),
-            None => (false, HashMap::new(), None),
+        let (truncated, mut keys, changed_schema, runs) = match self.changes.remove(table) {
+            Some(c) => {
+                self.held -= c.held;
+                (c.truncated, c.keys, Some(c.schema), c.runs)
+            }
+            None => (false, HashMap::new(), None, Vec::new()),
         };
         let base_table = self.base.as_ref().and_then(|base| {
             base.tables
@@ -189,6 +358,29 @@ impl TenantStream {
                 .position(|t| t.name == table)
                 .map(|i| (base, i))
         });
+        if !runs.is_empty() {
+            let Some(spill) = self.spill.clone() else {
+                return Err(Error::new(
+                    ErrorKind::Vault,
+                    "spilled changes without their file",
+                ));
+            };
+            let base = if truncated { None } else { base_table };
+            let schema = changed_schema.as_ref().or(base.map(|(b, i)| &b.tables[i]));
+            let Some(schema) = schema else {
+                return Ok(());
+            };
+            return merge_spilled(
+                &spill,
+                &mut self.rank,
+                self.budget,
+                schema,
+                base,
+                runs,
+                keys,
+                visit,
+            );
+        }
         if let (Some((base, index)), false) = (base_table, truncated) {
             let stored = &base.tables[index];
             let schema = changed_schema.as_ref().unwrap_or(stored);
@@ -225,6 +417,86 @@ impl TenantStream {
         }
         Ok(count)
     }
+}
+
+/// The rows of a table whose changes were spilled: the changes still in memory written as
+/// the newest run, the base's rows (if the table has any and was not truncated since)
+/// sorted into runs of their own, then every run merged by key. For a key, the newest
+/// change decides: its row, or nothing; a key no change touched keeps its base row.
+#[allow(clippy::too_many_arguments)]
+fn merge_spilled(
+    spill: &SpillFile,
+    rank: &mut u64,
+    budget: usize,
+    schema: &TableSchema,
+    base: Option<(&BaseReader, usize)>,
+    mut runs: Vec<Run>,
+    keys: HashMap<Vec<Value>, Net>,
+    mut visit: impl FnMut(Row),
+) -> Result<()> {
+    if !keys.is_empty() {
+        let mut entries: Vec<Entry> = keys
+            .into_iter()
+            .map(|(key, net)| net.into_entry(&key))
+            .collect();
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        runs.push(spill.write_run(next(rank), entries.into_iter().map(Ok))?);
+    }
+    if let Some((base, index)) = base {
+        let stored = &base.tables[index];
+        let same = stored == schema;
+        let mut sorter = Sorter::new(budget, false);
+        let mut failed = None;
+        base.for_each_row(index as u32, |row| {
+            if failed.is_some() {
+                return;
+            }
+            let row = if same {
+                row
+            } else {
+                reshape(stored, schema, &row)
+            };
+            sorter.push(Entry {
+                key: spill::encode_key(schema, &row),
+                kind: Kind::Base,
+                row,
+            });
+            if sorter.is_full() {
+                if let Err(e) = sorter.flush(spill, 0) {
+                    failed = Some(e);
+                }
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        sorter.flush(spill, 0)?;
+        runs.append(&mut sorter.runs);
+    }
+    let runs = spill.merge_down(runs)?;
+    let mut merge = Merge::new(spill, &runs)?;
+    while let Some(group) = merge.next_group()? {
+        // Newest first: the first change decides; base rows of the same key (a table
+        // without a key can hold one row twice) but the one it replaced are kept.
+        let mut change = None;
+        let mut bases = Vec::new();
+        for entry in group {
+            match entry.kind {
+                Kind::Base => bases.push(entry.row),
+                _ if change.is_none() => change = Some(entry),
+                _ => {}
+            }
+        }
+        let mut bases = bases.into_iter();
+        if let Some(change) = change {
+            bases.next();
+            if change.kind == Kind::Present {
+                visit(change.row);
+            }
+        }
+        bases.for_each(&mut visit);
+    }
+    Ok(())
 }
 
 /// A segment's transactions (without tenants' changes) and the tenants it has changes of.
@@ -771,6 +1043,8 @@ impl SourceHistory {
     ) -> Result<BTreeMap<TenantKey, TenantStream>> {
         self.check_position(position)?;
         let earliest = self.earliest_position().unwrap_or(0);
+        let budget = spill::budget()?;
+        let shared = SharedSpill::default();
         let mut streams: BTreeMap<TenantKey, TenantStream> = BTreeMap::new();
         let mut starts: HashMap<TenantKey, u64> = HashMap::new();
         for tenant in tenants {
@@ -786,14 +1060,32 @@ impl SourceHistory {
                 tenant.clone(),
                 base.as_ref().map_or(earliest, |b| b.position),
             );
-            streams.insert(tenant.clone(), TenantStream::new(base));
+            streams.insert(
+                tenant.clone(),
+                TenantStream::new(base, budget, shared.clone()),
+            );
         }
         let Some(&from) = starts.values().min() else {
             return Ok(streams);
         };
+        // The budget is the streams' together: past it, the stream holding the most
+        // spills.
+        let mut held = 0usize;
+        let mut failed: Option<Error> = None;
+        // Runs `step` on `stream`, keeping `held` up to date.
+        fn counted(
+            stream: &mut TenantStream,
+            held: &mut usize,
+            step: impl FnOnce(&mut TenantStream) -> Result<()>,
+        ) -> Result<()> {
+            let before = stream.held;
+            let done = step(stream);
+            *held = *held - before + stream.held;
+            done
+        }
         self.for_each_transaction_of(vault, from, position, tenants, |tables, tx| {
             for change in &tx.changes {
-                if change.position > position {
+                if failed.is_some() || change.position > position {
                     break;
                 }
                 let Some(schema) = tables.get(change.table as usize) else {
@@ -805,22 +1097,50 @@ impl SourceHistory {
                             (streams.get_mut(tenant), starts.get(tenant))
                         {
                             if change.position > start {
-                                stream.apply(schema, change);
+                                let done = counted(stream, &mut held, |s| s.apply(schema, change));
+                                if let Err(e) = done {
+                                    failed = Some(e);
+                                }
                             }
                         }
                     }
                     None if change.op.is_for_every_tenant() => {
                         for (tenant, stream) in streams.iter_mut() {
                             if change.position > starts[tenant] {
-                                stream.apply(schema, change);
+                                let done = counted(stream, &mut held, |s| s.apply(schema, change));
+                                if let Err(e) = done {
+                                    failed = Some(e);
+                                }
                             }
                         }
                     }
                     None => {}
                 }
+                if held > budget && failed.is_none() {
+                    // The largest streams spill all they hold, until a quarter of the
+                    // budget is free again.
+                    let mut sizes: Vec<(usize, TenantKey)> =
+                        streams.iter().map(|(t, s)| (s.held, t.clone())).collect();
+                    sizes.sort_by_key(|(size, _)| Reverse(*size));
+                    for (_, tenant) in sizes {
+                        if held <= budget / 4 * 3 {
+                            break;
+                        }
+                        let Some(stream) = streams.get_mut(&tenant) else {
+                            continue;
+                        };
+                        if let Err(e) = counted(stream, &mut held, |s| s.spill_until(0)) {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
             }
         })
         .await?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
         Ok(streams)
     }
 }
@@ -856,7 +1176,8 @@ mod tests {
     }
 
     /// The base's rows with the changes laid over them, streamed table by table, equal
-    /// what applying the changes to the rows one by one gives.
+    /// what applying the changes to the rows one by one gives, whether the changes stay in
+    /// memory or are spilled to disk (a budget of one byte spills at every change).
     #[tokio::test]
     async fn a_stream_lays_changes_over_the_base() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -893,56 +1214,217 @@ mod tests {
             })
             .await
             .expect("put base");
-        let base = vault.open_base(&name).await.expect("open base");
-        let mut u_rows = Vec::new();
-        base.for_each_row(1, |r| u_rows.push(r)).expect("rows of u");
-        assert_eq!(u_rows, vec![vec![text("u1")], vec![text("u2")]]);
+        for budget in [usize::MAX, 1, 300] {
+            let base = vault.open_base(&name).await.expect("open base");
+            let mut u_rows = Vec::new();
+            base.for_each_row(1, |r| u_rows.push(r)).expect("rows of u");
+            assert_eq!(u_rows, vec![vec![text("u1")], vec![text("u2")]]);
 
-        let mut stream = TenantStream::new(Some(base));
+            let mut stream = TenantStream::new(Some(base), budget, SharedSpill::default());
+            let row = |id: i64, x: &str| vec![Value::Int(id), text(x)];
+            let mut apply = |schema: &TableSchema, op, old, new| {
+                stream.apply(schema, &change(op, old, new)).expect("apply");
+            };
+            apply(&t, Op::Update, Some(row(2, "x2")), Some(row(2, "b2")));
+            apply(&t, Op::Delete, Some(row(3, "x3")), None);
+            apply(&t, Op::Insert, None, Some(row(6, "x6")));
+            apply(&t, Op::Update, Some(row(4, "x4")), Some(row(40, "x4")));
+            apply(&t, Op::Insert, None, Some(row(7, "x7")));
+            apply(&t, Op::Delete, Some(row(7, "x7")), None);
+            // A column added: earlier rows take NULL in it.
+            let t2 = schema("t", &["id", "x", "y"], vec![0]);
+            apply(&t2, Op::Alter, None, None);
+            let with_y = |id: i64, x: &str, y: Value| vec![Value::Int(id), text(x), y];
+            apply(&t2, Op::Insert, None, Some(with_y(8, "x8", text("z"))));
+            apply(&u, Op::Truncate, None, None);
+            apply(&u, Op::Insert, None, Some(vec![text("u3")]));
+
+            assert_eq!(stream.schemas()["t"], t2);
+            assert_eq!(stream.spilled(), budget != usize::MAX, "budget {budget}");
+            let state = TenantState::collect(stream).expect("collect");
+            let mut got: Vec<Row> = state.tables["t"].rows.values().cloned().collect();
+            got.sort_by_key(|r| format!("{r:?}"));
+            let mut want = vec![
+                with_y(1, "x1", Value::Null),
+                with_y(2, "b2", Value::Null),
+                with_y(5, "x5", Value::Null),
+                with_y(6, "x6", Value::Null),
+                with_y(40, "x4", Value::Null),
+                with_y(8, "x8", text("z")),
+            ];
+            want.sort_by_key(|r| format!("{r:?}"));
+            assert_eq!(got, want, "budget {budget}");
+            let u_now: Vec<Row> = state.tables["u"].rows.values().cloned().collect();
+            assert_eq!(u_now, vec![vec![text("u3")]], "budget {budget}");
+        }
+    }
+
+    /// Every table of a long history read under a budget small enough to spill many runs
+    /// (merged in several rounds) gives the rows the in-memory path gives: updates, deletes,
+    /// inserts, key changes, a truncate, a column added to a keyed table and to a table
+    /// without a key (whose keys are whole rows, so its spilled changes are sorted again),
+    /// and a table without a key holding one row twice.
+    #[tokio::test]
+    async fn spilled_changes_give_the_rows_held_changes_give() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vault = Vault::init(Arc::new(LocalStore::new(dir.path())))
+            .await
+            .expect("vault");
+        let t = schema("t", &["id", "x"], vec![0]);
+        let u = schema("u", &["v"], vec![]);
+        let w = schema("w", &["id"], vec![0]);
+        let mut rows = Vec::new();
+        for i in 1..=300 {
+            rows.push(BaseRow {
+                table: 0,
+                values: vec![Value::Int(i), text(&format!("x{i}"))],
+            });
+        }
+        for v in ["u1", "u2", "u2", "u5", "u5", "u6"] {
+            rows.push(BaseRow {
+                table: 1,
+                values: vec![text(v)],
+            });
+        }
+        for i in 1..=50 {
+            rows.push(BaseRow {
+                table: 2,
+                values: vec![Value::Int(i)],
+            });
+        }
+        let name = vault
+            .put_base(&Base {
+                source: "s".into(),
+                tenant: TenantKey::new("1"),
+                position: 10,
+                commit_time_us: 0,
+                tables: vec![t.clone(), u.clone(), w.clone()],
+                rows,
+            })
+            .await
+            .expect("put base");
+
         let row = |id: i64, x: &str| vec![Value::Int(id), text(x)];
-        stream.apply(
-            &t,
-            &change(Op::Update, Some(row(2, "x2")), Some(row(2, "b2"))),
-        );
-        stream.apply(&t, &change(Op::Delete, Some(row(3, "x3")), None));
-        stream.apply(&t, &change(Op::Insert, None, Some(row(6, "x6"))));
-        stream.apply(
-            &t,
-            &change(Op::Update, Some(row(4, "x4")), Some(row(40, "x4"))),
-        );
-        stream.apply(&t, &change(Op::Insert, None, Some(row(7, "x7"))));
-        stream.apply(&t, &change(Op::Delete, Some(row(7, "x7")), None));
-        // A column added: earlier rows take NULL in it.
         let t2 = schema("t", &["id", "x", "y"], vec![0]);
-        stream.apply(&t2, &change(Op::Alter, None, None));
-        stream.apply(
+        let u2 = schema("u", &["v", "n"], vec![]);
+        let v = schema("v", &["id", "note"], vec![0]);
+        let mut changes: Vec<(TableSchema, Change)> = Vec::new();
+        let mut push =
+            |s: &TableSchema, op, old, new| changes.push((s.clone(), change(op, old, new)));
+        for i in 1..=100 {
+            push(
+                &t,
+                Op::Update,
+                Some(row(i, &format!("x{i}"))),
+                Some(row(i, &format!("b{i}"))),
+            );
+        }
+        for i in 101..=150 {
+            push(&t, Op::Delete, Some(row(i, &format!("x{i}"))), None);
+        }
+        for i in 301..=400 {
+            push(&t, Op::Insert, None, Some(row(i, "new")));
+        }
+        for i in 1..=30 {
+            push(&w, Op::Insert, None, Some(vec![Value::Int(50 + i)]));
+        }
+        // Key changes, and a key inserted then deleted, deleted then inserted again.
+        push(
+            &t,
+            Op::Update,
+            Some(row(200, "x200")),
+            Some(row(2000, "x200")),
+        );
+        push(
+            &t,
+            Op::Update,
+            Some(row(2000, "x200")),
+            Some(row(2001, "moved")),
+        );
+        push(&t, Op::Insert, None, Some(row(7000, "gone")));
+        push(&t, Op::Delete, Some(row(7000, "gone")), None);
+        push(&t, Op::Delete, Some(row(160, "x160")), None);
+        push(&t, Op::Insert, None, Some(row(160, "back")));
+        for i in 1..=40 {
+            push(&v, Op::Insert, None, Some(vec![Value::Int(i), text("n")]));
+        }
+        for i in 1..=10 {
+            push(&v, Op::Delete, Some(vec![Value::Int(i), text("n")]), None);
+        }
+        // A truncate after spilled changes: the base and every earlier change gone.
+        push(&w, Op::Truncate, None, None);
+        push(&w, Op::Insert, None, Some(vec![Value::Int(2)]));
+        push(&w, Op::Insert, None, Some(vec![Value::Int(1)]));
+        // Changes to a table without a key, one of them to a row held twice.
+        push(&u, Op::Insert, None, Some(vec![text("u3")]));
+        push(&u, Op::Delete, Some(vec![text("u1")]), None);
+        push(&u, Op::Delete, Some(vec![text("u5")]), None);
+        // A column added: keyed rows keep their keys, whole-row keys change.
+        push(&t2, Op::Alter, None, None);
+        push(
             &t2,
-            &change(
+            Op::Insert,
+            None,
+            Some(vec![Value::Int(500), text("y"), text("z")]),
+        );
+        push(
+            &t2,
+            Op::Update,
+            Some(vec![Value::Int(5), text("b5"), Value::Null]),
+            Some(vec![Value::Int(5), text("b5"), text("y5")]),
+        );
+        push(&u2, Op::Alter, None, None);
+        push(&u2, Op::Insert, None, Some(vec![text("u4"), Value::Int(1)]));
+        push(&u2, Op::Delete, Some(vec![text("u3"), Value::Null]), None);
+        for i in 401..=450 {
+            push(
+                &t2,
                 Op::Insert,
                 None,
-                Some(vec![Value::Int(8), text("x8"), text("z")]),
-            ),
-        );
-        stream.apply(&u, &change(Op::Truncate, None, None));
-        stream.apply(&u, &change(Op::Insert, None, Some(vec![text("u3")])));
+                Some(vec![Value::Int(i), text("late"), Value::Null]),
+            );
+        }
 
-        assert_eq!(stream.schemas()["t"], t2);
-        let state = TenantState::collect(stream).expect("collect");
-        let mut got: Vec<Row> = state.tables["t"].rows.values().cloned().collect();
-        got.sort_by_key(|r| format!("{r:?}"));
-        let with_y = |id: i64, x: &str, y: Value| vec![Value::Int(id), text(x), y];
-        let mut want = vec![
-            with_y(1, "x1", Value::Null),
-            with_y(2, "b2", Value::Null),
-            with_y(5, "x5", Value::Null),
-            with_y(6, "x6", Value::Null),
-            with_y(40, "x4", Value::Null),
-            with_y(8, "x8", text("z")),
-        ];
-        want.sort_by_key(|r| format!("{r:?}"));
-        assert_eq!(got, want);
-        let u_now: Vec<Row> = state.tables["u"].rows.values().cloned().collect();
-        assert_eq!(u_now, vec![vec![text("u3")]]);
+        let mut results = Vec::new();
+        for budget in [usize::MAX, 1, 700, 5_000] {
+            let base = vault.open_base(&name).await.expect("open base");
+            let mut stream = TenantStream::new(Some(base), budget, SharedSpill::default());
+            for (schema, change) in &changes {
+                stream.apply(schema, change).expect("apply");
+            }
+            assert_eq!(stream.spilled(), budget != usize::MAX, "budget {budget}");
+            let mut tables = BTreeMap::new();
+            for name in stream.schemas().into_keys() {
+                let mut rows = Vec::new();
+                stream.for_each_row(&name, |r| rows.push(r)).expect("rows");
+                rows.sort_by_key(|r| format!("{r:?}"));
+                tables.insert(name, rows);
+            }
+            results.push((budget, tables));
+        }
+        let (_, held) = &results[0];
+        assert_eq!(held["t"].len(), 300 - 50 + 100 + 1 + 50, "{:?}", held["t"]);
+        assert!(held["t"].contains(&vec![Value::Int(2001), text("moved"), Value::Null]));
+        assert!(held["t"].contains(&vec![Value::Int(160), text("back"), Value::Null]));
+        assert!(held["t"].contains(&vec![Value::Int(5), text("b5"), text("y5")]));
+        assert_eq!(held["w"], vec![vec![Value::Int(1)], vec![Value::Int(2)]]);
+        assert_eq!(held["v"].len(), 30);
+        let u_want: Vec<Row> = [
+            ("u2", Value::Null),
+            ("u2", Value::Null),
+            ("u4", Value::Int(1)),
+            ("u5", Value::Null),
+            ("u6", Value::Null),
+        ]
+        .into_iter()
+        .map(|(v, n)| vec![text(v), n])
+        .collect();
+        let mut u_want = u_want;
+        u_want.sort_by_key(|r| format!("{r:?}"));
+        assert_eq!(held["u"], u_want);
+        for (budget, spilled) in &results[1..] {
+            assert_eq!(spilled, held, "budget {budget}");
+        }
     }
 
     /// A segment of tenant 1 inserting row `position`, covering (prev, position].

@@ -25,6 +25,7 @@ mod operations;
 mod phases;
 mod prune;
 mod restore;
+mod restore_tail;
 mod sla;
 mod source;
 mod subscribers;
