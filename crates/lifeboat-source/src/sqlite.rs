@@ -949,7 +949,7 @@ async fn take_snapshot(
             Ok(position)
         })
     };
-    let mut snapshot = Snapshot::default();
+    let mut snapshot = core.start_snapshot()?;
     let position = receive_batches(reading, receive, |table, row| {
         core.snapshot_row(&mut snapshot, &tables[table].name, row)
     })

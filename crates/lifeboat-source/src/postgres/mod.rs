@@ -1037,7 +1037,7 @@ async fn capture(
                 .map_err(|e| Error::source(format!("CREATE_REPLICATION_SLOT: bad LSN: {e}")))?
                 .as_u64();
             let snapshot_name = text(2)?;
-            let mut snapshot = Snapshot::default();
+            let mut snapshot = core.start_snapshot()?;
             copy_snapshot(&mut client, &snapshot_name, &mut core, &mut snapshot).await?;
             let tenants = core
                 .finish_snapshot(vault, snapshot, consistent, before)
