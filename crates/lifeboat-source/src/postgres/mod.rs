@@ -7,6 +7,8 @@
 //! every tenant: no change falls between the snapshot and the stream. The slot's confirmed
 //! position only moves once the vault holds the changes.
 
+#[cfg(test)]
+mod decode_bench;
 pub mod pgoutput;
 pub mod restore;
 
