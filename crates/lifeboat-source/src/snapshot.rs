@@ -220,18 +220,28 @@ impl Tenants {
     }
 }
 
-/// A row's share of memory, roughly: its values and what they point to.
+/// A row's share of memory, as the allocator sees it: each allocation rounded up to 16
+/// bytes plus 16 of overhead, and the tenant's vector of rows up to twice the rows it holds.
 fn row_bytes(row: &BaseRow) -> usize {
+    let allocation = |bytes: usize| {
+        if bytes == 0 {
+            0
+        } else {
+            bytes.div_ceil(16) * 16 + 16
+        }
+    };
     let heap: usize = row
         .values
         .iter()
         .map(|v| match v {
-            Value::Text(s) => s.capacity() + 16,
-            Value::Blob(b) => b.capacity() + 16,
+            Value::Text(s) => allocation(s.capacity()),
+            Value::Blob(b) => allocation(b.capacity()),
             _ => 0,
         })
         .sum();
-    std::mem::size_of::<BaseRow>() + row.values.capacity() * std::mem::size_of::<Value>() + heap
+    2 * std::mem::size_of::<BaseRow>()
+        + allocation(row.values.capacity() * std::mem::size_of::<Value>())
+        + heap
 }
 
 struct RunWriter {
