@@ -870,7 +870,7 @@ fn default_retry_max_delay_ms() -> u64 {
     30_000
 }
 fn default_snapshot_buffer_bytes() -> u64 {
-    64 << 20
+    32 << 20
 }
 
 #[derive(Debug, Clone, Deserialize)]
