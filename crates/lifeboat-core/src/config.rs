@@ -935,6 +935,10 @@ pub struct CaptureConfig {
     /// beside the configuration file.
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
+    /// The first snapshot's rows held in memory, by tenant, before they are written sorted
+    /// to a temporary file under `state_dir` and merged back when the bases are written.
+    #[serde(default = "default_snapshot_buffer_bytes")]
+    pub snapshot_buffer_bytes: u64,
 }
 
 impl Default for CaptureConfig {
@@ -949,6 +953,7 @@ impl Default for CaptureConfig {
             retry_initial_delay_ms: default_retry_initial_delay_ms(),
             retry_max_delay_ms: default_retry_max_delay_ms(),
             state_dir: None,
+            snapshot_buffer_bytes: default_snapshot_buffer_bytes(),
         }
     }
 }
@@ -982,6 +987,9 @@ fn default_retry_initial_delay_ms() -> u64 {
 }
 fn default_retry_max_delay_ms() -> u64 {
     30_000
+}
+fn default_snapshot_buffer_bytes() -> u64 {
+    32 << 20
 }
 
 #[derive(Debug, Clone, Deserialize)]

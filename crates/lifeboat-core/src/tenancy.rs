@@ -314,11 +314,17 @@ impl Keymaps {
     }
 
     pub fn lookup(&self, table: &str, column: &str, key: &Value) -> Result<Option<TenantKey>> {
-        let pair = (table.to_string(), column.to_string());
-        if let Some(tenant) = self.open.get(&pair).and_then(|m| m.get(key)) {
+        // A handful of maps: found by comparing names, without building a key per lookup.
+        let is = |pair: &KeymapPair| pair.0 == table && pair.1 == column;
+        if let Some(tenant) = self
+            .open
+            .iter()
+            .find(|(pair, _)| is(pair))
+            .and_then(|(_, m)| m.get(key))
+        {
             return Ok(Some(tenant.clone()));
         }
-        if let Some(layer) = self.committed.get(&pair) {
+        if let Some((_, layer)) = self.committed.iter().find(|(pair, _)| is(pair)) {
             if let Some(entry) = layer.entries.get(key) {
                 return Ok(entry.clone());
             }
@@ -327,7 +333,7 @@ impl Keymaps {
             }
         }
         match &self.store {
-            Some(store) if self.pairs.contains(&pair) => store.get(table, column, key),
+            Some(store) if self.pairs.iter().any(is) => store.get(table, column, key),
             _ => Ok(None),
         }
     }
@@ -350,12 +356,25 @@ impl Keymaps {
 
     /// Record what a change to `table` (tenant already attributed) means for the maps.
     pub fn observe(&mut self, table: &ResolvedTable, change: &Change) {
+        if change.op == Op::Alter {
+            return;
+        }
         let name = &table.schema.name;
-        for (index, column) in table.schema.columns.iter().enumerate() {
-            let pair = (name.clone(), column.clone());
-            if !self.pairs.contains(&pair) || change.op == Op::Alter {
-                continue;
-            }
+        // Most tables hold no referenced column: nothing to build or copy for them.
+        let referenced: Vec<(KeymapPair, usize)> = self
+            .pairs
+            .iter()
+            .filter(|pair| pair.0 == *name)
+            .filter_map(|pair| {
+                table
+                    .schema
+                    .columns
+                    .iter()
+                    .position(|c| *c == pair.1)
+                    .map(|i| (pair.clone(), i))
+            })
+            .collect();
+        for (pair, index) in referenced {
             if change.op == Op::Truncate {
                 self.removals.push(Removal::All(pair, HashSet::new()));
                 continue;

@@ -22,6 +22,7 @@ use lifeboat_core::{Error, Result};
 
 use crate::faults::{FaultKind, FaultStats, Retry};
 use crate::keyindex::KeyIndex;
+pub use crate::snapshot::Snapshot;
 use crate::Stop;
 
 /// Capture statistics, reported at the end of a run.
@@ -136,6 +137,11 @@ impl CaptureCore {
         let retry = Retry::new(source, &config, faults.clone(), metrics.clone());
         let dir = config.state_dir.clone().unwrap_or_else(default_state_dir);
         let index = KeyIndex::open(&dir, vault.id(), source)?;
+        // Opened: no other capture of this source on this machine uses the directory.
+        let spill = crate::snapshot::spill_dir(index.path());
+        if crate::snapshot::remove_leftovers(&spill)? {
+            tracing::info!(source, dir = %spill.display(), "removed the temporary files of a first snapshot that did not finish");
+        }
         let mut core = CaptureCore {
             source: source.to_string(),
             config,
@@ -470,8 +476,16 @@ impl CaptureCore {
 
     // --- the initial snapshot --------------------------------------------------------
 
-    /// Begin the initial snapshot. Feed every row with `snapshot_row`, parents' tables
-    /// before children's (the tenancy's order), then `finish_snapshot`.
+    /// Begin the initial snapshot: feed every row with `snapshot_row`, parents' tables
+    /// before children's (the tenancy's order), then `finish_snapshot`. Rows past
+    /// `[capture] snapshot_buffer_bytes` wait in temporary files beside the key-map index.
+    pub fn start_snapshot(&self) -> Result<Snapshot> {
+        Snapshot::create(
+            crate::snapshot::spill_dir(self.index.path()),
+            self.config.snapshot_buffer_bytes,
+        )
+    }
+
     pub fn snapshot_row(&mut self, snapshot: &mut Snapshot, table: &str, row: Row) -> Result<()> {
         let slot = self.slot(table)?;
         let resolved = Self::table_rule(&self.tenancy, table)?;
@@ -496,12 +510,13 @@ impl CaptureCore {
         }
         for change in out {
             match (change.tenant, change.new) {
-                (Some(tenant), Some(values)) => {
-                    snapshot.rows.entry(tenant).or_default().push(BaseRow {
+                (Some(tenant), Some(values)) => snapshot.push(
+                    tenant,
+                    BaseRow {
                         table: slot,
                         values,
-                    })
-                }
+                    },
+                )?,
                 _ => snapshot.unattributed += 1,
             }
         }
@@ -526,8 +541,10 @@ impl CaptureCore {
                  a missing parent) are not protected"
             );
         }
-        let tenants = snapshot.rows.len();
-        for (tenant, rows) in snapshot.rows {
+        let mut tenants = 0;
+        let mut rows_by_tenant = snapshot.into_tenants()?;
+        while let Some((tenant, rows)) = rows_by_tenant.next_tenant()? {
+            tenants += 1;
             // Only the tables this tenant has rows in, renumbered.
             let used: BTreeSet<u32> = rows.iter().map(|r| r.table).collect();
             let renumber: HashMap<u32, u32> = used
@@ -557,6 +574,7 @@ impl CaptureCore {
                 .await?;
             failpoint::hit("capture.after-base");
         }
+        drop(rows_by_tenant);
         self.head = position;
         self.received = position;
         self.head_time_us = commit_time_us;
@@ -858,13 +876,6 @@ pub fn default_state_dir() -> std::path::PathBuf {
         })
         .unwrap_or_else(std::env::temp_dir)
         .join("lifeboat")
-}
-
-/// Rows of the initial snapshot, by tenant.
-#[derive(Default)]
-pub struct Snapshot {
-    rows: BTreeMap<TenantKey, Vec<BaseRow>>,
-    unattributed: u64,
 }
 
 #[cfg(test)]

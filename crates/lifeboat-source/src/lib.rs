@@ -14,6 +14,7 @@ pub mod keyindex;
 pub mod live;
 pub mod postgres;
 pub mod restore;
+pub mod snapshot;
 pub mod source;
 pub mod sqlite;
 

@@ -949,7 +949,7 @@ async fn take_snapshot(
             Ok(position)
         })
     };
-    let mut snapshot = Snapshot::default();
+    let mut snapshot = core.start_snapshot()?;
     let position = receive_batches(reading, receive, |table, row| {
         core.snapshot_row(&mut snapshot, &tables[table].name, row)
     })
@@ -1395,6 +1395,38 @@ fn position(conn: &Connection, path: &Path) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The changelog reader's speed on one core, over a changelog that triggers recorded in
+    /// a real database (`scripts/bench-decode`; `LIFEBOAT_DECODE_SQLITE=FILE`), read in
+    /// capture's batches of 10,000.
+    #[test]
+    #[ignore = "a benchmark: scripts/bench-decode"]
+    fn changelog_read_throughput() {
+        let path = std::path::PathBuf::from(
+            std::env::var("LIFEBOAT_DECODE_SQLITE").expect("LIFEBOAT_DECODE_SQLITE"),
+        );
+        let conn = Connection::open(&path).expect("open");
+        let mut best = f64::MAX;
+        let mut total = 0usize;
+        for _ in 0..5 {
+            let start = std::time::Instant::now();
+            let (mut after, mut n) = (0u64, 0usize);
+            loop {
+                let batch =
+                    read_changelog(&conn, &path, after, u64::MAX >> 1, 10_000).expect("read");
+                let Some(last) = batch.last() else { break };
+                after = last.seq;
+                n += batch.len();
+                std::hint::black_box(&batch);
+            }
+            best = best.min(start.elapsed().as_secs_f64());
+            total = n;
+        }
+        println!(
+            "sqlite changelog read: {total} row changes, {:.0} changes/s on one core",
+            total as f64 / best
+        );
+    }
 
     #[test]
     fn literals_keep_their_storage_class() {

@@ -13,6 +13,7 @@ mod drill;
 mod embed;
 mod export;
 mod faults;
+mod first_snapshot;
 mod fixtures;
 mod guard;
 mod keymaps;

@@ -7,6 +7,8 @@
 //! every tenant: no change falls between the snapshot and the stream. The slot's confirmed
 //! position only moves once the vault holds the changes.
 
+#[cfg(test)]
+mod decode_bench;
 pub mod pgoutput;
 pub mod restore;
 
@@ -1044,7 +1046,7 @@ async fn capture(
                 .map_err(|e| Error::source(format!("CREATE_REPLICATION_SLOT: bad LSN: {e}")))?
                 .as_u64();
             let snapshot_name = text(2)?;
-            let mut snapshot = Snapshot::default();
+            let mut snapshot = core.start_snapshot()?;
             copy_snapshot(&mut client, &snapshot_name, &mut core, &mut snapshot).await?;
             let tenants = core
                 .finish_snapshot(vault, snapshot, consistent, before)
