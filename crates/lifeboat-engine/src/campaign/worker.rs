@@ -6,7 +6,7 @@
 //! reason, `failed` after `max_attempts`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lifeboat_control::{new_id, Acceptance, Campaign};
@@ -134,11 +134,8 @@ pub async fn remove_expired_exports(
     let mut control = ControlStore::open(url)?;
     let marked = control.expire_exports(lifeboat_control::ARCHIVE_GRACE_US, worker)?;
     let files = control.archives_to_delete()?;
-    if files.is_empty() {
-        return Ok(0);
-    }
     let dir = super::export_dir(config, config_path)?;
-    let mut deleted = 0;
+    let mut deleted = sweep_unreferenced(&mut control, &dir, worker)?;
     for (campaign, tenant, file) in files {
         // A name from the store, not a path: never leave the export directory.
         if file.contains(['/', '\\']) || file.starts_with('.') {
@@ -159,6 +156,56 @@ pub async fn remove_expired_exports(
     if marked > 0 {
         if let Err(e) = anchor(config, url).await {
             tracing::warn!("worker {worker}: anchoring audit entries: {e}");
+        }
+    }
+    Ok(deleted)
+}
+
+/// Delete the archives in `dir` that no export refers to any more and that were last
+/// written over [`lifeboat_control::ARCHIVE_GRACE_US`] ago: one whose export was asked for
+/// again after it was marked removed but before its file was deleted, or one a worker
+/// placed and was killed before recording. Archives being built have a temporary name
+/// (starting with a dot) and are never touched. Returns how many were deleted.
+fn sweep_unreferenced(control: &mut ControlStore, dir: &Path, worker: &str) -> Result<usize> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => {
+            tracing::warn!("worker {worker}: reading {}: {e}", dir.display());
+            return Ok(0);
+        }
+    };
+    let referenced: BTreeSet<String> = control
+        .exports()?
+        .into_iter()
+        .filter_map(|e| e.file)
+        .collect();
+    let grace = Duration::from_micros(lifeboat_control::ARCHIVE_GRACE_US.max(0) as u64);
+    let mut deleted = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let archive = name.ends_with(".zip") || name.ends_with(".sqlite");
+        if !archive || name.starts_with('.') || referenced.contains(&name) {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > grace);
+        if !old {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => {
+                tracing::info!(
+                    "worker {worker}: removed archive {name}, which no export refers to"
+                );
+                deleted += 1;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("worker {worker}: removing archive {name}: {e}"),
         }
     }
     Ok(deleted)
@@ -577,4 +624,41 @@ async fn verify_batch(
         }
     }
     Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archives_no_export_refers_to_are_swept_once_old() {
+        let store = tempfile::tempdir().expect("dir");
+        let url = store.path().join("control.db");
+        let mut control = ControlStore::open(url.to_str().expect("utf8")).expect("open");
+        let dir = tempfile::tempdir().expect("dir");
+        let write = |name: &str, age: Duration| {
+            let path = dir.path().join(name);
+            let file = std::fs::File::create(&path).expect("create");
+            file.set_modified(std::time::SystemTime::now() - age)
+                .expect("mtime");
+            path
+        };
+        let two_hours = Duration::from_secs(7200);
+        let orphan = write("c1-old.zip", two_hours);
+        let orphan_sqlite = write("c1-old.sqlite", two_hours);
+        let fresh = write("c1-new.zip", Duration::ZERO);
+        let building = write(".tmpXYZ.zip", two_hours);
+        let other = write("notes.txt", two_hours);
+        assert_eq!(
+            sweep_unreferenced(&mut control, dir.path(), "w").expect("sweep"),
+            2
+        );
+        assert!(!orphan.exists() && !orphan_sqlite.exists());
+        assert!(fresh.exists() && building.exists() && other.exists());
+        // A directory that is not there yet is nothing to sweep.
+        assert_eq!(
+            sweep_unreferenced(&mut control, &dir.path().join("none"), "w").expect("sweep"),
+            0
+        );
+    }
 }

@@ -768,8 +768,10 @@ pub fn next_wait(every: Duration) -> Duration {
 }
 
 /// A seed for a run not given `--seed`.
+/// Below 2^53, so that every JSON reader (JavaScript's numbers, the audit entry read back)
+/// keeps its digits.
 pub fn random_seed() -> u64 {
-    fastrand::u64(..)
+    fastrand::u64(..1 << 53)
 }
 
 /// A run's audit details: the report with its times in whole milliseconds, since audit
