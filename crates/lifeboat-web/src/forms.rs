@@ -362,6 +362,24 @@ async fn form_fields(
     Ok(form_urlencoded::parse(&bytes).into_owned().collect())
 }
 
+/// A posted form under the per-address limit `per_ip`: its language (`form_lang`) and its
+/// fields, or the answer that refuses it (429, or 413), in the request's language.
+async fn posted_form(
+    state: &AppState,
+    per_ip: &Buckets,
+    client: Option<Extension<ClientAddr>>,
+    query: Option<String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Lang, Vec<(String, String)>), Box<Response>> {
+    let lang = crate::request_lang(query.as_deref(), headers);
+    if let Some(wait) = per_ip.take(&client_key(client)) {
+        return Err(Box::new(too_many(state, lang, wait)));
+    }
+    let fields = form_fields(state, lang, body).await?;
+    Ok((form_lang(&fields, lang), fields))
+}
+
 fn field(fields: &[(String, String)], name: &str) -> Option<String> {
     fields
         .iter()
@@ -396,16 +414,12 @@ async fn subscribe(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let lang = crate::request_lang(query.as_deref(), &headers);
     let limits = &state.inner.rate_limits;
-    if let Some(wait) = limits.subscribe_ip.take(&client_key(client)) {
-        return too_many(&state, lang, wait);
-    }
-    let fields = match form_fields(&state, lang, body).await {
-        Ok(f) => f,
+    let per_ip = &limits.subscribe_ip;
+    let (lang, fields) = match posted_form(&state, per_ip, client, query, &headers, body).await {
+        Ok(form) => form,
         Err(r) => return *r,
     };
-    let lang = form_lang(&fields, lang);
     let email = field(&fields, "email")
         .unwrap_or_default()
         .trim()
@@ -547,16 +561,12 @@ async fn support(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let lang = crate::request_lang(query.as_deref(), &headers);
     let limits = &state.inner.rate_limits;
-    if let Some(wait) = limits.support_ip.take(&client_key(client)) {
-        return too_many(&state, lang, wait);
-    }
-    let fields = match form_fields(&state, lang, body).await {
-        Ok(f) => f,
+    let per_ip = &limits.support_ip;
+    let (lang, fields) = match posted_form(&state, per_ip, client, query, &headers, body).await {
+        Ok(form) => form,
         Err(r) => return *r,
     };
-    let lang = form_lang(&fields, lang);
     let input = SupportInput {
         email: field(&fields, "email").unwrap_or_default(),
         message: field(&fields, "message").unwrap_or_default(),
