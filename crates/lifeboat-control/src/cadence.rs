@@ -226,19 +226,12 @@ impl ControlStore {
                         "status": incident.status, "impact": incident.impact},
                     "update_overdue": facts,
                 });
-                for email in emails {
-                    notices.push(Notice {
-                        key: format!("{key}:email:{email}"),
-                        event: NoticeEvent::UpdateOverdue,
-                        to: Recipient::Address {
-                            email: email.clone(),
-                            name: None,
-                            // Operators' messages are in English.
-                            lang: None,
-                        },
-                        body: summary.clone(),
-                    });
-                }
+                notices.extend(Notice::to_operator_emails(
+                    &key,
+                    NoticeEvent::UpdateOverdue,
+                    emails,
+                    &summary,
+                ));
                 // The operators' notice is the alarm: added once, whoever asks first.
                 added += enqueue(db, &notices[..1])?;
                 enqueue(db, &notices[1..])?;

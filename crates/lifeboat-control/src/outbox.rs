@@ -178,6 +178,31 @@ pub struct Notice {
     pub body: serde_json::Value,
 }
 
+impl Notice {
+    /// `event` to each of the operators' email addresses (`[notify] operator_emails`), in
+    /// English like every operator message; keys `KEY:email:ADDRESS`.
+    pub fn to_operator_emails(
+        key: &str,
+        event: NoticeEvent,
+        emails: &[String],
+        body: &serde_json::Value,
+    ) -> Vec<Notice> {
+        emails
+            .iter()
+            .map(|email| Notice {
+                key: format!("{key}:email:{email}"),
+                event,
+                to: Recipient::Address {
+                    email: email.clone(),
+                    name: None,
+                    lang: None,
+                },
+                body: body.clone(),
+            })
+            .collect()
+    }
+}
+
 /// One delivery in the outbox.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Delivery {

@@ -877,19 +877,12 @@ pub async fn record(
             to: Recipient::Operators,
             body: body.clone(),
         });
-        // And to the operators' addresses, in English like every operator message.
-        for email in &config.notify.operator_emails {
-            notices.push(Notice {
-                key: format!("drill:{run}:email:{email}"),
-                event: NoticeEvent::DrillFailed,
-                to: Recipient::Address {
-                    email: email.clone(),
-                    name: None,
-                    lang: None,
-                },
-                body: body.clone(),
-            });
-        }
+        notices.extend(Notice::to_operator_emails(
+            &format!("drill:{run}"),
+            NoticeEvent::DrillFailed,
+            &config.notify.operator_emails,
+            &body,
+        ));
     }
     let mut control = crate::guard::control::control_store(config, config_path).await?;
     control.append_with_notices(
