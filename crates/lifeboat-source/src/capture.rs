@@ -799,10 +799,13 @@ impl CaptureCore {
             .await?;
         failpoint::hit("capture.after-segment");
         // The key maps as of the segment's end go to the index only now that it is
-        // durable: after a crash the index describes a position the vault has.
+        // durable: after a crash the index describes a position the vault has. That
+        // commit is not synced to disk (only a checkpoint's is): a crash loses at most
+        // the entries since the latest checkpoint, which `open` replays from the
+        // segments, and the source's writes do not share the disk with a sync per segment.
         let changes = self.keymaps.drain();
         let index = self.index.clone();
-        tokio::task::spawn_blocking(move || index.apply(changes, last, true))
+        tokio::task::spawn_blocking(move || index.apply(changes, last, false))
             .await
             .map_err(|e| Error::source(format!("capture's key-map index: {e}")))??;
         let now = lifeboat_core::time::now_us();

@@ -264,9 +264,10 @@ impl KeyIndex {
     }
 
     /// Write key-map changes (`Keymaps::drain`) describing the state at `head`, and mark
-    /// their buckets changed. `durable`: the commit is on disk when this returns (capture,
-    /// after a segment); otherwise it is made durable by a later durable commit (the
-    /// initial snapshot, a rebuild's replay).
+    /// their buckets changed. `durable`: the commit is on disk when this returns (the end
+    /// of capture's replay at start); otherwise it is made durable by a later durable
+    /// commit (after each segment, the initial snapshot, a rebuild's replay), and a crash
+    /// before that takes the index back to its latest durable commit.
     pub fn apply(
         &self,
         changes: Vec<(KeymapPair, KeymapLayer)>,
