@@ -815,8 +815,10 @@ async fn capture(
                 core.retry.succeeded(FaultKind::Source);
                 match step {
                     Step::Done => break,
-                    Step::Read => {}
-                    Step::Idle => stop.sleep(poll).await,
+                    // A step reads everything committed when it starts: what came since
+                    // waits for the next poll, so that a busy source is read in groups of
+                    // a poll interval's changes, not one query round per transaction.
+                    Step::Read | Step::Idle => stop.sleep(poll).await,
                 }
             }
             // The database was busy or locked: the commit group being read is dropped and
@@ -840,7 +842,7 @@ async fn capture(
 
 /// What one step of the capture loop did.
 enum Step {
-    /// Read a commit group: read again at once.
+    /// Read a commit group.
     Read,
     /// Nothing new: wait for the poll interval.
     Idle,
@@ -891,6 +893,9 @@ async fn step(
             for row in rows {
                 commit_time = commit_time.max(row.at);
                 core.change(&row.table, row.op, row.old, row.new, row.seq, Some(row.at))?;
+            }
+            if after >= upto {
+                break;
             }
         }
         if began {
