@@ -395,7 +395,7 @@ pub async fn prune(config_path: Option<PathBuf>, args: PruneArgs) -> Result<u8> 
             );
         }
         crate::say!(
-            "{:<16} {verb} {} segments, {} checkpoints, {} bases, {} key-map chunks ({}); {write} {} bases at the window's start",
+            "{:<16} {verb} {} segments, {} checkpoints, {} bases, {} key-map chunks and deltas ({}); {write} {} bases at the window's start",
             "",
             thousands(s.segments_deleted.objects as u64),
             thousands(s.checkpoints_deleted.objects as u64),

@@ -262,6 +262,28 @@ pub struct KeymapIndex {
     pub keys: u64,
     /// One per non-empty bucket, in bucket order.
     pub chunks: Vec<KeymapChunkRef>,
+    /// The key-map deltas applied over the chunks, oldest first.
+    #[serde(default)]
+    pub deltas: Vec<KeymapDeltaRef>,
+}
+
+/// Where a key-map delta is: `{position:016x}-{hash}.kmd`, with its entry count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeymapDeltaRef {
+    pub position: u64,
+    pub hash: String,
+    pub entries: u64,
+}
+
+/// The keys of one key map that changed between two checkpoints (a `.kmd` object): each
+/// with its tenant, or `None` (a tombstone) when it has none any more.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeymapDelta {
+    pub source: String,
+    pub table: String,
+    pub column: String,
+    /// Each key once, sorted by the key's encoding (`keymap_key_bytes`).
+    pub entries: Vec<(Value, Option<TenantKey>)>,
 }
 
 /// Where a bucket's entries are: the key-map chunk `{position:016x}-{hash}.kmap`.

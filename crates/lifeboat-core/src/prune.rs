@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::failpoint;
 use crate::model::TenantKey;
 use crate::state::{SourceHistory, TenantState};
-use crate::vault::{keymap_chunk_name, PositionRef, SegmentRef, Vault};
+use crate::vault::{keymap_chunk_name, keymap_delta_name, PositionRef, SegmentRef, Vault};
 
 /// Tenants opened from the vault at once while bases are written at the horizon.
 const BASE_BATCH: usize = 64;
@@ -162,7 +162,7 @@ pub async fn plan(
     })
 }
 
-/// The source's key-map chunks below `below` that no checkpoint at or above `kept_from`
+/// The source's key-map chunks and deltas below `below` that no checkpoint at or above `kept_from`
 /// refers to (a prune: both the horizon). Chunks are listed before checkpoints: a chunk
 /// written after the listing is not looked at, and a checkpoint written after it refers
 /// only to new chunks or to those of a checkpoint listed here (docs/vault-format.md,
@@ -190,6 +190,9 @@ pub async fn unreferenced_keymap_chunks(
         for map in vault.read_checkpoint(&checkpoint.name).await?.keymaps {
             for chunk in map.chunks {
                 referenced.insert(keymap_chunk_name(source, chunk.position, &chunk.hash));
+            }
+            for delta in map.deltas {
+                referenced.insert(keymap_delta_name(source, delta.position, &delta.hash));
             }
         }
     }

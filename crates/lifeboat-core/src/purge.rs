@@ -7,8 +7,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::error::Result;
-use crate::model::{KeymapChunk, KeymapChunkRef, TenantKey};
-use crate::vault::{keymap_chunk_name, Vault};
+use crate::model::{KeymapChunk, KeymapChunkRef, KeymapDeltaRef, TenantKey};
+use crate::vault::{keymap_chunk_name, keymap_delta_name, Vault};
 
 /// What a purge removed from one source.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -53,10 +53,11 @@ pub async fn purge_tenant(vault: &Vault, source: &str, tenant: &TenantKey) -> Re
         }
         report.segments += 1;
     }
-    // Key-map chunks are shared by checkpoints: each one naming the tenant is written
+    // Key-map chunks and deltas are shared by checkpoints: each one naming the tenant is written
     // again once (same position, new hash), and the old ones are deleted only after every
     // checkpoint that referred to them was written again.
     let mut rewritten: HashMap<String, Option<KeymapChunkRef>> = HashMap::new();
+    let mut rewritten_deltas: HashMap<String, KeymapDeltaRef> = HashMap::new();
     let mut replaced = BTreeSet::new();
     for checkpoint_ref in vault.list_checkpoints(source).await? {
         let mut checkpoint = vault.read_checkpoint(&checkpoint_ref.name).await?;
@@ -91,6 +92,38 @@ pub async fn purge_tenant(vault: &Vault, source: &str, tenant: &TenantKey) -> Re
             }
             map.keys = chunks.iter().map(|c| c.keys).sum();
             map.chunks = chunks;
+            // A delta naming the tenant: its entries become tombstones, so that a key it
+            // moved to the tenant does not fall back to the tenant the chunk names.
+            let mut deltas = Vec::with_capacity(map.deltas.len());
+            for delta in &map.deltas {
+                let old = keymap_delta_name(source, delta.position, &delta.hash);
+                let new = match rewritten_deltas.get(&old) {
+                    Some(new) => new.clone(),
+                    None => {
+                        let mut read = vault.read_keymap_delta(source, map, delta).await?;
+                        let mut named = false;
+                        for (_, t) in &mut read.entries {
+                            if t.as_ref() == Some(tenant) {
+                                *t = None;
+                                named = true;
+                            }
+                        }
+                        let new = if named {
+                            vault.put_keymap_delta(&read, delta.position).await?
+                        } else {
+                            delta.clone()
+                        };
+                        rewritten_deltas.insert(old.clone(), new.clone());
+                        new
+                    }
+                };
+                if new != *delta {
+                    changed = true;
+                    replaced.insert(old);
+                }
+                deltas.push(new);
+            }
+            map.deltas = deltas;
         }
         if !changed {
             continue;
@@ -124,7 +157,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::model::{Checkpoint, KeymapIndex, Value};
+    use crate::model::{Checkpoint, KeymapDelta, KeymapIndex, Value};
     use crate::vault::LocalStore;
 
     fn chunk(column: &str, entries: &[(i64, &str)]) -> KeymapChunk {
@@ -155,6 +188,7 @@ mod tests {
                     bits: 0,
                     keys: chunk.keys,
                     chunks: vec![(*chunk).clone()],
+                    deltas: Vec::new(),
                 })
                 .collect(),
         }
@@ -220,5 +254,76 @@ mod tests {
         );
         assert_eq!(listed.len(), 2);
         assert!(listed.contains(&keymap_chunk_name("s", 10, &only_a.hash)));
+    }
+
+    /// A delta that moved a key to the purged tenant gets a tombstone there (the key must
+    /// not fall back to the tenant its chunk names); a delta without the tenant is kept;
+    /// the replaced delta is deleted.
+    #[tokio::test]
+    async fn a_purge_turns_the_tenants_delta_entries_into_tombstones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vault = Vault::init(Arc::new(LocalStore::new(dir.path())))
+            .await
+            .expect("vault");
+        let chunk = vault
+            .put_keymap_chunk(&chunk("id", &[(1, "a"), (2, "a")]), 10)
+            .await
+            .expect("chunk");
+        let delta = |entries: &[(i64, Option<&str>)]| KeymapDelta {
+            source: "s".into(),
+            table: "issues".into(),
+            column: "id".into(),
+            entries: entries
+                .iter()
+                .map(|(k, t)| (Value::Int(*k), t.map(TenantKey::new)))
+                .collect(),
+        };
+        let moved = vault
+            .put_keymap_delta(
+                &delta(&[(1, Some("b")), (3, Some("a")), (4, Some("b"))]),
+                20,
+            )
+            .await
+            .expect("delta");
+        let other = vault
+            .put_keymap_delta(&delta(&[(2, None)]), 30)
+            .await
+            .expect("delta");
+        let mut with_deltas = checkpoint(30, &[("id", &chunk)]);
+        with_deltas.keymaps[0].deltas = vec![moved.clone(), other.clone()];
+        vault
+            .put_checkpoint(&with_deltas)
+            .await
+            .expect("checkpoint");
+
+        let report = purge_tenant(&vault, "s", &TenantKey::new("b"))
+            .await
+            .expect("purge");
+        assert_eq!(report.checkpoints, 1);
+        let listed = vault.list_checkpoints("s").await.expect("list");
+        let read = vault.read_checkpoint(&listed[0].name).await.expect("read");
+        let map = &read.keymaps[0];
+        assert_eq!(map.chunks, vec![chunk], "the chunk does not name b");
+        assert_eq!(map.deltas.len(), 2);
+        assert_eq!(map.deltas[1], other);
+        assert_eq!(map.deltas[0].position, 20);
+        let rewritten = vault
+            .read_keymap_delta("s", map, &map.deltas[0])
+            .await
+            .expect("delta");
+        assert_eq!(
+            rewritten.entries,
+            delta(&[(1, None), (3, Some("a")), (4, None)]).entries
+        );
+        let names: BTreeSet<String> = vault
+            .list_keymap_chunks("s")
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert!(!names.contains(&keymap_delta_name("s", 20, &moved.hash)));
+        assert!(names.contains(&keymap_delta_name("s", 20, &map.deltas[0].hash)));
+        assert_eq!(names.len(), 3);
     }
 }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use lifeboat_core::config::VaultConfig;
 use lifeboat_core::model::{
-    Base, BaseRow, Change, Checkpoint, KeymapChunk, KeymapChunkRef, KeymapIndex, Op, Segment,
-    TableSchema, TenantKey, Transaction, Value,
+    Base, BaseRow, Change, Checkpoint, KeymapChunk, KeymapChunkRef, KeymapDelta, KeymapDeltaRef,
+    KeymapIndex, Op, Segment, TableSchema, TenantKey, Transaction, Value,
 };
 use lifeboat_core::vault::{LocalStore, S3Retries, S3Store, SegmentRef, Store, Vault};
 use lifeboat_core::ErrorKind;
@@ -496,6 +496,65 @@ mod contract {
             .expect_err("miscounted");
         assert!(err.to_string().contains("3"), "{err}");
 
+        // A key-map delta: listed beside the chunks, read back through its reference,
+        // refused for another map, another count, and keys out of order.
+        let delta = KeymapDelta {
+            source: "s".into(),
+            table: "customers".into(),
+            column: "id".into(),
+            entries: vec![
+                (Value::Int(3), None),
+                (Value::Int(5), Some(TenantKey::new("acme"))),
+            ],
+        };
+        let delta_ref = vault.put_keymap_delta(&delta, 11).await.expect("put delta");
+        assert_eq!((delta_ref.position, delta_ref.entries), (11, 2));
+        let listed = vault.list_keymap_chunks("s").await.expect("list chunks");
+        assert_eq!(listed.len(), 2);
+        assert!(listed[1]
+            .name
+            .ends_with(&format!("{:016x}-{}.kmd", 11, delta_ref.hash)));
+        map.deltas = vec![delta_ref.clone()];
+        assert_eq!(
+            vault
+                .read_keymap_delta("s", &map, &delta_ref)
+                .await
+                .expect("read delta"),
+            delta
+        );
+        assert_eq!(
+            vault.verify_object(&listed[1].name).await.expect("verify"),
+            listed[1].size
+        );
+        let other_map = KeymapIndex {
+            table: "orders".into(),
+            ..map.clone()
+        };
+        let err = vault
+            .read_keymap_delta("s", &other_map, &delta_ref)
+            .await
+            .expect_err("another map");
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains(&listed[1].name), "{err}");
+        let miscounted = KeymapDeltaRef {
+            entries: 1,
+            ..delta_ref.clone()
+        };
+        assert!(vault
+            .read_keymap_delta("s", &map, &miscounted)
+            .await
+            .is_err());
+        let unsorted = KeymapDelta {
+            entries: delta.entries.iter().rev().cloned().collect(),
+            ..delta.clone()
+        };
+        let unsorted_ref = vault.put_keymap_delta(&unsorted, 12).await.expect("put");
+        let err = vault
+            .read_keymap_delta("s", &map, &unsorted_ref)
+            .await
+            .expect_err("out of order");
+        assert!(err.to_string().contains("out of order"), "{err}");
+
         // Reading an object as the wrong kind is refused.
         let err = vault
             .read_base(&ckpt)
@@ -573,16 +632,16 @@ mod contract {
     /// written into it.
     pub async fn an_older_format_is_refused(store: Arc<dyn Store>) {
         let header =
-            br#"{"format": "lifeboat-vault", "version": 3, "created": "2026-01-01T00:00:00Z"}"#;
+            br#"{"format": "lifeboat-vault", "version": 4, "created": "2026-01-01T00:00:00Z"}"#;
         put(&store, "lifeboat-vault.json", header).await;
         for err in [
-            Vault::open(store.clone()).await.expect_err("version 3"),
-            Vault::init(store.clone()).await.expect_err("version 3"),
+            Vault::open(store.clone()).await.expect_err("version 4"),
+            Vault::init(store.clone()).await.expect_err("version 4"),
         ] {
             assert_eq!(err.kind(), ErrorKind::Vault, "{err}");
             let text = err.to_string();
             assert!(
-                text.contains("format version 3") && text.contains("version 4"),
+                text.contains("format version 4") && text.contains("version 5"),
                 "{text}"
             );
         }
@@ -724,6 +783,7 @@ mod contract {
                     hash: "0123456789abcdef0123456789abcdef".into(),
                     keys: 1,
                 }],
+                deltas: Vec::new(),
             }],
         }
     }

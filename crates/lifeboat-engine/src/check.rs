@@ -18,7 +18,7 @@ use serde::Serialize;
 use lifeboat_core::config::Config;
 use lifeboat_core::model::TenantKey;
 use lifeboat_core::state::SourceHistory;
-use lifeboat_core::vault::{keymap_chunk_name, PositionRef, SegmentRef, Vault};
+use lifeboat_core::vault::{keymap_chunk_name, keymap_delta_name, PositionRef, SegmentRef, Vault};
 use lifeboat_core::Result;
 
 use crate::context::{control_url, open_vault, source_names};
@@ -280,7 +280,7 @@ async fn check_source(
         progress.event(Event::ObjectChecked);
     }
 
-    // Key maps: every chunk a checkpoint refers to is there; reading data, each one once,
+    // Key maps: every chunk and delta a checkpoint refers to is there; reading data, each one once,
     // whole, against its name and the reference.
     let mut verified: BTreeSet<String> = BTreeSet::new();
     match vault.list_keymap_chunks(source).await {
@@ -320,6 +320,29 @@ async fn check_source(
                             continue;
                         }
                         match vault.read_keymap_chunk(source, map, chunk).await {
+                            Ok(_) => bytes += listed[&name],
+                            Err(e) => problem(&name, e.message().to_string()),
+                        }
+                        verified.insert(name);
+                        progress.event(Event::ObjectChecked);
+                    }
+                    for delta in &map.deltas {
+                        let name = keymap_delta_name(source, delta.position, &delta.hash);
+                        if !listed.contains_key(&name) {
+                            problem(
+                                &name,
+                                format!(
+                                    "missing: checkpoint {} refers to it as a delta of the key \
+                                     map of {}.{}",
+                                    checkpoint.name, map.table, map.column
+                                ),
+                            );
+                            continue;
+                        }
+                        if !read_data || verified.contains(&name) {
+                            continue;
+                        }
+                        match vault.read_keymap_delta(source, map, delta).await {
                             Ok(_) => bytes += listed[&name],
                             Err(e) => problem(&name, e.message().to_string()),
                         }

@@ -283,8 +283,8 @@ impl CaptureCore {
         Ok((core, Start::Resume { position }))
     }
 
-    /// Fill the local index from checkpoint `name` of the vault: its key-map chunks, each
-    /// checked against its name and its reference.
+    /// Fill the local index from checkpoint `name` of the vault: its key-map chunks, then
+    /// its deltas over them, each checked against its name and its reference.
     async fn rebuild_index(
         &mut self,
         vault: &Vault,
@@ -327,7 +327,23 @@ impl CaptureCore {
                     .collect();
                 self.index.import_chunks(&pair, &chunks)?;
             }
-            maps.push((pair, map.bits, map.keys));
+            // Then its deltas over them, oldest first.
+            for batch in map.deltas.chunks(16) {
+                let reads = futures::future::try_join_all(
+                    batch
+                        .iter()
+                        .map(|delta| vault.read_keymap_delta(&self.source, map, delta)),
+                )
+                .await
+                .map_err(|e| {
+                    e.context(format!(
+                        "source {}: capture cannot rebuild its key maps from checkpoint {name}",
+                        self.source
+                    ))
+                })?;
+                self.index.import_deltas(&pair, map.bits, &reads)?;
+            }
+            maps.push((pair, map.bits, map.deltas.clone()));
         }
         self.index.rebuilt(&maps, name, checkpoint.position)?;
         Ok(())

@@ -6,20 +6,25 @@
 //!
 //! Entries are keyed by the key's 64-bit bucket hash, then its encoding, so that a bucket
 //! under any number of bucket bits is one contiguous range. The index also keeps, per key
-//! map, its bucket bits and key count, the chunk each bucket has in the latest checkpoint,
-//! and the buckets changed since (dirty): the next checkpoint writes only those.
+//! map, its bucket bits and key count, the chunk each bucket has in the latest checkpoint
+//! and that checkpoint's deltas, the keys changed since the latest checkpoint (pending:
+//! the next checkpoint's delta) and the buckets changed since the last fold (dirty: the
+//! ones a fold writes again).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    TableHandle,
+};
 use serde::{Deserialize, Serialize};
 
 use lifeboat_core::model::{
-    keymap_bucket, keymap_key_bytes, keymap_key_hash, KeymapChunk, KeymapChunkRef, KeymapIndex,
-    TenantKey, Value, KEYMAP_MAX_BITS,
+    keymap_bucket, keymap_key_bytes, keymap_key_hash, KeymapChunk, KeymapChunkRef, KeymapDelta,
+    KeymapDeltaRef, KeymapIndex, TenantKey, Value, KEYMAP_MAX_BITS,
 };
 use lifeboat_core::tenancy::{KeyStore, KeymapLayer, KeymapPair};
 use lifeboat_core::vault::Vault;
@@ -35,13 +40,52 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const MAPS: TableDefinition<&str, &[u8]> = TableDefinition::new("maps");
 /// Key map name, 0, bucket (big-endian) → the bucket's chunk in the latest checkpoint.
 const CHUNKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("chunks");
-/// Key map name, 0, bucket (big-endian) → (): changed since the latest checkpoint.
+/// Key map name, 0, bucket (big-endian) → (): changed since the last fold.
 const DIRTY: TableDefinition<&[u8], ()> = TableDefinition::new("dirty");
+/// Key map name, 0, entry key → (): changed since the latest checkpoint.
+const PENDING: TableDefinition<&[u8], ()> = TableDefinition::new("pending");
+/// Key map name → the latest checkpoint's deltas of the map, oldest first.
+const DELTAS: TableDefinition<&str, &[u8]> = TableDefinition::new("deltas");
+/// A map folds when its deltas would hold more entries than its chunks' keys over this.
+const FOLD_ENTRIES_FRACTION: u64 = 8;
+/// A map folds when it would have more deltas than this or its bucket count.
+const FOLD_DELTAS_AT_LEAST: usize = 16;
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct MapState {
     bits: u8,
     keys: u64,
+    /// Entries of the latest checkpoint's deltas of the map.
+    #[serde(default)]
+    delta_entries: u64,
+    /// Keys in the latest checkpoint's chunks of the map.
+    #[serde(default)]
+    chunk_keys: u64,
+    /// Keys changed since the latest checkpoint, as far as they are kept (`PENDING`).
+    #[serde(default)]
+    pending: u64,
+    /// The next checkpoint folds: the map was emptied, or its deltas with the keys changed
+    /// since would pass the bound; changed keys are no longer kept then, so that a first
+    /// capture or a mass change does not also write every key to `PENDING`.
+    #[serde(default)]
+    fold: bool,
+}
+
+impl MapState {
+    /// A key changed since the latest checkpoint: kept for the next delta (true) unless
+    /// the map folds anyway.
+    fn note_pending(&mut self, newly: bool) -> bool {
+        if self.fold {
+            return false;
+        }
+        let pending = self.pending + u64::from(newly);
+        if self.delta_entries + pending > self.chunk_keys / FOLD_ENTRIES_FRACTION {
+            self.fold = true;
+            return false;
+        }
+        self.pending = pending;
+        true
+    }
 }
 
 /// What the index says it describes.
@@ -59,7 +103,25 @@ pub struct IndexState {
 /// the local index takes once the checkpoint is durable.
 pub struct Prepared {
     pub keymaps: Vec<KeymapIndex>,
-    maps: Vec<(KeymapPair, u8, BTreeMap<u32, KeymapChunkRef>)>,
+    maps: Vec<PreparedMap>,
+}
+
+struct PreparedMap {
+    pair: KeymapPair,
+    bits: u8,
+    chunks: BTreeMap<u32, KeymapChunkRef>,
+    deltas: Vec<KeymapDeltaRef>,
+    /// The chunks were written again: the dirty buckets are clean.
+    folded: bool,
+}
+
+/// Whether a map folds rather than take one more delta of `pending` entries, given the
+/// keys of its chunks, its bucket bits and the deltas it has (docs/vault-format.md, "Key
+/// maps"): past an eighth of the chunks' keys in deltas, or more deltas than buckets.
+fn should_fold(chunk_keys: u64, bits: u8, deltas: &[KeymapDeltaRef], pending: u64) -> bool {
+    let entries: u64 = deltas.iter().map(|d| d.entries).sum::<u64>() + pending;
+    entries > chunk_keys / FOLD_ENTRIES_FRACTION
+        || deltas.len() + 1 > FOLD_DELTAS_AT_LEAST.max(1usize << bits)
 }
 
 #[derive(Clone)]
@@ -74,6 +136,18 @@ fn map_name(pair: &KeymapPair) -> String {
 
 fn keys_table(pair: &KeymapPair) -> String {
     format!("keys\u{1f}{}", map_name(pair))
+}
+
+fn map_prefix(pair: &KeymapPair) -> Vec<u8> {
+    let mut key = map_name(pair).into_bytes();
+    key.push(0);
+    key
+}
+
+fn pending_key(pair: &KeymapPair, place: &[u8]) -> Vec<u8> {
+    let mut key = map_prefix(pair);
+    key.extend_from_slice(place);
+    key
 }
 
 fn bucket_key(pair: &KeymapPair, bucket: u32) -> Vec<u8> {
@@ -234,24 +308,85 @@ impl KeyIndex {
         txn.commit().map_err(|e| self.error(e))
     }
 
+    /// Apply deltas of a checkpoint being rebuilt from, after all of its chunks, in the
+    /// checkpoint's order (oldest first), in one transaction (not durable until
+    /// `rebuilt`). The buckets they touch are dirty: the next fold writes them again.
+    pub fn import_deltas(&self, pair: &KeymapPair, bits: u8, deltas: &[KeymapDelta]) -> Result<()> {
+        let mut txn = self.db.begin_write().map_err(|e| self.error(e))?;
+        txn.set_durability(Durability::None)
+            .map_err(|e| self.error(e))?;
+        {
+            let name = keys_table(pair);
+            let mut keys = txn
+                .open_table(TableDefinition::<&[u8], &str>::new(&name))
+                .map_err(|e| self.error(e))?;
+            let mut dirty = txn.open_table(DIRTY).map_err(|e| self.error(e))?;
+            for delta in deltas {
+                for (key, tenant) in &delta.entries {
+                    let (place, hash) = entry_key(key);
+                    match tenant {
+                        Some(tenant) => {
+                            keys.insert(place.as_slice(), tenant.as_str())
+                                .map_err(|e| self.error(e))?;
+                        }
+                        None => {
+                            keys.remove(place.as_slice()).map_err(|e| self.error(e))?;
+                        }
+                    }
+                    dirty
+                        .insert(bucket_key(pair, keymap_bucket(hash, bits)).as_slice(), ())
+                        .map_err(|e| self.error(e))?;
+                }
+            }
+        }
+        txn.commit().map_err(|e| self.error(e))
+    }
+
     /// The rebuild from checkpoint `checkpoint` (at `head`) is complete: `maps` are its
-    /// key maps' bits and key counts. Durable when this returns.
+    /// key maps' bits and deltas. Durable when this returns.
     pub fn rebuilt(
         &self,
-        maps: &[(KeymapPair, u8, u64)],
+        maps: &[(KeymapPair, u8, Vec<KeymapDeltaRef>)],
         checkpoint: &str,
         head: u64,
     ) -> Result<()> {
         let txn = self.db.begin_write().map_err(|e| self.error(e))?;
         {
             let mut table = txn.open_table(MAPS).map_err(|e| self.error(e))?;
-            for (pair, bits, keys) in maps {
+            let mut delta_table = txn.open_table(DELTAS).map_err(|e| self.error(e))?;
+            for (pair, bits, deltas) in maps {
+                let name = keys_table(pair);
+                let keys = txn
+                    .open_table(TableDefinition::<&[u8], &str>::new(&name))
+                    .map_err(|e| self.error(e))?
+                    .len()
+                    .map_err(|e| self.error(e))?;
+                let chunks = txn.open_table(CHUNKS).map_err(|e| self.error(e))?;
+                let prefix = map_prefix(pair);
+                let mut chunk_keys = 0;
+                for item in chunks
+                    .range::<&[u8]>(prefix.as_slice()..)
+                    .map_err(|e| self.error(e))?
+                {
+                    let (key, value) = item.map_err(|e| self.error(e))?;
+                    if !key.value().starts_with(&prefix) {
+                        break;
+                    }
+                    chunk_keys += unpack::<KeymapChunkRef>(&self.path, value.value())?.keys;
+                }
                 let state = MapState {
                     bits: *bits,
-                    keys: *keys,
+                    keys,
+                    delta_entries: deltas.iter().map(|d| d.entries).sum(),
+                    chunk_keys,
+                    pending: 0,
+                    fold: false,
                 };
                 table
                     .insert(map_name(pair).as_str(), pack(&state)?.as_slice())
+                    .map_err(|e| self.error(e))?;
+                delta_table
+                    .insert(map_name(pair).as_str(), pack(deltas)?.as_slice())
                     .map_err(|e| self.error(e))?;
             }
             let mut meta = txn.open_table(META).map_err(|e| self.error(e))?;
@@ -282,6 +417,7 @@ impl KeyIndex {
         {
             let mut maps = txn.open_table(MAPS).map_err(|e| self.error(e))?;
             let mut dirty = txn.open_table(DIRTY).map_err(|e| self.error(e))?;
+            let mut pending = txn.open_table(PENDING).map_err(|e| self.error(e))?;
             for (pair, layer) in changes {
                 let name = map_name(&pair);
                 let mut state: MapState =
@@ -294,6 +430,7 @@ impl KeyIndex {
                 if layer.cleared {
                     txn.delete_table(definition).map_err(|e| self.error(e))?;
                     state.keys = 0;
+                    state.fold = true;
                     // Every bucket that had a chunk is now empty.
                     let chunks = txn.open_table(CHUNKS).map_err(|e| self.error(e))?;
                     let prefix = bucket_key(&pair, 0);
@@ -334,6 +471,17 @@ impl KeyIndex {
                         dirty
                             .insert(bucket_key(&pair, bucket).as_slice(), ())
                             .map_err(|e| self.error(e))?;
+                        let key = pending_key(&pair, &place);
+                        let newly = !state.fold
+                            && pending
+                                .get(key.as_slice())
+                                .map_err(|e| self.error(e))?
+                                .is_none();
+                        if state.note_pending(newly) {
+                            pending
+                                .insert(key.as_slice(), ())
+                                .map_err(|e| self.error(e))?;
+                        }
                     }
                 }
                 maps.insert(name.as_str(), pack(&state)?.as_slice())
@@ -388,9 +536,11 @@ impl KeyIndex {
         Ok(out.into_iter().map(|(_, k, t)| (k, t)).collect())
     }
 
-    /// Write the chunks of the buckets changed since the latest checkpoint (every bucket,
-    /// with `full` or when a map's bits change), each named by `position`, and return the
-    /// new checkpoint's key-map index. The local index changes only at `committed`.
+    /// Write what each map changed since the latest checkpoint, each object named by
+    /// `position`, and return the new checkpoint's key-map index: one delta of the keys
+    /// changed, or, past the bound (`should_fold`), a fold: the chunks of the buckets
+    /// changed since the last fold and no deltas; with `full` or when a map's bits change,
+    /// every bucket's chunk and no deltas. The local index changes only at `committed`.
     pub async fn prepare_checkpoint(
         &self,
         vault: &Vault,
@@ -405,13 +555,38 @@ impl KeyIndex {
         };
         for pair in pairs {
             let (state, mut refs, dirty) = self.map_snapshot(pair)?;
+            let mut deltas = self.map_deltas(pair)?;
+            let pending = if state.fold {
+                Vec::new()
+            } else {
+                self.pending_entries(pair)?
+            };
             let bits = choose_bits(state.bits, state.keys);
-            let buckets: BTreeSet<u32> = if full || bits != state.bits {
+            let chunk_keys: u64 = refs.values().map(|r| r.keys).sum();
+            let whole = full || bits != state.bits;
+            let fold = whole
+                || state.fold
+                || (!pending.is_empty()
+                    && should_fold(chunk_keys, bits, &deltas, pending.len() as u64));
+            let buckets: BTreeSet<u32> = if whole {
                 refs.clear();
                 (0..(1u32 << bits)).collect()
-            } else {
+            } else if fold {
                 dirty
+            } else {
+                BTreeSet::new()
             };
+            if fold {
+                deltas.clear();
+            } else if !pending.is_empty() {
+                let delta = KeymapDelta {
+                    source: source.to_string(),
+                    table: pair.0.clone(),
+                    column: pair.1.clone(),
+                    entries: pending,
+                };
+                deltas.push(vault.put_keymap_delta(&delta, position).await?);
+            }
             for bucket in buckets {
                 let entries = self.bucket_entries(pair, bits, bucket)?;
                 if entries.is_empty() {
@@ -434,10 +609,77 @@ impl KeyIndex {
                 bits,
                 keys: refs.values().map(|r| r.keys).sum(),
                 chunks: refs.values().cloned().collect(),
+                deltas: deltas.clone(),
             });
-            prepared.maps.push((pair.clone(), bits, refs));
+            prepared.maps.push(PreparedMap {
+                pair: pair.clone(),
+                bits,
+                chunks: refs,
+                deltas,
+                folded: fold,
+            });
         }
         Ok(prepared)
+    }
+
+    /// The latest checkpoint's deltas of a map, oldest first.
+    fn map_deltas(&self, pair: &KeymapPair) -> Result<Vec<KeymapDeltaRef>> {
+        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
+        match txn.open_table(DELTAS) {
+            Ok(table) => match table
+                .get(map_name(pair).as_str())
+                .map_err(|e| self.error(e))?
+            {
+                Some(v) => unpack(&self.path, v.value()),
+                None => Ok(Vec::new()),
+            },
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(Vec::new()),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    /// The keys of a map changed since the latest checkpoint, each with its tenant now or
+    /// none (removed), sorted by the key's encoding: the next delta's entries.
+    fn pending_entries(&self, pair: &KeymapPair) -> Result<Vec<(Value, Option<TenantKey>)>> {
+        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
+        let pending = match txn.open_table(PENDING) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.error(e)),
+        };
+        let name = keys_table(pair);
+        let keys = match txn.open_table(TableDefinition::<&[u8], &str>::new(&name)) {
+            Ok(keys) => Some(keys),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(self.error(e)),
+        };
+        let prefix = map_prefix(pair);
+        let mut out: Vec<(Vec<u8>, Value, Option<TenantKey>)> = Vec::new();
+        for item in pending
+            .range::<&[u8]>(prefix.as_slice()..)
+            .map_err(|e| self.error(e))?
+        {
+            let (key, _) = item.map_err(|e| self.error(e))?;
+            let Some(place) = key.value().strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            if place.len() < 8 {
+                return Err(self.error("a pending key is too short"));
+            }
+            let encoded = place[8..].to_vec();
+            let value: Value = rmp_serde::from_slice(&encoded)
+                .map_err(|e| self.error(format!("a pending key does not decode: {e}")))?;
+            let tenant = match &keys {
+                Some(keys) => keys
+                    .get(place)
+                    .map_err(|e| self.error(e))?
+                    .map(|v| TenantKey::new(v.value().to_string())),
+                None => None,
+            };
+            out.push((encoded, value, tenant));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out.into_iter().map(|(_, k, t)| (k, t)).collect())
     }
 
     /// A map's state, its chunk references and its dirty buckets.
@@ -495,42 +737,60 @@ impl KeyIndex {
     }
 
     /// The checkpoint `name` (at `head`) prepared as `prepared` is durable: take its
-    /// references, clear the changed buckets. Durable when this returns.
+    /// references, clear the pending keys and, where it folded, the dirty buckets.
+    /// Durable when this returns.
     pub fn committed(&self, prepared: Prepared, name: &str, head: u64) -> Result<()> {
         let txn = self.db.begin_write().map_err(|e| self.error(e))?;
         {
             let mut maps = txn.open_table(MAPS).map_err(|e| self.error(e))?;
             let mut chunks = txn.open_table(CHUNKS).map_err(|e| self.error(e))?;
             let mut dirty = txn.open_table(DIRTY).map_err(|e| self.error(e))?;
-            for (pair, bits, refs) in prepared.maps {
-                let prefix = bucket_key(&pair, 0);
-                let prefix = prefix[..prefix.len() - 4].to_vec();
+            let mut pending = txn.open_table(PENDING).map_err(|e| self.error(e))?;
+            let mut delta_table = txn.open_table(DELTAS).map_err(|e| self.error(e))?;
+            for map in prepared.maps {
+                let pair = &map.pair;
+                let prefix = map_prefix(pair);
                 let upper = {
-                    let mut upper = prefix.clone();
-                    upper.push(u8::MAX);
+                    let mut upper = prefix[..prefix.len() - 1].to_vec();
+                    upper.push(1);
                     upper
                 };
+                let range = prefix.as_slice()..upper.as_slice();
                 chunks
-                    .retain_in::<&[u8], _>(prefix.as_slice()..upper.as_slice(), |_, _| false)
+                    .retain_in::<&[u8], _>(range.clone(), |_, _| false)
                     .map_err(|e| self.error(e))?;
-                dirty
-                    .retain_in::<&[u8], _>(prefix.as_slice()..upper.as_slice(), |_, _| false)
+                if map.folded {
+                    dirty
+                        .retain_in::<&[u8], _>(range.clone(), |_, _| false)
+                        .map_err(|e| self.error(e))?;
+                }
+                pending
+                    .retain_in::<&[u8], _>(range, |_, _| false)
                     .map_err(|e| self.error(e))?;
-                for (bucket, chunk) in &refs {
+                for (bucket, chunk) in &map.chunks {
                     chunks
                         .insert(
-                            bucket_key(&pair, *bucket).as_slice(),
+                            bucket_key(pair, *bucket).as_slice(),
                             pack(chunk)?.as_slice(),
                         )
                         .map_err(|e| self.error(e))?;
                 }
-                let name = map_name(&pair);
+                let name = map_name(pair);
+                delta_table
+                    .insert(name.as_str(), pack(&map.deltas)?.as_slice())
+                    .map_err(|e| self.error(e))?;
                 let mut state: MapState =
                     match maps.get(name.as_str()).map_err(|e| self.error(e))? {
                         Some(v) => unpack(&self.path, v.value())?,
                         None => MapState::default(),
                     };
-                state.bits = bits;
+                state.bits = map.bits;
+                state.delta_entries = map.deltas.iter().map(|d| d.entries).sum();
+                state.chunk_keys = map.chunks.values().map(|c| c.keys).sum();
+                state.pending = 0;
+                if map.folded {
+                    state.fold = false;
+                }
                 maps.insert(name.as_str(), pack(&state)?.as_slice())
                     .map_err(|e| self.error(e))?;
             }
@@ -598,6 +858,237 @@ fn unpack<T: for<'de> Deserialize<'de>>(path: &Path, bytes: &[u8]) -> Result<T> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lifeboat_core::vault::LocalStore;
+    use std::collections::HashMap;
+
+    fn pair() -> KeymapPair {
+        ("users".to_string(), "id".to_string())
+    }
+
+    fn layer(entries: &[(i64, Option<String>)]) -> Vec<(KeymapPair, KeymapLayer)> {
+        let entries: HashMap<Value, Option<TenantKey>> = entries
+            .iter()
+            .map(|(k, t)| (Value::Int(*k), t.clone().map(TenantKey::new)))
+            .collect();
+        vec![(
+            pair(),
+            KeymapLayer {
+                cleared: false,
+                entries,
+            },
+        )]
+    }
+
+    /// A checkpoint of `index` at `position`: its key map, once committed.
+    async fn checkpoint(vault: &Vault, index: &KeyIndex, position: u64) -> KeymapIndex {
+        let prepared = index
+            .prepare_checkpoint(vault, "s", &[pair()], position, false)
+            .await
+            .expect("prepare");
+        let map = prepared.keymaps[0].clone();
+        index
+            .committed(prepared, &format!("checkpoint {position}"), position)
+            .expect("commit");
+        map
+    }
+
+    /// A new index filled from `map` as capture rebuilds it: its chunks, then its deltas.
+    async fn rebuild(vault: &Vault, dir: &Path, map: &KeymapIndex, position: u64) -> KeyIndex {
+        let index = KeyIndex::open(dir, vault.id(), "s").expect("open");
+        index.reset(vault.id(), "s").expect("reset");
+        for chunk in &map.chunks {
+            let read = vault
+                .read_keymap_chunk("s", map, chunk)
+                .await
+                .expect("chunk");
+            index
+                .import_chunks(&pair(), &[(chunk, read.entries)])
+                .expect("import chunk");
+        }
+        let mut deltas = Vec::new();
+        for delta in &map.deltas {
+            deltas.push(
+                vault
+                    .read_keymap_delta("s", map, delta)
+                    .await
+                    .expect("delta"),
+            );
+        }
+        index
+            .import_deltas(&pair(), map.bits, &deltas)
+            .expect("import deltas");
+        index
+            .rebuilt(
+                &[(pair(), map.bits, map.deltas.clone())],
+                &format!("checkpoint {position}"),
+                position,
+            )
+            .expect("rebuilt");
+        index
+    }
+
+    fn bytes_of(dir: &Path, suffix: &str) -> (usize, u64) {
+        let mut out = (0, 0);
+        for entry in std::fs::read_dir(dir.join("sources/s/keymaps")).expect("keymaps") {
+            let path = entry.expect("entry").path();
+            if path.to_string_lossy().ends_with(suffix) {
+                out.0 += 1;
+                out.1 += std::fs::metadata(&path).expect("stat").len();
+            }
+        }
+        out
+    }
+
+    /// Every key `model` knows (and a few it does not) has the same tenant in `index`;
+    /// the index counts as many keys.
+    fn assert_same(index: &KeyIndex, model: &BTreeMap<i64, String>, keys: std::ops::Range<i64>) {
+        for k in keys {
+            let got = index.get("users", "id", &Value::Int(k)).expect("get");
+            assert_eq!(
+                got.as_ref().map(|t| t.as_str()),
+                model.get(&k).map(String::as_str),
+                "key {k}"
+            );
+        }
+        assert_eq!(index.keys().expect("keys"), model.len() as u64);
+    }
+
+    /// New and moved keys and removals go to one small delta per checkpoint while the
+    /// chunks stay shared; past an eighth of the keys the map folds; at every step, an
+    /// index rebuilt from the checkpoint's chunks and deltas holds the same map, the same
+    /// deltas and the same buckets to fold.
+    #[tokio::test]
+    async fn deltas_carry_the_changes_a_fold_bounds_them_and_a_rebuild_matches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vault_dir = dir.path().join("vault");
+        let vault = Vault::init(Arc::new(LocalStore::new(&vault_dir)))
+            .await
+            .expect("vault");
+        let index = KeyIndex::open(&dir.path().join("a"), vault.id(), "s").expect("open");
+        index.reset(vault.id(), "s").expect("reset");
+        let tenant = |n: i64| format!("t{}", n % 4);
+        let mut model: BTreeMap<i64, String> = (0..20_000).map(|k| (k, tenant(k))).collect();
+        let all: Vec<(i64, Option<String>)> =
+            model.iter().map(|(k, t)| (*k, Some(t.clone()))).collect();
+        index.apply(layer(&all), 1, true).expect("apply");
+        // The first checkpoint folds: the changed keys are not kept for a delta.
+        assert!(index.pending_entries(&pair()).expect("pending").is_empty());
+
+        // The first checkpoint writes every bucket, and no delta.
+        let first = checkpoint(&vault, &index, 10).await;
+        assert_eq!(first.bits, 3);
+        assert_eq!(first.chunks.len(), 8);
+        assert!(first.deltas.is_empty());
+        let (chunks, chunk_bytes) = bytes_of(&vault_dir, ".kmap");
+        assert_eq!(chunks, 8);
+        let smallest_chunk = chunk_bytes / 8 / 2;
+
+        let steps: Vec<Vec<(i64, Option<String>)>> = vec![
+            // Five new keys, one moved, one removed.
+            (20_000..20_005)
+                .map(|k| (k, Some("t1".to_string())))
+                .chain([(7, Some("t9".to_string())), (8, None)])
+                .collect(),
+            // A new key removed again, the moved one back, a removed one back.
+            vec![
+                (20_000, None),
+                (7, Some(tenant(7))),
+                (8, Some("t2".to_string())),
+            ],
+            // 2,600 keys move: more than an eighth of the map in deltas, a fold.
+            (0..2_600)
+                .map(|k| (k * 7, Some("t5".to_string())))
+                .collect(),
+            // After the fold, a delta again.
+            vec![(3, None), (20_010, Some("t3".to_string()))],
+        ];
+        let mut previous = first;
+        for (step, changes) in steps.into_iter().enumerate() {
+            let position = 20 + 10 * step as u64;
+            for (k, t) in &changes {
+                match t {
+                    Some(t) => model.insert(*k, t.clone()),
+                    None => model.remove(k),
+                };
+            }
+            index
+                .apply(layer(&changes), position - 1, true)
+                .expect("apply");
+            // Changed keys are kept for the next delta only up to the fold bound.
+            let pending = index.pending_entries(&pair()).expect("pending").len();
+            if step == 2 {
+                assert!(pending <= 20_005 / 8, "{pending} kept");
+            } else {
+                assert_eq!(pending, changes.len());
+            }
+            let before = (bytes_of(&vault_dir, ".kmap"), bytes_of(&vault_dir, ".kmd"));
+            let map = checkpoint(&vault, &index, position).await;
+            let after = (bytes_of(&vault_dir, ".kmap"), bytes_of(&vault_dir, ".kmd"));
+            if step == 2 {
+                // The fold: the buckets changed since the last fold (every one here) are
+                // written again, and no deltas are left.
+                assert!(map.deltas.is_empty(), "{map:?}");
+                assert_eq!(after.0 .0, before.0 .0 + 8);
+                assert_eq!(after.1, before.1, "no delta written by a fold");
+            } else {
+                // One delta, holding just the keys changed; the chunks stay shared.
+                assert_eq!(map.chunks, previous.chunks, "step {step}");
+                assert_eq!(map.deltas.len(), previous.deltas.len() + 1);
+                assert_eq!(
+                    map.deltas.last().expect("delta").entries,
+                    changes.len() as u64
+                );
+                assert_eq!(after.0, before.0, "no chunk written");
+                assert_eq!(after.1 .0, before.1 .0 + 1);
+                let written = after.1 .1 - before.1 .1;
+                assert!(
+                    written < 200 && written < smallest_chunk / 10,
+                    "a delta of {} keys took {written} B (chunks are about {smallest_chunk} B)",
+                    changes.len()
+                );
+            }
+            let keys: u64 = map.chunks.iter().map(|c| c.keys).sum();
+            assert_eq!(map.keys, keys);
+            assert_same(&index, &model, 0..20_020);
+            let rebuilt =
+                rebuild(&vault, &dir.path().join(format!("b{step}")), &map, position).await;
+            assert_same(&rebuilt, &model, 0..20_020);
+            let (state_a, refs_a, dirty_a) = index.map_snapshot(&pair()).expect("a");
+            let (state_b, refs_b, dirty_b) = rebuilt.map_snapshot(&pair()).expect("b");
+            assert_eq!(refs_a, refs_b);
+            assert_eq!(dirty_a, dirty_b, "step {step}");
+            assert_eq!(
+                (state_a.bits, state_a.keys, state_a.delta_entries),
+                (state_b.bits, state_b.keys, state_b.delta_entries)
+            );
+            assert_eq!(
+                index.map_deltas(&pair()).expect("a"),
+                rebuilt.map_deltas(&pair()).expect("b")
+            );
+            previous = map;
+        }
+    }
+
+    #[test]
+    fn a_map_folds_past_an_eighth_of_its_keys_or_more_deltas_than_buckets() {
+        let deltas = |n: usize, entries: u64| -> Vec<KeymapDeltaRef> {
+            (0..n)
+                .map(|i| KeymapDeltaRef {
+                    position: i as u64,
+                    hash: String::new(),
+                    entries,
+                })
+                .collect()
+        };
+        assert!(!should_fold(8_000, 1, &deltas(3, 300), 99));
+        assert!(!should_fold(8_000, 1, &deltas(3, 300), 100));
+        assert!(should_fold(8_000, 1, &deltas(3, 300), 101));
+        // Up to 16 deltas, or one per bucket where there are more buckets.
+        assert!(!should_fold(1 << 20, 2, &deltas(15, 1), 1));
+        assert!(should_fold(1 << 20, 2, &deltas(16, 1), 1));
+        assert!(!should_fold(1 << 20, 6, &deltas(63, 1), 1));
+        assert!(should_fold(1 << 20, 6, &deltas(64, 1), 1));
+    }
 
     #[test]
     fn bits_follow_the_key_count_with_room_either_way() {

@@ -1,4 +1,5 @@
-//! The `tenant_via` key maps in vault format 4: checkpoints refer to key-map chunks, capture
+//! The `tenant_via` key maps in vault format 5: checkpoints refer to key-map chunks and
+//! deltas, capture
 //! keeps the maps in its local index and rebuilds it from the vault when it is missing,
 //! names another vault, is behind the vault's latest checkpoint, or belongs to a capture
 //! that lost the source to another machine. Every case ends with the vault's tenants equal
@@ -79,6 +80,56 @@ fn keymap_chunks(work: &Workdir) -> BTreeSet<PathBuf> {
         .unwrap_or_default()
 }
 
+/// The key-map objects written since `before`: (chunks, deltas, their bytes).
+fn written_since(work: &Workdir, before: &BTreeSet<PathBuf>) -> (usize, usize, u64) {
+    let mut out = (0, 0, 0);
+    for path in keymap_chunks(work).difference(before) {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("kmap") => out.0 += 1,
+            Some("kmd") => out.1 += 1,
+            other => panic!("unexpected key-map object {other:?}: {}", path.display()),
+        }
+        out.2 += std::fs::metadata(path).expect("stat").len();
+    }
+    out
+}
+
+/// Users `ids`, spread over the tenants, each with a session.
+fn add_users(identity: &Path, ids: std::ops::Range<i64>) {
+    let mut conn = rusqlite::Connection::open(identity).expect("open identity");
+    let tx = conn.transaction().expect("begin");
+    for id in ids {
+        tx.execute(
+            "INSERT INTO users (id, site_id, email) VALUES (?1, ?2, 'many@example.net')",
+            rusqlite::params![id, site_id(1 + id % TENANTS)],
+        )
+        .expect("user");
+        tx.execute(
+            "INSERT INTO sessions (user_id, token) VALUES (?1, 'many')",
+            [id],
+        )
+        .expect("session");
+    }
+    tx.commit().expect("commit");
+}
+
+/// Users `ids` move to tenant `to`, each with a new session there.
+fn move_users(identity: &Path, ids: std::ops::Range<i64>, to: i64) {
+    let conn = rusqlite::Connection::open(identity).expect("open identity");
+    conn.execute_batch(&format!(
+        "BEGIN;
+         DELETE FROM sessions WHERE user_id >= {start} AND user_id < {end};
+         UPDATE users SET site_id = {to} WHERE id >= {start} AND id < {end};
+         INSERT INTO sessions (user_id, token)
+           SELECT id, 'moved' FROM users WHERE id >= {start} AND id < {end};
+         COMMIT;",
+        start = ids.start,
+        end = ids.end,
+        to = site_id(to)
+    ))
+    .expect("move");
+}
+
 fn checkpoints(work: &Workdir) -> usize {
     std::fs::read_dir(work.path("vault/sources/identity/checkpoints"))
         .expect("checkpoints")
@@ -148,6 +199,139 @@ fn key_maps_follow_moves_and_deletes_across_checkpoints_and_a_prune() {
     session_for_everyone(&identity, "after prune");
     let stats = capture(&config);
     assert_eq!(stats["keymap_index"], "resumed", "{stats}");
+    assert_clean(&config);
+}
+
+/// A map of 20,000 parent keys in 8 buckets: a handful of new parents cost one delta of
+/// a few hundred bytes, not their buckets' chunks; moves and removals go to deltas over
+/// several checkpoints, until more than an eighth of the keys changed and the map folds;
+/// restore (`verify`, row for row), resume and a rebuild from the chunks and deltas keep
+/// every child with its tenant.
+#[test]
+fn new_parent_keys_cost_a_delta_and_deltas_fold_past_a_bound() {
+    let work = Workdir::new();
+    let identity = work.path("identity.db");
+    setup_identity(&identity, TENANTS);
+    add_users(&identity, 10_000..30_000);
+    let config = work.init_config(&config_text(&work.vault_url(), None, None, Some(&identity)));
+    assert_eq!(capture(&config)["keymap_index"], "new");
+    let first = keymap_chunks(&work);
+    let chunk_sizes: Vec<u64> = first
+        .iter()
+        .map(|p| std::fs::metadata(p).expect("stat").len())
+        .collect();
+    assert_eq!(chunk_sizes.len(), 8, "20,000 keys: 8 buckets, no delta");
+    let smallest = *chunk_sizes.iter().min().expect("chunks");
+
+    // Six new parents, each with a child, at buckets of their own.
+    add_users(&identity, 40_000..40_006);
+    assert_eq!(capture(&config)["keymap_index"], "resumed");
+    let (chunks, deltas, bytes) = written_since(&work, &first);
+    assert_eq!((chunks, deltas), (0, 1), "one delta, no chunk");
+    assert!(
+        bytes < 300 && bytes * 20 < smallest,
+        "six new keys wrote {bytes} B of key maps; a chunk is {smallest} B or more"
+    );
+    assert_clean(&config);
+
+    // Moves and removals (tombstones) over several checkpoints: one delta each.
+    for round in 0..3 {
+        let before = keymap_chunks(&work);
+        change_round(&identity, round);
+        assert_eq!(capture(&config)["keymap_index"], "resumed");
+        let (chunks, deltas, bytes) = written_since(&work, &before);
+        assert_eq!((chunks, deltas), (0, 1), "round {round}");
+        assert!(bytes < 300, "round {round}: {bytes} B");
+    }
+    assert_clean(&config);
+
+    // 1,500 users move (1,125 change tenant): a delta still; 2,500 more: past an eighth
+    // of the keys, a fold
+    // writes the buckets again and no delta.
+    let before = keymap_chunks(&work);
+    move_users(&identity, 10_000..11_500, 2);
+    capture(&config);
+    assert_eq!(written_since(&work, &before).0, 0);
+    assert_eq!(written_since(&work, &before).1, 1);
+    let before = keymap_chunks(&work);
+    move_users(&identity, 11_500..14_000, 3);
+    capture(&config);
+    let (chunks, deltas, _) = written_since(&work, &before);
+    assert_eq!((chunks, deltas), (8, 0), "a fold");
+    assert_clean(&config);
+
+    // A delta after the fold, then the index is rebuilt from chunks and deltas: it holds
+    // every user (`keymap_keys` counts the index as capture resumes), and the children
+    // written after attribute right.
+    change_round(&identity, 3);
+    capture(&config);
+    std::fs::remove_dir_all(work.path("lifeboat-state")).expect("remove index");
+    let stats = capture(&config);
+    assert_eq!(stats["keymap_index"], "rebuilt", "{stats}");
+    assert_eq!(stats["keymap_keys"], users(&identity), "{stats}");
+    change_round(&identity, 4);
+    move_users(&identity, 20_000..20_010, 1);
+    session_for_everyone(&identity, "after the rebuild");
+    assert_eq!(capture(&config)["keymap_index"], "resumed");
+    assert_clean(&config);
+    let stats = capture(&config);
+    assert_eq!(stats["keymap_keys"], users(&identity), "{stats}");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let keep_since = lifeboat_core::time::format_us(lifeboat_core::time::now_us());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    change_round(&identity, 5);
+    assert_eq!(capture(&config)["keymap_index"], "resumed");
+    assert_clean(&config);
+
+    // A prune keeps the chunks and the deltas (written before its horizon) that the kept
+    // checkpoints refer to: an index rebuilt afterwards still holds every user.
+    let before = keymap_chunks(&work);
+    lifeboat_ok(&config, &["prune", "--keep-since", &keep_since]);
+    let after = keymap_chunks(&work);
+    assert!(
+        after.len() < before.len(),
+        "the prune deleted key-map objects"
+    );
+    assert!(after
+        .iter()
+        .any(|p| p.extension().is_some_and(|e| e == "kmd")));
+    assert_clean(&config);
+    std::fs::remove_dir_all(work.path("lifeboat-state")).expect("remove index");
+    let stats = capture(&config);
+    assert_eq!(stats["keymap_index"], "rebuilt", "{stats}");
+    assert_eq!(stats["keymap_keys"], users(&identity), "{stats}");
+
+    // A damaged delta: `check --read-data` names it, capture rebuilding refuses and names
+    // it, and once it is put back capture rebuilds and goes on.
+    let delta = keymap_chunks(&work)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "kmd"))
+        .max()
+        .expect("a delta");
+    let name = delta
+        .strip_prefix(work.path("vault"))
+        .expect("in the vault")
+        .display()
+        .to_string();
+    let good = std::fs::read(&delta).expect("delta");
+    let mut bad = good.clone();
+    *bad.last_mut().expect("bytes") ^= 0x20;
+    std::fs::write(&delta, &bad).expect("damage");
+    let output = lifeboat(&config, &["check", "--read-data"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(
+        stdout(&output)
+            .lines()
+            .any(|l| l.starts_with("problem: ") && l.contains(&name) && l.contains("checksum")),
+        "{}",
+        stdout(&output)
+    );
+    std::fs::remove_dir_all(work.path("lifeboat-state")).expect("remove index");
+    let output = lifeboat(&config, &["capture", "--until-caught-up"]);
+    assert_ne!(output.status.code(), Some(0));
+    assert!(stderr(&output).contains(&name), "{}", stderr(&output));
+    std::fs::write(&delta, good).expect("put back");
+    assert_eq!(capture(&config)["keymap_index"], "rebuilt");
     assert_clean(&config);
 }
 

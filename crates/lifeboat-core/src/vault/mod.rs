@@ -24,10 +24,10 @@ use crate::config::VaultConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{
     keymap_bucket, keymap_key_bytes, keymap_key_hash, Base, Checkpoint, KeymapChunk,
-    KeymapChunkRef, KeymapIndex, Row, Segment, TableSchema, TenantKey,
+    KeymapChunkRef, KeymapDelta, KeymapDeltaRef, KeymapIndex, Row, Segment, TableSchema, TenantKey,
 };
 
-pub const FORMAT_VERSION: u16 = 4;
+pub const FORMAT_VERSION: u16 = 5;
 /// How much of a segment a head read fetches at first: most heads fit.
 const HEAD_PROBE: u64 = 16 * 1024;
 /// More chunks than this wanted from one segment: read it whole instead.
@@ -76,6 +76,7 @@ enum Kind {
     Base = 2,
     Checkpoint = 3,
     Keymap = 4,
+    KeymapDelta = 5,
 }
 
 /// A segment as listed: its source and position range, without reading it.
@@ -309,6 +310,24 @@ impl Vault {
         })
     }
 
+    /// Write one key map's delta, first written by the checkpoint at `position`; its
+    /// reference in a checkpoint's index.
+    pub async fn put_keymap_delta(
+        &self,
+        delta: &KeymapDelta,
+        position: u64,
+    ) -> Result<KeymapDeltaRef> {
+        let bytes = encode(Kind::KeymapDelta, delta)?;
+        let hash = content_hash(&bytes);
+        let name = keymap_delta_name(&delta.source, position, &hash);
+        self.put_history(&name, bytes).await?;
+        Ok(KeymapDeltaRef {
+            position,
+            hash,
+            entries: delta.entries.len() as u64,
+        })
+    }
+
     /// Anchor audit log entry `seq` (docs/vault-format.md, "Audit anchors").
     pub async fn put_audit_anchor(&self, seq: u64, hash: &str) -> Result<()> {
         self.store
@@ -383,10 +402,28 @@ impl Vault {
         .await
     }
 
-    /// The source's key-map chunks, in position order.
+    /// The source's key-map chunks and deltas, in position order.
     pub async fn list_keymap_chunks(&self, source: &str) -> Result<Vec<PositionRef>> {
-        self.list_positions(&format!("sources/{source}/keymaps/"), ".kmap")
-            .await
+        let prefix = format!("sources/{source}/keymaps/");
+        let mut refs = Vec::new();
+        for (name, size) in self.store.list_sized(&prefix).await? {
+            let file = &name[prefix.len()..];
+            if file.contains('/') {
+                continue;
+            }
+            let position =
+                parse_position_name(file, ".kmap").or_else(|| parse_position_name(file, ".kmd"));
+            match position {
+                Some(position) => refs.push(PositionRef {
+                    name,
+                    position,
+                    size,
+                }),
+                None => tracing::warn!("ignoring unexpected vault object {name}"),
+            }
+        }
+        refs.sort_by_key(|r| r.position);
+        Ok(refs)
     }
 
     /// Every tenant with a base in `source`, with its bases.
@@ -644,6 +681,43 @@ impl Vault {
         Ok(read)
     }
 
+    /// A key-map delta that `map` of a checkpoint of `source` refers to by `delta`, checked
+    /// against its name and against the reference: its fields, its entry count, and its
+    /// keys in strict encoding order.
+    pub async fn read_keymap_delta(
+        &self,
+        source: &str,
+        map: &KeymapIndex,
+        delta: &KeymapDeltaRef,
+    ) -> Result<KeymapDelta> {
+        let name = keymap_delta_name(source, delta.position, &delta.hash);
+        let read: KeymapDelta = self.read(&name, Kind::KeymapDelta).await?;
+        let wrong = |why: String| corrupt(&name, why);
+        if read.source != source || read.table != map.table || read.column != map.column {
+            return Err(wrong(format!(
+                "it holds a delta of {}.{} of source {}, where the checkpoint refers to one \
+                 of {}.{} of source {source}",
+                read.table, read.column, read.source, map.table, map.column
+            )));
+        }
+        if read.entries.len() as u64 != delta.entries {
+            return Err(wrong(format!(
+                "it holds {} entries where the checkpoint counts {}",
+                read.entries.len(),
+                delta.entries
+            )));
+        }
+        let mut before: Option<Vec<u8>> = None;
+        for (key, _) in &read.entries {
+            let encoded = keymap_key_bytes(key);
+            if before.as_ref().is_some_and(|b| *b >= encoded) {
+                return Err(wrong(format!("key {key:?} is out of order or repeated")));
+            }
+            before = Some(encoded);
+        }
+        Ok(read)
+    }
+
     /// A whole checkpoint with its key-map index (what capture resumes from; the chunks
     /// the index names are read with `read_keymap_chunk`).
     pub async fn read_checkpoint(&self, name: &str) -> Result<Checkpoint> {
@@ -696,10 +770,12 @@ impl Vault {
             unpack::<Vec<KeymapIndex>>(name, keymaps)?;
         } else if name.ends_with(".kmap") {
             decode::<KeymapChunk>(name, Kind::Keymap, &bytes)?;
+        } else if name.ends_with(".kmd") {
+            decode::<KeymapDelta>(name, Kind::KeymapDelta, &bytes)?;
         } else {
             return Err(corrupt(
                 name,
-                "not a segment, base, checkpoint or key-map chunk",
+                "not a segment, base, checkpoint, key-map chunk or key-map delta",
             ));
         }
         Ok(bytes.len() as u64)
@@ -770,6 +846,11 @@ async fn read_header(store: &Arc<dyn Store>) -> Result<Option<String>> {
 /// The name of a source's key-map chunk.
 pub fn keymap_chunk_name(source: &str, position: u64, hash: &str) -> String {
     format!("sources/{source}/keymaps/{position:016x}-{hash}.kmap")
+}
+
+/// The name of a source's key-map delta.
+pub fn keymap_delta_name(source: &str, position: u64, hash: &str) -> String {
+    format!("sources/{source}/keymaps/{position:016x}-{hash}.kmd")
 }
 
 fn parse_position_name(file: &str, suffix: &str) -> Option<u64> {
