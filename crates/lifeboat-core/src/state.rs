@@ -345,6 +345,13 @@ impl TenantStream {
     /// rows inserted since; for a table whose changes were spilled, in the order of their
     /// keys' encoding.
     pub fn for_each_row(&mut self, table: &str, mut visit: impl FnMut(Row)) -> Result<()> {
+        self.for_each_row_mut(table, |row| visit(std::mem::take(row)))
+    }
+
+    /// Like `for_each_row`, each row lent to `visit`: a base's rows are decoded into one
+    /// buffer, reused from row to row (`BaseReader::for_each_row_mut`). `visit` may change
+    /// the row or take its values.
+    pub fn for_each_row_mut(&mut self, table: &str, mut visit: impl FnMut(&mut Row)) -> Result<()> {
         let (truncated, mut keys, changed_schema, runs) = match self.changes.remove(table) {
             Some(c) => {
                 self.held -= c.held;
@@ -378,32 +385,34 @@ impl TenantStream {
                 base,
                 runs,
                 keys,
-                visit,
+                |mut row| visit(&mut row),
             );
         }
         if let (Some((base, index)), false) = (base_table, truncated) {
             let stored = &base.tables[index];
             let schema = changed_schema.as_ref().unwrap_or(stored);
             let same = stored == schema;
-            base.for_each_row(index as u32, |row| {
+            base.for_each_row_mut(index as u32, |row| {
+                let mut reshaped;
                 let row = if same {
                     row
                 } else {
-                    reshape(stored, schema, &row)
+                    reshaped = reshape(stored, schema, row);
+                    &mut reshaped
                 };
                 if keys.is_empty() {
                     return visit(row);
                 }
-                match keys.remove(&schema.row_key(&row)) {
+                match keys.remove(&schema.row_key(row)) {
                     None => visit(row),
-                    Some(Net::Present(changed)) => visit(changed),
+                    Some(Net::Present(mut changed)) => visit(&mut changed),
                     Some(Net::Removed(_)) => {}
                 }
             })?;
         }
         for (_, net) in keys {
-            if let Net::Present(row) = net {
-                visit(row);
+            if let Net::Present(mut row) = net {
+                visit(&mut row);
             }
         }
         Ok(())
@@ -955,7 +964,7 @@ impl SourceHistory {
         upto: u64,
         visit: impl FnMut(&[TableSchema], &Transaction),
     ) -> Result<()> {
-        self.visit_transactions(vault, after, upto, None, visit)
+        self.visit_transactions(vault, after, upto, None, true, visit)
             .await
     }
 
@@ -969,7 +978,22 @@ impl SourceHistory {
         tenants: &BTreeSet<TenantKey>,
         visit: impl FnMut(&[TableSchema], &Transaction),
     ) -> Result<()> {
-        self.visit_transactions(vault, after, upto, Some(tenants), visit)
+        self.visit_transactions(vault, after, upto, Some(tenants), true, visit)
+            .await
+    }
+
+    /// Like `for_each_transaction_of`, without the changes past `upto` (a transaction that
+    /// straddles it, an SQLite commit group, has only its changes up to it): they are
+    /// not decoded, which is what a reader of the state at `upto` needs.
+    async fn for_each_transaction_of_upto(
+        &self,
+        vault: &Vault,
+        after: u64,
+        upto: u64,
+        tenants: &BTreeSet<TenantKey>,
+        visit: impl FnMut(&[TableSchema], &Transaction),
+    ) -> Result<()> {
+        self.visit_transactions(vault, after, upto, Some(tenants), false, visit)
             .await
     }
 
@@ -979,6 +1003,7 @@ impl SourceHistory {
         after: u64,
         upto: u64,
         tenants: Option<&BTreeSet<TenantKey>>,
+        changes_past_upto: bool,
         mut visit: impl FnMut(&[TableSchema], &Transaction),
     ) -> Result<()> {
         let mut applied = after;
@@ -990,7 +1015,13 @@ impl SourceHistory {
                     // A segment without any of these tenants' changes: its summary has all
                     // that matters (transactions, truncates, alters).
                     if summary.1.iter().any(|t| tenants.contains(t)) {
-                        read = vault.read_segment_for(&segment_ref.name, tenants).await?;
+                        read = if changes_past_upto {
+                            vault.read_segment_for(&segment_ref.name, tenants).await?
+                        } else {
+                            vault
+                                .read_segment_upto(&segment_ref.name, tenants, upto)
+                                .await?
+                        };
                         &read
                     } else {
                         &summary.0
@@ -1083,7 +1114,7 @@ impl SourceHistory {
             *held = *held - before + stream.held;
             done
         }
-        self.for_each_transaction_of(vault, from, position, tenants, |tables, tx| {
+        self.for_each_transaction_of_upto(vault, from, position, tenants, |tables, tx| {
             for change in &tx.changes {
                 if failed.is_some() || change.position > position {
                     break;

@@ -114,7 +114,7 @@ pub async fn live_digests(
                 return;
             };
             match positions {
-                None => digest.add(hasher.hash(&row)),
+                None => digest.add(hasher.hash(row)),
                 Some(positions) => {
                     let projected: Row = positions
                         .iter()

@@ -82,7 +82,7 @@ impl LiveSource {
             .collect();
         self.for_each_tenant_row(tenant, |table, _, row| {
             if let Some((_, rows)) = out.get_mut(table) {
-                rows.push(row);
+                rows.push(std::mem::take(row));
             }
         })
         .await?;
@@ -94,7 +94,7 @@ impl LiveSource {
     pub async fn for_each_tenant_row(
         &self,
         tenant: &TenantKey,
-        mut visit: impl FnMut(&str, &[String], Row) + Send,
+        mut visit: impl FnMut(&str, &[String], &mut Row) + Send,
     ) -> Result<()> {
         self.kind
             .for_each_tenant_row(&self.tenancy, tenant, &mut visit)

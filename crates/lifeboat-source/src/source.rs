@@ -22,8 +22,9 @@ use crate::live::RestoreCatalog;
 use crate::restore::{TenantRestore, WriteMode, WriteReport};
 use crate::Stop;
 
-/// Where a tenant's rows go, one at a time: the table's name, its columns, and the row.
-pub type RowVisitor<'a> = dyn FnMut(&str, &[String], Row) + Send + 'a;
+/// Where a tenant's rows go, one at a time: the table's name, its columns, and the row,
+/// lent (the reader may reuse its memory for the next row; take its values to keep them).
+pub type RowVisitor<'a> = dyn FnMut(&str, &[String], &mut Row) + Send + 'a;
 
 /// Whether to commit a measured operation, given its effect. Called at most once.
 pub type Decide<'a> = Box<dyn FnOnce(&Effect) -> bool + Send + 'a>;

@@ -97,9 +97,9 @@ impl Source for SqliteSource {
                 batches.flush()
             })
         };
-        receive_batches(reading, receive, |table, row| {
+        receive_batches(reading, receive, |table, mut row| {
             let schema = tables[table];
-            visit(&schema.name, &schema.columns, row);
+            visit(&schema.name, &schema.columns, &mut row);
             Ok(())
         })
         .await

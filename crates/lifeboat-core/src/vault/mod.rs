@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use fence::{FenceCheck, WriteFence};
@@ -522,7 +522,7 @@ impl Vault {
             .filter_map(|c| c.tenant.clone())
             .collect();
         let segment = self
-            .read_chunks(name, header, start, &BTreeSet::new())
+            .read_chunks(name, header, start, &BTreeSet::new(), None)
             .await?;
         Ok((segment, tenants))
     }
@@ -536,7 +536,22 @@ impl Vault {
         tenants: &BTreeSet<TenantKey>,
     ) -> Result<Segment> {
         let (header, start) = self.read_segment_head(name).await?;
-        self.read_chunks(name, header, start, tenants).await
+        self.read_chunks(name, header, start, tenants, None).await
+    }
+
+    /// Like `read_segment_for`, without the changes whose position is past `upto` (the
+    /// segment's transactions are all there; those past `upto` may have none): what a
+    /// reader of the state at `upto` uses of a segment that goes on past it. Such changes'
+    /// bytes are still checked against their chunk's hash, but they are not decoded.
+    pub async fn read_segment_upto(
+        &self,
+        name: &str,
+        tenants: &BTreeSet<TenantKey>,
+        upto: u64,
+    ) -> Result<Segment> {
+        let (header, start) = self.read_segment_head(name).await?;
+        self.read_chunks(name, header, start, tenants, Some(upto))
+            .await
     }
 
     /// Like `read_segment_for`, with how many changes each transaction has in all (of
@@ -550,20 +565,34 @@ impl Vault {
         let (header, start) = self.read_segment_head(name).await?;
         let counts = header.transactions.iter().map(|tx| tx.changes).collect();
         Ok((
-            self.read_chunks(name, header, start, tenants).await?,
+            self.read_chunks(name, header, start, tenants, None).await?,
             counts,
         ))
     }
 
     /// The segment of `header` with the chunks of `tenants` and the nil chunk, each read by
-    /// byte range from `start` and checked against its hash.
+    /// byte range from `start` and checked against its hash; with `upto`, without the
+    /// changes past it.
     async fn read_chunks(
         &self,
         name: &str,
         header: SegmentHeader,
         start: u64,
         tenants: &BTreeSet<TenantKey>,
+        upto: Option<u64>,
     ) -> Result<Segment> {
+        // The transactions whose changes may be past `upto`: only theirs are looked at
+        // before being decoded.
+        let beyond: Vec<bool> = header
+            .transactions
+            .iter()
+            .map(|tx| upto.is_some_and(|upto| tx.position > upto))
+            .collect();
+        let upto = upto.filter(|_| beyond.contains(&true));
+        let entries_of = |chunk: &ChunkRef, bytes: &[u8]| match upto {
+            Some(upto) => chunk_entries_upto(name, chunk, bytes, &beyond, upto),
+            None => chunk_entries(name, chunk, bytes),
+        };
         let wanted: Vec<&ChunkRef> = header
             .chunks
             .iter()
@@ -576,7 +605,7 @@ impl Vault {
             let bytes = self.get_object(name).await?;
             let (_, area) = segment_parts(name, &bytes)?;
             for chunk in wanted {
-                entries.extend(chunk_entries(name, chunk, chunk_bytes(name, area, chunk)?)?);
+                entries.extend(entries_of(chunk, chunk_bytes(name, area, chunk)?)?);
             }
             return assemble(name, header, entries);
         }
@@ -588,7 +617,7 @@ impl Vault {
                     self.store.describe()
                 ))
             })?;
-            entries.extend(chunk_entries(name, chunk, &bytes)?);
+            entries.extend(entries_of(chunk, &bytes)?);
         }
         assemble(name, header, entries)
     }
@@ -1035,11 +1064,44 @@ pub struct CheckpointHead {
 }
 
 /// A base's fields other than its rows.
-#[derive(serde::Deserialize)]
 struct BaseHead {
     position: u64,
     commit_time_us: i64,
     tables: Vec<TableSchema>,
+}
+
+/// A base's head from the start of its decompressed body: its map's fields are read in
+/// order until `position`, `commit_time_us` and `tables` are all known, so the rows that
+/// follow them (where the writer puts them) are neither decompressed nor decoded.
+fn read_base_head(name: &str, mut body: impl std::io::Read) -> Result<BaseHead> {
+    let bad = |why: String| corrupt(name, format!("cannot decode: {why}"));
+    let fields = rmp::decode::read_map_len(&mut body).map_err(|e| bad(e.to_string()))?;
+    let (mut position, mut commit_time_us, mut tables) = (None, None, None);
+    let mut key = Vec::new();
+    for _ in 0..fields {
+        if position.is_some() && commit_time_us.is_some() && tables.is_some() {
+            break;
+        }
+        let length = rmp::decode::read_str_len(&mut body).map_err(|e| bad(e.to_string()))?;
+        key.resize(length as usize, 0);
+        body.read_exact(&mut key).map_err(|e| bad(e.to_string()))?;
+        let mut de = rmp_serde::Deserializer::new(&mut body);
+        let field = |e: rmp_serde::decode::Error| bad(e.to_string());
+        match key.as_slice() {
+            b"position" => position = Some(u64::deserialize(&mut de).map_err(field)?),
+            b"commit_time_us" => commit_time_us = Some(i64::deserialize(&mut de).map_err(field)?),
+            b"tables" => tables = Some(Vec::<TableSchema>::deserialize(&mut de).map_err(field)?),
+            _ => {
+                serde::de::IgnoredAny::deserialize(&mut de).map_err(field)?;
+            }
+        }
+    }
+    let missing = |field: &str| bad(format!("missing field `{field}`"));
+    Ok(BaseHead {
+        position: position.ok_or_else(|| missing("position"))?,
+        commit_time_us: commit_time_us.ok_or_else(|| missing("commit_time_us"))?,
+        tables: tables.ok_or_else(|| missing("tables"))?,
+    })
 }
 
 /// An opened base (checked against its name); `for_each_row` decodes its rows as a
@@ -1051,6 +1113,9 @@ pub struct BaseReader {
     /// The decompressed body once read (`None` inside: larger than `keep`, decompressed
     /// again for every read).
     body: std::sync::OnceLock<Option<Vec<u8>>>,
+    /// Where each table's rows are in the kept body, found by its first read: so the
+    /// reads of the other tables go straight to their rows.
+    runs: std::sync::OnceLock<Vec<RowRun>>,
     keep: usize,
     pub position: u64,
     pub commit_time_us: i64,
@@ -1066,16 +1131,19 @@ impl BaseReader {
     /// waiting to be read keep only their compressed bytes.
     fn open(name: &str, bytes: Bytes, keep: usize) -> Result<BaseReader> {
         let packed = open_envelope(name, Kind::Base, &bytes)?;
-        let head: BaseHead = rmp_serde::from_read(std::io::BufReader::with_capacity(
-            8 * 1024,
-            zstd::stream::read::Decoder::new(packed)
-                .map_err(|e| corrupt(name, format!("zstd: {e}")))?,
-        ))
-        .map_err(|e| corrupt(name, format!("cannot decode: {e}")))?;
+        let head = read_base_head(
+            name,
+            std::io::BufReader::with_capacity(
+                8 * 1024,
+                zstd::stream::read::Decoder::new(packed)
+                    .map_err(|e| corrupt(name, format!("zstd: {e}")))?,
+            ),
+        )?;
         Ok(BaseReader {
             name: name.to_string(),
             bytes,
             body: std::sync::OnceLock::new(),
+            runs: std::sync::OnceLock::new(),
             keep,
             position: head.position,
             commit_time_us: head.commit_time_us,
@@ -1085,17 +1153,46 @@ impl BaseReader {
 
     /// Call `visit` with every row of table `table` (an index into `tables`), in stored
     /// order. Rows of other tables are skipped without being decoded.
-    pub fn for_each_row(&self, table: u32, visit: impl FnMut(Row)) -> Result<()> {
-        let seed = rows_stream::BaseSeed {
-            table,
-            visit: std::cell::RefCell::new(visit),
-        };
+    pub fn for_each_row(&self, table: u32, mut visit: impl FnMut(Row)) -> Result<()> {
+        self.for_each_row_mut(table, |row| visit(std::mem::take(row)))
+    }
+
+    /// Like `for_each_row`, each row decoded into the same buffer, lent to `visit`: the
+    /// values' memory is reused from row to row (a text value is decoded into the string
+    /// of the row before where there is one), so reading the rows allocates next to
+    /// nothing. `visit` may change the row or take its values.
+    pub fn for_each_row_mut(&self, table: u32, mut visit: impl FnMut(&mut Row)) -> Result<()> {
         let body = self.body.get_or_init(|| {
             // A body that cannot be decompressed is read as a stream below, which tells.
             decompress_up_to(&self.name, &self.bytes[ENVELOPE_LEN..], self.keep)
                 .ok()
                 .flatten()
         });
+        let mut row = Vec::new();
+        if let Some(body) = body {
+            if let Some(runs) = self.runs.get() {
+                for run in runs.iter().filter(|r| r.table == table) {
+                    let mut rd = body.get(run.start..run.end).unwrap_or_default();
+                    while !rd.is_empty() {
+                        base_row(&self.name, &mut rd, table, &mut row, &mut visit)?;
+                    }
+                }
+                return Ok(());
+            }
+            match base_rows(&self.name, body, table, &mut row, &mut visit)? {
+                Walked::Rows(Some(runs)) => {
+                    let _ = self.runs.set(runs);
+                    return Ok(());
+                }
+                Walked::Rows(None) => return Ok(()),
+                Walked::NotRows => {}
+            }
+        }
+        let seed = rows_stream::BaseSeed {
+            table,
+            visit: std::cell::RefCell::new(visit),
+            row: std::cell::RefCell::new(row),
+        };
         let decoded = match body {
             // Rows of other tables are skipped in place.
             Some(body) => {
@@ -1115,36 +1212,177 @@ impl BaseReader {
     }
 }
 
-/// Streaming decoding of a base's `rows`: a seed per level of the MessagePack map.
+/// Consecutive rows of one table in a base's body: their bytes are `start..end`.
+#[derive(Debug)]
+struct RowRun {
+    table: u32,
+    start: usize,
+    end: usize,
+}
+
+/// The rows of table `table` in a base's decompressed `body`, decoded into `row` and lent
+/// to `visit`, read straight from the MessagePack (`Value`'s serde encoding: a text is
+/// `{"Text": string}`, a null the string `"Null"`): no serde visitors, map keys and
+/// variant names compared as bytes, only texts checked as UTF-8. A row in any other shape
+/// (a blob, or not as this build writes it) is decoded by serde, as the stream path does.
+fn base_rows(
+    name: &str,
+    body: &[u8],
+    table: u32,
+    row: &mut Row,
+    visit: &mut impl FnMut(&mut Row),
+) -> Result<Walked> {
+    let mut rd = body;
+    let Some(fields) = msgpack::map_len(&mut rd) else {
+        return Ok(Walked::NotRows);
+    };
+    for _ in 0..fields {
+        let Some(key) = msgpack::str_bytes(&mut rd) else {
+            return Ok(Walked::NotRows);
+        };
+        if key != b"rows" {
+            if msgpack::skip(&mut rd).is_none() {
+                return Ok(Walked::NotRows);
+            }
+            continue;
+        }
+        let Some(count) = msgpack::array_len(&mut rd) else {
+            return Ok(Walked::NotRows);
+        };
+        let mut runs: Option<Vec<RowRun>> = Some(Vec::new());
+        for _ in 0..count {
+            let start = body.len() - rd.len();
+            let of = base_row(name, &mut rd, table, row, visit)?;
+            let end = body.len() - rd.len();
+            match (of, runs.as_mut()) {
+                (Some(of), Some(runs)) => match runs.last_mut() {
+                    Some(run) if run.table == of && run.end == start => run.end = end,
+                    _ => runs.push(RowRun {
+                        table: of,
+                        start,
+                        end,
+                    }),
+                },
+                _ => runs = None,
+            }
+        }
+        // The rows are the last field as written; any after them are not read.
+        return Ok(Walked::Rows(runs));
+    }
+    Ok(Walked::Rows(Some(Vec::new())))
+}
+
+/// What `base_rows` did.
+enum Walked {
+    /// The body is not a map with a list of rows: nothing was visited.
+    NotRows,
+    /// The rows were visited; where each table's rows are, when every row's table was
+    /// read.
+    Rows(Option<Vec<RowRun>>),
+}
+
+/// One row of a base at the start of `rd`, lent to `visit` when it is of table `table`;
+/// the table it is of, when read (a row serde decodes does not tell).
+fn base_row(
+    name: &str,
+    rd: &mut &[u8],
+    table: u32,
+    row: &mut Row,
+    visit: &mut impl FnMut(&mut Row),
+) -> Result<Option<u32>> {
+    let start = *rd;
+    let (of, wanted) = match msgpack::base_row(rd, table, row) {
+        Some((of, wanted)) => (of, wanted),
+        None => {
+            *rd = start;
+            msgpack::skip(rd).ok_or_else(|| corrupt(name, "cannot decode: a row is cut short"))?;
+            let bytes = &start[..start.len() - rd.len()];
+            let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+            let wanted = serde::de::DeserializeSeed::deserialize(
+                rows_stream::RowSeed(table, &mut *row),
+                &mut de,
+            )
+            .map_err(|e| corrupt(name, format!("cannot decode: {e}")))?;
+            (None, wanted)
+        }
+    };
+    if wanted {
+        visit(row);
+    }
+    Ok(of)
+}
+
+/// Streaming decoding of a base's `rows`: a seed per level of the MessagePack map. A row's
+/// values are decoded into one buffer, reused from row to row.
 mod rows_stream {
     use std::cell::RefCell;
     use std::fmt;
 
-    use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use serde::de::{
+        DeserializeSeed, EnumAccess, IgnoredAny, MapAccess, SeqAccess, VariantAccess, Visitor,
+    };
     use serde::Deserializer;
 
-    use crate::model::Row;
+    use crate::model::{Row, Value};
 
     pub struct BaseSeed<F> {
         pub table: u32,
         pub visit: RefCell<F>,
+        pub row: RefCell<Row>,
     }
 
-    impl<'de, F: FnMut(Row)> DeserializeSeed<'de> for BaseSeed<F> {
+    /// A map key among those these seeds look for, read without allocating.
+    enum Key {
+        Rows,
+        Table,
+        Values,
+        Other,
+    }
+
+    impl<'de> serde::Deserialize<'de> for Key {
+        fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Key, D::Error> {
+            de.deserialize_identifier(KeyVisitor)
+        }
+    }
+
+    struct KeyVisitor;
+
+    impl Visitor<'_> for KeyVisitor {
+        type Value = Key;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a field name")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key, E> {
+            self.visit_bytes(v.as_bytes())
+        }
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Key, E> {
+            Ok(match v {
+                b"rows" => Key::Rows,
+                b"table" => Key::Table,
+                b"values" => Key::Values,
+                _ => Key::Other,
+            })
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Key, E> {
+            Ok(Key::Other)
+        }
+    }
+
+    impl<'de, F: FnMut(&mut Row)> DeserializeSeed<'de> for BaseSeed<F> {
         type Value = ();
         fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
             de.deserialize_map(self)
         }
     }
 
-    impl<'de, F: FnMut(Row)> Visitor<'de> for BaseSeed<F> {
+    impl<'de, F: FnMut(&mut Row)> Visitor<'de> for BaseSeed<F> {
         type Value = ();
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a base record")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            while let Some(key) = map.next_key::<String>()? {
-                if key == "rows" {
+            while let Some(key) = map.next_key::<Key>()? {
+                if let Key::Rows = key {
                     map.next_value_seed(RowsSeed(&self))?;
                 } else {
                     map.next_value::<IgnoredAny>()?;
@@ -1156,59 +1394,204 @@ mod rows_stream {
 
     struct RowsSeed<'a, F>(&'a BaseSeed<F>);
 
-    impl<'de, F: FnMut(Row)> DeserializeSeed<'de> for RowsSeed<'_, F> {
+    impl<'de, F: FnMut(&mut Row)> DeserializeSeed<'de> for RowsSeed<'_, F> {
         type Value = ();
         fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
             de.deserialize_seq(self)
         }
     }
 
-    impl<'de, F: FnMut(Row)> Visitor<'de> for RowsSeed<'_, F> {
+    impl<'de, F: FnMut(&mut Row)> Visitor<'de> for RowsSeed<'_, F> {
         type Value = ();
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a list of rows")
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            while let Some(row) = seq.next_element_seed(RowSeed(self.0.table))? {
-                if let Some(row) = row {
-                    (self.0.visit.borrow_mut())(row);
+            let mut row = self.0.row.borrow_mut();
+            while let Some(wanted) = seq.next_element_seed(RowSeed(self.0.table, &mut row))? {
+                if wanted {
+                    (self.0.visit.borrow_mut())(&mut row);
                 }
             }
             Ok(())
         }
     }
 
-    /// One `{table, values}` row: the values of another table are skipped undecoded.
-    struct RowSeed(u32);
+    /// One `{table, values}` row, its values decoded into the buffer when it is of the
+    /// table wanted (whether it is); the values of another table are skipped undecoded.
+    pub struct RowSeed<'r>(pub u32, pub &'r mut Row);
 
-    impl<'de> DeserializeSeed<'de> for RowSeed {
-        type Value = Option<Row>;
-        fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Option<Row>, D::Error> {
+    impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
+        type Value = bool;
+        fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<bool, D::Error> {
             de.deserialize_map(self)
         }
     }
 
-    impl<'de> Visitor<'de> for RowSeed {
-        type Value = Option<Row>;
+    impl<'de> Visitor<'de> for RowSeed<'_> {
+        type Value = bool;
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a base row")
         }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<Row>, A::Error> {
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
             let mut table = None;
-            let mut values = None;
-            while let Some(key) = map.next_key::<String>()? {
-                match key.as_str() {
-                    "table" => table = Some(map.next_value::<u32>()?),
+            let mut values = false;
+            while let Some(key) = map.next_key::<Key>()? {
+                match key {
+                    Key::Table => table = Some(map.next_value::<u32>()?),
                     // The writer puts `table` first; were it not, the values are kept.
-                    "values" if table.is_none_or(|t| t == self.0) => {
-                        values = Some(map.next_value::<Row>()?)
+                    Key::Values if table.is_none_or(|t| t == self.0) => {
+                        map.next_value_seed(ValuesInto(&mut *self.1))?;
+                        values = true;
                     }
                     _ => {
                         map.next_value::<IgnoredAny>()?;
                     }
                 }
             }
-            Ok(values.filter(|_| table == Some(self.0)))
+            Ok(values && table == Some(self.0))
+        }
+    }
+
+    /// A row's values, decoded into `Row` in place: its length is set to theirs.
+    struct ValuesInto<'r>(&'r mut Row);
+
+    impl<'de> DeserializeSeed<'de> for ValuesInto<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+            de.deserialize_seq(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for ValuesInto<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of values")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let row = self.0;
+            let mut at = 0;
+            loop {
+                if at == row.len() {
+                    row.push(Value::Null);
+                }
+                if seq.next_element_seed(ValueInto(&mut row[at]))?.is_none() {
+                    break;
+                }
+                at += 1;
+            }
+            row.truncate(at);
+            Ok(())
+        }
+    }
+
+    /// One value decoded over `Value`: a text into the string already there, if any.
+    struct ValueInto<'v>(&'v mut Value);
+
+    const VARIANTS: &[&str] = &["Null", "Int", "Real", "Text", "Blob"];
+
+    impl<'de> DeserializeSeed<'de> for ValueInto<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+            de.deserialize_enum("Value", VARIANTS, self)
+        }
+    }
+
+    /// Which variant of `Value`, by name or index (as serde's derived code reads it).
+    struct Variant(usize);
+
+    impl<'de> serde::Deserialize<'de> for Variant {
+        fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Variant, D::Error> {
+            de.deserialize_identifier(VariantVisitor)
+        }
+    }
+
+    struct VariantVisitor;
+
+    impl Visitor<'_> for VariantVisitor {
+        type Value = Variant;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a variant of Value")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Variant, E> {
+            match usize::try_from(v) {
+                Ok(i) if i < VARIANTS.len() => Ok(Variant(i)),
+                _ => Err(E::invalid_value(
+                    serde::de::Unexpected::Unsigned(v),
+                    &"a variant index 0 <= i < 5",
+                )),
+            }
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Variant, E> {
+            VARIANTS
+                .iter()
+                .position(|name| *name == v)
+                .map(Variant)
+                .ok_or_else(|| E::unknown_variant(v, VARIANTS))
+        }
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Variant, E> {
+            match std::str::from_utf8(v) {
+                Ok(v) => self.visit_str(v),
+                Err(_) => Err(E::invalid_value(serde::de::Unexpected::Bytes(v), &self)),
+            }
+        }
+    }
+
+    impl<'de> Visitor<'de> for ValueInto<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("enum Value")
+        }
+        fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
+            let (Variant(variant), access) = data.variant::<Variant>()?;
+            match variant {
+                0 => {
+                    access.unit_variant()?;
+                    *self.0 = Value::Null;
+                }
+                1 => *self.0 = Value::Int(access.newtype_variant()?),
+                2 => *self.0 = Value::Real(access.newtype_variant()?),
+                3 => match self.0 {
+                    Value::Text(text) => {
+                        text.clear();
+                        access.newtype_variant_seed(TextInto(text))?;
+                    }
+                    other => *other = Value::Text(access.newtype_variant()?),
+                },
+                _ => *self.0 = Value::Blob(access.newtype_variant()?),
+            }
+            Ok(())
+        }
+    }
+
+    /// A string decoded into an existing (emptied) `String`.
+    struct TextInto<'s>(&'s mut String);
+
+    impl<'de> DeserializeSeed<'de> for TextInto<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+            de.deserialize_string(self)
+        }
+    }
+
+    impl Visitor<'_> for TextInto<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+            self.0.push_str(v);
+            Ok(())
+        }
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<(), E> {
+            *self.0 = v;
+            Ok(())
+        }
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<(), E> {
+            match std::str::from_utf8(v) {
+                Ok(v) => self.visit_str(v),
+                Err(_) => Err(E::invalid_value(serde::de::Unexpected::Bytes(v), &self)),
+            }
         }
     }
 }
@@ -1355,6 +1738,323 @@ fn chunk_bytes<'a>(name: &str, area: &'a [u8], chunk: &ChunkRef) -> Result<&'a [
 fn chunk_entries(name: &str, chunk: &ChunkRef, bytes: &[u8]) -> Result<Vec<ChunkEntry>> {
     check_chunk(name, chunk, bytes)?;
     unpack(name, bytes)
+}
+
+/// A chunk's changes whose position is at most `upto`, its bytes checked against its
+/// hash. The changes of a transaction not `beyond` `upto` (by index in the segment) are
+/// decoded as `chunk_entries` decodes them; any other change is first walked for its
+/// `position`: at most `upto`, it is decoded; past it, the reading stops, since the
+/// changes after it in the chunk come after it in the history (docs/vault-format.md).
+fn chunk_entries_upto(
+    name: &str,
+    chunk: &ChunkRef,
+    bytes: &[u8],
+    beyond: &[bool],
+    upto: u64,
+) -> Result<Vec<ChunkEntry>> {
+    check_chunk(name, chunk, bytes)?;
+    let bad = |why: &str| corrupt(name, format!("cannot decode: {why}"));
+    let zstd_error = |e: std::io::Error| corrupt(name, format!("zstd: {e}"));
+    // Decompressed as far as the entries read need: a chunk whose first changes are past
+    // `upto` is not decompressed further.
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(bytes).map_err(zstd_error)?;
+    let mut body: Vec<u8> = Vec::new();
+    let mut ended = false;
+    let mut more = |body: &mut Vec<u8>| -> Result<bool> {
+        if ended {
+            return Ok(false);
+        }
+        let held = body.len();
+        body.resize(held + held.max(64 * 1024), 0);
+        let read = decoder.read(&mut body[held..]).map_err(zstd_error)?;
+        body.truncate(held + read);
+        ended = read == 0;
+        Ok(!ended)
+    };
+    let mut at = 0;
+    let count = loop {
+        let mut rd = &body[at..];
+        if let Some(count) = msgpack::array_len(&mut rd) {
+            at = body.len() - rd.len();
+            break count;
+        }
+        if !more(&mut body)? {
+            return Err(bad("a chunk is not a list of changes"));
+        }
+    };
+    let mut entries = Vec::new();
+    for _ in 0..count {
+        let (t, c, change) = loop {
+            let mut rd = &body[at..];
+            if let Some((t, c)) = msgpack::chunk_entry_head(&mut rd) {
+                let change = body.len() - rd.len();
+                if msgpack::skip(&mut rd).is_some() {
+                    at = body.len() - rd.len();
+                    break (t, c, change..at);
+                }
+            }
+            if !more(&mut body)? {
+                return Err(bad(
+                    "a chunk entry is cut short or not (transaction, change index, change)",
+                ));
+            }
+        };
+        let change = &body[change];
+        if beyond.get(t as usize).copied().unwrap_or(false)
+            && msgpack::field_u64(change, "position").is_some_and(|p| p > upto)
+        {
+            break;
+        }
+        let change = rmp_serde::from_slice(change)
+            .map_err(|e| corrupt(name, format!("cannot decode: {e}")))?;
+        entries.push((t, c, change));
+    }
+    Ok(entries)
+}
+
+/// Walking MessagePack without decoding it, and decoding a base's rows straight from it.
+mod msgpack {
+    use crate::model::{Row, Value};
+
+    fn peek(rd: &[u8]) -> Option<u8> {
+        rd.first().copied()
+    }
+
+    /// A map's length.
+    pub fn map_len(rd: &mut &[u8]) -> Option<usize> {
+        match peek(rd)? {
+            m @ 0x80..=0x8f => {
+                take(rd, 1)?;
+                Some((m & 0x0f) as usize)
+            }
+            0xde => {
+                take(rd, 1)?;
+                length(rd, 2)
+            }
+            0xdf => {
+                take(rd, 1)?;
+                length(rd, 4)
+            }
+            _ => None,
+        }
+    }
+
+    /// An array's length.
+    pub fn array_len(rd: &mut &[u8]) -> Option<usize> {
+        match peek(rd)? {
+            m @ 0x90..=0x9f => {
+                take(rd, 1)?;
+                Some((m & 0x0f) as usize)
+            }
+            0xdc => {
+                take(rd, 1)?;
+                length(rd, 2)
+            }
+            0xdd => {
+                take(rd, 1)?;
+                length(rd, 4)
+            }
+            _ => None,
+        }
+    }
+
+    /// The head of a chunk entry `[transaction index, index in it, change]`: the two
+    /// indexes, `rd` left at the change.
+    pub fn chunk_entry_head(rd: &mut &[u8]) -> Option<(u32, u32)> {
+        if array_len(rd)? != 3 {
+            return None;
+        }
+        let t = u32::try_from(int(rd)?).ok()?;
+        let c = u32::try_from(int(rd)?).ok()?;
+        Some((t, c))
+    }
+
+    /// A string's bytes (not checked as UTF-8).
+    pub fn str_bytes<'a>(rd: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let n = match peek(rd)? {
+            m @ 0xa0..=0xbf => {
+                take(rd, 1)?;
+                (m & 0x1f) as usize
+            }
+            0xd9 => {
+                take(rd, 1)?;
+                length(rd, 1)?
+            }
+            0xda => {
+                take(rd, 1)?;
+                length(rd, 2)?
+            }
+            0xdb => {
+                take(rd, 1)?;
+                length(rd, 4)?
+            }
+            _ => return None,
+        };
+        take(rd, n)
+    }
+
+    /// An integer of any width that fits an `i64`.
+    pub fn int(rd: &mut &[u8]) -> Option<i64> {
+        let marker = take(rd, 1)?[0];
+        let be = |bytes: &[u8]| bytes.iter().fold(0u64, |n, &b| (n << 8) | b as u64);
+        Some(match marker {
+            0x00..=0x7f => marker as i64,
+            0xe0..=0xff => marker as i8 as i64,
+            0xcc => take(rd, 1)?[0] as i64,
+            0xcd => be(take(rd, 2)?) as i64,
+            0xce => be(take(rd, 4)?) as i64,
+            0xcf => i64::try_from(be(take(rd, 8)?)).ok()?,
+            0xd0 => take(rd, 1)?[0] as i8 as i64,
+            0xd1 => be(take(rd, 2)?) as u16 as i16 as i64,
+            0xd2 => be(take(rd, 4)?) as u32 as i32 as i64,
+            0xd3 => be(take(rd, 8)?) as i64,
+            _ => return None,
+        })
+    }
+
+    /// One base row `{table, values}`: the table it is of, and whether it is `table`, its
+    /// values then decoded into `row` (the values of other tables skipped). None for a row
+    /// in another shape than the writer's usual one (for serde to decode).
+    pub fn base_row(rd: &mut &[u8], table: u32, row: &mut Row) -> Option<(Option<u32>, bool)> {
+        let fields = map_len(rd)?;
+        let mut of = None;
+        let mut values = false;
+        for _ in 0..fields {
+            match str_bytes(rd)? {
+                b"table" => of = Some(u32::try_from(int(rd)?).ok()?),
+                // The writer puts `table` first; were it not, the values are kept.
+                b"values" if of.is_none_or(|t| t == table) => {
+                    values_into(rd, row)?;
+                    values = true;
+                }
+                _ => skip(rd)?,
+            }
+        }
+        Some((of, values && of == Some(table)))
+    }
+
+    fn values_into(rd: &mut &[u8], row: &mut Row) -> Option<()> {
+        let count = array_len(rd)?;
+        for at in 0..count {
+            if at == row.len() {
+                row.push(Value::Null);
+            }
+            value_into(rd, &mut row[at])?;
+        }
+        row.truncate(count);
+        Some(())
+    }
+
+    /// One `Value` over `slot`: a text into the string already there, if any.
+    fn value_into(rd: &mut &[u8], slot: &mut Value) -> Option<()> {
+        if peek(rd)? != 0x81 {
+            // A unit variant is its name alone.
+            return (str_bytes(rd)? == b"Null").then(|| *slot = Value::Null);
+        }
+        take(rd, 1)?;
+        match str_bytes(rd)? {
+            b"Text" => {
+                let text = std::str::from_utf8(str_bytes(rd)?).ok()?;
+                match slot {
+                    Value::Text(held) => {
+                        held.clear();
+                        held.push_str(text);
+                    }
+                    other => *other = Value::Text(text.to_string()),
+                }
+            }
+            b"Int" => *slot = Value::Int(int(rd)?),
+            b"Real" if peek(rd)? == 0xcb => {
+                take(rd, 1)?;
+                let bits = take(rd, 8)?.try_into().ok()?;
+                *slot = Value::Real(f64::from_be_bytes(bits));
+            }
+            b"Null" if peek(rd)? == 0xc0 => {
+                take(rd, 1)?;
+                *slot = Value::Null;
+            }
+            _ => return None,
+        }
+        Some(())
+    }
+
+    /// Step `rd` past one value; None when the bytes do not hold one.
+    pub fn skip(rd: &mut &[u8]) -> Option<()> {
+        // Values still to step past: the one asked for, then the items of every map and
+        // array met on the way.
+        let mut pending: usize = 1;
+        while pending > 0 {
+            pending -= 1;
+            let marker = take(rd, 1)?[0];
+            let (items, bytes) = match marker {
+                0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+                0x80..=0x8f => (2 * (marker & 0x0f) as usize, 0),
+                0x90..=0x9f => ((marker & 0x0f) as usize, 0),
+                0xa0..=0xbf => (0, (marker & 0x1f) as usize),
+                0xc4 | 0xd9 => (0, length(rd, 1)?),
+                0xc5 | 0xda => (0, length(rd, 2)?),
+                0xc6 | 0xdb => (0, length(rd, 4)?),
+                0xc7 => (0, 1 + length(rd, 1)?),
+                0xc8 => (0, 1 + length(rd, 2)?),
+                0xc9 => (0, 1 + length(rd, 4)?),
+                0xcc | 0xd0 => (0, 1),
+                0xcd | 0xd1 => (0, 2),
+                0xca | 0xce | 0xd2 => (0, 4),
+                0xcb | 0xcf | 0xd3 => (0, 8),
+                0xd4 => (0, 2),
+                0xd5 => (0, 3),
+                0xd6 => (0, 5),
+                0xd7 => (0, 9),
+                0xd8 => (0, 17),
+                0xdc => (length(rd, 2)?, 0),
+                0xdd => (length(rd, 4)?, 0),
+                0xde => (2 * length(rd, 2)?, 0),
+                0xdf => (2 * length(rd, 4)?, 0),
+                _ => return None,
+            };
+            take(rd, bytes)?;
+            // Every item takes at least a byte: more than are left cannot be there.
+            pending = pending.checked_add(items).filter(|&n| n <= rd.len())?;
+        }
+        Some(())
+    }
+
+    fn take<'a>(rd: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if rd.len() < n {
+            return None;
+        }
+        let (head, rest) = rd.split_at(n);
+        *rd = rest;
+        Some(head)
+    }
+
+    fn length(rd: &mut &[u8], bytes: usize) -> Option<usize> {
+        Some(
+            take(rd, bytes)?
+                .iter()
+                .fold(0usize, |n, &b| (n << 8) | b as usize),
+        )
+    }
+
+    /// The unsigned integer under string key `key` of the map `value`; None when `value`
+    /// is not a map or has no such integer.
+    pub fn field_u64(value: &[u8], key: &str) -> Option<u64> {
+        let mut rd = value;
+        let fields = rmp::decode::read_map_len(&mut rd).ok()?;
+        for _ in 0..fields {
+            let mut probe = rd;
+            let is_key = rmp::decode::read_str_len(&mut probe)
+                .ok()
+                .and_then(|n| take(&mut probe, n as usize))
+                .is_some_and(|name| name == key.as_bytes());
+            skip(&mut rd)?;
+            if is_key {
+                return rmp::decode::read_int(&mut rd).ok();
+            }
+            skip(&mut rd)?;
+        }
+        None
+    }
 }
 
 /// A chunk's bytes are whole and match its hash.
@@ -1546,6 +2246,75 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_segment_read_up_to_a_position_has_exactly_the_changes_up_to_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vault = Vault::init(Arc::new(LocalStore::new(dir.path())))
+            .await
+            .expect("vault");
+        // Three transactions at 10, 20 and 30; the one at 30 is a commit group whose
+        // changes have their own positions (26 to 30), as on SQLite. Rows carry every
+        // kind of value, so the walk past them meets every kind of MessagePack.
+        let change = |tenant: &str, position: u64, id: i64| Change {
+            tenant: Some(TenantKey::new(tenant)),
+            table: 0,
+            op: Op::Update,
+            old: Some(vec![Value::Int(id), Value::Blob(vec![7; 300])]),
+            new: Some(vec![
+                Value::Int(-id * 100_000),
+                Value::Text(format!("{} {}", "é".repeat(40), id)),
+                Value::Real(0.25),
+                Value::Null,
+            ]),
+            position,
+            time_us: Some(1),
+        };
+        let mut segment = segment();
+        segment.first = 10;
+        segment.last = 30;
+        segment.transactions = [(10, 7), (20, 8), (30, 26)]
+            .into_iter()
+            .map(|(position, xid)| Transaction {
+                xid,
+                position,
+                commit_time_us: position as i64,
+                changes: Vec::new(),
+            })
+            .collect();
+        segment.transactions[0].changes = vec![change("a", 10, 1), change("b", 10, 2)];
+        // Enough changes at 20 that the chunk is decompressed in several steps.
+        segment.transactions[1].changes = (3..2003).map(|id| change("a", 20, id)).collect();
+        segment.transactions[2].changes = vec![
+            change("a", 26, 4),
+            change("b", 27, 5),
+            Change {
+                tenant: None,
+                table: 0,
+                op: Op::Truncate,
+                old: None,
+                new: None,
+                position: 28,
+                time_us: None,
+            },
+            change("a", 29, 6),
+            change("a", 30, 7),
+        ];
+        let name = vault.put_segment(&segment).await.expect("put");
+        let tenants: BTreeSet<TenantKey> = [TenantKey::new("a")].into();
+        let all = vault.read_segment_for(&name, &tenants).await.expect("read");
+        for upto in [0, 9, 10, 15, 20, 25, 26, 28, 29, 30, 31, u64::MAX] {
+            let mut want = all.clone();
+            for tx in &mut want.transactions {
+                tx.changes.retain(|c| c.position <= upto);
+            }
+            let got = vault
+                .read_segment_upto(&name, &tenants, upto)
+                .await
+                .expect("read up to");
+            assert_eq!(got, want, "up to {upto}");
+        }
+    }
+
+    #[tokio::test]
     async fn a_segment_head_and_chunks_are_checked_on_their_own() {
         let dir = tempfile::tempdir().expect("tempdir");
         let vault = Vault::init(Arc::new(LocalStore::new(dir.path())))
@@ -1629,13 +2398,28 @@ mod tests {
         // Two bases: neither is decompressed at open; both are kept from their first
         // read by a reader that may keep them, neither by one that may keep 100 bytes.
         for (count, width) in [(500i64, 40), (12_000, 120)] {
+            // Values of every kind, changing kind and count from row to row (rows are
+            // decoded into one reused buffer).
             let rows = (0..count)
                 .map(|i| BaseRow {
                     table: (i % 3) as u32,
-                    values: vec![
-                        Value::Int(i),
-                        Value::Text(format!("row {i} {}", "x".repeat(width))),
-                    ],
+                    values: match i % 7 {
+                        0 => vec![Value::Int(i), Value::Null],
+                        1 => vec![Value::Int(-i * 1_000_003), Value::Real(i as f64 / 3.0)],
+                        // Blobs in the first base only: the second is read through
+                        // where its tables' rows are, once found.
+                        2 if width < 100 => vec![Value::Int(i), Value::Blob(vec![i as u8; 3])],
+                        3 => vec![Value::Int(i)],
+                        4 => vec![
+                            Value::Text(format!("{i}")),
+                            Value::Text(String::new()),
+                            Value::Text("é".into()),
+                        ],
+                        _ => vec![
+                            Value::Int(i),
+                            Value::Text(format!("row {i} {}", "x".repeat(width))),
+                        ],
+                    },
                 })
                 .collect::<Vec<_>>();
             let base = Base {
@@ -1669,11 +2453,21 @@ mod tests {
                         .map(|r| r.values.clone())
                         .collect();
                     assert_eq!(got, want);
+                    let mut lent = Vec::new();
+                    reader
+                        .for_each_row_mut(t, |r| lent.push(r.clone()))
+                        .expect("rows lent");
+                    assert_eq!(lent, want);
                 }
             }
             assert!(
                 kept.body.get().is_some_and(Option::is_some),
                 "kept once read"
+            );
+            assert_eq!(
+                kept.runs.get().is_some(),
+                width >= 100,
+                "where the rows are is known once every row was read straight"
             );
             assert!(
                 streamed.body.get().is_some_and(Option::is_none),

@@ -796,65 +796,108 @@ fn replication_config(
     Ok(replication)
 }
 
-/// Parse COPY's text format: tab-separated fields, `\N` for NULL, backslash escapes.
+/// Parse COPY's text format: tab-separated fields, `\N` for NULL, backslash escapes. The
+/// values are parsed into `out` in place: a text goes into the string already at its
+/// place, if there is one, so a row buffer reused from line to line allocates nothing.
 fn parse_copy_line(line: &[u8], out: &mut Vec<Value>) -> Result<()> {
-    out.clear();
-    for field in line.split(|&b| b == b'\t') {
-        if field == b"\\N" {
+    let mut at = 0;
+    let mut put = |field: &[u8], checked: Option<&str>| -> Result<()> {
+        if at == out.len() {
             out.push(Value::Null);
-            continue;
         }
-        if !field.contains(&b'\\') {
-            let text = std::str::from_utf8(field)
-                .map_err(|e| Error::source(format!("COPY produced text that is not UTF-8: {e}")))?;
-            out.push(Value::Text(text.to_string()));
-            continue;
-        }
-        let mut text = Vec::with_capacity(field.len());
-        let mut i = 0;
-        while i < field.len() {
-            let b = field[i];
-            if b != b'\\' || i + 1 == field.len() {
-                text.push(b);
-                i += 1;
-                continue;
-            }
-            let next = field[i + 1];
-            i += 2;
-            match next {
-                b'b' => text.push(8),
-                b'f' => text.push(12),
-                b'n' => text.push(b'\n'),
-                b'r' => text.push(b'\r'),
-                b't' => text.push(b'\t'),
-                b'v' => text.push(11),
-                b'0'..=b'7' => {
-                    let mut value = (next - b'0') as u32;
-                    let mut digits = 1;
-                    while digits < 3 && i < field.len() && (b'0'..=b'7').contains(&field[i]) {
-                        value = value * 8 + (field[i] - b'0') as u32;
-                        i += 1;
-                        digits += 1;
-                    }
-                    text.push(value as u8);
-                }
-                b'x' => {
-                    let mut value = 0u32;
-                    let mut digits = 0;
-                    while digits < 2 && i < field.len() && field[i].is_ascii_hexdigit() {
-                        value = value * 16 + (field[i] as char).to_digit(16).unwrap_or(0);
-                        i += 1;
-                        digits += 1;
-                    }
-                    text.push(value as u8);
-                }
-                other => text.push(other),
+        parse_copy_field(field, checked, &mut out[at])?;
+        at += 1;
+        Ok(())
+    };
+    // A line that is UTF-8 is checked once, its fields split as text; any other line is
+    // checked field by field (an escape may make a field's bytes UTF-8 again).
+    match std::str::from_utf8(line) {
+        Ok(text) => {
+            for field in text.split('\t') {
+                put(field.as_bytes(), Some(field))?;
             }
         }
-        let text = String::from_utf8(text)
-            .map_err(|e| Error::source(format!("COPY produced text that is not UTF-8: {e}")))?;
-        out.push(Value::Text(text));
+        Err(_) => {
+            for field in line.split(|&b| b == b'\t') {
+                put(field, None)?;
+            }
+        }
     }
+    out.truncate(at);
+    Ok(())
+}
+
+/// One field of a COPY line into `slot` (`checked`: the field as text, when known to be).
+fn parse_copy_field(field: &[u8], checked: Option<&str>, slot: &mut Value) -> Result<()> {
+    if field == b"\\N" {
+        *slot = Value::Null;
+        return Ok(());
+    }
+    let text = match slot {
+        Value::Text(text) => {
+            text.clear();
+            text
+        }
+        other => {
+            *other = Value::Text(String::with_capacity(field.len()));
+            match other {
+                Value::Text(text) => text,
+                _ => unreachable!("just made a text"),
+            }
+        }
+    };
+    if !field.contains(&b'\\') {
+        let plain = match checked {
+            Some(plain) => plain,
+            None => std::str::from_utf8(field)
+                .map_err(|e| Error::source(format!("COPY produced text that is not UTF-8: {e}")))?,
+        };
+        text.push_str(plain);
+        return Ok(());
+    }
+    let mut bytes = std::mem::take(text).into_bytes();
+    let mut i = 0;
+    while i < field.len() {
+        let b = field[i];
+        if b != b'\\' || i + 1 == field.len() {
+            bytes.push(b);
+            i += 1;
+            continue;
+        }
+        let next = field[i + 1];
+        i += 2;
+        match next {
+            b'b' => bytes.push(8),
+            b'f' => bytes.push(12),
+            b'n' => bytes.push(b'\n'),
+            b'r' => bytes.push(b'\r'),
+            b't' => bytes.push(b'\t'),
+            b'v' => bytes.push(11),
+            b'0'..=b'7' => {
+                let mut value = (next - b'0') as u32;
+                let mut digits = 1;
+                while digits < 3 && i < field.len() && (b'0'..=b'7').contains(&field[i]) {
+                    value = value * 8 + (field[i] - b'0') as u32;
+                    i += 1;
+                    digits += 1;
+                }
+                bytes.push(value as u8);
+            }
+            b'x' => {
+                let mut value = 0u32;
+                let mut digits = 0;
+                while digits < 2 && i < field.len() && field[i].is_ascii_hexdigit() {
+                    value = value * 16 + (field[i] as char).to_digit(16).unwrap_or(0);
+                    i += 1;
+                    digits += 1;
+                }
+                bytes.push(value as u8);
+            }
+            other => bytes.push(other),
+        }
+    }
+    *text = String::from_utf8(bytes)
+        .map_err(|e| Error::source(format!("COPY produced text that is not UTF-8: {e}")))?;
     Ok(())
 }
 
@@ -895,7 +938,7 @@ async fn copy_snapshot(
             .await
             .map_err(|e| pg_error(&format!("cannot copy {}", schema.name), e))?;
         read_copy(stream, &schema.name, |row| {
-            core.snapshot_row(snapshot, &schema.name, row)
+            core.snapshot_row(snapshot, &schema.name, std::mem::take(row))
         })
         .await?;
     }
@@ -909,24 +952,41 @@ async fn copy_snapshot(
 async fn read_copy(
     stream: tokio_postgres::CopyOutStream,
     table: &str,
-    mut visit: impl FnMut(Row) -> Result<()>,
+    mut visit: impl FnMut(&mut Row) -> Result<()>,
 ) -> Result<()> {
     futures::pin_mut!(stream);
     let mut carry: Vec<u8> = Vec::new();
+    // One row buffer, lent to `visit` for each line and parsed into again.
     let mut values = Vec::new();
     while let Some(chunk) = stream.next().await {
         let chunk: Bytes = chunk.map_err(|e| pg_error(&format!("copy of {table}"), e))?;
-        carry.extend_from_slice(&chunk);
-        let mut start = 0;
-        while let Some(end) = carry[start..].iter().position(|&b| b == b'\n') {
-            parse_copy_line(&carry[start..start + end], &mut values)?;
-            let width = values.len();
-            visit(std::mem::replace(&mut values, Vec::with_capacity(width)))?;
-            start += end + 1;
+        // Whole lines are parsed where they arrived; only a line cut between two chunks
+        // is put together in `carry`.
+        let mut rest: &[u8] = &chunk;
+        if !carry.is_empty() {
+            let Some(end) = memchr_newline(rest) else {
+                carry.extend_from_slice(rest);
+                continue;
+            };
+            carry.extend_from_slice(&rest[..end]);
+            parse_copy_line(&carry, &mut values)?;
+            visit(&mut values)?;
+            carry.clear();
+            rest = &rest[end + 1..];
         }
-        carry.drain(..start);
+        while let Some(end) = memchr_newline(rest) {
+            parse_copy_line(&rest[..end], &mut values)?;
+            visit(&mut values)?;
+            rest = &rest[end + 1..];
+        }
+        carry.extend_from_slice(rest);
     }
     Ok(())
+}
+
+/// Where the first newline of `bytes` is.
+fn memchr_newline(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'\n')
 }
 
 /// What the stream decoder keeps between messages.
@@ -1657,6 +1717,15 @@ mod tests {
                 Value::Text("AB".into()),
             ]
         );
+        // Parsed again into the same buffer: a shorter row, values of other kinds.
+        parse_copy_line(b"\\N\tx\\\\y", &mut out).expect("parse");
+        assert_eq!(out, vec![Value::Null, Value::Text("x\\y".into())]);
+        parse_copy_line(b"a\t\t\\N", &mut out).expect("parse");
+        assert_eq!(
+            out,
+            vec![Value::Text("a".into()), Value::Text("".into()), Value::Null]
+        );
+        assert!(parse_copy_line(b"ok\t\xff", &mut out).is_err());
     }
 
     #[test]
