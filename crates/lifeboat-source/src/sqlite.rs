@@ -798,7 +798,10 @@ async fn capture(
 
     let target = conn.run(|conn, path| last_sequence(conn, path)).await?;
     let mut known_schema = conn.run(|conn, path| schema_version(conn, path)).await?;
-    let mut acknowledged = core.head();
+    let mut acknowledged = Acknowledged {
+        head: core.head(),
+        at: std::time::Instant::now(),
+    };
     loop {
         let result = step(
             &conn,
@@ -832,12 +835,25 @@ async fn capture(
             Err(e) => return Err(e),
         }
     }
-    if let Some(head) = core.finish(vault).await? {
+    // Whatever is durable is trimmed on the way out.
+    let head = core.finish(vault).await?.unwrap_or(core.head());
+    if head > acknowledged.head {
         conn.run(move |conn, path| trim(conn, path, head)).await?;
-        acknowledged = head;
+        acknowledged.head = head;
     }
-    tracing::info!(source, position = acknowledged, "capture stopped");
+    tracing::info!(source, position = acknowledged.head, "capture stopped");
     Ok(core.stats.clone())
+}
+
+/// The changelog is trimmed at most this often: each trim is a write transaction on the
+/// source's database (its lock, a sync of its log) beside the application's own writes;
+/// what stays a little longer is skipped by position when read again.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
+
+/// How far the changelog has been trimmed, and when.
+struct Acknowledged {
+    head: u64,
+    at: std::time::Instant,
 }
 
 /// What one step of the capture loop did.
@@ -859,7 +875,7 @@ async fn step(
     known_schema: &mut i64,
     target: Option<u64>,
     stop: &Stop,
-    acknowledged: &mut u64,
+    acknowledged: &mut Acknowledged,
 ) -> Result<Step> {
     let version = conn.run(|conn, path| schema_version(conn, path)).await?;
     if version != *known_schema {
@@ -910,9 +926,14 @@ async fn step(
     // The changelog is trimmed up to the durable head, after the flush that made it
     // durable (or at the next step, when trimming failed).
     let head = core.head();
-    if head > *acknowledged {
+    if head > acknowledged.head
+        && (acknowledged.at.elapsed() >= TRIM_EVERY || caught_up || stop.is_set())
+    {
         conn.run(move |conn, path| trim(conn, path, head)).await?;
-        *acknowledged = head;
+        *acknowledged = Acknowledged {
+            head,
+            at: std::time::Instant::now(),
+        };
     }
     if due {
         core.compact_due(vault).await?;
