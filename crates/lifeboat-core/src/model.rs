@@ -286,11 +286,37 @@ pub struct KeymapIndex {
     pub bits: u8,
     /// Keys in the map.
     pub keys: u64,
-    /// One per non-empty bucket, in bucket order.
+    /// One per non-empty bucket, in bucket order: what the map's listing holds. A
+    /// checkpoint stores only `listing`; readers fill this in from it.
     pub chunks: Vec<KeymapChunkRef>,
+    /// The key-map listing that holds `chunks` (`None` when there is none yet, or no
+    /// chunk at all): shared by checkpoints until a fold writes a new one.
+    #[serde(default)]
+    pub listing: Option<KeymapListingRef>,
     /// The key-map deltas applied over the chunks, oldest first.
     #[serde(default)]
     pub deltas: Vec<KeymapDeltaRef>,
+}
+
+/// Where a key-map listing is: `{position:016x}-{hash}.kml`, with its bucket count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeymapListingRef {
+    pub position: u64,
+    pub hash: String,
+    pub buckets: u64,
+}
+
+/// The bucket chunks of one key map (a `.kml` object), shared by the checkpoints between
+/// two folds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeymapListing {
+    pub source: String,
+    pub table: String,
+    pub column: String,
+    pub bits: u8,
+    pub keys: u64,
+    /// One per non-empty bucket, in bucket order.
+    pub chunks: Vec<KeymapChunkRef>,
 }
 
 /// Where a key-map delta is: `{position:016x}-{hash}.kmd`, with its entry count.

@@ -14,7 +14,9 @@ use crate::error::Result;
 use crate::failpoint;
 use crate::model::TenantKey;
 use crate::state::{SourceHistory, TenantState};
-use crate::vault::{keymap_chunk_name, keymap_delta_name, PositionRef, SegmentRef, Vault};
+use crate::vault::{
+    keymap_chunk_name, keymap_delta_name, keymap_listing_name, PositionRef, SegmentRef, Vault,
+};
 
 /// Tenants opened from the vault at once while bases are written at the horizon.
 const BASE_BATCH: usize = 64;
@@ -162,8 +164,9 @@ pub async fn plan(
     })
 }
 
-/// The source's key-map chunks and deltas below `below` that no checkpoint at or above `kept_from`
-/// refers to (a prune: both the horizon). Chunks are listed before checkpoints: a chunk
+/// The source's key-map listings, chunks and deltas below `below` that no checkpoint at or
+/// above `kept_from` refers to, directly or through its listings (a prune: both the
+/// horizon). Chunks are listed before checkpoints: a chunk
 /// written after the listing is not looked at, and a checkpoint written after it refers
 /// only to new chunks or to those of a checkpoint listed here (docs/vault-format.md,
 /// "Retention and garbage collection").
@@ -187,9 +190,20 @@ pub async fn unreferenced_keymap_chunks(
         if checkpoint.position < kept_from {
             continue;
         }
-        for map in vault.read_checkpoint(&checkpoint.name).await?.keymaps {
-            for chunk in map.chunks {
-                referenced.insert(keymap_chunk_name(source, chunk.position, &chunk.hash));
+        for map in vault.read_checkpoint_index(&checkpoint.name).await?.keymaps {
+            // A listing shared by many checkpoints is read once; one that cannot be read
+            // stops the prune before anything of the key maps is deleted.
+            if let Some(listing) = &map.listing {
+                let name = keymap_listing_name(source, listing.position, &listing.hash);
+                if referenced.insert(name) {
+                    let chunks = vault
+                        .read_keymap_listing(source, &map)
+                        .await
+                        .map_err(|e| e.context(format!("checkpoint {}", checkpoint.name)))?;
+                    for chunk in chunks {
+                        referenced.insert(keymap_chunk_name(source, chunk.position, &chunk.hash));
+                    }
+                }
             }
             for delta in map.deltas {
                 referenced.insert(keymap_delta_name(source, delta.position, &delta.hash));

@@ -7,8 +7,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::error::Result;
-use crate::model::{KeymapChunk, KeymapChunkRef, KeymapDeltaRef, TenantKey};
-use crate::vault::{keymap_chunk_name, keymap_delta_name, Vault};
+use crate::model::{KeymapChunk, KeymapChunkRef, KeymapDeltaRef, KeymapListingRef, TenantKey};
+use crate::vault::{keymap_chunk_name, keymap_delta_name, keymap_listing_name, Vault};
 
 /// What a purge removed from one source.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -58,12 +58,16 @@ pub async fn purge_tenant(vault: &Vault, source: &str, tenant: &TenantKey) -> Re
     // checkpoint that referred to them was written again.
     let mut rewritten: HashMap<String, Option<KeymapChunkRef>> = HashMap::new();
     let mut rewritten_deltas: HashMap<String, KeymapDeltaRef> = HashMap::new();
+    // A listing naming a rewritten chunk is written again too (its position, a new hash):
+    // the checkpoints that shared it share the new one.
+    let mut rewritten_listings: HashMap<String, Option<KeymapListingRef>> = HashMap::new();
     let mut replaced = BTreeSet::new();
     for checkpoint_ref in vault.list_checkpoints(source).await? {
         let mut checkpoint = vault.read_checkpoint(&checkpoint_ref.name).await?;
         let mut changed = false;
         for map in &mut checkpoint.keymaps {
             let mut chunks = Vec::with_capacity(map.chunks.len());
+            let mut chunks_changed = false;
             for chunk in &map.chunks {
                 let old = keymap_chunk_name(source, chunk.position, &chunk.hash);
                 let new = match rewritten.get(&old) {
@@ -86,12 +90,29 @@ pub async fn purge_tenant(vault: &Vault, source: &str, tenant: &TenantKey) -> Re
                 };
                 if new.as_ref() != Some(chunk) {
                     changed = true;
+                    chunks_changed = true;
                     replaced.insert(old);
                 }
                 chunks.extend(new);
             }
             map.keys = chunks.iter().map(|c| c.keys).sum();
             map.chunks = chunks;
+            if chunks_changed {
+                if let Some(listing) = map.listing.take() {
+                    let old = keymap_listing_name(source, listing.position, &listing.hash);
+                    map.listing = match rewritten_listings.get(&old) {
+                        Some(new) => new.clone(),
+                        None => {
+                            vault
+                                .put_keymap_listing(source, map, listing.position)
+                                .await?;
+                            rewritten_listings.insert(old.clone(), map.listing.clone());
+                            map.listing.clone()
+                        }
+                    };
+                    replaced.insert(old);
+                }
+            }
             // A delta naming the tenant: its entries become tombstones, so that a key it
             // moved to the tenant does not fall back to the tenant the chunk names.
             let mut deltas = Vec::with_capacity(map.deltas.len());
@@ -188,6 +209,7 @@ mod tests {
                     bits: 0,
                     keys: chunk.keys,
                     chunks: vec![(*chunk).clone()],
+                    listing: None,
                     deltas: Vec::new(),
                 })
                 .collect(),
@@ -195,8 +217,9 @@ mod tests {
     }
 
     /// A purged tenant's key-map entries are gone from every checkpoint; a chunk shared by
-    /// two checkpoints is written again once, and the old one deleted; a chunk without the
-    /// tenant stays as it is; a chunk no checkpoint refers to goes.
+    /// two checkpoints is written again once, and the old one deleted, and so is the
+    /// listing naming it (same position, shared by both again); a chunk without the tenant
+    /// and its listing stay as they are; a chunk no checkpoint refers to goes.
     #[tokio::test]
     async fn a_purge_rewrites_shared_key_map_chunks_once() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -211,11 +234,17 @@ mod tests {
             .put_keymap_chunk(&chunk("code", &[(1, "a")]), 10)
             .await
             .expect("chunk");
-        for position in [10, 20] {
+        let mut shared = checkpoint(10, &[("id", &both), ("code", &only_a)]);
+        for map in &mut shared.keymaps {
             vault
-                .put_checkpoint(&checkpoint(position, &[("id", &both), ("code", &only_a)]))
+                .put_keymap_listing("s", map, 10)
                 .await
-                .expect("checkpoint");
+                .expect("listing");
+        }
+        let old_listings: Vec<_> = shared.keymaps.iter().map(|m| m.listing.clone()).collect();
+        for position in [10, 20] {
+            shared.position = position;
+            vault.put_checkpoint(&shared).await.expect("checkpoint");
         }
         // What an interrupted purge leaves: a chunk no checkpoint refers to.
         vault
@@ -229,7 +258,14 @@ mod tests {
         let mut names = BTreeSet::new();
         for checkpoint in vault.list_checkpoints("s").await.expect("list") {
             let read = vault.read_checkpoint(&checkpoint.name).await.expect("read");
+            let id = read.keymaps[0].listing.clone().expect("listing");
+            let old = old_listings[0].clone().expect("listing");
+            assert_eq!(id.position, old.position);
+            assert_ne!(id.hash, old.hash, "the listing naming b's chunk is new");
+            assert_eq!(read.keymaps[1].listing, old_listings[1], "kept");
             for map in &read.keymaps {
+                let listing = map.listing.as_ref().expect("listing");
+                names.insert(keymap_listing_name("s", listing.position, &listing.hash));
                 for reference in &map.chunks {
                     let chunk = vault
                         .read_keymap_chunk("s", map, reference)
@@ -250,9 +286,9 @@ mod tests {
             .collect();
         assert_eq!(
             listed, names,
-            "the old chunk is gone, the shared new one kept"
+            "the old chunk and listing are gone, the shared new ones kept"
         );
-        assert_eq!(listed.len(), 2);
+        assert_eq!(listed.len(), 4, "two chunks, two listings");
         assert!(listed.contains(&keymap_chunk_name("s", 10, &only_a.hash)));
     }
 
@@ -324,6 +360,6 @@ mod tests {
             .collect();
         assert!(!names.contains(&keymap_delta_name("s", 20, &moved.hash)));
         assert!(names.contains(&keymap_delta_name("s", 20, &map.deltas[0].hash)));
-        assert_eq!(names.len(), 3);
+        assert_eq!(names.len(), 4, "a chunk, its listing, two deltas");
     }
 }

@@ -440,10 +440,59 @@ mod contract {
             (ckpts[0].name.as_str(), ckpts[0].position),
             (ckpt.as_str(), 9)
         );
+        // Its chunks went to a listing, written with it at its position; read back
+        // through the listing.
+        let read = vault.read_checkpoint(&ckpt).await.expect("read");
+        let listing = read.keymaps[0].listing.clone().expect("a listing");
+        assert_eq!((listing.position, listing.buckets), (9, 1));
+        let mut expected = checkpoint("s", 9);
+        expected.keymaps[0].listing = Some(listing.clone());
+        assert_eq!(read, expected);
+        let index = vault.read_checkpoint_index(&ckpt).await.expect("index");
+        assert!(index.keymaps[0].chunks.is_empty());
+        assert_eq!(index.keymaps[0].listing, Some(listing.clone()));
+        // Written again with that listing, no new listing is written.
+        let listings = |listed: Vec<lifeboat_core::vault::PositionRef>| {
+            listed
+                .into_iter()
+                .filter(|c| c.name.ends_with(".kml"))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
-            vault.read_checkpoint(&ckpt).await.expect("read"),
-            checkpoint("s", 9)
+            listings(vault.list_keymap_chunks("s").await.expect("list")).len(),
+            1
         );
+        let mut again = expected.clone();
+        again.position = 10;
+        vault.put_checkpoint(&again).await.expect("put again");
+        let kml = listings(vault.list_keymap_chunks("s").await.expect("list"));
+        assert_eq!(kml.len(), 1, "{kml:?}");
+        assert_eq!(
+            vault.verify_object(&kml[0].name).await.expect("verify"),
+            kml[0].size
+        );
+        // A listing is refused for another map or another bucket count, naming it.
+        let other = KeymapIndex {
+            column: "code".into(),
+            ..expected.keymaps[0].clone()
+        };
+        let err = vault
+            .read_keymap_listing("s", &other)
+            .await
+            .expect_err("another map");
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains(&kml[0].name), "{err}");
+        let mut miscounted = expected.keymaps[0].clone();
+        miscounted.listing.as_mut().expect("listing").buckets = 2;
+        let err = vault
+            .read_keymap_listing("s", &miscounted)
+            .await
+            .expect_err("miscounted");
+        assert!(err.to_string().contains("2"), "{err}");
+        vault
+            .delete(&again_name(&vault, 10).await)
+            .await
+            .expect("delete");
         assert_eq!(vault.list_sources().await.expect("sources"), ["s"]);
 
         // A key-map chunk: read back through the reference a checkpoint keeps, and refused
@@ -461,7 +510,13 @@ mod contract {
         };
         let reference = vault.put_keymap_chunk(&chunk, 9).await.expect("put chunk");
         assert_eq!((reference.position, reference.keys), (9, 2));
-        let listed = vault.list_keymap_chunks("s").await.expect("list chunks");
+        let not_listings = |listed: Vec<lifeboat_core::vault::PositionRef>| {
+            listed
+                .into_iter()
+                .filter(|c| !c.name.ends_with(".kml"))
+                .collect::<Vec<_>>()
+        };
+        let listed = not_listings(vault.list_keymap_chunks("s").await.expect("list chunks"));
         assert_eq!(listed.len(), 1);
         assert!(listed[0]
             .name
@@ -509,7 +564,7 @@ mod contract {
         };
         let delta_ref = vault.put_keymap_delta(&delta, 11).await.expect("put delta");
         assert_eq!((delta_ref.position, delta_ref.entries), (11, 2));
-        let listed = vault.list_keymap_chunks("s").await.expect("list chunks");
+        let listed = not_listings(vault.list_keymap_chunks("s").await.expect("list chunks"));
         assert_eq!(listed.len(), 2);
         assert!(listed[1]
             .name
@@ -632,16 +687,16 @@ mod contract {
     /// written into it.
     pub async fn an_older_format_is_refused(store: Arc<dyn Store>) {
         let header =
-            br#"{"format": "lifeboat-vault", "version": 4, "created": "2026-01-01T00:00:00Z"}"#;
+            br#"{"format": "lifeboat-vault", "version": 5, "created": "2026-01-01T00:00:00Z"}"#;
         put(&store, "lifeboat-vault.json", header).await;
         for err in [
-            Vault::open(store.clone()).await.expect_err("version 4"),
-            Vault::init(store.clone()).await.expect_err("version 4"),
+            Vault::open(store.clone()).await.expect_err("version 5"),
+            Vault::init(store.clone()).await.expect_err("version 5"),
         ] {
             assert_eq!(err.kind(), ErrorKind::Vault, "{err}");
             let text = err.to_string();
             assert!(
-                text.contains("format version 4") && text.contains("version 5"),
+                text.contains("format version 5") && text.contains("version 6"),
                 "{text}"
             );
         }
@@ -783,9 +838,22 @@ mod contract {
                     hash: "0123456789abcdef0123456789abcdef".into(),
                     keys: 1,
                 }],
+                listing: None,
                 deltas: Vec::new(),
             }],
         }
+    }
+
+    /// The name of the checkpoint of source `s` at `position`.
+    async fn again_name(vault: &Vault, position: u64) -> String {
+        vault
+            .list_checkpoints("s")
+            .await
+            .expect("list")
+            .into_iter()
+            .find(|c| c.position == position)
+            .expect("checkpoint")
+            .name
     }
 }
 

@@ -18,7 +18,9 @@ use serde::Serialize;
 use lifeboat_core::config::Config;
 use lifeboat_core::model::TenantKey;
 use lifeboat_core::state::SourceHistory;
-use lifeboat_core::vault::{keymap_chunk_name, keymap_delta_name, PositionRef, SegmentRef, Vault};
+use lifeboat_core::vault::{
+    keymap_chunk_name, keymap_delta_name, keymap_listing_name, PositionRef, SegmentRef, Vault,
+};
 use lifeboat_core::Result;
 
 use crate::context::{control_url, open_vault, source_names};
@@ -280,9 +282,11 @@ async fn check_source(
         progress.event(Event::ObjectChecked);
     }
 
-    // Key maps: every chunk and delta a checkpoint refers to is there; reading data, each one once,
-    // whole, against its name and the reference.
+    // Key maps: every listing, chunk and delta a checkpoint refers to is there; each listing
+    // is read once (checked against its name and the index) for the chunks it names; reading
+    // data, each chunk and delta once, whole, against its name and the reference.
     let mut verified: BTreeSet<String> = BTreeSet::new();
+    let mut listings_seen: BTreeSet<String> = BTreeSet::new();
     match vault.list_keymap_chunks(source).await {
         Err(e) => problem(
             &format!("sources/{source}/keymaps/"),
@@ -295,7 +299,7 @@ async fn check_source(
             summary.kinds.keymaps = listed_objects;
             summary.kinds.total = summary.kinds.total.plus(listed_objects);
             for checkpoint in &history.checkpoints {
-                let index = match vault.read_checkpoint(&checkpoint.name).await {
+                let index = match vault.read_checkpoint_index(&checkpoint.name).await {
                     Ok(read) => read.keymaps,
                     Err(e) => {
                         problem(&checkpoint.name, e.message().to_string());
@@ -303,7 +307,52 @@ async fn check_source(
                     }
                 };
                 for map in &index {
-                    for chunk in &map.chunks {
+                    // The chunks of a listing are checked once, with its first checkpoint.
+                    let chunks = match &map.listing {
+                        None if map.keys == 0 => Vec::new(),
+                        None => {
+                            problem(
+                                &checkpoint.name,
+                                format!(
+                                    "the key map of {}.{} counts {} keys but names no key-map \
+                                     listing",
+                                    map.table, map.column, map.keys
+                                ),
+                            );
+                            Vec::new()
+                        }
+                        Some(listing) => {
+                            let name = keymap_listing_name(source, listing.position, &listing.hash);
+                            if !listings_seen.insert(name.clone()) {
+                                Vec::new()
+                            } else if !listed.contains_key(&name) {
+                                problem(
+                                    &name,
+                                    format!(
+                                        "missing: checkpoint {} refers to it as the listing of \
+                                         the key map of {}.{}",
+                                        checkpoint.name, map.table, map.column
+                                    ),
+                                );
+                                Vec::new()
+                            } else {
+                                progress.event(Event::ObjectChecked);
+                                match vault.read_keymap_listing(source, map).await {
+                                    Ok(chunks) => {
+                                        if read_data {
+                                            bytes += listed[&name];
+                                        }
+                                        chunks
+                                    }
+                                    Err(e) => {
+                                        problem(&name, e.message().to_string());
+                                        Vec::new()
+                                    }
+                                }
+                            }
+                        }
+                    };
+                    for chunk in &chunks {
                         let name = keymap_chunk_name(source, chunk.position, &chunk.hash);
                         if !listed.contains_key(&name) {
                             problem(

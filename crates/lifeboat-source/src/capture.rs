@@ -175,7 +175,8 @@ impl CaptureCore {
             core.stats.keymap_index = "new";
             return Ok((core, Start::Fresh));
         };
-        let checkpoint = vault.read_checkpoint(&checkpoint_ref.name).await?;
+        // Its index only: the listings are read when the local index is rebuilt.
+        let checkpoint = vault.read_checkpoint_index(&checkpoint_ref.name).await?;
         // The local index is used as it is only when it describes this vault's history
         // from its latest checkpoint on; otherwise it is rebuilt from that checkpoint.
         let state = core.index.state()?;
@@ -283,8 +284,9 @@ impl CaptureCore {
         Ok((core, Start::Resume { position }))
     }
 
-    /// Fill the local index from checkpoint `name` of the vault: its key-map chunks, then
-    /// its deltas over them, each checked against its name and its reference.
+    /// Fill the local index from checkpoint `name` of the vault: each map's listing, its
+    /// key-map chunks, then its deltas over them, each checked against its name and its
+    /// reference.
     async fn rebuild_index(
         &mut self,
         vault: &Vault,
@@ -307,8 +309,17 @@ impl CaptureCore {
             if !pairs.contains(&pair) {
                 continue;
             }
+            let chunks = vault
+                .read_keymap_listing(&self.source, map)
+                .await
+                .map_err(|e| {
+                    e.context(format!(
+                        "source {}: capture cannot rebuild its key maps from checkpoint {name}",
+                        self.source
+                    ))
+                })?;
             // A few chunks fetched at once, taken in one transaction.
-            for batch in map.chunks.chunks(16) {
+            for batch in chunks.chunks(16) {
                 let reads = futures::future::try_join_all(
                     batch
                         .iter()
@@ -343,7 +354,7 @@ impl CaptureCore {
                 })?;
                 self.index.import_deltas(&pair, map.bits, &reads)?;
             }
-            maps.push((pair, map.bits, map.deltas.clone()));
+            maps.push((pair, map.bits, map.deltas.clone(), map.listing.clone()));
         }
         self.index.rebuilt(&maps, name, checkpoint.position)?;
         Ok(())

@@ -7,7 +7,7 @@
 //! Entries are keyed by the key's 64-bit bucket hash, then its encoding, so that a bucket
 //! under any number of bucket bits is one contiguous range. The index also keeps, per key
 //! map, its bucket bits and key count, the chunk each bucket has in the latest checkpoint
-//! and that checkpoint's deltas, the keys changed since the latest checkpoint (pending:
+//! and listing, that checkpoint's deltas, the keys changed since the latest checkpoint (pending:
 //! the next checkpoint's delta) and the buckets changed since the last fold (dirty: the
 //! ones a fold writes again).
 
@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use lifeboat_core::model::{
     keymap_bucket, keymap_key_bytes, keymap_key_hash, KeymapChunk, KeymapChunkRef, KeymapDelta,
-    KeymapDeltaRef, KeymapIndex, TenantKey, Value, KEYMAP_MAX_BITS,
+    KeymapDeltaRef, KeymapIndex, KeymapListingRef, TenantKey, Value, KEYMAP_MAX_BITS,
 };
 use lifeboat_core::tenancy::{KeyStore, KeymapLayer, KeymapPair};
 use lifeboat_core::vault::Vault;
@@ -46,6 +46,8 @@ const DIRTY: TableDefinition<&[u8], ()> = TableDefinition::new("dirty");
 const PENDING: TableDefinition<&[u8], ()> = TableDefinition::new("pending");
 /// Key map name → the latest checkpoint's deltas of the map, oldest first.
 const DELTAS: TableDefinition<&str, &[u8]> = TableDefinition::new("deltas");
+/// Key map name → the latest checkpoint's listing of the map's chunks (if any).
+const LISTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("listings");
 /// A map folds when its deltas would hold more entries than its chunks' keys over this.
 const FOLD_ENTRIES_FRACTION: u64 = 8;
 /// A map folds when it would have more deltas than this or its bucket count.
@@ -104,6 +106,8 @@ pub struct IndexState {
 pub struct Prepared {
     pub keymaps: Vec<KeymapIndex>,
     maps: Vec<PreparedMap>,
+    /// Bytes of key-map listings written for it.
+    pub listing_bytes: u64,
 }
 
 struct PreparedMap {
@@ -111,6 +115,7 @@ struct PreparedMap {
     bits: u8,
     chunks: BTreeMap<u32, KeymapChunkRef>,
     deltas: Vec<KeymapDeltaRef>,
+    listing: Option<KeymapListingRef>,
     /// The chunks were written again: the dirty buckets are clean.
     folded: bool,
 }
@@ -346,7 +351,12 @@ impl KeyIndex {
     /// key maps' bits and deltas. Durable when this returns.
     pub fn rebuilt(
         &self,
-        maps: &[(KeymapPair, u8, Vec<KeymapDeltaRef>)],
+        maps: &[(
+            KeymapPair,
+            u8,
+            Vec<KeymapDeltaRef>,
+            Option<KeymapListingRef>,
+        )],
         checkpoint: &str,
         head: u64,
     ) -> Result<()> {
@@ -354,7 +364,8 @@ impl KeyIndex {
         {
             let mut table = txn.open_table(MAPS).map_err(|e| self.error(e))?;
             let mut delta_table = txn.open_table(DELTAS).map_err(|e| self.error(e))?;
-            for (pair, bits, deltas) in maps {
+            let mut listing_table = txn.open_table(LISTINGS).map_err(|e| self.error(e))?;
+            for (pair, bits, deltas, listing) in maps {
                 let name = keys_table(pair);
                 let keys = txn
                     .open_table(TableDefinition::<&[u8], &str>::new(&name))
@@ -387,6 +398,9 @@ impl KeyIndex {
                     .map_err(|e| self.error(e))?;
                 delta_table
                     .insert(map_name(pair).as_str(), pack(deltas)?.as_slice())
+                    .map_err(|e| self.error(e))?;
+                listing_table
+                    .insert(map_name(pair).as_str(), pack(listing)?.as_slice())
                     .map_err(|e| self.error(e))?;
             }
             let mut meta = txn.open_table(META).map_err(|e| self.error(e))?;
@@ -538,9 +552,11 @@ impl KeyIndex {
 
     /// Write what each map changed since the latest checkpoint, each object named by
     /// `position`, and return the new checkpoint's key-map index: one delta of the keys
-    /// changed, or, past the bound (`should_fold`), a fold: the chunks of the buckets
-    /// changed since the last fold and no deltas; with `full` or when a map's bits change,
-    /// every bucket's chunk and no deltas. The local index changes only at `committed`.
+    /// changed, referring to the latest checkpoint's listing, or, past the bound
+    /// (`should_fold`), a fold: the chunks of the buckets changed since the last fold, a
+    /// listing of the map's chunks, and no deltas; with `full` or when a map's bits
+    /// change, every bucket's chunk, a listing and no deltas. The local index changes
+    /// only at `committed`.
     pub async fn prepare_checkpoint(
         &self,
         vault: &Vault,
@@ -552,10 +568,12 @@ impl KeyIndex {
         let mut prepared = Prepared {
             keymaps: Vec::new(),
             maps: Vec::new(),
+            listing_bytes: 0,
         };
         for pair in pairs {
             let (state, mut refs, dirty) = self.map_snapshot(pair)?;
             let mut deltas = self.map_deltas(pair)?;
+            let listing = if full { None } else { self.map_listing(pair)? };
             let pending = if state.fold {
                 Vec::new()
             } else {
@@ -603,21 +621,31 @@ impl KeyIndex {
                 };
                 refs.insert(bucket, vault.put_keymap_chunk(&chunk, position).await?);
             }
-            prepared.keymaps.push(KeymapIndex {
+            let mut index = KeymapIndex {
                 table: pair.0.clone(),
                 column: pair.1.clone(),
                 bits,
                 keys: refs.values().map(|r| r.keys).sum(),
                 chunks: refs.values().cloned().collect(),
+                listing,
                 deltas: deltas.clone(),
-            });
+            };
+            // Only a fold (or a first checkpoint) changes the chunks, so only then can the
+            // listing change; a listing of the same chunks is kept, not written again.
+            if fold || index.listing.is_none() {
+                prepared.listing_bytes += vault
+                    .put_keymap_listing(source, &mut index, position)
+                    .await?;
+            }
             prepared.maps.push(PreparedMap {
                 pair: pair.clone(),
                 bits,
                 chunks: refs,
                 deltas,
+                listing: index.listing.clone(),
                 folded: fold,
             });
+            prepared.keymaps.push(index);
         }
         Ok(prepared)
     }
@@ -634,6 +662,22 @@ impl KeyIndex {
                 None => Ok(Vec::new()),
             },
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(Vec::new()),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    /// The latest checkpoint's listing of a map's chunks.
+    fn map_listing(&self, pair: &KeymapPair) -> Result<Option<KeymapListingRef>> {
+        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
+        match txn.open_table(LISTINGS) {
+            Ok(table) => match table
+                .get(map_name(pair).as_str())
+                .map_err(|e| self.error(e))?
+            {
+                Some(v) => unpack(&self.path, v.value()),
+                None => Ok(None),
+            },
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
             Err(e) => Err(self.error(e)),
         }
     }
@@ -747,6 +791,7 @@ impl KeyIndex {
             let mut dirty = txn.open_table(DIRTY).map_err(|e| self.error(e))?;
             let mut pending = txn.open_table(PENDING).map_err(|e| self.error(e))?;
             let mut delta_table = txn.open_table(DELTAS).map_err(|e| self.error(e))?;
+            let mut listing_table = txn.open_table(LISTINGS).map_err(|e| self.error(e))?;
             for map in prepared.maps {
                 let pair = &map.pair;
                 let prefix = map_prefix(pair);
@@ -778,6 +823,9 @@ impl KeyIndex {
                 let name = map_name(pair);
                 delta_table
                     .insert(name.as_str(), pack(&map.deltas)?.as_slice())
+                    .map_err(|e| self.error(e))?;
+                listing_table
+                    .insert(name.as_str(), pack(&map.listing)?.as_slice())
                     .map_err(|e| self.error(e))?;
                 let mut state: MapState =
                     match maps.get(name.as_str()).map_err(|e| self.error(e))? {
@@ -892,11 +940,14 @@ mod tests {
         map
     }
 
-    /// A new index filled from `map` as capture rebuilds it: its chunks, then its deltas.
+    /// A new index filled from `map` as capture rebuilds it: the chunks its listing names
+    /// (read from the vault), then its deltas.
     async fn rebuild(vault: &Vault, dir: &Path, map: &KeymapIndex, position: u64) -> KeyIndex {
         let index = KeyIndex::open(dir, vault.id(), "s").expect("open");
         index.reset(vault.id(), "s").expect("reset");
-        for chunk in &map.chunks {
+        let chunks = vault.read_keymap_listing("s", map).await.expect("listing");
+        assert_eq!(chunks, map.chunks, "the listing names the map's chunks");
+        for chunk in &chunks {
             let read = vault
                 .read_keymap_chunk("s", map, chunk)
                 .await
@@ -919,7 +970,7 @@ mod tests {
             .expect("import deltas");
         index
             .rebuilt(
-                &[(pair(), map.bits, map.deltas.clone())],
+                &[(pair(), map.bits, map.deltas.clone(), map.listing.clone())],
                 &format!("checkpoint {position}"),
                 position,
             )
@@ -981,6 +1032,12 @@ mod tests {
         assert!(first.deltas.is_empty());
         let (chunks, chunk_bytes) = bytes_of(&vault_dir, ".kmap");
         assert_eq!(chunks, 8);
+        assert_eq!(
+            bytes_of(&vault_dir, ".kml").0,
+            1,
+            "the first checkpoint's listing"
+        );
+        assert!(first.listing.is_some());
         let smallest_chunk = chunk_bytes / 8 / 2;
 
         let steps: Vec<Vec<(i64, Option<String>)>> = vec![
@@ -1022,17 +1079,26 @@ mod tests {
                 assert_eq!(pending, changes.len());
             }
             let before = (bytes_of(&vault_dir, ".kmap"), bytes_of(&vault_dir, ".kmd"));
+            let listings_before = bytes_of(&vault_dir, ".kml");
             let map = checkpoint(&vault, &index, position).await;
             let after = (bytes_of(&vault_dir, ".kmap"), bytes_of(&vault_dir, ".kmd"));
+            let listings_after = bytes_of(&vault_dir, ".kml");
             if step == 2 {
                 // The fold: the buckets changed since the last fold (every one here) are
-                // written again, and no deltas are left.
+                // written again, with a new listing of them, and no deltas are left.
                 assert!(map.deltas.is_empty(), "{map:?}");
                 assert_eq!(after.0 .0, before.0 .0 + 8);
                 assert_eq!(after.1, before.1, "no delta written by a fold");
+                assert_eq!(listings_after.0, listings_before.0 + 1, "a fold's listing");
+                let listing = map.listing.as_ref().expect("listing");
+                assert_eq!(listing.position, position);
+                assert_ne!(map.listing, previous.listing);
             } else {
-                // One delta, holding just the keys changed; the chunks stay shared.
+                // One delta, holding just the keys changed; the chunks and their listing
+                // stay shared.
                 assert_eq!(map.chunks, previous.chunks, "step {step}");
+                assert_eq!(map.listing, previous.listing, "step {step}");
+                assert_eq!(listings_after, listings_before, "no listing written");
                 assert_eq!(map.deltas.len(), previous.deltas.len() + 1);
                 assert_eq!(
                     map.deltas.last().expect("delta").entries,
@@ -1066,6 +1132,79 @@ mod tests {
                 rebuilt.map_deltas(&pair()).expect("b")
             );
             previous = map;
+        }
+    }
+
+    /// A checkpoint that does not fold refers to its map's listing and carries only its
+    /// delta: its object is about as large for a map of 64 buckets as for one of 1, and
+    /// it writes no listing; only the first checkpoint's listing grows with the buckets.
+    #[tokio::test]
+    async fn a_checkpoint_between_folds_does_not_grow_with_the_buckets() {
+        let mut sizes = Vec::new();
+        for keys in [2_000i64, 150_000] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let vault_dir = dir.path().join("vault");
+            let vault = Vault::init(Arc::new(LocalStore::new(&vault_dir)))
+                .await
+                .expect("vault");
+            let index = KeyIndex::open(&dir.path().join("a"), vault.id(), "s").expect("open");
+            index.reset(vault.id(), "s").expect("reset");
+            let all: Vec<(i64, Option<String>)> = (0..keys)
+                .map(|k| (k, Some(format!("t{}", k % 4))))
+                .collect();
+            index.apply(layer(&all), 1, true).expect("apply");
+            let put = |map: KeymapIndex, position: u64| {
+                let vault = vault.clone();
+                async move {
+                    vault
+                        .put_checkpoint(&lifeboat_core::model::Checkpoint {
+                            source: "s".into(),
+                            position,
+                            commit_time_us: 0,
+                            tables: Vec::new(),
+                            keymaps: vec![map],
+                        })
+                        .await
+                        .expect("checkpoint")
+                }
+            };
+            let first = checkpoint(&vault, &index, 10).await;
+            let first_listing = bytes_of(&vault_dir, ".kml");
+            assert_eq!(first_listing.0, 1);
+            put(first.clone(), 10).await;
+            let mut steps = Vec::new();
+            for step in 0..3i64 {
+                let changes = vec![
+                    (keys + step, Some("t1".to_string())),
+                    (step * 3, Some("t9".to_string())),
+                ];
+                index
+                    .apply(layer(&changes), 19 + step as u64 * 10, true)
+                    .expect("apply");
+                let map = checkpoint(&vault, &index, 20 + step as u64 * 10).await;
+                assert_eq!(map.listing, first.listing, "{keys} keys, step {step}");
+                assert_eq!(map.deltas.len(), step as usize + 1);
+                let name = put(map, 20 + step as u64 * 10).await;
+                steps.push(std::fs::metadata(vault_dir.join(name)).expect("stat").len());
+            }
+            assert_eq!(
+                bytes_of(&vault_dir, ".kml"),
+                first_listing,
+                "{keys} keys: no listing written between folds"
+            );
+            sizes.push((first.chunks.len(), first_listing.1, steps));
+        }
+        let (small, large) = (&sizes[0], &sizes[1]);
+        assert_eq!((small.0, large.0), (1, 64), "{sizes:?}");
+        assert!(
+            large.1 > small.1 * 10,
+            "the listing follows the buckets: {sizes:?}"
+        );
+        for (a, b) in small.2.iter().zip(&large.2) {
+            assert!(
+                b.abs_diff(*a) < 64,
+                "a checkpoint between folds: {a} B with 1 bucket, {b} B with 64: {sizes:?}"
+            );
         }
     }
 

@@ -1,5 +1,5 @@
-//! The `tenant_via` key maps in vault format 5: checkpoints refer to key-map chunks and
-//! deltas, capture
+//! The `tenant_via` key maps in vault format 6: checkpoints refer to a key-map listing
+//! of bucket chunks, shared until a fold, and to deltas; capture
 //! keeps the maps in its local index and rebuilds it from the vault when it is missing,
 //! names another vault, is behind the vault's latest checkpoint, or belongs to a capture
 //! that lost the source to another machine. Every case ends with the vault's tenants equal
@@ -80,18 +80,51 @@ fn keymap_chunks(work: &Workdir) -> BTreeSet<PathBuf> {
         .unwrap_or_default()
 }
 
-/// The key-map objects written since `before`: (chunks, deltas, their bytes).
+/// The key-map objects written since `before`: (chunks, deltas, their bytes); listings
+/// are counted by `listings_since`.
 fn written_since(work: &Workdir, before: &BTreeSet<PathBuf>) -> (usize, usize, u64) {
     let mut out = (0, 0, 0);
     for path in keymap_chunks(work).difference(before) {
         match path.extension().and_then(|e| e.to_str()) {
             Some("kmap") => out.0 += 1,
             Some("kmd") => out.1 += 1,
+            Some("kml") => continue,
             other => panic!("unexpected key-map object {other:?}: {}", path.display()),
         }
         out.2 += std::fs::metadata(path).expect("stat").len();
     }
     out
+}
+
+/// The key-map listings written since `before`.
+fn listings_since(work: &Workdir, before: &BTreeSet<PathBuf>) -> Vec<PathBuf> {
+    keymap_chunks(work)
+        .difference(before)
+        .filter(|p| p.extension().is_some_and(|e| e == "kml"))
+        .cloned()
+        .collect()
+}
+
+/// The checkpoint objects, each with its size.
+fn checkpoint_files(work: &Workdir) -> BTreeSet<(PathBuf, u64)> {
+    std::fs::read_dir(work.path("vault/sources/identity/checkpoints"))
+        .expect("checkpoints")
+        .map(|e| {
+            let path = e.expect("entry").path();
+            let size = std::fs::metadata(&path).expect("stat").len();
+            (path, size)
+        })
+        .collect()
+}
+
+/// The size of the one checkpoint written since `before`.
+fn new_checkpoint_size(work: &Workdir, before: &BTreeSet<(PathBuf, u64)>) -> u64 {
+    let new: Vec<u64> = checkpoint_files(work)
+        .difference(before)
+        .map(|(_, size)| *size)
+        .collect();
+    assert_eq!(new.len(), 1, "one checkpoint written");
+    new[0]
 }
 
 /// Users `ids`, spread over the tenants, each with a session.
@@ -218,30 +251,47 @@ fn new_parent_keys_cost_a_delta_and_deltas_fold_past_a_bound() {
     let first = keymap_chunks(&work);
     let chunk_sizes: Vec<u64> = first
         .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "kmap"))
         .map(|p| std::fs::metadata(p).expect("stat").len())
         .collect();
     assert_eq!(chunk_sizes.len(), 8, "20,000 keys: 8 buckets, no delta");
+    assert_eq!(first.len(), 9, "and one listing of them: {first:?}");
+    let first_listing = listings_since(&work, &BTreeSet::new());
+    assert_eq!(first_listing.len(), 1);
     let smallest = *chunk_sizes.iter().min().expect("chunks");
 
     // Six new parents, each with a child, at buckets of their own.
+    let checkpoints_before = checkpoint_files(&work);
     add_users(&identity, 40_000..40_006);
     assert_eq!(capture(&config)["keymap_index"], "resumed");
     let (chunks, deltas, bytes) = written_since(&work, &first);
     assert_eq!((chunks, deltas), (0, 1), "one delta, no chunk");
+    assert!(listings_since(&work, &first).is_empty(), "no new listing");
+    let mut checkpoint_size = new_checkpoint_size(&work, &checkpoints_before);
     assert!(
         bytes < 300 && bytes * 20 < smallest,
         "six new keys wrote {bytes} B of key maps; a chunk is {smallest} B or more"
     );
     assert_clean(&config);
 
-    // Moves and removals (tombstones) over several checkpoints: one delta each.
+    // Moves and removals (tombstones) over several checkpoints: one delta each, the
+    // listing shared; each checkpoint object grows by one delta's reference at most, not
+    // by a listing of the buckets.
     for round in 0..3 {
         let before = keymap_chunks(&work);
+        let checkpoints_before = checkpoint_files(&work);
         change_round(&identity, round);
         assert_eq!(capture(&config)["keymap_index"], "resumed");
         let (chunks, deltas, bytes) = written_since(&work, &before);
         assert_eq!((chunks, deltas), (0, 1), "round {round}");
         assert!(bytes < 300, "round {round}: {bytes} B");
+        assert!(listings_since(&work, &before).is_empty(), "round {round}");
+        let size = new_checkpoint_size(&work, &checkpoints_before);
+        assert!(
+            size <= checkpoint_size + 64,
+            "round {round}: a checkpoint of {size} B after one of {checkpoint_size} B"
+        );
+        checkpoint_size = size;
     }
     assert_clean(&config);
 
@@ -258,6 +308,8 @@ fn new_parent_keys_cost_a_delta_and_deltas_fold_past_a_bound() {
     capture(&config);
     let (chunks, deltas, _) = written_since(&work, &before);
     assert_eq!((chunks, deltas), (8, 0), "a fold");
+    let fold_listing = listings_since(&work, &before);
+    assert_eq!(fold_listing.len(), 1, "a fold's listing");
     assert_clean(&config);
 
     // A delta after the fold, then the index is rebuilt from chunks and deltas: it holds
@@ -295,6 +347,11 @@ fn new_parent_keys_cost_a_delta_and_deltas_fold_past_a_bound() {
     assert!(after
         .iter()
         .any(|p| p.extension().is_some_and(|e| e == "kmd")));
+    // The fold's listing, below the horizon but still what the kept checkpoints refer
+    // to, stays; the first one, which only pruned checkpoints referred to, is gone.
+    assert!(after.contains(&fold_listing[0]), "{after:?}");
+    assert!(!after.contains(&first_listing[0]), "{after:?}");
+    assert!(before.contains(&first_listing[0]));
     assert_clean(&config);
     std::fs::remove_dir_all(work.path("lifeboat-state")).expect("remove index");
     let stats = capture(&config);
@@ -441,6 +498,7 @@ fn a_missing_or_damaged_key_map_chunk_is_named_by_check_and_refused_by_capture()
     capture(&config);
     let chunk = keymap_chunks(&work)
         .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e != "kml"))
         .max()
         .expect("a key-map chunk");
     let name = chunk
@@ -487,6 +545,82 @@ fn a_missing_or_damaged_key_map_chunk_is_named_by_check_and_refused_by_capture()
 
     // Put back: capture rebuilds and goes on.
     std::fs::write(&chunk, good).expect("put back");
+    let stats = capture(&config);
+    assert_eq!(stats["keymap_index"], "rebuilt", "{stats}");
+    assert_clean(&config);
+}
+
+/// A damaged or missing key-map listing: every `check` names it (a listing is read to know
+/// the chunks it names), capture rebuilding its index refuses and names it, readers of
+/// history do not need it; put back, capture rebuilds and goes on.
+#[test]
+fn a_missing_or_damaged_key_map_listing_is_named_by_check_and_refused_by_capture() {
+    let work = Workdir::new();
+    let identity = work.path("identity.db");
+    setup_identity(&identity, TENANTS);
+    // Enough users that a round of changes goes to a delta, not a fold.
+    add_users(&identity, 10_000..12_000);
+    let config = work.init_config(&config_text(&work.vault_url(), None, None, Some(&identity)));
+    capture(&config);
+    change_round(&identity, 0);
+    capture(&config);
+    // The newest listing: the latest checkpoint refers to it.
+    let listing = &listings_since(&work, &BTreeSet::new())
+        .into_iter()
+        .max()
+        .expect("a listing");
+    let name = listing
+        .strip_prefix(work.path("vault"))
+        .expect("in the vault")
+        .display()
+        .to_string();
+    let state = work.path("lifeboat-state");
+
+    let good = std::fs::read(listing).expect("listing");
+    let mut bad = good.clone();
+    *bad.last_mut().expect("bytes") ^= 0x20;
+    std::fs::write(listing, &bad).expect("damage");
+    for args in [vec!["check"], vec!["check", "--read-data"]] {
+        let output = lifeboat(&config, &args);
+        assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+        assert!(
+            stdout(&output)
+                .lines()
+                .any(|l| l.starts_with("problem: ") && l.contains(&name) && l.contains("checksum")),
+            "{args:?}: {}",
+            stdout(&output)
+        );
+    }
+    // Capture with its index resumes without reading the listing; without it, it refuses.
+    change_round(&identity, 1);
+    assert_eq!(capture(&config)["keymap_index"], "resumed");
+    std::fs::remove_dir_all(&state).expect("remove index");
+    let output = lifeboat(&config, &["capture", "--until-caught-up"]);
+    assert_ne!(output.status.code(), Some(0));
+    assert!(
+        stderr(&output).contains(&name) && stderr(&output).contains("rebuild"),
+        "{}",
+        stderr(&output)
+    );
+    let out = lifeboat_ok(&config, &as_strs(&verify_args(1..=TENANTS)));
+    assert!(out.starts_with("ok: 4 tenants"), "{out}");
+
+    // Missing: `check` names it, capture refuses again.
+    std::fs::remove_file(listing).expect("remove listing");
+    let output = lifeboat(&config, &["check"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(
+        stdout(&output)
+            .lines()
+            .any(|l| l.starts_with("problem: ") && l.contains(&name) && l.contains("missing")),
+        "{}",
+        stdout(&output)
+    );
+    let output = lifeboat(&config, &["capture", "--until-caught-up"]);
+    assert_ne!(output.status.code(), Some(0));
+    assert!(stderr(&output).contains(&name), "{}", stderr(&output));
+
+    std::fs::write(listing, good).expect("put back");
     let stats = capture(&config);
     assert_eq!(stats["keymap_index"], "rebuilt", "{stats}");
     assert_clean(&config);

@@ -24,10 +24,11 @@ use crate::config::VaultConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{
     keymap_bucket, keymap_key_bytes, keymap_key_hash, Base, Checkpoint, KeymapChunk,
-    KeymapChunkRef, KeymapDelta, KeymapDeltaRef, KeymapIndex, Row, Segment, TableSchema, TenantKey,
+    KeymapChunkRef, KeymapDelta, KeymapDeltaRef, KeymapIndex, KeymapListing, KeymapListingRef, Row,
+    Segment, TableSchema, TenantKey,
 };
 
-pub const FORMAT_VERSION: u16 = 5;
+pub const FORMAT_VERSION: u16 = 6;
 /// How much of a segment a head read fetches at first: most heads fit.
 const HEAD_PROBE: u64 = 16 * 1024;
 /// More chunks than this wanted from one segment: read it whole instead.
@@ -77,6 +78,7 @@ enum Kind {
     Checkpoint = 3,
     Keymap = 4,
     KeymapDelta = 5,
+    KeymapListing = 6,
 }
 
 /// A segment as listed: its source and position range, without reading it.
@@ -268,8 +270,48 @@ impl Vault {
         })
     }
 
+    /// Write a checkpoint. Its index names each map's listing, not its chunks: a map with
+    /// chunks and no listing gets one, written first (named by the checkpoint's position);
+    /// a map's `listing`, when set, must be the listing of exactly its `chunks`
+    /// (`put_keymap_listing`).
     pub async fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<String> {
-        let keymaps = pack(&checkpoint.keymaps)?;
+        let mut records = Vec::with_capacity(checkpoint.keymaps.len());
+        for map in &checkpoint.keymaps {
+            let listing = match &map.listing {
+                _ if map.chunks.is_empty() => None,
+                Some(listing) if listing.buckets == map.chunks.len() as u64 => {
+                    Some(listing.clone())
+                }
+                Some(listing) => {
+                    return Err(Error::vault(format!(
+                        "checkpoint of source {} at {}: key map {}.{} has {} chunks but its \
+                         listing {} names {}",
+                        checkpoint.source,
+                        checkpoint.position,
+                        map.table,
+                        map.column,
+                        map.chunks.len(),
+                        keymap_listing_name(&checkpoint.source, listing.position, &listing.hash),
+                        listing.buckets
+                    )))
+                }
+                None => {
+                    let mut map = map.clone();
+                    self.put_keymap_listing(&checkpoint.source, &mut map, checkpoint.position)
+                        .await?;
+                    map.listing
+                }
+            };
+            records.push(KeymapIndexRecord {
+                table: map.table.clone(),
+                column: map.column.clone(),
+                bits: map.bits,
+                keys: map.keys,
+                listing,
+                deltas: map.deltas.clone(),
+            });
+        }
+        let keymaps = pack(&records)?;
         let header = pack(&CheckpointHeader {
             source: checkpoint.source.clone(),
             position: checkpoint.position,
@@ -308,6 +350,49 @@ impl Vault {
             hash,
             keys: chunk.entries.len() as u64,
         })
+    }
+
+    /// Write the listing of `map`'s chunks, first written by the checkpoint at `position`,
+    /// and set `map.listing` to it; its size in bytes. Nothing is written when
+    /// `map.listing` already names a listing of exactly these chunks (0), nor for a map
+    /// without chunks (its listing is then `None`).
+    pub async fn put_keymap_listing(
+        &self,
+        source: &str,
+        map: &mut KeymapIndex,
+        position: u64,
+    ) -> Result<u64> {
+        if map.chunks.is_empty() {
+            map.listing = None;
+            return Ok(0);
+        }
+        let listing = KeymapListing {
+            source: source.to_string(),
+            table: map.table.clone(),
+            column: map.column.clone(),
+            bits: map.bits,
+            keys: map.chunks.iter().map(|c| c.keys).sum(),
+            chunks: map.chunks.clone(),
+        };
+        let bytes = encode(Kind::KeymapListing, &listing)?;
+        let hash = content_hash(&bytes);
+        let buckets = map.chunks.len() as u64;
+        if map
+            .listing
+            .as_ref()
+            .is_some_and(|l| l.hash == hash && l.buckets == buckets)
+        {
+            return Ok(0);
+        }
+        let size = bytes.len() as u64;
+        let name = keymap_listing_name(source, position, &hash);
+        self.put_history(&name, bytes).await?;
+        map.listing = Some(KeymapListingRef {
+            position,
+            hash,
+            buckets,
+        });
+        Ok(size)
     }
 
     /// Write one key map's delta, first written by the checkpoint at `position`; its
@@ -411,8 +496,9 @@ impl Vault {
             if file.contains('/') {
                 continue;
             }
-            let position =
-                parse_position_name(file, ".kmap").or_else(|| parse_position_name(file, ".kmd"));
+            let position = parse_position_name(file, ".kmap")
+                .or_else(|| parse_position_name(file, ".kmd"))
+                .or_else(|| parse_position_name(file, ".kml"));
             match position {
                 Some(position) => refs.push(PositionRef {
                     name,
@@ -747,20 +833,117 @@ impl Vault {
         Ok(read)
     }
 
-    /// A whole checkpoint with its key-map index (what capture resumes from; the chunks
-    /// the index names are read with `read_keymap_chunk`).
+    /// A key-map listing that `map` of a checkpoint of `source` refers to, checked
+    /// against its name and against the reference: its fields, its bucket count, its
+    /// buckets in strictly increasing order below `2^bits` and their keys summed; its
+    /// chunk references. A map without a listing has no chunks (and must count no keys).
+    pub async fn read_keymap_listing(
+        &self,
+        source: &str,
+        map: &KeymapIndex,
+    ) -> Result<Vec<KeymapChunkRef>> {
+        let Some(reference) = &map.listing else {
+            if map.keys != 0 {
+                return Err(Error::corrupt(format!(
+                    "key map {}.{} of source {source} counts {} keys but names no key-map listing",
+                    map.table, map.column, map.keys
+                )));
+            }
+            return Ok(Vec::new());
+        };
+        let name = keymap_listing_name(source, reference.position, &reference.hash);
+        let read: KeymapListing = self.read(&name, Kind::KeymapListing).await?;
+        let wrong = |why: String| corrupt(&name, why);
+        if read.source != source
+            || read.table != map.table
+            || read.column != map.column
+            || read.bits != map.bits
+            || read.keys != map.keys
+        {
+            return Err(wrong(format!(
+                "it lists {}.{} of source {} ({} bits, {} keys), where the checkpoint refers \
+                 to {}.{} of source {source} ({} bits, {} keys)",
+                read.table,
+                read.column,
+                read.source,
+                read.bits,
+                read.keys,
+                map.table,
+                map.column,
+                map.bits,
+                map.keys
+            )));
+        }
+        if read.chunks.len() as u64 != reference.buckets || read.chunks.is_empty() {
+            return Err(wrong(format!(
+                "it lists {} buckets where the checkpoint counts {}",
+                read.chunks.len(),
+                reference.buckets
+            )));
+        }
+        let mut before: Option<u32> = None;
+        for chunk in &read.chunks {
+            if before.is_some_and(|b| b >= chunk.bucket)
+                || u64::from(chunk.bucket) >= 1u64 << map.bits
+            {
+                return Err(wrong(format!(
+                    "bucket {} is out of order, repeated or beyond {} bits",
+                    chunk.bucket, map.bits
+                )));
+            }
+            before = Some(chunk.bucket);
+        }
+        let keys: u64 = read.chunks.iter().map(|c| c.keys).sum();
+        if keys != read.keys {
+            return Err(wrong(format!(
+                "its buckets hold {keys} keys where it counts {}",
+                read.keys
+            )));
+        }
+        Ok(read.chunks)
+    }
+
+    /// A whole checkpoint with its key-map index and each map's chunk references, read
+    /// from its listing (what capture rebuilds from; the chunks themselves are read with
+    /// `read_keymap_chunk`). A listing that cannot be read or fails its checks is refused,
+    /// naming it.
     pub async fn read_checkpoint(&self, name: &str) -> Result<Checkpoint> {
+        let mut checkpoint = self.read_checkpoint_index(name).await?;
+        for map in &mut checkpoint.keymaps {
+            map.chunks = self
+                .read_keymap_listing(&checkpoint.source, map)
+                .await
+                .map_err(|e| e.context(format!("checkpoint {name}")))?;
+        }
+        Ok(checkpoint)
+    }
+
+    /// A whole checkpoint with its key-map index as stored: each map names its listing,
+    /// its `chunks` are left empty.
+    pub async fn read_checkpoint_index(&self, name: &str) -> Result<Checkpoint> {
         let bytes = self.get_object(name).await?;
         let header: CheckpointHeader = open_head(name, Kind::Checkpoint, &bytes)?;
         let area = &bytes[head_length(name, Kind::Checkpoint, &bytes)?..];
         let keymaps = chunk_bytes(name, area, &header.keymaps)?;
         check_chunk(name, &header.keymaps, keymaps)?;
+        let records: Vec<KeymapIndexRecord> = unpack(name, keymaps)?;
         Ok(Checkpoint {
             source: header.source,
             position: header.position,
             commit_time_us: header.commit_time_us,
             tables: header.tables,
-            keymaps: unpack(name, keymaps)?,
+            keymaps: records
+                .into_iter()
+                .map(|r| KeymapIndex {
+                    table: r.table,
+                    column: r.column,
+                    bits: r.bits,
+                    keys: r.keys,
+                    chunks: Vec::new(),
+                    listing: r.listing,
+                    deltas: r.deltas,
+                })
+                .collect(),
         })
     }
 
@@ -796,15 +979,17 @@ impl Vault {
             let area = &bytes[head_length(name, Kind::Checkpoint, &bytes)?..];
             let keymaps = chunk_bytes(name, area, &header.keymaps)?;
             check_chunk(name, &header.keymaps, keymaps)?;
-            unpack::<Vec<KeymapIndex>>(name, keymaps)?;
+            unpack::<Vec<KeymapIndexRecord>>(name, keymaps)?;
         } else if name.ends_with(".kmap") {
             decode::<KeymapChunk>(name, Kind::Keymap, &bytes)?;
+        } else if name.ends_with(".kml") {
+            decode::<KeymapListing>(name, Kind::KeymapListing, &bytes)?;
         } else if name.ends_with(".kmd") {
             decode::<KeymapDelta>(name, Kind::KeymapDelta, &bytes)?;
         } else {
             return Err(corrupt(
                 name,
-                "not a segment, base, checkpoint, key-map chunk or key-map delta",
+                "not a segment, base, checkpoint, key-map chunk, delta or listing",
             ));
         }
         Ok(bytes.len() as u64)
@@ -875,6 +1060,11 @@ async fn read_header(store: &Arc<dyn Store>) -> Result<Option<String>> {
 /// The name of a source's key-map chunk.
 pub fn keymap_chunk_name(source: &str, position: u64, hash: &str) -> String {
     format!("sources/{source}/keymaps/{position:016x}-{hash}.kmap")
+}
+
+/// The name of a source's key-map listing.
+pub fn keymap_listing_name(source: &str, position: u64, hash: &str) -> String {
+    format!("sources/{source}/keymaps/{position:016x}-{hash}.kml")
 }
 
 /// The name of a source's key-map delta.
@@ -1053,6 +1243,18 @@ struct CheckpointHeader {
     commit_time_us: i64,
     tables: Vec<TableSchema>,
     keymaps: ChunkRef,
+}
+
+/// One key map of a checkpoint's index as stored: its listing, not its chunks.
+#[derive(Serialize, serde::Deserialize)]
+struct KeymapIndexRecord {
+    table: String,
+    column: String,
+    bits: u8,
+    keys: u64,
+    listing: Option<KeymapListingRef>,
+    #[serde(default)]
+    deltas: Vec<KeymapDeltaRef>,
 }
 
 /// A checkpoint's position, time and table shapes, without its key maps.
