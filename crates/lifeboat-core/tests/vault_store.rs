@@ -93,6 +93,7 @@ macro_rules! contract {
 
 contract!(local, local_store:
     put_get_round_trip,
+    too_many_bucket_bits_are_refused,
     a_broken_history_is_refused,
     an_older_format_is_refused,
     get_missing_is_none,
@@ -107,6 +108,7 @@ contract!(local, local_store:
 
 contract!(s3, s3_store:
     put_get_round_trip,
+    too_many_bucket_bits_are_refused,
     a_broken_history_is_refused,
     an_older_format_is_refused,
     get_missing_is_none,
@@ -624,6 +626,25 @@ mod contract {
             .await
             .expect_err("deleted");
         assert!(err.to_string().contains(&earlier_name), "{err}");
+    }
+
+    /// A checkpoint whose key map claims more bucket bits than any writer uses (its hash
+    /// matching: a writer's bug or a crafted object) is refused as corrupt, naming it,
+    /// before a reader shifts by them.
+    pub async fn too_many_bucket_bits_are_refused(store: Arc<dyn Store>) {
+        let vault = Vault::init(store.clone()).await.expect("create");
+        let mut wide = checkpoint("s", 10);
+        wide.keymaps[0].bits = 64;
+        let name = vault.put_checkpoint(&wide).await.expect("put");
+        let err = vault.read_checkpoint(&name).await.expect_err("64 bits");
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains(&name), "{err}");
+        assert!(err.to_string().contains("64 bucket bits"), "{err}");
+        let fine = vault
+            .put_checkpoint(&checkpoint("s", 11))
+            .await
+            .expect("put");
+        vault.read_checkpoint(&fine).await.expect("0 bits read");
     }
 
     /// A segment removed from the middle of a history, or stored twice, is refused by a

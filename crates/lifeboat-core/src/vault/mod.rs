@@ -25,7 +25,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::model::{
     keymap_bucket, keymap_key_bytes, keymap_key_hash, Base, Checkpoint, KeymapChunk,
     KeymapChunkRef, KeymapDelta, KeymapDeltaRef, KeymapIndex, KeymapListing, KeymapListingRef, Row,
-    Segment, TableSchema, TenantKey,
+    Segment, TableSchema, TenantKey, KEYMAP_MAX_BITS,
 };
 
 pub const FORMAT_VERSION: u16 = 6;
@@ -927,6 +927,15 @@ impl Vault {
         let keymaps = chunk_bytes(name, area, &header.keymaps)?;
         check_chunk(name, &header.keymaps, keymaps)?;
         let records: Vec<KeymapIndexRecord> = unpack(name, keymaps)?;
+        if let Some(r) = records.iter().find(|r| r.bits > KEYMAP_MAX_BITS) {
+            return Err(corrupt(
+                name,
+                format!(
+                    "the key map of {}.{} has {} bucket bits, more than {KEYMAP_MAX_BITS}",
+                    r.table, r.column, r.bits
+                ),
+            ));
+        }
         Ok(Checkpoint {
             source: header.source,
             position: header.position,

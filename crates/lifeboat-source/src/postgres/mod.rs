@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use lifeboat_core::pg;
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
@@ -1153,15 +1153,13 @@ async fn capture(
         if stop.is_set() || (caught_up && !core.in_transaction()) {
             break;
         }
-        // An event already received is taken at once; only an empty stream arms the
-        // timers, so that a busy stream costs no timer per message.
-        let event = match replication.recv().now_or_never() {
-            Some(event) => Some(event),
-            None => tokio::select! {
-                event = replication.recv() => Some(event),
-                _ = tokio::time::sleep(flush_interval) => None,
-                _ = stop.sleep(Duration::from_secs(3600)) => None,
-            },
+        // (Not `recv().now_or_never()` to skip the timers: a `recv` dropped while it
+        // waits for the finished reader's result would lose that result, and capture
+        // would stop instead of reconnecting.)
+        let event = tokio::select! {
+            event = replication.recv() => Some(event),
+            _ = tokio::time::sleep(flush_interval) => None,
+            _ = stop.sleep(Duration::from_secs(3600)) => None,
         };
         let broken = match event {
             None => None,
