@@ -302,6 +302,12 @@ impl CaptureCore {
             "rebuilding capture's key-map index from the vault"
         );
         self.index.reset(vault.id(), &self.source)?;
+        let source = self.source.clone();
+        let cannot_rebuild = |e: Error| {
+            e.context(format!(
+                "source {source}: capture cannot rebuild its key maps from checkpoint {name}"
+            ))
+        };
         let pairs: BTreeSet<KeymapPair> = self.keymaps.pairs().cloned().collect();
         let mut maps = Vec::new();
         for map in &checkpoint.keymaps {
@@ -312,12 +318,7 @@ impl CaptureCore {
             let chunks = vault
                 .read_keymap_listing(&self.source, map)
                 .await
-                .map_err(|e| {
-                    e.context(format!(
-                        "source {}: capture cannot rebuild its key maps from checkpoint {name}",
-                        self.source
-                    ))
-                })?;
+                .map_err(cannot_rebuild)?;
             // A few chunks fetched at once, taken in one transaction.
             for batch in chunks.chunks(16) {
                 let reads = futures::future::try_join_all(
@@ -326,12 +327,7 @@ impl CaptureCore {
                         .map(|chunk| vault.read_keymap_chunk(&self.source, map, chunk)),
                 )
                 .await
-                .map_err(|e| {
-                    e.context(format!(
-                        "source {}: capture cannot rebuild its key maps from checkpoint {name}",
-                        self.source
-                    ))
-                })?;
+                .map_err(cannot_rebuild)?;
                 let chunks: Vec<_> = batch
                     .iter()
                     .zip(reads.into_iter().map(|r| r.entries))
@@ -346,12 +342,7 @@ impl CaptureCore {
                         .map(|delta| vault.read_keymap_delta(&self.source, map, delta)),
                 )
                 .await
-                .map_err(|e| {
-                    e.context(format!(
-                        "source {}: capture cannot rebuild its key maps from checkpoint {name}",
-                        self.source
-                    ))
-                })?;
+                .map_err(cannot_rebuild)?;
                 self.index.import_deltas(&pair, map.bits, &reads)?;
             }
             maps.push((pair, map.bits, map.deltas.clone(), map.listing.clone()));

@@ -2033,40 +2033,29 @@ mod msgpack {
 
     /// A map's length.
     pub fn map_len(rd: &mut &[u8]) -> Option<usize> {
-        match peek(rd)? {
-            m @ 0x80..=0x8f => {
-                take(rd, 1)?;
-                Some((m & 0x0f) as usize)
-            }
-            0xde => {
-                take(rd, 1)?;
-                length(rd, 2)
-            }
-            0xdf => {
-                take(rd, 1)?;
-                length(rd, 4)
-            }
-            _ => None,
-        }
+        container_len(rd, 0x80, 0xde)
     }
 
     /// An array's length.
     pub fn array_len(rd: &mut &[u8]) -> Option<usize> {
-        match peek(rd)? {
-            m @ 0x90..=0x9f => {
+        container_len(rd, 0x90, 0xdc)
+    }
+
+    /// The length of a map or an array: its fix form (`fix` | length, below 16) or its
+    /// 16- and 32-bit forms (markers `wide` and `wide` + 1).
+    fn container_len(rd: &mut &[u8], fix: u8, wide: u8) -> Option<usize> {
+        let marker = peek(rd)?;
+        let width = match marker {
+            m if m & 0xf0 == fix => {
                 take(rd, 1)?;
-                Some((m & 0x0f) as usize)
+                return Some((m & 0x0f) as usize);
             }
-            0xdc => {
-                take(rd, 1)?;
-                length(rd, 2)
-            }
-            0xdd => {
-                take(rd, 1)?;
-                length(rd, 4)
-            }
-            _ => None,
-        }
+            m if m == wide => 2,
+            m if m == wide + 1 => 4,
+            _ => return None,
+        };
+        take(rd, 1)?;
+        length(rd, width)
     }
 
     /// The head of a chunk entry `[transaction index, index in it, change]`: the two
