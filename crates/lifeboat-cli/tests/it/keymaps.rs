@@ -179,6 +179,45 @@ fn index_files(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// `path`'s object name in the test's file vault.
+fn vault_name(work: &Workdir, path: &Path) -> String {
+    path.strip_prefix(work.path("vault"))
+        .expect("in the vault")
+        .display()
+        .to_string()
+}
+
+/// Flip a bit of `path`'s last byte; returns its good bytes, to put back.
+fn damage(path: &Path) -> Vec<u8> {
+    let good = std::fs::read(path).expect("object");
+    let mut bad = good.clone();
+    *bad.last_mut().expect("bytes") ^= 0x20;
+    std::fs::write(path, &bad).expect("damage");
+    good
+}
+
+/// `lifeboat ARGS` (a `check`) exits 1 with a problem line naming `name` and `what`.
+fn assert_check_names(config: &Path, args: &[&str], name: &str, what: &str) {
+    let output = lifeboat(config, args);
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(
+        stdout(&output)
+            .lines()
+            .any(|l| l.starts_with("problem: ") && l.contains(name) && l.contains(what)),
+        "{args:?}: {}",
+        stdout(&output)
+    );
+}
+
+/// Capture fails, naming `name`; its stderr is returned.
+fn assert_capture_refuses(config: &Path, name: &str) -> String {
+    let output = lifeboat(config, &["capture", "--until-caught-up"]);
+    assert_ne!(output.status.code(), Some(0));
+    let err = stderr(&output);
+    assert!(err.contains(name), "{err}");
+    err
+}
+
 #[test]
 fn key_maps_follow_moves_and_deletes_across_checkpoints_and_a_prune() {
     let work = Workdir::new();
@@ -365,28 +404,11 @@ fn new_parent_keys_cost_a_delta_and_deltas_fold_past_a_bound() {
         .filter(|p| p.extension().is_some_and(|e| e == "kmd"))
         .max()
         .expect("a delta");
-    let name = delta
-        .strip_prefix(work.path("vault"))
-        .expect("in the vault")
-        .display()
-        .to_string();
-    let good = std::fs::read(&delta).expect("delta");
-    let mut bad = good.clone();
-    *bad.last_mut().expect("bytes") ^= 0x20;
-    std::fs::write(&delta, &bad).expect("damage");
-    let output = lifeboat(&config, &["check", "--read-data"]);
-    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
-    assert!(
-        stdout(&output)
-            .lines()
-            .any(|l| l.starts_with("problem: ") && l.contains(&name) && l.contains("checksum")),
-        "{}",
-        stdout(&output)
-    );
+    let name = vault_name(&work, &delta);
+    let good = damage(&delta);
+    assert_check_names(&config, &["check", "--read-data"], &name, "checksum");
     std::fs::remove_dir_all(work.path("lifeboat-state")).expect("remove index");
-    let output = lifeboat(&config, &["capture", "--until-caught-up"]);
-    assert_ne!(output.status.code(), Some(0));
-    assert!(stderr(&output).contains(&name), "{}", stderr(&output));
+    assert_capture_refuses(&config, &name);
     std::fs::write(&delta, good).expect("put back");
     assert_eq!(capture(&config)["keymap_index"], "rebuilt");
     assert_clean(&config);
@@ -501,32 +523,14 @@ fn a_missing_or_damaged_key_map_chunk_is_named_by_check_and_refused_by_capture()
         .filter(|p| p.extension().is_some_and(|e| e != "kml"))
         .max()
         .expect("a key-map chunk");
-    let name = chunk
-        .strip_prefix(work.path("vault"))
-        .expect("in the vault")
-        .display()
-        .to_string();
-    let state = work.path("lifeboat-state");
+    let name = vault_name(&work, &chunk);
 
     // Damaged: `check --read-data` names it; capture, rebuilding its index, refuses to
     // go on and names it; readers of history do not need it.
-    let good = std::fs::read(&chunk).expect("chunk");
-    let mut bad = good.clone();
-    *bad.last_mut().expect("bytes") ^= 0x20;
-    std::fs::write(&chunk, &bad).expect("damage");
-    let output = lifeboat(&config, &["check", "--read-data"]);
-    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
-    assert!(
-        stdout(&output)
-            .lines()
-            .any(|l| l.starts_with("problem: ") && l.contains(&name) && l.contains("checksum")),
-        "{}",
-        stdout(&output)
-    );
-    std::fs::remove_dir_all(&state).expect("remove index");
-    let output = lifeboat(&config, &["capture", "--until-caught-up"]);
-    assert_ne!(output.status.code(), Some(0));
-    assert!(stderr(&output).contains(&name), "{}", stderr(&output));
+    let good = damage(&chunk);
+    assert_check_names(&config, &["check", "--read-data"], &name, "checksum");
+    std::fs::remove_dir_all(work.path("lifeboat-state")).expect("remove index");
+    assert_capture_refuses(&config, &name);
     let out = lifeboat_ok(&config, &as_strs(&verify_args(1..=TENANTS)));
     assert!(out.starts_with("ok: 4 tenants"), "{out}");
 
@@ -535,13 +539,8 @@ fn a_missing_or_damaged_key_map_chunk_is_named_by_check_and_refused_by_capture()
     let output = lifeboat(&config, &["check"]);
     assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
     assert!(stdout(&output).contains(&name), "{}", stdout(&output));
-    let output = lifeboat(&config, &["capture", "--until-caught-up"]);
-    assert_ne!(output.status.code(), Some(0));
-    assert!(
-        stderr(&output).contains(&name) && stderr(&output).contains("missing"),
-        "{}",
-        stderr(&output)
-    );
+    let err = assert_capture_refuses(&config, &name);
+    assert!(err.contains("missing"), "{err}");
 
     // Put back: capture rebuilds and goes on.
     std::fs::write(&chunk, good).expect("put back");
@@ -569,56 +568,25 @@ fn a_missing_or_damaged_key_map_listing_is_named_by_check_and_refused_by_capture
         .into_iter()
         .max()
         .expect("a listing");
-    let name = listing
-        .strip_prefix(work.path("vault"))
-        .expect("in the vault")
-        .display()
-        .to_string();
-    let state = work.path("lifeboat-state");
+    let name = vault_name(&work, listing);
 
-    let good = std::fs::read(listing).expect("listing");
-    let mut bad = good.clone();
-    *bad.last_mut().expect("bytes") ^= 0x20;
-    std::fs::write(listing, &bad).expect("damage");
-    for args in [vec!["check"], vec!["check", "--read-data"]] {
-        let output = lifeboat(&config, &args);
-        assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
-        assert!(
-            stdout(&output)
-                .lines()
-                .any(|l| l.starts_with("problem: ") && l.contains(&name) && l.contains("checksum")),
-            "{args:?}: {}",
-            stdout(&output)
-        );
+    let good = damage(listing);
+    for args in [&["check"][..], &["check", "--read-data"]] {
+        assert_check_names(&config, args, &name, "checksum");
     }
     // Capture with its index resumes without reading the listing; without it, it refuses.
     change_round(&identity, 1);
     assert_eq!(capture(&config)["keymap_index"], "resumed");
-    std::fs::remove_dir_all(&state).expect("remove index");
-    let output = lifeboat(&config, &["capture", "--until-caught-up"]);
-    assert_ne!(output.status.code(), Some(0));
-    assert!(
-        stderr(&output).contains(&name) && stderr(&output).contains("rebuild"),
-        "{}",
-        stderr(&output)
-    );
+    std::fs::remove_dir_all(work.path("lifeboat-state")).expect("remove index");
+    let err = assert_capture_refuses(&config, &name);
+    assert!(err.contains("rebuild"), "{err}");
     let out = lifeboat_ok(&config, &as_strs(&verify_args(1..=TENANTS)));
     assert!(out.starts_with("ok: 4 tenants"), "{out}");
 
     // Missing: `check` names it, capture refuses again.
     std::fs::remove_file(listing).expect("remove listing");
-    let output = lifeboat(&config, &["check"]);
-    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
-    assert!(
-        stdout(&output)
-            .lines()
-            .any(|l| l.starts_with("problem: ") && l.contains(&name) && l.contains("missing")),
-        "{}",
-        stdout(&output)
-    );
-    let output = lifeboat(&config, &["capture", "--until-caught-up"]);
-    assert_ne!(output.status.code(), Some(0));
-    assert!(stderr(&output).contains(&name), "{}", stderr(&output));
+    assert_check_names(&config, &["check"], &name, "missing");
+    assert_capture_refuses(&config, &name);
 
     std::fs::write(listing, good).expect("put back");
     let stats = capture(&config);
