@@ -821,7 +821,7 @@ async fn capture(
                     // A step reads everything committed when it starts: what came since
                     // waits for the next poll, so that a busy source is read in groups of
                     // a poll interval's changes, not one query round per transaction.
-                    Step::Read | Step::Idle => stop.sleep(poll).await,
+                    Step::Again => stop.sleep(poll).await,
                 }
             }
             // The database was busy or locked: the commit group being read is dropped and
@@ -858,10 +858,8 @@ struct Acknowledged {
 
 /// What one step of the capture loop did.
 enum Step {
-    /// Read a commit group.
-    Read,
-    /// Nothing new: wait for the poll interval.
-    Idle,
+    /// Read what was committed, if anything: poll again after the poll interval.
+    Again,
     /// Caught up (or stopped) with nothing pending: the loop ends.
     Done,
 }
@@ -941,7 +939,7 @@ async fn step(
     if (caught_up && !core.has_pending()) || stop.is_set() {
         return Ok(Step::Done);
     }
-    Ok(if read { Step::Read } else { Step::Idle })
+    Ok(Step::Again)
 }
 
 /// Install the triggers, then read every row: triggers first, in their own transaction;
