@@ -98,16 +98,10 @@ impl Product {
                 let tx = conn
                     .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                     .map_err(err)?;
-                let last: i64 = tx
-                    .query_row(
-                        "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = '_lifeboat_changelog'), 0)",
-                        [],
-                        |r| r.get(0),
-                    )
-                    .map_err(err)?;
+                let last = crate::sqlite::issued(&tx).map_err(err)?;
                 tx.execute_batch(sql).map_err(err)?;
                 tx.commit().map_err(err)?;
-                Ok(last as u64 + 1)
+                Ok(last + 1)
             }
             Product::Postgres(_, client) => {
                 let rows = client

@@ -35,6 +35,8 @@ use crate::source::{Backlog, Decide, RowVisitor, Source};
 use crate::{quote_ident, tenant_delete, tenant_query, Stop};
 
 const CHANGELOG: &str = "_lifeboat_changelog";
+/// The operation of a changelog mark: no change, only the last sequence handed out.
+const MARK: &str = "A";
 const META: &str = "_lifeboat_meta";
 /// The vault the source feeds (docs/vault-format.md, "A source's vault").
 const VAULT: &str = "_lifeboat_vault";
@@ -246,7 +248,9 @@ impl Source for SqliteSource {
                     .map_err(err)?;
                 let waiting: i64 = if installed {
                     conn.query_row(
-                        &format!("SELECT count(*) FROM {CHANGELOG} WHERE seq > ?1"),
+                        &format!(
+                            "SELECT count(*) FROM {CHANGELOG} WHERE seq > ?1 AND op <> '{MARK}'"
+                        ),
                         [i64::try_from(vault_head).unwrap_or(i64::MAX)],
                         |r| r.get(0),
                     )
@@ -530,7 +534,7 @@ fn install(conn: &Connection, path: &Path, tenancy: &SourceTenancy) -> Result<()
     let err = |e| sqlite_error(path, e);
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS {CHANGELOG} (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            seq INTEGER PRIMARY KEY,
             tbl TEXT NOT NULL,
             op TEXT NOT NULL,
             old TEXT,
@@ -653,9 +657,11 @@ fn installed(conn: &Connection, path: &Path) -> Result<Installed> {
     }
     if table_exists(conn, path, CHANGELOG)? {
         let pending: i64 = conn
-            .query_row(&format!("SELECT count(*) FROM {CHANGELOG}"), [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                &format!("SELECT count(*) FROM {CHANGELOG} WHERE op <> '{MARK}'"),
+                [],
+                |r| r.get(0),
+            )
             .map_err(|e| sqlite_error(path, e))?;
         out.objects.push(format!(
             "table {CHANGELOG} ({pending} changes not yet acknowledged by a vault)"
@@ -689,16 +695,18 @@ fn claim_source(
         (true, Some(head)) => {
             let issued = position(conn, path)?;
             let first: Option<i64> = conn
-                .query_row(&format!("SELECT MIN(seq) FROM {CHANGELOG}"), [], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    &format!("SELECT MIN(seq) FROM {CHANGELOG} WHERE op <> '{MARK}'"),
+                    [],
+                    |r| r.get(0),
+                )
                 .map_err(err)?;
             Some(match first {
                 None => (
                     issued == head,
                     format!(
-                        "the changelog is empty at sequence {issued}, the vault holds changes \
-                         up to {head}"
+                        "the changelog holds no change and its last sequence is {issued}, the \
+                         vault holds changes up to {head}"
                     ),
                 ),
                 Some(first) => (
@@ -734,6 +742,12 @@ fn claim_source(
             path.display()
         )));
     }
+    if let (Some(head), true) = (head, exists) {
+        let issued = position(conn, path)?;
+        if issued < head {
+            return Err(sequence_went_back(path, source, issued, head));
+        }
+    }
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS {VAULT} (vault_id TEXT NOT NULL); DELETE FROM {VAULT};"
     ))
@@ -744,6 +758,18 @@ fn claim_source(
     )
     .map_err(err)?;
     Ok(())
+}
+
+/// The changelog's last sequence is below what the vault holds: its entries, mark
+/// included, were deleted outside capture, and SQLite hands out those sequences again.
+fn sequence_went_back(path: &Path, source: &str, issued: u64, head: u64) -> Error {
+    Error::source(format!(
+        "sqlite {}: the changelog's last sequence is {issued}, below the {head} the vault \
+         holds: its entries were deleted outside capture, so new changes would take \
+         sequences the vault already holds and be missed. Capture stopped and stored nothing \
+         more; capture this source into a new vault (`lifeboat source drop {source}` first)",
+        path.display()
+    ))
 }
 
 fn schema_version(conn: &Connection, path: &Path) -> Result<i64> {
@@ -775,9 +801,7 @@ async fn capture(
             let (position, snapshot) =
                 take_snapshot(&conn, &mut core, &source_name, &vault_id).await?;
             let now = lifeboat_core::time::now_us();
-            let tenants = core
-                .finish_snapshot(vault, snapshot, position as u64, now)
-                .await?;
+            let tenants = core.finish_snapshot(vault, snapshot, position, now).await?;
             tracing::info!(source, tenants, position, "initial snapshot written");
         }
         Start::Resume { position } => {
@@ -885,6 +909,20 @@ async fn step(
     // One commit group: every entry committed when this step starts, read in chunks so
     // that a large writer transaction is never split (docs/vault-format.md).
     let upto = conn.run(|conn, path| last_sequence(conn, path)).await?;
+    if upto < core.received() {
+        // An emptied changelog: fine when `sqlite_sequence` still holds its sequence (a
+        // changelog made `AUTOINCREMENT` by an earlier Lifeboat), else its mark is gone.
+        let received = core.received();
+        let source = core.source.clone();
+        conn.run(move |conn, path| {
+            let issued = position(conn, path)?;
+            match issued < received {
+                true => Err(sequence_went_back(path, &source, issued, received)),
+                false => Ok(()),
+            }
+        })
+        .await?;
+    }
     let read = upto > core.received();
     if read {
         let mut after = core.received();
@@ -951,7 +989,7 @@ async fn take_snapshot(
     core: &mut CaptureCore,
     source: &str,
     vault_id: &str,
-) -> Result<(i64, Snapshot)> {
+) -> Result<(u64, Snapshot)> {
     let (source, vault_id) = (source.to_string(), vault_id.to_string());
     let tenancy = core.tenancy().clone();
     let tables: Vec<TableSchema> = tenancy.tenant_tables().map(|t| t.schema.clone()).collect();
@@ -991,24 +1029,18 @@ fn snapshot_rows(
     source: &str,
     vault_id: &str,
     mut each: impl FnMut(usize, Row) -> Result<()>,
-) -> Result<i64> {
+) -> Result<u64> {
     let err = |e| sqlite_error(path, e);
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(err)?;
     claim_source(&tx, path, source, vault_id, None)?;
     install(&tx, path, tenancy)?;
-    tx.execute(&format!("DELETE FROM {CHANGELOG}"), [])
-        .map_err(err)?;
+    let issued = position(&tx, path)?;
+    trim(&tx, path, issued)?;
     tx.commit().map_err(err)?;
     let tx = conn.transaction().map_err(err)?;
-    let position: i64 = tx
-        .query_row(
-            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = ?1), 0)",
-            [CHANGELOG],
-            |r| r.get(0),
-        )
-        .map_err(err)?;
+    let position = position(&tx, path)?;
     for (index, schema) in tables.iter().enumerate() {
         let columns: Vec<String> = schema.columns.iter().map(|c| quote_ident(c)).collect();
         let mut stmt = tx
@@ -1064,7 +1096,7 @@ fn read_changelog(
     let mut stmt = conn
         .prepare_cached(&format!(
             "SELECT seq, tbl, op, old, new, at FROM {CHANGELOG} WHERE seq > ?1 AND seq <= ?2 \
-             ORDER BY seq LIMIT ?3"
+             AND op <> '{MARK}' ORDER BY seq LIMIT ?3"
         ))
         .map_err(err)?;
     let mut rows = stmt
@@ -1109,14 +1141,25 @@ fn read_changelog(
     Ok(out)
 }
 
-/// Forget changelog entries up to `head`: they are durable in the vault.
+/// Forget changelog entries up to `head`: they are durable in the vault. The entry at
+/// `head` stays as a mark, no longer a change, so that SQLite never hands out its
+/// sequence or a smaller one again (docs/vault-format.md, "A source's vault").
 fn trim(conn: &Connection, path: &Path, head: u64) -> Result<()> {
     failpoint::hit("capture.before-ack");
+    let err = |e| sqlite_error(path, e);
     conn.execute(
-        &format!("DELETE FROM {CHANGELOG} WHERE seq <= ?1"),
+        &format!("DELETE FROM {CHANGELOG} WHERE seq < ?1"),
         [head as i64],
     )
-    .map_err(|e| sqlite_error(path, e))?;
+    .map_err(err)?;
+    conn.execute(
+        &format!(
+            "UPDATE {CHANGELOG} SET tbl = '', op = '{MARK}', old = NULL, new = NULL \
+             WHERE seq = ?1 AND op <> '{MARK}'"
+        ),
+        [head as i64],
+    )
+    .map_err(err)?;
     failpoint::hit("capture.after-ack");
     Ok(())
 }
@@ -1406,14 +1449,29 @@ fn count_query(tenancy: &SourceTenancy, schema: &TableSchema) -> Result<String> 
 /// The source's position now: the last sequence number the changelog handed out (its rows
 /// may be gone already, acknowledged by capture).
 fn position(conn: &Connection, path: &Path) -> Result<u64> {
-    let issued: i64 = conn
-        .query_row(
-            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = ?1), 0)",
-            [CHANGELOG],
-            |r| r.get(0),
+    issued(conn).map_err(|e| sqlite_error(path, e))
+}
+
+/// The last sequence the changelog handed out: its largest entry (a change or the mark
+/// trimming leaves), or, for a changelog an earlier Lifeboat made `AUTOINCREMENT`, the
+/// larger of that and `sqlite_sequence`'s record (docs/vault-format.md, "A source's
+/// vault").
+pub(crate) fn issued(conn: &Connection) -> rusqlite::Result<u64> {
+    let autoincrement: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_sequence'",
+        [],
+        |r| r.get(0),
+    )?;
+    let sql = if autoincrement {
+        format!(
+            "SELECT max(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = '{CHANGELOG}'), 0), \
+             COALESCE((SELECT MAX(seq) FROM {CHANGELOG}), 0))"
         )
-        .map_err(|e| sqlite_error(path, e))?;
-    Ok((issued as u64).max(last_sequence(conn, path)?))
+    } else {
+        format!("SELECT COALESCE(MAX(seq), 0) FROM {CHANGELOG}")
+    };
+    let issued: i64 = conn.query_row(&sql, [], |r| r.get(0))?;
+    Ok(issued as u64)
 }
 
 #[cfg(test)]

@@ -192,7 +192,11 @@ async fn wait_for_trimmed_changelog(path: &Path) {
     loop {
         let left: i64 = rusqlite::Connection::open(path)
             .expect("open")
-            .query_row("SELECT count(*) FROM _lifeboat_changelog", [], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM _lifeboat_changelog WHERE op <> 'A'",
+                [],
+                |r| r.get(0),
+            )
             .expect("changelog");
         if left == 0 {
             return;

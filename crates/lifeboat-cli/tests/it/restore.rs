@@ -393,7 +393,7 @@ fn delete_identity_sites(path: &Path, sites: &[i64]) -> i64 {
         .expect("begin immediate");
     let seq: i64 = tx
         .query_row(
-            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = '_lifeboat_changelog'), 0) + 1",
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM _lifeboat_changelog",
             [],
             |r| r.get(0),
         )

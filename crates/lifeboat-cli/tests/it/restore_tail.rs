@@ -291,7 +291,7 @@ async fn a_long_tail_since_the_base_restores_under_a_tiny_budget_on_sqlite() {
     // Deleted in one write transaction, then restored to just before it.
     let seq: i64 = conn
         .query_row(
-            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = '_lifeboat_changelog'), 0) + 1",
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM _lifeboat_changelog",
             [],
             |r| r.get(0),
         )

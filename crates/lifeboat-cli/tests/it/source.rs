@@ -306,7 +306,8 @@ fn an_sqlite_changelog_of_another_vault_is_refused_and_source_drop_removes_it() 
             [],
         )
         .expect("write");
-    let changelog = "SELECT seq || ' ' || tbl || ' ' || op FROM _lifeboat_changelog ORDER BY seq";
+    let changelog = "SELECT seq || ' ' || tbl || ' ' || op FROM _lifeboat_changelog \
+                     WHERE op <> 'A' ORDER BY seq";
     let pending = sqlite_rows(&identity, changelog);
     assert_eq!(pending.len(), 1, "{pending:?}");
     let captured = sqlite_catalog(&identity);
@@ -583,4 +584,179 @@ async fn a_slot_without_a_record_is_adopted_only_by_the_vault_it_continues() {
     let out = lifeboat_ok(&config, &as_strs(&verify_args([1, 2])));
     assert!(out.starts_with("ok: 2 tenants"), "{out}");
     drop_slots(&db).await;
+}
+
+/// The vault's head position of its one source, as `info --json` reports it.
+fn head_position(config: &Path) -> u64 {
+    let out = lifeboat_ok(config, &["info", "--json"]);
+    let info: serde_json::Value = serde_json::from_str(&out).expect("info json");
+    let head = &info["sources"][0]["head_position"];
+    head.as_str()
+        .and_then(|h| h.parse().ok())
+        .unwrap_or_else(|| panic!("head position in {info}"))
+}
+
+fn sqlite_exec(path: &Path, sql: &str) {
+    rusqlite::Connection::open(path)
+        .expect("open")
+        .execute_batch(sql)
+        .expect("sql");
+}
+
+/// SQLite hands out a changelog sequence once. Trimming leaves a mark at the vault's head
+/// (the changelog has no `AUTOINCREMENT`, which costs writers a `sqlite_sequence` update
+/// per entry); a changelog an earlier Lifeboat made `AUTOINCREMENT` goes on from
+/// `sqlite_sequence`; a changelog emptied by hand, mark included, stops capture at its
+/// start and while it runs, instead of handing the vault's sequences out again.
+#[test]
+fn sqlite_changelog_sequences_are_never_handed_out_twice() {
+    let work = Workdir::new();
+    let identity = work.path("identity.db");
+    setup_identity(&identity, 3);
+    let config = work.init_config(&config_text(&work.vault_url(), None, None, Some(&identity)));
+    let entries = "SELECT seq || ' ' || op || ' [' || tbl || '] ' || COALESCE(old, '-') || ' ' \
+                   || COALESCE(new, '-') FROM _lifeboat_changelog ORDER BY seq";
+    let changes = "SELECT CAST(seq AS TEXT) FROM _lifeboat_changelog WHERE op <> 'A' ORDER BY seq";
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    sqlite_exec(
+        &identity,
+        "UPDATE users SET email = 'a@example.net' WHERE id = 100",
+    );
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    let head = head_position(&config);
+    assert!(head >= 1, "{head}");
+    assert_eq!(
+        sqlite_rows(&identity, entries),
+        vec![format!("{head} A [] - -")],
+        "only a mark at the head is left"
+    );
+    assert!(
+        stdout(&lifeboat(&config, &["source", "drop", "identity"]))
+            .contains("table _lifeboat_changelog (0 changes"),
+        "a mark is not a change waiting"
+    );
+    sqlite_exec(
+        &identity,
+        "UPDATE users SET email = 'b@example.net' WHERE id = 100",
+    );
+    assert_eq!(
+        sqlite_rows(&identity, changes),
+        vec![(head + 1).to_string()]
+    );
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    assert_eq!(head_position(&config), head + 1);
+
+    // A changelog as an earlier Lifeboat left it: AUTOINCREMENT, emptied by its trimming,
+    // its last sequence only in `sqlite_sequence`.
+    let head = head + 1;
+    sqlite_exec(
+        &identity,
+        &format!(
+            "BEGIN;
+             DROP TABLE _lifeboat_changelog;
+             CREATE TABLE _lifeboat_changelog (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+               tbl TEXT NOT NULL, op TEXT NOT NULL, old TEXT, new TEXT, at INTEGER NOT NULL);
+             INSERT INTO sqlite_sequence (name, seq) VALUES ('_lifeboat_changelog', {head});
+             COMMIT;"
+        ),
+    );
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    assert_eq!(head_position(&config), head);
+    sqlite_exec(
+        &identity,
+        "UPDATE users SET email = 'c@example.net' WHERE id = 200",
+    );
+    assert_eq!(
+        sqlite_rows(&identity, changes),
+        vec![(head + 1).to_string()]
+    );
+    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+    assert_eq!(head_position(&config), head + 1);
+    let out = lifeboat_ok(&config, &as_strs(&verify_args([1, 2, 3])));
+    assert!(out.starts_with("ok: 3 tenants"), "{out}");
+    let history: serde_json::Value = serde_json::from_str(&lifeboat_ok(
+        &config,
+        &["history", "--tenant", "2", "--json"],
+    ))
+    .expect("history json");
+    assert_eq!(
+        history[0]["transaction"],
+        format!("identity:{}", head + 1),
+        "{history}"
+    );
+
+    // Emptied by hand, mark included, on a changelog without AUTOINCREMENT: refused at
+    // the start, nothing stored, nothing changed in the source.
+    let head = head + 1;
+    sqlite_exec(
+        &identity,
+        "BEGIN;
+         DROP TABLE _lifeboat_changelog;
+         DELETE FROM sqlite_sequence WHERE name = '_lifeboat_changelog';
+         CREATE TABLE _lifeboat_changelog (seq INTEGER PRIMARY KEY,
+           tbl TEXT NOT NULL, op TEXT NOT NULL, old TEXT, new TEXT, at INTEGER NOT NULL);
+         COMMIT;",
+    );
+    sqlite_exec(
+        &identity,
+        "UPDATE users SET email = 'd@example.net' WHERE id = 300",
+    );
+    let catalog = sqlite_catalog(&identity);
+    let before = sqlite_rows(&identity, entries);
+    let objects = vault_objects(&work);
+    let output = lifeboat(&config, &["capture", "--until-caught-up"]);
+    assert_refused(
+        &output,
+        1,
+        &[
+            &format!("the changelog's last sequence is 1, below the {head} the vault holds"),
+            "lifeboat source drop identity",
+        ],
+    );
+    assert_eq!(sqlite_catalog(&identity), catalog);
+    assert_eq!(sqlite_rows(&identity, entries), before);
+    assert_eq!(vault_objects(&work), objects, "the vault was written");
+
+    // The same while capture runs: it stops instead of waiting for sequences it holds.
+    sqlite_exec(
+        &identity,
+        &format!(
+            "DELETE FROM _lifeboat_changelog;
+             INSERT INTO _lifeboat_changelog (seq, tbl, op, at) VALUES ({head}, '', 'A', 0);"
+        ),
+    );
+    let mut capture = spawn_capture(&config, None);
+    sqlite_exec(
+        &identity,
+        "UPDATE users SET email = 'e@example.net' WHERE id = 300",
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while head_position(&config) == head {
+        assert!(Instant::now() < deadline, "capture stored nothing for 60 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(head_position(&config), head + 1, "capture went on");
+    sqlite_exec(&identity, "DELETE FROM _lifeboat_changelog");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = capture.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            terminate(&mut capture);
+            panic!("capture went on for 60 s beside an emptied changelog");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(capture.stderr.as_mut().expect("stderr"), &mut err)
+        .expect("stderr");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the changelog's last sequence is 0, below the {} the vault holds",
+            head + 1
+        )),
+        "{err}"
+    );
 }
