@@ -1037,7 +1037,7 @@ fn snapshot_rows(
     claim_source(&tx, path, source, vault_id, None)?;
     install(&tx, path, tenancy)?;
     let issued = position(&tx, path)?;
-    trim(&tx, path, issued)?;
+    forget(&tx, path, issued)?;
     tx.commit().map_err(err)?;
     let tx = conn.transaction().map_err(err)?;
     let position = position(&tx, path)?;
@@ -1146,22 +1146,38 @@ fn read_changelog(
 /// sequence or a smaller one again (docs/vault-format.md, "A source's vault").
 fn trim(conn: &Connection, path: &Path, head: u64) -> Result<()> {
     failpoint::hit("capture.before-ack");
-    let err = |e| sqlite_error(path, e);
-    conn.execute(
-        &format!("DELETE FROM {CHANGELOG} WHERE seq < ?1"),
-        [head as i64],
-    )
-    .map_err(err)?;
-    conn.execute(
-        &format!(
-            "UPDATE {CHANGELOG} SET tbl = '', op = '{MARK}', old = NULL, new = NULL \
-             WHERE seq = ?1 AND op <> '{MARK}'"
-        ),
-        [head as i64],
-    )
-    .map_err(err)?;
+    forget(conn, path, head)?;
     failpoint::hit("capture.after-ack");
     Ok(())
+}
+
+/// Delete the changelog's entries below `head` and make the one at `head` a mark, in one
+/// write (a savepoint: the caller may be inside a transaction already).
+fn forget(conn: &Connection, path: &Path, head: u64) -> Result<()> {
+    let err = |e| sqlite_error(path, e);
+    conn.execute_batch("SAVEPOINT lifeboat_forget")
+        .map_err(err)?;
+    let forgotten = conn
+        .execute(
+            &format!("DELETE FROM {CHANGELOG} WHERE seq < ?1"),
+            [head as i64],
+        )
+        .and_then(|_| {
+            conn.execute(
+                &format!(
+                    "UPDATE {CHANGELOG} SET tbl = '', op = '{MARK}', old = NULL, new = NULL \
+                     WHERE seq = ?1 AND op <> '{MARK}'"
+                ),
+                [head as i64],
+            )
+        });
+    match forgotten {
+        Ok(_) => conn.execute_batch("RELEASE lifeboat_forget").map_err(err),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK TO lifeboat_forget; RELEASE lifeboat_forget");
+            Err(err(e))
+        }
+    }
 }
 
 /// Hand every row of `tenant` in every tenant table to `visit`, with the table's index
