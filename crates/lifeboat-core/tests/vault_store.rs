@@ -104,6 +104,7 @@ contract!(local, local_store:
     vault_round_trip,
     corrupted_object_is_refused,
     ranges_read_parts_of_an_object,
+    a_purge_leaves_no_trace_of_keys_only_the_tenant_held,
 );
 
 contract!(s3, s3_store:
@@ -119,6 +120,7 @@ contract!(s3, s3_store:
     vault_round_trip,
     corrupted_object_is_refused,
     ranges_read_parts_of_an_object,
+    a_purge_leaves_no_trace_of_keys_only_the_tenant_held,
 );
 
 // --- the contract -------------------------------------------------------------------------
@@ -336,6 +338,99 @@ mod contract {
             .await
             .expect("delete of an object that never existed");
         assert_eq!(get(&store, keep).await.as_deref(), Some(&b"keep"[..]));
+    }
+
+    /// A purge rewrites key-map objects on this store so that a key only the purged tenant
+    /// held is in none of them (every object's body decompressed and searched), while a key
+    /// it took from another tenant keeps a tombstone and reads as absent.
+    pub async fn a_purge_leaves_no_trace_of_keys_only_the_tenant_held(store: Arc<dyn Store>) {
+        let vault = Vault::init(store.clone()).await.expect("create");
+        let text = |k: &str| Value::Text(k.to_string());
+        let sorted = |mut entries: Vec<(Value, Option<TenantKey>)>| {
+            entries.sort_by_key(|(k, _)| lifeboat_core::model::keymap_key_bytes(k));
+            entries
+        };
+        let chunk = KeymapChunk {
+            source: "s".into(),
+            table: "users".into(),
+            column: "email".into(),
+            bits: 0,
+            bucket: 0,
+            entries: sorted(vec![
+                (text("bob@example.org"), Some(TenantKey::new("b"))),
+                (text("dave@example.org"), Some(TenantKey::new("b"))),
+            ])
+            .into_iter()
+            .map(|(k, t)| (k, t.expect("tenant")))
+            .collect(),
+        };
+        let chunk = vault.put_keymap_chunk(&chunk, 10).await.expect("chunk");
+        let delta = KeymapDelta {
+            source: "s".into(),
+            table: "users".into(),
+            column: "email".into(),
+            entries: sorted(vec![
+                (text("alice@example.org"), Some(TenantKey::new("gone"))),
+                (text("dave@example.org"), Some(TenantKey::new("gone"))),
+            ]),
+        };
+        let delta = vault.put_keymap_delta(&delta, 20).await.expect("delta");
+        let mut map = KeymapIndex {
+            table: "users".into(),
+            column: "email".into(),
+            bits: 0,
+            keys: 2,
+            chunks: vec![chunk],
+            listing: None,
+            deltas: vec![delta],
+        };
+        vault
+            .put_keymap_listing("s", &mut map, 10)
+            .await
+            .expect("listing");
+        let checkpoint = Checkpoint {
+            source: "s".into(),
+            position: 20,
+            commit_time_us: 20,
+            tables: Vec::new(),
+            keymaps: vec![map],
+        };
+        vault.put_checkpoint(&checkpoint).await.expect("checkpoint");
+        let bodies = || async {
+            let mut out = Vec::new();
+            for name in store.list("sources/s/keymaps/").await.expect("list") {
+                let bytes = get(&store, &name).await.expect("object");
+                out.push((name, zstd::decode_all(&bytes[11..]).expect("zstd body")));
+            }
+            out
+        };
+        let holds =
+            |body: &[u8], text: &str| body.windows(text.len()).any(|w| w == text.as_bytes());
+        assert!(
+            bodies()
+                .await
+                .iter()
+                .any(|(_, b)| holds(b, "alice@example.org")),
+            "the search finds the key before the purge"
+        );
+
+        lifeboat_core::purge::purge_tenant(&vault, "s", &TenantKey::new("gone"))
+            .await
+            .expect("purge");
+        let after = bodies().await;
+        assert_eq!(after.len(), 3, "a chunk, a listing, a delta: {after:?}");
+        for (name, body) in &after {
+            assert!(!holds(body, "alice@example.org"), "{name} holds alice");
+            assert!(!holds(body, "gone"), "{name} names the purged tenant");
+        }
+        let listed = vault.list_checkpoints("s").await.expect("list");
+        let read = vault.read_checkpoint(&listed[0].name).await.expect("read");
+        let map = &read.keymaps[0];
+        let rewritten = vault
+            .read_keymap_delta("s", map, &map.deltas[0])
+            .await
+            .expect("delta");
+        assert_eq!(rewritten.entries, vec![(text("dave@example.org"), None)]);
     }
 
     pub async fn vault_round_trip(store: Arc<dyn Store>) {

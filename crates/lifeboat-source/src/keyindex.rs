@@ -1208,6 +1208,117 @@ mod tests {
         }
     }
 
+    /// After a purge of a tenant from checkpoints capture wrote (its keys in the chunks,
+    /// keys only it held and keys it took from another in deltas, removals of its keys),
+    /// an index rebuilt from any checkpoint holds the map of that time without the tenant:
+    /// a key it took from another is absent, not the other's again. Capture goes on from the
+    /// rebuilt index, and a rebuild from its next checkpoint matches it.
+    #[tokio::test]
+    async fn an_index_rebuilt_after_a_purge_holds_the_map_without_the_tenant() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vault = Vault::init(Arc::new(LocalStore::new(dir.path().join("vault"))))
+            .await
+            .expect("vault");
+        let index = KeyIndex::open(&dir.path().join("a"), vault.id(), "s").expect("open");
+        index.reset(vault.id(), "s").expect("reset");
+        let tenant = |k: i64| ["b", "c", "gone"][k as usize % 3].to_string();
+        let mut model: BTreeMap<i64, String> = (0..3_000).map(|k| (k, tenant(k))).collect();
+        let all: Vec<(i64, Option<String>)> =
+            model.iter().map(|(k, t)| (*k, Some(t.clone()))).collect();
+        index.apply(layer(&all), 1, true).expect("apply");
+        let put = |map: KeymapIndex, position: u64| {
+            let vault = vault.clone();
+            async move {
+                vault
+                    .put_checkpoint(&lifeboat_core::model::Checkpoint {
+                        source: "s".into(),
+                        position,
+                        commit_time_us: 0,
+                        tables: Vec::new(),
+                        keymaps: vec![map],
+                    })
+                    .await
+                    .expect("checkpoint")
+            }
+        };
+        put(checkpoint(&vault, &index, 10).await, 10).await;
+        let gone = || Some("gone".to_string());
+        let steps: Vec<Vec<(i64, Option<String>)>> = vec![
+            // New keys of the tenant only, one taken from b, one of its own removed.
+            vec![(5_000, gone()), (5_001, gone()), (3, gone()), (2, None)],
+            // One of its new keys removed, one given to c, one of b's removed.
+            vec![(5_000, None), (5_001, Some("c".to_string())), (0, None)],
+            // Taken from c, then a key it took given back to b.
+            vec![(1, gone()), (3, Some("b".to_string())), (5_002, gone())],
+        ];
+        let mut models = vec![model.clone()];
+        for (step, changes) in steps.iter().enumerate() {
+            let position = 20 + 10 * step as u64;
+            for (k, t) in changes {
+                match t {
+                    Some(t) => model.insert(*k, t.clone()),
+                    None => model.remove(k),
+                };
+            }
+            index
+                .apply(layer(changes), position - 1, true)
+                .expect("apply");
+            let map = checkpoint(&vault, &index, position).await;
+            assert_eq!(map.deltas.len(), step + 1, "capture wrote a delta");
+            put(map, position).await;
+            models.push(model.clone());
+        }
+
+        lifeboat_core::purge::purge_tenant(&vault, "s", &TenantKey::new("gone"))
+            .await
+            .expect("purge");
+        let listed = vault.list_checkpoints("s").await.expect("list");
+        assert_eq!(listed.len(), models.len());
+        let mut latest = None;
+        for (i, (listed, model)) in listed.iter().zip(&models).enumerate() {
+            let read = vault.read_checkpoint(&listed.name).await.expect("read");
+            let map = read.keymaps[0].clone();
+            let without: BTreeMap<i64, String> = model
+                .iter()
+                .filter(|(_, t)| *t != "gone")
+                .map(|(k, t)| (*k, t.clone()))
+                .collect();
+            let rebuilt = rebuild(
+                &vault,
+                &dir.path().join(format!("r{i}")),
+                &map,
+                read.position,
+            )
+            .await;
+            assert_same(&rebuilt, &without, 0..5_010);
+            latest = Some((rebuilt, read.position, without));
+        }
+        let (rebuilt, position, mut without) = latest.expect("a checkpoint");
+        assert_eq!(
+            rebuilt.get("users", "id", &Value::Int(3)).expect("get"),
+            Some(TenantKey::new("b")),
+            "given back to b after the tenant"
+        );
+        assert_eq!(
+            rebuilt.get("users", "id", &Value::Int(1)).expect("get"),
+            None
+        );
+        let changes = vec![(1, Some("c".to_string())), (7, None)];
+        rebuilt
+            .apply(layer(&changes), position + 1, true)
+            .expect("apply");
+        let next = checkpoint(&vault, &rebuilt, position + 10).await;
+        without.insert(1, "c".to_string());
+        without.remove(&7);
+        assert_same(&rebuilt, &without, 0..5_010);
+        let again = rebuild(&vault, &dir.path().join("next"), &next, position + 10).await;
+        assert_same(&again, &without, 0..5_010);
+        assert_eq!(
+            rebuilt.map_deltas(&pair()).expect("a"),
+            again.map_deltas(&pair()).expect("b")
+        );
+    }
+
     #[test]
     fn a_map_folds_past_an_eighth_of_its_keys_or_more_deltas_than_buckets() {
         let deltas = |n: usize, entries: u64| -> Vec<KeymapDeltaRef> {
