@@ -149,12 +149,6 @@ fn map_prefix(pair: &KeymapPair) -> Vec<u8> {
     key
 }
 
-fn pending_key(pair: &KeymapPair, place: &[u8]) -> Vec<u8> {
-    let mut key = map_prefix(pair);
-    key.extend_from_slice(place);
-    key
-}
-
 fn bucket_key(pair: &KeymapPair, bucket: u32) -> Vec<u8> {
     let mut key = map_name(pair).into_bytes();
     key.push(0);
@@ -458,18 +452,24 @@ impl KeyIndex {
                     }
                 }
                 let mut keys = txn.open_table(definition).map_err(|e| self.error(e))?;
-                for (key, tenant) in layer.entries {
-                    let (place, hash) = entry_key(&key);
+                // Each changed bucket is marked once, after the entries.
+                let mut buckets = BTreeSet::new();
+                let mut key = map_prefix(&pair);
+                let prefix = key.len();
+                for (value, tenant) in layer.entries {
+                    let (place, hash) = entry_key(&value);
                     let changed = match &tenant {
                         Some(tenant) => {
                             let before = keys
                                 .insert(place.as_slice(), tenant.as_str())
-                                .map_err(|e| self.error(e))?
-                                .map(|v| v.value().to_string());
-                            if before.is_none() {
-                                state.keys += 1;
+                                .map_err(|e| self.error(e))?;
+                            match before {
+                                Some(before) => before.value() != tenant.as_str(),
+                                None => {
+                                    state.keys += 1;
+                                    true
+                                }
                             }
-                            before.as_deref() != Some(tenant.as_str())
                         }
                         None => {
                             let before =
@@ -481,22 +481,25 @@ impl KeyIndex {
                         }
                     };
                     if changed {
-                        let bucket = keymap_bucket(hash, state.bits);
-                        dirty
-                            .insert(bucket_key(&pair, bucket).as_slice(), ())
-                            .map_err(|e| self.error(e))?;
-                        let key = pending_key(&pair, &place);
-                        let newly = !state.fold
-                            && pending
-                                .get(key.as_slice())
+                        buckets.insert(keymap_bucket(hash, state.bits));
+                        if !state.fold {
+                            // Kept first; taken out again if this key turns the map to fold.
+                            key.truncate(prefix);
+                            key.extend_from_slice(&place);
+                            let newly = pending
+                                .insert(key.as_slice(), ())
                                 .map_err(|e| self.error(e))?
                                 .is_none();
-                        if state.note_pending(newly) {
-                            pending
-                                .insert(key.as_slice(), ())
-                                .map_err(|e| self.error(e))?;
+                            if !state.note_pending(newly) && newly {
+                                pending.remove(key.as_slice()).map_err(|e| self.error(e))?;
+                            }
                         }
                     }
+                }
+                for bucket in buckets {
+                    dirty
+                        .insert(bucket_key(&pair, bucket).as_slice(), ())
+                        .map_err(|e| self.error(e))?;
                 }
                 maps.insert(name.as_str(), pack(&state)?.as_slice())
                     .map_err(|e| self.error(e))?;
