@@ -14,11 +14,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-    TableHandle,
+    TableHandle, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 
@@ -129,10 +129,19 @@ fn should_fold(chunk_keys: u64, bits: u8, deltas: &[KeymapDeltaRef], pending: u6
         || deltas.len() + 1 > FOLD_DELTAS_AT_LEAST.max(1usize << bits)
 }
 
+/// A map's keys as a lookup reads them.
+type KeysTable = redb::ReadOnlyTable<&'static [u8], &'static str>;
+/// Each map's keys opened for lookups: table, column, and its keys (none: no table yet).
+type Readers = Vec<(String, String, Option<KeysTable>)>;
+
 #[derive(Clone)]
 pub struct KeyIndex {
     db: Arc<Database>,
     path: PathBuf,
+    /// Key tables opened for lookups as of the latest commit: a read transaction and a
+    /// table opened per lookup cost more than the lookup. Emptied by every write
+    /// (`begin_write`, `commit`).
+    readers: Arc<Mutex<Readers>>,
 }
 
 fn map_name(pair: &KeymapPair) -> String {
@@ -140,18 +149,16 @@ fn map_name(pair: &KeymapPair) -> String {
 }
 
 fn keys_table(pair: &KeymapPair) -> String {
-    format!("keys\u{1f}{}", map_name(pair))
+    keys_table_of(&pair.0, &pair.1)
+}
+
+fn keys_table_of(table: &str, column: &str) -> String {
+    format!("keys\u{1f}{table}\u{1f}{column}")
 }
 
 fn map_prefix(pair: &KeymapPair) -> Vec<u8> {
     let mut key = map_name(pair).into_bytes();
     key.push(0);
-    key
-}
-
-fn pending_key(pair: &KeymapPair, place: &[u8]) -> Vec<u8> {
-    let mut key = map_prefix(pair);
-    key.extend_from_slice(place);
     key
 }
 
@@ -221,7 +228,24 @@ impl KeyIndex {
         Ok(KeyIndex {
             db: Arc::new(db),
             path,
+            readers: Arc::default(),
         })
+    }
+
+    fn readers(&self) -> std::sync::MutexGuard<'_, Readers> {
+        self.readers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn begin_write(&self) -> Result<WriteTransaction> {
+        self.readers().clear();
+        self.db.begin_write().map_err(|e| self.error(e))
+    }
+
+    /// Commit `txn`; the lookups read what it wrote from then on.
+    fn commit(&self, txn: WriteTransaction) -> Result<()> {
+        let committed = txn.commit().map_err(|e| self.error(e));
+        self.readers().clear();
+        committed
     }
 
     pub fn path(&self) -> &Path {
@@ -261,7 +285,7 @@ impl KeyIndex {
     /// Empty the index and make it name `vault_id` and `source`, matching no checkpoint
     /// yet (a rebuild, or the initial snapshot, follows).
     pub fn reset(&self, vault_id: &str, source: &str) -> Result<()> {
-        let txn = self.db.begin_write().map_err(|e| self.error(e))?;
+        let txn = self.begin_write()?;
         let names: Vec<String> = txn
             .list_tables()
             .map_err(|e| self.error(e))?
@@ -278,7 +302,7 @@ impl KeyIndex {
             meta.insert("source", source.as_bytes())
                 .map_err(|e| self.error(e))?;
         }
-        txn.commit().map_err(|e| self.error(e))
+        self.commit(txn)
     }
 
     /// Take chunks of a checkpoint being rebuilt from, in one transaction (not durable
@@ -288,7 +312,7 @@ impl KeyIndex {
         pair: &KeymapPair,
         chunks: &[(&KeymapChunkRef, Vec<(Value, TenantKey)>)],
     ) -> Result<()> {
-        let mut txn = self.db.begin_write().map_err(|e| self.error(e))?;
+        let mut txn = self.begin_write()?;
         txn.set_durability(Durability::None)
             .map_err(|e| self.error(e))?;
         {
@@ -310,14 +334,14 @@ impl KeyIndex {
                 .map_err(|e| self.error(e))?;
             }
         }
-        txn.commit().map_err(|e| self.error(e))
+        self.commit(txn)
     }
 
     /// Apply deltas of a checkpoint being rebuilt from, after all of its chunks, in the
     /// checkpoint's order (oldest first), in one transaction (not durable until
     /// `rebuilt`). The buckets they touch are dirty: the next fold writes them again.
     pub fn import_deltas(&self, pair: &KeymapPair, bits: u8, deltas: &[KeymapDelta]) -> Result<()> {
-        let mut txn = self.db.begin_write().map_err(|e| self.error(e))?;
+        let mut txn = self.begin_write()?;
         txn.set_durability(Durability::None)
             .map_err(|e| self.error(e))?;
         {
@@ -344,7 +368,7 @@ impl KeyIndex {
                 }
             }
         }
-        txn.commit().map_err(|e| self.error(e))
+        self.commit(txn)
     }
 
     /// The rebuild from checkpoint `checkpoint` (at `head`) is complete: `maps` are its
@@ -360,7 +384,7 @@ impl KeyIndex {
         checkpoint: &str,
         head: u64,
     ) -> Result<()> {
-        let txn = self.db.begin_write().map_err(|e| self.error(e))?;
+        let txn = self.begin_write()?;
         {
             let mut table = txn.open_table(MAPS).map_err(|e| self.error(e))?;
             let mut delta_table = txn.open_table(DELTAS).map_err(|e| self.error(e))?;
@@ -409,7 +433,7 @@ impl KeyIndex {
             meta.insert("head", head.to_be_bytes().as_slice())
                 .map_err(|e| self.error(e))?;
         }
-        txn.commit().map_err(|e| self.error(e))
+        self.commit(txn)
     }
 
     /// Write key-map changes (`Keymaps::drain`) describing the state at `head`, and mark
@@ -423,7 +447,7 @@ impl KeyIndex {
         head: u64,
         durable: bool,
     ) -> Result<()> {
-        let mut txn = self.db.begin_write().map_err(|e| self.error(e))?;
+        let mut txn = self.begin_write()?;
         if !durable {
             txn.set_durability(Durability::None)
                 .map_err(|e| self.error(e))?;
@@ -458,18 +482,24 @@ impl KeyIndex {
                     }
                 }
                 let mut keys = txn.open_table(definition).map_err(|e| self.error(e))?;
-                for (key, tenant) in layer.entries {
-                    let (place, hash) = entry_key(&key);
+                // Each changed bucket is marked once, after the entries.
+                let mut buckets = BTreeSet::new();
+                let mut key = map_prefix(&pair);
+                let prefix = key.len();
+                for (value, tenant) in layer.entries {
+                    let (place, hash) = entry_key(&value);
                     let changed = match &tenant {
                         Some(tenant) => {
                             let before = keys
                                 .insert(place.as_slice(), tenant.as_str())
-                                .map_err(|e| self.error(e))?
-                                .map(|v| v.value().to_string());
-                            if before.is_none() {
-                                state.keys += 1;
+                                .map_err(|e| self.error(e))?;
+                            match before {
+                                Some(before) => before.value() != tenant.as_str(),
+                                None => {
+                                    state.keys += 1;
+                                    true
+                                }
                             }
-                            before.as_deref() != Some(tenant.as_str())
                         }
                         None => {
                             let before =
@@ -481,22 +511,25 @@ impl KeyIndex {
                         }
                     };
                     if changed {
-                        let bucket = keymap_bucket(hash, state.bits);
-                        dirty
-                            .insert(bucket_key(&pair, bucket).as_slice(), ())
-                            .map_err(|e| self.error(e))?;
-                        let key = pending_key(&pair, &place);
-                        let newly = !state.fold
-                            && pending
-                                .get(key.as_slice())
+                        buckets.insert(keymap_bucket(hash, state.bits));
+                        if !state.fold {
+                            // Kept first; taken out again if this key turns the map to fold.
+                            key.truncate(prefix);
+                            key.extend_from_slice(&place);
+                            let newly = pending
+                                .insert(key.as_slice(), ())
                                 .map_err(|e| self.error(e))?
                                 .is_none();
-                        if state.note_pending(newly) {
-                            pending
-                                .insert(key.as_slice(), ())
-                                .map_err(|e| self.error(e))?;
+                            if !state.note_pending(newly) && newly {
+                                pending.remove(key.as_slice()).map_err(|e| self.error(e))?;
+                            }
                         }
                     }
+                }
+                for bucket in buckets {
+                    dirty
+                        .insert(bucket_key(&pair, bucket).as_slice(), ())
+                        .map_err(|e| self.error(e))?;
                 }
                 maps.insert(name.as_str(), pack(&state)?.as_slice())
                     .map_err(|e| self.error(e))?;
@@ -505,7 +538,7 @@ impl KeyIndex {
             meta.insert("head", head.to_be_bytes().as_slice())
                 .map_err(|e| self.error(e))?;
         }
-        txn.commit().map_err(|e| self.error(e))
+        self.commit(txn)
     }
 
     /// The entries of one bucket, sorted by the key's encoding.
@@ -784,7 +817,7 @@ impl KeyIndex {
     /// references, clear the pending keys and, where it folded, the dirty buckets.
     /// Durable when this returns.
     pub fn committed(&self, prepared: Prepared, name: &str, head: u64) -> Result<()> {
-        let txn = self.db.begin_write().map_err(|e| self.error(e))?;
+        let txn = self.begin_write()?;
         {
             let mut maps = txn.open_table(MAPS).map_err(|e| self.error(e))?;
             let mut chunks = txn.open_table(CHUNKS).map_err(|e| self.error(e))?;
@@ -848,7 +881,7 @@ impl KeyIndex {
             meta.insert("head", head.to_be_bytes().as_slice())
                 .map_err(|e| self.error(e))?;
         }
-        txn.commit().map_err(|e| self.error(e))
+        self.commit(txn)
     }
 
     /// Keys in the index, all maps together.
@@ -870,13 +903,26 @@ impl KeyIndex {
 
 impl KeyStore for KeyIndex {
     fn get(&self, table: &str, column: &str, key: &Value) -> Result<Option<TenantKey>> {
-        let pair = (table.to_string(), column.to_string());
-        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
-        let name = keys_table(&pair);
-        let keys = match txn.open_table(TableDefinition::<&[u8], &str>::new(&name)) {
-            Ok(keys) => keys,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(self.error(e)),
+        let mut readers = self.readers();
+        let at = match readers
+            .iter()
+            .position(|(t, c, _)| t == table && c == column)
+        {
+            Some(at) => at,
+            None => {
+                let txn = self.db.begin_read().map_err(|e| self.error(e))?;
+                let name = keys_table_of(table, column);
+                let keys = match txn.open_table(TableDefinition::<&[u8], &str>::new(&name)) {
+                    Ok(keys) => Some(keys),
+                    Err(redb::TableError::TableDoesNotExist(_)) => None,
+                    Err(e) => return Err(self.error(e)),
+                };
+                readers.push((table.to_string(), column.to_string(), keys));
+                readers.len() - 1
+            }
+        };
+        let Some(keys) = &readers[at].2 else {
+            return Ok(None);
         };
         let (place, _) = entry_key(key);
         Ok(keys

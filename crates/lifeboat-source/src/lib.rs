@@ -61,6 +61,21 @@ impl Stop {
         self.flag.load(Ordering::SeqCst)
     }
 
+    /// Wait until a stop is requested. Made once and polled by a loop again and again, it
+    /// registers its wait once, where `sleep` makes a timer and a wait each time.
+    pub async fn stopped(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            // Registered before the flag is read: a `set` in between still wakes it.
+            notified.as_mut().enable();
+            if self.is_set() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Sleep for `duration`, waking early when a stop is requested.
     pub async fn sleep(&self, duration: Duration) {
         if self.is_set() {
@@ -216,4 +231,31 @@ fn joins(links: &[lifeboat_core::tenancy::Link], from: usize) -> String {
         ));
     }
     sql
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stop;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn stopped_waits_for_a_stop_requested_before_or_while_it_waits() {
+        let stop = Stop::new();
+        let waiting = stop.stopped();
+        tokio::pin!(waiting);
+        // Polled again and again without a stop, it stays pending.
+        for _ in 0..3 {
+            let timed_out = tokio::time::timeout(Duration::from_millis(20), &mut waiting).await;
+            assert!(timed_out.is_err(), "stopped before a stop was requested");
+        }
+        let setter = stop.clone();
+        tokio::spawn(async move { setter.set() });
+        tokio::time::timeout(Duration::from_secs(5), &mut waiting)
+            .await
+            .expect("a stop requested while waiting ends the wait");
+        // Made after the stop: it ends at once.
+        tokio::time::timeout(Duration::from_secs(5), stop.stopped())
+            .await
+            .expect("a stop requested before ends the wait");
+    }
 }

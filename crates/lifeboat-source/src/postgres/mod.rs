@@ -1149,17 +1149,27 @@ async fn capture(
     };
     let mut caught_up = false;
     let flush_interval = Duration::from_millis(50);
+    // Made once, not per event: a new timer and stop wait per event each take the
+    // runtime's locks. Moving the idle timer's deadline later is cheap; it fires after
+    // `flush_interval` without an event, so that what is pending is written.
+    let idle = tokio::time::sleep(flush_interval);
+    tokio::pin!(idle);
+    let stopped = stop.stopped();
+    tokio::pin!(stopped);
     loop {
         if stop.is_set() || (caught_up && !core.in_transaction()) {
             break;
         }
+        idle.as_mut()
+            .reset(tokio::time::Instant::now() + flush_interval);
         // (Not `recv().now_or_never()` to skip the timers: a `recv` dropped while it
         // waits for the finished reader's result would lose that result, and capture
         // would stop instead of reconnecting.)
         let event = tokio::select! {
             event = replication.recv() => Some(event),
-            _ = tokio::time::sleep(flush_interval) => None,
-            _ = stop.sleep(Duration::from_secs(3600)) => None,
+            _ = &mut idle => None,
+            // Completes only once a stop is requested: the loop ends then.
+            _ = &mut stopped => None,
         };
         let broken = match event {
             None => None,
