@@ -30,6 +30,8 @@ use lifeboat_core::tenancy::{KeyStore, KeymapLayer, KeymapPair};
 use lifeboat_core::vault::Vault;
 use lifeboat_core::{Error, Result};
 
+/// The layout of the index file, in its name: a file of another layout is not opened.
+const INDEX_VERSION: u32 = 2;
 /// The index's page cache: what keeps hot keys in memory, bounded.
 const CACHE_BYTES: usize = 32 << 20;
 /// Keys a bucket aims at; a map's bits rise above twice this average, fall below a quarter.
@@ -42,8 +44,9 @@ const MAPS: TableDefinition<&str, &[u8]> = TableDefinition::new("maps");
 const CHUNKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("chunks");
 /// Key map name, 0, bucket (big-endian) → (): changed since the last fold.
 const DIRTY: TableDefinition<&[u8], ()> = TableDefinition::new("dirty");
-/// Key map name, 0, entry key → (): changed since the latest checkpoint.
-const PENDING: TableDefinition<&[u8], ()> = TableDefinition::new("pending");
+/// Key map name, 0, entry key → its tenant at the latest checkpoint (`held`): changed
+/// since then. A key whose tenant is back to that by the checkpoint goes in no delta.
+const PENDING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pending");
 /// Key map name → the latest checkpoint's deltas of the map, oldest first.
 const DELTAS: TableDefinition<&str, &[u8]> = TableDefinition::new("deltas");
 /// Key map name → the latest checkpoint's listing of the map's chunks (if any).
@@ -203,7 +206,14 @@ impl KeyIndex {
                 dir.display()
             ))
         })?;
-        let path = dir.join(format!("keymaps-{vault_id}-{source}.redb"));
+        let path = dir.join(format!("keymaps-{INDEX_VERSION}-{vault_id}-{source}.redb"));
+        // An index of an earlier layout is a cache like any other: removed, and rebuilt
+        // from the vault under the new name.
+        let earlier = dir.join(format!("keymaps-{vault_id}-{source}.redb"));
+        if earlier.exists() {
+            tracing::info!(path = %earlier.display(), "removing a key-map index of an earlier layout: it is rebuilt from the vault");
+            let _ = std::fs::remove_file(&earlier);
+        }
         let create = || {
             redb::Builder::new()
                 .set_cache_size(CACHE_BYTES)
@@ -488,38 +498,48 @@ impl KeyIndex {
                 let prefix = key.len();
                 for (value, tenant) in layer.entries {
                     let (place, hash) = entry_key(&value);
-                    let changed = match &tenant {
+                    // The key's tenant before this change (`held`), when it changes.
+                    let changed: Option<Vec<u8>> = match &tenant {
                         Some(tenant) => {
                             let before = keys
                                 .insert(place.as_slice(), tenant.as_str())
                                 .map_err(|e| self.error(e))?;
                             match before {
-                                Some(before) => before.value() != tenant.as_str(),
+                                Some(before) if before.value() == tenant.as_str() => None,
+                                Some(before) => Some(held(Some(before.value()))),
                                 None => {
                                     state.keys += 1;
-                                    true
+                                    Some(held(None))
                                 }
                             }
                         }
                         None => {
                             let before =
                                 keys.remove(place.as_slice()).map_err(|e| self.error(e))?;
-                            if before.is_some() {
+                            before.map(|before| {
                                 state.keys -= 1;
-                            }
-                            before.is_some()
+                                held(Some(before.value()))
+                            })
                         }
                     };
-                    if changed {
+                    if let Some(before) = changed {
                         buckets.insert(keymap_bucket(hash, state.bits));
                         if !state.fold {
                             // Kept first; taken out again if this key turns the map to fold.
+                            // The first change since the checkpoint records what the key
+                            // held then; a later one puts that back.
                             key.truncate(prefix);
                             key.extend_from_slice(&place);
-                            let newly = pending
-                                .insert(key.as_slice(), ())
+                            let earlier = pending
+                                .insert(key.as_slice(), before.as_slice())
                                 .map_err(|e| self.error(e))?
-                                .is_none();
+                                .map(|v| v.value().to_vec());
+                            let newly = earlier.is_none();
+                            if let Some(earlier) = earlier {
+                                pending
+                                    .insert(key.as_slice(), earlier.as_slice())
+                                    .map_err(|e| self.error(e))?;
+                            }
                             if !state.note_pending(newly) && newly {
                                 pending.remove(key.as_slice()).map_err(|e| self.error(e))?;
                             }
@@ -716,7 +736,9 @@ impl KeyIndex {
     }
 
     /// The keys of a map changed since the latest checkpoint, each with its tenant now or
-    /// none (removed), sorted by the key's encoding: the next delta's entries.
+    /// none (removed), sorted by the key's encoding: the next delta's entries. A key whose
+    /// tenant is again the one it had at the checkpoint (added and removed again, moved
+    /// and moved back) is left out: the layers before the delta give it that already.
     fn pending_entries(&self, pair: &KeymapPair) -> Result<Vec<(Value, Option<TenantKey>)>> {
         let txn = self.db.begin_read().map_err(|e| self.error(e))?;
         let pending = match txn.open_table(PENDING) {
@@ -736,7 +758,7 @@ impl KeyIndex {
             .range::<&[u8]>(prefix.as_slice()..)
             .map_err(|e| self.error(e))?
         {
-            let (key, _) = item.map_err(|e| self.error(e))?;
+            let (key, before) = item.map_err(|e| self.error(e))?;
             let Some(place) = key.value().strip_prefix(prefix.as_slice()) else {
                 break;
             };
@@ -753,6 +775,9 @@ impl KeyIndex {
                     .map(|v| TenantKey::new(v.value().to_string())),
                 None => None,
             };
+            if before.value() == held(tenant.as_ref().map(|t| t.as_str())) {
+                continue;
+            }
             out.push((encoded, value, tenant));
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -932,6 +957,19 @@ impl KeyStore for KeyIndex {
     }
 }
 
+/// A key's tenant as `PENDING` records it: 0 for none, else 1 and the tenant.
+fn held(tenant: Option<&str>) -> Vec<u8> {
+    match tenant {
+        None => vec![0],
+        Some(tenant) => {
+            let mut out = Vec::with_capacity(tenant.len() + 1);
+            out.push(1);
+            out.extend_from_slice(tenant.as_bytes());
+            out
+        }
+    }
+}
+
 fn index_error(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::source(format!(
         "capture's key-map index {}: {e} (it is rebuilt from the vault when removed)",
@@ -1048,6 +1086,84 @@ mod tests {
             );
         }
         assert_eq!(index.keys().expect("keys"), model.len() as u64);
+    }
+
+    /// A key whose tenant is back to what it was at the latest checkpoint by the next one
+    /// goes in no delta: added and removed again (no tombstone naming a key that no layer
+    /// holds, which would keep its value in the vault past a purge), moved and moved
+    /// back, removed and added again to its tenant. A key whose tenant did change is in
+    /// the delta, however many times it changed in between, with its tenant now.
+    #[tokio::test]
+    async fn a_key_back_to_its_checkpoint_tenant_goes_in_no_delta() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vault = Vault::init(Arc::new(LocalStore::new(dir.path().join("vault"))))
+            .await
+            .expect("vault");
+        let index = KeyIndex::open(&dir.path().join("a"), vault.id(), "s").expect("open");
+        index.reset(vault.id(), "s").expect("reset");
+        let t = |name: &str| Some(name.to_string());
+        let all: Vec<(i64, Option<String>)> = (0..1_000).map(|k| (k, t("a"))).collect();
+        index.apply(layer(&all), 1, true).expect("apply");
+        let first = checkpoint(&vault, &index, 10).await;
+        assert!(first.deltas.is_empty());
+
+        let steps: Vec<Vec<(i64, Option<String>)>> = vec![
+            // Added, then removed: no layer holds 5000.
+            vec![
+                (5_000, t("b")),
+                (1, t("b")),
+                (2, None),
+                (3, t("b")),
+                (4, None),
+            ],
+            vec![
+                (5_000, None),
+                (1, t("a")),
+                (2, t("a")),
+                (3, t("c")),
+                (4, t("b")),
+            ],
+            // 3 ends at c after moving twice; 4 removed then given to b; 6 moved for good.
+            vec![(6, t("z"))],
+        ];
+        for (i, step) in steps.iter().enumerate() {
+            index
+                .apply(layer(step), 11 + i as u64, false)
+                .expect("apply");
+        }
+        let pending: Vec<(Value, Option<TenantKey>)> =
+            index.pending_entries(&pair()).expect("pending");
+        let expect = |k: i64, t: &str| (Value::Int(k), Some(TenantKey::new(t)));
+        assert_eq!(
+            pending,
+            vec![expect(3, "c"), expect(4, "b"), expect(6, "z")]
+        );
+        let second = checkpoint(&vault, &index, 20).await;
+        assert_eq!(second.deltas.len(), 1);
+        assert_eq!(second.deltas[0].entries, 3);
+        let delta = vault
+            .read_keymap_delta("s", &second, &second.deltas[0])
+            .await
+            .expect("delta");
+        assert_eq!(delta.entries, pending);
+
+        // Nothing but keys back where they were: no delta at all, and a rebuild from the
+        // vault holds the same map.
+        index
+            .apply(layer(&[(7, t("q")), (8, None)]), 21, false)
+            .expect("apply");
+        index
+            .apply(layer(&[(7, t("a")), (8, t("a"))]), 22, false)
+            .expect("apply");
+        let third = checkpoint(&vault, &index, 30).await;
+        assert_eq!(third.deltas, second.deltas, "no new delta");
+        let mut model: BTreeMap<i64, String> = (0..1_000).map(|k| (k, "a".to_string())).collect();
+        model.insert(3, "c".into());
+        model.insert(4, "b".into());
+        model.insert(6, "z".into());
+        let rebuilt = rebuild(&vault, &dir.path().join("b"), &third, 30).await;
+        assert_same(&rebuilt, &model, 0..1_010);
+        assert_same(&index, &model, 0..1_010);
     }
 
     /// New and moved keys and removals go to one small delta per checkpoint while the
