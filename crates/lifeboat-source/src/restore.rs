@@ -5,6 +5,7 @@
 //! temporary file, not in memory).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::BuildHasher;
 
 use lifeboat_core::checksum::{RowHasher, TableDigest};
 use lifeboat_core::model::{Row, TenantKey, Value};
@@ -378,8 +379,8 @@ const NO_REFERENCE: u32 = u32::MAX;
 struct SelfReferences<'a> {
     self_keys: &'a SelfKeys,
     /// Keys (the values' `Value::feed` encoding, after the foreign key's index when the
-    /// table has more than one to itself) -> id.
-    ids: HashMap<Box<[u8]>, u32>,
+    /// table has more than one to itself), each with an id.
+    keys: Keys,
     /// By key id: `ABSENT`, `WRITTEN`, or the row set aside that carries it.
     state: Vec<u32>,
     file: RowFile,
@@ -394,7 +395,7 @@ impl<'a> SelfReferences<'a> {
     fn new(self_keys: &'a SelfKeys) -> SelfReferences<'a> {
         SelfReferences {
             self_keys,
-            ids: HashMap::new(),
+            keys: Keys::default(),
             state: Vec::new(),
             file: RowFile::new(),
             ends: Vec::new(),
@@ -426,15 +427,10 @@ impl<'a> SelfReferences<'a> {
 
     /// The id of the key in `buffer`, given one if it has none.
     fn intern(&mut self) -> Result<u32> {
-        if let Some(&id) = self.ids.get(self.buffer.as_slice()) {
-            return Ok(id);
+        let (id, new) = self.keys.intern(&self.buffer)?;
+        if new {
+            self.state.push(ABSENT);
         }
-        let id = u32::try_from(self.state.len())
-            .ok()
-            .filter(|&id| id < WRITTEN)
-            .ok_or_else(too_many_rows)?;
-        self.ids.insert(self.buffer.as_slice().into(), id);
-        self.state.push(ABSENT);
         Ok(id)
     }
 
@@ -444,9 +440,9 @@ impl<'a> SelfReferences<'a> {
         let ready = keys.iter().enumerate().all(|(k, (referencing, _))| {
             !Self::encode(&mut self.buffer, (k, keys.len()), referencing, row)
                 || self
-                    .ids
-                    .get(self.buffer.as_slice())
-                    .is_some_and(|&id| self.state[id as usize] == WRITTEN)
+                    .keys
+                    .get(&self.buffer)
+                    .is_some_and(|id| self.state[id as usize] == WRITTEN)
         });
         if ready {
             for (k, (_, referenced)) in keys.iter().enumerate() {
@@ -482,7 +478,7 @@ impl<'a> SelfReferences<'a> {
 
     /// Hand out the rows set aside, each after the rows set aside that it references.
     fn finish(mut self, hand_out: &mut impl FnMut(&mut Row)) -> Result<()> {
-        self.ids = HashMap::new();
+        self.keys = Keys::default();
         let count = self.ends.len();
         let per_row = self.self_keys.len();
         let mut walk = vec![0u8; count]; // 0 waiting, 1 on the walk, 2 handed out
@@ -520,6 +516,55 @@ impl<'a> SelfReferences<'a> {
             }
         }
         Ok(())
+    }
+}
+
+/// Keys interned: their bytes one after another, each key's id the order it came in, found
+/// through a table of ids by the keys' hashes (a few bytes a key beyond its own).
+#[derive(Default)]
+struct Keys {
+    table: hashbrown::HashTable<u32>,
+    bytes: Vec<u8>,
+    /// By id: where the key ends in `bytes` (it starts where the one before ended).
+    ends: Vec<u64>,
+    hasher: std::hash::RandomState,
+}
+
+impl Keys {
+    fn key<'k>(bytes: &'k [u8], ends: &[u64], id: u32) -> &'k [u8] {
+        let id = id as usize;
+        let start = if id == 0 { 0 } else { ends[id - 1] as usize };
+        &bytes[start..ends[id] as usize]
+    }
+
+    fn get(&self, key: &[u8]) -> Option<u32> {
+        let hash = self.hasher.hash_one(key);
+        self.table
+            .find(hash, |&id| Self::key(&self.bytes, &self.ends, id) == key)
+            .copied()
+    }
+
+    /// The id of `key`, and whether it is new.
+    fn intern(&mut self, key: &[u8]) -> Result<(u32, bool)> {
+        if let Some(id) = self.get(key) {
+            return Ok((id, false));
+        }
+        let id = u32::try_from(self.ends.len())
+            .ok()
+            .filter(|&id| id < WRITTEN)
+            .ok_or_else(too_many_rows)?;
+        self.bytes.extend_from_slice(key);
+        self.ends.push(self.bytes.len() as u64);
+        let Keys {
+            table,
+            bytes,
+            ends,
+            hasher,
+        } = self;
+        table.insert_unique(hasher.hash_one(key), id, |&id| {
+            hasher.hash_one(Self::key(bytes, ends, id))
+        });
+        Ok((id, true))
     }
 }
 
