@@ -12,8 +12,8 @@ use crate::vault::{BaseReader, CheckpointHead, PositionRef, SegmentRef, Vault};
 
 mod spill;
 
-pub use spill::BUDGET_VARIABLE;
 use spill::{Entry, Kind, Merge, Run, Sorter, SpillFile};
+pub use spill::{RowFile, BUDGET_VARIABLE};
 
 /// One table's rows of one tenant, by key.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -1,13 +1,15 @@
 //! The part of restore that both source kinds share: turning a tenant's state from the
 //! vault into the rows to write (rewritten for `--as`), the order tables are written in
 //! (parents first; children's rows are removed first), and the order of rows inside a
-//! table that references itself.
+//! table that references itself (rows that come before a row they reference wait in a
+//! temporary file, not in memory).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::BuildHasher;
 
 use lifeboat_core::checksum::{RowHasher, TableDigest};
 use lifeboat_core::model::{Row, TenantKey, Value};
-use lifeboat_core::state::TenantStream;
+use lifeboat_core::state::{RowFile, TenantStream};
 use lifeboat_core::tenancy::{SourceTenancy, Tenancy};
 use lifeboat_core::{Error, Result};
 
@@ -59,9 +61,10 @@ pub struct ForeignKey {
 }
 
 /// A tenant's rows to write into one source, produced table by table from the vault
-/// (never all held at once; a table that references itself is the exception, since its
-/// rows are ordered before writing). The digest of every row handed out is kept, so the
-/// rows written can be checked against what the database then holds.
+/// (never all held at once; in a table that references itself, a row that comes before
+/// a row it references waits in a temporary file, only its keys in memory). The digest of
+/// every row handed out is kept, so the rows written can be checked against what the
+/// database then holds.
 pub struct TenantRestore {
     /// Tenant tables in write order.
     pub tables: Vec<RestoreTable>,
@@ -160,12 +163,22 @@ impl TenantRestore {
         if self_keys.is_empty() {
             self.stream.for_each_row_mut(&table.name, &mut hand_out)?;
         } else {
-            let mut rows = Vec::new();
-            self.stream
-                .for_each_row(&table.name, |row| rows.push(row))?;
-            for mut row in order_self_references(rows, &self_keys) {
-                hand_out(&mut row);
+            let mut order = SelfReferences::new(&self_keys);
+            let mut set_aside: Result<()> = Ok(());
+            self.stream.for_each_row_mut(&table.name, |row| {
+                if set_aside.is_ok() {
+                    set_aside = order.push(row, &mut hand_out);
+                }
+            })?;
+            set_aside?;
+            if order.file.rows() > 0 {
+                tracing::debug!(
+                    table = %table.name,
+                    rows = order.file.rows(),
+                    "rows set aside until the rows they reference are written"
+                );
             }
+            order.finish(&mut hand_out)?;
         }
         if let Some(e) = failed {
             return Err(e);
@@ -347,53 +360,219 @@ fn self_keys(table: &str, columns: &[String], foreign_keys: &[ForeignKey]) -> Se
         .collect()
 }
 
-/// Order rows so that a row a self-referencing foreign key points to comes first.
-fn order_self_references(rows: Vec<Row>, self_keys: &SelfKeys) -> Vec<Row> {
-    if self_keys.is_empty() || rows.len() < 2 {
-        return rows;
+/// `SelfReferences::state` of a key no row of the table was seen carrying (a reference to
+/// it points outside the table, or at a row not there: the database decides).
+const ABSENT: u32 = u32::MAX;
+/// `SelfReferences::state` of a key a row handed out carries.
+const WRITTEN: u32 = u32::MAX - 1;
+/// `SelfReferences::references` of a reference with a NULL value.
+const NO_REFERENCE: u32 = u32::MAX;
+
+/// The rows of a table that references itself, handed out so that a row a reference
+/// points to comes before the row, without holding the rows. A row whose references are
+/// all NULL or point at rows already handed out goes at once (rows that come parents
+/// first never wait); any other is set aside in a temporary file (`RowFile`), keeping in
+/// memory only its references and the keys it carries (interned) and where it ends in the
+/// file. Once the table is read, the rows set aside are ordered by a walk up their
+/// references (a reference to a key no row carries points outside: the database decides;
+/// a cycle is cut where it closes) and read back in that order.
+struct SelfReferences<'a> {
+    self_keys: &'a SelfKeys,
+    /// Keys (the values' `Value::feed` encoding, after the foreign key's index when the
+    /// table has more than one to itself), each with an id.
+    keys: Keys,
+    /// By key id: `ABSENT`, `WRITTEN`, or the row set aside that carries it.
+    state: Vec<u32>,
+    file: RowFile,
+    /// By row set aside: where it ends in `file` (it starts where the one before ended)…
+    ends: Vec<u64>,
+    /// …and the key id of its reference by each foreign key in turn (`NO_REFERENCE`).
+    references: Vec<u32>,
+    buffer: Vec<u8>,
+}
+
+impl<'a> SelfReferences<'a> {
+    fn new(self_keys: &'a SelfKeys) -> SelfReferences<'a> {
+        SelfReferences {
+            self_keys,
+            keys: Keys::default(),
+            state: Vec::new(),
+            file: RowFile::new(),
+            ends: Vec::new(),
+            references: Vec::new(),
+            buffer: Vec::new(),
+        }
     }
-    let mut by_key: Vec<HashMap<Vec<Value>, usize>> = Vec::new();
-    for (_, referenced) in self_keys {
-        by_key.push(
-            rows.iter()
-                .enumerate()
-                .map(|(i, r)| (referenced.iter().map(|&c| r[c].clone()).collect(), i))
-                .collect(),
-        );
-    }
-    let mut state = vec![0u8; rows.len()]; // 0 new, 1 visiting, 2 placed
-    let mut order = Vec::with_capacity(rows.len());
-    for start in 0..rows.len() {
-        // Iterative depth-first walk up the references; a cycle is cut where it closes.
-        let mut stack = vec![start];
-        while let Some(&i) = stack.last() {
-            if state[i] == 2 {
-                stack.pop();
-                continue;
+
+    /// Encode the `columns` of `row` for foreign key `k` of `keys` into `buffer`; false
+    /// when one is NULL.
+    fn encode(
+        buffer: &mut Vec<u8>,
+        (k, keys): (usize, usize),
+        columns: &[usize],
+        row: &Row,
+    ) -> bool {
+        buffer.clear();
+        if keys > 1 {
+            buffer.extend_from_slice(&(k as u32).to_le_bytes());
+        }
+        for &c in columns {
+            if row[c].is_null() {
+                return false;
             }
-            state[i] = 1;
-            let next = self_keys
-                .iter()
-                .zip(&by_key)
-                .find_map(|((columns, _), map)| {
-                    let key: Vec<Value> = columns.iter().map(|&c| rows[i][c].clone()).collect();
-                    if key.iter().any(Value::is_null) {
-                        return None;
-                    }
-                    map.get(&key).copied().filter(|&j| state[j] == 0)
-                });
-            match next {
-                Some(j) => stack.push(j),
-                None => {
-                    state[i] = 2;
-                    order.push(i);
-                    stack.pop();
+            row[c].feed_into(buffer);
+        }
+        true
+    }
+
+    /// The id of the key in `buffer`, given one if it has none.
+    fn intern(&mut self) -> Result<u32> {
+        let (id, new) = self.keys.intern(&self.buffer)?;
+        if new {
+            self.state.push(ABSENT);
+        }
+        Ok(id)
+    }
+
+    /// Hand `row` out now if every row it references was, else set it aside.
+    fn push(&mut self, row: &mut Row, hand_out: &mut impl FnMut(&mut Row)) -> Result<()> {
+        let keys = self.self_keys;
+        let ready = keys.iter().enumerate().all(|(k, (referencing, _))| {
+            !Self::encode(&mut self.buffer, (k, keys.len()), referencing, row)
+                || self
+                    .keys
+                    .get(&self.buffer)
+                    .is_some_and(|id| self.state[id as usize] == WRITTEN)
+        });
+        if ready {
+            for (k, (_, referenced)) in keys.iter().enumerate() {
+                if Self::encode(&mut self.buffer, (k, keys.len()), referenced, row) {
+                    let id = self.intern()?;
+                    self.state[id as usize] = WRITTEN;
+                }
+            }
+            hand_out(row);
+            return Ok(());
+        }
+        let index = u32::try_from(self.ends.len())
+            .ok()
+            .filter(|&i| i < WRITTEN)
+            .ok_or_else(too_many_rows)?;
+        for (k, (referencing, referenced)) in keys.iter().enumerate() {
+            let reference = if Self::encode(&mut self.buffer, (k, keys.len()), referencing, row) {
+                self.intern()?
+            } else {
+                NO_REFERENCE
+            };
+            self.references.push(reference);
+            if Self::encode(&mut self.buffer, (k, keys.len()), referenced, row) {
+                let id = self.intern()?;
+                if self.state[id as usize] != WRITTEN {
+                    self.state[id as usize] = index;
                 }
             }
         }
+        self.ends.push(self.file.push(row)?);
+        Ok(())
     }
-    let mut rows: Vec<Option<Row>> = rows.into_iter().map(Some).collect();
-    order.into_iter().filter_map(|i| rows[i].take()).collect()
+
+    /// Hand out the rows set aside, each after the rows set aside that it references.
+    fn finish(mut self, hand_out: &mut impl FnMut(&mut Row)) -> Result<()> {
+        self.keys = Keys::default();
+        let count = self.ends.len();
+        let per_row = self.self_keys.len();
+        let mut walk = vec![0u8; count]; // 0 waiting, 1 on the walk, 2 handed out
+        let mut stack: Vec<usize> = Vec::new();
+        for first in 0..count {
+            // Iterative depth-first walk up the references; a cycle is cut where it closes.
+            stack.push(first);
+            while let Some(&i) = stack.last() {
+                if walk[i] == 2 {
+                    stack.pop();
+                    continue;
+                }
+                walk[i] = 1;
+                let next = self.references[i * per_row..(i + 1) * per_row]
+                    .iter()
+                    .find_map(|&reference| {
+                        if reference == NO_REFERENCE {
+                            return None;
+                        }
+                        match self.state[reference as usize] {
+                            ABSENT | WRITTEN => None,
+                            j => Some(j as usize).filter(|&j| walk[j] == 0),
+                        }
+                    });
+                match next {
+                    Some(j) => stack.push(j),
+                    None => {
+                        walk[i] = 2;
+                        stack.pop();
+                        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+                        let mut row = self.file.read(start, self.ends[i])?;
+                        hand_out(&mut row);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Keys interned: their bytes one after another, each key's id the order it came in, found
+/// through a table of ids by the keys' hashes (a few bytes a key beyond its own).
+#[derive(Default)]
+struct Keys {
+    table: hashbrown::HashTable<u32>,
+    bytes: Vec<u8>,
+    /// By id: where the key ends in `bytes` (it starts where the one before ended).
+    ends: Vec<u64>,
+    hasher: std::hash::RandomState,
+}
+
+impl Keys {
+    fn key<'k>(bytes: &'k [u8], ends: &[u64], id: u32) -> &'k [u8] {
+        let id = id as usize;
+        let start = if id == 0 { 0 } else { ends[id - 1] as usize };
+        &bytes[start..ends[id] as usize]
+    }
+
+    fn get(&self, key: &[u8]) -> Option<u32> {
+        let hash = self.hasher.hash_one(key);
+        self.table
+            .find(hash, |&id| Self::key(&self.bytes, &self.ends, id) == key)
+            .copied()
+    }
+
+    /// The id of `key`, and whether it is new.
+    fn intern(&mut self, key: &[u8]) -> Result<(u32, bool)> {
+        if let Some(id) = self.get(key) {
+            return Ok((id, false));
+        }
+        let id = u32::try_from(self.ends.len())
+            .ok()
+            .filter(|&id| id < WRITTEN)
+            .ok_or_else(too_many_rows)?;
+        self.bytes.extend_from_slice(key);
+        self.ends.push(self.bytes.len() as u64);
+        let Keys {
+            table,
+            bytes,
+            ends,
+            hasher,
+        } = self;
+        table.insert_unique(hasher.hash_one(key), id, |&id| {
+            hasher.hash_one(Self::key(bytes, ends, id))
+        });
+        Ok((id, true))
+    }
+}
+
+fn too_many_rows() -> Error {
+    Error::usage(
+        "a table that references itself has too many rows of one tenant to order \
+         (more than 4 billion keys)",
+    )
 }
 
 /// A value in COPY's text format (PostgreSQL values are stored as their text output).
@@ -449,24 +628,111 @@ fn needs_escape(bytes: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn self_references_come_after_what_they_reference() {
-        let columns: Vec<String> = vec!["id".into(), "parent_id".into()];
-        let rows = vec![
-            vec![Value::Text("3".into()), Value::Text("2".into())],
-            vec![Value::Text("2".into()), Value::Text("1".into())],
-            vec![Value::Text("1".into()), Value::Null],
-            vec![Value::Text("4".into()), Value::Text("4".into())],
-        ];
+    fn issues_key() -> SelfKeys {
+        let columns: Vec<String> = vec!["id".into(), "parent_id".into(), "title".into()];
         let fk = ForeignKey {
             child: "issues".into(),
             columns: vec!["parent_id".into()],
             parent: "issues".into(),
             parent_columns: vec!["id".into()],
         };
-        let ordered = order_self_references(rows, &self_keys("issues", &columns, &[fk]));
+        self_keys("issues", &columns, &[fk])
+    }
+
+    /// The rows as `TenantRestore::rows` hands them out, and how many went through the
+    /// temporary file.
+    fn ordered(rows: Vec<Row>, keys: &SelfKeys) -> (Vec<Row>, u64) {
+        let mut out = Vec::new();
+        let mut hand_out = |row: &mut Row| out.push(row.clone());
+        let mut order = SelfReferences::new(keys);
+        for mut row in rows {
+            order.push(&mut row, &mut hand_out).expect("push");
+        }
+        let set_aside = order.file.rows();
+        order.finish(&mut hand_out).expect("finish");
+        (out, set_aside)
+    }
+
+    #[test]
+    fn self_references_come_after_what_they_reference() {
+        let text = |s: &str| Value::Text(s.into());
+        let rows = vec![
+            vec![text("3"), text("2"), Value::Null],
+            vec![text("2"), text("1"), Value::Null],
+            vec![text("1"), Value::Null, Value::Null],
+            vec![text("4"), text("4"), Value::Null],
+        ];
+        let (ordered, set_aside) = ordered(rows, &issues_key());
         let ids: Vec<String> = ordered.iter().map(|r| r[0].to_string()).collect();
         assert_eq!(ids, vec!["1", "2", "3", "4"]);
+        assert_eq!(set_aside, 3, "only the row with no parent went at once");
+    }
+
+    /// A 10,000-deep chain given children first, a tree given parents first, a row before
+    /// the parent it references, a cycle, a row referencing itself and one referencing a
+    /// row not in the table: every row comes out once, after the row it references
+    /// (except where the cycle is cut, and the row referencing itself), and only the rows
+    /// that came before their parent go through the file.
+    #[test]
+    fn rows_set_aside_come_out_after_what_they_reference() {
+        let row = |id: i64, parent: Option<i64>| {
+            vec![
+                Value::Int(id),
+                parent.map_or(Value::Null, Value::Int),
+                Value::Text(format!("issue {id}")),
+            ]
+        };
+        let mut rows = Vec::new();
+        for id in (1..=10_000).rev() {
+            rows.push(row(id, (id > 1).then_some(id - 1)));
+        }
+        rows.push(row(20_700, Some(20_000)));
+        rows.push(row(20_000, None));
+        for id in 20_001..=20_100 {
+            rows.push(row(id, Some(20_000)));
+        }
+        for id in 20_101..=20_600 {
+            rows.push(row(id, Some(20_001 + id % 100)));
+        }
+        rows.push(row(30_001, Some(30_002)));
+        rows.push(row(30_002, Some(30_003)));
+        rows.push(row(30_003, Some(30_001)));
+        rows.push(row(30_010, Some(30_010)));
+        rows.push(row(30_020, Some(99_999)));
+        let given = rows.clone();
+
+        let (out, set_aside) = ordered(rows, &issues_key());
+        assert_eq!(set_aside, 9_999 + 1 + 3 + 1 + 1);
+        assert_eq!(out.len(), given.len());
+        let mut position = HashMap::new();
+        for (at, row) in out.iter().enumerate() {
+            let Value::Int(id) = row[0] else {
+                panic!("{row:?}")
+            };
+            assert!(position.insert(id, at).is_none(), "{id} came out twice");
+            assert!(given.contains(row), "{row:?} was not given");
+        }
+        let mut before_parent = Vec::new();
+        for (at, row) in out.iter().enumerate() {
+            if let (Value::Int(id), Value::Int(parent)) = (&row[0], &row[1]) {
+                match position.get(parent) {
+                    Some(&p) if p < at => {}
+                    None => assert_eq!(*parent, 99_999, "{id}'s parent is not in the table"),
+                    Some(_) => before_parent.push(*id),
+                }
+            }
+        }
+        before_parent.sort();
+        assert_eq!(before_parent.len(), 2, "{before_parent:?}");
+        assert!(
+            (30_001..=30_003).contains(&before_parent[0]),
+            "{before_parent:?}"
+        );
+        assert_eq!(before_parent[1], 30_010);
+        // What had no parent to wait for went first, as it came.
+        assert_eq!(out[0][0], Value::Int(1));
+        assert_eq!(out[1][0], Value::Int(20_000));
+        assert_eq!(out[2][0], Value::Int(20_001));
     }
 
     #[test]

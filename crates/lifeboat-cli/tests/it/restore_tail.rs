@@ -2,7 +2,8 @@
 //! few kilobytes (`LIFEBOAT_RESTORE_MEMORY_BYTES`), so that its changes are spilled to
 //! temporary files and merged with the base's rows: the rows restored are the rows the
 //! tenant had, on PostgreSQL and on SQLite, `verify` agrees under the same budget, and the
-//! temporary directory is left empty. A budget that is not a number is refused.
+//! temporary directory is left empty. A budget that is not a number is refused. A table
+//! that references itself, its rows given children first, restores the same way.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,7 +26,10 @@ async fn run_with_budget(config: &Path, tmp: &Path, budget: &str, args: &[&str])
     command
         .env("LIFEBOAT_RESTORE_MEMORY_BYTES", budget)
         .env("TMPDIR", tmp)
-        .env("LIFEBOAT_LOG", "warn,lifeboat_core::state=debug");
+        .env(
+            "LIFEBOAT_LOG",
+            "warn,lifeboat_core::state=debug,lifeboat_source::restore=debug",
+        );
     tokio::task::spawn_blocking(move || command.output().expect("run lifeboat"))
         .await
         .expect("join")
@@ -337,4 +341,162 @@ async fn a_long_tail_since_the_base_restores_under_a_tiny_budget_on_sqlite() {
     assert!(assert_ok(&verify, "verify").starts_with("ok: 1 tenant"));
     assert_spilled(&verify);
     assert_empty(&tmp);
+}
+
+/// A table with two foreign keys to itself (a parent, and a template in the same site),
+/// its rows inserted children first (a chain, a tree, a cycle, a row referencing itself)
+/// before the base and again after it, restored under a tiny budget: the rows that come
+/// before the rows they reference are set aside, the database takes them all, and the
+/// rows restored and `verify` match the tenant's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_referencing_table_given_children_first_restores_under_a_tiny_budget() {
+    let work = Workdir::new();
+    let tmp = work.path("tmp");
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let url = create_database("rs_selfref").await;
+    let client = pg_connect(&url).await;
+    // Foreign keys are checked at the end of each statement, so one INSERT writes children
+    // before their parents: a chain and a tree whose parents have higher ids than their
+    // children, in id order (which is also the order of their keys in the vault), and
+    // templates that reference the tree from the chain.
+    let folders = |from: i64, chain: i64, tree: i64| {
+        let top = chain + tree + 1;
+        format!(
+            "INSERT INTO folders (id, site_id, parent_id, template_id, name)
+             SELECT id, site, parent, template, 'folder ' || id FROM (
+                 SELECT s * 100000 + {from} + i AS id, s AS site,
+                        CASE WHEN i < {chain} THEN s * 100000 + {from} + i + 1 END AS parent,
+                        CASE WHEN i % 3 = 0 THEN s * 100000 + {from} + {chain} + 1 + i % {tree} END
+                            AS template
+                 FROM generate_series(1, 3) s, generate_series(1, {chain}) i
+                 UNION ALL
+                 SELECT s * 100000 + {from} + {top} - k, s,
+                        CASE WHEN k > 1 THEN s * 100000 + {from} + {top} - k / 2 END, NULL
+                 FROM generate_series(1, 3) s, generate_series(1, {tree}) k
+             ) f ORDER BY id"
+        )
+    };
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE sites (id bigint PRIMARY KEY, name text);
+             CREATE TABLE folders (id bigint PRIMARY KEY,
+                 site_id bigint NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+                 parent_id bigint REFERENCES folders(id) ON DELETE CASCADE,
+                 template_id bigint, name text, UNIQUE (site_id, id),
+                 FOREIGN KEY (site_id, template_id) REFERENCES folders (site_id, id)
+                     ON DELETE CASCADE);
+             INSERT INTO sites SELECT s, 'site ' || s FROM generate_series(1, 3) s;
+             {};
+             INSERT INTO folders SELECT s * 100000 + 90000 + i, s, s * 100000 + 90000 + 3 - i,
+                 NULL, 'cycle' FROM generate_series(1, 3) s, generate_series(1, 2) i;
+             INSERT INTO folders SELECT s * 100000 + 90003, s, s * 100000 + 90003, NULL, 'itself'
+                 FROM generate_series(1, 3) s;",
+            folders(0, 1500, 700)
+        ))
+        .await
+        .expect("schema and rows");
+    let config = work.init_config(&format!(
+        "[vault]\nurl = \"{}\"\n\n[sources.app]\nurl = \"{url}\"\ntenant_column = \"site_id\"\n\
+         [sources.app.tables.sites]\ntenant_column = \"id\"\n",
+        work.vault_url()
+    ));
+    capture(&config).await;
+    // After the base: more rows children first, rows moved under the new ones, a cycle
+    // closed, a leaf removed.
+    client
+        .batch_execute(&format!(
+            "{};
+             UPDATE folders SET parent_id = id + 10000, name = 'moved'
+                 WHERE id % 100000 BETWEEN 1 AND 200;
+             UPDATE folders SET parent_id = id - 1 WHERE id % 100000 = 10400;
+             DELETE FROM folders WHERE id % 100000 = 1;",
+            folders(10000, 400, 300)
+        ))
+        .await
+        .expect("changes");
+    capture(&config).await;
+    let rows_sql = "SELECT f::text FROM folders f WHERE site_id = 2 ORDER BY id";
+    let before = texts_at(&url, rows_sql).await;
+    assert_eq!(
+        before.len(),
+        1500 + 700 + 3 + 400 + 300 - 1,
+        "{}",
+        before.len()
+    );
+    let t = pg_now(&url).await;
+    client
+        .batch_execute("DELETE FROM sites WHERE id = 2")
+        .await
+        .expect("the mistake");
+    capture(&config).await;
+    assert!(texts_at(&url, rows_sql).await.is_empty());
+
+    let output = run_with_budget(
+        &config,
+        &tmp,
+        TINY_BUDGET,
+        &["restore", "--tenant", "2", "--at", &t, "--json"],
+    )
+    .await;
+    let report: serde_json::Value =
+        serde_json::from_str(&assert_ok(&output, "restore")).expect("json");
+    assert_eq!(report["failed"], 0, "{report}");
+    assert_spilled(&output);
+    // The log line's fields, without the terminal's colours.
+    let log: String = stderr(&output)
+        .split('\x1b')
+        .enumerate()
+        .map(|(i, part)| {
+            if i == 0 {
+                part
+            } else {
+                part.split_once('m').map_or(part, |p| p.1)
+            }
+        })
+        .collect();
+    let set_aside: u64 = log
+        .lines()
+        .find(|l| l.contains("rows set aside until the rows they reference are written"))
+        .and_then(|l| l.split("rows=").nth(1))
+        .and_then(|n| n.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no rows were set aside: {log}"));
+    assert!(set_aside > 2000, "{set_aside} rows set aside");
+    assert_empty(&tmp);
+    assert_eq!(texts_at(&url, rows_sql).await, before);
+
+    capture(&config).await;
+    let verify = run_with_budget(
+        &config,
+        &tmp,
+        TINY_BUDGET,
+        &["verify", "--tenant", "2", "--at", &t],
+    )
+    .await;
+    assert!(assert_ok(&verify, "verify").starts_with("ok: 1 tenant"));
+    let verify = run_with_budget(&config, &tmp, TINY_BUDGET, &["verify", "--tenant", "2"]).await;
+    assert!(assert_ok(&verify, "verify").starts_with("ok: 1 tenant"));
+    assert_empty(&tmp);
+    drop_slots(&url).await;
+}
+
+async fn texts_at(url: &str, sql: &str) -> Vec<String> {
+    pg_connect(url)
+        .await
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// The database's current time, RFC 3339 in UTC.
+async fn pg_now(url: &str) -> String {
+    texts_at(
+        url,
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    )
+    .await
+    .remove(0)
 }

@@ -10,6 +10,10 @@
 //! written in chunks, each at a place reserved for it, so runs written at once (tenants
 //! read on several threads) interleave without locking. The file has no name, so the
 //! system frees it when it is closed, however the process ends.
+//!
+//! `RowFile` sets rows aside one by one in an unnamed temporary file of its own, in the
+//! same MessagePack encoding, and reads each back by its place: restore's rows of a table
+//! that references itself that must wait for the rows they reference.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -255,6 +259,103 @@ impl SpillFile {
             runs.insert(0, merged);
         }
         Ok(runs)
+    }
+}
+
+/// Rows set aside in an unnamed temporary file and read back one at a time, in any order,
+/// by where they were written: each row in MessagePack (as in a run), one after another.
+/// Restore sets aside the rows of a self-referencing table that come before a row they
+/// reference, and writes them once the table is read.
+pub struct RowFile {
+    file: Option<File>,
+    /// Rows encoded and not yet written; they go at `written`.
+    pending: Vec<u8>,
+    written: u64,
+    /// Bytes of the file read back (a block), and where they start.
+    block: Vec<u8>,
+    block_at: u64,
+    rows: u64,
+}
+
+/// Rows are read back from the file a block of this size at a time.
+const ROW_BLOCK: u64 = 64 * 1024;
+
+impl Default for RowFile {
+    fn default() -> Self {
+        RowFile::new()
+    }
+}
+
+impl RowFile {
+    /// A row file; the temporary file is made when the first row is written to it.
+    pub fn new() -> RowFile {
+        RowFile {
+            file: None,
+            pending: Vec::new(),
+            written: 0,
+            block: Vec::new(),
+            block_at: 0,
+            rows: 0,
+        }
+    }
+
+    /// Set `row` aside; returns where it ends. A row starts where the one before it ended
+    /// (the first at 0).
+    pub fn push(&mut self, row: &[Value]) -> Result<u64> {
+        rmp_serde::encode::write(&mut self.pending, row)
+            .map_err(|e| Error::new(ErrorKind::Vault, format!("cannot encode a row: {e}")))?;
+        self.rows += 1;
+        let end = self.written + self.pending.len() as u64;
+        if self.pending.len() >= WRITE_CHUNK {
+            self.flush()?;
+        }
+        Ok(end)
+    }
+
+    /// How many rows were set aside.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if self.file.is_none() {
+            self.file = Some(tempfile::tempfile().map_err(temp_error)?);
+        }
+        let file = self.file.as_ref().ok_or_else(bad_run)?;
+        file.write_all_at(&self.pending, self.written)
+            .map_err(temp_error)?;
+        self.written += self.pending.len() as u64;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// The row set aside at `start..end`. Rows near one another, before or after it, are
+    /// read from the same block.
+    pub fn read(&mut self, start: u64, end: u64) -> Result<Row> {
+        if end > self.written {
+            self.flush()?;
+        }
+        if start >= end || end > self.written {
+            return Err(bad_run());
+        }
+        let cached = start >= self.block_at && end <= self.block_at + self.block.len() as u64;
+        if !cached {
+            let file = self.file.as_ref().ok_or_else(bad_run)?;
+            let mut from = start - start % ROW_BLOCK;
+            if end - from > ROW_BLOCK {
+                from = start;
+            }
+            let to = (from + ROW_BLOCK).max(end).min(self.written);
+            self.block.resize((to - from) as usize, 0);
+            file.read_exact_at(&mut self.block, from)
+                .map_err(temp_error)?;
+            self.block_at = from;
+        }
+        let bytes = &self.block[(start - self.block_at) as usize..(end - self.block_at) as usize];
+        rmp_serde::from_slice(bytes).map_err(|_| bad_run())
     }
 }
 
@@ -558,6 +659,41 @@ mod tests {
             }
             assert_eq!(count, 20_000);
         }
+    }
+
+    /// Rows set aside read back whole, in any order, whether still buffered or written,
+    /// small or larger than a block.
+    #[test]
+    fn rows_set_aside_read_back_in_any_order() {
+        let mut file = RowFile::new();
+        let row = |i: u64| {
+            let size = if i % 1000 == 7 { 100_000 } else { 30 };
+            vec![
+                Value::Int(i as i64),
+                Value::Text("x".repeat(size)),
+                Value::Null,
+            ]
+        };
+        let mut places = Vec::new();
+        let mut start = 0;
+        for i in 0..20_000u64 {
+            let end = file.push(&row(i)).expect("push");
+            places.push((start, end));
+            start = end;
+        }
+        assert_eq!(file.rows(), 20_000);
+        assert!(
+            file.written > 0,
+            "rows are written to the file as they come"
+        );
+        let last = places[19_999];
+        assert_eq!(file.read(last.0, last.1).expect("read"), row(19_999));
+        for i in (0..20_000u64).rev().chain((0..20_000).step_by(7)) {
+            let (start, end) = places[i as usize];
+            assert_eq!(file.read(start, end).expect("read"), row(i), "row {i}");
+        }
+        assert!(file.read(5, 5).is_err());
+        assert!(file.read(0, start + 1).is_err());
     }
 
     #[test]
