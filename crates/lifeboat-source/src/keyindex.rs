@@ -1024,6 +1024,20 @@ mod tests {
         map
     }
 
+    /// A checkpoint of source `s` at `position` holding only `map`, written to the vault.
+    async fn put_checkpoint(vault: &Vault, map: KeymapIndex, position: u64) -> String {
+        vault
+            .put_checkpoint(&lifeboat_core::model::Checkpoint {
+                source: "s".into(),
+                position,
+                commit_time_us: 0,
+                tables: Vec::new(),
+                keymaps: vec![map],
+            })
+            .await
+            .expect("checkpoint")
+    }
+
     /// A new index filled from `map` as capture rebuilds it: the chunks its listing names
     /// (read from the vault), then its deltas.
     async fn rebuild(vault: &Vault, dir: &Path, map: &KeymapIndex, position: u64) -> KeyIndex {
@@ -1315,21 +1329,7 @@ mod tests {
                 .map(|k| (k, Some(format!("t{}", k % 4))))
                 .collect();
             index.apply(layer(&all), 1, true).expect("apply");
-            let put = |map: KeymapIndex, position: u64| {
-                let vault = vault.clone();
-                async move {
-                    vault
-                        .put_checkpoint(&lifeboat_core::model::Checkpoint {
-                            source: "s".into(),
-                            position,
-                            commit_time_us: 0,
-                            tables: Vec::new(),
-                            keymaps: vec![map],
-                        })
-                        .await
-                        .expect("checkpoint")
-                }
-            };
+            let put = |map: KeymapIndex, position: u64| put_checkpoint(&vault, map, position);
             let first = checkpoint(&vault, &index, 10).await;
             let first_listing = bytes_of(&vault_dir, ".kml");
             assert_eq!(first_listing.0, 1);
@@ -1388,21 +1388,7 @@ mod tests {
         let all: Vec<(i64, Option<String>)> =
             model.iter().map(|(k, t)| (*k, Some(t.clone()))).collect();
         index.apply(layer(&all), 1, true).expect("apply");
-        let put = |map: KeymapIndex, position: u64| {
-            let vault = vault.clone();
-            async move {
-                vault
-                    .put_checkpoint(&lifeboat_core::model::Checkpoint {
-                        source: "s".into(),
-                        position,
-                        commit_time_us: 0,
-                        tables: Vec::new(),
-                        keymaps: vec![map],
-                    })
-                    .await
-                    .expect("checkpoint")
-            }
-        };
+        let put = |map: KeymapIndex, position: u64| put_checkpoint(&vault, map, position);
         put(checkpoint(&vault, &index, 10).await, 10).await;
         let gone = || Some("gone".to_string());
         let steps: Vec<Vec<(i64, Option<String>)>> = vec![
