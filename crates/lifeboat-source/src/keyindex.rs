@@ -214,6 +214,8 @@ impl KeyIndex {
             tracing::info!(path = %earlier.display(), "removing a key-map index of an earlier layout: it is rebuilt from the vault");
             let _ = std::fs::remove_file(&earlier);
         }
+        // With it, the run files an interrupted first snapshot left beside it.
+        let _ = std::fs::remove_dir_all(earlier.with_extension("snapshot"));
         let create = || {
             redb::Builder::new()
                 .set_cache_size(CACHE_BYTES)

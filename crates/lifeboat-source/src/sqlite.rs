@@ -37,6 +37,10 @@ use crate::{quote_ident, tenant_delete, tenant_query, Stop};
 const CHANGELOG: &str = "_lifeboat_changelog";
 /// The operation of a changelog mark: no change, only the last sequence handed out.
 const MARK: &str = "A";
+/// The trigger that refuses to delete the changelog's newest entry, so that SQLite never
+/// hands its sequence, or a smaller one, out again (docs/vault-format.md, "A source's
+/// vault").
+const KEEP: &str = "_lifeboat_changelog_keep";
 const META: &str = "_lifeboat_meta";
 /// The vault the source feeds (docs/vault-format.md, "A source's vault").
 const VAULT: &str = "_lifeboat_vault";
@@ -328,7 +332,13 @@ impl Shared {
                 .conn
                 .lock()
                 .map_err(|_| Error::source("sqlite connection poisoned"))?;
-            work(&mut conn, &shared.path)
+            let done = work(&mut conn, &shared.path);
+            // No work leaves a transaction open on the shared connection (its locks would
+            // keep the application out of its database): one left by a failure is undone.
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            done
         })
     }
 
@@ -541,7 +551,14 @@ fn install(conn: &Connection, path: &Path, tenancy: &SourceTenancy) -> Result<()
             new TEXT,
             at INTEGER NOT NULL
          );
-         CREATE TABLE IF NOT EXISTS {META} (tbl TEXT PRIMARY KEY, columns TEXT NOT NULL);"
+         CREATE TABLE IF NOT EXISTS {META} (tbl TEXT PRIMARY KEY, columns TEXT NOT NULL);
+         DROP TRIGGER IF EXISTS {KEEP};
+         CREATE TRIGGER {KEEP} BEFORE DELETE ON {CHANGELOG}
+         WHEN NOT EXISTS (SELECT 1 FROM {CHANGELOG} WHERE seq > OLD.seq) BEGIN
+           SELECT RAISE(ABORT, 'the newest entry of {CHANGELOG} holds the last sequence \
+             Lifeboat handed out and cannot be deleted: delete entries below it, or run \
+             `lifeboat source drop` to remove capture from this database');
+         END;"
     ))
     .map_err(err)?;
     for table in tenancy.tenant_tables() {
@@ -747,6 +764,12 @@ fn claim_source(
         if issued < head {
             return Err(sequence_went_back(path, source, issued, head));
         }
+        // Capture's changelog keeps its newest entry (`KEEP`), or, made by an earlier
+        // Lifeboat, its last sequence in `sqlite_sequence`. One with neither was made again
+        // outside capture: its sequences may have started over.
+        if !guarded(conn, path)? && !autoincrement(conn, path)? {
+            return Err(changelog_made_again(path, source));
+        }
     }
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS {VAULT} (vault_id TEXT NOT NULL); DELETE FROM {VAULT};"
@@ -758,6 +781,40 @@ fn claim_source(
     )
     .map_err(err)?;
     Ok(())
+}
+
+/// Whether the changelog has the trigger that keeps its newest entry.
+fn guarded(conn: &Connection, path: &Path) -> Result<bool> {
+    conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'trigger' AND name = ?1 \
+         AND tbl_name = ?2",
+        [KEEP, CHANGELOG],
+        |r| r.get(0),
+    )
+    .map_err(|e| sqlite_error(path, e))
+}
+
+/// Whether the changelog was made `AUTOINCREMENT` (by an earlier Lifeboat).
+fn autoincrement(conn: &Connection, path: &Path) -> Result<bool> {
+    conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1 \
+         AND upper(sql) LIKE '%AUTOINCREMENT%'",
+        [CHANGELOG],
+        |r| r.get(0),
+    )
+    .map_err(|e| sqlite_error(path, e))
+}
+
+/// The changelog, or the trigger that keeps its newest entry, was made again or removed
+/// outside capture: SQLite may have handed out sequences the vault already holds.
+fn changelog_made_again(path: &Path, source: &str) -> Error {
+    Error::source(format!(
+        "sqlite {}: capture's changelog was made again, or its trigger {KEEP} removed, outside \
+         capture: SQLite may have handed out sequences the vault already holds, and their \
+         changes would be missed. Capture stopped and stored nothing more; capture this \
+         source into a new vault (`lifeboat source drop {source}` first)",
+        path.display()
+    ))
 }
 
 /// The changelog's last sequence is below what the vault holds: its entries, mark
@@ -902,8 +959,15 @@ async fn step(
     let version = conn.run(|conn, path| schema_version(conn, path)).await?;
     if version != *known_schema {
         let tenancy = core.tenancy().clone();
-        conn.run(move |conn, path| check_installed(conn, path, &tenancy))
-            .await?;
+        let source = core.source.clone();
+        conn.run(move |conn, path| {
+            check_installed(conn, path, &tenancy)?;
+            match guarded(conn, path)? {
+                true => Ok(()),
+                false => Err(changelog_made_again(path, &source)),
+            }
+        })
+        .await?;
         *known_schema = version;
     }
     // One commit group: every entry committed when this step starts, read in chunks so
@@ -1151,33 +1215,47 @@ fn trim(conn: &Connection, path: &Path, head: u64) -> Result<()> {
     Ok(())
 }
 
-/// Delete the changelog's entries below `head` and make the one at `head` a mark, in one
-/// write (a savepoint: the caller may be inside a transaction already).
+/// Make the changelog's entry at `head` a mark and delete the entries below it, in one
+/// write: its own immediate transaction, or a savepoint inside the caller's. The mark comes
+/// first: the newest entry is never deleted (`KEEP`).
 fn forget(conn: &Connection, path: &Path, head: u64) -> Result<()> {
     let err = |e| sqlite_error(path, e);
-    conn.execute_batch("SAVEPOINT lifeboat_forget")
-        .map_err(err)?;
+    let own = conn.is_autocommit();
+    conn.execute_batch(match own {
+        true => "BEGIN IMMEDIATE",
+        false => "SAVEPOINT lifeboat_forget",
+    })
+    .map_err(err)?;
     let forgotten = conn
         .execute(
-            &format!("DELETE FROM {CHANGELOG} WHERE seq < ?1"),
+            &format!(
+                "UPDATE {CHANGELOG} SET tbl = '', op = '{MARK}', old = NULL, new = NULL \
+                 WHERE seq = ?1 AND op <> '{MARK}'"
+            ),
             [head as i64],
         )
         .and_then(|_| {
             conn.execute(
-                &format!(
-                    "UPDATE {CHANGELOG} SET tbl = '', op = '{MARK}', old = NULL, new = NULL \
-                     WHERE seq = ?1 AND op <> '{MARK}'"
-                ),
+                &format!("DELETE FROM {CHANGELOG} WHERE seq < ?1"),
                 [head as i64],
             )
+        })
+        .and_then(|_| {
+            conn.execute_batch(match own {
+                true => "COMMIT",
+                false => "RELEASE lifeboat_forget",
+            })
         });
-    match forgotten {
-        Ok(_) => conn.execute_batch("RELEASE lifeboat_forget").map_err(err),
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK TO lifeboat_forget; RELEASE lifeboat_forget");
-            Err(err(e))
-        }
+    if let Err(e) = forgotten {
+        // A failed commit (the database busy past the timeout) leaves the transaction
+        // open, holding its lock: it is rolled back here, not left to the next call.
+        let _ = conn.execute_batch(match own {
+            true => "ROLLBACK",
+            false => "ROLLBACK TO lifeboat_forget; RELEASE lifeboat_forget",
+        });
+        return Err(err(e));
     }
+    Ok(())
 }
 
 /// Hand every row of `tenant` in every tenant table to `visit`, with the table's index
@@ -1493,6 +1571,62 @@ pub(crate) fn issued(conn: &Connection) -> rusqlite::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A trim whose commit cannot get the database (a reader holding it past the busy
+    /// timeout, in rollback-journal mode) fails and leaves no transaction open: the
+    /// application can write again once the reader is gone, and the trim can be done then.
+    #[test]
+    fn a_trim_that_cannot_commit_leaves_no_transaction_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("app.db");
+        let capture = Connection::open(&path).expect("open");
+        capture
+            .execute_batch(&format!(
+                "PRAGMA journal_mode = DELETE;
+                 CREATE TABLE {CHANGELOG} (seq INTEGER PRIMARY KEY, tbl TEXT NOT NULL,
+                   op TEXT NOT NULL, old TEXT, new TEXT, at INTEGER NOT NULL);
+                 INSERT INTO {CHANGELOG} (tbl, op, new, at) VALUES
+                   ('t', 'I', '[1]', 0), ('t', 'I', '[2]', 0), ('t', 'I', '[3]', 0);"
+            ))
+            .expect("changelog");
+        capture
+            .busy_timeout(Duration::from_millis(100))
+            .expect("timeout");
+        let reader = Connection::open(&path).expect("reader");
+        reader
+            .execute_batch(&format!("BEGIN; SELECT count(*) FROM {CHANGELOG};"))
+            .expect("read");
+        assert!(
+            forget(&capture, &path, 2).is_err(),
+            "committed past a reader"
+        );
+        assert!(
+            capture.is_autocommit(),
+            "the trim left its transaction open"
+        );
+        reader.execute_batch("COMMIT").expect("end read");
+        let app = Connection::open(&path).expect("app");
+        app.execute_batch(&format!(
+            "INSERT INTO {CHANGELOG} (tbl, op, new, at) VALUES ('t', 'I', '[4]', 0)"
+        ))
+        .expect("the application writes again");
+        forget(&capture, &path, 2).expect("trim");
+        let left: Vec<(i64, String)> = capture
+            .prepare(&format!("SELECT seq, op FROM {CHANGELOG} ORDER BY seq"))
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        assert_eq!(
+            left,
+            vec![
+                (2, MARK.to_string()),
+                (3, "I".to_string()),
+                (4, "I".to_string())
+            ]
+        );
+    }
 
     /// The changelog reader's speed on one core, over a changelog that triggers recorded in
     /// a real database (`scripts/bench-decode`; `LIFEBOAT_DECODE_SQLITE=FILE`), read in

@@ -606,8 +606,9 @@ fn sqlite_exec(path: &Path, sql: &str) {
 /// SQLite hands out a changelog sequence once. Trimming leaves a mark at the vault's head
 /// (the changelog has no `AUTOINCREMENT`, which costs writers a `sqlite_sequence` update
 /// per entry); a changelog an earlier Lifeboat made `AUTOINCREMENT` goes on from
-/// `sqlite_sequence`; a changelog emptied by hand, mark included, stops capture at its
-/// start and while it runs, instead of handing the vault's sequences out again.
+/// `sqlite_sequence`; its newest entry cannot be deleted by hand; a changelog made again by
+/// hand stops capture at its start and while it runs, instead of handing the vault's
+/// sequences out again.
 #[test]
 fn sqlite_changelog_sequences_are_never_handed_out_twice() {
     let work = Workdir::new();
@@ -685,44 +686,67 @@ fn sqlite_changelog_sequences_are_never_handed_out_twice() {
         "{history}"
     );
 
-    // Emptied by hand, mark included, on a changelog without AUTOINCREMENT: refused at
-    // the start, nothing stored, nothing changed in the source.
+    // Its newest entry cannot be deleted by hand: the statement is refused whole.
     let head = head + 1;
-    sqlite_exec(
-        &identity,
-        "BEGIN;
+    let before = sqlite_rows(&identity, entries);
+    assert_eq!(before, vec![format!("{head} A [] - -")]);
+    let refused = rusqlite::Connection::open(&identity)
+        .expect("open")
+        .execute("DELETE FROM _lifeboat_changelog", [])
+        .expect_err("the newest entry was deleted");
+    assert!(
+        refused.to_string().contains("cannot be deleted"),
+        "{refused}"
+    );
+    assert_eq!(sqlite_rows(&identity, entries), before);
+
+    // Made again by hand without it: refused at the start, nothing stored, nothing
+    // changed in the source, whether its sequences are below the vault's head...
+    let made_again = "BEGIN;
          DROP TABLE _lifeboat_changelog;
          DELETE FROM sqlite_sequence WHERE name = '_lifeboat_changelog';
          CREATE TABLE _lifeboat_changelog (seq INTEGER PRIMARY KEY,
            tbl TEXT NOT NULL, op TEXT NOT NULL, old TEXT, new TEXT, at INTEGER NOT NULL);
-         COMMIT;",
-    );
+         COMMIT;";
+    sqlite_exec(&identity, made_again);
     sqlite_exec(
         &identity,
         "UPDATE users SET email = 'd@example.net' WHERE id = 300",
     );
-    let catalog = sqlite_catalog(&identity);
-    let before = sqlite_rows(&identity, entries);
-    let objects = vault_objects(&work);
-    let output = lifeboat(&config, &["capture", "--until-caught-up"]);
-    assert_refused(
-        &output,
-        1,
-        &[
-            &format!("the changelog's last sequence is 1, below the {head} the vault holds"),
-            "lifeboat source drop identity",
-        ],
+    let refused_start = |needle: &str| {
+        let catalog = sqlite_catalog(&identity);
+        let before = sqlite_rows(&identity, entries);
+        let objects = vault_objects(&work);
+        let output = lifeboat(&config, &["capture", "--until-caught-up"]);
+        assert_refused(&output, 1, &[needle, "lifeboat source drop identity"]);
+        assert_eq!(sqlite_catalog(&identity), catalog);
+        assert_eq!(sqlite_rows(&identity, entries), before);
+        assert_eq!(vault_objects(&work), objects, "the vault was written");
+    };
+    refused_start(&format!(
+        "the changelog's last sequence is 1, below the {head} the vault holds"
+    ));
+    // ... or already past it, where the sequences alone cannot tell.
+    for n in 0..head + 5 {
+        sqlite_exec(
+            &identity,
+            &format!("UPDATE users SET email = 'd{n}@example.net' WHERE id = 300"),
+        );
+    }
+    refused_start(
+        "capture's changelog was made again, or its trigger _lifeboat_changelog_keep removed",
     );
-    assert_eq!(sqlite_catalog(&identity), catalog);
-    assert_eq!(sqlite_rows(&identity, entries), before);
-    assert_eq!(vault_objects(&work), objects, "the vault was written");
 
-    // The same while capture runs: it stops instead of waiting for sequences it holds.
+    // The same while capture runs: it stops at its next read.
     sqlite_exec(
         &identity,
         &format!(
-            "DELETE FROM _lifeboat_changelog;
-             INSERT INTO _lifeboat_changelog (seq, tbl, op, at) VALUES ({head}, '', 'A', 0);"
+            "BEGIN;
+             DROP TABLE _lifeboat_changelog;
+             CREATE TABLE _lifeboat_changelog (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+               tbl TEXT NOT NULL, op TEXT NOT NULL, old TEXT, new TEXT, at INTEGER NOT NULL);
+             INSERT INTO sqlite_sequence (name, seq) VALUES ('_lifeboat_changelog', {head});
+             COMMIT;"
         ),
     );
     let mut capture = spawn_capture(&config, None);
@@ -736,7 +760,13 @@ fn sqlite_changelog_sequences_are_never_handed_out_twice() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(head_position(&config), head + 1, "capture went on");
-    sqlite_exec(&identity, "DELETE FROM _lifeboat_changelog");
+    sqlite_exec(&identity, made_again);
+    for n in 0..head + 5 {
+        sqlite_exec(
+            &identity,
+            &format!("UPDATE users SET email = 'f{n}@example.net' WHERE id = 300"),
+        );
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(status) = capture.try_wait().expect("wait") {
@@ -744,7 +774,7 @@ fn sqlite_changelog_sequences_are_never_handed_out_twice() {
         }
         if Instant::now() > deadline {
             terminate(&mut capture);
-            panic!("capture went on for 60 s beside an emptied changelog");
+            panic!("capture went on for 60 s beside a changelog made again");
         }
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -752,11 +782,10 @@ fn sqlite_changelog_sequences_are_never_handed_out_twice() {
     std::io::Read::read_to_string(capture.stderr.as_mut().expect("stderr"), &mut err)
         .expect("stderr");
     assert_eq!(status.code(), Some(1), "{err}");
-    assert!(
-        err.contains(&format!(
-            "the changelog's last sequence is 0, below the {} the vault holds",
-            head + 1
-        )),
-        "{err}"
+    assert!(err.contains("capture's changelog was made again"), "{err}");
+    assert_eq!(
+        head_position(&config),
+        head + 1,
+        "nothing of the new sequences stored"
     );
 }
