@@ -636,43 +636,38 @@ fn sqlite_changelog_sequences_are_never_handed_out_twice() {
             .contains("table _lifeboat_changelog (0 changes"),
         "a mark is not a change waiting"
     );
-    sqlite_exec(
-        &identity,
+    // One change takes the next sequence and is captured.
+    let next_change = |sql: &str, seq: u64| {
+        sqlite_exec(&identity, sql);
+        assert_eq!(sqlite_rows(&identity, changes), vec![seq.to_string()]);
+        lifeboat_ok(&config, &["capture", "--until-caught-up"]);
+        assert_eq!(head_position(&config), seq);
+    };
+    next_change(
         "UPDATE users SET email = 'b@example.net' WHERE id = 100",
+        head + 1,
     );
-    assert_eq!(
-        sqlite_rows(&identity, changes),
-        vec![(head + 1).to_string()]
-    );
-    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
-    assert_eq!(head_position(&config), head + 1);
 
     // A changelog as an earlier Lifeboat left it: AUTOINCREMENT, emptied by its trimming,
     // its last sequence only in `sqlite_sequence`.
     let head = head + 1;
-    sqlite_exec(
-        &identity,
-        &format!(
+    let earlier_layout = |head: u64| {
+        format!(
             "BEGIN;
              DROP TABLE _lifeboat_changelog;
              CREATE TABLE _lifeboat_changelog (seq INTEGER PRIMARY KEY AUTOINCREMENT,
                tbl TEXT NOT NULL, op TEXT NOT NULL, old TEXT, new TEXT, at INTEGER NOT NULL);
              INSERT INTO sqlite_sequence (name, seq) VALUES ('_lifeboat_changelog', {head});
              COMMIT;"
-        ),
-    );
+        )
+    };
+    sqlite_exec(&identity, &earlier_layout(head));
     lifeboat_ok(&config, &["capture", "--until-caught-up"]);
     assert_eq!(head_position(&config), head);
-    sqlite_exec(
-        &identity,
+    next_change(
         "UPDATE users SET email = 'c@example.net' WHERE id = 200",
+        head + 1,
     );
-    assert_eq!(
-        sqlite_rows(&identity, changes),
-        vec![(head + 1).to_string()]
-    );
-    lifeboat_ok(&config, &["capture", "--until-caught-up"]);
-    assert_eq!(head_position(&config), head + 1);
     let out = lifeboat_ok(&config, &as_strs(&verify_args([1, 2, 3])));
     assert!(out.starts_with("ok: 3 tenants"), "{out}");
     let history: serde_json::Value = serde_json::from_str(&lifeboat_ok(
@@ -738,17 +733,7 @@ fn sqlite_changelog_sequences_are_never_handed_out_twice() {
     );
 
     // The same while capture runs: it stops at its next read.
-    sqlite_exec(
-        &identity,
-        &format!(
-            "BEGIN;
-             DROP TABLE _lifeboat_changelog;
-             CREATE TABLE _lifeboat_changelog (seq INTEGER PRIMARY KEY AUTOINCREMENT,
-               tbl TEXT NOT NULL, op TEXT NOT NULL, old TEXT, new TEXT, at INTEGER NOT NULL);
-             INSERT INTO sqlite_sequence (name, seq) VALUES ('_lifeboat_changelog', {head});
-             COMMIT;"
-        ),
-    );
+    sqlite_exec(&identity, &earlier_layout(head));
     let mut capture = spawn_capture(&config, None);
     sqlite_exec(
         &identity,
