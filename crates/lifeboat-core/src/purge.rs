@@ -432,10 +432,7 @@ mod tests {
     /// and its listing stay as they are; a chunk no checkpoint refers to goes.
     #[tokio::test]
     async fn a_purge_rewrites_shared_key_map_chunks_once() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let vault = Vault::init(Arc::new(LocalStore::new(dir.path())))
-            .await
-            .expect("vault");
+        let (_dir, vault) = local_vault().await;
         let both = vault
             .put_keymap_chunk(&chunk("id", &[(1, "a"), (2, "b"), (3, "b")]), 10)
             .await
@@ -514,6 +511,15 @@ mod tests {
         }
     }
 
+    /// A new vault on a local directory, kept while the directory is.
+    async fn local_vault() -> (tempfile::TempDir, Vault) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vault = Vault::init(Arc::new(LocalStore::new(dir.path())))
+            .await
+            .expect("vault");
+        (dir, vault)
+    }
+
     /// A map as a reader of the whole map sees it at a checkpoint: its chunks, then its
     /// deltas oldest first.
     async fn read_map(vault: &Vault, map: &KeymapIndex) -> BTreeMap<Vec<u8>, (Value, String)> {
@@ -576,10 +582,7 @@ mod tests {
     /// deleted.
     #[tokio::test]
     async fn a_purge_keeps_a_tombstone_only_where_an_earlier_layer_holds_the_key() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let vault = Vault::init(Arc::new(LocalStore::new(dir.path())))
-            .await
-            .expect("vault");
+        let (_dir, vault) = local_vault().await;
         let chunk = vault
             .put_keymap_chunk(&chunk("id", &[(1, "a"), (2, "a")]), 10)
             .await
@@ -670,10 +673,7 @@ mod tests {
     /// behind the one naming another, so the old delta is kept, not deleted.
     #[tokio::test]
     async fn a_delta_behind_different_layers_is_decided_for_each() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let vault = Vault::init(Arc::new(LocalStore::new(dir.path())))
-            .await
-            .expect("vault");
+        let (_dir, vault) = local_vault().await;
         let tenants = vault
             .put_keymap_chunk(&chunk("id", &[(1, "a"), (2, "c")]), 10)
             .await
@@ -732,10 +732,7 @@ mod tests {
     /// reads as absent, not as the other tenant's. A second purge changes nothing.
     #[tokio::test]
     async fn a_purge_leaves_no_trace_of_keys_only_the_tenant_held() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let vault = Vault::init(Arc::new(LocalStore::new(dir.path())))
-            .await
-            .expect("vault");
+        let (_dir, vault) = local_vault().await;
         let text = |k: &str| Value::Text(k.to_string());
         let first = KeymapChunk {
             source: "s".into(),
@@ -913,10 +910,7 @@ mod tests {
         let tenants = ["a", "b", "c"];
         let key = |k: u64| Value::Text(format!("user{k}@example.org"));
         for seed in 1..=12u64 {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let vault = Vault::init(Arc::new(LocalStore::new(dir.path())))
-                .await
-                .expect("vault");
+            let (_dir, vault) = local_vault().await;
             let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
             let bits = 2;
             let mut state: BTreeMap<u64, &str> = BTreeMap::new();

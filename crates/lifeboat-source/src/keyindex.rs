@@ -213,9 +213,9 @@ impl KeyIndex {
         if earlier.exists() {
             tracing::info!(path = %earlier.display(), "removing a key-map index of an earlier layout: it is rebuilt from the vault");
             let _ = std::fs::remove_file(&earlier);
+            // With it, the run files an interrupted first snapshot left beside it.
+            let _ = std::fs::remove_dir_all(earlier.with_extension("snapshot"));
         }
-        // With it, the run files an interrupted first snapshot left beside it.
-        let _ = std::fs::remove_dir_all(earlier.with_extension("snapshot"));
         let create = || {
             redb::Builder::new()
                 .set_cache_size(CACHE_BYTES)
@@ -317,6 +317,14 @@ impl KeyIndex {
         self.commit(txn)
     }
 
+    /// A write of a rebuild: not durable until `rebuilt` commits durably.
+    fn begin_import(&self) -> Result<WriteTransaction> {
+        let mut txn = self.begin_write()?;
+        txn.set_durability(Durability::None)
+            .map_err(|e| self.error(e))?;
+        Ok(txn)
+    }
+
     /// Take chunks of a checkpoint being rebuilt from, in one transaction (not durable
     /// until `rebuilt`).
     pub fn import_chunks(
@@ -324,9 +332,7 @@ impl KeyIndex {
         pair: &KeymapPair,
         chunks: &[(&KeymapChunkRef, Vec<(Value, TenantKey)>)],
     ) -> Result<()> {
-        let mut txn = self.begin_write()?;
-        txn.set_durability(Durability::None)
-            .map_err(|e| self.error(e))?;
+        let txn = self.begin_import()?;
         {
             let name = keys_table(pair);
             let mut keys = txn
@@ -353,9 +359,7 @@ impl KeyIndex {
     /// checkpoint's order (oldest first), in one transaction (not durable until
     /// `rebuilt`). The buckets they touch are dirty: the next fold writes them again.
     pub fn import_deltas(&self, pair: &KeymapPair, bits: u8, deltas: &[KeymapDelta]) -> Result<()> {
-        let mut txn = self.begin_write()?;
-        txn.set_durability(Durability::None)
-            .map_err(|e| self.error(e))?;
+        let txn = self.begin_import()?;
         {
             let name = keys_table(pair);
             let mut keys = txn
@@ -1013,6 +1017,16 @@ mod tests {
         )]
     }
 
+    /// A new vault under `dir/vault` and an empty index for its source `s` under `dir/a`.
+    async fn vault_and_index(dir: &Path) -> (Vault, KeyIndex) {
+        let vault = Vault::init(Arc::new(LocalStore::new(dir.join("vault"))))
+            .await
+            .expect("vault");
+        let index = KeyIndex::open(&dir.join("a"), vault.id(), "s").expect("open");
+        index.reset(vault.id(), "s").expect("reset");
+        (vault, index)
+    }
+
     /// A checkpoint of `index` at `position`: its key map, once committed.
     async fn checkpoint(vault: &Vault, index: &KeyIndex, position: u64) -> KeymapIndex {
         let prepared = index
@@ -1112,11 +1126,7 @@ mod tests {
     #[tokio::test]
     async fn a_key_back_to_its_checkpoint_tenant_goes_in_no_delta() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let vault = Vault::init(Arc::new(LocalStore::new(dir.path().join("vault"))))
-            .await
-            .expect("vault");
-        let index = KeyIndex::open(&dir.path().join("a"), vault.id(), "s").expect("open");
-        index.reset(vault.id(), "s").expect("reset");
+        let (vault, index) = vault_and_index(dir.path()).await;
         let t = |name: &str| Some(name.to_string());
         let all: Vec<(i64, Option<String>)> = (0..1_000).map(|k| (k, t("a"))).collect();
         index.apply(layer(&all), 1, true).expect("apply");
@@ -1190,11 +1200,7 @@ mod tests {
     async fn deltas_carry_the_changes_a_fold_bounds_them_and_a_rebuild_matches() {
         let dir = tempfile::tempdir().expect("tempdir");
         let vault_dir = dir.path().join("vault");
-        let vault = Vault::init(Arc::new(LocalStore::new(&vault_dir)))
-            .await
-            .expect("vault");
-        let index = KeyIndex::open(&dir.path().join("a"), vault.id(), "s").expect("open");
-        index.reset(vault.id(), "s").expect("reset");
+        let (vault, index) = vault_and_index(dir.path()).await;
         let tenant = |n: i64| format!("t{}", n % 4);
         let mut model: BTreeMap<i64, String> = (0..20_000).map(|k| (k, tenant(k))).collect();
         let all: Vec<(i64, Option<String>)> =
@@ -1322,11 +1328,7 @@ mod tests {
         for keys in [2_000i64, 150_000] {
             let dir = tempfile::tempdir().expect("tempdir");
             let vault_dir = dir.path().join("vault");
-            let vault = Vault::init(Arc::new(LocalStore::new(&vault_dir)))
-                .await
-                .expect("vault");
-            let index = KeyIndex::open(&dir.path().join("a"), vault.id(), "s").expect("open");
-            index.reset(vault.id(), "s").expect("reset");
+            let (vault, index) = vault_and_index(dir.path()).await;
             let all: Vec<(i64, Option<String>)> = (0..keys)
                 .map(|k| (k, Some(format!("t{}", k % 4))))
                 .collect();
@@ -1380,11 +1382,7 @@ mod tests {
     #[tokio::test]
     async fn an_index_rebuilt_after_a_purge_holds_the_map_without_the_tenant() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let vault = Vault::init(Arc::new(LocalStore::new(dir.path().join("vault"))))
-            .await
-            .expect("vault");
-        let index = KeyIndex::open(&dir.path().join("a"), vault.id(), "s").expect("open");
-        index.reset(vault.id(), "s").expect("reset");
+        let (vault, index) = vault_and_index(dir.path()).await;
         let tenant = |k: i64| ["b", "c", "gone"][k as usize % 3].to_string();
         let mut model: BTreeMap<i64, String> = (0..3_000).map(|k| (k, tenant(k))).collect();
         let all: Vec<(i64, Option<String>)> =
