@@ -8,6 +8,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Output;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::*;
@@ -431,6 +433,29 @@ async fn a_self_referencing_table_given_children_first_restores_under_a_tiny_bud
     capture(&config).await;
     assert!(texts_at(&url, rows_sql).await.is_empty());
 
+    // As in production: capture runs, and a writer keeps changing another tenant.
+    let mut running = spawn_capture(&config, None);
+    let writing = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let writing = writing.clone();
+        let url = url.clone();
+        tokio::spawn(async move {
+            let client = pg_connect(&url).await;
+            let mut n = 0u64;
+            while writing.load(Ordering::SeqCst) {
+                n += 1;
+                client
+                    .execute(
+                        "UPDATE folders SET name = 'busy ' || $1::text WHERE id = 100002",
+                        &[&n.to_string()],
+                    )
+                    .await
+                    .expect("write another tenant");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            n
+        })
+    };
     let output = run_with_budget(
         &config,
         &tmp,
@@ -438,6 +463,15 @@ async fn a_self_referencing_table_given_children_first_restores_under_a_tiny_bud
         &["restore", "--tenant", "2", "--at", &t, "--json"],
     )
     .await;
+    writing.store(false, Ordering::SeqCst);
+    let written = writer.await.expect("writer");
+    terminate(&mut running);
+    assert!(written > 0, "the writer wrote nothing");
+    assert_eq!(
+        texts_at(&url, "SELECT name FROM folders WHERE id = 100002").await,
+        vec![format!("busy {written}")],
+        "the other tenant's last write stands"
+    );
     let report: serde_json::Value =
         serde_json::from_str(&assert_ok(&output, "restore")).expect("json");
     assert_eq!(report["failed"], 0, "{report}");
